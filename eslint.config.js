@@ -1,0 +1,39 @@
+// Type-aware linting: no floating promises, no `any`, and a fence that keeps the
+// functional core and the codecs free of I/O (DESIGN.md, "Shape of the code").
+import js from "@eslint/js";
+import tseslint from "typescript-eslint";
+
+const ioModules = ["node:fs", "node:fs/promises", "node:net", "node:http", "node:child_process", "node:timers", "node:timers/promises", "node:dgram"];
+
+export default tseslint.config(
+  { ignores: ["node_modules/**", "dist/**", "eslint.config.js", "bin/**"] },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      "@typescript-eslint/no-floating-promises": "error",
+      "@typescript-eslint/no-misused-promises": "error",
+      "@typescript-eslint/no-explicit-any": "error",
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+    },
+  },
+  {
+    files: ["src/core/**/*.ts", "src/protocol/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        paths: ioModules.map((name) => ({ name, message: "core/ and protocol/ do no I/O: pass it in from the shell (node/, storage/)." })),
+        patterns: [{ group: ["**/storage/**", "**/node/**", "**/cli/**"], message: "core/ and protocol/ must not depend on the shell." }],
+      }],
+      "no-restricted-syntax": ["error",
+        { selector: "CallExpression[callee.object.name='Date'][callee.property.name='now']", message: "The core takes the clock as an argument." },
+        { selector: "CallExpression[callee.object.name='Math'][callee.property.name='random']", message: "The core takes randomness as an argument." },
+        { selector: "CallExpression[callee.name='setTimeout']", message: "No timers in the core." },
+      ],
+    },
+  },
+  {
+    files: ["test/**/*.ts", "bench/**/*.ts"],
+    rules: { "@typescript-eslint/no-non-null-assertion": "off" },
+  },
+);
