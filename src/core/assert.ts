@@ -1,0 +1,14 @@
+// Assertions stay on in production: a broken invariant stops the node loudly
+// instead of letting it corrupt a volume or a replica (STYLE.md, TigerBeetle).
+
+export class InvariantError extends Error {
+  override name = "InvariantError";
+}
+
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new InvariantError(`invariant violated: ${message}`);
+}
+
+export function unreachable(value: never, what = "value"): never {
+  throw new InvariantError(`unreachable: unexpected ${what} ${JSON.stringify(value)}`);
+}

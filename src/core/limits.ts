@@ -1,0 +1,57 @@
+// Every queue, buffer, frame and connection count has a named limit, here, with the
+// relations between them checked once when the module loads.
+import { assert } from "./assert.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+/** Largest NBD READ/WRITE payload we accept (advertised as the maximum block size). */
+export const nbdRequestBytesMax = 32 * MiB;
+/** Longest export name or option payload in the NBD handshake. */
+export const nbdOptionBytesMax = 64 * KiB;
+/** Options a client may send before it must pick an export. */
+export const nbdOptionsPerConnectionMax = 128;
+/** Requests in flight on one NBD connection before we stop reading its socket. */
+export const nbdRequestsInFlightMax = 256;
+/** NBD connections the node serves at once. */
+export const nbdConnectionsMax = 256;
+
+/** Host protocol: largest payload of one request, and requests in flight per connection. */
+export const hostRequestBytesMax = 32 * MiB;
+export const hostRequestsInFlightMax = 256;
+export const hostConnectionsMax = 256;
+export const hostVolumesPerConnectionMax = 64;
+
+/** Journal record payload never exceeds one request. */
+export const journalRecordPayloadBytesMax = nbdRequestBytesMax;
+/** A journal segment file is closed and a new one started past this size. */
+export const journalSegmentBytesMax = 256 * MiB;
+/** Default size limit of one group's journal (all segments). */
+export const journalBytesMaxDefault = 4 * GiB;
+/** Bytes gathered into one journal writev before it is issued. */
+export const journalBatchBytesMax = 8 * MiB;
+/** Records gathered into one journal writev (also bounded by IOV_MAX). */
+export const journalBatchRecordsMax = 512;
+/** Once this many bytes of journal are applied, the ingest checkpoints and trims. */
+export const journalCheckpointBytes = 256 * MiB;
+
+/** Volume size limits. */
+export const volumeBytesMin = 4 * KiB;
+export const volumeBytesMax = 16 * 1024 * GiB;
+export const volumesPerNodeMax = 4096;
+export const groupsPerNodeMax = 1024;
+export const volumesPerGroupMax = 256;
+export const nameLengthMax = 64;
+
+/** Largest value a sequence number, write time or byte offset may take (exact in a double). */
+export const safeIntegerMax = Number.MAX_SAFE_INTEGER;
+
+/** Management API body size. */
+export const mgmtBodyBytesMax = 64 * KiB;
+
+assert(journalRecordPayloadBytesMax <= journalSegmentBytesMax / 2, "a record must fit well inside a segment");
+assert(journalBatchBytesMax >= nbdRequestBytesMax / 4, "a batch holds a useful share of the largest request");
+assert(journalBatchRecordsMax <= 1024, "writev takes at most IOV_MAX (1024) buffers");
+assert(volumeBytesMax < safeIntegerMax, "volume offsets stay exact in a double");
+assert(journalCheckpointBytes < journalBytesMaxDefault, "checkpoints happen before the journal fills");

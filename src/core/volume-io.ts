@@ -1,0 +1,48 @@
+// The narrow contract between the front ends (NBD, host protocol) and the ingest that
+// owns volumes and journals. Front ends validate wire input at the edge, then call this;
+// errors come back as VolumeIoError with a code each front end maps to its own errno.
+
+export type VolumeIoErrorCode = "EINVAL" | "EPERM" | "ENOSPC" | "EIO" | "ESHUTDOWN";
+
+export class VolumeIoError extends Error {
+  override name = "VolumeIoError";
+  readonly code: VolumeIoErrorCode;
+  constructor(code: VolumeIoErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export interface WriteOptions {
+  /** Answer only once this write is durable (NBD FUA). */
+  readonly fua: boolean;
+  /** Write time supplied by a timestamping host, microseconds since the epoch. */
+  readonly hostWriteTimeUs?: number | undefined;
+}
+
+/** One volume as a front end sees it. Offsets and lengths are already range-checked. */
+export interface VolumeHandle {
+  readonly name: string;
+  readonly sizeBytes: number;
+  /** A pair's target is read-only (it shows the reflected image). */
+  readonly readOnly: boolean;
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  write(offsetBytes: number, data: Buffer, options: WriteOptions): Promise<void>;
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void>;
+  /** Treated as writing zeroes, so both sites hold the same bytes. */
+  trim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void>;
+  /** Every write answered before this call is durable once it resolves. */
+  flush(): Promise<void>;
+}
+
+export interface ExportDescription {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+}
+
+/** What the front ends can open. */
+export interface VolumeCatalog {
+  open(name: string): VolumeHandle | undefined;
+  list(): readonly ExportDescription[];
+}
