@@ -1,0 +1,89 @@
+// `tidemark node`: runs one storage system in the foreground (CONTRACT.md, "The node").
+import type { Command } from "commander";
+import { writeTimePolicies, type WriteTimePolicy } from "../core/types.ts";
+import { createNodeLogger } from "../node/logger.ts";
+import { TidemarkNode } from "../node/node.ts";
+import { parseListenAddress } from "./address.ts";
+import { resolve } from "node:path";
+
+interface NodeFlags {
+  id: string;
+  data: string;
+  mgmt: string;
+  nbd: string;
+  hostPort: string;
+  repl: string;
+  writeTime: string;
+}
+
+/** A clean stop that takes longer than this is abandoned (the journal makes that safe). */
+const stopTimeoutMs = 30_000;
+
+export function registerNodeCommand(program: Command): void {
+  program
+    .command("node")
+    .description("run a tidemark node (storage system) in the foreground until SIGTERM/SIGINT")
+    .requiredOption("--id <ID>", "storage-system id of this node (kept in the data directory)")
+    .requiredOption("--data <DIR>", "data directory (volumes, journals, metadata)")
+    .option("--mgmt <HOST:PORT>", "management HTTP API", "127.0.0.1:7480")
+    .option("--nbd <HOST:PORT>", "NBD server for hosts without write times", "127.0.0.1:10809")
+    .option("--host-port <HOST:PORT>", "timestamped host protocol", "127.0.0.1:7410")
+    .option("--repl <HOST:PORT>", "replication listener", "127.0.0.1:7400")
+    .option("--write-time <POLICY>", `write-time policy: ${writeTimePolicies.join("|")}`, "host")
+    .action(async (flags: NodeFlags) => {
+      await runNode(flags);
+    });
+}
+
+async function runNode(flags: NodeFlags): Promise<void> {
+  if (!writeTimePolicies.includes(flags.writeTime as WriteTimePolicy)) {
+    throw new Error(`--write-time "${flags.writeTime}" is not one of ${writeTimePolicies.join(", ")}`);
+  }
+  const id = flags.id.trim();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) {
+    throw new Error(`--id "${flags.id}" is not valid: use 1-64 letters, digits, '.', '_' or '-'`);
+  }
+  const options = {
+    id,
+    dataDir: resolve(flags.data),
+    mgmt: parseListenAddress("--mgmt", flags.mgmt),
+    nbd: parseListenAddress("--nbd", flags.nbd),
+    host: parseListenAddress("--host-port", flags.hostPort),
+    repl: parseListenAddress("--repl", flags.repl),
+    writeTimePolicy: flags.writeTime as WriteTimePolicy,
+  };
+  const logger = createNodeLogger(id);
+  const node = new TidemarkNode({ ...options, logger });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ event: "signal", signal }, "stopping on signal");
+    const timer = setTimeout(() => {
+      logger.error({ event: "stop_timeout", timeoutMs: stopTimeoutMs }, "clean stop took too long; exiting (the journal recovers on restart)");
+      process.exit(1);
+    }, stopTimeoutMs);
+    timer.unref();
+    node.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ event: "stop_failed", err: error }, "clean stop failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("uncaughtException", (error) => {
+    // An assertion or an unexpected bug: stop loudly rather than serve possibly wrong data.
+    logger.fatal({ event: "fatal", err: error }, "fatal error; node stops");
+    process.exit(70);
+  });
+  try {
+    await node.start();
+  } catch (error) {
+    logger.fatal({ event: "start_failed", err: error }, (error as Error).message);
+    await node.stop().catch(() => undefined);
+    throw error;
+  }
+}

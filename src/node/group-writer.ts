@@ -1,0 +1,208 @@
+// The write path of a primary for one consistency group (patent Fig. 3, 10, 11):
+// stamp -> next sequence number -> append to the group's journal -> apply to the volume
+// -> answer. FUA and FLUSH wait for the journal's group commit. The journal is the
+// write-ahead log: a checkpoint fdatasyncs the volumes, records how far they hold the
+// journal, and lets the journal drop what is behind that point.
+import { assert } from "../core/assert.ts";
+import { journalCheckpointBytes } from "../core/limits.ts";
+import { asMarkerNumber, asSequence, type SequenceNumber, type VolumeId } from "../core/types.ts";
+import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import type { GroupJournal } from "../storage/journal.ts";
+import type { VolumeFile } from "../storage/volume-file.ts";
+import type { ApplyOrder } from "./apply-order.ts";
+import type { NodeStamper } from "./stamper.ts";
+import { VolumeIoError } from "../core/volume-io.ts";
+
+export interface GroupVolume {
+  readonly id: VolumeId;
+  readonly file: VolumeFile;
+  readonly order: ApplyOrder;
+}
+
+export interface CheckpointResult {
+  readonly checkpointSequence: number;
+  readonly nextSequence: number;
+}
+
+export class GroupWriter {
+  readonly groupId: number;
+  readonly name: string;
+  private readonly journal: GroupJournal;
+  private readonly stamper: NodeStamper;
+  private readonly volumes: ReadonlyMap<number, GroupVolume>;
+  private nextSequenceValue: number;
+  private appliedSequenceValue: number;
+  /** Sequences applied out of order, waiting for the ones before them. Bounded by writes in flight. */
+  private readonly appliedAhead = new Set<number>();
+  private lastWriteTimeUsValue = 0;
+  private bytesSinceCheckpoint = 0;
+  private checkpointRunning: Promise<CheckpointResult> | undefined;
+  private failure: Error | undefined;
+  /** Persists a checkpoint in the node metadata; supplied by the node. */
+  private readonly persistCheckpoint: (result: CheckpointResult) => Promise<void>;
+
+  constructor(options: {
+    groupId: number;
+    name: string;
+    journal: GroupJournal;
+    stamper: NodeStamper;
+    volumes: ReadonlyMap<number, GroupVolume>;
+    nextSequence: number;
+    appliedSequence: number;
+    persistCheckpoint: (result: CheckpointResult) => Promise<void>;
+  }) {
+    assert(options.nextSequence >= 1, "sequence numbers start at 1");
+    assert(options.appliedSequence < options.nextSequence, "applied sequence is behind the next one");
+    this.groupId = options.groupId;
+    this.name = options.name;
+    this.journal = options.journal;
+    this.stamper = options.stamper;
+    this.volumes = options.volumes;
+    this.nextSequenceValue = options.nextSequence;
+    this.appliedSequenceValue = options.appliedSequence;
+    this.persistCheckpoint = options.persistCheckpoint;
+  }
+
+  get nextSequence(): number {
+    return this.nextSequenceValue;
+  }
+  get appliedSequence(): number {
+    return this.appliedSequenceValue;
+  }
+  get lastWriteTimeUs(): number {
+    return this.lastWriteTimeUsValue;
+  }
+  get journalStats(): GroupJournal {
+    return this.journal;
+  }
+  get failed(): Error | undefined {
+    return this.failure;
+  }
+
+  write(volumeId: number, offsetBytes: number, data: Buffer, fua: boolean, hostWriteTimeUs: number | undefined): Promise<void> {
+    return this.accept(RecordKind.write, volumeId, offsetBytes, data.length, data, fua, hostWriteTimeUs);
+  }
+
+  writeZeroes(volumeId: number, offsetBytes: number, lengthBytes: number, fua: boolean, hostWriteTimeUs: number | undefined): Promise<void> {
+    return this.accept(RecordKind.zeroes, volumeId, offsetBytes, lengthBytes, Buffer.alloc(0), fua, hostWriteTimeUs);
+  }
+
+  /** Every write answered before this call is durable once it resolves (group commit). */
+  async flush(): Promise<void> {
+    this.throwIfFailed();
+    await this.journal.sync();
+  }
+
+  private accept(
+    kind: typeof RecordKind.write | typeof RecordKind.zeroes,
+    volumeId: number,
+    offsetBytes: number,
+    lengthBytes: number,
+    payload: Buffer,
+    fua: boolean,
+    hostWriteTimeUs: number | undefined,
+  ): Promise<void> {
+    this.throwIfFailed();
+    const volume = this.volumes.get(volumeId);
+    assert(volume !== undefined, `volume ${volumeId} belongs to group ${this.name}`);
+    assert(lengthBytes > 0 && offsetBytes + lengthBytes <= volume.file.sizeBytes, "write range checked at the edge");
+    // Stamp and sequence synchronously, in acceptance order: nothing may interleave here.
+    const stamp = this.stamper.stamp(hostWriteTimeUs);
+    const sequence = this.nextSequenceValue;
+    this.nextSequenceValue = sequence + 1;
+    this.lastWriteTimeUsValue = stamp.writeTimeUs;
+    const record: JournalRecord = {
+      kind,
+      volumeId: volume.id,
+      offsetBytes,
+      lengthBytes,
+      sequence: asSequence(sequence),
+      writeTimeUs: stamp.writeTimeUs,
+      acceptNumber: stamp.acceptNumber,
+      markerNumber: asMarkerNumber(0),
+      payload,
+    };
+    this.bytesSinceCheckpoint += encodedRecordBytes(record);
+    const appended = this.journal.append(record);
+    const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, () =>
+      kind === RecordKind.write ? volume.file.write(offsetBytes, payload) : volume.file.writeZeroes(offsetBytes, lengthBytes),
+    );
+    return this.complete(sequence, appended, applied, fua);
+  }
+
+  private async complete(sequence: number, appended: Promise<void>, applied: Promise<void>, fua: boolean): Promise<void> {
+    try {
+      await Promise.all([appended, applied]);
+    } catch (error) {
+      // The journal and the volume may now disagree about this sequence: stop the group
+      // rather than let a replay or a secondary see something the host never got answered.
+      this.fail(error as Error);
+      throw this.ioError(error as Error);
+    }
+    this.markApplied(sequence);
+    if (fua) await this.flush();
+    if (this.bytesSinceCheckpoint >= journalCheckpointBytes && this.checkpointRunning === undefined) {
+      this.checkpoint().catch((error: unknown) => this.fail(error as Error));
+    }
+  }
+
+  private markApplied(sequence: number): void {
+    assert(sequence > this.appliedSequenceValue, "a sequence is applied once");
+    if (sequence !== this.appliedSequenceValue + 1) {
+      this.appliedAhead.add(sequence);
+      return;
+    }
+    let next = sequence;
+    while (this.appliedAhead.delete(next + 1)) next += 1;
+    this.appliedSequenceValue = next;
+  }
+
+  /**
+   * Makes the volumes durable up to the applied sequence, records that in the node
+   * metadata, then lets the journal drop whole segments behind it.
+   */
+  checkpoint(trimFloor: number = Number.MAX_SAFE_INTEGER): Promise<CheckpointResult> {
+    if (this.checkpointRunning !== undefined) return this.checkpointRunning;
+    const running = this.runCheckpoint(trimFloor).finally(() => {
+      this.checkpointRunning = undefined;
+    });
+    this.checkpointRunning = running;
+    return running;
+  }
+
+  private async runCheckpoint(trimFloor: number): Promise<CheckpointResult> {
+    const checkpointSequence = this.appliedSequenceValue;
+    const bytesAtStart = this.bytesSinceCheckpoint;
+    // Journal first: a volume must never hold data the journal could lose.
+    await this.journal.sync();
+    await Promise.all([...this.volumes.values()].map((volume) => volume.file.datasync()));
+    const result: CheckpointResult = { checkpointSequence, nextSequence: this.nextSequenceValue };
+    await this.persistCheckpoint(result);
+    await this.journal.trimThrough(asSequence(Math.min(checkpointSequence, trimFloor)) as SequenceNumber);
+    this.bytesSinceCheckpoint = Math.max(0, this.bytesSinceCheckpoint - bytesAtStart);
+    return result;
+  }
+
+  /** Finishes what is in flight, makes it durable, checkpoints. */
+  async close(): Promise<CheckpointResult | undefined> {
+    await Promise.all([...this.volumes.values()].map((volume) => volume.order.drain()));
+    if (this.failure !== undefined) return undefined;
+    const result = await this.checkpoint();
+    return result;
+  }
+
+  private fail(error: Error): void {
+    this.failure ??= error;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) {
+      throw new VolumeIoError("EIO", `group ${this.name} stopped after an I/O error: ${this.failure.message}`);
+    }
+  }
+
+  private ioError(error: Error): VolumeIoError {
+    const code = (error as NodeJS.ErrnoException).code;
+    return new VolumeIoError(code === "ENOSPC" ? "ENOSPC" : "EIO", `group ${this.name}: ${error.message}`);
+  }
+}

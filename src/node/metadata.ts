@@ -1,0 +1,91 @@
+// The node's persistent metadata (patent: group management information 310, remote
+// logical volume information 320, write time information 340), kept in one JSON file
+// that is replaced atomically. Validated on load: unknown keys or bad values stop the node.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { z } from "zod";
+import { writeFileAtomic } from "../storage/durable-fs.ts";
+
+export const metadataFormatVersion = 1;
+export const metadataFileName = "node.json";
+
+const nonNegativeInteger = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+const volumeRecordSchema = z.strictObject({
+  id: nonNegativeInteger,
+  name: z.string().min(1),
+  sizeBytes: nonNegativeInteger,
+  fileName: z.string().min(1),
+  createdAt: z.string(),
+});
+
+const groupRecordSchema = z.strictObject({
+  id: nonNegativeInteger,
+  name: z.string().min(1),
+  volumeIds: z.array(nonNegativeInteger),
+  /** Every record up to this sequence is applied to the volumes and the volumes are fdatasync'd. */
+  checkpointSequence: nonNegativeInteger,
+  /** The next sequence number at the checkpoint (a floor: sequences never go back). */
+  nextSequence: nonNegativeInteger.min(1),
+  journalBytesMax: nonNegativeInteger,
+  createdAt: z.string(),
+});
+
+export const nodeMetadataSchema = z.strictObject({
+  formatVersion: z.literal(metadataFormatVersion),
+  nodeId: z.string().min(1),
+  createdAt: z.string(),
+  nextVolumeId: nonNegativeInteger.min(1),
+  nextGroupId: nonNegativeInteger.min(1),
+  volumes: z.array(volumeRecordSchema),
+  groups: z.array(groupRecordSchema),
+  writeTime: z.strictObject({
+    recordedWriteTimeUs: nonNegativeInteger,
+    lastAcceptNumber: nonNegativeInteger,
+  }),
+});
+
+export type NodeMetadata = z.infer<typeof nodeMetadataSchema>;
+export type VolumeRecord = z.infer<typeof volumeRecordSchema>;
+export type GroupRecord = z.infer<typeof groupRecordSchema>;
+
+export function emptyMetadata(nodeId: string, nowIso: string): NodeMetadata {
+  return {
+    formatVersion: metadataFormatVersion,
+    nodeId,
+    createdAt: nowIso,
+    nextVolumeId: 1,
+    nextGroupId: 1,
+    volumes: [],
+    groups: [],
+    writeTime: { recordedWriteTimeUs: 0, lastAcceptNumber: 0 },
+  };
+}
+
+/** Loads the metadata, or returns undefined for a data directory that has none yet. */
+export async function loadMetadata(dataDir: string): Promise<NodeMetadata | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(dataDir, metadataFileName), "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${join(dataDir, metadataFileName)} is not valid JSON: ${(error as Error).message}`);
+  }
+  const result = nodeMetadataSchema.safeParse(parsed);
+  if (!result.success) {
+    throw new Error(`${join(dataDir, metadataFileName)} is not valid tidemark metadata: ${z.prettifyError(result.error)}`);
+  }
+  return result.data;
+}
+
+/** Persists atomically; serialised by the caller (one save at a time). */
+export async function saveMetadata(dataDir: string, metadata: NodeMetadata): Promise<void> {
+  nodeMetadataSchema.parse(metadata); // never write what we could not read back
+  await writeFileAtomic(join(dataDir, metadataFileName), JSON.stringify(metadata, null, 2) + "\n");
+}
