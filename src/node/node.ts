@@ -82,6 +82,7 @@ export class TidemarkNode implements NodeControl {
   private mgmtApi: { port: number; close(): Promise<void> } | undefined;
   private startedAt = new Date();
   private lockPath: string;
+  private lockTaken = false;
   private stopping: Promise<void> | undefined;
   readonly ports = { mgmt: 0, nbd: 0, host: 0, repl: 0 };
 
@@ -125,6 +126,7 @@ export class TidemarkNode implements NodeControl {
       const handle = await open(this.lockPath, "wx");
       await handle.writeFile(`${process.pid}\n`);
       await handle.close();
+      this.lockTaken = true;
       return;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
@@ -257,8 +259,8 @@ export class TidemarkNode implements NodeControl {
       await volume.file.datasync();
       await volume.file.close();
     }
-    await this.updateMetadata(() => undefined);
-    await unlink(this.lockPath).catch(() => undefined);
+    if (this.metadata !== undefined) await this.updateMetadata(() => undefined);
+    if (this.lockTaken) await unlink(this.lockPath).catch(() => undefined);
     this.logger.info({ event: "node_stopped" }, "stopped");
   }
 
