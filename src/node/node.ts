@@ -255,7 +255,7 @@ export class TidemarkNode implements NodeControl {
         this.logger.error({ event: "group_close_failed", group: writer.name, err: error }, "group did not close cleanly");
       }
     }
-    for (const volume of this.volumesByName.values()) {
+    for (const volume of this.volumesById.values()) {
       await volume.file.datasync();
       await volume.file.close();
     }
