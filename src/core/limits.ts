@@ -16,12 +16,28 @@ export const nbdOptionsPerConnectionMax = 128;
 export const nbdRequestsInFlightMax = 256;
 /** NBD connections the node serves at once. */
 export const nbdConnectionsMax = 256;
+/** Payload bytes (write data held, read data asked for) in flight on one NBD connection before we stop reading. */
+export const nbdInFlightBytesMax = 128 * MiB;
+/** Longest string in the NBD handshake (the protocol's own cap on names and messages). */
+export const nbdStringBytesMax = 4096;
+/** A client must finish the NBD handshake within this time. */
+export const nbdHandshakeTimeoutMs = 30_000;
+/** How long closing the NBD server waits for requests in flight before it drops connections. */
+export const nbdCloseGraceMs = 5_000;
 
 /** Host protocol: largest payload of one request, and requests in flight per connection. */
 export const hostRequestBytesMax = 32 * MiB;
 export const hostRequestsInFlightMax = 256;
 export const hostConnectionsMax = 256;
 export const hostVolumesPerConnectionMax = 64;
+/** Host protocol: request payload bytes in flight per connection before we stop reading it. */
+export const hostInFlightBytesMax = 128 * MiB;
+/** Host protocol: longest UTF-8 error message carried in a reply. */
+export const hostErrorMessageBytesMax = 1024;
+/** Host protocol: a connection must complete HELLO within this time. */
+export const hostHelloTimeoutMs = 10_000;
+/** Host protocol: after an error frame, how long the peer gets to close before we destroy the socket. */
+export const hostCloseGraceMs = 2_000;
 
 /** Journal record payload never exceeds one request. */
 export const journalRecordPayloadBytesMax = nbdRequestBytesMax;
@@ -49,9 +65,16 @@ export const safeIntegerMax = Number.MAX_SAFE_INTEGER;
 
 /** Management API body size. */
 export const mgmtBodyBytesMax = 64 * KiB;
+/** Largest management API answer the CLI reads (a status of a full node stays far below). */
+export const mgmtResponseBytesMax = 16 * MiB;
+/** How long the CLI waits for one management API answer unless told otherwise. */
+export const mgmtRequestTimeoutMsDefault = 10_000;
 
 assert(journalRecordPayloadBytesMax <= journalSegmentBytesMax / 2, "a record must fit well inside a segment");
 assert(journalBatchBytesMax >= nbdRequestBytesMax / 4, "a batch holds a useful share of the largest request");
 assert(journalBatchRecordsMax <= 1024, "writev takes at most IOV_MAX (1024) buffers");
+assert(nbdInFlightBytesMax >= nbdRequestBytesMax, "one largest NBD request always fits in flight");
+assert(nbdOptionBytesMax >= nbdStringBytesMax + 8, "an NBD option can carry a longest name");
 assert(volumeBytesMax < safeIntegerMax, "volume offsets stay exact in a double");
 assert(journalCheckpointBytes < journalBytesMaxDefault, "checkpoints happen before the journal fills");
+assert(hostInFlightBytesMax >= hostRequestBytesMax, "one largest host request always fits in flight");

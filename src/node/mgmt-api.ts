@@ -1,0 +1,200 @@
+// The management HTTP API: validates at the edge (zod, unknown keys rejected), calls the
+// node through NodeControl, and answers JSON. Every error is {error:{code,message}} with a
+// stable TM_ERR_* code; the handler behind the validation assumes valid input.
+import Fastify, {
+  LogController,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type RawReplyDefaultExpression,
+  type RawRequestDefaultExpression,
+  type RawServerDefault,
+} from "fastify";
+import type { Logger } from "pino";
+import { z } from "zod";
+import { mgmtBodyBytesMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax } from "../core/limits.ts";
+import { nameProblem } from "../core/names.ts";
+import { ControlError, type ControlErrorCode, type NodeControl } from "./control.ts";
+
+export interface MgmtApiOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly control: NodeControl;
+  readonly logger: Logger;
+}
+
+export interface MgmtApi {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** The Fastify instance type with the node's pino logger. */
+export type MgmtApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, Logger>;
+
+export interface ApiErrorBody {
+  readonly error: { readonly code: ControlErrorCode; readonly message: string };
+}
+
+/** HTTP status for each control error code (control.ts). A new code must be placed here. */
+export const statusForCode: Readonly<Record<ControlErrorCode, number>> = {
+  TM_ERR_INVALID: 400,
+  TM_ERR_NOT_FOUND: 404,
+  TM_ERR_EXISTS: 409,
+  TM_ERR_CONFLICT: 409,
+  TM_ERR_LIMIT: 409,
+  TM_ERR_NO_SPACE: 507,
+  TM_ERR_INTERNAL: 500,
+};
+
+const nameSchema = (kind: string) =>
+  z.string().superRefine((value, ctx) => {
+    const problem = nameProblem(kind, value);
+    if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
+  });
+
+export const createVolumeBodySchema = z.strictObject({
+  name: nameSchema("volume"),
+  sizeBytes: z
+    .number()
+    .int("must be a whole number of bytes")
+    .min(volumeBytesMin, `must be at least ${volumeBytesMin} bytes`)
+    .max(volumeBytesMax, `must be at most ${volumeBytesMax} bytes`),
+});
+
+export const createGroupBodySchema = z.strictObject({
+  name: nameSchema("group"),
+  volumes: z
+    .array(nameSchema("volume"))
+    .min(1, "must list at least one volume")
+    .max(volumesPerGroupMax, `must list at most ${volumesPerGroupMax} volumes`)
+    .refine((names) => new Set(names).size === names.length, "must not list a volume twice"),
+});
+
+/** One line naming the field and what is wrong with it. */
+export function describeIssues(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (issue === undefined) return "request body is invalid";
+  if (issue.code === "unrecognized_keys") {
+    const where = issue.path.length > 0 ? ` in ${issue.path.join(".")}` : "";
+    return `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((key) => `'${key}'`).join(", ")}${where}`;
+  }
+  if (issue.path.length === 0) return `request body: ${issue.message} (expected a JSON object)`;
+  return `${issue.path.join(".")}: ${issue.message}`;
+}
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const result = schema.safeParse(body);
+  if (!result.success) throw new ControlError("TM_ERR_INVALID", describeIssues(result.error));
+  return result.data;
+}
+
+function sendError(reply: FastifyReply, status: number, code: ControlErrorCode, message: string): FastifyReply {
+  const body: ApiErrorBody = { error: { code, message } };
+  return reply.code(status).type("application/json; charset=utf-8").send(body);
+}
+
+/** Fastify's own client errors (bad JSON, body too large, wrong media type) keep their status. */
+function isClientError(error: unknown): error is FastifyError & { statusCode: number } {
+  if (!(error instanceof Error)) return false;
+  const statusCode: unknown = (error as Partial<FastifyError>).statusCode;
+  return typeof statusCode === "number" && statusCode >= 400 && statusCode < 500;
+}
+
+function clientErrorMessage(error: FastifyError): string {
+  switch (error.code) {
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return `request body is larger than ${mgmtBodyBytesMax} bytes`;
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return "request body must be JSON (Content-Type: application/json)";
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return "request body is empty; send a JSON object";
+    default:
+      return error.message;
+  }
+}
+
+/** Builds the app without listening; tests drive it with `inject`. */
+export function buildMgmtApp(control: NodeControl, logger: Logger): MgmtApp {
+  const app = Fastify({
+    loggerInstance: logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: mgmtBodyBytesMax,
+    // Names travel in bodies, never in paths, so a short limit on path parameters is enough.
+    routerOptions: { maxParamLength: 256 },
+    return503OnClosing: true,
+  });
+
+  // Bodies are JSON only: a text/plain body would otherwise reach the handlers as a string.
+  app.removeContentTypeParser("text/plain");
+
+  app.addHook("onResponse", (request, reply, done) => {
+    logger.debug(
+      { method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+      "mgmt request",
+    );
+    done();
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    void sendError(reply, 404, "TM_ERR_NOT_FOUND", `no such endpoint: ${request.method} ${request.url.slice(0, 200)}`);
+  });
+
+  app.setErrorHandler((error: unknown, request, reply) => {
+    if (error instanceof ControlError) {
+      return sendError(reply, statusForCode[error.code], error.code, error.message);
+    }
+    if (isClientError(error)) {
+      return sendError(reply, error.statusCode, "TM_ERR_INVALID", clientErrorMessage(error));
+    }
+    logger.error({ err: error, method: request.method, url: request.url }, "mgmt request failed");
+    const message = error instanceof Error ? error.message : String(error);
+    return sendError(reply, 500, "TM_ERR_INTERNAL", `internal error: ${message}`);
+  });
+
+  registerNodeRoutes(app, control);
+  registerVolumeRoutes(app, control);
+  registerGroupRoutes(app, control);
+  return app;
+}
+
+function registerNodeRoutes(app: MgmtApp, control: NodeControl): void {
+  app.get("/v1/health", () => ({ status: "ok", id: control.status().id }));
+  app.get("/v1/status", () => control.status());
+  app.get("/metrics", async (_request, reply) => {
+    const { contentType, body } = await control.metrics();
+    return reply.type(contentType).send(body);
+  });
+}
+
+function registerVolumeRoutes(app: MgmtApp, control: NodeControl): void {
+  app.get("/v1/volumes", () => ({ volumes: control.listVolumes() }));
+  app.post("/v1/volumes", async (request, reply) => {
+    const body = parseBody(createVolumeBodySchema, request.body);
+    const volume = await control.createVolume(body.name, body.sizeBytes);
+    return reply.code(201).send({ volume });
+  });
+}
+
+function registerGroupRoutes(app: MgmtApp, control: NodeControl): void {
+  app.get("/v1/groups", () => ({ groups: control.listGroups() }));
+  app.post("/v1/groups", async (request, reply) => {
+    const body = parseBody(createGroupBodySchema, request.body);
+    const group = await control.createGroup(body.name, body.volumes);
+    return reply.code(201).send({ group });
+  });
+}
+
+export async function startMgmtApi(options: MgmtApiOptions): Promise<MgmtApi> {
+  const app = buildMgmtApp(options.control, options.logger);
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address();
+  if (address === null || typeof address === "string") {
+    await app.close();
+    throw new Error(`management API did not bind a TCP port on ${options.host}:${options.port}`);
+  }
+  options.logger.info({ host: options.host, port: address.port }, "management API listening");
+  return {
+    port: address.port,
+    close: () => app.close(),
+  };
+}
