@@ -49,6 +49,11 @@ export const journalBytesMaxDefault = 4 * GiB;
 export const journalBatchBytesMax = 8 * MiB;
 /** Records gathered into one journal writev (also bounded by IOV_MAX). */
 export const journalBatchRecordsMax = 512;
+/** Journal recovery and readFrom read segment files in chunks of this size. */
+export const journalReadChunkBytes = 1 * MiB;
+/** The journal's sparse in-memory index keeps one offset per this many bytes or records, whichever comes first. */
+export const journalIndexStrideBytes = 1 * MiB;
+export const journalIndexStrideRecords = 1024;
 /** Once this many bytes of journal are applied, the ingest checkpoints and trims. */
 export const journalCheckpointBytes = 256 * MiB;
 
