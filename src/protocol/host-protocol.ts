@@ -81,6 +81,11 @@ const statusNames = new Map<number, HostStatusName>(
   Object.entries(HostStatus).filter(([name]) => name !== "ok").map(([name, code]) => [code, name as HostStatusName]),
 );
 
+/** The name of a request op code, or undefined. */
+export function requestOpName(op: number): HostOpName | undefined {
+  return opNames.get(op);
+}
+
 /** "EPERM" for 1, ...; an unknown number gives "E<number>". */
 export function statusName(status: number): string {
   return statusNames.get(status) ?? `E${status}`;
