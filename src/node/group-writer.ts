@@ -5,13 +5,16 @@
 // journal, and lets the journal drop what is behind that point.
 import { assert } from "../core/assert.ts";
 import { journalCheckpointBytes } from "../core/limits.ts";
-import { asMarkerNumber, asSequence, type SequenceNumber, type VolumeId } from "../core/types.ts";
-import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import { asMarkerNumber, asSequence, type VolumeId } from "../core/types.ts";
+import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { ApplyOrder } from "./apply-order.ts";
 import type { NodeStamper } from "./stamper.ts";
 import { VolumeIoError } from "../core/volume-io.ts";
+
+/** Held writes: at most one per request the front ends let be in flight. */
+const heldWritesMax = 1 << 20;
 
 export interface GroupVolume {
   readonly id: VolumeId;
@@ -37,6 +40,12 @@ export class GroupWriter {
   private lastWriteTimeUsValue = 0;
   private bytesSinceCheckpoint = 0;
   private checkpointRunning: Promise<CheckpointResult> | undefined;
+  private readonly held: { readonly recordBytes: number; readonly run: () => Promise<void> }[] = [];
+  private spaceRequested = false;
+  /** Writes that had to wait for journal space since start. */
+  heldSinceCount = 0;
+  /** The journal may not trim past this (a pair's acknowledged sequence); set by the pair. */
+  trimFloor: () => number = () => Number.MAX_SAFE_INTEGER;
   private failure: Error | undefined;
   /** Persists a checkpoint in the node metadata; supplied by the node. */
   private readonly persistCheckpoint: (result: CheckpointResult) => Promise<void>;
@@ -94,6 +103,75 @@ export class GroupWriter {
   }
 
   private accept(
+    kind: typeof RecordKind.write | typeof RecordKind.zeroes,
+    volumeId: number,
+    offsetBytes: number,
+    lengthBytes: number,
+    payload: Buffer,
+    fua: boolean,
+    hostWriteTimeUs: number | undefined,
+  ): Promise<void> {
+    this.throwIfFailed();
+    const recordBytes = journalHeaderBytes + payload.length;
+    if (this.held.length === 0 && this.journal.freeBytes >= recordBytes) {
+      return this.acceptNow(kind, volumeId, offsetBytes, lengthBytes, payload, fua, hostWriteTimeUs);
+    }
+    // The journal is full: hold the write (never fail it, never drop it). It is stamped
+    // and sequenced when space frees, behind every write held before it.
+    assert(this.held.length < heldWritesMax, "held writes stay bounded (front ends bound requests in flight)");
+    return new Promise<void>((resolve, reject) => {
+      this.held.push({
+        recordBytes,
+        run: () => this.acceptNow(kind, volumeId, offsetBytes, lengthBytes, payload, fua, hostWriteTimeUs).then(resolve, reject),
+      });
+      this.heldSinceCount += 1;
+      this.requestSpace();
+    });
+  }
+
+  /** Writes waiting for journal space, oldest first. */
+  get heldWrites(): number {
+    return this.held.length;
+  }
+
+  /** Frees journal space (checkpoint and trim), then releases held writes in order. */
+  private requestSpace(): void {
+    if (this.spaceRequested) return;
+    this.spaceRequested = true;
+    this.checkpoint()
+      .then(() => {
+        this.spaceRequested = false;
+        this.releaseHeld();
+      })
+      .catch((error: unknown) => {
+        this.spaceRequested = false;
+        this.fail(error as Error);
+        for (const waiting of this.held.splice(0)) waiting.run().catch(() => undefined);
+      });
+  }
+
+  /** Called when space may have freed (after a checkpoint or when the trim floor moves). */
+  releaseHeld(): void {
+    while (this.held.length > 0) {
+      const first = this.held[0];
+      assert(first !== undefined, "held queue is not empty");
+      if (this.failure === undefined && this.journal.freeBytes < first.recordBytes) {
+        // Still full: whatever holds the journal (a checkpoint in flight, or later a slow
+        // secondary) will call again when it moves.
+        if (this.appliedSequenceValue < this.nextSequenceValue - 1 || this.canTrimMore()) this.requestSpace();
+        return;
+      }
+      this.held.shift();
+      void first.run();
+    }
+  }
+
+  /** Whether a checkpoint could free anything (records behind the trim floor exist). */
+  private canTrimMore(): boolean {
+    return this.journal.firstSequence <= Math.min(this.appliedSequenceValue, this.trimFloor());
+  }
+
+  private acceptNow(
     kind: typeof RecordKind.write | typeof RecordKind.zeroes,
     volumeId: number,
     offsetBytes: number,
@@ -161,9 +239,9 @@ export class GroupWriter {
    * Makes the volumes durable up to the applied sequence, records that in the node
    * metadata, then lets the journal drop whole segments behind it.
    */
-  checkpoint(trimFloor: number = Number.MAX_SAFE_INTEGER): Promise<CheckpointResult> {
+  checkpoint(): Promise<CheckpointResult> {
     if (this.checkpointRunning !== undefined) return this.checkpointRunning;
-    const running = this.runCheckpoint(trimFloor).finally(() => {
+    const running = this.runCheckpoint(this.trimFloor()).finally(() => {
       this.checkpointRunning = undefined;
     });
     this.checkpointRunning = running;
@@ -178,7 +256,7 @@ export class GroupWriter {
     await Promise.all([...this.volumes.values()].map((volume) => volume.file.datasync()));
     const result: CheckpointResult = { checkpointSequence, nextSequence: this.nextSequenceValue };
     await this.persistCheckpoint(result);
-    await this.journal.trimThrough(asSequence(Math.min(checkpointSequence, trimFloor)) as SequenceNumber);
+    await this.journal.trimThrough(Math.min(checkpointSequence, trimFloor));
     this.bytesSinceCheckpoint = Math.max(0, this.bytesSinceCheckpoint - bytesAtStart);
     return result;
   }

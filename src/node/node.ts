@@ -132,10 +132,10 @@ export class TidemarkNode implements NodeControl {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
     }
     const pid = Number.parseInt((await readFile(this.lockPath, "utf8")).trim(), 10);
-    if (Number.isInteger(pid) && pid !== process.pid && processAlive(pid)) {
+    if (Number.isInteger(pid) && pid !== process.pid && (await processAlive(pid))) {
       throw new Error(`data directory ${this.options.dataDir} is in use by process ${pid}; stop that node first or use another --data`);
     }
-    this.logger.warn({ event: "stale_lock", pid }, "previous node did not stop cleanly; recovering");
+    this.logger.warn({ event: "stale_lock", stalePid: pid }, "previous node did not stop cleanly; recovering");
     await unlink(this.lockPath);
     await this.takeLock();
   }
@@ -494,12 +494,18 @@ export class TidemarkNode implements NodeControl {
   }
 }
 
-function processAlive(pid: number): boolean {
+/** Whether a process holds the lock: alive, and not a zombie waiting to be reaped. */
+async function processAlive(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    return !/^\d+ \(.*\) Z /.test(stat);
+  } catch {
+    return true; // no /proc: trust kill(0)
   }
 }
 
