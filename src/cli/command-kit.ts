@@ -1,0 +1,94 @@
+// What every management command shares: `--node URL` and `--json`, a client for that node,
+// where output goes, and the local checks of names and sizes that make a usage error (exit 2)
+// before anything is sent. New commands (pair, snapshot, consistency-point, ...) use these.
+import type { Command } from "commander";
+import { nameProblem } from "../core/names.ts";
+import { ApiClient, defaultNodeUrl, parseNodeUrl } from "./api-client.ts";
+import { UsageError } from "./errors.ts";
+import { formatBytes, formatJson } from "./format.ts";
+import { parseSize } from "./sizes.ts";
+
+/** Where the CLI writes; tests and embedders may capture it. */
+export interface CliIo {
+  stdout(text: string): void;
+  stderr(text: string): void;
+}
+
+export const processIo: CliIo = {
+  stdout: (text) => void process.stdout.write(text),
+  stderr: (text) => void process.stderr.write(text),
+};
+
+export interface MgmtContext {
+  readonly client: ApiClient;
+  readonly json: boolean;
+  readonly io: CliIo;
+  /** Prints the API's answer with --json, or the human text otherwise. */
+  print(raw: unknown, human: () => string): void;
+}
+
+interface MgmtFlags {
+  node: string;
+  json?: boolean;
+}
+
+/** Adds `--node URL` and `--json` to a management command. */
+export function withMgmtOptions(command: Command): Command {
+  return command
+    .option("--node <URL>", "management API of the node", defaultNodeUrl)
+    .option("--json", "print the API's JSON answer on stdout");
+}
+
+/** The context for a command's action; `command` is the last argument commander passes. */
+export function mgmtContext(command: Command, io: CliIo): MgmtContext {
+  const flags = command.opts<MgmtFlags>();
+  const client = new ApiClient(parseNodeUrl(flags.node, "--node"));
+  const json = flags.json === true;
+  return {
+    client,
+    json,
+    io,
+    print(raw, human) {
+      io.stdout(json ? formatJson(raw) : human());
+    },
+  };
+}
+
+/** A name given on the command line, checked with the same rule the node uses. */
+export function checkName(kind: string, name: string): string {
+  const problem = nameProblem(kind, name);
+  if (problem !== null) throw new UsageError(problem);
+  return name;
+}
+
+/** "a,b, c" -> ["a","b","c"]; each a valid name, none twice, at least one. */
+export function parseNameList(kind: string, flag: string, text: string): string[] {
+  const names = text.split(",").map((part) => part.trim());
+  if (names.length === 0 || names.every((name) => name === "")) {
+    throw new UsageError(`${flag} needs at least one ${kind} name, e.g. ${flag} db,logs`);
+  }
+  if (names.includes("")) throw new UsageError(`${flag} ${JSON.stringify(text)} has an empty name; separate names with single commas`);
+  for (const name of names) checkName(kind, name);
+  const seen = new Set<string>();
+  for (const name of names) {
+    if (seen.has(name)) throw new UsageError(`${flag} lists ${kind} '${name}' twice`);
+    seen.add(name);
+  }
+  return names;
+}
+
+/** A size flag ("--size 10G") as bytes, within [minBytes, maxBytes]. */
+export function parseSizeFlag(flag: string, text: string, minBytes: number, maxBytes: number): number {
+  const parsed = parseSize(text);
+  if (!parsed.ok) throw new UsageError(parsed.reason.replace(/^size /, `${flag} `));
+  if (parsed.bytes < minBytes) throw new UsageError(`${flag} ${text} is below the minimum of ${formatBytes(minBytes)} (${minBytes} bytes)`);
+  if (parsed.bytes > maxBytes) throw new UsageError(`${flag} ${text} is above the maximum of ${formatBytes(maxBytes)}`);
+  return parsed.bytes;
+}
+
+/** "tidemark volume create" for a command deep in the tree. */
+export function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let at: Command | null = command; at !== null; at = at.parent) names.unshift(at.name());
+  return names.join(" ");
+}

@@ -1,0 +1,63 @@
+// `tidemark group create NAME --volumes V1[,V2...]` and `tidemark group list` (CONTRACT.md).
+import type { Command } from "commander";
+import type { GroupInfo } from "../node/control.ts";
+import { groupCreatedSchema, groupListSchema } from "./api-schemas.ts";
+import { checkName, mgmtContext, parseNameList, withMgmtOptions, type CliIo } from "./command-kit.ts";
+import { formatUsage, renderTable } from "./format.ts";
+
+export function registerGroupCommands(program: Command, io: CliIo): void {
+  const group = program.command("group").description("create and list consistency groups (volumes that share one write order)");
+
+  withMgmtOptions(
+    group
+      .command("create")
+      .description("create a consistency group from volumes that are in no group yet")
+      .argument("<NAME>", "group name: letters, digits, '.', '_', '-' (up to 64)")
+      .requiredOption("--volumes <V1[,V2...]>", "comma-separated volume names"),
+  ).action(async (nameText: string, flags: { volumes: string }, command: Command) => {
+    const name = checkName("group", nameText);
+    const volumes = parseNameList("volume", "--volumes", flags.volumes);
+    const context = mgmtContext(command, io);
+    const { value, raw } = await context.client.post("/v1/groups", { name, volumes }, groupCreatedSchema, {
+      what: `create group '${name}'`,
+      hints: {
+        TM_ERR_EXISTS: "pick another name, or see `tidemark group list`",
+        TM_ERR_NOT_FOUND: "create it first with `tidemark volume create`",
+        TM_ERR_CONFLICT: "a volume belongs to one group only; see `tidemark volume list`",
+      },
+    });
+    context.print(raw, () => `created group ${value.group.name} with volumes ${value.group.volumes.join(", ")}\n`);
+  });
+
+  withMgmtOptions(group.command("list").description("list the node's consistency groups")).action(
+    async (_flags: unknown, command: Command) => {
+      const context = mgmtContext(command, io);
+      const { value, raw } = await context.client.get("/v1/groups", groupListSchema, { what: "list groups" });
+      context.print(raw, () => renderGroups(value.groups));
+    },
+  );
+}
+
+export function renderGroups(groups: readonly GroupInfo[]): string {
+  if (groups.length === 0) return "no groups; create one with `tidemark group create NAME --volumes V1[,V2...]`\n";
+  return renderTable(
+    [
+      { header: "NAME" },
+      { header: "VOLUMES" },
+      { header: "NEXT SEQ", align: "right" },
+      { header: "APPLIED SEQ", align: "right" },
+      { header: "DURABLE SEQ", align: "right" },
+      { header: "JOURNAL", align: "right" },
+      { header: "SEGMENTS", align: "right" },
+    ],
+    groups.map((group) => [
+      group.name,
+      group.volumes.join(","),
+      String(group.nextSequence),
+      String(group.appliedSequence),
+      String(group.durableSequence),
+      formatUsage(group.journalBytes, group.journalBytesMax),
+      String(group.journalSegments),
+    ]),
+  );
+}

@@ -1,0 +1,98 @@
+// The `tidemark` command tree and how it fails: every error is one line on stderr starting
+// with "tidemark: ", and the exit status says what kind (errors.ts). Commander's own errors
+// (unknown command or option, missing argument) are reworded here into that one line.
+import { readFileSync } from "node:fs";
+import { Command, CommanderError } from "commander";
+import { CliError, exitFailed, exitOk, exitUsage, oneLine } from "./errors.ts";
+import { commandPath, processIo, type CliIo } from "./command-kit.ts";
+import { registerGroupCommands } from "./group-command.ts";
+import { registerNodeCommand } from "./node-command.ts";
+import { registerStatusCommand } from "./status-command.ts";
+import { registerVolumeCommands } from "./volume-command.ts";
+
+function packageVersion(): string {
+  try {
+    const text = readFileSync(new URL("../../package.json", import.meta.url), "utf8");
+    const parsed = JSON.parse(text) as { version?: unknown };
+    return typeof parsed.version === "string" ? parsed.version : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/**
+ * The whole command tree. Later commands go here, one register function per file:
+ * pair (create/status/wait/suspend/resume/takeover), consistency-point, snapshot, recover, demo.
+ */
+export function buildProgram(io: CliIo): Command {
+  const program = new Command("tidemark")
+    .description("asynchronous remote copy for block volumes, dependent-write consistent")
+    .version(packageVersion(), "-V, --version", "print the version");
+  registerNodeCommand(program);
+  registerVolumeCommands(program, io);
+  registerGroupCommands(program, io);
+  registerStatusCommand(program, io);
+  return program;
+}
+
+/** What commander tried to say, and from which command, so it can be said in one line. */
+interface CommanderReport {
+  command: Command;
+  helpAsError: boolean;
+}
+
+function configureTree(command: Command, io: CliIo, report: { last: CommanderReport | null }): void {
+  command
+    .exitOverride()
+    .showSuggestionAfterError(true)
+    .configureOutput({
+      writeOut: (text) => io.stdout(text),
+      // Only help shown as an error (a missing subcommand) comes here; it becomes one line.
+      writeErr: () => {
+        report.last = { command, helpAsError: true };
+      },
+      outputError: () => {
+        report.last = { command, helpAsError: false };
+      },
+    });
+  for (const sub of command.commands) configureTree(sub, io, report);
+}
+
+function subcommandNames(command: Command): string {
+  return command.commands.map((sub) => sub.name()).join(", ");
+}
+
+function commanderLine(error: CommanderError, report: CommanderReport | null): string {
+  const where = report?.command;
+  const path = where === undefined ? "tidemark" : commandPath(where);
+  if (error.code === "commander.help" && where !== undefined) {
+    const what = where.parent === null ? "a command" : "a subcommand";
+    return `\`${path}\` needs ${what} (${subcommandNames(where)}); see \`${path} --help\``;
+  }
+  const message = oneLine(error.message.replace(/^error:\s*/, ""));
+  return `${message}; see \`${path} --help\``;
+}
+
+/** Runs the CLI with `argv` (without node and script); resolves to the exit status. */
+export async function runCli(argv: readonly string[], io: CliIo = processIo): Promise<number> {
+  const program = buildProgram(io);
+  const report: { last: CommanderReport | null } = { last: null };
+  configureTree(program, io, report);
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return exitOk;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === "commander.helpDisplayed" || error.code === "commander.version") return exitOk;
+      io.stderr(`tidemark: ${commanderLine(error, report.last)}\n`);
+      return exitUsage;
+    }
+    if (error instanceof CliError) {
+      io.stderr(`tidemark: ${oneLine(error.message)}\n`);
+      return error.exitCode;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    io.stderr(`tidemark: ${oneLine(message)}\n`);
+    return exitFailed;
+  }
+}

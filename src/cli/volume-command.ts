@@ -1,0 +1,50 @@
+// `tidemark volume create NAME --size SIZE` and `tidemark volume list` (CONTRACT.md).
+import type { Command } from "commander";
+import { volumeBytesMax, volumeBytesMin } from "../core/limits.ts";
+import type { VolumeInfo } from "../node/control.ts";
+import { volumeCreatedSchema, volumeListSchema } from "./api-schemas.ts";
+import { checkName, mgmtContext, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
+import { formatBytes, renderTable, yesNo } from "./format.ts";
+
+export function registerVolumeCommands(program: Command, io: CliIo): void {
+  const volume = program.command("volume").description("create and list volumes (exported over NBD under their names)");
+
+  withMgmtOptions(
+    volume
+      .command("create")
+      .description("create a volume (a sparse file on the node)")
+      .argument("<NAME>", "volume name: letters, digits, '.', '_', '-' (up to 64)")
+      .requiredOption("--size <SIZE>", "size in bytes, or with a K, M, G or T suffix (powers of 1024), e.g. 10G"),
+  ).action(async (nameText: string, flags: { size: string }, command: Command) => {
+    const name = checkName("volume", nameText);
+    const sizeBytes = parseSizeFlag("--size", flags.size, volumeBytesMin, volumeBytesMax);
+    const context = mgmtContext(command, io);
+    const { value, raw } = await context.client.post("/v1/volumes", { name, sizeBytes }, volumeCreatedSchema, {
+      what: `create volume '${name}'`,
+      hints: { TM_ERR_EXISTS: "pick another name, or see `tidemark volume list`" },
+    });
+    context.print(raw, () => `created volume ${value.volume.name} (${formatBytes(value.volume.sizeBytes)})\n`);
+  });
+
+  withMgmtOptions(volume.command("list").description("list the node's volumes")).action(
+    async (_flags: unknown, command: Command) => {
+      const context = mgmtContext(command, io);
+      const { value, raw } = await context.client.get("/v1/volumes", volumeListSchema, { what: "list volumes" });
+      context.print(raw, () => renderVolumes(value.volumes));
+    },
+  );
+}
+
+export function renderVolumes(volumes: readonly VolumeInfo[]): string {
+  if (volumes.length === 0) return "no volumes; create one with `tidemark volume create NAME --size SIZE`\n";
+  return renderTable(
+    [{ header: "NAME" }, { header: "SIZE", align: "right" }, { header: "ALLOCATED", align: "right" }, { header: "GROUP" }, { header: "RO" }],
+    volumes.map((volume) => [
+      volume.name,
+      formatBytes(volume.sizeBytes),
+      formatBytes(volume.allocatedBytes),
+      volume.group ?? "-",
+      yesNo(volume.readOnly),
+    ]),
+  );
+}
