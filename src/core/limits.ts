@@ -57,6 +57,31 @@ export const journalIndexStrideRecords = 1024;
 /** Once this many bytes of journal are applied, the ingest checkpoints and trims. */
 export const journalCheckpointBytes = 256 * MiB;
 
+/** Replication protocol (docs/replication-protocol.md): largest frame, header included, either side accepts.
+ * Holds one largest journal record (64-byte header + payload) with room to spare for the frame and batch headers. */
+export const replFrameBytesMax = journalRecordPayloadBytesMax + 1 * MiB;
+/** Records in one replication BATCH. */
+export const replBatchRecordsMax = 4096;
+/** Volume data bytes in one COPY_DATA message of the initial copy. */
+export const replCopyChunkBytesMax = 4 * MiB;
+/** Parallel streams (TCP connections) per pair. */
+export const replStreamsMax = 64;
+/** Longest pair id (printable ASCII) in OPEN_GROUP. */
+export const replPairIdBytesMax = 64;
+/** Longest UTF-8 text in ERROR, NACK and CLOSE. */
+export const replMessageTextBytesMax = 1024;
+/** A replication connection must complete HELLO / HELLO_OK within this time. */
+export const replHelloTimeoutMs = 10_000;
+/** Each side sends PING after this long without sending anything. */
+export const replPingIntervalMs = 5_000;
+/** A replication connection that received nothing for this long is dead: close it and reconnect. */
+export const replPeerTimeoutMs = 30_000;
+/** The primary holds a PULL it cannot serve yet at most this long before answering with an empty BATCH. */
+export const replPullWaitMs = 1_000;
+/** Reconnect backoff after a link loss: doubles from the minimum up to the maximum. */
+export const replReconnectDelayMsMin = 100;
+export const replReconnectDelayMsMax = 5_000;
+
 /** Volume size limits. */
 export const volumeBytesMin = 4 * KiB;
 export const volumeBytesMax = 16 * 1024 * GiB;
@@ -83,3 +108,7 @@ assert(nbdOptionBytesMax >= nbdStringBytesMax + 8, "an NBD option can carry a lo
 assert(volumeBytesMax < safeIntegerMax, "volume offsets stay exact in a double");
 assert(journalCheckpointBytes < journalBytesMaxDefault, "checkpoints happen before the journal fills");
 assert(hostInFlightBytesMax >= hostRequestBytesMax, "one largest host request always fits in flight");
+assert(replFrameBytesMax >= journalRecordPayloadBytesMax + 64 + 64, "a replication frame holds the largest journal record with its header and the frame and batch headers");
+assert(replCopyChunkBytesMax + 64 <= replFrameBytesMax, "a COPY_DATA frame fits in a frame");
+assert(replPingIntervalMs * 3 <= replPeerTimeoutMs, "several pings fit in the peer timeout");
+assert(replReconnectDelayMsMin <= replReconnectDelayMsMax, "reconnect backoff range");
