@@ -1,8 +1,6 @@
 // `tidemark node`: runs one storage system in the foreground (CONTRACT.md, "The node").
 import type { Command } from "commander";
 import { writeTimePolicies, type WriteTimePolicy } from "../core/types.ts";
-import { createNodeLogger } from "../node/logger.ts";
-import { TidemarkNode } from "../node/node.ts";
 import { parseListenAddress } from "./address.ts";
 import { resolve } from "node:path";
 
@@ -52,6 +50,10 @@ async function runNode(flags: NodeFlags): Promise<void> {
     repl: parseListenAddress("--repl", flags.repl),
     writeTimePolicy: flags.writeTime as WriteTimePolicy,
   };
+  // Loaded here, not at the top: every other command (`tidemark status`, ...) would otherwise
+  // pay ~0.4 s to load the node (fastify, storage, protocols) on each run.
+  const { createNodeLogger } = await import("../node/logger.ts");
+  const { TidemarkNode } = await import("../node/node.ts");
   const logger = createNodeLogger(id);
   const node = new TidemarkNode({ ...options, logger });
   let stopping = false;
