@@ -23,7 +23,7 @@ export function registerGroupCommands(program: Command, io: CliIo): void {
       hints: {
         TM_ERR_EXISTS: "pick another name, or see `tidemark group list`",
         TM_ERR_NOT_FOUND: "create it first with `tidemark volume create`",
-        TM_ERR_CONFLICT: "a volume belongs to one group only; see `tidemark volume list`",
+        TM_ERR_CONFLICT: "see `tidemark volume list`",
       },
     });
     context.print(raw, () => `created group ${value.group.name} with volumes ${value.group.volumes.join(", ")}\n`);
