@@ -194,8 +194,10 @@ export function encodeExportNameReply(sizeBytes: number, transmissionFlags: numb
   return out;
 }
 
+/** A read-only export says so and does not offer TRIM or WRITE_ZEROES (they would get EPERM). */
 export function transmissionFlagsFor(exp: ExportDescription): number {
-  return transmissionFlagsServed | (exp.readOnly ? TransmissionFlag.readOnly : 0);
+  if (!exp.readOnly) return transmissionFlagsServed;
+  return (transmissionFlagsServed & ~(TransmissionFlag.sendTrim | TransmissionFlag.sendWriteZeroes)) | TransmissionFlag.readOnly;
 }
 
 // ---- negotiation -----------------------------------------------------------------------
