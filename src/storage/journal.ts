@@ -78,6 +78,15 @@ interface Waiter {
   readonly reject: (error: Error) => void;
 }
 
+/**
+ * A segment is at most a quarter of the journal's size limit: only whole, non-active
+ * segments can be trimmed, so a full journal must always have most of its bytes behind
+ * the active segment. (A record larger than a segment still goes in, alone.)
+ */
+function effectiveSegmentBytesMax(options: JournalOptions): number {
+  return Math.max(journalHeaderBytes, Math.min(options.segmentBytesMax ?? journalSegmentBytesMax, Math.floor(options.bytesMax / 4)));
+}
+
 function newWaiter(sequence: number): Waiter {
   const { promise, resolve, reject } = Promise.withResolvers<void>();
   return { sequence, promise, resolve, reject };
@@ -162,7 +171,7 @@ export class GroupJournal {
     assert(segments.length > 0, "a journal always has an active segment");
     this.dir = dir;
     this.bytesMax = options.bytesMax;
-    this.segmentBytesMax = options.segmentBytesMax ?? journalSegmentBytesMax;
+    this.segmentBytesMax = effectiveSegmentBytesMax(options);
     this.segments = segments;
     this.activeHandle = activeHandle;
     const last = segments[segments.length - 1];
@@ -189,8 +198,7 @@ export class GroupJournal {
   static async open(dir: string, options: JournalOptions, onRecord: RecordCallback = () => undefined): Promise<{ journal: GroupJournal; report: RecoveryReport }> {
     assert(Number.isSafeInteger(options.nextSequence) && options.nextSequence >= 1, "nextSequence is a positive integer");
     assert(options.bytesMax > 0, "bytesMax is positive");
-    const segmentBytesMax = options.segmentBytesMax ?? journalSegmentBytesMax;
-    assert(segmentBytesMax >= journalHeaderBytes, "a segment holds at least one header");
+    assert(effectiveSegmentBytesMax(options) >= journalHeaderBytes, "a segment holds at least one header");
     await mkdir(dir, { recursive: true });
     await fsyncDirectory(dirname(dir));
     const files = await listSegmentFiles(dir);
@@ -362,10 +370,11 @@ export class GroupJournal {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.closing) return Promise.reject(new JournalClosedError(this.dir));
     const sequence: number = record.sequence;
-    assert(sequence === this.lastAppendedSequence + 1, `journal ${this.dir}: append of sequence ${sequence}, expected ${this.lastAppendedSequence + 1}`);
+    // Messages are built only on failure: this runs once per write.
+    if (sequence !== this.lastAppendedSequence + 1) assert(false, `journal ${this.dir}: append of sequence ${sequence}, expected ${this.lastAppendedSequence + 1}`);
     assert(sequence <= safeIntegerMax, "sequence stays exact");
     const payloadBytes = recordPayloadBytes(record.kind, record.lengthBytes);
-    assert(record.payload.length === payloadBytes, `record payload is ${record.payload.length} bytes, kind ${record.kind} with length ${record.lengthBytes} needs ${payloadBytes}`);
+    if (record.payload.length !== payloadBytes) assert(false, `record payload is ${record.payload.length} bytes, kind ${record.kind} with length ${record.lengthBytes} needs ${payloadBytes}`);
     assert(payloadBytes <= journalRecordPayloadBytesMax, "record payload within the limit");
     const bytes = journalHeaderBytes + payloadBytes;
     if (this.usedBytes + bytes > this.bytesMax) return Promise.reject(new JournalFullError(this.usedBytes, bytes, this.bytesMax));
