@@ -60,12 +60,8 @@ export const journalCheckpointBytes = 256 * MiB;
 /** Replication protocol (docs/replication-protocol.md): largest frame, header included, either side accepts.
  * Holds one largest journal record (64-byte header + payload) with room to spare for the frame and batch headers. */
 export const replFrameBytesMax = journalRecordPayloadBytesMax + 1 * MiB;
-/** Records in one replication BATCH. */
-export const replBatchRecordsMax = 4096;
 /** Volume data bytes in one COPY_DATA message of the initial copy. */
 export const replCopyChunkBytesMax = 4 * MiB;
-/** Parallel streams (TCP connections) per pair. */
-export const replStreamsMax = 64;
 /** Longest pair id (printable ASCII) in OPEN_GROUP. */
 export const replPairIdBytesMax = 64;
 /** Longest UTF-8 text in ERROR, NACK and CLOSE. */
