@@ -205,8 +205,8 @@ export class HostClient {
   }
 
   #request(request: HostRequest): Promise<HostOkReply> {
+    if (this.#closing !== undefined) return Promise.reject(new HostProtocolError("ESHUTDOWN", "the client is closed (close() was called)"));
     if (this.#failure !== undefined) return Promise.reject(new HostProtocolError(this.#failure.code, this.#failure.message, this.#failure.status));
-    if (this.#closing !== undefined) return Promise.reject(new HostProtocolError("ESHUTDOWN", "the client is closing"));
     return new Promise<HostOkReply>((resolve, reject) => {
       const pending: Pending = { op: request.op, resolve, reject };
       this.#pending.set(request.handle, pending);
