@@ -108,3 +108,30 @@ assert(replFrameBytesMax >= journalRecordPayloadBytesMax + 64 + 64, "a replicati
 assert(replCopyChunkBytesMax + 64 <= replFrameBytesMax, "a COPY_DATA frame fits in a frame");
 assert(replPingIntervalMs * 3 <= replPeerTimeoutMs, "several pings fit in the peer timeout");
 assert(replReconnectDelayMsMin <= replReconnectDelayMsMax, "reconnect backoff range");
+
+// Replication (docs/replication.md). The sender bounds what is unacknowledged per pair;
+// the receiver's reorder buffer only ever holds records from that window, so its bounds
+// are at least the window plus one largest record (a batch always carries one record).
+/** Parallel streams (connections) per pair. */
+export const replStreamsMax = 16;
+/** A batch is cut at this size (but always carries at least one record). */
+export const replBatchBytesMax = 1 * MiB;
+/** Records in one batch. */
+export const replBatchRecordsMax = 1024;
+/** Batches sent on one stream and not yet answered. */
+export const replBatchesInFlightPerStreamMax = 4;
+/** Bytes and records sent and not yet acknowledged (durable on the secondary), per pair. */
+export const replInFlightBytesMax = 64 * MiB;
+export const replInFlightRecordsMax = 65_536;
+/** The secondary's out-of-order records per group; over it a batch is refused, never buffered. */
+export const replReorderBytesMax = 128 * MiB;
+export const replReorderRecordsMax = replInFlightRecordsMax;
+/** Records handed to the journal and not yet durable, per group on the secondary. */
+export const replDurablePendingRecordsMax = replInFlightRecordsMax;
+/** An idle replicating group gets a time-advance record after this long without one. */
+export const timeAdvanceIntervalMs = 100;
+
+assert(replReorderBytesMax >= replInFlightBytesMax + journalRecordPayloadBytesMax + 64, "the reorder buffer holds the whole send window plus one largest record");
+assert(replReorderRecordsMax >= replInFlightRecordsMax, "the reorder buffer holds every record of the send window");
+assert(replBatchBytesMax * replBatchesInFlightPerStreamMax * replStreamsMax <= replInFlightBytesMax, "every stream can fill its window of batches");
+assert(replBatchRecordsMax <= replInFlightRecordsMax, "one batch fits the record window");

@@ -1,0 +1,169 @@
+// The reflector's planning on the secondary (patent Fig. 9, [0040], [0046], [0053]):
+// which record to apply next, how far it is safe to go, and what a takeover keeps.
+// Pure functions plus a small tracker that asserts the invariants on what is reflected.
+//
+// Time mode: F = frontier(groups) = min over the domain of each group's arrived position
+// (the position of the last record of its contiguous *durable* prefix). Every record at
+// or before F is applied, in position order across groups. Safe (I1): a record not yet
+// arrived in group g has a sequence past g's arrived record, so its position is past
+// g's arrived position >= F; it was accepted after every record at or before F, so none
+// of those can depend on it. A group that has never arrived anything contributes its
+// start position (positionZero, or the position of S0 after an initial copy), so it holds
+// the frontier there: its first record may come before anyone else's. Time-advance
+// records (sent by the primary to idle groups) keep that from stalling the domain.
+//
+// Seq mode: each group applies its contiguous arrived prefix in sequence order without
+// waiting for the others (consistent per group only).
+import { assert, unreachable } from "./assert.ts";
+import { comparePositions, formatPosition, minPosition, positionOf, type Position } from "./position.ts";
+import { asSequence, type GroupId, type SequenceNumber } from "./types.ts";
+
+export type ReflectMode = "time" | "seq";
+
+/** The frontier: the minimum arrived position over the domain; undefined for an empty domain. */
+export function frontier(groups: Iterable<{ readonly arrivedPosition: Position }>): Position | undefined {
+  const positions: Position[] = [];
+  for (const g of groups) positions.push(g.arrivedPosition);
+  return minPosition(positions);
+}
+
+/** A group's next unreflected record, as the shell sees it in the group's journal. */
+export interface ReflectHead {
+  readonly groupId: GroupId;
+  /** The next sequence to reflect: the group's reflected sequence + 1. */
+  readonly sequence: SequenceNumber;
+  readonly position: Position;
+  /** The group's arrived sequence: heads past it are never chosen. */
+  readonly arrivedSequence: SequenceNumber;
+}
+
+/**
+ * Which head to reflect next, or undefined when none may go yet.
+ * time: the head with the smallest position among those at or before `frontierPosition`.
+ * seq: the head with the smallest position among those at or below their arrived sequence
+ * (any order is consistent per group; the position order is just fair and deterministic).
+ * Pass one head per group (its next record), or none for a group with nothing arrived.
+ */
+export function nextToReflect(heads: readonly ReflectHead[], frontierPosition: Position | undefined, mode: ReflectMode): ReflectHead | undefined {
+  let best: ReflectHead | undefined;
+  for (const head of heads) {
+    if (head.sequence > head.arrivedSequence) continue;
+    switch (mode) {
+      case "time":
+        if (frontierPosition === undefined || comparePositions(head.position, frontierPosition) > 0) continue;
+        break;
+      case "seq":
+        break;
+      default:
+        unreachable(mode, "reflect mode");
+    }
+    if (best === undefined || comparePositions(head.position, best.position) < 0) best = head;
+  }
+  return best;
+}
+
+/**
+ * Keeps the reflected sequence of each group of a domain and asserts, on every record
+ * reflected: per group the sequence is exactly the next one (never back, no gap: I2), and
+ * in time mode positions across the domain never decrease. Start one afresh on each
+ * (re)start, from the persisted reflected checkpoints.
+ */
+export class ReflectTracker {
+  readonly mode: ReflectMode;
+  private readonly reflected = new Map<GroupId, number>();
+  private lastPosition: Position | undefined;
+
+  constructor(mode: ReflectMode, groups: Iterable<{ readonly groupId: GroupId; readonly reflectedSequence: SequenceNumber }>) {
+    this.mode = mode;
+    for (const g of groups) {
+      assert(!this.reflected.has(g.groupId), "a group appears once in a domain");
+      assert(Number.isSafeInteger(g.reflectedSequence) && g.reflectedSequence >= 0, "reflected sequence is a count");
+      this.reflected.set(g.groupId, g.reflectedSequence);
+    }
+  }
+
+  reflectedSequence(groupId: GroupId): SequenceNumber {
+    const seq = this.reflected.get(groupId);
+    assert(seq !== undefined, `group ${groupId} is in the domain`);
+    return asSequence(seq);
+  }
+
+  /** The position of the last record reflected by this tracker (time mode order check). */
+  get lastReflectedPosition(): Position | undefined {
+    return this.lastPosition;
+  }
+
+  /** Call after applying (or skipping, for markers and time advances) one record. */
+  noteReflected(groupId: GroupId, sequence: SequenceNumber, position: Position): void {
+    const prev = this.reflected.get(groupId);
+    assert(prev !== undefined, `group ${groupId} is in the domain`);
+    assert(sequence === prev + 1, `I2: group ${groupId} reflects ${sequence} right after ${prev}`);
+    if (this.mode === "time" && this.lastPosition !== undefined) {
+      assert(
+        comparePositions(position, this.lastPosition) > 0,
+        `time mode reflects in position order: ${formatPosition(position)} after ${formatPosition(this.lastPosition)}`,
+      );
+    }
+    this.reflected.set(groupId, sequence);
+    this.lastPosition = positionOf(position);
+  }
+}
+
+/** One journal entry as the takeover helper sees it. */
+export interface SequencedPosition {
+  readonly sequence: SequenceNumber;
+  readonly position: Position;
+}
+
+/**
+ * Takeover, per group: the last sequence to keep. `entries` are the group's journal
+ * records after `reflectedSequence` up to its arrived sequence, in sequence order
+ * (so in position order). Keeps every record at or before the frontier; never less than
+ * what is already reflected (in seq mode the volumes may already hold more than the
+ * frontier; that cannot be undone, and is only consistent per group). Everything after
+ * the returned sequence is dropped from the journal.
+ */
+export function keepThroughSequence(reflectedSequence: SequenceNumber, entries: readonly SequencedPosition[], frontierPosition: Position | undefined): SequenceNumber {
+  let keep: number = reflectedSequence;
+  let prev: SequencedPosition | undefined;
+  for (const entry of entries) {
+    assert(entry.sequence === (prev === undefined ? reflectedSequence + 1 : prev.sequence + 1), "takeover entries are contiguous after the reflected sequence");
+    assert(prev === undefined || comparePositions(entry.position, prev.position) > 0, "positions increase with the sequence in a group");
+    prev = entry;
+    if (frontierPosition === undefined || comparePositions(entry.position, frontierPosition) > 0) break;
+    keep = entry.sequence;
+  }
+  return asSequence(keep);
+}
+
+export interface TakeoverGroup {
+  readonly groupId: GroupId;
+  readonly reflectedSequence: SequenceNumber;
+  readonly arrivedSequence: SequenceNumber;
+  readonly arrivedPosition: Position;
+  /** Journal records after reflectedSequence through arrivedSequence, in sequence order. */
+  readonly entries: readonly SequencedPosition[];
+}
+
+export interface TakeoverPlanEntry {
+  readonly groupId: GroupId;
+  /** Reflect through this sequence, then drop every journal record after it. */
+  readonly keepThroughSequence: SequenceNumber;
+}
+
+/**
+ * Takeover of a whole domain: the frontier over the groups' arrived positions, and per
+ * group what to keep. The shell stops receiving first (and waits for pending appends to
+ * become durable or be discarded), reflects to the kept sequences in position order,
+ * persists, drops the rest, and makes the volumes writable.
+ */
+export function takeoverPlan(groups: readonly TakeoverGroup[]): { readonly frontier: Position | undefined; readonly keep: readonly TakeoverPlanEntry[] } {
+  const f = frontier(groups);
+  const keep = groups.map((g) => {
+    assert(g.entries.length === g.arrivedSequence - g.reflectedSequence, "takeover gets every journal record after reflected through arrived");
+    const k = keepThroughSequence(g.reflectedSequence, g.entries, f);
+    assert(k <= g.arrivedSequence, "takeover never keeps past arrived");
+    return { groupId: g.groupId, keepThroughSequence: k };
+  });
+  return { frontier: f, keep };
+}

@@ -1,0 +1,309 @@
+// The primary's sender for one pair (patent Fig. 6 steps 1100-1101, 1105-1106; [0037] for
+// parallel transfer, [0047] for pull). It decides which sequence range goes next on which
+// stream, and tracks what the secondary has acknowledged; the shell reads the records
+// from the journal and moves the bytes.
+//
+// Sequences: acked <= sent <= durable (the primary journal's fdatasync'd prefix).
+//  - acked: cumulative, from the secondary's ACKs (its durable arrived sequence) and the
+//    handshake; never goes back. The journal may trim through trimFloor (= acked).
+//  - sent: the highest sequence put into a batch since the last handshake.
+//  - Only durable records are sent: a primary crash can never leave the secondary holding
+//    a record the primary forgot and would number again.
+//
+// A batch goes through plan -> commit (the shell reads the journal in between):
+//   const plan = s.planBatch(stream, durableSequence);      // undefined: nothing to do now
+//   ... read records plan.fromSequence.. while <= plan.lastSequenceMax, count <= plan.recordsMax,
+//       bytes <= plan.bytesMax (but at least one record) ...
+//   if (s.commitBatch(plan, lastSequence, bytes)) send(stream, batch with plan.batchId)
+// Push: call planBatch for each open stream whenever something changes (new durable
+// records, an ACK, a stream back). Pull: call it when a PULL(maxBytes) arrives, with
+// bytesMax = maxBytes; undefined means park the pull or answer "nothing yet".
+// Window: per stream at most batchesInFlightPerStreamMax unanswered batches; per pair
+// at most inFlightBytesMax / inFlightRecordsMax unacknowledged (plus one record), which is
+// what bounds the secondary's reorder buffer (limits.ts).
+// Link loss: onStreamLost marks that stream's unanswered batches lost; they are resent
+// first, whole, on any stream. A full loss (onConnectionLost) waits for the handshake:
+// onReconnect(secondary's arrived) rewinds sent to it and resends everything after it.
+import { assert } from "./assert.ts";
+import {
+  replBatchBytesMax, replBatchRecordsMax, replBatchesInFlightPerStreamMax, replInFlightBytesMax,
+  replInFlightRecordsMax, replStreamsMax, timeAdvanceIntervalMs,
+} from "./limits.ts";
+import { asSequence, type SequenceNumber } from "./types.ts";
+
+export interface SenderOptions {
+  readonly streams: number;
+  /** What the secondary is known to hold durably (S0 after an initial copy; the trim floor after a restart). */
+  readonly ackedSequence: SequenceNumber;
+  readonly batchBytesMax?: number;
+  readonly batchRecordsMax?: number;
+  readonly batchesInFlightPerStreamMax?: number;
+  readonly inFlightBytesMax?: number;
+  readonly inFlightRecordsMax?: number;
+}
+
+export interface BatchPlan {
+  readonly batchId: number;
+  readonly stream: number;
+  readonly fromSequence: SequenceNumber;
+  /** Never read past this sequence (the durable end, or the end of a resent range). */
+  readonly lastSequenceMax: SequenceNumber;
+  /** Stop before a record that would pass this, unless it is the first. */
+  readonly bytesMax: number;
+  readonly recordsMax: number;
+  /** A resend of a lost batch: commit exactly [fromSequence, lastSequenceMax] with the same bytes. */
+  readonly resend: boolean;
+}
+
+type RangeState = "inflight" | "answered" | "lost";
+
+interface SentRange {
+  readonly from: number;
+  readonly to: number;
+  readonly bytes: number;
+  state: RangeState;
+  stream: number;
+  batchId: number;
+}
+
+export type SenderResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+
+export interface SenderStatus {
+  readonly connected: boolean;
+  readonly ackedSequence: SequenceNumber;
+  readonly sentSequence: SequenceNumber;
+  readonly inFlightBytes: number;
+  readonly inFlightRecords: number;
+  readonly lostBatches: number;
+}
+
+export class PairSender {
+  readonly streams: number;
+  private readonly batchBytesMax: number;
+  private readonly batchRecordsMax: number;
+  private readonly perStreamMax: number;
+  private readonly inFlightBytesMax: number;
+  private readonly inFlightRecordsMax: number;
+  private connectedValue = false;
+  private acked: number;
+  private sent: number;
+  /** Unacknowledged batches in sequence order; bounded by inFlightRecordsMax (a batch has >= 1 record). */
+  private ranges: SentRange[] = [];
+  private unackedBytes = 0;
+  private readonly unansweredPerStream: number[];
+  private openPlan: BatchPlan | undefined;
+  private nextBatchId = 1;
+
+  constructor(options: SenderOptions) {
+    assert(Number.isSafeInteger(options.streams) && options.streams >= 1 && options.streams <= replStreamsMax, "stream count within limits");
+    assert(Number.isSafeInteger(options.ackedSequence) && options.ackedSequence >= 0, "acked sequence is a count");
+    this.streams = options.streams;
+    this.batchBytesMax = options.batchBytesMax ?? replBatchBytesMax;
+    this.batchRecordsMax = options.batchRecordsMax ?? replBatchRecordsMax;
+    this.perStreamMax = options.batchesInFlightPerStreamMax ?? replBatchesInFlightPerStreamMax;
+    this.inFlightBytesMax = options.inFlightBytesMax ?? replInFlightBytesMax;
+    this.inFlightRecordsMax = options.inFlightRecordsMax ?? replInFlightRecordsMax;
+    assert(this.batchBytesMax >= 1 && this.batchRecordsMax >= 1 && this.perStreamMax >= 1, "sender limits are positive");
+    assert(this.batchRecordsMax <= this.inFlightRecordsMax, "a batch fits the record window");
+    this.acked = options.ackedSequence;
+    this.sent = options.ackedSequence;
+    this.unansweredPerStream = new Array<number>(options.streams).fill(0);
+  }
+
+  get connected(): boolean {
+    return this.connectedValue;
+  }
+  get ackedSequence(): SequenceNumber {
+    return asSequence(this.acked);
+  }
+  get sentSequence(): SequenceNumber {
+    return asSequence(this.sent);
+  }
+  /** The primary journal may trim records at or below this (and below its own applied checkpoint). */
+  get trimFloor(): SequenceNumber {
+    return asSequence(this.acked);
+  }
+  unansweredBatches(stream: number): number {
+    return this.unansweredPerStream[stream] ?? 0;
+  }
+  status(): SenderStatus {
+    return {
+      connected: this.connectedValue,
+      ackedSequence: asSequence(this.acked),
+      sentSequence: asSequence(this.sent),
+      inFlightBytes: this.unackedBytes,
+      inFlightRecords: this.unackedRecords(),
+      lostBatches: this.ranges.filter((r) => r.state === "lost").length,
+    };
+  }
+
+  /** The next batch for `stream`, or undefined (not connected, a plan open, window full, nothing durable to send). */
+  planBatch(stream: number, durableSequence: SequenceNumber, bytesMax: number = this.batchBytesMax): BatchPlan | undefined {
+    this.checkStream(stream);
+    assert(durableSequence >= this.sent, "durable sequence is never behind what was sent");
+    if (!this.connectedValue || this.openPlan !== undefined) return undefined;
+    if ((this.unansweredPerStream[stream] ?? 0) >= this.perStreamMax) return undefined;
+    const lost = this.ranges.find((r) => r.state === "lost");
+    let plan: BatchPlan;
+    if (lost !== undefined) {
+      plan = {
+        batchId: this.nextBatchId++,
+        stream,
+        fromSequence: asSequence(lost.from),
+        lastSequenceMax: asSequence(lost.to),
+        bytesMax: lost.bytes,
+        recordsMax: lost.to - lost.from + 1,
+        resend: true,
+      };
+    } else {
+      if (durableSequence <= this.sent) return undefined;
+      const recordsRoom = this.inFlightRecordsMax - this.unackedRecords();
+      const bytesRoom = this.inFlightBytesMax - this.unackedBytes;
+      if (recordsRoom <= 0 || bytesRoom <= 0) return undefined;
+      const recordsMax = Math.min(this.batchRecordsMax, recordsRoom, durableSequence - this.sent);
+      plan = {
+        batchId: this.nextBatchId++,
+        stream,
+        fromSequence: asSequence(this.sent + 1),
+        lastSequenceMax: asSequence(this.sent + recordsMax),
+        bytesMax: Math.max(1, Math.min(bytesMax, this.batchBytesMax, bytesRoom)),
+        recordsMax,
+        resend: false,
+      };
+    }
+    this.openPlan = plan;
+    return plan;
+  }
+
+  /**
+   * The shell read [plan.fromSequence, lastSequence] (`bytes` in all) and will send it.
+   * False when the plan was cancelled meanwhile (its stream or the connection was lost):
+   * then send nothing.
+   */
+  commitBatch(plan: BatchPlan, lastSequence: SequenceNumber, bytes: number): boolean {
+    if (this.openPlan !== plan) return false;
+    this.openPlan = undefined;
+    assert(lastSequence >= plan.fromSequence && lastSequence <= plan.lastSequenceMax, "a batch carries at least one record, within its plan");
+    assert(lastSequence - plan.fromSequence + 1 <= plan.recordsMax, "a batch keeps to its record limit");
+    assert(Number.isSafeInteger(bytes) && bytes > 0, "a batch has bytes");
+    assert(bytes <= plan.bytesMax || lastSequence === plan.fromSequence, "a batch keeps to its byte limit unless it is one record");
+    if (plan.resend) {
+      const range = this.ranges.find((r) => r.state === "lost" && r.from === plan.fromSequence);
+      assert(range !== undefined, "a resent range is still lost when committed");
+      assert(lastSequence === range.to && bytes === range.bytes, "a resend carries exactly the lost range");
+      range.state = "inflight";
+      range.stream = plan.stream;
+      range.batchId = plan.batchId;
+    } else {
+      assert(plan.fromSequence === this.sent + 1, "new batches continue where sending stopped");
+      this.ranges.push({ from: plan.fromSequence, to: lastSequence, bytes, state: "inflight", stream: plan.stream, batchId: plan.batchId });
+      this.unackedBytes += bytes;
+      this.sent = lastSequence;
+    }
+    this.unansweredPerStream[plan.stream] = (this.unansweredPerStream[plan.stream] ?? 0) + 1;
+    assert((this.unansweredPerStream[plan.stream] ?? 0) <= this.perStreamMax, "per-stream window holds");
+    assert(this.ranges.length <= this.inFlightRecordsMax, "sent ranges stay bounded");
+    return true;
+  }
+
+  /** The shell gave up on a plan (read error, shutting down). */
+  abandonPlan(plan: BatchPlan): void {
+    if (this.openPlan === plan) this.openPlan = undefined;
+  }
+
+  /**
+   * An ACK on `stream` for `batchId` carrying the secondary's durable arrived sequence.
+   * Acks may be stale, duplicated, out of order, or for batches of an earlier connection:
+   * the cumulative value only moves acked forward. Not ok: the peer acknowledged
+   * something never sent (close the connection; it is not our secondary or it is broken).
+   */
+  onAck(stream: number, batchId: number, arrivedSequence: number): SenderResult {
+    this.checkStream(stream);
+    if (!Number.isSafeInteger(arrivedSequence) || arrivedSequence < 0) return { ok: false, reason: `bad acknowledged sequence ${arrivedSequence}` };
+    if (arrivedSequence > this.sent) return { ok: false, reason: `acknowledged ${arrivedSequence} but only sent through ${this.sent}` };
+    const range = this.ranges.find((r) => r.batchId === batchId && r.stream === stream && r.state === "inflight");
+    if (range !== undefined) {
+      range.state = "answered";
+      this.unansweredPerStream[stream] = (this.unansweredPerStream[stream] ?? 0) - 1;
+    }
+    if (arrivedSequence > this.acked) {
+      this.acked = arrivedSequence;
+      let drop = 0;
+      for (const r of this.ranges) {
+        if (r.to > this.acked) break;
+        drop += 1;
+        this.unackedBytes -= r.bytes;
+        if (r.state === "inflight") this.unansweredPerStream[r.stream] = (this.unansweredPerStream[r.stream] ?? 0) - 1;
+      }
+      if (drop > 0) this.ranges.splice(0, drop);
+    }
+    this.checkAccounting();
+    return { ok: true };
+  }
+
+  /** One stream broke: its unanswered batches are resent (whole, first) on the others or when it is back. */
+  onStreamLost(stream: number): void {
+    this.checkStream(stream);
+    for (const r of this.ranges) {
+      if (r.state === "inflight" && r.stream === stream) r.state = "lost";
+    }
+    this.unansweredPerStream[stream] = 0;
+    if (this.openPlan?.stream === stream) this.openPlan = undefined;
+    this.checkAccounting();
+  }
+
+  /** Every stream broke: nothing is sent until onReconnect. */
+  onConnectionLost(): void {
+    this.connectedValue = false;
+    this.openPlan = undefined;
+    for (const r of this.ranges) if (r.state === "inflight") r.state = "lost";
+    this.unansweredPerStream.fill(0);
+  }
+
+  /**
+   * The handshake after a (re)connect: the secondary's durable arrived sequence wins.
+   * sent rewinds to it, and everything after it is sent again. Not ok (fail the pair, it
+   * needs a new initial copy): the secondary holds less than it once acknowledged, or more
+   * than this primary has durable.
+   */
+  onReconnect(secondaryArrivedSequence: number, durableSequence: SequenceNumber): SenderResult {
+    if (!Number.isSafeInteger(secondaryArrivedSequence) || secondaryArrivedSequence < 0) {
+      return { ok: false, reason: `bad handshake sequence ${secondaryArrivedSequence}` };
+    }
+    if (secondaryArrivedSequence < this.acked) {
+      return { ok: false, reason: `secondary holds through ${secondaryArrivedSequence} but acknowledged ${this.acked}` };
+    }
+    if (secondaryArrivedSequence > durableSequence) {
+      return { ok: false, reason: `secondary holds through ${secondaryArrivedSequence} but the primary's journal is durable only through ${durableSequence}` };
+    }
+    this.acked = secondaryArrivedSequence;
+    this.sent = secondaryArrivedSequence;
+    this.ranges = [];
+    this.unackedBytes = 0;
+    this.unansweredPerStream.fill(0);
+    this.openPlan = undefined;
+    this.connectedValue = true;
+    return { ok: true };
+  }
+
+  private unackedRecords(): number {
+    const first = this.ranges[0];
+    return first === undefined ? 0 : this.sent - Math.max(first.from - 1, this.acked);
+  }
+
+  private checkStream(stream: number): void {
+    assert(Number.isSafeInteger(stream) && stream >= 0 && stream < this.streams, `stream ${stream} exists`);
+  }
+
+  private checkAccounting(): void {
+    assert(this.acked <= this.sent, "acked never passes sent");
+    assert(this.unackedBytes >= 0, "unacked bytes never negative");
+    assert(this.unansweredPerStream.every((n) => n >= 0 && n <= this.perStreamMax), "per-stream windows hold");
+  }
+}
+
+/** Whether an idle replicating group needs a time-advance record now (no record for the interval). */
+export function needsTimeAdvance(lastRecordAtUs: number, nowUs: number, intervalUs: number = timeAdvanceIntervalMs * 1000): boolean {
+  assert(intervalUs > 0, "time-advance interval is positive");
+  return nowUs - lastRecordAtUs >= intervalUs;
+}
