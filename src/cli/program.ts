@@ -70,6 +70,11 @@ function commanderLine(error: CommanderError, report: CommanderReport | null): s
     return `\`${path}\` needs ${what} (${subcommandNames(where)}); see \`${path} --help\``;
   }
   const message = oneLine(error.message.replace(/^error:\s*/, ""));
+  // `tidemark --json status`: the management options belong to the command, not before it.
+  const misplaced = /unknown option '(--node|--json)/.exec(message)?.[1];
+  if (error.code === "commander.unknownOption" && misplaced !== undefined && where !== undefined && where.commands.length > 0) {
+    return `${message}; put ${misplaced} after the command, e.g. \`tidemark status ${misplaced}${misplaced === "--node" ? " URL" : ""}\``;
+  }
   return `${message}; see \`${path} --help\``;
 }
 
@@ -83,7 +88,8 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo): Pr
     return exitOk;
   } catch (error) {
     if (error instanceof CommanderError) {
-      if (error.code === "commander.helpDisplayed" || error.code === "commander.version") return exitOk;
+      // --help, --version and `tidemark help [command]` printed on stdout and end here.
+      if (error.exitCode === 0) return exitOk;
       io.stderr(`tidemark: ${commanderLine(error, report.last)}\n`);
       return exitUsage;
     }

@@ -157,6 +157,7 @@ void test("usage errors: exit 2 and one line that says what to do", async () => 
     tidemark("group", "create", "g", "--volumes", "a,,b"),
     tidemark("status", "--node", "ftp://x"),
     tidemark("volume", "list", "extra"),
+    tidemark("--json", "status"),
   ]);
   const expected: RegExp[] = [
     /required option '--size <SIZE>' not specified; see `tidemark volume create --help`/,
@@ -170,6 +171,7 @@ void test("usage errors: exit 2 and one line that says what to do", async () => 
     /--volumes "a,,b" has an empty name/,
     /--node "ftp:\/\/x" must use http:\/\/ or https:\/\//,
     /too many arguments for 'list'/,
+    /unknown option '--json'; put --json after the command, e.g. `tidemark status --json`/,
   ];
   runs.forEach((run, index) => assertFailure(run, 2, expected[index]!));
   assert.equal(control.volumes.has("x"), false, "nothing was created by a usage error");
@@ -186,7 +188,15 @@ void test("an unreachable node: exit 1, one line naming the URL and what to do",
 });
 
 void test("--help and --version print to stdout and exit 0", async () => {
-  const [help, subHelp, version] = await Promise.all([tidemark("--help"), tidemark("volume", "create", "--help"), tidemark("--version")]);
+  const [help, subHelp, version, helpCommand] = await Promise.all([
+    tidemark("--help"),
+    tidemark("volume", "create", "--help"),
+    tidemark("--version"),
+    tidemark("help", "group"),
+  ]);
+  assert.equal(helpCommand.code, 0);
+  assert.match(helpCommand.stdout, /^Usage: tidemark group /);
+  assert.equal(helpCommand.stderr, "");
   assert.equal(help.code, 0);
   assert.match(help.stdout, /^Usage: tidemark /);
   assert.match(help.stdout, /volume/);
