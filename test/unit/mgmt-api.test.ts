@@ -7,6 +7,7 @@ import { pino } from "pino";
 import { ControlError, type ControlErrorCode } from "../../src/node/control.ts";
 import { buildMgmtApp, startMgmtApi, statusForCode } from "../../src/node/mgmt-api.ts";
 import { mgmtBodyBytesMax, volumeBytesMin } from "../../src/core/limits.ts";
+import fc from "fast-check";
 import { FakeControl } from "./mgmt-fake-control.ts";
 
 const logger = pino({ level: "silent" });
@@ -201,4 +202,42 @@ void test("startMgmtApi listens on port 0, answers over a socket, and closes", a
     await api.close();
   }
   await assert.rejects(fetch(`http://127.0.0.1:${api.port}/v1/health`));
+});
+
+void test("arbitrary JSON and arbitrary bytes never make a 5xx, and errors keep their shape (property)", async () => {
+  const { app } = setup();
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(
+        fc.jsonValue(),
+        fc.record({ name: fc.string({ maxLength: 70 }), sizeBytes: fc.oneof(fc.integer(), fc.double(), fc.string()) }, { requiredKeys: [] }),
+        fc.record({ name: fc.string({ maxLength: 70 }), volumes: fc.array(fc.string({ maxLength: 70 }), { maxLength: 5 }) }, { requiredKeys: [] }),
+      ),
+      fc.constantFrom("/v1/volumes", "/v1/groups"),
+      async (payload, url) => {
+        const response = await app.inject({
+          method: "POST",
+          url,
+          headers: { "content-type": "application/json" },
+          payload: JSON.stringify(payload),
+        });
+        assert.ok(response.statusCode < 500, `${response.statusCode} ${response.body}`);
+        if (response.statusCode >= 400) assert.ok(["TM_ERR_INVALID", "TM_ERR_NOT_FOUND", "TM_ERR_EXISTS", "TM_ERR_CONFLICT"].includes(errorOf(response.body).code));
+      },
+    ),
+    { numRuns: 300 },
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.uint8Array({ maxLength: 200 }), async (bytes) => {
+      const response = await app.inject({
+        method: "POST",
+        url: "/v1/volumes",
+        headers: { "content-type": "application/json" },
+        payload: Buffer.from(bytes),
+      });
+      assert.ok(response.statusCode >= 200 && response.statusCode < 500, `${response.statusCode} ${response.body}`);
+    }),
+    { numRuns: 300 },
+  );
+  await app.close();
 });
