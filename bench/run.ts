@@ -1,0 +1,269 @@
+// `npm run bench`: fio's nbd engine against tidemark (a volume in a group, so every write goes
+// through the journal), nbdkit's file plugin and qemu-nbd on plain files, in one run on 127.0.0.1,
+// data on the same filesystem. Prints a markdown table and saves it (and fio's JSON) to .bench-out/.
+//
+// Environment: BENCH_SECONDS (default 15) and BENCH_RAMP_SECONDS (default 3) per workload;
+// BENCH_SIZE (default 1G); BENCH_TARGETS (default tidemark,nbdkit,qemu-nbd);
+// BENCH_WORKLOADS (default all: randwrite-4k-qd32,write-1m-qd8,randread-4k-qd32);
+// BENCH_PREFILL=0 skips writing every target once before the timed runs.
+import * as fs from "node:fs";
+import * as fsp from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import {
+  cleanupAll, cliOk, freePort, nodeBin, repoRoot, run, spawnDaemon, startNode, tmpDir, whichTool,
+} from "../test/e2e/harness.ts";
+import { runFio, workloads, type FioFigures, type Workload } from "./fio.ts";
+
+const exportName = "bench";
+const readyTimeoutMs = 15_000;
+
+interface Server {
+  readonly uri: string;
+  readonly pid: number;
+  /** Command line, for the report. */
+  readonly command: string;
+  peakRssBytes(): number | null;
+}
+
+interface Target {
+  readonly name: string;
+  start(dir: string, sizeBytes: number): Promise<Server>;
+}
+
+function envNumber(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text === "") return fallback;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a non-negative number, got "${text}"`);
+  return value;
+}
+
+function parseSize(text: string): number {
+  const match = /^(\d+)([KMGT]?)$/i.exec(text.trim());
+  if (match === null) throw new Error(`bad size "${text}" (use e.g. 1G, 512M)`);
+  const powers: Record<string, number> = { "": 0, K: 1, M: 2, G: 3, T: 4 };
+  return Number(match[1]) * 1024 ** (powers[(match[2] ?? "").toUpperCase()] ?? 0);
+}
+
+/** VmHWM (peak resident set) of a live process, in bytes. */
+function peakRss(pid: number): number | null {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+    const match = /^VmHWM:\s+(\d+)\s+kB$/m.exec(status);
+    return match?.[1] === undefined ? null : Number(match[1]) * 1024;
+  } catch {
+    return null;
+  }
+}
+
+async function waitNbdReady(uri: string, logFile: string): Promise<void> {
+  const deadline = Date.now() + readyTimeoutMs;
+  for (;;) {
+    const probe = await run("nbdinfo", ["--size", uri], { timeoutMs: 5_000 });
+    if (probe.code === 0) return;
+    if (Date.now() > deadline) throw new Error(`${uri} not ready: ${probe.stderr.trim()}\n${fs.readFileSync(logFile, "utf8")}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function plainFile(dir: string, sizeBytes: number): Promise<string> {
+  const file = path.join(dir, "disk.raw");
+  await fsp.writeFile(file, "");
+  await fsp.truncate(file, sizeBytes);
+  return file;
+}
+
+const tidemark: Target = {
+  name: "tidemark",
+  async start(_dir, sizeBytes) {
+    const node = await startNode({ id: "bench" });
+    await cliOk(["volume", "create", exportName, "--size", String(sizeBytes)], { node: node.mgmtUrl });
+    await cliOk(["group", "create", "g-bench", "--volumes", exportName], { node: node.mgmtUrl });
+    return {
+      uri: node.nbdUri(exportName),
+      pid: node.pid,
+      command: `tidemark node (volume "${exportName}" in group "g-bench", write-time host)`,
+      peakRssBytes: () => peakRss(node.pid),
+    };
+  },
+};
+
+// Same semantics as tidemark's NBD export: page cache (no O_DIRECT), writeback, FLUSH = fdatasync.
+const nbdkit: Target = {
+  name: "nbdkit",
+  async start(dir, sizeBytes) {
+    const file = await plainFile(dir, sizeBytes);
+    const port = await freePort();
+    const args = ["-f", "-i", "127.0.0.1", "-p", String(port), "file", `file=${file}`, "cache=default"];
+    const logFile = path.join(dir, "nbdkit.log");
+    const daemon = spawnDaemon("nbdkit", args, logFile);
+    const uri = `nbd://127.0.0.1:${port}/${exportName}`;
+    await waitNbdReady(uri, logFile);
+    return { uri, pid: daemon.pid, command: `nbdkit ${args.join(" ")}`, peakRssBytes: () => peakRss(daemon.pid) };
+  },
+};
+
+const qemuNbd: Target = {
+  name: "qemu-nbd",
+  async start(dir, sizeBytes) {
+    const file = await plainFile(dir, sizeBytes);
+    const port = await freePort();
+    const args = [
+      "-f", "raw", "-x", exportName, "-t", "-b", "127.0.0.1", "-p", String(port),
+      "--cache=writeback", "--aio=threads", "--shared=8", file,
+    ];
+    const logFile = path.join(dir, "qemu-nbd.log");
+    const daemon = spawnDaemon("qemu-nbd", args, logFile);
+    const uri = `nbd://127.0.0.1:${port}/${exportName}`;
+    await waitNbdReady(uri, logFile);
+    return { uri, pid: daemon.pid, command: `qemu-nbd ${args.join(" ")}`, peakRssBytes: () => peakRss(daemon.pid) };
+  },
+};
+
+const allTargets: readonly Target[] = [tidemark, nbdkit, qemuNbd];
+
+function pick<T extends { readonly name: string }>(all: readonly T[], envName: string): T[] {
+  const text = process.env[envName];
+  if (text === undefined || text === "") return [...all];
+  const names = text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  return names.map((name) => {
+    const found = all.find((item) => item.name === name);
+    if (found === undefined) throw new Error(`${envName}: unknown "${name}" (known: ${all.map((i) => i.name).join(", ")})`);
+    return found;
+  });
+}
+
+function mib(bytes: number): string {
+  return (bytes / 1024 / 1024).toFixed(bytes >= 100 * 1024 * 1024 ? 0 : 1);
+}
+
+function formatCell(figures: FioFigures | undefined, workload: Workload): string {
+  if (figures === undefined) return "–";
+  const iops = figures.iops >= 10_000 ? `${(figures.iops / 1000).toFixed(1)}k` : figures.iops.toFixed(0);
+  return workload.blockBytes >= 1024 * 1024
+    ? `${mib(figures.bytesPerSecond)} MiB/s (${iops} IOPS)`
+    : `${iops} IOPS (${mib(figures.bytesPerSecond)} MiB/s)`;
+}
+
+function ratio(a: FioFigures | undefined, b: FioFigures | undefined): string {
+  if (a === undefined || b === undefined || b.bytesPerSecond === 0) return "–";
+  return `${(a.bytesPerSecond / b.bytesPerSecond).toFixed(2)}×`;
+}
+
+type Results = Map<string, Map<string, FioFigures>>;
+
+function renderReport(results: Results, targets: readonly Target[], chosen: readonly Workload[], notes: string[]): string {
+  const names = targets.map((t) => t.name);
+  const others = names.filter((n) => n !== "tidemark");
+  const hasTidemark = names.includes("tidemark");
+  const header = ["workload", ...names, ...(hasTidemark ? others.map((o) => `tidemark/${o}`) : [])];
+  const lines = [`| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`];
+  for (const workload of chosen) {
+    const row = results.get(workload.name);
+    const cells = names.map((n) => formatCell(row?.get(n), workload));
+    const ratios = hasTidemark ? others.map((o) => ratio(row?.get("tidemark"), row?.get(o))) : [];
+    lines.push(`| ${[workload.label, ...cells, ...ratios].join(" | ")} |`);
+  }
+  const latency = ["", "Completion latency p50 / p99 (µs):", "", `| workload | ${names.join(" | ")} |`, `|---|${names.map(() => "---").join("|")}|`];
+  for (const workload of chosen) {
+    const row = results.get(workload.name);
+    const cells = names.map((n) => {
+      const f = row?.get(n);
+      return f === undefined ? "–" : `${f.latencyP50Us.toFixed(0)} / ${f.latencyP99Us.toFixed(0)}`;
+    });
+    latency.push(`| ${workload.label} | ${cells.join(" | ")} |`);
+  }
+  return [...lines, ...latency, "", ...notes].join("\n") + "\n";
+}
+
+async function machineNotes(seconds: number, ramp: number, sizeBytes: number, servers: Map<string, Server>): Promise<string[]> {
+  const fioVersion = (await run("fio", ["--version"])).stdout.trim();
+  const nodeVersion = (await run(nodeBin, ["--version"])).stdout.trim();
+  const cpu = os.cpus()[0]?.model ?? "unknown CPU";
+  const notes = [
+    `Run ${new Date().toISOString()} on ${os.cpus().length} × ${cpu}, ${os.release()}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB RAM; ` +
+      `${fioVersion} (ioengine=nbd, numjobs=1, one connection), Node ${nodeVersion}.`,
+    `Each workload: ${ramp} s ramp + ${seconds} s measured, on a ${mib(sizeBytes)} MiB export; targets run one after another per workload.`,
+  ];
+  for (const [name, server] of servers) notes.push(`- ${name}: \`${server.command}\``);
+  return notes;
+}
+
+async function main(): Promise<void> {
+  const seconds = envNumber("BENCH_SECONDS", 15);
+  const ramp = envNumber("BENCH_RAMP_SECONDS", 3);
+  const sizeBytes = parseSize(process.env.BENCH_SIZE ?? "1G");
+  const prefill = process.env.BENCH_PREFILL !== "0";
+  const targets = pick(allTargets, "BENCH_TARGETS");
+  const chosen = pick(workloads, "BENCH_WORKLOADS");
+  for (const tool of ["fio", "nbdinfo", ...targets.filter((t) => t.name !== "tidemark").map((t) => t.name)]) {
+    if (whichTool(tool) === null) throw new Error(`${tool} is not installed: run scripts/ensure-test-deps.sh (as root)`);
+  }
+
+  const work = await tmpDir("tidemark-bench-");
+  const servers = new Map<string, Server>();
+  for (const target of targets) {
+    const dir = path.join(work, target.name);
+    await fsp.mkdir(dir);
+    servers.set(target.name, await target.start(dir, sizeBytes));
+    process.stderr.write(`bench: ${target.name} serving ${servers.get(target.name)!.uri}\n`);
+  }
+
+  if (prefill) {
+    for (const target of targets) {
+      const server = servers.get(target.name)!;
+      const started = Date.now();
+      await runFio({ uri: server.uri, workload: workloads[1]!, sizeBytes, runtimeSeconds: 0, rampSeconds: 0, cwd: work });
+      process.stderr.write(`bench: prefilled ${target.name} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    }
+  }
+
+  const outDir = path.join(repoRoot, ".bench-out");
+  await fsp.mkdir(outDir, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const results: Results = new Map();
+  for (const workload of chosen) {
+    const row = new Map<string, FioFigures>();
+    results.set(workload.name, row);
+    for (const target of targets) {
+      const server = servers.get(target.name)!;
+      const { figures, rawJson } = await runFio({ uri: server.uri, workload, sizeBytes, runtimeSeconds: seconds, rampSeconds: ramp, cwd: work });
+      row.set(target.name, figures);
+      await fsp.writeFile(path.join(outDir, `${stamp}-${workload.name}-${target.name}.json`), rawJson);
+      process.stderr.write(`bench: ${workload.name} ${target.name}: ${figures.iops.toFixed(0)} IOPS, ${mib(figures.bytesPerSecond)} MiB/s, p99 ${figures.latencyP99Us.toFixed(0)} µs\n`);
+    }
+  }
+
+  const notes = await machineNotes(seconds, ramp, sizeBytes, servers);
+  const rss = [...servers].map(([name, server]) => {
+    const bytes = server.peakRssBytes();
+    return `${name} ${bytes === null ? "?" : `${mib(bytes)} MiB`}`;
+  });
+  notes.push("", `Peak RSS (VmHWM, read before stopping): ${rss.join(", ")}.`);
+  const report = `## tidemark benchmark\n\n${renderReport(results, targets, chosen, notes)}`;
+  process.stdout.write(report);
+  await fsp.writeFile(path.join(outDir, `${stamp}.md`), report);
+  await fsp.writeFile(path.join(outDir, "latest.md"), report);
+  process.stderr.write(`bench: saved .bench-out/${stamp}.md (and latest.md)\n`);
+}
+
+let stopping = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`bench: ${signal}, cleaning up\n`);
+    cleanupAll().then(() => process.exit(130), () => process.exit(130));
+  });
+}
+
+try {
+  await main();
+  await cleanupAll();
+} catch (error) {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  await cleanupAll().catch((cleanupError: unknown) => process.stderr.write(`cleanup: ${String(cleanupError)}\n`));
+  process.exitCode = 1;
+}
+
