@@ -157,6 +157,7 @@ export class GroupJournal {
   private rolling = false;
   private closing = false;
   private closed = false;
+  private closePromise: Promise<void> | undefined;
   private failure: Error | undefined;
 
   /** Header slab: one 64-byte view per record of a batch, reused for every writev. */
@@ -624,20 +625,9 @@ export class GroupJournal {
    * The file is closed in every case; if the journal failed (before or during close),
    * close rejects with that error, so nobody takes the close for "all durable".
    */
-  async close(): Promise<void> {
-    if (this.closed || this.closing) {
-      await this.quiesce();
-      return;
-    }
-    this.closing = true;
-    try {
-      if (this.failure === undefined) await this.sync().catch(() => undefined);
-      await this.quiesce();
-    } finally {
-      this.closed = true;
-      await this.activeHandle.close();
-    }
-    this.throwIfFailed();
+  close(): Promise<void> {
+    this.closePromise ??= this.closeOnce(false);
+    return this.closePromise;
   }
 
   /**
@@ -645,14 +635,22 @@ export class GroupJournal {
    * (writes already handed to the kernel may still land); every pending append and sync
    * rejects; the file is closed. Reopen the directory to recover.
    */
-  async abandon(): Promise<void> {
-    this.closing = true;
+  abandon(): Promise<void> {
     this.fail(Object.assign(new Error(`journal ${this.dir} abandoned`), { code: "TM_ERR_JOURNAL_ABANDONED" }));
-    await this.quiesce();
-    if (!this.closed) {
+    this.closePromise ??= this.closeOnce(true);
+    return this.closePromise.catch(() => undefined);
+  }
+
+  private async closeOnce(abandoning: boolean): Promise<void> {
+    this.closing = true;
+    try {
+      if (!abandoning && this.failure === undefined) await this.sync().catch(() => undefined);
+      await this.quiesce();
+    } finally {
       this.closed = true;
       await this.activeHandle.close();
     }
+    this.throwIfFailed();
   }
 
   // ---- read and trim ---------------------------------------------------------------------
