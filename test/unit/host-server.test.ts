@@ -4,72 +4,16 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { mkdtemp, open, rm, type FileHandle } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { pino } from "pino";
 import { startHostServer, type HostServer } from "../../src/node/host-server.ts";
 import { HostClient, HostProtocolError } from "../../src/client/host-client.ts";
-import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../../src/core/volume-io.ts";
+import { FileCatalog } from "./host-fixtures.ts";
 import {
   FrameAssembler, HostOp, HostStatus, encodeHeader, encodeRequest, parseReply, replyPayloadBytesMax,
   type HostReply,
 } from "../../src/protocol/host-protocol.ts";
 import { hostRequestBytesMax } from "../../src/core/limits.ts";
-
-interface WriteCall { readonly volume: string; readonly offsetBytes: number; readonly lengthBytes: number; readonly options: WriteOptions }
-
-/** A real volume: a file in a tmp dir, written with pwrite, flushed with fdatasync. */
-class FileVolume implements VolumeHandle {
-  readonly name: string;
-  readonly sizeBytes: number;
-  readonly readOnly: boolean;
-  readonly #file: FileHandle;
-  readonly #calls: WriteCall[];
-  constructor(name: string, sizeBytes: number, readOnly: boolean, file: FileHandle, calls: WriteCall[]) {
-    this.name = name;
-    this.sizeBytes = sizeBytes;
-    this.readOnly = readOnly;
-    this.#file = file;
-    this.#calls = calls;
-  }
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    const out = Buffer.alloc(lengthBytes);
-    await this.#file.read(out, 0, lengthBytes, offsetBytes);
-    return out;
-  }
-  async write(offsetBytes: number, data: Buffer, options: WriteOptions): Promise<void> {
-    if (this.readOnly) throw new VolumeIoError("EPERM", "read-only");
-    this.#calls.push({ volume: this.name, offsetBytes, lengthBytes: data.length, options });
-    await this.#file.write(data, 0, data.length, offsetBytes);
-    if (options.fua) await this.#file.datasync();
-  }
-  async writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
-    await this.write(offsetBytes, Buffer.alloc(lengthBytes), options);
-  }
-  async trim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
-    await this.writeZeroes(offsetBytes, lengthBytes, options);
-  }
-  async flush(): Promise<void> {
-    await this.#file.datasync();
-  }
-}
-
-class FileCatalog implements VolumeCatalog {
-  readonly volumes = new Map<string, FileVolume>();
-  readonly calls: WriteCall[] = [];
-  readonly files: FileHandle[] = [];
-  async add(dir: string, name: string, sizeBytes: number, readOnly: boolean): Promise<void> {
-    const file = await open(path.join(dir, `${name}.vol`), "w+");
-    await file.truncate(sizeBytes);
-    this.files.push(file);
-    this.volumes.set(name, new FileVolume(name, sizeBytes, readOnly, file, this.calls));
-  }
-  open(name: string): VolumeHandle | undefined {
-    return this.volumes.get(name);
-  }
-  list(): readonly ExportDescription[] {
-    return [...this.volumes.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: v.readOnly }));
-  }
-}
 
 /** A raw connection speaking frames by hand, to send what the client library never would. */
 class RawPeer {
@@ -146,7 +90,7 @@ void describe("host protocol server and client over TCP", () => {
 
   after(async () => {
     await server.close();
-    for (const file of catalog.files) await file.close();
+    await catalog.closeFiles();
     await rm(dir, { recursive: true, force: true });
   });
 
