@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { writeTimePolicies, type WriteTimePolicy } from "../core/types.ts";
 import { parseListenAddress } from "./address.ts";
+import { UsageError } from "./errors.ts";
 import { resolve } from "node:path";
 
 interface NodeFlags {
@@ -35,11 +36,11 @@ export function registerNodeCommand(program: Command): void {
 
 async function runNode(flags: NodeFlags): Promise<void> {
   if (!writeTimePolicies.includes(flags.writeTime as WriteTimePolicy)) {
-    throw new Error(`--write-time "${flags.writeTime}" is not one of ${writeTimePolicies.join(", ")}`);
+    throw new UsageError(`--write-time "${flags.writeTime}" is not one of ${writeTimePolicies.join(", ")}`);
   }
   const id = flags.id.trim();
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) {
-    throw new Error(`--id "${flags.id}" is not valid: use 1-64 letters, digits, '.', '_' or '-'`);
+    throw new UsageError(`--id "${flags.id}" is not valid: use 1-64 letters, digits, '.', '_' or '-'`);
   }
   const options = {
     id,
