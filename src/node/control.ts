@@ -77,3 +77,100 @@ export interface NodeControl {
   /** Prometheus text exposition of the node's metrics. */
   metrics(): Promise<{ contentType: string; body: string }>;
 }
+
+// ---- remote copy (pairs) ------------------------------------------------------------
+
+export type PairState = "copying" | "replicating" | "suspended" | "failed" | "takeover";
+export type PairRole = "primary" | "secondary";
+export type TransferMode = "push" | "pull";
+export type ReflectMode = "time" | "seq" | "marker";
+export type CopyMode = "async" | "sync";
+
+export interface PairInfo {
+  /** The group on this node. */
+  readonly group: string;
+  readonly role: PairRole;
+  readonly state: PairState;
+  readonly pairId: string;
+  readonly remoteNode: string;
+  /** Management URL of the other node when known (the primary knows the secondary's). */
+  readonly remoteUrl: string | null;
+  readonly remoteGroup: string;
+  readonly mode: CopyMode;
+  readonly transfer: TransferMode;
+  readonly streams: number;
+  readonly reflect: ReflectMode;
+  /** Last sequence accepted on the primary (as known on this node). */
+  readonly acceptedSequence: number;
+  /** Last sequence sent by the primary. */
+  readonly sentSequence: number;
+  /** Last sequence of the contiguous prefix durable on the secondary. */
+  readonly arrivedSequence: number;
+  /** Last sequence applied to the secondary's volumes. */
+  readonly reflectedSequence: number;
+  readonly lagRecords: number;
+  readonly lagBytes: number;
+  /** Write time of the last accepted record minus that of the last reflected one. */
+  readonly lagSeconds: number;
+  readonly journalBytes: number;
+  readonly journalBytesMax: number;
+  /** Initial copy progress while copying, else null. */
+  readonly copy: { readonly doneBytes: number; readonly totalBytes: number } | null;
+  /** Host writes waiting for journal space right now. */
+  readonly heldWrites: number;
+  /** Why the pair is slowed, held, suspended or failed; null when all is well. */
+  readonly reason: string | null;
+  readonly link: { readonly connectedStreams: number; readonly reconnects: number; readonly lastError: string | null };
+}
+
+export interface CreatePairRequest {
+  readonly group: string;
+  /** Management URL of the secondary node. */
+  readonly to: string;
+  readonly remoteGroup?: string | undefined;
+  readonly mode: CopyMode;
+  readonly transfer: TransferMode;
+  readonly streams: number;
+  readonly reflect: ReflectMode;
+}
+
+/** Sent by a primary to the secondary's management API: make (or check) the target group. */
+export interface PairTargetRequest {
+  readonly pairId: string;
+  readonly primaryNode: string;
+  readonly primaryGroup: string;
+  /** Group name on the secondary. */
+  readonly group: string;
+  readonly volumes: readonly { readonly name: string; readonly sizeBytes: number }[];
+  readonly reflect: ReflectMode;
+  readonly transfer: TransferMode;
+  readonly streams: number;
+}
+
+export interface PairTargetInfo {
+  readonly nodeId: string;
+  readonly group: string;
+  /** HOST:PORT of the secondary's replication listener. */
+  readonly replAddress: string;
+}
+
+export interface TakeoverResult {
+  readonly group: string;
+  /** Last sequence kept (reflected) on the secondary. */
+  readonly reflectedSequence: number;
+  /** Records received but beyond the last consistent point, dropped. */
+  readonly droppedRecords: number;
+  readonly state: PairState;
+}
+
+/** The pair operations; the node implements them alongside NodeControl. */
+export interface PairControl {
+  createPair(request: CreatePairRequest): Promise<PairInfo>;
+  listPairs(): readonly PairInfo[];
+  /** Throws ControlError TM_ERR_NOT_FOUND when the group has no pair. */
+  pair(group: string): PairInfo;
+  suspendPair(group: string): Promise<PairInfo>;
+  resumePair(group: string): Promise<PairInfo>;
+  takeover(groups: readonly string[]): Promise<readonly TakeoverResult[]>;
+  preparePairTarget(request: PairTargetRequest): Promise<PairTargetInfo>;
+}
