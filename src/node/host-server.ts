@@ -158,7 +158,8 @@ class HostConnection {
         const op = requestOpName(event.header.op);
         const status = op === "open" ? HostStatus.ENAMETOOLONG : HostStatus.EMSGSIZE;
         const detail = `${op ?? "request"} payload of ${event.header.payloadBytes} bytes is over the ${event.payloadBytesMax}-byte limit`;
-        if (this.#state === "hello" || op === undefined) this.#fatal(status, detail, event.header.handle);
+        if (this.#state === "hello") this.#fatal(status, detail, event.header.handle);
+        else if (op === undefined) this.#sendError("unknown", event.header.handle, HostStatus.EPROTO, `unknown request op ${event.header.op}`);
         else this.#sendError(op, event.header.handle, status, detail);
         return;
       }
@@ -294,12 +295,7 @@ class HostConnection {
       this.#inFlight -= 1;
       this.#inFlightBytes -= bytes;
       assert(this.#inFlight >= 0 && this.#inFlightBytes >= 0, "in-flight accounting stays balanced");
-      const latencySeconds = Number(process.hrtime.bigint() - startedNs) / 1e9;
-      try {
-        this.#options.onRequest?.(op, bytes, latencySeconds, reply.kind === "ok");
-      } catch (error) {
-        this.#logger.error({ event: "host_on_request_failed", err: error }, "onRequest callback threw");
-      }
+      this.#observe(op, bytes, Number(process.hrtime.bigint() - startedNs) / 1e9, reply.kind === "ok");
       this.#send(reply);
       if (this.#inFlight === 0 && this.#idle !== undefined) {
         const idle = this.#idle;
@@ -320,6 +316,15 @@ class HostConnection {
     });
   }
 
+  /** Metrics hook: every READ/WRITE/FLUSH answered, including those refused at the edge (0 bytes, 0 s). */
+  #observe(op: IoOp, bytes: number, latencySeconds: number, ok: boolean): void {
+    try {
+      this.#options.onRequest?.(op, bytes, latencySeconds, ok);
+    } catch (error) {
+      this.#logger.error({ event: "host_on_request_failed", err: error }, "onRequest callback threw");
+    }
+  }
+
   #ioError(op: IoOp, handle: bigint, error: unknown): HostErrorReply {
     if (error instanceof VolumeIoError) {
       return { kind: "error", op, handle, status: HostStatus[error.code], message: error.message };
@@ -330,6 +335,7 @@ class HostConnection {
 
   #sendError(op: HostErrorReply["op"], handle: bigint, status: number, message: string): void {
     this.#logger.debug({ event: "host_request_refused", op, status: statusName(status), detail: message }, "host request refused");
+    if (op === "read" || op === "write" || op === "flush") this.#observe(op, 0, 0, false);
     this.#send({ kind: "error", op, handle, status, message });
   }
 

@@ -153,6 +153,7 @@ void describe("host protocol server and client over TCP", () => {
     assert.equal(replica.readOnly, true);
     const error = await rejectsWith(replica.write(0, Buffer.alloc(512)), "EPERM");
     assert.equal(error.status, HostStatus.EPERM);
+    assert.deepEqual(observed.at(-1), { op: "write", bytes: 0, ok: false }, "refused requests reach the metrics hook");
     assert.equal((await replica.read(0, 512)).length, 512);
     await client.close();
   });
@@ -225,6 +226,10 @@ void describe("host protocol server and client over TCP", () => {
     peer.send(encodeHeader({ op: 0x33, flags: 0, status: 0, handle: 12n, slot: 0, payloadBytes: 0, offset: 0n, value: 0n, payloadCrc: 0 }));
     const unknown = await peer.reply();
     assert.ok(unknown.kind === "error" && unknown.op === "unknown" && unknown.status === HostStatus.EPROTO && unknown.handle === 12n);
+    // Unknown op carrying a payload: its payload is skipped, the answer is the same.
+    peer.send(encodeHeader({ op: 0x34, flags: 0, status: 0, handle: 17n, slot: 0, payloadBytes: 10, offset: 0n, value: 0n, payloadCrc: 0 }), Buffer.alloc(10, 0x34));
+    const unknownWithPayload = await peer.reply();
+    assert.ok(unknownWithPayload.kind === "error" && unknownWithPayload.op === "unknown" && unknownWithPayload.handle === 17n);
     // Flags not defined for FLUSH.
     peer.send(encodeHeader({ op: HostOp.flush, flags: 0x01, status: 0, handle: 13n, slot, payloadBytes: 0, offset: 0n, value: 0n, payloadCrc: 0 }));
     await expectError(13n, HostStatus.EINVAL);
