@@ -111,10 +111,14 @@ export const ReflectMode = { time: 1, seq: 2, marker: 3 } as const;
 export type ReflectMode = keyof typeof ReflectMode;
 const reflectNames = new Map<number, ReflectMode>([[1, "time"], [2, "seq"], [3, "marker"]]);
 
-/** The secondary's state of a group, in GROUP_STATE. */
-export const GroupState = { empty: 1, copying: 2, replicating: 3, takenOver: 4 } as const;
+/**
+ * The secondary's state of a group, in GROUP_STATE: empty (never copied: run the initial
+ * copy), copying (a copy began and did not finish: copy again from the start), replicating
+ * (send records from arrivedSequence + 1). A taken-over group is refused with NACK TAKEN_OVER.
+ */
+export const GroupState = { empty: 1, copying: 2, replicating: 3 } as const;
 export type GroupState = keyof typeof GroupState;
-const groupStateNames = new Map<number, GroupState>([[1, "empty"], [2, "copying"], [3, "replicating"], [4, "takenOver"]]);
+const groupStateNames = new Map<number, GroupState>([[1, "empty"], [2, "copying"], [3, "replicating"]]);
 
 /** Message types a NACK may refuse. */
 export const nackableTypes = ["OPEN_GROUP", "BATCH", "PULL", "COPY_DATA", "COPY_ZEROES", "COPY_DONE"] as const satisfies readonly ReplMessageType[];
@@ -719,7 +723,7 @@ function decodePayload(type: ReplMessageType, r: In): ReplMessage {
       if (volumeCount > volumesPerGroupMax) throw new Malformed(`volumeCount ${volumeCount} over ${volumesPerGroupMax}`);
       const startSequence = asSequence(positive(r.u64("startSequence"), "startSequence"));
       const pairId = r.bytes("pair id", replPairIdBytesMax).toString("latin1");
-      if (!pairIdPattern.test(pairId)) throw new Malformed("pair id is not 1.. printable ASCII characters");
+      if (!pairIdPattern.test(pairId)) throw new Malformed("pair id is not 1 or more printable ASCII characters");
       const primaryGroup = r.name("primary group");
       const secondaryGroup = r.name("secondary group");
       const volumes: ReplVolume[] = [];
