@@ -40,16 +40,22 @@ export class ByteQueue {
       return view;
     }
     const out = scratch !== undefined && scratch.length >= n ? scratch.subarray(0, n) : Buffer.allocUnsafe(n);
+    this.copyOut(out, 0, n);
+    return out;
+  }
+
+  /** Copies n bytes (n <= length) into `target` at `at` and consumes them. */
+  copyOut(target: Buffer, at: number, n: number): void {
+    assert(Number.isInteger(n) && n >= 0 && n <= this.lengthBytes && at >= 0 && at + n <= target.length, `copy ${n} of ${this.lengthBytes} bytes`);
     let filled = 0;
     while (filled < n) {
       const chunk = this.chunks[this.headIndex];
       assert(chunk !== undefined, "enough bytes are queued");
       const count = Math.min(n - filled, chunk.length - this.headOffset);
-      chunk.copy(out, filled, this.headOffset, this.headOffset + count);
+      chunk.copy(target, at + filled, this.headOffset, this.headOffset + count);
       filled += count;
       this.advance(count);
     }
-    return out;
   }
 
   /** Drops up to n bytes without copying them; returns how many were dropped. */

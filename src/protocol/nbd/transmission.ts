@@ -164,6 +164,9 @@ export class RequestAssembler {
   private pending: NbdRequest | undefined;
   private pendingErrno = 0;
   private dropLeftBytes = 0;
+  /** A WRITE payload being gathered across reads, and how much of it has arrived. */
+  private payload: Buffer | undefined;
+  private payloadFilledBytes = 0;
   private failed: string | undefined;
   private readonly exp: ExportLimits;
 
@@ -213,9 +216,25 @@ export class RequestAssembler {
       this.pending = undefined;
       return { kind: "request", request, errno: this.pendingErrno, payload: undefined };
     }
-    if (this.queue.length < request.lengthBytes) return needMore;
-    const payload = this.queue.take(request.lengthBytes);
+    let payload = this.payload;
+    if (payload === undefined) {
+      if (this.queue.length >= request.lengthBytes) {
+        // Whole payload at hand: a view of one chunk when it lies in one, else one copy.
+        this.pending = undefined;
+        return { kind: "request", request, errno: 0, payload: this.queue.take(request.lengthBytes) };
+      }
+      // Spans reads still to come: one buffer of exactly its size, filled as chunks arrive,
+      // so received chunks are released at once and never re-concatenated.
+      payload = Buffer.allocUnsafe(request.lengthBytes);
+      this.payload = payload;
+      this.payloadFilledBytes = 0;
+    }
+    const count = Math.min(this.queue.length, payload.length - this.payloadFilledBytes);
+    this.queue.copyOut(payload, this.payloadFilledBytes, count);
+    this.payloadFilledBytes += count;
+    if (this.payloadFilledBytes < payload.length) return needMore;
     this.pending = undefined;
+    this.payload = undefined;
     return { kind: "request", request, errno: 0, payload };
   }
 }
