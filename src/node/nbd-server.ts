@@ -292,7 +292,8 @@ class NbdConnection {
 
   /** Header and data go out back to back, so replies never interleave; replies of one tick share a writev. */
   private reply(request: NbdRequest, errno: number, data: Buffer | undefined): void {
-    if (this.state === "closed" || this.socket.destroyed) return;
+    // The peer may be gone (or have half-closed, which ends our side too): nothing to answer.
+    if (this.state === "closed" || this.socket.destroyed || !this.socket.writable) return;
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
