@@ -56,6 +56,8 @@ export type ControlErrorCode =
   | "TM_ERR_EXISTS"         // 409
   | "TM_ERR_CONFLICT"       // 409: e.g. volume already in a group
   | "TM_ERR_LIMIT"          // 409: too many volumes/groups
+  | "TM_ERR_STATE"          // 409: the pair/group is in a state that does not allow this
+  | "TM_ERR_UNREACHABLE"    // 502: the other node could not be reached
   | "TM_ERR_NO_SPACE"       // 507
   | "TM_ERR_INTERNAL";      // 500
 

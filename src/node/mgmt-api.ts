@@ -42,6 +42,8 @@ export const statusForCode: Readonly<Record<ControlErrorCode, number>> = {
   TM_ERR_EXISTS: 409,
   TM_ERR_CONFLICT: 409,
   TM_ERR_LIMIT: 409,
+  TM_ERR_STATE: 409,
+  TM_ERR_UNREACHABLE: 502,
   TM_ERR_NO_SPACE: 507,
   TM_ERR_INTERNAL: 500,
 };

@@ -492,6 +492,30 @@ export class TidemarkNode implements NodeControl {
       appliedSequence: writer.appliedSequence,
     }));
   }
+
+  // ---- PairControl stubs: added by the mgmt-api/CLI helper to keep the build green; the lead replaces this block ----
+  createPair(_request: import("./control.ts").CreatePairRequest): Promise<import("./control.ts").PairInfo> {
+    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+  }
+  listPairs(): readonly import("./control.ts").PairInfo[] {
+    return [];
+  }
+  pair(group: string): import("./control.ts").PairInfo {
+    throw new ControlError("TM_ERR_NOT_FOUND", `group '${group}' has no pair`);
+  }
+  suspendPair(_group: string): Promise<import("./control.ts").PairInfo> {
+    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+  }
+  resumePair(_group: string): Promise<import("./control.ts").PairInfo> {
+    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+  }
+  takeover(_groups: readonly string[]): Promise<readonly import("./control.ts").TakeoverResult[]> {
+    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+  }
+  preparePairTarget(_request: import("./control.ts").PairTargetRequest): Promise<import("./control.ts").PairTargetInfo> {
+    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+  }
+  // ---- end of PairControl stubs ----
 }
 
 /** Whether a process holds the lock: alive, and not a zombie waiting to be reaped. */
