@@ -296,3 +296,13 @@ void test("error messages are cut to the limit on a character boundary; unknown 
   assert.equal(statusName(HostStatus.ENOENT), "ENOENT");
   assert.equal(statusName(4242), "E4242");
 });
+
+void test("the WRITE example of docs/host-protocol.md, byte for byte", () => {
+  const hex = (b: Buffer[]) => Buffer.concat(b).toString("hex");
+  const write = encodeRequest({ op: "write", handle: 3n, slot: 1, offsetBytes: 4096, data: Buffer.from("deadbeef", "hex"), fua: true, writeTimeUs: 1_700_000_000_000_000 });
+  assert.equal(hex(write), [
+    "544d4850", "04", "83", "0000", "0300000000000000", "01000000", "04000000", "0010000000000000", "00401e18240a0600", "5aa39c7c", "a661c187", "deadbeef",
+  ].join(""));
+  const reply = encodeReply({ kind: "ok", op: "write", handle: 3n });
+  assert.equal(hex(reply), "544d4850" + "84" + "00" + "0000" + "0300000000000000" + "00".repeat(28) + "cc3178af");
+});
