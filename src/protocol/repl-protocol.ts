@@ -137,7 +137,7 @@ const ackBytes = 48;
 const nackFixedBytes = 24;
 const pullBytes = 16;
 const copyZeroesBytes = 32;
-const copyDoneBytes = 24;
+const copyDoneBytes = 32;
 const copyAckBytes = 16;
 const pingBytes = 16;
 const pongBytes = 24;
@@ -198,7 +198,11 @@ export type ReplMessage =
     readonly type: "COPY_ZEROES"; readonly groupHandle: number; readonly chunkId: number;
     readonly volumeId: VolumeId; readonly offsetBytes: number; readonly lengthBytes: number;
   }
-  | { readonly type: "COPY_DONE"; readonly groupHandle: number; readonly chunkId: number; readonly totalBytes: number }
+  | {
+    readonly type: "COPY_DONE"; readonly groupHandle: number; readonly chunkId: number; readonly totalBytes: number;
+    /** The target is consistent once it has reflected this sequence (the last one accepted when the copy ended). */
+    readonly consistentFromSequence: SequenceNumber;
+  }
   | { readonly type: "COPY_ACK"; readonly groupHandle: number; readonly chunkId: number }
   | { readonly type: "PING"; readonly pingId: number; readonly sendTimeUs: number }
   | { readonly type: "PONG"; readonly pingId: number; readonly echoTimeUs: number; readonly replyTimeUs: number }
@@ -506,6 +510,7 @@ export function encodeMessage(msg: ReplMessage): Buffer[] {
       out.u32(0);
       out.u64(msg.chunkId);
       out.u64(msg.totalBytes);
+      out.u64(msg.consistentFromSequence);
       return simpleFrame(msg.type, out.done());
     }
     case "COPY_ACK": {
@@ -803,8 +808,9 @@ function decodePayload(type: ReplMessageType, r: In): ReplMessage {
       r.zero(4, "reserved");
       const chunkId = r.u64("chunkId");
       const totalBytes = r.u64("totalBytes");
+      const consistentFromSequence = asSequence(r.u64("consistentFromSequence"));
       r.end(type);
-      return { type, groupHandle, chunkId, totalBytes };
+      return { type, groupHandle, chunkId, totalBytes, consistentFromSequence };
     }
     case "COPY_ACK": {
       const groupHandle = positive(r.u32("groupHandle"), "groupHandle");

@@ -92,7 +92,7 @@ const messageArbitraries: { [T in ReplMessageType]: fc.Arbitrary<Extract<ReplMes
     .map((m) => ({ type: "COPY_DATA" as const, ...m, data: Buffer.from(m.data) })),
   COPY_ZEROES: fc.record({ groupHandle: handle, chunkId: u53, volumeId: u32.map(asVolumeId), offsetBytes: fc.integer({ min: 0, max: 2 ** 50 }), lengthBytes: fc.integer({ min: 1, max: 2 ** 50 }) })
     .map((m) => ({ type: "COPY_ZEROES" as const, ...m })),
-  COPY_DONE: fc.record({ groupHandle: handle, chunkId: u53, totalBytes: u53 }).map((m) => ({ type: "COPY_DONE" as const, ...m })),
+  COPY_DONE: fc.record({ groupHandle: handle, chunkId: u53, totalBytes: u53, consistentFromSequence: u53.map(asSequence) }).map((m) => ({ type: "COPY_DONE" as const, ...m })),
   COPY_ACK: fc.record({ groupHandle: handle, chunkId: u53 }).map((m) => ({ type: "COPY_ACK" as const, ...m })),
   PING: fc.record({ pingId: u53, sendTimeUs: u53 }).map((m) => ({ type: "PING" as const, ...m })),
   PONG: fc.record({ pingId: u53, echoTimeUs: u53, replyTimeUs: u53 }).map((m) => ({ type: "PONG" as const, ...m })),
