@@ -1,0 +1,126 @@
+// One replication TCP connection, either side: frames in through the pure assembler,
+// messages out through the pure encoder, liveness by PING/PONG. A decode failure that
+// breaks the stream sends ERROR and closes this connection only; the node goes on.
+import type { Socket } from "node:net";
+import type { Logger } from "pino";
+import { replPeerTimeoutMs, replPingIntervalMs } from "../core/limits.ts";
+import {
+  ReplFrameAssembler, encodeMessage, type ReplDecodeResult, type ReplErrorCode, type ReplMessage, type ReplRole,
+} from "../protocol/repl-protocol.ts";
+
+export interface ReplConnectionHandlers {
+  /** A decoded message; PING/PONG are answered here and not passed on. */
+  onMessage(message: ReplMessage): void;
+  /** A sound frame whose content failed its checks (stream still in step): answer NACK. */
+  onBadContent(result: Extract<ReplDecodeResult, { ok: false; fatal: false }>): void;
+  /** The connection is gone (closed by either side, or broken). Called once. */
+  onClose(reason: string): void;
+}
+
+export class ReplConnection {
+  readonly socket: Socket;
+  readonly remote: string;
+  private readonly assembler: ReplFrameAssembler;
+  private readonly logger: Logger;
+  private readonly handlers: ReplConnectionHandlers;
+  private closedReason: string | undefined;
+  private lastHeardMs: number;
+  private pingTimer: NodeJS.Timeout;
+  private pingId = 0;
+  /** Bytes handed to the socket and not yet flushed; the sender uses it for backpressure. */
+  get writableBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  constructor(socket: Socket, receiver: ReplRole, logger: Logger, handlers: ReplConnectionHandlers) {
+    this.socket = socket;
+    this.remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+    this.assembler = new ReplFrameAssembler({ receiver });
+    this.logger = logger;
+    this.handlers = handlers;
+    this.lastHeardMs = Date.now();
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (error) => this.finish(`socket error: ${error.message}`));
+    socket.on("close", () => this.finish("connection closed"));
+    socket.on("end", () => socket.end());
+    this.pingTimer = setInterval(() => this.tick(), replPingIntervalMs);
+    this.pingTimer.unref();
+  }
+
+  get closed(): boolean {
+    return this.closedReason !== undefined;
+  }
+
+  private onData(chunk: Buffer): void {
+    this.lastHeardMs = Date.now();
+    this.assembler.push(chunk);
+    for (;;) {
+      if (this.closed) return;
+      const result = this.assembler.next();
+      if (result === undefined) return;
+      if (result.ok) {
+        const message = result.message;
+        if (message.type === "PING") {
+          this.send({ type: "PONG", pingId: message.pingId, echoTimeUs: message.sendTimeUs, replyTimeUs: Date.now() * 1000 });
+        } else if (message.type !== "PONG") {
+          this.handlers.onMessage(message);
+        }
+      } else if (result.fatal) {
+        this.fail(result.code, result.reason);
+        return;
+      } else {
+        this.handlers.onBadContent(result);
+      }
+    }
+  }
+
+  private tick(): void {
+    if (this.closed) return;
+    if (Date.now() - this.lastHeardMs > replPeerTimeoutMs) {
+      this.logger.warn({ event: "repl_peer_timeout", remote: this.remote, timeoutMs: replPeerTimeoutMs }, "replication peer silent; closing");
+      this.socket.destroy();
+      this.finish(`peer silent for ${replPeerTimeoutMs} ms`);
+      return;
+    }
+    this.pingId = (this.pingId + 1) >>> 0;
+    this.send({ type: "PING", pingId: this.pingId, sendTimeUs: Date.now() * 1000 });
+  }
+
+  /** Queues one message; false when the socket's buffer is past its high-water mark. */
+  send(message: ReplMessage): boolean {
+    if (this.closed) return false;
+    const buffers = encodeMessage(message);
+    this.socket.cork();
+    let ok = true;
+    for (const buffer of buffers) ok = this.socket.write(buffer);
+    this.socket.uncork();
+    return ok;
+  }
+
+  /** Sends ERROR and closes: the peer broke the protocol or must stop. */
+  fail(code: ReplErrorCode, text: string): void {
+    if (this.closed) return;
+    this.logger.warn({ event: "repl_error_sent", remote: this.remote, code, reason: text }, "closing replication connection");
+    this.send({ type: "ERROR", code, text: text.slice(0, 512) });
+    this.socket.end();
+    this.socket.destroySoon();
+    this.finish(`${code}: ${text}`);
+  }
+
+  close(text = "closing"): void {
+    if (this.closed) return;
+    this.send({ type: "CLOSE", text });
+    this.socket.end();
+    this.socket.destroySoon();
+    this.finish(text);
+  }
+
+  private finish(reason: string): void {
+    if (this.closedReason !== undefined) return;
+    this.closedReason = reason;
+    clearInterval(this.pingTimer);
+    if (!this.socket.destroyed) this.socket.destroy();
+    this.handlers.onClose(reason);
+  }
+}
