@@ -184,7 +184,7 @@ async function machineNotes(seconds: number, ramp: number, sizeBytes: number, se
   const notes = [
     `Run ${new Date().toISOString()} on ${os.cpus().length} × ${cpu}, ${os.release()}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB RAM; ` +
       `${fioVersion} (ioengine=nbd, numjobs=1, one connection), Node ${nodeVersion}.`,
-    `Each workload: ${ramp} s ramp + ${seconds} s measured, on a ${mib(sizeBytes)} MiB export; targets run one after another per workload.`,
+    `Each workload: ${ramp} s ramp + ${seconds} s measured, on a ${mib(sizeBytes)} MiB export; targets run one after another per workload, after a \`sync\`.`,
   ];
   for (const [name, server] of servers) notes.push(`- ${name}: \`${server.command}\``);
   return notes;
@@ -228,6 +228,9 @@ async function main(): Promise<void> {
     results.set(workload.name, row);
     for (const target of targets) {
       const server = servers.get(target.name)!;
+      // Start every measurement with no dirty pages left by the previous one (all targets write
+      // through the page cache, so writeback of an earlier run would land in the next).
+      await run("sync", [], { timeoutMs: 300_000 });
       const { figures, rawJson } = await runFio({ uri: server.uri, workload, sizeBytes, runtimeSeconds: seconds, rampSeconds: ramp, cwd: work });
       row.set(target.name, figures);
       await fsp.writeFile(path.join(outDir, `${stamp}-${workload.name}-${target.name}.json`), rawJson);
