@@ -22,7 +22,7 @@
 // at most inFlightBytesMax / inFlightRecordsMax unacknowledged (plus one record), which is
 // what bounds the secondary's reorder buffer (limits.ts).
 // Link loss: onStreamLost marks that stream's unanswered batches lost; they are resent
-// first, whole, on any stream. A full loss (onConnectionLost) waits for the handshake:
+// first (what of them is not acknowledged yet, as one batch) on any stream. A full loss (onConnectionLost) waits for the handshake:
 // onReconnect(secondary's arrived) rewinds sent to it and resends everything after it.
 import { assert } from "./assert.ts";
 import {
@@ -51,16 +51,16 @@ export interface BatchPlan {
   /** Stop before a record that would pass this, unless it is the first. */
   readonly bytesMax: number;
   readonly recordsMax: number;
-  /** A resend of a lost batch: commit exactly [fromSequence, lastSequenceMax] with the same bytes. */
+  /** A resend of a lost batch: commit all of [fromSequence, lastSequenceMax] (its bytes are at most bytesMax). */
   readonly resend: boolean;
 }
 
 type RangeState = "inflight" | "answered" | "lost";
 
 interface SentRange {
-  readonly from: number;
+  from: number;
   readonly to: number;
-  readonly bytes: number;
+  bytes: number;
   state: RangeState;
   stream: number;
   batchId: number;
@@ -146,13 +146,16 @@ export class PairSender {
     const lost = this.ranges.find((r) => r.state === "lost");
     let plan: BatchPlan;
     if (lost !== undefined) {
+      // Records at or below acked may be trimmed from the journal already: resend the rest.
+      const from = Math.max(lost.from, this.acked + 1);
+      assert(from <= lost.to, "a lost range still holds unacknowledged records");
       plan = {
         batchId: this.nextBatchId++,
         stream,
-        fromSequence: asSequence(lost.from),
+        fromSequence: asSequence(from),
         lastSequenceMax: asSequence(lost.to),
         bytesMax: lost.bytes,
-        recordsMax: lost.to - lost.from + 1,
+        recordsMax: lost.to - from + 1,
         resend: true,
       };
     } else {
@@ -188,9 +191,12 @@ export class PairSender {
     assert(Number.isSafeInteger(bytes) && bytes > 0, "a batch has bytes");
     assert(bytes <= plan.bytesMax || lastSequence === plan.fromSequence, "a batch keeps to its byte limit unless it is one record");
     if (plan.resend) {
-      const range = this.ranges.find((r) => r.state === "lost" && r.from === plan.fromSequence);
-      assert(range !== undefined, "a resent range is still lost when committed");
-      assert(lastSequence === range.to && bytes === range.bytes, "a resend carries exactly the lost range");
+      const range = this.ranges.find((r) => r.state === "lost" && r.to === plan.lastSequenceMax);
+      assert(range !== undefined && range.from <= plan.fromSequence, "a resent range is still lost when committed");
+      assert(lastSequence === range.to && bytes <= range.bytes, "a resend carries the whole unacknowledged rest of the lost range");
+      this.unackedBytes -= range.bytes - bytes;
+      range.from = plan.fromSequence;
+      range.bytes = bytes;
       range.state = "inflight";
       range.stream = plan.stream;
       range.batchId = plan.batchId;
@@ -214,13 +220,17 @@ export class PairSender {
   /**
    * An ACK on `stream` for `batchId` carrying the secondary's durable arrived sequence.
    * Acks may be stale, duplicated, out of order, or for batches of an earlier connection:
-   * the cumulative value only moves acked forward. Not ok: the peer acknowledged
-   * something never sent (close the connection; it is not our secondary or it is broken).
+   * the cumulative value only moves acked forward. It may pass `sent`: after a reconnect
+   * the secondary can make durable records it was handed before the handshake; then sent
+   * moves up with it (those need no resend). Not ok: the peer acknowledged something this
+   * primary has not made durable (close the connection; it is broken or not our secondary).
    */
-  onAck(stream: number, batchId: number, arrivedSequence: number): SenderResult {
+  onAck(stream: number, batchId: number, arrivedSequence: number, durableSequence: SequenceNumber): SenderResult {
     this.checkStream(stream);
     if (!Number.isSafeInteger(arrivedSequence) || arrivedSequence < 0) return { ok: false, reason: `bad acknowledged sequence ${arrivedSequence}` };
-    if (arrivedSequence > this.sent) return { ok: false, reason: `acknowledged ${arrivedSequence} but only sent through ${this.sent}` };
+    if (arrivedSequence > durableSequence) {
+      return { ok: false, reason: `acknowledged ${arrivedSequence} but the journal is durable only through ${durableSequence}` };
+    }
     const range = this.ranges.find((r) => r.batchId === batchId && r.stream === stream && r.state === "inflight");
     if (range !== undefined) {
       range.state = "answered";
@@ -236,6 +246,12 @@ export class PairSender {
         if (r.state === "inflight") this.unansweredPerStream[r.stream] = (this.unansweredPerStream[r.stream] ?? 0) - 1;
       }
       if (drop > 0) this.ranges.splice(0, drop);
+      if (this.acked > this.sent) {
+        assert(this.ranges.length === 0, "nothing is unacknowledged below an ack past sent");
+        this.sent = this.acked;
+        if (this.openPlan !== undefined && !this.openPlan.resend) this.openPlan = undefined; // it starts at or below acked now
+      }
+      if (this.openPlan?.resend === true && this.openPlan.lastSequenceMax <= this.acked) this.openPlan = undefined;
     }
     this.checkAccounting();
     return { ok: true };

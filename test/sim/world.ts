@@ -580,7 +580,7 @@ export class World {
     if (!this.primaryUp || g?.sender === undefined) return;
     switch (m.msg.t) {
       case "ack": {
-        const res = g.sender.onAck(m.stream, m.msg.batchId, m.msg.arrived);
+        const res = g.sender.onAck(m.stream, m.msg.batchId, m.msg.arrived, this.durableSequence(g));
         if (!res.ok) throw new SimFailure("model", `primary refused an ack: ${res.reason}`);
         return;
       }
