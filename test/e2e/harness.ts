@@ -365,8 +365,45 @@ export function readTail(file: string, lines = logTailLinesDefault): string {
   }
 }
 
-async function sleep(ms: number): Promise<void> {
+export async function sleep(ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Polls `probe` until it returns a value other than undefined/false, or throws after timeoutMs
+ * with `what` and the last value or error seen. `await waitFor("pair replicating", async () => ...)`.
+ */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false> | T | undefined | false,
+  options: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false) return value;
+      last = value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${options.timeoutMs ?? 30_000} ms waiting for ${what} (last: ${String(last)})`);
+    await sleep(options.intervalMs ?? 100);
+  }
+}
+
+/** GET (or POST with a JSON body) on a node's management API; throws unless 2xx. */
+export async function mgmtJson(mgmtUrl: string, apiPath: string, body?: unknown): Promise<unknown> {
+  const response = await fetch(`${mgmtUrl}${apiPath}`, {
+    method: body === undefined ? "GET" : "POST",
+    headers: body === undefined ? {} : { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${body === undefined ? "GET" : "POST"} ${apiPath}: ${response.status} ${text}`);
+  return text === "" ? null : JSON.parse(text) as unknown;
 }
 
 // ---------------------------------------------------------------------------------------------
