@@ -15,8 +15,8 @@ const { values } = parseArgs({
 });
 
 const fault = (values.fault ?? "none") as ReflectorFault;
-if (!["none", "time-only-frontier", "ignore-gaps"].includes(fault)) {
-  console.error(`unknown --fault ${fault}: use none, time-only-frontier or ignore-gaps`);
+if (!["none", "time-only-frontier", "ignore-gaps", "skip-recovery-replay"].includes(fault)) {
+  console.error(`unknown --fault ${fault}: use none, time-only-frontier, ignore-gaps or skip-recovery-replay`);
   process.exit(2);
 }
 const faultyTicks = values.ticks === undefined ? undefined : Number(values.ticks);

@@ -19,7 +19,7 @@ import { RecordKind } from "../../src/protocol/journal-record.ts";
 import { Prng } from "./prng.ts";
 
 /** A deliberately broken reflector, to prove the checker can fail. */
-export type ReflectorFault = "none" | "time-only-frontier" | "ignore-gaps";
+export type ReflectorFault = "none" | "time-only-frontier" | "ignore-gaps" | "skip-recovery-replay";
 
 export interface SimOptions {
   readonly seed: number;
@@ -700,6 +700,7 @@ export class World {
     const heads = this.heads();
     switch (this.fault) {
       case "none":
+      case "skip-recovery-replay":
         return nextToReflect(heads, frontier(this.sgroups.map((g) => ({ arrivedPosition: g.receiver.arrivedPosition }))), this.config.reflect);
       case "ignore-gaps":
         // Broken: the frontier counts records received past a gap as if they had arrived.
@@ -791,7 +792,8 @@ export class World {
     }
     this.tracker = this.newTracker();
     let guard = 0;
-    while (this.reflectOne()) {
+    // Broken variant: serve the volumes as the crash left them, without replaying.
+    while (this.fault !== "skip-recovery-replay" && this.reflectOne()) {
       guard += 1;
       if (guard > 10_000_000) throw new SimFailure("model", "replay does not end");
     }

@@ -1,7 +1,8 @@
 // Proves the replication core keeps I1 (dependent-write consistency across groups), I2 (no
 // gaps) and I4 (convergence after healing) under the seeded simulation (test/sim/world.ts):
 // as many seeds as fit in a time budget; and proves the checker can fail, by running the
-// same simulation with deliberately broken reflectors and expecting it to catch them.
+// same simulation with deliberately broken reflectors (unsafe frontier, gaps ignored, no
+// replay after a crash) and expecting the I1 checker to catch each on some seeds.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { runSimulation, type ReflectorFault } from "../sim/world.ts";
@@ -26,7 +27,7 @@ void test(`simulation: I1, I2 after every tick and I4 after healing, for ~${budg
   console.log(`# simulation: ${seeds} seeds from ${firstSeed} in ${s.toFixed(1)} s (${(seeds / s).toFixed(1)} seeds/s)`);
 });
 
-for (const fault of ["time-only-frontier", "ignore-gaps"] as const satisfies readonly ReflectorFault[]) {
+for (const fault of ["time-only-frontier", "ignore-gaps", "skip-recovery-replay"] as const satisfies readonly ReflectorFault[]) {
   void test(`simulation: the checker catches a broken reflector (${fault})`, () => {
     const caught: number[] = [];
     for (let seed = 1; seed <= 60 && caught.length < 3; seed += 1) {
