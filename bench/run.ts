@@ -5,7 +5,8 @@
 // Environment: BENCH_SECONDS (default 15) and BENCH_RAMP_SECONDS (default 3) per workload;
 // BENCH_SIZE (default 1G); BENCH_TARGETS (default tidemark,nbdkit,qemu-nbd);
 // BENCH_WORKLOADS (default all: randwrite-4k-qd32,write-1m-qd8,randread-4k-qd32);
-// BENCH_PREFILL=0 skips writing every target once before the timed runs.
+// BENCH_PREFILL=0 skips writing every target once before the timed runs; BENCH_NODE_ARGS passes
+// runtime flags to tidemark's node process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
@@ -77,7 +78,8 @@ async function plainFile(dir: string, sizeBytes: number): Promise<string> {
 const tidemark: Target = {
   name: "tidemark",
   async start(_dir, sizeBytes) {
-    const node = await startNode({ id: "bench" });
+    const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((arg) => arg !== "");
+    const node = await startNode({ id: "bench", nodeArgs });
     await cliOk(["volume", "create", exportName, "--size", String(sizeBytes)], { node: node.mgmtUrl });
     await cliOk(["group", "create", "g-bench", "--volumes", exportName], { node: node.mgmtUrl });
     return {

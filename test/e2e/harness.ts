@@ -418,6 +418,8 @@ export interface NodeOptions {
   readonly writeTime?: WriteTimePolicy;
   /** More `tidemark node` arguments. */
   readonly extraArgs?: readonly string[];
+  /** Arguments for the Node.js runtime itself, before the script (e.g. --cpu-prof). */
+  readonly nodeArgs?: readonly string[];
   readonly healthTimeoutMs?: number;
 }
 
@@ -473,6 +475,7 @@ class NodeProcess implements RunningNode {
     this.mgmtUrl = `http://127.0.0.1:${mgmtPort}`;
     this.#healthTimeoutMs = options.healthTimeoutMs ?? healthTimeoutMsDefault;
     this.#args = [
+      ...(options.nodeArgs ?? []),
       tidemarkBin, "node",
       "--id", options.id,
       "--data", dataDir,
