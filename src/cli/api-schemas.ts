@@ -2,7 +2,7 @@
 // Unknown keys are allowed (a newer node may say more); the compile-time checks at the
 // bottom keep these in step with the node's own types in src/node/control.ts.
 import { z } from "zod";
-import type { GroupInfo, NodeStatus, VolumeInfo } from "../node/control.ts";
+import type { GroupInfo, NodeStatus, PairInfo, TakeoverResult, VolumeInfo } from "../node/control.ts";
 
 const count = z.number().int().nonnegative();
 
@@ -40,6 +40,45 @@ export const nodeStatusSchema = z.object({
   connections: z.object({ nbd: count, host: count }),
 });
 
+const pairStateSchema = z.enum(["copying", "replicating", "suspended", "failed", "takeover"]);
+
+export const pairInfoSchema = z.object({
+  group: z.string(),
+  role: z.enum(["primary", "secondary"]),
+  state: pairStateSchema,
+  pairId: z.string(),
+  remoteNode: z.string(),
+  remoteUrl: z.string().nullable(),
+  remoteGroup: z.string(),
+  mode: z.enum(["async", "sync"]),
+  transfer: z.enum(["push", "pull"]),
+  streams: count,
+  reflect: z.enum(["time", "seq", "marker"]),
+  acceptedSequence: count,
+  sentSequence: count,
+  arrivedSequence: count,
+  reflectedSequence: count,
+  lagRecords: z.number().int(),
+  lagBytes: z.number().int(),
+  lagSeconds: z.number(),
+  journalBytes: count,
+  journalBytesMax: count,
+  copy: z.object({ doneBytes: count, totalBytes: count }).nullable(),
+  heldWrites: count,
+  reason: z.string().nullable(),
+  link: z.object({ connectedStreams: count, reconnects: count, lastError: z.string().nullable() }),
+});
+
+export const takeoverResultSchema = z.object({
+  group: z.string(),
+  reflectedSequence: count,
+  droppedRecords: count,
+  state: pairStateSchema,
+});
+
+export const pairListSchema = z.object({ pairs: z.array(pairInfoSchema) });
+export const takeoverAnswerSchema = z.object({ results: z.array(takeoverResultSchema) });
+
 export const healthSchema = z.object({ status: z.string(), id: z.string() });
 export const volumeListSchema = z.object({ volumes: z.array(volumeInfoSchema) });
 export const volumeCreatedSchema = z.object({ volume: volumeInfoSchema });
@@ -54,3 +93,5 @@ type Assignable<T, U extends T> = U;
 export type CheckedVolume = Assignable<VolumeInfo, z.infer<typeof volumeInfoSchema>>;
 export type CheckedGroup = Assignable<GroupInfo, z.infer<typeof groupInfoSchema>>;
 export type CheckedStatus = Assignable<NodeStatus, z.infer<typeof nodeStatusSchema>>;
+export type CheckedPair = Assignable<PairInfo, z.infer<typeof pairInfoSchema>>;
+export type CheckedTakeover = Assignable<TakeoverResult, z.infer<typeof takeoverResultSchema>>;

@@ -12,11 +12,14 @@ import { parseSize } from "./sizes.ts";
 export interface CliIo {
   stdout(text: string): void;
   stderr(text: string): void;
+  /** The terminal behind stdout, where a progress bar may draw; absent or null when stdout is not a terminal. */
+  progressStream?(): NodeJS.WriteStream | null;
 }
 
 export const processIo: CliIo = {
   stdout: (text) => void process.stdout.write(text),
   stderr: (text) => void process.stderr.write(text),
+  progressStream: () => (process.stdout.isTTY ? process.stdout : null),
 };
 
 export interface MgmtContext {

@@ -7,6 +7,7 @@ import { CliError, exitFailed, exitOk, exitUsage, oneLine } from "./errors.ts";
 import { commandPath, processIo, type CliIo } from "./command-kit.ts";
 import { registerGroupCommands } from "./group-command.ts";
 import { registerNodeCommand } from "./node-command.ts";
+import { registerPairCommands } from "./pair-command.ts";
 import { registerStatusCommand } from "./status-command.ts";
 import { registerVolumeCommands } from "./volume-command.ts";
 
@@ -22,7 +23,7 @@ function packageVersion(): string {
 
 /**
  * The whole command tree. Later commands go here, one register function per file:
- * pair (create/status/wait/suspend/resume/takeover), consistency-point, snapshot, recover, demo.
+ * consistency-point, snapshot, recover, demo.
  */
 export function buildProgram(io: CliIo): Command {
   const program = new Command("tidemark")
@@ -32,6 +33,7 @@ export function buildProgram(io: CliIo): Command {
   registerVolumeCommands(program, io);
   registerGroupCommands(program, io);
   registerStatusCommand(program, io);
+  registerPairCommands(program, io);
   return program;
 }
 

@@ -91,6 +91,8 @@ export const safeIntegerMax = Number.MAX_SAFE_INTEGER;
 
 /** Management API body size. */
 export const mgmtBodyBytesMax = 64 * KiB;
+/** Longest management URL of another node (pair create --to) the API accepts. */
+export const mgmtUrlLengthMax = 2048;
 /** Largest management API answer the CLI reads (a status of a full node stays far below). */
 export const mgmtResponseBytesMax = 16 * MiB;
 /** How long the CLI waits for one management API answer unless told otherwise. */
@@ -114,6 +116,8 @@ assert(replReconnectDelayMsMin <= replReconnectDelayMsMax, "reconnect backoff ra
 // are at least the window plus one largest record (a batch always carries one record).
 /** Parallel streams (connections) per pair. */
 export const replStreamsMax = 16;
+/** Streams per pair when `pair create` is not told (CONTRACT.md). */
+export const replStreamsDefault = 4;
 /** A batch is cut at this size (but always carries at least one record). */
 export const replBatchBytesMax = 1 * MiB;
 /** Records in one batch. */
@@ -135,3 +139,4 @@ assert(replReorderBytesMax >= replInFlightBytesMax + journalRecordPayloadBytesMa
 assert(replReorderRecordsMax >= replInFlightRecordsMax, "the reorder buffer holds every record of the send window");
 assert(replBatchBytesMax * replBatchesInFlightPerStreamMax * replStreamsMax <= replInFlightBytesMax, "every stream can fill its window of batches");
 assert(replBatchRecordsMax <= replInFlightRecordsMax, "one batch fits the record window");
+assert(replStreamsDefault >= 1 && replStreamsDefault <= replStreamsMax, "the default stream count is allowed");

@@ -12,16 +12,25 @@ import Fastify, {
 } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { mgmtBodyBytesMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax } from "../core/limits.ts";
+import {
+  groupsPerNodeMax, mgmtBodyBytesMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
+  volumeBytesMin, volumesPerGroupMax,
+} from "../core/limits.ts";
 import { nameProblem } from "../core/names.ts";
-import { ControlError, type ControlErrorCode, type NodeControl } from "./control.ts";
+import {
+  ControlError, type ControlErrorCode, type CopyMode, type CreatePairRequest, type NodeControl, type PairControl, type PairTargetRequest,
+  type ReflectMode, type TransferMode,
+} from "./control.ts";
 
 export interface MgmtApiOptions {
   readonly host: string;
   readonly port: number;
-  readonly control: NodeControl;
+  readonly control: MgmtControl;
   readonly logger: Logger;
 }
+
+/** Everything the management API calls on the node. */
+export type MgmtControl = NodeControl & PairControl;
 
 export interface MgmtApi {
   readonly port: number;
@@ -72,6 +81,93 @@ export const createGroupBodySchema = z.strictObject({
     .refine((names) => new Set(names).size === names.length, "must not list a volume twice"),
 });
 
+const copyModes = ["async", "sync"] as const satisfies readonly CopyMode[];
+const transferModes = ["push", "pull"] as const satisfies readonly TransferMode[];
+const reflectModes = ["time", "seq", "marker"] as const satisfies readonly ReflectMode[];
+
+const enumSchema = <T extends string>(values: readonly [T, ...T[]]) =>
+  z.enum(values, { error: () => `must be one of ${values.map((value) => `"${value}"`).join(", ")}` });
+
+const streamsSchema = z
+  .number({ error: "must be a whole number" })
+  .int("must be a whole number")
+  .min(1, `must be between 1 and ${replStreamsMax}`)
+  .max(replStreamsMax, `must be between 1 and ${replStreamsMax}`);
+
+/** Management URL of another node: http(s), no user, query or fragment. */
+const nodeUrlSchema = z
+  .string()
+  .max(mgmtUrlLengthMax, `must be at most ${mgmtUrlLengthMax} characters`)
+  .superRefine((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      ctx.addIssue({ code: "custom", message: "must be an http:// or https:// URL, e.g. http://10.0.0.2:7480" });
+      return;
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      ctx.addIssue({ code: "custom", message: "must use http:// or https://" });
+    } else if (url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "") {
+      ctx.addIssue({ code: "custom", message: "must not carry a user, query or fragment" });
+    }
+  });
+
+const pairIdPattern = new RegExp(`^[\\x21-\\x7e]{1,${replPairIdBytesMax}}$`);
+
+const uniqueNames = (names: readonly string[]): boolean => new Set(names).size === names.length;
+
+export const createPairBodySchema = z.strictObject({
+  group: nameSchema("group"),
+  to: nodeUrlSchema,
+  remoteGroup: nameSchema("group").optional(),
+  mode: enumSchema(copyModes).default("async"),
+  transfer: enumSchema(transferModes).default("push"),
+  streams: streamsSchema.default(replStreamsDefault),
+  reflect: enumSchema(reflectModes).default("time"),
+}) satisfies z.ZodType<CreatePairRequest, unknown>;
+
+export const takeoverBodySchema = z.strictObject({
+  groups: z
+    .array(nameSchema("group"))
+    .min(1, "must list at least one group")
+    .max(groupsPerNodeMax, `must list at most ${groupsPerNodeMax} groups`)
+    .refine(uniqueNames, "must not list a group twice"),
+});
+
+export const pairTargetBodySchema = z.strictObject({
+  pairId: z.string().regex(pairIdPattern, `must be 1 to ${replPairIdBytesMax} printable ASCII characters without spaces`),
+  primaryNode: nameSchema("node"),
+  primaryGroup: nameSchema("group"),
+  group: nameSchema("group"),
+  volumes: z
+    .array(
+      z.strictObject({
+        name: nameSchema("volume"),
+        sizeBytes: z
+          .number()
+          .int("must be a whole number of bytes")
+          .min(volumeBytesMin, `must be at least ${volumeBytesMin} bytes`)
+          .max(volumeBytesMax, `must be at most ${volumeBytesMax} bytes`),
+      }),
+    )
+    .min(1, "must list at least one volume")
+    .max(volumesPerGroupMax, `must list at most ${volumesPerGroupMax} volumes`)
+    .refine((volumes) => uniqueNames(volumes.map((volume) => volume.name)), "must not list a volume twice"),
+  reflect: enumSchema(reflectModes),
+  transfer: enumSchema(transferModes),
+  streams: streamsSchema,
+}) satisfies z.ZodType<PairTargetRequest, unknown>;
+
+/** A group name in a path (/v1/pairs/:group), checked like one in a body. */
+function groupParam(params: unknown): string {
+  const group = (params as { group?: unknown }).group;
+  const name = typeof group === "string" ? group : "";
+  const problem = nameProblem("group", name);
+  if (problem !== null) throw new ControlError("TM_ERR_INVALID", problem);
+  return name;
+}
+
 /** One line naming the field and what is wrong with it. */
 export function describeIssues(error: z.ZodError): string {
   const issue = error.issues[0];
@@ -116,7 +212,7 @@ function clientErrorMessage(error: FastifyError): string {
 }
 
 /** Builds the app without listening; tests drive it with `inject`. */
-export function buildMgmtApp(control: NodeControl, logger: Logger): MgmtApp {
+export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
   const app = Fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -156,6 +252,7 @@ export function buildMgmtApp(control: NodeControl, logger: Logger): MgmtApp {
   registerNodeRoutes(app, control);
   registerVolumeRoutes(app, control);
   registerGroupRoutes(app, control);
+  registerPairRoutes(app, control);
   return app;
 }
 
@@ -184,6 +281,24 @@ function registerGroupRoutes(app: MgmtApp, control: NodeControl): void {
     const group = await control.createGroup(body.name, body.volumes);
     return reply.code(201).send({ group });
   });
+}
+
+function registerPairRoutes(app: MgmtApp, control: PairControl): void {
+  app.get("/v1/pairs", () => ({ pairs: control.listPairs() }));
+  app.post("/v1/pairs", async (request, reply) => {
+    const body = parseBody(createPairBodySchema, request.body);
+    const pair = await control.createPair(body);
+    return reply.code(201).send(pair);
+  });
+  app.get("/v1/pairs/:group", (request) => control.pair(groupParam(request.params)));
+  app.post("/v1/pairs/:group/suspend", (request) => control.suspendPair(groupParam(request.params)));
+  app.post("/v1/pairs/:group/resume", (request) => control.resumePair(groupParam(request.params)));
+  app.post("/v1/takeover", async (request) => {
+    const body = parseBody(takeoverBodySchema, request.body);
+    return { results: await control.takeover(body.groups) };
+  });
+  // A primary asks this (secondary) node to make or check the target group of a new pair.
+  app.post("/v1/pair-targets", (request) => control.preparePairTarget(parseBody(pairTargetBodySchema, request.body)));
 }
 
 export async function startMgmtApi(options: MgmtApiOptions): Promise<MgmtApi> {

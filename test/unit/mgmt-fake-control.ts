@@ -1,6 +1,32 @@
-// An in-memory NodeControl for the HTTP layer's tests (validation, error mapping, CLI
-// output). It stores nothing: the real node, with real files, is covered by the e2e suite.
-import { ControlError, type GroupInfo, type NodeControl, type NodeStatus, type VolumeInfo } from "../../src/node/control.ts";
+// An in-memory NodeControl & PairControl for the HTTP layer's tests (validation, error mapping,
+// CLI output). It stores nothing: the real node, with real files, is covered by the e2e suite.
+// Pairs move when read: the initial copy advances one step per GET of the pair, and the
+// sequence numbers advance with wall time (see FakePairMotion), so `pair create` and
+// `pair wait` have something to watch.
+import {
+  ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeStatus, type PairControl, type PairInfo,
+  type PairTargetInfo, type PairTargetRequest, type TakeoverResult, type VolumeInfo,
+} from "../../src/node/control.ts";
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** How a fake pair's numbers move while it is read. */
+export interface FakePairMotion {
+  /** Added to acceptedSequence on every read of the pair (writes keep coming). */
+  acceptedPerRead: number;
+  /** reflectedSequence (and sent/arrived) advance this many records per second, never past acceptedSequence. */
+  reflectedPerSecond: number;
+}
+
+interface FakePair {
+  info: Mutable<PairInfo>;
+  motion: FakePairMotion;
+  /** Wall time of the last advance of reflectedSequence, and the fraction of a record carried over. */
+  movedAtMs: number;
+  carryRecords: number;
+  copyReadsLeft: number;
+  copyStepBytes: number;
+}
 
 interface FakeVolume {
   name: string;
@@ -10,11 +36,22 @@ interface FakeVolume {
   readOnly: boolean;
 }
 
-export class FakeControl implements NodeControl {
+export class FakeControl implements NodeControl, PairControl {
   readonly volumes = new Map<string, FakeVolume>();
   readonly groups = new Map<string, GroupInfo>();
+  readonly pairs = new Map<string, FakePair>();
+  /** Requests the pair calls received, newest last: what the CLI sent. */
+  readonly pairRequests: Array<CreatePairRequest | PairTargetRequest | { takeover: readonly string[] }> = [];
   /** When set, every call throws it: for the error-mapping tests. */
   failWith: Error | null = null;
+  /** GETs of a new pair until its initial copy is done. */
+  copyReads = 3;
+  /** When set, the initial copy ends with the pair failed for this reason. */
+  copyFailure: string | null = null;
+  /** When set, createPair fails as if the secondary could not be reached. */
+  secondaryUnreachable = false;
+  /** Motion given to pairs created from now on. */
+  motion: FakePairMotion = { acceptedPerRead: 0, reflectedPerSecond: 0 };
 
   status(): NodeStatus {
     this.maybeFail();
@@ -88,6 +125,183 @@ export class FakeControl implements NodeControl {
       contentType: "text/plain; version=0.0.4; charset=utf-8",
       body: `# HELP tidemark_volumes Volumes on this node.\n# TYPE tidemark_volumes gauge\ntidemark_volumes ${this.volumes.size}\n`,
     });
+  }
+
+  // ---- pairs ----
+
+  createPair(request: CreatePairRequest): Promise<PairInfo> {
+    this.maybeFail();
+    this.pairRequests.push(request);
+    const group = this.groups.get(request.group);
+    if (group === undefined) return Promise.reject(new ControlError("TM_ERR_NOT_FOUND", `group '${request.group}' does not exist`));
+    if (this.pairs.has(request.group)) return Promise.reject(new ControlError("TM_ERR_EXISTS", `group '${request.group}' already has a pair`));
+    if (request.mode === "sync") return Promise.reject(new ControlError("TM_ERR_INVALID", "mode sync needs a cascade, which this node does not run yet"));
+    if (this.secondaryUnreachable) {
+      return Promise.reject(new ControlError("TM_ERR_UNREACHABLE", `cannot reach the secondary at ${request.to} (connection refused)`));
+    }
+    const totalBytes = group.volumes.reduce((sum, name) => sum + (this.volumes.get(name)?.sizeBytes ?? 0), 0);
+    const pair = this.addPair({
+      group: request.group,
+      remoteUrl: request.to,
+      remoteGroup: request.remoteGroup ?? request.group,
+      mode: request.mode,
+      transfer: request.transfer,
+      streams: request.streams,
+      reflect: request.reflect,
+      state: this.copyReads > 0 ? "copying" : "replicating",
+      copy: this.copyReads > 0 ? { doneBytes: 0, totalBytes } : null,
+    });
+    pair.copyReadsLeft = this.copyReads;
+    pair.copyStepBytes = Math.ceil(totalBytes / Math.max(1, this.copyReads));
+    return Promise.resolve({ ...pair.info });
+  }
+
+  /** A pair in a given shape (a secondary one, a failed one, ...), for tests. */
+  addPair(fields: Partial<PairInfo> & { group: string }, motion: FakePairMotion = this.motion): FakePair {
+    const info: Mutable<PairInfo> = {
+      role: "primary",
+      state: "replicating",
+      pairId: `fake-a/${fields.group}`,
+      remoteNode: "fake-b",
+      remoteUrl: null,
+      remoteGroup: fields.group,
+      mode: "async",
+      transfer: "push",
+      streams: 4,
+      reflect: "time",
+      acceptedSequence: 0,
+      sentSequence: 0,
+      arrivedSequence: 0,
+      reflectedSequence: 0,
+      lagRecords: 0,
+      lagBytes: 0,
+      lagSeconds: 0,
+      journalBytes: 12 * 1024 * 1024,
+      journalBytesMax: 4 * 1024 * 1024 * 1024,
+      copy: null,
+      heldWrites: 0,
+      reason: null,
+      link: { connectedStreams: fields.streams ?? 4, reconnects: 0, lastError: null },
+      ...fields,
+    };
+    const pair: FakePair = { info, motion: { ...motion }, movedAtMs: Date.now(), carryRecords: 0, copyReadsLeft: 0, copyStepBytes: 0 };
+    this.refreshLag(pair);
+    this.pairs.set(fields.group, pair);
+    return pair;
+  }
+
+  listPairs(): readonly PairInfo[] {
+    this.maybeFail();
+    return [...this.pairs.values()].map((pair) => ({ ...pair.info }));
+  }
+
+  pair(group: string): PairInfo {
+    this.maybeFail();
+    const pair = this.findPair(group);
+    this.advance(pair);
+    return { ...pair.info };
+  }
+
+  suspendPair(group: string): Promise<PairInfo> {
+    this.maybeFail();
+    const pair = this.findPair(group);
+    if (pair.info.state !== "replicating" && pair.info.state !== "copying") {
+      return Promise.reject(new ControlError("TM_ERR_STATE", `pair of group '${group}' is ${pair.info.state}; only a copying or replicating pair can be suspended`));
+    }
+    pair.info.state = "suspended";
+    pair.info.reason = "suspended by the operator";
+    pair.info.link = { ...pair.info.link, connectedStreams: 0 };
+    return Promise.resolve({ ...pair.info });
+  }
+
+  resumePair(group: string): Promise<PairInfo> {
+    this.maybeFail();
+    const pair = this.findPair(group);
+    if (pair.info.state !== "suspended") {
+      return Promise.reject(new ControlError("TM_ERR_STATE", `pair of group '${group}' is ${pair.info.state}, not suspended`));
+    }
+    pair.info.state = "replicating";
+    pair.info.reason = null;
+    pair.info.link = { ...pair.info.link, connectedStreams: pair.info.streams };
+    return Promise.resolve({ ...pair.info });
+  }
+
+  takeover(groups: readonly string[]): Promise<readonly TakeoverResult[]> {
+    this.maybeFail();
+    this.pairRequests.push({ takeover: groups });
+    const pairs: FakePair[] = [];
+    for (const group of groups) {
+      const pair = this.pairs.get(group);
+      if (pair === undefined) return Promise.reject(new ControlError("TM_ERR_NOT_FOUND", `group '${group}' has no pair`));
+      if (pair.info.role !== "secondary") {
+        return Promise.reject(new ControlError("TM_ERR_STATE", `group '${group}' is the primary of its pair; run takeover on the secondary`));
+      }
+      pairs.push(pair);
+    }
+    return Promise.resolve(
+      pairs.map((pair) => {
+        const dropped = pair.info.arrivedSequence - pair.info.reflectedSequence;
+        pair.info.state = "takeover";
+        pair.info.arrivedSequence = pair.info.reflectedSequence;
+        return { group: pair.info.group, reflectedSequence: pair.info.reflectedSequence, droppedRecords: dropped, state: pair.info.state };
+      }),
+    );
+  }
+
+  async preparePairTarget(request: PairTargetRequest): Promise<PairTargetInfo> {
+    this.maybeFail();
+    this.pairRequests.push(request);
+    for (const wanted of request.volumes) {
+      const have = this.volumes.get(wanted.name);
+      if (have !== undefined && have.sizeBytes !== wanted.sizeBytes) {
+        throw new ControlError("TM_ERR_CONFLICT", `volume '${wanted.name}' exists with ${have.sizeBytes} bytes, not ${wanted.sizeBytes}`);
+      }
+    }
+    for (const wanted of request.volumes) {
+      if (!this.volumes.has(wanted.name)) await this.createVolume(wanted.name, wanted.sizeBytes);
+    }
+    if (!this.groups.has(request.group)) await this.createGroup(request.group, request.volumes.map((volume) => volume.name));
+    this.addPair({ group: request.group, role: "secondary", pairId: request.pairId, remoteNode: request.primaryNode, remoteGroup: request.primaryGroup, state: "copying" });
+    return { nodeId: "fake-a", group: request.group, replAddress: "127.0.0.1:7400" };
+  }
+
+  private findPair(group: string): FakePair {
+    const pair = this.pairs.get(group);
+    if (pair === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group '${group}' has no pair`);
+    return pair;
+  }
+
+  private advance(pair: FakePair): void {
+    const { info, motion } = pair;
+    if (info.state === "copying" && pair.copyReadsLeft > 0 && info.copy !== null) {
+      pair.copyReadsLeft -= 1;
+      const doneBytes = Math.min(info.copy.totalBytes, info.copy.doneBytes + pair.copyStepBytes);
+      info.copy = { doneBytes, totalBytes: info.copy.totalBytes };
+      if (pair.copyReadsLeft === 0) {
+        info.copy = null;
+        info.state = this.copyFailure === null ? "replicating" : "failed";
+        info.reason = this.copyFailure;
+      }
+    }
+    const nowMs = Date.now();
+    if (info.state === "replicating" || info.state === "copying") {
+      info.acceptedSequence += motion.acceptedPerRead;
+      const records = pair.carryRecords + ((nowMs - pair.movedAtMs) / 1000) * motion.reflectedPerSecond;
+      const whole = Math.floor(records);
+      pair.carryRecords = records - whole;
+      info.reflectedSequence = Math.min(info.acceptedSequence, info.reflectedSequence + whole);
+      info.arrivedSequence = Math.max(info.arrivedSequence, info.reflectedSequence);
+      info.sentSequence = Math.max(info.sentSequence, info.arrivedSequence);
+    }
+    pair.movedAtMs = nowMs;
+    this.refreshLag(pair);
+  }
+
+  private refreshLag(pair: FakePair): void {
+    const { info } = pair;
+    info.lagRecords = info.acceptedSequence - info.reflectedSequence;
+    info.lagBytes = info.lagRecords * 4096;
+    info.lagSeconds = info.lagRecords / 1000;
   }
 
   private maybeFail(): void {

@@ -1,0 +1,383 @@
+// `tidemark pair create|status|wait|suspend|resume|takeover` (CONTRACT.md, "Pairs").
+// create and wait poll GET /v1/pairs/GROUP: create shows the initial copy (a bar on a
+// terminal, one final line otherwise) and leaves the pair running if interrupted; wait
+// notes the primary's accepted sequence once and returns when the secondary reflected it.
+import type { Command } from "commander";
+import { replStreamsDefault, replStreamsMax } from "../core/limits.ts";
+import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../node/control.ts";
+import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
+import { pairInfoSchema, pairListSchema, takeoverAnswerSchema } from "./api-schemas.ts";
+import { checkName, mgmtContext, withMgmtOptions, type CliIo, type MgmtContext } from "./command-kit.ts";
+import { parseDuration } from "./durations.ts";
+import { OperationError, UsageError } from "./errors.ts";
+import { formatBytes, formatPercent, formatSeconds, formatUsage } from "./format.ts";
+
+/** How often create and wait ask the node how far the pair got. */
+const pairPollIntervalMs = 200;
+/** The copy rate is measured over this much recent time. */
+const rateWindowMs = 5_000;
+
+const copyModes: readonly CopyMode[] = ["async", "sync"];
+const transferModes: readonly TransferMode[] = ["push", "pull"];
+const reflectModes: readonly ReflectMode[] = ["time", "seq", "marker"];
+
+interface CreateFlags {
+  to: string;
+  remoteGroup?: string;
+  mode: string;
+  transfer: string;
+  streams: string;
+  reflect: string;
+}
+
+export function registerPairCommands(program: Command, io: CliIo): void {
+  const pair = program.command("pair").description("remote copy of a consistency group to another node (pairs)");
+
+  withMgmtOptions(
+    pair
+      .command("create")
+      .description("pair a group on this node (--node, the primary) with a secondary node: make the target, copy, then replicate")
+      .argument("<GROUP>", "group on the primary")
+      .requiredOption("--to <SECONDARY_MGMT_URL>", "management API of the secondary node, e.g. http://10.0.0.2:7480")
+      .option("--remote-group <NAME>", "group name on the secondary (default: the same name)")
+      .option("--mode <MODE>", "async or sync", "async")
+      .option("--transfer <HOW>", "push (the primary sends) or pull (the secondary asks)", "push")
+      .option("--streams <N>", `parallel connections, 1 to ${replStreamsMax}`, String(replStreamsDefault))
+      .option("--reflect <ORDER>", "time, seq or marker", "time"),
+  ).action(async (groupText: string, flags: CreateFlags, command: Command) => {
+    const group = checkName("group", groupText);
+    const to = parseNodeUrl(flags.to, "--to").href.replace(/\/$/, "");
+    const remoteGroup = flags.remoteGroup === undefined ? undefined : checkName("group", flags.remoteGroup);
+    const body = {
+      group,
+      to,
+      ...(remoteGroup === undefined ? {} : { remoteGroup }),
+      mode: pickOne("--mode", flags.mode, copyModes),
+      transfer: pickOne("--transfer", flags.transfer, transferModes),
+      streams: parseStreams(flags.streams),
+      reflect: pickOne("--reflect", flags.reflect, reflectModes),
+    };
+    const context = mgmtContext(command, io);
+    const created = await context.client.post("/v1/pairs", body, pairInfoSchema, {
+      what: `create a pair for group '${group}'`,
+      hints: {
+        TM_ERR_NOT_FOUND: "create the group first with `tidemark group create`, or see `tidemark group list`",
+        TM_ERR_EXISTS: `see \`tidemark pair status ${group}\``,
+        TM_ERR_UNREACHABLE: "check --to and that the secondary node is running",
+        TM_ERR_STATE: `see \`tidemark pair status ${group}\``,
+      },
+    });
+    await watchInitialCopy(context, created.value, created.raw);
+  });
+
+  withMgmtOptions(
+    pair
+      .command("status")
+      .description("show pairs: state, role, sequence numbers, lag, journal use, link")
+      .argument("[GROUP]", "only this group's pair"),
+  ).action(async (groupText: string | undefined, _flags: unknown, command: Command) => {
+    const context = mgmtContext(command, io);
+    if (groupText === undefined) {
+      const { value, raw } = await context.client.get("/v1/pairs", pairListSchema, { what: "list pairs" });
+      context.print(raw, () => renderPairs(value.pairs));
+      return;
+    }
+    const group = checkName("group", groupText);
+    const { value, raw } = await context.client.get(pairPath(group), pairInfoSchema, getPairOptions(group));
+    context.print(raw, () => renderPair(value));
+  });
+
+  withMgmtOptions(
+    pair
+      .command("wait")
+      .description("wait until every write the primary had accepted is reflected on the secondary (run against the primary)")
+      .argument("<GROUP>", "group on the primary")
+      .option("--timeout <DURATION>", "give up after this long, e.g. 30s, 500ms, 2m", "30s"),
+  ).action(async (groupText: string, flags: { timeout: string }, command: Command) => {
+    const group = checkName("group", groupText);
+    const timeout = parseDuration(flags.timeout);
+    if (!timeout.ok) throw new UsageError(timeout.reason.replace(/^duration /, "--timeout "));
+    await waitReflected(mgmtContext(command, io), group, timeout.ms);
+  });
+
+  for (const [verb, past] of [["suspend", "suspended"], ["resume", "resumed"]] as const) {
+    withMgmtOptions(
+      pair
+        .command(verb)
+        .description(verb === "suspend" ? "stop sending to the secondary; writes go on and are kept for later" : "start sending again after a suspend")
+        .argument("<GROUP>", "group with a pair"),
+    ).action(async (groupText: string, _flags: unknown, command: Command) => {
+      const group = checkName("group", groupText);
+      const context = mgmtContext(command, io);
+      const { value, raw } = await context.client.post(`${pairPath(group)}/${verb}`, {}, pairInfoSchema, {
+        what: `${verb} the pair of group '${group}'`,
+        hints: {
+          TM_ERR_NOT_FOUND: "see `tidemark pair status`",
+          TM_ERR_STATE: `see \`tidemark pair status ${group}\``,
+        },
+      });
+      context.print(raw, () => `${past} pair of group ${value.group}: now ${value.state}${value.reason === null ? "" : ` (${value.reason})`}\n`);
+    });
+  }
+
+  withMgmtOptions(
+    pair
+      .command("takeover")
+      .description("on the secondary: stop at the last consistent point, drop what lies beyond, make the volumes writable")
+      .argument("<GROUP[,GROUP...]>", "groups on this (secondary) node, comma-separated"),
+  ).action(async (groupsText: string, _flags: unknown, command: Command) => {
+    const groups = parseGroupList(groupsText);
+    const context = mgmtContext(command, io);
+    const { value, raw } = await context.client.post("/v1/takeover", { groups }, takeoverAnswerSchema, {
+      what: `take over ${groups.length === 1 ? "group" : "groups"} ${groups.map((name) => `'${name}'`).join(", ")}`,
+      hints: {
+        TM_ERR_NOT_FOUND: "see `tidemark pair status` on the secondary",
+        TM_ERR_STATE: "run takeover with --node pointing at the secondary",
+      },
+    });
+    context.print(raw, () => renderTakeover(value.results));
+  });
+}
+
+// ---- command-line values ----
+
+function pickOne<T extends string>(flag: string, text: string, allowed: readonly T[]): T {
+  const found = allowed.find((value) => value === text.trim());
+  if (found === undefined) throw new UsageError(`${flag} ${JSON.stringify(text)} is not valid; use ${allowed.join(", ").replace(/, ([^,]*)$/, " or $1")}`);
+  return found;
+}
+
+function parseStreams(text: string): number {
+  const trimmed = text.trim();
+  const streams = /^\d{1,6}$/.test(trimmed) ? Number(trimmed) : Number.NaN;
+  if (!Number.isInteger(streams) || streams < 1 || streams > replStreamsMax) {
+    throw new UsageError(`--streams ${JSON.stringify(text)} is not valid; use a whole number from 1 to ${replStreamsMax}`);
+  }
+  return streams;
+}
+
+/** "g1,g2" -> ["g1","g2"]: at least one, each a valid name, none twice. */
+function parseGroupList(text: string): string[] {
+  const names = text.split(",").map((part) => part.trim());
+  if (names.every((name) => name === "")) throw new UsageError("takeover needs at least one group name, e.g. `tidemark pair takeover g1,g2`");
+  if (names.includes("")) throw new UsageError(`groups ${JSON.stringify(text)} have an empty name; separate names with single commas`);
+  for (const name of names) checkName("group", name);
+  const twice = names.find((name, index) => names.indexOf(name) !== index);
+  if (twice !== undefined) throw new UsageError(`group '${twice}' is listed twice`);
+  return names;
+}
+
+function pairPath(group: string): string {
+  return `/v1/pairs/${encodeURIComponent(group)}`;
+}
+
+function getPairOptions(group: string): RequestOptions {
+  return {
+    what: `get the pair of group '${group}'`,
+    hints: { TM_ERR_NOT_FOUND: "see `tidemark pair status` for the pairs on this node" },
+  };
+}
+
+// ---- polling ----
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted === true) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** "0.4s", "12.3s" below a minute, "3m 20s" above. */
+export function formatElapsed(ms: number): string {
+  return ms < 60_000 ? `${(ms / 1000).toFixed(1)}s` : formatSeconds(ms / 1000);
+}
+
+interface CopySample {
+  readonly atMs: number;
+  readonly doneBytes: number;
+}
+
+/** Copy rate over the recent window, bytes per second; null until there is something to measure. */
+function copyRate(samples: readonly CopySample[]): number | null {
+  const first = samples[0];
+  const last = samples[samples.length - 1];
+  if (first === undefined || last === undefined || last.atMs - first.atMs < 100) return null;
+  return ((last.doneBytes - first.doneBytes) * 1000) / (last.atMs - first.atMs);
+}
+
+interface ProgressBar {
+  update(copy: { doneBytes: number; totalBytes: number }, rateBytesPerSecond: number | null): void;
+  stop(): void;
+}
+
+async function openBar(stream: NodeJS.WriteStream, group: string): Promise<ProgressBar> {
+  // Loaded only here: every other command starts faster without it.
+  const { default: progress } = await import("cli-progress");
+  const bar = new progress.SingleBar({
+    stream,
+    format: `copying ${group} [{bar}] {percentage}% | {doneText} / {totalText} | {rateText} | ETA {etaText}`,
+    hideCursor: true,
+    barsize: 30,
+    fps: 10,
+  }, progress.Presets.shades_classic);
+  let started = false;
+  return {
+    update(copy, rate) {
+      const payload = {
+        doneText: formatBytes(copy.doneBytes),
+        totalText: formatBytes(copy.totalBytes),
+        rateText: rate === null ? "-" : `${formatBytes(Math.max(0, rate))}/s`,
+        etaText: rate === null || rate <= 0 ? "-" : formatSeconds((copy.totalBytes - copy.doneBytes) / rate),
+      };
+      // The bar counts bytes; a total of 0 (empty volumes) would divide by zero in the percentage.
+      const total = Math.max(1, copy.totalBytes);
+      if (!started) {
+        bar.start(total, copy.doneBytes, payload);
+        started = true;
+      } else {
+        bar.setTotal(total);
+        bar.update(copy.doneBytes, payload);
+      }
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}
+
+/** After POST /v1/pairs: follow the initial copy until the pair replicates, fails, or Ctrl-C. */
+async function watchInitialCopy(context: MgmtContext, created: PairInfo, createdRaw: unknown): Promise<void> {
+  const group = created.group;
+  const startMs = Date.now();
+  const stream = context.json ? null : (context.io.progressStream?.() ?? null);
+  const bar = stream === null ? null : await openBar(stream, group);
+  const interrupt = new AbortController();
+  const onSigint = (): void => interrupt.abort();
+  process.once("SIGINT", onSigint);
+  let pair = created;
+  let raw = createdRaw;
+  const samples: CopySample[] = [];
+  try {
+    while (pair.state === "copying") {
+      if (pair.copy !== null) {
+        samples.push({ atMs: Date.now(), doneBytes: pair.copy.doneBytes });
+        while (samples.length > 2 && (samples[samples.length - 1]?.atMs ?? 0) - (samples[0]?.atMs ?? 0) > rateWindowMs) samples.shift();
+        bar?.update(pair.copy, copyRate(samples));
+      }
+      await sleep(pairPollIntervalMs, interrupt.signal);
+      if (interrupt.signal.aborted) {
+        throw new OperationError(
+          `interrupted: the pair of group '${group}' was created and keeps copying on the node; follow it with \`tidemark pair status ${group} --node ${context.client.label}\``,
+        );
+      }
+      let answer;
+      try {
+        answer = await context.client.get(pairPath(group), pairInfoSchema, getPairOptions(group));
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        throw new OperationError(`the pair of group '${group}' was created, but following its initial copy failed: ${message}`);
+      }
+      pair = answer.value;
+      raw = answer.raw;
+    }
+    const total = created.copy?.totalBytes;
+    if (pair.state === "replicating" && total !== undefined) bar?.update({ doneBytes: total, totalBytes: total }, copyRate(samples));
+  } finally {
+    process.off("SIGINT", onSigint);
+    bar?.stop();
+  }
+  if (pair.state !== "replicating") {
+    const why = pair.reason ?? "the node gave no reason";
+    const what = pair.state === "failed" ? "failed" : `is ${pair.state}`;
+    throw new OperationError(`the initial copy of group '${group}' ${what}: ${why}; see \`tidemark pair status ${group}\``);
+  }
+  const copied = samples.length === 0 ? "" : `, initial copy of ${formatBytes(created.copy?.totalBytes ?? 0)} took ${formatElapsed(Date.now() - startMs)}`;
+  const where = `group ${pair.remoteGroup} on ${pair.remoteNode}${pair.remoteUrl === null ? "" : ` (${pair.remoteUrl})`}`;
+  context.print(raw, () => `pair of group ${group} is replicating to ${where}${copied}\n`);
+}
+
+/** `pair wait`: note acceptedSequence once, then poll until reflectedSequence reaches it. */
+async function waitReflected(context: MgmtContext, group: string, timeoutMs: number): Promise<void> {
+  const startMs = Date.now();
+  const deadlineMs = startMs + timeoutMs;
+  // One request must not outlast the whole wait by much.
+  const client = new ApiClient(context.client.baseUrl, { timeoutMs: Math.min(context.client.timeoutMs, Math.max(1000, timeoutMs)) });
+  let { value: pair, raw } = await client.get(pairPath(group), pairInfoSchema, getPairOptions(group));
+  if (pair.role !== "primary") {
+    throw new OperationError(`group '${group}' on ${client.label} is the secondary of its pair; run \`tidemark pair wait\` against the primary`);
+  }
+  const target = pair.acceptedSequence;
+  for (;;) {
+    if (pair.reflectedSequence >= target) break;
+    if (pair.state === "failed" || pair.state === "takeover") {
+      throw new OperationError(
+        `the pair of group '${group}' is ${pair.state}${pair.reason === null ? "" : `: ${pair.reason}`}; reflected ${pair.reflectedSequence} of ${target}`,
+      );
+    }
+    const leftMs = deadlineMs - Date.now();
+    if (leftMs <= 0) {
+      const note = pair.state === "replicating" ? "" : ` (pair is ${pair.state}${pair.reason === null ? "" : `: ${pair.reason}`})`;
+      throw new OperationError(
+        `timed out: reflected ${pair.reflectedSequence} of ${target} after ${formatElapsed(Date.now() - startMs)}${note}; see \`tidemark pair status ${group}\``,
+      );
+    }
+    await sleep(Math.min(pairPollIntervalMs, leftMs));
+    ({ value: pair, raw } = await client.get(pairPath(group), pairInfoSchema, getPairOptions(group)));
+  }
+  const tookMs = Date.now() - startMs;
+  context.print(raw, () => `reflected through sequence ${target} on the secondary after ${formatElapsed(tookMs)}\n`);
+}
+
+// ---- rendering ----
+
+export function renderPairs(pairs: readonly PairInfo[]): string {
+  if (pairs.length === 0) return "no pairs; create one with `tidemark pair create GROUP --to SECONDARY_MGMT_URL`\n";
+  return pairs.map(renderPair).join("\n");
+}
+
+function formatLagSeconds(seconds: number): string {
+  return seconds < 60 ? `${seconds.toFixed(1)}s` : formatSeconds(seconds);
+}
+
+/** One pair as a block of aligned "label: value" lines under a heading. */
+export function renderPair(pair: PairInfo): string {
+  const fields: Array<[string, string]> = [
+    ["state", pair.state],
+    ["remote", `group ${pair.remoteGroup} on ${pair.remoteNode}${pair.remoteUrl === null ? "" : ` (${pair.remoteUrl})`}`],
+    ["transfer", `${pair.mode}, ${pair.transfer}, ${pair.streams} stream${pair.streams === 1 ? "" : "s"}, reflect ${pair.reflect}`],
+    [
+      "sequence",
+      `accepted ${pair.acceptedSequence}  sent ${pair.sentSequence}  arrived ${pair.arrivedSequence}  reflected ${pair.reflectedSequence}`,
+    ],
+    ["lag", `${pair.lagRecords} record${pair.lagRecords === 1 ? "" : "s"}, ${formatBytes(pair.lagBytes)}, ${formatLagSeconds(pair.lagSeconds)}`],
+    ["journal", formatUsage(pair.journalBytes, pair.journalBytesMax)],
+    ["held writes", String(pair.heldWrites)],
+  ];
+  if (pair.reason !== null) fields.push(["reason", pair.reason]);
+  const { link } = pair;
+  fields.push([
+    "link",
+    `${link.connectedStreams}/${pair.streams} streams connected, ${link.reconnects} reconnect${link.reconnects === 1 ? "" : "s"}, last error: ${link.lastError ?? "none"}`,
+  ]);
+  if (pair.copy !== null) {
+    fields.push(["copy", `${formatPercent(pair.copy.doneBytes, pair.copy.totalBytes)} (${formatBytes(pair.copy.doneBytes)} / ${formatBytes(pair.copy.totalBytes)})`]);
+  }
+  const width = Math.max(...fields.map(([label]) => label.length + 1));
+  const lines = fields.map(([label, value]) => `  ${`${label}:`.padEnd(width)}  ${value}`.trimEnd());
+  return `pair ${pair.group} (${pair.role}, id ${pair.pairId})\n${lines.join("\n")}\n`;
+}
+
+export function renderTakeover(results: readonly TakeoverResult[]): string {
+  return results
+    .map((result) => `${result.group}: kept through sequence ${result.reflectedSequence}, dropped ${result.droppedRecords} record${result.droppedRecords === 1 ? "" : "s"} beyond it, now ${result.state}\n`)
+    .join("");
+}
