@@ -19,6 +19,53 @@ const volumeRecordSchema = z.strictObject({
   createdAt: z.string(),
 });
 
+const reflectModeSchema = z.enum(["time", "seq", "marker"]);
+const transferModeSchema = z.enum(["push", "pull"]);
+
+/** The primary's side of a pair (patent 310: remote storage device id, remote group id). */
+const pairRecordSchema = z.strictObject({
+  pairId: z.string().min(1),
+  remoteNode: z.string(),
+  remoteUrl: z.string(),
+  remoteGroup: z.string(),
+  remoteReplAddress: z.string(),
+  transfer: transferModeSchema,
+  streams: nonNegativeInteger.min(1),
+  reflect: reflectModeSchema,
+  state: z.enum(["copying", "replicating", "suspended", "failed"]),
+  /** S0: the last sequence the initial copy covers; the stream starts at S0 + 1. */
+  copyStartSequence: nonNegativeInteger,
+  /** The target is consistent once it reflected this far (0 until the copy ends). */
+  consistentFromSequence: nonNegativeInteger,
+  /** Last acknowledged (durable on the secondary) sequence seen; a hint, the handshake wins. */
+  ackedSequence: nonNegativeInteger,
+  reason: z.string().nullable(),
+  /** Remote volume information (patent 320): this node's volume id -> the secondary's volume name. */
+  volumes: z.array(z.strictObject({ volumeId: nonNegativeInteger, remoteVolume: z.string() })),
+});
+
+/** The secondary's side of a pair. */
+const targetRecordSchema = z.strictObject({
+  pairId: z.string().min(1),
+  primaryNode: z.string(),
+  primaryGroup: z.string(),
+  transfer: transferModeSchema,
+  streams: nonNegativeInteger.min(1),
+  reflect: reflectModeSchema,
+  state: z.enum(["empty", "copying", "replicating", "takeover"]),
+  /** First sequence of the replicated stream (S0 + 1). */
+  startSequence: nonNegativeInteger.min(1),
+  consistentFromSequence: nonNegativeInteger,
+  /** Volumes hold every record through this sequence, fdatasync'd. */
+  reflectedSequence: nonNegativeInteger,
+  reflectedWriteTimeUs: nonNegativeInteger,
+  reflectedAcceptNumber: nonNegativeInteger,
+  /** The primary's volume id (as in the records) -> this node's volume id. */
+  volumes: z.array(z.strictObject({ primaryVolumeId: nonNegativeInteger, volumeId: nonNegativeInteger })),
+  /** After a takeover: the last sequence kept and how many received records were dropped. */
+  takeover: z.strictObject({ keptSequence: nonNegativeInteger, droppedRecords: nonNegativeInteger, at: z.string() }).nullable(),
+});
+
 const groupRecordSchema = z.strictObject({
   id: nonNegativeInteger,
   name: z.string().min(1),
@@ -29,6 +76,12 @@ const groupRecordSchema = z.strictObject({
   nextSequence: nonNegativeInteger.min(1),
   journalBytesMax: nonNegativeInteger,
   createdAt: z.string(),
+  /** Set when this group is the source of a pair. */
+  pair: pairRecordSchema.optional(),
+  /** Set when this group is the target of a pair (its volumes are read-only until takeover). */
+  target: targetRecordSchema.optional(),
+  /** Journal directory generation: a takeover starts a fresh journal in a new directory. */
+  journalGeneration: nonNegativeInteger.optional(),
 });
 
 export const nodeMetadataSchema = z.strictObject({
@@ -48,6 +101,8 @@ export const nodeMetadataSchema = z.strictObject({
 export type NodeMetadata = z.infer<typeof nodeMetadataSchema>;
 export type VolumeRecord = z.infer<typeof volumeRecordSchema>;
 export type GroupRecord = z.infer<typeof groupRecordSchema>;
+export type PairRecord = z.infer<typeof pairRecordSchema>;
+export type TargetRecord = z.infer<typeof targetRecordSchema>;
 
 export function emptyMetadata(nodeId: string, nowIso: string): NodeMetadata {
   return {

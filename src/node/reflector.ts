@@ -1,0 +1,143 @@
+// The secondary's reflector (patent Fig. 9): T = the frontier (minimum arrived position over
+// the consistency domain); every record at or before it is applied to the volumes in
+// position order across groups. `seq` groups apply their arrived prefix in sequence order
+// ([0046], [0053]). Progress is checkpointed (volumes fdatasync'd, reflected sequence
+// persisted, journal trimmed behind it) now and then, not per record.
+import type { Logger } from "pino";
+import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
+import { asGroupId, asSequence } from "../core/types.ts";
+import type { TargetGroup } from "./target-group.ts";
+
+/** Records applied before the reflector yields to the event loop. */
+const reflectRecordsPerSliceMax = 512;
+/** Checkpoint at least this often while reflecting. */
+const reflectCheckpointIntervalMs = 1000;
+
+export class Reflector {
+  private readonly groups: () => readonly TargetGroup[];
+  private readonly logger: Logger;
+  private readonly checkpointGroup: (group: TargetGroup) => Promise<void>;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private readonly trackers = new Map<ReflectMode, { key: string; tracker: ReflectTracker }>();
+  private lastCheckpointMs = 0;
+  private readonly dirty = new Set<TargetGroup>();
+  private failure: Error | undefined;
+  /** Records applied since start. */
+  reflectedRecords = 0;
+
+  constructor(options: { groups: () => readonly TargetGroup[]; logger: Logger; checkpointGroup: (group: TargetGroup) => Promise<void> }) {
+    this.groups = options.groups;
+    this.logger = options.logger;
+    this.checkpointGroup = options.checkpointGroup;
+  }
+
+  get failed(): Error | undefined {
+    return this.failure;
+  }
+
+  /** Something arrived or changed: run a cycle now (or once more after the running one). */
+  kick(): void {
+    if (this.stopped || this.failure !== undefined) return;
+    if (this.running !== undefined) {
+      this.again = true;
+      return;
+    }
+    this.running = this.loop().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  /** Runs cycles until nothing more can be reflected, then checkpoints everything. */
+  async drain(): Promise<void> {
+    while (this.running !== undefined) await this.running;
+    await this.cycle();
+    await this.checkpointAll();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    while (this.running !== undefined) await this.running;
+    await this.checkpointAll();
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        await this.cycle();
+        if (Date.now() - this.lastCheckpointMs >= reflectCheckpointIntervalMs) await this.checkpointAll();
+      } while (this.again && !this.stopped);
+    } catch (error) {
+      this.failure = error as Error;
+      this.logger.fatal({ event: "reflector_failed", err: error }, "reflection stopped");
+      throw error;
+    }
+  }
+
+  /** One pass per mode: apply everything that may be applied now. */
+  async cycle(): Promise<void> {
+    for (const mode of ["time", "seq"] as const) {
+      const domain = this.groups().filter((g) => g.record.state === "replicating" && (g.record.reflect === mode || (mode === "seq" && g.record.reflect === "marker")));
+      if (domain.length > 0) await this.reflectDomain(mode, domain);
+    }
+  }
+
+  private trackerFor(mode: ReflectMode, domain: readonly TargetGroup[]): ReflectTracker {
+    // A group joining or leaving starts a new tracker: its first records may lie before
+    // what the others already reflected, which is right for it (it was not consistent yet).
+    const key = domain.map((g) => `${g.groupId}:${g.reflectedSequence}`).join(",");
+    const current = this.trackers.get(mode);
+    const members = domain.map((g) => g.groupId).join(",");
+    if (current !== undefined && current.key === members) return current.tracker;
+    void key;
+    const tracker = new ReflectTracker(mode, domain.map((g) => ({ groupId: asGroupId(g.groupId), reflectedSequence: asSequence(g.reflectedSequence) })));
+    this.trackers.set(mode, { key: members, tracker });
+    return tracker;
+  }
+
+  private async reflectDomain(mode: ReflectMode, domain: readonly TargetGroup[]): Promise<void> {
+    const tracker = this.trackerFor(mode, domain);
+    const frontierPosition = mode === "time" ? frontier(domain) : undefined;
+    let applied = 0;
+    for (;;) {
+      // Every group with arrived records must show its head before choosing: an unread
+      // group might hold the smallest position.
+      const fills = domain.filter((g) => g.needsFill).map((g) => g.fill());
+      if (fills.length > 0) await Promise.all(fills);
+      const heads: ReflectHead[] = [];
+      const byId = new Map<number, TargetGroup>();
+      for (const group of domain) {
+        const record = group.peek();
+        if (record === undefined) continue;
+        byId.set(group.groupId, group);
+        heads.push({
+          groupId: asGroupId(group.groupId),
+          sequence: record.sequence,
+          position: { writeTimeUs: record.writeTimeUs, acceptNumber: record.acceptNumber },
+          arrivedSequence: asSequence(group.arrivedSequence),
+        });
+      }
+      const chosen = nextToReflect(heads, frontierPosition, mode);
+      if (chosen === undefined) return;
+      const group = byId.get(chosen.groupId);
+      const record = group?.peek();
+      if (group === undefined || record === undefined) return;
+      await group.applyNext(record);
+      tracker.noteReflected(chosen.groupId, chosen.sequence, chosen.position);
+      this.dirty.add(group);
+      this.reflectedRecords += 1;
+      applied += 1;
+      if (applied % reflectRecordsPerSliceMax === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.stopped) return;
+    }
+  }
+
+  async checkpointAll(): Promise<void> {
+    this.lastCheckpointMs = Date.now();
+    const groups = [...this.dirty];
+    this.dirty.clear();
+    for (const group of groups) await this.checkpointGroup(group);
+  }
+}

@@ -1,0 +1,274 @@
+// The secondary's replication listener (docs/replication-protocol.md): HELLO, then per
+// group OPEN_GROUP -> GROUP_STATE, then the initial copy (COPY_*) and batches of journal
+// records, pushed by the primary or pulled at this node's own pace ([0047]).
+// A bad peer gets ERROR or NACK and loses its connection; the node keeps serving.
+import { createServer, type Server, type Socket } from "node:net";
+import type { Logger } from "pino";
+import { assert } from "../core/assert.ts";
+import { replBatchBytesMax, replHelloTimeoutMs, replStreamsMax } from "../core/limits.ts";
+import { asSequence } from "../core/types.ts";
+import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
+import { ReplConnection } from "./repl-connection.ts";
+import type { TargetGroup } from "./target-group.ts";
+
+/** What the replication listener needs from the node. */
+export interface TargetHost {
+  readonly nodeId: string;
+  findTarget(name: string): TargetGroup | undefined;
+  /** OPEN_GROUP for a target in state `empty` (or a copy to start over): persist `copying`, journal from startSequence. */
+  beginCopy(target: TargetGroup, startSequence: number): Promise<void>;
+  /** COPY_DONE: volumes fdatasync'd, `replicating` persisted. */
+  finishCopy(target: TargetGroup, consistentFromSequence: number): Promise<void>;
+  kickReflector(): void;
+}
+
+interface OpenGroup {
+  readonly handle: number;
+  readonly target: TargetGroup;
+  readonly transfer: "push" | "pull";
+  /** Serialises this stream's work on the group (batches are acknowledged in order). */
+  chain: Promise<void>;
+  pullOutstanding: boolean;
+}
+
+/** Connections the listener serves at once. */
+const replConnectionsMax = replStreamsMax * 64;
+
+export class ReplServer {
+  private readonly host: TargetHost;
+  private readonly logger: Logger;
+  private server: Server | undefined;
+  private readonly connections = new Set<ReplConnection>();
+  private nextConnectionId = 1;
+
+  constructor(host: TargetHost, logger: Logger) {
+    this.host = host;
+    this.logger = logger;
+  }
+
+  async listen(hostName: string, port: number): Promise<number> {
+    const server = createServer((socket) => this.accept(socket));
+    server.maxConnections = replConnectionsMax;
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, hostName, () => {
+        server.off("error", reject);
+        const address = server.address();
+        assert(address !== null && typeof address === "object", "replication listener is bound");
+        resolve(address.port);
+      });
+    });
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Closes every stream attached to a group (takeover). */
+  detachGroup(target: TargetGroup, why: string): void {
+    for (const [connection, groups] of this.groupsByConnection) {
+      for (const open of groups.values()) {
+        if (open.target === target) connection.fail("TAKEN_OVER", why);
+      }
+    }
+  }
+
+  private readonly groupsByConnection = new Map<ReplConnection, Map<number, OpenGroup>>();
+
+  async close(): Promise<void> {
+    for (const connection of this.connections) connection.close("node stopping");
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  private accept(socket: Socket): void {
+    const connectionId = this.nextConnectionId++;
+    const logger = this.logger.child({ replConnection: connectionId });
+    const groups = new Map<number, OpenGroup>();
+    let helloDone = false;
+    const helloTimer = setTimeout(() => connection.fail("PROTOCOL", `no HELLO within ${replHelloTimeoutMs} ms`), replHelloTimeoutMs);
+    helloTimer.unref();
+    const connection: ReplConnection = new ReplConnection(socket, "secondary", logger, {
+      onMessage: (message) => {
+        if (!helloDone) {
+          if (message.type !== "HELLO") {
+            connection.fail("PROTOCOL", `${message.type} before HELLO`);
+            return;
+          }
+          const version = chooseReplVersion(message.versionMin, message.versionMax);
+          if (version === undefined) {
+            connection.fail("VERSION", `this node speaks replication protocol ${replProtocolVersionMin}..${replProtocolVersionMax}, the peer ${message.versionMin}..${message.versionMax}`);
+            return;
+          }
+          helloDone = true;
+          clearTimeout(helloTimer);
+          logger.info({ event: "repl_hello", remote: connection.remote, primary: message.primaryNodeId, stream: message.streamIndex, streams: message.streamCount }, "replication stream attached");
+          connection.send({ type: "HELLO_OK", version, secondaryNodeId: this.host.nodeId, frameBytesMax: 0 });
+          return;
+        }
+        this.dispatch(connection, groups, message, logger);
+      },
+      onBadContent: (result) => {
+        const open = groups.get(result.groupHandle);
+        connection.send({ type: "NACK", groupHandle: result.groupHandle, code: "BAD_RECORD", refType: result.refType, refId: result.refId, arrivedSequence: asSequence(open?.target.arrivedSequence ?? 0), text: result.reason.slice(0, 200) });
+      },
+      onClose: (reason) => {
+        clearTimeout(helloTimer);
+        this.connections.delete(connection);
+        this.groupsByConnection.delete(connection);
+        for (const open of groups.values()) open.target.streams.delete(connectionId);
+        logger.info({ event: "repl_stream_closed", reason }, "replication stream closed");
+      },
+    });
+    this.connections.add(connection);
+    this.groupsByConnection.set(connection, groups);
+  }
+
+  private dispatch(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessage, logger: Logger): void {
+    switch (message.type) {
+      case "OPEN_GROUP":
+        this.openGroup(connection, groups, message, logger);
+        return;
+      case "BATCH":
+      case "COPY_DATA":
+      case "COPY_ZEROES":
+      case "COPY_DONE": {
+        const open = groups.get(message.groupHandle);
+        if (open === undefined) {
+          connection.fail("UNKNOWN_GROUP", `${message.type} for group handle ${message.groupHandle} that was not opened`);
+          return;
+        }
+        // Work on one group from one stream runs in arrival order.
+        open.chain = open.chain.then(() => this.handleGroupMessage(connection, open, message, logger)).catch((error: unknown) => {
+          logger.error({ event: "repl_group_error", group: open.target.name, err: error }, "replication message failed");
+          open.target.lastError = (error as Error).message;
+          connection.fail("INTERNAL", (error as Error).message);
+        });
+        return;
+      }
+      case "ERROR":
+        logger.warn({ event: "repl_peer_error", code: message.code, reason: message.text }, "primary reported an error");
+        connection.close("peer error");
+        return;
+      case "CLOSE":
+        connection.close("peer closed");
+        return;
+      case "NACK":
+        logger.warn({ event: "repl_peer_nack", code: message.code, reason: message.text }, "primary refused a message");
+        return;
+      default:
+        connection.fail("PROTOCOL", `${message.type} is not expected by the secondary`);
+    }
+  }
+
+  private openGroup(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessageOf<"OPEN_GROUP">, logger: Logger): void {
+    const nack = (code: "UNKNOWN_GROUP" | "STALE_PAIR" | "TAKEN_OVER" | "VOLUME_MISMATCH" | "OUT_OF_RANGE" | "GROUP_BUSY", text: string): void => {
+      logger.warn({ event: "repl_open_refused", group: message.secondaryGroup, code, reason: text }, "OPEN_GROUP refused");
+      connection.send({ type: "NACK", groupHandle: message.groupHandle, code, refType: "OPEN_GROUP", refId: message.groupHandle, arrivedSequence: asSequence(0), text });
+    };
+    const target = this.host.findTarget(message.secondaryGroup);
+    if (target === undefined) return nack("UNKNOWN_GROUP", `group ${message.secondaryGroup} is not a pair target on node ${this.host.nodeId}`);
+    if (target.record.pairId !== message.pairId) return nack("STALE_PAIR", `group ${message.secondaryGroup} belongs to pair ${target.record.pairId}, not ${message.pairId}`);
+    if (target.record.state === "takeover") return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over; it is no longer a pair target`);
+    if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);
+    for (const volume of message.volumes) {
+      const local = target.volumesByPrimaryId.get(volume.volumeId);
+      if (local === undefined || local.name !== volume.name || local.file.sizeBytes !== volume.sizeBytes) {
+        return nack("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes, primary id ${volume.volumeId}) does not match the target group`);
+      }
+    }
+    if (target.record.state === "replicating" && message.startSequence !== target.record.startSequence) {
+      return nack("OUT_OF_RANGE", `the pair streams from sequence ${target.record.startSequence}, not ${message.startSequence}`);
+    }
+    const open: OpenGroup = { handle: message.groupHandle, target, transfer: message.transfer, chain: Promise.resolve(), pullOutstanding: false };
+    groups.set(message.groupHandle, open);
+    open.chain = (async () => {
+      if (target.record.state !== "replicating" && target.record.startSequence !== message.startSequence) {
+        await this.host.beginCopy(target, message.startSequence);
+      }
+      connection.send({
+        type: "GROUP_STATE",
+        groupHandle: message.groupHandle,
+        state: target.record.state === "replicating" ? "replicating" : target.record.state === "copying" ? "copying" : "empty",
+        arrivedSequence: target.receiver.arrivedSequence,
+        reflectedSequence: asSequence(Math.min(target.reflectedSequence, target.arrivedSequence)),
+        arrivedWriteTimeUs: target.arrivedPosition.writeTimeUs,
+        arrivedAcceptNumber: target.arrivedPosition.acceptNumber,
+      });
+      this.maybePull(connection, open);
+    })().catch((error: unknown) => {
+      connection.fail("INTERNAL", (error as Error).message);
+    });
+  }
+
+  private async handleGroupMessage(connection: ReplConnection, open: OpenGroup, message: ReplMessage, logger: Logger): Promise<void> {
+    const target = open.target;
+    if (target.record.state === "takeover") {
+      connection.fail("TAKEN_OVER", `group ${target.name} was taken over`);
+      return;
+    }
+    switch (message.type) {
+      case "BATCH": {
+        open.pullOutstanding = false;
+        if (message.records.length > 0) {
+          const result = await target.receiveBatch(message.records);
+          if (!result.ok) {
+            logger.warn({ event: "repl_batch_refused", group: target.name, reason: result.reason, detail: result.detail }, "batch refused");
+            const code = result.reason === "bad-sequence" || result.reason === "position-not-increasing" ? "BAD_RECORD" : "REORDER_FULL";
+            connection.send({ type: "NACK", groupHandle: open.handle, code, refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
+            if (code === "BAD_RECORD") connection.fail("BAD_RECORD", result.detail);
+            return;
+          }
+          if (target.record.state === "replicating") this.host.kickReflector();
+        }
+        connection.send({
+          type: "ACK",
+          groupHandle: open.handle,
+          batchId: message.batchId,
+          arrivedSequence: target.receiver.arrivedSequence,
+          reflectedSequence: asSequence(Math.min(target.reflectedSequence, target.arrivedSequence)),
+          arrivedWriteTimeUs: target.arrivedPosition.writeTimeUs,
+          arrivedAcceptNumber: target.arrivedPosition.acceptNumber,
+        });
+        this.maybePull(connection, open);
+        return;
+      }
+      case "COPY_DATA":
+      case "COPY_ZEROES": {
+        if (target.record.state === "replicating") {
+          connection.send({ type: "NACK", groupHandle: open.handle, code: "OUT_OF_RANGE", refType: message.type, refId: message.chunkId, arrivedSequence: target.receiver.arrivedSequence, text: "the initial copy is already done" });
+          return;
+        }
+        const volume = target.volumesByPrimaryId.get(message.volumeId);
+        const lengthBytes = message.type === "COPY_DATA" ? message.data.length : message.lengthBytes;
+        if (volume === undefined || message.offsetBytes + lengthBytes > volume.file.sizeBytes) {
+          connection.send({ type: "NACK", groupHandle: open.handle, code: "OUT_OF_RANGE", refType: message.type, refId: message.chunkId, arrivedSequence: asSequence(0), text: `copy range ${message.offsetBytes}+${lengthBytes} outside volume ${message.volumeId}` });
+          return;
+        }
+        if (message.type === "COPY_DATA") await volume.file.write(message.offsetBytes, message.data);
+        else await volume.file.writeZeroes(message.offsetBytes, message.lengthBytes);
+        target.copyBytes += lengthBytes;
+        connection.send({ type: "COPY_ACK", groupHandle: open.handle, chunkId: message.chunkId });
+        return;
+      }
+      case "COPY_DONE": {
+        await this.host.finishCopy(target, message.consistentFromSequence);
+        connection.send({ type: "COPY_ACK", groupHandle: open.handle, chunkId: message.chunkId });
+        this.host.kickReflector();
+        this.maybePull(connection, open);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** Pull mode: ask for the next records when there is room (one PULL outstanding per stream and group). */
+  private maybePull(connection: ReplConnection, open: OpenGroup): void {
+    if (open.transfer !== "pull" || open.pullOutstanding || connection.closed) return;
+    if (open.target.record.state !== "replicating") return;
+    if (open.target.receiver.reorderBytes > replBatchBytesMax * 8) return; // let the gap fill first
+    open.pullOutstanding = true;
+    connection.send({ type: "PULL", groupHandle: open.handle, fromSequence: open.target.receiver.nextSequence, maxBytes: replBatchBytesMax });
+  }
+}

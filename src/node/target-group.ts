@@ -1,0 +1,200 @@
+// The secondary's side of one pair (patent Fig. 6 steps 1102-1105, Fig. 8): received
+// records go through the pure receiver (duplicates dropped, out-of-order ones held in a
+// bounded buffer), the contiguous run is appended to this node's journal for the group,
+// made durable, and only then counted as arrived and acknowledged. The reflector reads
+// the journal back through a small read-ahead cursor.
+import type { Logger } from "pino";
+import { assert } from "../core/assert.ts";
+import { positionZero, type Position } from "../core/position.ts";
+import { GroupReceiver, type ReceiveResult } from "../core/receiver.ts";
+import { asAcceptNumber, asSequence, asWriteTimeUs, type SequenceNumber } from "../core/types.ts";
+import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import type { GroupJournal } from "../storage/journal.ts";
+import type { VolumeFile } from "../storage/volume-file.ts";
+import type { TargetRecord } from "./metadata.ts";
+
+/** Bytes of journal the reflector reads ahead per group. */
+const reflectReadAheadBytes = 4 * 1024 * 1024;
+
+export interface TargetVolume {
+  readonly volumeId: number;
+  readonly name: string;
+  readonly file: VolumeFile;
+}
+
+export class TargetGroup {
+  readonly groupId: number;
+  readonly name: string;
+  private readonly logger: Logger;
+  record: TargetRecord;
+  journal: GroupJournal;
+  receiver: GroupReceiver<JournalRecord>;
+  /** The primary's volume id -> this node's volume. */
+  readonly volumesByPrimaryId = new Map<number, TargetVolume>();
+  readonly volumes: readonly TargetVolume[];
+  /** Sequence applied to the volumes (may be ahead of the persisted checkpoint). */
+  reflectedSequence: number;
+  reflectedPosition: Position;
+  /** Records read ahead from the journal for the reflector, in sequence order. */
+  private readAhead: JournalRecord[] = [];
+  private readAheadHead = 0;
+  private readAheadFill: Promise<void> | undefined;
+  /** Appends handed to the journal and not yet durable. */
+  private appendsInFlight = 0;
+  /** Streams attached to this group (connections that opened it). */
+  readonly streams = new Set<number>();
+  /** Bytes received by the copy so far. */
+  copyBytes = 0;
+  lastError: string | null = null;
+
+  constructor(options: {
+    groupId: number;
+    name: string;
+    record: TargetRecord;
+    journal: GroupJournal;
+    volumes: readonly TargetVolume[];
+    logger: Logger;
+    /** Position of the journal's last record (its newest), when it has one. */
+    lastRecordPosition: Position | undefined;
+  }) {
+    this.groupId = options.groupId;
+    this.name = options.name;
+    this.record = options.record;
+    this.journal = options.journal;
+    this.volumes = options.volumes;
+    this.logger = options.logger;
+    for (const mapping of options.record.volumes) {
+      const volume = options.volumes.find((v) => v.volumeId === mapping.volumeId);
+      assert(volume !== undefined, `target ${options.name} maps primary volume ${mapping.primaryVolumeId} to a volume it has`);
+      this.volumesByPrimaryId.set(mapping.primaryVolumeId, volume);
+    }
+    this.reflectedSequence = options.record.reflectedSequence;
+    this.reflectedPosition = { writeTimeUs: asWriteTimeUs(options.record.reflectedWriteTimeUs), acceptNumber: asAcceptNumber(options.record.reflectedAcceptNumber) };
+    this.receiver = this.newReceiver(options.lastRecordPosition);
+  }
+
+  /** A receiver that continues after the journal's last record (everything in it is durable after recovery). */
+  private newReceiver(lastRecordPosition: Position | undefined): GroupReceiver<JournalRecord> {
+    const journalLast = this.journal.lastSequence;
+    const startSequence = Math.max(journalLast + 1, this.record.startSequence, this.reflectedSequence + 1);
+    let startPosition: Position = positionZero;
+    if (journalLast >= this.record.startSequence && journalLast >= this.reflectedSequence && lastRecordPosition !== undefined) startPosition = lastRecordPosition;
+    else if (this.reflectedSequence >= this.record.startSequence) startPosition = this.reflectedPosition;
+    return new GroupReceiver<JournalRecord>({ startSequence: asSequence(startSequence), startPosition, recordBytes: (r) => encodedRecordBytes(r) });
+  }
+
+  /** Replaces the journal (after the copy's start sequence is known, or a takeover). */
+  resetJournal(journal: GroupJournal): void {
+    this.journal = journal;
+    this.readAhead = [];
+    this.readAheadHead = 0;
+    this.receiver = this.newReceiver(undefined);
+  }
+
+  get arrivedSequence(): number {
+    return this.receiver.arrivedSequence;
+  }
+
+  get arrivedPosition(): Position {
+    return this.receiver.arrivedPosition;
+  }
+
+  /** Whether the target's image is dependent-write consistent (copy done and caught up). */
+  get consistent(): boolean {
+    return (this.record.state === "replicating" && this.reflectedSequence >= this.record.consistentFromSequence) || this.record.state === "takeover";
+  }
+
+  /**
+   * One BATCH: receive, append the contiguous run, make it durable, count it arrived.
+   * Resolves with the receiver's verdict once what was appended is durable.
+   */
+  async receiveBatch(records: readonly JournalRecord[]): Promise<ReceiveResult<JournalRecord>> {
+    for (const record of records) {
+      if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
+        const volume = this.volumesByPrimaryId.get(record.volumeId);
+        if (volume === undefined || record.offsetBytes + record.lengthBytes > volume.file.sizeBytes) {
+          return { ok: false, reason: "bad-sequence", detail: `record ${record.sequence} targets volume ${record.volumeId} range ${record.offsetBytes}+${record.lengthBytes}, outside this group` };
+        }
+      }
+    }
+    const result = this.receiver.receive(records);
+    if (!result.ok || result.append.length === 0) return result;
+    // Records are views into socket chunks; the journal writes them before the chunk is reused (writev holds them).
+    this.appendsInFlight += result.append.length;
+    let last = 0;
+    try {
+      for (const record of result.append) {
+        void this.journal.append(record).catch(() => undefined); // failures surface through sync()
+        last = record.sequence;
+      }
+      await this.journal.sync();
+    } finally {
+      this.appendsInFlight -= result.append.length;
+    }
+    // Several batches may be syncing at once: mark the highest durable handed-out sequence.
+    const durable = Math.min(this.journal.durableSequence, this.receiver.handedOutSequence);
+    if (durable > this.receiver.arrivedSequence) this.receiver.markDurable(asSequence(durable));
+    assert(this.receiver.arrivedSequence >= last, "what this batch appended is arrived once durable");
+    return result;
+  }
+
+  get pendingAppends(): number {
+    return this.appendsInFlight;
+  }
+
+  /** The next record to reflect (reflectedSequence + 1), if it is arrived and read ahead. */
+  peek(): JournalRecord | undefined {
+    const record = this.readAhead[this.readAheadHead];
+    if (record === undefined) return undefined;
+    assert(record.sequence === this.reflectedSequence + 1, `read-ahead of ${this.name} is at the next sequence`);
+    return record.sequence <= this.arrivedSequence ? record : undefined;
+  }
+
+  /** Whether arrived records exist past the read-ahead (the reflector should fill it). */
+  get needsFill(): boolean {
+    return this.readAheadHead >= this.readAhead.length && this.arrivedSequence > this.reflectedSequence;
+  }
+
+  /** Reads the next arrived records from the journal into the read-ahead. */
+  fill(): Promise<void> {
+    this.readAheadFill ??= (async () => {
+      try {
+        const from = this.reflectedSequence + 1;
+        if (from > this.arrivedSequence) return;
+        const records = await this.journal.readFrom(from, reflectReadAheadBytes);
+        // Copy payloads out of the reader's chunk so the read-ahead holds only what it needs.
+        this.readAhead = records.filter((r) => r.sequence <= this.arrivedSequence);
+        this.readAheadHead = 0;
+      } finally {
+        this.readAheadFill = undefined;
+      }
+    })();
+    return this.readAheadFill;
+  }
+
+  /** Applies the peeked record to the volume (markers and time advances change nothing). */
+  async applyNext(record: JournalRecord): Promise<void> {
+    assert(record.sequence === this.reflectedSequence + 1, `I2: ${this.name} reflects ${record.sequence} right after ${this.reflectedSequence}`);
+    if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
+      const volume = this.volumesByPrimaryId.get(record.volumeId);
+      assert(volume !== undefined, "received records were checked against the volume map");
+      if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
+      else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);
+    }
+    this.readAheadHead += 1;
+    this.reflectedSequence = record.sequence;
+    this.reflectedPosition = { writeTimeUs: record.writeTimeUs, acceptNumber: record.acceptNumber };
+  }
+
+  /** Drops the read-ahead (after a takeover cut the journal). */
+  clearReadAhead(): void {
+    this.readAhead = [];
+    this.readAheadHead = 0;
+  }
+
+  logWarn(event: string, detail: Record<string, unknown>, message: string): void {
+    this.logger.warn({ event, group: this.name, ...detail }, message);
+  }
+}
+
+export const sequenceOf = (n: number): SequenceNumber => asSequence(n);
