@@ -75,7 +75,9 @@ function commanderLine(error: CommanderError, report: CommanderReport | null): s
   // `tidemark --json status`: the management options belong to the command, not before it.
   const misplaced = /unknown option '(--node|--json)/.exec(message)?.[1];
   if (error.code === "commander.unknownOption" && misplaced !== undefined && where !== undefined && where.commands.length > 0) {
-    return `${message}; put ${misplaced} after the command, e.g. \`tidemark status ${misplaced}${misplaced === "--node" ? " URL" : ""}\``;
+    // The example is a real command: `tidemark status`, or `tidemark pair status` one level down.
+    const example = where.parent === null ? "tidemark status" : `${commandPath(where)} ${where.commands.some((sub) => sub.name() === "status") ? "status" : (where.commands[0]?.name() ?? "")}`;
+    return `${message}; put ${misplaced} after the command, e.g. \`${example} ${misplaced}${misplaced === "--node" ? " URL" : ""}\``;
   }
   return `${message}; see \`${path} --help\``;
 }

@@ -199,7 +199,11 @@ export class FakeControl implements NodeControl, PairControl {
     this.maybeFail();
     const pair = this.findPair(group);
     this.advance(pair);
-    return { ...pair.info };
+    const answer = { ...pair.info };
+    // New writes arrive between reads: the next read sees them.
+    if (pair.info.state === "replicating" || pair.info.state === "copying") pair.info.acceptedSequence += pair.motion.acceptedPerRead;
+    this.refreshLag(pair);
+    return answer;
   }
 
   suspendPair(group: string): Promise<PairInfo> {
@@ -285,7 +289,6 @@ export class FakeControl implements NodeControl, PairControl {
     }
     const nowMs = Date.now();
     if (info.state === "replicating" || info.state === "copying") {
-      info.acceptedSequence += motion.acceptedPerRead;
       const records = pair.carryRecords + ((nowMs - pair.movedAtMs) / 1000) * motion.reflectedPerSecond;
       const whole = Math.floor(records);
       pair.carryRecords = records - whole;
