@@ -127,6 +127,9 @@ export const createPairBodySchema = z.strictObject({
   reflect: enumSchema(reflectModes).default("time"),
 }) satisfies z.ZodType<CreatePairRequest, unknown>;
 
+/** suspend and resume take no options: no body, or an empty object. */
+const noOptionsBodySchema = z.strictObject({}).optional();
+
 export const takeoverBodySchema = z.strictObject({
   groups: z
     .array(nameSchema("group"))
@@ -291,8 +294,14 @@ function registerPairRoutes(app: MgmtApp, control: PairControl): void {
     return reply.code(201).send(pair);
   });
   app.get("/v1/pairs/:group", (request) => control.pair(groupParam(request.params)));
-  app.post("/v1/pairs/:group/suspend", (request) => control.suspendPair(groupParam(request.params)));
-  app.post("/v1/pairs/:group/resume", (request) => control.resumePair(groupParam(request.params)));
+  app.post("/v1/pairs/:group/suspend", (request) => {
+    parseBody(noOptionsBodySchema, request.body);
+    return control.suspendPair(groupParam(request.params));
+  });
+  app.post("/v1/pairs/:group/resume", (request) => {
+    parseBody(noOptionsBodySchema, request.body);
+    return control.resumePair(groupParam(request.params));
+  });
   app.post("/v1/takeover", async (request) => {
     const body = parseBody(takeoverBodySchema, request.body);
     return { results: await control.takeover(body.groups) };
