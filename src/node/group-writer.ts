@@ -5,7 +5,7 @@
 // journal, and lets the journal drop what is behind that point.
 import { assert } from "../core/assert.ts";
 import { journalCheckpointBytes } from "../core/limits.ts";
-import { asMarkerNumber, asSequence, type VolumeId } from "../core/types.ts";
+import { asMarkerNumber, asSequence, asVolumeId, type VolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
@@ -40,7 +40,14 @@ export class GroupWriter {
   private lastWriteTimeUsValue = 0;
   private bytesSinceCheckpoint = 0;
   private checkpointRunning: Promise<CheckpointResult> | undefined;
-  private readonly held: { readonly recordBytes: number; readonly run: () => Promise<void> }[] = [];
+  private readonly held: { readonly recordBytes: number; readonly notBeforeMs: number; readonly run: () => Promise<void> }[] = [];
+  private releaseTimer: NodeJS.Timeout | undefined;
+  /** When the last record was accepted (wall clock, ms). */
+  lastRecordAtMs = 0;
+  /** Called after each record is stamped and appended (the pair's sender listens). */
+  onRecord: () => void = () => undefined;
+  /** Delay for new writes while a pair lets the journal fill (0: none). */
+  slowdownMs: () => number = () => 0;
   private spaceRequested = false;
   /** Writes that had to wait for journal space since start. */
   heldSinceCount = 0;
@@ -113,20 +120,52 @@ export class GroupWriter {
   ): Promise<void> {
     this.throwIfFailed();
     const recordBytes = journalHeaderBytes + payload.length;
-    if (this.held.length === 0 && this.journal.freeBytes >= recordBytes) {
+    const delayMs = this.slowdownMs();
+    if (this.held.length === 0 && delayMs === 0 && this.journal.freeBytes >= recordBytes) {
       return this.acceptNow(kind, volumeId, offsetBytes, lengthBytes, payload, fua, hostWriteTimeUs);
     }
-    // The journal is full: hold the write (never fail it, never drop it). It is stamped
-    // and sequenced when space frees, behind every write held before it.
+    // The journal is filling or full: slow the write down, or hold it (never fail it, never
+    // drop it). It is stamped and sequenced when released, behind every write held before it.
     assert(this.held.length < heldWritesMax, "held writes stay bounded (front ends bound requests in flight)");
     return new Promise<void>((resolve, reject) => {
       this.held.push({
         recordBytes,
+        notBeforeMs: delayMs > 0 ? Date.now() + delayMs : 0,
         run: () => this.acceptNow(kind, volumeId, offsetBytes, lengthBytes, payload, fua, hostWriteTimeUs).then(resolve, reject),
       });
       this.heldSinceCount += 1;
-      this.requestSpace();
+      if (this.journal.freeBytes < recordBytes) this.requestSpace();
+      else this.scheduleRelease(delayMs);
     });
+  }
+
+  private scheduleRelease(delayMs: number): void {
+    if (this.releaseTimer !== undefined) return;
+    this.releaseTimer = setTimeout(() => {
+      this.releaseTimer = undefined;
+      this.releaseHeld();
+    }, Math.max(1, delayMs));
+  }
+
+  /**
+   * A time-advance record (kind 4): stamped and sequenced like a write, applied to no
+   * volume. It moves an idle group's arrived position on at the secondary.
+   */
+  appendTimeAdvance(): void {
+    if (this.failure !== undefined || this.held.length > 0 || this.journal.freeBytes < journalHeaderBytes) return;
+    const stamp = this.stamper.stamp(undefined);
+    const sequence = this.nextSequenceValue;
+    this.nextSequenceValue = sequence + 1;
+    this.lastWriteTimeUsValue = stamp.writeTimeUs;
+    this.lastRecordAtMs = Date.now();
+    const record: JournalRecord = {
+      kind: RecordKind.timeAdvance, volumeId: asVolumeId(0), offsetBytes: 0, lengthBytes: 0, sequence: asSequence(sequence),
+      writeTimeUs: stamp.writeTimeUs, acceptNumber: stamp.acceptNumber, markerNumber: asMarkerNumber(0), payload: Buffer.alloc(0),
+    };
+    this.bytesSinceCheckpoint += journalHeaderBytes;
+    const appended = this.journal.append(record);
+    this.onRecord();
+    this.complete(sequence, appended, Promise.resolve(), false).catch(() => undefined);
   }
 
   /** Writes waiting for journal space, oldest first. */
@@ -155,6 +194,10 @@ export class GroupWriter {
     while (this.held.length > 0) {
       const first = this.held[0];
       assert(first !== undefined, "held queue is not empty");
+      if (this.failure === undefined && first.notBeforeMs > Date.now()) {
+        this.scheduleRelease(first.notBeforeMs - Date.now());
+        return;
+      }
       if (this.failure === undefined && this.journal.freeBytes < first.recordBytes) {
         // Still full: whatever holds the journal (a checkpoint in flight, or later a slow
         // secondary) will call again when it moves.
@@ -189,6 +232,7 @@ export class GroupWriter {
     const sequence = this.nextSequenceValue;
     this.nextSequenceValue = sequence + 1;
     this.lastWriteTimeUsValue = stamp.writeTimeUs;
+    this.lastRecordAtMs = Date.now();
     const record: JournalRecord = {
       kind,
       volumeId: volume.id,
@@ -205,6 +249,7 @@ export class GroupWriter {
     const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, () =>
       kind === RecordKind.write ? volume.file.write(offsetBytes, payload) : volume.file.writeZeroes(offsetBytes, lengthBytes),
     );
+    this.onRecord();
     return this.complete(sequence, appended, applied, fua);
   }
 
@@ -263,6 +308,7 @@ export class GroupWriter {
 
   /** Finishes what is in flight, makes it durable, checkpoints. */
   async close(): Promise<CheckpointResult | undefined> {
+    clearTimeout(this.releaseTimer);
     await Promise.all([...this.volumes.values()].map((volume) => volume.order.drain()));
     if (this.failure !== undefined) return undefined;
     const result = await this.checkpoint();

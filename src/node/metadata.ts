@@ -130,7 +130,7 @@ export async function loadMetadata(dataDir: string): Promise<NodeMetadata | unde
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw new Error(`${join(dataDir, metadataFileName)} is not valid JSON: ${(error as Error).message}`);
+    throw new Error(`${join(dataDir, metadataFileName)} is not valid JSON: ${(error as Error).message}`, { cause: error });
   }
   const result = nodeMetadataSchema.safeParse(parsed);
   if (!result.success) {

@@ -1,8 +1,8 @@
 // One tidemark node: a storage system with an id and a data directory. It recovers its
 // volumes and journals, then serves NBD, the host protocol, replication and management.
 // This file wires the pieces; the write path is in group-writer.ts, the servers in their own files.
-import { mkdir, open, readFile, unlink } from "node:fs/promises";
-import { createServer, type Server, type Socket } from "node:net";
+import { randomUUID } from "node:crypto";
+import { mkdir, open, readFile, rm, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
@@ -16,10 +16,18 @@ import { GroupJournal } from "../storage/journal.ts";
 import { VolumeFile } from "../storage/volume-file.ts";
 import { makeDirectoryDurable } from "../storage/durable-fs.ts";
 import { ApplyOrder } from "./apply-order.ts";
-import { ControlError, type GroupInfo, type NodeControl, type NodeStatus, type VolumeInfo } from "./control.ts";
+import {
+  ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeStatus, type PairControl, type PairInfo,
+  type PairTargetInfo, type PairTargetRequest, type TakeoverResult, type VolumeInfo,
+} from "./control.ts";
 import { GroupWriter, type GroupVolume } from "./group-writer.ts";
 import { startHostServer, type HostServer } from "./host-server.ts";
-import { emptyMetadata, loadMetadata, saveMetadata, type NodeMetadata } from "./metadata.ts";
+import { emptyMetadata, loadMetadata, saveMetadata, type GroupRecord, type NodeMetadata, type PairRecord, type TargetRecord } from "./metadata.ts";
+import { PairLink } from "./pair-link.ts";
+import { Reflector } from "./reflector.ts";
+import { ReplServer, type TargetHost } from "./repl-server.ts";
+import { TargetGroup, type TargetVolume } from "./target-group.ts";
+import { positionZero } from "../core/position.ts";
 import { NodeMetrics, type JournalFigures } from "./metrics.ts";
 import { startMgmtApi } from "./mgmt-api.ts";
 import { startNbdServer, type NbdServer } from "./nbd-server.ts";
@@ -50,6 +58,8 @@ interface LiveVolume {
   readonly file: VolumeFile;
   readonly order: ApplyOrder;
   group: GroupWriter | undefined;
+  /** Set while the volume is the target of a pair: read-only, shows the reflected image. */
+  target: TargetGroup | undefined;
   allocatedBytes: number;
 }
 
@@ -64,7 +74,7 @@ export function validateName(kind: string, name: string): void {
   }
 }
 
-export class TidemarkNode implements NodeControl {
+export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private readonly options: NodeOptions;
   private readonly logger: Logger;
   private readonly stamper: NodeStamper;
@@ -77,8 +87,12 @@ export class TidemarkNode implements NodeControl {
   private allocationTimer: NodeJS.Timeout | undefined;
   private nbdServer: NbdServer | undefined;
   private hostServer: HostServer | undefined;
-  private replServer: Server | undefined;
-  private readonly replSockets = new Set<Socket>();
+  private replServer: ReplServer | undefined;
+  /** Groups that are the target of a pair (secondary side). */
+  private readonly targets = new Map<string, TargetGroup>();
+  /** Groups that are the source of a pair (primary side). */
+  private readonly links = new Map<string, PairLink>();
+  private readonly reflector: Reflector;
   private mgmtApi: { port: number; close(): Promise<void> } | undefined;
   private startedAt = new Date();
   private lockPath: string;
@@ -92,6 +106,15 @@ export class TidemarkNode implements NodeControl {
     this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs());
     this.nodeMetrics = new NodeMetrics(options.id, () => this.journalFigures());
     this.lockPath = join(options.dataDir, "lock");
+    this.reflector = new Reflector({
+      groups: () => [...this.targets.values()],
+      logger: this.logger.child({ component: "reflector" }),
+      checkpointGroup: (group) => this.checkpointTarget(group),
+    });
+  }
+
+  get nodeId(): string {
+    return this.options.id;
   }
 
   // ---- start and stop -------------------------------------------------------------
@@ -114,7 +137,10 @@ export class TidemarkNode implements NodeControl {
     });
     await this.openVolumes();
     await this.recoverGroups();
+    // A restarted secondary replays to the recomputed frontier before anyone reads its image.
+    await this.reflector.drain();
     await this.startListeners();
+    for (const link of this.links.values()) link.start();
     await this.refreshAllocation();
     this.allocationTimer = setInterval(() => void this.refreshAllocation(), allocationRefreshMs);
     this.allocationTimer.unref();
@@ -144,7 +170,7 @@ export class TidemarkNode implements NodeControl {
     const metadata = this.requireMetadata();
     for (const record of metadata.volumes) {
       const file = await VolumeFile.open(join(this.options.dataDir, "volumes", record.fileName), record.sizeBytes);
-      const live: LiveVolume = { id: record.id, name: record.name, sizeBytes: record.sizeBytes, file, order: new ApplyOrder(), group: undefined, allocatedBytes: 0 };
+      const live: LiveVolume = { id: record.id, name: record.name, sizeBytes: record.sizeBytes, file, order: new ApplyOrder(), group: undefined, target: undefined, allocatedBytes: 0 };
       this.volumesByName.set(record.name, live);
       this.volumesById.set(record.id, live);
     }
@@ -153,6 +179,10 @@ export class TidemarkNode implements NodeControl {
   private async recoverGroups(): Promise<void> {
     const metadata = this.requireMetadata();
     for (const record of metadata.groups) {
+      if (record.target !== undefined && record.target.state !== "takeover") {
+        await this.recoverTarget(record, record.target);
+        continue;
+      }
       const volumes = new Map<number, GroupVolume>();
       for (const volumeId of record.volumeIds) {
         const live = this.volumesById.get(volumeId);
@@ -169,39 +199,100 @@ export class TidemarkNode implements NodeControl {
         else if (journalRecord.kind === RecordKind.zeroes) await volume.file.writeZeroes(journalRecord.offsetBytes, journalRecord.lengthBytes);
         replayed += 1;
       };
-      const { journal, report } = await GroupJournal.open(this.journalDir(record.id), { bytesMax: record.journalBytesMax, nextSequence: record.checkpointSequence + 1 }, replay);
+      const { journal, report } = await GroupJournal.open(this.journalDir(record), { bytesMax: record.journalBytesMax, nextSequence: record.checkpointSequence + 1 }, replay);
       const lastSequence = report.lastSequence ?? 0;
       const nextSequence = Math.max(lastSequence + 1, record.checkpointSequence + 1);
       this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
-      const writer = new GroupWriter({
-        groupId: record.id,
-        name: record.name,
-        journal,
-        stamper: this.stamper,
-        volumes,
-        nextSequence,
-        appliedSequence: nextSequence - 1,
-        persistCheckpoint: (result) => this.updateMetadata((m) => {
-          const group = m.groups.find((g) => g.id === record.id);
-          assert(group !== undefined, "checkpointed group is in the metadata");
-          assert(result.checkpointSequence >= group.checkpointSequence, "checkpoints never go back");
-          group.checkpointSequence = result.checkpointSequence;
-          group.nextSequence = result.nextSequence;
-        }),
-      });
-      this.groups.set(record.name, writer);
-      for (const volumeId of record.volumeIds) {
-        const live = this.volumesById.get(volumeId);
-        if (live !== undefined) live.group = writer;
-      }
+      const writer = this.newWriter(record, journal, volumes, nextSequence);
+      if (record.pair !== undefined) this.newLink(record, record.pair, writer, journal);
       if (report.records > 0 || report.tornBytesCut > 0) {
         this.logger.info({ event: "journal_recovered", group: record.name, replayed, records: report.records, tornBytesCut: report.tornBytesCut, nextSequence }, "journal recovered");
       }
     }
   }
 
-  private journalDir(groupId: number): string {
-    return join(this.options.dataDir, "journals", String(groupId));
+  private journalDir(record: Pick<GroupRecord, "id" | "journalGeneration">): string {
+    const generation = record.journalGeneration ?? 0;
+    return join(this.options.dataDir, "journals", generation === 0 ? String(record.id) : `${record.id}.${generation}`);
+  }
+
+  /** A writable group: its write path, with checkpoints persisted in the metadata. */
+  private newWriter(record: GroupRecord, journal: GroupJournal, volumes: Map<number, GroupVolume>, nextSequence: number): GroupWriter {
+    const writer = new GroupWriter({
+      groupId: record.id,
+      name: record.name,
+      journal,
+      stamper: this.stamper,
+      volumes,
+      nextSequence,
+      appliedSequence: nextSequence - 1,
+      persistCheckpoint: (result) => this.updateMetadata((m) => {
+        const group = m.groups.find((g) => g.id === record.id);
+        assert(group !== undefined, "checkpointed group is in the metadata");
+        assert(result.checkpointSequence >= group.checkpointSequence, "checkpoints never go back");
+        group.checkpointSequence = result.checkpointSequence;
+        group.nextSequence = result.nextSequence;
+        const link = this.links.get(record.name);
+        if (group.pair !== undefined && link !== undefined) group.pair.ackedSequence = Math.max(group.pair.ackedSequence, link.ackedSequence);
+      }),
+    });
+    this.groups.set(record.name, writer);
+    for (const volumeId of record.volumeIds) {
+      const live = this.volumesById.get(volumeId);
+      if (live !== undefined) {
+        live.group = writer;
+        live.target = undefined;
+      }
+    }
+    return writer;
+  }
+
+  /** The primary side of a pair over a writable group. */
+  private newLink(record: GroupRecord, pair: PairRecord, writer: GroupWriter, journal: GroupJournal): PairLink {
+    const volumes = pair.volumes.map((mapping) => {
+      const live = this.volumesById.get(mapping.volumeId);
+      assert(live !== undefined, `pair of ${record.name} maps volume ${mapping.volumeId} that exists`);
+      return { volumeId: mapping.volumeId, remoteVolume: mapping.remoteVolume, file: live.file };
+    });
+    const link = new PairLink({
+      record: pair,
+      groupName: record.name,
+      nodeId: this.options.id,
+      writer,
+      journal,
+      volumes,
+      logger: this.logger.child({ component: "pair", group: record.name }),
+      persist: async (change) => {
+        await this.updateMetadata((m) => {
+          const group = m.groups.find((g) => g.id === record.id);
+          assert(group?.pair !== undefined, "the pair is in the metadata");
+          change(group.pair);
+          link.record = structuredClone(group.pair);
+        });
+      },
+    });
+    this.links.set(record.name, link);
+    return link;
+  }
+
+  /** The secondary side of a pair: journal recovered (not replayed: the reflector does that), volumes read-only. */
+  private async recoverTarget(record: GroupRecord, target: TargetRecord): Promise<void> {
+    const volumes: TargetVolume[] = record.volumeIds.map((volumeId) => {
+      const live = this.volumesById.get(volumeId);
+      assert(live !== undefined, `target ${record.name} names volume ${volumeId} that exists`);
+      return { volumeId, name: live.name, file: live.file };
+    });
+    const { journal, report } = await GroupJournal.open(this.journalDir(record), { bytesMax: record.journalBytesMax, nextSequence: target.startSequence });
+    const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
+    const group = new TargetGroup({ groupId: record.id, name: record.name, record: structuredClone(target), journal, volumes, logger: this.logger.child({ component: "target", group: record.name }), lastRecordPosition });
+    this.targets.set(record.name, group);
+    for (const volume of volumes) {
+      const live = this.volumesById.get(volume.volumeId);
+      if (live !== undefined) live.target = group;
+    }
+    if (report.records > 0 || report.tornBytesCut > 0) {
+      this.logger.info({ event: "target_journal_recovered", group: record.name, records: report.records, tornBytesCut: report.tornBytesCut, reflected: target.reflectedSequence, arrived: group.arrivedSequence }, "target journal recovered");
+    }
   }
 
   private async startListeners(): Promise<void> {
@@ -216,22 +307,12 @@ export class TidemarkNode implements NodeControl {
       onRequest: (op, bytes, latencySeconds, ok) => this.nodeMetrics.observe("host", op, bytes, latencySeconds, ok),
     });
     this.ports.host = this.hostServer.port;
-    this.ports.repl = await this.startReplListener();
+    this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }));
+    this.ports.repl = await this.replServer.listen(this.options.repl.host, this.options.repl.port);
     this.mgmtApi = await startMgmtApi({ host: this.options.mgmt.host, port: this.options.mgmt.port, control: this, logger: this.logger.child({ component: "mgmt" }) });
     this.ports.mgmt = this.mgmtApi.port;
   }
 
-  /** Replication listener. Pairs (the replication protocol) come with the remote-copy work. */
-  private startReplListener(): Promise<number> {
-    const server = createServer((socket) => {
-      this.replSockets.add(socket);
-      socket.on("close", () => this.replSockets.delete(socket));
-      socket.on("error", () => socket.destroy());
-      socket.end();
-    });
-    this.replServer = server;
-    return listen(server, this.options.repl);
-  }
 
   /** Clean stop: no new connections, in-flight work finished, journals durable, checkpoint saved. */
   stop(): Promise<void> {
@@ -245,8 +326,16 @@ export class TidemarkNode implements NodeControl {
     await this.mgmtApi?.close();
     await this.nbdServer?.close();
     await this.hostServer?.close();
-    for (const socket of this.replSockets) socket.destroy();
-    await new Promise<void>((resolve) => (this.replServer ? this.replServer.close(() => resolve()) : resolve()));
+    for (const link of this.links.values()) link.stop("node stopping");
+    await this.replServer?.close();
+    await this.reflector.stop();
+    for (const target of this.targets.values()) {
+      try {
+        await target.journal.close();
+      } catch (error) {
+        this.logger.error({ event: "target_close_failed", group: target.name, err: error }, "target journal did not close cleanly");
+      }
+    }
     for (const writer of this.groups.values()) {
       try {
         await writer.close();
@@ -293,7 +382,7 @@ export class TidemarkNode implements NodeControl {
         const volume = this.volumesByName.get(name);
         return volume === undefined ? undefined : this.handleFor(volume);
       },
-      list: (): ExportDescription[] => [...this.volumesByName.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: false })),
+      list: (): ExportDescription[] => [...this.volumesById.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: v.target !== undefined })),
     };
   }
 
@@ -305,6 +394,9 @@ export class TidemarkNode implements NodeControl {
     };
     const writeRange = (offsetBytes: number, lengthBytes: number, options: WriteOptions, kind: "data" | "zeroes", data?: Buffer): Promise<void> => {
       checkRange(offsetBytes, lengthBytes);
+      if (volume.target !== undefined) {
+        return Promise.reject(new VolumeIoError("EPERM", `volume ${volume.name} is the target of a pair and read-only; take it over first (tidemark pair takeover ${volume.target.name})`));
+      }
       if (lengthBytes === 0) return Promise.resolve();
       const group = volume.group;
       if (group !== undefined) {
@@ -321,7 +413,7 @@ export class TidemarkNode implements NodeControl {
       name: volume.name,
       sizeBytes: volume.sizeBytes,
       get readOnly() {
-        return false;
+        return volume.target !== undefined;
       },
       read: async (offsetBytes, lengthBytes) => {
         checkRange(offsetBytes, lengthBytes);
@@ -332,6 +424,7 @@ export class TidemarkNode implements NodeControl {
       trim: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
       flush: async () => {
         const group = volume.group;
+        if (volume.target !== undefined) return;
         if (group !== undefined) await group.flush();
         else await volume.file.datasync();
       },
@@ -367,7 +460,7 @@ export class TidemarkNode implements NodeControl {
   }
 
   private volumeInfo(volume: LiveVolume): VolumeInfo {
-    return { name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? null, readOnly: false };
+    return { name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? volume.target?.name ?? null, readOnly: volume.target !== undefined };
   }
 
   async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
@@ -395,7 +488,7 @@ export class TidemarkNode implements NodeControl {
       if ((error as NodeJS.ErrnoException).code === "ENOSPC") throw new ControlError("TM_ERR_NO_SPACE", `no space for volume ${name}`);
       throw error;
     }
-    const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, allocatedBytes: 0 };
+    const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, target: undefined, allocatedBytes: 0 };
     this.volumesByName.set(name, live);
     this.volumesById.set(id, live);
     this.logger.info({ event: "volume_created", volume: name, sizeBytes }, "volume created");
@@ -405,6 +498,20 @@ export class TidemarkNode implements NodeControl {
   listGroups(): GroupInfo[] {
     const metadata = this.requireMetadata();
     return metadata.groups.map((record) => {
+      const target = this.targets.get(record.name);
+      if (target !== undefined) {
+        return {
+          name: record.name,
+          volumes: record.volumeIds.map((id) => this.volumesById.get(id)?.name ?? `#${id}`),
+          nextSequence: target.arrivedSequence + 1,
+          appliedSequence: target.reflectedSequence,
+          durableSequence: target.journal.durableSequence,
+          journalBytes: target.journal.usedBytes,
+          journalBytesMax: target.journal.bytesMax,
+          journalSegments: target.journal.segmentCount,
+          lastWriteTimeUs: target.reflectedPosition.writeTimeUs,
+        };
+      }
       const writer = this.groups.get(record.name);
       assert(writer !== undefined, `group ${record.name} is live`);
       const journal = writer.journalStats;
@@ -424,8 +531,8 @@ export class TidemarkNode implements NodeControl {
 
   async createGroup(name: string, volumeNames: readonly string[]): Promise<GroupInfo> {
     validateName("group", name);
-    if (this.groups.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
-    if (this.groups.size >= groupsPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${groupsPerNodeMax} groups`);
+    if (this.groups.has(name) || this.targets.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
+    if (this.groups.size + this.targets.size >= groupsPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${groupsPerNodeMax} groups`);
     if (volumeNames.length === 0) throw new ControlError("TM_ERR_INVALID", "a group needs at least one volume: --volumes V1[,V2...]");
     if (volumeNames.length > volumesPerGroupMax) throw new ControlError("TM_ERR_LIMIT", `a group holds at most ${volumesPerGroupMax} volumes`);
     if (new Set(volumeNames).size !== volumeNames.length) throw new ControlError("TM_ERR_INVALID", "a volume is named twice in --volumes");
@@ -433,33 +540,25 @@ export class TidemarkNode implements NodeControl {
     for (const volumeName of volumeNames) {
       const volume = this.volumesByName.get(volumeName);
       if (volume === undefined || volume.file === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `volume ${volumeName} does not exist; create it with: tidemark volume create ${volumeName} --size SIZE`);
-      if (volume.group !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} already belongs to group ${volume.group.name}; a volume belongs to at most one group`);
+      const owner = volume.group?.name ?? volume.target?.name;
+      if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} already belongs to group ${owner}; a volume belongs to at most one group`);
       members.push(volume);
     }
     const metadata = this.requireMetadata();
     const id = metadata.nextGroupId;
     const journalBytesMax = journalBytesMaxDefault;
-    await makeDirectoryDurable(this.journalDir(id));
-    const { journal } = await GroupJournal.open(this.journalDir(id), { bytesMax: journalBytesMax, nextSequence: 1 }, () => undefined);
+    await makeDirectoryDurable(this.journalDir({ id }));
+    const { journal } = await GroupJournal.open(this.journalDir({ id }), { bytesMax: journalBytesMax, nextSequence: 1 }, () => undefined);
     const volumes = new Map<number, GroupVolume>(members.map((v) => [v.id, { id: asVolumeId(v.id), file: v.file, order: v.order }]));
     // Writes already in flight to these volumes finish outside the journal; later ones are journaled.
     await Promise.all(members.map((v) => v.order.drain()));
     for (const v of members) await v.file.datasync();
+    const record: GroupRecord = { id, name, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax, createdAt: new Date().toISOString() };
     await this.updateMetadata((m) => {
       m.nextGroupId = id + 1;
-      m.groups.push({ id, name, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax, createdAt: new Date().toISOString() });
+      m.groups.push(record);
     });
-    const writer = new GroupWriter({
-      groupId: id, name, journal, stamper: this.stamper, volumes, nextSequence: 1, appliedSequence: 0,
-      persistCheckpoint: (result) => this.updateMetadata((m) => {
-        const group = m.groups.find((g) => g.id === id);
-        assert(group !== undefined, "checkpointed group is in the metadata");
-        group.checkpointSequence = result.checkpointSequence;
-        group.nextSequence = result.nextSequence;
-      }),
-    });
-    this.groups.set(name, writer);
-    for (const v of members) v.group = writer;
+    this.newWriter(record, journal, volumes, 1);
     this.logger.info({ event: "group_created", group: name, volumes: volumeNames }, "group created");
     const info = this.listGroups().find((g) => g.name === name);
     assert(info !== undefined, "new group is listed");
@@ -493,29 +592,315 @@ export class TidemarkNode implements NodeControl {
     }));
   }
 
-  // ---- PairControl stubs: added by the mgmt-api/CLI helper to keep the build green; the lead replaces this block ----
-  createPair(_request: import("./control.ts").CreatePairRequest): Promise<import("./control.ts").PairInfo> {
-    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+  // ---- PairControl (primary side) ------------------------------------------------
+
+  async createPair(request: CreatePairRequest): Promise<PairInfo> {
+    const writer = this.groups.get(request.group);
+    if (writer === undefined) {
+      if (this.targets.has(request.group)) throw new ControlError("TM_ERR_STATE", `group ${request.group} is itself the target of a pair; create pairs from the primary`);
+      throw new ControlError("TM_ERR_NOT_FOUND", `group ${request.group} does not exist; create it with: tidemark group create ${request.group} --volumes V1[,V2...]`);
+    }
+    if (this.links.has(request.group)) throw new ControlError("TM_ERR_EXISTS", `group ${request.group} already has a pair (see: tidemark pair status ${request.group})`);
+    if (request.mode === "sync") throw new ControlError("TM_ERR_INVALID", "--mode sync (cascade) is not supported yet; use --mode async");
+    if (request.reflect === "marker") throw new ControlError("TM_ERR_INVALID", "--reflect marker needs consistency points, which are not supported yet; use --reflect time or seq");
+    const record = this.requireMetadata().groups.find((g) => g.name === request.group);
+    assert(record !== undefined, "a live group is in the metadata");
+    const remoteGroup = request.remoteGroup ?? request.group;
+    const pairId = `${this.options.id}/${request.group}/${randomUUID().slice(0, 8)}`;
+    const members = record.volumeIds.map((id) => {
+      const live = this.volumesById.get(id);
+      assert(live !== undefined, "group volumes exist");
+      return live;
+    });
+    const targetRequest: PairTargetRequest = {
+      pairId, primaryNode: this.options.id, primaryGroup: request.group, group: remoteGroup,
+      volumes: members.map((v) => ({ name: v.name, sizeBytes: v.sizeBytes })), reflect: request.reflect, transfer: request.transfer, streams: request.streams,
+    };
+    const target = await postJson<PairTargetInfo>(request.to, "/v1/pair-targets", targetRequest);
+    if (target.nodeId === this.options.id) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
+    // S0: everything accepted so far is covered by the initial copy; the stream starts after it.
+    const copyStartSequence = writer.nextSequence - 1;
+    const pair: PairRecord = {
+      pairId, remoteNode: target.nodeId, remoteUrl: request.to, remoteGroup, remoteReplAddress: target.replAddress,
+      transfer: request.transfer, streams: request.streams, reflect: request.reflect, state: "copying",
+      copyStartSequence, consistentFromSequence: 0, ackedSequence: copyStartSequence, reason: null,
+      volumes: members.map((v) => ({ volumeId: v.id, remoteVolume: v.name })),
+    };
+    await this.updateMetadata((m) => {
+      const group = m.groups.find((g) => g.id === record.id);
+      assert(group !== undefined, "the group is in the metadata");
+      group.pair = pair;
+    });
+    const updated = this.requireMetadata().groups.find((g) => g.id === record.id);
+    assert(updated !== undefined, "the group is in the metadata");
+    const link = this.newLink(updated, structuredClone(pair), writer, writer.journalStats);
+    link.start();
+    this.logger.info({ event: "pair_created", group: request.group, pairId, secondary: target.nodeId, remoteGroup, copyStartSequence }, "pair created");
+    return link.status();
   }
-  listPairs(): readonly import("./control.ts").PairInfo[] {
-    return [];
+
+  listPairs(): readonly PairInfo[] {
+    const pairs: PairInfo[] = [...this.links.values()].map((link) => link.status());
+    for (const record of this.requireMetadata().groups) {
+      if (record.target !== undefined) pairs.push(this.targetStatus(record.name, record.target));
+    }
+    return pairs;
   }
-  pair(group: string): import("./control.ts").PairInfo {
-    throw new ControlError("TM_ERR_NOT_FOUND", `group '${group}' has no pair`);
+
+  pair(group: string): PairInfo {
+    const link = this.links.get(group);
+    if (link !== undefined) return link.status();
+    const record = this.requireMetadata().groups.find((g) => g.name === group);
+    if (record?.target !== undefined) return this.targetStatus(group, record.target);
+    if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} does not exist`);
+    throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair; create one with: tidemark pair create ${group} --to SECONDARY_URL`);
   }
-  suspendPair(_group: string): Promise<import("./control.ts").PairInfo> {
-    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+
+  async suspendPair(group: string): Promise<PairInfo> {
+    const link = this.primaryLink(group);
+    if (link.record.state === "suspended") return link.status();
+    if (link.record.state === "failed") throw new ControlError("TM_ERR_STATE", `pair of ${group} has failed (${link.record.reason ?? "unknown"}); it cannot be suspended`);
+    await link.suspend();
+    return link.status();
   }
-  resumePair(_group: string): Promise<import("./control.ts").PairInfo> {
-    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+
+  async resumePair(group: string): Promise<PairInfo> {
+    const link = this.primaryLink(group);
+    if (link.record.state !== "suspended") throw new ControlError("TM_ERR_STATE", `pair of ${group} is ${link.record.state}, not suspended`);
+    await link.resume();
+    return link.status();
   }
-  takeover(_groups: readonly string[]): Promise<readonly import("./control.ts").TakeoverResult[]> {
-    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+
+  private primaryLink(group: string): PairLink {
+    const link = this.links.get(group);
+    if (link !== undefined) return link;
+    if (this.targets.has(group)) throw new ControlError("TM_ERR_STATE", `group ${group} is the target (secondary) of its pair; run this against the primary`);
+    throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair on this node`);
   }
-  preparePairTarget(_request: import("./control.ts").PairTargetRequest): Promise<import("./control.ts").PairTargetInfo> {
-    return Promise.reject(new ControlError("TM_ERR_INTERNAL", "pairs not implemented yet"));
+
+  // ---- PairControl (secondary side) ---------------------------------------------
+
+  async preparePairTarget(request: PairTargetRequest): Promise<PairTargetInfo> {
+    validateName("group", request.group);
+    const info: PairTargetInfo = { nodeId: this.options.id, group: request.group, replAddress: `${this.options.repl.host}:${this.ports.repl}` };
+    const existing = this.requireMetadata().groups.find((g) => g.name === request.group);
+    if (existing !== undefined) {
+      if (existing.target !== undefined && existing.target.pairId === request.pairId) return info;
+      if (existing.target !== undefined && existing.target.state !== "takeover") {
+        throw new ControlError("TM_ERR_CONFLICT", `group ${request.group} on node ${this.options.id} is already the target of pair ${existing.target.pairId}`);
+      }
+      throw new ControlError("TM_ERR_CONFLICT", `group ${request.group} already exists on node ${this.options.id}; choose another --remote-group`);
+    }
+    const members: LiveVolume[] = [];
+    for (const volume of request.volumes) {
+      const live = this.volumesByName.get(volume.name);
+      if (live === undefined) continue;
+      if (live.sizeBytes !== volume.sizeBytes) throw new ControlError("TM_ERR_CONFLICT", `volume ${volume.name} exists on node ${this.options.id} with ${live.sizeBytes} bytes, the primary's has ${volume.sizeBytes}`);
+      const owner = live.group?.name ?? live.target?.name;
+      if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volume.name} on node ${this.options.id} already belongs to group ${owner}`);
+    }
+    for (const volume of request.volumes) {
+      const live = this.volumesByName.get(volume.name);
+      if (live === undefined) await this.createVolume(volume.name, volume.sizeBytes);
+      const created = this.volumesByName.get(volume.name);
+      assert(created !== undefined, "target volume exists");
+      members.push(created);
+    }
+    const id = this.requireMetadata().nextGroupId;
+    const target: TargetRecord = {
+      pairId: request.pairId, primaryNode: request.primaryNode, primaryGroup: request.primaryGroup, transfer: request.transfer, streams: request.streams,
+      reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
+      volumes: [], takeover: null,
+    };
+    const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: journalBytesMaxDefault, createdAt: new Date().toISOString(), target };
+    await makeDirectoryDurable(this.journalDir(record));
+    await this.updateMetadata((m) => {
+      m.nextGroupId = id + 1;
+      m.groups.push(record);
+    });
+    await this.recoverTarget(record, target);
+    this.logger.info({ event: "pair_target_created", group: request.group, pairId: request.pairId, primary: request.primaryNode }, "pair target created");
+    return info;
   }
-  // ---- end of PairControl stubs ----
+
+  findTarget(name: string): TargetGroup | undefined {
+    return this.targets.get(name);
+  }
+
+  async beginCopy(target: TargetGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined> {
+    const mapping: { primaryVolumeId: number; volumeId: number }[] = [];
+    for (const volume of volumes) {
+      const local = target.volumes.find((v) => v.name === volume.name);
+      if (local === undefined || local.file.sizeBytes !== volume.sizeBytes) return `volume ${volume.name} (${volume.sizeBytes} bytes) is not in target group ${target.name}`;
+      mapping.push({ primaryVolumeId: volume.volumeId, volumeId: local.volumeId });
+    }
+    const record = this.requireMetadata().groups.find((g) => g.id === target.groupId);
+    assert(record !== undefined, "target group is in the metadata");
+    // A fresh journal from the stream's first sequence, in a new directory.
+    await target.journal.close();
+    const generation = (record.journalGeneration ?? 0) + 1;
+    const nextRecord = { ...record, journalGeneration: generation };
+    await makeDirectoryDurable(this.journalDir(nextRecord));
+    const { journal } = await GroupJournal.open(this.journalDir(nextRecord), { bytesMax: record.journalBytesMax, nextSequence: startSequence });
+    const oldDir = this.journalDir(record);
+    await this.updateMetadata((m) => {
+      const group = m.groups.find((g) => g.id === target.groupId);
+      assert(group?.target !== undefined, "target group is in the metadata");
+      group.journalGeneration = generation;
+      group.target.state = "copying";
+      group.target.startSequence = startSequence;
+      group.target.consistentFromSequence = 0;
+      group.target.reflectedSequence = startSequence - 1;
+      group.target.reflectedWriteTimeUs = 0;
+      group.target.reflectedAcceptNumber = 0;
+      group.target.volumes = mapping;
+      target.record = structuredClone(group.target);
+    });
+    await rm(oldDir, { recursive: true, force: true });
+    target.volumesByPrimaryId.clear();
+    for (const m of mapping) {
+      const volume = target.volumes.find((v) => v.volumeId === m.volumeId);
+      assert(volume !== undefined, "mapped volume exists");
+      target.volumesByPrimaryId.set(m.primaryVolumeId, volume);
+    }
+    target.reflectedSequence = startSequence - 1;
+    target.reflectedPosition = positionZero;
+    target.resetJournal(journal);
+    target.copyBytes = 0;
+    this.logger.info({ event: "target_copy_started", group: target.name, startSequence }, "initial copy into target started");
+    return undefined;
+  }
+
+  async finishCopy(target: TargetGroup, consistentFromSequence: number): Promise<void> {
+    for (const volume of target.volumes) await volume.file.datasync();
+    await this.updateMetadata((m) => {
+      const group = m.groups.find((g) => g.id === target.groupId);
+      assert(group?.target !== undefined, "target group is in the metadata");
+      group.target.state = "replicating";
+      group.target.consistentFromSequence = consistentFromSequence;
+      target.record = structuredClone(group.target);
+    });
+    this.logger.info({ event: "target_copy_done", group: target.name, copiedBytes: target.copyBytes, consistentFromSequence }, "initial copy into target done");
+  }
+
+  kickReflector(): void {
+    this.reflector.kick();
+  }
+
+  /** Reflector checkpoint: volumes durable through the reflected sequence, then persisted, then the journal trimmed. */
+  private async checkpointTarget(target: TargetGroup): Promise<void> {
+    const sequence = target.reflectedSequence;
+    const position = target.reflectedPosition;
+    if (sequence <= target.record.reflectedSequence) return;
+    for (const volume of target.volumes) await volume.file.datasync();
+    await this.updateMetadata((m) => {
+      const group = m.groups.find((g) => g.id === target.groupId);
+      if (group?.target === undefined) return; // taken over meanwhile
+      group.target.reflectedSequence = sequence;
+      group.target.reflectedWriteTimeUs = position.writeTimeUs;
+      group.target.reflectedAcceptNumber = position.acceptNumber;
+      target.record = structuredClone(group.target);
+    });
+    await target.journal.trimThrough(sequence);
+  }
+
+  async takeover(groupNames: readonly string[]): Promise<readonly TakeoverResult[]> {
+    if (groupNames.length === 0) throw new ControlError("TM_ERR_INVALID", "name at least one group to take over");
+    const results: TakeoverResult[] = [];
+    const taking: TargetGroup[] = [];
+    for (const name of groupNames) {
+      const record = this.requireMetadata().groups.find((g) => g.name === name);
+      if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${name} does not exist on node ${this.options.id}`);
+      if (record.target === undefined) throw new ControlError("TM_ERR_STATE", `group ${name} is not the target of a pair on node ${this.options.id}; run takeover against the secondary`);
+      if (record.target.state === "takeover") {
+        results.push({ group: name, reflectedSequence: record.target.takeover?.keptSequence ?? 0, droppedRecords: record.target.takeover?.droppedRecords ?? 0, state: "takeover" });
+        continue;
+      }
+      const target = this.targets.get(name);
+      assert(target !== undefined, "a target group is live");
+      if (target.record.state !== "replicating") {
+        throw new ControlError("TM_ERR_STATE", `group ${name} is still in its initial copy (${target.record.state}); its image is not consistent and cannot be taken over`);
+      }
+      taking.push(target);
+    }
+    // Stop receiving, let what was appended become durable, reflect to the last consistent point.
+    for (const target of taking) {
+      target.takingOver = true;
+      this.replServer?.detachGroup(target, "taken over on the secondary");
+    }
+    for (const target of taking) {
+      while (target.pendingAppends > 0) await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    await this.reflector.drain();
+    for (const target of taking) {
+      if (target.reflectedSequence < target.record.consistentFromSequence) {
+        target.takingOver = false;
+        throw new ControlError("TM_ERR_STATE", `group ${target.name} has reflected ${target.reflectedSequence} of the ${target.record.consistentFromSequence} records it needs after its initial copy; its image is not consistent yet`);
+      }
+    }
+    for (const target of taking) results.push(await this.convertTarget(target));
+    this.reflector.kick();
+    return results;
+  }
+
+  /** Makes a reflected target an ordinary writable group: fresh journal, volumes writable. */
+  private async convertTarget(target: TargetGroup): Promise<TakeoverResult> {
+    const kept = target.reflectedSequence;
+    const dropped = Math.max(0, target.arrivedSequence - kept) + target.receiver.reorderRecords;
+    for (const volume of target.volumes) await volume.file.datasync();
+    await target.journal.close();
+    const record = this.requireMetadata().groups.find((g) => g.id === target.groupId);
+    assert(record?.target !== undefined, "target group is in the metadata");
+    const oldDir = this.journalDir(record);
+    const generation = (record.journalGeneration ?? 0) + 1;
+    const fresh = { ...record, journalGeneration: generation };
+    await makeDirectoryDurable(this.journalDir(fresh));
+    const { journal } = await GroupJournal.open(this.journalDir(fresh), { bytesMax: record.journalBytesMax, nextSequence: 1 });
+    await this.updateMetadata((m) => {
+      const group = m.groups.find((g) => g.id === target.groupId);
+      assert(group?.target !== undefined, "target group is in the metadata");
+      group.journalGeneration = generation;
+      group.checkpointSequence = 0;
+      group.nextSequence = 1;
+      group.target.state = "takeover";
+      group.target.reflectedSequence = kept;
+      group.target.takeover = { keptSequence: kept, droppedRecords: dropped, at: new Date().toISOString() };
+    });
+    await rm(oldDir, { recursive: true, force: true });
+    this.targets.delete(target.name);
+    const updated = this.requireMetadata().groups.find((g) => g.id === target.groupId);
+    assert(updated !== undefined, "group is in the metadata");
+    const volumes = new Map<number, GroupVolume>();
+    for (const volumeId of updated.volumeIds) {
+      const live = this.volumesById.get(volumeId);
+      assert(live !== undefined, "group volume exists");
+      volumes.set(volumeId, { id: asVolumeId(volumeId), file: live.file, order: live.order });
+    }
+    this.newWriter(updated, journal, volumes, 1);
+    this.logger.warn({ event: "takeover", group: target.name, keptSequence: kept, droppedRecords: dropped }, "group taken over: volumes are writable");
+    return { group: target.name, reflectedSequence: kept, droppedRecords: dropped, state: "takeover" };
+  }
+
+  private targetStatus(name: string, record: TargetRecord): PairInfo {
+    const target = this.targets.get(name);
+    const reflected = target?.reflectedSequence ?? record.reflectedSequence;
+    const arrived = target?.arrivedSequence ?? record.reflectedSequence;
+    const state = record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
+    let reason: string | null = null;
+    if (state === "replicating" && reflected < record.consistentFromSequence) reason = `catching up after the initial copy: consistent once sequence ${record.consistentFromSequence} is reflected`;
+    if (state === "takeover" && record.takeover !== null) reason = `taken over at ${record.takeover.at}: kept through sequence ${record.takeover.keptSequence}, dropped ${record.takeover.droppedRecords} records`;
+    return {
+      group: name, role: "secondary", state, pairId: record.pairId, remoteNode: record.primaryNode, remoteUrl: null, remoteGroup: record.primaryGroup,
+      mode: "async", transfer: record.transfer, streams: record.streams, reflect: record.reflect,
+      acceptedSequence: arrived, sentSequence: arrived, arrivedSequence: arrived, reflectedSequence: reflected,
+      lagRecords: Math.max(0, arrived - reflected), lagBytes: 0,
+      lagSeconds: target === undefined ? 0 : Math.max(0, (target.arrivedPosition.writeTimeUs - target.reflectedPosition.writeTimeUs) / 1e6),
+      journalBytes: target?.journal.usedBytes ?? 0, journalBytesMax: target?.journal.bytesMax ?? 0,
+      copy: state === "copying" && target !== undefined ? { doneBytes: target.copyBytes, totalBytes: target.volumes.reduce((sum, v) => sum + v.file.sizeBytes, 0) } : null,
+      heldWrites: 0, reason,
+      link: { connectedStreams: target?.streams.size ?? 0, reconnects: 0, lastError: target?.lastError ?? null },
+    };
+  }
 }
 
 /** Whether a process holds the lock: alive, and not a zombie waiting to be reaped. */
@@ -533,14 +918,30 @@ async function processAlive(pid: number): Promise<boolean> {
   }
 }
 
-function listen(server: Server, address: Address): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(address.port, address.host, () => {
-      server.off("error", reject);
-      const bound = server.address();
-      assert(bound !== null && typeof bound === "object", "server is bound to a TCP address");
-      resolve(bound.port);
+/** POSTs JSON to another node's management API; errors become ControlErrors that say which node. */
+async function postJson<T>(baseUrl: string, path: string, body: unknown): Promise<T> {
+  let response: Response;
+  try {
+    response = await fetch(new URL(path, baseUrl), {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal: AbortSignal.timeout(peerRequestTimeoutMs),
     });
-  });
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
+    throw new ControlError("TM_ERR_UNREACHABLE", `cannot reach node at ${baseUrl} (${cause}); is it running? check --to`);
+  }
+  const text = await response.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ControlError("TM_ERR_UNREACHABLE", `node at ${baseUrl} answered ${response.status} with something that is not JSON; is --to a tidemark management URL?`);
+  }
+  if (!response.ok) {
+    const message = (parsed as { error?: { message?: string } }).error?.message ?? `HTTP ${response.status}`;
+    throw new ControlError(response.status === 409 ? "TM_ERR_CONFLICT" : response.status === 400 ? "TM_ERR_INVALID" : "TM_ERR_UNREACHABLE", `secondary ${baseUrl}: ${message}`);
+  }
+  return parsed as T;
 }
+
+/** How long one request to another node's management API may take. */
+const peerRequestTimeoutMs = 30_000;

@@ -16,7 +16,7 @@ export interface TargetHost {
   readonly nodeId: string;
   findTarget(name: string): TargetGroup | undefined;
   /** OPEN_GROUP for a target in state `empty` (or a copy to start over): persist `copying`, journal from startSequence. */
-  beginCopy(target: TargetGroup, startSequence: number): Promise<void>;
+  beginCopy(target: TargetGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined>;
   /** COPY_DONE: volumes fdatasync'd, `replicating` persisted. */
   finishCopy(target: TargetGroup, consistentFromSequence: number): Promise<void>;
   kickReflector(): void;
@@ -169,22 +169,30 @@ export class ReplServer {
     const target = this.host.findTarget(message.secondaryGroup);
     if (target === undefined) return nack("UNKNOWN_GROUP", `group ${message.secondaryGroup} is not a pair target on node ${this.host.nodeId}`);
     if (target.record.pairId !== message.pairId) return nack("STALE_PAIR", `group ${message.secondaryGroup} belongs to pair ${target.record.pairId}, not ${message.pairId}`);
-    if (target.record.state === "takeover") return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over; it is no longer a pair target`);
+    if (target.record.state === "takeover" || target.takingOver) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over; it is no longer a pair target`);
     if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);
-    for (const volume of message.volumes) {
-      const local = target.volumesByPrimaryId.get(volume.volumeId);
-      if (local === undefined || local.name !== volume.name || local.file.sizeBytes !== volume.sizeBytes) {
-        return nack("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes, primary id ${volume.volumeId}) does not match the target group`);
-      }
-    }
-    if (target.record.state === "replicating" && message.startSequence !== target.record.startSequence) {
-      return nack("OUT_OF_RANGE", `the pair streams from sequence ${target.record.startSequence}, not ${message.startSequence}`);
-    }
     const open: OpenGroup = { handle: message.groupHandle, target, transfer: message.transfer, chain: Promise.resolve(), pullOutstanding: false };
     groups.set(message.groupHandle, open);
-    open.chain = (async () => {
-      if (target.record.state !== "replicating" && target.record.startSequence !== message.startSequence) {
-        await this.host.beginCopy(target, message.startSequence);
+    // Streams open a group concurrently: decide and (re)start the copy one at a time per group.
+    const opening = target.openChain.then(async () => {
+      const needsCopy = target.record.state !== "replicating";
+      if (!needsCopy) {
+        for (const volume of message.volumes) {
+          const local = target.volumesByPrimaryId.get(volume.volumeId);
+          if (local === undefined || local.name !== volume.name || local.file.sizeBytes !== volume.sizeBytes) {
+            groups.delete(message.groupHandle);
+            nack("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes, primary id ${volume.volumeId}) does not match the target group`);
+            return;
+          }
+        }
+      }
+      if (needsCopy && (target.record.state === "empty" || target.record.startSequence !== message.startSequence || target.volumesByPrimaryId.size === 0)) {
+        const problem = await this.host.beginCopy(target, message.startSequence, message.volumes);
+        if (problem !== undefined) {
+          groups.delete(message.groupHandle);
+          nack("VOLUME_MISMATCH", problem);
+          return;
+        }
       }
       connection.send({
         type: "GROUP_STATE",
@@ -196,14 +204,16 @@ export class ReplServer {
         arrivedAcceptNumber: target.arrivedPosition.acceptNumber,
       });
       this.maybePull(connection, open);
-    })().catch((error: unknown) => {
+    });
+    target.openChain = opening.catch(() => undefined);
+    open.chain = opening.catch((error: unknown) => {
       connection.fail("INTERNAL", (error as Error).message);
     });
   }
 
   private async handleGroupMessage(connection: ReplConnection, open: OpenGroup, message: ReplMessage, logger: Logger): Promise<void> {
     const target = open.target;
-    if (target.record.state === "takeover") {
+    if (target.record.state === "takeover" || target.takingOver) {
       connection.fail("TAKEN_OVER", `group ${target.name} was taken over`);
       return;
     }

@@ -46,6 +46,10 @@ export class TargetGroup {
   /** Bytes received by the copy so far. */
   copyBytes = 0;
   lastError: string | null = null;
+  /** Set while a takeover runs: the replication listener refuses this group. */
+  takingOver = false;
+  /** Serialises OPEN_GROUP handling across streams. */
+  openChain: Promise<void> = Promise.resolve();
 
   constructor(options: {
     groupId: number;

@@ -1,0 +1,539 @@
+// The primary's side of one pair (patent Fig. 6): N replication streams to the secondary,
+// the initial copy, then batches of durable journal records, pushed or pulled, windowed by
+// the pure PairSender. Link loss: every stream reconnects with backoff and the handshake
+// says where to resume; nothing is lost, skipped or applied twice (the receiver drops
+// duplicates). Only what the secondary holds durably lets the journal trim.
+import { connect } from "node:net";
+import type { Logger } from "pino";
+import { assert } from "../core/assert.ts";
+import {
+  replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replReconnectDelayMsMax, replReconnectDelayMsMin, timeAdvanceIntervalMs,
+} from "../core/limits.ts";
+import { PairSender, type BatchPlan } from "../core/sender.ts";
+import { asSequence, asVolumeId } from "../core/types.ts";
+import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import { replProtocolVersionMax, replProtocolVersionMin, type ReplMessage } from "../protocol/repl-protocol.ts";
+import type { GroupJournal } from "../storage/journal.ts";
+import type { VolumeFile } from "../storage/volume-file.ts";
+import type { PairInfo } from "./control.ts";
+import type { GroupWriter } from "./group-writer.ts";
+import type { PairRecord } from "./metadata.ts";
+import { ReplConnection } from "./repl-connection.ts";
+
+/** Journal use at which new writes start being slowed down, and the longest delay. */
+export const journalSlowdownFraction = 0.8;
+const slowdownDelayMsMax = 20;
+/** Copy chunks in flight on the copy stream. */
+const copyChunksInFlightMax = replBatchesInFlightPerStreamMax * 2;
+/** (sequence, accepted-at) samples kept to tell the lag in seconds. */
+const lagSamplesMax = 4096;
+const lagSampleIntervalMs = 10;
+const groupHandle = 1;
+
+export interface LinkVolume {
+  readonly volumeId: number;
+  readonly remoteVolume: string;
+  readonly file: VolumeFile;
+}
+
+interface Stream {
+  readonly index: number;
+  connection: ReplConnection | undefined;
+  /** OPEN_GROUP answered and the pair is replicating on it. */
+  ready: boolean;
+  reconnectDelayMs: number;
+  reconnectTimer: NodeJS.Timeout | undefined;
+  /** Pull mode: the secondary's outstanding request. */
+  pull: { maxBytes: number } | undefined;
+}
+
+export class PairLink {
+  record: PairRecord;
+  readonly groupName: string;
+  private readonly nodeId: string;
+  private readonly writer: GroupWriter;
+  private readonly journal: GroupJournal;
+  private readonly volumes: readonly LinkVolume[];
+  private readonly logger: Logger;
+  private readonly persist: (change: (record: PairRecord) => void) => Promise<void>;
+  private sender: PairSender;
+  private readonly streams: Stream[];
+  private running = false;
+  private pumping = false;
+  private pumpAgain = false;
+  private copy: { doneBytes: number; totalBytes: number; running: boolean } | undefined;
+  private timeAdvanceTimer: NodeJS.Timeout | undefined;
+  private reflectedSequence = 0;
+  private arrivedSequence = 0;
+  private readonly lagSamples: { sequence: number; atMs: number }[] = [];
+  reconnects = 0;
+  lastError: string | null = null;
+
+  constructor(options: {
+    record: PairRecord;
+    groupName: string;
+    nodeId: string;
+    writer: GroupWriter;
+    journal: GroupJournal;
+    volumes: readonly LinkVolume[];
+    logger: Logger;
+    persist: (change: (record: PairRecord) => void) => Promise<void>;
+  }) {
+    this.record = options.record;
+    this.groupName = options.groupName;
+    this.nodeId = options.nodeId;
+    this.writer = options.writer;
+    this.journal = options.journal;
+    this.volumes = options.volumes;
+    this.logger = options.logger;
+    this.persist = options.persist;
+    this.sender = new PairSender({ streams: this.record.streams, ackedSequence: asSequence(Math.max(this.record.ackedSequence, this.record.copyStartSequence)) });
+    this.arrivedSequence = this.sender.ackedSequence;
+    this.streams = Array.from({ length: this.record.streams }, (_, index) => ({
+      index, connection: undefined, ready: false, reconnectDelayMs: replReconnectDelayMsMin, reconnectTimer: undefined, pull: undefined,
+    }));
+    this.writer.trimFloor = () => (this.record.state === "failed" ? Number.MAX_SAFE_INTEGER : this.sender.trimFloor);
+    this.writer.onRecord = () => this.onRecord();
+    this.writer.slowdownMs = () => this.slowdownMs();
+  }
+
+  get ackedSequence(): number {
+    return this.sender.ackedSequence;
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------
+
+  start(): void {
+    if (this.running || this.record.state === "suspended" || this.record.state === "failed") return;
+    this.running = true;
+    for (const stream of this.streams) this.connectStream(stream);
+    this.timeAdvanceTimer = setInterval(() => this.maybeTimeAdvance(), Math.max(10, Math.floor(timeAdvanceIntervalMs / 2)));
+    this.timeAdvanceTimer.unref();
+  }
+
+  stop(reason: string): void {
+    this.running = false;
+    clearInterval(this.timeAdvanceTimer);
+    for (const stream of this.streams) {
+      clearTimeout(stream.reconnectTimer);
+      stream.reconnectTimer = undefined;
+      stream.connection?.close(reason);
+      stream.connection = undefined;
+      stream.ready = false;
+      stream.pull = undefined;
+    }
+    this.sender.onConnectionLost();
+    this.writer.releaseHeld();
+  }
+
+  async suspend(): Promise<void> {
+    this.stop("pair suspended");
+    await this.persist((r) => {
+      r.state = "suspended";
+      r.reason = "suspended by the operator; writes are kept in the journal and sent on resume";
+    });
+  }
+
+  async resume(): Promise<void> {
+    await this.persist((r) => {
+      r.state = r.consistentFromSequence > 0 ? "replicating" : "copying";
+      r.reason = null;
+    });
+    this.start();
+  }
+
+  private async failPair(reason: string): Promise<void> {
+    this.logger.error({ event: "pair_failed", group: this.groupName, reason }, "pair failed");
+    this.lastError = reason;
+    this.stop(reason);
+    await this.persist((r) => {
+      r.state = "failed";
+      r.reason = reason;
+    });
+    this.writer.releaseHeld(); // a failed pair no longer holds the journal
+  }
+
+  // ---- streams --------------------------------------------------------------------
+
+  private connectStream(stream: Stream): void {
+    if (!this.running) return;
+    const [host, portText] = splitHostPort(this.record.remoteReplAddress);
+    const socket = connect({ host, port: Number(portText) });
+    const logger = this.logger.child({ group: this.groupName, stream: stream.index });
+    let opened = false;
+    const connection = new ReplConnection(socket, "primary", logger, {
+      onMessage: (message) => this.onMessage(stream, connection, message),
+      onBadContent: (result) => connection.fail("PROTOCOL", `unexpected bad content: ${result.reason}`),
+      onClose: (reason) => {
+        if (stream.connection === connection) {
+          stream.connection = undefined;
+          const wasReady = stream.ready;
+          stream.ready = false;
+          stream.pull = undefined;
+          if (wasReady) {
+            if (this.streams.some((s) => s.ready)) this.sender.onStreamLost(stream.index);
+            else this.sender.onConnectionLost();
+          }
+          if (stream.index === 0 && this.copy?.running === true) this.copy.running = false;
+          if (this.running) {
+            this.lastError = reason;
+            if (opened) this.reconnects += 1;
+            logger.warn({ event: "repl_stream_lost", reason, retryInMs: stream.reconnectDelayMs }, "replication stream lost; reconnecting");
+            stream.reconnectTimer = setTimeout(() => {
+              stream.reconnectTimer = undefined;
+              this.connectStream(stream);
+            }, stream.reconnectDelayMs);
+            stream.reconnectTimer.unref();
+            stream.reconnectDelayMs = Math.min(replReconnectDelayMsMax, stream.reconnectDelayMs * 2);
+          }
+          this.pump();
+        }
+      },
+    });
+    stream.connection = connection;
+    socket.once("connect", () => {
+      opened = true;
+      connection.send({ type: "HELLO", versionMin: replProtocolVersionMin, versionMax: replProtocolVersionMax, primaryNodeId: this.nodeId, streamIndex: stream.index, streamCount: this.record.streams });
+    });
+  }
+
+  private onMessage(stream: Stream, connection: ReplConnection, message: ReplMessage): void {
+    switch (message.type) {
+      case "HELLO_OK":
+        connection.send({
+          type: "OPEN_GROUP",
+          groupHandle,
+          pairId: this.record.pairId,
+          primaryGroup: this.groupName,
+          secondaryGroup: this.record.remoteGroup,
+          transfer: this.record.transfer,
+          reflect: this.record.reflect,
+          startSequence: asSequence(this.record.copyStartSequence + 1),
+          volumes: this.volumes.map((v) => ({ volumeId: asVolumeId(v.volumeId), name: v.remoteVolume, sizeBytes: v.file.sizeBytes })),
+        });
+        return;
+      case "GROUP_STATE":
+        stream.reconnectDelayMs = replReconnectDelayMsMin;
+        this.noteProgress(message.arrivedSequence, message.reflectedSequence);
+        if (message.state === "replicating" && this.record.consistentFromSequence > 0) {
+          this.streamReady(stream);
+        } else if (stream.index === 0) {
+          this.startCopy(connection);
+        }
+        return;
+      case "ACK": {
+        const result = this.sender.onAck(stream.index, message.batchId, message.arrivedSequence, asSequence(this.journal.durableSequence));
+        if (!result.ok) {
+          connection.fail("PROTOCOL", result.reason);
+          return;
+        }
+        this.noteProgress(message.arrivedSequence, message.reflectedSequence);
+        this.writer.releaseHeld();
+        this.pump();
+        return;
+      }
+      case "PULL":
+        stream.pull = { maxBytes: message.maxBytes };
+        this.pump();
+        return;
+      case "COPY_ACK":
+        this.onCopyAck(message.chunkId);
+        return;
+      case "NACK":
+        this.onNack(stream, connection, message);
+        return;
+      case "ERROR":
+        this.lastError = `${message.code}: ${message.text}`;
+        if (message.code === "TAKEN_OVER" || message.code === "STALE_PAIR") void this.failPair(`secondary refused the pair: ${message.text}`);
+        connection.close("peer error");
+        return;
+      case "CLOSE":
+        connection.close("peer closed");
+        return;
+      default:
+        connection.fail("PROTOCOL", `${message.type} is not expected by the primary`);
+    }
+  }
+
+  private onNack(stream: Stream, connection: ReplConnection, message: Extract<ReplMessage, { type: "NACK" }>): void {
+    this.lastError = `${message.code}: ${message.text}`;
+    switch (message.code) {
+      case "REORDER_FULL":
+      case "GROUP_BUSY":
+        // Back off this stream; what it had in flight is resent.
+        connection.close(`secondary is busy: ${message.text}`);
+        return;
+      case "BAD_RECORD":
+        connection.close(`secondary refused data: ${message.text}`);
+        return;
+      default:
+        void this.failPair(`secondary refused ${message.refType}: ${message.code} ${message.text}`);
+        void stream;
+    }
+  }
+
+  private streamReady(stream: Stream): void {
+    if (!this.sender.connected) {
+      const result = this.sender.onReconnect(this.arrivedSequence, asSequence(this.journal.durableSequence));
+      if (!result.ok) {
+        void this.failPair(result.reason);
+        return;
+      }
+    }
+    stream.ready = true;
+    this.pump();
+  }
+
+  private noteProgress(arrived: number, reflected: number): void {
+    this.arrivedSequence = Math.max(this.arrivedSequence, arrived);
+    this.reflectedSequence = Math.max(this.reflectedSequence, reflected);
+  }
+
+  // ---- initial copy ---------------------------------------------------------------
+
+  private copyChunkIds = new Map<number, number>();
+  private nextChunkId = 1;
+  private copyCursor: { volume: number; offsetBytes: number } = { volume: 0, offsetBytes: 0 };
+  private copyConnection: ReplConnection | undefined;
+  private copyDoneChunk = 0;
+
+  private startCopy(connection: ReplConnection): void {
+    const totalBytes = this.volumes.reduce((sum, v) => sum + v.file.sizeBytes, 0);
+    this.copy = { doneBytes: 0, totalBytes, running: true };
+    this.copyChunkIds.clear();
+    this.copyCursor = { volume: 0, offsetBytes: 0 };
+    this.copyConnection = connection;
+    this.copyDoneChunk = 0;
+    this.logger.info({ event: "copy_started", group: this.groupName, totalBytes, copyStartSequence: this.record.copyStartSequence }, "initial copy started");
+    void this.waitApplied().then(() => this.copyMore()).catch((error: unknown) => connection.fail("INTERNAL", (error as Error).message));
+  }
+
+  /** Every record up to S0 must be in the volumes before the copy reads them. */
+  private async waitApplied(): Promise<void> {
+    while (this.writer.appliedSequence < this.record.copyStartSequence) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
+  private copyMore(): void {
+    const copy = this.copy;
+    const connection = this.copyConnection;
+    if (copy === undefined || !copy.running || connection === undefined || connection.closed) return;
+    while (this.copyChunkIds.size < copyChunksInFlightMax) {
+      const volume = this.volumes[this.copyCursor.volume];
+      if (volume === undefined) break;
+      const offsetBytes = this.copyCursor.offsetBytes;
+      const lengthBytes = Math.min(replCopyChunkBytesMax, volume.file.sizeBytes - offsetBytes);
+      const chunkId = this.nextChunkId++;
+      this.copyChunkIds.set(chunkId, lengthBytes);
+      this.copyCursor = offsetBytes + lengthBytes >= volume.file.sizeBytes ? { volume: this.copyCursor.volume + 1, offsetBytes: 0 } : { volume: this.copyCursor.volume, offsetBytes: offsetBytes + lengthBytes };
+      void volume.file.read(offsetBytes, lengthBytes).then((data) => {
+        if (connection.closed) return;
+        if (isAllZero(data)) connection.send({ type: "COPY_ZEROES", groupHandle, chunkId, volumeId: asVolumeId(volume.volumeId), offsetBytes, lengthBytes });
+        else connection.send({ type: "COPY_DATA", groupHandle, chunkId, volumeId: asVolumeId(volume.volumeId), offsetBytes, data });
+      }, (error: unknown) => connection.fail("INTERNAL", `copy read failed: ${(error as Error).message}`));
+    }
+    if (this.copyChunkIds.size === 0 && this.copyCursor.volume >= this.volumes.length && this.copyDoneChunk === 0) {
+      // Every block is copied: the target is consistent once it reflects what was accepted by now.
+      const consistentFromSequence = Math.max(this.writer.nextSequence - 1, this.record.copyStartSequence);
+      this.copyDoneChunk = this.nextChunkId++;
+      this.pendingConsistentFrom = consistentFromSequence;
+      connection.send({ type: "COPY_DONE", groupHandle, chunkId: this.copyDoneChunk, totalBytes: copy.totalBytes, consistentFromSequence: asSequence(consistentFromSequence) });
+    }
+  }
+
+  private pendingConsistentFrom = 0;
+
+  private onCopyAck(chunkId: number): void {
+    const copy = this.copy;
+    if (copy === undefined) return;
+    if (chunkId === this.copyDoneChunk && this.copyDoneChunk !== 0) {
+      copy.running = false;
+      const consistentFrom = this.pendingConsistentFrom;
+      void this.persist((r) => {
+        r.state = "replicating";
+        r.consistentFromSequence = consistentFrom;
+        r.reason = null;
+      }).then(() => {
+        this.logger.info({ event: "copy_done", group: this.groupName, bytes: copy.totalBytes, consistentFromSequence: consistentFrom }, "initial copy done");
+        this.copy = undefined;
+        // Every stream reopens its group: the secondary now answers `replicating`.
+        for (const stream of this.streams) stream.connection?.close("initial copy done; reopening");
+      });
+      return;
+    }
+    const lengthBytes = this.copyChunkIds.get(chunkId);
+    if (lengthBytes === undefined) return;
+    this.copyChunkIds.delete(chunkId);
+    copy.doneBytes += lengthBytes;
+    this.copyMore();
+  }
+
+  // ---- sending --------------------------------------------------------------------
+
+  private onRecord(): void {
+    const now = Date.now();
+    const last = this.lagSamples[this.lagSamples.length - 1];
+    if (last === undefined || now - last.atMs >= lagSampleIntervalMs) {
+      this.lagSamples.push({ sequence: this.writer.nextSequence - 1, atMs: now });
+      if (this.lagSamples.length > lagSamplesMax) this.lagSamples.splice(0, this.lagSamples.length - lagSamplesMax);
+    } else {
+      last.sequence = this.writer.nextSequence - 1;
+    }
+    this.pump();
+  }
+
+  private maybeTimeAdvance(): void {
+    if (this.record.state !== "replicating" || !this.sender.connected) return;
+    if (Date.now() - this.writer.lastRecordAtMs >= timeAdvanceIntervalMs) this.writer.appendTimeAdvance();
+  }
+
+  /** Sends whatever the sender's windows allow; only durable records leave the node. */
+  pump(): void {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    void this.pumpLoop()
+      .catch((error: unknown) => {
+        this.lastError = (error as Error).message;
+        this.logger.error({ event: "pump_failed", group: this.groupName, err: error }, "sending failed");
+      })
+      .finally(() => {
+        this.pumping = false;
+        if (this.pumpAgain) {
+          this.pumpAgain = false;
+          this.pump();
+        }
+      });
+  }
+
+  private async pumpLoop(): Promise<void> {
+    if (!this.sender.connected) return;
+    if (this.journal.writtenSequence > this.journal.durableSequence || this.journal.lastSequence > this.journal.durableSequence) {
+      await this.journal.sync();
+    }
+    for (;;) {
+      let sent = false;
+      for (const stream of this.streams) {
+        if (!stream.ready || stream.connection === undefined) continue;
+        if (this.record.transfer === "pull" && stream.pull === undefined) continue;
+        const bytesMax = this.record.transfer === "pull" && stream.pull !== undefined ? stream.pull.maxBytes : undefined;
+        const plan = this.sender.planBatch(stream.index, asSequence(this.journal.durableSequence), bytesMax);
+        if (plan === undefined) continue;
+        const records = await this.readPlan(plan);
+        if (records === undefined) continue;
+        const last = records[records.length - 1];
+        assert(last !== undefined, "a planned batch has a record");
+        const bytes = records.reduce((sum, r) => sum + encodedRecordBytes(r), 0);
+        if (!this.sender.commitBatch(plan, last.sequence, bytes)) continue;
+        const connection = stream.connection;
+        if (connection === undefined) continue;
+        connection.send({ type: "BATCH", groupHandle, batchId: plan.batchId, records });
+        stream.pull = undefined;
+        sent = true;
+      }
+      if (!sent) return;
+      if (this.journal.lastSequence > this.journal.durableSequence) await this.journal.sync();
+    }
+  }
+
+  private async readPlan(plan: BatchPlan): Promise<JournalRecord[] | undefined> {
+    let records: JournalRecord[];
+    try {
+      records = await this.journal.readFrom(plan.fromSequence, plan.bytesMax);
+    } catch (error) {
+      this.sender.abandonPlan(plan);
+      throw error;
+    }
+    const cut: JournalRecord[] = [];
+    let bytes = 0;
+    for (const record of records) {
+      if (record.sequence > plan.lastSequenceMax || cut.length >= plan.recordsMax) break;
+      const recordBytes = encodedRecordBytes(record);
+      if (cut.length > 0 && bytes + recordBytes > plan.bytesMax) break;
+      cut.push(record);
+      bytes += recordBytes;
+    }
+    if (cut.length === 0 || cut[0]?.sequence !== plan.fromSequence) {
+      this.sender.abandonPlan(plan);
+      return undefined;
+    }
+    return cut;
+  }
+
+  // ---- backpressure and status ----------------------------------------------------
+
+  private slowdownMs(): number {
+    if (this.record.state === "failed") return 0;
+    const fraction = this.journal.usedBytes / this.journal.bytesMax;
+    if (fraction < journalSlowdownFraction) return 0;
+    return Math.ceil(slowdownDelayMsMax * Math.min(1, (fraction - journalSlowdownFraction) / (1 - journalSlowdownFraction)));
+  }
+
+  private reason(): string | null {
+    if (this.record.reason !== null) return this.record.reason;
+    const fraction = this.journal.usedBytes / this.journal.bytesMax;
+    if (this.writer.heldWrites > 0 && this.journal.freeBytes < 64 * 1024) {
+      return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more`;
+    }
+    if (fraction >= journalSlowdownFraction) return `journal ${formatPercent(fraction)} full: host writes slowed while the secondary catches up`;
+    if (this.running && !this.streams.some((s) => s.connection !== undefined && (s.ready || this.copy?.running === true))) {
+      return `secondary unreachable at ${this.record.remoteReplAddress}${this.lastError === null ? "" : ` (${this.lastError})`}; retrying`;
+    }
+    return null;
+  }
+
+  status(): PairInfo {
+    const accepted = this.writer.nextSequence - 1;
+    const reflected = Math.max(this.reflectedSequence, this.record.copyStartSequence);
+    const lagRecords = Math.max(0, accepted - reflected);
+    let lagSeconds = 0;
+    if (lagRecords > 0) {
+      const firstUnreflected = this.lagSamples.find((s) => s.sequence > reflected);
+      if (firstUnreflected !== undefined) lagSeconds = (Date.now() - firstUnreflected.atMs) / 1000;
+    }
+    let lagBytes = 0;
+    if (lagRecords > 0) lagBytes = Math.round(this.journal.usedBytes * Math.min(1, lagRecords / Math.max(1, this.journal.lastSequence - this.journal.firstSequence + 1)));
+    return {
+      group: this.groupName,
+      role: "primary",
+      state: this.record.state,
+      pairId: this.record.pairId,
+      remoteNode: this.record.remoteNode,
+      remoteUrl: this.record.remoteUrl,
+      remoteGroup: this.record.remoteGroup,
+      mode: "async",
+      transfer: this.record.transfer,
+      streams: this.record.streams,
+      reflect: this.record.reflect,
+      acceptedSequence: accepted,
+      sentSequence: Math.max(this.sender.sentSequence, this.record.copyStartSequence),
+      arrivedSequence: Math.max(this.arrivedSequence, this.sender.ackedSequence),
+      reflectedSequence: reflected,
+      lagRecords,
+      lagBytes,
+      lagSeconds: Math.round(lagSeconds * 1000) / 1000,
+      journalBytes: this.journal.usedBytes,
+      journalBytesMax: this.journal.bytesMax,
+      copy: this.copy === undefined ? null : { doneBytes: this.copy.doneBytes, totalBytes: this.copy.totalBytes },
+      heldWrites: this.writer.heldWrites,
+      reason: this.reason(),
+      link: { connectedStreams: this.streams.filter((s) => s.connection !== undefined && !s.connection.closed).length, reconnects: this.reconnects, lastError: this.lastError },
+    };
+  }
+}
+
+function splitHostPort(address: string): [string, string] {
+  const at = address.lastIndexOf(":");
+  return [address.slice(0, at).replace(/^\[|\]$/g, ""), address.slice(at + 1)];
+}
+
+function isAllZero(data: Buffer): boolean {
+  // Compare 8 bytes at a time where aligned; the copy skips sending zero chunks' data.
+  for (let i = 0; i < data.length; i++) if (data[i] !== 0) return false;
+  return true;
+}
+
+function formatPercent(fraction: number): string {
+  return `${(fraction * 100).toFixed(0)}%`;
+}
