@@ -29,6 +29,8 @@ const copyChunksInFlightMax = replBatchesInFlightPerStreamMax * 2;
 const lagSamplesMax = 4096;
 const lagSampleIntervalMs = 10;
 const groupHandle = 1;
+/** Why streams are closed (and reopened) once the initial copy is done. */
+const copyDoneReopen = "initial copy done; reopening";
 
 export interface LinkVolume {
   readonly volumeId: number;
@@ -159,7 +161,7 @@ export class PairLink {
     if (!this.running) return;
     const [host, portText] = splitHostPort(this.record.remoteReplAddress);
     const socket = connect({ host, port: Number(portText) });
-    const logger = this.logger.child({ group: this.groupName, stream: stream.index });
+    const logger = this.logger.child({ stream: stream.index });
     let opened = false;
     const connection = new ReplConnection(socket, "primary", logger, {
       onMessage: (message) => this.onMessage(stream, connection, message),
@@ -177,7 +179,7 @@ export class PairLink {
           if (stream.index === 0 && this.copy?.running === true) this.copy.running = false;
           if (this.running) {
             this.lastError = reason;
-            if (opened) this.reconnects += 1;
+            if (opened && !reason.startsWith(copyDoneReopen)) this.reconnects += 1;
             logger.warn({ event: "repl_stream_lost", reason, retryInMs: stream.reconnectDelayMs }, "replication stream lost; reconnecting");
             stream.reconnectTimer = setTimeout(() => {
               stream.reconnectTimer = undefined;
@@ -216,7 +218,7 @@ export class PairLink {
         stream.reconnectDelayMs = replReconnectDelayMsMin;
         this.noteProgress(message.arrivedSequence, message.reflectedSequence);
         if (message.state === "replicating" && this.record.consistentFromSequence > 0) {
-          this.streamReady(stream);
+          this.streamReady(stream, connection);
         } else if (stream.index === 0) {
           this.startCopy(connection);
         }
@@ -272,16 +274,21 @@ export class PairLink {
     }
   }
 
-  private streamReady(stream: Stream): void {
-    if (!this.sender.connected) {
-      const result = this.sender.onReconnect(this.arrivedSequence, asSequence(this.journal.durableSequence));
-      if (!result.ok) {
-        void this.failPair(result.reason);
-        return;
+  private streamReady(stream: Stream, connection: ReplConnection): void {
+    // The handshake compares the secondary's arrived sequence with what is durable here:
+    // make everything written durable first (group commit).
+    this.journal.sync().then(() => {
+      if (connection.closed || stream.connection !== connection) return;
+      if (!this.sender.connected) {
+        const result = this.sender.onReconnect(this.arrivedSequence, asSequence(this.journal.durableSequence));
+        if (!result.ok) {
+          void this.failPair(result.reason);
+          return;
+        }
       }
-    }
-    stream.ready = true;
-    this.pump();
+      stream.ready = true;
+      this.pump();
+    }, (error: unknown) => connection.fail("INTERNAL", `journal sync failed: ${(error as Error).message}`));
   }
 
   private noteProgress(arrived: number, reflected: number): void {
@@ -356,7 +363,7 @@ export class PairLink {
         this.logger.info({ event: "copy_done", group: this.groupName, bytes: copy.totalBytes, consistentFromSequence: consistentFrom }, "initial copy done");
         this.copy = undefined;
         // Every stream reopens its group: the secondary now answers `replicating`.
-        for (const stream of this.streams) stream.connection?.close("initial copy done; reopening");
+        for (const stream of this.streams) stream.connection?.close(copyDoneReopen);
       });
       return;
     }

@@ -5,7 +5,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { replBatchBytesMax, replHelloTimeoutMs, replStreamsMax } from "../core/limits.ts";
+import { replBatchBytesMax, replFrameBytesMax, replHelloTimeoutMs, replStreamsMax } from "../core/limits.ts";
 import { asSequence } from "../core/types.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
 import { ReplConnection } from "./repl-connection.ts";
@@ -103,10 +103,10 @@ export class ReplServer {
           helloDone = true;
           clearTimeout(helloTimer);
           logger.info({ event: "repl_hello", remote: connection.remote, primary: message.primaryNodeId, stream: message.streamIndex, streams: message.streamCount }, "replication stream attached");
-          connection.send({ type: "HELLO_OK", version, secondaryNodeId: this.host.nodeId, frameBytesMax: 0 });
+          connection.send({ type: "HELLO_OK", version, secondaryNodeId: this.host.nodeId, frameBytesMax: replFrameBytesMax });
           return;
         }
-        this.dispatch(connection, groups, message, logger);
+        this.dispatch(connection, groups, message, logger, connectionId);
       },
       onBadContent: (result) => {
         const open = groups.get(result.groupHandle);
@@ -124,10 +124,10 @@ export class ReplServer {
     this.groupsByConnection.set(connection, groups);
   }
 
-  private dispatch(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessage, logger: Logger): void {
+  private dispatch(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessage, logger: Logger, connectionId: number): void {
     switch (message.type) {
       case "OPEN_GROUP":
-        this.openGroup(connection, groups, message, logger);
+        this.openGroup(connection, groups, message, logger, connectionId);
         return;
       case "BATCH":
       case "COPY_DATA":
@@ -161,7 +161,7 @@ export class ReplServer {
     }
   }
 
-  private openGroup(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessageOf<"OPEN_GROUP">, logger: Logger): void {
+  private openGroup(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessageOf<"OPEN_GROUP">, logger: Logger, connectionId: number): void {
     const nack = (code: "UNKNOWN_GROUP" | "STALE_PAIR" | "TAKEN_OVER" | "VOLUME_MISMATCH" | "OUT_OF_RANGE" | "GROUP_BUSY", text: string): void => {
       logger.warn({ event: "repl_open_refused", group: message.secondaryGroup, code, reason: text }, "OPEN_GROUP refused");
       connection.send({ type: "NACK", groupHandle: message.groupHandle, code, refType: "OPEN_GROUP", refId: message.groupHandle, arrivedSequence: asSequence(0), text });
@@ -173,6 +173,7 @@ export class ReplServer {
     if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);
     const open: OpenGroup = { handle: message.groupHandle, target, transfer: message.transfer, chain: Promise.resolve(), pullOutstanding: false };
     groups.set(message.groupHandle, open);
+    target.streams.add(connectionId);
     // Streams open a group concurrently: decide and (re)start the copy one at a time per group.
     const opening = target.openChain.then(async () => {
       const needsCopy = target.record.state !== "replicating";
