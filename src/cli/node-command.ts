@@ -12,6 +12,7 @@ interface NodeFlags {
   nbd: string;
   hostPort: string;
   repl: string;
+  replAdvertise?: string;
   writeTime: string;
 }
 
@@ -28,6 +29,7 @@ export function registerNodeCommand(program: Command): void {
     .option("--nbd <HOST:PORT>", "NBD server for hosts without write times", "127.0.0.1:10809")
     .option("--host-port <HOST:PORT>", "timestamped host protocol", "127.0.0.1:7410")
     .option("--repl <HOST:PORT>", "replication listener", "127.0.0.1:7400")
+    .option("--repl-advertise <HOST:PORT>", "address primaries should connect to for replication (behind NAT or a proxy); default: the --repl address")
     .option("--write-time <POLICY>", `write-time policy: ${writeTimePolicies.join("|")}`, "host")
     .action(async (flags: NodeFlags) => {
       await runNode(flags);
@@ -49,6 +51,7 @@ async function runNode(flags: NodeFlags): Promise<void> {
     nbd: parseListenAddress("--nbd", flags.nbd),
     host: parseListenAddress("--host-port", flags.hostPort),
     repl: parseListenAddress("--repl", flags.repl),
+    replAdvertise: flags.replAdvertise === undefined ? undefined : parseListenAddress("--repl-advertise", flags.replAdvertise),
     writeTimePolicy: flags.writeTime as WriteTimePolicy,
   };
   // Loaded here, not at the top: every other command (`tidemark status`, ...) would otherwise

@@ -47,6 +47,8 @@ export interface NodeOptions {
   readonly nbd: Address;
   readonly host: Address;
   readonly repl: Address;
+  /** Replication address told to primaries, when it differs from the listener (NAT, proxy). */
+  readonly replAdvertise?: Address | undefined;
   readonly writeTimePolicy: WriteTimePolicy;
   readonly logger: Logger;
 }
@@ -682,7 +684,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
 
   async preparePairTarget(request: PairTargetRequest): Promise<PairTargetInfo> {
     validateName("group", request.group);
-    const info: PairTargetInfo = { nodeId: this.options.id, group: request.group, replAddress: `${this.options.repl.host}:${this.ports.repl}` };
+    const advertised = this.options.replAdvertise;
+    const replAddress = advertised === undefined ? `${this.options.repl.host}:${this.ports.repl}` : `${advertised.host}:${advertised.port}`;
+    const info: PairTargetInfo = { nodeId: this.options.id, group: request.group, replAddress };
     const existing = this.requireMetadata().groups.find((g) => g.name === request.group);
     if (existing !== undefined) {
       if (existing.target !== undefined && existing.target.pairId === request.pairId) return info;
