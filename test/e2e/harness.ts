@@ -597,6 +597,8 @@ export interface FuseMount {
   readonly dir: string;
   /** The export as a file: `${dir}/nbd`. */
   readonly file: string;
+  /** Pid of the nbdfuse process (a crash teardown may SIGKILL it to abort pending FUSE I/O). */
+  readonly pid: number;
   /** fusermount3 -u and wait for nbdfuse to exit. */
   unmount(): Promise<void>;
 }
@@ -633,7 +635,7 @@ export async function nbdfuseMount(uri: string, options: { readOnly?: boolean } 
     }
     await sleep(50);
   }
-  return { dir, file, unmount: () => handle.run() };
+  return { dir, file, pid: daemon.pid, unmount: () => handle.run() };
 }
 
 export interface LoopMount {

@@ -1,0 +1,533 @@
+// Shared pieces of the remote-copy disaster drills (test/e2e/drill-*.test.ts, docs/drills.md):
+// a seeded PRNG (the seed is printed and replayable), a tiny dependent NBD client, two-node
+// pair setup over the CLI, self-describing write blocks and the I1 prefix checker, image
+// comparison, and crash-safe teardown of FUSE + loop mounts whose NBD server was killed.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as fsp from "node:fs/promises";
+import * as net from "node:net";
+import * as path from "node:path";
+import type { TestContext } from "node:test";
+import { checksum } from "../../src/protocol/bytes.ts";
+import {
+  Cmd, CmdFlag, ClientFlag, Info, nbdGreetingBytes, nbdInitMagicHi, nbdInitMagicLo, nbdOptionReplyHeaderBytes,
+  nbdSimpleReplyHeaderBytes, Opt, Rep, TransmissionFlag,
+} from "../../src/protocol/nbd/constants.ts";
+import { decodeOptionReplyHeader, encodeOption } from "../../src/protocol/nbd/handshake.ts";
+import { decodeSimpleReplyHeader, encodeRequestHeader } from "../../src/protocol/nbd/transmission.ts";
+import {
+  cliOk, isMounted, mgmtJson, nbdfuseMount, onCleanup, run, sleep, startNode, stopDaemon, tmpDir, waitFor,
+  type FuseMount, type NodeOptions, type RunningNode,
+} from "./harness.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Seeds
+
+/** mulberry32: small, seedable, good enough to pick moments and positions. */
+export class Prng {
+  #state: number;
+  constructor(seed: number) {
+    this.#state = seed >>> 0;
+  }
+  /** Uniform in [0, 1). */
+  next(): number {
+    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
+    let t = this.#state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
+  }
+  /** Uniform integer in [lo, hi]. */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+}
+
+/**
+ * The drill's seed: TIDEMARK_DRILL_SEED when set (replay), else random. Printed as a test
+ * diagnostic and kept for failure messages.
+ */
+export function drillSeed(t: TestContext): number {
+  const fromEnv = process.env.TIDEMARK_DRILL_SEED;
+  const seed = fromEnv !== undefined && fromEnv !== "" ? Number(fromEnv) >>> 0 : randomBytes(4).readUInt32LE(0);
+  t.diagnostic(`seed ${seed} (replay with TIDEMARK_DRILL_SEED=${seed})`);
+  process.stderr.write(`# ${t.name}: seed ${seed} (replay with TIDEMARK_DRILL_SEED=${seed})\n`);
+  return seed;
+}
+
+/** Logs "phase at +1.2s" diagnostics, so the report shows where a drill spends its time. */
+export function phaseClock(t: TestContext): (what: string) => void {
+  const startMs = Date.now();
+  return (what: string) => {
+    t.diagnostic(`+${((Date.now() - startMs) / 1000).toFixed(1)}s ${what}`);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tiny NBD client: fixed newstyle, NBD_OPT_GO, simple replies, one request at a time (every
+// call awaits its reply before the next is sent, which is what a dependent writer wants).
+
+export class NbdError extends Error {
+  override name = "NbdError";
+}
+
+class SocketReader {
+  readonly #socket: net.Socket;
+  #chunks: Buffer[] = [];
+  #length = 0;
+  #waiter: (() => void) | undefined;
+  #ended: Error | undefined;
+
+  constructor(socket: net.Socket) {
+    this.#socket = socket;
+    socket.on("data", (chunk: Buffer) => {
+      this.#chunks.push(chunk);
+      this.#length += chunk.length;
+      this.#wake();
+    });
+    socket.on("error", (error) => {
+      this.#ended ??= error;
+      this.#wake();
+    });
+    socket.on("close", () => {
+      this.#ended ??= new NbdError("NBD connection closed");
+      this.#wake();
+    });
+  }
+
+  #wake(): void {
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.();
+  }
+
+  async read(n: number): Promise<Buffer> {
+    while (this.#length < n) {
+      if (this.#ended !== undefined) throw new NbdError(`NBD connection lost (${this.#ended.message}) while waiting for ${n} bytes`);
+      await new Promise<void>((resolve) => {
+        this.#waiter = resolve;
+      });
+    }
+    const all = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks);
+    const out = Buffer.from(all.subarray(0, n));
+    const rest = all.subarray(n);
+    this.#chunks = rest.length > 0 ? [rest] : [];
+    this.#length = rest.length;
+    return out;
+  }
+
+  write(data: Buffer): void {
+    this.#socket.write(data);
+  }
+}
+
+export class NbdClient {
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  readonly #socket: net.Socket;
+  readonly #reader: SocketReader;
+  #cookie = 1;
+  #busy = false;
+
+  private constructor(socket: net.Socket, reader: SocketReader, sizeBytes: number, readOnly: boolean) {
+    this.#socket = socket;
+    this.#reader = reader;
+    this.sizeBytes = sizeBytes;
+    this.readOnly = readOnly;
+  }
+
+  static async connect(port: number, exportName: string, host = "127.0.0.1"): Promise<NbdClient> {
+    const socket = net.connect({ host, port });
+    socket.setNoDelay(true);
+    const reader = new SocketReader(socket);
+    try {
+      const greeting = await reader.read(nbdGreetingBytes);
+      if (greeting.readUInt32BE(0) !== nbdInitMagicHi || greeting.readUInt32BE(4) !== nbdInitMagicLo) throw new NbdError("not an NBD server");
+      reader.write(Buffer.from([0, 0, 0, ClientFlag.fixedNewstyle | ClientFlag.noZeroes]));
+      const name = Buffer.from(exportName, "utf8");
+      const data = Buffer.alloc(4 + name.length + 2);
+      data.writeUInt32BE(name.length, 0);
+      name.copy(data, 4);
+      data.writeUInt16BE(0, 4 + name.length);
+      reader.write(encodeOption(Opt.go, data));
+      let sizeBytes: number | undefined;
+      let flags = 0;
+      for (;;) {
+        const decoded = decodeOptionReplyHeader(await reader.read(nbdOptionReplyHeaderBytes));
+        if (!decoded.ok) throw new NbdError(`bad option reply (${decoded.reason})`);
+        const body = await reader.read(decoded.header.lengthBytes);
+        const type = decoded.header.replyType;
+        if (type === Rep.ack) break;
+        if ((type & 0x8000_0000) !== 0) throw new NbdError(`NBD_OPT_GO ${exportName} refused: 0x${type.toString(16)} ${body.toString("utf8")}`);
+        if (type === Rep.info && body.length >= 12 && body.readUInt16BE(0) === Info.export) {
+          sizeBytes = Number(body.readBigUInt64BE(2));
+          flags = body.readUInt16BE(10);
+        }
+      }
+      if (sizeBytes === undefined) throw new NbdError("NBD_OPT_GO acknowledged without NBD_INFO_EXPORT");
+      return new NbdClient(socket, reader, sizeBytes, (flags & TransmissionFlag.readOnly) !== 0);
+    } catch (error) {
+      socket.destroy();
+      throw error;
+    }
+  }
+
+  async #request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer): Promise<Buffer> {
+    assert.ok(!this.#busy, "NbdClient sends one request at a time");
+    this.#busy = true;
+    try {
+      const cookie = this.#cookie++;
+      const header = encodeRequestHeader({ flags, type, cookieHi: 0, cookieLo: cookie, offsetBytes, lengthBytes });
+      this.#reader.write(payload === undefined ? header : Buffer.concat([header, payload]));
+      const reply = decodeSimpleReplyHeader(await this.#reader.read(nbdSimpleReplyHeaderBytes));
+      if (!reply.ok) throw new NbdError(`bad NBD reply (${reply.reason})`);
+      if (reply.cookieLo !== cookie) throw new NbdError(`NBD reply for cookie ${reply.cookieLo}, expected ${cookie}`);
+      if (reply.errno !== 0) throw new NbdError(`NBD command ${type} at ${offsetBytes}+${lengthBytes} failed: errno ${reply.errno}`);
+      return type === Cmd.read ? await this.#reader.read(lengthBytes) : Buffer.alloc(0);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  async write(offsetBytes: number, data: Buffer, options: { fua?: boolean } = {}): Promise<void> {
+    await this.#request(Cmd.write, options.fua === true ? CmdFlag.fua : 0, offsetBytes, data.length, data);
+  }
+
+  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    return this.#request(Cmd.read, 0, offsetBytes, lengthBytes);
+  }
+
+  async flush(): Promise<void> {
+    await this.#request(Cmd.flush, 0, 0, 0);
+  }
+
+  /** NBD_CMD_DISC and close. */
+  async close(): Promise<void> {
+    if (!this.#socket.destroyed) {
+      this.#socket.write(encodeRequestHeader({ flags: 0, type: Cmd.disc, cookieHi: 0, cookieLo: 0, offsetBytes: 0, lengthBytes: 0 }));
+      this.#socket.end();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.#socket.destroy();
+          resolve();
+        }, 2_000);
+        this.#socket.once("close", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+}
+
+const readChunkBytes = 4 * 1024 * 1024;
+
+/** The whole export, read over NBD in 4 MiB requests. */
+export async function readExport(node: RunningNode, exportName: string): Promise<Buffer> {
+  const client = await NbdClient.connect(node.nbdPort, exportName);
+  try {
+    const image = Buffer.alloc(client.sizeBytes);
+    for (let offset = 0; offset < client.sizeBytes; offset += readChunkBytes) {
+      const n = Math.min(readChunkBytes, client.sizeBytes - offset);
+      (await client.read(offset, n)).copy(image, offset);
+    }
+    return image;
+  } finally {
+    await client.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes and pairs through the CLI
+
+export interface PairInfoView {
+  readonly group: string;
+  readonly role: string;
+  readonly state: string;
+  readonly acceptedSequence: number;
+  readonly sentSequence: number;
+  readonly arrivedSequence: number;
+  readonly reflectedSequence: number;
+  readonly lagRecords: number;
+  readonly lagBytes: number;
+  readonly lagSeconds: number;
+  readonly reason: string | null;
+  readonly link: { readonly connectedStreams: number; readonly reconnects: number; readonly lastError: string | null };
+}
+
+export async function pairInfo(node: RunningNode, group: string): Promise<PairInfoView> {
+  return await mgmtJson(node.mgmtUrl, `/v1/pairs/${group}`) as PairInfoView;
+}
+
+export interface VolumeSpec {
+  readonly name: string;
+  readonly size: string;
+}
+
+/** Creates volumes and one group holding them on `node`. */
+export async function makeGroup(node: RunningNode, group: string, volumes: readonly VolumeSpec[]): Promise<void> {
+  for (const volume of volumes) await cliOk(["volume", "create", volume.name, "--size", volume.size], { node: node.mgmtUrl });
+  await cliOk(["group", "create", group, "--volumes", volumes.map((v) => v.name).join(",")], { node: node.mgmtUrl });
+}
+
+export interface PairOptions {
+  readonly transfer?: "push" | "pull";
+  readonly streams?: number;
+  readonly reflect?: "time" | "seq";
+}
+
+/** `tidemark pair create GROUP --to B` on A; returns once the pair replicates. */
+export async function pairCreate(primary: RunningNode, group: string, secondary: RunningNode, options: PairOptions = {}): Promise<void> {
+  await cliOk([
+    "pair", "create", group, "--to", secondary.mgmtUrl,
+    "--transfer", options.transfer ?? "push",
+    "--streams", String(options.streams ?? 4),
+    "--reflect", options.reflect ?? "time",
+  ], { node: primary.mgmtUrl, timeoutMs: 120_000 });
+  const info = await pairInfo(primary, group);
+  assert.equal(info.state, "replicating", `pair of ${group} replicating after create (${JSON.stringify(info)})`);
+}
+
+/** `tidemark pair wait GROUP` on the primary. */
+export async function pairWait(primary: RunningNode, group: string, timeout = "60s"): Promise<string> {
+  const result = await cliOk(["pair", "wait", group, "--timeout", timeout], { node: primary.mgmtUrl, timeoutMs: 120_000 });
+  return result.stdout.trim();
+}
+
+/** `tidemark pair takeover G1,G2` on the secondary; returns its output. */
+export async function takeover(secondary: RunningNode, groups: readonly string[]): Promise<string> {
+  const result = await cliOk(["pair", "takeover", groups.join(",")], { node: secondary.mgmtUrl, timeoutMs: 120_000 });
+  return result.stdout.trim();
+}
+
+/** Starts primary A and secondary B. */
+export async function startPairNodes(options: { a?: Partial<NodeOptions>; b?: Partial<NodeOptions> } = {}): Promise<{ a: RunningNode; b: RunningNode }> {
+  const [a, b] = await Promise.all([
+    startNode({ id: "drill-a", ...options.a }),
+    startNode({ id: "drill-b", ...options.b }),
+  ]);
+  return { a, b };
+}
+
+/** Waits until B has reflected at least `count` records past what it had when called, for every group. */
+export async function waitReflectedProgress(secondary: RunningNode, groups: readonly string[], count: number, timeoutMs = 30_000): Promise<void> {
+  const start = new Map<string, number>();
+  for (const group of groups) start.set(group, (await pairInfo(secondary, group)).reflectedSequence);
+  await waitFor(`B reflecting ${count} more records in ${groups.join(", ")}`, async () => {
+    for (const group of groups) {
+      const info = await pairInfo(secondary, group);
+      if (info.reflectedSequence < (start.get(group) ?? 0) + count) return false;
+    }
+    return true;
+  }, { timeoutMs, intervalMs: 100 });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-describing write blocks and the I1 prefix check
+
+export const drillBlockBytes = 512;
+const drillMagic = Buffer.from("TMDRILL1", "ascii");
+
+/**
+ * Block of write i: "TMDRILL1", run id (u32), i (u32), volume tag (u32), block index (u32),
+ * filler derived from i, CRC-32 of bytes 0..507 at 508.
+ */
+export function encodeDrillBlock(runId: number, index: number, volumeTag: number, blockIndex: number): Buffer {
+  const block = Buffer.alloc(drillBlockBytes);
+  drillMagic.copy(block, 0);
+  block.writeUInt32LE(runId >>> 0, 8);
+  block.writeUInt32LE(index, 12);
+  block.writeUInt32LE(volumeTag, 16);
+  block.writeUInt32LE(blockIndex, 20);
+  for (let at = 24; at < drillBlockBytes - 4; at += 4) block.writeUInt32LE((Math.imul(index, 2654435761) ^ at) >>> 0, at);
+  block.writeUInt32LE(checksum(block.subarray(0, drillBlockBytes - 4)), drillBlockBytes - 4);
+  return block;
+}
+
+export interface FoundWrite {
+  readonly index: number;
+  readonly volumeTag: number;
+  readonly blockIndex: number;
+}
+
+/** Every intact drill block of `runId` in `image`; torn or foreign non-zero blocks are reported as problems. */
+export function decodeDrillImage(image: Buffer, runId: number, volumeTag: number): { found: FoundWrite[]; problems: string[] } {
+  const found: FoundWrite[] = [];
+  const problems: string[] = [];
+  for (let blockIndex = 0; blockIndex * drillBlockBytes < image.length; blockIndex++) {
+    const block = image.subarray(blockIndex * drillBlockBytes, (blockIndex + 1) * drillBlockBytes);
+    if (block.every((b) => b === 0)) continue;
+    const where = `volume tag ${volumeTag} block ${blockIndex}`;
+    if (!block.subarray(0, 8).equals(drillMagic)) {
+      problems.push(`${where}: non-zero block without the drill magic`);
+      continue;
+    }
+    if (block.readUInt32LE(drillBlockBytes - 4) !== checksum(block.subarray(0, drillBlockBytes - 4))) {
+      problems.push(`${where}: torn or corrupt block (checksum mismatch)`);
+      continue;
+    }
+    if (block.readUInt32LE(8) !== runId >>> 0) {
+      problems.push(`${where}: block of another run ${block.readUInt32LE(8)}`);
+      continue;
+    }
+    const write = { index: block.readUInt32LE(12), volumeTag: block.readUInt32LE(16), blockIndex: block.readUInt32LE(20) };
+    if (write.volumeTag !== volumeTag || write.blockIndex !== blockIndex) {
+      problems.push(`${where}: holds write ${write.index} meant for volume tag ${write.volumeTag} block ${write.blockIndex}`);
+      continue;
+    }
+    found.push(write);
+  }
+  return { found, problems };
+}
+
+export interface PrefixVerdict {
+  /** Writes 1..k all present. */
+  readonly prefix: number;
+  readonly present: number;
+  readonly violations: string[];
+}
+
+/**
+ * I1 on an image set: the writes present must be exactly 1..k for some k, with k at most
+ * `acknowledged + inFlight` (the write in flight at the kill may or may not be there).
+ * `describe(i)` names where write i lives, for messages.
+ */
+export function checkPrefix(found: readonly FoundWrite[], acknowledged: number, inFlight: number, describe: (index: number) => string): PrefixVerdict {
+  const present = new Set<number>();
+  const violations: string[] = [];
+  for (const write of found) {
+    if (present.has(write.index)) violations.push(`write ${write.index} found twice`);
+    present.add(write.index);
+  }
+  let prefix = 0;
+  while (present.has(prefix + 1)) prefix++;
+  const beyond = [...present].filter((i) => i > prefix).sort((x, y) => x - y);
+  if (beyond.length > 0) {
+    const shown = beyond.slice(0, 5).map((i) => `write ${i} (${describe(i)})`).join(", ");
+    violations.push(
+      `I1 broken: ${beyond.length} write(s) present without earlier write ${prefix + 1} (${describe(prefix + 1)}), e.g. ${shown}` +
+      ` (prefix 1..${prefix}, ${acknowledged} acknowledged)`,
+    );
+  }
+  if (prefix > acknowledged + inFlight) {
+    violations.push(`write ${prefix} present but only ${acknowledged} were acknowledged (+${inFlight} in flight): the secondary holds a write nobody sent`);
+  }
+  return { prefix, present: present.size, violations };
+}
+
+/** First differing offset of two images, or -1. */
+export function firstDifference(a: Buffer, b: Buffer): number {
+  if (a.length !== b.length) return Math.min(a.length, b.length);
+  const step = 64 * 1024;
+  for (let at = 0; at < a.length; at += step) {
+    const end = Math.min(at + step, a.length);
+    if (a.subarray(at, end).equals(b.subarray(at, end))) continue;
+    for (let i = at; i < end; i++) if (a[i] !== b[i]) return i;
+  }
+  return -1;
+}
+
+/** Asserts A's and B's exports of `volume` are byte for byte equal (B's is the reflected image). */
+export async function assertSameImages(a: RunningNode, b: RunningNode, volume: string): Promise<void> {
+  const [imageA, imageB] = await Promise.all([readExport(a, volume), readExport(b, volume)]);
+  const at = firstDifference(imageA, imageB);
+  assert.equal(at, -1, `volume ${volume}: A and B differ first at byte ${at} (block ${Math.floor(at / 4096)} of 4 KiB; A ${imageA.length} bytes, B ${imageB.length} bytes)`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filesystems on volumes whose node may be killed
+
+export interface VolumeMount {
+  readonly fuse: FuseMount;
+  readonly dir: string;
+  /** Clean: umount, losetup -d, fusermount3 -u. */
+  unmount(): Promise<void>;
+  /** After the NBD server died: umount -l, losetup -d, fusermount3 -uz, SIGKILL nbdfuse (aborts pending FUSE I/O). */
+  crashUnmount(): Promise<void>;
+}
+
+async function loopDevicesOf(file: string): Promise<string[]> {
+  const result = await run("losetup", ["-j", file], { timeoutMs: 10_000 });
+  return result.stdout.split("\n").map((line) => line.split(":")[0] ?? "").filter((d) => d.startsWith("/dev/loop"));
+}
+
+/**
+ * nbdfuse the export, then mount the ext4 in it on `dir` (created if missing) through an explicit
+ * loop device, so a crash teardown can detach it. Registered for cleanup (crash-style, which is
+ * also safe for a live node).
+ */
+export async function mountVolume(node: RunningNode, volume: string, dir: string, options: { readOnly?: boolean } = {}): Promise<VolumeMount> {
+  const fuse = await nbdfuseMount(node.nbdUri(volume), { readOnly: options.readOnly });
+  await fsp.mkdir(dir, { recursive: true });
+  const loopArgs = ["-f", "--show", ...(options.readOnly === true ? ["-r"] : []), fuse.file];
+  const attached = await run("losetup", loopArgs, { timeoutMs: 30_000 });
+  if (attached.code !== 0) {
+    await fuse.unmount();
+    throw new Error(`losetup ${loopArgs.join(" ")}: ${attached.stderr.trim()}`);
+  }
+  const device = attached.stdout.trim();
+  const mounted = await run("mount", [...(options.readOnly === true ? ["-o", "ro"] : []), device, dir], { timeoutMs: 60_000 });
+  if (mounted.code !== 0) {
+    await run("losetup", ["-d", device], { timeoutMs: 10_000 });
+    await fuse.unmount();
+    throw new Error(`mount ${device} ${dir}: ${mounted.stderr.trim()}`);
+  }
+  let done = false;
+  const crashUnmount = async (): Promise<void> => {
+    if (done) return;
+    done = true;
+    if (isMounted(dir)) await run("umount", ["-l", dir], { timeoutMs: 30_000 });
+    await run("losetup", ["-d", device], { timeoutMs: 10_000 });
+    if (isMounted(fuse.dir)) await run("fusermount3", ["-u", "-z", fuse.dir], { timeoutMs: 10_000 });
+    killNbdfuse(fuse);
+    await fuse.unmount().catch(() => undefined);
+  };
+  const handle = onCleanup(`crash-unmount ${dir}`, crashUnmount);
+  return {
+    fuse,
+    dir,
+    unmount: async () => {
+      handle.release();
+      if (done) return;
+      done = true;
+      const result = await run("umount", [dir], { timeoutMs: 60_000 });
+      if (result.code !== 0) throw new Error(`umount ${dir}: ${result.stderr.trim()}`);
+      for (const loop of await loopDevicesOf(fuse.file).catch(() => [device])) await run("losetup", ["-d", loop], { timeoutMs: 10_000 });
+      await run("losetup", ["-d", device], { timeoutMs: 10_000 });
+      await fuse.unmount();
+    },
+    crashUnmount: async () => {
+      handle.release();
+      await crashUnmount();
+    },
+  };
+}
+
+/** SIGKILLs our nbdfuse process, which aborts its FUSE connection (pending I/O fails instead of hanging). */
+function killNbdfuse(fuse: FuseMount): void {
+  try {
+    if (fuse.pid > 0) process.kill(fuse.pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
+/** Makes `dir` and its parents up to (not including) `/tmp` traversable by other users (postgres). */
+export function openUpPath(dir: string): void {
+  let current = path.resolve(dir);
+  while (current !== "/" && current !== path.dirname(current) && current !== "/tmp") {
+    try {
+      fs.chmodSync(current, fs.statSync(current).mode | 0o755);
+    } catch {
+      // best effort
+    }
+    current = path.dirname(current);
+  }
+}
+
+export { sleep, stopDaemon, tmpDir };
