@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { CliError, exitFailed, exitOk, exitUsage, oneLine } from "./errors.ts";
 import { commandPath, processIo, type CliIo } from "./command-kit.ts";
+import { registerDemoCommand } from "./demo-command.ts";
 import { registerGroupCommands } from "./group-command.ts";
 import { registerNodeCommand } from "./node-command.ts";
 import { registerPairCommands } from "./pair-command.ts";
@@ -34,6 +35,7 @@ export function buildProgram(io: CliIo): Command {
   registerGroupCommands(program, io);
   registerStatusCommand(program, io);
   registerPairCommands(program, io);
+  registerDemoCommand(program, io);
   return program;
 }
 
