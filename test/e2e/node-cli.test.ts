@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { GroupInfo, NodeStatus, VolumeInfo } from "../../src/node/control.ts";
-import { cli, cliOk, freePort, freePorts, mgmtJson, nodeBin, requireTool, run, startNode, tidemarkBin, tmpDir, type RunResult, type RunningNode } from "./harness.ts";
+import { cli, cliOk, freePort, freePorts, mgmtJson, nodeBin, requireTool, run, tidemarkBin, tmpDir, type RunResult, type RunningNode } from "./harness.ts";
+import { startNodeRetrying as startNode } from "./node-start.ts";
 
 const MiB = 1024 * 1024;
 

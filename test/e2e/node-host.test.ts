@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { HostClient, type HostVolume } from "../../src/index.ts";
 import type { GroupInfo, NodeStatus } from "../../src/node/control.ts";
-import { cliOk, mgmtJson, requireTool, run, startNode, type RunningNode, type WriteTimePolicy } from "./harness.ts";
+import { cliOk, mgmtJson, requireTool, run, type RunningNode, type WriteTimePolicy } from "./harness.ts";
+import { startNodeRetrying as startNode } from "./node-start.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

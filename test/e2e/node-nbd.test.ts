@@ -10,7 +10,8 @@ import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { test, type TestContext } from "node:test";
 import type { GroupInfo, NodeStatus } from "../../src/node/control.ts";
-import { cliOk, mgmtJson, requireTool, run, runOk, startNode, tmpDir, type RunResult, type RunningNode } from "./harness.ts";
+import { cliOk, mgmtJson, requireTool, run, runOk, tmpDir, type RunResult, type RunningNode } from "./harness.ts";
+import { startNodeRetrying as startNode } from "./node-start.ts";
 import { RawConnection, handshakeExportName, nbdCmd, readSimpleReply, requestHeader } from "./node-nbd-raw.ts";
 
 const MiB = 1024 * 1024;
@@ -241,8 +242,11 @@ void test("kill -9 after write + flush: data kept, group sequence numbers contin
 void test("raw sockets: garbage, bad request magic and a 1 GiB write header close only that connection", async (t) => {
   if (skipWithoutTools(t)) return;
   const { node } = await setup();
-  // A real client keeps working the whole time, on another connection.
-  const busy = qemuIo(node, volumeA.name, Array.from({ length: 64 }, (_, i) => `write -P 0x3c ${24 * MiB + i * 16384} 16384`));
+  // A connection opened before the abuse must still answer after it ...
+  const survivor = await RawConnection.connect(node.nbdPort);
+  await handshakeExportName(survivor, volumeB.name);
+  // ... and a real client keeps working the whole time, on another connection.
+  const busy = qemuIo(node, volumeA.name, Array.from({ length: 256 }, (_, i) => `write -P 0x3c ${24 * MiB + i * 4096} 4096`));
 
   // 1. Garbage instead of the client flags: closed during the handshake.
   const garbage = await RawConnection.connect(node.nbdPort);
@@ -288,7 +292,19 @@ void test("raw sockets: garbage, bad request magic and a 1 GiB write header clos
   assert.ok(await oversized.closedWithin(5_000), "a 1 GiB WRITE header closes the connection");
 
   await busy;
-  await qemuIo(node, volumeA.name, [`read -P 0x3c ${24 * MiB} ${64 * 16384}`, "read -P 0x11 8192 4096"]);
+  // One at a time: NBD does not order concurrent requests, so each waits for the one before.
+  survivor.write(Buffer.concat([requestHeader({ type: nbdCmd.write, cookie: 11n, offsetBytes: 0n, lengthBytes: 4096 }), Buffer.alloc(4096, 0x6e)]));
+  assert.deepEqual(await readSimpleReply(survivor, 0), { error: 0, cookie: 11n, data: Buffer.alloc(0) });
+  survivor.write(requestHeader({ type: nbdCmd.flush, cookie: 12n, offsetBytes: 0n, lengthBytes: 0 }));
+  assert.deepEqual(await readSimpleReply(survivor, 0), { error: 0, cookie: 12n, data: Buffer.alloc(0) });
+  survivor.write(requestHeader({ type: nbdCmd.read, cookie: 13n, offsetBytes: 0n, lengthBytes: 4096 }));
+  const readReply = await readSimpleReply(survivor, 4096);
+  assert.equal(readReply.cookie, 13n);
+  assert.equal(readReply.error, 0);
+  assert.ok(readReply.data.every((b) => b === 0x6e), "the connection opened before the abuse still writes and reads");
+  survivor.write(requestHeader({ type: nbdCmd.disc, cookie: 14n, offsetBytes: 0n, lengthBytes: 0 }));
+  assert.ok(await survivor.closedWithin(5_000), "NBD_CMD_DISC closes cleanly");
+  await qemuIo(node, volumeA.name, [`read -P 0x3c ${24 * MiB} ${256 * 4096}`, "read -P 0x11 8192 4096"]);
   await qemuIo(node, volumeSolo.name, patternChecks());
   await assertHealthy(node);
 });
