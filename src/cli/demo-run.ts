@@ -58,13 +58,16 @@ export async function runDemo(options: DemoOptions, io: CliIo): Promise<void> {
     if (cleaned) return;
     cleaned = true;
     killAllNow();
-    if (!options.keep) rmSync(dataDir, { recursive: true, force: true });
+    if (!options.keep) rmSync(dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
   };
   const onSignal = (signal: NodeJS.Signals): void => {
     abort.abort();
-    io.stderr(`\ntidemark: demo interrupted (${signal}); nodes killed${options.keep ? `, data kept in ${dataDir}` : ", temporary directory removed"}\n`);
-    cleanupNow();
-    process.exit(signal === "SIGINT" ? 130 : 143);
+    // Wait for the nodes to be gone before removing their directory (they write into it).
+    void killAll().finally(() => {
+      cleanupNow();
+      io.stderr(`\ntidemark: demo interrupted (${signal}); nodes killed${options.keep ? `, data kept in ${dataDir}` : ", temporary directory removed"}\n`);
+      process.exit(signal === "SIGINT" ? 130 : 143);
+    });
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -90,7 +93,7 @@ async function demo(options: DemoOptions, dataDir: string, out: ReturnType<typeo
   out.line(`  starting a primary and a secondary node on 127.0.0.1 (data in ${dataDir})`);
   const [primary, secondary] = await Promise.all([startNode("node-a", dataDir, signal), startNode("node-b", dataDir, signal)]);
   const nodesReadyMs = Date.now();
-  out.line(`  primary ${primary.id} at ${primary.mgmtUrl}, secondary ${secondary.id} at ${secondary.mgmtUrl}`);
+  out.line(`  primary ${primary.id} at ${primary.mgmtUrl} (pid ${primary.pid}), secondary ${secondary.id} at ${secondary.mgmtUrl} (pid ${secondary.pid})`);
 
   const { hostClient, debitLedger, creditLedger } = await setUpPrimary(primary);
   await pairAll(primary, secondary, out);
@@ -186,8 +189,8 @@ async function demo(options: DemoOptions, dataDir: string, out: ReturnType<typeo
   const totalMs = Date.now() - startedMs;
   return {
     passed, problems,
-    primary: { id: primary.id, mgmtUrl: primary.mgmtUrl },
-    secondary: { id: secondary.id, mgmtUrl: secondary.mgmtUrl },
+    primary: { id: primary.id, mgmtUrl: primary.mgmtUrl, pid: primary.pid },
+    secondary: { id: secondary.id, mgmtUrl: secondary.mgmtUrl, pid: secondary.pid },
     dataDir, dataKept: options.keep,
     workload: {
       seconds: workloadMs / 1000, tellers: options.tellers, accounts,

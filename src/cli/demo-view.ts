@@ -1,8 +1,6 @@
 // What the demo shows: the live view while the bank runs (a small block redrawn in place
 // on a terminal, one plain line per second otherwise) and the final report (text or JSON).
 // Pure apart from the writer it is given.
-import { formatBytes } from "./format.ts";
-
 const mib = 1024 * 1024;
 
 export interface PairSample {
@@ -72,8 +70,8 @@ export interface DemoReport {
   readonly passed: boolean;
   /** What was wrong, one line each; empty when passed. */
   readonly problems: readonly string[];
-  readonly primary: { readonly id: string; readonly mgmtUrl: string };
-  readonly secondary: { readonly id: string; readonly mgmtUrl: string };
+  readonly primary: { readonly id: string; readonly mgmtUrl: string; readonly pid: number };
+  readonly secondary: { readonly id: string; readonly mgmtUrl: string; readonly pid: number };
   readonly dataDir: string;
   readonly dataKept: boolean;
   readonly workload: {
@@ -168,4 +166,3 @@ function sec(ms: number): string {
   return `${(ms / 1000).toFixed(1)}s`;
 }
 
-export { formatBytes };
