@@ -16,8 +16,20 @@ import { OperationError } from "./errors.ts";
 import { formatJson } from "./format.ts";
 
 const accounts = 1000;
-/** Each ledger volume (sparse): room for ledgerCapacity(volumeBytes) transfers. */
-const volumeBytes = 256 * 1024 * 1024;
+/**
+ * Ledger volumes are sized for the run: room for this many transfers per second planned
+ * (well above what one machine reaches), so the bank does not run out of slots; a smaller
+ * volume keeps the initial copy of the (empty, sparse) volumes short.
+ */
+const transfersPerSecondRoom = 25_000;
+const volumeBytesMin = 32 * 1024 * 1024;
+const volumeBytesMax = 8 * 1024 * 1024 * 1024;
+const mibBytes = 1024 * 1024;
+
+function ledgerVolumeBytes(seconds: number): number {
+  const wanted = slotOffsetBytes(Math.ceil(seconds * transfersPerSecondRoom));
+  return Math.min(volumeBytesMax, Math.max(volumeBytesMin, Math.ceil(wanted / mibBytes) * mibBytes));
+}
 const pairReadyTimeoutMs = 60_000;
 const pollMs = 100;
 const viewTtyIntervalMs = 250;
@@ -77,7 +89,7 @@ export async function runDemo(options: DemoOptions, io: CliIo): Promise<void> {
     await killAll();
     io.stdout(options.json ? formatJson(report) : renderReport(report));
     if (!report.passed) {
-      throw new OperationError(`demo check FAILED: ${[...report.problems, ...report.check.violations].slice(0, 3).join("; ")}`);
+      throw new OperationError(`demo check FAILED: ${failureSummary(report)}; see the report above`);
     }
   } finally {
     await killAll();
@@ -88,6 +100,19 @@ export async function runDemo(options: DemoOptions, io: CliIo): Promise<void> {
   }
 }
 
+/** One line on what went wrong, for stderr. */
+function failureSummary(report: DemoReport): string {
+  const parts = [...report.problems];
+  const check = report.check;
+  if (report.onSecondary.creditsWithoutDebit > 0) {
+    const first = check.violations.find((v) => v.includes("debit is missing"));
+    parts.push(`${report.onSecondary.creditsWithoutDebit} of ${check.creditsChecked} credits on the secondary have no debit${first === undefined ? "" : ` (first: ${first.replace(/:.*/, "")})`}`);
+  }
+  const other = check.violationCount - report.onSecondary.creditsWithoutDebit;
+  if (other > 0) parts.push(`${other} other ${other === 1 ? "violation" : "violations"} (corrupt or misplaced records)`);
+  return parts.join("; ");
+}
+
 async function demo(options: DemoOptions, dataDir: string, out: ReturnType<typeof progressTarget>, signal: AbortSignal, startedMs: number): Promise<DemoReport> {
   out.line(`tidemark demo: bank transfers across two consistency groups; the primary will be killed after ${options.seconds}s`);
   out.line(`  starting a primary and a secondary node on 127.0.0.1 (data in ${dataDir})`);
@@ -95,7 +120,8 @@ async function demo(options: DemoOptions, dataDir: string, out: ReturnType<typeo
   const nodesReadyMs = Date.now();
   out.line(`  primary ${primary.id} at ${primary.mgmtUrl} (pid ${primary.pid}), secondary ${secondary.id} at ${secondary.mgmtUrl} (pid ${secondary.pid})`);
 
-  const { hostClient, debitLedger, creditLedger } = await setUpPrimary(primary);
+  const volumeBytes = ledgerVolumeBytes(options.seconds);
+  const { hostClient, debitLedger, creditLedger } = await setUpPrimary(primary, volumeBytes);
   await pairAll(primary, secondary, out);
   const setupDoneMs = Date.now();
 
@@ -237,7 +263,7 @@ function sleepOrAbort(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /** Volumes, groups and ledger headers on the primary; the clients the bank writes through. */
-async function setUpPrimary(primary: DemoNode): Promise<{ hostClient: HostClient; debitLedger: HostVolume; creditLedger: NbdClient }> {
+async function setUpPrimary(primary: DemoNode, volumeBytes: number): Promise<{ hostClient: HostClient; debitLedger: HostVolume; creditLedger: NbdClient }> {
   for (const { group, volume } of groups) {
     await primary.api.post("/v1/volumes", { name: volume, sizeBytes: volumeBytes }, volumeCreatedSchema, { what: `create volume '${volume}'` });
     await primary.api.post("/v1/groups", { name: group, volumes: [volume] }, groupCreatedSchema, { what: `create group '${group}'` });

@@ -131,9 +131,9 @@ export function renderReport(report: DemoReport): string {
   field("", "accounts-b: ledger-b, written through NBD; each credit sent only after its debit was answered");
   field("workload", `${w.seconds.toFixed(1)}s, ${w.tellers} tellers, ${int(w.transfersAcknowledged)} transfers acknowledged ` +
     `(${int(w.transfersPerSecond)}/s, ${w.mibPerSecond.toFixed(2)} MiB/s)${w.ledgerFull ? ", ledgers full" : ""}`);
-  for (const lag of report.lag) {
+  for (const [index, lag] of report.lag.entries()) {
     const atCrash = lag.atCrashRecords === null ? "unknown" : `${int(lag.atCrashRecords)} records / ${(lag.atCrashSeconds ?? 0).toFixed(3)}s`;
-    field("lag", `${lag.group}: at most ${int(lag.maxRecords)} records / ${lag.maxSeconds.toFixed(3)}s, last seen before the crash ${atCrash}`);
+    field(index === 0 ? "lag" : "", `${lag.group}: at most ${int(lag.maxRecords)} records / ${lag.maxSeconds.toFixed(3)}s, last seen before the crash ${atCrash}`);
   }
   field("crash", `SIGKILL of the primary at ${report.crash.atSeconds.toFixed(1)}s, ${plural(report.crash.transfersInFlight, "transfer")} in flight`);
   const kept = report.takeover.groups.map((g) => `${g.group} kept through sequence ${int(g.reflectedSequence)}, dropped ${plural(g.droppedRecords, "record")}`).join("; ");
