@@ -41,11 +41,35 @@ interface WriterResult {
   viaNbd: number;
 }
 
-const variants: readonly (PairOptions & { readonly label: string })[] = [
-  { label: "push, 4 streams", transfer: "push", streams: 4 },
-  { label: "pull, 3 streams", transfer: "pull", streams: 3 },
-  { label: "push, 1 stream", transfer: "push", streams: 1 },
+/**
+ * An independent bulk writer (1 MiB writes, several in flight) on a third volume vc in one of
+ * the groups, so that group lags behind the other and the secondary must hold the faster
+ * group's records back (the frontier) to keep I1.
+ */
+const bulkVolumeSizeBytes = 64 * 1024 * 1024;
+const bulkWriteBytes = 1024 * 1024;
+const bulkInFlight = 3;
+
+const variants: readonly (PairOptions & { readonly label: string; readonly bulkGroup: "ga" | "gb" })[] = [
+  { label: "push, 4 streams", transfer: "push", streams: 4, bulkGroup: "ga" },
+  { label: "pull, 3 streams", transfer: "pull", streams: 3, bulkGroup: "gb" },
+  { label: "push, 1 stream", transfer: "push", streams: 1, bulkGroup: "gb" },
 ];
+
+/** Writes random 1 MiB blocks to `volume` until `stopped()` or the node dies; returns how many were answered. */
+async function bulkWriter(volume: HostVolume, prng: Prng, stopped: () => boolean): Promise<number> {
+  const data = Buffer.alloc(bulkWriteBytes, 0x5a);
+  let answered = 0;
+  const lane = async (): Promise<void> => {
+    while (!stopped()) {
+      const offsetBytes = prng.int(0, bulkVolumeSizeBytes / bulkWriteBytes - 1) * bulkWriteBytes;
+      await volume.write(offsetBytes, data);
+      answered++;
+    }
+  };
+  await Promise.all(Array.from({ length: bulkInFlight }, lane)).catch(() => undefined);
+  return answered;
+}
 
 for (const variant of variants) {
   void test(`drill 1 (${variant.label}): dependent writes over host protocol and NBD in two groups, kill -9 the primary, takeover keeps a prefix`, { timeout: 120_000 }, async (t) => {
@@ -56,8 +80,9 @@ for (const variant of variants) {
     const phase = phaseClock(t);
 
     const { a, b } = await startPairNodes();
-    await makeGroup(a, "ga", [{ name: "va", size: String(volumeSizeBytes) }]);
-    await makeGroup(a, "gb", [{ name: "vb", size: String(volumeSizeBytes) }]);
+    const bulk = { name: "vc", size: String(bulkVolumeSizeBytes) };
+    await makeGroup(a, "ga", [{ name: "va", size: String(volumeSizeBytes) }, ...(variant.bulkGroup === "ga" ? [bulk] : [])]);
+    await makeGroup(a, "gb", [{ name: "vb", size: String(volumeSizeBytes) }, ...(variant.bulkGroup === "gb" ? [bulk] : [])]);
     await pairCreate(a, "ga", b, { ...variant, reflect: "time" });
     await pairCreate(a, "gb", b, { ...variant, reflect: "time" });
 
@@ -65,6 +90,8 @@ for (const variant of variants) {
     const host = await HostClient.connect({ port: a.hostPort });
     const va: HostVolume = await host.open("va");
     const vb = await NbdClient.connect(a.nbdPort, "vb");
+    const bulkHost = await HostClient.connect({ port: a.hostPort });
+    const vc = await bulkHost.open("vc");
 
     const result: WriterResult = { acknowledged: 0, inFlight: 0, failure: "", withTime: 0, withoutTime: 0, viaNbd: 0 };
     let stop = false;
@@ -94,21 +121,29 @@ for (const variant of variants) {
       result.failure = String(error);
     });
 
+    let bulkStop = false;
+    const bulkDone = bulkWriter(vc, new Prng(seed ^ 0x9e3779b9), () => bulkStop);
+
     // Let replication get going in both groups, then pick the moment.
     await waitReflectedProgress(b, ["ga", "gb"], 100);
     phase("B reflecting in both groups");
     const extraMs = prng.int(0, 4_000);
     await sleep(extraMs);
     assert.equal(result.failure, "", "the writer failed before the kill");
-    const before = { ga: await pairInfo(b, "ga"), gb: await pairInfo(b, "gb") };
+    const before = { ga: await pairInfo(a, "ga"), gb: await pairInfo(a, "gb") };
     await a.kill();
     await writer;
     stop = true;
+    bulkStop = true;
+    const bulkAnswered = await bulkDone;
     host.close().catch(() => undefined);
+    bulkHost.close().catch(() => undefined);
     vb.destroy();
     t.diagnostic(`killed A ${extraMs} ms after progress: ${result.acknowledged} acknowledged, ${result.inFlight} in flight (${result.failure})`);
-    t.diagnostic(`writes: ${result.withTime} host with time, ${result.withoutTime} host without, ${result.viaNbd} NBD`);
-    t.diagnostic(`B before kill: ga arrived ${before.ga.arrivedSequence} reflected ${before.ga.reflectedSequence}; gb arrived ${before.gb.arrivedSequence} reflected ${before.gb.reflectedSequence}`);
+    t.diagnostic(`writes: ${result.withTime} host with time, ${result.withoutTime} host without, ${result.viaNbd} NBD; ${bulkAnswered} bulk 1 MiB writes to vc in ${variant.bulkGroup}`);
+    for (const [group, info] of Object.entries(before)) {
+      t.diagnostic(`A's view before the kill, ${group}: accepted ${info.acceptedSequence} arrived ${info.arrivedSequence} reflected ${info.reflectedSequence}, lag ${info.lagRecords} records ${(info.lagBytes / 1048576).toFixed(1)} MiB ${info.lagSeconds.toFixed(3)} s`);
+    }
     assert.ok(result.failure !== "", "the writer stopped because A died, not because it ran out of blocks");
 
     phase("A killed");

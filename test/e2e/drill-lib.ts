@@ -9,6 +9,7 @@ import * as fsp from "node:fs/promises";
 import * as net from "node:net";
 import * as path from "node:path";
 import type { TestContext } from "node:test";
+import { HostClient } from "../../src/index.ts";
 import { checksum } from "../../src/protocol/bytes.ts";
 import {
   Cmd, CmdFlag, ClientFlag, Info, nbdGreetingBytes, nbdInitMagicHi, nbdInitMagicLo, nbdOptionReplyHeaderBytes,
@@ -17,9 +18,10 @@ import {
 import { decodeOptionReplyHeader, encodeOption } from "../../src/protocol/nbd/handshake.ts";
 import { decodeSimpleReplyHeader, encodeRequestHeader } from "../../src/protocol/nbd/transmission.ts";
 import {
-  cliOk, isMounted, mgmtJson, nbdfuseMount, onCleanup, run, sleep, startNode, stopDaemon, tmpDir, waitFor,
+  cliOk, isMounted, mgmtJson, nbdfuseMount, onCleanup, run, sleep, stopDaemon, tmpDir, waitFor,
   type FuseMount, type NodeOptions, type RunningNode,
 } from "./harness.ts";
+import { startNodeRetrying } from "./node-start.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Seeds
@@ -269,10 +271,20 @@ export interface VolumeSpec {
   readonly size: string;
 }
 
-/** Creates volumes and one group holding them on `node`. */
+/**
+ * Creates volumes and one group holding them on `node`, then writes 4 KiB of zeroes at offset
+ * 0 of each volume (no change to the image), so the group has journal records before it is
+ * paired, as a group in use would.
+ */
 export async function makeGroup(node: RunningNode, group: string, volumes: readonly VolumeSpec[]): Promise<void> {
   for (const volume of volumes) await cliOk(["volume", "create", volume.name, "--size", volume.size], { node: node.mgmtUrl });
   await cliOk(["group", "create", group, "--volumes", volumes.map((v) => v.name).join(",")], { node: node.mgmtUrl });
+  const host = await HostClient.connect({ port: node.hostPort });
+  try {
+    for (const volume of volumes) await (await host.open(volume.name)).write(0, Buffer.alloc(4096), { fua: true });
+  } finally {
+    await host.close();
+  }
 }
 
 export interface PairOptions {
@@ -308,8 +320,8 @@ export async function takeover(secondary: RunningNode, groups: readonly string[]
 /** Starts primary A and secondary B. */
 export async function startPairNodes(options: { a?: Partial<NodeOptions>; b?: Partial<NodeOptions> } = {}): Promise<{ a: RunningNode; b: RunningNode }> {
   const [a, b] = await Promise.all([
-    startNode({ id: "drill-a", ...options.a }),
-    startNode({ id: "drill-b", ...options.b }),
+    startNodeRetrying({ id: "drill-a", ...options.a }),
+    startNodeRetrying({ id: "drill-b", ...options.b }),
   ]);
   return { a, b };
 }
@@ -318,13 +330,110 @@ export async function startPairNodes(options: { a?: Partial<NodeOptions>; b?: Pa
 export async function waitReflectedProgress(secondary: RunningNode, groups: readonly string[], count: number, timeoutMs = 30_000): Promise<void> {
   const start = new Map<string, number>();
   for (const group of groups) start.set(group, (await pairInfo(secondary, group)).reflectedSequence);
-  await waitFor(`B reflecting ${count} more records in ${groups.join(", ")}`, async () => {
-    for (const group of groups) {
-      const info = await pairInfo(secondary, group);
-      if (info.reflectedSequence < (start.get(group) ?? 0) + count) return false;
+  let last = "";
+  try {
+    await waitFor(`B reflecting ${count} more records in ${groups.join(", ")}`, async () => {
+      const views: string[] = [];
+      let done = true;
+      for (const group of groups) {
+        const info = await pairInfo(secondary, group);
+        views.push(`${group}: ${describePair(info)}`);
+        if (info.reflectedSequence < (start.get(group) ?? 0) + count) done = false;
+      }
+      last = views.join("; ");
+      return done;
+    }, { timeoutMs, intervalMs: 100 });
+  } catch (error) {
+    throw new Error(`${String(error)}\nlast seen on B: ${last}`, { cause: error });
+  }
+}
+
+/** One line: state, sequences, lag, link. */
+export function describePair(info: PairInfoView): string {
+  return `${info.state} accepted ${info.acceptedSequence} sent ${info.sentSequence} arrived ${info.arrivedSequence} ` +
+    `reflected ${info.reflectedSequence} lag ${info.lagRecords} rec ${(info.lagBytes / 1048576).toFixed(1)} MiB ${info.lagSeconds.toFixed(3)} s ` +
+    `link ${info.link.connectedStreams} streams ${info.link.reconnects} reconnects err ${String(info.link.lastError)} reason ${String(info.reason)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Background load: random writes, several in flight, over the host protocol and NBD
+
+export interface LoadTarget {
+  readonly volume: string;
+  readonly via: "host" | "nbd";
+  readonly sizeBytes: number;
+}
+
+export interface LoadReport {
+  writes: number;
+  bytes: number;
+  /** The first failure (the load stops at it), or "". */
+  failure: string;
+}
+
+export interface Load {
+  readonly report: LoadReport;
+  /** Stops issuing, waits for what is in flight, flushes, closes; returns the report. */
+  stop(): Promise<LoadReport>;
+}
+
+const loadWriteBytesMax = 128 * 1024;
+const loadAlignBytes = 4096;
+const loadBytesPerSecondDefault = 24 * 1024 * 1024;
+
+/**
+ * Starts one lane per target (host-protocol lanes with a host write time on every other
+ * write), each writing random data of 4..128 KiB at random 4 KiB-aligned offsets until stopped.
+ */
+export async function startLoad(node: RunningNode, targets: readonly LoadTarget[], prng: Prng, options: { bytesPerSecondMax?: number } = {}): Promise<Load> {
+  const report: LoadReport = { writes: 0, bytes: 0, failure: "" };
+  const startMs = Date.now();
+  const rate = options.bytesPerSecondMax ?? loadBytesPerSecondDefault;
+  let stopped = false;
+  const host = await HostClient.connect({ port: node.hostPort });
+  const lanes = targets.map(async (target) => {
+    const write = target.via === "host"
+      ? await (async () => {
+        const volume = await host.open(target.volume);
+        let n = 0;
+        return {
+          write: (offsetBytes: number, data: Buffer) => volume.write(offsetBytes, data, (n++ % 2) === 0 ? { writeTimeUs: Date.now() * 1000 } : {}),
+          flush: () => volume.flush(),
+          close: () => Promise.resolve(),
+        };
+      })()
+      : await (async () => {
+        const client = await NbdClient.connect(node.nbdPort, target.volume);
+        return { write: (offsetBytes: number, data: Buffer) => client.write(offsetBytes, data), flush: () => client.flush(), close: () => client.close() };
+      })();
+    try {
+      while (!stopped && report.failure === "") {
+        const lengthBytes = prng.int(1, loadWriteBytesMax / loadAlignBytes) * loadAlignBytes;
+        const offsetBytes = prng.int(0, (target.sizeBytes - lengthBytes) / loadAlignBytes) * loadAlignBytes;
+        await write.write(offsetBytes, randomBytes(lengthBytes));
+        report.writes++;
+        report.bytes += lengthBytes;
+        // Keep the backlog small enough that catching up takes seconds, not minutes.
+        const aheadMs = (report.bytes / rate) * 1000 - (Date.now() - startMs);
+        if (aheadMs > 0) await sleep(aheadMs);
+      }
+      await write.flush();
+    } catch (error) {
+      report.failure ||= `${target.volume} via ${target.via}: ${String(error)}`;
+    } finally {
+      await write.close().catch(() => undefined);
     }
-    return true;
-  }, { timeoutMs, intervalMs: 100 });
+  });
+  const all = Promise.all(lanes);
+  return {
+    report,
+    stop: async () => {
+      stopped = true;
+      await all;
+      await host.close().catch(() => undefined);
+      return report;
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
