@@ -45,7 +45,7 @@ export class GroupWriter {
   /** When the last record was accepted (wall clock, ms). */
   lastRecordAtMs = 0;
   /** Called after each record is stamped and appended (the pair's sender listens). */
-  onRecord: () => void = () => undefined;
+  onRecord: (record: JournalRecord) => void = () => undefined;
   /** Delay for new writes while a pair lets the journal fill (0: none). */
   slowdownMs: () => number = () => 0;
   private spaceRequested = false;
@@ -164,7 +164,7 @@ export class GroupWriter {
     };
     this.bytesSinceCheckpoint += journalHeaderBytes;
     const appended = this.journal.append(record);
-    this.onRecord();
+    this.onRecord(record);
     this.complete(sequence, appended, Promise.resolve(), false).catch(() => undefined);
   }
 
@@ -249,7 +249,7 @@ export class GroupWriter {
     const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, () =>
       kind === RecordKind.write ? volume.file.write(offsetBytes, payload) : volume.file.writeZeroes(offsetBytes, lengthBytes),
     );
-    this.onRecord();
+    this.onRecord(record);
     return this.complete(sequence, appended, applied, fua);
   }
 

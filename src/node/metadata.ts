@@ -35,8 +35,10 @@ const pairRecordSchema = z.strictObject({
   state: z.enum(["copying", "replicating", "suspended", "failed"]),
   /** S0: the last sequence the initial copy covers; the stream starts at S0 + 1. */
   copyStartSequence: nonNegativeInteger,
-  /** The target is consistent once it reflected this far (0 until the copy ends). */
+  /** The target is consistent once it reflected this far (set when the copy ends). */
   consistentFromSequence: nonNegativeInteger,
+  /** The initial copy finished (acknowledged by the secondary). */
+  copyDone: z.boolean(),
   /** Last acknowledged (durable on the secondary) sequence seen; a hint, the handshake wins. */
   ackedSequence: nonNegativeInteger,
   reason: z.string().nullable(),

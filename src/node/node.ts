@@ -95,6 +95,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   /** Groups that are the source of a pair (primary side). */
   private readonly links = new Map<string, PairLink>();
   private readonly reflector: Reflector;
+  /** Ids handed out but maybe not yet persisted (creates run concurrently). */
+  private volumeIdReserved = 0;
+  private groupIdReserved = 0;
+  /** Volumes a group create in progress has claimed, and group names being created. */
+  private readonly claimedVolumes = new Set<number>();
+  private readonly groupsInCreation = new Set<string>();
   private mgmtApi: { port: number; close(): Promise<void> } | undefined;
   private startedAt = new Date();
   private lockPath: string;
@@ -211,6 +217,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
         this.logger.info({ event: "journal_recovered", group: record.name, replayed, records: report.records, tornBytesCut: report.tornBytesCut, nextSequence }, "journal recovered");
       }
     }
+  }
+
+  private reserveGroupId(): number {
+    const id = Math.max(this.requireMetadata().nextGroupId, this.groupIdReserved);
+    this.groupIdReserved = id + 1;
+    return id;
   }
 
   private journalDir(record: Pick<GroupRecord, "id" | "journalGeneration">): string {
@@ -473,7 +485,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     if (this.volumesByName.has(name)) throw new ControlError("TM_ERR_EXISTS", `volume ${name} already exists`);
     if (this.volumesByName.size >= volumesPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${volumesPerNodeMax} volumes`);
     const metadata = this.requireMetadata();
-    const id = metadata.nextVolumeId;
+    // Reserved before the first await: concurrent creates get distinct ids and files.
+    const id = Math.max(metadata.nextVolumeId, this.volumeIdReserved);
+    this.volumeIdReserved = id + 1;
     const fileName = `${id}.vol`;
     // Reserve the name before the first await so a concurrent create of the same name fails.
     const placeholder = { id, name, sizeBytes } as LiveVolume;
@@ -482,7 +496,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     try {
       file = await VolumeFile.create(join(this.options.dataDir, "volumes", fileName), sizeBytes);
       await this.updateMetadata((m) => {
-        m.nextVolumeId = id + 1;
+        m.nextVolumeId = Math.max(m.nextVolumeId, id + 1);
         m.volumes.push({ id, name, sizeBytes, fileName, createdAt: new Date().toISOString() });
       });
     } catch (error) {
@@ -533,7 +547,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
 
   async createGroup(name: string, volumeNames: readonly string[]): Promise<GroupInfo> {
     validateName("group", name);
-    if (this.groups.has(name) || this.targets.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
+    if (this.groups.has(name) || this.targets.has(name) || this.groupsInCreation.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
     if (this.groups.size + this.targets.size >= groupsPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${groupsPerNodeMax} groups`);
     if (volumeNames.length === 0) throw new ControlError("TM_ERR_INVALID", "a group needs at least one volume: --volumes V1[,V2...]");
     if (volumeNames.length > volumesPerGroupMax) throw new ControlError("TM_ERR_LIMIT", `a group holds at most ${volumesPerGroupMax} volumes`);
@@ -544,10 +558,22 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       if (volume === undefined || volume.file === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `volume ${volumeName} does not exist; create it with: tidemark volume create ${volumeName} --size SIZE`);
       const owner = volume.group?.name ?? volume.target?.name;
       if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} already belongs to group ${owner}; a volume belongs to at most one group`);
+      if (this.claimedVolumes.has(volume.id)) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} is being put into another group right now`);
       members.push(volume);
     }
-    const metadata = this.requireMetadata();
-    const id = metadata.nextGroupId;
+    // Claimed before the first await, so concurrent creates cannot both take a volume or a name.
+    for (const v of members) this.claimedVolumes.add(v.id);
+    this.groupsInCreation.add(name);
+    try {
+      return await this.createGroupClaimed(name, volumeNames, members);
+    } finally {
+      for (const v of members) this.claimedVolumes.delete(v.id);
+      this.groupsInCreation.delete(name);
+    }
+  }
+
+  private async createGroupClaimed(name: string, volumeNames: readonly string[], members: readonly LiveVolume[]): Promise<GroupInfo> {
+    const id = this.reserveGroupId();
     const journalBytesMax = journalBytesMaxDefault;
     await makeDirectoryDurable(this.journalDir({ id }));
     const { journal } = await GroupJournal.open(this.journalDir({ id }), { bytesMax: journalBytesMax, nextSequence: 1 }, () => undefined);
@@ -557,7 +583,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const v of members) await v.file.datasync();
     const record: GroupRecord = { id, name, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax, createdAt: new Date().toISOString() };
     await this.updateMetadata((m) => {
-      m.nextGroupId = id + 1;
+      m.nextGroupId = Math.max(m.nextGroupId, id + 1);
       m.groups.push(record);
     });
     this.newWriter(record, journal, volumes, 1);
@@ -625,7 +651,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const pair: PairRecord = {
       pairId, remoteNode: target.nodeId, remoteUrl: request.to, remoteGroup, remoteReplAddress: target.replAddress,
       transfer: request.transfer, streams: request.streams, reflect: request.reflect, state: "copying",
-      copyStartSequence, consistentFromSequence: 0, ackedSequence: copyStartSequence, reason: null,
+      copyStartSequence, consistentFromSequence: 0, copyDone: false, ackedSequence: copyStartSequence, reason: null,
       volumes: members.map((v) => ({ volumeId: v.id, remoteVolume: v.name })),
     };
     await this.updateMetadata((m) => {
@@ -710,7 +736,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       assert(created !== undefined, "target volume exists");
       members.push(created);
     }
-    const id = this.requireMetadata().nextGroupId;
+    const id = this.reserveGroupId();
     const target: TargetRecord = {
       pairId: request.pairId, primaryNode: request.primaryNode, primaryGroup: request.primaryGroup, transfer: request.transfer, streams: request.streams,
       reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
@@ -719,7 +745,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: journalBytesMaxDefault, createdAt: new Date().toISOString(), target };
     await makeDirectoryDurable(this.journalDir(record));
     await this.updateMetadata((m) => {
-      m.nextGroupId = id + 1;
+      m.nextGroupId = Math.max(m.nextGroupId, id + 1);
       m.groups.push(record);
     });
     await this.recoverTarget(record, target);

@@ -19,6 +19,7 @@ import type { PairInfo } from "./control.ts";
 import type { GroupWriter } from "./group-writer.ts";
 import type { PairRecord } from "./metadata.ts";
 import { ReplConnection } from "./repl-connection.ts";
+import { RecordTail } from "./record-tail.ts";
 
 /** Journal use at which new writes start being slowed down, and the longest delay. */
 export const journalSlowdownFraction = 0.8;
@@ -29,6 +30,8 @@ const copyChunksInFlightMax = replBatchesInFlightPerStreamMax * 2;
 const lagSamplesMax = 4096;
 const lagSampleIntervalMs = 10;
 const groupHandle = 1;
+/** Newest records kept in memory for the sender (beyond it, batches are read from the journal). */
+export const senderTailBytesMax = 64 * 1024 * 1024;
 /** Why streams are closed (and reopened) once the initial copy is done. */
 const copyDoneReopen = "initial copy done; reopening";
 
@@ -70,6 +73,7 @@ export class PairLink {
   private readonly lagSamples: { sequence: number; atMs: number }[] = [];
   reconnects = 0;
   lastError: string | null = null;
+  private readonly tail = new RecordTail(senderTailBytesMax);
 
   constructor(options: {
     record: PairRecord;
@@ -95,7 +99,7 @@ export class PairLink {
       index, connection: undefined, ready: false, reconnectDelayMs: replReconnectDelayMsMin, reconnectTimer: undefined, pull: undefined,
     }));
     this.writer.trimFloor = () => (this.record.state === "failed" ? Number.MAX_SAFE_INTEGER : this.sender.trimFloor);
-    this.writer.onRecord = () => this.onRecord();
+    this.writer.onRecord = (record) => this.onRecord(record);
     this.writer.slowdownMs = () => this.slowdownMs();
   }
 
@@ -138,7 +142,7 @@ export class PairLink {
 
   async resume(): Promise<void> {
     await this.persist((r) => {
-      r.state = r.consistentFromSequence > 0 ? "replicating" : "copying";
+      r.state = r.copyDone ? "replicating" : "copying";
       r.reason = null;
     });
     this.start();
@@ -217,7 +221,16 @@ export class PairLink {
       case "GROUP_STATE":
         stream.reconnectDelayMs = replReconnectDelayMsMin;
         this.noteProgress(message.arrivedSequence, message.reflectedSequence);
-        if (message.state === "replicating" && this.record.consistentFromSequence > 0) {
+        if (message.state === "replicating" && !this.record.copyDone) {
+          // The secondary finished the copy but this node crashed before recording it.
+          const consistentFrom = Math.max(this.writer.nextSequence - 1, this.record.copyStartSequence);
+          void this.persist((r) => {
+            r.state = "replicating";
+            r.copyDone = true;
+            r.consistentFromSequence = consistentFrom;
+            r.reason = null;
+          }).then(() => this.streamReady(stream, connection));
+        } else if (message.state === "replicating") {
           this.streamReady(stream, connection);
         } else if (stream.index === 0) {
           this.startCopy(connection);
@@ -230,6 +243,7 @@ export class PairLink {
           return;
         }
         this.noteProgress(message.arrivedSequence, message.reflectedSequence);
+        this.tail.dropThrough(this.sender.ackedSequence);
         this.writer.releaseHeld();
         this.pump();
         return;
@@ -357,6 +371,7 @@ export class PairLink {
       const consistentFrom = this.pendingConsistentFrom;
       void this.persist((r) => {
         r.state = "replicating";
+        r.copyDone = true;
         r.consistentFromSequence = consistentFrom;
         r.reason = null;
       }).then(() => {
@@ -376,7 +391,8 @@ export class PairLink {
 
   // ---- sending --------------------------------------------------------------------
 
-  private onRecord(): void {
+  private onRecord(record: JournalRecord): void {
+    this.tail.push(record);
     const now = Date.now();
     const last = this.lagSamples[this.lagSamples.length - 1];
     if (last === undefined || now - last.atMs >= lagSampleIntervalMs) {
@@ -447,7 +463,8 @@ export class PairLink {
   private async readPlan(plan: BatchPlan): Promise<JournalRecord[] | undefined> {
     let records: JournalRecord[];
     try {
-      records = await this.journal.readFrom(plan.fromSequence, plan.bytesMax);
+      records = this.tail.read(plan.fromSequence, plan.bytesMax, Math.min(plan.lastSequenceMax, this.journal.durableSequence))
+        ?? (await this.journal.readFrom(plan.fromSequence, plan.bytesMax));
     } catch (error) {
       this.sender.abandonPlan(plan);
       throw error;

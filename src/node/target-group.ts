@@ -12,9 +12,12 @@ import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { TargetRecord } from "./metadata.ts";
+import { RecordTail } from "./record-tail.ts";
 
 /** Bytes of journal the reflector reads ahead per group. */
 const reflectReadAheadBytes = 4 * 1024 * 1024;
+/** Newest received records kept in memory for the reflector (beyond it, read from the journal). */
+export const reflectTailBytesMax = 64 * 1024 * 1024;
 
 export interface TargetVolume {
   readonly volumeId: number;
@@ -46,6 +49,7 @@ export class TargetGroup {
   /** Bytes received by the copy so far. */
   copyBytes = 0;
   lastError: string | null = null;
+  private readonly tail = new RecordTail(reflectTailBytesMax);
   /** Set while a takeover runs: the replication listener refuses this group. */
   takingOver = false;
   /** Serialises OPEN_GROUP handling across streams. */
@@ -90,6 +94,7 @@ export class TargetGroup {
   /** Replaces the journal (after the copy's start sequence is known, or a takeover). */
   resetJournal(journal: GroupJournal): void {
     this.journal = journal;
+    this.tail.clear();
     this.readAhead = [];
     this.readAheadHead = 0;
     this.receiver = this.newReceiver(undefined);
@@ -129,6 +134,7 @@ export class TargetGroup {
     try {
       for (const record of result.append) {
         void this.journal.append(record).catch(() => undefined); // failures surface through sync()
+        this.tail.push(record);
         last = record.sequence;
       }
       await this.journal.sync();
@@ -165,7 +171,8 @@ export class TargetGroup {
       try {
         const from = this.reflectedSequence + 1;
         if (from > this.arrivedSequence) return;
-        const records = await this.journal.readFrom(from, reflectReadAheadBytes);
+        this.tail.dropThrough(this.reflectedSequence);
+        const records = this.tail.read(from, reflectReadAheadBytes, this.arrivedSequence) ?? (await this.journal.readFrom(from, reflectReadAheadBytes));
         // Copy payloads out of the reader's chunk so the read-ahead holds only what it needs.
         this.readAhead = records.filter((r) => r.sequence <= this.arrivedSequence);
         this.readAheadHead = 0;

@@ -174,11 +174,9 @@ void test("tidemark node: bad --write-time, --mgmt, --id exit 2 with one line; a
   assert.deepEqual(status.volumes.map((v) => v.name).sort(), ["v1", "v2"]);
 });
 
-// KNOWN NODE BUG (src/node/node.ts createVolume / createGroup): the id is read from the metadata
-// before the first await and only bumped after it, so concurrent creates get the same id: three
-// volumes end up sharing 1.vol (silent data mixing; the NBD export list shows one of them), and
-// concurrent group creates collide on journals/1 (TM_ERR_INTERNAL EEXIST). Marked todo until fixed.
-void test("concurrent volume creates get their own files; concurrent group creates all succeed", { todo: "node.ts allocates volume/group ids across an await (see comment)" }, async (t) => {
+// Regression: ids were once read from the metadata before an await and bumped after it, so
+// concurrent creates shared 1.vol (silent data mixing) and journals/1. Ids are now reserved first.
+void test("concurrent volume creates get their own files; concurrent group creates all succeed", async (t) => {
   if (!requireTool(t, "nbdinfo", "qemu-io")) return;
   const node = await startNode({ id: "cli-race" });
   const names = ["r1", "r2", "r3", "r4"];
