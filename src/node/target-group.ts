@@ -167,20 +167,23 @@ export class TargetGroup {
 
   /** Reads the next arrived records from the journal into the read-ahead. */
   fill(): Promise<void> {
-    this.readAheadFill ??= (async () => {
-      try {
-        const from = this.reflectedSequence + 1;
-        if (from > this.arrivedSequence) return;
-        this.tail.dropThrough(this.reflectedSequence);
-        const records = this.tail.read(from, reflectReadAheadBytes, this.arrivedSequence) ?? (await this.journal.readFrom(from, reflectReadAheadBytes));
-        // Copy payloads out of the reader's chunk so the read-ahead holds only what it needs.
-        this.readAhead = records.filter((r) => r.sequence <= this.arrivedSequence);
-        this.readAheadHead = 0;
-      } finally {
-        this.readAheadFill = undefined;
-      }
-    })();
-    return this.readAheadFill;
+    if (this.readAheadFill !== undefined) return this.readAheadFill;
+    // Cleared in a .finally callback (a microtask later), never synchronously: a fill served
+    // from memory completes without awaiting anything.
+    const filling = this.readNext().finally(() => {
+      if (this.readAheadFill === filling) this.readAheadFill = undefined;
+    });
+    this.readAheadFill = filling;
+    return filling;
+  }
+
+  private async readNext(): Promise<void> {
+    const from = this.reflectedSequence + 1;
+    if (from > this.arrivedSequence) return;
+    this.tail.dropThrough(this.reflectedSequence);
+    const records = this.tail.read(from, reflectReadAheadBytes, this.arrivedSequence) ?? (await this.journal.readFrom(from, reflectReadAheadBytes));
+    this.readAhead = records.filter((r) => r.sequence <= this.arrivedSequence);
+    this.readAheadHead = 0;
   }
 
   /** Applies the peeked record to the volume (markers and time advances change nothing). */
