@@ -36,6 +36,13 @@ export interface DemoNode {
 }
 
 const children = new Set<ChildProcess>();
+/** Nodes that ended without being killed from here: "node-a (pid 12) killed by SIGKILL". */
+const unexpectedExits: string[] = [];
+
+/** Nodes that died on their own (or were killed by someone else) since the demo started them. */
+export function nodesGoneUnexpectedly(): readonly string[] {
+  return unexpectedExits;
+}
 
 /** `count` distinct TCP ports on 127.0.0.1 that were free a moment ago (held together while picking). */
 export async function freePorts(count: number): Promise<number[]> {
@@ -105,9 +112,11 @@ async function tryStartNode(id: string, baseDir: string, attempt: number, signal
   }
   children.add(child);
   let exitText: string | undefined;
+  let killedHere = false;
   child.once("exit", (code, sig) => {
     exitText = sig !== null ? `killed by ${sig}` : `exited with status ${code}`;
     children.delete(child);
+    if (!killedHere && !killingAll) unexpectedExits.push(`${id} (pid ${child.pid ?? "?"}) ${exitText}`);
   });
   child.once("error", (error) => {
     exitText = `could not be started: ${error.message}`;
@@ -119,6 +128,7 @@ async function tryStartNode(id: string, baseDir: string, attempt: number, signal
   for (;;) {
     if (exitText !== undefined) return `the node process ${exitText} (log: ${logPath})`;
     if (signal.aborted) {
+      killedHere = true;
       child.kill("SIGKILL");
       return "interrupted";
     }
@@ -127,6 +137,7 @@ async function tryStartNode(id: string, baseDir: string, attempt: number, signal
       break;
     } catch {
       if (Date.now() > deadline) {
+        killedHere = true;
         child.kill("SIGKILL");
         await waitExit(child, childExitWaitMs);
         return `no health answer from ${mgmtUrl} within ${nodeStartTimeoutMs / 1000}s (log: ${logPath})`;
@@ -142,6 +153,7 @@ async function tryStartNode(id: string, baseDir: string, attempt: number, signal
     hostPort: { host: "127.0.0.1", port: hostPort },
     exited: () => exitText !== undefined,
     kill: async () => {
+      killedHere = true;
       if (exitText === undefined) child.kill("SIGKILL");
       await waitExit(child, childExitWaitMs);
     },
@@ -149,7 +161,10 @@ async function tryStartNode(id: string, baseDir: string, attempt: number, signal
 }
 
 /** SIGKILLs every node still running and waits for them to go. */
+let killingAll = false;
+
 export async function killAll(): Promise<void> {
+  killingAll = true;
   const all = [...children];
   for (const child of all) child.kill("SIGKILL");
   await Promise.all(all.map((child) => waitExit(child, childExitWaitMs)));
@@ -157,6 +172,7 @@ export async function killAll(): Promise<void> {
 
 /** For process 'exit' (no waiting possible there): SIGKILL every node still running. */
 export function killAllNow(): void {
+  killingAll = true;
   for (const child of children) {
     try {
       child.kill("SIGKILL");

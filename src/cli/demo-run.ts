@@ -1,18 +1,18 @@
 // The run behind `tidemark demo` (src/cli/demo-command.ts registers it): nodes, groups,
 // pairs, the bank with its live view, the crash, takeover, reading back and the check.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { HostClient, type HostVolume } from "../client/host-client.ts";
 import type { ApiClient } from "./api-client.ts";
 import { groupCreatedSchema, pairInfoSchema, pairListSchema, takeoverAnswerSchema, volumeCreatedSchema, volumeListSchema } from "./api-schemas.ts";
 import type { CliIo } from "./command-kit.ts";
-import { killAll, killAllNow, startNode, type DemoNode } from "./demo-cluster.ts";
+import { killAll, killAllNow, nodesGoneUnexpectedly, startNode, type DemoNode } from "./demo-cluster.ts";
 import { checkLedgers, decodeSlot, encodeLedgerHeader, ledgerCapacity, ledgerSlotBytes, slotOffsetBytes } from "./demo-ledger.ts";
 import { NbdClient, nbdClientRequestBytesMax } from "./demo-nbd-client.ts";
 import { LiveView, renderReport, type DemoReport, type PairSample, type ViewTarget } from "./demo-view.ts";
-import { BankWorkload } from "./demo-workload.ts";
-import { OperationError } from "./errors.ts";
+import { BankWorkload, preciseNowMs } from "./demo-workload.ts";
+import { OperationError, oneLine } from "./errors.ts";
 import { formatJson } from "./format.ts";
 
 const accounts = 1000;
@@ -36,6 +36,8 @@ const viewTtyIntervalMs = 250;
 const viewPlainIntervalMs = 1_000;
 /** Reads of the secondary's images in flight at once. */
 const readsInFlightMax = 8;
+/** How much of the end of a node log is searched for its last error. */
+const logTailBytes = 256 * 1024;
 
 const groups = [
   { group: "accounts-a", volume: "ledger-a" },
@@ -85,7 +87,18 @@ export async function runDemo(options: DemoOptions, io: CliIo): Promise<void> {
   process.on("SIGTERM", onSignal);
   process.on("exit", cleanupNow);
   try {
-    const report = await demo(options, dataDir, out, abort.signal, startedMs);
+    let report: DemoReport;
+    try {
+      report = await demo(options, dataDir, out, abort.signal, startedMs);
+    } catch (error) {
+      // The logs are about to be removed: say what the nodes said last, in the one line.
+      const gone = nodesGoneUnexpectedly();
+      await killAll();
+      const message = error instanceof Error ? error.message : String(error);
+      const said = [...gone.map((text) => `node ${text}`), nodeErrors(dataDir)].filter((text) => text !== "").join("; ");
+      const hint = options.keep ? `logs kept in ${dataDir}` : "rerun with --keep to keep the node logs";
+      throw new OperationError(oneLine(`demo failed: ${message}${said === "" ? "" : `; ${said}`}; ${hint}`));
+    }
     await killAll();
     io.stdout(options.json ? formatJson(report) : renderReport(report));
     if (!report.passed) {
@@ -98,6 +111,35 @@ export async function runDemo(options: DemoOptions, io: CliIo): Promise<void> {
     process.off("SIGTERM", onSignal);
     process.off("exit", cleanupNow);
   }
+}
+
+/** The last error a node logged (level error or fatal), per log file in the demo directory. */
+function nodeErrors(dataDir: string): string {
+  const said: string[] = [];
+  let files: string[];
+  try {
+    files = readdirSync(dataDir).filter((name) => name.endsWith(".log") || /\.log\.\d+$/.test(name)).sort();
+  } catch {
+    return "";
+  }
+  for (const file of files) {
+    let text: string;
+    try {
+      text = readFileSync(path.join(dataDir, file), "utf8").slice(-logTailBytes);
+    } catch {
+      continue;
+    }
+    const line = text.split("\n").reverse().find((l) => /"level":(50|60)/.test(l));
+    if (line === undefined) continue;
+    try {
+      const entry = JSON.parse(line) as { msg?: unknown; err?: { message?: unknown } };
+      const detail = typeof entry.err?.message === "string" ? `: ${entry.err.message}` : "";
+      said.push(`${file.replace(/\.log.*$/, "")} logged "${String(entry.msg)}${detail}"`);
+    } catch {
+      said.push(`${file} ends with an unreadable error line`);
+    }
+  }
+  return said.join("; ");
 }
 
 /** One line on what went wrong, for stderr. */
@@ -170,12 +212,12 @@ async function demo(options: DemoOptions, dataDir: string, out: ReturnType<typeo
   if (earlyError !== undefined) {
     sampler.abort();
     await samplerDone;
-    throw new OperationError(`the bank workload failed before the crash: ${earlyError.message} (see ${primary.logPath})`);
+    throw new OperationError(`the bank workload failed before the crash: ${earlyError.message}`);
   }
 
   // ---- the crash ----
   const beforeKill = workload.stats();
-  const killAtMs = Date.now();
+  const killAtMs = preciseNowMs();
   sampler.abort();
   await primary.kill();
   await samplerDone;
@@ -219,27 +261,32 @@ async function demo(options: DemoOptions, dataDir: string, out: ReturnType<typeo
     secondary: { id: secondary.id, mgmtUrl: secondary.mgmtUrl, pid: secondary.pid },
     dataDir, dataKept: options.keep,
     workload: {
-      seconds: workloadMs / 1000, tellers: options.tellers, accounts,
+      seconds: round(workloadMs / 1000, 3), tellers: options.tellers, accounts,
       transfersStarted: stats.issued, debitsAnswered: stats.debited, transfersAcknowledged: stats.acknowledged, transfersCommitted: stats.committed,
-      transfersPerSecond: stats.acknowledged / Math.max(0.001, workloadMs / 1000),
-      mibPerSecond: stats.bytesWritten / (1024 * 1024) / Math.max(0.001, workloadMs / 1000),
+      transfersPerSecond: round(stats.acknowledged / Math.max(0.001, workloadMs / 1000), 1),
+      mibPerSecond: round(stats.bytesWritten / (1024 * 1024) / Math.max(0.001, workloadMs / 1000), 3),
       ledgerFull: stats.full,
     },
     lag: [...lag.entries()].map(([group, seen]) => ({ group, ...seen })),
-    crash: { signal: "SIGKILL", atSeconds: workloadMs / 1000, transfersInFlight: inFlight },
+    crash: { signal: "SIGKILL", atSeconds: round(workloadMs / 1000, 3), transfersInFlight: inFlight },
     takeover: { ms: takeoverMs, groups: takeover.value.results, volumesWritable },
     onSecondary: {
       debits: check.debits, credits: check.credits, completeTransfers: check.complete,
       debitsWithoutCredit: check.debitsWithoutCredit, creditsWithoutDebit: check.creditsWithoutDebit,
       acknowledgedPresent: presence.acknowledgedPresent, unacknowledgedPresent: presence.unacknowledgedPresent,
     },
-    rpo: { transfersLost: presence.lost, seconds: presence.lostWindowMs / 1000 },
+    rpo: { transfersLost: presence.lost, seconds: round(presence.lostWindowMs / 1000, 4) },
     check: { passed: check.ok, creditsChecked: check.credits, violationCount: check.violationCount, violations: check.violations },
     timingsMs: {
-      startNodes: nodesReadyMs - startedMs, setup: setupDoneMs - nodesReadyMs, workload: workloadMs,
+      startNodes: nodesReadyMs - startedMs, setup: setupDoneMs - nodesReadyMs, workload: Math.round(workloadMs),
       takeover: takeoverMs, readAndCheck: readMs, total: totalMs,
     },
   };
+}
+
+function round(value: number, decimals: number): number {
+  const scale = 10 ** decimals;
+  return Math.round(value * scale) / scale;
 }
 
 interface LagSeen {
@@ -290,12 +337,12 @@ async function pairAll(primary: DemoNode, secondary: DemoNode, out: { line(text:
       secondary.api.get("/v1/pairs", pairListSchema, { what: "list the secondary's pairs" }),
     ]);
     const failed = onPrimary.value.pairs.find((p) => p.state === "failed" || p.state === "suspended");
-    if (failed !== undefined) throw new OperationError(`the pair of group ${failed.group} is ${failed.state}: ${failed.reason ?? "no reason given"} (see ${primary.logPath})`);
+    if (failed !== undefined) throw new OperationError(`the pair of group ${failed.group} is ${failed.state}: ${failed.reason ?? "no reason given"}`);
     const ready = groups.every(({ group }) =>
       onPrimary.value.pairs.some((p) => p.group === group && p.state === "replicating") &&
       onSecondary.value.pairs.some((p) => p.group === group && p.state === "replicating" && p.reason === null));
     if (ready) break;
-    if (Date.now() > deadline) throw new OperationError(`the pairs did not reach replicating within ${pairReadyTimeoutMs / 1000}s (see ${primary.logPath} and ${secondary.logPath})`);
+    if (Date.now() > deadline) throw new OperationError(`the pairs did not reach replicating within ${pairReadyTimeoutMs / 1000}s`);
     await sleep(pollMs);
   }
   out.line(`  paired ${groups.map((g) => g.group).join(" and ")} to the secondary (async, reflect by write time): replicating`);

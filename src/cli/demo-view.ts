@@ -143,7 +143,7 @@ export function renderReport(report: DemoReport): string {
   if (s.unacknowledgedPresent > 0) field("", `${plural(s.unacknowledgedPresent, "transfer")} on the secondary had not been acknowledged when the primary died`);
   field("RPO", report.rpo.transfersLost === 0
     ? "0 acknowledged transfers lost"
-    : `${plural(report.rpo.transfersLost, "acknowledged transfer")} lost, acknowledged in the last ${report.rpo.seconds.toFixed(3)}s before the crash`);
+    : `${plural(report.rpo.transfersLost, "acknowledged transfer")} lost, acknowledged in the last ${formatWindow(report.rpo.seconds)} before the crash`);
   const t = report.timingsMs;
   field("timings", `nodes ${sec(t.startNodes)}, setup and pairs ${sec(t.setup)}, workload ${sec(t.workload)}, takeover ${sec(t.takeover)}, read and check ${sec(t.readAndCheck)}, total ${sec(t.total)}`);
   if (report.dataKept) field("data", `kept in ${report.dataDir} (node logs: *.log)`);
@@ -160,6 +160,13 @@ export function renderReport(report: DemoReport): string {
   }
   lines.push("");
   return lines.join("\n");
+}
+
+/** "0.3 ms", "42 ms", "1.250s". */
+function formatWindow(seconds: number): string {
+  if (seconds < 0.01) return `${(seconds * 1000).toFixed(1)} ms`;
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  return `${seconds.toFixed(3)}s`;
 }
 
 function sec(ms: number): string {

@@ -9,6 +9,11 @@ import { encodeEntry, ledgerSlotBytes, slotOffsetBytes, transferTerms } from "./
 
 const commitIntervalMs = 200;
 
+/** Wall-clock milliseconds with sub-millisecond resolution (for acknowledgement times and the kill). */
+export function preciseNowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
 export interface WorkloadOptions {
   readonly debitLedger: HostVolume;
   readonly creditLedger: NbdClient;
@@ -107,7 +112,7 @@ export class BankWorkload {
         this.#bytesWritten += ledgerSlotBytes;
         // The dependent write: issued only after the debit was answered.
         await creditLedger.write(offsetBytes, encodeEntry({ kind: "credit", transferId, account: terms.to, counterparty: terms.from, amountCents: terms.amountCents, writeTimeUs: 0 }));
-        this.#ackAtMs[transferId] = Date.now();
+        this.#ackAtMs[transferId] = preciseNowMs();
         this.#acknowledged += 1;
         this.#bytesWritten += ledgerSlotBytes;
       } catch (error) {

@@ -163,9 +163,11 @@ test("tidemark demo: Ctrl-C (SIGINT) while the bank runs kills both nodes and re
     assert.ok(dataDir !== undefined && existsSync(dataDir));
     assert.equal(pids.length, 2);
     child.kill("SIGINT");
-    assert.equal(await exited, 130);
-    assert.match(stderr, /demo interrupted \(SIGINT\); nodes killed, temporary directory removed/);
-    assert.equal(existsSync(dataDir), false);
+    const code = await exited;
+    const output = `\n--- stdout\n${stdout.slice(-3000)}\n--- stderr\n${stderr.slice(-3000)}`;
+    assert.equal(code, 130, output);
+    assert.match(stderr, /demo interrupted \(SIGINT\); nodes killed, temporary directory removed/, output);
+    assert.equal(existsSync(dataDir), false, output);
     for (const pid of pids) assert.equal(await aliveAfterGrace(pid), false, `node pid ${pid} is gone`);
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
