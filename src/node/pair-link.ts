@@ -552,10 +552,11 @@ function splitHostPort(address: string): [string, string] {
   return [address.slice(0, at).replace(/^\[|\]$/g, ""), address.slice(at + 1)];
 }
 
+const zeroChunk = Buffer.alloc(replCopyChunkBytesMax);
+
+/** Zero chunks travel as COPY_ZEROES (no data). memcmp against zeroes, not a byte loop. */
 function isAllZero(data: Buffer): boolean {
-  // Compare 8 bytes at a time where aligned; the copy skips sending zero chunks' data.
-  for (let i = 0; i < data.length; i++) if (data[i] !== 0) return false;
-  return true;
+  return data.length <= zeroChunk.length && data.equals(zeroChunk.subarray(0, data.length));
 }
 
 function formatPercent(fraction: number): string {
