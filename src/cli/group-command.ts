@@ -2,7 +2,8 @@
 import type { Command } from "commander";
 import type { GroupInfo } from "../node/control.ts";
 import { groupCreatedSchema, groupListSchema } from "./api-schemas.ts";
-import { checkName, mgmtContext, parseNameList, withMgmtOptions, type CliIo } from "./command-kit.ts";
+import { journalBytesLimit, journalBytesMin } from "../core/limits.ts";
+import { checkName, mgmtContext, parseNameList, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { formatUsage, renderTable } from "./format.ts";
 
 export function registerGroupCommands(program: Command, io: CliIo): void {
@@ -13,12 +14,15 @@ export function registerGroupCommands(program: Command, io: CliIo): void {
       .command("create")
       .description("create a consistency group from volumes that are in no group yet")
       .argument("<NAME>", "group name: letters, digits, '.', '_', '-' (up to 64)")
-      .requiredOption("--volumes <V1[,V2...]>", "comma-separated volume names"),
-  ).action(async (nameText: string, flags: { volumes: string }, command: Command) => {
+      .requiredOption("--volumes <V1[,V2...]>", "comma-separated volume names")
+      .option("--journal-size <SIZE>", "size limit of the group's journal (default 4G); when a pair's secondary falls this far behind, host writes are slowed, then held"),
+  ).action(async (nameText: string, flags: { volumes: string; journalSize?: string }, command: Command) => {
     const name = checkName("group", nameText);
     const volumes = parseNameList("volume", "--volumes", flags.volumes);
+    const journalBytesMax = flags.journalSize === undefined ? undefined : parseSizeFlag("--journal-size", flags.journalSize, journalBytesMin, journalBytesLimit);
     const context = mgmtContext(command, io);
-    const { value, raw } = await context.client.post("/v1/groups", { name, volumes }, groupCreatedSchema, {
+    const body = journalBytesMax === undefined ? { name, volumes } : { name, volumes, journalBytesMax };
+    const { value, raw } = await context.client.post("/v1/groups", body, groupCreatedSchema, {
       what: `create group '${name}'`,
       hints: {
         TM_ERR_EXISTS: "pick another name, or see `tidemark group list`",

@@ -45,6 +45,9 @@ export const journalRecordPayloadBytesMax = nbdRequestBytesMax;
 export const journalSegmentBytesMax = 256 * MiB;
 /** Default size limit of one group's journal (all segments). */
 export const journalBytesMaxDefault = 4 * GiB;
+/** Smallest and largest journal size limit a group may be given (group create --journal-size). */
+export const journalBytesMin = 16 * MiB;
+export const journalBytesLimit = 1024 * GiB;
 /** Bytes gathered into one journal writev before it is issued. */
 export const journalBatchBytesMax = 8 * MiB;
 /** Records gathered into one journal writev (also bounded by IOV_MAX). */

@@ -75,7 +75,8 @@ export interface NodeControl {
   listVolumes(): readonly VolumeInfo[];
   createVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
   listGroups(): readonly GroupInfo[];
-  createGroup(name: string, volumes: readonly string[]): Promise<GroupInfo>;
+  /** journalBytesMax: the journal's size limit (default journalBytesMaxDefault). */
+  createGroup(name: string, volumes: readonly string[], journalBytesMax?: number): Promise<GroupInfo>;
   /** Prometheus text exposition of the node's metrics. */
   metrics(): Promise<{ contentType: string; body: string }>;
 }

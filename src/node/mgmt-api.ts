@@ -14,8 +14,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import {
   groupsPerNodeMax, mgmtBodyBytesMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
-  volumeBytesMin, volumesPerGroupMax,
-} from "../core/limits.ts";
+  volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin } from "../core/limits.ts";
 import { nameProblem } from "../core/names.ts";
 import {
   ControlError, type ControlErrorCode, type CopyMode, type CreatePairRequest, type NodeControl, type PairControl, type PairTargetRequest,
@@ -79,6 +78,8 @@ export const createGroupBodySchema = z.strictObject({
     .min(1, "must list at least one volume")
     .max(volumesPerGroupMax, `must list at most ${volumesPerGroupMax} volumes`)
     .refine((names) => new Set(names).size === names.length, "must not list a volume twice"),
+  /** Size limit of the group's journal; default journalBytesMaxDefault. */
+  journalBytesMax: z.number().int().min(journalBytesMin, `must be at least ${journalBytesMin} bytes`).max(journalBytesLimit, `must be at most ${journalBytesLimit} bytes`).optional(),
 });
 
 const copyModes = ["async", "sync"] as const satisfies readonly CopyMode[];
@@ -281,7 +282,7 @@ function registerGroupRoutes(app: MgmtApp, control: NodeControl): void {
   app.get("/v1/groups", () => ({ groups: control.listGroups() }));
   app.post("/v1/groups", async (request, reply) => {
     const body = parseBody(createGroupBodySchema, request.body);
-    const group = await control.createGroup(body.name, body.volumes);
+    const group = await control.createGroup(body.name, body.volumes, body.journalBytesMax);
     return reply.code(201).send({ group });
   });
 }

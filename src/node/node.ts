@@ -545,7 +545,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     });
   }
 
-  async createGroup(name: string, volumeNames: readonly string[]): Promise<GroupInfo> {
+  async createGroup(name: string, volumeNames: readonly string[], journalBytesMax: number = journalBytesMaxDefault): Promise<GroupInfo> {
     validateName("group", name);
     if (this.groups.has(name) || this.targets.has(name) || this.groupsInCreation.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
     if (this.groups.size + this.targets.size >= groupsPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${groupsPerNodeMax} groups`);
@@ -565,16 +565,15 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const v of members) this.claimedVolumes.add(v.id);
     this.groupsInCreation.add(name);
     try {
-      return await this.createGroupClaimed(name, volumeNames, members);
+      return await this.createGroupClaimed(name, volumeNames, members, journalBytesMax);
     } finally {
       for (const v of members) this.claimedVolumes.delete(v.id);
       this.groupsInCreation.delete(name);
     }
   }
 
-  private async createGroupClaimed(name: string, volumeNames: readonly string[], members: readonly LiveVolume[]): Promise<GroupInfo> {
+  private async createGroupClaimed(name: string, volumeNames: readonly string[], members: readonly LiveVolume[], journalBytesMax: number): Promise<GroupInfo> {
     const id = this.reserveGroupId();
-    const journalBytesMax = journalBytesMaxDefault;
     await makeDirectoryDurable(this.journalDir({ id }));
     const { journal } = await GroupJournal.open(this.journalDir({ id }), { bytesMax: journalBytesMax, nextSequence: 1 }, () => undefined);
     const volumes = new Map<number, GroupVolume>(members.map((v) => [v.id, { id: asVolumeId(v.id), file: v.file, order: v.order }]));
@@ -862,9 +861,15 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       while (target.pendingAppends > 0) await new Promise((resolve) => setTimeout(resolve, 2));
     }
     await this.reflector.drain();
+    // Frozen at the cut: whatever runs while the groups are converted one by one (a smaller
+    // domain would have a later frontier) must not apply anything more to them.
+    for (const target of taking) target.frozen = true;
     for (const target of taking) {
       if (target.reflectedSequence < target.record.consistentFromSequence) {
-        target.takingOver = false;
+        for (const t of taking) {
+          t.takingOver = false;
+          t.frozen = false;
+        }
         throw new ControlError("TM_ERR_STATE", `group ${target.name} has reflected ${target.reflectedSequence} of the ${target.record.consistentFromSequence} records it needs after its initial copy; its image is not consistent yet`);
       }
     }

@@ -79,7 +79,7 @@ export class Reflector {
   /** One pass per mode: apply everything that may be applied now. */
   async cycle(): Promise<void> {
     for (const mode of ["time", "seq"] as const) {
-      const domain = this.groups().filter((g) => g.record.state === "replicating" && (g.record.reflect === mode || (mode === "seq" && g.record.reflect === "marker")));
+      const domain = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && (g.record.reflect === mode || (mode === "seq" && g.record.reflect === "marker")));
       if (domain.length > 0) await this.reflectDomain(mode, domain);
     }
   }

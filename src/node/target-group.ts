@@ -52,6 +52,8 @@ export class TargetGroup {
   private readonly tail = new RecordTail(reflectTailBytesMax);
   /** Set while a takeover runs: the replication listener refuses this group. */
   takingOver = false;
+  /** Set once a takeover has reflected this group to its last consistent point: nothing more is applied. */
+  frozen = false;
   /** Serialises OPEN_GROUP handling across streams. */
   openChain: Promise<void> = Promise.resolve();
 
