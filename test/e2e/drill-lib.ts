@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as net from "node:net";
+import * as os from "node:os";
 import * as path from "node:path";
 import type { TestContext } from "node:test";
 import { HostClient } from "../../src/index.ts";
@@ -317,13 +318,52 @@ export async function takeover(secondary: RunningNode, groups: readonly string[]
   return result.stdout.trim();
 }
 
+/** Nodes started by the running drill, for the failure report. */
+const drillNodes: RunningNode[] = [];
+
 /** Starts primary A and secondary B. */
 export async function startPairNodes(options: { a?: Partial<NodeOptions>; b?: Partial<NodeOptions> } = {}): Promise<{ a: RunningNode; b: RunningNode }> {
   const [a, b] = await Promise.all([
     startNodeRetrying({ id: "drill-a", ...options.a }),
     startNodeRetrying({ id: "drill-b", ...options.b }),
   ]);
+  drillNodes.push(a, b);
   return { a, b };
+}
+
+const failureLogLinesMax = 25;
+
+/**
+ * Runs a drill body; on failure, copies every node log of the drill to
+ * $TMPDIR/tidemark-drill-logs/<time>-seed-<seed>/ and adds each node's warnings and errors
+ * (and its last lines) to the error, so a CI failure can be read without rerunning.
+ */
+export async function runDrill(t: TestContext, body: (seed: number) => Promise<void>): Promise<void> {
+  drillNodes.length = 0;
+  const seed = drillSeed(t);
+  try {
+    await body(seed);
+  } catch (error) {
+    const keepDir = path.join(os.tmpdir(), "tidemark-drill-logs", `${new Date().toISOString().replaceAll(":", "-")}-seed-${seed}`);
+    const digest: string[] = [`drill failed with seed ${seed} (replay: TIDEMARK_DRILL_SEED=${seed}); node logs copied to ${keepDir}`];
+    try {
+      await fsp.mkdir(keepDir, { recursive: true });
+      for (const node of drillNodes) {
+        await fsp.copyFile(node.logFile, path.join(keepDir, path.basename(node.logFile))).catch(() => undefined);
+        const lines = (await fsp.readFile(node.logFile, "utf8").catch(() => "")).split("\n").filter((l) => l !== "");
+        const notable = lines.filter((l) => /"level":(4|5|6)\d/.test(l) && !l.includes("repl_stream_lost"));
+        digest.push(`--- ${node.id}: ${notable.length} warning/error lines (last ${failureLogLinesMax}), stream losses left out`);
+        digest.push(...notable.slice(-failureLogLinesMax).map((l) => l.slice(0, 600)));
+        digest.push(`--- ${node.id}: last 5 lines`, ...lines.slice(-5).map((l) => l.slice(0, 600)));
+      }
+    } catch (copyError) {
+      digest.push(`(could not collect logs: ${String(copyError)})`);
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    const wrapped = new Error(`${message}\n${digest.join("\n")}`, { cause: error });
+    if (error instanceof Error && error.stack !== undefined) wrapped.stack = `${wrapped.message}\n${error.stack.split("\n").slice(1).join("\n")}`;
+    throw wrapped;
+  }
 }
 
 /** Waits until B has reflected at least `count` records past what it had when called, for every group. */

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  Prng, assertSameImages, describePair, drillSeed, makeGroup, pairCreate, pairInfo, pairWait, phaseClock, sleep,
+  Prng, runDrill, assertSameImages, describePair, makeGroup, pairCreate, pairInfo, pairWait, phaseClock, sleep,
   startLoad, startPairNodes, waitReflectedProgress, type PairInfoView,
 } from "./drill-lib.ts";
 import { cliOk, waitFor } from "./harness.ts";
@@ -20,8 +20,7 @@ async function pairStatusJson(mgmtUrl: string, group: string): Promise<PairInfoV
   return JSON.parse(stdout) as PairInfoView;
 }
 
-void test("drill 3: cut the link through a TCP proxy while writes run; status shows it down with a reason and growing lag; heals; images equal", { timeout: 180_000 }, async (t) => {
-  const seed = drillSeed(t);
+void test("drill 3: cut the link through a TCP proxy while writes run; status shows it down with a reason and growing lag; heals; images equal", { timeout: 180_000 }, (t) => runDrill(t, async (seed) => {
   const prng = new Prng(seed);
   const phase = phaseClock(t);
   const proxy = await TcpProxy.start();
@@ -79,4 +78,4 @@ void test("drill 3: cut the link through a TCP proxy while writes run; status sh
   await assertSameImages(a, b, "v1");
   await assertSameImages(a, b, "v2");
   phase("images equal");
-});
+}));

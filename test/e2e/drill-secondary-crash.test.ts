@@ -5,15 +5,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  Prng, assertSameImages, describePair, drillSeed, makeGroup, pairCreate, pairInfo, pairWait, phaseClock, sleep,
+  Prng, runDrill, assertSameImages, describePair, makeGroup, pairCreate, pairInfo, pairWait, phaseClock, sleep,
   startLoad, startPairNodes, waitReflectedProgress,
 } from "./drill-lib.ts";
 import { waitFor } from "./harness.ts";
 
 const mib = 1024 * 1024;
 
-void test("drill 2: kill -9 the secondary mid-stream, restart it, the pair catches up and the images are equal", { timeout: 180_000 }, async (t) => {
-  const seed = drillSeed(t);
+void test("drill 2: kill -9 the secondary mid-stream, restart it, the pair catches up and the images are equal", { timeout: 180_000 }, (t) => runDrill(t, async (seed) => {
   const prng = new Prng(seed);
   const phase = phaseClock(t);
   const { a, b } = await startPairNodes();
@@ -57,4 +56,4 @@ void test("drill 2: kill -9 the secondary mid-stream, restart it, the pair catch
   await assertSameImages(a, b, "v1");
   await assertSameImages(a, b, "v2");
   phase("images equal");
-});
+}));
