@@ -1,7 +1,7 @@
 // A volume is a sparse file of fixed size, read and written by position.
 // Writes of zeroes reuse one shared zero buffer; there is no hole punching from Node,
 // so zeroes are written (both sites then hold identical bytes, which is what matters).
-import { writeSync } from "node:fs";
+import { readSync, writeSync } from "node:fs";
 import { open, stat, type FileHandle } from "node:fs/promises";
 import { assert } from "../core/assert.ts";
 import { fsyncDirectory } from "./durable-fs.ts";
@@ -12,6 +12,14 @@ const zeroChunkBytes = 1024 * 1024;
 const zeroChunk = Buffer.alloc(zeroChunkBytes);
 /** Writes up to this size are done synchronously (page-cache copies of a few microseconds). */
 export const syncWriteBytesMax = 64 * 1024;
+/**
+ * Reads up to this size are done synchronously too: a page-cache hit costs a few
+ * microseconds, the thread-pool hop several times that (4 KiB random reads QD32 under
+ * fio: 40 % of the process's CPU went to waking and switching pool threads; with sync
+ * reads 45 -> 10 µs of CPU per read and 0.51x -> 1.54x nbdkit's IOPS, same run). A miss
+ * blocks the event loop for one disk read, as it would block a pool thread.
+ */
+export const syncReadBytesMax = 64 * 1024;
 /** writev takes at most this many buffers per call. */
 const zeroChunksPerWritevMax = 64;
 
@@ -60,6 +68,10 @@ export class VolumeFile {
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.checkRange(offsetBytes, lengthBytes);
     const out = Buffer.allocUnsafe(lengthBytes);
+    if (lengthBytes <= syncReadBytesMax) {
+      this.readNow(offsetBytes, out);
+      return out;
+    }
     let doneBytes = 0;
     while (doneBytes < lengthBytes) {
       const { bytesRead } = await this.handle.read(out, doneBytes, lengthBytes - doneBytes, offsetBytes + doneBytes);
@@ -70,6 +82,18 @@ export class VolumeFile {
       doneBytes += bytesRead;
     }
     return out;
+  }
+
+  private readNow(offsetBytes: number, out: Buffer): void {
+    let doneBytes = 0;
+    while (doneBytes < out.length) {
+      const bytesRead = readSync(this.handle.fd, out, doneBytes, out.length - doneBytes, offsetBytes + doneBytes);
+      if (bytesRead === 0) {
+        out.fill(0, doneBytes); // a sparse file never ends early, but be exact if it does
+        return;
+      }
+      doneBytes += bytesRead;
+    }
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
