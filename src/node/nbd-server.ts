@@ -2,6 +2,13 @@
 // this file moves bytes, runs requests against a VolumeCatalog with many in flight per
 // connection, keeps each connection's failures to that connection, and bounds everything
 // it holds (connections, requests and bytes in flight, buffered replies).
+//
+// Hot path (docs/benchmarks.md): socket reads land in our own buffers (net.Socket `onread`),
+// not in a fresh 64 KiB ArrayBuffer per read: a large WRITE payload is read straight into
+// its own buffer, everything else into a receive slab whose bytes are reused by the next read
+// unless a request still references them. Replies of one event-loop turn are encoded into a
+// reused reply slab and leave in one write. Allocation volume matters more than it seems:
+// V8 starts a full mark-compact for every 64 MiB of ArrayBuffers allocated.
 import net from "node:net";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
@@ -9,6 +16,7 @@ import {
   nbdCloseGraceMs, nbdConnectionsMax, nbdHandshakeTimeoutMs, nbdInFlightBytesMax, nbdOptionBytesMax,
   nbdOptionsPerConnectionMax, nbdRequestBytesMax, nbdRequestsInFlightMax, nbdStringBytesMax,
 } from "../core/limits.ts";
+import { assert } from "../core/assert.ts";
 import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle } from "../core/volume-io.ts";
 import { Cmd, CmdFlag, NbdErrno, nbdSimpleReplyHeaderBytes } from "../protocol/nbd/constants.ts";
 import { ByteQueue } from "../protocol/nbd/frame-assembler.ts";
@@ -57,6 +65,56 @@ interface Context {
 
 type State = "handshake" | "transmission" | "closing" | "closed";
 
+const KiB = 1024;
+/** Received bytes land in slabs of this size: one ArrayBuffer per slab, not per socket read. */
+const receiveSlabBytes = 1024 * KiB;
+/** One socket read is offered at most this much of the receive slab... */
+const receiveReadBytesMax = 256 * KiB;
+/** ...and at least this much (else a new slab is started). */
+const receiveReadBytesMin = 64 * KiB;
+/** A WRITE payload with at least this much still to come is read straight into its own buffer. */
+const directReadBytesMin = 64 * KiB;
+/** Reply data up to this size is copied into the reply slab; larger data is written as it is. */
+const replyCopyBytesMax = 64 * KiB;
+/** Replies are encoded into slabs of this size, reused once the socket has written them. */
+const replySlabBytes = 256 * KiB;
+/** Written-out reply slabs kept for reuse, per connection. */
+const replySlabsFreeMax = 2;
+
+/** A reply slab and the socket writes of its bytes not yet completed. */
+interface ReplySlab {
+  readonly buf: Buffer;
+  pendingWrites: number;
+  /** No more replies go into it; it is free again once pendingWrites drops to 0. */
+  retired: boolean;
+}
+
+/** Bytes queued for the socket at the next flush: a run of a reply slab, or large reply data. */
+interface OutSegment {
+  readonly buf: Buffer;
+  readonly slab: ReplySlab | undefined;
+}
+
+type AdoptableSocket = net.Socket & { _handle?: unknown };
+
+/**
+ * Re-wraps an accepted socket's handle in a socket that reads into our buffers (`onread`;
+ * net.Server has no such option). The accepted socket must not have started reading
+ * (pauseOnConnect); it is released without closing the handle. Returns undefined if this
+ * Node.js does not expose the handle, and the caller keeps the accepted socket.
+ */
+function adoptWithOnread(accepted: net.Socket, onread: net.OnReadOpts): net.Socket | undefined {
+  const source = accepted as AdoptableSocket;
+  const handle = source._handle;
+  if (handle === null || typeof handle !== "object" || accepted.readableFlowing === true) return undefined;
+  source._handle = null; // the accepted socket lets go: destroy() below no longer closes the handle
+  accepted.destroy();
+  const socket = new net.Socket({ handle: handle as net.BoundSocket, onread, readable: true, writable: true });
+  socket.setNoDelay(true);
+  socket.setKeepAlive(true);
+  return socket;
+}
+
 class NbdConnection {
   private state: State = "handshake";
   private readonly queue = new ByteQueue();
@@ -68,16 +126,40 @@ class NbdConnection {
   private paused = false;
   /** DISC received, or the server is closing: serve what is in flight, read nothing more. */
   private draining = false;
-  private corked = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
+  /** Receive slab; bytes before receiveKeptBytes may still be referenced and are never reused. */
+  private receiveSlab: Buffer = Buffer.alloc(0);
+  private receiveKeptBytes = 0;
+  /** The buffer offered to the pending socket read was a WRITE payload's unfilled tail. */
+  private readingDirect = false;
+  /** A WRITE payload handed out during this read is a view of the receive slab. */
+  private slabViewTaken = false;
+  private replySlab: ReplySlab | undefined;
+  /** Reply slab bytes [replyRunStart, replyUsed) are encoded and not yet queued. */
+  private replyRunStart = 0;
+  private replyUsed = 0;
+  private readonly freeReplySlabs: ReplySlab[] = [];
+  private readonly out: OutSegment[] = [];
+  /** Reply bytes encoded or queued, not yet handed to the socket. */
+  private outBytes = 0;
+  private flushScheduled = false;
   private readonly idleWaiters: (() => void)[] = [];
   private readonly log: Logger;
-  private readonly socket: net.Socket;
+  readonly socket: net.Socket;
   private readonly ctx: Context;
 
-  constructor(socket: net.Socket, ctx: Context, id: number) {
-    this.socket = socket;
+  /** `accepted` comes from a server with pauseOnConnect: it has not read anything yet. */
+  constructor(accepted: net.Socket, ctx: Context, id: number) {
     this.ctx = ctx;
+    const adopted = adoptWithOnread(accepted, {
+      buffer: () => this.nextReadBuffer(),
+      callback: (bytesRead, buf) => {
+        this.onRead(bytesRead, buf as Buffer);
+        return true; // flow control pauses the socket itself (updateFlow)
+      },
+    });
+    const socket = adopted ?? accepted;
+    this.socket = socket;
     this.log = ctx.logger.child({ nbdConnection: id, remote: `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}` });
     this.handshake = new NbdHandshake(() => ctx.catalog.list(), {
       optionBytesMax: nbdOptionBytesMax,
@@ -85,7 +167,11 @@ class NbdConnection {
       stringBytesMax: nbdStringBytesMax,
       requestBytesMax: nbdRequestBytesMax,
     });
-    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    if (adopted === undefined) {
+      this.log.debug("nbd socket reads into Node's own buffers (onread not available)");
+      socket.on("data", (chunk: Buffer) => this.onData(chunk));
+      socket.resume();
+    }
     socket.on("drain", () => this.updateFlow());
     socket.on("error", (err) => this.log.debug({ err }, "nbd socket error"));
     socket.on("close", () => this.onClose());
@@ -118,10 +204,48 @@ class NbdConnection {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /** The buffer the next socket read fills (called after every read, and once at the start). */
+  private nextReadBuffer(): Buffer {
+    const direct = this.state === "transmission" ? this.assembler?.directTarget(directReadBytesMin) : undefined;
+    if (direct !== undefined) {
+      this.readingDirect = true;
+      return direct;
+    }
+    this.readingDirect = false;
+    if (this.receiveSlab.length - this.receiveKeptBytes < receiveReadBytesMin) {
+      this.receiveSlab = Buffer.allocUnsafe(receiveSlabBytes);
+      this.receiveKeptBytes = 0;
+    }
+    return this.receiveSlab.subarray(this.receiveKeptBytes, Math.min(this.receiveSlab.length, this.receiveKeptBytes + receiveReadBytesMax));
+  }
+
+  /** `onread` callback: `bytesRead` bytes arrived at the start of `buf` (from nextReadBuffer). */
+  private onRead(bytesRead: number, buf: Buffer): void {
+    if (this.readingDirect) {
+      const assembler = this.assembler;
+      assert(assembler !== undefined, "direct reads happen in transmission");
+      assembler.directFilled(bytesRead);
+      this.process();
+      return;
+    }
+    const wasHandshake = this.state === "handshake";
+    this.slabViewTaken = false;
+    this.onData(buf.subarray(0, bytesRead));
+    // Keep these bytes if anything may still reference them (handshake state, queued bytes,
+    // a WRITE payload view); otherwise the next read reuses them.
+    if (wasHandshake || this.queue.length > 0 || this.slabViewTaken) this.receiveKeptBytes += bytesRead;
+  }
+
   private onData(chunk: Buffer): void {
     if (this.state !== "handshake" && this.state !== "transmission") return;
     if (this.draining) return;
     this.queue.push(chunk);
+    this.process();
+  }
+
+  private process(): void {
+    if (this.state !== "handshake" && this.state !== "transmission") return;
+    if (this.draining) return;
     try {
       if (this.state === "handshake") this.runHandshake();
       if (this.state === "transmission") this.pump();
@@ -192,7 +316,7 @@ class NbdConnection {
 
   private blocked(): boolean {
     return this.inFlight >= nbdRequestsInFlightMax ||
-      this.inFlightBytes + this.socket.writableLength >= nbdInFlightBytesMax;
+      this.inFlightBytes + this.outBytes + this.socket.writableLength >= nbdInFlightBytesMax;
   }
 
   /** Pauses the socket while the limits are reached and resumes (and decodes) once they clear. */
@@ -236,6 +360,7 @@ class NbdConnection {
           break;
         case Cmd.write:
           if (payload === undefined) throw new Error("a validated WRITE carries its payload");
+          if (payload.buffer === this.receiveSlab.buffer) this.slabViewTaken = true;
           done = handle.write(request.offsetBytes, payload, { fua });
           break;
         case Cmd.flush:
@@ -290,21 +415,89 @@ class NbdConnection {
     return NbdErrno.eio;
   }
 
-  /** Header and data go out back to back, so replies never interleave; replies of one tick share a writev. */
+  /**
+   * Header and data go out back to back, so replies never interleave. Replies of one
+   * event-loop turn are encoded into the reply slab and leave together at the flush.
+   */
   private reply(request: NbdRequest, errno: number, data: Buffer | undefined): void {
     // The peer may be gone (or have half-closed, which ends our side too): nothing to answer.
     if (this.state === "closed" || this.socket.destroyed || !this.socket.writable) return;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      setImmediate(() => {
-        this.corked = false;
-        if (!this.socket.destroyed) this.socket.uncork();
+    const copyData = data !== undefined && data.length <= replyCopyBytesMax;
+    const slab = this.replySpace(nbdSimpleReplyHeaderBytes + (copyData ? data.length : 0));
+    encodeSimpleReplyHeader(errno, request.cookieHi, request.cookieLo, slab.buf, this.replyUsed);
+    this.replyUsed += nbdSimpleReplyHeaderBytes;
+    this.outBytes += nbdSimpleReplyHeaderBytes;
+    if (data !== undefined) {
+      if (copyData) {
+        data.copy(slab.buf, this.replyUsed);
+        this.replyUsed += data.length;
+      } else {
+        this.endReplyRun();
+        this.out.push({ buf: data, slab: undefined });
+      }
+      this.outBytes += data.length;
+    }
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushReplies());
+    }
+  }
+
+  /** A reply slab with `bytes` free after replyUsed (a fresh or reused one if the current is full). */
+  private replySpace(bytes: number): ReplySlab {
+    assert(bytes <= replySlabBytes, "a copied reply fits a reply slab");
+    const current = this.replySlab;
+    if (current !== undefined && this.replyUsed + bytes <= current.buf.length) return current;
+    if (current !== undefined) {
+      this.endReplyRun();
+      current.retired = true;
+      if (current.pendingWrites === 0) this.releaseReplySlab(current);
+    }
+    const slab = this.freeReplySlabs.pop() ?? { buf: Buffer.allocUnsafe(replySlabBytes), pendingWrites: 0, retired: false };
+    slab.retired = false;
+    this.replySlab = slab;
+    this.replyRunStart = 0;
+    this.replyUsed = 0;
+    return slab;
+  }
+
+  /** Queues the reply slab bytes encoded since the last run ended. */
+  private endReplyRun(): void {
+    const slab = this.replySlab;
+    if (slab === undefined || this.replyUsed === this.replyRunStart) return;
+    this.out.push({ buf: slab.buf.subarray(this.replyRunStart, this.replyUsed), slab });
+    slab.pendingWrites += 1;
+    this.replyRunStart = this.replyUsed;
+  }
+
+  private releaseReplySlab(slab: ReplySlab): void {
+    if (this.freeReplySlabs.length < replySlabsFreeMax) this.freeReplySlabs.push(slab);
+  }
+
+  /** Hands this turn's replies to the socket in one corked batch (one writev). */
+  private flushReplies(): void {
+    this.flushScheduled = false;
+    this.endReplyRun();
+    const segments = this.out.splice(0);
+    this.outBytes = 0;
+    if (this.socket.destroyed || !this.socket.writable) return;
+    if (segments.length > 1) this.socket.cork();
+    for (const segment of segments) {
+      const slab = segment.slab;
+      if (slab === undefined) {
+        this.socket.write(segment.buf);
+        continue;
+      }
+      this.socket.write(segment.buf, (err) => {
+        slab.pendingWrites -= 1;
+        // Reused only once the socket is done with every byte of it (never after an error).
+        if (err === null || err === undefined) {
+          if (slab.retired && slab.pendingWrites === 0) this.releaseReplySlab(slab);
+        }
       });
     }
-    const header = encodeSimpleReplyHeader(errno, request.cookieHi, request.cookieLo, Buffer.allocUnsafe(nbdSimpleReplyHeaderBytes));
-    this.socket.write(header);
-    if (data !== undefined) this.socket.write(data);
+    if (segments.length > 1) this.socket.uncork();
+    this.updateFlow();
   }
 
   private startDraining(): void {
@@ -319,6 +512,7 @@ class NbdConnection {
     if (this.state === "closed") return;
     if (this.state !== "closing") {
       this.state = "closing";
+      this.flushReplies(); // answers still waiting for this turn's flush go out first
       this.socket.end();
       setTimeout(() => this.destroy(), 2_000).unref();
     }
@@ -343,7 +537,8 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   let nextId = 1;
   const ctx: Context = { catalog, logger, onRequest, closing: () => closing };
 
-  const server = net.createServer({ noDelay: true, keepAlive: true });
+  // pauseOnConnect: a connection's socket is re-wrapped to read into our buffers before it reads.
+  const server = net.createServer({ noDelay: true, keepAlive: true, pauseOnConnect: true });
   server.on("connection", (socket) => {
     if (closing || live.size >= nbdConnectionsMax) {
       logger.warn({ connections: live.size, max: nbdConnectionsMax, closing }, "nbd connection refused");
@@ -353,7 +548,8 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     try {
       const conn = new NbdConnection(socket, ctx, nextId++);
       live.add(conn);
-      socket.on("close", () => live.delete(conn));
+      // The connection's own socket (it may have re-wrapped the accepted one).
+      conn.socket.on("close", () => live.delete(conn));
     } catch (err) {
       logger.error({ err }, "nbd connection setup failed");
       socket.destroy();

@@ -301,6 +301,58 @@ void describe("RequestAssembler", () => {
     checkAssembled(items, got, smallExp);
   });
 
+  void it("yields the same requests when socket reads land straight in a payload (directTarget)", () => {
+    // A reader like the server's: when the assembler offers a payload's unfilled tail, the
+    // next bytes of the stream are read into it; otherwise they arrive as a chunk.
+    fc.assert(fc.property(fc.array(sentArb, { maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 3000 }), { minLength: 1, maxLength: 30 }), fc.integer({ min: 1, max: 1024 }), (items, reads, minBytes) => {
+      const stream = encodeStream(items);
+      const assembler = new RequestAssembler(smallExp);
+      const got: AssembledRequest[] = [];
+      let at = 0;
+      let i = 0;
+      while (at < stream.length) {
+        const want = reads[i++ % reads.length]!;
+        const target = assembler.directTarget(minBytes);
+        if (target !== undefined) {
+          assert.ok(target.length >= minBytes);
+          const n = Math.min(want, target.length, stream.length - at);
+          stream.copy(target, 0, at, at + n);
+          assembler.directFilled(n);
+          at += n;
+        } else {
+          const n = Math.min(want, stream.length - at);
+          assembler.push(Buffer.from(stream.subarray(at, at + n)));
+          at += n;
+        }
+        got.push(...drain(assembler));
+      }
+      checkAssembled(items, got, smallExp);
+      assert.equal(assembler.bufferedBytes, 0);
+      assert.equal(assembler.directTarget(1), undefined, "nothing left to fill");
+    }), { numRuns: 300 });
+  });
+
+  void it("offers a direct target only while a payload is being gathered and nothing else is queued", () => {
+    const assembler = new RequestAssembler(smallExp);
+    assert.equal(assembler.directTarget(1), undefined, "no request yet");
+    assembler.push(Buffer.concat([encodeRequestHeader(req(Cmd.write, 0, 1000, 0, 1)), Buffer.alloc(100, 1)]));
+    assert.equal(assembler.next().kind, "need-more");
+    const target = assembler.directTarget(900);
+    assert.equal(target?.length, 900, "the unfilled rest of the payload");
+    assert.equal(assembler.directTarget(901), undefined, "less than asked for is missing");
+    target.fill(2, 0, 400);
+    assembler.directFilled(400);
+    assembler.push(Buffer.alloc(10, 3));
+    assert.equal(assembler.directTarget(1), undefined, "queued bytes come first");
+    assert.equal(assembler.next().kind, "need-more");
+    assembler.directTarget(490)!.fill(4);
+    assembler.directFilled(490);
+    const done = assembler.next();
+    assert.ok(done.kind === "request" && done.payload !== undefined);
+    assert.deepEqual(done.payload, Buffer.concat([Buffer.alloc(100, 1), Buffer.alloc(400, 2), Buffer.alloc(10, 3), Buffer.alloc(490, 4)]));
+    assert.throws(() => assembler.directFilled(1), /direct read/);
+  });
+
   void it("drains a rejected WRITE's payload without buffering it", () => {
     const ro: ExportLimits = { ...smallExp, readOnly: true };
     const assembler = new RequestAssembler(ro);

@@ -186,6 +186,26 @@ export class RequestAssembler {
     return this.queue.length;
   }
 
+  /**
+   * Where the next socket read may land directly (no copy): the unfilled rest of a WRITE
+   * payload being gathered, when nothing else is queued and at least `minBytes` are still
+   * missing. Report what was read there with directFilled() before calling next().
+   */
+  directTarget(minBytes: number): Buffer | undefined {
+    const payload = this.payload;
+    if (payload === undefined || this.queue.length > 0) return undefined;
+    const missingBytes = payload.length - this.payloadFilledBytes;
+    return missingBytes >= minBytes ? payload.subarray(this.payloadFilledBytes) : undefined;
+  }
+
+  /** `n` bytes were read straight into the buffer directTarget() returned. */
+  directFilled(n: number): void {
+    const payload = this.payload;
+    assert(payload !== undefined && this.queue.length === 0, "a direct read fills a payload being gathered");
+    assert(Number.isInteger(n) && n > 0 && n <= payload.length - this.payloadFilledBytes, `direct read of ${n} bytes fits the payload`);
+    this.payloadFilledBytes += n;
+  }
+
   next(): AssembledRequest {
     if (this.failed !== undefined) return { kind: "fatal", reason: this.failed };
     if (this.pending === undefined) {
