@@ -48,7 +48,7 @@ interface TreeVerdict {
 async function checkTree(root: string, source: Map<string, Buffer>): Promise<TreeVerdict> {
   const verdict: TreeVerdict = { complete: 0, partial: 0, empty: 0, missing: 0, problems: [] };
   const seen = new Set<string>();
-  let entries: { parentPath: string; name: string; isFile(): boolean }[] = [];
+  let entries: { parentPath: string; name: string; isFile(): boolean }[];
   try {
     entries = await fsp.readdir(root, { recursive: true, withFileTypes: true });
   } catch {
