@@ -497,8 +497,8 @@ export class PairLink {
   private reason(): string | null {
     if (this.record.reason !== null) return this.record.reason;
     const fraction = this.journal.usedBytes / this.journal.bytesMax;
-    if (this.writer.heldWrites > 0 && this.journal.freeBytes < 64 * 1024) {
-      return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more`;
+    if (this.writer.heldWrites > 0) {
+      return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more (held, never failed)`;
     }
     if (fraction >= journalSlowdownFraction) return `journal ${formatPercent(fraction)} full: host writes slowed while the secondary catches up`;
     if (this.running && !this.streams.some((s) => s.connection !== undefined && (s.ready || this.copy?.running === true))) {

@@ -1,0 +1,111 @@
+// Proves the journal limit of a pair (issue: remote copy, "Journal limits"): with the
+// secondary frozen (SIGSTOP) and more data written than the primary's journal holds, host
+// writes are slowed and then held, never failed or dropped; `pair status` says why; the
+// primary's memory stays bounded; and once the secondary is back every write reaches it
+// (`pair wait` returns and the images are equal byte for byte).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import { createHash } from "node:crypto";
+import { HostClient } from "../../src/index.ts";
+import { cliOk, mgmtJson, sleep, startNode, type RunningNode } from "./harness.ts";
+
+interface PairStatus {
+  readonly state: string;
+  readonly heldWrites: number;
+  readonly reason: string | null;
+  readonly acceptedSequence: number;
+  readonly reflectedSequence: number;
+  readonly journalBytes: number;
+  readonly journalBytesMax: number;
+}
+
+const MiB = 1024 * 1024;
+const volumeBytes = 64 * MiB;
+const journalBytes = 16 * MiB;
+const writeBytes = 1 * MiB;
+/** More than twice the journal: the writer must wait for the secondary. */
+const totalWrites = 40;
+
+function rssBytes(pid: number): number {
+  const match = /^VmRSS:\s+(\d+)\s+kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+  return Number(match?.[1] ?? 0) * 1024;
+}
+
+async function readVolume(node: RunningNode, name: string): Promise<Buffer> {
+  const client = await HostClient.connect({ host: "127.0.0.1", port: node.hostPort });
+  try {
+    const volume = await client.open(name);
+    const parts: Buffer[] = [];
+    for (let offset = 0; offset < volume.sizeBytes; offset += 4 * MiB) parts.push(await volume.read(offset, Math.min(4 * MiB, volume.sizeBytes - offset)));
+    return Buffer.concat(parts);
+  } finally {
+    await client.close();
+  }
+}
+
+test("a frozen secondary: writes are held, not failed; the backlog drains when it is back", { timeout: 180_000 }, async () => {
+  const primary = await startNode({ id: "jf-a" });
+  const secondary = await startNode({ id: "jf-b" });
+  await cliOk(["volume", "create", "v", "--size", String(volumeBytes)], { node: primary.mgmtUrl });
+  await cliOk(["group", "create", "g", "--volumes", "v", "--journal-size", String(journalBytes)], { node: primary.mgmtUrl });
+  await cliOk(["pair", "create", "g", "--to", secondary.mgmtUrl, "--streams", "2"], { node: primary.mgmtUrl, timeoutMs: 120_000 });
+
+  process.kill(secondary.pid, "SIGSTOP");
+  let resumed = false;
+  try {
+    const client = await HostClient.connect({ host: "127.0.0.1", port: primary.hostPort });
+    const volume = await client.open("v");
+    let answered = 0;
+    let failed: unknown;
+    const writes = Array.from({ length: totalWrites }, (_, i) => {
+      const data = createHash("sha512").update(String(i)).digest();
+      const block = Buffer.alloc(writeBytes);
+      for (let at = 0; at < block.length; at += data.length) data.copy(block, at);
+      return volume.write((i % (volumeBytes / writeBytes)) * writeBytes, block).then(() => {
+        answered += 1;
+      }, (error: unknown) => {
+        failed = error;
+      });
+    });
+
+    // The journal fills; writes are held and the status says so.
+    let held: PairStatus | undefined;
+    let last: PairStatus | undefined;
+    let rssMaxBytes = 0;
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      rssMaxBytes = Math.max(rssMaxBytes, rssBytes(primary.pid));
+      const status = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g")) as PairStatus;
+      if (status.heldWrites > 0 && status.reason !== null && /journal full/.test(status.reason)) {
+        held = status;
+        break;
+      }
+      last = status;
+      await sleep(100);
+    }
+    assert.ok(held !== undefined, `writes were held with a reason in pair status; last status: ${JSON.stringify(last)}`);
+    assert.ok(held.journalBytes <= held.journalBytesMax, `journal within its limit (${held.journalBytes} of ${held.journalBytesMax})`);
+    assert.ok(answered < totalWrites, "not every write could be answered while the secondary was frozen");
+    await sleep(2000);
+    rssMaxBytes = Math.max(rssMaxBytes, rssBytes(primary.pid));
+    assert.equal(failed, undefined, "no write failed while held");
+    // Bounded: the backlog is on disk; in memory are at most the send window and the writes in flight.
+    assert.ok(rssMaxBytes < 512 * MiB, `primary RSS stayed bounded (${(rssMaxBytes / MiB).toFixed(0)} MiB)`);
+
+    process.kill(secondary.pid, "SIGCONT");
+    resumed = true;
+    await Promise.all(writes);
+    assert.equal(failed, undefined, "no write failed");
+    assert.equal(answered, totalWrites);
+    await volume.flush();
+    await client.close();
+    await cliOk(["pair", "wait", "g", "--timeout", "60s"], { node: primary.mgmtUrl, timeoutMs: 90_000 });
+  } finally {
+    if (!resumed) process.kill(secondary.pid, "SIGCONT");
+  }
+  const [onPrimary, onSecondary] = await Promise.all([readVolume(primary, "v"), readVolume(secondary, "v")]);
+  assert.ok(onPrimary.equals(onSecondary), "the secondary's image equals the primary's");
+  await primary.stop();
+  await secondary.stop();
+});
