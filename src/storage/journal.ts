@@ -7,6 +7,7 @@
 // previous write was in flight and issues ONE positioned writev per batch (headers encoded
 // into a reused slab, payloads passed as they are). sync() is group commit: callers share
 // fdatasyncs, and an fdatasync only starts once it covers the oldest waiting caller.
+import { writevSync } from "node:fs";
 import { open, mkdir, unlink, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { assert } from "../core/assert.ts";
@@ -22,6 +23,12 @@ import {
   fsyncDirectory, JournalClosedError, JournalCorruptError, JournalFullError, JournalTrimmedError, listSegmentFiles, segmentFileName,
 } from "./journal-files.ts";
 import { SegmentReader } from "./journal-reader.ts";
+
+/**
+ * Batches up to this size are written with a synchronous writev on the main thread (a
+ * page-cache copy); larger ones go to the thread pool so the event loop keeps serving.
+ */
+const journalSyncWriteBytesMax = 256 * 1024;
 
 export { JournalClosedError, JournalCorruptError, JournalFullError, JournalTrimmedError } from "./journal-files.ts";
 
@@ -444,7 +451,8 @@ export class GroupJournal {
       batchBytes += recordBytes;
     }
     const positionBytes = segment.sizeBytes;
-    await this.writeFully(iov, positionBytes, batchBytes);
+    if (batchBytes <= journalSyncWriteBytesMax) this.writeFullyNow(iov, positionBytes, batchBytes);
+    else await this.writeFully(iov, positionBytes, batchBytes);
     // fail() (an fdatasync error, abandon) already rejected this batch's appends and
     // cleared the queue: nothing more to book.
     if (this.failure !== undefined) return;
@@ -480,6 +488,25 @@ export class GroupJournal {
     iov.length = 0;
     this.settleAppendGroups();
     this.kickSync();
+  }
+
+  /**
+   * writeFully on the main thread, for small batches: a page-cache copy of a few tens of
+   * microseconds costs less than the thread-pool hop, which also left the event loop idle
+   * while the host waited for the batch (fio 4 KiB randwrite QD32: tidemark CPU per write
+   * 48-57 -> 38-52 µs, p99 15 -> 4-13 ms).
+   */
+  private writeFullyNow(iov: Buffer[], positionBytes: number, totalBytes: number): void {
+    let buffers = iov;
+    let doneBytes = 0;
+    for (;;) {
+      const bytesWritten = writevSync(this.activeHandle.fd, buffers, positionBytes + doneBytes);
+      doneBytes += bytesWritten;
+      if (doneBytes === totalBytes) return;
+      assert(doneBytes < totalBytes, "writev never writes more than asked");
+      if (bytesWritten === 0) throw Object.assign(new Error(`journal ${this.dir}: writev made no progress at byte ${positionBytes + doneBytes}`), { code: "EIO" });
+      buffers = skipBytes(buffers, bytesWritten);
+    }
   }
 
   /** One writev; a short write (libuv already retries) is continued, no progress is an error. */
