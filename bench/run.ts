@@ -5,7 +5,8 @@
 // Environment: BENCH_SECONDS (default 15) and BENCH_RAMP_SECONDS (default 3) per workload;
 // BENCH_SIZE (default 1G); BENCH_TARGETS (default tidemark,nbdkit,qemu-nbd);
 // BENCH_WORKLOADS (default all: randwrite-4k-qd32,write-1m-qd8,randread-4k-qd32);
-// BENCH_PREFILL=0 skips writing every target once before the timed runs; BENCH_NODE_ARGS passes
+// BENCH_PREFILL=0 skips writing every target once before the timed runs; BENCH_REPEAT (default 1)
+// runs every workload that many times per target (in turn) and reports the median; BENCH_NODE_ARGS passes
 // runtime flags to tidemark's node process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
@@ -26,6 +27,21 @@ interface Server {
   readonly command: string;
   peakRssBytes(): number | null;
 }
+
+/** CPU time (user + system, all threads) a live process has used so far, in µs. */
+function cpuTimeUs(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command (which may hold spaces) start past the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+    return Number.isFinite(ticks) ? (ticks * 1e6) / clockTicksPerSecond : null;
+  } catch {
+    return null;
+  }
+}
+/** USER_HZ: 100 on every Linux this runs on. */
+const clockTicksPerSecond = 100;
 
 interface Target {
   readonly name: string;
@@ -78,7 +94,9 @@ async function plainFile(dir: string, sizeBytes: number): Promise<string> {
 const tidemark: Target = {
   name: "tidemark",
   async start(_dir, sizeBytes) {
-    const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((arg) => arg !== "");
+    // A process title of its own: on a shared machine, a `pkill -f "tidemark.js node"` meant for
+    // someone else's nodes must not stop the benchmark's.
+    const nodeArgs = ["--title=tidemark-bench-node", ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((arg) => arg !== "")];
     const node = await startNode({ id: "bench", nodeArgs });
     await cliOk(["volume", "create", exportName, "--size", String(sizeBytes)], { node: node.mgmtUrl });
     await cliOk(["group", "create", "g-bench", "--volumes", exportName], { node: node.mgmtUrl });
@@ -153,7 +171,12 @@ function ratio(a: FioFigures | undefined, b: FioFigures | undefined): string {
   return `${(a.bytesPerSecond / b.bytesPerSecond).toFixed(2)}×`;
 }
 
-type Results = Map<string, Map<string, FioFigures>>;
+/** fio's figures and the server's CPU time per request over the measured part of the run. */
+interface Measured extends FioFigures {
+  readonly cpuUsPerRequest: number | null;
+}
+
+type Results = Map<string, Map<string, Measured>>;
 
 function renderReport(results: Results, targets: readonly Target[], chosen: readonly Workload[], notes: string[]): string {
   const names = targets.map((t) => t.name);
@@ -176,17 +199,27 @@ function renderReport(results: Results, targets: readonly Target[], chosen: read
     });
     latency.push(`| ${workload.label} | ${cells.join(" | ")} |`);
   }
-  return [...lines, ...latency, "", ...notes].join("\n") + "\n";
+  const cpu = ["", "Server CPU time per request, user + system, all threads (µs; kernel writeback not included):", "", `| workload | ${names.join(" | ")} |`, `|---|${names.map(() => "---").join("|")}|`];
+  for (const workload of chosen) {
+    const row = results.get(workload.name);
+    const cells = names.map((n) => {
+      const value = row?.get(n)?.cpuUsPerRequest;
+      return value === undefined || value === null ? "–" : value.toFixed(value >= 100 ? 0 : 1);
+    });
+    cpu.push(`| ${workload.label} | ${cells.join(" | ")} |`);
+  }
+  return [...lines, ...latency, ...cpu, "", ...notes].join("\n") + "\n";
 }
 
-async function machineNotes(seconds: number, ramp: number, sizeBytes: number, servers: Map<string, Server>): Promise<string[]> {
+async function machineNotes(seconds: number, ramp: number, repeat: number, sizeBytes: number, servers: Map<string, Server>): Promise<string[]> {
   const fioVersion = (await run("fio", ["--version"])).stdout.trim();
   const nodeVersion = (await run(nodeBin, ["--version"])).stdout.trim();
   const cpu = os.cpus()[0]?.model ?? "unknown CPU";
   const notes = [
     `Run ${new Date().toISOString()} on ${os.cpus().length} × ${cpu}, ${os.release()}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB RAM; ` +
       `${fioVersion} (ioengine=nbd, numjobs=1, one connection), Node ${nodeVersion}.`,
-    `Each workload: ${ramp} s ramp + ${seconds} s measured, on a ${mib(sizeBytes)} MiB export; targets run one after another per workload, after a \`sync\`.`,
+    `Each workload: ${ramp} s ramp + ${seconds} s measured, on a ${mib(sizeBytes)} MiB export; targets run one after another per workload, after a \`sync\`` +
+      (repeat > 1 ? `; ${repeat} runs each, the median shown.` : "."),
   ];
   for (const [name, server] of servers) notes.push(`- ${name}: \`${server.command}\``);
   return notes;
@@ -197,6 +230,7 @@ async function main(): Promise<void> {
   const ramp = envNumber("BENCH_RAMP_SECONDS", 3);
   const sizeBytes = parseSize(process.env.BENCH_SIZE ?? "1G");
   const prefill = process.env.BENCH_PREFILL !== "0";
+  const repeat = Math.max(1, Math.floor(envNumber("BENCH_REPEAT", 1)));
   const targets = pick(allTargets, "BENCH_TARGETS");
   const chosen = pick(workloads, "BENCH_WORKLOADS");
   for (const tool of ["fio", "nbdinfo", ...targets.filter((t) => t.name !== "tidemark").map((t) => t.name)]) {
@@ -226,21 +260,39 @@ async function main(): Promise<void> {
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const results: Results = new Map();
   for (const workload of chosen) {
-    const row = new Map<string, FioFigures>();
-    results.set(workload.name, row);
-    for (const target of targets) {
-      const server = servers.get(target.name)!;
-      // Start every measurement with no dirty pages left by the previous one (all targets write
-      // through the page cache, so writeback of an earlier run would land in the next).
-      await run("sync", [], { timeoutMs: 300_000 });
-      const { figures, rawJson } = await runFio({ uri: server.uri, workload, sizeBytes, runtimeSeconds: seconds, rampSeconds: ramp, cwd: work });
-      row.set(target.name, figures);
-      await fsp.writeFile(path.join(outDir, `${stamp}-${workload.name}-${target.name}.json`), rawJson);
-      process.stderr.write(`bench: ${workload.name} ${target.name}: ${figures.iops.toFixed(0)} IOPS, ${mib(figures.bytesPerSecond)} MiB/s, p99 ${figures.latencyP99Us.toFixed(0)} µs\n`);
+    // Repeats run the targets in turn each time (so a noisy minute hits them all); the table
+    // shows each target's median run.
+    const runs = new Map<string, Measured[]>(targets.map((t) => [t.name, []]));
+    for (let rep = 0; rep < repeat; rep++) {
+      for (const target of targets) {
+        const server = servers.get(target.name)!;
+        // Start every measurement with no dirty pages left by the previous one (all targets write
+        // through the page cache, so writeback of an earlier run would land in the next).
+        await run("sync", [], { timeoutMs: 300_000 });
+        // The server's CPU time over the measured part (the ramp excluded), per request.
+        let cpuStartUs: number | null = null;
+        const rampTimer = setTimeout(() => { cpuStartUs = cpuTimeUs(server.pid); }, ramp * 1000);
+        const { figures, rawJson } = await runFio({ uri: server.uri, workload, sizeBytes, runtimeSeconds: seconds, rampSeconds: ramp, cwd: work });
+        clearTimeout(rampTimer);
+        const cpuEndUs = cpuTimeUs(server.pid);
+        const requests = figures.iops * seconds;
+        const cpuUsPerRequest = cpuStartUs === null || cpuEndUs === null || requests === 0 ? null : (cpuEndUs - cpuStartUs) / requests;
+        runs.get(target.name)!.push({ ...figures, cpuUsPerRequest });
+        const suffix = repeat > 1 ? `-${rep + 1}` : "";
+        await fsp.writeFile(path.join(outDir, `${stamp}-${workload.name}-${target.name}${suffix}.json`), rawJson);
+        process.stderr.write(`bench: ${workload.name} ${target.name}${repeat > 1 ? ` #${rep + 1}` : ""}: ${figures.iops.toFixed(0)} IOPS, ${mib(figures.bytesPerSecond)} MiB/s, p99 ${figures.latencyP99Us.toFixed(0)} µs, CPU ${cpuUsPerRequest === null ? "?" : cpuUsPerRequest.toFixed(1)} µs/request\n`);
+      }
     }
+    const row = new Map<string, Measured>();
+    for (const [name, list] of runs) {
+      const sorted = [...list].sort((a, b) => a.bytesPerSecond - b.bytesPerSecond);
+      const median = sorted[Math.floor((sorted.length - 1) / 2)];
+      if (median !== undefined) row.set(name, median);
+    }
+    results.set(workload.name, row);
   }
 
-  const notes = await machineNotes(seconds, ramp, sizeBytes, servers);
+  const notes = await machineNotes(seconds, ramp, repeat, sizeBytes, servers);
   const rss = [...servers].map(([name, server]) => {
     const bytes = server.peakRssBytes();
     return `${name} ${bytes === null ? "?" : `${mib(bytes)} MiB`}`;
