@@ -16,8 +16,9 @@ import {
 import { nbdfuseMount, onCleanup, requireRoot, requireTool, run, runOk, tmpDir } from "./harness.ts";
 
 const treeBytesTarget = 24 * 1024 * 1024;
-/** The job copies the tree this many times (tree1, tree2, ...), syncing after each, so it is still writing when A dies. */
-const treeCopies = 10;
+/** The job copies the tree again and again (tree1, tree2, ...), keeping the newest few, until A dies. */
+const treesKept = 3;
+const treeCopiesMax = 1000;
 
 /** Random files of varied sizes in nested directories; returns relative path -> content. */
 async function makeTree(root: string, prng: Prng): Promise<Map<string, Buffer>> {
@@ -126,12 +127,12 @@ void test("drill 4: ext4 on a paired volume, cp -r running, kill -9 the primary;
     const mountA = await mountVolume(a, "vfs", mountDir);
     phase("mkfs.ext4 done, mounted on A");
 
-    // cp -r of the tree again and again, with a sync after each copy and every 200 ms beside
-    // it: a steady stream of writes and flushes, still running when A dies.
+    // cp -r of the tree again and again, removing old copies, with a sync after each copy and
+    // every 200 ms beside it: a steady stream of writes, deletes and flushes until A dies.
     const job = spawnJob(
       `(while :; do sync -f '${mountDir}'; sleep 0.2; done) & syncer=$!; ` +
-      `for i in $(seq 1 ${treeCopies}); do cp -r '${source}' '${mountDir}/tree'$i || break; sync -f '${mountDir}'; done; ` +
-      `kill $syncer`,
+      `for i in $(seq 1 ${treeCopiesMax}); do cp -r '${source}' '${mountDir}/tree'$i || break; sync -f '${mountDir}' || break; ` +
+      `rm -rf '${mountDir}/tree'$((i - ${treesKept})) || break; done; kill $syncer`,
     );
     let jobEnded = false;
     void job.done.then(() => {
@@ -171,11 +172,12 @@ void test("drill 4: ext4 on a paired volume, cp -r running, kill -9 the primary;
 
     const mountB = await mountVolume(b, "vfs", mountDir, { readOnly: true });
     const problems: string[] = [];
-    for (let copy = 1; copy <= treeCopies; copy++) {
-      const verdict = await checkTree(path.join(mountDir, `tree${copy}`), tree);
-      if (verdict.missing === tree.size && verdict.problems.length === 0) continue;
-      t.diagnostic(`B's tree${copy}: ${verdict.complete} complete, ${verdict.partial} partial, ${verdict.empty} empty, ${verdict.missing} missing of ${tree.size}`);
-      problems.push(...verdict.problems.map((p) => `tree${copy}/${p}`));
+    const copies = (await fsp.readdir(mountDir)).filter((name) => /^tree\d+$/.test(name)).sort((x, y) => Number(x.slice(4)) - Number(y.slice(4)));
+    t.diagnostic(`B holds ${copies.join(", ") || "no tree copy"}`);
+    for (const copy of copies) {
+      const verdict = await checkTree(path.join(mountDir, copy), tree);
+      t.diagnostic(`B's ${copy}: ${verdict.complete} complete, ${verdict.partial} partial, ${verdict.empty} empty, ${verdict.missing} missing of ${tree.size}`);
+      problems.push(...verdict.problems.map((p) => `${copy}/${p}`));
     }
     await mountB.unmount();
     assert.deepEqual(problems.slice(0, 10), [], `files on B that are not a prefix of their source (seed ${seed})`);
