@@ -57,6 +57,7 @@ const errnoOfCode = {
 } as const;
 
 interface Context {
+  readonly payloads: PayloadPool;
   readonly catalog: VolumeCatalog;
   readonly logger: Logger;
   readonly onRequest: NbdServerOptions["onRequest"];
@@ -80,6 +81,75 @@ const replyCopyBytesMax = 64 * KiB;
 const replySlabBytes = 256 * KiB;
 /** Written-out reply slabs kept for reuse, per connection. */
 const replySlabsFreeMax = 2;
+
+/** WRITE payloads from this size up to payloadSlotBytesMax are gathered into pooled slots... */
+const payloadSlotBytesMin = 64 * KiB;
+/** ...of a power-of-two size, carved from arenas of payloadArenaBytes. */
+const payloadSlotBytesMax = 4096 * KiB;
+const payloadArenaBytes = 16384 * KiB;
+/** Arenas per slot size, for all connections of a server together. */
+const payloadArenasPerSizeMax = 2;
+
+/**
+ * Reused buffers for large WRITE payloads. Without reuse every 1 MiB write allocated a
+ * fresh 1 MiB ArrayBuffer, and V8 answers each ~64 MiB of those with a full mark-compact
+ * (a third of the process's CPU at 1 MiB writes). A slot goes back to the pool only once
+ * the write it carried succeeded: VolumeHandle.write's data is borrowed until its promise
+ * settles (the journal and the volume file are done with it by then). Anyone who keeps a
+ * payload longer must copy it; the pair's in-memory record tail does so for payloads that
+ * are views of a much larger buffer, which every slot is (an arena is at least four times
+ * the largest slot).
+ */
+class PayloadPool {
+  /** Free slots by slot size. */
+  private readonly free = new Map<number, Buffer[]>();
+  private readonly arenasBySize = new Map<number, number>();
+  /** Arena -> its slot size, and the offsets of its slots in use. */
+  private readonly arenas = new Map<ArrayBufferLike, { readonly slotBytes: number; readonly inUse: Set<number> }>();
+
+  /** A buffer of exactly `bytes`: a pooled slot's start, or a fresh buffer outside the pooled sizes or when full. */
+  allocate(bytes: number): Buffer {
+    if (bytes < payloadSlotBytesMin || bytes > payloadSlotBytesMax) return Buffer.allocUnsafe(bytes);
+    const slotBytes = 2 ** Math.ceil(Math.log2(bytes));
+    let free = this.free.get(slotBytes);
+    if (free === undefined) {
+      free = [];
+      this.free.set(slotBytes, free);
+    }
+    if (free.length === 0) this.grow(slotBytes, free);
+    const slot = free.pop();
+    if (slot === undefined) return Buffer.allocUnsafe(bytes);
+    const arena = this.arenas.get(slot.buffer);
+    assert(arena !== undefined && !arena.inUse.has(slot.byteOffset), "a free slot belongs to an arena and is not in use");
+    arena.inUse.add(slot.byteOffset);
+    return slot.subarray(0, bytes);
+  }
+
+  /** Whether `payload` is a slot of this pool (release() takes it back). */
+  owns(payload: Buffer): boolean {
+    return this.arenas.has(payload.buffer);
+  }
+
+  /** Gives a slot back; its bytes may be overwritten from now on. */
+  release(payload: Buffer): void {
+    const arena = this.arenas.get(payload.buffer);
+    assert(arena !== undefined, "released payload is a pooled slot");
+    const wasInUse = arena.inUse.delete(payload.byteOffset);
+    assert(wasInUse, "a slot is released once per allocation");
+    this.free.get(arena.slotBytes)?.push(Buffer.from(payload.buffer, payload.byteOffset, arena.slotBytes));
+  }
+
+  private grow(slotBytes: number, free: Buffer[]): void {
+    const arenas = this.arenasBySize.get(slotBytes) ?? 0;
+    if (arenas >= payloadArenasPerSizeMax) return;
+    this.arenasBySize.set(slotBytes, arenas + 1);
+    const arena = Buffer.allocUnsafeSlow(payloadArenaBytes); // pages become resident only as slots are used
+    this.arenas.set(arena.buffer, { slotBytes, inUse: new Set() });
+    for (let at = 0; at + slotBytes <= arena.length; at += slotBytes) free.push(arena.subarray(at, at + slotBytes));
+  }
+}
+assert(payloadArenaBytes >= 4 * payloadSlotBytesMax, "every slot is a view of a much larger buffer (keepers copy those)");
+assert(payloadSlotBytesMin >= directReadBytesMin, "pooled payloads are the ones read straight into place");
 
 /** A reply slab and the socket writes of its bytes not yet completed. */
 interface ReplySlab {
@@ -292,6 +362,7 @@ class NbdConnection {
     this.assembler = new RequestAssembler(
       { sizeBytes: handle.sizeBytes, readOnly: handle.readOnly, requestBytesMax: nbdRequestBytesMax },
       this.queue,
+      (bytes) => this.ctx.payloads.allocate(bytes),
     );
     this.state = "transmission";
     this.log.info({ export: handle.name, readOnly: handle.readOnly }, "nbd client attached");
@@ -379,7 +450,12 @@ class NbdConnection {
       done = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     done.then(
-      (result) => this.complete(request, heldBytes, startMs, 0, result),
+      (result) => {
+        // The write succeeded, so nothing downstream holds its payload any more: reuse it.
+        // (After a failure the journal or the volume may still be writing it: let it go.)
+        if (payload !== undefined && this.ctx.payloads.owns(payload)) this.ctx.payloads.release(payload);
+        this.complete(request, heldBytes, startMs, 0, result);
+      },
       (err: unknown) => this.complete(request, heldBytes, startMs, this.errnoOf(err), undefined),
     );
   }
@@ -525,6 +601,9 @@ class NbdConnection {
 
   private onClose(): void {
     this.state = "closed";
+    // A payload gathered part-way was never handed on: its slot can be reused.
+    const partial = this.assembler?.abandonPayload();
+    if (partial !== undefined && this.ctx.payloads.owns(partial)) this.ctx.payloads.release(partial);
     clearTimeout(this.handshakeTimer);
     for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
@@ -535,7 +614,7 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   const live = new Set<NbdConnection>();
   let closing = false;
   let nextId = 1;
-  const ctx: Context = { catalog, logger, onRequest, closing: () => closing };
+  const ctx: Context = { payloads: new PayloadPool(), catalog, logger, onRequest, closing: () => closing };
 
   // pauseOnConnect: a connection's socket is re-wrapped to read into our buffers before it reads.
   const server = net.createServer({ noDelay: true, keepAlive: true, pauseOnConnect: true });

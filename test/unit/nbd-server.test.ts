@@ -230,6 +230,17 @@ void describe("NBD server over TCP", () => {
     c.send(Buffer.concat(sent.map((s) => s.bytes)));
     for (let i = 0; i < sent.length; i++) assert.equal((await readReply(c)).errno, 0);
     for (const w of writes) assert.deepEqual(await fileBytes(cat, "vol", w.offset, w.data.length), w.data);
+    // Again with new data, one at a time: payload buffers of finished writes are reused, and
+    // every write still lands exactly (nothing of a reused buffer leaks into another write).
+    const first = writes.map((w) => ({ ...w }));
+    for (const w of writes) {
+      w.data = randomBytes(w.data.length);
+      assert.equal((await call(c, Cmd.write, w.offset, w.data.length, 0, w.data)).errno, 0);
+    }
+    for (const [i, w] of writes.entries()) {
+      assert.deepEqual(await fileBytes(cat, "vol", w.offset, w.data.length), w.data);
+      if (w.data.length > 16) assert.notDeepEqual(w.data, first[i]!.data, "the second round wrote new bytes");
+    }
     c.send(Buffer.concat(reads.map((r) => r.bytes)));
     const byCookie = new Map(reads.map((r, i) => [r.cookie, writes[i]!.data]));
     for (let i = 0; i < reads.length; i++) {

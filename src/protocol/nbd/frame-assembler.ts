@@ -17,6 +17,12 @@ export class ByteQueue {
     return this.lengthBytes;
   }
 
+  /** Unread bytes in the first chunk: a take() of at most this many is a view, not a copy. */
+  get contiguousBytes(): number {
+    const head = this.chunks[this.headIndex];
+    return head === undefined ? 0 : head.length - this.headOffset;
+  }
+
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
     this.chunks.push(chunk);

@@ -170,11 +170,30 @@ export class RequestAssembler {
   private failed: string | undefined;
   private readonly exp: ExportLimits;
 
-  /** `queue` may already hold bytes that arrived behind the handshake. */
-  constructor(exp: ExportLimits, queue: ByteQueue = new ByteQueue()) {
+  private readonly allocatePayload: (bytes: number) => Buffer;
+
+  /**
+   * `queue` may already hold bytes that arrived behind the handshake. `allocatePayload`
+   * gives the buffer a WRITE payload spanning chunks is gathered into (exactly the size
+   * asked for; default Buffer.allocUnsafe).
+   */
+  constructor(exp: ExportLimits, queue: ByteQueue = new ByteQueue(), allocatePayload: (bytes: number) => Buffer = (bytes) => Buffer.allocUnsafe(bytes)) {
     assert(exp.requestBytesMax > 0, "a request may carry some payload");
     this.exp = exp;
     this.queue = queue;
+    this.allocatePayload = allocatePayload;
+  }
+
+  /**
+   * The WRITE payload being gathered, if any, and forgets it: for a connection that closes
+   * part-way, to give the buffer back to where allocatePayload took it from.
+   */
+  abandonPayload(): Buffer | undefined {
+    const payload = this.payload;
+    this.payload = undefined;
+    this.pending = undefined;
+    this.failed ??= "abandoned";
+    return payload;
   }
 
   push(chunk: Buffer): void {
@@ -238,14 +257,15 @@ export class RequestAssembler {
     }
     let payload = this.payload;
     if (payload === undefined) {
-      if (this.queue.length >= request.lengthBytes) {
-        // Whole payload at hand: a view of one chunk when it lies in one, else one copy.
+      if (this.queue.contiguousBytes >= request.lengthBytes) {
+        // Whole payload inside one received chunk: a view of it, no copy.
         this.pending = undefined;
         return { kind: "request", request, errno: 0, payload: this.queue.take(request.lengthBytes) };
       }
-      // Spans reads still to come: one buffer of exactly its size, filled as chunks arrive,
-      // so received chunks are released at once and never re-concatenated.
-      payload = Buffer.allocUnsafe(request.lengthBytes);
+      // Spans chunks (or reads still to come): one buffer of exactly its size, filled as
+      // chunks arrive, so received chunks are released at once and never re-concatenated.
+      payload = this.allocatePayload(request.lengthBytes);
+      assert(payload.length === request.lengthBytes, "the payload allocator returns exactly the size asked for");
       this.payload = payload;
       this.payloadFilledBytes = 0;
     }
