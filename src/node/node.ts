@@ -929,7 +929,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       mode: "async", transfer: record.transfer, streams: record.streams, reflect: record.reflect,
       acceptedSequence: arrived, sentSequence: arrived, arrivedSequence: arrived, reflectedSequence: reflected,
       lagRecords: Math.max(0, arrived - reflected), lagBytes: 0,
-      lagSeconds: target === undefined ? 0 : Math.max(0, (target.arrivedPosition.writeTimeUs - target.reflectedPosition.writeTimeUs) / 1e6),
+      // Write-time distance between what arrived and what is reflected; unknown (0) before the first stamped record.
+      lagSeconds: target === undefined || arrived <= reflected || target.reflectedPosition.writeTimeUs === 0
+        ? 0
+        : Math.max(0, (target.arrivedPosition.writeTimeUs - target.reflectedPosition.writeTimeUs) / 1e6),
       journalBytes: target?.journal.usedBytes ?? 0, journalBytesMax: target?.journal.bytesMax ?? 0,
       copy: state === "copying" && target !== undefined ? { doneBytes: target.copyBytes, totalBytes: target.volumes.reduce((sum, v) => sum + v.file.sizeBytes, 0) } : null,
       heldWrites: 0, reason,
