@@ -1,8 +1,9 @@
 // The newest journal records kept in memory, so the sender (primary) and the reflector
 // (secondary) read what was just appended without a trip to the disk and the thread pool.
 // Bounded by bytes: past the bound the oldest records are dropped from memory (they stay
-// in the journal, where readers fall back to). Payloads that are views of a much larger
-// buffer are copied, so the tail never pins socket chunks.
+// in the journal, where readers fall back to). Payloads are always copied: front ends may
+// reuse their buffers once a write is answered (the NBD server recycles large-payload arenas),
+// and socket chunks must not be pinned.
 import { assert } from "../core/assert.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 
@@ -37,10 +38,8 @@ export class RecordTail {
   push(record: JournalRecord): void {
     const last = this.lastSequence;
     if (last !== undefined && record.sequence !== last + 1) this.clear();
-    const payload = record.payload.length > 0 && record.payload.buffer.byteLength > record.payload.length * 2
-      ? Buffer.from(record.payload)
-      : record.payload;
-    this.records.push(payload === record.payload ? record : { ...record, payload });
+    const payload = record.payload.length === 0 ? record.payload : Buffer.from(record.payload);
+    this.records.push({ ...record, payload });
     this.bytes += encodedRecordBytes(record);
     while (this.bytes > this.bytesMax && this.size > 1) this.dropHead();
   }
