@@ -29,6 +29,12 @@ import { SegmentReader } from "./journal-reader.ts";
  * page-cache copy); larger ones go to the thread pool so the event loop keeps serving.
  */
 const journalSyncWriteBytesMax = 256 * 1024;
+/**
+ * Once this many bytes were written since the last fdatasync started, one starts in the
+ * background (nobody waits for it). Leaving a segment fdatasyncs it and holds every append
+ * meanwhile; without this, that was up to a whole segment (256 MiB) of dirty pages at once.
+ */
+const journalBackgroundSyncBytes = 32 * 1024 * 1024;
 
 export { JournalClosedError, JournalCorruptError, JournalFullError, JournalTrimmedError } from "./journal-files.ts";
 
@@ -162,6 +168,8 @@ export class GroupJournal {
   private writer: Promise<void> | undefined;
   private syncInFlight: Promise<void> | undefined;
   private rolling = false;
+  /** Bytes written since the last fdatasync started. */
+  private unsyncedBytes = 0;
   private closing = false;
   private closed = false;
   private closePromise: Promise<void> | undefined;
@@ -485,6 +493,7 @@ export class GroupJournal {
     segment.sizeBytes = offsetBytes;
     segment.lastSequence = lastSequence;
     this.writtenSequenceValue = lastSequence;
+    this.unsyncedBytes += batchBytes;
     iov.length = 0;
     this.settleAppendGroups();
     this.kickSync();
@@ -551,6 +560,7 @@ export class GroupJournal {
       if (this.syncInFlight !== undefined) await this.syncInFlight;
       this.throwIfFailed();
       this.fsyncCountValue += 1;
+      this.unsyncedBytes = 0;
       await this.activeHandle.datasync();
       this.markDurable(old.lastSequence);
       await this.activeHandle.close();
@@ -588,10 +598,12 @@ export class GroupJournal {
   private kickSync(): void {
     if (this.syncInFlight !== undefined || this.rolling || this.failure !== undefined) return;
     const oldest = this.syncWaiters[0];
-    if (oldest === undefined || oldest.sequence > this.writtenSequenceValue) return;
+    const waiterReady = oldest !== undefined && oldest.sequence <= this.writtenSequenceValue;
+    if (!waiterReady && this.unsyncedBytes < journalBackgroundSyncBytes) return;
     // Covers the writes completed before it starts; later ones wait for the next one.
     const covered = this.writtenSequenceValue;
     this.fsyncCountValue += 1;
+    this.unsyncedBytes = 0;
     this.syncInFlight = this.activeHandle.datasync().then(
       () => {
         this.syncInFlight = undefined;
