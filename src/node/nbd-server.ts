@@ -83,7 +83,7 @@ const replySlabBytes = 256 * KiB;
 const replySlabsFreeMax = 2;
 
 /** WRITE payloads from this size up to payloadSlotBytesMax are gathered into pooled slots... */
-const payloadSlotBytesMin = 64 * KiB;
+const payloadSlotBytesMin = 512;
 /** ...of a power-of-two size, carved from arenas of payloadArenaBytes. */
 const payloadSlotBytesMax = 4096 * KiB;
 const payloadArenaBytes = 16384 * KiB;
@@ -91,7 +91,7 @@ const payloadArenaBytes = 16384 * KiB;
 const payloadArenasPerSizeMax = 2;
 
 /**
- * Reused buffers for large WRITE payloads. Without reuse every 1 MiB write allocated a
+ * Reused buffers for WRITE payloads (512 B..4 MiB). Without reuse every 1 MiB write allocated a
  * fresh 1 MiB ArrayBuffer, and V8 answers each ~64 MiB of those with a full mark-compact
  * (a third of the process's CPU at 1 MiB writes). A slot goes back to the pool only once
  * the write it carried succeeded: VolumeHandle.write's data is borrowed until its promise
@@ -149,7 +149,6 @@ class PayloadPool {
   }
 }
 assert(payloadArenaBytes >= 4 * payloadSlotBytesMax, "every slot is a view of a much larger buffer (keepers copy those)");
-assert(payloadSlotBytesMin >= directReadBytesMin, "pooled payloads are the ones read straight into place");
 
 /** A reply slab and the socket writes of its bytes not yet completed. */
 interface ReplySlab {
@@ -431,7 +430,17 @@ class NbdConnection {
           break;
         case Cmd.write:
           if (payload === undefined) throw new Error("a validated WRITE carries its payload");
-          if (payload.buffer === this.receiveSlab.buffer) this.slabViewTaken = true;
+          if (payload.buffer === this.receiveSlab.buffer) {
+            // A view of the receive slab: copy it into a pooled slot, so the slab's bytes are
+            // reused by the next read instead of waiting for every write in them (and the GC).
+            const slot = this.ctx.payloads.allocate(payload.length);
+            if (this.ctx.payloads.owns(slot)) {
+              payload.copy(slot);
+              payload = slot;
+            } else {
+              this.slabViewTaken = true;
+            }
+          }
           done = handle.write(request.offsetBytes, payload, { fua });
           break;
         case Cmd.flush:
