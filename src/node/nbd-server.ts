@@ -96,9 +96,9 @@ const payloadArenasPerSizeMax = 2;
  * (a third of the process's CPU at 1 MiB writes). A slot goes back to the pool only once
  * the write it carried succeeded: VolumeHandle.write's data is borrowed until its promise
  * settles (the journal and the volume file are done with it by then). Anyone who keeps a
- * payload longer must copy it; the pair's in-memory record tail does so for payloads that
- * are views of a much larger buffer, which every slot is (an arena is at least four times
- * the largest slot).
+ * payload longer must copy it (the pair's in-memory record tail copies every payload). Slots
+ * are also views of a much larger buffer (an arena is at least four times the largest slot),
+ * which keepers that copy only such views would catch as well.
  */
 class PayloadPool {
   /** Free slots by slot size. */
