@@ -796,6 +796,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     target.reflectedPosition = positionZero;
     target.resetJournal(journal);
     target.copyBytes = 0;
+    target.zeroVolumes.clear();
+    for (const volume of target.volumes) {
+      if ((await volume.file.allocatedBytes()) === 0) target.zeroVolumes.add(volume.volumeId);
+    }
     this.logger.info({ event: "target_copy_started", group: target.name, startSequence }, "initial copy into target started");
     return undefined;
   }
@@ -809,6 +813,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       group.target.consistentFromSequence = consistentFromSequence;
       target.record = structuredClone(group.target);
     });
+    target.zeroVolumes.clear();
     this.logger.info({ event: "target_copy_done", group: target.name, copiedBytes: target.copyBytes, consistentFromSequence }, "initial copy into target done");
   }
 

@@ -15,6 +15,7 @@ import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-reco
 import { replProtocolVersionMax, replProtocolVersionMin, type ReplMessage } from "../protocol/repl-protocol.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
+import { DirectReader } from "../storage/direct-reader.ts";
 import type { PairInfo } from "./control.ts";
 import type { GroupWriter } from "./group-writer.ts";
 import type { PairRecord } from "./metadata.ts";
@@ -31,7 +32,7 @@ const lagSamplesMax = 4096;
 const lagSampleIntervalMs = 10;
 const groupHandle = 1;
 /** Newest records kept in memory for the sender (beyond it, batches are read from the journal). */
-export const senderTailBytesMax = 64 * 1024 * 1024;
+export const senderTailBytesMax = 16 * 1024 * 1024;
 /** Why streams are closed (and reopened) once the initial copy is done. */
 const copyDoneReopen = "initial copy done; reopening";
 
@@ -129,6 +130,7 @@ export class PairLink {
       stream.pull = undefined;
     }
     this.sender.onConnectionLost();
+    this.tail.clear();
     this.writer.releaseHeld();
   }
 
@@ -317,6 +319,8 @@ export class PairLink {
   private copyCursor: { volume: number; offsetBytes: number } = { volume: 0, offsetBytes: 0 };
   private copyConnection: ReplConnection | undefined;
   private copyDoneChunk = 0;
+  /** Per volume, an O_DIRECT reader for the copy (so the copy leaves no pages in the cache). */
+  private copyReaders: (DirectReader | undefined)[] = [];
 
   private startCopy(connection: ReplConnection): void {
     const totalBytes = this.volumes.reduce((sum, v) => sum + v.file.sizeBytes, 0);
@@ -326,7 +330,13 @@ export class PairLink {
     this.copyConnection = connection;
     this.copyDoneChunk = 0;
     this.logger.info({ event: "copy_started", group: this.groupName, totalBytes, copyStartSequence: this.record.copyStartSequence }, "initial copy started");
-    void this.waitApplied().then(() => this.copyMore()).catch((error: unknown) => connection.fail("INTERNAL", (error as Error).message));
+    void this.closeCopyReaders()
+      .then(() => this.waitApplied())
+      .then(async () => {
+        this.copyReaders = await Promise.all(this.volumes.map((v) => DirectReader.open(v.file.path, replCopyChunkBytesMax)));
+      })
+      .then(() => this.copyMore())
+      .catch((error: unknown) => connection.fail("INTERNAL", (error as Error).message));
   }
 
   /** Every record up to S0 must be in the volumes before the copy reads them. */
@@ -339,14 +349,17 @@ export class PairLink {
     const connection = this.copyConnection;
     if (copy === undefined || !copy.running || connection === undefined || connection.closed) return;
     while (this.copyChunkIds.size < copyChunksInFlightMax) {
-      const volume = this.volumes[this.copyCursor.volume];
+      const volumeIndex = this.copyCursor.volume;
+      const volume = this.volumes[volumeIndex];
       if (volume === undefined) break;
       const offsetBytes = this.copyCursor.offsetBytes;
       const lengthBytes = Math.min(replCopyChunkBytesMax, volume.file.sizeBytes - offsetBytes);
       const chunkId = this.nextChunkId++;
       this.copyChunkIds.set(chunkId, lengthBytes);
       this.copyCursor = offsetBytes + lengthBytes >= volume.file.sizeBytes ? { volume: this.copyCursor.volume + 1, offsetBytes: 0 } : { volume: this.copyCursor.volume, offsetBytes: offsetBytes + lengthBytes };
-      void volume.file.read(offsetBytes, lengthBytes).then((data) => {
+      const reader = this.copyReaders[volumeIndex];
+      const reading = reader === undefined ? volume.file.read(offsetBytes, lengthBytes) : reader.read(offsetBytes, lengthBytes);
+      void reading.then((data) => {
         if (connection.closed) return;
         if (isAllZero(data)) connection.send({ type: "COPY_ZEROES", groupHandle, chunkId, volumeId: asVolumeId(volume.volumeId), offsetBytes, lengthBytes });
         else connection.send({ type: "COPY_DATA", groupHandle, chunkId, volumeId: asVolumeId(volume.volumeId), offsetBytes, data });
@@ -363,6 +376,12 @@ export class PairLink {
 
   private pendingConsistentFrom = 0;
 
+  private async closeCopyReaders(): Promise<void> {
+    const readers = this.copyReaders;
+    this.copyReaders = [];
+    await Promise.all(readers.map((r) => r?.close()));
+  }
+
   private onCopyAck(chunkId: number): void {
     const copy = this.copy;
     if (copy === undefined) return;
@@ -377,6 +396,7 @@ export class PairLink {
       }).then(() => {
         this.logger.info({ event: "copy_done", group: this.groupName, bytes: copy.totalBytes, consistentFromSequence: consistentFrom }, "initial copy done");
         this.copy = undefined;
+        void this.closeCopyReaders();
         // Every stream reopens its group: the secondary now answers `replicating`.
         for (const stream of this.streams) stream.connection?.close(copyDoneReopen);
       });
@@ -392,7 +412,8 @@ export class PairLink {
   // ---- sending --------------------------------------------------------------------
 
   private onRecord(record: JournalRecord): void {
-    this.tail.push(record);
+    // Kept in memory only while the sender keeps up; a backlog is read from the journal.
+    if (this.sender.connected) this.tail.push(record);
     const now = Date.now();
     const last = this.lagSamples[this.lagSamples.length - 1];
     if (last === undefined || now - last.atMs >= lagSampleIntervalMs) {
@@ -411,6 +432,7 @@ export class PairLink {
 
   /** Sends whatever the sender's windows allow; only durable records leave the node. */
   pump(): void {
+    if (!this.sender.connected) return;
     if (this.pumping) {
       this.pumpAgain = true;
       return;

@@ -256,8 +256,9 @@ export class ReplServer {
           connection.send({ type: "NACK", groupHandle: open.handle, code: "OUT_OF_RANGE", refType: message.type, refId: message.chunkId, arrivedSequence: asSequence(0), text: `copy range ${message.offsetBytes}+${lengthBytes} outside volume ${message.volumeId}` });
           return;
         }
+        // The copy visits every range once, so a range of a volume that was all zeroes stays zero.
         if (message.type === "COPY_DATA") await volume.file.write(message.offsetBytes, message.data);
-        else await volume.file.writeZeroes(message.offsetBytes, message.lengthBytes);
+        else if (!target.zeroVolumes.has(volume.volumeId)) await volume.file.writeZeroes(message.offsetBytes, message.lengthBytes);
         target.copyBytes += lengthBytes;
         connection.send({ type: "COPY_ACK", groupHandle: open.handle, chunkId: message.chunkId });
         return;

@@ -17,7 +17,7 @@ import { RecordTail } from "./record-tail.ts";
 /** Bytes of journal the reflector reads ahead per group. */
 const reflectReadAheadBytes = 4 * 1024 * 1024;
 /** Newest received records kept in memory for the reflector (beyond it, read from the journal). */
-export const reflectTailBytesMax = 64 * 1024 * 1024;
+export const reflectTailBytesMax = 16 * 1024 * 1024;
 
 export interface TargetVolume {
   readonly volumeId: number;
@@ -46,6 +46,11 @@ export class TargetGroup {
   private appendsInFlight = 0;
   /** Streams attached to this group (connections that opened it). */
   readonly streams = new Set<number>();
+  /**
+   * Volumes (this node's ids) that held no allocated block when the copy began: all zeroes,
+   * so COPY_ZEROES for them is skipped (no zero pages written, the file stays sparse).
+   */
+  readonly zeroVolumes = new Set<number>();
   /** Bytes received by the copy so far. */
   copyBytes = 0;
   lastError: string | null = null;

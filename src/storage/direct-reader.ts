@@ -1,0 +1,92 @@
+// Reads a volume for the initial copy without filling the page cache. Reading a sparse file's
+// holes through the page cache leaves zero pages behind, and later host writes into such
+// pages ran about 10x slower here (ext4: 25 us against 2 us per 4 KiB write, measured), so the
+// copy uses O_DIRECT into page-aligned memory (a WebAssembly.Memory is page aligned) and
+// copies each chunk out. Where O_DIRECT is refused (tmpfs), it falls back to ordinary reads.
+import { constants } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
+import { assert } from "../core/assert.ts";
+
+// WebAssembly's typings are not part of the ES library set this project compiles against.
+declare const WebAssembly: { Memory: new (descriptor: { initial: number }) => { readonly buffer: ArrayBuffer } };
+
+const wasmPageBytes = 64 * 1024;
+/** O_DIRECT needs offsets and lengths in whole logical blocks; 4 KiB covers every disk here. */
+const directAlignBytes = 4096;
+
+export class DirectReader {
+  private readonly handle: FileHandle;
+  /** For reads that are not whole blocks (the tail of an odd-sized volume). */
+  private readonly buffered: FileHandle;
+  private readonly direct: boolean;
+  private readonly scratch: Buffer;
+  private closed = false;
+  /** Reads share one scratch buffer, so they run one at a time. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  private constructor(handle: FileHandle, buffered: FileHandle, direct: boolean, chunkBytesMax: number) {
+    this.handle = handle;
+    this.buffered = buffered;
+    this.direct = direct;
+    const memory = new WebAssembly.Memory({ initial: Math.ceil(chunkBytesMax / wasmPageBytes) });
+    this.scratch = Buffer.from(memory.buffer, 0, chunkBytesMax);
+  }
+
+  static async open(path: string, chunkBytesMax: number): Promise<DirectReader> {
+    assert(chunkBytesMax > 0 && chunkBytesMax % directAlignBytes === 0, "direct read chunks are whole blocks");
+    const buffered = await open(path, "r");
+    try {
+      return new DirectReader(await open(path, constants.O_RDONLY | constants.O_DIRECT), buffered, true, chunkBytesMax);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EINVAL") {
+        await buffered.close();
+        throw error;
+      }
+      return new DirectReader(buffered, buffered, false, chunkBytesMax);
+    }
+  }
+
+  get usesDirectIo(): boolean {
+    return this.direct;
+  }
+
+  /** Reads [offset, offset+length) and returns a copy the caller owns. */
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    const result = this.chain.then(() => this.readNow(offsetBytes, lengthBytes));
+    this.chain = result.catch(() => undefined);
+    return result;
+  }
+
+  private async readNow(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    assert(!this.closed, "direct reader used after close");
+    assert(lengthBytes <= this.scratch.length, "a read fits the scratch buffer");
+    const aligned = this.direct && offsetBytes % directAlignBytes === 0 && lengthBytes % directAlignBytes === 0;
+    if (!aligned) {
+      const out = Buffer.alloc(lengthBytes);
+      await this.readFully(this.buffered, out, offsetBytes, lengthBytes);
+      return out;
+    }
+    await this.readFully(this.handle, this.scratch, offsetBytes, lengthBytes);
+    return Buffer.from(this.scratch.subarray(0, lengthBytes));
+  }
+
+  private async readFully(handle: FileHandle, into: Buffer, offsetBytes: number, lengthBytes: number): Promise<void> {
+    let doneBytes = 0;
+    while (doneBytes < lengthBytes) {
+      const { bytesRead } = await handle.read(into, doneBytes, lengthBytes - doneBytes, offsetBytes + doneBytes);
+      if (bytesRead === 0) {
+        into.fill(0, doneBytes, lengthBytes);
+        return;
+      }
+      doneBytes += bytesRead;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.chain;
+    await this.handle.close();
+    if (this.buffered !== this.handle) await this.buffered.close();
+  }
+}
