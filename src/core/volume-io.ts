@@ -27,6 +27,11 @@ export interface VolumeHandle {
   /** A pair's target is read-only (it shows the reflected image). */
   readonly readOnly: boolean;
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /**
+   * `data` is borrowed until the returned promise settles: the front end may reuse the
+   * buffer afterwards (the NBD server recycles payload slots), so anything that keeps a
+   * payload longer (the sender's record tail) copies it.
+   */
   write(offsetBytes: number, data: Buffer, options: WriteOptions): Promise<void>;
   writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void>;
   /** Treated as writing zeroes, so both sites hold the same bytes. */
