@@ -826,6 +826,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const sequence = target.reflectedSequence;
     const position = target.reflectedPosition;
     if (sequence <= target.record.reflectedSequence) return;
+    // A group being taken over is checkpointed by the takeover itself.
+    if (this.targets.get(target.name) !== target || target.takingOver) return;
     for (const volume of target.volumes) await volume.file.datasync();
     await this.updateMetadata((m) => {
       const group = m.groups.find((g) => g.id === target.groupId);

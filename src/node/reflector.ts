@@ -24,6 +24,7 @@ export class Reflector {
   private lastCheckpointMs = 0;
   private readonly dirty = new Set<TargetGroup>();
   private failure: Error | undefined;
+  private checkpointing: Promise<void> | undefined;
   /** Records applied since start. */
   reflectedRecords = 0;
 
@@ -53,12 +54,14 @@ export class Reflector {
   async drain(): Promise<void> {
     while (this.running !== undefined) await this.running;
     await this.cycle();
+    await this.checkpointing;
     await this.checkpointAll();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     while (this.running !== undefined) await this.running;
+    await this.checkpointing;
     await this.checkpointAll();
   }
 
@@ -67,7 +70,18 @@ export class Reflector {
       do {
         this.again = false;
         await this.cycle();
-        if (Date.now() - this.lastCheckpointMs >= reflectCheckpointIntervalMs) await this.checkpointAll();
+        // Checkpoints (an fdatasync of the volumes) run beside reflection, not in its way:
+        // a checkpoint only records what was applied before it started.
+        if (Date.now() - this.lastCheckpointMs >= reflectCheckpointIntervalMs && this.checkpointing === undefined) {
+          this.checkpointing = this.checkpointAll()
+            .catch((error: unknown) => {
+              this.failure = error as Error;
+              this.logger.fatal({ event: "reflector_checkpoint_failed", err: error }, "reflection checkpoint failed");
+            })
+            .finally(() => {
+              this.checkpointing = undefined;
+            });
+        }
       } while (this.again && !this.stopped);
     } catch (error) {
       this.failure = error as Error;
