@@ -379,7 +379,7 @@ export class PairLink {
   private async closeCopyReaders(): Promise<void> {
     const readers = this.copyReaders;
     this.copyReaders = [];
-    await Promise.all(readers.map((r) => r?.close()));
+    await Promise.all(readers.map((r) => (r === undefined ? Promise.resolve() : r.close())));
   }
 
   private onCopyAck(chunkId: number): void {
