@@ -138,7 +138,8 @@ test("tidemark demo --seconds 4 --json: kills the primary, takes over, the check
   assert.equal(report.onSecondary.acknowledgedPresent + report.rpo.transfersLost, report.workload.transfersAcknowledged);
   assert.equal(report.onSecondary.acknowledgedPresent + report.onSecondary.unacknowledgedPresent, report.onSecondary.credits);
   assert.ok(report.rpo.seconds >= 0 && report.rpo.seconds <= report.crash.atSeconds);
-  assert.equal(report.rpo.transfersLost === 0, report.rpo.seconds === 0);
+  // No loss means no RPO window; a loss can still round to 0 s (acknowledged microseconds before the kill).
+  if (report.rpo.transfersLost === 0) assert.equal(report.rpo.seconds, 0);
   for (const key of ["startNodes", "setup", "workload", "takeover", "readAndCheck", "total"]) assert.equal(typeof report.timingsMs[key], "number", key);
   assert.equal(report.dataKept, false);
   assert.equal(existsSync(report.dataDir), false, "the temporary directory is removed");
