@@ -199,7 +199,8 @@ export class ApiClient {
     }
     const { code, message } = parsed.data.error;
     const prefix = options.what === undefined ? "" : `cannot ${options.what}: `;
-    const hint = options.hints?.[code];
+    // The node's own message may already say what to type; then the generic hint would repeat it.
+    const hint = /`?tidemark \w|: tidemark \w|create it with|run takeover against/.test(message) ? undefined : options.hints?.[code];
     const line = oneLine(`${prefix}${message} [${code}]${hint === undefined ? "" : `; ${hint}`}`);
     return new ApiError(status, code, message, line);
   }

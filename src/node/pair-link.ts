@@ -184,7 +184,7 @@ export class PairLink {
           }
           if (stream.index === 0 && this.copy?.running === true) this.copy.running = false;
           if (this.running) {
-            this.lastError = reason;
+            if (!reason.startsWith(copyDoneReopen)) this.lastError = reason;
             if (opened && !reason.startsWith(copyDoneReopen)) this.reconnects += 1;
             logger.warn({ event: "repl_stream_lost", reason, retryInMs: stream.reconnectDelayMs }, "replication stream lost; reconnecting");
             stream.reconnectTimer = setTimeout(() => {
