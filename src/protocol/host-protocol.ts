@@ -16,6 +16,7 @@
 // fields, ranges, payload checksum). Failures are values, never exceptions.
 import { hostErrorMessageBytesMax, hostRequestBytesMax, hostRequestsInFlightMax, hostVolumesPerConnectionMax, nameLengthMax } from "../core/limits.ts";
 import { assert } from "../core/assert.ts";
+import { ChunkQueue } from "./chunk-queue.ts";
 import { checksum } from "./bytes.ts";
 
 export const hostFrameMagic = 0x50484d54; // "TMHP" read little-endian
@@ -170,10 +171,7 @@ export type AssemblerEvent =
  */
 export class FrameAssembler {
   readonly #payloadBytesMax: (header: FrameHeader) => number;
-  #chunks: Buffer[] = [];
-  #head = 0; // index of the first chunk with unread bytes
-  #headOffset = 0; // read position within it
-  #buffered = 0;
+  readonly #queue = new ChunkQueue();
   #pending: FrameHeader | undefined;
   #skipBytes = 0;
   #broken: AssemblerEvent | undefined;
@@ -184,111 +182,56 @@ export class FrameAssembler {
 
   /** Bytes held and not yet returned as frames. */
   get bufferedBytes(): number {
-    return this.#buffered;
+    return this.#queue.buffered;
   }
 
   push(chunk: Buffer): void {
     if (this.#broken !== undefined || chunk.length === 0) return;
-    if (this.#skipBytes > 0 && this.#buffered === 0) {
+    if (this.#skipBytes > 0 && this.#queue.buffered === 0) {
       // Drop skipped payload on arrival rather than holding it.
       const drop = Math.min(this.#skipBytes, chunk.length);
       this.#skipBytes -= drop;
       chunk = chunk.subarray(drop);
       if (chunk.length === 0) return;
     }
-    if (this.#head > 32 && this.#head * 2 > this.#chunks.length) {
-      this.#chunks = this.#chunks.slice(this.#head);
-      this.#head = 0;
-    }
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
+    this.#queue.push(chunk);
   }
 
   /** The next complete event, or undefined when more bytes are needed. */
   next(): AssemblerEvent | undefined {
     if (this.#broken !== undefined) return this.#broken;
     if (this.#skipBytes > 0) {
-      const drop = Math.min(this.#skipBytes, this.#buffered);
-      this.#discard(drop);
+      const drop = Math.min(this.#skipBytes, this.#queue.buffered);
+      this.#queue.discard(drop);
       this.#skipBytes -= drop;
       if (this.#skipBytes > 0) return undefined;
     }
     if (this.#pending === undefined) {
-      if (this.#buffered < hostHeaderBytes) return undefined;
-      const decoded = decodeHeader(this.#take(hostHeaderBytes));
+      if (this.#queue.buffered < hostHeaderBytes) return undefined;
+      const decoded = decodeHeader(this.#queue.take(hostHeaderBytes));
       if (!decoded.ok) {
         assert(decoded.reason === "corrupt", "a full header is never truncated");
         this.#broken = { kind: "corrupt", detail: decoded.detail };
-        this.#release();
+        this.#queue.clear();
         return this.#broken;
       }
       const header = decoded.header;
       const payloadBytesMax = this.#payloadBytesMax(header);
       if (header.payloadBytes > payloadBytesMax) {
         this.#skipBytes = header.payloadBytes;
-        const drop = Math.min(this.#skipBytes, this.#buffered);
-        this.#discard(drop);
+        const drop = Math.min(this.#skipBytes, this.#queue.buffered);
+        this.#queue.discard(drop);
         this.#skipBytes -= drop;
         return { kind: "oversized", header, payloadBytesMax };
       }
       this.#pending = header;
     }
     const header = this.#pending;
-    if (this.#buffered < header.payloadBytes) return undefined;
+    if (this.#queue.buffered < header.payloadBytes) return undefined;
     this.#pending = undefined;
-    return { kind: "frame", header, payload: this.#take(header.payloadBytes) };
-  }
-
-  /** Takes `bytes` from the front: a view when they lie in one chunk, else one copy. */
-  #take(bytes: number): Buffer {
-    assert(bytes <= this.#buffered, "take only what is buffered");
-    if (bytes === 0) return Buffer.alloc(0);
-    const first = this.#chunks[this.#head];
-    assert(first !== undefined, "buffered bytes live in chunks");
-    if (first.length - this.#headOffset >= bytes) {
-      const view = first.subarray(this.#headOffset, this.#headOffset + bytes);
-      this.#discard(bytes);
-      return view;
-    }
-    const out = Buffer.allocUnsafe(bytes);
-    let filled = 0;
-    while (filled < bytes) {
-      const chunk = this.#chunks[this.#head];
-      assert(chunk !== undefined, "buffered bytes live in chunks");
-      const n = Math.min(bytes - filled, chunk.length - this.#headOffset);
-      chunk.copy(out, filled, this.#headOffset, this.#headOffset + n);
-      filled += n;
-      this.#discard(n);
-    }
-    return out;
-  }
-
-  #discard(bytes: number): void {
-    let left = bytes;
-    while (left > 0) {
-      const chunk = this.#chunks[this.#head];
-      assert(chunk !== undefined, "discard only what is buffered");
-      const n = Math.min(left, chunk.length - this.#headOffset);
-      this.#headOffset += n;
-      left -= n;
-      if (this.#headOffset === chunk.length) {
-        this.#chunks[this.#head] = emptyBuffer;
-        this.#head += 1;
-        this.#headOffset = 0;
-      }
-    }
-    this.#buffered -= bytes;
-    if (this.#buffered === 0) this.#release();
-  }
-
-  #release(): void {
-    this.#chunks = [];
-    this.#head = 0;
-    this.#headOffset = 0;
-    this.#buffered = 0;
+    return { kind: "frame", header, payload: this.#queue.take(header.payloadBytes) };
   }
 }
-const emptyBuffer = Buffer.alloc(0);
 
 /** Payload limits of requests, as the server's assembler applies them. */
 export function requestPayloadBytesMax(header: FrameHeader): number {

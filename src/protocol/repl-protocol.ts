@@ -25,6 +25,7 @@ import {
   asAcceptNumber, asSequence, asVolumeId, asWriteTimeUs,
   type AcceptNumber, type SequenceNumber, type VolumeId, type WriteTimeUs,
 } from "../core/types.ts";
+import { ChunkQueue } from "./chunk-queue.ts";
 import { checksum, readU64LE, writeU64LE } from "./bytes.ts";
 import { decodeRecord, encodeRecordHeader, encodedRecordBytes, journalHeaderBytes, recordPayloadBytes, type JournalRecord } from "./journal-record.ts";
 
@@ -909,10 +910,7 @@ export interface ReplAssemblerOptions {
 export class ReplFrameAssembler {
   readonly #receiver: ReplRole | undefined;
   readonly #frameBytesMax: number;
-  #chunks: Buffer[] = [];
-  #head = 0; // index of the first chunk with unread bytes
-  #headOffset = 0; // bytes of chunks[#head] already read
-  #buffered = 0;
+  readonly #queue = new ChunkQueue();
   #pending: { readonly type: ReplMessageType; readonly header: ReplFrameHeader } | undefined;
   #broken: ReplDecodeResult | undefined;
 
@@ -924,7 +922,7 @@ export class ReplFrameAssembler {
 
   /** Bytes held and not yet returned as messages. */
   get bufferedBytes(): number {
-    return this.#buffered;
+    return this.#queue.buffered;
   }
 
   /** True once a fatal result was returned: the stream is dead. */
@@ -934,12 +932,7 @@ export class ReplFrameAssembler {
 
   push(chunk: Buffer): void {
     if (this.#broken !== undefined || chunk.length === 0) return;
-    if (this.#head > 32 && this.#head * 2 > this.#chunks.length) {
-      this.#chunks = this.#chunks.slice(this.#head);
-      this.#head = 0;
-    }
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
+    this.#queue.push(chunk);
     if (this.#pending === undefined) this.#readHeader();
   }
 
@@ -948,24 +941,24 @@ export class ReplFrameAssembler {
     if (this.#broken !== undefined) return this.#broken;
     if (this.#pending === undefined && !this.#readHeader()) return this.#broken;
     const pending = this.#pending;
-    if (pending === undefined || this.#buffered < pending.header.payloadBytes) return undefined;
+    if (pending === undefined || this.#queue.buffered < pending.header.payloadBytes) return undefined;
     this.#pending = undefined;
-    const payload = this.#take(pending.header.payloadBytes);
+    const payload = this.#queue.take(pending.header.payloadBytes);
     const covered = crcCoveredBytes(pending.type, payload.length);
     const crc = covered === 0 ? 0 : checksum(payload, 0, covered);
     if (crc !== pending.header.payloadCrc) return this.#fail("PROTOCOL", `${pending.type}: payload checksum mismatch`);
     const result = decodeReplPayload(pending.type, payload);
     if (!result.ok && result.fatal) {
       this.#broken = result;
-      this.#release();
+      this.#queue.clear();
     }
     return result;
   }
 
   /** Decodes and checks the header if its 20 bytes are here; false when the stream broke. */
   #readHeader(): boolean {
-    if (this.#buffered < replHeaderBytes) return true;
-    const decoded = decodeReplHeader(this.#take(replHeaderBytes));
+    if (this.#queue.buffered < replHeaderBytes) return true;
+    const decoded = decodeReplHeader(this.#queue.take(replHeaderBytes));
     if (!decoded.ok) {
       this.#fail("PROTOCOL", decoded.reason);
       return false;
@@ -992,60 +985,10 @@ export class ReplFrameAssembler {
 
   #fail(code: ReplErrorCode, reason: string): ReplDecodeResult {
     this.#broken = { ok: false, fatal: true, code, reason };
-    this.#release();
+    this.#queue.clear();
     return this.#broken;
   }
-
-  /** Takes `bytes` from the front: a view when they lie in one chunk, else one copy. */
-  #take(bytes: number): Buffer {
-    assert(bytes <= this.#buffered, "take only what is buffered");
-    if (bytes === 0) return Buffer.alloc(0);
-    const first = this.#chunks[this.#head];
-    assert(first !== undefined, "buffered bytes live in chunks");
-    if (first.length - this.#headOffset >= bytes) {
-      const view = first.subarray(this.#headOffset, this.#headOffset + bytes);
-      this.#discard(bytes);
-      return view;
-    }
-    const out = Buffer.allocUnsafe(bytes);
-    let filled = 0;
-    while (filled < bytes) {
-      const chunk = this.#chunks[this.#head];
-      assert(chunk !== undefined, "buffered bytes live in chunks");
-      const n = Math.min(bytes - filled, chunk.length - this.#headOffset);
-      chunk.copy(out, filled, this.#headOffset, this.#headOffset + n);
-      filled += n;
-      this.#discard(n);
-    }
-    return out;
-  }
-
-  #discard(bytes: number): void {
-    let left = bytes;
-    while (left > 0) {
-      const chunk = this.#chunks[this.#head];
-      assert(chunk !== undefined, "discard only what is buffered");
-      const n = Math.min(left, chunk.length - this.#headOffset);
-      this.#headOffset += n;
-      left -= n;
-      if (this.#headOffset === chunk.length) {
-        this.#chunks[this.#head] = emptyBuffer;
-        this.#head += 1;
-        this.#headOffset = 0;
-      }
-    }
-    this.#buffered -= bytes;
-    if (this.#buffered === 0) this.#release();
-  }
-
-  #release(): void {
-    this.#chunks = [];
-    this.#head = 0;
-    this.#headOffset = 0;
-    this.#buffered = 0;
-  }
 }
-const emptyBuffer = Buffer.alloc(0);
 
 /**
  * Decodes a buffer that must hold exactly one whole frame (tests, the simulation, tools).
