@@ -5,8 +5,12 @@ export class InvariantError extends Error {
   override name = "InvariantError";
 }
 
-export function assert(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new InvariantError(`invariant violated: ${message}`);
+/**
+ * A message that needs formatting is passed as a function: hot paths then pay for the
+ * string only when the invariant is broken.
+ */
+export function assert(condition: unknown, message: string | (() => string)): asserts condition {
+  if (!condition) throw new InvariantError(`invariant violated: ${typeof message === "string" ? message : message()}`);
 }
 
 export function unreachable(value: never, what = "value"): never {

@@ -84,7 +84,7 @@ export class ReflectTracker {
 
   reflectedSequence(groupId: GroupId): SequenceNumber {
     const seq = this.reflected.get(groupId);
-    assert(seq !== undefined, `group ${groupId} is in the domain`);
+    assert(seq !== undefined, () => `group ${groupId} is in the domain`);
     return asSequence(seq);
   }
 
@@ -96,12 +96,13 @@ export class ReflectTracker {
   /** Call after applying (or skipping, for markers and time advances) one record. */
   noteReflected(groupId: GroupId, sequence: SequenceNumber, position: Position): void {
     const prev = this.reflected.get(groupId);
-    assert(prev !== undefined, `group ${groupId} is in the domain`);
-    assert(sequence === prev + 1, `I2: group ${groupId} reflects ${sequence} right after ${prev}`);
-    if (this.mode === "time" && this.lastPosition !== undefined) {
+    assert(prev !== undefined, () => `group ${groupId} is in the domain`);
+    assert(sequence === prev + 1, () => `I2: group ${groupId} reflects ${sequence} right after ${prev}`);
+    const last = this.lastPosition;
+    if (this.mode === "time" && last !== undefined) {
       assert(
-        comparePositions(position, this.lastPosition) > 0,
-        `time mode reflects in position order: ${formatPosition(position)} after ${formatPosition(this.lastPosition)}`,
+        comparePositions(position, last) > 0,
+        () => `time mode reflects in position order: ${formatPosition(position)} after ${formatPosition(last)}`,
       );
     }
     this.reflected.set(groupId, sequence);

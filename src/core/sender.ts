@@ -308,7 +308,7 @@ export class PairSender {
   }
 
   private checkStream(stream: number): void {
-    assert(Number.isSafeInteger(stream) && stream >= 0 && stream < this.streams, `stream ${stream} exists`);
+    assert(Number.isSafeInteger(stream) && stream >= 0 && stream < this.streams, () => `stream ${stream} exists`);
   }
 
   private checkAccounting(): void {

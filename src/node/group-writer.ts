@@ -225,7 +225,7 @@ export class GroupWriter {
   ): Promise<void> {
     this.throwIfFailed();
     const volume = this.volumes.get(volumeId);
-    assert(volume !== undefined, `volume ${volumeId} belongs to group ${this.name}`);
+    assert(volume !== undefined, () => `volume ${volumeId} belongs to group ${this.name}`);
     assert(lengthBytes > 0 && offsetBytes + lengthBytes <= volume.file.sizeBytes, "write range checked at the edge");
     // Stamp and sequence synchronously, in acceptance order: nothing may interleave here.
     const stamp = this.stamper.stamp(hostWriteTimeUs);

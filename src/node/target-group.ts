@@ -80,7 +80,7 @@ export class TargetGroup {
     this.logger = options.logger;
     for (const mapping of options.record.volumes) {
       const volume = options.volumes.find((v) => v.volumeId === mapping.volumeId);
-      assert(volume !== undefined, `target ${options.name} maps primary volume ${mapping.primaryVolumeId} to a volume it has`);
+      assert(volume !== undefined, () => `target ${options.name} maps primary volume ${mapping.primaryVolumeId} to a volume it has`);
       this.volumesByPrimaryId.set(mapping.primaryVolumeId, volume);
     }
     this.reflectedSequence = options.record.reflectedSequence;
@@ -163,7 +163,7 @@ export class TargetGroup {
   peek(): JournalRecord | undefined {
     const record = this.readAhead[this.readAheadHead];
     if (record === undefined) return undefined;
-    assert(record.sequence === this.reflectedSequence + 1, `read-ahead of ${this.name} is at the next sequence`);
+    assert(record.sequence === this.reflectedSequence + 1, () => `read-ahead of ${this.name} is at the next sequence`);
     return record.sequence <= this.arrivedSequence ? record : undefined;
   }
 
@@ -195,7 +195,7 @@ export class TargetGroup {
 
   /** Applies the peeked record to the volume (markers and time advances change nothing). */
   async applyNext(record: JournalRecord): Promise<void> {
-    assert(record.sequence === this.reflectedSequence + 1, `I2: ${this.name} reflects ${record.sequence} right after ${this.reflectedSequence}`);
+    assert(record.sequence === this.reflectedSequence + 1, () => `I2: ${this.name} reflects ${record.sequence} right after ${this.reflectedSequence}`);
     if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
       const volume = this.volumesByPrimaryId.get(record.volumeId);
       assert(volume !== undefined, "received records were checked against the volume map");

@@ -387,10 +387,10 @@ export class GroupJournal {
     if (this.closing) return Promise.reject(new JournalClosedError(this.dir));
     const sequence: number = record.sequence;
     // Messages are built only on failure: this runs once per write.
-    if (sequence !== this.lastAppendedSequence + 1) assert(false, `journal ${this.dir}: append of sequence ${sequence}, expected ${this.lastAppendedSequence + 1}`);
+    if (sequence !== this.lastAppendedSequence + 1) assert(false, () => `journal ${this.dir}: append of sequence ${sequence}, expected ${this.lastAppendedSequence + 1}`);
     assert(sequence <= safeIntegerMax, "sequence stays exact");
     const payloadBytes = recordPayloadBytes(record.kind, record.lengthBytes);
-    if (record.payload.length !== payloadBytes) assert(false, `record payload is ${record.payload.length} bytes, kind ${record.kind} with length ${record.lengthBytes} needs ${payloadBytes}`);
+    if (record.payload.length !== payloadBytes) assert(false, () => `record payload is ${record.payload.length} bytes, kind ${record.kind} with length ${record.lengthBytes} needs ${payloadBytes}`);
     assert(payloadBytes <= journalRecordPayloadBytesMax, "record payload within the limit");
     const bytes = journalHeaderBytes + payloadBytes;
     if (this.usedBytes + bytes > this.bytesMax) return Promise.reject(new JournalFullError(this.usedBytes, bytes, this.bytesMax));
@@ -738,7 +738,7 @@ export class GroupJournal {
       else hi = mid - 1;
     }
     const segment = this.segments[lo];
-    assert(segment !== undefined && segment.firstSequence <= sequence && sequence <= segment.lastSequence, `sequence ${sequence} is in a segment`);
+    assert(segment !== undefined && segment.firstSequence <= sequence && sequence <= segment.lastSequence, () => `sequence ${sequence} is in a segment`);
     return segment;
   }
 
