@@ -4,7 +4,9 @@
 // ([0046], [0053]). Progress is checkpointed (volumes fdatasync'd, reflected sequence
 // persisted, journal trimmed behind it) now and then, not per record.
 import type { Logger } from "pino";
+import { comparePositions, type Position } from "../core/position.ts";
 import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
+import type { JournalRecord } from "../protocol/journal-record.ts";
 import { asGroupId, asSequence } from "../core/types.ts";
 import type { TargetGroup } from "./target-group.ts";
 
@@ -101,11 +103,9 @@ export class Reflector {
   private trackerFor(mode: ReflectMode, domain: readonly TargetGroup[]): ReflectTracker {
     // A group joining or leaving starts a new tracker: its first records may lie before
     // what the others already reflected, which is right for it (it was not consistent yet).
-    const key = domain.map((g) => `${g.groupId}:${g.reflectedSequence}`).join(",");
     const current = this.trackers.get(mode);
     const members = domain.map((g) => g.groupId).join(",");
     if (current !== undefined && current.key === members) return current.tracker;
-    void key;
     const tracker = new ReflectTracker(mode, domain.map((g) => ({ groupId: asGroupId(g.groupId), reflectedSequence: asSequence(g.reflectedSequence) })));
     this.trackers.set(mode, { key: members, tracker });
     return tracker;
@@ -138,12 +138,31 @@ export class Reflector {
       const group = byId.get(chosen.groupId);
       const record = group?.peek();
       if (group === undefined || record === undefined) return;
-      await group.applyNext(record);
-      tracker.noteReflected(chosen.groupId, chosen.sequence, chosen.position);
+      // The chosen group may run on alone while its records come before every other head
+      // (and, by time, before the frontier): the same order nextToReflect would pick, one
+      // choice per run instead of one per record.
+      let bound: Position | undefined;
+      for (const head of heads) {
+        if (head.groupId !== chosen.groupId && (bound === undefined || comparePositions(head.position, bound) < 0)) bound = head.position;
+      }
+      let next: JournalRecord | undefined = record;
+      while (next !== undefined) {
+        const position: Position = { writeTimeUs: next.writeTimeUs, acceptNumber: next.acceptNumber };
+        if (next !== record) {
+          if (bound !== undefined && comparePositions(position, bound) >= 0) break;
+          if (frontierPosition !== undefined && comparePositions(position, frontierPosition) > 0) break;
+        }
+        await group.applyNext(next);
+        tracker.noteReflected(chosen.groupId, next.sequence, position);
+        this.reflectedRecords += 1;
+        applied += 1;
+        if (applied % reflectRecordsPerSliceMax === 0) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          if (this.stopped) break;
+        }
+        next = group.peek();
+      }
       this.dirty.add(group);
-      this.reflectedRecords += 1;
-      applied += 1;
-      if (applied % reflectRecordsPerSliceMax === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       if (this.stopped) return;
     }
   }
