@@ -10,7 +10,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { cleanupAll, cliOk, freePort, mgmtJson, run, sleep, spawnDaemon, startNode, tmpDir, type RunningNode } from "../test/e2e/harness.ts";
-import { fioArgs, workloads, type Workload } from "./fio.ts";
+import { fioArgs, runFio, workloads, type Workload } from "./fio.ts";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 15);
 const outageSeconds = Number(process.env.BENCH_OUTAGE_SECONDS ?? 60);
@@ -79,14 +79,18 @@ async function main(): Promise<void> {
   const secondary = await startNode({ id: "B" });
   await cliOk(["volume", "create", "bench", "--size", sizeText], { node: primary.mgmtUrl });
   await cliOk(["group", "create", "g-bench", "--volumes", "bench"], { node: primary.mgmtUrl });
+  // As bench/run.ts does: every target is filled once with 1 MiB sequential writes before
+  // the timed runs, so both measure writes over allocated, cached data (a volume worth
+  // replicating holds data), and the initial copy then has real data to send.
+  const sequential = workloads.find((w) => w.rw === "write");
+  if (sequential === undefined) throw new Error("no sequential write workload");
+  log("prefilling nbdkit's file and the primary volume with 1 MiB sequential writes ...");
+  await runFio({ uri: `nbd://127.0.0.1:${nbdkitPort}/`, workload: sequential, sizeBytes, runtimeSeconds: 0, rampSeconds: 0, cwd: dir });
+  await runFio({ uri: primary.nbdUri("bench"), workload: sequential, sizeBytes, runtimeSeconds: 0, rampSeconds: 0, cwd: dir });
   log("initial copy ...");
   await cliOk(["pair", "create", "g-bench", "--to", secondary.mgmtUrl], { node: primary.mgmtUrl, timeoutMs: 600_000 });
   const uri = primary.nbdUri("bench");
 
-  // The initial copy read the whole primary volume through the page cache, and writes to pages
-  // already cached run slower on this kernel (measured: about 2x at 4 KiB QD32): read nbdkit's
-  // file the same way so both start from the same cache state.
-  await run("nbdcopy", [`nbd://127.0.0.1:${nbdkitPort}/`, "null:"], { timeoutMs: 600_000 });
   await run("sync", []);
   log(`4 KiB random write QD32, ${seconds} s each: nbdkit, then tidemark with the pair active`);
   const nbdkitFigures = await fio(`nbd://127.0.0.1:${nbdkitPort}/`, randwrite, seconds, dir);
