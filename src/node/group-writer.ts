@@ -49,8 +49,6 @@ export class GroupWriter {
   /** Delay for new writes while a pair lets the journal fill (0: none). */
   slowdownMs: () => number = () => 0;
   private spaceRequested = false;
-  /** Writes that had to wait for journal space since start. */
-  heldSinceCount = 0;
   /** The journal may not trim past this (a pair's acknowledged sequence); set by the pair. */
   trimFloor: () => number = () => Number.MAX_SAFE_INTEGER;
   private failure: Error | undefined;
@@ -133,7 +131,6 @@ export class GroupWriter {
         notBeforeMs: delayMs > 0 ? Date.now() + delayMs : 0,
         run: () => this.acceptNow(kind, volumeId, offsetBytes, lengthBytes, payload, fua, hostWriteTimeUs).then(resolve, reject),
       });
-      this.heldSinceCount += 1;
       if (this.journal.freeBytes < recordBytes) this.requestSpace();
       else this.scheduleRelease(delayMs);
     });

@@ -258,7 +258,7 @@ export class PairLink {
         this.onCopyAck(message.chunkId);
         return;
       case "NACK":
-        this.onNack(stream, connection, message);
+        this.onNack(connection, message);
         return;
       case "ERROR":
         this.lastError = `${message.code}: ${message.text}`;
@@ -273,7 +273,7 @@ export class PairLink {
     }
   }
 
-  private onNack(stream: Stream, connection: ReplConnection, message: Extract<ReplMessage, { type: "NACK" }>): void {
+  private onNack(connection: ReplConnection, message: Extract<ReplMessage, { type: "NACK" }>): void {
     this.lastError = `${message.code}: ${message.text}`;
     switch (message.code) {
       case "REORDER_FULL":
@@ -286,7 +286,6 @@ export class PairLink {
         return;
       default:
         void this.failPair(`secondary refused ${message.refType}: ${message.code} ${message.text}`);
-        void stream;
     }
   }
 

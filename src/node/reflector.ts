@@ -27,8 +27,6 @@ export class Reflector {
   private readonly dirty = new Set<TargetGroup>();
   private failure: Error | undefined;
   private checkpointing: Promise<void> | undefined;
-  /** Records applied since start. */
-  reflectedRecords = 0;
 
   constructor(options: { groups: () => readonly TargetGroup[]; logger: Logger; checkpointGroup: (group: TargetGroup) => Promise<void> }) {
     this.groups = options.groups;
@@ -154,7 +152,6 @@ export class Reflector {
         }
         await group.applyNext(next);
         tracker.noteReflected(chosen.groupId, next.sequence, position);
-        this.reflectedRecords += 1;
         applied += 1;
         if (applied % reflectRecordsPerSliceMax === 0) {
           await new Promise<void>((resolve) => setImmediate(resolve));

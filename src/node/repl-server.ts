@@ -61,10 +61,6 @@ export class ReplServer {
     });
   }
 
-  get connectionCount(): number {
-    return this.connections.size;
-  }
-
   /** Closes every stream attached to a group (takeover). */
   detachGroup(target: TargetGroup, why: string): void {
     for (const [connection, groups] of this.groupsByConnection) {

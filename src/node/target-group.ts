@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { positionZero, type Position } from "../core/position.ts";
 import { GroupReceiver, type ReceiveResult } from "../core/receiver.ts";
-import { asAcceptNumber, asSequence, asWriteTimeUs, type SequenceNumber } from "../core/types.ts";
+import { asAcceptNumber, asSequence, asWriteTimeUs } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
@@ -206,16 +206,4 @@ export class TargetGroup {
     this.reflectedSequence = record.sequence;
     this.reflectedPosition = { writeTimeUs: record.writeTimeUs, acceptNumber: record.acceptNumber };
   }
-
-  /** Drops the read-ahead (after a takeover cut the journal). */
-  clearReadAhead(): void {
-    this.readAhead = [];
-    this.readAheadHead = 0;
-  }
-
-  logWarn(event: string, detail: Record<string, unknown>, message: string): void {
-    this.logger.warn({ event, group: this.name, ...detail }, message);
-  }
 }
-
-export const sequenceOf = (n: number): SequenceNumber => asSequence(n);
