@@ -13,6 +13,19 @@ import type { ApplyOrder } from "./apply-order.ts";
 import type { NodeStamper } from "./stamper.ts";
 import { VolumeIoError } from "../core/volume-io.ts";
 
+/** A host write or write-zeroes as the front ends hand it over. */
+interface HostWrite {
+  readonly kind: typeof RecordKind.write | typeof RecordKind.zeroes;
+  readonly volumeId: number;
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+  readonly payload: Buffer;
+  readonly fua: boolean;
+  readonly hostWriteTimeUs: number | undefined;
+}
+
+const emptyPayload = Buffer.alloc(0);
+
 /** Held writes: at most one per request the front ends let be in flight. */
 const heldWritesMax = 1 << 20;
 
@@ -94,11 +107,11 @@ export class GroupWriter {
   }
 
   write(volumeId: number, offsetBytes: number, data: Buffer, fua: boolean, hostWriteTimeUs: number | undefined): Promise<void> {
-    return this.accept(RecordKind.write, volumeId, offsetBytes, data.length, data, fua, hostWriteTimeUs);
+    return this.accept({ kind: RecordKind.write, volumeId, offsetBytes, lengthBytes: data.length, payload: data, fua, hostWriteTimeUs });
   }
 
   writeZeroes(volumeId: number, offsetBytes: number, lengthBytes: number, fua: boolean, hostWriteTimeUs: number | undefined): Promise<void> {
-    return this.accept(RecordKind.zeroes, volumeId, offsetBytes, lengthBytes, Buffer.alloc(0), fua, hostWriteTimeUs);
+    return this.accept({ kind: RecordKind.zeroes, volumeId, offsetBytes, lengthBytes, payload: emptyPayload, fua, hostWriteTimeUs });
   }
 
   /** Every write answered before this call is durable once it resolves (group commit). */
@@ -107,20 +120,12 @@ export class GroupWriter {
     await this.journal.sync();
   }
 
-  private accept(
-    kind: typeof RecordKind.write | typeof RecordKind.zeroes,
-    volumeId: number,
-    offsetBytes: number,
-    lengthBytes: number,
-    payload: Buffer,
-    fua: boolean,
-    hostWriteTimeUs: number | undefined,
-  ): Promise<void> {
+  private accept(write: HostWrite): Promise<void> {
     this.throwIfFailed();
-    const recordBytes = journalHeaderBytes + payload.length;
+    const recordBytes = journalHeaderBytes + write.payload.length;
     const delayMs = this.slowdownMs();
     if (this.held.length === 0 && delayMs === 0 && this.journal.freeBytes >= recordBytes) {
-      return this.acceptNow(kind, volumeId, offsetBytes, lengthBytes, payload, fua, hostWriteTimeUs);
+      return this.acceptNow(write);
     }
     // The journal is filling or full: slow the write down, or hold it (never fail it, never
     // drop it). It is stamped and sequenced when released, behind every write held before it.
@@ -129,7 +134,7 @@ export class GroupWriter {
       this.held.push({
         recordBytes,
         notBeforeMs: delayMs > 0 ? Date.now() + delayMs : 0,
-        run: () => this.acceptNow(kind, volumeId, offsetBytes, lengthBytes, payload, fua, hostWriteTimeUs).then(resolve, reject),
+        run: () => this.acceptNow(write).then(resolve, reject),
       });
       if (this.journal.freeBytes < recordBytes) this.requestSpace();
       else this.scheduleRelease(delayMs);
@@ -150,19 +155,10 @@ export class GroupWriter {
    */
   appendTimeAdvance(): void {
     if (this.failure !== undefined || this.held.length > 0 || this.journal.freeBytes < journalHeaderBytes) return;
-    const stamp = this.stamper.stamp(undefined);
-    const sequence = this.nextSequenceValue;
-    this.nextSequenceValue = sequence + 1;
-    this.lastWriteTimeUsValue = stamp.writeTimeUs;
-    this.lastRecordAtMs = Date.now();
-    const record: JournalRecord = {
-      kind: RecordKind.timeAdvance, volumeId: asVolumeId(0), offsetBytes: 0, lengthBytes: 0, sequence: asSequence(sequence),
-      writeTimeUs: stamp.writeTimeUs, acceptNumber: stamp.acceptNumber, markerNumber: asMarkerNumber(0), payload: Buffer.alloc(0),
-    };
-    this.bytesSinceCheckpoint += journalHeaderBytes;
+    const record = this.nextRecord(RecordKind.timeAdvance, asVolumeId(0), 0, 0, emptyPayload, undefined);
     const appended = this.journal.append(record);
     this.onRecord(record);
-    this.complete(sequence, appended, Promise.resolve(), false).catch(() => undefined);
+    this.complete(record.sequence, appended, Promise.resolve(), false).catch(() => undefined);
   }
 
   /** Writes waiting for journal space, oldest first. */
@@ -211,43 +207,34 @@ export class GroupWriter {
     return this.journal.firstSequence <= Math.min(this.appliedSequenceValue, this.trimFloor());
   }
 
-  private acceptNow(
-    kind: typeof RecordKind.write | typeof RecordKind.zeroes,
-    volumeId: number,
-    offsetBytes: number,
-    lengthBytes: number,
-    payload: Buffer,
-    fua: boolean,
-    hostWriteTimeUs: number | undefined,
-  ): Promise<void> {
+  private acceptNow(write: HostWrite): Promise<void> {
     this.throwIfFailed();
-    const volume = this.volumes.get(volumeId);
-    assert(volume !== undefined, () => `volume ${volumeId} belongs to group ${this.name}`);
+    const { kind, offsetBytes, lengthBytes, payload } = write;
+    const volume = this.volumes.get(write.volumeId);
+    assert(volume !== undefined, () => `volume ${write.volumeId} belongs to group ${this.name}`);
     assert(lengthBytes > 0 && offsetBytes + lengthBytes <= volume.file.sizeBytes, "write range checked at the edge");
-    // Stamp and sequence synchronously, in acceptance order: nothing may interleave here.
+    const record = this.nextRecord(kind, volume.id, offsetBytes, lengthBytes, payload, write.hostWriteTimeUs);
+    const appended = this.journal.append(record);
+    const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, () =>
+      kind === RecordKind.write ? volume.file.write(offsetBytes, payload) : volume.file.writeZeroes(offsetBytes, lengthBytes),
+    );
+    this.onRecord(record);
+    return this.complete(record.sequence, appended, applied, write.fua);
+  }
+
+  /** Stamps and sequences the next record, synchronously, in acceptance order: nothing may interleave here. */
+  private nextRecord(kind: RecordKind, volumeId: VolumeId, offsetBytes: number, lengthBytes: number, payload: Buffer, hostWriteTimeUs: number | undefined): JournalRecord {
     const stamp = this.stamper.stamp(hostWriteTimeUs);
     const sequence = this.nextSequenceValue;
     this.nextSequenceValue = sequence + 1;
     this.lastWriteTimeUsValue = stamp.writeTimeUs;
     this.lastRecordAtMs = Date.now();
     const record: JournalRecord = {
-      kind,
-      volumeId: volume.id,
-      offsetBytes,
-      lengthBytes,
-      sequence: asSequence(sequence),
-      writeTimeUs: stamp.writeTimeUs,
-      acceptNumber: stamp.acceptNumber,
-      markerNumber: asMarkerNumber(0),
-      payload,
+      kind, volumeId, offsetBytes, lengthBytes, sequence: asSequence(sequence),
+      writeTimeUs: stamp.writeTimeUs, acceptNumber: stamp.acceptNumber, markerNumber: asMarkerNumber(0), payload,
     };
     this.bytesSinceCheckpoint += encodedRecordBytes(record);
-    const appended = this.journal.append(record);
-    const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, () =>
-      kind === RecordKind.write ? volume.file.write(offsetBytes, payload) : volume.file.writeZeroes(offsetBytes, lengthBytes),
-    );
-    this.onRecord(record);
-    return this.complete(sequence, appended, applied, fua);
+    return record;
   }
 
   private async complete(sequence: number, appended: Promise<void>, applied: Promise<void>, fua: boolean): Promise<void> {
