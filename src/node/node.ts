@@ -241,8 +241,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       nextSequence,
       appliedSequence: nextSequence - 1,
       persistCheckpoint: (result) => this.updateMetadata((m) => {
-        const group = m.groups.find((g) => g.id === record.id);
-        assert(group !== undefined, "checkpointed group is in the metadata");
+        const group = groupRecordById(m, record.id);
         assert(result.checkpointSequence >= group.checkpointSequence, "checkpoints never go back");
         group.checkpointSequence = result.checkpointSequence;
         group.nextSequence = result.nextSequence;
@@ -278,8 +277,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       logger: this.logger.child({ component: "pair", group: record.name }),
       persist: async (change) => {
         await this.updateMetadata((m) => {
-          const group = m.groups.find((g) => g.id === record.id);
-          assert(group?.pair !== undefined, "the pair is in the metadata");
+          const group = groupRecordById(m, record.id);
+          assert(group.pair !== undefined, "the pair is in the metadata");
           change(group.pair);
           link.record = structuredClone(group.pair);
         });
@@ -654,12 +653,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       volumes: members.map((v) => ({ volumeId: v.id, remoteVolume: v.name })),
     };
     await this.updateMetadata((m) => {
-      const group = m.groups.find((g) => g.id === record.id);
-      assert(group !== undefined, "the group is in the metadata");
+      const group = groupRecordById(m, record.id);
       group.pair = pair;
     });
-    const updated = this.requireMetadata().groups.find((g) => g.id === record.id);
-    assert(updated !== undefined, "the group is in the metadata");
+    const updated = groupRecordById(this.requireMetadata(), record.id);
     const link = this.newLink(updated, structuredClone(pair), writer, writer.journalStats);
     link.start();
     this.logger.info({ event: "pair_created", group: request.group, pairId, secondary: target.nodeId, remoteGroup, copyStartSequence }, "pair created");
@@ -763,8 +760,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       if (local === undefined || local.file.sizeBytes !== volume.sizeBytes) return `volume ${volume.name} (${volume.sizeBytes} bytes) is not in target group ${target.name}`;
       mapping.push({ primaryVolumeId: volume.volumeId, volumeId: local.volumeId });
     }
-    const record = this.requireMetadata().groups.find((g) => g.id === target.groupId);
-    assert(record !== undefined, "target group is in the metadata");
+    const record = groupRecordById(this.requireMetadata(), target.groupId);
     // A fresh journal from the stream's first sequence, in a new directory.
     await target.journal.close();
     const generation = (record.journalGeneration ?? 0) + 1;
@@ -773,8 +769,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const { journal } = await GroupJournal.open(this.journalDir(nextRecord), { bytesMax: record.journalBytesMax, nextSequence: startSequence });
     const oldDir = this.journalDir(record);
     await this.updateMetadata((m) => {
-      const group = m.groups.find((g) => g.id === target.groupId);
-      assert(group?.target !== undefined, "target group is in the metadata");
+      const group = groupRecordById(m, target.groupId);
+      assert(group.target !== undefined, "target group is in the metadata");
       group.journalGeneration = generation;
       group.target.state = "copying";
       group.target.startSequence = startSequence;
@@ -807,8 +803,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   async finishCopy(target: TargetGroup, consistentFromSequence: number): Promise<void> {
     for (const volume of target.volumes) await volume.file.datasync();
     await this.updateMetadata((m) => {
-      const group = m.groups.find((g) => g.id === target.groupId);
-      assert(group?.target !== undefined, "target group is in the metadata");
+      const group = groupRecordById(m, target.groupId);
+      assert(group.target !== undefined, "target group is in the metadata");
       group.target.state = "replicating";
       group.target.consistentFromSequence = consistentFromSequence;
       target.record = structuredClone(group.target);
@@ -891,16 +887,16 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const dropped = Math.max(0, target.arrivedSequence - kept) + target.receiver.reorderRecords;
     for (const volume of target.volumes) await volume.file.datasync();
     await target.journal.close();
-    const record = this.requireMetadata().groups.find((g) => g.id === target.groupId);
-    assert(record?.target !== undefined, "target group is in the metadata");
+    const record = groupRecordById(this.requireMetadata(), target.groupId);
+    assert(record.target !== undefined, "target group is in the metadata");
     const oldDir = this.journalDir(record);
     const generation = (record.journalGeneration ?? 0) + 1;
     const fresh = { ...record, journalGeneration: generation };
     await makeDirectoryDurable(this.journalDir(fresh));
     const { journal } = await GroupJournal.open(this.journalDir(fresh), { bytesMax: record.journalBytesMax, nextSequence: 1 });
     await this.updateMetadata((m) => {
-      const group = m.groups.find((g) => g.id === target.groupId);
-      assert(group?.target !== undefined, "target group is in the metadata");
+      const group = groupRecordById(m, target.groupId);
+      assert(group.target !== undefined, "target group is in the metadata");
       group.journalGeneration = generation;
       group.checkpointSequence = 0;
       group.nextSequence = 1;
@@ -910,8 +906,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     });
     await rm(oldDir, { recursive: true, force: true });
     this.targets.delete(target.name);
-    const updated = this.requireMetadata().groups.find((g) => g.id === target.groupId);
-    assert(updated !== undefined, "group is in the metadata");
+    const updated = groupRecordById(this.requireMetadata(), target.groupId);
     const volumes = new Map<number, GroupVolume>();
     for (const volumeId of updated.volumeIds) {
       const live = this.volumesById.get(volumeId);
@@ -946,6 +941,13 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       link: { connectedStreams: target?.streams.size ?? 0, reconnects: 0, lastError: target?.lastError ?? null },
     };
   }
+}
+
+/** The metadata record of a group that must exist (a live group always has one). */
+function groupRecordById(metadata: NodeMetadata, id: number): GroupRecord {
+  const group = metadata.groups.find((g) => g.id === id);
+  assert(group !== undefined, () => `group ${id} is in the metadata`);
+  return group;
 }
 
 /** Whether a process holds the lock: alive, and not a zombie waiting to be reaped. */
