@@ -11,6 +11,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { cleanupAll, cliOk, freePort, mgmtJson, run, sleep, spawnDaemon, startNode, tmpDir, type RunningNode } from "../test/e2e/harness.ts";
 import { fioArgs, runFio, workloads, type Workload } from "./fio.ts";
+import type { PairInfo } from "../src/node/control.ts";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 15);
 const outageSeconds = Number(process.env.BENCH_OUTAGE_SECONDS ?? 60);
@@ -18,15 +19,6 @@ const sizeText = process.env.BENCH_SIZE ?? "1G";
 const sizeBytes = parseSize(sizeText);
 const lagSampleMs = 50;
 
-interface PairStatus {
-  readonly state: string;
-  readonly acceptedSequence: number;
-  readonly reflectedSequence: number;
-  readonly lagRecords: number;
-  readonly lagSeconds: number;
-  readonly journalBytes: number;
-  readonly reason: string | null;
-}
 
 function parseSize(text: string): number {
   const match = /^(\d+)([KMGT]?)$/i.exec(text);
@@ -52,8 +44,8 @@ async function fio(uri: string, workload: Workload, runtimeSeconds: number, cwd:
   return { iops: write.iops, p99Us: (write.clat_ns?.percentile?.["99.000000"] ?? 0) / 1000 };
 }
 
-async function pairStatus(node: RunningNode, group: string): Promise<PairStatus> {
-  return (await mgmtJson(node.mgmtUrl, `/v1/pairs/${group}`)) as PairStatus;
+async function pairStatus(node: RunningNode, group: string): Promise<PairInfo> {
+  return (await mgmtJson(node.mgmtUrl, `/v1/pairs/${group}`)) as PairInfo;
 }
 
 function percentile(sorted: readonly number[], p: number): number {

@@ -23,6 +23,7 @@ import {
   type FuseMount, type NodeOptions, type RunningNode,
 } from "./harness.ts";
 import { startNodeRetrying } from "./node-start.ts";
+import type { PairInfo } from "../../src/node/control.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Seeds
@@ -248,20 +249,7 @@ export async function readExport(node: RunningNode, exportName: string): Promise
 // ---------------------------------------------------------------------------------------------
 // Nodes and pairs through the CLI
 
-export interface PairInfoView {
-  readonly group: string;
-  readonly role: string;
-  readonly state: string;
-  readonly acceptedSequence: number;
-  readonly sentSequence: number;
-  readonly arrivedSequence: number;
-  readonly reflectedSequence: number;
-  readonly lagRecords: number;
-  readonly lagBytes: number;
-  readonly lagSeconds: number;
-  readonly reason: string | null;
-  readonly link: { readonly connectedStreams: number; readonly reconnects: number; readonly lastError: string | null };
-}
+export type PairInfoView = PairInfo;
 
 export async function pairInfo(node: RunningNode, group: string): Promise<PairInfoView> {
   return await mgmtJson(node.mgmtUrl, `/v1/pairs/${group}`) as PairInfoView;

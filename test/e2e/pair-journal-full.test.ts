@@ -9,16 +9,8 @@ import fs from "node:fs";
 import { createHash } from "node:crypto";
 import { HostClient } from "../../src/index.ts";
 import { cliOk, mgmtJson, sleep, startNode, type RunningNode } from "./harness.ts";
+import type { PairInfo } from "../../src/node/control.ts";
 
-interface PairStatus {
-  readonly state: string;
-  readonly heldWrites: number;
-  readonly reason: string | null;
-  readonly acceptedSequence: number;
-  readonly reflectedSequence: number;
-  readonly journalBytes: number;
-  readonly journalBytesMax: number;
-}
 
 const MiB = 1024 * 1024;
 const volumeBytes = 64 * MiB;
@@ -70,13 +62,13 @@ test("a frozen secondary: writes are held, not failed; the backlog drains when i
     });
 
     // The journal fills; writes are held and the status says so.
-    let held: PairStatus | undefined;
-    let last: PairStatus | undefined;
+    let held: PairInfo | undefined;
+    let last: PairInfo | undefined;
     let rssMaxBytes = 0;
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       rssMaxBytes = Math.max(rssMaxBytes, rssBytes(primary.pid));
-      const status = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g")) as PairStatus;
+      const status = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g")) as PairInfo;
       if (status.heldWrites > 0 && status.reason !== null && /journal full/.test(status.reason)) {
         held = status;
         break;

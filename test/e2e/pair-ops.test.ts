@@ -8,17 +8,10 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { HostClient } from "../../src/index.ts";
 import { cli, cliOk, mgmtJson, requireTool, run, runOk, sleep, startNode, waitFor, type RunningNode } from "./harness.ts";
+import type { PairInfo } from "../../src/node/control.ts";
 
 const MiB = 1024 * 1024;
 
-interface PairStatus {
-  readonly state: string;
-  readonly role: string;
-  readonly reason: string | null;
-  readonly acceptedSequence: number;
-  readonly reflectedSequence: number;
-  readonly copy: { doneBytes: number; totalBytes: number } | null;
-}
 
 function block(seed: number, bytes: number): Buffer {
   const digest = createHash("sha256").update(`block ${seed}`).digest();
@@ -80,7 +73,7 @@ test("pair operations: copy under writes, read-only target, suspend/resume, take
   await runOk("qemu-io", ["-f", "raw", "-r", `nbd://127.0.0.1:${secondary.nbdPort}/v1`, "-c", "read -P 0 64M 4k"], { timeoutMs: 30_000 });
 
   // Suspend: writes stay in the journal; nothing reaches the secondary until resume.
-  const suspended = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g/suspend", {})) as PairStatus;
+  const suspended = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g/suspend", {})) as PairInfo;
   assert.equal(suspended.state, "suspended");
   const before = await image(secondary, "v2");
   for (let i = 0; i < 8; i++) await v2.write(i * MiB, block(5000 + i, MiB));
@@ -99,7 +92,7 @@ test("pair operations: copy under writes, read-only target, suspend/resume, take
   assert.match(takeover.stdout, /takeover/);
   await runOk("qemu-io", ["-f", "raw", `nbd://127.0.0.1:${secondary.nbdPort}/v1`, "-c", "write -P 0x55 0 4k", "-c", "read -P 0x55 0 4k"], { timeoutMs: 30_000 });
   const failed = await waitFor("the primary to learn of the takeover", async () => {
-    const s = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g")) as PairStatus;
+    const s = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g")) as PairInfo;
     return s.state === "failed" ? s : undefined;
   }, { timeoutMs: 30_000 });
   assert.match(failed.reason ?? "", /taken over/i);
