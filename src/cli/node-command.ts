@@ -14,6 +14,7 @@ interface NodeFlags {
   repl: string;
   replAdvertise?: string;
   writeTime: string;
+  truncateDamagedJournals?: boolean;
 }
 
 /** A clean stop that takes longer than this is abandoned (the journal makes that safe). */
@@ -22,7 +23,7 @@ const stopTimeoutMs = 30_000;
 export function registerNodeCommand(program: Command): void {
   program
     .command("node")
-    .description("run a tidemark node (storage system) in the foreground until SIGTERM/SIGINT")
+    .description("run a tidemark node (storage system) in the foreground until SIGTERM/SIGINT/SIGHUP (clean stop)")
     .requiredOption("--id <ID>", "storage-system id of this node (kept in the data directory)")
     .requiredOption("--data <DIR>", "data directory (volumes, journals, metadata)")
     .option("--mgmt <HOST:PORT>", "management HTTP API", "127.0.0.1:7480")
@@ -31,6 +32,7 @@ export function registerNodeCommand(program: Command): void {
     .option("--repl <HOST:PORT>", "replication listener", "127.0.0.1:7400")
     .option("--repl-advertise <HOST:PORT>", "address primaries should connect to for replication (behind NAT or a proxy); default: the --repl address")
     .option("--write-time <POLICY>", `write-time policy: ${writeTimePolicies.join("|")}`, "host")
+    .option("--truncate-damaged-journals", "after a power loss: cut a journal at damaged bytes even when whole records follow (they are dropped); only when start-up says so")
     .action(async (flags: NodeFlags) => {
       await runNode(flags);
     });
@@ -53,6 +55,7 @@ async function runNode(flags: NodeFlags): Promise<void> {
     repl: parseListenAddress("--repl", flags.repl),
     replAdvertise: flags.replAdvertise === undefined ? undefined : parseListenAddress("--repl-advertise", flags.replAdvertise),
     writeTimePolicy: flags.writeTime as WriteTimePolicy,
+    truncateDamagedJournals: flags.truncateDamagedJournals === true,
   };
   // Loaded here, not at the top: every other command (`tidemark status`, ...) would otherwise
   // pay ~0.4 s to load the node (fastify, storage, protocols) on each run.
@@ -80,6 +83,8 @@ async function runNode(flags: NodeFlags): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  // The terminal was closed: a clean stop, logged, never a silent exit (Node's default).
+  process.on("SIGHUP", () => stop("SIGHUP"));
   process.on("uncaughtException", (error) => {
     // An assertion or an unexpected bug: stop loudly rather than serve possibly wrong data.
     logger.fatal({ event: "fatal", err: error }, "fatal error; node stops");

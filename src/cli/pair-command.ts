@@ -257,7 +257,7 @@ async function openBar(stream: NodeJS.WriteStream, group: string): Promise<Progr
 /** After POST /v1/pairs: follow the initial copy until the pair replicates, fails, or Ctrl-C. */
 async function watchInitialCopy(context: MgmtContext, created: PairInfo, createdRaw: unknown): Promise<void> {
   const group = created.group;
-  const startMs = Date.now();
+  const startMs = performance.now();
   const stream = context.json ? null : (context.io.progressStream?.() ?? null);
   const bar = stream === null ? null : await openBar(stream, group);
   const interrupt = new AbortController();
@@ -269,7 +269,7 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
   try {
     while (pair.state === "copying") {
       if (pair.copy !== null) {
-        samples.push({ atMs: Date.now(), doneBytes: pair.copy.doneBytes });
+        samples.push({ atMs: performance.now(), doneBytes: pair.copy.doneBytes });
         while (samples.length > 2 && (samples[samples.length - 1]?.atMs ?? 0) - (samples[0]?.atMs ?? 0) > rateWindowMs) samples.shift();
         bar?.update(pair.copy, copyRate(samples));
       }
@@ -300,14 +300,14 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
     const what = pair.state === "failed" ? "failed" : `is ${pair.state}`;
     throw new OperationError(`the initial copy of group '${group}' ${what}: ${why}; see \`tidemark pair status ${group}\``);
   }
-  const copied = samples.length === 0 ? "" : `, initial copy of ${formatBytes(created.copy?.totalBytes ?? 0)} took ${formatElapsed(Date.now() - startMs)}`;
+  const copied = samples.length === 0 ? "" : `, initial copy of ${formatBytes(created.copy?.totalBytes ?? 0)} took ${formatElapsed(performance.now() - startMs)}`;
   const where = `group ${pair.remoteGroup} on ${pair.remoteNode}${pair.remoteUrl === null ? "" : ` (${pair.remoteUrl})`}`;
   context.print(raw, () => `pair of group ${group} is replicating to ${where}${copied}\n`);
 }
 
 /** `pair wait`: note acceptedSequence once, then poll until reflectedSequence reaches it. */
 async function waitReflected(context: MgmtContext, group: string, timeoutMs: number): Promise<void> {
-  const startMs = Date.now();
+  const startMs = performance.now();
   const deadlineMs = startMs + timeoutMs;
   // One request must not outlast the whole wait by much.
   const client = new ApiClient(context.client.baseUrl, { timeoutMs: Math.min(context.client.timeoutMs, Math.max(1000, timeoutMs)) });
@@ -323,17 +323,17 @@ async function waitReflected(context: MgmtContext, group: string, timeoutMs: num
         `the pair of group '${group}' is ${pair.state}${pair.reason === null ? "" : `: ${pair.reason}`}; reflected ${pair.reflectedSequence} of ${target}`,
       );
     }
-    const leftMs = deadlineMs - Date.now();
+    const leftMs = deadlineMs - performance.now();
     if (leftMs <= 0) {
       const note = pair.state === "replicating" ? "" : ` (pair is ${pair.state}${pair.reason === null ? "" : `: ${pair.reason}`})`;
       throw new OperationError(
-        `timed out: reflected ${pair.reflectedSequence} of ${target} after ${formatElapsed(Date.now() - startMs)}${note}; see \`tidemark pair status ${group}\``,
+        `timed out: reflected ${pair.reflectedSequence} of ${target} after ${formatElapsed(performance.now() - startMs)}${note}; see \`tidemark pair status ${group}\``,
       );
     }
     await sleep(Math.min(pairPollIntervalMs, leftMs));
     ({ value: pair, raw } = await client.get(pairPath(group), pairInfoSchema, getPairOptions(group)));
   }
-  const tookMs = Date.now() - startMs;
+  const tookMs = performance.now() - startMs;
   context.print(raw, () => `reflected through sequence ${target} on the secondary after ${formatElapsed(tookMs)}\n`);
 }
 

@@ -59,6 +59,16 @@ export const journalIndexStrideBytes = 1 * MiB;
 export const journalIndexStrideRecords = 1024;
 /** Once this many bytes of journal are applied, the ingest checkpoints and trims. */
 export const journalCheckpointBytes = 256 * MiB;
+/**
+ * Payload bytes a group holds in memory between answering a write and applying it to the
+ * volume (after the journal's fdatasync). Past it, new writes wait for applies (held).
+ */
+export const groupApplyPendingBytesMax = 256 * MiB;
+/** Host writes one group may hold (journal full, slowed, volumes behind): every request the front ends may have in flight. */
+export const heldWritesPerGroupMax = nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax;
+/** A stopped group (ENOSPC, EIO) tries to resume after this long, doubling up to the maximum. */
+export const groupResumeDelayMsMin = 500;
+export const groupResumeDelayMsMax = 5_000;
 
 /** Replication protocol (docs/replication-protocol.md): largest frame, header included, either side accepts.
  * Holds one largest journal record (64-byte header + payload) with room to spare for the frame and batch headers. */
@@ -80,6 +90,9 @@ export const replPullWaitMs = 1_000;
 /** Reconnect backoff after a link loss: doubles from the minimum up to the maximum. */
 export const replReconnectDelayMsMin = 100;
 export const replReconnectDelayMsMax = 5_000;
+
+/** A host write time more than this far ahead of the node's clock is lowered to it (never recorded for good). */
+export const hostWriteTimeAheadUsMax = 60 * 1_000_000;
 
 /** Volume size limits. */
 export const volumeBytesMin = 4 * KiB;
@@ -109,6 +122,9 @@ assert(nbdOptionBytesMax >= nbdStringBytesMax + 8, "an NBD option can carry a lo
 assert(volumeBytesMax < safeIntegerMax, "volume offsets stay exact in a double");
 assert(journalCheckpointBytes < journalBytesMaxDefault, "checkpoints happen before the journal fills");
 assert(hostInFlightBytesMax >= hostRequestBytesMax, "one largest host request always fits in flight");
+assert(groupApplyPendingBytesMax >= nbdRequestBytesMax && groupApplyPendingBytesMax >= hostRequestBytesMax, "one largest write always fits between answer and apply");
+assert(heldWritesPerGroupMax >= nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax, "a group can hold every request the front ends let be in flight");
+assert(groupResumeDelayMsMin <= groupResumeDelayMsMax, "resume backoff range");
 assert(replFrameBytesMax >= journalRecordPayloadBytesMax + 64 + 64, "a replication frame holds the largest journal record with its header and the frame and batch headers");
 assert(replCopyChunkBytesMax + 64 <= replFrameBytesMax, "a COPY_DATA frame fits in a frame");
 assert(replPingIntervalMs * 3 <= replPeerTimeoutMs, "several pings fit in the peer timeout");

@@ -17,6 +17,8 @@ export interface Stamp {
   readonly acceptNumber: AcceptNumber;
   /** True when a host-supplied time was behind the recorded time and was raised to it. */
   readonly hostTimeRaised: boolean;
+  /** True when a host-supplied time was too far ahead of the node's clock and was lowered to the bound. */
+  readonly hostTimeClamped: boolean;
 }
 
 export const initialWriteTimeState: WriteTimeState = {
@@ -30,6 +32,13 @@ export interface StampInput {
   readonly nowUs: number;
   /** The write time the host put on the write, if any (used by `host`). */
   readonly hostWriteTimeUs?: number | undefined;
+  /**
+   * The latest host time recorded as it is (`host`): a later one is lowered to it. A host
+   * clock that runs far ahead (a write stamped in the year 2255) would otherwise become the
+   * node's recorded time for good, and every write without a time would carry it. Lowering
+   * keeps stamps monotonic and in acceptance order, so consistency is unchanged.
+   */
+  readonly hostWriteTimeMaxUs?: number | undefined;
 }
 
 /** Pure: the stamp for one write and the state after it. */
@@ -37,10 +46,16 @@ export function stampWrite(state: WriteTimeState, input: StampInput): { state: W
   const recorded = state.recordedWriteTimeUs;
   let writeTimeUs: number;
   let hostTimeRaised = false;
+  let hostTimeClamped = false;
   switch (input.policy) {
     case "host": {
       // Fig. 3: a host's time is recorded and used; a write without one gets the recorded time.
-      const hostUs = input.hostWriteTimeUs;
+      let hostUs = input.hostWriteTimeUs;
+      const hostMaxUs = input.hostWriteTimeMaxUs;
+      if (hostUs !== undefined && hostMaxUs !== undefined && hostUs > hostMaxUs) {
+        hostUs = Math.max(0, Math.floor(hostMaxUs));
+        hostTimeClamped = true;
+      }
       if (hostUs === undefined) {
         writeTimeUs = recorded;
       } else {
@@ -64,7 +79,7 @@ export function stampWrite(state: WriteTimeState, input: StampInput): { state: W
   assert(Number.isSafeInteger(writeTimeUs) && writeTimeUs <= safeIntegerMax, "write time stays an exact integer");
   assert(writeTimeUs >= recorded, "write time never goes back on a node");
   assert(acceptNumber > state.lastAcceptNumber, "accept numbers strictly increase");
-  const stamp: Stamp = { writeTimeUs: asWriteTimeUs(writeTimeUs), acceptNumber: asAcceptNumber(acceptNumber), hostTimeRaised };
+  const stamp: Stamp = { writeTimeUs: asWriteTimeUs(writeTimeUs), acceptNumber: asAcceptNumber(acceptNumber), hostTimeRaised, hostTimeClamped };
   return { state: { recordedWriteTimeUs: stamp.writeTimeUs, lastAcceptNumber: stamp.acceptNumber }, stamp };
 }
 

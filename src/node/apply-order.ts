@@ -38,6 +38,21 @@ export class ApplyOrder {
     return done;
   }
 
+  /**
+   * Settles once every apply started so far that overlaps [startBytes, endBytes) has
+   * finished; undefined when none does (the common case costs no promise). A read waits on
+   * it: a write is answered before it reaches the volume (journal before volume), and a
+   * read after the answer must see it.
+   */
+  settledOver(startBytes: number, endBytes: number): Promise<unknown> | undefined {
+    if (this.inFlight.size === 0) return undefined;
+    let overlapping: Promise<void>[] | undefined;
+    for (const other of this.inFlight) {
+      if (other.startBytes < endBytes && startBytes < other.endBytes) (overlapping ??= []).push(other.done);
+    }
+    return overlapping === undefined ? undefined : Promise.allSettled(overlapping);
+  }
+
   get size(): number {
     return this.inFlight.size;
   }

@@ -1,15 +1,23 @@
 // The write path of a primary for one consistency group (patent Fig. 3, 10, 11):
-// stamp -> next sequence number -> append to the group's journal -> apply to the volume
-// -> answer. FUA and FLUSH wait for the journal's group commit. The journal is the
+// stamp -> next sequence number -> append to the group's journal -> answer; the volume is
+// written only once the journal holds the record durably (docs/journal.md, "Journal before
+// volume"). FUA and FLUSH wait for the journal's group commit. The journal is the
 // write-ahead log: a checkpoint fdatasyncs the volumes, records how far they hold the
 // journal, and lets the journal drop what is behind that point.
+//
+// An I/O error or a full disk (ENOSPC, EIO, also from fdatasync) stops this group alone
+// (state `stopped`, with the path and the reason); it resumes by itself: the journal is
+// re-read from the disk with O_DIRECT, re-verified and re-applied before writes are taken
+// again (docs/out-of-space.md).
+import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { journalCheckpointBytes } from "../core/limits.ts";
-import { asMarkerNumber, asSequence, asVolumeId, type VolumeId } from "../core/types.ts";
+import { journalCheckpointBytes, groupApplyPendingBytesMax, groupResumeDelayMsMin, groupResumeDelayMsMax, heldWritesPerGroupMax } from "../core/limits.ts";
+import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs, type VolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord } from "../protocol/journal-record.ts";
-import type { GroupJournal } from "../storage/journal.ts";
+import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { ApplyOrder } from "./apply-order.ts";
+import type { Clock } from "./clock.ts";
 import type { NodeStamper } from "./stamper.ts";
 import { VolumeIoError } from "../core/volume-io.ts";
 
@@ -19,15 +27,13 @@ interface HostWrite {
   readonly volumeId: number;
   readonly offsetBytes: number;
   readonly lengthBytes: number;
+  /** Borrowed from the front end until the write is answered. */
   readonly payload: Buffer;
   readonly fua: boolean;
   readonly hostWriteTimeUs: number | undefined;
 }
 
 const emptyPayload = Buffer.alloc(0);
-
-/** Held writes: at most one per request the front ends let be in flight. */
-const heldWritesMax = 1 << 20;
 
 export interface GroupVolume {
   readonly id: VolumeId;
@@ -40,53 +46,98 @@ export interface CheckpointResult {
   readonly nextSequence: number;
 }
 
+/** Why host writes wait (held, never failed), for status, logs and metrics. */
+export type HoldReason = "journal-full" | "slowdown" | "apply-behind";
+
+/** A group stopped by an I/O error or a full disk; it resumes by itself when it can. */
+export interface GroupStop {
+  /** What a host write gets while the group is stopped. */
+  readonly errno: "ENOSPC" | "EIO";
+  /** The file or directory the error came from. */
+  readonly path: string;
+  /** One line: what happened and what resumes it. */
+  readonly reason: string;
+  readonly sinceIso: string;
+  /** False when resuming would pretend data is durable: the operator must act. */
+  readonly resumable: boolean;
+}
+
+interface Held {
+  readonly recordBytes: number;
+  readonly notBeforeMs: number;
+  readonly reason: HoldReason;
+  readonly run: () => void;
+  readonly fail: (error: Error) => void;
+}
+
+export interface GroupWriterOptions {
+  readonly groupId: number;
+  readonly name: string;
+  readonly journal: GroupJournal;
+  readonly stamper: NodeStamper;
+  readonly volumes: ReadonlyMap<number, GroupVolume>;
+  readonly nextSequence: number;
+  /** Every record through this sequence is in the volumes (the persisted checkpoint, or more). */
+  readonly appliedSequence: number;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** Persists a checkpoint in the node metadata. */
+  readonly persistCheckpoint: (result: CheckpointResult) => Promise<void>;
+}
+
 export class GroupWriter {
   readonly groupId: number;
   readonly name: string;
-  private readonly journal: GroupJournal;
+  private journalValue: GroupJournal;
   private readonly stamper: NodeStamper;
   private readonly volumes: ReadonlyMap<number, GroupVolume>;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
   private nextSequenceValue: number;
   private appliedSequenceValue: number;
+  /** The last checkpoint persisted (recovery after a stop replays the journal from here). */
+  private checkpointSequenceValue: number;
   /** Sequences applied out of order, waiting for the ones before them. Bounded by writes in flight. */
   private readonly appliedAhead = new Set<number>();
+  /** Payload bytes accepted and not yet applied to the volumes (owned copies held meanwhile). */
+  private applyPendingBytes = 0;
   private lastWriteTimeUsValue = 0;
   private bytesSinceCheckpoint = 0;
   private checkpointRunning: Promise<CheckpointResult> | undefined;
-  private readonly held: { readonly recordBytes: number; readonly notBeforeMs: number; readonly run: () => Promise<void> }[] = [];
+  private readonly held: Held[] = [];
   private releaseTimer: NodeJS.Timeout | undefined;
-  /** When the last record was accepted (wall clock, ms). */
+  private lastHoldReason: HoldReason | undefined;
+  /** When the last record was accepted (monotonic clock, ms). */
   lastRecordAtMs = 0;
-  /** Called after each record is stamped and appended (the pair's sender listens). */
+  /** Called after each record is stamped and appended (the pair's sender listens). The payload is owned. */
   onRecord: (record: JournalRecord) => void = () => undefined;
+  /** Called when the group stops or resumes. */
+  onStateChange: () => void = () => undefined;
   /** Delay for new writes while a pair lets the journal fill (0: none). */
   slowdownMs: () => number = () => 0;
   private spaceRequested = false;
   /** The journal may not trim past this (a pair's acknowledged sequence); set by the pair. */
   trimFloor: () => number = () => Number.MAX_SAFE_INTEGER;
-  private failure: Error | undefined;
-  /** Persists a checkpoint in the node metadata; supplied by the node. */
+  private stop: GroupStop | undefined;
+  private resumeTimer: NodeJS.Timeout | undefined;
+  private resumeDelayMs = groupResumeDelayMsMin;
+  private resuming: Promise<void> | undefined;
+  private closed = false;
   private readonly persistCheckpoint: (result: CheckpointResult) => Promise<void>;
 
-  constructor(options: {
-    groupId: number;
-    name: string;
-    journal: GroupJournal;
-    stamper: NodeStamper;
-    volumes: ReadonlyMap<number, GroupVolume>;
-    nextSequence: number;
-    appliedSequence: number;
-    persistCheckpoint: (result: CheckpointResult) => Promise<void>;
-  }) {
+  constructor(options: GroupWriterOptions) {
     assert(options.nextSequence >= 1, "sequence numbers start at 1");
     assert(options.appliedSequence < options.nextSequence, "applied sequence is behind the next one");
     this.groupId = options.groupId;
     this.name = options.name;
-    this.journal = options.journal;
+    this.journalValue = options.journal;
     this.stamper = options.stamper;
     this.volumes = options.volumes;
+    this.clock = options.clock;
+    this.logger = options.logger;
     this.nextSequenceValue = options.nextSequence;
     this.appliedSequenceValue = options.appliedSequence;
+    this.checkpointSequenceValue = options.appliedSequence;
     this.persistCheckpoint = options.persistCheckpoint;
   }
 
@@ -99,11 +150,21 @@ export class GroupWriter {
   get lastWriteTimeUs(): number {
     return this.lastWriteTimeUsValue;
   }
-  get journalStats(): GroupJournal {
-    return this.journal;
+  /** The group's journal (a new object after the group resumed from a stop). */
+  get journal(): GroupJournal {
+    return this.journalValue;
   }
-  get failed(): Error | undefined {
-    return this.failure;
+  /** Set while the group is stopped by an I/O error or a full disk. */
+  get stopped(): GroupStop | undefined {
+    return this.stop;
+  }
+  /** Writes waiting (journal full, slowed, or the volumes behind), oldest first. */
+  get heldWrites(): number {
+    return this.held.length;
+  }
+  /** Why the oldest held write waits, if one does. */
+  get holdReason(): HoldReason | undefined {
+    return this.held[0]?.reason;
   }
 
   write(volumeId: number, offsetBytes: number, data: Buffer, fua: boolean, hostWriteTimeUs: number | undefined): Promise<void> {
@@ -116,29 +177,58 @@ export class GroupWriter {
 
   /** Every write answered before this call is durable once it resolves (group commit). */
   async flush(): Promise<void> {
-    this.throwIfFailed();
-    await this.journal.sync();
+    this.throwIfStopped();
+    try {
+      await this.journalValue.sync();
+    } catch (error) {
+      this.fail(error as Error, this.journalValue.dir);
+      throw this.ioError(error as Error);
+    }
   }
 
   private accept(write: HostWrite): Promise<void> {
-    this.throwIfFailed();
+    this.throwIfStopped();
     const recordBytes = journalHeaderBytes + write.payload.length;
     const delayMs = this.slowdownMs();
-    if (this.held.length === 0 && delayMs === 0 && this.journal.freeBytes >= recordBytes) {
-      return this.acceptNow(write);
-    }
-    // The journal is filling or full: slow the write down, or hold it (never fail it, never
-    // drop it). It is stamped and sequenced when released, behind every write held before it.
-    assert(this.held.length < heldWritesMax, "held writes stay bounded (front ends bound requests in flight)");
+    const reason = this.holdFor(recordBytes, delayMs);
+    if (this.held.length === 0 && reason === undefined) return this.acceptNow(write);
+    // The journal is filling or full, or the volumes are behind: slow the write down, or hold
+    // it (never fail it, never drop it). It is stamped and sequenced when released, behind
+    // every write held before it.
+    assert(this.held.length < heldWritesPerGroupMax, "held writes stay bounded (the front ends bound requests in flight)");
     return new Promise<void>((resolve, reject) => {
       this.held.push({
         recordBytes,
-        notBeforeMs: delayMs > 0 ? Date.now() + delayMs : 0,
-        run: () => this.acceptNow(write).then(resolve, reject),
+        notBeforeMs: delayMs > 0 ? this.clock.monotonicMs() + delayMs : 0,
+        reason: reason ?? this.held[this.held.length - 1]?.reason ?? "journal-full",
+        run: () => {
+          this.acceptNow(write).then(resolve, reject);
+        },
+        fail: reject,
       });
-      if (this.journal.freeBytes < recordBytes) this.requestSpace();
-      else this.scheduleRelease(delayMs);
+      this.noteHoldReason();
+      this.releaseHeld();
     });
+  }
+
+  /** Why a write of `recordBytes` would wait now, or undefined if it can go at once. */
+  private holdFor(recordBytes: number, delayMs: number): HoldReason | undefined {
+    if (this.journalValue.freeBytes < recordBytes) return "journal-full";
+    if (this.applyPendingBytes > 0 && this.applyPendingBytes + recordBytes > groupApplyPendingBytesMax) return "apply-behind";
+    if (delayMs > 0) return "slowdown";
+    return undefined;
+  }
+
+  /** One log line per change of why writes are held, not one per write. */
+  private noteHoldReason(): void {
+    const reason = this.held[0]?.reason;
+    if (reason === this.lastHoldReason) return;
+    if (reason !== undefined && reason !== "slowdown") {
+      this.logger.warn({ event: "writes_held", group: this.name, reason, heldWrites: this.held.length }, `host writes held: ${describeHold(reason)}`);
+    } else if (reason === undefined && this.lastHoldReason !== undefined && this.lastHoldReason !== "slowdown") {
+      this.logger.info({ event: "writes_released", group: this.name }, "held host writes released");
+    }
+    this.lastHoldReason = reason;
   }
 
   private scheduleRelease(delayMs: number): void {
@@ -146,7 +236,7 @@ export class GroupWriter {
     this.releaseTimer = setTimeout(() => {
       this.releaseTimer = undefined;
       this.releaseHeld();
-    }, Math.max(1, delayMs));
+    }, Math.max(1, Math.ceil(delayMs)));
   }
 
   /**
@@ -154,16 +244,11 @@ export class GroupWriter {
    * volume. It moves an idle group's arrived position on at the secondary.
    */
   appendTimeAdvance(): void {
-    if (this.failure !== undefined || this.held.length > 0 || this.journal.freeBytes < journalHeaderBytes) return;
+    if (this.stop !== undefined || this.closed || this.held.length > 0 || this.journalValue.freeBytes < journalHeaderBytes) return;
     const record = this.nextRecord(RecordKind.timeAdvance, asVolumeId(0), 0, 0, emptyPayload, undefined);
-    const appended = this.journal.append(record);
+    const appended = this.journalValue.append(record);
     this.onRecord(record);
-    this.complete(record.sequence, appended, Promise.resolve(), false).catch(() => undefined);
-  }
-
-  /** Writes waiting for journal space, oldest first. */
-  get heldWrites(): number {
-    return this.held.length;
+    appended.then(() => this.markApplied(record.sequence), (error: unknown) => this.fail(error as Error, this.journalValue.dir));
   }
 
   /** Frees journal space (checkpoint and trim), then releases held writes in order. */
@@ -177,49 +262,76 @@ export class GroupWriter {
       })
       .catch((error: unknown) => {
         this.spaceRequested = false;
-        this.fail(error as Error);
-        for (const waiting of this.held.splice(0)) waiting.run().catch(() => undefined);
+        this.fail(error as Error, this.journalValue.dir);
       });
   }
 
-  /** Called when space may have freed (after a checkpoint or when the trim floor moves). */
+  /**
+   * Called when space may have freed (after a checkpoint, when the trim floor moves, when
+   * applies complete). Every held write is woken by one of those events, never by polling.
+   */
   releaseHeld(): void {
-    while (this.held.length > 0) {
+    while (this.held.length > 0 && this.stop === undefined && !this.closed) {
       const first = this.held[0];
       assert(first !== undefined, "held queue is not empty");
-      if (this.failure === undefined && first.notBeforeMs > Date.now()) {
-        this.scheduleRelease(first.notBeforeMs - Date.now());
-        return;
+      const nowMs = this.clock.monotonicMs();
+      if (first.notBeforeMs > nowMs) {
+        this.scheduleRelease(first.notBeforeMs - nowMs);
+        break;
       }
-      if (this.failure === undefined && this.journal.freeBytes < first.recordBytes) {
-        // Still full: whatever holds the journal (a checkpoint in flight, or later a slow
-        // secondary) will call again when it moves.
-        if (this.appliedSequenceValue < this.nextSequenceValue - 1 || this.canTrimMore()) this.requestSpace();
-        return;
+      if (this.journalValue.freeBytes < first.recordBytes) {
+        // Still full: whatever holds the journal (a checkpoint in flight, or a slow
+        // secondary acknowledging, which calls this) releases it later.
+        if (this.canTrimMore()) this.requestSpace();
+        break;
       }
+      if (this.applyPendingBytes > 0 && this.applyPendingBytes + first.recordBytes > groupApplyPendingBytesMax) break; // applies call again
       this.held.shift();
-      void first.run();
+      first.run();
     }
+    this.noteHoldReason();
   }
 
-  /** Whether a checkpoint could free anything (records behind the trim floor exist). */
+  /** Whether a checkpoint would free journal space now (a whole segment behind both the applied sequence and the trim floor). */
   private canTrimMore(): boolean {
-    return this.journal.firstSequence <= Math.min(this.appliedSequenceValue, this.trimFloor());
+    return this.journalValue.bytesTrimmableThrough(Math.min(this.appliedSequenceValue, this.trimFloor())) > 0;
   }
 
   private acceptNow(write: HostWrite): Promise<void> {
-    this.throwIfFailed();
-    const { kind, offsetBytes, lengthBytes, payload } = write;
+    this.throwIfStopped();
+    const { kind, offsetBytes, lengthBytes } = write;
     const volume = this.volumes.get(write.volumeId);
     assert(volume !== undefined, () => `volume ${write.volumeId} belongs to group ${this.name}`);
     assert(lengthBytes > 0 && offsetBytes + lengthBytes <= volume.file.sizeBytes, "write range checked at the edge");
+    // The volume is written after the answer (once the journal is durable), and the front end
+    // reuses its buffer once answered: the record owns a copy of the payload.
+    const payload = write.payload.length === 0 ? emptyPayload : Buffer.from(write.payload);
     const record = this.nextRecord(kind, volume.id, offsetBytes, lengthBytes, payload, write.hostWriteTimeUs);
-    const appended = this.journal.append(record);
-    const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, () =>
-      kind === RecordKind.write ? volume.file.write(offsetBytes, payload) : volume.file.writeZeroes(offsetBytes, lengthBytes),
+    const journal = this.journalValue;
+    const appended = journal.append(record);
+    // Journal before volume: the apply waits until the journal holds this record durably,
+    // so no crash and no power loss can leave a volume block its journal does not explain.
+    const durable = journal.sync();
+    this.applyPendingBytes += payload.length;
+    const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, async () => {
+      await durable;
+      if (kind === RecordKind.write) await volume.file.write(offsetBytes, payload);
+      else await volume.file.writeZeroes(offsetBytes, lengthBytes);
+    });
+    applied.then(
+      () => {
+        this.applyPendingBytes -= payload.length;
+        this.markApplied(record.sequence);
+        this.afterApply();
+      },
+      (error: unknown) => {
+        this.applyPendingBytes -= payload.length;
+        // A journal error is reported by its own path; a volume error stops the group here.
+        this.fail(error as Error, journal.failed === undefined ? volume.file.path : journal.dir);
+      },
     );
     this.onRecord(record);
-    return this.complete(record.sequence, appended, applied, write.fua);
+    return this.complete(appended, journal, write.fua);
   }
 
   /** Stamps and sequences the next record, synchronously, in acceptance order: nothing may interleave here. */
@@ -228,7 +340,7 @@ export class GroupWriter {
     const sequence = this.nextSequenceValue;
     this.nextSequenceValue = sequence + 1;
     this.lastWriteTimeUsValue = stamp.writeTimeUs;
-    this.lastRecordAtMs = Date.now();
+    this.lastRecordAtMs = this.clock.monotonicMs();
     const record: JournalRecord = {
       kind, volumeId, offsetBytes, lengthBytes, sequence: asSequence(sequence),
       writeTimeUs: stamp.writeTimeUs, acceptNumber: stamp.acceptNumber, markerNumber: asMarkerNumber(0), payload,
@@ -237,25 +349,27 @@ export class GroupWriter {
     return record;
   }
 
-  private async complete(sequence: number, appended: Promise<void>, applied: Promise<void>, fua: boolean): Promise<void> {
+  /** The answer: once the record is in the journal file (and durable, for FUA). */
+  private async complete(appended: Promise<void>, journal: GroupJournal, fua: boolean): Promise<void> {
     try {
-      await Promise.all([appended, applied]);
+      await appended;
+      if (fua) await journal.sync();
     } catch (error) {
-      // The journal and the volume may now disagree about this sequence: stop the group
-      // rather than let a replay or a secondary see something the host never got answered.
-      this.fail(error as Error);
+      this.fail(error as Error, journal.dir);
       throw this.ioError(error as Error);
-    }
-    this.markApplied(sequence);
-    if (fua) await this.flush();
-    // A quarter of a small journal, so a checkpoint frees room before writes have to wait for it.
-    if (this.bytesSinceCheckpoint >= Math.min(journalCheckpointBytes, this.journal.bytesMax / 4) && this.checkpointRunning === undefined) {
-      this.checkpoint().catch((error: unknown) => this.fail(error as Error));
     }
   }
 
+  private afterApply(): void {
+    // A quarter of a small journal, so a checkpoint frees room before writes have to wait for it.
+    if (this.bytesSinceCheckpoint >= Math.min(journalCheckpointBytes, this.journalValue.bytesMax / 4) && this.checkpointRunning === undefined && this.stop === undefined && !this.closed) {
+      this.checkpoint().catch((error: unknown) => this.fail(error as Error, this.journalValue.dir));
+    }
+    if (this.held.length > 0) this.releaseHeld();
+  }
+
   private markApplied(sequence: number): void {
-    assert(sequence > this.appliedSequenceValue, "a sequence is applied once");
+    if (sequence <= this.appliedSequenceValue) return; // re-applied after a resume
     if (sequence !== this.appliedSequenceValue + 1) {
       this.appliedAhead.add(sequence);
       return;
@@ -281,37 +395,176 @@ export class GroupWriter {
   private async runCheckpoint(trimFloor: number): Promise<CheckpointResult> {
     const checkpointSequence = this.appliedSequenceValue;
     const bytesAtStart = this.bytesSinceCheckpoint;
-    // Journal first: a volume must never hold data the journal could lose.
-    await this.journal.sync();
-    await Promise.all([...this.volumes.values()].map((volume) => volume.file.datasync()));
+    const journal = this.journalValue;
+    // Host records are applied only once durable; time advances count as applied once
+    // written, so make those durable too before the checkpoint claims them.
+    await journal.sync();
+    assert(checkpointSequence <= journal.durableSequence, "a checkpoint covers only durable records");
+    for (const volume of this.volumes.values()) {
+      try {
+        await volume.file.datasync();
+      } catch (error) {
+        throw withPath(error as Error, volume.file.path);
+      }
+    }
     const result: CheckpointResult = { checkpointSequence, nextSequence: this.nextSequenceValue };
     await this.persistCheckpoint(result);
-    await this.journal.trimThrough(Math.min(checkpointSequence, trimFloor));
+    this.checkpointSequenceValue = Math.max(this.checkpointSequenceValue, checkpointSequence);
+    await journal.trimThrough(Math.min(checkpointSequence, trimFloor));
     this.bytesSinceCheckpoint = Math.max(0, this.bytesSinceCheckpoint - bytesAtStart);
     return result;
   }
 
-  /** Finishes what is in flight, makes it durable, checkpoints. */
-  async close(): Promise<CheckpointResult | undefined> {
+  // ---- stop and resume ---------------------------------------------------------------
+
+  /**
+   * An I/O error or a full disk: the group stops alone. Pending appends and held writes
+   * fail with the errno; reads go on; a timer tries to resume. Called for every error
+   * path, so it is idempotent.
+   */
+  private fail(error: Error, path: string): void {
+    if (this.stop !== undefined || this.closed) return;
+    const errorPath = (error as { path?: unknown }).path;
+    const code = (error as NodeJS.ErrnoException).code;
+    const errno = code === "ENOSPC" || code === "EDQUOT" ? "ENOSPC" : "EIO";
+    const where = typeof errorPath === "string" ? errorPath : path;
+    this.stop = {
+      errno,
+      path: where,
+      reason: errno === "ENOSPC"
+        ? `out of space writing ${where}: free space on that filesystem; the group resumes by itself`
+        : `I/O error on ${where} (${code ?? error.message}): check the disk; the group resumes by itself once it reads back`,
+      sinceIso: new Date(this.clock.wallMs()).toISOString(),
+      resumable: true,
+    };
+    this.logger.error({ event: "group_stopped", group: this.name, errno, path: where, err: error }, `group stopped: ${this.stop.reason}`);
+    void this.journalValue.abandon();
+    for (const waiting of this.held.splice(0)) waiting.fail(this.stoppedError());
+    this.noteHoldReason();
     clearTimeout(this.releaseTimer);
+    this.releaseTimer = undefined;
+    this.onStateChange();
+    this.scheduleResume();
+  }
+
+  private scheduleResume(): void {
+    if (this.resumeTimer !== undefined || this.closed || this.stop?.resumable !== true) return;
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined;
+      this.resuming ??= this.tryResume().finally(() => {
+        this.resuming = undefined;
+      });
+    }, this.resumeDelayMs);
+    this.resumeDelayMs = Math.min(groupResumeDelayMsMax, this.resumeDelayMs * 2);
+  }
+
+  /**
+   * Re-reads the journal from the disk itself (O_DIRECT: the page cache may hold pages a
+   * failed fdatasync never wrote), re-verifies every record, re-applies what follows the
+   * checkpoint, and only then takes writes again. Records the group had called durable
+   * must all be there; if they are not, it stays stopped and says so.
+   */
+  private async tryResume(): Promise<void> {
+    const stop = this.stop;
+    if (stop === undefined || this.closed) return;
+    const old = this.journalValue;
+    const durableBefore = old.durableSequence;
     await Promise.all([...this.volumes.values()].map((volume) => volume.order.drain()));
-    if (this.failure !== undefined) return undefined;
-    const result = await this.checkpoint();
-    return result;
-  }
-
-  private fail(error: Error): void {
-    this.failure ??= error;
-  }
-
-  private throwIfFailed(): void {
-    if (this.failure !== undefined) {
-      throw new VolumeIoError("EIO", `group ${this.name} stopped after an I/O error: ${this.failure.message}`);
+    await old.abandon();
+    let replayed = 0;
+    let opened: { journal: GroupJournal; report: RecoveryReport };
+    try {
+      opened = await GroupJournal.open(old.dir, { bytesMax: old.bytesMax, nextSequence: this.checkpointSequenceValue + 1, directRead: true }, async (record) => {
+        if (record.sequence <= this.checkpointSequenceValue || record.kind === RecordKind.timeAdvance || record.kind === RecordKind.marker) return;
+        const volume = this.volumes.get(record.volumeId);
+        assert(volume !== undefined, "records of this group name its volumes (written by this process)");
+        if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
+        else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);
+        replayed += 1;
+      });
+    } catch (error) {
+      this.logger.warn({ event: "group_resume_failed", group: this.name, err: error, retryInMs: this.resumeDelayMs }, "group still stopped");
+      if (this.closed) return;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "ENOSPC" && code !== "EIO" && code !== "EDQUOT" && code !== "EROFS") {
+        this.stop = { ...stop, resumable: false, reason: `${stop.reason}; resuming failed: ${(error as Error).message}` };
+        this.onStateChange();
+        return;
+      }
+      this.scheduleResume();
+      return;
     }
+    const { journal, report } = opened;
+    if (this.closed) {
+      await journal.close().catch(() => undefined);
+      return;
+    }
+    if (report.lastSequence < durableBefore) {
+      await journal.close().catch(() => undefined);
+      this.stop = {
+        ...stop,
+        resumable: false,
+        reason: `after ${stop.reason.split(":")[0]}, the journal holds records only through sequence ${report.lastSequence} ` +
+          `but ${durableBefore} had been made durable: the disk lost acknowledged data. The group stays stopped; take over on the secondary or restore from a backup`,
+      };
+      this.logger.fatal({ event: "group_journal_lost_durable", group: this.name, lastSequence: report.lastSequence, durableSequence: durableBefore }, this.stop.reason);
+      this.onStateChange();
+      return;
+    }
+    this.journalValue = journal;
+    this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
+    this.nextSequenceValue = Math.max(report.lastSequence + 1, this.checkpointSequenceValue + 1);
+    this.appliedAhead.clear();
+    this.appliedSequenceValue = this.nextSequenceValue - 1;
+    this.applyPendingBytes = 0;
+    this.stop = undefined;
+    this.resumeDelayMs = groupResumeDelayMsMin;
+    this.logger.warn({ event: "group_resumed", group: this.name, replayed, nextSequence: this.nextSequenceValue, stoppedSince: stop.sinceIso }, "group resumed: journal re-read from disk and verified");
+    this.onStateChange();
+  }
+
+  /** Finishes what is in flight, makes it durable, checkpoints. Held writes fail: the node is stopping. */
+  async close(): Promise<CheckpointResult | undefined> {
+    if (this.closed) return undefined;
+    this.closed = true;
+    clearTimeout(this.releaseTimer);
+    clearTimeout(this.resumeTimer);
+    for (const waiting of this.held.splice(0)) waiting.fail(new VolumeIoError("ESHUTDOWN", `group ${this.name}: the node is stopping; the write was not accepted`));
+    await this.resuming;
+    await Promise.all([...this.volumes.values()].map((volume) => volume.order.drain()));
+    if (this.stop !== undefined) return undefined;
+    return this.runCheckpoint(this.trimFloor());
+  }
+
+  private stoppedError(): VolumeIoError {
+    assert(this.stop !== undefined, "the group is stopped");
+    return new VolumeIoError(this.stop.errno, `group ${this.name} is stopped: ${this.stop.reason}`);
+  }
+
+  private throwIfStopped(): void {
+    if (this.closed) throw new VolumeIoError("ESHUTDOWN", `group ${this.name}: the node is stopping`);
+    if (this.stop !== undefined) throw this.stoppedError();
   }
 
   private ioError(error: Error): VolumeIoError {
+    if (this.stop !== undefined) return this.stoppedError();
     const code = (error as NodeJS.ErrnoException).code;
     return new VolumeIoError(code === "ENOSPC" ? "ENOSPC" : "EIO", `group ${this.name}: ${error.message}`);
   }
+}
+
+function describeHold(reason: HoldReason): string {
+  switch (reason) {
+    case "journal-full":
+      return "the journal is full until the secondary acknowledges more or a checkpoint frees space";
+    case "apply-behind":
+      return "the volumes are behind the journal; waiting for its fdatasync";
+    case "slowdown":
+      return "the journal is filling; writes are slowed";
+  }
+}
+
+function withPath(error: Error, path: string): Error {
+  if ((error as { path?: unknown }).path === undefined) Object.assign(error, { path });
+  return error;
 }

@@ -2,6 +2,16 @@
 // request) and a crash must not swallow the lines that explain it.
 import { pino, type Logger } from "pino";
 
+/** Log bytes kept while stderr cannot take them; past it lines are dropped, never the node. */
+const logBufferBytesMax = 1024 * 1024;
+
+/**
+ * The node's logger. When stderr goes away (the terminal was closed, the pipe's reader
+ * exited) writes fail with EIO or EPIPE: logging then stops, and the node goes on: a log
+ * line must never be the reason a storage node exits.
+ */
 export function createNodeLogger(nodeId: string, level = process.env.TIDEMARK_LOG_LEVEL ?? "info"): Logger {
-  return pino({ level, base: { node: nodeId, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 2, sync: true }));
+  const destination = pino.destination({ fd: 2, sync: true, maxLength: logBufferBytesMax });
+  destination.on("error", () => undefined);
+  return pino({ level, base: { node: nodeId, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
 }

@@ -5,14 +5,14 @@ import { randomUUID } from "node:crypto";
 import { mkdir, open, readFile, rm, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { assert } from "../core/assert.ts";
+import { assert, unreachable } from "../core/assert.ts";
 import {
-  groupsPerNodeMax, journalBytesMaxDefault, nameLengthMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax, volumesPerNodeMax,
+  groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesMaxDefault, nameLengthMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax, volumesPerNodeMax,
 } from "../core/limits.ts";
 import { asAcceptNumber, asVolumeId, asWriteTimeUs, type WriteTimePolicy } from "../core/types.ts";
 import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../core/volume-io.ts";
 import { RecordKind, type JournalRecord } from "../protocol/journal-record.ts";
-import { GroupJournal } from "../storage/journal.ts";
+import { GroupJournal, JournalCorruptError, JournalFormatError, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
 import { VolumeFile } from "../storage/volume-file.ts";
 import { makeDirectoryDurable } from "../storage/durable-fs.ts";
 import { ApplyOrder } from "./apply-order.ts";
@@ -32,6 +32,7 @@ import { NodeMetrics, type JournalFigures } from "./metrics.ts";
 import { startMgmtApi } from "./mgmt-api.ts";
 import { startNbdServer, type NbdServer } from "./nbd-server.ts";
 import { NodeStamper, wallClockUs } from "./stamper.ts";
+import { systemClock, type Clock } from "./clock.ts";
 
 export const tidemarkVersion = "0.1.0";
 
@@ -51,6 +52,10 @@ export interface NodeOptions {
   readonly replAdvertise?: Address | undefined;
   readonly writeTimePolicy: WriteTimePolicy;
   readonly logger: Logger;
+  /** The clocks (default: the system's). */
+  readonly clock?: Clock;
+  /** Recovery cuts a damaged journal tail even when whole records follow it (after a power loss; the operator's call). */
+  readonly truncateDamagedJournals?: boolean;
 }
 
 interface LiveVolume {
@@ -64,6 +69,9 @@ interface LiveVolume {
   target: TargetGroup | undefined;
   allocatedBytes: number;
 }
+
+/** At most one log line per this interval about host write times lowered to the clock's bound. */
+const hostTimeClampLogIntervalMs = 10_000;
 
 /** How often volume allocation (for status) is re-read from the files. */
 const allocationRefreshMs = 5000;
@@ -103,15 +111,29 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private readonly groupsInCreation = new Set<string>();
   private mgmtApi: { port: number; close(): Promise<void> } | undefined;
   private startedAt = new Date();
+  private startedAtMs = 0;
   private lockPath: string;
   private lockTaken = false;
   private stopping: Promise<void> | undefined;
   readonly ports = { mgmt: 0, nbd: 0, host: 0, repl: 0 };
+  private readonly clock: Clock;
 
   constructor(options: NodeOptions) {
     this.options = options;
     this.logger = options.logger;
+    this.clock = options.clock ?? systemClock;
     this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs());
+    let clampLoggedAtMs = -Infinity;
+    let clampsSinceLog = 0;
+    this.stamper.onHostTimeClamped = (hostWriteTimeUs, boundUs) => {
+      clampsSinceLog += 1;
+      const nowMs = this.clock.monotonicMs();
+      if (nowMs - clampLoggedAtMs < hostTimeClampLogIntervalMs) return;
+      this.logger.warn({ event: "host_write_time_clamped", hostWriteTimeUs, recordedUs: boundUs, clamped: clampsSinceLog },
+        `a host sent write time ${new Date(hostWriteTimeUs / 1000).toISOString()}, more than ${hostWriteTimeAheadUsMax / 1e6} s ahead of this node's clock; recorded ${new Date(boundUs / 1000).toISOString()} instead (${clampsSinceLog} such writes since the last line): check the host's clock`);
+      clampLoggedAtMs = nowMs;
+      clampsSinceLog = 0;
+    };
     this.nodeMetrics = new NodeMetrics(options.id, () => this.journalFigures());
     this.lockPath = join(options.dataDir, "lock");
     this.reflector = new Reflector({
@@ -128,7 +150,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   // ---- start and stop -------------------------------------------------------------
 
   async start(): Promise<void> {
-    this.startedAt = new Date();
+    this.startedAt = new Date(this.clock.wallMs());
+    this.startedAtMs = this.clock.monotonicMs();
     await mkdir(this.options.dataDir, { recursive: true });
     await this.takeLock();
     await makeDirectoryDurable(join(this.options.dataDir, "volumes"));
@@ -201,21 +224,30 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       const replay = async (journalRecord: JournalRecord): Promise<void> => {
         // Re-apply in sequence order: idempotent, whatever the volumes already held.
         if (journalRecord.sequence <= record.checkpointSequence) return;
-        const volume = volumes.get(journalRecord.volumeId);
-        if (volume === undefined) throw new Error(`journal of group ${record.name} has a record for unknown volume ${journalRecord.volumeId}`);
-        if (journalRecord.kind === RecordKind.write) await volume.file.write(journalRecord.offsetBytes, journalRecord.payload);
-        else if (journalRecord.kind === RecordKind.zeroes) await volume.file.writeZeroes(journalRecord.offsetBytes, journalRecord.lengthBytes);
+        await replayRecord(record.name, volumes, journalRecord);
         replayed += 1;
       };
-      const { journal, report } = await GroupJournal.open(this.journalDir(record), { bytesMax: record.journalBytesMax, nextSequence: record.checkpointSequence + 1 }, replay);
+      const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: record.checkpointSequence + 1 }, replay);
       const lastSequence = report.lastSequence ?? 0;
       const nextSequence = Math.max(lastSequence + 1, record.checkpointSequence + 1);
       this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
       const writer = this.newWriter(record, journal, volumes, nextSequence);
-      if (record.pair !== undefined) this.newLink(record, record.pair, writer, journal);
+      if (record.pair !== undefined) this.newLink(record, record.pair, writer);
       if (report.records > 0 || report.tornBytesCut > 0) {
         this.logger.info({ event: "journal_recovered", group: record.name, replayed, records: report.records, tornBytesCut: report.tornBytesCut, nextSequence }, "journal recovered");
       }
+    }
+  }
+
+  /** Opens (recovers) a group's journal; a journal it cannot trust stops the start with what to do. */
+  private async openJournal(record: GroupRecord, options: JournalOptions, onRecord?: RecordCallback): Promise<{ journal: GroupJournal; report: RecoveryReport }> {
+    try {
+      return await GroupJournal.open(this.journalDir(record), { ...options, cutDamagedTail: this.options.truncateDamagedJournals === true }, onRecord);
+    } catch (error) {
+      if (error instanceof JournalFormatError || error instanceof JournalCorruptError) {
+        throw new Error(`group ${record.name}: ${error.message}`, { cause: error });
+      }
+      throw error;
     }
   }
 
@@ -240,6 +272,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       volumes,
       nextSequence,
       appliedSequence: nextSequence - 1,
+      clock: this.clock,
+      logger: this.logger.child({ component: "group", group: record.name }),
       persistCheckpoint: (result) => this.updateMetadata((m) => {
         const group = groupRecordById(m, record.id);
         assert(result.checkpointSequence >= group.checkpointSequence, "checkpoints never go back");
@@ -261,7 +295,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   /** The primary side of a pair over a writable group. */
-  private newLink(record: GroupRecord, pair: PairRecord, writer: GroupWriter, journal: GroupJournal): PairLink {
+  private newLink(record: GroupRecord, pair: PairRecord, writer: GroupWriter): PairLink {
     const volumes = pair.volumes.map((mapping) => {
       const live = this.volumesById.get(mapping.volumeId);
       assert(live !== undefined, `pair of ${record.name} maps volume ${mapping.volumeId} that exists`);
@@ -272,9 +306,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       groupName: record.name,
       nodeId: this.options.id,
       writer,
-      journal,
       volumes,
       logger: this.logger.child({ component: "pair", group: record.name }),
+      clock: this.clock,
       persist: async (change) => {
         await this.updateMetadata((m) => {
           const group = groupRecordById(m, record.id);
@@ -295,7 +329,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       assert(live !== undefined, `target ${record.name} names volume ${volumeId} that exists`);
       return { volumeId, name: live.name, file: live.file };
     });
-    const { journal, report } = await GroupJournal.open(this.journalDir(record), { bytesMax: record.journalBytesMax, nextSequence: target.startSequence });
+    const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: target.startSequence });
     const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
     const group = new TargetGroup({ groupId: record.id, name: record.name, record: structuredClone(target), journal, volumes, logger: this.logger.child({ component: "target", group: record.name }), lastRecordPosition });
     this.targets.set(record.name, group);
@@ -352,7 +386,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const writer of this.groups.values()) {
       try {
         await writer.close();
-        await writer.journalStats.close();
+        await writer.journal.close();
       } catch (error) {
         this.logger.error({ event: "group_close_failed", group: writer.name, err: error }, "group did not close cleanly");
       }
@@ -430,6 +464,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       },
       read: async (offsetBytes, lengthBytes) => {
         checkRange(offsetBytes, lengthBytes);
+        // Answered writes not yet on the volume (it follows the journal's fdatasync) come first.
+        const pending = lengthBytes === 0 ? undefined : volume.order.settledOver(offsetBytes, offsetBytes + lengthBytes);
+        if (pending !== undefined) await pending;
         return volume.file.read(offsetBytes, lengthBytes);
       },
       write: (offsetBytes, data, options) => writeRange(offsetBytes, data.length, options, "data", data),
@@ -454,7 +491,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       writeTimePolicy: this.options.writeTimePolicy,
       dataDir: this.options.dataDir,
       startedAt: this.startedAt.toISOString(),
-      uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+      uptimeSeconds: Math.round((this.clock.monotonicMs() - this.startedAtMs) / 1000),
       listeners: {
         mgmt: address(this.options.mgmt, this.ports.mgmt),
         nbd: address(this.options.nbd, this.ports.nbd),
@@ -529,7 +566,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       }
       const writer = this.groups.get(record.name);
       assert(writer !== undefined, `group ${record.name} is live`);
-      const journal = writer.journalStats;
+      const journal = writer.journal;
       return {
         name: record.name,
         volumes: record.volumeIds.map((id) => this.volumesById.get(id)?.name ?? `#${id}`),
@@ -609,10 +646,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private journalFigures(): JournalFigures[] {
     return [...this.groups.values()].map((writer) => ({
       group: writer.name,
-      usedBytes: writer.journalStats.usedBytes,
-      bytesMax: writer.journalStats.bytesMax,
-      fsyncs: writer.journalStats.fsyncCount,
-      bytesWritten: writer.journalStats.bytesWritten,
+      usedBytes: writer.journal.usedBytes,
+      bytesMax: writer.journal.bytesMax,
+      fsyncs: writer.journal.fsyncCount,
+      bytesWritten: writer.journal.bytesWritten,
       nextSequence: writer.nextSequence,
       appliedSequence: writer.appliedSequence,
     }));
@@ -657,7 +694,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       group.pair = pair;
     });
     const updated = groupRecordById(this.requireMetadata(), record.id);
-    const link = this.newLink(updated, structuredClone(pair), writer, writer.journalStats);
+    const link = this.newLink(updated, structuredClone(pair), writer);
     link.start();
     this.logger.info({ event: "pair_created", group: request.group, pairId, secondary: target.nodeId, remoteGroup, copyStartSequence }, "pair created");
     return link.status();
@@ -940,6 +977,32 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       heldWrites: 0, reason,
       link: { connectedStreams: target?.streams.size ?? 0, reconnects: 0, lastError: target?.lastError ?? null },
     };
+  }
+}
+
+/**
+ * Re-applies one recovered journal record of a writable group to its volume. Every record
+ * kind the journal can hold is handled: markers and time advances change no volume.
+ * A write for a volume the group does not have is damage, refused with what to do.
+ */
+async function replayRecord(groupName: string, volumes: ReadonlyMap<number, GroupVolume>, record: JournalRecord): Promise<void> {
+  switch (record.kind) {
+    case RecordKind.timeAdvance:
+    case RecordKind.marker:
+      return;
+    case RecordKind.write:
+    case RecordKind.zeroes: {
+      const volume = volumes.get(record.volumeId);
+      if (volume === undefined || record.offsetBytes + record.lengthBytes > volume.file.sizeBytes) {
+        throw new Error(`journal of group ${groupName} has a record (sequence ${record.sequence}) for volume ${record.volumeId} range ` +
+          `${record.offsetBytes}+${record.lengthBytes}, which the group does not hold; the data directory is damaged or was edited: restore it from a backup`);
+      }
+      if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
+      else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);
+      return;
+    }
+    default:
+      unreachable(record.kind, "journal record kind");
   }
 }
 

@@ -18,6 +18,7 @@ import type { VolumeFile } from "../storage/volume-file.ts";
 import { DirectReader } from "../storage/direct-reader.ts";
 import type { PairInfo } from "./control.ts";
 import type { GroupWriter } from "./group-writer.ts";
+import type { Clock } from "./clock.ts";
 import type { PairRecord } from "./metadata.ts";
 import { ReplConnection } from "./repl-connection.ts";
 import { RecordTail } from "./record-tail.ts";
@@ -58,13 +59,15 @@ export class PairLink {
   readonly groupName: string;
   private readonly nodeId: string;
   private readonly writer: GroupWriter;
-  private readonly journal: GroupJournal;
   private readonly volumes: readonly LinkVolume[];
   private readonly logger: Logger;
   private readonly persist: (change: (record: PairRecord) => void) => Promise<void>;
+  private readonly clock: Clock;
   private sender: PairSender;
   private readonly streams: Stream[];
   private running = false;
+  /** The streams were closed because the group stopped; they reopen when it resumes. */
+  private stoppedByWriter = false;
   private pumping = false;
   private pumpAgain = false;
   private copy: { doneBytes: number; totalBytes: number; running: boolean } | undefined;
@@ -81,16 +84,16 @@ export class PairLink {
     groupName: string;
     nodeId: string;
     writer: GroupWriter;
-    journal: GroupJournal;
     volumes: readonly LinkVolume[];
     logger: Logger;
     persist: (change: (record: PairRecord) => void) => Promise<void>;
+    clock: Clock;
   }) {
+    this.clock = options.clock;
     this.record = options.record;
     this.groupName = options.groupName;
     this.nodeId = options.nodeId;
     this.writer = options.writer;
-    this.journal = options.journal;
     this.volumes = options.volumes;
     this.logger = options.logger;
     this.persist = options.persist;
@@ -102,6 +105,29 @@ export class PairLink {
     this.writer.trimFloor = () => (this.record.state === "failed" ? Number.MAX_SAFE_INTEGER : this.sender.trimFloor);
     this.writer.onRecord = (record) => this.onRecord(record);
     this.writer.slowdownMs = () => this.slowdownMs();
+    this.writer.onStateChange = () => this.onWriterStateChange();
+  }
+
+  /**
+   * The group stopped (I/O error, full disk) or resumed. Stopped: nothing is sent (records
+   * not yet durable may never have reached the disk, and their sequences are given again
+   * after the resume), so the streams close and the in-memory tail is dropped. Resumed: the
+   * streams reconnect and the handshake says where to go on from.
+   */
+  private onWriterStateChange(): void {
+    if (this.writer.stopped !== undefined) {
+      if (!this.running) return;
+      this.stop(`group stopped: ${this.writer.stopped.reason}`);
+      this.stoppedByWriter = true;
+    } else if (this.stoppedByWriter) {
+      this.stoppedByWriter = false;
+      this.start();
+    }
+  }
+
+  /** The group's journal, through the writer: a group that resumed from a stop has a new one. */
+  private get journal(): GroupJournal {
+    return this.writer.journal;
   }
 
   get ackedSequence(): number {
@@ -112,6 +138,10 @@ export class PairLink {
 
   start(): void {
     if (this.running || this.record.state === "suspended" || this.record.state === "failed") return;
+    if (this.writer.stopped !== undefined) {
+      this.stoppedByWriter = true;
+      return;
+    }
     this.running = true;
     for (const stream of this.streams) this.connectStream(stream);
     this.timeAdvanceTimer = setInterval(() => this.maybeTimeAdvance(), Math.max(10, Math.floor(timeAdvanceIntervalMs / 2)));
@@ -413,7 +443,7 @@ export class PairLink {
   private onRecord(record: JournalRecord): void {
     // Kept in memory only while the sender keeps up; a backlog is read from the journal.
     if (this.sender.connected) this.tail.push(record);
-    const now = Date.now();
+    const now = this.clock.monotonicMs();
     const last = this.lagSamples[this.lagSamples.length - 1];
     if (last === undefined || now - last.atMs >= lagSampleIntervalMs) {
       this.lagSamples.push({ sequence: this.writer.nextSequence - 1, atMs: now });
@@ -426,7 +456,7 @@ export class PairLink {
 
   private maybeTimeAdvance(): void {
     if (this.record.state !== "replicating" || !this.sender.connected) return;
-    if (Date.now() - this.writer.lastRecordAtMs >= timeAdvanceIntervalMs) this.writer.appendTimeAdvance();
+    if (this.clock.monotonicMs() - this.writer.lastRecordAtMs >= timeAdvanceIntervalMs) this.writer.appendTimeAdvance();
   }
 
   /** Sends whatever the sender's windows allow; only durable records leave the node. */
@@ -535,7 +565,7 @@ export class PairLink {
     let lagSeconds = 0;
     if (lagRecords > 0) {
       const firstUnreflected = this.lagSamples.find((s) => s.sequence > reflected);
-      if (firstUnreflected !== undefined) lagSeconds = (Date.now() - firstUnreflected.atMs) / 1000;
+      if (firstUnreflected !== undefined) lagSeconds = (this.clock.monotonicMs() - firstUnreflected.atMs) / 1000;
     }
     let lagBytes = 0;
     if (lagRecords > 0) lagBytes = Math.round(this.journal.usedBytes * Math.min(1, lagRecords / Math.max(1, this.journal.lastSequence - this.journal.firstSequence + 1)));

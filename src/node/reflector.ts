@@ -3,6 +3,7 @@
 // position order across groups. `seq` groups apply their arrived prefix in sequence order
 // ([0046], [0053]). Progress is checkpointed (volumes fdatasync'd, reflected sequence
 // persisted, journal trimmed behind it) now and then, not per record.
+import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { comparePositions, type Position } from "../core/position.ts";
 import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
@@ -72,7 +73,7 @@ export class Reflector {
         await this.cycle();
         // Checkpoints (an fdatasync of the volumes) run beside reflection, not in its way:
         // a checkpoint only records what was applied before it started.
-        if (Date.now() - this.lastCheckpointMs >= reflectCheckpointIntervalMs && this.checkpointing === undefined) {
+        if (performance.now() - this.lastCheckpointMs >= reflectCheckpointIntervalMs && this.checkpointing === undefined) {
           this.checkpointing = this.checkpointAll()
             .catch((error: unknown) => {
               this.failure = error as Error;
@@ -165,7 +166,7 @@ export class Reflector {
   }
 
   async checkpointAll(): Promise<void> {
-    this.lastCheckpointMs = Date.now();
+    this.lastCheckpointMs = performance.now();
     const groups = [...this.dirty];
     this.dirty.clear();
     for (const group of groups) await this.checkpointGroup(group);

@@ -2,6 +2,7 @@
 // messages out through the pure encoder, liveness by PING/PONG. A decode failure that
 // breaks the stream sends ERROR and closes this connection only; the node goes on.
 import type { Socket } from "node:net";
+import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { replPeerTimeoutMs, replPingIntervalMs } from "../core/limits.ts";
 import {
@@ -38,7 +39,7 @@ export class ReplConnection {
     this.assembler = new ReplFrameAssembler({ receiver });
     this.logger = logger;
     this.handlers = handlers;
-    this.lastHeardMs = Date.now();
+    this.lastHeardMs = performance.now();
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (error) => this.finish(`socket error: ${error.message}`));
@@ -53,7 +54,7 @@ export class ReplConnection {
   }
 
   private onData(chunk: Buffer): void {
-    this.lastHeardMs = Date.now();
+    this.lastHeardMs = performance.now();
     this.assembler.push(chunk);
     for (;;) {
       if (this.closed) return;
@@ -62,7 +63,7 @@ export class ReplConnection {
       if (result.ok) {
         const message = result.message;
         if (message.type === "PING") {
-          this.send({ type: "PONG", pingId: message.pingId, echoTimeUs: message.sendTimeUs, replyTimeUs: Date.now() * 1000 });
+          this.send({ type: "PONG", pingId: message.pingId, echoTimeUs: message.sendTimeUs, replyTimeUs: monotonicUs() });
         } else if (message.type !== "PONG") {
           this.handlers.onMessage(message);
         }
@@ -77,14 +78,14 @@ export class ReplConnection {
 
   private tick(): void {
     if (this.closed) return;
-    if (Date.now() - this.lastHeardMs > replPeerTimeoutMs) {
+    if (performance.now() - this.lastHeardMs > replPeerTimeoutMs) {
       this.logger.warn({ event: "repl_peer_timeout", remote: this.remote, timeoutMs: replPeerTimeoutMs }, "replication peer silent; closing");
       this.socket.destroy();
       this.finish(`peer silent for ${replPeerTimeoutMs} ms`);
       return;
     }
     this.pingId = (this.pingId + 1) >>> 0;
-    this.send({ type: "PING", pingId: this.pingId, sendTimeUs: Date.now() * 1000 });
+    this.send({ type: "PING", pingId: this.pingId, sendTimeUs: monotonicUs() });
   }
 
   /** Queues one message; false when the socket's buffer is past its high-water mark. */
@@ -123,4 +124,9 @@ export class ReplConnection {
     if (!this.socket.destroyed) this.socket.destroy();
     this.handlers.onClose(reason);
   }
+}
+
+/** PING/PONG times: only the side that sent a PING reads its echo (round-trip time), so a monotonic clock serves. */
+function monotonicUs(): number {
+  return Math.round(performance.now() * 1000);
 }

@@ -2,6 +2,7 @@
 // shared by every group, so write times are monotonic across the whole node.
 import { stampWrite, mergeWriteTimeState, initialWriteTimeState, type Stamp, type WriteTimeState } from "../core/stamp.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
+import { hostWriteTimeAheadUsMax } from "../core/limits.ts";
 
 export class NodeStamper {
   readonly policy: WriteTimePolicy;
@@ -9,6 +10,10 @@ export class NodeStamper {
   private current: WriteTimeState = initialWriteTimeState;
   /** Host writes whose time was behind the recorded time (raised to keep time monotonic). */
   hostTimesRaised = 0;
+  /** Host writes whose time was too far ahead of this node's clock (lowered to the bound). */
+  hostTimesClamped = 0;
+  /** Called for each clamped host time (the node logs, rate-limited). */
+  onHostTimeClamped: (hostWriteTimeUs: number, boundUs: number) => void = () => undefined;
 
   constructor(policy: WriteTimePolicy, clockUs: () => number) {
     this.policy = policy;
@@ -20,9 +25,14 @@ export class NodeStamper {
       policy: this.policy,
       nowUs: this.policy === "clock" ? this.clockUs() : 0,
       hostWriteTimeUs,
+      hostWriteTimeMaxUs: hostWriteTimeUs === undefined ? undefined : this.clockUs() + hostWriteTimeAheadUsMax,
     });
     this.current = state;
     if (stamp.hostTimeRaised) this.hostTimesRaised += 1;
+    if (stamp.hostTimeClamped && hostWriteTimeUs !== undefined) {
+      this.hostTimesClamped += 1;
+      this.onHostTimeClamped(hostWriteTimeUs, stamp.writeTimeUs);
+    }
     return stamp;
   }
 
@@ -36,7 +46,11 @@ export class NodeStamper {
   }
 }
 
-/** Microseconds since the epoch from the wall clock, never going back within a process. */
+/**
+ * Microseconds since the epoch from the wall clock, never going back within a process: the
+ * wall clock is read once, then advanced by the monotonic clock, so a step of the system
+ * clock (NTP, a manual date change, a VM resume) moves no stamp back.
+ */
 export function wallClockUs(): () => number {
   const originMs = Date.now();
   const originNs = process.hrtime.bigint();

@@ -52,7 +52,13 @@ export interface JournalRecord {
 export type DecodeResult =
   | { readonly ok: true; readonly record: JournalRecord; readonly bytes: number }
   | { readonly ok: false; readonly reason: "truncated"; readonly bytesNeeded: number }
-  | { readonly ok: false; readonly reason: "corrupt"; readonly detail: string };
+  | { readonly ok: false; readonly reason: "corrupt"; readonly detail: string }
+  /**
+   * The header's checksum is valid, so these bytes were written whole, but this version of
+   * tidemark does not know their format (a newer record version or kind) or their fields
+   * break the format's rules. Never a torn write: recovery must not cut it off.
+   */
+  | { readonly ok: false; readonly reason: "unsupported"; readonly detail: string };
 
 export function recordPayloadBytes(kind: RecordKind, lengthBytes: number): number {
   return kind === RecordKind.write ? lengthBytes : 0;
@@ -102,10 +108,11 @@ export function decodeRecord(buf: Buffer, at = 0): DecodeResult {
   if (available < journalHeaderBytes) return { ok: false, reason: "truncated", bytesNeeded: journalHeaderBytes - Math.max(0, available) };
   if (buf.readUInt32LE(at) !== journalRecordMagic) return { ok: false, reason: "corrupt", detail: "bad magic" };
   if (checksum(buf, at, at + 60) !== buf.readUInt32LE(at + 60)) return { ok: false, reason: "corrupt", detail: "header checksum mismatch" };
+  // From here on the header is known to be whole: what does not fit is "unsupported", not torn.
   const version = buf.readUInt8(at + 4);
-  if (version !== journalRecordVersion) return { ok: false, reason: "corrupt", detail: `unknown version ${version}` };
+  if (version !== journalRecordVersion) return { ok: false, reason: "unsupported", detail: `record format version ${version} (this tidemark reads version ${journalRecordVersion})` };
   const kind = buf.readUInt8(at + 5);
-  if (!kinds.has(kind)) return { ok: false, reason: "corrupt", detail: `unknown kind ${kind}` };
+  if (!kinds.has(kind)) return { ok: false, reason: "unsupported", detail: `unknown record kind ${kind}` };
   const lengthBytes = buf.readUInt32LE(at + 12);
   const offsetBytes = readU64LE(buf, at + 16);
   const sequence = readU64LE(buf, at + 24);
@@ -113,13 +120,13 @@ export function decodeRecord(buf: Buffer, at = 0): DecodeResult {
   const acceptNumber = readU64LE(buf, at + 40);
   const markerNumber = readU64LE(buf, at + 48);
   if (offsetBytes === undefined || sequence === undefined || writeTimeUs === undefined || acceptNumber === undefined || markerNumber === undefined) {
-    return { ok: false, reason: "corrupt", detail: "64-bit field out of range" };
+    return { ok: false, reason: "unsupported", detail: "64-bit field out of range" };
   }
   const recordKind = kind as RecordKind;
   if (recordKind === RecordKind.write && (lengthBytes === 0 || lengthBytes > journalRecordPayloadBytesMax)) {
-    return { ok: false, reason: "corrupt", detail: `write length ${lengthBytes} out of range` };
+    return { ok: false, reason: "unsupported", detail: `write length ${lengthBytes} out of range` };
   }
-  if (sequence === 0) return { ok: false, reason: "corrupt", detail: "sequence 0" };
+  if (sequence === 0) return { ok: false, reason: "unsupported", detail: "sequence 0" };
   const payloadBytes = recordPayloadBytes(recordKind, lengthBytes);
   if (available < journalHeaderBytes + payloadBytes) {
     return { ok: false, reason: "truncated", bytesNeeded: journalHeaderBytes + payloadBytes - available };

@@ -90,3 +90,59 @@ export class DirectReader {
     if (this.buffered !== this.handle) await this.buffered.close();
   }
 }
+
+/**
+ * Positioned reads that bypass the page cache (O_DIRECT), for re-reading a journal after a
+ * failed fdatasync: the cache may hold pages the disk never got, so only the disk itself
+ * can say what is durable ("fsyncgate"). Any offset and length: the read is widened to
+ * whole blocks into an aligned scratch buffer and the asked part copied out. Where
+ * O_DIRECT is refused (tmpfs, which has no disk behind its cache), it reads normally.
+ */
+export class DirectFileReader {
+  private readonly handle: FileHandle;
+  private readonly scratch: Buffer;
+  private closed = false;
+
+  private constructor(handle: FileHandle, scratchBytes: number) {
+    this.handle = handle;
+    const memory = new WebAssembly.Memory({ initial: Math.ceil(scratchBytes / wasmPageBytes) });
+    this.scratch = Buffer.from(memory.buffer, 0, scratchBytes);
+  }
+
+  /** `scratchBytes`: the largest aligned piece read at once (whole blocks). */
+  static async open(path: string, scratchBytes: number): Promise<DirectFileReader | FileHandle> {
+    assert(scratchBytes > 0 && scratchBytes % directAlignBytes === 0, "direct read pieces are whole blocks");
+    try {
+      return new DirectFileReader(await open(path, constants.O_RDONLY | constants.O_DIRECT), scratchBytes);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EINVAL") throw error;
+      return open(path, "r");
+    }
+  }
+
+  async read(into: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+    assert(!this.closed, "direct reader used after close");
+    let doneBytes = 0;
+    while (doneBytes < length) {
+      const wantStart = position + doneBytes;
+      const alignedStart = wantStart - (wantStart % directAlignBytes);
+      const alignedEnd = Math.min(alignedStart + this.scratch.length, roundUp(position + length, directAlignBytes));
+      const { bytesRead } = await this.handle.read(this.scratch, 0, alignedEnd - alignedStart, alignedStart);
+      const usefulBytes = Math.min(bytesRead - (wantStart - alignedStart), length - doneBytes);
+      if (usefulBytes <= 0) break; // end of file
+      this.scratch.copy(into, offset + doneBytes, wantStart - alignedStart, wantStart - alignedStart + usefulBytes);
+      doneBytes += usefulBytes;
+    }
+    return { bytesRead: doneBytes };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close();
+  }
+}
+
+function roundUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
+}

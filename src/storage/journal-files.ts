@@ -70,6 +70,27 @@ export class JournalCorruptError extends Error {
   }
 }
 
+/**
+ * A record written whole (its header checksum is valid) that this version of tidemark
+ * cannot read: a newer record format or kind, or fields that break the format's rules.
+ * It may hold answered writes, so it is never cut off as a torn tail: the node refuses to
+ * start the group and says what to do.
+ */
+export class JournalFormatError extends Error {
+  override name = "JournalFormatError";
+  readonly code = "TM_ERR_JOURNAL_FORMAT";
+  readonly path: string;
+  readonly offsetBytes: number;
+  readonly reason: string;
+  constructor(path: string, offsetBytes: number, reason: string) {
+    super(`journal ${path} holds a record at byte ${offsetBytes} that this version of tidemark cannot read (${reason}); ` +
+      "it was probably written by a newer tidemark: start the node with that version again. Nothing was changed on disk.");
+    this.path = path;
+    this.offsetBytes = offsetBytes;
+    this.reason = reason;
+  }
+}
+
 /** An append that would take the journal past its size limit; the sequence is not consumed. */
 export class JournalFullError extends Error {
   override name = "JournalFullError";

@@ -20,9 +20,10 @@ import {
   encodeRecordHeader, encodedRecordBytes, journalHeaderBytes, recordPayloadBytes, RecordKind, type JournalRecord,
 } from "../protocol/journal-record.ts";
 import {
-  fsyncDirectory, JournalClosedError, JournalCorruptError, JournalFullError, JournalTrimmedError, listSegmentFiles, segmentFileName,
+  fsyncDirectory, JournalClosedError, JournalCorruptError, JournalFormatError, JournalFullError, JournalTrimmedError, listSegmentFiles, segmentFileName,
 } from "./journal-files.ts";
-import { SegmentReader } from "./journal-reader.ts";
+import { findWholeRecordAfter, SegmentReader } from "./journal-reader.ts";
+import { DirectFileReader } from "./direct-reader.ts";
 
 /**
  * Batches up to this size are written with a synchronous writev on the main thread (a
@@ -36,7 +37,7 @@ const journalSyncWriteBytesMax = 256 * 1024;
  */
 const journalBackgroundSyncBytes = 32 * 1024 * 1024;
 
-export { JournalClosedError, JournalCorruptError, JournalFullError, JournalTrimmedError } from "./journal-files.ts";
+export { JournalClosedError, JournalCorruptError, JournalFormatError, JournalFullError, JournalTrimmedError } from "./journal-files.ts";
 
 export interface JournalOptions {
   /** Size limit of all segments together; an append past it rejects with JournalFullError. */
@@ -45,7 +46,18 @@ export interface JournalOptions {
   readonly segmentBytesMax?: number;
   /** Sequence of the first record when the directory holds no segment yet (ignored otherwise). */
   readonly nextSequence: number;
+  /**
+   * Recovery: cut the last segment at a damaged record even when whole records follow it
+   * (the operator's choice after a power loss; `tidemark node --truncate-damaged-journals`).
+   * Without it such damage is JournalCorruptError: whole records after it may be answered writes.
+   */
+  readonly cutDamagedTail?: boolean;
+  /** Recovery reads the segments with O_DIRECT (after a failed fdatasync: never trust the page cache). */
+  readonly directRead?: boolean;
 }
+
+/** Bytes read at once when recovery reads with O_DIRECT (whole blocks; one largest record fits). */
+const journalDirectReadBytes = 4 * 1024 * 1024;
 
 export interface RecoveryReport {
   /** First record's sequence; with no records, the next sequence to append. */
@@ -264,12 +276,25 @@ export class GroupJournal {
         try {
           const { size: fileBytes } = await handle.stat();
           const segment = newSegment(file.firstSequence, file.path);
-          const reader = new SegmentReader(handle, 0, fileBytes, { chunkBytes: journalReadChunkBytes, reuseBuffer: true });
+          // After a failed fdatasync only the disk itself can say what is durable: read past the page cache.
+          const source = options.directRead === true ? await DirectFileReader.open(file.path, journalDirectReadBytes) : handle;
+          const reader = new SegmentReader(source, 0, fileBytes, { chunkBytes: journalReadChunkBytes, reuseBuffer: true });
+          try {
           for (;;) {
             const step = await reader.next();
             if (step.kind === "end") break;
+            if (step.kind === "unsupported") throw new JournalFormatError(file.path, step.offsetBytes, step.reason);
             if (step.kind === "bad") {
               if (!isLast) throw new JournalCorruptError(file.path, step.offsetBytes, `${step.reason} (not the last segment, so not a torn tail)`);
+              // A torn write leaves garbage or zeroes behind it, never a whole record.
+              const whole = await findWholeRecordAfter(source, step.offsetBytes + 1, fileBytes, journalReadChunkBytes, expectedSequence);
+              if (whole !== undefined && options.cutDamagedTail !== true) {
+                throw new JournalCorruptError(file.path, step.offsetBytes,
+                  `${step.reason}, but a whole record (${whole.detail}) follows at byte ${whole.offsetBytes}: this is damage, not a torn write, ` +
+                  `and cutting here would drop records from sequence ${expectedSequence} on. Nothing was changed on disk. ` +
+                  "If the machine lost power (records after an unwritten hole were never made durable), start the node once with " +
+                  "--truncate-damaged-journals to cut the journal here; otherwise restore the data directory from a backup");
+              }
               tornBytesCut = fileBytes - step.offsetBytes;
               tornReason = step.reason;
               await handle.truncate(step.offsetBytes);
@@ -291,6 +316,9 @@ export class GroupJournal {
             if (record.kind === RecordKind.marker && record.markerNumber > maxMarkerNumber) maxMarkerNumber = record.markerNumber;
             const pending = onRecord(record);
             if (pending !== undefined) await pending;
+          }
+          } finally {
+            if (source !== handle) await source.close();
           }
           if (!isLast && segment.sizeBytes === 0) {
             throw new JournalCorruptError(file.path, 0, "empty segment before the last one");
@@ -763,6 +791,7 @@ export class GroupJournal {
       let budget = budgetBytes;
       while (expected <= endSequence) {
         const step = await reader.next();
+        if (step.kind === "unsupported") throw new JournalFormatError(segment.path, step.offsetBytes, step.reason);
         if (step.kind !== "record") {
           throw new JournalCorruptError(segment.path, step.offsetBytes, step.kind === "end" ? `segment ends before sequence ${expected}` : step.reason);
         }
@@ -779,6 +808,18 @@ export class GroupJournal {
       await handle.close();
     }
     return records;
+  }
+
+  /** Bytes trimThrough(sequence) would free now: whole non-active segments whose records are all <= sequence. */
+  bytesTrimmableThrough(sequence: number): number {
+    let bytes = 0;
+    for (let i = 0; i < this.segments.length - 1; i += 1) {
+      const segment = this.segments[i];
+      assert(segment !== undefined, "segment in range");
+      if (segment.lastSequence > sequence) break;
+      bytes += segment.sizeBytes;
+    }
+    return bytes;
   }
 
   /**

@@ -93,5 +93,5 @@ test("a checksummed header declaring an oversized write is rejected before readi
   bytes.writeUInt32LE(checksum(bytes, 0, 60), 60);
   const decoded = decodeRecord(bytes.subarray(0, journalHeaderBytes));
   assert.equal(decoded.ok, false);
-  assert.ok(!decoded.ok && decoded.reason === "corrupt" && /out of range/.test(decoded.detail));
+  assert.ok(!decoded.ok && decoded.reason === "unsupported" && /out of range/.test(decoded.detail));
 });

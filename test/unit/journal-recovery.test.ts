@@ -1,6 +1,7 @@
 // Proves the journal's recovery rules on real files: a torn tail at every byte of the last
-// record is cut and appending goes on; a flipped bit in the last segment is cut, in an
-// earlier segment it is JournalCorruptError; gaps are errors; and a fast-check property
+// record is cut and appending goes on; a flipped bit in the last record is cut, before whole
+// records or in an earlier segment it is JournalCorruptError; a whole record in a format
+// this version cannot read is JournalFormatError and never cut; gaps are errors; and a fast-check property
 // of random append/sync/crash/reopen runs never loses a synced record nor returns one
 // twice or out of order.
 import { test } from "node:test";
@@ -8,7 +9,8 @@ import assert from "node:assert/strict";
 import { cp, open, readFile, rename, stat, truncate, unlink, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import fc from "fast-check";
-import { GroupJournal, JournalCorruptError } from "../../src/storage/journal.ts";
+import { GroupJournal, JournalCorruptError, JournalFormatError } from "../../src/storage/journal.ts";
+import { checksum } from "../../src/protocol/bytes.ts";
 import { encodedRecordBytes } from "../../src/protocol/journal-record.ts";
 import { makeRecord, range, recordOffsets, removeDir, reopen, segmentPaths, tempDir } from "./journal-helpers.ts";
 
@@ -100,19 +102,57 @@ void test("a flipped bit anywhere in the last record is a torn tail: the record 
   }
 });
 
-void test("damage before the last record of the last segment cuts from there (no later record is kept)", async () => {
+void test("damage before whole records of the last segment is not a torn tail: refused, nothing cut; cut only when the operator says so", async () => {
   const dir = await template("flip-mid");
   try {
     const last = (await segmentPaths(dir))[1]!;
     const { offsets, endBytes } = await recordOffsets(last);
     const secondStart = offsets[1]!;
     await flipBit(last, secondStart + 100, 3);
-    const recovered = await reopen(dir, options);
+    const error = await GroupJournal.open(dir, options).then(() => undefined, (e: unknown) => e);
+    assert.ok(error instanceof JournalCorruptError, String(error));
+    assert.equal(error.offsetBytes, secondStart);
+    assert.match(error.reason, /whole record \(record of sequence 7\) follows/);
+    assert.match(error.reason, /--truncate-damaged-journals/);
+    assert.equal((await stat(last)).size, endBytes, "nothing was cut");
+    const recovered = await reopen(dir, { ...options, cutDamagedTail: true });
     assert.deepEqual(recovered.sequences, range(1, 5));
     assert.equal(recovered.report.tornBytesCut, endBytes - secondStart);
     await recovered.journal.close();
   } finally {
     await removeDir(dir);
+  }
+});
+
+void test("a record in a format this version cannot read (valid header checksum) stops recovery with JournalFormatError and is never cut", async () => {
+  for (const change of ["version", "kind", "zero-sequence"] as const) {
+    const dir = await template(`format-${change}`);
+    try {
+      const last = (await segmentPaths(dir))[1]!;
+      const { offsets, endBytes } = await recordOffsets(last);
+      const lastStart = offsets[offsets.length - 1]!;
+      const header = Buffer.alloc(64);
+      const handle = await open(last, "r+");
+      try {
+        await handle.read(header, 0, 64, lastStart);
+        if (change === "version") header.writeUInt8(2, 4);
+        else if (change === "kind") header.writeUInt8(9, 5);
+        else header.fill(0, 24, 32);
+        header.writeUInt32LE(checksum(header, 0, 60), 60); // whole, as a newer tidemark would write it
+        await handle.write(header, 0, 64, lastStart);
+      } finally {
+        await handle.close();
+      }
+      const seen: number[] = [];
+      const error = await GroupJournal.open(dir, options, (record) => void seen.push(record.sequence)).then(() => undefined, (e: unknown) => e);
+      assert.ok(error instanceof JournalFormatError, `${change}: ${String(error)}`);
+      assert.equal(error.code, "TM_ERR_JOURNAL_FORMAT");
+      assert.equal(error.offsetBytes, lastStart);
+      assert.match(error.message, /newer tidemark/);
+      assert.equal((await stat(last)).size, endBytes, `${change}: nothing was cut`);
+    } finally {
+      await removeDir(dir);
+    }
   }
 });
 
