@@ -437,8 +437,8 @@ export interface RunningNode {
   readonly pid: number;
   /** nbd://127.0.0.1:PORT/EXPORT */
   nbdUri(exportName: string): string;
-  /** SIGTERM and wait; throws (with the log tail) unless it exits 0 within the stop timeout. */
-  stop(): Promise<void>;
+  /** SIGTERM (or another stopping signal) and wait; throws (with the log tail) unless it exits 0 within the stop timeout. */
+  stop(signal?: "SIGTERM" | "SIGINT" | "SIGHUP"): Promise<void>;
   /** SIGKILL (a crash) and wait for the exit. */
   kill(): Promise<void>;
   /** Starts it again with the same id, data dir and ports (stopping it first if running). */
@@ -533,13 +533,13 @@ class NodeProcess implements RunningNode {
     throw new Error(`node ${this.id} not healthy within ${this.#healthTimeoutMs} ms (${lastProblem})\n--- log tail (${this.logFile})\n${this.logTail()}`);
   }
 
-  async stop(): Promise<void> {
+  async stop(signal: "SIGTERM" | "SIGINT" | "SIGHUP" = "SIGTERM"): Promise<void> {
     const daemon = this.#daemon;
     if (daemon === null) return;
-    const { exit, obeyed } = await stopDaemon(daemon, "SIGTERM");
-    if (!obeyed) throw new Error(`node ${this.id} ignored SIGTERM for ${stopTimeoutMs} ms and was killed\n--- log tail\n${this.logTail()}`);
+    const { exit, obeyed } = await stopDaemon(daemon, signal);
+    if (!obeyed) throw new Error(`node ${this.id} ignored ${signal} for ${stopTimeoutMs} ms and was killed\n--- log tail\n${this.logTail()}`);
     if (exit.code !== 0) {
-      throw new Error(`node ${this.id} stopped with code ${String(exit.code)}, signal ${String(exit.signal)} after SIGTERM (expected exit 0)\n--- log tail\n${this.logTail()}`);
+      throw new Error(`node ${this.id} stopped with code ${String(exit.code)}, signal ${String(exit.signal)} after ${signal} (expected exit 0)\n--- log tail\n${this.logTail()}`);
     }
   }
 
