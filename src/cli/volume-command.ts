@@ -41,13 +41,18 @@ export function registerVolumeCommands(program: Command, io: CliIo): void {
 
 export function renderVolumes(volumes: readonly VolumeInfo[]): string {
   if (volumes.length === 0) return "no volumes; create one with `tidemark volume create NAME --size SIZE`\n";
+  // WRITTEN: what an initial copy sends (the written map); only from nodes that report it.
+  const written = volumes.some((volume) => volume.writtenBytes !== undefined);
   const table = renderTable(
-    [{ header: "NAME" }, { header: "SIZE", align: "right" }, { header: "ALLOCATED", align: "right" }, { header: "WRITTEN", align: "right" }, { header: "GROUP" }, { header: "RO" }],
+    [
+      { header: "NAME" }, { header: "SIZE", align: "right" }, { header: "ALLOCATED", align: "right" },
+      ...(written ? [{ header: "WRITTEN", align: "right" as const }] : []), { header: "GROUP" }, { header: "RO" },
+    ],
     volumes.map((volume) => [
       volume.name,
       formatBytes(volume.sizeBytes),
       formatBytes(volume.allocatedBytes),
-      volume.writtenBytes === undefined ? "-" : formatBytes(volume.writtenBytes),
+      ...(written ? [volume.writtenBytes === undefined ? "-" : formatBytes(volume.writtenBytes)] : []),
       volume.group ?? "-",
       yesNo(volume.readOnly),
     ]),

@@ -66,7 +66,7 @@ export class VolumeFile {
    * failure nothing is left behind; a size the file system cannot hold is a FileTooLargeError.
    */
   static async create(path: string, sizeBytes: number): Promise<VolumeFile> {
-    const handle = await open(path, "wx", 0o600);
+    const handle = await open(path, "wx+", 0o600); // read-write, and never an existing file
     const mapPath = WrittenMap.pathFor(path);
     let written: WrittenMap;
     try {
