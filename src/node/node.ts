@@ -2,8 +2,8 @@
 // volumes and journals, then serves NBD, the host protocol, replication and management.
 // This file wires the pieces; the write path is in group-writer.ts, the servers in their own files.
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readFile, rm, stat, unlink } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { mkdir, open, readFile, rm, unlink } from "node:fs/promises";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
 import {
@@ -13,8 +13,8 @@ import { asAcceptNumber, asVolumeId, asWriteTimeUs, type WriteTimePolicy } from 
 import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../core/volume-io.ts";
 import { RecordKind, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal, JournalCorruptError, JournalFormatError, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
-import { FileTooLargeError, VolumeFile } from "../storage/volume-file.ts";
-import { binaryBytes, fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
+import { VolumeFile } from "../storage/volume-file.ts";
+import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
 import { makeDirectoryDurable } from "../storage/durable-fs.ts";
 import { ApplyOrder } from "./apply-order.ts";
 import {
@@ -25,6 +25,7 @@ import { GroupWriter, type GroupVolume } from "./group-writer.ts";
 import { startHostServer, type HostServer } from "./host-server.ts";
 import { emptyMetadata, loadMetadata, saveMetadata, type GroupRecord, type NodeMetadata, type PairRecord, type TargetRecord } from "./metadata.ts";
 import { PairLink } from "./pair-link.ts";
+import { createVolumeFile, emptyTargetVolumes, logWrittenMapOrigins, saveWrittenMaps, undoVolumeFile, volumeBytes, volumeCreateError } from "./volume-files.ts";
 import { Reflector } from "./reflector.ts";
 import { ReplServer, type TargetHost } from "./repl-server.ts";
 import { TargetGroup, type TargetVolume } from "./target-group.ts";
@@ -522,7 +523,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   listVolumes(): VolumeInfo[] {
-    return [...this.volumesByName.values()].map((v) => this.volumeInfo(v));
+    // Not the placeholders of creates in progress: they have no file yet.
+    return [...this.volumesByName.values()].filter((v) => this.volumesById.get(v.id) === v).map((v) => this.volumeInfo(v));
   }
 
   private volumeInfo(volume: LiveVolume): VolumeInfo {
@@ -552,7 +554,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const path = join(volumesDir, fileName);
     let file: VolumeFile | undefined;
     try {
-      file = await this.createVolumeFile(path, fileName, sizeBytes);
+      file = await createVolumeFile(path, sizeBytes, this.requireMetadata(), this.logger);
       await this.updateMetadata((m) => {
         m.nextVolumeId = Math.max(m.nextVolumeId, id + 1);
         m.volumes.push({ id, name, sizeBytes, fileName, createdAt: new Date().toISOString() });
@@ -560,7 +562,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     } catch (error) {
       this.volumesByName.delete(name);
       // Nothing is left behind: no file, no map, no metadata entry (unless the metadata did land).
-      if (file !== undefined) await this.undoVolumeFile(file, fileName);
+      if (file !== undefined) await undoVolumeFile(file, this.options.dataDir, this.logger);
       throw volumeCreateError(error, name, sizeBytes);
     }
     const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, target: undefined, allocatedBytes: 0 };
@@ -574,39 +576,6 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       this.logger.warn({ event: "volume_overcommitted", volume: name, sizeBytes, freeBytes: this.freeBytes, dir: volumesDir }, info.warning);
     }
     return info;
-  }
-
-  /**
-   * The volume's file and map, created exclusively. A file of that name with no volume behind
-   * it (left by a create that crashed before its metadata was saved) is removed first if it
-   * holds no block, and refused otherwise: a file with data is never overwritten.
-   */
-  private async createVolumeFile(path: string, fileName: string, sizeBytes: number): Promise<VolumeFile> {
-    try {
-      return await VolumeFile.create(path, sizeBytes);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-    }
-    assert(!this.requireMetadata().volumes.some((v) => v.fileName === fileName), () => `volume ids are never reused: ${fileName} belongs to no volume`);
-    const info = await stat(path);
-    if (info.blocks > 0) {
-      throw new ControlError("TM_ERR_CONFLICT", `${path} exists and holds ${info.blocks * 512} bytes of data, but no volume uses it (left by an earlier create that did not finish?); move it out of ${dirname(path)} and try again`);
-    }
-    this.logger.warn({ event: "orphan_volume_file_removed", path, sizeBytes: info.size }, "removed an empty volume file that no volume uses (left by a create that did not finish)");
-    await VolumeFile.remove(path);
-    return VolumeFile.create(path, sizeBytes);
-  }
-
-  /** Undoes a created volume file after a later step failed, unless the metadata names it after all. */
-  private async undoVolumeFile(file: VolumeFile, fileName: string): Promise<void> {
-    try {
-      await file.close();
-      const onDisk = await loadMetadata(this.options.dataDir);
-      if (onDisk?.volumes.some((v) => v.fileName === fileName) === true) return; // the save landed: keep what it names
-      await VolumeFile.remove(file.path);
-    } catch (error) {
-      this.logger.error({ event: "volume_create_undo_failed", path: file.path, err: error }, "could not remove the files of a volume whose create failed");
-    }
   }
 
   listGroups(): GroupInfo[] {
@@ -863,7 +832,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     }
     // The copy sends only the primary's written extents: every other byte of the target must be
     // zero before `copying` is persisted (a crash part-way finishes the emptying on open).
-    await this.emptyTargetVolumes(target);
+    await emptyTargetVolumes(target, this.logger);
     const record = groupRecordById(this.requireMetadata(), target.groupId);
     // A fresh journal from the stream's first sequence, in a new directory.
     await target.journal.close();
@@ -900,17 +869,6 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const volume of target.volumes) target.zeroVolumes.add(volume.volumeId); // emptied above
     this.logger.info({ event: "target_copy_started", group: target.name, startSequence }, "initial copy into target started");
     return undefined;
-  }
-
-  /** Empties every target volume that may hold a byte (the pair was created over it with --force, or an earlier copy wrote to it). */
-  private async emptyTargetVolumes(target: TargetGroup): Promise<void> {
-    for (const volume of target.volumes) {
-      const allocatedBytes = await volume.file.allocatedBytes();
-      if (allocatedBytes === 0 && volume.file.written.markedExtents === 0) continue;
-      this.logger.warn({ event: "target_volume_emptied", group: target.name, volume: volume.name, allocatedBytes, writtenBytes: volume.file.written.markedBytes },
-        "target volume emptied for the initial copy: its earlier contents are replaced by the primary's");
-      await volume.file.discardContents();
-    }
   }
 
   async finishCopy(target: TargetGroup, consistentFromSequence: number): Promise<void> {
@@ -1090,42 +1048,6 @@ async function replayRecord(groupName: string, volumes: ReadonlyMap<number, Grou
     default:
       unreachable(record.kind, "journal record kind");
   }
-}
-
-/** Saves the written maps of these volumes (a no-op for a map with nothing new). */
-async function saveWrittenMaps(volumes: Iterable<{ readonly file: VolumeFile }>): Promise<void> {
-  await Promise.all([...volumes].map((volume) => volume.file.written.save()));
-}
-
-function volumeBytes(volumes: readonly { readonly file: VolumeFile }[]): number {
-  return volumes.reduce((sum, volume) => sum + volume.file.sizeBytes, 0);
-}
-
-/** One line for the volumes whose written map was missing (an older data directory) or damaged. */
-function logWrittenMapOrigins(logger: Logger, volumes: readonly { readonly name: string; readonly file: VolumeFile }[]): void {
-  const legacy = volumes.filter((v) => v.file.written.origin === "legacy").map((v) => v.name);
-  const legacyEmpty = volumes.filter((v) => v.file.written.origin === "legacy-empty").map((v) => v.name);
-  if (legacy.length + legacyEmpty.length > 0) {
-    logger.warn({ event: "written_maps_migrated", everyExtentWritten: legacy, nothingWritten: legacyEmpty },
-      `data directory from a version without written maps: ${legacy.length} volume(s) with data count every extent as written (their initial copies read them whole, as before), ${legacyEmpty.length} without a block allocated count none`);
-  }
-  for (const volume of volumes) {
-    if (volume.file.written.origin !== "untrusted") continue;
-    logger.error({ event: "written_map_untrusted", volume: volume.name, problem: volume.file.written.problem, path: volume.file.written.path },
-      "written map failed its checks and was set aside (.corrupt): every extent of the volume counts as written");
-  }
-}
-
-/** A failed volume create as the operator should see it: what was wrong and what to do. */
-function volumeCreateError(error: unknown, name: string, sizeBytes: number): unknown {
-  if (error instanceof FileTooLargeError) {
-    const suggestionBytes = error.limitBytes - (error.limitBytes % 512);
-    return new ControlError("TM_ERR_LIMIT",
-      `volume ${name} of ${sizeBytes} bytes (${binaryBytes(sizeBytes)}) does not fit: the file system of ${error.dir} (${error.fileSystem}) holds files of at most ${error.limitBytes} bytes (${binaryBytes(sizeBytes - error.limitBytes)} less than ${binaryBytes(sizeBytes)}); ` +
-      `use a smaller --size (at most ${suggestionBytes}) or put --data on xfs, btrfs or tmpfs`);
-  }
-  if ((error as NodeJS.ErrnoException).code === "ENOSPC") return new ControlError("TM_ERR_NO_SPACE", `no space for volume ${name}`);
-  return error;
 }
 
 /** The metadata record of a group that must exist (a live group always has one). */
