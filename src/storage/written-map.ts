@@ -98,8 +98,18 @@ export class WrittenMap {
     // A file without a single allocated block reads as zeroes everywhere: nothing to copy.
     const empty = (await allocatedBytes()) === 0;
     if (!empty) map.markAll();
-    await writeFileAtomic(path, encodeWrittenMap(map, 0));
-    return new WrittenMap(path, map, map.clone(), 0, origin === "legacy" && empty ? "legacy-empty" : origin, problem);
+    const written = new WrittenMap(path, map, new ExtentMap(sizeBytes, writtenMapExtentBytes), 0, origin === "legacy" && empty ? "legacy-empty" : origin, problem);
+    written.generation = 1; // not saved yet
+    try {
+      await written.save();
+    } catch (error) {
+      // A node must start on a full disk: the map stays dirty and the next save (a checkpoint,
+      // a write outside a group) writes it; until then the file is missing or set aside, which
+      // the next start treats the same way again.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "ENOSPC" && code !== "EDQUOT") throw error;
+    }
+    return written;
   }
 
   /** Removes a map file and its temporary (volume create undoing itself). ENOENT is fine. */
