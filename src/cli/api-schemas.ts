@@ -12,6 +12,8 @@ export const volumeInfoSchema = z.object({
   allocatedBytes: count,
   group: z.string().nullable(),
   readOnly: z.boolean(),
+  writtenBytes: count.optional(),
+  warning: z.string().nullable().optional(),
 });
 
 export const groupInfoSchema = z.object({
@@ -63,7 +65,8 @@ export const pairInfoSchema = z.object({
   lagSeconds: z.number(),
   journalBytes: count,
   journalBytesMax: count,
-  copy: z.object({ doneBytes: count, totalBytes: count }).nullable(),
+  copy: z.object({ doneBytes: count, totalBytes: count, volumeBytes: count.optional() }).nullable(),
+  lastCopy: z.object({ doneBytes: count, totalBytes: count, volumeBytes: count }).nullable().optional(),
   heldWrites: count,
   reason: z.string().nullable(),
   link: z.object({ connectedStreams: count, reconnects: count, lastError: z.string().nullable() }),

@@ -214,9 +214,22 @@ function copyRate(samples: readonly CopySample[]): number | null {
   return ((last.doneBytes - first.doneBytes) * 1000) / (last.atMs - first.atMs);
 }
 
+/** Copy figures as the node reports them: bytes sent of the bytes to send (the written extents), and the volumes' size. */
+interface CopyFigures {
+  readonly doneBytes: number;
+  readonly totalBytes: number;
+  readonly volumeBytes?: number | undefined;
+}
+
 interface ProgressBar {
-  update(copy: { doneBytes: number; totalBytes: number }, rateBytesPerSecond: number | null): void;
+  update(copy: CopyFigures, rateBytesPerSecond: number | null): void;
   stop(): void;
+}
+
+/** "4.0 MiB" or, when only the written part of the volumes is copied, "4.0 MiB written of 1.0 TiB". */
+export function copyAmount(copy: CopyFigures): string {
+  const written = formatBytes(copy.totalBytes);
+  return copy.volumeBytes === undefined || copy.volumeBytes === copy.totalBytes ? written : `${written} written of ${formatBytes(copy.volumeBytes)}`;
 }
 
 async function openBar(stream: NodeJS.WriteStream, group: string): Promise<ProgressBar> {
@@ -234,7 +247,7 @@ async function openBar(stream: NodeJS.WriteStream, group: string): Promise<Progr
     update(copy, rate) {
       const payload = {
         doneText: formatBytes(copy.doneBytes),
-        totalText: formatBytes(copy.totalBytes),
+        totalText: copyAmount(copy),
         rateText: rate === null ? "-" : `${formatBytes(Math.max(0, rate))}/s`,
         etaText: rate === null || rate <= 0 ? "-" : formatSeconds((copy.totalBytes - copy.doneBytes) / rate),
       };
@@ -266,9 +279,12 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
   let pair = created;
   let raw = createdRaw;
   const samples: CopySample[] = [];
+  // The last figures seen; a fast copy may end between two polls (then the node's lastCopy says).
+  let seen: CopyFigures | null = created.copy;
   try {
     while (pair.state === "copying") {
       if (pair.copy !== null) {
+        seen = pair.copy;
         samples.push({ atMs: performance.now(), doneBytes: pair.copy.doneBytes });
         while (samples.length > 2 && (samples[samples.length - 1]?.atMs ?? 0) - (samples[0]?.atMs ?? 0) > rateWindowMs) samples.shift();
         bar?.update(pair.copy, copyRate(samples));
@@ -289,8 +305,8 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
       pair = answer.value;
       raw = answer.raw;
     }
-    const total = created.copy?.totalBytes;
-    if (pair.state === "replicating" && total !== undefined) bar?.update({ doneBytes: total, totalBytes: total }, copyRate(samples));
+    if (pair.state === "replicating") seen = pair.lastCopy ?? seen;
+    if (pair.state === "replicating" && seen !== null) bar?.update({ ...seen, doneBytes: seen.totalBytes }, copyRate(samples));
   } finally {
     process.off("SIGINT", onSigint);
     bar?.stop();
@@ -300,7 +316,7 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
     const what = pair.state === "failed" ? "failed" : `is ${pair.state}`;
     throw new OperationError(`the initial copy of group '${group}' ${what}: ${why}; see \`tidemark pair status ${group}\``);
   }
-  const copied = samples.length === 0 ? "" : `, initial copy of ${formatBytes(created.copy?.totalBytes ?? 0)} took ${formatElapsed(performance.now() - startMs)}`;
+  const copied = seen === null ? "" : `, initial copy of ${copyAmount(seen)} took ${formatElapsed(performance.now() - startMs)}`;
   const where = `group ${pair.remoteGroup} on ${pair.remoteNode}${pair.remoteUrl === null ? "" : ` (${pair.remoteUrl})`}`;
   context.print(raw, () => `pair of group ${group} is replicating to ${where}${copied}\n`);
 }
@@ -369,7 +385,7 @@ export function renderPair(pair: PairInfo): string {
     `${link.connectedStreams}/${pair.streams} streams connected, ${link.reconnects} reconnect${link.reconnects === 1 ? "" : "s"}, last error: ${link.lastError ?? "none"}`,
   ]);
   if (pair.copy !== null) {
-    fields.push(["copy", `${formatPercent(pair.copy.doneBytes, pair.copy.totalBytes)} (${formatBytes(pair.copy.doneBytes)} / ${formatBytes(pair.copy.totalBytes)})`]);
+    fields.push(["copy", `${formatPercent(pair.copy.doneBytes, pair.copy.totalBytes)} (${formatBytes(pair.copy.doneBytes)} / ${copyAmount(pair.copy)})`]);
   }
   const width = Math.max(...fields.map(([label]) => label.length + 1));
   const lines = fields.map(([label, value]) => `  ${`${label}:`.padEnd(width)}  ${value}`.trimEnd());

@@ -4,6 +4,7 @@ import { volumeBytesMax, volumeBytesMin } from "../core/limits.ts";
 import type { VolumeInfo } from "../node/control.ts";
 import { volumeCreatedSchema, volumeListSchema } from "./api-schemas.ts";
 import { checkName, mgmtContext, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
+import { oneLine } from "./errors.ts";
 import { formatBytes, renderTable, yesNo } from "./format.ts";
 
 export function registerVolumeCommands(program: Command, io: CliIo): void {
@@ -24,6 +25,9 @@ export function registerVolumeCommands(program: Command, io: CliIo): void {
       hints: { TM_ERR_EXISTS: "pick another name, or see `tidemark volume list`" },
     });
     context.print(raw, () => `created volume ${value.volume.name} (${formatBytes(value.volume.sizeBytes)})\n`);
+    // On stderr, so stdout stays the answer (--json carries it as the volume's `warning`).
+    const warning = value.volume.warning;
+    if (warning !== undefined && warning !== null) io.stderr(`tidemark: warning: ${oneLine(warning)}\n`);
   });
 
   withMgmtOptions(volume.command("list").description("list the node's volumes")).action(
@@ -37,14 +41,22 @@ export function registerVolumeCommands(program: Command, io: CliIo): void {
 
 export function renderVolumes(volumes: readonly VolumeInfo[]): string {
   if (volumes.length === 0) return "no volumes; create one with `tidemark volume create NAME --size SIZE`\n";
-  return renderTable(
-    [{ header: "NAME" }, { header: "SIZE", align: "right" }, { header: "ALLOCATED", align: "right" }, { header: "GROUP" }, { header: "RO" }],
+  // WRITTEN: what an initial copy sends (the written map); only from nodes that report it.
+  const written = volumes.some((volume) => volume.writtenBytes !== undefined);
+  const table = renderTable(
+    [
+      { header: "NAME" }, { header: "SIZE", align: "right" }, { header: "ALLOCATED", align: "right" },
+      ...(written ? [{ header: "WRITTEN", align: "right" as const }] : []), { header: "GROUP" }, { header: "RO" },
+    ],
     volumes.map((volume) => [
       volume.name,
       formatBytes(volume.sizeBytes),
       formatBytes(volume.allocatedBytes),
+      ...(written ? [volume.writtenBytes === undefined ? "-" : formatBytes(volume.writtenBytes)] : []),
       volume.group ?? "-",
       yesNo(volume.readOnly),
     ]),
   );
+  const warnings = volumes.flatMap((volume) => (volume.warning === undefined || volume.warning === null ? [] : [`warning: ${oneLine(volume.warning)}\n`]));
+  return table + warnings.join("");
 }

@@ -101,6 +101,13 @@ export const volumesPerNodeMax = 4096;
 export const groupsPerNodeMax = 1024;
 export const volumesPerGroupMax = 256;
 export const nameLengthMax = 64;
+/**
+ * The written map (docs/volumes.md) keeps one bit per extent of this size: set once any
+ * byte of the extent was written. The initial copy reads only marked extents.
+ */
+export const writtenMapExtentBytes = 1 * MiB;
+/** Bits of the largest volume's written map, in bytes (16 TiB / 1 MiB / 8 = 2 MiB). */
+export const writtenMapBitsBytesMax = Math.ceil(volumeBytesMax / writtenMapExtentBytes / 8);
 
 /** Largest value a sequence number, write time or byte offset may take (exact in a double). */
 export const safeIntegerMax = Number.MAX_SAFE_INTEGER;
@@ -127,6 +134,9 @@ assert(heldWritesPerGroupMax >= nbdConnectionsMax * nbdRequestsInFlightMax + hos
 assert(groupResumeDelayMsMin <= groupResumeDelayMsMax, "resume backoff range");
 assert(replFrameBytesMax >= journalRecordPayloadBytesMax + 64 + 64, "a replication frame holds the largest journal record with its header and the frame and batch headers");
 assert(replCopyChunkBytesMax + 64 <= replFrameBytesMax, "a COPY_DATA frame fits in a frame");
+assert(replCopyChunkBytesMax % writtenMapExtentBytes === 0, "copy chunks cover whole written-map extents");
+assert(writtenMapBitsBytesMax <= 4 * MiB, "a volume's written map stays small enough to rewrite at every checkpoint");
+assert(writtenMapExtentBytes % 4096 === 0, "written-map extents are whole 4 KiB blocks (O_DIRECT copy reads)");
 assert(replPingIntervalMs * 3 <= replPeerTimeoutMs, "several pings fit in the peer timeout");
 assert(replReconnectDelayMsMin <= replReconnectDelayMsMax, "reconnect backoff range");
 

@@ -9,6 +9,10 @@ export interface VolumeInfo {
   /** Group the volume belongs to, or null. */
   readonly group: string | null;
   readonly readOnly: boolean;
+  /** Bytes inside extents marked in the volume's written map: what an initial copy sends (docs/volumes.md). */
+  readonly writtenBytes?: number;
+  /** Set when the volume's unallocated part is larger than the free space of its file system. */
+  readonly warning?: string | null;
 }
 
 export interface GroupInfo {
@@ -117,8 +121,14 @@ export interface PairInfo {
   readonly lagSeconds: number;
   readonly journalBytes: number;
   readonly journalBytesMax: number;
-  /** Initial copy progress while copying, else null. */
-  readonly copy: { readonly doneBytes: number; readonly totalBytes: number } | null;
+  /**
+   * Initial copy progress while copying, else null. totalBytes: what the copy sends (the
+   * written extents of the volumes; on a secondary, the volumes' size until the copy ends);
+   * volumeBytes: the volumes' size.
+   */
+  readonly copy: { readonly doneBytes: number; readonly totalBytes: number; readonly volumeBytes?: number } | null;
+  /** The figures of the last initial copy that finished while this node ran (primary), else null. */
+  readonly lastCopy?: { readonly doneBytes: number; readonly totalBytes: number; readonly volumeBytes: number } | null;
   /** Host writes waiting for journal space right now. */
   readonly heldWrites: number;
   /** Why the pair is slowed, held, suspended or failed; null when all is well. */

@@ -14,6 +14,7 @@ import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeH
 import { RecordKind, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal, JournalCorruptError, JournalFormatError, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
 import { VolumeFile } from "../storage/volume-file.ts";
+import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
 import { makeDirectoryDurable } from "../storage/durable-fs.ts";
 import { ApplyOrder } from "./apply-order.ts";
 import {
@@ -24,6 +25,7 @@ import { GroupWriter, type GroupVolume } from "./group-writer.ts";
 import { startHostServer, type HostServer } from "./host-server.ts";
 import { emptyMetadata, loadMetadata, saveMetadata, type GroupRecord, type NodeMetadata, type PairRecord, type TargetRecord } from "./metadata.ts";
 import { PairLink } from "./pair-link.ts";
+import { createVolumeFile, emptyTargetVolumes, logWrittenMapOrigins, saveWrittenMaps, undoVolumeFile, volumeBytes, volumeCreateError } from "./volume-files.ts";
 import { Reflector } from "./reflector.ts";
 import { ReplServer, type TargetHost } from "./repl-server.ts";
 import { TargetGroup, type TargetVolume } from "./target-group.ts";
@@ -87,6 +89,8 @@ export function validateName(kind: string, name: string): void {
 export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private readonly options: NodeOptions;
   private readonly logger: Logger;
+  /** Free bytes of the volumes' file system at the last look (statfs), for the overcommit warning. */
+  private freeBytes: number | undefined;
   private readonly stamper: NodeStamper;
   private metadata: NodeMetadata | undefined;
   private readonly volumesByName = new Map<string, LiveVolume>();
@@ -205,6 +209,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       this.volumesByName.set(record.name, live);
       this.volumesById.set(record.id, live);
     }
+    logWrittenMapOrigins(this.logger, [...this.volumesById.values()]);
   }
 
   private async recoverGroups(): Promise<void> {
@@ -274,14 +279,19 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       appliedSequence: nextSequence - 1,
       clock: this.clock,
       logger: this.logger.child({ component: "group", group: record.name }),
-      persistCheckpoint: (result) => this.updateMetadata((m) => {
-        const group = groupRecordById(m, record.id);
-        assert(result.checkpointSequence >= group.checkpointSequence, "checkpoints never go back");
-        group.checkpointSequence = result.checkpointSequence;
-        group.nextSequence = result.nextSequence;
-        const link = this.links.get(record.name);
-        if (group.pair !== undefined && link !== undefined) group.pair.ackedSequence = Math.max(group.pair.ackedSequence, link.ackedSequence);
-      }),
+      // The written maps first: once the checkpoint is persisted, the journal behind it (which
+      // recovery would replay, marking again) may be trimmed.
+      persistCheckpoint: async (result) => {
+        await saveWrittenMaps(volumes.values());
+        await this.updateMetadata((m) => {
+          const group = groupRecordById(m, record.id);
+          assert(result.checkpointSequence >= group.checkpointSequence, "checkpoints never go back");
+          group.checkpointSequence = result.checkpointSequence;
+          group.nextSequence = result.nextSequence;
+          const link = this.links.get(record.name);
+          if (group.pair !== undefined && link !== undefined) group.pair.ackedSequence = Math.max(group.pair.ackedSequence, link.ackedSequence);
+        });
+      },
     });
     this.groups.set(record.name, writer);
     for (const volumeId of record.volumeIds) {
@@ -393,6 +403,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     }
     for (const volume of this.volumesById.values()) {
       await volume.file.datasync();
+      await volume.file.written.save().catch((error: unknown) => {
+        this.logger.error({ event: "written_map_save_failed", volume: volume.name, err: error }, "written map not saved at stop; the journal still covers it");
+      });
       await volume.file.close();
     }
     if (this.metadata !== undefined) await this.updateMetadata(() => undefined);
@@ -451,9 +464,13 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
           ? group.write(volume.id, offsetBytes, data as Buffer, options.fua, options.hostWriteTimeUs)
           : group.writeZeroes(volume.id, offsetBytes, lengthBytes, options.fua, options.hostWriteTimeUs);
       }
-      // Outside any group: written straight to the volume, no journal.
-      const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, () =>
-        kind === "data" ? volume.file.write(offsetBytes, data as Buffer) : volume.file.writeZeroes(offsetBytes, lengthBytes));
+      // Outside any group: written straight to the volume, no journal. No journal replays such
+      // a write after a crash, so the written map's bits for it are made durable first (docs/volumes.md).
+      const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, async () => {
+        if (kind === "zeroes") return volume.file.writeZeroes(offsetBytes, lengthBytes);
+        await volume.file.written.ensureDurable(offsetBytes, lengthBytes);
+        return volume.file.write(offsetBytes, data as Buffer);
+      });
       return options.fua ? applied.then(() => volume.file.datasync()) : applied;
     };
     return {
@@ -506,11 +523,16 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   listVolumes(): VolumeInfo[] {
-    return [...this.volumesByName.values()].map((v) => this.volumeInfo(v));
+    // Not the placeholders of creates in progress: they have no file yet.
+    return [...this.volumesByName.values()].filter((v) => this.volumesById.get(v.id) === v).map((v) => this.volumeInfo(v));
   }
 
   private volumeInfo(volume: LiveVolume): VolumeInfo {
-    return { name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? volume.target?.name ?? null, readOnly: volume.target !== undefined };
+    return {
+      name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? volume.target?.name ?? null, readOnly: volume.target !== undefined,
+      writtenBytes: volume.file.written.markedBytes,
+      warning: this.freeBytes === undefined ? null : overcommitWarning(volume, this.freeBytes, join(this.options.dataDir, "volumes")),
+    };
   }
 
   async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
@@ -528,23 +550,32 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     // Reserve the name before the first await so a concurrent create of the same name fails.
     const placeholder = { id, name, sizeBytes } as LiveVolume;
     this.volumesByName.set(name, placeholder);
-    let file: VolumeFile;
+    const volumesDir = join(this.options.dataDir, "volumes");
+    const path = join(volumesDir, fileName);
+    let file: VolumeFile | undefined;
     try {
-      file = await VolumeFile.create(join(this.options.dataDir, "volumes", fileName), sizeBytes);
+      file = await createVolumeFile(path, sizeBytes, this.requireMetadata(), this.logger);
       await this.updateMetadata((m) => {
         m.nextVolumeId = Math.max(m.nextVolumeId, id + 1);
         m.volumes.push({ id, name, sizeBytes, fileName, createdAt: new Date().toISOString() });
       });
     } catch (error) {
       this.volumesByName.delete(name);
-      if ((error as NodeJS.ErrnoException).code === "ENOSPC") throw new ControlError("TM_ERR_NO_SPACE", `no space for volume ${name}`);
-      throw error;
+      // Nothing is left behind: no file, no map, no metadata entry (unless the metadata did land).
+      if (file !== undefined) await undoVolumeFile(file, this.options.dataDir, this.logger);
+      throw volumeCreateError(error, name, sizeBytes);
     }
     const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, target: undefined, allocatedBytes: 0 };
     this.volumesByName.set(name, live);
     this.volumesById.set(id, live);
+    const space = await fileSystemSpace(volumesDir).catch(() => undefined);
+    if (space !== undefined) this.freeBytes = space.freeBytes;
+    const info = this.volumeInfo(live);
     this.logger.info({ event: "volume_created", volume: name, sizeBytes }, "volume created");
-    return this.volumeInfo(live);
+    if (info.warning !== null && info.warning !== undefined) {
+      this.logger.warn({ event: "volume_overcommitted", volume: name, sizeBytes, freeBytes: this.freeBytes, dir: volumesDir }, info.warning);
+    }
+    return info;
   }
 
   listGroups(): GroupInfo[] {
@@ -632,8 +663,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     return this.nodeMetrics.text();
   }
 
-  /** Allocation is read off the files now and then, so status never waits on the disk. */
+  /** Allocation (and the free space left for it) is read off the files now and then, so status never waits on the disk. */
   private async refreshAllocation(): Promise<void> {
+    const space = await fileSystemSpace(join(this.options.dataDir, "volumes")).catch(() => undefined);
+    this.freeBytes = space?.freeBytes;
     for (const volume of this.volumesById.values()) {
       try {
         volume.allocatedBytes = await volume.file.allocatedBytes();
@@ -797,6 +830,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       if (local === undefined || local.file.sizeBytes !== volume.sizeBytes) return `volume ${volume.name} (${volume.sizeBytes} bytes) is not in target group ${target.name}`;
       mapping.push({ primaryVolumeId: volume.volumeId, volumeId: local.volumeId });
     }
+    // The copy sends only the primary's written extents: every other byte of the target must be
+    // zero before `copying` is persisted (a crash part-way finishes the emptying on open).
+    await emptyTargetVolumes(target, this.logger);
     const record = groupRecordById(this.requireMetadata(), target.groupId);
     // A fresh journal from the stream's first sequence, in a new directory.
     await target.journal.close();
@@ -830,15 +866,16 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     target.resetJournal(journal);
     target.copyBytes = 0;
     target.zeroVolumes.clear();
-    for (const volume of target.volumes) {
-      if ((await volume.file.allocatedBytes()) === 0) target.zeroVolumes.add(volume.volumeId);
-    }
+    for (const volume of target.volumes) target.zeroVolumes.add(volume.volumeId); // emptied above
     this.logger.info({ event: "target_copy_started", group: target.name, startSequence }, "initial copy into target started");
     return undefined;
   }
 
   async finishCopy(target: TargetGroup, consistentFromSequence: number): Promise<void> {
     for (const volume of target.volumes) await volume.file.datasync();
+    // The copy's writes have no journal: their bits are durable before the copy counts as done
+    // (until then a crash restarts the copy, which rewrites every extent it sent).
+    await saveWrittenMaps(target.volumes);
     await this.updateMetadata((m) => {
       const group = groupRecordById(m, target.groupId);
       assert(group.target !== undefined, "target group is in the metadata");
@@ -862,6 +899,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     // A group being taken over is checkpointed by the takeover itself.
     if (this.targets.get(target.name) !== target || target.takingOver) return;
     for (const volume of target.volumes) await volume.file.datasync();
+    // Before the reflected sequence moves on (and the journal trims behind it): see docs/volumes.md.
+    await saveWrittenMaps(target.volumes);
     await this.updateMetadata((m) => {
       const group = m.groups.find((g) => g.id === target.groupId);
       if (group?.target === undefined) return; // taken over meanwhile
@@ -923,6 +962,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const kept = target.reflectedSequence;
     const dropped = Math.max(0, target.arrivedSequence - kept) + target.receiver.reorderRecords;
     for (const volume of target.volumes) await volume.file.datasync();
+    await saveWrittenMaps(target.volumes); // the old journal (which would mark again) goes below
     await target.journal.close();
     const record = groupRecordById(this.requireMetadata(), target.groupId);
     assert(record.target !== undefined, "target group is in the metadata");
@@ -973,7 +1013,11 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
         ? 0
         : Math.max(0, (target.arrivedPosition.writeTimeUs - target.reflectedPosition.writeTimeUs) / 1e6),
       journalBytes: target?.journal.usedBytes ?? 0, journalBytesMax: target?.journal.bytesMax ?? 0,
-      copy: state === "copying" && target !== undefined ? { doneBytes: target.copyBytes, totalBytes: target.volumes.reduce((sum, v) => sum + v.file.sizeBytes, 0) } : null,
+      // The primary decides what it sends (its written extents) and says how much only in
+      // COPY_DONE: until then the secondary can only show the volumes' size as the total.
+      copy: state === "copying" && target !== undefined
+        ? { doneBytes: target.copyBytes, totalBytes: Math.max(target.copyBytes, volumeBytes(target.volumes)), volumeBytes: volumeBytes(target.volumes) }
+        : null,
       heldWrites: 0, reason,
       link: { connectedStreams: target?.streams.size ?? 0, reconnects: 0, lastError: target?.lastError ?? null },
     };

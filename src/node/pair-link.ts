@@ -9,6 +9,7 @@ import { assert } from "../core/assert.ts";
 import {
   replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replReconnectDelayMsMax, replReconnectDelayMsMin, timeAdvanceIntervalMs,
 } from "../core/limits.ts";
+import type { ExtentMap } from "../core/extent-map.ts";
 import { PairSender, type BatchPlan } from "../core/sender.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
@@ -43,6 +44,17 @@ export interface LinkVolume {
   readonly file: VolumeFile;
 }
 
+/** An initial copy in progress: bytes acknowledged of the bytes it will send, and the volumes' size. */
+interface CopyProgress {
+  doneBytes: number;
+  /** Bytes of the written extents it sends (an estimate until `plans` is set). */
+  totalBytes: number;
+  readonly volumeBytes: number;
+  running: boolean;
+  /** Per volume, the extents to send: the written map once the volumes hold every record through S0. */
+  plans: readonly ExtentMap[] | undefined;
+}
+
 interface Stream {
   readonly index: number;
   connection: ReplConnection | undefined;
@@ -70,7 +82,9 @@ export class PairLink {
   private stoppedByWriter = false;
   private pumping = false;
   private pumpAgain = false;
-  private copy: { doneBytes: number; totalBytes: number; running: boolean } | undefined;
+  private copy: CopyProgress | undefined;
+  /** The figures of the last initial copy that finished (this process), for status. */
+  private lastCopy: { doneBytes: number; totalBytes: number; volumeBytes: number } | undefined;
   private timeAdvanceTimer: NodeJS.Timeout | undefined;
   private reflectedSequence = 0;
   private arrivedSequence = 0;
@@ -352,16 +366,21 @@ export class PairLink {
   private copyReaders: (DirectReader | undefined)[] = [];
 
   private startCopy(connection: ReplConnection): void {
-    const totalBytes = this.volumes.reduce((sum, v) => sum + v.file.sizeBytes, 0);
-    this.copy = { doneBytes: 0, totalBytes, running: true };
+    const volumeBytes = this.volumes.reduce((sum, v) => sum + v.file.sizeBytes, 0);
+    const copy: CopyProgress = { doneBytes: 0, totalBytes: this.volumes.reduce((sum, v) => sum + v.file.written.markedBytes, 0), volumeBytes, running: true, plans: undefined };
+    this.copy = copy;
     this.copyChunkIds.clear();
     this.copyCursor = { volume: 0, offsetBytes: 0 };
     this.copyConnection = connection;
     this.copyDoneChunk = 0;
-    this.logger.info({ event: "copy_started", group: this.groupName, totalBytes, copyStartSequence: this.record.copyStartSequence }, "initial copy started");
     void this.closeCopyReaders()
       .then(() => this.waitApplied())
       .then(async () => {
+        // Only the extents ever written (docs/volumes.md): every record through S0 is applied,
+        // so marked, now. The target's other bytes are zero (it empties its volumes first).
+        copy.plans = this.volumes.map((v) => v.file.written.snapshot());
+        copy.totalBytes = copy.plans.reduce((sum, plan) => sum + plan.markedBytes, 0);
+        this.logger.info({ event: "copy_started", group: this.groupName, totalBytes: copy.totalBytes, volumeBytes, copyStartSequence: this.record.copyStartSequence }, "initial copy started");
         this.copyReaders = await Promise.all(this.volumes.map((v) => DirectReader.open(v.file.path, replCopyChunkBytesMax)));
       })
       .then(() => this.copyMore())
@@ -376,13 +395,18 @@ export class PairLink {
   private copyMore(): void {
     const copy = this.copy;
     const connection = this.copyConnection;
-    if (copy === undefined || !copy.running || connection === undefined || connection.closed) return;
+    if (copy?.plans === undefined || !copy.running || connection === undefined || connection.closed) return;
     while (this.copyChunkIds.size < copyChunksInFlightMax) {
       const volumeIndex = this.copyCursor.volume;
       const volume = this.volumes[volumeIndex];
-      if (volume === undefined) break;
-      const offsetBytes = this.copyCursor.offsetBytes;
-      const lengthBytes = Math.min(replCopyChunkBytesMax, volume.file.sizeBytes - offsetBytes);
+      const plan = copy.plans[volumeIndex];
+      if (volume === undefined || plan === undefined) break;
+      const range = plan.nextMarkedRange(this.copyCursor.offsetBytes, replCopyChunkBytesMax);
+      if (range === undefined) {
+        this.copyCursor = { volume: volumeIndex + 1, offsetBytes: 0 };
+        continue;
+      }
+      const { offsetBytes, lengthBytes } = range;
       const chunkId = this.nextChunkId++;
       this.copyChunkIds.set(chunkId, lengthBytes);
       this.copyCursor = offsetBytes + lengthBytes >= volume.file.sizeBytes ? { volume: this.copyCursor.volume + 1, offsetBytes: 0 } : { volume: this.copyCursor.volume, offsetBytes: offsetBytes + lengthBytes };
@@ -416,6 +440,8 @@ export class PairLink {
     if (copy === undefined) return;
     if (chunkId === this.copyDoneChunk && this.copyDoneChunk !== 0) {
       copy.running = false;
+      assert(copy.doneBytes === copy.totalBytes, () => `the copy acknowledged ${copy.doneBytes} of the ${copy.totalBytes} bytes it sent`);
+      this.lastCopy = { doneBytes: copy.doneBytes, totalBytes: copy.totalBytes, volumeBytes: copy.volumeBytes };
       const consistentFrom = this.pendingConsistentFrom;
       void this.persist((r) => {
         r.state = "replicating";
@@ -423,7 +449,7 @@ export class PairLink {
         r.consistentFromSequence = consistentFrom;
         r.reason = null;
       }).then(() => {
-        this.logger.info({ event: "copy_done", group: this.groupName, bytes: copy.totalBytes, consistentFromSequence: consistentFrom }, "initial copy done");
+        this.logger.info({ event: "copy_done", group: this.groupName, bytes: copy.totalBytes, volumeBytes: copy.volumeBytes, consistentFromSequence: consistentFrom }, "initial copy done");
         this.copy = undefined;
         void this.closeCopyReaders();
         // Every stream reopens its group: the secondary now answers `replicating`.
@@ -590,7 +616,8 @@ export class PairLink {
       lagSeconds: Math.round(lagSeconds * 1000) / 1000,
       journalBytes: this.journal.usedBytes,
       journalBytesMax: this.journal.bytesMax,
-      copy: this.copy === undefined ? null : { doneBytes: this.copy.doneBytes, totalBytes: this.copy.totalBytes },
+      copy: this.copy === undefined ? null : { doneBytes: this.copy.doneBytes, totalBytes: this.copy.totalBytes, volumeBytes: this.copy.volumeBytes },
+      lastCopy: this.lastCopy ?? null,
       heldWrites: this.writer.heldWrites,
       reason: this.reason(),
       link: { connectedStreams: this.streams.filter((s) => s.connection !== undefined && !s.connection.closed).length, reconnects: this.reconnects, lastError: this.lastError },

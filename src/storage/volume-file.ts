@@ -1,11 +1,33 @@
-// A volume is a sparse file of fixed size, read and written by position.
+// A volume is a sparse file of fixed size, read and written by position, with its written
+// map (written-map.ts: which extents were ever written, so the initial copy skips the rest).
 // Writes of zeroes reuse one shared zero buffer; there is no hole punching from Node,
 // so zeroes are written (both sites then hold identical bytes, which is what matters).
 import { readSync, writeSync } from "node:fs";
-import { open, stat, type FileHandle } from "node:fs/promises";
+import { open, stat, unlink, type FileHandle } from "node:fs/promises";
 import { assert } from "../core/assert.ts";
 import { fsyncDirectory } from "./durable-fs.ts";
+import { fileSystemSpace, probeFileBytesMax } from "./file-system.ts";
+import { WrittenMap } from "./written-map.ts";
 import { dirname } from "node:path";
+
+/** The file system cannot hold a file of the asked size (EFBIG from ftruncate). */
+export class FileTooLargeError extends Error {
+  override name = "FileTooLargeError";
+  readonly code = "EFBIG";
+  /** Directory whose file system refused the size. */
+  readonly dir: string;
+  readonly fileSystem: string;
+  readonly requestedBytes: number;
+  /** The largest file size that file system accepted. */
+  readonly limitBytes: number;
+  constructor(dir: string, fileSystem: string, requestedBytes: number, limitBytes: number) {
+    super(`the file system of ${dir} (${fileSystem}) holds files of at most ${limitBytes} bytes, not ${requestedBytes}`);
+    this.dir = dir;
+    this.fileSystem = fileSystem;
+    this.requestedBytes = requestedBytes;
+    this.limitBytes = limitBytes;
+  }
+}
 
 /** Zeroes are written in chunks of this size, from one shared buffer. */
 const zeroChunkBytes = 1024 * 1024;
@@ -26,37 +48,93 @@ const zeroChunksPerWritevMax = 64;
 export class VolumeFile {
   readonly path: string;
   readonly sizeBytes: number;
+  /** Which extents were ever written (marked by write(), saved by the rules of written-map.ts). */
+  readonly written: WrittenMap;
   private readonly handle: FileHandle;
   private closed = false;
 
-  private constructor(path: string, sizeBytes: number, handle: FileHandle) {
+  private constructor(path: string, sizeBytes: number, handle: FileHandle, written: WrittenMap) {
     this.path = path;
     this.sizeBytes = sizeBytes;
     this.handle = handle;
+    this.written = written;
   }
 
-  /** Creates (or re-creates an orphaned) sparse file of `sizeBytes`, durably. */
+  /**
+   * Creates a sparse file of `sizeBytes` and its empty written map, durably. Never touches a
+   * file that exists: EEXIST is thrown as it is (the caller decides about an orphan). On any
+   * failure nothing is left behind; a size the file system cannot hold is a FileTooLargeError.
+   */
   static async create(path: string, sizeBytes: number): Promise<VolumeFile> {
-    const handle = await open(path, "w+", 0o600);
+    const handle = await open(path, "wx+", 0o600); // read-write, and never an existing file
+    const mapPath = WrittenMap.pathFor(path);
+    let written: WrittenMap;
     try {
-      await handle.truncate(sizeBytes);
+      try {
+        await handle.truncate(sizeBytes);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EFBIG") throw error;
+        const limitBytes = await probeFileBytesMax(handle, sizeBytes);
+        const space = await fileSystemSpace(dirname(path)).catch(() => ({ typeName: "unknown type" }));
+        throw new FileTooLargeError(dirname(path), space.typeName, sizeBytes, limitBytes);
+      }
       await handle.sync();
+      written = await WrittenMap.create(mapPath, sizeBytes);
+    } catch (error) {
+      await handle.close();
+      await VolumeFile.remove(path).catch(() => undefined); // the first error is the one to report
+      throw error;
+    }
+    await fsyncDirectory(dirname(path));
+    return new VolumeFile(path, sizeBytes, handle, written);
+  }
+
+  /** Removes a volume file and its written map (ENOENT is fine), then fsyncs the directory. */
+  static async remove(path: string): Promise<void> {
+    await unlink(path).catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    });
+    await WrittenMap.remove(WrittenMap.pathFor(path));
+    await fsyncDirectory(dirname(path));
+  }
+
+  /**
+   * Opens a volume file and loads its written map (see WrittenMap.load for a missing or damaged
+   * one: `file.written.origin` says which). Finishes an emptying (discardContents) that a crash
+   * interrupted.
+   */
+  static async open(path: string, sizeBytes: number): Promise<VolumeFile> {
+    const handle = await open(path, "r+");
+    try {
+      const written = await WrittenMap.load(WrittenMap.pathFor(path), sizeBytes, async () => (await handle.stat()).blocks * 512);
+      if (written.resetPending) await VolumeFile.emptyFile(handle, sizeBytes, written);
+      const { size } = await handle.stat();
+      if (size !== sizeBytes) throw new Error(`volume file ${path} is ${size} bytes, metadata says ${sizeBytes}`);
+      return new VolumeFile(path, sizeBytes, handle, written);
     } catch (error) {
       await handle.close();
       throw error;
     }
-    await fsyncDirectory(dirname(path));
-    return new VolumeFile(path, sizeBytes, handle);
   }
 
-  static async open(path: string, sizeBytes: number): Promise<VolumeFile> {
-    const handle = await open(path, "r+");
-    const { size } = await handle.stat();
-    if (size !== sizeBytes) {
-      await handle.close();
-      throw new Error(`volume file ${path} is ${size} bytes, metadata says ${sizeBytes}`);
-    }
-    return new VolumeFile(path, sizeBytes, handle);
+  /**
+   * Empties the volume in place, in O(1): every byte reads as zero afterwards, the file is
+   * sparse again and its written map is clear. Crash-safe: the intent is persisted in the map
+   * first, and open() finishes it. Destroys data: only for a volume whose contents are about
+   * to be replaced (a pair's target at the start of its initial copy). Nothing may write to
+   * the volume meanwhile.
+   */
+  async discardContents(): Promise<void> {
+    assert(!this.closed, `volume file ${this.path} emptied after close`);
+    await this.written.beginReset();
+    await VolumeFile.emptyFile(this.handle, this.sizeBytes, this.written);
+  }
+
+  private static async emptyFile(handle: FileHandle, sizeBytes: number, written: WrittenMap): Promise<void> {
+    await handle.truncate(0);
+    await handle.truncate(sizeBytes);
+    await handle.sync();
+    await written.finishReset();
   }
 
   private checkRange(offsetBytes: number, lengthBytes: number): void {
@@ -98,6 +176,8 @@ export class VolumeFile {
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
     this.checkRange(offsetBytes, data.length);
+    // Marked before a byte reaches the file: the map is always a superset of what the file holds.
+    this.written.mark(offsetBytes, data.length);
     if (data.length <= syncWriteBytesMax) {
       // Small writes go straight into the page cache from the main thread: a libuv
       // thread-pool hop costs more than the pwrite itself (measured: 18k -> 32k IOPS at
@@ -122,6 +202,12 @@ export class VolumeFile {
     }
   }
 
+  /**
+   * Writes zeroes. Does not mark the written map, on purpose: a clear bit means "all zeroes",
+   * and zeroes written into such an extent keep it all zeroes (lost or torn, too), while a
+   * marked extent stays marked. So the copy stays exact, and a TRIM of a whole device (mkfs
+   * discards everything first) does not turn the next initial copy into a full one.
+   */
   async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
     this.checkRange(offsetBytes, lengthBytes);
     let positionBytes = offsetBytes;
