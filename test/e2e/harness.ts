@@ -420,6 +420,8 @@ export interface NodeOptions {
   readonly extraArgs?: readonly string[];
   /** Arguments for the Node.js runtime itself, before the script (e.g. --cpu-prof). */
   readonly nodeArgs?: readonly string[];
+  /** mgmt, nbd, host and repl ports (default: four free ones). */
+  readonly ports?: readonly [number, number, number, number];
   readonly healthTimeoutMs?: number;
 }
 
@@ -567,7 +569,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const workDir = await tmpDir(`tidemark-${options.id}-`);
   const dataDir = options.dataDir ?? path.join(workDir, "data");
   await fsp.mkdir(dataDir, { recursive: true });
-  const ports = await freePorts(4);
+  const ports = options.ports ?? await freePorts(4);
   const node = new NodeProcess(options, dataDir, path.join(workDir, `${options.id}.log`), ports);
   onCleanup(`stop node ${options.id}`, () => node.reap());
   await node.start();
