@@ -28,6 +28,7 @@ interface CreateFlags {
   transfer: string;
   streams: string;
   reflect: string;
+  force?: boolean;
 }
 
 export function registerPairCommands(program: Command, io: CliIo): void {
@@ -43,7 +44,8 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       .option("--mode <MODE>", "async or sync", "async")
       .option("--transfer <HOW>", "push (the primary sends) or pull (the secondary asks)", "push")
       .option("--streams <N>", `parallel connections, 1 to ${replStreamsMax}`, String(replStreamsDefault))
-      .option("--reflect <ORDER>", "time, seq or marker", "time"),
+      .option("--reflect <ORDER>", "time, seq or marker", "time")
+      .option("--force", "overwrite secondary volumes of the same names that already hold data"),
   ).action(async (groupText: string, flags: CreateFlags, command: Command) => {
     const group = checkName("group", groupText);
     const to = parseNodeUrl(flags.to, "--to").href.replace(/\/$/, "");
@@ -56,6 +58,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       transfer: pickOne("--transfer", flags.transfer, transferModes),
       streams: parseStreams(flags.streams),
       reflect: pickOne("--reflect", flags.reflect, reflectModes),
+      ...(flags.force === true ? { force: true } : {}),
     };
     const context = mgmtContext(command, io);
     const created = await context.client.post("/v1/pairs", body, pairInfoSchema, {

@@ -145,6 +145,8 @@ export interface CreatePairRequest {
   readonly transfer: TransferMode;
   readonly streams: number;
   readonly reflect: ReflectMode;
+  /** Overwrite secondary volumes of the same names that already hold data (CONTRACT.md: `--force`). */
+  readonly force?: boolean | undefined;
 }
 
 /** Sent by a primary to the secondary's management API: make (or check) the target group. */
@@ -158,6 +160,8 @@ export interface PairTargetRequest {
   readonly reflect: ReflectMode;
   readonly transfer: TransferMode;
   readonly streams: number;
+  /** The operator allowed overwriting existing volumes that hold data (`pair create --force`). */
+  readonly force?: boolean | undefined;
 }
 
 export interface PairTargetInfo {

@@ -126,6 +126,7 @@ export const createPairBodySchema = z.strictObject({
   transfer: enumSchema(transferModes).default("push"),
   streams: streamsSchema.default(replStreamsDefault),
   reflect: enumSchema(reflectModes).default("time"),
+  force: z.boolean().optional(),
 }) satisfies z.ZodType<CreatePairRequest, unknown>;
 
 /** suspend and resume take no options: no body, or an empty object. */
@@ -161,6 +162,7 @@ export const pairTargetBodySchema = z.strictObject({
   reflect: enumSchema(reflectModes),
   transfer: enumSchema(transferModes),
   streams: streamsSchema,
+  force: z.boolean().optional(),
 }) satisfies z.ZodType<PairTargetRequest, unknown>;
 
 /** A group name in a path (/v1/pairs/:group), checked like one in a body. */

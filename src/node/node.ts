@@ -35,6 +35,7 @@ import { startMgmtApi } from "./mgmt-api.ts";
 import { startNbdServer, type NbdServer } from "./nbd-server.ts";
 import { NodeStamper, wallClockUs } from "./stamper.ts";
 import { systemClock, type Clock } from "./clock.ts";
+import { formatBytes } from "../cli/sizes.ts";
 
 export const tidemarkVersion = "0.1.0";
 
@@ -711,6 +712,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const targetRequest: PairTargetRequest = {
       pairId, primaryNode: this.options.id, primaryGroup: request.group, group: remoteGroup,
       volumes: members.map((v) => ({ name: v.name, sizeBytes: v.sizeBytes })), reflect: request.reflect, transfer: request.transfer, streams: request.streams,
+      ...(request.force === true ? { force: true } : {}),
     };
     const target = await postJson<PairTargetInfo>(request.to, "/v1/pair-targets", targetRequest);
     if (target.nodeId === this.options.id) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
@@ -794,6 +796,14 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       if (live.sizeBytes !== volume.sizeBytes) throw new ControlError("TM_ERR_CONFLICT", `volume ${volume.name} exists on node ${this.options.id} with ${live.sizeBytes} bytes, the primary's has ${volume.sizeBytes}`);
       const owner = live.group?.name ?? live.target?.name;
       if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volume.name} on node ${this.options.id} already belongs to group ${owner}`);
+      // The initial copy replaces every byte: data a user wrote there is lost unless they said so.
+      const heldBytes = live.file.written.markedBytes;
+      if (heldBytes > 0 && request.force !== true) {
+        throw new ControlError("TM_ERR_CONFLICT",
+          `volume ${volume.name} on node ${this.options.id} already holds data (${formatBytes(heldBytes)} written); the initial copy would overwrite it. ` +
+          "To overwrite it, run pair create again with --force; to keep it, use --remote-group with another name or move the volume away");
+      }
+      if (heldBytes > 0) this.logger.warn({ event: "pair_target_overwrites_data", volume: volume.name, writtenBytes: heldBytes, primary: request.primaryNode }, "pair create --force: the initial copy overwrites data on this volume");
     }
     for (const volume of request.volumes) {
       const live = this.volumesByName.get(volume.name);
