@@ -34,6 +34,19 @@ export default tseslint.config(
     },
   },
   {
+    // Issue 6, kind 4: every timer, interval and deadline runs on the monotonic clock. The
+    // node reads clocks only through the Clock it is given (src/node/clock.ts), so a wall
+    // clock step can reach nothing but write times and the times shown to people.
+    files: ["src/node/**/*.ts", "src/storage/**/*.ts"],
+    ignores: ["src/node/clock.ts"],
+    rules: {
+      "no-restricted-syntax": ["error",
+        { selector: "CallExpression[callee.object.name='Date'][callee.property.name='now']", message: "Read the node's Clock (monotonicMs for timers and deadlines, wallMs only for write times and display)." },
+        { selector: "NewExpression[callee.name='Date'][arguments.length=0]", message: "new Date() reads the wall clock: use new Date(clock.wallMs())." },
+      ],
+    },
+  },
+  {
     files: ["test/**/*.ts", "bench/**/*.ts"],
     rules: { "@typescript-eslint/no-non-null-assertion": "off" },
   },

@@ -115,7 +115,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private readonly claimedVolumes = new Set<number>();
   private readonly groupsInCreation = new Set<string>();
   private mgmtApi: { port: number; close(): Promise<void> } | undefined;
-  private startedAt = new Date();
+  private startedAt = new Date(0);
   private startedAtMs = 0;
   private lockPath: string;
   private lockTaken = false;
@@ -127,7 +127,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     this.options = options;
     this.logger = options.logger;
     this.clock = options.clock ?? systemClock;
-    this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs());
+    this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs(options.clock ?? systemClock));
     let clampLoggedAtMs = -Infinity;
     let clampsSinceLog = 0;
     this.stamper.onHostTimeClamped = (hostWriteTimeUs, boundUs) => {
@@ -558,7 +558,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       file = await createVolumeFile(path, sizeBytes, this.requireMetadata(), this.logger);
       await this.updateMetadata((m) => {
         m.nextVolumeId = Math.max(m.nextVolumeId, id + 1);
-        m.volumes.push({ id, name, sizeBytes, fileName, createdAt: new Date().toISOString() });
+        m.volumes.push({ id, name, sizeBytes, fileName, createdAt: new Date(this.clock.wallMs()).toISOString() });
       });
     } catch (error) {
       this.volumesByName.delete(name);
@@ -648,7 +648,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     // Writes already in flight to these volumes finish outside the journal; later ones are journaled.
     await Promise.all(members.map((v) => v.order.drain()));
     for (const v of members) await v.file.datasync();
-    const record: GroupRecord = { id, name, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax, createdAt: new Date().toISOString() };
+    const record: GroupRecord = { id, name, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax, createdAt: new Date(this.clock.wallMs()).toISOString() };
     await this.updateMetadata((m) => {
       m.nextGroupId = Math.max(m.nextGroupId, id + 1);
       m.groups.push(record);
@@ -818,7 +818,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
       volumes: [], takeover: null,
     };
-    const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: journalBytesMaxDefault, createdAt: new Date().toISOString(), target };
+    const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: journalBytesMaxDefault, createdAt: new Date(this.clock.wallMs()).toISOString(), target };
     await makeDirectoryDurable(this.journalDir(record));
     await this.updateMetadata((m) => {
       m.nextGroupId = Math.max(m.nextGroupId, id + 1);
@@ -989,7 +989,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       group.nextSequence = 1;
       group.target.state = "takeover";
       group.target.reflectedSequence = kept;
-      group.target.takeover = { keptSequence: kept, droppedRecords: dropped, at: new Date().toISOString() };
+      group.target.takeover = { keptSequence: kept, droppedRecords: dropped, at: new Date(this.clock.wallMs()).toISOString() };
     });
     await rm(oldDir, { recursive: true, force: true });
     this.targets.delete(target.name);

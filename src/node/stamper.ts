@@ -2,6 +2,7 @@
 // shared by every group, so write times are monotonic across the whole node.
 import { stampWrite, mergeWriteTimeState, initialWriteTimeState, type Stamp, type WriteTimeState } from "../core/stamp.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
+import type { Clock } from "./clock.ts";
 import { hostWriteTimeAheadUsMax } from "../core/limits.ts";
 
 export class NodeStamper {
@@ -51,8 +52,8 @@ export class NodeStamper {
  * wall clock is read once, then advanced by the monotonic clock, so a step of the system
  * clock (NTP, a manual date change, a VM resume) moves no stamp back.
  */
-export function wallClockUs(): () => number {
-  const originMs = Date.now();
-  const originNs = process.hrtime.bigint();
-  return () => originMs * 1000 + Number((process.hrtime.bigint() - originNs) / 1000n);
+export function wallClockUs(clock: Clock): () => number {
+  const originUs = clock.wallMs() * 1000;
+  const originMonotonicMs = clock.monotonicMs();
+  return () => Math.floor(originUs + (clock.monotonicMs() - originMonotonicMs) * 1000);
 }
