@@ -6,7 +6,7 @@ import tseslint from "typescript-eslint";
 const ioModules = ["node:fs", "node:fs/promises", "node:net", "node:http", "node:child_process", "node:timers", "node:timers/promises", "node:dgram"];
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "dist/**", "eslint.config.js", "bin/**"] },
+  { ignores: ["node_modules/**", "dist/**", "eslint.config.js", "bin/**", "test/**/*.mjs"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -26,6 +26,8 @@ export const groupInfoSchema = z.object({
   journalBytesMax: count,
   journalSegments: count,
   lastWriteTimeUs: count,
+  state: z.enum(["ok", "stopped"]).default("ok"),
+  reason: z.string().nullable().default(null),
 });
 
 export const nodeStatusSchema = z.object({
@@ -42,7 +44,7 @@ export const nodeStatusSchema = z.object({
   connections: z.object({ nbd: count, host: count }),
 });
 
-const pairStateSchema = z.enum(["copying", "replicating", "suspended", "failed", "takeover"]);
+const pairStateSchema = z.enum(["copying", "replicating", "suspended", "failed", "takeover", "stopped"]);
 
 export const pairInfoSchema = z.object({
   group: z.string(),

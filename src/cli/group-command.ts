@@ -44,9 +44,10 @@ export function registerGroupCommands(program: Command, io: CliIo): void {
 
 export function renderGroups(groups: readonly GroupInfo[]): string {
   if (groups.length === 0) return "no groups; create one with `tidemark group create NAME --volumes V1[,V2...]`\n";
-  return renderTable(
+  const table = renderTable(
     [
       { header: "NAME" },
+      { header: "STATE" },
       { header: "VOLUMES" },
       { header: "NEXT SEQ", align: "right" },
       { header: "APPLIED SEQ", align: "right" },
@@ -56,6 +57,7 @@ export function renderGroups(groups: readonly GroupInfo[]): string {
     ],
     groups.map((group) => [
       group.name,
+      group.state,
       group.volumes.join(","),
       String(group.nextSequence),
       String(group.appliedSequence),
@@ -64,4 +66,6 @@ export function renderGroups(groups: readonly GroupInfo[]): string {
       String(group.journalSegments),
     ]),
   );
+  const reasons = groups.filter((group) => group.reason !== null).map((group) => `${group.name}: ${group.reason ?? ""}\n`);
+  return table + reasons.join("");
 }

@@ -69,6 +69,12 @@ export const heldWritesPerGroupMax = nbdConnectionsMax * nbdRequestsInFlightMax 
 /** A stopped group (ENOSPC, EIO) tries to resume after this long, doubling up to the maximum. */
 export const groupResumeDelayMsMin = 500;
 export const groupResumeDelayMsMax = 5_000;
+/**
+ * Space a node keeps aside in its data directory (a file of written blocks) and gives back
+ * when a metadata save or a takeover meets a full disk: node.json of a full node and a
+ * takeover's new journal files fit in it many times over.
+ */
+export const metadataReserveBytes = 8 * MiB;
 
 /** Replication protocol (docs/replication-protocol.md): largest frame, header included, either side accepts.
  * Holds one largest journal record (64-byte header + payload) with room to spare for the frame and batch headers. */

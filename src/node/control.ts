@@ -29,6 +29,9 @@ export interface GroupInfo {
   readonly journalSegments: number;
   /** Write time stamped on the newest record, microseconds. */
   readonly lastWriteTimeUs: number;
+  /** `stopped`: a full disk or an I/O error stopped the group (it resumes by itself); `reason` says where. */
+  readonly state: "ok" | "stopped";
+  readonly reason: string | null;
 }
 
 export interface ListenerInfo {
@@ -74,8 +77,16 @@ export class ControlError extends Error {
   }
 }
 
+/** GET /v1/health: 200 either way; `degraded` while any group is held, stopped, failed or fenced. */
+export interface NodeHealth {
+  readonly status: "ok" | "degraded";
+  /** One line per group that is not healthy, saying why. */
+  readonly reasons: readonly string[];
+}
+
 export interface NodeControl {
   status(): NodeStatus;
+  health(): NodeHealth;
   listVolumes(): readonly VolumeInfo[];
   createVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
   listGroups(): readonly GroupInfo[];
@@ -87,7 +98,8 @@ export interface NodeControl {
 
 // ---- remote copy (pairs) ------------------------------------------------------------
 
-export type PairState = "copying" | "replicating" | "suspended" | "failed" | "takeover";
+/** `stopped`: the group is stopped by a full disk or an I/O error on this node (it resumes by itself; `reason` says where). */
+export type PairState = "copying" | "replicating" | "suspended" | "failed" | "takeover" | "stopped";
 export type PairRole = "primary" | "secondary";
 export type TransferMode = "push" | "pull";
 export type ReflectMode = "time" | "seq" | "marker";

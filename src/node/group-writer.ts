@@ -18,6 +18,7 @@ import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { ApplyOrder } from "./apply-order.ts";
 import type { Clock } from "./clock.ts";
+import { isStorageError, stopFromError, withPath, type GroupStop } from "./group-stop.ts";
 import type { NodeStamper } from "./stamper.ts";
 import { VolumeIoError } from "../core/volume-io.ts";
 
@@ -49,19 +50,6 @@ export interface CheckpointResult {
 /** Why host writes wait (held, never failed), for status, logs and metrics. */
 export type HoldReason = "journal-full" | "slowdown" | "apply-behind";
 
-/** A group stopped by an I/O error or a full disk; it resumes by itself when it can. */
-export interface GroupStop {
-  /** What a host write gets while the group is stopped. */
-  readonly errno: "ENOSPC" | "EIO";
-  /** The file or directory the error came from. */
-  readonly path: string;
-  /** One line: what happened and what resumes it. */
-  readonly reason: string;
-  readonly sinceIso: string;
-  /** False when resuming would pretend data is durable: the operator must act. */
-  readonly resumable: boolean;
-}
-
 interface Held {
   readonly recordBytes: number;
   readonly notBeforeMs: number;
@@ -79,6 +67,8 @@ export interface GroupWriterOptions {
   readonly nextSequence: number;
   /** Every record through this sequence is in the volumes (the persisted checkpoint, or more). */
   readonly appliedSequence: number;
+  /** The persisted checkpoint: a resume after a stop re-applies the journal from the record after it. */
+  readonly checkpointSequence: number;
   readonly clock: Clock;
   readonly logger: Logger;
   /** Persists a checkpoint in the node metadata. */
@@ -137,7 +127,7 @@ export class GroupWriter {
     this.logger = options.logger;
     this.nextSequenceValue = options.nextSequence;
     this.appliedSequenceValue = options.appliedSequence;
-    this.checkpointSequenceValue = options.appliedSequence;
+    this.checkpointSequenceValue = options.checkpointSequence;
     this.persistCheckpoint = options.persistCheckpoint;
   }
 
@@ -424,19 +414,8 @@ export class GroupWriter {
    */
   private fail(error: Error, path: string): void {
     if (this.stop !== undefined || this.closed) return;
-    const errorPath = (error as { path?: unknown }).path;
-    const code = (error as NodeJS.ErrnoException).code;
-    const errno = code === "ENOSPC" || code === "EDQUOT" ? "ENOSPC" : "EIO";
-    const where = typeof errorPath === "string" ? errorPath : path;
-    this.stop = {
-      errno,
-      path: where,
-      reason: errno === "ENOSPC"
-        ? `out of space writing ${where}: free space on that filesystem; the group resumes by itself`
-        : `I/O error on ${where} (${code ?? error.message}): check the disk; the group resumes by itself once it reads back`,
-      sinceIso: new Date(this.clock.wallMs()).toISOString(),
-      resumable: true,
-    };
+    this.stop = stopFromError(error, path, this.clock.wallMs());
+    const { errno, path: where } = this.stop;
     this.logger.error({ event: "group_stopped", group: this.name, errno, path: where, err: error }, `group stopped: ${this.stop.reason}`);
     void this.journalValue.abandon();
     for (const waiting of this.held.splice(0)) waiting.fail(this.stoppedError());
@@ -485,8 +464,7 @@ export class GroupWriter {
     } catch (error) {
       this.logger.warn({ event: "group_resume_failed", group: this.name, err: error, retryInMs: this.resumeDelayMs }, "group still stopped");
       if (this.closed) return;
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code !== "ENOSPC" && code !== "EIO" && code !== "EDQUOT" && code !== "EROFS") {
+      if (!isStorageError(error)) {
         this.stop = { ...stop, resumable: false, reason: `${stop.reason}; resuming failed: ${(error as Error).message}` };
         this.onStateChange();
         return;
@@ -521,6 +499,11 @@ export class GroupWriter {
     this.resumeDelayMs = groupResumeDelayMsMin;
     this.logger.warn({ event: "group_resumed", group: this.name, replayed, nextSequence: this.nextSequenceValue, stoppedSince: stop.sinceIso }, "group resumed: journal re-read from disk and verified");
     this.onStateChange();
+  }
+
+  /** Start-up could not re-apply the journal (a full disk, an I/O error): the group starts stopped and resumes by itself. */
+  stopAfterRecoveryError(error: Error): void {
+    this.fail(error, this.journalValue.dir);
   }
 
   /** Finishes what is in flight, makes it durable, checkpoints. Held writes fail: the node is stopping. */
@@ -562,9 +545,4 @@ function describeHold(reason: HoldReason): string {
     case "slowdown":
       return "the journal is filling; writes are slowed";
   }
-}
-
-function withPath(error: Error, path: string): Error {
-  if ((error as { path?: unknown }).path === undefined) Object.assign(error, { path });
-  return error;
 }

@@ -263,7 +263,10 @@ export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
 }
 
 function registerNodeRoutes(app: MgmtApp, control: NodeControl): void {
-  app.get("/v1/health", () => ({ status: "ok", id: control.status().id }));
+  app.get("/v1/health", () => {
+    const health = control.health();
+    return health.status === "ok" ? { status: "ok", id: control.status().id } : { status: health.status, id: control.status().id, reasons: health.reasons };
+  });
   app.get("/v1/status", () => control.status());
   app.get("/metrics", async (_request, reply) => {
     const { contentType, body } = await control.metrics();

@@ -16,9 +16,10 @@ import { GroupJournal, JournalCorruptError, JournalFormatError, type JournalOpti
 import { VolumeFile } from "../storage/volume-file.ts";
 import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
 import { makeDirectoryDurable } from "../storage/durable-fs.ts";
+import { SpaceReserve } from "../storage/space-reserve.ts";
 import { ApplyOrder } from "./apply-order.ts";
 import {
-  ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeStatus, type PairControl, type PairInfo,
+  ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo,
   type PairTargetInfo, type PairTargetRequest, type TakeoverResult, type VolumeInfo,
 } from "./control.ts";
 import { GroupWriter, type GroupVolume } from "./group-writer.ts";
@@ -36,6 +37,7 @@ import { startNbdServer, type NbdServer } from "./nbd-server.ts";
 import { NodeStamper, wallClockUs } from "./stamper.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import { formatBytes } from "../cli/sizes.ts";
+import { isStorageError } from "./group-stop.ts";
 
 export const tidemarkVersion = "0.1.0";
 
@@ -118,6 +120,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private startedAt = new Date(0);
   private startedAtMs = 0;
   private lockPath: string;
+  private readonly spaceReserve: SpaceReserve;
   private lockTaken = false;
   private stopping: Promise<void> | undefined;
   readonly ports = { mgmt: 0, nbd: 0, host: 0, repl: 0 };
@@ -141,6 +144,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     };
     this.nodeMetrics = new NodeMetrics(options.id, () => this.journalFigures());
     this.lockPath = join(options.dataDir, "lock");
+    this.spaceReserve = new SpaceReserve(options.dataDir);
     this.reflector = new Reflector({
       groups: () => [...this.targets.values()],
       logger: this.logger.child({ component: "reflector" }),
@@ -159,6 +163,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     this.startedAtMs = this.clock.monotonicMs();
     await mkdir(this.options.dataDir, { recursive: true });
     await this.takeLock();
+    if (!(await this.spaceReserve.ensure())) this.logger.warn({ event: "space_reserve_missing", path: this.spaceReserve.path }, "no room for the space reserve now; it is made once there is");
     await makeDirectoryDurable(join(this.options.dataDir, "volumes"));
     await makeDirectoryDurable(join(this.options.dataDir, "journals"));
     const loaded = await loadMetadata(this.options.dataDir);
@@ -185,9 +190,17 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
 
   private async takeLock(): Promise<void> {
     try {
-      const handle = await open(this.lockPath, "wx");
-      await handle.writeFile(`${process.pid}\n`);
-      await handle.close();
+      await this.withSpaceReserve("take the data directory's lock", async () => {
+        const handle = await open(this.lockPath, "wx");
+        try {
+          await handle.writeFile(`${process.pid}\n`);
+        } catch (error) {
+          await handle.close();
+          await unlink(this.lockPath).catch(() => undefined);
+          throw error;
+        }
+        await handle.close();
+      });
       this.lockTaken = true;
       return;
     } catch (error) {
@@ -227,10 +240,19 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
         volumes.set(volumeId, { id: asVolumeId(volumeId), file: live.file, order: live.order });
       }
       let replayed = 0;
+      // A full disk or an I/O error while re-applying stops this group alone: the node starts,
+      // and the group replays again when it resumes (it keeps the journal, so nothing is lost).
+      let replayError: Error | undefined;
       const replay = async (journalRecord: JournalRecord): Promise<void> => {
         // Re-apply in sequence order: idempotent, whatever the volumes already held.
-        if (journalRecord.sequence <= record.checkpointSequence) return;
-        await replayRecord(record.name, volumes, journalRecord);
+        if (journalRecord.sequence <= record.checkpointSequence || replayError !== undefined) return;
+        try {
+          await replayRecord(record.name, volumes, journalRecord);
+        } catch (error) {
+          if (!isStorageError(error)) throw error;
+          replayError = error as Error;
+          return;
+        }
         replayed += 1;
       };
       const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: record.checkpointSequence + 1 }, replay);
@@ -238,6 +260,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       const nextSequence = Math.max(lastSequence + 1, record.checkpointSequence + 1);
       this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
       const writer = this.newWriter(record, journal, volumes, nextSequence);
+      if (replayError !== undefined) writer.stopAfterRecoveryError(replayError);
       if (record.pair !== undefined) this.newLink(record, record.pair, writer);
       if (report.records > 0 || report.tornBytesCut > 0) {
         this.logger.info({ event: "journal_recovered", group: record.name, replayed, records: report.records, tornBytesCut: report.tornBytesCut, nextSequence }, "journal recovered");
@@ -278,6 +301,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       volumes,
       nextSequence,
       appliedSequence: nextSequence - 1,
+      checkpointSequence: record.checkpointSequence,
       clock: this.clock,
       logger: this.logger.child({ component: "group", group: record.name }),
       // The written maps first: once the checkpoint is persisted, the journal behind it (which
@@ -342,7 +366,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     });
     const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: target.startSequence });
     const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
-    const group = new TargetGroup({ groupId: record.id, name: record.name, record: structuredClone(target), journal, volumes, logger: this.logger.child({ component: "target", group: record.name }), lastRecordPosition });
+    const group = new TargetGroup({
+      groupId: record.id, name: record.name, record: structuredClone(target), journal, volumes, logger: this.logger.child({ component: "target", group: record.name }), lastRecordPosition,
+      clock: this.clock,
+      // Stopped: the domain is held where it is (nothing to do); resumed: reflect what waited.
+      onStateChange: () => this.reflector.kick(),
+    });
     this.targets.set(record.name, group);
     for (const volume of volumes) {
       const live = this.volumesById.get(volume.volumeId);
@@ -421,13 +450,27 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     return this.metadata;
   }
 
+  /**
+   * Runs a write the node cannot do without (its metadata, a takeover's journal files); on a
+   * full disk the space reserve is given back and the write tried once more, with a log line.
+   */
+  private async withSpaceReserve<T>(what: string, write: () => Promise<T>): Promise<T> {
+    try {
+      return await write();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOSPC" || !(await this.spaceReserve.release())) throw error;
+      this.logger.warn({ event: "space_reserve_released", what, path: this.spaceReserve.path }, `the disk is full: released the space reserve to ${what}; it is made again once there is room`);
+      return write();
+    }
+  }
+
   /** Serialised read-modify-write of the metadata; the write time state is saved with every change. */
   private updateMetadata(change: (metadata: NodeMetadata) => void): Promise<void> {
     const run = async (): Promise<void> => {
       const next = structuredClone(this.requireMetadata());
       change(next);
       next.writeTime = { recordedWriteTimeUs: this.stamper.state.recordedWriteTimeUs, lastAcceptNumber: this.stamper.state.lastAcceptNumber };
-      await saveMetadata(this.options.dataDir, next);
+      await this.withSpaceReserve("save the node's metadata", () => saveMetadata(this.options.dataDir, next));
       this.metadata = next;
     };
     const result = this.metadataChain.then(run);
@@ -523,6 +566,18 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     };
   }
 
+  health(): NodeHealth {
+    const reasons: string[] = [];
+    for (const group of this.listGroups()) {
+      if (group.state === "stopped") reasons.push(`group ${group.name} stopped: ${group.reason ?? ""}`);
+    }
+    for (const pair of this.listPairs()) {
+      if (pair.state === "failed") reasons.push(`pair of group ${pair.group} failed: ${pair.reason ?? ""}`);
+      else if (pair.heldWrites > 0) reasons.push(`group ${pair.group}: ${pair.heldWrites} host writes held: ${pair.reason ?? ""}`);
+    }
+    return { status: reasons.length === 0 ? "ok" : "degraded", reasons };
+  }
+
   listVolumes(): VolumeInfo[] {
     // Not the placeholders of creates in progress: they have no file yet.
     return [...this.volumesByName.values()].filter((v) => this.volumesById.get(v.id) === v).map((v) => this.volumeInfo(v));
@@ -594,6 +649,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
           journalBytesMax: target.journal.bytesMax,
           journalSegments: target.journal.segmentCount,
           lastWriteTimeUs: target.reflectedPosition.writeTimeUs,
+          state: target.stopped === undefined ? "ok" : "stopped",
+          reason: target.stopped?.reason ?? null,
         };
       }
       const writer = this.groups.get(record.name);
@@ -609,6 +666,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
         journalBytesMax: journal.bytesMax,
         journalSegments: journal.segmentCount,
         lastWriteTimeUs: writer.lastWriteTimeUs,
+        state: writer.stopped === undefined ? "ok" : "stopped",
+        reason: writer.stopped?.reason ?? null,
       };
     });
   }
@@ -666,6 +725,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
 
   /** Allocation (and the free space left for it) is read off the files now and then, so status never waits on the disk. */
   private async refreshAllocation(): Promise<void> {
+    if (!this.spaceReserve.isHeld && (await this.spaceReserve.ensure())) {
+      this.logger.info({ event: "space_reserve_made", path: this.spaceReserve.path }, "space reserve in place again");
+    }
     const space = await fileSystemSpace(join(this.options.dataDir, "volumes")).catch(() => undefined);
     this.freeBytes = space?.freeBytes;
     for (const volume of this.volumesById.values()) {
@@ -1009,10 +1071,17 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const target = this.targets.get(name);
     const reflected = target?.reflectedSequence ?? record.reflectedSequence;
     const arrived = target?.arrivedSequence ?? record.reflectedSequence;
-    const state = record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
+    const stopped = target?.stopped;
+    const state = stopped !== undefined ? "stopped" : record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
     let reason: string | null = null;
     if (state === "replicating" && reflected < record.consistentFromSequence) reason = `catching up after the initial copy: consistent once sequence ${record.consistentFromSequence} is reflected`;
     if (state === "takeover" && record.takeover !== null) reason = `taken over at ${record.takeover.at}: kept through sequence ${record.takeover.keptSequence}, dropped ${record.takeover.droppedRecords} records`;
+    if (stopped !== undefined) reason = stopped.reason;
+    // A stopped member holds its time domain (DESIGN.md): every group it holds names it.
+    const holder = state === "replicating" && record.reflect === "time"
+      ? [...this.targets.values()].find((other) => other !== target && other.stopped !== undefined && other.record.state === "replicating" && other.record.reflect === "time")
+      : undefined;
+    if (holder !== undefined && arrived > reflected) reason = `reflection held by group ${holder.name} of the same consistency domain, which is stopped (${holder.stopped?.reason ?? ""})`;
     return {
       group: name, role: "secondary", state, pairId: record.pairId, remoteNode: record.primaryNode, remoteUrl: null, remoteGroup: record.primaryGroup,
       mode: "async", transfer: record.transfer, streams: record.streams, reflect: record.reflect,

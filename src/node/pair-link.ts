@@ -64,6 +64,10 @@ interface Stream {
   reconnectTimer: NodeJS.Timeout | undefined;
   /** Pull mode: the secondary's outstanding request. */
   pull: { maxBytes: number } | undefined;
+  /** The secondary refused a batch for lack of space or an I/O error: nothing is sent on this stream before this (monotonic ms). */
+  refusedUntilMs: number;
+  refusedDelayMs: number;
+  refusedTimer: NodeJS.Timeout | undefined;
 }
 
 export class PairLink {
@@ -115,6 +119,7 @@ export class PairLink {
     this.arrivedSequence = this.sender.ackedSequence;
     this.streams = Array.from({ length: this.record.streams }, (_, index) => ({
       index, connection: undefined, ready: false, reconnectDelayMs: replReconnectDelayMsMin, reconnectTimer: undefined, pull: undefined,
+      refusedUntilMs: 0, refusedDelayMs: replReconnectDelayMsMin, refusedTimer: undefined,
     }));
     this.writer.trimFloor = () => (this.record.state === "failed" ? Number.MAX_SAFE_INTEGER : this.sender.trimFloor);
     this.writer.onRecord = (record) => this.onRecord(record);
@@ -168,6 +173,9 @@ export class PairLink {
     for (const stream of this.streams) {
       clearTimeout(stream.reconnectTimer);
       stream.reconnectTimer = undefined;
+      clearTimeout(stream.refusedTimer);
+      stream.refusedTimer = undefined;
+      stream.refusedUntilMs = 0;
       stream.connection?.close(reason);
       stream.connection = undefined;
       stream.ready = false;
@@ -288,6 +296,11 @@ export class PairLink {
           connection.fail("PROTOCOL", result.reason);
           return;
         }
+        if (this.secondaryRefusal !== undefined) {
+          this.logger.info({ event: "secondary_storing_again", group: this.groupName }, "the secondary stores records again");
+          this.secondaryRefusal = undefined;
+          for (const s of this.streams) s.refusedDelayMs = replReconnectDelayMsMin;
+        }
         this.noteProgress(message.arrivedSequence, message.reflectedSequence);
         this.tail.dropThrough(this.sender.ackedSequence);
         this.writer.releaseHeld();
@@ -302,7 +315,7 @@ export class PairLink {
         this.onCopyAck(message.chunkId);
         return;
       case "NACK":
-        this.onNack(connection, message);
+        this.onNack(stream, connection, message);
         return;
       case "ERROR":
         this.lastError = `${message.code}: ${message.text}`;
@@ -317,9 +330,16 @@ export class PairLink {
     }
   }
 
-  private onNack(connection: ReplConnection, message: Extract<ReplMessage, { type: "NACK" }>): void {
+  private onNack(stream: Stream, connection: ReplConnection, message: Extract<ReplMessage, { type: "NACK" }>): void {
     this.lastError = `${message.code}: ${message.text}`;
     switch (message.code) {
+      case "NO_SPACE":
+      case "INTERNAL":
+        // The secondary cannot store records now (a full disk, an I/O error). The records
+        // wait in this node's journal; the stream stays open and sends again after a pause
+        // (doubling up to the reconnect maximum). One log line per refusal spell, not per batch.
+        this.onSecondaryRefused(stream, message.text);
+        return;
       case "REORDER_FULL":
       case "GROUP_BUSY":
         // Back off this stream; what it had in flight is resent.
@@ -331,6 +351,26 @@ export class PairLink {
       default:
         void this.failPair(`secondary refused ${message.refType}: ${message.code} ${message.text}`);
     }
+  }
+
+  /** Why the secondary refuses records now (full disk, I/O error there), while it does. */
+  private secondaryRefusal: string | undefined;
+
+  private onSecondaryRefused(stream: Stream, text: string): void {
+    if (this.secondaryRefusal === undefined) {
+      this.logger.warn({ event: "secondary_refuses_records", group: this.groupName, reason: text }, "the secondary cannot store records now; they wait in this node's journal");
+    }
+    this.secondaryRefusal = text;
+    this.lastError = `secondary cannot store records: ${text}`;
+    // What the stream had in flight is sent again (first) once it may send.
+    if (this.streams.some((s) => s.ready)) this.sender.onStreamLost(stream.index);
+    stream.refusedUntilMs = this.clock.monotonicMs() + stream.refusedDelayMs;
+    clearTimeout(stream.refusedTimer);
+    stream.refusedTimer = setTimeout(() => {
+      stream.refusedTimer = undefined;
+      this.pump();
+    }, stream.refusedDelayMs);
+    stream.refusedDelayMs = Math.min(replReconnectDelayMsMax, stream.refusedDelayMs * 2);
   }
 
   private streamReady(stream: Stream, connection: ReplConnection): void {
@@ -515,7 +555,7 @@ export class PairLink {
     for (;;) {
       let sent = false;
       for (const stream of this.streams) {
-        if (!stream.ready || stream.connection === undefined) continue;
+        if (!stream.ready || stream.connection === undefined || stream.refusedUntilMs > this.clock.monotonicMs()) continue;
         if (this.record.transfer === "pull" && stream.pull === undefined) continue;
         const bytesMax = this.record.transfer === "pull" && stream.pull !== undefined ? stream.pull.maxBytes : undefined;
         const plan = this.sender.planBatch(stream.index, asSequence(this.journal.durableSequence), bytesMax);
@@ -573,6 +613,9 @@ export class PairLink {
 
   private reason(): string | null {
     if (this.record.reason !== null) return this.record.reason;
+    const stopped = this.writer.stopped;
+    if (stopped !== undefined) return stopped.reason;
+    if (this.secondaryRefusal !== undefined) return `the secondary cannot store records now (${this.secondaryRefusal}); they wait here and are sent when it can`;
     const fraction = this.journal.usedBytes / this.journal.bytesMax;
     if (this.writer.heldWrites > 0) {
       return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more (held, never failed)`;
@@ -598,7 +641,7 @@ export class PairLink {
     return {
       group: this.groupName,
       role: "primary",
-      state: this.record.state,
+      state: this.writer.stopped !== undefined ? "stopped" : this.record.state,
       pairId: this.record.pairId,
       remoteNode: this.record.remoteNode,
       remoteUrl: this.record.remoteUrl,

@@ -10,6 +10,7 @@ import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type Reflect
 import type { JournalRecord } from "../protocol/journal-record.ts";
 import { asGroupId, asSequence } from "../core/types.ts";
 import type { TargetGroup } from "./target-group.ts";
+import { isStorageError } from "./group-stop.ts";
 
 /** Records applied before the reflector yields to the event loop. */
 const reflectRecordsPerSliceMax = 512;
@@ -110,15 +111,22 @@ export class Reflector {
     return tracker;
   }
 
-  private async reflectDomain(mode: ReflectMode, domain: readonly TargetGroup[]): Promise<void> {
+  private async reflectDomain(mode: ReflectMode, allMembers: readonly TargetGroup[]): Promise<void> {
+    // A stopped group (full disk, I/O error) holds its time domain where it is: nothing past
+    // its next record may be applied anywhere in the domain (I1), so the domain waits for it.
+    // In seq mode each group stands alone, and only the stopped one waits.
+    if (mode === "time" && allMembers.some((g) => g.stopped !== undefined)) return;
+    const domain = mode === "time" ? allMembers : allMembers.filter((g) => g.stopped === undefined);
+    if (domain.length === 0) return;
     const tracker = this.trackerFor(mode, domain);
     const frontierPosition = mode === "time" ? frontier(domain) : undefined;
     let applied = 0;
     for (;;) {
       // Every group with arrived records must show its head before choosing: an unread
       // group might hold the smallest position.
-      const fills = domain.filter((g) => g.needsFill).map((g) => g.fill());
+      const fills = domain.filter((g) => g.needsFill).map((g) => g.fill().catch((error: unknown) => this.stopOnStorageError(g, error, g.journal.dir)));
       if (fills.length > 0) await Promise.all(fills);
+      if (domain.some((g) => g.stopped !== undefined)) return;
       const heads: ReflectHead[] = [];
       const byId = new Map<number, TargetGroup>();
       for (const group of domain) {
@@ -151,7 +159,13 @@ export class Reflector {
           if (bound !== undefined && comparePositions(position, bound) >= 0) break;
           if (frontierPosition !== undefined && comparePositions(position, frontierPosition) > 0) break;
         }
-        await group.applyNext(next);
+        try {
+          await group.applyNext(next);
+        } catch (error) {
+          this.stopOnStorageError(group, error, group.journal.dir);
+          this.dirty.add(group);
+          return;
+        }
         tracker.noteReflected(chosen.groupId, next.sequence, position);
         applied += 1;
         if (applied % reflectRecordsPerSliceMax === 0) {
@@ -169,6 +183,18 @@ export class Reflector {
     this.lastCheckpointMs = performance.now();
     const groups = [...this.dirty];
     this.dirty.clear();
-    for (const group of groups) await this.checkpointGroup(group);
+    for (const group of groups) {
+      try {
+        await this.checkpointGroup(group);
+      } catch (error) {
+        this.stopOnStorageError(group, error, group.journal.dir);
+      }
+    }
+  }
+
+  /** The disk refused (ENOSPC, EIO): that group stops and resumes by itself; anything else is a bug and stops the node. */
+  private stopOnStorageError(group: TargetGroup, error: unknown, path: string): void {
+    if (!isStorageError(error)) throw error;
+    group.stopWith(error as Error, path);
   }
 }

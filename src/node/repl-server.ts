@@ -219,6 +219,11 @@ export class ReplServer {
         open.pullOutstanding = false;
         if (message.records.length > 0) {
           const result = await target.receiveBatch(message.records);
+          if (!result.ok && result.reason === "stopped") {
+            // Full disk or I/O error here: the primary keeps the records and sends them again later.
+            connection.send({ type: "NACK", groupHandle: open.handle, code: result.errno === "ENOSPC" ? "NO_SPACE" : "INTERNAL", refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
+            return;
+          }
           if (!result.ok) {
             logger.warn({ event: "repl_batch_refused", group: target.name, reason: result.reason, detail: result.detail }, "batch refused");
             const code = result.reason === "bad-sequence" || result.reason === "position-not-increasing" ? "BAD_RECORD" : "REORDER_FULL";

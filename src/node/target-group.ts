@@ -9,15 +9,23 @@ import { positionZero, type Position } from "../core/position.ts";
 import { GroupReceiver, type ReceiveResult } from "../core/receiver.ts";
 import { asAcceptNumber, asSequence, asWriteTimeUs } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
-import type { GroupJournal } from "../storage/journal.ts";
+import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { TargetRecord } from "./metadata.ts";
+import type { Clock } from "./clock.ts";
+import { isStorageError, stopFromError, withPath, type GroupStop } from "./group-stop.ts";
+import { groupResumeDelayMsMax, groupResumeDelayMsMin } from "../core/limits.ts";
 import { RecordTail } from "./record-tail.ts";
 
 /** Bytes of journal the reflector reads ahead per group. */
 const reflectReadAheadBytes = 4 * 1024 * 1024;
 /** Newest received records kept in memory for the reflector (beyond it, read from the journal). */
 export const reflectTailBytesMax = 16 * 1024 * 1024;
+
+/** A batch taken, refused by the receiver, or refused because the group is stopped (full disk, I/O error). */
+export type TargetReceiveResult =
+  | ReceiveResult<JournalRecord>
+  | { readonly ok: false; readonly reason: "stopped"; readonly detail: string; readonly errno: "ENOSPC" | "EIO" };
 
 export interface TargetVolume {
   readonly volumeId: number;
@@ -61,6 +69,13 @@ export class TargetGroup {
   frozen = false;
   /** Serialises OPEN_GROUP handling across streams. */
   openChain: Promise<void> = Promise.resolve();
+  private readonly clock: Clock;
+  private readonly onStateChange: () => void;
+  private stop: GroupStop | undefined;
+  private resumeTimer: NodeJS.Timeout | undefined;
+  private resumeDelayMs = groupResumeDelayMsMin;
+  private resuming: Promise<void> | undefined;
+  private closed = false;
 
   constructor(options: {
     groupId: number;
@@ -69,12 +84,17 @@ export class TargetGroup {
     journal: GroupJournal;
     volumes: readonly TargetVolume[];
     logger: Logger;
+    clock: Clock;
+    /** Called when the group stops or resumes (the reflector goes on; status changes). */
+    onStateChange: () => void;
     /** Position of the journal's last record (its newest), when it has one. */
     lastRecordPosition: Position | undefined;
   }) {
     this.groupId = options.groupId;
     this.name = options.name;
     this.record = options.record;
+    this.clock = options.clock;
+    this.onStateChange = options.onStateChange;
     this.journal = options.journal;
     this.volumes = options.volumes;
     this.logger = options.logger;
@@ -124,7 +144,8 @@ export class TargetGroup {
    * One BATCH: receive, append the contiguous run, make it durable, count it arrived.
    * Resolves with the receiver's verdict once what was appended is durable.
    */
-  async receiveBatch(records: readonly JournalRecord[]): Promise<ReceiveResult<JournalRecord>> {
+  async receiveBatch(records: readonly JournalRecord[]): Promise<TargetReceiveResult> {
+    if (this.stop !== undefined) return { ok: false, reason: "stopped", detail: this.stop.reason, errno: this.stop.errno };
     for (const record of records) {
       if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
         const volume = this.volumesByPrimaryId.get(record.volumeId);
@@ -138,21 +159,121 @@ export class TargetGroup {
     // Records are views into socket chunks; the journal writes them before the chunk is reused (writev holds them).
     this.appendsInFlight += result.append.length;
     let last = 0;
+    const journal = this.journal;
     try {
       for (const record of result.append) {
-        void this.journal.append(record).catch(() => undefined); // failures surface through sync()
+        void journal.append(record).catch(() => undefined); // failures surface through sync()
         this.tail.push(record);
         last = record.sequence;
       }
-      await this.journal.sync();
+      await journal.sync();
+    } catch (error) {
+      // The disk refused (a full journal limit is not this: that is checked before handing out).
+      // What was handed out may not be on disk: the resume re-reads the journal and the
+      // receiver starts after what really is there, so the primary's resends fill the rest.
+      if (!isStorageError(error) && this.stop === undefined) throw error;
+      this.stopWith(error as Error, journal.dir);
+      const stop = this.stopped;
+      return { ok: false, reason: "stopped", detail: stop?.reason ?? (error as Error).message, errno: stop?.errno ?? "EIO" };
     } finally {
       this.appendsInFlight -= result.append.length;
     }
+    if (this.journal !== journal) return { ok: false, reason: "stopped", detail: "the group was stopped and resumed meanwhile", errno: "EIO" };
     // Several batches may be syncing at once: mark the highest durable handed-out sequence.
     const durable = Math.min(this.journal.durableSequence, this.receiver.handedOutSequence);
     if (durable > this.receiver.arrivedSequence) this.receiver.markDurable(asSequence(durable));
     assert(this.receiver.arrivedSequence >= last, "what this batch appended is arrived once durable");
     return result;
+  }
+
+  /** Set while the group is stopped by a full disk or an I/O error (its journal or a volume). */
+  get stopped(): GroupStop | undefined {
+    return this.stop;
+  }
+
+  /**
+   * A full disk or an I/O error: the group stops alone. It takes no more records (batches
+   * are refused with NO_SPACE or INTERNAL, and the primary resends them later), nothing more
+   * is reflected in its domain (it holds the frontier where it is), and a timer tries to
+   * resume. Idempotent: every error path calls it.
+   */
+  stopWith(error: Error, path: string): void {
+    if (this.stop !== undefined || this.closed) return;
+    this.stop = stopFromError(error, path, this.clock.wallMs());
+    this.logger.error({ event: "group_stopped", group: this.name, errno: this.stop.errno, path: this.stop.path, err: error }, `group stopped: ${this.stop.reason}`);
+    this.onStateChange();
+    this.scheduleResume();
+  }
+
+  private scheduleResume(): void {
+    if (this.resumeTimer !== undefined || this.closed || this.stop?.resumable !== true) return;
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined;
+      this.resuming ??= this.tryResume().finally(() => {
+        this.resuming = undefined;
+      });
+    }, this.resumeDelayMs);
+    this.resumeDelayMs = Math.min(groupResumeDelayMsMax, this.resumeDelayMs * 2);
+  }
+
+  /**
+   * Re-reads the journal from the disk itself (O_DIRECT: after a failed write or fdatasync
+   * the page cache may hold what the disk never got), re-verifies every record, and starts
+   * the receiver after its last one: what arrived is what the disk holds. Everything it
+   * had acknowledged must be there; if not, it stays stopped and says so.
+   */
+  private async tryResume(): Promise<void> {
+    const stop = this.stop;
+    if (stop === undefined || this.closed) return;
+    while (this.appendsInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    const old = this.journal;
+    const acknowledged = this.receiver.arrivedSequence;
+    await old.abandon();
+    let opened: { journal: GroupJournal; report: RecoveryReport };
+    try {
+      opened = await GroupJournal.open(old.dir, { bytesMax: old.bytesMax, nextSequence: this.record.startSequence, directRead: true });
+    } catch (error) {
+      this.logger.warn({ event: "group_resume_failed", group: this.name, err: error, retryInMs: this.resumeDelayMs }, "group still stopped");
+      if (isStorageError(error)) this.scheduleResume();
+      else {
+        this.stop = { ...stop, resumable: false, reason: `${stop.reason}; resuming failed: ${(error as Error).message}` };
+        this.onStateChange();
+      }
+      return;
+    }
+    const { journal, report } = opened;
+    if (this.closed) {
+      await journal.close().catch(() => undefined);
+      return;
+    }
+    if (report.lastSequence < acknowledged) {
+      await journal.close().catch(() => undefined);
+      this.stop = {
+        ...stop, resumable: false,
+        reason: `the journal holds records only through sequence ${report.lastSequence} but ${acknowledged} had been acknowledged to the primary: ` +
+          "the disk lost acknowledged data. The group stays stopped; recreate the pair (a new initial copy)",
+      };
+      this.logger.fatal({ event: "group_journal_lost_durable", group: this.name, lastSequence: report.lastSequence, acknowledged }, this.stop.reason);
+      this.onStateChange();
+      return;
+    }
+    const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
+    this.journal = journal;
+    this.tail.clear();
+    this.readAhead = [];
+    this.readAheadHead = 0;
+    this.receiver = this.newReceiver(lastRecordPosition);
+    this.stop = undefined;
+    this.resumeDelayMs = groupResumeDelayMsMin;
+    this.logger.warn({ event: "group_resumed", group: this.name, arrived: this.receiver.arrivedSequence, reflected: this.reflectedSequence, stoppedSince: stop.sinceIso }, "group resumed: journal re-read from disk and verified");
+    this.onStateChange();
+  }
+
+  /** The node is stopping: no more resume attempts. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.resumeTimer);
+    await this.resuming;
   }
 
   get pendingAppends(): number {
@@ -199,8 +320,12 @@ export class TargetGroup {
     if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
       const volume = this.volumesByPrimaryId.get(record.volumeId);
       assert(volume !== undefined, "received records were checked against the volume map");
-      if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
-      else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);
+      try {
+        if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
+        else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);
+      } catch (error) {
+        throw withPath(error as Error, volume.file.path);
+      }
     }
     this.readAheadHead += 1;
     this.reflectedSequence = record.sequence;

@@ -103,8 +103,8 @@ void test("volume create, group create, then list and status, human and --json",
   assert.deepEqual(JSON.parse(volumesJson.stdout), { volumes: control.listVolumes() });
 
   const groupLines = groups.stdout.split("\n");
-  assert.match(groupLines[0]!, /^NAME\s+VOLUMES\s+NEXT SEQ\s+APPLIED SEQ\s+DURABLE SEQ\s+JOURNAL\s+SEGMENTS$/);
-  assert.match(groupLines[1]!, /^g1\s+db,logs\s+1\s+0\s+0\s+12\.0 MiB \/ 4\.0 GiB \(0\.3%\)\s+1$/);
+  assert.match(groupLines[0]!, /^NAME\s+STATE\s+VOLUMES\s+NEXT SEQ\s+APPLIED SEQ\s+DURABLE SEQ\s+JOURNAL\s+SEGMENTS$/);
+  assert.match(groupLines[1]!, /^g1\s+ok\s+db,logs\s+1\s+0\s+0\s+12\.0 MiB \/ 4\.0 GiB \(0\.3%\)\s+1$/);
   assert.deepEqual(JSON.parse(groupsJson.stdout), { groups: control.listGroups() });
 
   assert.match(status.stdout, /^node:\s+fake-a \(tidemark 0\.1\.0\)$/m);
@@ -113,7 +113,7 @@ void test("volume create, group create, then list and status, human and --json",
   assert.match(status.stdout, /^uptime:\s+1h 2m \(since 2025-01-01T00:00:00\.000Z\)$/m);
   assert.match(status.stdout, /^recorded write time:\s+2025-01-01T00:00:00\.000000Z$/m);
   assert.match(status.stdout, /^VOLUMES\nNAME\s+SIZE\s+ALLOCATED\s+GROUP\s+RO\ndb\s/m);
-  assert.match(status.stdout, /^GROUPS\nNAME\s+VOLUMES.*\ng1\s+db,logs/m);
+  assert.match(status.stdout, /^GROUPS\nNAME\s+STATE\s+VOLUMES.*\ng1\s+ok\s+db,logs/m);
   assert.deepEqual(JSON.parse(statusJson.stdout), JSON.parse(JSON.stringify(control.status())));
 });
 

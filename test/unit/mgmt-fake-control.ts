@@ -4,7 +4,7 @@
 // sequence numbers advance with wall time (see FakePairMotion), so `pair create` and
 // `pair wait` have something to watch.
 import {
-  ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeStatus, type PairControl, type PairInfo,
+  ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo,
   type PairTargetInfo, type PairTargetRequest, type TakeoverResult, type VolumeInfo,
 } from "../../src/node/control.ts";
 
@@ -52,6 +52,10 @@ export class FakeControl implements NodeControl, PairControl {
   secondaryUnreachable = false;
   /** Motion given to pairs created from now on. */
   motion: FakePairMotion = { acceptedPerRead: 0, reflectedPerSecond: 0 };
+
+  health(): NodeHealth {
+    return { status: "ok", reasons: [] };
+  }
 
   status(): NodeStatus {
     this.maybeFail();
@@ -114,6 +118,8 @@ export class FakeControl implements NodeControl, PairControl {
       journalBytesMax: 4 * 1024 * 1024 * 1024,
       journalSegments: 1,
       lastWriteTimeUs: 0,
+      state: "ok",
+      reason: null,
     };
     this.groups.set(name, group);
     return Promise.resolve(group);
