@@ -2,6 +2,11 @@
 // stops the affected group alone, visibly, and it resumes when the cause is gone"). One
 // description for both sides of a pair: the primary's writer and the secondary's target.
 // docs/out-of-space.md has the rules.
+import { statfs } from "node:fs/promises";
+import { dirname } from "node:path";
+import type { Logger } from "pino";
+import { groupResumeDelayMsMax, groupResumeDelayMsMin } from "../core/limits.ts";
+import type { Clock } from "./clock.ts";
 
 /** Why a group stopped, for status, logs, health and the errno hosts get meanwhile. */
 export interface GroupStop {
@@ -43,4 +48,148 @@ export function stopFromError(error: Error, path: string, wallMs: number): Group
 export function withPath(error: Error, path: string): Error {
   if ((error as { path?: unknown }).path === undefined) Object.assign(error, { path });
   return error;
+}
+
+/** What one attempt to resume a stopped group came to. */
+export type ResumeOutcome =
+  | { readonly kind: "resumed" }
+  /** The disk still says no: try again later. */
+  | { readonly kind: "retry"; readonly error: unknown }
+  /** Resuming would pretend something is durable or consistent: the operator must act. */
+  | { readonly kind: "final"; readonly reason: string };
+
+export interface GroupStopControlOptions {
+  readonly name: string;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** Re-reads and re-verifies from the disk; called only while stopped, one at a time. */
+  readonly attemptResume: (stop: GroupStop) => Promise<ResumeOutcome>;
+  /** Called when the group stops or resumes. */
+  readonly onStateChange: () => void;
+}
+
+/**
+ * The stopped state of one group and the way back, shared by the primary's writer and the
+ * secondary's target: the stop is logged once per spell (a resume that stops again before
+ * any write or apply succeeded is the same spell, with no new lines), a timer on the
+ * monotonic clock retries with a backoff that doubles to groupResumeDelayMsMax, an ENOSPC
+ * stop is retried only once its file system has room again, and the spell ends (one log
+ * line, backoff reset) at the first success after a resume.
+ */
+export class GroupStopControl {
+  private readonly options: GroupStopControlOptions;
+  private current: GroupStop | undefined;
+  private spell: { readonly sinceIso: string; readonly path: string; resumed: boolean } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private delayMs = groupResumeDelayMsMin;
+  private resuming: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(options: GroupStopControlOptions) {
+    this.options = options;
+  }
+
+  get stop(): GroupStop | undefined {
+    return this.current;
+  }
+
+  /** Stops the group for `error` (from `path`); false if it was stopped already or closing. */
+  stopWith(error: Error, path: string): boolean {
+    if (this.current !== undefined || this.closed) return false;
+    const stop = stopFromError(error, path, this.options.clock.wallMs());
+    this.current = this.spell === undefined ? stop : { ...stop, sinceIso: this.spell.sinceIso };
+    if (this.spell === undefined) {
+      this.spell = { sinceIso: stop.sinceIso, path: stop.path, resumed: false };
+      this.options.logger.error({ event: "group_stopped", group: this.options.name, errno: stop.errno, path: stop.path, err: error }, `group stopped: ${stop.reason}`);
+    } else {
+      this.options.logger.debug({ event: "group_stopped_again", group: this.options.name, err: error }, "group stopped again before it made progress");
+    }
+    this.options.onStateChange();
+    this.schedule();
+    return true;
+  }
+
+  /** A final stop (the operator must act): never resumed by itself. */
+  stopFinally(reason: string): void {
+    const stop = this.current;
+    this.current = { errno: stop?.errno ?? "EIO", path: stop?.path ?? "", sinceIso: stop?.sinceIso ?? new Date(this.options.clock.wallMs()).toISOString(), reason, resumable: false };
+    this.options.logger.fatal({ event: "group_stopped_for_good", group: this.options.name, reason }, reason);
+    this.options.onStateChange();
+  }
+
+  /**
+   * A write to `path` succeeded (the file a spell began with, or a file in that directory;
+   * undefined: any): a spell that resumed is over.
+   */
+  noteProgress(path?: string): void {
+    const spell = this.spell;
+    if (spell === undefined || !spell.resumed || this.current !== undefined) return;
+    if (path !== undefined && !spell.path.startsWith(path)) return;
+    this.spell = undefined;
+    this.delayMs = groupResumeDelayMsMin;
+    this.options.logger.warn({ event: "group_resumed", group: this.options.name, stoppedSince: spell.sinceIso }, "group resumed: its journal was re-read from the disk and verified, and it works again");
+  }
+
+  private schedule(): void {
+    if (this.timer !== undefined || this.closed || this.current?.resumable !== true) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.resuming ??= this.attempt().finally(() => {
+        this.resuming = undefined;
+      });
+    }, this.delayMs);
+    this.delayMs = Math.min(groupResumeDelayMsMax, this.delayMs * 2);
+  }
+
+  private async attempt(): Promise<void> {
+    const stop = this.current;
+    if (stop === undefined || !stop.resumable || this.closed) return;
+    if (stop.errno === "ENOSPC" && !(await hasRoom(stop.path))) {
+      this.schedule();
+      return;
+    }
+    let outcome: ResumeOutcome;
+    try {
+      outcome = await this.options.attemptResume(stop);
+    } catch (error) {
+      outcome = isStorageError(error) ? { kind: "retry", error } : { kind: "final", reason: `${stop.reason}; resuming failed: ${(error as Error).message}` };
+    }
+    if (this.closed) return;
+    switch (outcome.kind) {
+      case "resumed":
+        this.current = undefined;
+        if (this.spell !== undefined) this.spell.resumed = true;
+        this.options.logger.info({ event: "group_resuming", group: this.options.name }, "group takes work again after a stop");
+        this.options.onStateChange();
+        return;
+      case "retry":
+        this.options.logger.debug({ event: "group_resume_failed", group: this.options.name, err: outcome.error, retryInMs: this.delayMs }, "group still stopped");
+        this.schedule();
+        return;
+      case "final":
+        this.stopFinally(outcome.reason);
+    }
+  }
+
+  /** The node is stopping: no more attempts. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    await this.resuming;
+  }
+}
+
+/** Free space below which an ENOSPC stop is not retried yet. */
+const resumeFreeBytesMin = 1024 * 1024;
+
+async function hasRoom(path: string): Promise<boolean> {
+  for (let dir = path; dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      const fs = await statfs(dir);
+      return fs.bavail * fs.bsize >= resumeFreeBytesMin;
+    } catch {
+      // not there (a journal directory being replaced): ask its parent
+    }
+  }
+  return true;
 }

@@ -11,14 +11,14 @@
 // again (docs/out-of-space.md).
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { journalCheckpointBytes, groupApplyPendingBytesMax, groupResumeDelayMsMin, groupResumeDelayMsMax, heldWritesPerGroupMax } from "../core/limits.ts";
+import { journalCheckpointBytes, groupApplyPendingBytesMax, heldWritesPerGroupMax } from "../core/limits.ts";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs, type VolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { ApplyOrder } from "./apply-order.ts";
 import type { Clock } from "./clock.ts";
-import { isStorageError, stopFromError, withPath, type GroupStop } from "./group-stop.ts";
+import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "./group-stop.ts";
 import type { NodeStamper } from "./stamper.ts";
 import { VolumeIoError } from "../core/volume-io.ts";
 
@@ -108,10 +108,7 @@ export class GroupWriter {
   private spaceRequested = false;
   /** The journal may not trim past this (a pair's acknowledged sequence); set by the pair. */
   trimFloor: () => number = () => Number.MAX_SAFE_INTEGER;
-  private stop: GroupStop | undefined;
-  private resumeTimer: NodeJS.Timeout | undefined;
-  private resumeDelayMs = groupResumeDelayMsMin;
-  private resuming: Promise<void> | undefined;
+  private readonly stopControl: GroupStopControl;
   private closed = false;
   private readonly persistCheckpoint: (result: CheckpointResult) => Promise<void>;
 
@@ -129,6 +126,11 @@ export class GroupWriter {
     this.appliedSequenceValue = options.appliedSequence;
     this.checkpointSequenceValue = options.checkpointSequence;
     this.persistCheckpoint = options.persistCheckpoint;
+    this.stopControl = new GroupStopControl({
+      name: options.name, logger: options.logger, clock: options.clock,
+      attemptResume: (stop) => this.attemptResume(stop),
+      onStateChange: () => this.onStateChange(),
+    });
   }
 
   get nextSequence(): number {
@@ -146,7 +148,7 @@ export class GroupWriter {
   }
   /** Set while the group is stopped by an I/O error or a full disk. */
   get stopped(): GroupStop | undefined {
-    return this.stop;
+    return this.stopControl.stop;
   }
   /** Writes waiting (journal full, slowed, or the volumes behind), oldest first. */
   get heldWrites(): number {
@@ -234,7 +236,7 @@ export class GroupWriter {
    * volume. It moves an idle group's arrived position on at the secondary.
    */
   appendTimeAdvance(): void {
-    if (this.stop !== undefined || this.closed || this.held.length > 0 || this.journalValue.freeBytes < journalHeaderBytes) return;
+    if (this.stopped !== undefined || this.closed || this.held.length > 0 || this.journalValue.freeBytes < journalHeaderBytes) return;
     const record = this.nextRecord(RecordKind.timeAdvance, asVolumeId(0), 0, 0, emptyPayload, undefined);
     const appended = this.journalValue.append(record);
     this.onRecord(record);
@@ -261,7 +263,7 @@ export class GroupWriter {
    * applies complete). Every held write is woken by one of those events, never by polling.
    */
   releaseHeld(): void {
-    while (this.held.length > 0 && this.stop === undefined && !this.closed) {
+    while (this.held.length > 0 && this.stopped === undefined && !this.closed) {
       const first = this.held[0];
       assert(first !== undefined, "held queue is not empty");
       const nowMs = this.clock.monotonicMs();
@@ -312,6 +314,7 @@ export class GroupWriter {
       () => {
         this.applyPendingBytes -= payload.length;
         this.markApplied(record.sequence);
+        this.stopControl.noteProgress();
         this.afterApply();
       },
       (error: unknown) => {
@@ -352,7 +355,7 @@ export class GroupWriter {
 
   private afterApply(): void {
     // A quarter of a small journal, so a checkpoint frees room before writes have to wait for it.
-    if (this.bytesSinceCheckpoint >= Math.min(journalCheckpointBytes, this.journalValue.bytesMax / 4) && this.checkpointRunning === undefined && this.stop === undefined && !this.closed) {
+    if (this.bytesSinceCheckpoint >= Math.min(journalCheckpointBytes, this.journalValue.bytesMax / 4) && this.checkpointRunning === undefined && this.stopped === undefined && !this.closed) {
       this.checkpoint().catch((error: unknown) => this.fail(error as Error, this.journalValue.dir));
     }
     if (this.held.length > 0) this.releaseHeld();
@@ -409,32 +412,16 @@ export class GroupWriter {
 
   /**
    * An I/O error or a full disk: the group stops alone. Pending appends and held writes
-   * fail with the errno; reads go on; a timer tries to resume. Called for every error
-   * path, so it is idempotent.
+   * fail with the errno; reads go on; the stop control tries to resume. Called for every
+   * error path, so it is idempotent.
    */
   private fail(error: Error, path: string): void {
-    if (this.stop !== undefined || this.closed) return;
-    this.stop = stopFromError(error, path, this.clock.wallMs());
-    const { errno, path: where } = this.stop;
-    this.logger.error({ event: "group_stopped", group: this.name, errno, path: where, err: error }, `group stopped: ${this.stop.reason}`);
+    if (this.closed || !this.stopControl.stopWith(error, path)) return;
     void this.journalValue.abandon();
     for (const waiting of this.held.splice(0)) waiting.fail(this.stoppedError());
     this.noteHoldReason();
     clearTimeout(this.releaseTimer);
     this.releaseTimer = undefined;
-    this.onStateChange();
-    this.scheduleResume();
-  }
-
-  private scheduleResume(): void {
-    if (this.resumeTimer !== undefined || this.closed || this.stop?.resumable !== true) return;
-    this.resumeTimer = setTimeout(() => {
-      this.resumeTimer = undefined;
-      this.resuming ??= this.tryResume().finally(() => {
-        this.resuming = undefined;
-      });
-    }, this.resumeDelayMs);
-    this.resumeDelayMs = Math.min(groupResumeDelayMsMax, this.resumeDelayMs * 2);
   }
 
   /**
@@ -443,9 +430,7 @@ export class GroupWriter {
    * checkpoint, and only then takes writes again. Records the group had called durable
    * must all be there; if they are not, it stays stopped and says so.
    */
-  private async tryResume(): Promise<void> {
-    const stop = this.stop;
-    if (stop === undefined || this.closed) return;
+  private async attemptResume(stop: GroupStop): Promise<ResumeOutcome> {
     const old = this.journalValue;
     const durableBefore = old.durableSequence;
     await Promise.all([...this.volumes.values()].map((volume) => volume.order.drain()));
@@ -457,37 +442,30 @@ export class GroupWriter {
         if (record.sequence <= this.checkpointSequenceValue || record.kind === RecordKind.timeAdvance || record.kind === RecordKind.marker) return;
         const volume = this.volumes.get(record.volumeId);
         assert(volume !== undefined, "records of this group name its volumes (written by this process)");
-        if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
-        else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);
+        try {
+          if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
+          else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);
+        } catch (error) {
+          throw withPath(error as Error, volume.file.path);
+        }
         replayed += 1;
       });
     } catch (error) {
-      this.logger.warn({ event: "group_resume_failed", group: this.name, err: error, retryInMs: this.resumeDelayMs }, "group still stopped");
-      if (this.closed) return;
-      if (!isStorageError(error)) {
-        this.stop = { ...stop, resumable: false, reason: `${stop.reason}; resuming failed: ${(error as Error).message}` };
-        this.onStateChange();
-        return;
-      }
-      this.scheduleResume();
-      return;
+      if (isStorageError(error)) return { kind: "retry", error };
+      throw error;
     }
     const { journal, report } = opened;
     if (this.closed) {
       await journal.close().catch(() => undefined);
-      return;
+      return { kind: "retry", error: new Error("closing") };
     }
     if (report.lastSequence < durableBefore) {
       await journal.close().catch(() => undefined);
-      this.stop = {
-        ...stop,
-        resumable: false,
+      return {
+        kind: "final",
         reason: `after ${stop.reason.split(":")[0]}, the journal holds records only through sequence ${report.lastSequence} ` +
           `but ${durableBefore} had been made durable: the disk lost acknowledged data. The group stays stopped; take over on the secondary or restore from a backup`,
       };
-      this.logger.fatal({ event: "group_journal_lost_durable", group: this.name, lastSequence: report.lastSequence, durableSequence: durableBefore }, this.stop.reason);
-      this.onStateChange();
-      return;
     }
     this.journalValue = journal;
     this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
@@ -495,10 +473,8 @@ export class GroupWriter {
     this.appliedAhead.clear();
     this.appliedSequenceValue = this.nextSequenceValue - 1;
     this.applyPendingBytes = 0;
-    this.stop = undefined;
-    this.resumeDelayMs = groupResumeDelayMsMin;
-    this.logger.warn({ event: "group_resumed", group: this.name, replayed, nextSequence: this.nextSequenceValue, stoppedSince: stop.sinceIso }, "group resumed: journal re-read from disk and verified");
-    this.onStateChange();
+    this.logger.info({ event: "group_journal_reread", group: this.name, replayed, nextSequence: this.nextSequenceValue }, "journal re-read from disk and verified");
+    return { kind: "resumed" };
   }
 
   /** Start-up could not re-apply the journal (a full disk, an I/O error): the group starts stopped and resumes by itself. */
@@ -511,26 +487,26 @@ export class GroupWriter {
     if (this.closed) return undefined;
     this.closed = true;
     clearTimeout(this.releaseTimer);
-    clearTimeout(this.resumeTimer);
     for (const waiting of this.held.splice(0)) waiting.fail(new VolumeIoError("ESHUTDOWN", `group ${this.name}: the node is stopping; the write was not accepted`));
-    await this.resuming;
+    await this.stopControl.close();
     await Promise.all([...this.volumes.values()].map((volume) => volume.order.drain()));
-    if (this.stop !== undefined) return undefined;
+    if (this.stopped !== undefined) return undefined;
     return this.runCheckpoint(this.trimFloor());
   }
 
   private stoppedError(): VolumeIoError {
-    assert(this.stop !== undefined, "the group is stopped");
-    return new VolumeIoError(this.stop.errno, `group ${this.name} is stopped: ${this.stop.reason}`);
+    const stop = this.stopped;
+    assert(stop !== undefined, "the group is stopped");
+    return new VolumeIoError(stop.errno, `group ${this.name} is stopped: ${stop.reason}`);
   }
 
   private throwIfStopped(): void {
     if (this.closed) throw new VolumeIoError("ESHUTDOWN", `group ${this.name}: the node is stopping`);
-    if (this.stop !== undefined) throw this.stoppedError();
+    if (this.stopped !== undefined) throw this.stoppedError();
   }
 
   private ioError(error: Error): VolumeIoError {
-    if (this.stop !== undefined) return this.stoppedError();
+    if (this.stopped !== undefined) return this.stoppedError();
     const code = (error as NodeJS.ErrnoException).code;
     return new VolumeIoError(code === "ENOSPC" ? "ENOSPC" : "EIO", `group ${this.name}: ${error.message}`);
   }

@@ -418,6 +418,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     await this.reflector.stop();
     for (const target of this.targets.values()) {
       try {
+        await target.close();
         await target.journal.close();
       } catch (error) {
         this.logger.error({ event: "target_close_failed", group: target.name, err: error }, "target journal did not close cleanly");
@@ -426,19 +427,27 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const writer of this.groups.values()) {
       try {
         await writer.close();
-        await writer.journal.close();
+        // A stopped group's journal was abandoned: what is on disk is what a restart recovers.
+        if (writer.stopped === undefined) await writer.journal.close();
       } catch (error) {
         this.logger.error({ event: "group_close_failed", group: writer.name, err: error }, "group did not close cleanly");
       }
     }
     for (const volume of this.volumesById.values()) {
-      await volume.file.datasync();
+      // A disk that fails now loses nothing the journals do not hold: say so and go on stopping.
+      await volume.file.datasync().catch((error: unknown) => {
+        this.logger.error({ event: "volume_sync_failed", volume: volume.name, err: error }, "volume not synced at stop; the journal still covers it");
+      });
       await volume.file.written.save().catch((error: unknown) => {
         this.logger.error({ event: "written_map_save_failed", volume: volume.name, err: error }, "written map not saved at stop; the journal still covers it");
       });
       await volume.file.close();
     }
-    if (this.metadata !== undefined) await this.updateMetadata(() => undefined);
+    if (this.metadata !== undefined) {
+      await this.updateMetadata(() => undefined).catch((error: unknown) => {
+        this.logger.error({ event: "metadata_save_failed", err: error }, "metadata not saved at stop; the last saved checkpoint and the journals still cover it");
+      });
+    }
     if (this.lockTaken) await unlink(this.lockPath).catch(() => undefined);
     this.logger.info({ event: "node_stopped" }, "stopped");
   }
@@ -451,8 +460,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   /**
-   * Runs a write the node cannot do without (its metadata, a takeover's journal files); on a
-   * full disk the space reserve is given back and the write tried once more, with a log line.
+   * Runs a write the node cannot do without (the lock at start, a takeover's journal files
+   * and metadata); on a full disk the space reserve is given back and the write tried once
+   * more, with a log line. Only those: any other write that meets a full disk fails and
+   * stops its group, so the reserve is still there when a takeover needs it.
    */
   private async withSpaceReserve<T>(what: string, write: () => Promise<T>): Promise<T> {
     try {
@@ -465,12 +476,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   /** Serialised read-modify-write of the metadata; the write time state is saved with every change. */
-  private updateMetadata(change: (metadata: NodeMetadata) => void): Promise<void> {
+  private updateMetadata(change: (metadata: NodeMetadata) => void, critical = false): Promise<void> {
     const run = async (): Promise<void> => {
       const next = structuredClone(this.requireMetadata());
       change(next);
       next.writeTime = { recordedWriteTimeUs: this.stamper.state.recordedWriteTimeUs, lastAcceptNumber: this.stamper.state.lastAcceptNumber };
-      await this.withSpaceReserve("save the node's metadata", () => saveMetadata(this.options.dataDir, next));
+      await (critical ? this.withSpaceReserve("save the node's metadata", () => saveMetadata(this.options.dataDir, next)) : saveMetadata(this.options.dataDir, next));
       this.metadata = next;
     };
     const result = this.metadataChain.then(run);
@@ -1034,15 +1045,20 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const kept = target.reflectedSequence;
     const dropped = Math.max(0, target.arrivedSequence - kept) + target.receiver.reorderRecords;
     for (const volume of target.volumes) await volume.file.datasync();
-    await saveWrittenMaps(target.volumes); // the old journal (which would mark again) goes below
-    await target.journal.close();
+    // A takeover must work on a full disk (the secondary's disk filling is a reason to take over):
+    // its writes may use the space reserve.
+    await this.withSpaceReserve("take over", () => saveWrittenMaps(target.volumes)); // the old journal (which would mark again) goes below
+    // A stopped group's journal may be abandoned already; it is removed below either way.
+    await target.journal.close().catch((error: unknown) => this.logger.warn({ event: "takeover_journal_close_failed", group: target.name, err: error }, "the old journal did not close cleanly; it is removed"));
     const record = groupRecordById(this.requireMetadata(), target.groupId);
     assert(record.target !== undefined, "target group is in the metadata");
     const oldDir = this.journalDir(record);
     const generation = (record.journalGeneration ?? 0) + 1;
     const fresh = { ...record, journalGeneration: generation };
-    await makeDirectoryDurable(this.journalDir(fresh));
-    const { journal } = await GroupJournal.open(this.journalDir(fresh), { bytesMax: record.journalBytesMax, nextSequence: 1 });
+    const { journal } = await this.withSpaceReserve("take over", async () => {
+      await makeDirectoryDurable(this.journalDir(fresh));
+      return GroupJournal.open(this.journalDir(fresh), { bytesMax: record.journalBytesMax, nextSequence: 1 });
+    });
     await this.updateMetadata((m) => {
       const group = groupRecordById(m, target.groupId);
       assert(group.target !== undefined, "target group is in the metadata");
@@ -1052,7 +1068,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       group.target.state = "takeover";
       group.target.reflectedSequence = kept;
       group.target.takeover = { keptSequence: kept, droppedRecords: dropped, at: new Date(this.clock.wallMs()).toISOString() };
-    });
+    }, true);
     await rm(oldDir, { recursive: true, force: true });
     this.targets.delete(target.name);
     const updated = groupRecordById(this.requireMetadata(), target.groupId);

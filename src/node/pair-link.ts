@@ -206,10 +206,15 @@ export class PairLink {
     this.logger.error({ event: "pair_failed", group: this.groupName, reason }, "pair failed");
     this.lastError = reason;
     this.stop(reason);
-    await this.persist((r) => {
-      r.state = "failed";
-      r.reason = reason;
-    });
+    try {
+      await this.persist((r) => {
+        r.state = "failed";
+        r.reason = reason;
+      });
+    } catch (error) {
+      // Not saved (a full disk): the pair is failed in memory; the handshake refuses it again after a restart.
+      this.logger.error({ event: "pair_state_not_saved", group: this.groupName, err: error }, "could not save the failed pair state");
+    }
     this.writer.releaseHeld(); // a failed pair no longer holds the journal
   }
 
@@ -283,7 +288,7 @@ export class PairLink {
             r.copyDone = true;
             r.consistentFromSequence = consistentFrom;
             r.reason = null;
-          }).then(() => this.streamReady(stream, connection));
+          }).then(() => this.streamReady(stream, connection), (error: unknown) => connection.fail("INTERNAL", `could not save the pair state: ${(error as Error).message}`));
         } else if (message.state === "replicating") {
           this.streamReady(stream, connection);
         } else if (stream.index === 0) {
@@ -494,6 +499,10 @@ export class PairLink {
         void this.closeCopyReaders();
         // Every stream reopens its group: the secondary now answers `replicating`.
         for (const stream of this.streams) stream.connection?.close(copyDoneReopen);
+      }, (error: unknown) => {
+        // The reopened stream finds the secondary replicating and saves this again.
+        this.logger.error({ event: "pair_state_not_saved", group: this.groupName, err: error }, "could not save the end of the initial copy; retrying over a new stream");
+        for (const stream of this.streams) stream.connection?.close("could not save the end of the initial copy");
       });
       return;
     }

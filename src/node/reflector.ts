@@ -166,6 +166,7 @@ export class Reflector {
           this.dirty.add(group);
           return;
         }
+        if (applied === 0) group.noteProgress();
         tracker.noteReflected(chosen.groupId, next.sequence, position);
         applied += 1;
         if (applied % reflectRecordsPerSliceMax === 0) {

@@ -13,8 +13,7 @@ import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { TargetRecord } from "./metadata.ts";
 import type { Clock } from "./clock.ts";
-import { isStorageError, stopFromError, withPath, type GroupStop } from "./group-stop.ts";
-import { groupResumeDelayMsMax, groupResumeDelayMsMin } from "../core/limits.ts";
+import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "./group-stop.ts";
 import { RecordTail } from "./record-tail.ts";
 
 /** Bytes of journal the reflector reads ahead per group. */
@@ -69,12 +68,7 @@ export class TargetGroup {
   frozen = false;
   /** Serialises OPEN_GROUP handling across streams. */
   openChain: Promise<void> = Promise.resolve();
-  private readonly clock: Clock;
-  private readonly onStateChange: () => void;
-  private stop: GroupStop | undefined;
-  private resumeTimer: NodeJS.Timeout | undefined;
-  private resumeDelayMs = groupResumeDelayMsMin;
-  private resuming: Promise<void> | undefined;
+  private readonly stopControl: GroupStopControl;
   private closed = false;
 
   constructor(options: {
@@ -93,8 +87,11 @@ export class TargetGroup {
     this.groupId = options.groupId;
     this.name = options.name;
     this.record = options.record;
-    this.clock = options.clock;
-    this.onStateChange = options.onStateChange;
+    this.stopControl = new GroupStopControl({
+      name: options.name, logger: options.logger, clock: options.clock,
+      attemptResume: () => this.attemptResume(),
+      onStateChange: options.onStateChange,
+    });
     this.journal = options.journal;
     this.volumes = options.volumes;
     this.logger = options.logger;
@@ -145,7 +142,8 @@ export class TargetGroup {
    * Resolves with the receiver's verdict once what was appended is durable.
    */
   async receiveBatch(records: readonly JournalRecord[]): Promise<TargetReceiveResult> {
-    if (this.stop !== undefined) return { ok: false, reason: "stopped", detail: this.stop.reason, errno: this.stop.errno };
+    const stop = this.stopped;
+    if (stop !== undefined) return { ok: false, reason: "stopped", detail: stop.reason, errno: stop.errno };
     for (const record of records) {
       if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
         const volume = this.volumesByPrimaryId.get(record.volumeId);
@@ -171,14 +169,15 @@ export class TargetGroup {
       // The disk refused (a full journal limit is not this: that is checked before handing out).
       // What was handed out may not be on disk: the resume re-reads the journal and the
       // receiver starts after what really is there, so the primary's resends fill the rest.
-      if (!isStorageError(error) && this.stop === undefined) throw error;
+      if (!isStorageError(error) && this.stopped === undefined) throw error;
       this.stopWith(error as Error, journal.dir);
-      const stop = this.stopped;
-      return { ok: false, reason: "stopped", detail: stop?.reason ?? (error as Error).message, errno: stop?.errno ?? "EIO" };
+      const stopped = this.stopped;
+      return { ok: false, reason: "stopped", detail: stopped?.reason ?? (error as Error).message, errno: stopped?.errno ?? "EIO" };
     } finally {
       this.appendsInFlight -= result.append.length;
     }
     if (this.journal !== journal) return { ok: false, reason: "stopped", detail: "the group was stopped and resumed meanwhile", errno: "EIO" };
+    this.stopControl.noteProgress(journal.dir);
     // Several batches may be syncing at once: mark the highest durable handed-out sequence.
     const durable = Math.min(this.journal.durableSequence, this.receiver.handedOutSequence);
     if (durable > this.receiver.arrivedSequence) this.receiver.markDurable(asSequence(durable));
@@ -188,32 +187,23 @@ export class TargetGroup {
 
   /** Set while the group is stopped by a full disk or an I/O error (its journal or a volume). */
   get stopped(): GroupStop | undefined {
-    return this.stop;
+    return this.stopControl.stop;
   }
 
   /**
    * A full disk or an I/O error: the group stops alone. It takes no more records (batches
    * are refused with NO_SPACE or INTERNAL, and the primary resends them later), nothing more
-   * is reflected in its domain (it holds the frontier where it is), and a timer tries to
-   * resume. Idempotent: every error path calls it.
+   * is reflected in its domain (it holds the frontier where it is), and the stop control
+   * tries to resume. Idempotent: every error path calls it.
    */
   stopWith(error: Error, path: string): void {
-    if (this.stop !== undefined || this.closed) return;
-    this.stop = stopFromError(error, path, this.clock.wallMs());
-    this.logger.error({ event: "group_stopped", group: this.name, errno: this.stop.errno, path: this.stop.path, err: error }, `group stopped: ${this.stop.reason}`);
-    this.onStateChange();
-    this.scheduleResume();
+    if (this.closed) return;
+    this.stopControl.stopWith(error, path);
   }
 
-  private scheduleResume(): void {
-    if (this.resumeTimer !== undefined || this.closed || this.stop?.resumable !== true) return;
-    this.resumeTimer = setTimeout(() => {
-      this.resumeTimer = undefined;
-      this.resuming ??= this.tryResume().finally(() => {
-        this.resuming = undefined;
-      });
-    }, this.resumeDelayMs);
-    this.resumeDelayMs = Math.min(groupResumeDelayMsMax, this.resumeDelayMs * 2);
+  /** Reflection applied a record: a stop spell that resumed is over. */
+  noteProgress(): void {
+    this.stopControl.noteProgress();
   }
 
   /**
@@ -222,9 +212,7 @@ export class TargetGroup {
    * the receiver after its last one: what arrived is what the disk holds. Everything it
    * had acknowledged must be there; if not, it stays stopped and says so.
    */
-  private async tryResume(): Promise<void> {
-    const stop = this.stop;
-    if (stop === undefined || this.closed) return;
+  private async attemptResume(): Promise<ResumeOutcome> {
     while (this.appendsInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
     const old = this.journal;
     const acknowledged = this.receiver.arrivedSequence;
@@ -233,29 +221,21 @@ export class TargetGroup {
     try {
       opened = await GroupJournal.open(old.dir, { bytesMax: old.bytesMax, nextSequence: this.record.startSequence, directRead: true });
     } catch (error) {
-      this.logger.warn({ event: "group_resume_failed", group: this.name, err: error, retryInMs: this.resumeDelayMs }, "group still stopped");
-      if (isStorageError(error)) this.scheduleResume();
-      else {
-        this.stop = { ...stop, resumable: false, reason: `${stop.reason}; resuming failed: ${(error as Error).message}` };
-        this.onStateChange();
-      }
-      return;
+      if (isStorageError(error)) return { kind: "retry", error };
+      throw error;
     }
     const { journal, report } = opened;
     if (this.closed) {
       await journal.close().catch(() => undefined);
-      return;
+      return { kind: "retry", error: new Error("closing") };
     }
     if (report.lastSequence < acknowledged) {
       await journal.close().catch(() => undefined);
-      this.stop = {
-        ...stop, resumable: false,
+      return {
+        kind: "final",
         reason: `the journal holds records only through sequence ${report.lastSequence} but ${acknowledged} had been acknowledged to the primary: ` +
           "the disk lost acknowledged data. The group stays stopped; recreate the pair (a new initial copy)",
       };
-      this.logger.fatal({ event: "group_journal_lost_durable", group: this.name, lastSequence: report.lastSequence, acknowledged }, this.stop.reason);
-      this.onStateChange();
-      return;
     }
     const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
     this.journal = journal;
@@ -263,17 +243,14 @@ export class TargetGroup {
     this.readAhead = [];
     this.readAheadHead = 0;
     this.receiver = this.newReceiver(lastRecordPosition);
-    this.stop = undefined;
-    this.resumeDelayMs = groupResumeDelayMsMin;
-    this.logger.warn({ event: "group_resumed", group: this.name, arrived: this.receiver.arrivedSequence, reflected: this.reflectedSequence, stoppedSince: stop.sinceIso }, "group resumed: journal re-read from disk and verified");
-    this.onStateChange();
+    this.logger.info({ event: "group_journal_reread", group: this.name, arrived: this.receiver.arrivedSequence, reflected: this.reflectedSequence }, "journal re-read from disk and verified");
+    return { kind: "resumed" };
   }
 
   /** The node is stopping: no more resume attempts. */
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.resumeTimer);
-    await this.resuming;
+    await this.stopControl.close();
   }
 
   get pendingAppends(): number {

@@ -1,0 +1,152 @@
+// Proves the out-of-space rules on real processes and real full file systems (issue 6,
+// kind 5; docs/out-of-space.md), on either node: a data directory on a small tmpfs fills
+// up. The node stays up; only the affected group stops (state `stopped`, a reason naming
+// the path, a log line, /v1/health degraded), on both sides of the pair; the node can be
+// stopped and started again on the full disk; a healthy group can still be taken over
+// there; writes answered before a FLUSH survive; and once the tmpfs is grown the group
+// resumes by itself, the pair catches up and the images are equal byte for byte.
+import assert from "node:assert/strict";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { test } from "node:test";
+import { NbdClient, NbdError, assertSameImages, describePair, pairInfo, pairWait, readExport } from "./drill-lib.ts";
+import { cliOk, mgmtJson, onCleanup, requireRoot, requireTool, run, runOk, startNode, tmpDir, waitFor, type RunningNode } from "./harness.ts";
+
+const mib = 1024 * 1024;
+
+/** A tmpfs of `sizeMiB` at a fresh directory, unmounted at cleanup; grow() gives it more room. */
+async function smallDisk(sizeMiB: number): Promise<{ dir: string; grow(sizeMiB: number): Promise<void> }> {
+  const dir = join(await tmpDir("tidemark-small-disk-"), "mnt");
+  await mkdir(dir);
+  await runOk("mount", ["-t", "tmpfs", "-o", `size=${String(sizeMiB)}m`, "tmpfs", dir]);
+  onCleanup(`umount ${dir}`, async () => {
+    await run("umount", ["-l", dir]);
+  });
+  return { dir, grow: async (size) => void (await runOk("mount", ["-o", `remount,size=${String(size)}m`, dir])) };
+}
+
+interface GroupView {
+  readonly name: string;
+  readonly state: string;
+  readonly reason: string | null;
+}
+
+async function groupView(node: RunningNode, name: string): Promise<GroupView> {
+  const { groups } = (await mgmtJson(node.mgmtUrl, "/v1/groups")) as { groups: GroupView[] };
+  const group = groups.find((g) => g.name === name);
+  assert.ok(group !== undefined, `group ${name} on ${node.id}`);
+  return group;
+}
+
+async function health(node: RunningNode): Promise<{ status: string; reasons?: string[] }> {
+  return (await mgmtJson(node.mgmtUrl, "/v1/health")) as { status: string; reasons?: string[] };
+}
+
+function logEvents(node: RunningNode, event: string): number {
+  return node.logTail(100_000).split("\n").filter((line) => line.includes(`"event":"${event}"`)).length;
+}
+
+/** Writes `count` MiB of distinct data to `volume` over NBD, 1 MiB at a time, each followed by FLUSH; returns how many were flushed before the first error (and that error). */
+async function fill(node: RunningNode, volume: string, count: number): Promise<{ flushed: number; error: NbdError | undefined }> {
+  const client = await NbdClient.connect(node.nbdPort, volume);
+  try {
+    for (let i = 0; i < count; i++) {
+      try {
+        await client.write(i * mib, Buffer.alloc(mib, 1 + (i % 250)));
+        await client.flush();
+      } catch (error) {
+        if (error instanceof NbdError) return { flushed: i, error };
+        throw error;
+      }
+    }
+    return { flushed: count, error: undefined };
+  } finally {
+    await client.close();
+  }
+}
+
+async function makePair(a: RunningNode, b: RunningNode, group: string, volume: string, size: string): Promise<void> {
+  await cliOk(["volume", "create", volume, "--size", size], { node: a.mgmtUrl });
+  await cliOk(["group", "create", group, "--volumes", volume], { node: a.mgmtUrl });
+  await cliOk(["pair", "create", group, "--to", b.mgmtUrl, "--streams", "2"], { node: a.mgmtUrl, timeoutMs: 60_000 });
+}
+
+void test("the secondary's disk fills: it stays up, the group stops on both sides' status, it restarts on the full disk, a healthy group is taken over, and after the disk grows the pair catches up", { timeout: 180_000 }, async (t) => {
+  if (!requireRoot(t) || !requireTool(t, "mount", "umount")) return;
+  const disk = await smallDisk(48);
+  const a = await startNode({ id: "full-a" });
+  const b = await startNode({ id: "full-b", dataDir: join(disk.dir, "b") });
+  await makePair(a, b, "gsmall", "small", "1M");
+  await makePair(a, b, "gbig", "big", "64M");
+
+  const written = await fill(a, "big", 60);
+  assert.equal(written.error, undefined, "the primary takes every write: only the secondary is full");
+  const stopped = await waitFor("gbig stopped on the secondary", async () => {
+    const view = await groupView(b, "gbig");
+    return view.state === "stopped" ? view : undefined;
+  }, { timeoutMs: 30_000 });
+  assert.match(stopped.reason ?? "", new RegExp(`out of space writing ${disk.dir}/b/`), "the reason names the path");
+  const onB = await pairInfo(b, "gbig");
+  assert.equal(onB.state, "stopped", describePair(onB));
+  const onA = await waitFor("the primary says why", async () => {
+    const info = await pairInfo(a, "gbig");
+    return /cannot store records/.test(info.reason ?? "") ? info : undefined;
+  }, { timeoutMs: 15_000 });
+  t.diagnostic(`A: ${describePair(onA)}`);
+  const degraded = await health(b);
+  assert.equal(degraded.status, "degraded");
+  assert.ok(degraded.reasons?.some((reason) => reason.includes("gbig")), JSON.stringify(degraded));
+  assert.equal(logEvents(b, "group_stopped") >= 1, true, "a log line said so at once");
+
+  await b.stop();
+  await b.restart();
+  t.diagnostic(`B started again on the full disk: gbig ${(await groupView(b, "gbig")).state}`);
+  const takeover = await cliOk(["pair", "takeover", "gsmall"], { node: b.mgmtUrl });
+  t.diagnostic(`takeover of the healthy group on the full disk: ${takeover.stdout.trim()}`);
+  assert.equal((await pairInfo(b, "gsmall")).state, "takeover");
+
+  await disk.grow(256);
+  const waited = await pairWait(a, "gbig", "60s");
+  t.diagnostic(`after the disk grew: ${waited}`);
+  await waitFor("gbig no longer stopped on B", async () => (await groupView(b, "gbig")).state === "ok", { timeoutMs: 30_000 });
+  assert.equal((await pairInfo(a, "gbig")).state, "replicating");
+  await assertSameImages(a, b, "big");
+  assert.equal(logEvents(b, "group_resumed") >= 1, true, "a log line said it resumed");
+});
+
+void test("the primary's disk fills: the group stops (writes fail with ENOSPC, nothing flushed is lost), the node stays up and restarts on the full disk, and after the disk grows the group resumes and the pair catches up", { timeout: 180_000 }, async (t) => {
+  if (!requireRoot(t) || !requireTool(t, "mount", "umount")) return;
+  const disk = await smallDisk(72);
+  const a = await startNode({ id: "pfull-a", dataDir: join(disk.dir, "a") });
+  const b = await startNode({ id: "pfull-b" });
+  await makePair(a, b, "g2", "v2", "1M");
+  await makePair(a, b, "g1", "v1", "64M");
+  const before = await readExport(a, "v2");
+
+  // Each MiB goes to the journal and the volume: the 72 MiB disk fills well before 64 MiB.
+  const written = await fill(a, "v1", 64);
+  assert.ok(written.error !== undefined, "a write or a flush failed once the disk was full");
+  assert.match(written.error.message, /errno 28/, "the host gets ENOSPC");
+  t.diagnostic(`${written.flushed} MiB flushed before the disk was full: ${written.error.message}`);
+  const stopped = await groupView(a, "g1");
+  assert.equal(stopped.state, "stopped");
+  assert.match(stopped.reason ?? "", new RegExp(`out of space writing ${disk.dir}/a/`));
+  assert.equal((await pairInfo(a, "g1")).state, "stopped");
+  assert.equal((await health(a)).status, "degraded");
+  assert.ok((await readExport(a, "v2")).equals(before), "the other group still serves reads");
+
+  await a.stop(); // a clean stop on the full disk
+  await a.restart();
+  t.diagnostic(`A started again on the full disk: g1 ${(await groupView(a, "g1")).state}`);
+
+  await disk.grow(512);
+  await waitFor("g1 resumed", async () => (await groupView(a, "g1")).state === "ok", { timeoutMs: 30_000 });
+  const image = await readExport(a, "v1");
+  for (let i = 0; i < written.flushed; i++) assert.equal(image[i * mib], 1 + (i % 250), `MiB ${i} was flushed before the disk filled and is kept`);
+  const again = await fill(a, "v1", 4);
+  assert.equal(again.error, undefined, "writes succeed again");
+  const waited = await pairWait(a, "g1", "60s");
+  t.diagnostic(`after the disk grew: ${waited}; ${describePair(await pairInfo(a, "g1"))}`);
+  await assertSameImages(a, b, "v1");
+  await assertSameImages(a, b, "v2");
+});
