@@ -167,8 +167,10 @@ export const replReorderBytesMax = 128 * MiB;
 export const replReorderRecordsMax = replInFlightRecordsMax;
 /** Records handed to the journal and not yet durable, per group on the secondary. */
 export const replDurablePendingRecordsMax = replInFlightRecordsMax;
-/** An idle replicating group gets a time-advance record after this long without one. */
+/** An idle replicating group gets a time-advance record this long after its last record, once another group of the node accepted a write since. */
 export const timeAdvanceIntervalMs = 100;
+/** With nothing accepted anywhere on the node, an idle group sends a time advance this often (a heartbeat: no write waits for it, so it can be slow; each costs an fdatasync on both nodes). */
+export const timeAdvanceIdleIntervalMs = 5_000;
 
 assert(replReorderBytesMax >= replInFlightBytesMax + journalRecordPayloadBytesMax + 64, "the reorder buffer holds the whole send window plus one largest record");
 assert(replReorderRecordsMax >= replInFlightRecordsMax, "the reorder buffer holds every record of the send window");

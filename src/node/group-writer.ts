@@ -99,6 +99,8 @@ export class GroupWriter {
   private lastHoldReason: HoldReason | undefined;
   /** When the last record was accepted (monotonic clock, ms). */
   lastRecordAtMs = 0;
+  /** The node-wide accept number of this group's last record. */
+  private lastAcceptNumber = 0;
   /** Called after each record is stamped and appended (the pair's sender listens). The payload is owned. */
   onRecord: (record: JournalRecord) => void = () => undefined;
   /** Called when the group stops or resumes. */
@@ -141,6 +143,10 @@ export class GroupWriter {
   }
   get lastWriteTimeUs(): number {
     return this.lastWriteTimeUsValue;
+  }
+  /** Whether any group of this node accepted a host write after this group's last record (then its secondary waits for a time advance from it). */
+  get othersAcceptedSince(): boolean {
+    return this.stamper.lastHostWriteAcceptNumber > this.lastAcceptNumber;
   }
   /** The group's journal (a new object after the group resumed from a stop). */
   get journal(): GroupJournal {
@@ -334,6 +340,8 @@ export class GroupWriter {
     this.nextSequenceValue = sequence + 1;
     this.lastWriteTimeUsValue = stamp.writeTimeUs;
     this.lastRecordAtMs = this.clock.monotonicMs();
+    this.lastAcceptNumber = stamp.acceptNumber;
+    if (kind === RecordKind.write || kind === RecordKind.zeroes) this.stamper.lastHostWriteAcceptNumber = stamp.acceptNumber;
     const record: JournalRecord = {
       kind, volumeId, offsetBytes, lengthBytes, sequence: asSequence(sequence),
       writeTimeUs: stamp.writeTimeUs, acceptNumber: stamp.acceptNumber, markerNumber: asMarkerNumber(0), payload,

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
 import {
-  groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesMaxDefault, nameLengthMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax, volumesPerNodeMax,
+  groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesMaxDefault, timeAdvanceIntervalMs, nameLengthMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax, volumesPerNodeMax,
 } from "../core/limits.ts";
 import { asAcceptNumber, asVolumeId, asWriteTimeUs, type WriteTimePolicy } from "../core/types.ts";
 import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../core/volume-io.ts";
@@ -75,6 +75,9 @@ interface LiveVolume {
   allocatedBytes: number;
 }
 
+/** A secondary group that reflected only time advances is checkpointed at most this often (unless forced). */
+const targetIdleCheckpointIntervalMs = 30_000;
+
 /** At most one log line per this interval about host write times lowered to the clock's bound. */
 const hostTimeClampLogIntervalMs = 10_000;
 
@@ -102,6 +105,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private metadataChain: Promise<void> = Promise.resolve();
   readonly nodeMetrics: NodeMetrics;
   private allocationTimer: NodeJS.Timeout | undefined;
+  private timeAdvanceTimer: NodeJS.Timeout | undefined;
   private nbdServer: NbdServer | undefined;
   private hostServer: HostServer | undefined;
   private replServer: ReplServer | undefined;
@@ -148,7 +152,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     this.reflector = new Reflector({
       groups: () => [...this.targets.values()],
       logger: this.logger.child({ component: "reflector" }),
-      checkpointGroup: (group) => this.checkpointTarget(group),
+      checkpointGroup: (group, force) => this.checkpointTarget(group, force),
     });
   }
 
@@ -185,6 +189,11 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     await this.refreshAllocation();
     this.allocationTimer = setInterval(() => void this.refreshAllocation(), allocationRefreshMs);
     this.allocationTimer.unref();
+    // One timer for every pair's time advances (not one per pair: idle pairs cost wakeups).
+    this.timeAdvanceTimer = setInterval(() => {
+      for (const link of this.links.values()) link.maybeTimeAdvance();
+    }, Math.max(10, Math.floor(timeAdvanceIntervalMs / 2)));
+    this.timeAdvanceTimer.unref();
     this.logger.info({ event: "node_started", id: this.options.id, dataDir: this.options.dataDir, ports: this.ports, volumes: this.volumesByName.size, groups: this.groups.size, writeTime: this.options.writeTimePolicy }, "node started");
   }
 
@@ -410,6 +419,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private async runStop(): Promise<void> {
     this.logger.info({ event: "node_stopping" }, "stopping");
     clearInterval(this.allocationTimer);
+    clearInterval(this.timeAdvanceTimer);
     await this.mgmtApi?.close();
     await this.nbdServer?.close();
     await this.hostServer?.close();
@@ -974,16 +984,34 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     this.reflector.kick();
   }
 
-  /** Reflector checkpoint: volumes durable through the reflected sequence, then persisted, then the journal trimmed. */
-  private async checkpointTarget(target: TargetGroup): Promise<void> {
+  /**
+   * Reflector checkpoint: volumes durable through the reflected sequence, then persisted,
+   * then the journal trimmed. Unless forced (a drain, a stop), a group that reflected only
+   * time advances since its last checkpoint is checkpointed at most every
+   * targetIdleCheckpointIntervalMs: an idle pair costs no metadata save per second (the
+   * records are replayed idempotently after a crash). False: not done now, ask again.
+   */
+  private async checkpointTarget(target: TargetGroup, force: boolean): Promise<boolean> {
     const sequence = target.reflectedSequence;
     const position = target.reflectedPosition;
-    if (sequence <= target.record.reflectedSequence) return;
+    if (sequence <= target.record.reflectedSequence) return true;
     // A group being taken over is checkpointed by the takeover itself.
-    if (this.targets.get(target.name) !== target || target.takingOver) return;
-    for (const volume of target.volumes) await volume.file.datasync();
-    // Before the reflected sequence moves on (and the journal trims behind it): see docs/volumes.md.
-    await saveWrittenMaps(target.volumes);
+    if (this.targets.get(target.name) !== target || target.takingOver) return true;
+    const nowMs = this.clock.monotonicMs();
+    const volumesWritten = target.volumesWrittenSinceCheckpoint;
+    if (!force && !volumesWritten && nowMs - target.lastCheckpointMs < targetIdleCheckpointIntervalMs) return false;
+    target.volumesWrittenSinceCheckpoint = false;
+    try {
+      if (volumesWritten) {
+        for (const volume of target.volumes) await volume.file.datasync();
+        // Before the reflected sequence moves on (and the journal trims behind it): see docs/volumes.md.
+        await saveWrittenMaps(target.volumes);
+      }
+    } catch (error) {
+      target.volumesWrittenSinceCheckpoint = true;
+      throw error;
+    }
+    target.lastCheckpointMs = nowMs;
     await this.updateMetadata((m) => {
       const group = m.groups.find((g) => g.id === target.groupId);
       if (group?.target === undefined) return; // taken over meanwhile
@@ -993,6 +1021,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       target.record = structuredClone(group.target);
     });
     await target.journal.trimThrough(sequence);
+    return true;
   }
 
   async takeover(groupNames: readonly string[]): Promise<readonly TakeoverResult[]> {

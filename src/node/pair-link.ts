@@ -7,10 +7,10 @@ import { connect } from "node:net";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import {
-  replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replReconnectDelayMsMax, replReconnectDelayMsMin, timeAdvanceIntervalMs,
+  replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replReconnectDelayMsMax, replReconnectDelayMsMin,
 } from "../core/limits.ts";
 import type { ExtentMap } from "../core/extent-map.ts";
-import { PairSender, type BatchPlan } from "../core/sender.ts";
+import { PairSender, timeAdvanceDue, type BatchPlan } from "../core/sender.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { replProtocolVersionMax, replProtocolVersionMin, type ReplMessage } from "../protocol/repl-protocol.ts";
@@ -89,7 +89,6 @@ export class PairLink {
   private copy: CopyProgress | undefined;
   /** The figures of the last initial copy that finished (this process), for status. */
   private lastCopy: { doneBytes: number; totalBytes: number; volumeBytes: number } | undefined;
-  private timeAdvanceTimer: NodeJS.Timeout | undefined;
   private reflectedSequence = 0;
   private arrivedSequence = 0;
   private readonly lagSamples: { sequence: number; atMs: number }[] = [];
@@ -163,13 +162,11 @@ export class PairLink {
     }
     this.running = true;
     for (const stream of this.streams) this.connectStream(stream);
-    this.timeAdvanceTimer = setInterval(() => this.maybeTimeAdvance(), Math.max(10, Math.floor(timeAdvanceIntervalMs / 2)));
-    this.timeAdvanceTimer.unref();
+
   }
 
   stop(reason: string): void {
     this.running = false;
-    clearInterval(this.timeAdvanceTimer);
     for (const stream of this.streams) {
       clearTimeout(stream.reconnectTimer);
       stream.reconnectTimer = undefined;
@@ -529,9 +526,12 @@ export class PairLink {
     this.pump();
   }
 
-  private maybeTimeAdvance(): void {
+  /** Called by the node's time-advance ticker (one timer for all pairs, every half interval). */
+  maybeTimeAdvance(): void {
+    if (!this.running) return;
     if (this.record.state !== "replicating" || !this.sender.connected) return;
-    if (this.clock.monotonicMs() - this.writer.lastRecordAtMs >= timeAdvanceIntervalMs) this.writer.appendTimeAdvance();
+    const due = timeAdvanceDue({ sinceLastRecordMs: this.clock.monotonicMs() - this.writer.lastRecordAtMs, othersAcceptedSince: this.writer.othersAcceptedSince });
+    if (due) this.writer.appendTimeAdvance();
   }
 
   /** Sends whatever the sender's windows allow; only durable records leave the node. */

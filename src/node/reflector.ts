@@ -20,7 +20,7 @@ const reflectCheckpointIntervalMs = 1000;
 export class Reflector {
   private readonly groups: () => readonly TargetGroup[];
   private readonly logger: Logger;
-  private readonly checkpointGroup: (group: TargetGroup) => Promise<void>;
+  private readonly checkpointGroup: (group: TargetGroup, force: boolean) => Promise<boolean>;
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
@@ -30,7 +30,7 @@ export class Reflector {
   private failure: Error | undefined;
   private checkpointing: Promise<void> | undefined;
 
-  constructor(options: { groups: () => readonly TargetGroup[]; logger: Logger; checkpointGroup: (group: TargetGroup) => Promise<void> }) {
+  constructor(options: { groups: () => readonly TargetGroup[]; logger: Logger; checkpointGroup: (group: TargetGroup, force: boolean) => Promise<boolean> }) {
     this.groups = options.groups;
     this.logger = options.logger;
     this.checkpointGroup = options.checkpointGroup;
@@ -75,7 +75,7 @@ export class Reflector {
         // Checkpoints (an fdatasync of the volumes) run beside reflection, not in its way:
         // a checkpoint only records what was applied before it started.
         if (performance.now() - this.lastCheckpointMs >= reflectCheckpointIntervalMs && this.checkpointing === undefined) {
-          this.checkpointing = this.checkpointAll()
+          this.checkpointing = this.checkpointAll(false)
             .catch((error: unknown) => {
               this.failure = error as Error;
               this.logger.fatal({ event: "reflector_checkpoint_failed", err: error }, "reflection checkpoint failed");
@@ -180,13 +180,14 @@ export class Reflector {
     }
   }
 
-  async checkpointAll(): Promise<void> {
+  /** Checkpoints every group that reflected something; `force` (drain, stop) also the ones that reflected only time advances lately. */
+  async checkpointAll(force = true): Promise<void> {
     this.lastCheckpointMs = performance.now();
     const groups = [...this.dirty];
     this.dirty.clear();
     for (const group of groups) {
       try {
-        await this.checkpointGroup(group);
+        if (!(await this.checkpointGroup(group, force))) this.dirty.add(group);
       } catch (error) {
         this.stopOnStorageError(group, error, group.journal.dir);
       }

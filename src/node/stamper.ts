@@ -13,6 +13,13 @@ export class NodeStamper {
   hostTimesRaised = 0;
   /** Host writes whose time was too far ahead of this node's clock (lowered to the bound). */
   hostTimesClamped = 0;
+  /**
+   * The accept number of the newest host write (write or zeroes) on this node, any group:
+   * an idle group needs a time advance only once a host write was accepted after its last
+   * record. Time advances do not count, or every group's time advance would call for one
+   * from every other group, for ever.
+   */
+  lastHostWriteAcceptNumber = 0;
   /** Called for each clamped host time (the node logs, rate-limited). */
   onHostTimeClamped: (hostWriteTimeUs: number, boundUs: number) => void = () => undefined;
 

@@ -64,6 +64,10 @@ export class TargetGroup {
   private readonly tail = new RecordTail(reflectTailBytesMax);
   /** Set while a takeover runs: the replication listener refuses this group. */
   takingOver = false;
+  /** A host write or zeroes was applied since the last checkpoint (the volumes need an fdatasync). */
+  volumesWrittenSinceCheckpoint = false;
+  /** When the last checkpoint was saved (monotonic ms). */
+  lastCheckpointMs = 0;
   /** Set once a takeover has reflected this group to its last consistent point: nothing more is applied. */
   frozen = false;
   /** Serialises OPEN_GROUP handling across streams. */
@@ -297,6 +301,7 @@ export class TargetGroup {
     if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
       const volume = this.volumesByPrimaryId.get(record.volumeId);
       assert(volume !== undefined, "received records were checked against the volume map");
+      this.volumesWrittenSinceCheckpoint = true;
       try {
         if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
         else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);

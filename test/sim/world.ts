@@ -9,7 +9,7 @@ import { InvariantError } from "../../src/core/assert.ts";
 import { comparePositions, formatPosition, positionOf, positionZero, type Position } from "../../src/core/position.ts";
 import { GroupReceiver } from "../../src/core/receiver.ts";
 import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../../src/core/reflect.ts";
-import { needsTimeAdvance, PairSender, type BatchPlan } from "../../src/core/sender.ts";
+import { timeAdvanceDue, PairSender, type BatchPlan } from "../../src/core/sender.ts";
 import { initialWriteTimeState, mergeWriteTimeState, stampWrite, type WriteTimeState } from "../../src/core/stamp.ts";
 import {
   asGroupId, asSequence, writeTimePolicies,
@@ -428,7 +428,9 @@ export class World {
     if (!this.primaryUp) return;
     const nowUs = this.tick * tickUs;
     for (const g of this.pgroups) {
-      if (needsTimeAdvance(g.lastRecordAtUs, nowUs, this.config.timeAdvanceIntervalUs)) {
+      // The simulation's writers are always busy somewhere: the short interval applies.
+      const intervalMs = this.config.timeAdvanceIntervalUs / 1000;
+      if (timeAdvanceDue({ sinceLastRecordMs: (nowUs - g.lastRecordAtUs) / 1000, othersAcceptedSince: true, intervalMs, idleIntervalMs: Math.max(intervalMs, 1_000) })) {
         this.append(g, RecordKind.timeAdvance, undefined, 0, 0, undefined);
         this.stats.timeAdvances += 1;
       }

@@ -9,7 +9,7 @@ import { InvariantError } from "../../src/core/assert.ts";
 import { comparePositions, minPosition, positionZero, type Position } from "../../src/core/position.ts";
 import { GroupReceiver } from "../../src/core/receiver.ts";
 import { frontier, keepThroughSequence, nextToReflect, ReflectTracker, takeoverPlan, type ReflectHead } from "../../src/core/reflect.ts";
-import { needsTimeAdvance, PairSender } from "../../src/core/sender.ts";
+import { timeAdvanceDue, PairSender } from "../../src/core/sender.ts";
 import { asAcceptNumber, asGroupId, asSequence, asWriteTimeUs, type SequenceNumber } from "../../src/core/types.ts";
 
 const pos = (t: number, a: number): Position => ({ writeTimeUs: asWriteTimeUs(t), acceptNumber: asAcceptNumber(a) });
@@ -324,8 +324,10 @@ void test("sender: random events keep acked <= sent <= durable, acked monotonic,
   );
 });
 
-void test("time advance is due after the interval without a record", () => {
-  assert.equal(needsTimeAdvance(1_000, 50_000, 100_000), false);
-  assert.equal(needsTimeAdvance(1_000, 101_000, 100_000), true);
-  assert.equal(needsTimeAdvance(0, 100_000), true);
+void test("time advance: due after the interval once another group accepted a write, else only as a slow heartbeat", () => {
+  assert.equal(timeAdvanceDue({ sinceLastRecordMs: 49, othersAcceptedSince: true, intervalMs: 50, idleIntervalMs: 1_000 }), false);
+  assert.equal(timeAdvanceDue({ sinceLastRecordMs: 50, othersAcceptedSince: true, intervalMs: 50, idleIntervalMs: 1_000 }), true);
+  assert.equal(timeAdvanceDue({ sinceLastRecordMs: 999, othersAcceptedSince: false, intervalMs: 50, idleIntervalMs: 1_000 }), false);
+  assert.equal(timeAdvanceDue({ sinceLastRecordMs: 1_000, othersAcceptedSince: false, intervalMs: 50, idleIntervalMs: 1_000 }), true);
+  assert.equal(timeAdvanceDue({ sinceLastRecordMs: 100, othersAcceptedSince: true }), true);
 });
