@@ -101,3 +101,39 @@ test("a frozen secondary: writes are held, not failed; the backlog drains when i
   await primary.stop();
   await secondary.stop();
 });
+
+test("SIGTERM while host writes are held (journal full) stops cleanly; after a restart the pair carries on and the images are equal", { timeout: 180_000 }, async () => {
+  const primary = await startNode({ id: "jf-term-a" });
+  const secondary = await startNode({ id: "jf-term-b" });
+  await cliOk(["volume", "create", "v", "--size", String(volumeBytes)], { node: primary.mgmtUrl });
+  await cliOk(["group", "create", "g", "--volumes", "v", "--journal-size", String(journalBytes)], { node: primary.mgmtUrl });
+  await cliOk(["pair", "create", "g", "--to", secondary.mgmtUrl, "--streams", "2"], { node: primary.mgmtUrl, timeoutMs: 120_000 });
+  process.kill(secondary.pid, "SIGSTOP");
+  let resumed = false;
+  try {
+    const client = await HostClient.connect({ host: "127.0.0.1", port: primary.hostPort });
+    const volume = await client.open("v");
+    const outcomes: ("answered" | "failed")[] = [];
+    const writes = Array.from({ length: totalWrites }, (_, i) =>
+      volume.write((i % (volumeBytes / writeBytes)) * writeBytes, Buffer.alloc(writeBytes, i + 1)).then(() => void outcomes.push("answered"), () => void outcomes.push("failed")));
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const status = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g")) as PairInfo;
+      if (status.heldWrites > 0) break;
+      assert.ok(Date.now() < deadline, `writes held before the deadline; last status ${JSON.stringify(status)}`);
+      await sleep(100);
+    }
+    await primary.stop(); // throws unless the node exits 0 within the stop timeout
+    await Promise.all(writes);
+    await client.close().catch(() => undefined);
+    assert.ok(outcomes.includes("failed"), "the held writes were not accepted (the host got an error, nothing was journaled for them)");
+    process.kill(secondary.pid, "SIGCONT");
+    resumed = true;
+    await primary.restart();
+    await cliOk(["pair", "wait", "g", "--timeout", "60s"], { node: primary.mgmtUrl, timeoutMs: 90_000 });
+  } finally {
+    if (!resumed) process.kill(secondary.pid, "SIGCONT");
+  }
+  const [onPrimary, onSecondary] = await Promise.all([readVolume(primary, "v"), readVolume(secondary, "v")]);
+  assert.ok(onPrimary.equals(onSecondary), "the secondary's image equals the primary's");
+});
