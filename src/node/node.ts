@@ -916,6 +916,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     return this.targets.get(name);
   }
 
+  takenOver(name: string, pairId: string): string | undefined {
+    const target = this.requireMetadata().groups.find((g) => g.name === name)?.target;
+    if (target === undefined || target.state !== "takeover" || target.pairId !== pairId) return undefined;
+    return target.takeover === null ? "taken over" : `at ${target.takeover.at}, kept through sequence ${target.takeover.keptSequence}`;
+  }
+
   async beginCopy(target: TargetGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined> {
     const mapping: { primaryVolumeId: number; volumeId: number }[] = [];
     for (const volume of volumes) {

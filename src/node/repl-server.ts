@@ -15,6 +15,8 @@ import type { TargetGroup } from "./target-group.ts";
 export interface TargetHost {
   readonly nodeId: string;
   findTarget(name: string): TargetGroup | undefined;
+  /** When `name` was the target of pair `pairId` and was taken over here: how (for the old primary). */
+  takenOver(name: string, pairId: string): string | undefined;
   /** OPEN_GROUP for a target in state `empty` (or a copy to start over): persist `copying`, journal from startSequence. */
   beginCopy(target: TargetGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined>;
   /** COPY_DONE: volumes fdatasync'd, `replicating` persisted. */
@@ -163,7 +165,11 @@ export class ReplServer {
       connection.send({ type: "NACK", groupHandle: message.groupHandle, code, refType: "OPEN_GROUP", refId: message.groupHandle, arrivedSequence: asSequence(0), text });
     };
     const target = this.host.findTarget(message.secondaryGroup);
-    if (target === undefined) return nack("UNKNOWN_GROUP", `group ${message.secondaryGroup} is not a pair target on node ${this.host.nodeId}`);
+    if (target === undefined) {
+      const takeover = this.host.takenOver(message.secondaryGroup, message.pairId);
+      if (takeover !== undefined) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over on node ${this.host.nodeId} (${takeover}); it is no longer a pair target`);
+      return nack("UNKNOWN_GROUP", `group ${message.secondaryGroup} is not a pair target on node ${this.host.nodeId}`);
+    }
     if (target.record.pairId !== message.pairId) return nack("STALE_PAIR", `group ${message.secondaryGroup} belongs to pair ${target.record.pairId}, not ${message.pairId}`);
     if (target.record.state === "takeover" || target.takingOver) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over; it is no longer a pair target`);
     if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);

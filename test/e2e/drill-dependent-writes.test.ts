@@ -9,6 +9,7 @@ import { HostClient, type HostVolume } from "../../src/index.ts";
 import {
   NbdClient, Prng, runDrill, phaseClock, checkPrefix, decodeDrillImage, drillBlockBytes, encodeDrillBlock, makeGroup, pairCreate,
   pairInfo, readExport, sleep, startPairNodes, takeover, waitReflectedProgress, type FoundWrite, type PairOptions,
+  restartOldPrimary,
 } from "./drill-lib.ts";
 
 const volumeSizeBytes = 32 * 1024 * 1024;
@@ -171,5 +172,6 @@ for (const variant of variants) {
     t.diagnostic(`B holds writes 1..${verdict.prefix} (${verdict.present} present) of ${result.acknowledged} acknowledged`);
     assert.deepEqual(verdict.violations, [], `seed ${seed}`);
     assert.ok(verdict.prefix >= 1, `B holds no write at all although it had reflected records before the kill (seed ${seed})`);
+    phase(`A restarted: ${await restartOldPrimary(a, ["ga", "gb"])}`);
   }));
 }

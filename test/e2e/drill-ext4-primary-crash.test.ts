@@ -12,6 +12,7 @@ import { test } from "node:test";
 import {
   Prng, describePair, makeGroup, mountVolume, pairCreate, pairInfo, phaseClock, runDrill, sleep, startPairNodes, takeover,
   waitReflectedProgress,
+  restartOldPrimary,
 } from "./drill-lib.ts";
 import { nbdfuseMount, onCleanup, requireRoot, requireTool, run, runOk, tmpDir } from "./harness.ts";
 
@@ -182,5 +183,6 @@ void test("drill 4: ext4 on a paired volume, cp -r running, kill -9 the primary;
     await mountB.unmount();
     assert.deepEqual(problems.slice(0, 10), [], `files on B that are not a prefix of their source (seed ${seed})`);
     phase("checked");
+    phase(`A restarted: ${await restartOldPrimary(a, ["gfs"])}`);
   });
 });

@@ -306,6 +306,24 @@ export async function takeover(secondary: RunningNode, groups: readonly string[]
   return result.stdout.trim();
 }
 
+/**
+ * Every drill that kills a node restarts it: after a takeover the killed primary starts
+ * again on its data directory, serves again, and learns its pair was taken over (the
+ * secondary refuses it at the handshake) instead of replicating into the taken-over copy.
+ */
+export async function restartOldPrimary(primary: RunningNode, groups: readonly string[]): Promise<string> {
+  await primary.restart();
+  const states: string[] = [];
+  for (const group of groups) {
+    const info = await waitFor(`the restarted primary learns that ${group} was taken over`, async () => {
+      const view = await pairInfo(primary, group);
+      return view.state === "failed" && /taken over/i.test(view.reason ?? "") ? view : undefined;
+    }, { timeoutMs: 30_000 });
+    states.push(`${group}: ${info.state} (${String(info.reason)})`);
+  }
+  return states.join("; ");
+}
+
 /** Nodes started by the running drill, for the failure report. */
 const drillNodes: RunningNode[] = [];
 

@@ -13,6 +13,7 @@ import { test } from "node:test";
 import {
   Prng, describePair, makeGroup, mountVolume, openUpPath, pairCreate, pairInfo, phaseClock, runDrill, sleep, startPairNodes,
   takeover, waitReflectedProgress, type VolumeMount,
+  restartOldPrimary,
 } from "./drill-lib.ts";
 import {
   freePort, nbdfuseMount, onCleanup, requireRoot, requireThat, requireTool, run, runOk, spawnDaemon, stopDaemon, tmpDir, waitFor,
@@ -207,5 +208,6 @@ void test("drill 5: PostgreSQL with data and WAL in two paired groups, pgbench, 
     await stopDaemon(pgB.daemon, "SIGTERM", 30_000);
     for (const mount of mountsB) await mount.unmount();
     phase("postgres on B stopped, B's mounts unmounted");
+    phase(`A restarted: ${await restartOldPrimary(a, ["gdata", "gwal"])}`);
   });
 });
