@@ -27,6 +27,8 @@ export const groupInfoSchema = z.object({
   journalSegments: count,
   lastWriteTimeUs: count,
   state: z.enum(["ok", "stopped"]).default("ok"),
+  // Older nodes do not send these.
+  heldWrites: count.default(0),
   reason: z.string().nullable().default(null),
 });
 

@@ -15,7 +15,7 @@ export function registerGroupCommands(program: Command, io: CliIo): void {
       .description("create a consistency group from volumes that are in no group yet")
       .argument("<NAME>", "group name: letters, digits, '.', '_', '-' (up to 64)")
       .requiredOption("--volumes <V1[,V2...]>", "comma-separated volume names")
-      .option("--journal-size <SIZE>", "size limit of the group's journal (default 4G); when a pair's secondary falls this far behind, host writes are slowed, then held"),
+      .option("--journal-size <SIZE>", "size limit of the group's journal (default 4G, at least 64M: a full journal must still take the largest write, 32M); when a pair's secondary falls this far behind, host writes are slowed, then held"),
   ).action(async (nameText: string, flags: { volumes: string; journalSize?: string }, command: Command) => {
     const name = checkName("group", nameText);
     const volumes = parseNameList("volume", "--volumes", flags.volumes);
@@ -66,6 +66,7 @@ export function renderGroups(groups: readonly GroupInfo[]): string {
       String(group.journalSegments),
     ]),
   );
-  const reasons = groups.filter((group) => group.reason !== null).map((group) => `${group.name}: ${group.reason ?? ""}\n`);
+  // Held writes and a full target journal are never silent either: one line each under the table.
+  const reasons = groups.filter((group) => group.reason !== null).map((group) => `${group.name}: ${group.reason ?? ""}${group.heldWrites > 0 ? ` [${group.heldWrites} writes held]` : ""}\n`);
   return table + reasons.join("");
 }

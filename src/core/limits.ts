@@ -41,12 +41,20 @@ export const hostCloseGraceMs = 2_000;
 
 /** Journal record payload never exceeds one request. */
 export const journalRecordPayloadBytesMax = nbdRequestBytesMax;
+/** Bytes one journal record takes at most: its 64-byte header (journal-record.ts) and the largest payload. */
+export const journalRecordBytesMax = 64 + journalRecordPayloadBytesMax;
 /** A journal segment file is closed and a new one started past this size. */
 export const journalSegmentBytesMax = 256 * MiB;
 /** Default size limit of one group's journal (all segments). */
 export const journalBytesMaxDefault = 4 * GiB;
-/** Smallest and largest journal size limit a group may be given (group create --journal-size). */
-export const journalBytesMin = 16 * MiB;
+/**
+ * Smallest and largest journal size limit a group may be given (group create --journal-size;
+ * a smaller limit in an older node.json is raised to it at start, with a log line). A full
+ * journal can trim everything but its active segment, which is always below a segment's size
+ * (a quarter of the limit, journal.ts); the smallest journal must still take one largest
+ * record next to it, or a write of the largest size the front ends accept would wait forever.
+ */
+export const journalBytesMin = 64 * MiB;
 export const journalBytesLimit = 1024 * GiB;
 /** Bytes gathered into one journal writev before it is issued. */
 export const journalBatchBytesMax = 8 * MiB;
@@ -88,9 +96,25 @@ export const replMessageTextBytesMax = 1024;
 /** A replication connection must complete HELLO / HELLO_OK within this time. */
 export const replHelloTimeoutMs = 10_000;
 /** Each side sends PING after this long without sending anything. */
-export const replPingIntervalMs = 5_000;
+export const replPingIntervalMs = 1_000;
 /** A replication connection that received nothing for this long is dead: close it and reconnect. */
-export const replPeerTimeoutMs = 30_000;
+export const replPeerTimeoutMs = 5_000;
+/**
+ * A request that expects an answer (BATCH -> ACK/NACK, COPY_DATA/COPY_ZEROES -> COPY_ACK)
+ * and none came for this long, while the peer may still send PINGs: the stream is stuck (a
+ * half-open or black-holed flow, a stuck peer); close it so that what it carried is sent
+ * again on another stream. Generous: an ACK waits for the secondary's fdatasync.
+ */
+export const replAnswerTimeoutMs = 10_000;
+/** Pull mode: a PULL unanswered for replPullWaitMs plus this long means the stream is stuck (the primary only reads its journal to answer). */
+export const replPullAnswerGraceMs = 4_000;
+/** Pull mode: the most a secondary asks for in one PULL (maxBytes); it asks for less when its journal has less room. */
+export const replPullBytesMax = 4 * MiB;
+/** Pull mode: pulled batches received and not yet journaled, per group, before the secondary asks for more. */
+export const replPullsInHandMax = 4;
+/** A secondary out of journal space refused a batch (NACK NO_SPACE): the primary sends again after this long, doubling to the maximum, or at once when the secondary says it has room. */
+export const replNoSpaceRetryMsMin = 250;
+export const replNoSpaceRetryMsMax = 5_000;
 /** The primary holds a PULL it cannot serve yet at most this long before answering with an empty BATCH. */
 export const replPullWaitMs = 1_000;
 /** Reconnect backoff after a link loss: doubles from the minimum up to the maximum. */
@@ -134,6 +158,8 @@ assert(nbdInFlightBytesMax >= nbdRequestBytesMax, "one largest NBD request alway
 assert(nbdOptionBytesMax >= nbdStringBytesMax + 8, "an NBD option can carry a longest name");
 assert(volumeBytesMax < safeIntegerMax, "volume offsets stay exact in a double");
 assert(journalCheckpointBytes < journalBytesMaxDefault, "checkpoints happen before the journal fills");
+assert(journalBytesMin / 4 + journalRecordBytesMax <= journalBytesMin, "a full journal trimmed to its active segment (under a quarter of it) still takes one largest record");
+assert(journalBytesMin <= journalBytesMaxDefault && journalBytesMaxDefault <= journalBytesLimit, "the default journal size is allowed");
 assert(hostInFlightBytesMax >= hostRequestBytesMax, "one largest host request always fits in flight");
 assert(groupApplyPendingBytesMax >= nbdRequestBytesMax && groupApplyPendingBytesMax >= hostRequestBytesMax, "one largest write always fits between answer and apply");
 assert(heldWritesPerGroupMax >= nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax, "a group can hold every request the front ends let be in flight");
@@ -144,6 +170,8 @@ assert(replCopyChunkBytesMax % writtenMapExtentBytes === 0, "copy chunks cover w
 assert(writtenMapBitsBytesMax <= 4 * MiB, "a volume's written map stays small enough to rewrite at every checkpoint");
 assert(writtenMapExtentBytes % 4096 === 0, "written-map extents are whole 4 KiB blocks (O_DIRECT copy reads)");
 assert(replPingIntervalMs * 3 <= replPeerTimeoutMs, "several pings fit in the peer timeout");
+assert(replPullWaitMs * 2 <= replPullWaitMs + replPullAnswerGraceMs, "a held PULL is answered well before the secondary gives up on it");
+assert(replNoSpaceRetryMsMin <= replNoSpaceRetryMsMax, "no-space retry range");
 assert(replReconnectDelayMsMin <= replReconnectDelayMsMax, "reconnect backoff range");
 
 // Replication (docs/replication.md). The sender bounds what is unacknowledged per pair;
@@ -176,4 +204,5 @@ assert(replReorderBytesMax >= replInFlightBytesMax + journalRecordPayloadBytesMa
 assert(replReorderRecordsMax >= replInFlightRecordsMax, "the reorder buffer holds every record of the send window");
 assert(replBatchBytesMax * replBatchesInFlightPerStreamMax * replStreamsMax <= replInFlightBytesMax, "every stream can fill its window of batches");
 assert(replBatchRecordsMax <= replInFlightRecordsMax, "one batch fits the record window");
+assert(replPullBytesMax * replPullsInHandMax <= replInFlightBytesMax, "pulled batches in hand stay within a push window");
 assert(replStreamsDefault >= 1 && replStreamsDefault <= replStreamsMax, "the default stream count is allowed");

@@ -49,6 +49,8 @@ export type ReceiveRefusal =
   | "reorder-bytes-full"
   /** Too many records handed out and not yet made durable: fdatasync, then try again. */
   | "durable-pending-full"
+  /** The journal has no room for what this batch would hand out: nothing taken; NACK NO_SPACE, resent when there is room. */
+  | "journal-full"
   /** The peer sent nonsense: fail the pair. */
   | "bad-sequence"
   | "position-not-increasing";
@@ -63,7 +65,13 @@ export type ReceiveResult<R> =
       /** Records this batch left in the reorder buffer (past a gap). */
       readonly buffered: number;
     }
-  | { readonly ok: false; readonly reason: ReceiveRefusal; readonly detail: string };
+  | {
+      readonly ok: false;
+      readonly reason: ReceiveRefusal;
+      readonly detail: string;
+      /** journal-full: the journal room the batch needs (what would be handed out up to its last record). */
+      readonly bytesNeeded?: number;
+    };
 
 interface Pending {
   readonly sequence: SequenceNumber;
@@ -127,12 +135,28 @@ export class GroupReceiver<R extends SequencedRecord> {
   }
 
   /**
-   * Takes one batch (records in any order). All or nothing: a refused batch changes no
-   * state, and the shell closes or throttles the stream it came on; the sender resends
-   * what was lost. A batch that starts at nextSequence is never refused for space (what it
-   * brings is handed out, not buffered), so the gap always gets filled.
+   * Whether the next record in line (nextSequence) is held here, ready to be handed out,
+   * but the journal had no room for it: drain() hands it out once there is.
    */
-  receive(records: readonly R[]): ReceiveResult<R> {
+  get parked(): boolean {
+    return this.reorder.has(this.handedOut + 1);
+  }
+
+  /**
+   * Takes one batch (records in any order). All or nothing: a refused batch changes no
+   * state, and the shell answers NACK; the sender resends what was refused. A batch that
+   * starts at nextSequence is never refused for the reorder buffer (what it brings is
+   * handed out, not buffered), so the gap always gets filled.
+   *
+   * Back-pressure: `appendBytesMax` is what the journal can take now (checked BEFORE
+   * anything is handed out, so the receiver and the journal never disagree). The records
+   * handed out stop within it. If a record of this batch would be handed out past it, the
+   * batch is refused ("journal-full") and nothing changes; records of the buffer after the
+   * batch's last one stay buffered instead ("parked": drain() hands them out as the
+   * journal frees), so a long buffered run never makes a gap-filling batch unacceptable.
+   */
+  receive(records: readonly R[], appendBytesMax: number = Number.POSITIVE_INFINITY): ReceiveResult<R> {
+    assert(appendBytesMax >= 0, "append budget is not negative");
     const fresh = new Map<number, R>();
     let duplicates = 0;
     for (const record of records) {
@@ -148,8 +172,10 @@ export class GroupReceiver<R extends SequencedRecord> {
       fresh.set(seq, record);
     }
 
-    // The run that becomes contiguous, from the batch and the buffer together.
+    // The run that becomes contiguous, from the batch and the buffer together, cut where the
+    // journal's room ends; past the cut only buffered records may remain (they stay parked).
     const run: R[] = [];
+    let runBytes = 0;
     let drainedBytes = 0;
     let drainedRecords = 0;
     let lastPosition = this.handedOutPosition;
@@ -164,10 +190,28 @@ export class GroupReceiver<R extends SequencedRecord> {
           detail: `record ${seq} at ${formatPosition(record)} is not after ${formatPosition(lastPosition)}`,
         };
       }
+      const bytes = this.recordBytes(record);
+      if (runBytes + bytes > appendBytesMax) {
+        // Refused if a record of this batch is at or after the cut (it would have to wait in
+        // memory for journal space); a run of buffered records alone just stops here.
+        let continuedBytes = runBytes;
+        let neededBytes = 0;
+        for (let later = seq; ; later += 1) {
+          const next = fresh.get(later) ?? this.reorder.get(later);
+          if (next === undefined) break;
+          continuedBytes += this.recordBytes(next);
+          if (fresh.has(later)) neededBytes = continuedBytes;
+        }
+        if (neededBytes > 0) {
+          return { ok: false, reason: "journal-full", detail: `${neededBytes} bytes to journal from sequence ${this.handedOut + 1}, room for ${appendBytesMax}`, bytesNeeded: neededBytes };
+        }
+        break;
+      }
       lastPosition = record;
       run.push(record);
+      runBytes += bytes;
       if (fromBatch === undefined) {
-        drainedBytes += this.recordBytes(record);
+        drainedBytes += bytes;
         drainedRecords += 1;
       }
     }
@@ -199,14 +243,7 @@ export class GroupReceiver<R extends SequencedRecord> {
     }
 
     // Commit.
-    for (const record of run) {
-      const seq = record.sequence;
-      assert(seq === this.handedOut + 1, "I2: only the next sequence is handed out, never one past a gap");
-      if (this.reorder.delete(seq)) this.reorderBytesValue -= this.recordBytes(record);
-      this.handedOut = seq;
-      this.handedOutPosition = positionOf(record);
-      this.pending.push({ sequence: seq, position: this.handedOutPosition });
-    }
+    this.handOut(run);
     for (const [seq, record] of fresh) {
       if (seq > runEnd) {
         this.reorder.set(seq, record);
@@ -215,8 +252,55 @@ export class GroupReceiver<R extends SequencedRecord> {
     }
     assert(this.reorder.size === recordsAfter && this.reorderBytesValue === bytesAfter, "reorder accounting matches the plan");
     assert(this.reorder.size <= this.reorderRecordsMax || addRecords === 0, "reorder buffer never grows past its bound");
-    assert(!this.reorder.has(this.handedOut + 1), "nothing buffered is next in line after a run");
+    assert(runBytes <= appendBytesMax, "never more is handed out than the journal can take");
+    assert(!fresh.has(this.handedOut + 1), "no record of the batch waits next in line: it was handed out or the batch refused");
     return { ok: true, append: run, duplicates, buffered: addRecords };
+  }
+
+  /**
+   * Hands out parked records (buffered, next in line) within `appendBytesMax`: call when
+   * the journal freed room. Empty when nothing is parked or the next one does not fit yet.
+   * Buffered records were not checked against each other yet: one whose position does not
+   * follow is dropped with everything buffered after it (`dropped`; the sender resends
+   * them, and receive() refuses them if the peer is really broken).
+   */
+  drain(appendBytesMax: number): { readonly append: readonly R[]; readonly dropped: number } {
+    assert(appendBytesMax >= 0, "append budget is not negative");
+    const run: R[] = [];
+    let runBytes = 0;
+    let lastPosition = this.handedOutPosition;
+    let dropped = 0;
+    for (let seq = this.handedOut + 1; this.durablePendingRecords + run.length < this.durablePendingRecordsMax; seq += 1) {
+      const record = this.reorder.get(seq);
+      if (record === undefined) break;
+      if (comparePositions(record, lastPosition) <= 0) {
+        for (const [later, buffered] of this.reorder) {
+          if (later < seq) continue;
+          this.reorder.delete(later);
+          this.reorderBytesValue -= this.recordBytes(buffered);
+          dropped += 1;
+        }
+        break;
+      }
+      const bytes = this.recordBytes(record);
+      if (runBytes + bytes > appendBytesMax) break;
+      lastPosition = record;
+      run.push(record);
+      runBytes += bytes;
+    }
+    this.handOut(run);
+    return { append: run, dropped };
+  }
+
+  private handOut(run: readonly R[]): void {
+    for (const record of run) {
+      const seq = record.sequence;
+      assert(seq === this.handedOut + 1, "I2: only the next sequence is handed out, never one past a gap");
+      if (this.reorder.delete(seq)) this.reorderBytesValue -= this.recordBytes(record);
+      this.handedOut = seq;
+      this.handedOutPosition = positionOf(record);
+      this.pending.push({ sequence: seq, position: this.handedOutPosition });
+    }
   }
 
   /**

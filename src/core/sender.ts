@@ -16,8 +16,10 @@
 //       bytes <= plan.bytesMax (but at least one record) ...
 //   if (s.commitBatch(plan, lastSequence, bytes)) send(stream, batch with plan.batchId)
 // Push: call planBatch for each open stream whenever something changes (new durable
-// records, an ACK, a stream back). Pull: call it when a PULL(maxBytes) arrives, with
-// bytesMax = maxBytes; undefined means park the pull or answer "nothing yet".
+// records, an ACK, a stream back). Pull: call planPull for each PULL(fromSequence,
+// maxBytes): the answer starts exactly at fromSequence ("wait": hold the PULL, then answer
+// "nothing yet"). A NACK NO_SPACE (the secondary's journal is full) marks its batch lost
+// (onBatchRefused); the shell backs off before it sends again.
 // Window: per stream at most batchesInFlightPerStreamMax unanswered batches; per pair
 // at most inFlightBytesMax / inFlightRecordsMax unacknowledged (plus one record), which is
 // what bounds the secondary's reorder buffer (limits.ts).
@@ -53,7 +55,19 @@ export interface BatchPlan {
   readonly recordsMax: number;
   /** A resend of a lost batch: commit all of [fromSequence, lastSequenceMax] (its bytes are at most bytesMax). */
   readonly resend: boolean;
+  /** The answer to a PULL: starts exactly at the PULL's fromSequence; the secondary paces and tracks it. */
+  readonly pull: boolean;
 }
+
+/** What to do with one PULL (planPull). */
+export type PullPlanResult =
+  | { readonly kind: "plan"; readonly plan: BatchPlan }
+  /** Nothing durable at fromSequence yet: hold the PULL (up to replPullWaitMs), then answer an empty BATCH. */
+  | { readonly kind: "wait" }
+  /** The secondary already holds fromSequence durably (an ACK overtook its PULL) and it is trimmed here: answer an empty BATCH. */
+  | { readonly kind: "empty" }
+  /** NACK OUT_OF_RANGE: the range is gone here but was never acknowledged, or lies past anything accepted. */
+  | { readonly kind: "refuse"; readonly reason: string };
 
 type RangeState = "inflight" | "answered" | "lost";
 
@@ -123,6 +137,14 @@ export class PairSender {
   get trimFloor(): SequenceNumber {
     return asSequence(this.acked);
   }
+  /** A batch id no batch has had yet (an empty answer to a PULL), and from then on never given out again. */
+  freshBatchId(): number {
+    return this.nextBatchId++;
+  }
+  /** Every batch planned from now on has an id at or above this. */
+  get nextBatchIdFloor(): number {
+    return this.nextBatchId;
+  }
   unansweredBatches(stream: number): number {
     return this.unansweredPerStream[stream] ?? 0;
   }
@@ -157,6 +179,7 @@ export class PairSender {
         bytesMax: lost.bytes,
         recordsMax: lost.to - from + 1,
         resend: true,
+        pull: false,
       };
     } else {
       if (durableSequence <= this.sent) return undefined;
@@ -172,10 +195,43 @@ export class PairSender {
         bytesMax: Math.max(1, Math.min(bytesMax, this.batchBytesMax, bytesRoom)),
         recordsMax,
         resend: false,
+        pull: false,
       };
     }
     this.openPlan = plan;
     return plan;
+  }
+
+  /**
+   * Pull mode: the answer to PULL(fromSequence, bytesMax) on `stream` starts exactly at
+   * fromSequence (docs/replication-protocol.md), whatever was sent before: the secondary
+   * asks again for a range it lost with a stream, and paces the transfer itself (the push
+   * windows do not apply). `firstHeldSequence` is the journal's first record (those before
+   * it are trimmed); `acceptedSequence` the last one accepted.
+   */
+  planPull(stream: number, fromSequence: number, durableSequence: SequenceNumber, firstHeldSequence: number, acceptedSequence: number, bytesMax: number): PullPlanResult {
+    this.checkStream(stream);
+    assert(durableSequence >= this.sent && acceptedSequence >= durableSequence, "durable is between sent and accepted");
+    if (!Number.isSafeInteger(fromSequence) || fromSequence < 1) return { kind: "refuse", reason: `PULL from sequence ${fromSequence}` };
+    if (!this.connectedValue || this.openPlan !== undefined) return { kind: "wait" };
+    if (fromSequence < firstHeldSequence) {
+      if (fromSequence <= this.acked) return { kind: "empty" };
+      return { kind: "refuse", reason: `PULL from sequence ${fromSequence}, but this journal holds only ${firstHeldSequence} on and the secondary acknowledged only ${this.acked}` };
+    }
+    if (fromSequence > acceptedSequence + 1) return { kind: "refuse", reason: `PULL from sequence ${fromSequence}, past the last accepted ${acceptedSequence}` };
+    if (fromSequence > durableSequence) return { kind: "wait" };
+    const plan: BatchPlan = {
+      batchId: this.nextBatchId++,
+      stream,
+      fromSequence: asSequence(fromSequence),
+      lastSequenceMax: durableSequence,
+      bytesMax: Math.max(1, bytesMax),
+      recordsMax: Math.min(this.batchRecordsMax, durableSequence - fromSequence + 1),
+      resend: false,
+      pull: true,
+    };
+    this.openPlan = plan;
+    return { kind: "plan", plan };
   }
 
   /**
@@ -190,6 +246,10 @@ export class PairSender {
     assert(lastSequence - plan.fromSequence + 1 <= plan.recordsMax, "a batch keeps to its record limit");
     assert(Number.isSafeInteger(bytes) && bytes > 0, "a batch has bytes");
     assert(bytes <= plan.bytesMax || lastSequence === plan.fromSequence, "a batch keeps to its byte limit unless it is one record");
+    if (plan.pull) {
+      this.sent = Math.max(this.sent, lastSequence);
+      return true;
+    }
     if (plan.resend) {
       const range = this.ranges.find((r) => r.state === "lost" && r.to === plan.lastSequenceMax);
       assert(range !== undefined && range.from <= plan.fromSequence, "a resent range is still lost when committed");
@@ -235,6 +295,7 @@ export class PairSender {
     if (range !== undefined) {
       range.state = "answered";
       this.unansweredPerStream[stream] = (this.unansweredPerStream[stream] ?? 0) - 1;
+      this.loseUnansweredBefore(stream, batchId);
     }
     if (arrivedSequence > this.acked) {
       this.acked = arrivedSequence;
@@ -255,6 +316,35 @@ export class PairSender {
     }
     this.checkAccounting();
     return { ok: true };
+  }
+
+  /**
+   * The secondary refused a batch for lack of space (NACK NO_SPACE): it took none of it.
+   * The batch leaves the stream's window and is resent (whole, first) like a lost one.
+   * False when no such batch is in flight (a pulled one, or one already resent).
+   */
+  onBatchRefused(stream: number, batchId: number): boolean {
+    this.checkStream(stream);
+    const range = this.ranges.find((r) => r.batchId === batchId && r.stream === stream && r.state === "inflight");
+    if (range === undefined) return false;
+    range.state = "lost";
+    this.unansweredPerStream[stream] = (this.unansweredPerStream[stream] ?? 0) - 1;
+    this.loseUnansweredBefore(stream, batchId);
+    this.checkAccounting();
+    return true;
+  }
+
+  /**
+   * The secondary answers the batches of one stream in the order they were sent: one sent
+   * before `batchId` on `stream` and still unanswered never will be (it went missing on
+   * the way). It is resent like a lost one, without waiting for a deadline.
+   */
+  private loseUnansweredBefore(stream: number, batchId: number): void {
+    for (const r of this.ranges) {
+      if (r.state !== "inflight" || r.stream !== stream || r.batchId >= batchId) continue;
+      r.state = "lost";
+      this.unansweredPerStream[stream] = (this.unansweredPerStream[stream] ?? 0) - 1;
+    }
   }
 
   /** One stream broke: its unanswered batches are resent (whole, first) on the others or when it is back. */

@@ -31,6 +31,9 @@ export interface GroupInfo {
   readonly lastWriteTimeUs: number;
   /** `stopped`: a full disk or an I/O error stopped the group (it resumes by itself); `reason` says where. */
   readonly state: "ok" | "stopped";
+  /** Host writes waiting (journal full, slowed, volumes behind); 0 on a pair's target. */
+  readonly heldWrites: number;
+  /** Why the group is stopped, holds host writes, or (a pair's target) takes no more records; null when none. */
   readonly reason: string | null;
 }
 

@@ -187,6 +187,11 @@ export class GroupWriter {
   private accept(write: HostWrite): Promise<void> {
     this.throwIfStopped();
     const recordBytes = journalHeaderBytes + write.payload.length;
+    if (recordBytes > this.journalValue.bytesMax - this.journalValue.segmentBytesMax) {
+      // Never true for a journal of at least journalBytesMin (a full journal trimmed to its
+      // active segment takes one largest write): refused, never held forever.
+      return Promise.reject(new VolumeIoError("EINVAL", `a write of ${write.payload.length} bytes can never fit the journal of group ${this.name} (${this.journalValue.bytesMax} bytes); give the group a larger journal`));
+    }
     const delayMs = this.slowdownMs();
     const reason = this.holdFor(recordBytes, delayMs);
     if (this.held.length === 0 && reason === undefined) return this.acceptNow(write);

@@ -4,6 +4,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
+import { journalBytesMin } from "../core/limits.ts";
 import { writeFileAtomic } from "../storage/durable-fs.ts";
 
 export const metadataFormatVersion = 1;
@@ -139,6 +140,22 @@ export async function loadMetadata(dataDir: string): Promise<NodeMetadata | unde
     throw new Error(`${join(dataDir, metadataFileName)} is not valid tidemark metadata: ${z.prettifyError(result.error)}`);
   }
   return result.data;
+}
+
+/**
+ * A group journal limit below journalBytesMin (allowed by older versions, or edited by
+ * hand) cannot take the largest write the front ends accept next to what a full journal
+ * keeps: such a write, and every one after it, would wait forever. Raises each such limit
+ * to the minimum, in place; returns what it changed so the node logs it and saves.
+ */
+export function raiseSmallJournals(metadata: NodeMetadata): { readonly group: string; readonly fromBytes: number; readonly toBytes: number }[] {
+  const raised: { group: string; fromBytes: number; toBytes: number }[] = [];
+  for (const group of metadata.groups) {
+    if (group.journalBytesMax >= journalBytesMin) continue;
+    raised.push({ group: group.name, fromBytes: group.journalBytesMax, toBytes: journalBytesMin });
+    group.journalBytesMax = journalBytesMin;
+  }
+  return raised;
 }
 
 /** Persists atomically; serialised by the caller (one save at a time). */

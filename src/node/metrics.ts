@@ -14,6 +14,7 @@ export interface JournalFigures {
   readonly bytesWritten: number;
   readonly nextSequence: number;
   readonly appliedSequence: number;
+  readonly heldWrites: number;
 }
 
 export class NodeMetrics {
@@ -44,6 +45,7 @@ export class NodeMetrics {
     perGroup("tidemark_journal_written_bytes", "Bytes written to the group's journal since start", (f) => f.bytesWritten);
     perGroup("tidemark_group_next_sequence", "Sequence number the next write in the group gets", (f) => f.nextSequence);
     perGroup("tidemark_group_applied_sequence", "Highest sequence applied to the group's volumes", (f) => f.appliedSequence);
+    perGroup("tidemark_group_held_writes", "Host writes held because the group's journal is full (the reason is in group list and pair status)", (f) => f.heldWrites);
   }
 
   observe(frontEnd: FrontEnd, op: string, bytes: number, latencySeconds: number, ok: boolean): void {

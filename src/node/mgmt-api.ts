@@ -14,7 +14,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import {
   groupsPerNodeMax, mgmtBodyBytesMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
-  volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin } from "../core/limits.ts";
+  volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin, journalRecordPayloadBytesMax } from "../core/limits.ts";
 import { nameProblem } from "../core/names.ts";
 import {
   ControlError, type ControlErrorCode, type CopyMode, type CreatePairRequest, type NodeControl, type PairControl, type PairTargetRequest,
@@ -79,7 +79,7 @@ export const createGroupBodySchema = z.strictObject({
     .max(volumesPerGroupMax, `must list at most ${volumesPerGroupMax} volumes`)
     .refine((names) => new Set(names).size === names.length, "must not list a volume twice"),
   /** Size limit of the group's journal; default journalBytesMaxDefault. */
-  journalBytesMax: z.number().int().min(journalBytesMin, `must be at least ${journalBytesMin} bytes`).max(journalBytesLimit, `must be at most ${journalBytesLimit} bytes`).optional(),
+  journalBytesMax: z.number().int().min(journalBytesMin, `must be at least ${journalBytesMin} bytes (a full journal must still take the largest write of ${journalRecordPayloadBytesMax} bytes)`).max(journalBytesLimit, `must be at most ${journalBytesLimit} bytes`).optional(),
 });
 
 const copyModes = ["async", "sync"] as const satisfies readonly CopyMode[];

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
 import {
-  groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesMaxDefault, timeAdvanceIntervalMs, nameLengthMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax, volumesPerNodeMax,
+  groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesLimit, journalBytesMaxDefault, journalBytesMin, timeAdvanceIntervalMs, nameLengthMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax, volumesPerNodeMax,
 } from "../core/limits.ts";
 import { asAcceptNumber, asVolumeId, asWriteTimeUs, type WriteTimePolicy } from "../core/types.ts";
 import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../core/volume-io.ts";
@@ -24,7 +24,7 @@ import {
 } from "./control.ts";
 import { GroupWriter, type GroupVolume } from "./group-writer.ts";
 import { startHostServer, type HostServer } from "./host-server.ts";
-import { emptyMetadata, loadMetadata, saveMetadata, type GroupRecord, type NodeMetadata, type PairRecord, type TargetRecord } from "./metadata.ts";
+import { emptyMetadata, loadMetadata, raiseSmallJournals, saveMetadata, type GroupRecord, type NodeMetadata, type PairRecord, type TargetRecord } from "./metadata.ts";
 import { PairLink } from "./pair-link.ts";
 import { createVolumeFile, emptyTargetVolumes, logWrittenMapOrigins, saveWrittenMaps, undoVolumeFile, volumeBytes, volumeCreateError } from "./volume-files.ts";
 import { Reflector } from "./reflector.ts";
@@ -175,7 +175,11 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       throw new Error(`data directory ${this.options.dataDir} belongs to node "${loaded.nodeId}", not "${this.options.id}"; use --id ${loaded.nodeId} or another --data`);
     }
     this.metadata = loaded ?? emptyMetadata(this.options.id, this.startedAt.toISOString());
-    if (loaded === undefined) await saveMetadata(this.options.dataDir, this.metadata);
+    const raised = raiseSmallJournals(this.metadata);
+    for (const r of raised) {
+      this.logger.warn({ event: "journal_limit_raised", group: r.group, fromBytes: r.fromBytes, toBytes: r.toBytes }, `journal limit of group ${r.group} raised from ${r.fromBytes} to ${r.toBytes} bytes: a smaller journal cannot take the largest write (32 MiB) and would hold it forever`);
+    }
+    if (loaded === undefined || raised.length > 0) await saveMetadata(this.options.dataDir, this.metadata);
     this.stamper.raiseTo({
       recordedWriteTimeUs: asWriteTimeUs(this.metadata.writeTime.recordedWriteTimeUs),
       lastAcceptNumber: asAcceptNumber(this.metadata.writeTime.lastAcceptNumber),
@@ -596,6 +600,14 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       if (pair.state === "failed") reasons.push(`pair of group ${pair.group} failed: ${pair.reason ?? ""}`);
       else if (pair.heldWrites > 0) reasons.push(`group ${pair.group}: ${pair.heldWrites} host writes held: ${pair.reason ?? ""}`);
     }
+    // Held writes of a group without a pair, and a pair's target whose journal is full.
+    for (const writer of this.groups.values()) {
+      if (writer.heldWrites > 0 && writer.stopped === undefined && !this.links.has(writer.name)) reasons.push(`group ${writer.name}: ${this.heldReason(writer)}`);
+    }
+    for (const target of this.targets.values()) {
+      const reason = target.stopped === undefined ? target.spaceReason(this.frontierHolder(target)) : null;
+      if (reason !== null) reasons.push(`group ${target.name}: ${reason}`);
+    }
     return { status: reasons.length === 0 ? "ok" : "degraded", reasons };
   }
 
@@ -671,7 +683,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
           journalSegments: target.journal.segmentCount,
           lastWriteTimeUs: target.reflectedPosition.writeTimeUs,
           state: target.stopped === undefined ? "ok" : "stopped",
-          reason: target.stopped?.reason ?? null,
+          heldWrites: 0,
+          reason: target.stopped?.reason ?? target.spaceReason(this.frontierHolder(target)),
         };
       }
       const writer = this.groups.get(record.name);
@@ -688,7 +701,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
         journalSegments: journal.segmentCount,
         lastWriteTimeUs: writer.lastWriteTimeUs,
         state: writer.stopped === undefined ? "ok" : "stopped",
-        reason: writer.stopped?.reason ?? null,
+        heldWrites: writer.heldWrites,
+        reason: writer.stopped?.reason ?? (writer.heldWrites > 0 ? this.heldReason(writer) : null),
       };
     });
   }
@@ -700,6 +714,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     if (volumeNames.length === 0) throw new ControlError("TM_ERR_INVALID", "a group needs at least one volume: --volumes V1[,V2...]");
     if (volumeNames.length > volumesPerGroupMax) throw new ControlError("TM_ERR_LIMIT", `a group holds at most ${volumesPerGroupMax} volumes`);
     if (new Set(volumeNames).size !== volumeNames.length) throw new ControlError("TM_ERR_INVALID", "a volume is named twice in --volumes");
+    if (!Number.isSafeInteger(journalBytesMax) || journalBytesMax < journalBytesMin || journalBytesMax > journalBytesLimit) {
+      throw new ControlError("TM_ERR_INVALID", `journal size ${journalBytesMax} is not valid: it must be between ${journalBytesMin} bytes (a full journal must still take the largest write) and ${journalBytesLimit} bytes`);
+    }
     const members: LiveVolume[] = [];
     for (const volumeName of volumeNames) {
       const volume = this.volumesByName.get(volumeName);
@@ -760,6 +777,16 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     }
   }
 
+  /** Why a group's host writes are held (pair status says the same, with the pair's part). */
+  private heldReason(writer: GroupWriter): string {
+    const link = this.links.get(writer.name);
+    const linkReason = link?.status().reason ?? null;
+    if (linkReason !== null) return linkReason;
+    const journal = writer.journal;
+    const why = writer.holdReason === "apply-behind" ? "until the volumes catch up with the journal" : "until a checkpoint frees journal space";
+    return `journal ${Math.round((journal.usedBytes / journal.bytesMax) * 100)}% full: ${writer.heldWrites} host writes held ${why} (held, never failed)`;
+  }
+
   private journalFigures(): JournalFigures[] {
     return [...this.groups.values()].map((writer) => ({
       group: writer.name,
@@ -769,6 +796,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       bytesWritten: writer.journal.bytesWritten,
       nextSequence: writer.nextSequence,
       appliedSequence: writer.appliedSequence,
+      heldWrites: writer.heldWrites,
     }));
   }
 
@@ -990,6 +1018,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     this.reflector.kick();
   }
 
+  frontierHolder(target: TargetGroup): string | undefined {
+    return this.reflector.frontierHolder(target)?.name;
+  }
+
   /**
    * Reflector checkpoint: volumes durable through the reflected sequence, then persisted,
    * then the journal trimmed. Unless forced (a drain, a stop), a group that reflected only
@@ -1005,7 +1037,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     if (this.targets.get(target.name) !== target || target.takingOver) return true;
     const nowMs = this.clock.monotonicMs();
     const volumesWritten = target.volumesWrittenSinceCheckpoint;
-    if (!force && !volumesWritten && nowMs - target.lastCheckpointMs < targetIdleCheckpointIntervalMs) return false;
+    // A target waiting for journal room is checkpointed at once: the trim is what frees it.
+    if (!force && !volumesWritten && !target.waitingForSpace && nowMs - target.lastCheckpointMs < targetIdleCheckpointIntervalMs) return false;
     target.volumesWrittenSinceCheckpoint = false;
     try {
       if (volumesWritten) {
@@ -1026,7 +1059,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       group.target.reflectedAcceptNumber = position.acceptNumber;
       target.record = structuredClone(group.target);
     });
-    await target.journal.trimThrough(sequence);
+    await target.trimThrough(sequence);
     return true;
   }
 
@@ -1133,6 +1166,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       ? [...this.targets.values()].find((other) => other !== target && other.stopped !== undefined && other.record.state === "replicating" && other.record.reflect === "time")
       : undefined;
     if (holder !== undefined && arrived > reflected) reason = `reflection held by group ${holder.name} of the same consistency domain, which is stopped (${holder.stopped?.reason ?? ""})`;
+    if (target !== undefined && stopped === undefined && state !== "takeover") reason = target.spaceReason(this.frontierHolder(target)) ?? reason;
     return {
       group: name, role: "secondary", state, pairId: record.pairId, remoteNode: record.primaryNode, remoteUrl: null, remoteGroup: record.primaryGroup,
       mode: "async", transfer: record.transfer, streams: record.streams, reflect: record.reflect,

@@ -3,11 +3,17 @@
 // the pure PairSender. Link loss: every stream reconnects with backoff and the handshake
 // says where to resume; nothing is lost, skipped or applied twice (the receiver drops
 // duplicates). Only what the secondary holds durably lets the journal trim.
+// A stream that stops answering is closed (ReplConnection's deadlines) and its batches go
+// to the others. A secondary out of journal space refuses batches (NACK NO_SPACE): the pair
+// holds back, sends one batch again after a backoff or at once when the secondary reports
+// room (ACK batchId 0), and says so in its status. Pull: each PULL is answered with a batch
+// starting exactly at its fromSequence, or after replPullWaitMs with an empty one.
 import { connect } from "node:net";
 import type { Logger } from "pino";
-import { assert } from "../core/assert.ts";
+import { assert, unreachable } from "../core/assert.ts";
 import {
-  replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replReconnectDelayMsMax, replReconnectDelayMsMin,
+  replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replNoSpaceRetryMsMax, replNoSpaceRetryMsMin, replPullWaitMs,
+  replReconnectDelayMsMax, replReconnectDelayMsMin,
 } from "../core/limits.ts";
 import type { ExtentMap } from "../core/extent-map.ts";
 import { PairSender, timeAdvanceDue, type BatchPlan } from "../core/sender.ts";
@@ -62,12 +68,24 @@ interface Stream {
   ready: boolean;
   reconnectDelayMs: number;
   reconnectTimer: NodeJS.Timeout | undefined;
-  /** Pull mode: the secondary's outstanding request. */
-  pull: { maxBytes: number } | undefined;
-  /** The secondary refused a batch for lack of space or an I/O error: nothing is sent on this stream before this (monotonic ms). */
-  refusedUntilMs: number;
-  refusedDelayMs: number;
-  refusedTimer: NodeJS.Timeout | undefined;
+  /** Pull mode: the secondary's PULLs, answered in order (at most replBatchesInFlightPerStreamMax). */
+  pulls: { readonly fromSequence: number; readonly maxBytes: number; readonly sinceMs: number }[];
+}
+
+/** The secondary refuses batches: its journal is full, its disk is full (NO_SPACE), or an I/O error there (INTERNAL). */
+interface NoSpace {
+  /** Monotonic ms when it began. */
+  readonly sinceMs: number;
+  code: "NO_SPACE" | "INTERNAL";
+  /** The secondary's words (its journal use and what holds it, or the path and errno). */
+  text: string;
+  /** ACKs of batches with an id at or above this one show it has room again. */
+  readonly batchIdFloor: number;
+  retryMs: number;
+  /** Push: nothing is sent until this timer fires or the secondary reports room. */
+  retryTimer: NodeJS.Timeout | undefined;
+  /** Push: the one batch sent to find out whether it has room now. */
+  probeBatchId: number | undefined;
 }
 
 export class PairLink {
@@ -95,6 +113,9 @@ export class PairLink {
   reconnects = 0;
   lastError: string | null = null;
   private readonly tail = new RecordTail(senderTailBytesMax);
+  private noSpace: NoSpace | undefined;
+  /** Pull mode: wakes the pump when a held PULL is due for an empty answer. */
+  private pullWaitTimer: NodeJS.Timeout | undefined;
 
   constructor(options: {
     record: PairRecord;
@@ -117,8 +138,7 @@ export class PairLink {
     this.sender = new PairSender({ streams: this.record.streams, ackedSequence: asSequence(Math.max(this.record.ackedSequence, this.record.copyStartSequence)) });
     this.arrivedSequence = this.sender.ackedSequence;
     this.streams = Array.from({ length: this.record.streams }, (_, index) => ({
-      index, connection: undefined, ready: false, reconnectDelayMs: replReconnectDelayMsMin, reconnectTimer: undefined, pull: undefined,
-      refusedUntilMs: 0, refusedDelayMs: replReconnectDelayMsMin, refusedTimer: undefined,
+      index, connection: undefined, ready: false, reconnectDelayMs: replReconnectDelayMsMin, reconnectTimer: undefined, pulls: [],
     }));
     this.writer.trimFloor = () => (this.record.state === "failed" ? Number.MAX_SAFE_INTEGER : this.sender.trimFloor);
     this.writer.onRecord = (record) => this.onRecord(record);
@@ -167,16 +187,17 @@ export class PairLink {
 
   stop(reason: string): void {
     this.running = false;
+    clearTimeout(this.pullWaitTimer);
+    this.pullWaitTimer = undefined;
+    clearTimeout(this.noSpace?.retryTimer);
+    this.noSpace = undefined;
     for (const stream of this.streams) {
       clearTimeout(stream.reconnectTimer);
       stream.reconnectTimer = undefined;
-      clearTimeout(stream.refusedTimer);
-      stream.refusedTimer = undefined;
-      stream.refusedUntilMs = 0;
       stream.connection?.close(reason);
       stream.connection = undefined;
       stream.ready = false;
-      stream.pull = undefined;
+      stream.pulls = [];
     }
     this.sender.onConnectionLost();
     this.tail.clear();
@@ -231,10 +252,12 @@ export class PairLink {
           stream.connection = undefined;
           const wasReady = stream.ready;
           stream.ready = false;
-          stream.pull = undefined;
+          stream.pulls = [];
           if (wasReady) {
             if (this.streams.some((s) => s.ready)) this.sender.onStreamLost(stream.index);
             else this.sender.onConnectionLost();
+            // A probe lost with the stream is sent again with the other lost batches.
+            if (this.noSpace !== undefined) this.noSpace.probeBatchId = undefined;
           }
           if (stream.index === 0 && this.copy?.running === true) this.copy.running = false;
           if (this.running) {
@@ -293,27 +316,35 @@ export class PairLink {
         }
         return;
       case "ACK": {
+        // batchId 0 answers no batch: the secondary reports progress, and room after NO_SPACE.
+        if (message.batchId !== 0) connection.answered();
         const result = this.sender.onAck(stream.index, message.batchId, message.arrivedSequence, asSequence(this.journal.durableSequence));
         if (!result.ok) {
           connection.fail("PROTOCOL", result.reason);
           return;
         }
-        if (this.secondaryRefusal !== undefined) {
-          this.logger.info({ event: "secondary_storing_again", group: this.groupName }, "the secondary stores records again");
-          this.secondaryRefusal = undefined;
-          for (const s of this.streams) s.refusedDelayMs = replReconnectDelayMsMin;
-        }
         this.noteProgress(message.arrivedSequence, message.reflectedSequence);
         this.tail.dropThrough(this.sender.ackedSequence);
+        this.onRoomReported(message.batchId);
         this.writer.releaseHeld();
+        this.trimIfFilling();
         this.pump();
         return;
       }
       case "PULL":
-        stream.pull = { maxBytes: message.maxBytes };
+        if (this.record.transfer !== "pull") {
+          connection.fail("PROTOCOL", "PULL on a pair that pushes");
+          return;
+        }
+        if (stream.pulls.length >= replBatchesInFlightPerStreamMax) {
+          connection.fail("PROTOCOL", `more than ${replBatchesInFlightPerStreamMax} PULLs unanswered on one stream`);
+          return;
+        }
+        stream.pulls.push({ fromSequence: message.fromSequence, maxBytes: message.maxBytes, sinceMs: this.clock.monotonicMs() });
         this.pump();
         return;
       case "COPY_ACK":
+        if (message.chunkId !== this.copyDoneChunk) connection.answered();
         this.onCopyAck(message.chunkId);
         return;
       case "NACK":
@@ -333,15 +364,16 @@ export class PairLink {
   }
 
   private onNack(stream: Stream, connection: ReplConnection, message: Extract<ReplMessage, { type: "NACK" }>): void {
+    if (message.refType === "BATCH" || message.refType === "COPY_DATA" || message.refType === "COPY_ZEROES") connection.answered();
+    if ((message.code === "NO_SPACE" || message.code === "INTERNAL") && message.refType === "BATCH") {
+      // The secondary cannot store records now (its journal full, a full disk, an I/O error
+      // there): it took none of the batch. The records wait in this node's journal; the pair
+      // holds back and sends again (one log line per spell, not per batch).
+      this.onRefusedForSpace(stream, message.refId, message.code, message.text);
+      return;
+    }
     this.lastError = `${message.code}: ${message.text}`;
     switch (message.code) {
-      case "NO_SPACE":
-      case "INTERNAL":
-        // The secondary cannot store records now (a full disk, an I/O error). The records
-        // wait in this node's journal; the stream stays open and sends again after a pause
-        // (doubling up to the reconnect maximum). One log line per refusal spell, not per batch.
-        this.onSecondaryRefused(stream, message.text);
-        return;
       case "REORDER_FULL":
       case "GROUP_BUSY":
         // Back off this stream; what it had in flight is resent.
@@ -355,26 +387,6 @@ export class PairLink {
     }
   }
 
-  /** Why the secondary refuses records now (full disk, I/O error there), while it does. */
-  private secondaryRefusal: string | undefined;
-
-  private onSecondaryRefused(stream: Stream, text: string): void {
-    if (this.secondaryRefusal === undefined) {
-      this.logger.warn({ event: "secondary_refuses_records", group: this.groupName, reason: text }, "the secondary cannot store records now; they wait in this node's journal");
-    }
-    this.secondaryRefusal = text;
-    this.lastError = `secondary cannot store records: ${text}`;
-    // What the stream had in flight is sent again (first) once it may send.
-    if (this.streams.some((s) => s.ready)) this.sender.onStreamLost(stream.index);
-    stream.refusedUntilMs = this.clock.monotonicMs() + stream.refusedDelayMs;
-    clearTimeout(stream.refusedTimer);
-    stream.refusedTimer = setTimeout(() => {
-      stream.refusedTimer = undefined;
-      this.pump();
-    }, stream.refusedDelayMs);
-    stream.refusedDelayMs = Math.min(replReconnectDelayMsMax, stream.refusedDelayMs * 2);
-  }
-
   private streamReady(stream: Stream, connection: ReplConnection): void {
     // The handshake compares the secondary's arrived sequence with what is durable here:
     // make everything written durable first (group commit).
@@ -386,6 +398,9 @@ export class PairLink {
           void this.failPair(result.reason);
           return;
         }
+        // The handshake may move the trim floor past what ACKs said (their ACKs were lost
+        // with the link): held writes must hear of it, or they wait for an ACK that never comes.
+        this.writer.releaseHeld();
       }
       stream.ready = true;
       this.pump();
@@ -458,6 +473,7 @@ export class PairLink {
         if (connection.closed) return;
         if (isAllZero(data)) connection.send({ type: "COPY_ZEROES", groupHandle, chunkId, volumeId: asVolumeId(volume.volumeId), offsetBytes, lengthBytes });
         else connection.send({ type: "COPY_DATA", groupHandle, chunkId, volumeId: asVolumeId(volume.volumeId), offsetBytes, data });
+        connection.expectAnswer();
       }, (error: unknown) => connection.fail("INTERNAL", `copy read failed: ${(error as Error).message}`));
     }
     if (this.copyChunkIds.size === 0 && this.copyCursor.volume >= this.volumes.length && this.copyDoneChunk === 0) {
@@ -564,26 +580,158 @@ export class PairLink {
     for (;;) {
       let sent = false;
       for (const stream of this.streams) {
-        if (!stream.ready || stream.connection === undefined || stream.refusedUntilMs > this.clock.monotonicMs()) continue;
-        if (this.record.transfer === "pull" && stream.pull === undefined) continue;
-        const bytesMax = this.record.transfer === "pull" && stream.pull !== undefined ? stream.pull.maxBytes : undefined;
-        const plan = this.sender.planBatch(stream.index, asSequence(this.journal.durableSequence), bytesMax);
-        if (plan === undefined) continue;
-        const records = await this.readPlan(plan);
-        if (records === undefined) continue;
-        const last = records[records.length - 1];
-        assert(last !== undefined, "a planned batch has a record");
-        const bytes = records.reduce((sum, r) => sum + encodedRecordBytes(r), 0);
-        if (!this.sender.commitBatch(plan, last.sequence, bytes)) continue;
-        const connection = stream.connection;
-        if (connection === undefined) continue;
-        connection.send({ type: "BATCH", groupHandle, batchId: plan.batchId, records });
-        stream.pull = undefined;
-        sent = true;
+        if (!stream.ready || stream.connection === undefined) continue;
+        const didSend = this.record.transfer === "pull" ? await this.answerPull(stream) : await this.pushBatch(stream);
+        sent ||= didSend;
       }
-      if (!sent) return;
+      if (!sent) break;
       if (this.journal.lastSequence > this.journal.durableSequence) await this.journal.sync();
     }
+    if (this.record.transfer === "pull") this.armPullWait();
+  }
+
+  /** Push: the next batch the windows allow on this stream (one probe while the secondary is out of space). */
+  private async pushBatch(stream: Stream): Promise<boolean> {
+    const noSpace = this.noSpace;
+    if (noSpace !== undefined && (noSpace.retryTimer !== undefined || noSpace.probeBatchId !== undefined)) return false;
+    const plan = this.sender.planBatch(stream.index, asSequence(this.journal.durableSequence));
+    if (plan === undefined) return false;
+    const sent = await this.sendPlanned(stream, plan);
+    if (sent && noSpace !== undefined && this.noSpace === noSpace) noSpace.probeBatchId = plan.batchId;
+    return sent;
+  }
+
+  /**
+   * Pull: the oldest PULL of this stream gets a batch starting exactly at its fromSequence;
+   * one with nothing durable there yet waits up to replPullWaitMs, then an empty batch.
+   */
+  private async answerPull(stream: Stream): Promise<boolean> {
+    const connection = stream.connection;
+    const pull = stream.pulls[0];
+    if (pull === undefined || connection === undefined) return false;
+    const decision = this.sender.planPull(stream.index, pull.fromSequence, asSequence(this.journal.durableSequence), this.journal.firstSequence, this.writer.nextSequence - 1, pull.maxBytes);
+    switch (decision.kind) {
+      case "plan": {
+        const sent = await this.sendPlanned(stream, decision.plan);
+        if (sent && stream.pulls[0] === pull) stream.pulls.shift();
+        return sent;
+      }
+      case "wait":
+        if (this.clock.monotonicMs() - pull.sinceMs < replPullWaitMs) return false;
+        stream.pulls.shift();
+        connection.send({ type: "BATCH", groupHandle, batchId: this.sender.freshBatchId(), records: [] });
+        connection.expectAnswer();
+        return true;
+      case "empty":
+        stream.pulls.shift();
+        connection.send({ type: "BATCH", groupHandle, batchId: this.sender.freshBatchId(), records: [] });
+        connection.expectAnswer();
+        return true;
+      case "refuse":
+        stream.pulls.shift();
+        this.logger.warn({ event: "pull_refused", fromSequence: pull.fromSequence, reason: decision.reason }, "PULL refused: out of range");
+        connection.send({ type: "NACK", groupHandle, code: "OUT_OF_RANGE", refType: "PULL", refId: pull.fromSequence, arrivedSequence: asSequence(0), text: decision.reason.slice(0, 512) });
+        return true;
+      default:
+        return unreachable(decision, "pull decision");
+    }
+  }
+
+  /** Reads a planned batch and sends it on the stream; false if the plan fell through meanwhile. */
+  private async sendPlanned(stream: Stream, plan: BatchPlan): Promise<boolean> {
+    const records = await this.readPlan(plan);
+    if (records === undefined) return false;
+    const last = records[records.length - 1];
+    assert(last !== undefined, "a planned batch has a record");
+    const bytes = records.reduce((sum, r) => sum + encodedRecordBytes(r), 0);
+    if (!this.sender.commitBatch(plan, last.sequence, bytes)) return false;
+    const connection = stream.connection;
+    if (connection === undefined) return false;
+    connection.send({ type: "BATCH", groupHandle, batchId: plan.batchId, records });
+    connection.expectAnswer();
+    return true;
+  }
+
+  /** Pull: wake the pump when the oldest held PULL is due for its empty answer. */
+  private armPullWait(): void {
+    let dueMs = Number.POSITIVE_INFINITY;
+    for (const stream of this.streams) {
+      const pull = stream.pulls[0];
+      if (pull !== undefined) dueMs = Math.min(dueMs, pull.sinceMs + replPullWaitMs);
+    }
+    if (dueMs === Number.POSITIVE_INFINITY || this.pullWaitTimer !== undefined || !this.running) return;
+    this.pullWaitTimer = setTimeout(() => {
+      this.pullWaitTimer = undefined;
+      this.pump();
+    }, Math.max(1, Math.ceil(dueMs - this.clock.monotonicMs())));
+    this.pullWaitTimer.unref();
+  }
+
+  /**
+   * A journal past the slowdown mark whose acknowledged records could be trimmed is
+   * checkpointed now: host writes are not slowed (or held) for records the secondary holds.
+   */
+  private trimIfFilling(): void {
+    if (this.journal.usedBytes < this.journal.bytesMax * journalSlowdownFraction) return;
+    if (this.journal.bytesTrimmableThrough(Math.min(this.writer.appliedSequence, this.sender.trimFloor)) === 0) return;
+    this.writer.checkpoint().catch((error: unknown) => {
+      this.logger.error({ event: "checkpoint_failed", err: error }, "checkpoint after the secondary caught up failed");
+    });
+  }
+
+  // ---- a secondary out of space ---------------------------------------------------
+
+  /**
+   * NACK NO_SPACE or INTERNAL for a batch: the secondary took none of it. The batch is sent
+   * again (first); meanwhile the pair holds back: one batch after a backoff, or at once when
+   * the secondary reports room (ACK batchId 0). refId 0 refers to no batch (pull: a report).
+   */
+  private onRefusedForSpace(stream: Stream, batchId: number, code: "NO_SPACE" | "INTERNAL", text: string): void {
+    this.sender.onBatchRefused(stream.index, batchId);
+    let noSpace = this.noSpace;
+    if (noSpace === undefined) {
+      noSpace = { sinceMs: this.clock.monotonicMs(), code, text, batchIdFloor: this.sender.nextBatchIdFloor, retryMs: replNoSpaceRetryMsMin, retryTimer: undefined, probeBatchId: undefined };
+      this.noSpace = noSpace;
+      this.logger.warn({ event: "secondary_refuses_records", group: this.groupName, code, reason: text }, "the secondary cannot store records now; they wait in this node's journal");
+    } else {
+      noSpace.code = code;
+      noSpace.text = text;
+      if (batchId === noSpace.probeBatchId) noSpace.retryMs = Math.min(replNoSpaceRetryMsMax, noSpace.retryMs * 2);
+    }
+    this.lastError = `secondary cannot store records: ${code} ${text}`;
+    if (batchId === noSpace.probeBatchId) noSpace.probeBatchId = undefined;
+    if (this.record.transfer === "pull") return; // the secondary asks again itself
+    if (noSpace.retryTimer === undefined && noSpace.probeBatchId === undefined) {
+      const waiting = noSpace;
+      noSpace.retryTimer = setTimeout(() => {
+        waiting.retryTimer = undefined;
+        this.pump();
+      }, noSpace.retryMs);
+      noSpace.retryTimer.unref();
+    }
+  }
+
+  /** An ACK: one for a batch sent after the refusals began means the secondary has room again; batchId 0 says so outright. */
+  private onRoomReported(batchId: number): void {
+    const noSpace = this.noSpace;
+    if (noSpace === undefined) return;
+    if (batchId === 0 && this.record.transfer === "pull") {
+      // The secondary paces a pull itself: room again is all there is to know.
+      this.noSpace = undefined;
+      this.logger.info({ event: "secondary_storing_again", group: this.groupName, waitedMs: Math.round(this.clock.monotonicMs() - noSpace.sinceMs) }, "the secondary stores records again");
+      return;
+    }
+    if (batchId === 0) {
+      // Send one batch now to find out (its ACK ends the episode, a NO_SPACE backs off again).
+      clearTimeout(noSpace.retryTimer);
+      noSpace.retryTimer = undefined;
+      noSpace.retryMs = replNoSpaceRetryMsMin;
+      return;
+    }
+    if (batchId < noSpace.batchIdFloor) return;
+    clearTimeout(noSpace.retryTimer);
+    this.noSpace = undefined;
+    this.logger.info({ event: "secondary_storing_again", group: this.groupName, waitedMs: Math.round(this.clock.monotonicMs() - noSpace.sinceMs) }, "the secondary stores records again");
   }
 
   private async readPlan(plan: BatchPlan): Promise<JournalRecord[] | undefined> {
@@ -624,11 +772,17 @@ export class PairLink {
     if (this.record.reason !== null) return this.record.reason;
     const stopped = this.writer.stopped;
     if (stopped !== undefined) return stopped.reason;
-    if (this.secondaryRefusal !== undefined) return `the secondary cannot store records now (${this.secondaryRefusal}); they wait here and are sent when it can`;
     const fraction = this.journal.usedBytes / this.journal.bytesMax;
-    if (this.writer.heldWrites > 0) {
-      return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more (held, never failed)`;
+    let noSpace: string | undefined;
+    if (this.noSpace?.code === "NO_SPACE") {
+      noSpace = `secondary ${this.record.remoteNode} is out of ${/journal full/.test(this.noSpace.text) ? "journal " : ""}space for ${this.record.remoteGroup}: ${this.noSpace.text}; records wait here and are sent once it has room`;
+    } else if (this.noSpace !== undefined) {
+      noSpace = `the secondary cannot store records now (${this.noSpace.text}); they wait here and are sent when it can`;
     }
+    if (this.writer.heldWrites > 0) {
+      return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more (held, never failed)${noSpace === undefined ? "" : `; ${noSpace}`}`;
+    }
+    if (noSpace !== undefined) return noSpace;
     if (fraction >= journalSlowdownFraction) return `journal ${formatPercent(fraction)} full: host writes slowed while the secondary catches up`;
     if (this.running && !this.streams.some((s) => s.connection !== undefined && (s.ready || this.copy?.running === true))) {
       return `secondary unreachable at ${this.record.remoteReplAddress}${this.lastError === null ? "" : ` (${this.lastError})`}; retrying`;

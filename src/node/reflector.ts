@@ -25,7 +25,10 @@ export class Reflector {
   private again = false;
   private stopped = false;
   private readonly trackers = new Map<ReflectMode, { key: string; tracker: ReflectTracker }>();
+  /** performance.now() of the last checkpoint start (monotonic). */
   private lastCheckpointMs = 0;
+  /** A checkpoint due for what was reflected since the last one (it frees journal space). */
+  private checkpointTimer: NodeJS.Timeout | undefined;
   private readonly dirty = new Set<TargetGroup>();
   private failure: Error | undefined;
   private checkpointing: Promise<void> | undefined;
@@ -62,6 +65,7 @@ export class Reflector {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    clearTimeout(this.checkpointTimer);
     while (this.running !== undefined) await this.running;
     await this.checkpointing;
     await this.checkpointAll();
@@ -85,6 +89,10 @@ export class Reflector {
             });
         }
       } while (this.again && !this.stopped);
+      // Reflected records free journal space only once checkpointed: when a group waits for
+      // room, nothing else may kick the reflector (its full journal refuses every batch), so a
+      // timer does. (Idle groups are not polled: their next records kick it.)
+      if (!this.stopped && [...this.dirty].some((g) => g.waitingForSpace)) this.scheduleCheckpoint();
     } catch (error) {
       this.failure = error as Error;
       this.logger.fatal({ event: "reflector_failed", err: error }, "reflection stopped");
@@ -178,6 +186,30 @@ export class Reflector {
       this.dirty.add(group);
       if (this.stopped) return;
     }
+  }
+
+  private scheduleCheckpoint(): void {
+    if (this.checkpointTimer !== undefined) return;
+    const dueInMs = Math.max(1, reflectCheckpointIntervalMs - (performance.now() - this.lastCheckpointMs));
+    this.checkpointTimer = setTimeout(() => {
+      this.checkpointTimer = undefined;
+      this.kick();
+    }, dueInMs);
+    this.checkpointTimer.unref();
+  }
+
+  /**
+   * The group of `group`'s consistency domain whose arrived position is the frontier, when
+   * that is another group (time mode): reflection of `group` waits for it.
+   */
+  frontierHolder(group: TargetGroup): TargetGroup | undefined {
+    if (group.record.reflect !== "time" || group.record.state !== "replicating") return undefined;
+    const domain = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && g.record.reflect === "time");
+    let holder: TargetGroup | undefined;
+    for (const g of domain) {
+      if (holder === undefined || comparePositions(g.arrivedPosition, holder.arrivedPosition) < 0) holder = g;
+    }
+    return holder === group ? undefined : holder;
   }
 
   /** Checkpoints every group that reflected something; `force` (drain, stop) also the ones that reflected only time advances lately. */

@@ -1,10 +1,12 @@
 // One replication TCP connection, either side: frames in through the pure assembler,
-// messages out through the pure encoder, liveness by PING/PONG. A decode failure that
+// messages out through the pure encoder, liveness by PING/PONG and by a deadline on the
+// answers the owner waits for (core/liveness.ts; monotonic clock). A decode failure that
 // breaks the stream sends ERROR and closes this connection only; the node goes on.
 import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
-import { replPeerTimeoutMs, replPingIntervalMs } from "../core/limits.ts";
+import { replAnswerTimeoutMs, replPeerTimeoutMs, replPingIntervalMs } from "../core/limits.ts";
+import { AnswerWatch, PeerLiveness } from "../core/liveness.ts";
 import {
   ReplFrameAssembler, encodeMessage, type ReplDecodeResult, type ReplErrorCode, type ReplMessage, type ReplRole,
 } from "../protocol/repl-protocol.ts";
@@ -25,7 +27,8 @@ export class ReplConnection {
   private readonly logger: Logger;
   private readonly handlers: ReplConnectionHandlers;
   private closedReason: string | undefined;
-  private lastHeardMs: number;
+  private readonly liveness: PeerLiveness;
+  private readonly answers: AnswerWatch;
   private pingTimer: NodeJS.Timeout;
   private pingId = 0;
   /** Bytes handed to the socket and not yet flushed; the sender uses it for backpressure. */
@@ -33,13 +36,15 @@ export class ReplConnection {
     return this.socket.writableLength;
   }
 
-  constructor(socket: Socket, receiver: ReplRole, logger: Logger, handlers: ReplConnectionHandlers) {
+  /** `answerTimeoutMs`: how long requests noted with expectAnswer() may go unanswered before the stream counts as stuck. */
+  constructor(socket: Socket, receiver: ReplRole, logger: Logger, handlers: ReplConnectionHandlers, options: { answerTimeoutMs?: number } = {}) {
     this.socket = socket;
     this.remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
     this.assembler = new ReplFrameAssembler({ receiver });
     this.logger = logger;
     this.handlers = handlers;
-    this.lastHeardMs = performance.now();
+    this.liveness = new PeerLiveness({ nowMs: performance.now(), pingIntervalMs: replPingIntervalMs, peerTimeoutMs: replPeerTimeoutMs });
+    this.answers = new AnswerWatch(options.answerTimeoutMs ?? replAnswerTimeoutMs);
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (error) => this.finish(`socket error: ${error.message}`));
@@ -53,8 +58,28 @@ export class ReplConnection {
     return this.closedReason !== undefined;
   }
 
+  /** A request went out that the peer must answer (BATCH, COPY_DATA, PULL ...). */
+  expectAnswer(): void {
+    this.answers.requestSent(performance.now());
+  }
+
+  /** The peer answered one of them. */
+  answered(): void {
+    this.answers.answered(performance.now());
+  }
+
+  /** Requests sent and not answered yet. */
+  get unanswered(): number {
+    return this.answers.outstanding;
+  }
+
+  /** Requests outstanding are given up (e.g. the peer refused them and they will be sent again). */
+  forgetRequests(): void {
+    this.answers.reset();
+  }
+
   private onData(chunk: Buffer): void {
-    this.lastHeardMs = performance.now();
+    this.liveness.heard(performance.now());
     this.assembler.push(chunk);
     for (;;) {
       if (this.closed) return;
@@ -78,20 +103,34 @@ export class ReplConnection {
 
   private tick(): void {
     if (this.closed) return;
-    if (performance.now() - this.lastHeardMs > replPeerTimeoutMs) {
-      this.logger.warn({ event: "repl_peer_timeout", remote: this.remote, timeoutMs: replPeerTimeoutMs }, "replication peer silent; closing");
+    const nowMs = performance.now();
+    const stuck = this.answers.check(nowMs);
+    if (stuck.kind === "stuck") {
+      // The peer still may send PINGs, but the work on this stream does not move: a
+      // half-open or black-holed flow, or a stuck peer. What it carried goes elsewhere.
+      this.logger.warn({ event: "repl_stream_stuck", remote: this.remote, waitingMs: Math.round(stuck.waitingMs), unanswered: stuck.outstanding }, "replication stream stuck: no answer; closing");
       this.socket.destroy();
-      this.finish(`peer silent for ${replPeerTimeoutMs} ms`);
+      this.finish(`no answer to ${stuck.outstanding} request(s) for ${Math.round(stuck.waitingMs)} ms`);
       return;
     }
-    this.pingId = (this.pingId + 1) >>> 0;
-    this.send({ type: "PING", pingId: this.pingId, sendTimeUs: monotonicUs() });
+    const verdict = this.liveness.check(nowMs);
+    if (verdict.kind === "dead") {
+      this.logger.warn({ event: "repl_peer_timeout", remote: this.remote, silentMs: Math.round(verdict.silentMs), timeoutMs: replPeerTimeoutMs }, "replication peer silent; closing");
+      this.socket.destroy();
+      this.finish(`peer silent for ${Math.round(verdict.silentMs)} ms`);
+      return;
+    }
+    if (verdict.kind === "ping") {
+      this.pingId = (this.pingId + 1) >>> 0;
+      this.send({ type: "PING", pingId: this.pingId, sendTimeUs: monotonicUs() });
+    }
   }
 
   /** Queues one message; false when the socket's buffer is past its high-water mark. */
   send(message: ReplMessage): boolean {
     if (this.closed) return false;
     const buffers = encodeMessage(message);
+    this.liveness.sent(performance.now());
     this.socket.cork();
     let ok = true;
     for (const buffer of buffers) ok = this.socket.write(buffer);

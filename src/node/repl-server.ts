@@ -2,11 +2,17 @@
 // group OPEN_GROUP -> GROUP_STATE, then the initial copy (COPY_*) and batches of journal
 // records, pushed by the primary or pulled at this node's own pace ([0047]).
 // A bad peer gets ERROR or NACK and loses its connection; the node keeps serving.
+// Back-pressure: a batch the group's journal has no room for is refused with NACK NO_SPACE
+// and changes nothing; once reflection frees room, every stream that refused one gets an
+// ACK with batchId 0 (a progress report: "send again"), and pulls resume. In pull mode,
+// where the secondary simply stops asking, it tells the primary once with a NACK NO_SPACE
+// of refId 0 (no batch: a report), so both sides say why the group waits.
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { replBatchBytesMax, replFrameBytesMax, replHelloTimeoutMs, replStreamsMax } from "../core/limits.ts";
+import { replFrameBytesMax, replHelloTimeoutMs, replPullAnswerGraceMs, replPullWaitMs, replStreamsMax } from "../core/limits.ts";
 import { asSequence } from "../core/types.ts";
+import { encodedRecordBytes } from "../protocol/journal-record.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
 import { ReplConnection } from "./repl-connection.ts";
 import type { TargetGroup } from "./target-group.ts";
@@ -22,15 +28,20 @@ export interface TargetHost {
   /** COPY_DONE: volumes fdatasync'd, `replicating` persisted. */
   finishCopy(target: TargetGroup, consistentFromSequence: number): Promise<void>;
   kickReflector(): void;
+  /** The group of `target`'s consistency domain that holds its reflection back, if another one (for status and NACK text). */
+  frontierHolder(target: TargetGroup): string | undefined;
 }
 
 interface OpenGroup {
   readonly handle: number;
   readonly target: TargetGroup;
   readonly transfer: "push" | "pull";
+  readonly connection: ReplConnection;
+  readonly connectionId: number;
   /** Serialises this stream's work on the group (batches are acknowledged in order). */
   chain: Promise<void>;
-  pullOutstanding: boolean;
+  /** A batch on this stream was refused with NO_SPACE: tell the primary when there is room again. */
+  refusedForSpace: boolean;
 }
 
 /** Connections the listener serves at once. */
@@ -73,6 +84,8 @@ export class ReplServer {
   }
 
   private readonly groupsByConnection = new Map<ReplConnection, Map<number, OpenGroup>>();
+  /** The streams that have each target group open. */
+  private readonly opensByTarget = new Map<TargetGroup, Set<OpenGroup>>();
 
   async close(): Promise<void> {
     for (const connection of this.connections) connection.close("node stopping");
@@ -115,9 +128,10 @@ export class ReplServer {
         this.connections.delete(connection);
         this.groupsByConnection.delete(connection);
         for (const open of groups.values()) open.target.streams.delete(connectionId);
+        for (const open of groups.values()) this.forgetOpen(open);
         logger.info({ event: "repl_stream_closed", reason }, "replication stream closed");
       },
-    });
+    }, { answerTimeoutMs: replPullWaitMs + replPullAnswerGraceMs });
     this.connections.add(connection);
     this.groupsByConnection.set(connection, groups);
   }
@@ -127,7 +141,23 @@ export class ReplServer {
       case "OPEN_GROUP":
         this.openGroup(connection, groups, message, logger, connectionId);
         return;
-      case "BATCH":
+      case "BATCH": {
+        const open = groups.get(message.groupHandle);
+        if (open === undefined) {
+          connection.fail("UNKNOWN_GROUP", `BATCH for group handle ${message.groupHandle} that was not opened`);
+          return;
+        }
+        // Pull mode: the answer is in hand; ask for the next range now, while this one is journaled.
+        let pullId: number | undefined;
+        if (open.transfer === "pull") {
+          connection.answered();
+          const last = message.records[message.records.length - 1];
+          pullId = open.target.pulls.answered(connectionId, last?.sequence, message.records.reduce((sum, r) => sum + encodedRecordBytes(r), 0));
+          this.schedulePulls(open.target);
+        }
+        this.chain(connection, open, logger, () => this.handleBatch(connection, open, message, logger, pullId));
+        return;
+      }
       case "COPY_DATA":
       case "COPY_ZEROES":
       case "COPY_DONE": {
@@ -136,12 +166,7 @@ export class ReplServer {
           connection.fail("UNKNOWN_GROUP", `${message.type} for group handle ${message.groupHandle} that was not opened`);
           return;
         }
-        // Work on one group from one stream runs in arrival order.
-        open.chain = open.chain.then(() => this.handleGroupMessage(connection, open, message, logger)).catch((error: unknown) => {
-          logger.error({ event: "repl_group_error", group: open.target.name, err: error }, "replication message failed");
-          open.target.lastError = (error as Error).message;
-          connection.fail("INTERNAL", (error as Error).message);
-        });
+        this.chain(connection, open, logger, () => this.handleGroupMessage(connection, open, message));
         return;
       }
       case "ERROR":
@@ -152,7 +177,15 @@ export class ReplServer {
         connection.close("peer closed");
         return;
       case "NACK":
-        logger.warn({ event: "repl_peer_nack", code: message.code, reason: message.text }, "primary refused a message");
+        logger.warn({ event: "repl_peer_nack", code: message.code, refType: message.refType, reason: message.text }, "primary refused a message");
+        if (message.refType === "PULL") {
+          // The primary cannot serve the range (it is gone there, or past its journal): the
+          // pair needs a new copy. Asking again at once would only repeat the refusal; the
+          // primary reconnects with backoff, and the status shows why.
+          const open = groups.get(message.groupHandle);
+          if (open !== undefined) open.target.lastError = `primary refused PULL from ${message.refId}: ${message.code} ${message.text}`;
+          connection.close(`PULL refused: ${message.code}`);
+        }
         return;
       default:
         connection.fail("PROTOCOL", `${message.type} is not expected by the secondary`);
@@ -173,9 +206,16 @@ export class ReplServer {
     if (target.record.pairId !== message.pairId) return nack("STALE_PAIR", `group ${message.secondaryGroup} belongs to pair ${target.record.pairId}, not ${message.pairId}`);
     if (target.record.state === "takeover" || target.takingOver) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over; it is no longer a pair target`);
     if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);
-    const open: OpenGroup = { handle: message.groupHandle, target, transfer: message.transfer, chain: Promise.resolve(), pullOutstanding: false };
+    const open: OpenGroup = { handle: message.groupHandle, target, transfer: message.transfer, connection, connectionId, chain: Promise.resolve(), refusedForSpace: false };
     groups.set(message.groupHandle, open);
     target.streams.add(connectionId);
+    let opens = this.opensByTarget.get(target);
+    if (opens === undefined) {
+      opens = new Set();
+      this.opensByTarget.set(target, opens);
+    }
+    opens.add(open);
+    target.onJournalSpace = () => this.onJournalSpace(target);
     // Streams open a group concurrently: decide and (re)start the copy one at a time per group.
     const opening = target.openChain.then(async () => {
       const needsCopy = target.record.state !== "replicating";
@@ -184,6 +224,7 @@ export class ReplServer {
           const local = target.volumesByPrimaryId.get(volume.volumeId);
           if (local === undefined || local.name !== volume.name || local.file.sizeBytes !== volume.sizeBytes) {
             groups.delete(message.groupHandle);
+            this.forgetOpen(open);
             nack("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes, primary id ${volume.volumeId}) does not match the target group`);
             return;
           }
@@ -193,6 +234,7 @@ export class ReplServer {
         const problem = await this.host.beginCopy(target, message.startSequence, message.volumes);
         if (problem !== undefined) {
           groups.delete(message.groupHandle);
+          this.forgetOpen(open);
           nack("VOLUME_MISMATCH", problem);
           return;
         }
@@ -206,7 +248,8 @@ export class ReplServer {
         arrivedWriteTimeUs: target.arrivedPosition.writeTimeUs,
         arrivedAcceptNumber: target.arrivedPosition.acceptNumber,
       });
-      this.maybePull(connection, open);
+      if (open.transfer === "pull" && groups.get(message.groupHandle) === open && !connection.closed) target.pulls.addStream(connectionId);
+      this.schedulePulls(target);
     });
     target.openChain = opening.catch(() => undefined);
     open.chain = opening.catch((error: unknown) => {
@@ -214,43 +257,13 @@ export class ReplServer {
     });
   }
 
-  private async handleGroupMessage(connection: ReplConnection, open: OpenGroup, message: ReplMessage, logger: Logger): Promise<void> {
+  private async handleGroupMessage(connection: ReplConnection, open: OpenGroup, message: ReplMessage): Promise<void> {
     const target = open.target;
     if (target.record.state === "takeover" || target.takingOver) {
       connection.fail("TAKEN_OVER", `group ${target.name} was taken over`);
       return;
     }
     switch (message.type) {
-      case "BATCH": {
-        open.pullOutstanding = false;
-        if (message.records.length > 0) {
-          const result = await target.receiveBatch(message.records);
-          if (!result.ok && result.reason === "stopped") {
-            // Full disk or I/O error here: the primary keeps the records and sends them again later.
-            connection.send({ type: "NACK", groupHandle: open.handle, code: result.errno === "ENOSPC" ? "NO_SPACE" : "INTERNAL", refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
-            return;
-          }
-          if (!result.ok) {
-            logger.warn({ event: "repl_batch_refused", group: target.name, reason: result.reason, detail: result.detail }, "batch refused");
-            const code = result.reason === "bad-sequence" || result.reason === "position-not-increasing" ? "BAD_RECORD" : "REORDER_FULL";
-            connection.send({ type: "NACK", groupHandle: open.handle, code, refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
-            if (code === "BAD_RECORD") connection.fail("BAD_RECORD", result.detail);
-            return;
-          }
-          if (target.record.state === "replicating") this.host.kickReflector();
-        }
-        connection.send({
-          type: "ACK",
-          groupHandle: open.handle,
-          batchId: message.batchId,
-          arrivedSequence: target.receiver.arrivedSequence,
-          reflectedSequence: asSequence(Math.min(target.reflectedSequence, target.arrivedSequence)),
-          arrivedWriteTimeUs: target.arrivedPosition.writeTimeUs,
-          arrivedAcceptNumber: target.arrivedPosition.acceptNumber,
-        });
-        this.maybePull(connection, open);
-        return;
-      }
       case "COPY_DATA":
       case "COPY_ZEROES": {
         if (target.record.state === "replicating") {
@@ -274,7 +287,7 @@ export class ReplServer {
         await this.host.finishCopy(target, message.consistentFromSequence);
         connection.send({ type: "COPY_ACK", groupHandle: open.handle, chunkId: message.chunkId });
         this.host.kickReflector();
-        this.maybePull(connection, open);
+        this.schedulePulls(target);
         return;
       }
       default:
@@ -282,12 +295,133 @@ export class ReplServer {
     }
   }
 
-  /** Pull mode: ask for the next records when there is room (one PULL outstanding per stream and group). */
-  private maybePull(connection: ReplConnection, open: OpenGroup): void {
-    if (open.transfer !== "pull" || open.pullOutstanding || connection.closed) return;
-    if (open.target.record.state !== "replicating") return;
-    if (open.target.receiver.reorderBytes > replBatchBytesMax * 8) return; // let the gap fill first
-    open.pullOutstanding = true;
-    connection.send({ type: "PULL", groupHandle: open.handle, fromSequence: open.target.receiver.nextSequence, maxBytes: replBatchBytesMax });
+  /** Work on one group from one stream runs in arrival order. */
+  private chain(connection: ReplConnection, open: OpenGroup, logger: Logger, work: () => Promise<void>): void {
+    open.chain = open.chain.then(work).catch((error: unknown) => {
+      logger.error({ event: "repl_group_error", group: open.target.name, err: error }, "replication message failed");
+      open.target.lastError = (error as Error).message;
+      connection.fail("INTERNAL", (error as Error).message);
+    });
+  }
+
+  /**
+   * One BATCH (pushed, or the answer to a PULL): taken within the journal's room and
+   * ACKed once durable, or refused whole: NO_SPACE (nothing taken; the primary sends it
+   * again when told there is room), REORDER_FULL, or BAD_RECORD (the stream is closed).
+   */
+  private async handleBatch(connection: ReplConnection, open: OpenGroup, message: ReplMessageOf<"BATCH">, logger: Logger, pullId: number | undefined): Promise<void> {
+    const target = open.target;
+    if (target.record.state === "takeover" || target.takingOver) {
+      connection.fail("TAKEN_OVER", `group ${target.name} was taken over`);
+      return;
+    }
+    if (message.records.length > 0) {
+      const result = await target.receiveBatch(message.records);
+      if (!result.ok && result.reason === "stopped") {
+        // Full disk or I/O error here: nothing taken; the primary keeps the records and sends
+        // them again once this group resumed (ACK batchId 0), or after its backoff.
+        open.refusedForSpace = true;
+        if (pullId !== undefined) target.pulls.refused(pullId, 0);
+        connection.send({ type: "NACK", groupHandle: open.handle, code: result.errno === "ENOSPC" ? "NO_SPACE" : "INTERNAL", refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
+        return;
+      }
+      if (!result.ok) {
+        if (result.reason === "journal-full") {
+          open.refusedForSpace = true;
+          if (pullId !== undefined) target.pulls.refused(pullId, result.bytesNeeded ?? 0);
+          const text = target.spaceReason(this.host.frontierHolder(target)) ?? `journal full: ${result.detail}`;
+          connection.send({ type: "NACK", groupHandle: open.handle, code: "NO_SPACE", refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: text.slice(0, 512) });
+          this.schedulePulls(target);
+          return;
+        }
+        if (pullId !== undefined) target.pulls.journaled(pullId);
+        logger.warn({ event: "repl_batch_refused", group: target.name, reason: result.reason, detail: result.detail }, "batch refused");
+        const code = result.reason === "bad-sequence" || result.reason === "position-not-increasing" ? "BAD_RECORD" : "REORDER_FULL";
+        connection.send({ type: "NACK", groupHandle: open.handle, code, refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
+        if (code === "BAD_RECORD") connection.fail("BAD_RECORD", result.detail);
+        return;
+      }
+      if (target.record.state === "replicating") this.host.kickReflector();
+    }
+    this.sendAck(open, message.batchId);
+    if (pullId !== undefined) target.pulls.journaled(pullId);
+    this.schedulePulls(target);
+  }
+
+  /** ACK: the batch is durable (batchId 0: no batch, a progress report that also says "there is room again"). */
+  private sendAck(open: OpenGroup, batchId: number): void {
+    const target = open.target;
+    open.connection.send({
+      type: "ACK",
+      groupHandle: open.handle,
+      batchId,
+      arrivedSequence: target.receiver.arrivedSequence,
+      reflectedSequence: asSequence(Math.min(target.reflectedSequence, target.arrivedSequence)),
+      arrivedWriteTimeUs: target.arrivedPosition.writeTimeUs,
+      arrivedAcceptNumber: target.arrivedPosition.acceptNumber,
+    });
+  }
+
+  /** Reflection trimmed the group's journal: take what waited in memory, then let the primary send again. */
+  private onJournalSpace(target: TargetGroup): void {
+    target.drainParked().then(() => {
+      if (target.record.state === "replicating") this.host.kickReflector();
+      this.schedulePulls(target);
+      for (const open of this.opensByTarget.get(target) ?? []) {
+        if (!open.refusedForSpace || open.connection.closed) continue;
+        if (open.transfer === "pull" && target.pulls.blockedOnRoom) continue; // not enough room yet
+        open.refusedForSpace = false;
+        this.sendAck(open, 0);
+      }
+    }, (error: unknown) => {
+      this.logger.error({ event: "repl_group_error", group: target.name, err: error }, "journaling parked records failed");
+      target.lastError = (error as Error).message;
+      for (const open of this.opensByTarget.get(target) ?? []) open.connection.fail("INTERNAL", (error as Error).message);
+    });
+  }
+
+  private forgetOpen(open: OpenGroup): void {
+    const opens = this.opensByTarget.get(open.target);
+    opens?.delete(open);
+    if (opens !== undefined && opens.size === 0) this.opensByTarget.delete(open.target);
+    if (open.transfer === "pull") {
+      // Its open PULL is lost with it: ask for the same range on another stream.
+      open.target.pulls.removeStream(open.connectionId);
+      this.schedulePulls(open.target);
+    }
+  }
+
+  /** Pull mode: send the PULLs the planner wants (core/pull-planner.ts). */
+  private schedulePulls(target: TargetGroup): void {
+    if (target.record.state !== "replicating" || target.takingOver || target.stopped !== undefined) return;
+    for (;;) {
+      const request = target.pulls.next({
+        needSequence: target.receiver.nextSequence,
+        parked: target.receiver.parked,
+        journalFreeBytes: target.journal.freeBytes,
+        reorderBytes: target.receiver.reorderBytes,
+      });
+      if (request === undefined) break;
+      let open: OpenGroup | undefined;
+      for (const candidate of this.opensByTarget.get(target) ?? []) {
+        if (candidate.connectionId === request.stream && candidate.transfer === "pull" && !candidate.connection.closed) open = candidate;
+      }
+      if (open === undefined) {
+        target.pulls.removeStream(request.stream); // gone meanwhile: the planner picks another
+        continue;
+      }
+      open.connection.send({ type: "PULL", groupHandle: open.handle, fromSequence: asSequence(request.fromSequence), maxBytes: request.maxBytes });
+      open.connection.expectAnswer();
+    }
+    if (target.pulls.blockedOnRoom) {
+      target.noteSpaceWait(`no room to pull sequence ${target.receiver.nextSequence} on`);
+      const opens = [...(this.opensByTarget.get(target) ?? [])].filter((o) => o.transfer === "pull" && !o.connection.closed);
+      const report = opens[0];
+      if (report !== undefined && !opens.some((o) => o.refusedForSpace)) {
+        report.refusedForSpace = true;
+        const text = target.spaceReason(this.host.frontierHolder(target)) ?? "journal full";
+        report.connection.send({ type: "NACK", groupHandle: report.handle, code: "NO_SPACE", refType: "BATCH", refId: 0, arrivedSequence: target.receiver.arrivedSequence, text: text.slice(0, 512) });
+      }
+    }
   }
 }

@@ -6,6 +6,7 @@
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { positionZero, type Position } from "../core/position.ts";
+import { PullPlanner } from "../core/pull-planner.ts";
 import { GroupReceiver, type ReceiveResult } from "../core/receiver.ts";
 import { asAcceptNumber, asSequence, asWriteTimeUs } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
@@ -73,7 +74,17 @@ export class TargetGroup {
   /** Serialises OPEN_GROUP handling across streams. */
   openChain: Promise<void> = Promise.resolve();
   private readonly stopControl: GroupStopControl;
+  private readonly clock: Clock;
   private closed = false;
+  /** Pull mode: which PULL goes out next (shared by the streams that opened the group). */
+  readonly pulls = new PullPlanner();
+  /**
+   * Back-pressure: set while the journal could not take what arrived (a batch refused, or
+   * the next record parked in memory): since when (monotonic ms) and why.
+   */
+  private spaceWait: { readonly sinceMs: number; detail: string } | undefined;
+  /** Called after a trim freed journal space (the replication listener resumes the group). */
+  onJournalSpace: () => void = () => undefined;
 
   constructor(options: {
     groupId: number;
@@ -91,10 +102,15 @@ export class TargetGroup {
     this.groupId = options.groupId;
     this.name = options.name;
     this.record = options.record;
+    this.clock = options.clock;
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock,
       attemptResume: () => this.attemptResume(),
-      onStateChange: options.onStateChange,
+      onStateChange: () => {
+        options.onStateChange();
+        // Resumed: like a trim, room again (parked records, the primary's refused batches, pulls).
+        if (this.stopped === undefined) this.onJournalSpace();
+      },
     });
     this.journal = options.journal;
     this.volumes = options.volumes;
@@ -126,6 +142,7 @@ export class TargetGroup {
     this.readAhead = [];
     this.readAheadHead = 0;
     this.receiver = this.newReceiver(undefined);
+    this.pulls.restart();
   }
 
   get arrivedSequence(): number {
@@ -156,15 +173,51 @@ export class TargetGroup {
         }
       }
     }
-    const result = this.receiver.receive(records);
-    if (!result.ok || result.append.length === 0) return result;
+    // Back-pressure: the receiver hands out no more than the journal can take now, checked
+    // before anything is handed out; a batch that does not fit changes nothing.
+    const result = this.receiver.receive(records, this.journal.freeBytes);
+    if (!result.ok) {
+      if (result.reason === "journal-full") {
+        this.noteSpaceWait(result.detail);
+        // Records parked ahead of this batch may fit even though the batch does not.
+        const drained = await this.drainParked();
+        if (drained !== undefined) return drained;
+      }
+      return result;
+    }
+    if (this.receiver.parked) this.noteSpaceWait(`sequence ${this.receiver.nextSequence} waits in memory for journal room`);
+    else if (result.append.length > 0) this.noteSpaceFree();
+    if (result.append.length === 0) return result;
+    return (await this.appendDurably(result.append)) ?? result;
+  }
+
+  /** The journal freed room: hand out parked records, if any, and make them durable. Returns a stop, if one happened. */
+  async drainParked(): Promise<TargetReceiveResult | undefined> {
+    if (!this.receiver.parked || this.stopped !== undefined) return undefined;
+    const { append, dropped } = this.receiver.drain(this.journal.freeBytes);
+    if (dropped > 0) this.logger.warn({ event: "target_parked_dropped", records: dropped }, "buffered records out of position order dropped; the primary sends them again");
+    if (!this.receiver.parked) this.noteSpaceFree();
+    return append.length === 0 ? undefined : this.appendDurably(append);
+  }
+
+  /**
+   * Appends a run the receiver handed out (all of it fits: checked before) and counts it
+   * arrived once durable. Undefined when done; a "stopped" result when the disk refused.
+   */
+  private async appendDurably(run: readonly JournalRecord[]): Promise<TargetReceiveResult | undefined> {
     // Records are views into socket chunks; the journal writes them before the chunk is reused (writev holds them).
-    this.appendsInFlight += result.append.length;
+    this.appendsInFlight += run.length;
     let last = 0;
     const journal = this.journal;
     try {
-      for (const record of result.append) {
+      for (const record of run) {
         void journal.append(record).catch(() => undefined); // failures surface through sync()
+        if (journal.lastSequence !== record.sequence) {
+          // The receiver counted it as handed out and the room was checked: only a failed or
+          // closed journal refuses it (the group stops, or is being converted, and starts over).
+          if (journal.failed !== undefined) throw journal.failed;
+          throw new Error(`journal of ${this.name} did not take sequence ${record.sequence} the receiver handed out (it holds through ${journal.lastSequence})`);
+        }
         this.tail.push(record);
         last = record.sequence;
       }
@@ -178,7 +231,7 @@ export class TargetGroup {
       const stopped = this.stopped;
       return { ok: false, reason: "stopped", detail: stopped?.reason ?? (error as Error).message, errno: stopped?.errno ?? "EIO" };
     } finally {
-      this.appendsInFlight -= result.append.length;
+      this.appendsInFlight -= run.length;
     }
     if (this.journal !== journal) return { ok: false, reason: "stopped", detail: "the group was stopped and resumed meanwhile", errno: "EIO" };
     this.stopControl.noteProgress(journal.dir);
@@ -186,8 +239,50 @@ export class TargetGroup {
     const durable = Math.min(this.journal.durableSequence, this.receiver.handedOutSequence);
     if (durable > this.receiver.arrivedSequence) this.receiver.markDurable(asSequence(durable));
     assert(this.receiver.arrivedSequence >= last, "what this batch appended is arrived once durable");
-    return result;
+    return undefined;
   }
+
+  /** Reflector checkpoint: trims the journal behind the reflected sequence; freed room resumes the group. */
+  async trimThrough(sequence: number): Promise<void> {
+    const before = this.journal.usedBytes;
+    await this.journal.trimThrough(sequence);
+    if (this.journal.usedBytes < before) this.onJournalSpace();
+  }
+
+  /** Whether the group waits for journal room (back-pressure on the primary). */
+  get waitingForSpace(): boolean {
+    return this.spaceWait !== undefined;
+  }
+
+  /**
+   * The status reason while the group waits for journal room. `holder`: the group of the
+   * consistency domain that holds reflection back (its arrived position is the frontier),
+   * when it is another one.
+   */
+  spaceReason(holder: string | undefined): string | null {
+    if (this.spaceWait === undefined) return null;
+    const usage = `${formatMiB(this.journal.usedBytes)} of ${formatMiB(this.journal.bytesMax)}`;
+    const why = holder === undefined ? "waiting for reflection to free space" : `waiting for reflection (held by group ${holder})`;
+    return `journal full (${usage}): ${why}`;
+  }
+
+  /** The primary was told the journal is out of room (or what came was parked): log once per episode. */
+  noteSpaceWait(detail: string): void {
+    if (this.spaceWait !== undefined) {
+      this.spaceWait.detail = detail;
+      return;
+    }
+    this.spaceWait = { sinceMs: this.clock.monotonicMs(), detail };
+    this.logger.warn({ event: "target_journal_full", usedBytes: this.journal.usedBytes, bytesMax: this.journal.bytesMax, detail }, "target journal full: taking no more records until reflection frees space");
+  }
+
+  private noteSpaceFree(): void {
+    const wait = this.spaceWait;
+    if (wait === undefined) return;
+    this.spaceWait = undefined;
+    this.logger.info({ event: "target_journal_room", waitedMs: Math.round(this.clock.monotonicMs() - wait.sinceMs), usedBytes: this.journal.usedBytes }, "target journal has room again; receiving");
+  }
+
 
   /** Set while the group is stopped by a full disk or an I/O error (its journal or a volume). */
   get stopped(): GroupStop | undefined {
@@ -247,6 +342,7 @@ export class TargetGroup {
     this.readAhead = [];
     this.readAheadHead = 0;
     this.receiver = this.newReceiver(lastRecordPosition);
+    this.pulls.restart();
     this.logger.info({ event: "group_journal_reread", group: this.name, arrived: this.receiver.arrivedSequence, reflected: this.reflectedSequence }, "journal re-read from disk and verified");
     return { kind: "resumed" };
   }
@@ -313,4 +409,8 @@ export class TargetGroup {
     this.reflectedSequence = record.sequence;
     this.reflectedPosition = { writeTimeUs: record.writeTimeUs, acceptNumber: record.acceptNumber };
   }
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
 }

@@ -12,7 +12,8 @@
 //  16  u64 offsetBytes
 //  24  u64 sequence
 // All little-endian. A write's payload has lengthBytes bytes; other kinds have none.
-import { journalRecordPayloadBytesMax } from "../core/limits.ts";
+import { journalRecordBytesMax, journalRecordPayloadBytesMax } from "../core/limits.ts";
+import { assert } from "../core/assert.ts";
 import {
   asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs,
   type AcceptNumber, type MarkerNumber, type SequenceNumber, type VolumeId, type WriteTimeUs,
@@ -22,6 +23,7 @@ import { checksum, readU64LE, writeU64LE } from "./bytes.ts";
 export const journalRecordMagic = 0x524a4d54; // "TMJR" read little-endian
 export const journalRecordVersion = 1;
 export const journalHeaderBytes = 64;
+assert(journalHeaderBytes + journalRecordPayloadBytesMax === journalRecordBytesMax, "limits.ts counts the record header right");
 
 export const RecordKind = {
   /** Host data for [offset, offset+length). */

@@ -180,6 +180,8 @@ export class GroupJournal {
   private writer: Promise<void> | undefined;
   private syncInFlight: Promise<void> | undefined;
   private rolling = false;
+  /** Settles when the roll in progress is done (trimThrough waits for it: the old segment becomes trimmable). */
+  private rollFinished: Promise<void> | undefined;
   /** Bytes written since the last fdatasync started. */
   private unsyncedBytes = 0;
   private closing = false;
@@ -345,6 +347,8 @@ export class GroupJournal {
     const last = segments[segments.length - 1];
     assert(first !== undefined && last !== undefined, "recovered segments exist");
     const journal = new GroupJournal(dir, options, segments, activeHandle, bytes);
+    // A journal written before full segments were left at once (or under a smaller limit).
+    if (last.sizeBytes >= journal.segmentBytesMax) await journal.roll();
     const report: RecoveryReport = {
       firstSequence: asSequence(first.firstSequence), lastSequence: asSequence(last.lastSequence), records, bytes,
       tornBytesCut, tornReason, maxWriteTimeUs, maxAcceptNumber, maxMarkerNumber, segments: segments.length,
@@ -525,6 +529,10 @@ export class GroupJournal {
     iov.length = 0;
     this.settleAppendGroups();
     this.kickSync();
+    // A full segment is left now, not at the next append: a full journal can then trim
+    // everything but a segment under a quarter of its size, so a largest record always
+    // fits again once the trim floor allows (journalBytesMin, limits.ts).
+    if (segment.sizeBytes >= this.segmentBytesMax) await this.roll();
   }
 
   /**
@@ -584,6 +592,8 @@ export class GroupJournal {
     const old = this.activeSegment();
     assert(old.lastSequence === this.writtenSequenceValue, "every queued write to the old segment is done");
     this.rolling = true;
+    const finished = Promise.withResolvers<void>();
+    this.rollFinished = finished.promise;
     try {
       if (this.syncInFlight !== undefined) await this.syncInFlight;
       this.throwIfFailed();
@@ -599,6 +609,8 @@ export class GroupJournal {
       await fsyncDirectory(this.dir);
     } finally {
       this.rolling = false;
+      this.rollFinished = undefined;
+      finished.resolve();
     }
     this.kickSync();
   }
@@ -823,11 +835,28 @@ export class GroupJournal {
   }
 
   /**
+   * Bytes trimThrough(sequence) would free: whole segments before the active one, all at or
+   * below `sequence` (and the active one while it is being left: trimThrough waits for that).
+   */
+  trimmableBytes(sequence: number): number {
+    let bytes = 0;
+    const candidates = this.rolling ? this.segments.length : this.segments.length - 1;
+    for (let i = 0; i < candidates; i += 1) {
+      const segment = this.segments[i];
+      assert(segment !== undefined, "segment in range");
+      if (segment.lastSequence > sequence) break;
+      bytes += segment.sizeBytes;
+    }
+    return bytes;
+  }
+
+  /**
    * Deletes whole segments whose records all have sequence <= `sequence` (never the active
    * one), oldest first, then fsyncs the directory. A crash part-way leaves a contiguous
    * suffix, which recovery accepts.
    */
   async trimThrough(sequence: number): Promise<void> {
+    if (this.rollFinished !== undefined) await this.rollFinished;
     const victims: Segment[] = [];
     for (;;) {
       const oldest = this.segments[0];

@@ -14,10 +14,11 @@ import type { PairInfo } from "../../src/node/control.ts";
 
 const MiB = 1024 * 1024;
 const volumeBytes = 64 * MiB;
-const journalBytes = 16 * MiB;
+/** The smallest journal a group may have (journalBytesMin). */
+const journalBytes = 64 * MiB;
 const writeBytes = 1 * MiB;
 /** More than twice the journal: the writer must wait for the secondary. */
-const totalWrites = 40;
+const totalWrites = 160;
 
 function rssBytes(pid: number): number {
   const match = /^VmRSS:\s+(\d+)\s+kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));

@@ -1,11 +1,16 @@
 // The deterministic replication simulation: one primary node, one secondary node, G groups
 // (one pair each, N streams), hosts issuing dependent writes across groups, a network that
-// delays, reorders, duplicates, drops and cuts, and crashes of either node at any tick.
+// delays, reorders, duplicates, drops and cuts, streams that go silent (messages vanish, no
+// cut: the answer deadlines of core/liveness.ts must find them), a secondary journal that
+// fills (back-pressure: NO_SPACE, parked records), pulls planned by core/pull-planner.ts and
+// answered exactly at fromSequence, and crashes of either node at any tick.
 // It is built from the real core (stamp, receiver, reflect, sender); only disks, sockets
 // and clocks are simulated. After every tick the checker compares the secondary's image
 // with the model of the primary's history (I1, I2); a heal phase must converge (I4).
 // One seed decides the shape, the rates and every choice, so a failure replays exactly.
 import { InvariantError } from "../../src/core/assert.ts";
+import { AnswerWatch } from "../../src/core/liveness.ts";
+import { PullPlanner } from "../../src/core/pull-planner.ts";
 import { comparePositions, formatPosition, positionOf, positionZero, type Position } from "../../src/core/position.ts";
 import { GroupReceiver } from "../../src/core/receiver.ts";
 import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../../src/core/reflect.ts";
@@ -47,6 +52,9 @@ export interface SimStats {
   secondaryCrashes: number;
   recordsLostOnPrimaryCrash: number;
   timeAdvances: number;
+  noSpaceRefusals: number;
+  silentStreams: number;
+  stuckStreamsClosed: number;
 }
 
 class SimFailure extends Error {
@@ -115,6 +123,11 @@ interface Config {
   timeAdvanceIntervalUs: number;
   resetReorderOnReconnect: boolean;
   pullRate: number;
+  /** The secondary's journal limit per group (Infinity: never full). */
+  secondaryJournalBytesMax: number;
+  silentRate: number;
+  /** Ticks a request may go unanswered before its stream counts as stuck and is closed. */
+  answerTimeoutTicks: number;
 }
 
 function makeConfig(rng: Prng): Config {
@@ -157,6 +170,10 @@ function makeConfig(rng: Prng): Config {
     timeAdvanceIntervalUs: rng.int(3, 50) * tickUs,
     resetReorderOnReconnect: rng.chance(0.5),
     pullRate: 0.2 + rng.float() * 0.8,
+    // Room for a batch (or one record) once everything is reflected, as journalBytesMin gives.
+    secondaryJournalBytesMax: rng.chance(0.4) ? rng.int(batchBytesMax + recordMaxBytes, 3 * (batchBytesMax + recordMaxBytes)) : Number.POSITIVE_INFINITY,
+    silentRate: rng.float() * 0.004,
+    answerTimeoutTicks: rng.int(40, 120),
   };
 }
 
@@ -166,7 +183,8 @@ function describe(c: Config): string {
     `transfer=${c.transfer}`, `reflect=${c.reflect}`, `policy=${c.policy}`, `hosts=${c.hosts}`,
     `batch=${c.batchRecordsMax}rec/${c.batchBytesMax}B`, `window=${c.perStreamMax}x, ${c.inFlightRecordsMax}rec/${c.inFlightBytesMax}B`,
     `reorder=${c.reorderRecordsMax}rec/${c.reorderBytesMax}B`, `delay<=${c.delayTicksMax}`,
-    `timeAdvance=${c.timeAdvanceIntervalUs / tickUs}ticks`,
+    `timeAdvance=${c.timeAdvanceIntervalUs / tickUs}ticks`, `secondaryJournal=${c.secondaryJournalBytesMax}B`,
+    `answerTimeout=${c.answerTimeoutTicks}ticks`,
   ].join(" ");
 }
 
@@ -206,6 +224,8 @@ interface SecondaryGroup {
   pendingAcks: { stream: number; epoch: number; batchId: number }[];
   /** For the "ignore-gaps" fault only: the highest position received, gaps or not. */
   maxReceivedPosition: Position;
+  /** Pull mode: which PULL goes out next (the real planner). */
+  planner: PullPlanner;
 }
 
 interface Link {
@@ -214,13 +234,20 @@ interface Link {
   readonly streamUp: boolean[];
   readonly streamEpoch: number[];
   readonly streamReconnectAtTick: number[];
-  readonly pullsOutstanding: number[];
+  /** A silent stream loses every message until this tick, without a cut. */
+  readonly silentUntilTick: number[];
+  /** Per stream: the primary's batches, the secondary's PULLs awaiting an answer (the real deadline logic). */
+  readonly primaryWatch: AnswerWatch[];
+  readonly secondaryWatch: AnswerWatch[];
+  /** Push: the secondary refused a batch for lack of room; nothing is sent before this tick (a trim wakes it). */
+  noSpaceUntilTick: number;
 }
 
 type Message =
   | { readonly t: "batch"; readonly batchId: number; readonly records: readonly SimRecord[] }
   | { readonly t: "ack"; readonly batchId: number; readonly arrived: number }
-  | { readonly t: "pull"; readonly maxBytes: number }
+  | { readonly t: "nack-space"; readonly batchId: number }
+  | { readonly t: "pull"; readonly fromSequence: number; readonly maxBytes: number }
   | { readonly t: "nothing" };
 
 interface InFlight {
@@ -246,6 +273,7 @@ export class World {
   readonly stats: SimStats = {
     records: 0, dataRecords: 0, reflected: 0, batches: 0, duplicatesDropped: 0, refusals: 0, streamCuts: 0,
     fullCuts: 0, primaryCrashes: 0, secondaryCrashes: 0, recordsLostOnPrimaryCrash: 0, timeAdvances: 0,
+    noSpaceRefusals: 0, silentStreams: 0, stuckStreamsClosed: 0,
   };
   tick = 0;
   private healing = false;
@@ -297,7 +325,10 @@ export class World {
         streamUp: new Array<boolean>(c.streams).fill(false),
         streamEpoch: new Array<number>(c.streams).fill(0),
         streamReconnectAtTick: new Array<number>(c.streams).fill(0),
-        pullsOutstanding: new Array<number>(c.streams).fill(0),
+        silentUntilTick: new Array<number>(c.streams).fill(0),
+        primaryWatch: Array.from({ length: c.streams }, () => new AnswerWatch(c.answerTimeoutTicks)),
+        secondaryWatch: Array.from({ length: c.streams }, () => new AnswerWatch(c.answerTimeoutTicks)),
+        noSpaceUntilTick: 0,
       });
     }
     for (let h = 0; h < c.hosts; h += 1) {
@@ -353,7 +384,7 @@ export class World {
       id, journal, trimBase, durableCount: journal.length,
       receiver: this.newReceiver(arrived, arrivedPosition),
       checkpoint, reflected: checkpoint.sequence, reflectedPosition: checkpoint.position,
-      pendingAcks: [], maxReceivedPosition: arrivedPosition,
+      pendingAcks: [], maxReceivedPosition: arrivedPosition, planner: new PullPlanner({ bytesMax: this.config.batchBytesMax }),
     };
   }
 
@@ -500,6 +531,7 @@ export class World {
     const link = this.links[g];
     if (link === undefined || !link.streamUp[stream]) return;
     const epoch = link.streamEpoch[stream] ?? 0;
+    if (this.tick < (link.silentUntilTick[stream] ?? 0)) return; // vanishes: no cut, no error
     if (!this.healing && this.rng.chance(this.config.dropRate)) {
       this.cutStream(g, stream); // a lost message means a broken connection (TCP does not drop silently)
       return;
@@ -524,17 +556,23 @@ export class World {
     return { records, bytes };
   }
 
-  private sendBatch(gi: number, stream: number, maxBytes?: number): boolean {
+  private sendBatch(gi: number, stream: number): boolean {
     const g = this.pgroups[gi];
     if (g?.sender === undefined) return false;
-    const plan = g.sender.planBatch(stream, this.durableSequence(g), maxBytes);
+    const plan = g.sender.planBatch(stream, this.durableSequence(g));
     if (plan === undefined) return false;
+    return this.sendPlan(gi, stream, g, plan);
+  }
+
+  private sendPlan(gi: number, stream: number, g: PrimaryGroup, plan: BatchPlan): boolean {
+    if (g.sender === undefined) return false;
     const { records, bytes } = this.buildBatch(g, plan);
     const last = records[records.length - 1];
     if (last === undefined) throw new SimFailure("model", "empty batch");
     if (!g.sender.commitBatch(plan, last.sequence, bytes)) return false;
     this.stats.batches += 1;
     this.send(gi, stream, true, { t: "batch", batchId: plan.batchId, records });
+    if (!plan.pull) this.links[gi]?.primaryWatch[stream]?.requestSent(this.tick);
     return true;
   }
 
@@ -542,26 +580,59 @@ export class World {
     if (!this.primaryUp || this.config.transfer !== "push") return;
     for (let gi = 0; gi < this.pgroups.length; gi += 1) {
       const link = this.links[gi];
-      if (link === undefined || !link.connected) continue;
+      if (link === undefined || !link.connected || this.tick < link.noSpaceUntilTick) continue;
       for (let s = 0; s < this.config.streams; s += 1) {
         for (let i = 0; i < 8 && link.streamUp[s] === true; i += 1) if (!this.sendBatch(gi, s)) break;
       }
     }
   }
 
+  /** Pull: the secondary's planner decides every PULL (one open per group, from the need or the cursor, within the journal's room). */
   private pullStep(): void {
     if (!this.secondaryUp || this.config.transfer !== "pull") return;
     for (let gi = 0; gi < this.links.length; gi += 1) {
       const link = this.links[gi];
-      if (link === undefined || !link.connected) continue;
-      for (let s = 0; s < this.config.streams; s += 1) {
-        const out = link.pullsOutstanding[s] ?? 0;
-        if (link.streamUp[s] === true && out < this.config.perStreamMax && this.rng.chance(this.config.pullRate)) {
-          link.pullsOutstanding[s] = out + 1;
-          this.send(gi, s, false, { t: "pull", maxBytes: this.rng.int(recordHeaderBytes, this.config.batchBytesMax) });
+      const g = this.sgroups[gi];
+      if (link === undefined || g === undefined || !link.connected || !(this.healing || this.rng.chance(this.config.pullRate))) continue;
+      for (;;) {
+        const req = g.planner.next({ needSequence: g.receiver.nextSequence, parked: g.receiver.parked, journalFreeBytes: this.secondaryFree(g), reorderBytes: g.receiver.reorderBytes });
+        if (req === undefined) break;
+        if (link.streamUp[req.stream] !== true) {
+          g.planner.removeStream(req.stream);
+          continue;
         }
+        this.send(gi, req.stream, false, { t: "pull", fromSequence: req.fromSequence, maxBytes: req.maxBytes });
+        link.secondaryWatch[req.stream]?.requestSent(this.tick);
       }
     }
+  }
+
+  /** The answer deadlines: a stream whose requests go unanswered is closed (what it carried goes elsewhere). */
+  private watchStep(): void {
+    for (let gi = 0; gi < this.links.length; gi += 1) {
+      const link = this.links[gi];
+      if (link === undefined || !link.connected) continue;
+      for (let s = 0; s < link.streamUp.length; s += 1) {
+        if (link.streamUp[s] !== true) continue;
+        const stuck = link.primaryWatch[s]?.check(this.tick).kind === "stuck" || link.secondaryWatch[s]?.check(this.tick).kind === "stuck";
+        if (stuck) {
+          this.stats.stuckStreamsClosed += 1;
+          this.cutStream(gi, s);
+        }
+      }
+      if (!this.healing && this.rng.chance(this.config.silentRate)) {
+        const s = this.rng.int(0, link.streamUp.length - 1);
+        link.silentUntilTick[s] = this.tick + this.rng.int(10, 300);
+        this.stats.silentStreams += 1;
+      }
+    }
+  }
+
+  /** What the secondary's journal of a group can take now. */
+  private secondaryFree(g: SecondaryGroup): number {
+    let used = 0;
+    for (const r of g.journal) used += r.bytes;
+    return Math.max(0, this.config.secondaryJournalBytesMax - used);
   }
 
   private deliverStep(): void {
@@ -580,15 +651,27 @@ export class World {
   private atPrimary(m: InFlight): void {
     const g = this.pgroups[m.g];
     if (!this.primaryUp || g?.sender === undefined) return;
+    const link = this.links[m.g];
     switch (m.msg.t) {
       case "ack": {
+        link?.primaryWatch[m.stream]?.answered(this.tick);
         const res = g.sender.onAck(m.stream, m.msg.batchId, m.msg.arrived, this.durableSequence(g));
         if (!res.ok) throw new SimFailure("model", `primary refused an ack: ${res.reason}`);
         return;
       }
-      case "pull":
-        if (!this.sendBatch(m.g, m.stream, m.msg.maxBytes)) this.send(m.g, m.stream, true, { t: "nothing" });
+      case "nack-space":
+        // The secondary took none of it: resend it, after a backoff or when it reports room.
+        link?.primaryWatch[m.stream]?.answered(this.tick);
+        g.sender.onBatchRefused(m.stream, m.msg.batchId);
+        if (link !== undefined) link.noSpaceUntilTick = this.tick + this.rng.int(1, 30);
         return;
+      case "pull": {
+        // The answer starts exactly at fromSequence (or says there is nothing yet).
+        const d = g.sender.planPull(m.stream, m.msg.fromSequence, this.durableSequence(g), g.trimBase + 1, g.trimBase + g.journal.length, m.msg.maxBytes);
+        if (d.kind === "refuse") throw new SimFailure("model", `primary refused a PULL of its own secondary: ${d.reason}`);
+        if (d.kind !== "plan" || !this.sendPlan(m.g, m.stream, g, d.plan)) this.send(m.g, m.stream, true, { t: "nothing" });
+        return;
+      }
       default:
         throw new SimFailure("model", `primary got ${m.msg.t}`);
     }
@@ -598,10 +681,23 @@ export class World {
     const g = this.sgroups[m.g];
     const link = this.links[m.g];
     if (!this.secondaryUp || g === undefined || link === undefined) return;
-    if (this.config.transfer === "pull") link.pullsOutstanding[m.stream] = Math.max(0, (link.pullsOutstanding[m.stream] ?? 0) - 1);
+    let pullId: number | undefined;
+    if (this.config.transfer === "pull") {
+      link.secondaryWatch[m.stream]?.answered(this.tick);
+      const records = m.msg.t === "batch" ? m.msg.records : [];
+      pullId = g.planner.answered(m.stream, records[records.length - 1]?.sequence, records.reduce((sum, r) => sum + r.bytes, 0));
+    }
     if (m.msg.t === "nothing") return;
     if (m.msg.t !== "batch") throw new SimFailure("model", `secondary got ${m.msg.t}`);
-    const res = g.receiver.receive(m.msg.records);
+    const res = g.receiver.receive(m.msg.records, this.secondaryFree(g));
+    if (!res.ok && res.reason === "journal-full") {
+      // Back-pressure: nothing taken; the primary is told and sends it again.
+      this.stats.noSpaceRefusals += 1;
+      if (pullId !== undefined) g.planner.refused(pullId, res.bytesNeeded ?? 0);
+      this.send(m.g, m.stream, false, { t: "nack-space", batchId: m.msg.batchId });
+      return;
+    }
+    if (pullId !== undefined) g.planner.journaled(pullId);
     if (!res.ok) {
       if (res.reason === "reorder-records-full" || res.reason === "reorder-bytes-full" || res.reason === "durable-pending-full") {
         this.stats.refusals += 1;
@@ -612,11 +708,18 @@ export class World {
     }
     this.stats.duplicatesDropped += res.duplicates;
     for (const r of m.msg.records) if (comparePositions(r, g.maxReceivedPosition) > 0) g.maxReceivedPosition = positionOf(r);
-    for (const r of res.append) {
+    this.appendSecondary(g, res.append);
+    g.pendingAcks.push({ stream: m.stream, epoch: m.epoch, batchId: m.msg.batchId });
+  }
+
+  private appendSecondary(g: SecondaryGroup, run: readonly SimRecord[]): void {
+    for (const r of run) {
       if (r.sequence !== g.trimBase + g.journal.length + 1) throw new SimFailure("I2", `secondary journal of group ${g.id} would get ${r.sequence} after ${g.trimBase + g.journal.length}`);
       g.journal.push(r);
     }
-    g.pendingAcks.push({ stream: m.stream, epoch: m.epoch, batchId: m.msg.batchId });
+    let used = 0;
+    for (const r of g.journal) used += r.bytes;
+    if (used > this.config.secondaryJournalBytesMax) throw new SimFailure("model", `secondary journal of group ${g.id} holds ${used} bytes, limit ${this.config.secondaryJournalBytesMax}`);
   }
 
   private secondaryJournalStep(): void {
@@ -642,7 +745,10 @@ export class World {
     link.streamUp[stream] = false;
     link.streamEpoch[stream] = (link.streamEpoch[stream] ?? 0) + 1;
     link.streamReconnectAtTick[stream] = this.tick + this.rng.int(1, 40);
-    link.pullsOutstanding[stream] = 0;
+    link.silentUntilTick[stream] = 0;
+    link.primaryWatch[stream]?.reset();
+    link.secondaryWatch[stream]?.reset();
+    this.sgroups[gi]?.planner.removeStream(stream);
     this.pgroups[gi]?.sender?.onStreamLost(stream);
   }
 
@@ -655,7 +761,10 @@ export class World {
     for (let s = 0; s < link.streamUp.length; s += 1) {
       link.streamUp[s] = false;
       link.streamEpoch[s] = (link.streamEpoch[s] ?? 0) + 1;
-      link.pullsOutstanding[s] = 0;
+      link.silentUntilTick[s] = 0;
+      link.primaryWatch[s]?.reset();
+      link.secondaryWatch[s]?.reset();
+      this.sgroups[gi]?.planner.removeStream(s);
     }
     this.pgroups[gi]?.sender?.onConnectionLost();
   }
@@ -674,11 +783,17 @@ export class World {
         if (!res.ok) throw new SimFailure("model", `handshake refused: ${res.reason}`);
         if (this.config.resetReorderOnReconnect) sg.receiver.resetReorderBuffer();
         link.connected = true;
-        for (let s = 0; s < link.streamUp.length; s += 1) link.streamUp[s] = true;
+        for (let s = 0; s < link.streamUp.length; s += 1) {
+          link.streamUp[s] = true;
+          sg.planner.addStream(s);
+        }
         continue;
       }
       for (let s = 0; s < link.streamUp.length; s += 1) {
-        if (link.streamUp[s] !== true && this.tick >= (link.streamReconnectAtTick[s] ?? 0)) link.streamUp[s] = true;
+        if (link.streamUp[s] !== true && this.tick >= (link.streamReconnectAtTick[s] ?? 0)) {
+          link.streamUp[s] = true;
+          sg.planner.addStream(s);
+        }
       }
     }
   }
@@ -753,13 +868,19 @@ export class World {
   /** Volumes fdatasync'd, then the reflected checkpoint persisted; the journal trims behind it. */
   private checkpoint(): void {
     this.unsynced.clear();
-    for (const g of this.sgroups) {
+    for (let gi = 0; gi < this.sgroups.length; gi += 1) {
+      const g = this.sgroups[gi];
+      if (g === undefined) continue;
       g.checkpoint = { sequence: g.reflected, position: g.reflectedPosition };
       const n = g.checkpoint.sequence - g.trimBase;
       if (n > 0 && this.rng.chance(0.7)) {
         g.journal = g.journal.slice(n);
         g.durableCount -= n;
         g.trimBase = g.checkpoint.sequence;
+        // The trim frees room: parked records go to the journal, the primary may send again.
+        this.appendSecondary(g, g.receiver.drain(this.secondaryFree(g)).append);
+        const link = this.links[gi];
+        if (link !== undefined) link.noSpaceUntilTick = Math.min(link.noSpaceUntilTick, this.tick);
       }
     }
   }
@@ -827,6 +948,7 @@ export class World {
     this.pullStep();
     this.senderStep();
     this.deliverStep();
+    this.watchStep();
     this.secondaryJournalStep();
     this.reflectStep();
     this.check();

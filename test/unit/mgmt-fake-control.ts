@@ -119,6 +119,7 @@ export class FakeControl implements NodeControl, PairControl {
       journalSegments: 1,
       lastWriteTimeUs: 0,
       state: "ok",
+      heldWrites: 0,
       reason: null,
     };
     this.groups.set(name, group);
