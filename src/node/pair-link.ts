@@ -364,7 +364,8 @@ export class PairLink {
   }
 
   private onNack(stream: Stream, connection: ReplConnection, message: Extract<ReplMessage, { type: "NACK" }>): void {
-    if (message.refType === "BATCH" || message.refType === "COPY_DATA" || message.refType === "COPY_ZEROES") connection.answered();
+    // refId 0 refers to no batch (a report): not an answer.
+    if ((message.refType === "BATCH" || message.refType === "COPY_DATA" || message.refType === "COPY_ZEROES") && message.refId !== 0) connection.answered();
     if ((message.code === "NO_SPACE" || message.code === "INTERNAL") && message.refType === "BATCH") {
       // The secondary cannot store records now (its journal full, a full disk, an I/O error
       // there): it took none of the batch. The records wait in this node's journal; the pair

@@ -362,16 +362,24 @@ export class ReplServer {
     });
   }
 
-  /** Reflection trimmed the group's journal: take what waited in memory, then let the primary send again. */
+  /**
+   * Reflection trimmed the group's journal (or it resumed after a stop): take what waited in
+   * memory, then let the primary send again. Records taken from memory are reported with an
+   * ACK of batchId 0 on the push streams: no batch's ACK carries them, and a primary whose
+   * window is full of answered batches would otherwise never hear that they arrived.
+   */
   private onJournalSpace(target: TargetGroup): void {
+    const arrivedBefore = target.receiver.arrivedSequence;
     target.drainParked().then(() => {
       if (target.record.state === "replicating") this.host.kickReflector();
       this.schedulePulls(target);
+      const progressed = target.receiver.arrivedSequence > arrivedBefore;
       for (const open of this.opensByTarget.get(target) ?? []) {
-        if (!open.refusedForSpace || open.connection.closed) continue;
-        if (open.transfer === "pull" && target.pulls.blockedOnRoom) continue; // not enough room yet
-        open.refusedForSpace = false;
-        this.sendAck(open, 0);
+        if (open.connection.closed) continue;
+        if (open.transfer === "pull" ? open.refusedForSpace && !target.pulls.blockedOnRoom : open.refusedForSpace || progressed) {
+          open.refusedForSpace = false;
+          this.sendAck(open, 0);
+        }
       }
     }, (error: unknown) => {
       this.logger.error({ event: "repl_group_error", group: target.name, err: error }, "journaling parked records failed");

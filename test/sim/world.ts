@@ -239,16 +239,21 @@ interface Link {
   /** Per stream: the primary's batches, the secondary's PULLs awaiting an answer (the real deadline logic). */
   readonly primaryWatch: AnswerWatch[];
   readonly secondaryWatch: AnswerWatch[];
+  /** Per stream: batch ids sent and not answered (the network may duplicate an answer; TCP would not). */
+  readonly awaitingAnswer: Set<number>[];
+  /** Per stream: PULLs sent and not answered. */
+  readonly awaitingPull: Set<number>[];
   /** Push: the secondary refused a batch for lack of room; nothing is sent before this tick (a trim wakes it). */
   noSpaceUntilTick: number;
 }
 
 type Message =
-  | { readonly t: "batch"; readonly batchId: number; readonly records: readonly SimRecord[] }
+  /** `answers`: the id of the PULL it answers (pull mode), so a duplicate answer is known as one. */
+  | { readonly t: "batch"; readonly batchId: number; readonly records: readonly SimRecord[]; readonly answers?: number }
   | { readonly t: "ack"; readonly batchId: number; readonly arrived: number }
   | { readonly t: "nack-space"; readonly batchId: number }
-  | { readonly t: "pull"; readonly fromSequence: number; readonly maxBytes: number }
-  | { readonly t: "nothing" };
+  | { readonly t: "pull"; readonly pullId: number; readonly fromSequence: number; readonly maxBytes: number }
+  | { readonly t: "nothing"; readonly answers: number };
 
 interface InFlight {
   readonly atTick: number;
@@ -279,6 +284,7 @@ export class World {
   private healing = false;
   private hostsStopped = false;
   private nextUid = 1;
+  private nextPullId = 1;
 
   // Primary node.
   private primaryUp = true;
@@ -328,6 +334,8 @@ export class World {
         silentUntilTick: new Array<number>(c.streams).fill(0),
         primaryWatch: Array.from({ length: c.streams }, () => new AnswerWatch(c.answerTimeoutTicks)),
         secondaryWatch: Array.from({ length: c.streams }, () => new AnswerWatch(c.answerTimeoutTicks)),
+        awaitingAnswer: Array.from({ length: c.streams }, () => new Set<number>()),
+        awaitingPull: Array.from({ length: c.streams }, () => new Set<number>()),
         noSpaceUntilTick: 0,
       });
     }
@@ -564,15 +572,18 @@ export class World {
     return this.sendPlan(gi, stream, g, plan);
   }
 
-  private sendPlan(gi: number, stream: number, g: PrimaryGroup, plan: BatchPlan): boolean {
+  private sendPlan(gi: number, stream: number, g: PrimaryGroup, plan: BatchPlan, answers?: number): boolean {
     if (g.sender === undefined) return false;
     const { records, bytes } = this.buildBatch(g, plan);
     const last = records[records.length - 1];
     if (last === undefined) throw new SimFailure("model", "empty batch");
     if (!g.sender.commitBatch(plan, last.sequence, bytes)) return false;
     this.stats.batches += 1;
-    this.send(gi, stream, true, { t: "batch", batchId: plan.batchId, records });
-    if (!plan.pull) this.links[gi]?.primaryWatch[stream]?.requestSent(this.tick);
+    this.send(gi, stream, true, answers === undefined ? { t: "batch", batchId: plan.batchId, records } : { t: "batch", batchId: plan.batchId, records, answers });
+    if (!plan.pull) {
+      this.links[gi]?.primaryWatch[stream]?.requestSent(this.tick);
+      this.links[gi]?.awaitingAnswer[stream]?.add(plan.batchId);
+    }
     return true;
   }
 
@@ -601,8 +612,10 @@ export class World {
           g.planner.removeStream(req.stream);
           continue;
         }
-        this.send(gi, req.stream, false, { t: "pull", fromSequence: req.fromSequence, maxBytes: req.maxBytes });
+        const pullId = this.nextPullId++;
+        this.send(gi, req.stream, false, { t: "pull", pullId, fromSequence: req.fromSequence, maxBytes: req.maxBytes });
         link.secondaryWatch[req.stream]?.requestSent(this.tick);
+        link.awaitingPull[req.stream]?.add(pullId);
       }
     }
   }
@@ -654,14 +667,14 @@ export class World {
     const link = this.links[m.g];
     switch (m.msg.t) {
       case "ack": {
-        link?.primaryWatch[m.stream]?.answered(this.tick);
+        if (link?.awaitingAnswer[m.stream]?.delete(m.msg.batchId) === true) link.primaryWatch[m.stream]?.answered(this.tick);
         const res = g.sender.onAck(m.stream, m.msg.batchId, m.msg.arrived, this.durableSequence(g));
         if (!res.ok) throw new SimFailure("model", `primary refused an ack: ${res.reason}`);
         return;
       }
       case "nack-space":
         // The secondary took none of it: resend it, after a backoff or when it reports room.
-        link?.primaryWatch[m.stream]?.answered(this.tick);
+        if (link?.awaitingAnswer[m.stream]?.delete(m.msg.batchId) === true) link.primaryWatch[m.stream]?.answered(this.tick);
         g.sender.onBatchRefused(m.stream, m.msg.batchId);
         if (link !== undefined) link.noSpaceUntilTick = this.tick + this.rng.int(1, 30);
         return;
@@ -669,7 +682,7 @@ export class World {
         // The answer starts exactly at fromSequence (or says there is nothing yet).
         const d = g.sender.planPull(m.stream, m.msg.fromSequence, this.durableSequence(g), g.trimBase + 1, g.trimBase + g.journal.length, m.msg.maxBytes);
         if (d.kind === "refuse") throw new SimFailure("model", `primary refused a PULL of its own secondary: ${d.reason}`);
-        if (d.kind !== "plan" || !this.sendPlan(m.g, m.stream, g, d.plan)) this.send(m.g, m.stream, true, { t: "nothing" });
+        if (d.kind !== "plan" || !this.sendPlan(m.g, m.stream, g, d.plan, m.msg.pullId)) this.send(m.g, m.stream, true, { t: "nothing", answers: m.msg.pullId });
         return;
       }
       default:
@@ -682,7 +695,9 @@ export class World {
     const link = this.links[m.g];
     if (!this.secondaryUp || g === undefined || link === undefined) return;
     let pullId: number | undefined;
-    if (this.config.transfer === "pull") {
+    const answers = m.msg.t === "batch" || m.msg.t === "nothing" ? m.msg.answers : undefined;
+    if (answers !== undefined && link.awaitingPull[m.stream]?.delete(answers) === true) {
+      // The answer to an open PULL (a duplicate of an earlier answer is just a batch).
       link.secondaryWatch[m.stream]?.answered(this.tick);
       const records = m.msg.t === "batch" ? m.msg.records : [];
       pullId = g.planner.answered(m.stream, records[records.length - 1]?.sequence, records.reduce((sum, r) => sum + r.bytes, 0));
@@ -748,6 +763,8 @@ export class World {
     link.silentUntilTick[stream] = 0;
     link.primaryWatch[stream]?.reset();
     link.secondaryWatch[stream]?.reset();
+    link.awaitingAnswer[stream]?.clear();
+    link.awaitingPull[stream]?.clear();
     this.sgroups[gi]?.planner.removeStream(stream);
     this.pgroups[gi]?.sender?.onStreamLost(stream);
   }
@@ -764,6 +781,8 @@ export class World {
       link.silentUntilTick[s] = 0;
       link.primaryWatch[s]?.reset();
       link.secondaryWatch[s]?.reset();
+      link.awaitingAnswer[s]?.clear();
+      link.awaitingPull[s]?.clear();
       this.sgroups[gi]?.planner.removeStream(s);
     }
     this.pgroups[gi]?.sender?.onConnectionLost();
@@ -877,10 +896,14 @@ export class World {
         g.journal = g.journal.slice(n);
         g.durableCount -= n;
         g.trimBase = g.checkpoint.sequence;
-        // The trim frees room: parked records go to the journal, the primary may send again.
-        this.appendSecondary(g, g.receiver.drain(this.secondaryFree(g)).append);
+        // The trim frees room: parked records go to the journal, the primary may send again,
+        // and hears of them (a progress ACK, batchId 0, once durable): no batch carries them.
+        const drained = g.receiver.drain(this.secondaryFree(g)).append;
+        this.appendSecondary(g, drained);
         const link = this.links[gi];
         if (link !== undefined) link.noSpaceUntilTick = Math.min(link.noSpaceUntilTick, this.tick);
+        const stream = link?.streamUp.findIndex((up) => up) ?? -1;
+        if (drained.length > 0 && link !== undefined && stream >= 0) g.pendingAcks.push({ stream, epoch: link.streamEpoch[stream] ?? 0, batchId: 0 });
       }
     }
   }
