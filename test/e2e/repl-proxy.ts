@@ -9,7 +9,7 @@ import { decodeFrame } from "../../src/protocol/repl-protocol.ts";
 import { onCleanup } from "./harness.ts";
 
 /** Frame types (docs/replication-protocol.md §4). */
-export const FrameType = { OPEN_GROUP: 3, BATCH: 5, ACK: 6, NACK: 7, PULL: 8, PING: 13, PONG: 14 } as const;
+export const FrameType = { OPEN_GROUP: 3, GROUP_STATE: 4, BATCH: 5, ACK: 6, NACK: 7, PULL: 8, PING: 13, PONG: 14 } as const;
 
 export type Direction = "toSecondary" | "toPrimary";
 export type Verdict = "forward" | "hold" | "drop";
@@ -103,21 +103,28 @@ export class ReplProxy {
   }
 
   #pipe(conn: ProxiedConnection, from: net.Socket, to: net.Socket, direction: Direction): void {
+    // Chunks are kept as they come and joined once per frame (a 32 MiB BATCH arrives in
+    // hundreds of chunks: joining on every chunk would copy gigabytes).
     let pending: Buffer[] = [];
     let pendingBytes = 0;
+    let frameBytes: number | undefined;
     from.on("data", (chunk: Buffer) => {
       pending.push(chunk);
       pendingBytes += chunk.length;
       for (;;) {
-        if (pendingBytes < frameHeaderBytes) return;
-        const head = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-        pending = [head];
-        const frameBytes = frameHeaderBytes + head.readUInt32LE(8);
+        if (frameBytes === undefined) {
+          if (pendingBytes < frameHeaderBytes) return;
+          const head = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+          pending = [head];
+          frameBytes = frameHeaderBytes + head.readUInt32LE(8);
+        }
         if (pendingBytes < frameBytes) return;
-        const frame = head.subarray(0, frameBytes);
-        const rest = head.subarray(frameBytes);
+        const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+        const frame = all.subarray(0, frameBytes);
+        const rest = all.subarray(frameBytes);
         pending = rest.length > 0 ? [rest] : [];
         pendingBytes -= frameBytes;
+        frameBytes = undefined;
         const type = frame[5]!;
         conn.seen[direction].set(type, (conn.seen[direction].get(type) ?? 0) + 1);
         if (direction === "toSecondary" && type === FrameType.OPEN_GROUP) {

@@ -18,7 +18,7 @@ import { journalBytesMin } from "../../src/core/limits.ts";
 import type { GroupInfo, PairInfo } from "../../src/node/control.ts";
 import { NbdClient, assertSameImages, pairWait } from "./drill-lib.ts";
 import { cli, cliOk, mgmtJson, sleep, startNode, waitFor, type RunningNode } from "./harness.ts";
-import { ReplProxy } from "./repl-proxy.ts";
+import { FrameType, ReplProxy } from "./repl-proxy.ts";
 
 const MiB = 1024 * 1024;
 const largestWriteBytes = 32 * MiB;
@@ -117,9 +117,11 @@ void test("writes held for a full journal are released when the handshake shows 
   await cliOk(["group", "create", "g", "--volumes", "v", "--journal-size", "64M"], { node: primary.mgmtUrl });
   await cliOk(["pair", "create", "g", "--to", secondary.mgmtUrl, "--streams", "2"], { node: primary.mgmtUrl, timeoutMs: 60_000 });
 
-  // Streams reopened after the copy and ACKs flow (time advances move the acked sequence).
-  const before = (await pair(primary, "g")).arrivedSequence;
-  await waitFor("ACKs on the replicating streams", async () => (await pair(primary, "g")).arrivedSequence > before + 2, { timeoutMs: 10_000 });
+  // Both streams reopened after the copy and carry ACKs (of time advances) back to the primary.
+  await waitFor("ACKs on both replicating streams", () => {
+    const live = proxy.connections.filter((c) => !c.client.destroyed);
+    return live.length === 2 && live.every((c) => (c.seen.toPrimary.get(FrameType.GROUP_STATE) ?? 0) >= 1) && live.some((c) => (c.seen.toPrimary.get(FrameType.ACK) ?? 0) >= 2);
+  }, { timeoutMs: 10_000 });
 
   // The secondary's answers stop reaching the primary (a one-way black hole on the live
   // streams): it receives and keeps everything, the primary learns nothing and cannot trim.
