@@ -776,7 +776,7 @@ export class PairLink {
     const fraction = this.journal.usedBytes / this.journal.bytesMax;
     let noSpace: string | undefined;
     if (this.noSpace?.code === "NO_SPACE") {
-      noSpace = `secondary ${this.record.remoteNode} is out of ${/journal full/.test(this.noSpace.text) ? "journal " : ""}space for ${this.record.remoteGroup}: ${this.noSpace.text}; records wait here and are sent once it has room`;
+      noSpace = `the secondary cannot store records now: ${this.record.remoteNode} is out of ${/journal full/.test(this.noSpace.text) ? "journal " : ""}space for ${this.record.remoteGroup} (${this.noSpace.text}); they wait here and are sent once it has room`;
     } else if (this.noSpace !== undefined) {
       noSpace = `the secondary cannot store records now (${this.noSpace.text}); they wait here and are sent when it can`;
     }
