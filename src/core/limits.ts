@@ -14,28 +14,41 @@ export const nbdOptionBytesMax = 64 * KiB;
 export const nbdOptionsPerConnectionMax = 128;
 /** Requests in flight on one NBD connection before we stop reading its socket. */
 export const nbdRequestsInFlightMax = 256;
-/** NBD connections the node serves at once. */
+/** NBD connections past their handshake (in transmission) the node serves at once; past it a finished handshake is refused. */
 export const nbdConnectionsMax = 256;
+/**
+ * NBD connections still in their handshake at once, counted apart from nbdConnectionsMax: when
+ * the pool is full, the oldest handshaking connection is closed to admit the new one, so silent
+ * connections cannot lock a real client out (docs/nbd.md, "Connection limits").
+ */
+export const nbdHandshakesMax = 256;
 /** Payload bytes (write data held, read data asked for) in flight on one NBD connection before we stop reading. */
 export const nbdInFlightBytesMax = 128 * MiB;
 /** Longest string in the NBD handshake (the protocol's own cap on names and messages). */
 export const nbdStringBytesMax = 4096;
-/** A client must finish the NBD handshake within this time. */
-export const nbdHandshakeTimeoutMs = 30_000;
+/** A client must finish the NBD handshake within this time (monotonic), or its connection is closed. */
+export const nbdHandshakeTimeoutMs = 5_000;
+/** After the server ends a connection (DISC, a failed handshake), the peer's time to read the last replies and close before the socket is destroyed. */
+export const nbdCloseLingerMs = 2_000;
+/** Buffers the NBD server pooled for a burst (connections, large requests) and then left unused this long are given back to the system. */
+export const nbdBufferIdleReleaseMs = 5_000;
 /** How long closing the NBD server waits for requests in flight before it drops connections. */
 export const nbdCloseGraceMs = 5_000;
 
 /** Host protocol: largest payload of one request, and requests in flight per connection. */
 export const hostRequestBytesMax = 32 * MiB;
 export const hostRequestsInFlightMax = 256;
+/** Host protocol connections past HELLO the node serves at once; past it HELLO is refused (EBUSY). */
 export const hostConnectionsMax = 256;
+/** Host protocol connections before HELLO at once, apart from hostConnectionsMax; when full the oldest is closed. */
+export const hostHandshakesMax = 256;
 export const hostVolumesPerConnectionMax = 64;
 /** Host protocol: request payload bytes in flight per connection before we stop reading it. */
 export const hostInFlightBytesMax = 128 * MiB;
 /** Host protocol: longest UTF-8 error message carried in a reply. */
 export const hostErrorMessageBytesMax = 1024;
-/** Host protocol: a connection must complete HELLO within this time. */
-export const hostHelloTimeoutMs = 10_000;
+/** Host protocol: a connection must complete HELLO within this time (monotonic), or it is closed (ETIMEDOUT). */
+export const hostHelloTimeoutMs = 5_000;
 /** Host protocol: after an error frame, how long the peer gets to close before we destroy the socket. */
 export const hostCloseGraceMs = 2_000;
 
@@ -93,8 +106,8 @@ export const replCopyChunkBytesMax = 4 * MiB;
 export const replPairIdBytesMax = 64;
 /** Longest UTF-8 text in ERROR, NACK and CLOSE. */
 export const replMessageTextBytesMax = 1024;
-/** A replication connection must complete HELLO / HELLO_OK within this time. */
-export const replHelloTimeoutMs = 10_000;
+/** A replication connection must complete HELLO / HELLO_OK within this time (monotonic), or it is closed. */
+export const replHelloTimeoutMs = 5_000;
 /** Each side sends PING after this long without sending anything. */
 export const replPingIntervalMs = 1_000;
 /** A replication connection that received nothing for this long is dead: close it and reconnect. */
@@ -164,6 +177,11 @@ assert(hostInFlightBytesMax >= hostRequestBytesMax, "one largest host request al
 assert(groupApplyPendingBytesMax >= nbdRequestBytesMax && groupApplyPendingBytesMax >= hostRequestBytesMax, "one largest write always fits between answer and apply");
 assert(heldWritesPerGroupMax >= nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax, "a group can hold every request the front ends let be in flight");
 assert(groupResumeDelayMsMin <= groupResumeDelayMsMax, "resume backoff range");
+// A burst of well-formed clients up to the limit is accepted in one go before any of them has
+// sent its handshake: none of them may be the "oldest" closed to admit the next.
+assert(nbdHandshakesMax >= nbdConnectionsMax, "a burst of NBD clients up to the limit fits the handshake pool");
+assert(hostHandshakesMax >= hostConnectionsMax, "a burst of host clients up to the limit fits the handshake pool");
+assert(nbdCloseLingerMs < nbdHandshakeTimeoutMs && hostCloseGraceMs < hostHelloTimeoutMs, "a closing peer's grace is shorter than a handshake deadline");
 assert(replFrameBytesMax >= journalRecordPayloadBytesMax + 64 + 64, "a replication frame holds the largest journal record with its header and the frame and batch headers");
 assert(replCopyChunkBytesMax + 64 <= replFrameBytesMax, "a COPY_DATA frame fits in a frame");
 assert(replCopyChunkBytesMax % writtenMapExtentBytes === 0, "copy chunks cover whole written-map extents");
@@ -179,6 +197,10 @@ assert(replReconnectDelayMsMin <= replReconnectDelayMsMax, "reconnect backoff ra
 // are at least the window plus one largest record (a batch always carries one record).
 /** Parallel streams (connections) per pair. */
 export const replStreamsMax = 16;
+/** Replication connections past HELLO the secondary's listener serves at once; past it HELLO is refused. */
+export const replConnectionsMax = replStreamsMax * 64;
+/** Replication connections before HELLO at once, apart from replConnectionsMax; when full the oldest is closed. */
+export const replHandshakesMax = replConnectionsMax;
 /** Streams per pair when `pair create` is not told (CONTRACT.md). */
 export const replStreamsDefault = 4;
 /** A batch is cut at this size (but always carries at least one record). */
@@ -206,3 +228,4 @@ assert(replBatchBytesMax * replBatchesInFlightPerStreamMax * replStreamsMax <= r
 assert(replBatchRecordsMax <= replInFlightRecordsMax, "one batch fits the record window");
 assert(replPullBytesMax * replPullsInHandMax <= replInFlightBytesMax, "pulled batches in hand stay within a push window");
 assert(replStreamsDefault >= 1 && replStreamsDefault <= replStreamsMax, "the default stream count is allowed");
+assert(replHandshakesMax >= replConnectionsMax, "every stream of a burst of reconnecting pairs fits the handshake pool");

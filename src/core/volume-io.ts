@@ -26,7 +26,13 @@ export interface VolumeHandle {
   readonly sizeBytes: number;
   /** A pair's target is read-only (it shows the reflected image). */
   readonly readOnly: boolean;
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /**
+   * The volume's bytes [offsetBytes, offsetBytes + lengthBytes). With `into` (exactly
+   * lengthBytes long) they are read into it and it is returned; it is borrowed until the
+   * promise settles (the NBD server reads into pooled buffers it reuses, so churn of large
+   * READs allocates nothing). Without it, or if an implementation ignores it, a new buffer.
+   */
+  read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer>;
   /**
    * `data` is borrowed until the returned promise settles: the front end may reuse the
    * buffer afterwards (the NBD server recycles payload slots), so anything that keeps a

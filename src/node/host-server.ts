@@ -3,13 +3,19 @@
 // request at the edge, in one place that picks the status code, then calls the volume;
 // bad input gets an error reply while the stream is in step, and closes only its own
 // connection when it is not. Nothing a peer sends can stop the node.
+//
+// Connections (docs/host-protocol.md, "Limits"): one that has not completed HELLO holds a slot
+// of a pool of its own (hostHandshakesMax; when it is full the oldest is closed to admit the new
+// one; deadline hostHelloTimeoutMs); one past HELLO counts against hostConnectionsMax only, and
+// HELLO past that limit is answered EBUSY. A slot is free the moment its socket closes.
 import net from "node:net";
 import type { Logger } from "pino";
 import {
-  hostCloseGraceMs, hostConnectionsMax, hostHelloTimeoutMs, hostInFlightBytesMax,
+  hostCloseGraceMs, hostConnectionsMax, hostHandshakesMax, hostHelloTimeoutMs, hostInFlightBytesMax,
   hostRequestsInFlightMax, hostVolumesPerConnectionMax,
 } from "../core/limits.ts";
 import { assert } from "../core/assert.ts";
+import { ConnectionSlots } from "../core/connection-slots.ts";
 import { isValidHostWriteTimeUs } from "../core/stamp.ts";
 import { VolumeIoError, type VolumeCatalog, type VolumeHandle } from "../core/volume-io.ts";
 import {
@@ -28,23 +34,27 @@ export interface HostServerOptions {
 
 export interface HostServer {
   readonly port: number;
+  /** Open connections: before HELLO and past it. */
   connections(): number;
+  /** Open connections that have not completed HELLO. */
+  handshakes(): number;
   close(): Promise<void>;
 }
 
 type IoOp = "read" | "write" | "flush";
 
 export async function startHostServer(options: HostServerOptions): Promise<HostServer> {
-  const live = new Set<HostConnection>();
+  const slots = new ConnectionSlots<HostConnection>({ handshakesMax: hostHandshakesMax, establishedMax: hostConnectionsMax });
+  let closing = false;
   const server = net.createServer({ noDelay: true }, (socket) => {
-    const remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
-    const connection = new HostConnection(socket, options, options.logger.child({ remote }));
-    if (live.size >= hostConnectionsMax) {
-      connection.refuse(HostStatus.EBUSY, `the node serves at most ${hostConnectionsMax} host-protocol connections`);
+    if (closing) {
+      socket.destroy();
       return;
     }
-    live.add(connection);
-    socket.once("close", () => live.delete(connection));
+    const remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+    const connection = new HostConnection(socket, options, options.logger.child({ remote }), slots);
+    // Every connection gets in: a full pool of connections before HELLO closes its oldest one.
+    slots.admit(connection)?.evict(`${hostHandshakesMax} connections are waiting for HELLO; the oldest is closed to admit a new one`);
   });
   server.on("error", (error) => options.logger.error({ event: "host_server_error", err: error }, "host server error"));
   await new Promise<void>((resolve, reject) => {
@@ -58,17 +68,19 @@ export async function startHostServer(options: HostServerOptions): Promise<HostS
   const address = server.address();
   assert(address !== null && typeof address === "object", "a TCP server has an address");
   options.logger.info({ event: "host_listening", host: options.host, port: address.port }, "host protocol listening");
-  let closing: Promise<void> | undefined;
+  let stopping: Promise<void> | undefined;
   return {
     port: address.port,
-    connections: () => live.size,
+    connections: () => slots.total,
+    handshakes: () => slots.handshakes,
     close: () => {
-      closing ??= (async () => {
+      stopping ??= (async () => {
+        closing = true;
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-        await Promise.all([...live].map((connection) => connection.shutdown()));
+        await Promise.all(slots.all().map((connection) => connection.shutdown()));
         await stopped;
       })();
-      return closing;
+      return stopping;
     },
   };
 }
@@ -78,6 +90,8 @@ class HostConnection {
   readonly #socket: net.Socket;
   readonly #options: HostServerOptions;
   readonly #logger: Logger;
+  /** The server's connection accounting (not to be confused with #slots, the open volumes). */
+  readonly #connectionSlots: ConnectionSlots<HostConnection>;
   readonly #assembler = new FrameAssembler(requestPayloadBytesMax);
   readonly #slots = new Map<number, VolumeHandle>();
   #nextSlot = 1;
@@ -89,10 +103,11 @@ class HostConnection {
   #graceTimer: NodeJS.Timeout | undefined;
   #idle: (() => void) | undefined;
 
-  constructor(socket: net.Socket, options: HostServerOptions, logger: Logger) {
+  constructor(socket: net.Socket, options: HostServerOptions, logger: Logger, slots: ConnectionSlots<HostConnection>) {
     this.#socket = socket;
     this.#options = options;
     this.#logger = logger;
+    this.#connectionSlots = slots;
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("drain", () => this.#pump());
@@ -105,9 +120,15 @@ class HostConnection {
     this.#logger.debug({ event: "host_connected" }, "host connected");
   }
 
-  /** Turned away before any request is read (too many connections). */
-  refuse(status: number, message: string): void {
-    this.#fatal(status, message);
+  /**
+   * Closed now to admit a newer connection to the full pool of connections before HELLO (its
+   * slot is already free). The FATAL frame goes out before the close; there is no grace.
+   */
+  evict(reason: string): void {
+    this.#logger.warn({ event: "host_connection_evicted", reason, handshakesMax: hostHandshakesMax }, "host connection closed: too many connections before HELLO");
+    this.#send({ kind: "error", op: "fatal", handle: 0n, status: HostStatus.EBUSY, message: reason });
+    this.#state = "closed";
+    this.#socket.destroy();
   }
 
   /** Server stop: read no more requests, finish those in flight, then close. */
@@ -208,6 +229,13 @@ class HostConnection {
       this.#closeWith({
         kind: "error", op: "hello", handle: request.handle, status: HostStatus.EPROTO,
         message: `no common protocol version: the client offers ${request.versionMin}..${request.versionMax}, this node speaks ${hostProtocolVersionMin}..${hostProtocolVersionMax}`,
+      });
+      return;
+    }
+    if (!this.#connectionSlots.establish(this)) {
+      this.#closeWith({
+        kind: "error", op: "hello", handle: request.handle, status: HostStatus.EBUSY,
+        message: `the node serves at most ${hostConnectionsMax} host-protocol connections; try again later`,
       });
       return;
     }
@@ -375,6 +403,7 @@ class HostConnection {
 
   #onClose(): void {
     this.#state = "closed";
+    this.#connectionSlots.release(this);
     clearTimeout(this.#helloTimer);
     clearTimeout(this.#graceTimer);
     this.#slots.clear();

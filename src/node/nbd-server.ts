@@ -3,6 +3,14 @@
 // connection, keeps each connection's failures to that connection, and bounds everything
 // it holds (connections, requests and bytes in flight, buffered replies).
 //
+// Connections (docs/nbd.md, "Connection limits"): a connection in its handshake holds a slot of
+// a pool of its own (nbdHandshakesMax, the oldest closed to admit a new one, deadline
+// nbdHandshakeTimeoutMs); one in transmission counts against nbdConnectionsMax only. A slot is
+// free the moment its socket closes or is destroyed. The socket is read until it closes, also
+// while a connection drains after DISC, so a peer's FIN or RST is seen at once. Every buffer a
+// connection uses is a slot of the server's pools (src/node/slot-pool.ts), given back when it
+// closes, so connects and disconnects allocate none; pools give idle memory back to the system.
+//
 // Hot path (docs/benchmarks.md): socket reads land in our own buffers (net.Socket `onread`),
 // not in a fresh 64 KiB ArrayBuffer per read: a large WRITE payload is read straight into
 // its own buffer, everything else into a receive slab whose bytes are reused by the next read
@@ -13,14 +21,16 @@ import net from "node:net";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import {
-  nbdCloseGraceMs, nbdConnectionsMax, nbdHandshakeTimeoutMs, nbdInFlightBytesMax, nbdOptionBytesMax,
-  nbdOptionsPerConnectionMax, nbdRequestBytesMax, nbdRequestsInFlightMax, nbdStringBytesMax,
+  nbdBufferIdleReleaseMs, nbdCloseGraceMs, nbdCloseLingerMs, nbdConnectionsMax, nbdHandshakeTimeoutMs, nbdHandshakesMax, nbdInFlightBytesMax,
+  nbdOptionBytesMax, nbdOptionsPerConnectionMax, nbdRequestBytesMax, nbdRequestsInFlightMax, nbdStringBytesMax,
 } from "../core/limits.ts";
 import { assert } from "../core/assert.ts";
+import { ConnectionSlots } from "../core/connection-slots.ts";
+import { SlotPool, slotArenaBytes, slotBytesMax, slotBytesMin } from "./slot-pool.ts";
 import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle } from "../core/volume-io.ts";
-import { Cmd, CmdFlag, NbdErrno, nbdSimpleReplyHeaderBytes } from "../protocol/nbd/constants.ts";
+import { Cmd, CmdFlag, NbdErrno, nbdSimpleReplyHeaderBytes, Opt, Rep } from "../protocol/nbd/constants.ts";
 import { ByteQueue } from "../protocol/nbd/frame-assembler.ts";
-import { encodeGreeting, NbdHandshake, type HandshakeStep } from "../protocol/nbd/handshake.ts";
+import { encodeGreeting, encodeOptionReply, NbdHandshake, type HandshakeStep } from "../protocol/nbd/handshake.ts";
 import { encodeSimpleReplyHeader, RequestAssembler, type NbdRequest } from "../protocol/nbd/transmission.ts";
 
 export type NbdOp = "read" | "write" | "flush" | "trim" | "write_zeroes";
@@ -36,7 +46,12 @@ export interface NbdServerOptions {
 
 export interface NbdServer {
   readonly port: number;
+  /** Open connections: in the handshake and in transmission. */
   connections(): number;
+  /** Open connections still in the handshake. */
+  handshakes(): number;
+  /** Pooled buffers (payloads, READ data, slabs): arenas held and slots in use. */
+  buffers(): { arenas: number; slotsInUse: number };
   close(): Promise<void>;
 }
 
@@ -57,7 +72,11 @@ const errnoOfCode = {
 } as const;
 
 interface Context {
-  readonly payloads: PayloadPool;
+  /** WRITE payloads and READ data. */
+  readonly payloads: SlotPool;
+  readonly receiveSlabs: SlotPool;
+  readonly replySlabs: SlotPool;
+  readonly slots: ConnectionSlots<NbdConnection>;
   readonly catalog: VolumeCatalog;
   readonly logger: Logger;
   readonly onRequest: NbdServerOptions["onRequest"];
@@ -66,7 +85,19 @@ interface Context {
 
 type State = "handshake" | "transmission" | "closing" | "closed";
 
+/** The server's greeting, the same for every connection (written, never changed). */
+const greeting = encodeGreeting();
+const noBytes = Buffer.alloc(0);
+
 const KiB = 1024;
+/**
+ * Before transmission received bytes land in a small slab of this size (a pool slot, like every
+ * slab): a connection that only connects, negotiates or says nothing holds no large buffer and
+ * allocates none. Handshake messages are small; a long option arrives in several reads...
+ */
+const handshakeSlabBytes = 4 * KiB;
+/** ...each offered at least this much of the slab (else a fresh one is taken). */
+const handshakeReadBytesMin = 1 * KiB;
 /** Received bytes land in slabs of this size: one ArrayBuffer per slab, not per socket read. */
 const receiveSlabBytes = 1024 * KiB;
 /** One socket read is offered at most this much of the receive slab... */
@@ -79,76 +110,24 @@ const directReadBytesMin = 64 * KiB;
 const replyCopyBytesMax = 64 * KiB;
 /** Replies are encoded into slabs of this size, reused once the socket has written them. */
 const replySlabBytes = 256 * KiB;
-/** Written-out reply slabs kept for reuse, per connection. */
-const replySlabsFreeMax = 2;
 
-/** WRITE payloads from this size up to payloadSlotBytesMax are gathered into pooled slots... */
-const payloadSlotBytesMin = 512;
-/** ...of a power-of-two size, carved from arenas of payloadArenaBytes. */
-const payloadSlotBytesMax = 4096 * KiB;
-const payloadArenaBytes = 16384 * KiB;
-/** Arenas per slot size, for all connections of a server together. */
-const payloadArenasPerSizeMax = 2;
-
+/** Arenas (of slotArenaBytes) per slot size for WRITE payloads and READ data, for all connections of a server together. */
+const payloadArenasPerSizeMax = 1;
 /**
- * Reused buffers for WRITE payloads (512 B..4 MiB). Without reuse every 1 MiB write allocated a
- * fresh 1 MiB ArrayBuffer, and V8 answers each ~64 MiB of those with a full mark-compact
- * (a third of the process's CPU at 1 MiB writes). A slot goes back to the pool only once
- * the write it carried succeeded: VolumeHandle.write's data is borrowed until its promise
- * settles (the journal and the volume file are done with it by then). Anyone who keeps a
- * payload longer must copy it (the pair's in-memory record tail copies every payload). Slots
- * are also views of a much larger buffer (an arena is at least four times the largest slot),
- * which keepers that copy only such views would catch as well.
+ * Receive and reply slabs are pool slots too, shared by all connections of a server and given
+ * back when a connection no longer refers to them (at the latest when it closes), so connection
+ * churn allocates no slabs. Enough arenas for a slab of each kind per connection at the limit;
+ * past them a slab is a fresh buffer (the GC frees it).
  */
-class PayloadPool {
-  /** Free slots by slot size. */
-  private readonly free = new Map<number, Buffer[]>();
-  private readonly arenasBySize = new Map<number, number>();
-  /** Arena -> its slot size, and the offsets of its slots in use. */
-  private readonly arenas = new Map<ArrayBufferLike, { readonly slotBytes: number; readonly inUse: Set<number> }>();
-
-  /** A buffer of exactly `bytes`: a pooled slot's start, or a fresh buffer outside the pooled sizes or when full. */
-  allocate(bytes: number): Buffer {
-    if (bytes < payloadSlotBytesMin || bytes > payloadSlotBytesMax) return Buffer.allocUnsafe(bytes);
-    const slotBytes = 2 ** Math.ceil(Math.log2(bytes));
-    let free = this.free.get(slotBytes);
-    if (free === undefined) {
-      free = [];
-      this.free.set(slotBytes, free);
-    }
-    if (free.length === 0) this.grow(slotBytes, free);
-    const slot = free.pop();
-    if (slot === undefined) return Buffer.allocUnsafe(bytes);
-    const arena = this.arenas.get(slot.buffer);
-    assert(arena !== undefined && !arena.inUse.has(slot.byteOffset), "a free slot belongs to an arena and is not in use");
-    arena.inUse.add(slot.byteOffset);
-    return slot.subarray(0, bytes);
-  }
-
-  /** Whether `payload` is a slot of this pool (release() takes it back). */
-  owns(payload: Buffer): boolean {
-    return this.arenas.has(payload.buffer);
-  }
-
-  /** Gives a slot back; its bytes may be overwritten from now on. */
-  release(payload: Buffer): void {
-    const arena = this.arenas.get(payload.buffer);
-    assert(arena !== undefined, "released payload is a pooled slot");
-    const wasInUse = arena.inUse.delete(payload.byteOffset);
-    assert(wasInUse, "a slot is released once per allocation");
-    this.free.get(arena.slotBytes)?.push(Buffer.from(payload.buffer, payload.byteOffset, arena.slotBytes));
-  }
-
-  private grow(slotBytes: number, free: Buffer[]): void {
-    const arenas = this.arenasBySize.get(slotBytes) ?? 0;
-    if (arenas >= payloadArenasPerSizeMax) return;
-    this.arenasBySize.set(slotBytes, arenas + 1);
-    const arena = Buffer.allocUnsafeSlow(payloadArenaBytes); // pages become resident only as slots are used
-    this.arenas.set(arena.buffer, { slotBytes, inUse: new Set() });
-    for (let at = 0; at + slotBytes <= arena.length; at += slotBytes) free.push(arena.subarray(at, at + slotBytes));
-  }
+const receiveSlabArenasMax = Math.ceil(nbdConnectionsMax * receiveSlabBytes / slotArenaBytes);
+const replySlabArenasMax = Math.ceil(nbdConnectionsMax * replySlabBytes / slotArenaBytes);
+/** Pools are swept every half of nbdBufferIdleReleaseMs; an arena unused for two sweeps is given back. */
+const bufferSweepIntervalMs = nbdBufferIdleReleaseMs / 2;
+const bufferIdleSweeps = 2;
+for (const slabBytes of [handshakeSlabBytes, receiveSlabBytes, replySlabBytes]) {
+  assert(slabBytes >= slotBytesMin && slabBytes <= slotBytesMax && Number.isInteger(Math.log2(slabBytes)), "slabs are pool slots of their exact size");
 }
-assert(payloadArenaBytes >= 4 * payloadSlotBytesMax, "every slot is a view of a much larger buffer (keepers copy those)");
+assert(handshakeReadBytesMin < handshakeSlabBytes && receiveReadBytesMin < receiveReadBytesMax && receiveReadBytesMax <= receiveSlabBytes, "a read fits its slab");
 
 /** A reply slab and the socket writes of its bytes not yet completed. */
 interface ReplySlab {
@@ -162,6 +141,8 @@ interface ReplySlab {
 interface OutSegment {
   readonly buf: Buffer;
   readonly slab: ReplySlab | undefined;
+  /** `buf` is a payload pool slot (READ data): back to the pool once the socket is done with it. */
+  readonly pooled: boolean;
 }
 
 type AdoptableSocket = net.Socket & { _handle?: unknown };
@@ -193,27 +174,46 @@ class NbdConnection {
   private inFlight = 0;
   private inFlightBytes = 0;
   private paused = false;
-  /** DISC received, or the server is closing: serve what is in flight, read nothing more. */
+  /** DISC received, or the server is closing: serve what is in flight, decode nothing more (what arrives is dropped). */
   private draining = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
-  /** Receive slab; bytes before receiveKeptBytes may still be referenced and are never reused. */
-  private receiveSlab: Buffer = Buffer.alloc(0);
+  /** Destroys the socket if the peer has not closed nbdCloseLingerMs after we ended it. */
+  private lingerTimer: NodeJS.Timeout | undefined;
+  /**
+   * Receive slab (handshakeSlabBytes before transmission, receiveSlabBytes in it); bytes before
+   * receiveKeptBytes may still be referenced and are never reused.
+   */
+  private receiveSlab: Buffer = noBytes;
   private receiveKeptBytes = 0;
-  /** The buffer offered to the pending socket read was a WRITE payload's unfilled tail. */
-  private readingDirect = false;
+  /** The buffer offered to the pending socket read is a WRITE payload's unfilled tail, or the receive slab. */
+  private readTarget: "direct" | "slab" = "slab";
   /** A WRITE payload handed out during this read is a view of the receive slab. */
   private slabViewTaken = false;
   private replySlab: ReplySlab | undefined;
   /** Reply slab bytes [replyRunStart, replyUsed) are encoded and not yet queued. */
   private replyRunStart = 0;
   private replyUsed = 0;
-  private readonly freeReplySlabs: ReplySlab[] = [];
+  /**
+   * Receive slabs left behind for a fresh one while their bytes may still be referenced (kept
+   * bytes, WRITE payload views); given back to the pool once nothing is queued or in flight.
+   */
+  private readonly retiredReceiveSlabs: Buffer[] = [];
+  /**
+   * Payloads of failed WRITEs that were views of a receive slab: the journal or the volume may
+   * still be writing them, so their slab is never reused (as a failed write's payload slot).
+   */
+  private readonly failedSlabViews: Buffer[] = [];
+  /** The slabs went back to the server's pools (the connection closed with nothing in flight). */
+  private buffersRecycled = false;
   private readonly out: OutSegment[] = [];
   /** Reply bytes encoded or queued, not yet handed to the socket. */
   private outBytes = 0;
   private flushScheduled = false;
   private readonly idleWaiters: (() => void)[] = [];
-  private readonly log: Logger;
+  private readonly id: number;
+  /** Peer address:port, for log lines. */
+  private readonly remote: string;
+  private childLogger: Logger | undefined;
   readonly socket: net.Socket;
   private readonly ctx: Context;
 
@@ -229,7 +229,8 @@ class NbdConnection {
     });
     const socket = adopted ?? accepted;
     this.socket = socket;
-    this.log = ctx.logger.child({ nbdConnection: id, remote: `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}` });
+    this.id = id;
+    this.remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
     this.handshake = new NbdHandshake(() => ctx.catalog.list(), {
       optionBytesMax: nbdOptionBytesMax,
       optionsMax: nbdOptionsPerConnectionMax,
@@ -246,7 +247,13 @@ class NbdConnection {
     socket.on("close", () => this.onClose());
     this.handshakeTimer = setTimeout(() => this.fail(`handshake not finished within ${nbdHandshakeTimeoutMs} ms`), nbdHandshakeTimeoutMs);
     this.handshakeTimer.unref();
-    socket.write(encodeGreeting());
+    socket.write(greeting);
+  }
+
+  /** This connection's logger, made on first use (most connections log one line, or none). */
+  private get log(): Logger {
+    this.childLogger ??= this.ctx.logger.child({ nbdConnection: this.id, remote: this.remote });
+    return this.childLogger;
   }
 
   get closed(): boolean {
@@ -262,9 +269,17 @@ class NbdConnection {
     this.startDraining();
   }
 
+  /** Closes the socket now; the connection's slot is free from this moment on. */
   destroy(): void {
+    this.ctx.slots.release(this);
     if (this.state === "closed") return;
     this.socket.destroy();
+  }
+
+  /** Closed to admit a newer connection to the full handshake pool (its slot is already free). */
+  evict(reason: string): void {
+    this.log.warn({ reason, handshakesMax: nbdHandshakesMax }, "nbd connection closed: handshake pool full");
+    this.destroy();
   }
 
   /** Resolves once nothing is in flight (at once if nothing is). */
@@ -277,12 +292,17 @@ class NbdConnection {
   private nextReadBuffer(): Buffer {
     const direct = this.state === "transmission" ? this.assembler?.directTarget(directReadBytesMin) : undefined;
     if (direct !== undefined) {
-      this.readingDirect = true;
+      this.readTarget = "direct";
       return direct;
     }
-    this.readingDirect = false;
-    if (this.receiveSlab.length - this.receiveKeptBytes < receiveReadBytesMin) {
-      this.receiveSlab = Buffer.allocUnsafe(receiveSlabBytes);
+    this.readTarget = "slab";
+    const transmission = this.assembler !== undefined;
+    const slabBytes = transmission ? receiveSlabBytes : handshakeSlabBytes;
+    const readBytesMin = transmission ? receiveReadBytesMin : handshakeReadBytesMin;
+    if (this.receiveSlab.length !== slabBytes || this.receiveSlab.length - this.receiveKeptBytes < readBytesMin) {
+      // The slab left behind may still be referenced (kept bytes): it waits for an idle moment.
+      if (this.ctx.receiveSlabs.owns(this.receiveSlab)) this.retiredReceiveSlabs.push(this.receiveSlab);
+      this.receiveSlab = this.ctx.receiveSlabs.allocate(slabBytes);
       this.receiveKeptBytes = 0;
     }
     return this.receiveSlab.subarray(this.receiveKeptBytes, Math.min(this.receiveSlab.length, this.receiveKeptBytes + receiveReadBytesMax));
@@ -290,19 +310,32 @@ class NbdConnection {
 
   /** `onread` callback: `bytesRead` bytes arrived at the start of `buf` (from nextReadBuffer). */
   private onRead(bytesRead: number, buf: Buffer): void {
-    if (this.readingDirect) {
+    const target = this.readTarget;
+    if (target === "direct") {
       const assembler = this.assembler;
       assert(assembler !== undefined, "direct reads happen in transmission");
       assembler.directFilled(bytesRead);
       this.process();
       return;
     }
-    const wasHandshake = this.state === "handshake";
     this.slabViewTaken = false;
     this.onData(buf.subarray(0, bytesRead));
-    // Keep these bytes if anything may still reference them (handshake state, queued bytes,
-    // a WRITE payload view); otherwise the next read reuses them.
-    if (wasHandshake || this.queue.length > 0 || this.slabViewTaken) this.receiveKeptBytes += bytesRead;
+    // Keep slab bytes if anything may still reference them (queued bytes, a WRITE payload
+    // view); otherwise the next read reuses them. (The handshake keeps no view of its input
+    // between reads: it takes a message out of the queue only once all of it is there.)
+    if (this.queue.length > 0 || this.slabViewTaken) this.receiveKeptBytes += bytesRead;
+    this.releaseRetiredReceiveSlabs();
+  }
+
+  /** Gives retired receive slabs back to the pool once nothing can refer to them any more. */
+  private releaseRetiredReceiveSlabs(): void {
+    if (this.retiredReceiveSlabs.length === 0 || this.inFlight > 0) return;
+    if (this.state !== "closed" && this.queue.length > 0) return;
+    for (const slab of this.retiredReceiveSlabs.splice(0)) {
+      const tainted = this.failedSlabViews.some((view) => view.buffer === slab.buffer &&
+        view.byteOffset >= slab.byteOffset && view.byteOffset < slab.byteOffset + slab.length);
+      if (!tainted) this.ctx.receiveSlabs.release(slab);
+    }
   }
 
   private onData(chunk: Buffer): void {
@@ -341,20 +374,33 @@ class NbdConnection {
           this.endSoon();
           return;
         case "transmission":
-          this.enterTransmission(step.data, step.export);
+          this.enterTransmission(step);
           return;
       }
     }
   }
 
-  private enterTransmission(replies: readonly Buffer[], exp: ExportDescription): void {
+  private enterTransmission(step: Extract<HandshakeStep, { kind: "transmission" }>): void {
+    const exp: ExportDescription = step.export;
+    if (this.ctx.closing()) {
+      this.destroy();
+      return;
+    }
+    if (!this.ctx.slots.establish(this)) {
+      // Every transmission slot is taken: answer GO with an error (EXPORT_NAME has none) and close.
+      const message = `the node serves at most ${nbdConnectionsMax} NBD connections; try again later`;
+      this.log.warn({ connections: this.ctx.slots.established, max: nbdConnectionsMax, export: exp.name }, "nbd connection refused");
+      if (step.option === Opt.go) this.socket.write(encodeOptionReply(Opt.go, Rep.errPolicy, Buffer.from(message, "utf8")));
+      this.endSoon();
+      return;
+    }
     const handle = this.ctx.catalog.open(exp.name);
-    if (handle === undefined || this.ctx.closing()) {
+    if (handle === undefined) {
       this.log.warn({ export: exp.name }, "nbd export vanished during the handshake; closing the connection");
       this.destroy();
       return;
     }
-    for (const data of replies) this.socket.write(data);
+    for (const data of step.data) this.socket.write(data);
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
     this.handle = handle;
@@ -364,7 +410,7 @@ class NbdConnection {
       (bytes) => this.ctx.payloads.allocate(bytes),
     );
     this.state = "transmission";
-    this.log.info({ export: handle.name, readOnly: handle.readOnly }, "nbd client attached");
+    this.ctx.logger.info({ nbdConnection: this.id, remote: this.remote, export: handle.name, readOnly: handle.readOnly }, "nbd client attached");
   }
 
   /** Decodes and starts every complete request held, until the in-flight limits stop it. */
@@ -389,10 +435,14 @@ class NbdConnection {
       this.inFlightBytes + this.outBytes + this.socket.writableLength >= nbdInFlightBytesMax;
   }
 
-  /** Pauses the socket while the limits are reached and resumes (and decodes) once they clear. */
+  /**
+   * Pauses the socket while the limits are reached and resumes (and decodes) once they clear.
+   * A draining connection is read (and what arrives dropped) to the end, so the peer's FIN or
+   * RST closes it at once instead of holding its slot.
+   */
   private updateFlow(): void {
     if (this.state !== "transmission") return;
-    const stop = this.draining || this.blocked();
+    const stop = !this.draining && this.blocked();
     if (stop && !this.paused) {
       this.paused = true;
       this.socket.pause();
@@ -423,14 +473,17 @@ class NbdConnection {
     this.inFlightBytes += heldBytes;
     const fua = (request.flags & CmdFlag.fua) !== 0;
     let done: Promise<Buffer | void>;
+    /** READ data lands in a pooled slot (a new buffer past the pool's sizes or when it is full). */
+    let readInto: Buffer | undefined;
     try {
       switch (request.type) {
         case Cmd.read:
-          done = handle.read(request.offsetBytes, request.lengthBytes);
+          readInto = this.ctx.payloads.allocate(request.lengthBytes);
+          done = handle.read(request.offsetBytes, request.lengthBytes, readInto);
           break;
         case Cmd.write:
           if (payload === undefined) throw new Error("a validated WRITE carries its payload");
-          if (payload.buffer === this.receiveSlab.buffer) {
+          if (payload.buffer === this.receiveSlab.buffer || this.ctx.receiveSlabs.owns(payload)) {
             // A view of the receive slab: copy it into a pooled slot, so the slab's bytes are
             // reused by the next read instead of waiting for every write in them (and the GC).
             const slot = this.ctx.payloads.allocate(payload.length);
@@ -463,10 +516,21 @@ class NbdConnection {
         // The write succeeded, so nothing downstream holds its payload any more: reuse it.
         // (After a failure the journal or the volume may still be writing it: let it go.)
         if (payload !== undefined && this.ctx.payloads.owns(payload)) this.ctx.payloads.release(payload);
+        // The volume is done with a read's slot: it is the reply's data now, or unused.
+        if (readInto !== undefined && result !== readInto) this.releasePooled(readInto);
         this.complete(request, heldBytes, startMs, 0, result);
       },
-      (err: unknown) => this.complete(request, heldBytes, startMs, this.errnoOf(err), undefined),
+      (err: unknown) => {
+        if (readInto !== undefined) this.releasePooled(readInto);
+        if (payload !== undefined && this.ctx.receiveSlabs.owns(payload)) this.failedSlabViews.push(payload);
+        this.complete(request, heldBytes, startMs, this.errnoOf(err), undefined);
+      },
     );
+  }
+
+  /** Gives `buf` back to the payload pool if it is one of its slots. */
+  private releasePooled(buf: Buffer): void {
+    if (this.ctx.payloads.owns(buf)) this.ctx.payloads.release(buf);
   }
 
   private complete(request: NbdRequest, heldBytes: number, startMs: number, errno: number, result: Buffer | void): void {
@@ -477,6 +541,7 @@ class NbdConnection {
       if (!(result instanceof Buffer) || result.length !== request.lengthBytes) {
         this.log.error({ offsetBytes: request.offsetBytes, lengthBytes: request.lengthBytes }, "volume read returned the wrong number of bytes");
         errno = NbdErrno.eio;
+        if (result instanceof Buffer) this.releasePooled(result);
       } else {
         data = result;
       }
@@ -490,6 +555,8 @@ class NbdConnection {
     if (this.inFlight === 0) {
       for (const resolve of this.idleWaiters.splice(0)) resolve();
       if (this.draining) this.endSoon();
+      if (this.state === "closed") this.recycleBuffers();
+      else this.releaseRetiredReceiveSlabs();
     }
     this.updateFlow();
   }
@@ -505,8 +572,12 @@ class NbdConnection {
    * event-loop turn are encoded into the reply slab and leave together at the flush.
    */
   private reply(request: NbdRequest, errno: number, data: Buffer | undefined): void {
-    // The peer may be gone (or have half-closed, which ends our side too): nothing to answer.
-    if (this.state === "closed" || this.socket.destroyed || !this.socket.writable) return;
+    // The peer may be gone (or have half-closed, which ends our side too): nothing to answer,
+    // and the data (a pooled slot) is dropped at once.
+    if (this.state === "closed" || this.socket.destroyed || !this.socket.writable) {
+      if (data !== undefined) this.releasePooled(data);
+      return;
+    }
     const copyData = data !== undefined && data.length <= replyCopyBytesMax;
     const slab = this.replySpace(nbdSimpleReplyHeaderBytes + (copyData ? data.length : 0));
     encodeSimpleReplyHeader(errno, request.cookieHi, request.cookieLo, slab.buf, this.replyUsed);
@@ -516,9 +587,10 @@ class NbdConnection {
       if (copyData) {
         data.copy(slab.buf, this.replyUsed);
         this.replyUsed += data.length;
+        this.releasePooled(data);
       } else {
         this.endReplyRun();
-        this.out.push({ buf: data, slab: undefined });
+        this.out.push({ buf: data, slab: undefined, pooled: this.ctx.payloads.owns(data) });
       }
       this.outBytes += data.length;
     }
@@ -535,11 +607,9 @@ class NbdConnection {
     if (current !== undefined && this.replyUsed + bytes <= current.buf.length) return current;
     if (current !== undefined) {
       this.endReplyRun();
-      current.retired = true;
-      if (current.pendingWrites === 0) this.releaseReplySlab(current);
+      this.retireReplySlab(current);
     }
-    const slab = this.freeReplySlabs.pop() ?? { buf: Buffer.allocUnsafe(replySlabBytes), pendingWrites: 0, retired: false };
-    slab.retired = false;
+    const slab: ReplySlab = { buf: this.ctx.replySlabs.allocate(replySlabBytes), pendingWrites: 0, retired: false };
     this.replySlab = slab;
     this.replyRunStart = 0;
     this.replyUsed = 0;
@@ -550,13 +620,40 @@ class NbdConnection {
   private endReplyRun(): void {
     const slab = this.replySlab;
     if (slab === undefined || this.replyUsed === this.replyRunStart) return;
-    this.out.push({ buf: slab.buf.subarray(this.replyRunStart, this.replyUsed), slab });
+    this.out.push({ buf: slab.buf.subarray(this.replyRunStart, this.replyUsed), slab, pooled: false });
     slab.pendingWrites += 1;
     this.replyRunStart = this.replyUsed;
   }
 
-  private releaseReplySlab(slab: ReplySlab): void {
-    if (this.freeReplySlabs.length < replySlabsFreeMax) this.freeReplySlabs.push(slab);
+  /** No more replies go into `slab`; it goes back to the pool once its bytes are written out. */
+  private retireReplySlab(slab: ReplySlab): void {
+    assert(!slab.retired, "a reply slab is retired once");
+    slab.retired = true;
+    if (slab.pendingWrites === 0 && this.ctx.replySlabs.owns(slab.buf)) this.ctx.replySlabs.release(slab.buf);
+  }
+
+  /** The socket is done with one run of `slab`'s bytes (written, or failed and dropped). */
+  private replyRunDone(slab: ReplySlab): void {
+    assert(slab.pendingWrites > 0, "a reply slab run completes once");
+    slab.pendingWrites -= 1;
+    if (slab.retired && slab.pendingWrites === 0 && this.ctx.replySlabs.owns(slab.buf)) this.ctx.replySlabs.release(slab.buf);
+  }
+
+  /**
+   * The connection is closed and nothing is in flight: its slabs go back to the server's pools
+   * (a reply slab with bytes the socket still holds follows once they are done with). A receive
+   * slab a failed WRITE carried a view of is never reused.
+   */
+  private recycleBuffers(): void {
+    if (this.buffersRecycled || this.inFlight > 0) return;
+    this.buffersRecycled = true;
+    const slab = this.replySlab;
+    this.replySlab = undefined;
+    if (slab !== undefined) this.retireReplySlab(slab);
+    if (this.ctx.receiveSlabs.owns(this.receiveSlab)) this.retiredReceiveSlabs.push(this.receiveSlab);
+    this.receiveSlab = noBytes;
+    this.receiveKeptBytes = 0;
+    this.releaseRetiredReceiveSlabs();
   }
 
   /** Hands this turn's replies to the socket in one corked batch (one writev). */
@@ -565,21 +662,27 @@ class NbdConnection {
     this.endReplyRun();
     const segments = this.out.splice(0);
     this.outBytes = 0;
-    if (this.socket.destroyed || !this.socket.writable) return;
+    if (this.socket.destroyed || !this.socket.writable) {
+      // Replies to a socket that is gone are dropped, and their buffers freed, at once.
+      for (const segment of segments) {
+        if (segment.slab !== undefined) this.replyRunDone(segment.slab);
+        else if (segment.pooled) this.releasePooled(segment.buf);
+      }
+      return;
+    }
     if (segments.length > 1) this.socket.cork();
     for (const segment of segments) {
       const slab = segment.slab;
       if (slab === undefined) {
-        this.socket.write(segment.buf);
+        // A pooled slot is reused once the socket is done with it: written, or failed and
+        // dropped (a destroyed socket calls back every write it still held).
+        if (segment.pooled) this.socket.write(segment.buf, () => this.releasePooled(segment.buf));
+        else this.socket.write(segment.buf);
         continue;
       }
-      this.socket.write(segment.buf, (err) => {
-        slab.pendingWrites -= 1;
-        // Reused only once the socket is done with every byte of it (never after an error).
-        if (err === null || err === undefined) {
-          if (slab.retired && slab.pendingWrites === 0) this.releaseReplySlab(slab);
-        }
-      });
+      // Reused once the socket is done with every byte of it: a failed write is done too
+      // (a destroyed socket calls back every write it held, and libuv lets go of the bytes).
+      this.socket.write(segment.buf, () => this.replyRunDone(slab));
     }
     if (segments.length > 1) this.socket.uncork();
     this.updateFlow();
@@ -592,14 +695,21 @@ class NbdConnection {
     if (this.inFlight === 0) this.endSoon();
   }
 
-  /** Flushes what was written, then closes; a peer that does not read is cut off after a while. */
+  /**
+   * Flushes what was written, then ends our side; the socket closes once the peer closes too
+   * (read to the end meanwhile, so its FIN or RST is seen at once), and a peer that does not
+   * close or read is cut off after nbdCloseLingerMs.
+   */
   private endSoon(): void {
     if (this.state === "closed") return;
     if (this.state !== "closing") {
       this.state = "closing";
       this.flushReplies(); // answers still waiting for this turn's flush go out first
       this.socket.end();
-      setTimeout(() => this.destroy(), 2_000).unref();
+      this.paused = false;
+      this.socket.resume();
+      this.lingerTimer = setTimeout(() => this.destroy(), nbdCloseLingerMs);
+      this.lingerTimer.unref();
     }
   }
 
@@ -610,66 +720,94 @@ class NbdConnection {
 
   private onClose(): void {
     this.state = "closed";
+    this.ctx.slots.release(this);
+    clearTimeout(this.lingerTimer);
     // A payload gathered part-way was never handed on: its slot can be reused.
     const partial = this.assembler?.abandonPayload();
     if (partial !== undefined && this.ctx.payloads.owns(partial)) this.ctx.payloads.release(partial);
     clearTimeout(this.handshakeTimer);
     for (const resolve of this.idleWaiters.splice(0)) resolve();
+    this.recycleBuffers();
   }
 }
 
 export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
   const { catalog, logger, onRequest } = options;
-  const live = new Set<NbdConnection>();
+  const slots = new ConnectionSlots<NbdConnection>({ handshakesMax: nbdHandshakesMax, establishedMax: nbdConnectionsMax });
   let closing = false;
   let nextId = 1;
-  const ctx: Context = { payloads: new PayloadPool(), catalog, logger, onRequest, closing: () => closing };
+  const ctx: Context = {
+    payloads: new SlotPool(payloadArenasPerSizeMax),
+    receiveSlabs: new SlotPool(receiveSlabArenasMax),
+    replySlabs: new SlotPool(replySlabArenasMax),
+    slots, catalog, logger, onRequest, closing: () => closing,
+  };
+  // Buffers taken for a burst (of connections, of large requests) go back to the system after it.
+  const sweeper = setInterval(() => {
+    for (const pool of [ctx.payloads, ctx.receiveSlabs, ctx.replySlabs]) pool.sweepIdle(bufferIdleSweeps);
+  }, bufferSweepIntervalMs);
+  sweeper.unref();
 
   // pauseOnConnect: a connection's socket is re-wrapped to read into our buffers before it reads.
   const server = net.createServer({ noDelay: true, keepAlive: true, pauseOnConnect: true });
   server.on("connection", (socket) => {
-    if (closing || live.size >= nbdConnectionsMax) {
-      logger.warn({ connections: live.size, max: nbdConnectionsMax, closing }, "nbd connection refused");
+    if (closing) {
       socket.destroy();
       return;
     }
+    let conn: NbdConnection;
     try {
-      const conn = new NbdConnection(socket, ctx, nextId++);
-      live.add(conn);
-      // The connection's own socket (it may have re-wrapped the accepted one).
-      conn.socket.on("close", () => live.delete(conn));
+      conn = new NbdConnection(socket, ctx, nextId++);
     } catch (err) {
       logger.error({ err }, "nbd connection setup failed");
       socket.destroy();
+      return;
     }
+    // Every connection gets in: a full handshake pool closes its oldest member instead.
+    slots.admit(conn)?.evict(`${nbdHandshakesMax} connections are in the handshake; the oldest makes room for a new one`);
   });
   server.on("error", (err) => logger.error({ err }, "nbd server error"));
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port, options.host, () => {
-      server.off("error", reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(options.port, options.host, () => {
+        server.off("error", reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    clearInterval(sweeper);
+    throw err;
+  }
   const address = server.address();
-  if (address === null || typeof address === "string") throw new Error("nbd server has no TCP address");
+  if (address === null || typeof address === "string") {
+    clearInterval(sweeper);
+    throw new Error("nbd server has no TCP address");
+  }
   logger.info({ host: options.host, port: address.port }, "nbd server listening");
 
   let closed: Promise<void> | undefined;
   return {
     port: address.port,
-    connections: () => live.size,
+    connections: () => slots.total,
+    handshakes: () => slots.handshakes,
+    buffers: () => {
+      const all = [ctx.payloads, ctx.receiveSlabs, ctx.replySlabs].map((pool) => pool.stats());
+      return { arenas: all.reduce((n, s) => n + s.arenas, 0), slotsInUse: all.reduce((n, s) => n + s.slotsInUse, 0) };
+    },
     close(): Promise<void> {
       closed ??= (async () => {
         closing = true;
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-        for (const conn of live) conn.shutdown();
+        const open = slots.all();
+        for (const conn of open) conn.shutdown();
         let timer: NodeJS.Timeout | undefined;
         const grace = new Promise<void>((resolve) => { timer = setTimeout(resolve, nbdCloseGraceMs); });
-        await Promise.race([Promise.all([...live].map((c) => c.idle())), grace]);
+        await Promise.race([Promise.all(open.map((c) => c.idle())), grace]);
         clearTimeout(timer);
-        for (const conn of live) conn.destroy();
+        for (const conn of open) conn.destroy();
+        clearInterval(sweeper);
         await stopped;
         logger.info("nbd server closed");
       })();

@@ -548,12 +548,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       get readOnly() {
         return volume.target !== undefined;
       },
-      read: async (offsetBytes, lengthBytes) => {
+      read: async (offsetBytes, lengthBytes, into) => {
         checkRange(offsetBytes, lengthBytes);
         // Answered writes not yet on the volume (it follows the journal's fdatasync) come first.
         const pending = lengthBytes === 0 ? undefined : volume.order.settledOver(offsetBytes, offsetBytes + lengthBytes);
         if (pending !== undefined) await pending;
-        return volume.file.read(offsetBytes, lengthBytes);
+        return volume.file.read(offsetBytes, lengthBytes, into);
       },
       write: (offsetBytes, data, options) => writeRange(offsetBytes, data.length, options, "data", data),
       writeZeroes: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),

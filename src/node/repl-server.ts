@@ -7,10 +7,18 @@
 // ACK with batchId 0 (a progress report: "send again"), and pulls resume. In pull mode,
 // where the secondary simply stops asking, it tells the primary once with a NACK NO_SPACE
 // of refId 0 (no batch: a report), so both sides say why the group waits.
+//
+// Connections (docs/replication-protocol.md, "Connections"): one that has not sent HELLO holds a
+// slot of a pool of its own (replHandshakesMax; when it is full the oldest is closed to admit the
+// new one; deadline replHelloTimeoutMs); one past HELLO counts against replConnectionsMax only,
+// and HELLO past that limit is refused. A slot is free the moment its connection is gone.
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { replFrameBytesMax, replHelloTimeoutMs, replPullAnswerGraceMs, replPullWaitMs, replStreamsMax } from "../core/limits.ts";
+import { ConnectionSlots } from "../core/connection-slots.ts";
+import {
+  replConnectionsMax, replFrameBytesMax, replHandshakesMax, replHelloTimeoutMs, replPullAnswerGraceMs, replPullWaitMs,
+} from "../core/limits.ts";
 import { asSequence } from "../core/types.ts";
 import { encodedRecordBytes } from "../protocol/journal-record.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
@@ -44,14 +52,12 @@ interface OpenGroup {
   refusedForSpace: boolean;
 }
 
-/** Connections the listener serves at once. */
-const replConnectionsMax = replStreamsMax * 64;
-
 export class ReplServer {
   private readonly host: TargetHost;
   private readonly logger: Logger;
   private server: Server | undefined;
-  private readonly connections = new Set<ReplConnection>();
+  private readonly slots = new ConnectionSlots<ReplConnection>({ handshakesMax: replHandshakesMax, establishedMax: replConnectionsMax });
+  private closing = false;
   private nextConnectionId = 1;
 
   constructor(host: TargetHost, logger: Logger) {
@@ -61,7 +67,6 @@ export class ReplServer {
 
   async listen(hostName: string, port: number): Promise<number> {
     const server = createServer((socket) => this.accept(socket));
-    server.maxConnections = replConnectionsMax;
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once("error", reject);
@@ -87,12 +92,27 @@ export class ReplServer {
   /** The streams that have each target group open. */
   private readonly opensByTarget = new Map<TargetGroup, Set<OpenGroup>>();
 
+  /** Open connections: before HELLO and past it. */
+  connectionCount(): number {
+    return this.slots.total;
+  }
+
+  /** Open connections that have not completed HELLO. */
+  handshakeCount(): number {
+    return this.slots.handshakes;
+  }
+
   async close(): Promise<void> {
-    for (const connection of this.connections) connection.close("node stopping");
+    this.closing = true;
+    for (const connection of this.slots.all()) connection.close("node stopping");
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
   private accept(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
     const connectionId = this.nextConnectionId++;
     const logger = this.logger.child({ replConnection: connectionId });
     const groups = new Map<number, OpenGroup>();
@@ -111,6 +131,10 @@ export class ReplServer {
             connection.fail("VERSION", `this node speaks replication protocol ${replProtocolVersionMin}..${replProtocolVersionMax}, the peer ${message.versionMin}..${message.versionMax}`);
             return;
           }
+          if (!this.slots.establish(connection)) {
+            connection.fail("INTERNAL", `this node serves at most ${replConnectionsMax} replication connections; try again later`);
+            return;
+          }
           helloDone = true;
           clearTimeout(helloTimer);
           logger.info({ event: "repl_hello", remote: connection.remote, primary: message.primaryNodeId, stream: message.streamIndex, streams: message.streamCount }, "replication stream attached");
@@ -125,15 +149,16 @@ export class ReplServer {
       },
       onClose: (reason) => {
         clearTimeout(helloTimer);
-        this.connections.delete(connection);
+        this.slots.release(connection);
         this.groupsByConnection.delete(connection);
         for (const open of groups.values()) open.target.streams.delete(connectionId);
         for (const open of groups.values()) this.forgetOpen(open);
         logger.info({ event: "repl_stream_closed", reason }, "replication stream closed");
       },
     }, { answerTimeoutMs: replPullWaitMs + replPullAnswerGraceMs });
-    this.connections.add(connection);
     this.groupsByConnection.set(connection, groups);
+    // Every connection gets in: a full pool of connections before HELLO closes its oldest one.
+    this.slots.admit(connection)?.fail("PROTOCOL", `no HELLO yet while ${replHandshakesMax} connections wait for HELLO: the oldest is closed to admit a new one`);
   }
 
   private dispatch(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessage, logger: Logger, connectionId: number): void {

@@ -143,9 +143,11 @@ export class VolumeFile {
       `range ${offsetBytes}+${lengthBytes} inside volume of ${this.sizeBytes} bytes`);
   }
 
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  /** The bytes of [offsetBytes, +lengthBytes), read into `into` (exactly lengthBytes long) when given. */
+  async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     this.checkRange(offsetBytes, lengthBytes);
-    const out = Buffer.allocUnsafe(lengthBytes);
+    assert(into === undefined || into.length === lengthBytes, "a read's target buffer is exactly as long as the read");
+    const out = into ?? Buffer.allocUnsafe(lengthBytes);
     if (lengthBytes <= syncReadBytesMax) {
       this.readNow(offsetBytes, out);
       return out;

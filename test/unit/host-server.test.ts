@@ -1,4 +1,5 @@
 // Proves the host-protocol server and client over real TCP on 127.0.0.1 (port 0), against a small file-backed VolumeCatalog in a tmp dir: writes with and without write times reach the volume, read back, flush, pipelining, and every refusal (EPERM, range, ENOENT, bad version, garbage, oversized) answers or closes only the offending connection.
+// And the connection accounting: a slot free the moment its connection is gone, HELLO past hostConnectionsMax answered EBUSY, the pool of connections before HELLO closing its oldest member so a real host always gets in, and the HELLO deadline.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -13,7 +14,7 @@ import {
   FrameAssembler, HostOp, HostStatus, encodeHeader, encodeRequest, parseReply, replyPayloadBytesMax,
   type HostReply,
 } from "../../src/protocol/host-protocol.ts";
-import { hostRequestBytesMax } from "../../src/core/limits.ts";
+import { hostConnectionsMax, hostHandshakesMax, hostHelloTimeoutMs, hostRequestBytesMax } from "../../src/core/limits.ts";
 
 /** A raw connection speaking frames by hand, to send what the client library never would. */
 class RawPeer {
@@ -338,5 +339,110 @@ void describe("host protocol server and client over TCP", () => {
     assert.ok(address !== null && typeof address === "object");
     await rejectsWith(HostClient.connect({ port: address.port, connectTimeoutMs: 200 }), "ETIMEDOUT");
     await new Promise<void>((resolve) => silent.close(() => resolve()));
+  });
+});
+
+function show(reply: HostReply): string {
+  return JSON.stringify(reply, (_key, value: unknown) => typeof value === "bigint" ? String(value) : value);
+}
+
+async function until(cond: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+void describe("host protocol server: connection slots, the pool before HELLO, the HELLO deadline", () => {
+  let dir: string;
+  let catalog: FileCatalog;
+  const quiet = pino({ level: "silent" });
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "tidemark-host-slots-"));
+    catalog = new FileCatalog();
+    await catalog.add(dir, "data", sizeBytes, false);
+  });
+
+  after(async () => {
+    await catalog.closeFiles();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  void it("a slot is free the moment its connection is gone", async () => {
+    const server = await startHostServer({ host: "127.0.0.1", port: 0, catalog, logger: quiet });
+    try {
+      for (let i = 0; i < 20; i++) {
+        const client = await HostClient.connect({ port: server.port });
+        await (await client.open("data")).read(0, 4096);
+        await client.close();
+      }
+      const reset = new RawPeer(server.port);
+      assert.equal((await reset.hello()).kind, "ok");
+      reset.socket.resetAndDestroy();
+      await until(() => server.connections() === 0, "every slot to be free", 1_000);
+    } finally {
+      await server.close();
+    }
+  });
+
+  void it("HELLO past hostConnectionsMax is answered EBUSY and closed; a freed slot serves the next host", async () => {
+    const server = await startHostServer({ host: "127.0.0.1", port: 0, catalog, logger: quiet });
+    const clients: HostClient[] = [];
+    try {
+      for (let i = 0; i < hostConnectionsMax; i++) clients.push(await HostClient.connect({ port: server.port }));
+      assert.deepEqual([server.connections(), server.handshakes()], [hostConnectionsMax, 0]);
+      const refused = await rejectsWith(HostClient.connect({ port: server.port }), "EBUSY");
+      assert.match(refused.message, new RegExp(`at most ${hostConnectionsMax}`));
+      await clients.pop()!.close();
+      const next = await HostClient.connect({ port: server.port });
+      assert.equal((await (await next.open("data")).read(0, 16)).length, 16);
+      clients.push(next);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+      await server.close();
+    }
+  });
+
+  void it("a full pool of connections before HELLO closes its oldest one (FATAL EBUSY), so a real host always gets in", async () => {
+    const server = await startHostServer({ host: "127.0.0.1", port: 0, catalog, logger: quiet });
+    const silent: RawPeer[] = [];
+    try {
+      for (let i = 0; i < hostHandshakesMax + 5; i++) {
+        const peer = new RawPeer(server.port);
+        await new Promise<void>((resolve) => peer.socket.once("connect", () => resolve()));
+        silent.push(peer);
+      }
+      await until(() => server.connections() === hostHandshakesMax, "the pool to fill");
+      for (const peer of silent.slice(0, 5)) {
+        const fatal = await peer.reply();
+        assert.ok(fatal.kind === "error" && fatal.op === "fatal" && fatal.status === HostStatus.EBUSY, show(fatal));
+        await peer.closed;
+      }
+      const client = await HostClient.connect({ port: server.port });
+      assert.equal((await (await client.open("data")).read(0, 16)).length, 16, "a real host gets in with the pool full");
+      await silent[5]!.closed; // by closing the oldest silent connection
+      assert.equal(server.handshakes(), hostHandshakesMax - 1);
+      await client.close();
+    } finally {
+      for (const peer of silent) peer.socket.destroy();
+      await server.close();
+    }
+  });
+
+  void it("a connection that sends no HELLO is closed at the deadline with FATAL ETIMEDOUT", async () => {
+    const server = await startHostServer({ host: "127.0.0.1", port: 0, catalog, logger: quiet });
+    try {
+      const peer = new RawPeer(server.port);
+      const openedMs = performance.now();
+      const fatal = await peer.reply();
+      assert.ok(fatal.kind === "error" && fatal.status === HostStatus.ETIMEDOUT, show(fatal));
+      assert.ok(performance.now() - openedMs >= hostHelloTimeoutMs * 0.9, "not before the deadline");
+      await peer.closed;
+      await until(() => server.connections() === 0, "its slot to be free");
+    } finally {
+      await server.close();
+    }
   });
 });

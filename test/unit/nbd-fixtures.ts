@@ -27,9 +27,10 @@ class FileVolume implements VolumeHandle {
     this.failNext = undefined;
     if (err !== undefined) throw err;
   }
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     this.check();
-    const out = Buffer.alloc(lengthBytes);
+    const out = into ?? Buffer.alloc(lengthBytes);
+    out.fill(0); // a sparse tail reads as zeroes
     let done = 0;
     while (done < lengthBytes) {
       const { bytesRead } = await this.file.read(out, done, lengthBytes - done, offsetBytes + done);

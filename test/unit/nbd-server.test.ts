@@ -2,11 +2,17 @@
 // hand-written raw-socket client: every handshake path, reads and writes landing in the file,
 // errno mapping, read-only EPERM with drained payloads, pipelining with out-of-order replies,
 // the in-flight limit (pause/resume), DISC, bad magic and garbage closing only their own
-// connection, connection limits and a clean close().
+// connection, a clean close(); and connection accounting under churn: a slot free the moment its
+// connection is gone, the transmission limit answered with ERR_POLICY, the handshake pool that
+// closes its oldest member so a real client gets in, the handshake deadline, replies to a peer
+// that never reads dropped with it, every pooled buffer back and given back to the system.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { nbdConnectionsMax, nbdRequestBytesMax, nbdRequestsInFlightMax } from "../../src/core/limits.ts";
+import {
+  nbdBufferIdleReleaseMs, nbdCloseLingerMs, nbdConnectionsMax, nbdHandshakeTimeoutMs, nbdHandshakesMax, nbdRequestBytesMax,
+  nbdRequestsInFlightMax,
+} from "../../src/core/limits.ts";
 import { VolumeIoError, type VolumeCatalog, type VolumeHandle } from "../../src/core/volume-io.ts";
 import type { NbdOp, NbdServer } from "../../src/node/nbd-server.ts";
 import { ClientFlag, Cmd, CmdFlag, Info, NbdErrno, Opt, Rep, TransmissionFlag } from "../../src/protocol/nbd/constants.ts";
@@ -340,12 +346,12 @@ function gatedCatalog(inner: FileCatalog): { catalog: VolumeCatalog; open(): voi
   let maxActive = 0;
   const wrap = (h: VolumeHandle): VolumeHandle => ({
     name: h.name, sizeBytes: h.sizeBytes, readOnly: h.readOnly,
-    async read(offsetBytes, lengthBytes) {
+    async read(offsetBytes, lengthBytes, into) {
       active++;
       maxActive = Math.max(maxActive, active);
       await gate;
       active--;
-      return h.read(offsetBytes, lengthBytes);
+      return h.read(offsetBytes, lengthBytes, into);
     },
     write: (o, d, opt) => h.write(o, d, opt),
     writeZeroes: (o, l, opt) => h.writeZeroes(o, l, opt),
@@ -432,27 +438,151 @@ void describe("NBD server limits", () => {
     await assert.rejects(RawClient.connect(server.port));
     await cat.cleanup();
   });
+});
 
-  void it("refuses connections past nbdConnectionsMax at once and serves again once one goes", async () => {
+/** GO for `name` on a fresh connection; the final option reply (ACK, or an error). */
+async function go(port: number, name: string): Promise<{ c: RawClient; reply: OptReply }> {
+  const c = await greet(port);
+  c.send(encodeOption(Opt.go, encodeInfoRequest({ name, infos: [] })));
+  const replies = await readOptReplies(c);
+  return { c, reply: replies.at(-1)! };
+}
+
+/** A short session: READ 4 KiB, DISC, close our side. */
+async function shortSession(c: RawClient): Promise<void> {
+  assert.equal((await call(c, Cmd.read, 0, 4096)).errno, 0);
+  c.send(request(Cmd.disc, 0, 0).bytes);
+  c.socket.end();
+}
+
+void describe("NBD server connection slots, handshake pool and buffers", () => {
+  void it("a slot is free the moment its connection is gone: after DISC the peer's close ends it at once, not after the linger", async () => {
+    const cat = await fileCatalog([{ name: "vol", sizeBytes: MiB }]);
+    const server = await serve(cat);
+    try {
+      for (let i = 0; i < 20; i++) {
+        const { c } = await attach(server.port, "vol");
+        await shortSession(c);
+        assert.ok(await c.closedByServer(), "the server closes after DISC");
+      }
+      // Well within nbdCloseLingerMs (the old code held every slot until it ran out).
+      await until(() => server.connections() === 0, "every slot to be free", nbdCloseLingerMs / 2);
+      // And a peer that resets instead: gone at once too.
+      const { c } = await attach(server.port, "vol");
+      c.socket.resetAndDestroy();
+      await until(() => server.connections() === 0, "the reset connection's slot", nbdCloseLingerMs / 2);
+    } finally {
+      await server.close();
+      await cat.cleanup();
+    }
+  });
+
+  void it("with nbdConnectionsMax in transmission a new GO is refused (ERR_POLICY) and EXPORT_NAME closed; a freed slot serves at once", async () => {
     const cat = await fileCatalog([{ name: "vol", sizeBytes: MiB }]);
     const server = await serve(cat);
     const clients: RawClient[] = [];
     try {
-      for (let i = 0; i < nbdConnectionsMax; i++) {
-        const c = await RawClient.connect(server.port);
-        await c.read(18);
-        clients.push(c);
-      }
-      assert.equal(server.connections(), nbdConnectionsMax);
-      const extra = await RawClient.connect(server.port);
-      assert.ok(await extra.closedByServer(), "the extra connection is closed");
-      clients.pop()!.destroy();
-      await until(() => server.connections() === nbdConnectionsMax - 1, "a slot to free");
+      for (let i = 0; i < nbdConnectionsMax; i++) clients.push((await attach(server.port, "vol")).c);
+      assert.deepEqual([server.connections(), server.handshakes()], [nbdConnectionsMax, 0]);
+      const refused = await go(server.port, "vol");
+      assert.equal(refused.reply.replyType, Rep.errPolicy);
+      assert.match(refused.reply.data.toString(), new RegExp(`at most ${nbdConnectionsMax} NBD connections`));
+      assert.ok(await refused.c.closedByServer(), "a refused client is closed");
+      const blind = await greet(server.port);
+      blind.send(encodeOption(Opt.exportName, Buffer.from("vol")));
+      assert.ok(await blind.closedByServer(), "EXPORT_NAME has no error reply: closed");
+      await shortSession(clients.pop()!);
       const { c } = await attach(server.port, "vol");
-      assert.equal((await call(c, Cmd.read, 0, 16)).errno, 0);
-      c.destroy();
+      assert.equal((await call(c, Cmd.read, 0, 16)).errno, 0, "the freed slot serves the next client");
+      clients.push(c);
     } finally {
       for (const c of clients) c.destroy();
+      await server.close();
+      await cat.cleanup();
+    }
+  });
+
+  void it("a full handshake pool closes its oldest connection to admit a new one, so a real client always gets in", async () => {
+    const cat = await fileCatalog([{ name: "vol", sizeBytes: MiB }]);
+    const server = await serve(cat);
+    const silent: RawClient[] = [];
+    try {
+      for (let i = 0; i < nbdHandshakesMax + 10; i++) {
+        const c = await RawClient.connect(server.port);
+        await c.read(18); // every one of them is greeted: none is refused
+        silent.push(c);
+      }
+      assert.equal(server.handshakes(), nbdHandshakesMax);
+      for (const c of silent.slice(0, 10)) assert.ok(await c.closedByServer(), "the oldest silent connections made room");
+      assert.equal(silent[10]!.ended, false, "the rest wait for their deadline");
+      const { c } = await attach(server.port, "vol");
+      assert.equal((await call(c, Cmd.read, 0, 4096)).errno, 0, "a real client gets in with the pool full");
+      assert.ok(await silent[10]!.closedByServer(), "by closing the oldest silent connection");
+      assert.deepEqual([server.handshakes(), server.connections()], [nbdHandshakesMax - 1, nbdHandshakesMax]);
+      c.destroy();
+    } finally {
+      for (const c of silent) c.destroy();
+      await server.close();
+      await cat.cleanup();
+    }
+  });
+
+  void it("a connection that says nothing is closed at the handshake deadline", async () => {
+    const cat = await fileCatalog([{ name: "vol", sizeBytes: MiB }]);
+    const server = await serve(cat);
+    try {
+      const c = await RawClient.connect(server.port);
+      await c.read(18);
+      const openedMs = performance.now();
+      assert.ok(await c.closedByServer(nbdHandshakeTimeoutMs + 2_000), "closed by the deadline");
+      assert.ok(performance.now() - openedMs >= nbdHandshakeTimeoutMs * 0.9, "not before it");
+      await until(() => server.connections() === 0, "its slot to be free");
+    } finally {
+      await server.close();
+      await cat.cleanup();
+    }
+  });
+
+  void it("replies a peer never reads go with the connection; every pooled buffer comes back, and goes back to the system once idle", async () => {
+    const cat = await fileCatalog([{ name: "vol", sizeBytes: 8 * MiB }]);
+    const server = await serve(cat);
+    try {
+      const unread = await Promise.all(Array.from({ length: 16 }, async () => {
+        const { c } = await attach(server.port, "vol");
+        // 8 MiB of READ replies the client never reads: more than the socket buffers hold.
+        c.send(Buffer.concat(Array.from({ length: 8 }, (_, i) => request(Cmd.read, i * MiB, MiB).bytes)));
+        await c.read(16);
+        return c;
+      }));
+      assert.ok(server.buffers().slotsInUse > 0, "replies wait in pooled buffers for a peer that does not read");
+      for (const [i, c] of unread.entries()) {
+        if (i % 2 === 0) c.socket.resetAndDestroy();
+        else c.destroy();
+      }
+      // Mixed churn on top: clean sessions, resets with a READ in flight, closes mid-handshake.
+      for (let i = 0; i < 60; i++) {
+        if (i % 3 === 2) {
+          const c = await greet(server.port);
+          c.send(Buffer.from("IHAVE"));
+          c.destroy();
+          continue;
+        }
+        const { c } = await attach(server.port, "vol");
+        if (i % 3 === 0) {
+          await shortSession(c);
+        } else {
+          c.send(request(Cmd.read, 0, MiB).bytes);
+          c.socket.resetAndDestroy();
+        }
+      }
+      await until(() => server.connections() === 0, "every connection to be gone");
+      await until(() => server.buffers().slotsInUse === 0, "every pooled buffer to be back");
+      assert.ok(server.buffers().arenas > 0);
+      await until(() => server.buffers().arenas === 0, "idle buffers to go back to the system", nbdBufferIdleReleaseMs + 3_000);
+      const { c } = await attach(server.port, "vol");
+      assert.equal((await call(c, Cmd.read, 0, MiB)).errno, 0, "buffers are made again on demand");
+      c.destroy();
+    } finally {
       await server.close();
       await cat.cleanup();
     }

@@ -216,10 +216,14 @@ export type HandshakeStep =
   | { readonly kind: "send"; readonly data: readonly Buffer[] }
   /** Send these buffers (maybe none), then close. `clean` is false for a protocol violation. */
   | { readonly kind: "close"; readonly data: readonly Buffer[]; readonly reason: string; readonly clean: boolean }
-  /** Send these buffers; the connection is in transmission on this export from the next byte on. */
+  /**
+   * Send these buffers; the connection is in transmission on this export from the next byte on.
+   * `option` is the option that ended the handshake (NBD_OPT_GO or NBD_OPT_EXPORT_NAME): a server
+   * that must refuse the connection after all answers GO with an error and EXPORT_NAME by closing.
+   */
   | {
     readonly kind: "transmission"; readonly data: readonly Buffer[];
-    readonly export: ExportDescription; readonly transmissionFlags: number;
+    readonly export: ExportDescription; readonly transmissionFlags: number; readonly option: number;
   };
 
 type Phase = "client-flags" | "option-header" | "option-data" | "done";
@@ -310,7 +314,7 @@ export class NbdHandshake {
         const name = decodeName(data, this.limits.stringBytesMax);
         const exp = name === undefined ? undefined : this.resolve(name);
         if (exp === undefined) return this.close([], `NBD_OPT_EXPORT_NAME: no export ${JSON.stringify(name ?? "<invalid>")}`, false);
-        return this.enter([], exp, encodeExportNameReply(exp.sizeBytes, transmissionFlagsFor(exp), this.noZeroes));
+        return this.enter(option, [], exp, encodeExportNameReply(exp.sizeBytes, transmissionFlagsFor(exp), this.noZeroes));
       }
       case Opt.abort:
         return this.close([encodeOptionReply(option, Rep.ack)], "client aborted the handshake", true);
@@ -339,7 +343,7 @@ export class NbdHandshake {
         if (decoded.request.infos.includes(Info.name)) replies.push(encodeOptionReply(option, Rep.info, encodeInfoName(exp.name)));
         replies.push(encodeOptionReply(option, Rep.ack));
         if (option === Opt.info) return { kind: "send", data: replies };
-        return this.enter(replies, exp);
+        return this.enter(option, replies, exp);
       }
       default:
         // STRUCTURED_REPLY, EXTENDED_HEADERS, meta contexts, STARTTLS and anything unknown:
@@ -348,9 +352,9 @@ export class NbdHandshake {
     }
   }
 
-  private enter(replies: Buffer[], exp: ExportDescription, extra?: Buffer): HandshakeStep {
+  private enter(option: number, replies: Buffer[], exp: ExportDescription, extra?: Buffer): HandshakeStep {
     this.phase = "done";
     if (extra !== undefined) replies.push(extra);
-    return { kind: "transmission", data: replies, export: exp, transmissionFlags: transmissionFlagsFor(exp) };
+    return { kind: "transmission", data: replies, export: exp, transmissionFlags: transmissionFlagsFor(exp), option };
   }
 }
