@@ -3,10 +3,11 @@
 // side and qemu-io as the real client:
 // (a) 256 short NBD sessions (handshake, one 4 KiB READ, DISC, close) in a burst, then a 257th
 //     session gets in: a slot is free the moment its connection is gone;
-// (b) thousands of mixed connects and disconnects (clean DISC, RST, mid-handshake close, a
-//     1 MiB READ whose reply is never read, connect-and-close) refuse no well-formed connection
-//     while fewer than the limit are open, leave no connection behind, and the node's resident
-//     memory is back within 64 MiB of where it started at most 10 s later;
+// (b) 8,000 mixed connects and disconnects (clean DISC, RST, mid-handshake close, a 1 MiB READ
+//     whose reply is never read, connect-and-close), 64 at a time, refuse no well-formed
+//     connection while fewer than the limit are open, leave no connection behind, and the
+//     node's resident memory (VmRSS) is within 64 MiB of where it started 10 s later (the start
+//     taken after a warm-up churn of the same mix: see warmUpConnections);
 // (c) 300 connections that open and say nothing lock no one out: qemu-io still reads an export
 //     (the oldest silent connections are closed to admit it), and every silent connection is
 //     closed by the handshake deadline; the same for the host protocol port and HELLO.
@@ -225,17 +226,13 @@ void test("(b) thousands of mixed connects and disconnects: nothing refused unde
   }
   const churnMs = performance.now() - startedMs;
   const rssEnd = rssBytes(node.pid);
-  const settleStart = performance.now();
-  let rssSettled = rssEnd;
-  while (rssSettled > rssStart + rssMarginBytes && performance.now() - settleStart < rssSettleMs) {
-    await sleep(250);
-    rssSettled = rssBytes(node.pid);
-  }
-  const settledMs = performance.now() - settleStart;
+  // The requirement: back within the margin 10 s after the churn (read then, not earlier).
+  await sleep(rssSettleMs);
+  const rssSettled = rssBytes(node.pid);
   const left = await nbdConnectionsOpen(node);
   t.diagnostic(`churn of ${churnConnections} connections (${churnConcurrency} at a time) in ${(churnMs / 1000).toFixed(1)} s: ` +
     `refused ${churn.refused}; RSS fresh ${mib(rssFresh)}, after ${warmUpConnections} warm-up connections ${mib(rssStart)}, peak ${mib(rssPeak)}, end ${mib(rssEnd)}, ` +
-    `${mib(rssSettled)} after ${(settledMs / 1000).toFixed(1)} s; NBD connections left ${left}`);
+    `${mib(rssSettled)} ${rssSettleMs / 1000} s later; NBD connections left ${left}`);
   const context = `\n--- node log\n${node.logTail(10)}`;
   assert.equal(churn.refused, 0, `well-formed connections refused with at most ${churnConcurrency} open (limit ${limits.nbdConnectionsMax}): ${churn.refusedIndexes.slice(0, 20).join(", ")}${context}`);
   assert.ok(rssSettled <= rssStart + rssMarginBytes,
