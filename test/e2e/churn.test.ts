@@ -237,6 +237,7 @@ void test("(b) thousands of mixed connects and disconnects: nothing refused unde
   assert.equal(churn.refused, 0, `well-formed connections refused with at most ${churnConcurrency} open (limit ${limits.nbdConnectionsMax}): ${churn.refusedIndexes.slice(0, 20).join(", ")}${context}`);
   assert.ok(rssSettled <= rssStart + rssMarginBytes,
     `RSS ${mib(rssSettled)} ${rssSettleMs / 1000} s after the churn, more than ${mib(rssMarginBytes)} over the start ${mib(rssStart)}${context}`);
+  assert.ok(rssSettled <= rssFresh + rssMarginBytes, `RSS ${mib(rssSettled)} ${rssSettleMs / 1000} s after the churn, more than ${mib(rssMarginBytes)} over the fresh node's ${mib(rssFresh)}${context}`);
   await waitFor("every churn connection to be gone on the node", async () => await nbdConnectionsOpen(node) === 0 ? true : undefined, { timeoutMs: 2_000 });
   assert.equal(await shortSession(node.nbdPort), "ok", "a session after the churn");
 });
