@@ -85,6 +85,8 @@ export const journalCheckpointBytes = 256 * MiB;
  * volume (after the journal's fdatasync). Past it, new writes wait for applies (held).
  */
 export const groupApplyPendingBytesMax = 256 * MiB;
+/** An answered write reaches its volume at most this long after the first write waiting for a group commit (then one is made). */
+export const groupApplyDelayMsMax = 50;
 /** Host writes one group may hold (journal full, slowed, volumes behind): every request the front ends may have in flight. */
 export const heldWritesPerGroupMax = nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax;
 /** A stopped group (ENOSPC, EIO) tries to resume after this long, doubling up to the maximum. */

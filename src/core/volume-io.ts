@@ -18,6 +18,13 @@ export interface WriteOptions {
   readonly fua: boolean;
   /** Write time supplied by a timestamping host, microseconds since the epoch. */
   readonly hostWriteTimeUs?: number | undefined;
+  /**
+   * The front end lends the payload past the answer: the ingest keeps `data` (no copy) and
+   * calls this exactly once when it no longer reads it (after the write reached the volume,
+   * or failed); until then the front end must not reuse the buffer. Without it the ingest
+   * copies what it must keep (the volume is written after the answer: journal before volume).
+   */
+  readonly onPayloadFree?: (() => void) | undefined;
 }
 
 /** One volume as a front end sees it. Offsets and lengths are already range-checked. */

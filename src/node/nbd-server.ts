@@ -475,6 +475,8 @@ class NbdConnection {
     let done: Promise<Buffer | void>;
     /** READ data lands in a pooled slot (a new buffer past the pool's sizes or when it is full). */
     let readInto: Buffer | undefined;
+    /** A WRITE payload lent to the ingest: it gives the slot back itself (onPayloadFree). */
+    let lent = false;
     try {
       switch (request.type) {
         case Cmd.read:
@@ -494,7 +496,15 @@ class NbdConnection {
               this.slabViewTaken = true;
             }
           }
-          done = handle.write(request.offsetBytes, payload, { fua });
+          if (this.ctx.payloads.owns(payload)) {
+            // A pooled slot is lent to the ingest until it says the volume has it (journal before
+            // volume: that is after the answer); the slot goes back to the pool then.
+            const lentSlot = payload;
+            lent = true;
+            done = handle.write(request.offsetBytes, lentSlot, { fua, onPayloadFree: () => this.ctx.payloads.release(lentSlot) });
+          } else {
+            done = handle.write(request.offsetBytes, payload, { fua });
+          }
           break;
         case Cmd.flush:
           done = handle.flush();
@@ -515,7 +525,7 @@ class NbdConnection {
       (result) => {
         // The write succeeded, so nothing downstream holds its payload any more: reuse it.
         // (After a failure the journal or the volume may still be writing it: let it go.)
-        if (payload !== undefined && this.ctx.payloads.owns(payload)) this.ctx.payloads.release(payload);
+        if (!lent && payload !== undefined && this.ctx.payloads.owns(payload)) this.ctx.payloads.release(payload);
         // The volume is done with a read's slot: it is the reply's data now, or unused.
         if (readInto !== undefined && result !== readInto) this.releasePooled(readInto);
         this.complete(request, heldBytes, startMs, 0, result);

@@ -552,10 +552,31 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
         checkRange(offsetBytes, lengthBytes);
         // Answered writes not yet on the volume (it follows the journal's fdatasync) come first.
         const pending = lengthBytes === 0 ? undefined : volume.order.settledOver(offsetBytes, offsetBytes + lengthBytes);
-        if (pending !== undefined) await pending;
+        if (pending !== undefined) {
+          volume.group?.hurryApplies();
+          await pending;
+        }
         return volume.file.read(offsetBytes, lengthBytes, into);
       },
-      write: (offsetBytes, data, options) => writeRange(offsetBytes, data.length, options, "data", data),
+      write: (offsetBytes, data, options) => {
+        const free = options.onPayloadFree;
+        const group = volume.group;
+        // A lent payload: the group's writer frees it once the volume has it; every other path
+        // is done with it when the write settles (or throws at the edge).
+        if (free !== undefined && volume.target === undefined && group !== undefined && data.length > 0 &&
+          offsetBytes >= 0 && offsetBytes + data.length <= volume.sizeBytes) {
+          return group.write(volume.id, offsetBytes, data, options.fua, options.hostWriteTimeUs, free);
+        }
+        let result: Promise<void>;
+        try {
+          result = writeRange(offsetBytes, data.length, options, "data", data);
+        } catch (error) {
+          free?.();
+          throw error;
+        }
+        if (free !== undefined) void result.then(free, free);
+        return result;
+      },
       writeZeroes: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
       trim: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
       flush: async () => {

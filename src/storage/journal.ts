@@ -176,6 +176,8 @@ export class GroupJournal {
   /** Closed append groups, oldest first, waiting for their last record to be written. */
   private readonly appendGroups: Waiter[] = [];
   private readonly syncWaiters: Waiter[] = [];
+  /** whenDurable() callers, in sequence order: settled by durability, never a reason for an fdatasync. */
+  private readonly durableWatchers: Waiter[] = [];
 
   private writer: Promise<void> | undefined;
   private syncInFlight: Promise<void> | undefined;
@@ -669,6 +671,36 @@ export class GroupJournal {
       settled += 1;
     }
     if (settled > 0) this.syncWaiters.splice(0, settled);
+    settled = 0;
+    for (const watcher of this.durableWatchers) {
+      if (watcher.sequence > this.durableSequenceValue) break;
+      watcher.resolve();
+      settled += 1;
+    }
+    if (settled > 0) this.durableWatchers.splice(0, settled);
+  }
+
+  /**
+   * Resolves once `sequence` (appended already) is durable, without asking for an
+   * fdatasync: whatever makes the journal durable next (a sync() caller's group commit, the
+   * background sync every 32 MiB, a segment roll) settles it. Watchers share one promise per
+   * sequence and are settled in sequence order; a failure rejects them.
+   */
+  whenDurable(sequence: number): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    // An append refused outright (full, closed) took no sequence: nothing will make it durable.
+    if (sequence > this.lastAppendedSequence) return Promise.reject(this.closing ? new JournalClosedError(this.dir) : new Error(`journal ${this.dir}: sequence ${sequence} was not appended`));
+    if (sequence <= this.durableSequenceValue) return Promise.resolve();
+    const last = this.durableWatchers[this.durableWatchers.length - 1];
+    if (last !== undefined && last.sequence >= sequence) {
+      // Appends are in sequence order, so watchers are too: a later one covers this one.
+      if (last.sequence === sequence) return last.promise;
+      assert(false, "durable watchers are registered in sequence order");
+    }
+    const watcher = newWaiter(sequence);
+    watcher.promise.catch(() => undefined);
+    this.durableWatchers.push(watcher);
+    return watcher.promise;
   }
 
   // ---- failure and close -----------------------------------------------------------------
@@ -676,10 +708,11 @@ export class GroupJournal {
   private fail(error: Error): void {
     if (this.failure !== undefined) return;
     this.failure = error;
-    const waiters = [...this.appendGroups, ...this.syncWaiters];
+    const waiters = [...this.appendGroups, ...this.syncWaiters, ...this.durableWatchers];
     if (this.openGroup !== undefined) waiters.push(this.openGroup);
     this.appendGroups.length = 0;
     this.syncWaiters.length = 0;
+    this.durableWatchers.length = 0;
     this.openGroup = undefined;
     this.queue.length = 0;
     this.queueHead = 0;

@@ -292,3 +292,26 @@ void test("a sender reading behind a busy writer, with rolls and trims going on,
     await removeDir(dir);
   }
 });
+
+void test("whenDurable asks for no fdatasync of its own and settles, in order, with the next group commit", async () => {
+  const dir = await tempDir("when-durable");
+  try {
+    const { journal } = await GroupJournal.open(dir, { bytesMax: 1 << 30, nextSequence: 1 });
+    const settled: number[] = [];
+    const watchers = range(1, 5).map((sequence) => {
+      void journal.append(makeRecord(sequence, 200));
+      return journal.whenDurable(sequence).then(() => void settled.push(sequence));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(journal.fsyncCount, 0, "no fdatasync was asked for");
+    assert.deepEqual(settled, [], "nothing is durable yet");
+    await journal.sync();
+    await Promise.all(watchers);
+    assert.deepEqual(settled, [1, 2, 3, 4, 5], "one group commit settled them all, in sequence order");
+    assert.equal(journal.fsyncCount, 1);
+    await journal.whenDurable(5); // already durable: at once
+    await journal.close();
+  } finally {
+    await removeDir(dir);
+  }
+});
