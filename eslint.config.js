@@ -5,6 +5,12 @@ import tseslint from "typescript-eslint";
 
 const ioModules = ["node:fs", "node:fs/promises", "node:net", "node:http", "node:child_process", "node:timers", "node:timers/promises", "node:dgram"];
 
+// The node's lifecycle code schedules through its Clock, so the simulation can run it on virtual time.
+const lifecycleTimerRules = ["setTimeout", "setInterval", "setImmediate"].map((name) => ({
+  selector: `CallExpression[callee.name='${name}']`,
+  message: `Use the node's Clock (clock.setTimeout / setInterval / sleep / yieldToEvents), not ${name}: the simulation runs this code on virtual time.`,
+})).concat([{ selector: "MemberExpression[object.name='performance'][property.name='now']", message: "Read the node's Clock (monotonicMs)." }]);
+
 export default tseslint.config(
   { ignores: ["node_modules/**", "dist/**", "eslint.config.js", "bin/**", "test/**/*.mjs"] },
   js.configs.recommended,
@@ -42,6 +48,18 @@ export default tseslint.config(
     rules: {
       "no-restricted-syntax": ["error",
         { selector: "CallExpression[callee.object.name='Date'][callee.property.name='now']", message: "Read the node's Clock (monotonicMs for timers and deadlines, wallMs only for write times and display)." },
+        { selector: "NewExpression[callee.name='Date'][arguments.length=0]", message: "new Date() reads the wall clock: use new Date(clock.wallMs())." },
+        ...lifecycleTimerRules,
+      ],
+    },
+  },
+  {
+    // The NBD and host-protocol front ends batch replies with setImmediate on the hot path; the
+    // simulation drives volumes through their handles, not through these sockets.
+    files: ["src/node/nbd-server.ts", "src/node/host-server.ts"],
+    rules: {
+      "no-restricted-syntax": ["error",
+        { selector: "CallExpression[callee.object.name='Date'][callee.property.name='now']", message: "Read the node's Clock." },
         { selector: "NewExpression[callee.name='Date'][arguments.length=0]", message: "new Date() reads the wall clock: use new Date(clock.wallMs())." },
       ],
     },

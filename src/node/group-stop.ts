@@ -6,7 +6,7 @@ import { statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Logger } from "pino";
 import { groupResumeDelayMsMax, groupResumeDelayMsMin } from "../core/limits.ts";
-import type { Clock } from "./clock.ts";
+import type { Clock, Timer } from "./clock.ts";
 
 /** Why a group stopped, for status, logs, health and the errno hosts get meanwhile. */
 export interface GroupStop {
@@ -80,7 +80,7 @@ export class GroupStopControl {
   private readonly options: GroupStopControlOptions;
   private current: GroupStop | undefined;
   private spell: { readonly sinceIso: string; readonly path: string; resumed: boolean } | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private delayMs = groupResumeDelayMsMin;
   private resuming: Promise<void> | undefined;
   private closed = false;
@@ -132,7 +132,7 @@ export class GroupStopControl {
 
   private schedule(): void {
     if (this.timer !== undefined || this.closed || this.current?.resumable !== true) return;
-    this.timer = setTimeout(() => {
+    this.timer = this.options.clock.setTimeout(() => {
       this.timer = undefined;
       this.resuming ??= this.attempt().finally(() => {
         this.resuming = undefined;
@@ -174,7 +174,7 @@ export class GroupStopControl {
   /** The node is stopping: no more attempts. */
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.timer);
+    this.options.clock.clear(this.timer);
     await this.resuming;
   }
 }

@@ -17,7 +17,7 @@ import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord 
 import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { ApplyOrder } from "./apply-order.ts";
-import type { Clock } from "./clock.ts";
+import type { Clock, Timer } from "./clock.ts";
 import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "./group-stop.ts";
 import type { NodeStamper } from "./stamper.ts";
 import { VolumeIoError } from "../core/volume-io.ts";
@@ -97,8 +97,8 @@ export class GroupWriter {
   private bytesSinceCheckpoint = 0;
   private checkpointRunning: Promise<CheckpointResult> | undefined;
   private readonly held: Held[] = [];
-  private releaseTimer: NodeJS.Timeout | undefined;
-  private applyDeadlineTimer: NodeJS.Timeout | undefined;
+  private releaseTimer: Timer | undefined;
+  private applyDeadlineTimer: Timer | undefined;
   private lastHoldReason: HoldReason | undefined;
   /** When the last record was accepted (monotonic clock, ms). */
   lastRecordAtMs = 0;
@@ -246,7 +246,7 @@ export class GroupWriter {
 
   private scheduleRelease(delayMs: number): void {
     if (this.releaseTimer !== undefined) return;
-    this.releaseTimer = setTimeout(() => {
+    this.releaseTimer = this.clock.setTimeout(() => {
       this.releaseTimer = undefined;
       this.releaseHeld();
     }, Math.max(1, Math.ceil(delayMs)));
@@ -379,7 +379,7 @@ export class GroupWriter {
    */
   private armApplyDeadline(): void {
     if (this.applyDeadlineTimer !== undefined) return;
-    this.applyDeadlineTimer = setTimeout(() => {
+    this.applyDeadlineTimer = this.clock.setTimeout(() => {
       this.applyDeadlineTimer = undefined;
       if (this.applyPendingBytes > 0) this.hurryApplies();
     }, groupApplyDelayMsMax);
@@ -469,7 +469,7 @@ export class GroupWriter {
     void this.journalValue.abandon();
     for (const waiting of this.held.splice(0)) waiting.fail(this.stoppedError());
     this.noteHoldReason();
-    clearTimeout(this.releaseTimer);
+    this.clock.clear(this.releaseTimer);
     this.releaseTimer = undefined;
   }
 
@@ -536,8 +536,8 @@ export class GroupWriter {
     if (this.closed) return undefined;
     this.hurryApplies(); // answered writes still waiting for a group commit reach the volumes now
     this.closed = true;
-    clearTimeout(this.releaseTimer);
-    clearTimeout(this.applyDeadlineTimer);
+    this.clock.clear(this.releaseTimer);
+    this.clock.clear(this.applyDeadlineTimer);
     this.applyDeadlineTimer = undefined;
     for (const waiting of this.held.splice(0)) waiting.fail(new VolumeIoError("ESHUTDOWN", `group ${this.name}: the node is stopping; the write was not accepted`));
     await this.stopControl.close();

@@ -35,7 +35,7 @@ import { NodeMetrics, type JournalFigures } from "./metrics.ts";
 import { startMgmtApi } from "./mgmt-api.ts";
 import { startNbdServer, type NbdServer } from "./nbd-server.ts";
 import { NodeStamper, wallClockUs } from "./stamper.ts";
-import { systemClock, type Clock } from "./clock.ts";
+import { systemClock, type Clock, type Timer } from "./clock.ts";
 import { formatBytes } from "../cli/sizes.ts";
 import { isStorageError } from "./group-stop.ts";
 
@@ -104,8 +104,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private readonly groups = new Map<string, GroupWriter>();
   private metadataChain: Promise<void> = Promise.resolve();
   readonly nodeMetrics: NodeMetrics;
-  private allocationTimer: NodeJS.Timeout | undefined;
-  private timeAdvanceTimer: NodeJS.Timeout | undefined;
+  private allocationTimer: Timer | undefined;
+  private timeAdvanceTimer: Timer | undefined;
   private nbdServer: NbdServer | undefined;
   private hostServer: HostServer | undefined;
   private replServer: ReplServer | undefined;
@@ -152,6 +152,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     this.reflector = new Reflector({
       groups: () => [...this.targets.values()],
       logger: this.logger.child({ component: "reflector" }),
+      clock: this.clock,
       checkpointGroup: (group, force) => this.checkpointTarget(group, force),
     });
   }
@@ -191,13 +192,11 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     await this.startListeners();
     for (const link of this.links.values()) link.start();
     await this.refreshAllocation();
-    this.allocationTimer = setInterval(() => void this.refreshAllocation(), allocationRefreshMs);
-    this.allocationTimer.unref();
+    this.allocationTimer = this.clock.setInterval(() => void this.refreshAllocation(), allocationRefreshMs);
     // One timer for every pair's time advances (not one per pair: idle pairs cost wakeups).
-    this.timeAdvanceTimer = setInterval(() => {
+    this.timeAdvanceTimer = this.clock.setInterval(() => {
       for (const link of this.links.values()) link.maybeTimeAdvance();
     }, Math.max(10, Math.floor(timeAdvanceIntervalMs / 2)));
-    this.timeAdvanceTimer.unref();
     this.logger.info({ event: "node_started", id: this.options.id, dataDir: this.options.dataDir, ports: this.ports, volumes: this.volumesByName.size, groups: this.groups.size, writeTime: this.options.writeTimePolicy }, "node started");
   }
 
@@ -407,7 +406,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       onRequest: (op, bytes, latencySeconds, ok) => this.nodeMetrics.observe("host", op, bytes, latencySeconds, ok),
     });
     this.ports.host = this.hostServer.port;
-    this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }));
+    this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }), this.clock);
     this.ports.repl = await this.replServer.listen(this.options.repl.host, this.options.repl.port);
     this.mgmtApi = await startMgmtApi({ host: this.options.mgmt.host, port: this.options.mgmt.port, control: this, logger: this.logger.child({ component: "mgmt" }) });
     this.ports.mgmt = this.mgmtApi.port;
@@ -422,8 +421,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
 
   private async runStop(): Promise<void> {
     this.logger.info({ event: "node_stopping" }, "stopping");
-    clearInterval(this.allocationTimer);
-    clearInterval(this.timeAdvanceTimer);
+    this.clock.clear(this.allocationTimer);
+    this.clock.clear(this.timeAdvanceTimer);
     await this.mgmtApi?.close();
     await this.nbdServer?.close();
     await this.hostServer?.close();
@@ -1109,7 +1108,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       this.replServer?.detachGroup(target, "taken over on the secondary");
     }
     for (const target of taking) {
-      while (target.pendingAppends > 0) await new Promise((resolve) => setTimeout(resolve, 2));
+      while (target.pendingAppends > 0) await this.clock.sleep(2);
     }
     await this.reflector.drain();
     // Frozen at the cut: whatever runs while the groups are converted one by one (a smaller

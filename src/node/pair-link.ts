@@ -25,7 +25,7 @@ import type { VolumeFile } from "../storage/volume-file.ts";
 import { DirectReader } from "../storage/direct-reader.ts";
 import type { PairInfo } from "./control.ts";
 import type { GroupWriter } from "./group-writer.ts";
-import type { Clock } from "./clock.ts";
+import type { Clock, Timer } from "./clock.ts";
 import type { PairRecord } from "./metadata.ts";
 import { ReplConnection } from "./repl-connection.ts";
 import { RecordTail } from "./record-tail.ts";
@@ -67,7 +67,7 @@ interface Stream {
   /** OPEN_GROUP answered and the pair is replicating on it. */
   ready: boolean;
   reconnectDelayMs: number;
-  reconnectTimer: NodeJS.Timeout | undefined;
+  reconnectTimer: Timer | undefined;
   /** Pull mode: the secondary's PULLs, answered in order (at most replBatchesInFlightPerStreamMax). */
   pulls: { readonly fromSequence: number; readonly maxBytes: number; readonly sinceMs: number }[];
 }
@@ -83,7 +83,7 @@ interface NoSpace {
   readonly batchIdFloor: number;
   retryMs: number;
   /** Push: nothing is sent until this timer fires or the secondary reports room. */
-  retryTimer: NodeJS.Timeout | undefined;
+  retryTimer: Timer | undefined;
   /** Push: the one batch sent to find out whether it has room now. */
   probeBatchId: number | undefined;
 }
@@ -115,7 +115,7 @@ export class PairLink {
   private readonly tail = new RecordTail(senderTailBytesMax);
   private noSpace: NoSpace | undefined;
   /** Pull mode: wakes the pump when a held PULL is due for an empty answer. */
-  private pullWaitTimer: NodeJS.Timeout | undefined;
+  private pullWaitTimer: Timer | undefined;
 
   constructor(options: {
     record: PairRecord;
@@ -187,12 +187,12 @@ export class PairLink {
 
   stop(reason: string): void {
     this.running = false;
-    clearTimeout(this.pullWaitTimer);
+    this.clock.clear(this.pullWaitTimer);
     this.pullWaitTimer = undefined;
-    clearTimeout(this.noSpace?.retryTimer);
+    this.clock.clear(this.noSpace?.retryTimer);
     this.noSpace = undefined;
     for (const stream of this.streams) {
-      clearTimeout(stream.reconnectTimer);
+      this.clock.clear(stream.reconnectTimer);
       stream.reconnectTimer = undefined;
       stream.connection?.close(reason);
       stream.connection = undefined;
@@ -264,17 +264,16 @@ export class PairLink {
             if (!reason.startsWith(copyDoneReopen)) this.lastError = reason;
             if (opened && !reason.startsWith(copyDoneReopen)) this.reconnects += 1;
             logger.warn({ event: "repl_stream_lost", reason, retryInMs: stream.reconnectDelayMs }, "replication stream lost; reconnecting");
-            stream.reconnectTimer = setTimeout(() => {
+            stream.reconnectTimer = this.clock.setTimeout(() => {
               stream.reconnectTimer = undefined;
               this.connectStream(stream);
             }, stream.reconnectDelayMs);
-            stream.reconnectTimer.unref();
             stream.reconnectDelayMs = Math.min(replReconnectDelayMsMax, stream.reconnectDelayMs * 2);
           }
           this.pump();
         }
       },
-    });
+    }, { clock: this.clock });
     stream.connection = connection;
     socket.once("connect", () => {
       opened = true;
@@ -447,7 +446,7 @@ export class PairLink {
 
   /** Every record up to S0 must be in the volumes before the copy reads them. */
   private async waitApplied(): Promise<void> {
-    while (this.writer.appliedSequence < this.record.copyStartSequence) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (this.writer.appliedSequence < this.record.copyStartSequence) await this.clock.sleep(5);
   }
 
   private copyMore(): void {
@@ -661,11 +660,10 @@ export class PairLink {
       if (pull !== undefined) dueMs = Math.min(dueMs, pull.sinceMs + replPullWaitMs);
     }
     if (dueMs === Number.POSITIVE_INFINITY || this.pullWaitTimer !== undefined || !this.running) return;
-    this.pullWaitTimer = setTimeout(() => {
+    this.pullWaitTimer = this.clock.setTimeout(() => {
       this.pullWaitTimer = undefined;
       this.pump();
     }, Math.max(1, Math.ceil(dueMs - this.clock.monotonicMs())));
-    this.pullWaitTimer.unref();
   }
 
   /**
@@ -704,11 +702,10 @@ export class PairLink {
     if (this.record.transfer === "pull") return; // the secondary asks again itself
     if (noSpace.retryTimer === undefined && noSpace.probeBatchId === undefined) {
       const waiting = noSpace;
-      noSpace.retryTimer = setTimeout(() => {
+      noSpace.retryTimer = this.clock.setTimeout(() => {
         waiting.retryTimer = undefined;
         this.pump();
       }, noSpace.retryMs);
-      noSpace.retryTimer.unref();
     }
   }
 
@@ -724,13 +721,13 @@ export class PairLink {
     }
     if (batchId === 0) {
       // Send one batch now to find out (its ACK ends the episode, a NO_SPACE backs off again).
-      clearTimeout(noSpace.retryTimer);
+      this.clock.clear(noSpace.retryTimer);
       noSpace.retryTimer = undefined;
       noSpace.retryMs = replNoSpaceRetryMsMin;
       return;
     }
     if (batchId < noSpace.batchIdFloor) return;
-    clearTimeout(noSpace.retryTimer);
+    this.clock.clear(noSpace.retryTimer);
     this.noSpace = undefined;
     this.logger.info({ event: "secondary_storing_again", group: this.groupName, waitedMs: Math.round(this.clock.monotonicMs() - noSpace.sinceMs) }, "the secondary stores records again");
   }

@@ -3,13 +3,13 @@
 // position order across groups. `seq` groups apply their arrived prefix in sequence order
 // ([0046], [0053]). Progress is checkpointed (volumes fdatasync'd, reflected sequence
 // persisted, journal trimmed behind it) now and then, not per record.
-import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { comparePositions, type Position } from "../core/position.ts";
 import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
 import type { JournalRecord } from "../protocol/journal-record.ts";
 import { asGroupId, asSequence } from "../core/types.ts";
 import type { TargetGroup } from "./target-group.ts";
+import type { Clock, Timer } from "./clock.ts";
 import { isStorageError } from "./group-stop.ts";
 
 /** Records applied before the reflector yields to the event loop. */
@@ -25,15 +25,17 @@ export class Reflector {
   private again = false;
   private stopped = false;
   private readonly trackers = new Map<ReflectMode, { key: string; tracker: ReflectTracker }>();
-  /** performance.now() of the last checkpoint start (monotonic). */
+  /** When the last checkpoint started (monotonic ms). */
   private lastCheckpointMs = 0;
   /** A checkpoint due for what was reflected since the last one (it frees journal space). */
-  private checkpointTimer: NodeJS.Timeout | undefined;
+  private checkpointTimer: Timer | undefined;
+  private readonly clock: Clock;
   private readonly dirty = new Set<TargetGroup>();
   private failure: Error | undefined;
   private checkpointing: Promise<void> | undefined;
 
-  constructor(options: { groups: () => readonly TargetGroup[]; logger: Logger; checkpointGroup: (group: TargetGroup, force: boolean) => Promise<boolean> }) {
+  constructor(options: { groups: () => readonly TargetGroup[]; logger: Logger; clock: Clock; checkpointGroup: (group: TargetGroup, force: boolean) => Promise<boolean> }) {
+    this.clock = options.clock;
     this.groups = options.groups;
     this.logger = options.logger;
     this.checkpointGroup = options.checkpointGroup;
@@ -65,7 +67,7 @@ export class Reflector {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.checkpointTimer);
+    this.clock.clear(this.checkpointTimer);
     while (this.running !== undefined) await this.running;
     await this.checkpointing;
     await this.checkpointAll();
@@ -78,7 +80,7 @@ export class Reflector {
         await this.cycle();
         // Checkpoints (an fdatasync of the volumes) run beside reflection, not in its way:
         // a checkpoint only records what was applied before it started.
-        if (performance.now() - this.lastCheckpointMs >= reflectCheckpointIntervalMs && this.checkpointing === undefined) {
+        if (this.clock.monotonicMs() - this.lastCheckpointMs >= reflectCheckpointIntervalMs && this.checkpointing === undefined) {
           this.checkpointing = this.checkpointAll(false)
             .catch((error: unknown) => {
               this.failure = error as Error;
@@ -178,7 +180,7 @@ export class Reflector {
         tracker.noteReflected(chosen.groupId, next.sequence, position);
         applied += 1;
         if (applied % reflectRecordsPerSliceMax === 0) {
-          await new Promise<void>((resolve) => setImmediate(resolve));
+          await this.clock.yieldToEvents();
           if (this.stopped) break;
         }
         next = group.peek();
@@ -190,12 +192,11 @@ export class Reflector {
 
   private scheduleCheckpoint(): void {
     if (this.checkpointTimer !== undefined) return;
-    const dueInMs = Math.max(1, reflectCheckpointIntervalMs - (performance.now() - this.lastCheckpointMs));
-    this.checkpointTimer = setTimeout(() => {
+    const dueInMs = Math.max(1, reflectCheckpointIntervalMs - (this.clock.monotonicMs() - this.lastCheckpointMs));
+    this.checkpointTimer = this.clock.setTimeout(() => {
       this.checkpointTimer = undefined;
       this.kick();
     }, dueInMs);
-    this.checkpointTimer.unref();
   }
 
   /**
@@ -214,7 +215,7 @@ export class Reflector {
 
   /** Checkpoints every group that reflected something; `force` (drain, stop) also the ones that reflected only time advances lately. */
   async checkpointAll(force = true): Promise<void> {
-    this.lastCheckpointMs = performance.now();
+    this.lastCheckpointMs = this.clock.monotonicMs();
     const groups = [...this.dirty];
     this.dirty.clear();
     for (const group of groups) {

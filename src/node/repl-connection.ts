@@ -3,7 +3,7 @@
 // answers the owner waits for (core/liveness.ts; monotonic clock). A decode failure that
 // breaks the stream sends ERROR and closes this connection only; the node goes on.
 import type { Socket } from "node:net";
-import { performance } from "node:perf_hooks";
+import { systemClock, type Clock, type Timer } from "./clock.ts";
 import type { Logger } from "pino";
 import { replAnswerTimeoutMs, replPeerTimeoutMs, replPingIntervalMs } from "../core/limits.ts";
 import { AnswerWatch, PeerLiveness } from "../core/liveness.ts";
@@ -29,7 +29,8 @@ export class ReplConnection {
   private closedReason: string | undefined;
   private readonly liveness: PeerLiveness;
   private readonly answers: AnswerWatch;
-  private pingTimer: NodeJS.Timeout;
+  private readonly pingTimer: Timer;
+  private readonly clock: Clock;
   private pingId = 0;
   /** Bytes handed to the socket and not yet flushed; the sender uses it for backpressure. */
   get writableBytes(): number {
@@ -37,21 +38,21 @@ export class ReplConnection {
   }
 
   /** `answerTimeoutMs`: how long requests noted with expectAnswer() may go unanswered before the stream counts as stuck. */
-  constructor(socket: Socket, receiver: ReplRole, logger: Logger, handlers: ReplConnectionHandlers, options: { answerTimeoutMs?: number } = {}) {
+  constructor(socket: Socket, receiver: ReplRole, logger: Logger, handlers: ReplConnectionHandlers, options: { answerTimeoutMs?: number; clock?: Clock } = {}) {
+    this.clock = options.clock ?? systemClock;
     this.socket = socket;
     this.remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
     this.assembler = new ReplFrameAssembler({ receiver });
     this.logger = logger;
     this.handlers = handlers;
-    this.liveness = new PeerLiveness({ nowMs: performance.now(), pingIntervalMs: replPingIntervalMs, peerTimeoutMs: replPeerTimeoutMs });
+    this.liveness = new PeerLiveness({ nowMs: this.clock.monotonicMs(), pingIntervalMs: replPingIntervalMs, peerTimeoutMs: replPeerTimeoutMs });
     this.answers = new AnswerWatch(options.answerTimeoutMs ?? replAnswerTimeoutMs);
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (error) => this.finish(`socket error: ${error.message}`));
     socket.on("close", () => this.finish("connection closed"));
     socket.on("end", () => socket.end());
-    this.pingTimer = setInterval(() => this.tick(), replPingIntervalMs);
-    this.pingTimer.unref();
+    this.pingTimer = this.clock.setInterval(() => this.tick(), replPingIntervalMs);
   }
 
   get closed(): boolean {
@@ -60,12 +61,12 @@ export class ReplConnection {
 
   /** A request went out that the peer must answer (BATCH, COPY_DATA, PULL ...). */
   expectAnswer(): void {
-    this.answers.requestSent(performance.now());
+    this.answers.requestSent(this.clock.monotonicMs());
   }
 
   /** The peer answered one of them. */
   answered(): void {
-    this.answers.answered(performance.now());
+    this.answers.answered(this.clock.monotonicMs());
   }
 
   /** Requests sent and not answered yet. */
@@ -79,7 +80,7 @@ export class ReplConnection {
   }
 
   private onData(chunk: Buffer): void {
-    this.liveness.heard(performance.now());
+    this.liveness.heard(this.clock.monotonicMs());
     this.assembler.push(chunk);
     for (;;) {
       if (this.closed) return;
@@ -88,7 +89,7 @@ export class ReplConnection {
       if (result.ok) {
         const message = result.message;
         if (message.type === "PING") {
-          this.send({ type: "PONG", pingId: message.pingId, echoTimeUs: message.sendTimeUs, replyTimeUs: monotonicUs() });
+          this.send({ type: "PONG", pingId: message.pingId, echoTimeUs: message.sendTimeUs, replyTimeUs: Math.round(this.clock.monotonicMs() * 1000) });
         } else if (message.type !== "PONG") {
           this.handlers.onMessage(message);
         }
@@ -103,7 +104,7 @@ export class ReplConnection {
 
   private tick(): void {
     if (this.closed) return;
-    const nowMs = performance.now();
+    const nowMs = this.clock.monotonicMs();
     const stuck = this.answers.check(nowMs);
     if (stuck.kind === "stuck") {
       // The peer still may send PINGs, but the work on this stream does not move: a
@@ -122,7 +123,7 @@ export class ReplConnection {
     }
     if (verdict.kind === "ping") {
       this.pingId = (this.pingId + 1) >>> 0;
-      this.send({ type: "PING", pingId: this.pingId, sendTimeUs: monotonicUs() });
+      this.send({ type: "PING", pingId: this.pingId, sendTimeUs: Math.round(this.clock.monotonicMs() * 1000) });
     }
   }
 
@@ -130,7 +131,7 @@ export class ReplConnection {
   send(message: ReplMessage): boolean {
     if (this.closed) return false;
     const buffers = encodeMessage(message);
-    this.liveness.sent(performance.now());
+    this.liveness.sent(this.clock.monotonicMs());
     this.socket.cork();
     let ok = true;
     for (const buffer of buffers) ok = this.socket.write(buffer);
@@ -159,13 +160,10 @@ export class ReplConnection {
   private finish(reason: string): void {
     if (this.closedReason !== undefined) return;
     this.closedReason = reason;
-    clearInterval(this.pingTimer);
+    this.clock.clear(this.pingTimer);
     if (!this.socket.destroyed) this.socket.destroy();
     this.handlers.onClose(reason);
   }
 }
 
-/** PING/PONG times: only the side that sent a PING reads its echo (round-trip time), so a monotonic clock serves. */
-function monotonicUs(): number {
-  return Math.round(performance.now() * 1000);
-}
+

@@ -23,6 +23,7 @@ import { asSequence } from "../core/types.ts";
 import { encodedRecordBytes } from "../protocol/journal-record.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
 import { ReplConnection } from "./repl-connection.ts";
+import { systemClock, type Clock } from "./clock.ts";
 import type { TargetGroup } from "./target-group.ts";
 
 /** What the replication listener needs from the node. */
@@ -60,7 +61,10 @@ export class ReplServer {
   private closing = false;
   private nextConnectionId = 1;
 
-  constructor(host: TargetHost, logger: Logger) {
+  private readonly clock: Clock;
+
+  constructor(host: TargetHost, logger: Logger, clock: Clock = systemClock) {
+    this.clock = clock;
     this.host = host;
     this.logger = logger;
   }
@@ -117,8 +121,7 @@ export class ReplServer {
     const logger = this.logger.child({ replConnection: connectionId });
     const groups = new Map<number, OpenGroup>();
     let helloDone = false;
-    const helloTimer = setTimeout(() => connection.fail("PROTOCOL", `no HELLO within ${replHelloTimeoutMs} ms`), replHelloTimeoutMs);
-    helloTimer.unref();
+    const helloTimer = this.clock.setTimeout(() => connection.fail("PROTOCOL", `no HELLO within ${replHelloTimeoutMs} ms`), replHelloTimeoutMs);
     const connection: ReplConnection = new ReplConnection(socket, "secondary", logger, {
       onMessage: (message) => {
         if (!helloDone) {
@@ -136,7 +139,7 @@ export class ReplServer {
             return;
           }
           helloDone = true;
-          clearTimeout(helloTimer);
+          this.clock.clear(helloTimer);
           logger.info({ event: "repl_hello", remote: connection.remote, primary: message.primaryNodeId, stream: message.streamIndex, streams: message.streamCount }, "replication stream attached");
           connection.send({ type: "HELLO_OK", version, secondaryNodeId: this.host.nodeId, frameBytesMax: replFrameBytesMax });
           return;
@@ -148,14 +151,14 @@ export class ReplServer {
         connection.send({ type: "NACK", groupHandle: result.groupHandle, code: "BAD_RECORD", refType: result.refType, refId: result.refId, arrivedSequence: asSequence(open?.target.arrivedSequence ?? 0), text: result.reason.slice(0, 200) });
       },
       onClose: (reason) => {
-        clearTimeout(helloTimer);
+        this.clock.clear(helloTimer);
         this.slots.release(connection);
         this.groupsByConnection.delete(connection);
         for (const open of groups.values()) open.target.streams.delete(connectionId);
         for (const open of groups.values()) this.forgetOpen(open);
         logger.info({ event: "repl_stream_closed", reason }, "replication stream closed");
       },
-    }, { answerTimeoutMs: replPullWaitMs + replPullAnswerGraceMs });
+    }, { answerTimeoutMs: replPullWaitMs + replPullAnswerGraceMs, clock: this.clock });
     this.groupsByConnection.set(connection, groups);
     // Every connection gets in: a full pool of connections before HELLO closes its oldest one.
     this.slots.admit(connection)?.fail("PROTOCOL", `no HELLO yet while ${replHandshakesMax} connections wait for HELLO: the oldest is closed to admit a new one`);

@@ -312,7 +312,7 @@ export class TargetGroup {
    * had acknowledged must be there; if not, it stays stopped and says so.
    */
   private async attemptResume(): Promise<ResumeOutcome> {
-    while (this.appendsInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (this.appendsInFlight > 0) await this.clock.sleep(5);
     const old = this.journal;
     const acknowledged = this.receiver.arrivedSequence;
     await old.abandon();
