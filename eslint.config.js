@@ -65,6 +65,15 @@ export default tseslint.config(
     },
   },
   {
+    // One transport seam (src/transport/transport.ts): the replication code opens and accepts
+    // streams only through the Transport it is given, so TLS comes in one place and the
+    // simulation runs it over its own network.
+    files: ["src/node/pair-link.ts", "src/node/repl-server.ts", "src/node/repl-connection.ts", "src/node/node.ts"],
+    rules: {
+      "no-restricted-imports": ["error", { paths: [{ name: "node:net", message: "Open and accept streams through the node's Transport (src/transport/transport.ts)." }] }],
+    },
+  },
+  {
     files: ["test/**/*.ts", "bench/**/*.ts"],
     rules: { "@typescript-eslint/no-non-null-assertion": "off" },
   },

@@ -36,6 +36,7 @@ import { startMgmtApi } from "./mgmt-api.ts";
 import { startNbdServer, type NbdServer } from "./nbd-server.ts";
 import { NodeStamper, wallClockUs } from "./stamper.ts";
 import { systemClock, type Clock, type Timer } from "./clock.ts";
+import { tcpTransport, type Transport } from "../transport/transport.ts";
 import { formatBytes } from "../cli/sizes.ts";
 import { isStorageError } from "./group-stop.ts";
 
@@ -59,6 +60,8 @@ export interface NodeOptions {
   readonly logger: Logger;
   /** The clocks (default: the system's). */
   readonly clock?: Clock;
+  /** How replication streams are opened and accepted (default: plain TCP). */
+  readonly transport?: Transport;
   /** Recovery cuts a damaged journal tail even when whole records follow it (after a power loss; the operator's call). */
   readonly truncateDamagedJournals?: boolean;
 }
@@ -129,11 +132,13 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private stopping: Promise<void> | undefined;
   readonly ports = { mgmt: 0, nbd: 0, host: 0, repl: 0 };
   private readonly clock: Clock;
+  private readonly transport: Transport;
 
   constructor(options: NodeOptions) {
     this.options = options;
     this.logger = options.logger;
     this.clock = options.clock ?? systemClock;
+    this.transport = options.transport ?? tcpTransport;
     this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs(options.clock ?? systemClock));
     let clampLoggedAtMs = -Infinity;
     let clampsSinceLog = 0;
@@ -356,6 +361,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       volumes,
       logger: this.logger.child({ component: "pair", group: record.name }),
       clock: this.clock,
+      transport: this.transport,
       persist: async (change) => {
         await this.updateMetadata((m) => {
           const group = groupRecordById(m, record.id);
@@ -406,7 +412,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       onRequest: (op, bytes, latencySeconds, ok) => this.nodeMetrics.observe("host", op, bytes, latencySeconds, ok),
     });
     this.ports.host = this.hostServer.port;
-    this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }), this.clock);
+    this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }), this.clock, this.transport);
     this.ports.repl = await this.replServer.listen(this.options.repl.host, this.options.repl.port);
     this.mgmtApi = await startMgmtApi({ host: this.options.mgmt.host, port: this.options.mgmt.port, control: this, logger: this.logger.child({ component: "mgmt" }) });
     this.ports.mgmt = this.mgmtApi.port;

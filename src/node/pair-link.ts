@@ -8,7 +8,6 @@
 // holds back, sends one batch again after a backoff or at once when the secondary reports
 // room (ACK batchId 0), and says so in its status. Pull: each PULL is answered with a batch
 // starting exactly at its fromSequence, or after replPullWaitMs with an empty one.
-import { connect } from "node:net";
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
 import {
@@ -26,6 +25,7 @@ import { DirectReader } from "../storage/direct-reader.ts";
 import type { PairInfo } from "./control.ts";
 import type { GroupWriter } from "./group-writer.ts";
 import type { Clock, Timer } from "./clock.ts";
+import type { Transport } from "../transport/transport.ts";
 import type { PairRecord } from "./metadata.ts";
 import { ReplConnection } from "./repl-connection.ts";
 import { RecordTail } from "./record-tail.ts";
@@ -97,6 +97,7 @@ export class PairLink {
   private readonly logger: Logger;
   private readonly persist: (change: (record: PairRecord) => void) => Promise<void>;
   private readonly clock: Clock;
+  private readonly transport: Transport;
   private sender: PairSender;
   private readonly streams: Stream[];
   private running = false;
@@ -126,8 +127,10 @@ export class PairLink {
     logger: Logger;
     persist: (change: (record: PairRecord) => void) => Promise<void>;
     clock: Clock;
+    transport: Transport;
   }) {
     this.clock = options.clock;
+    this.transport = options.transport;
     this.record = options.record;
     this.groupName = options.groupName;
     this.nodeId = options.nodeId;
@@ -240,8 +243,7 @@ export class PairLink {
 
   private connectStream(stream: Stream): void {
     if (!this.running) return;
-    const [host, portText] = splitHostPort(this.record.remoteReplAddress);
-    const socket = connect({ host, port: Number(portText) });
+    const socket = this.transport.connect(this.record.remoteReplAddress);
     const logger = this.logger.child({ stream: stream.index });
     let opened = false;
     const connection = new ReplConnection(socket, "primary", logger, {
@@ -829,10 +831,6 @@ export class PairLink {
   }
 }
 
-function splitHostPort(address: string): [string, string] {
-  const at = address.lastIndexOf(":");
-  return [address.slice(0, at).replace(/^\[|\]$/g, ""), address.slice(at + 1)];
-}
 
 const zeroChunk = Buffer.alloc(replCopyChunkBytesMax);
 

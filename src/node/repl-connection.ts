@@ -2,7 +2,7 @@
 // messages out through the pure encoder, liveness by PING/PONG and by a deadline on the
 // answers the owner waits for (core/liveness.ts; monotonic clock). A decode failure that
 // breaks the stream sends ERROR and closes this connection only; the node goes on.
-import type { Socket } from "node:net";
+import type { ByteStream } from "../transport/transport.ts";
 import { systemClock, type Clock, type Timer } from "./clock.ts";
 import type { Logger } from "pino";
 import { replAnswerTimeoutMs, replPeerTimeoutMs, replPingIntervalMs } from "../core/limits.ts";
@@ -21,7 +21,7 @@ export interface ReplConnectionHandlers {
 }
 
 export class ReplConnection {
-  readonly socket: Socket;
+  readonly socket: ByteStream;
   readonly remote: string;
   private readonly assembler: ReplFrameAssembler;
   private readonly logger: Logger;
@@ -38,7 +38,7 @@ export class ReplConnection {
   }
 
   /** `answerTimeoutMs`: how long requests noted with expectAnswer() may go unanswered before the stream counts as stuck. */
-  constructor(socket: Socket, receiver: ReplRole, logger: Logger, handlers: ReplConnectionHandlers, options: { answerTimeoutMs?: number; clock?: Clock } = {}) {
+  constructor(socket: ByteStream, receiver: ReplRole, logger: Logger, handlers: ReplConnectionHandlers, options: { answerTimeoutMs?: number; clock?: Clock } = {}) {
     this.clock = options.clock ?? systemClock;
     this.socket = socket;
     this.remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;

@@ -12,9 +12,7 @@
 // slot of a pool of its own (replHandshakesMax; when it is full the oldest is closed to admit the
 // new one; deadline replHelloTimeoutMs); one past HELLO counts against replConnectionsMax only,
 // and HELLO past that limit is refused. A slot is free the moment its connection is gone.
-import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
-import { assert } from "../core/assert.ts";
 import { ConnectionSlots } from "../core/connection-slots.ts";
 import {
   replConnectionsMax, replFrameBytesMax, replHandshakesMax, replHelloTimeoutMs, replPullAnswerGraceMs, replPullWaitMs,
@@ -24,6 +22,7 @@ import { encodedRecordBytes } from "../protocol/journal-record.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
 import { ReplConnection } from "./repl-connection.ts";
 import { systemClock, type Clock } from "./clock.ts";
+import { tcpTransport, type ByteStream, type Listener, type Transport } from "../transport/transport.ts";
 import type { TargetGroup } from "./target-group.ts";
 
 /** What the replication listener needs from the node. */
@@ -56,31 +55,24 @@ interface OpenGroup {
 export class ReplServer {
   private readonly host: TargetHost;
   private readonly logger: Logger;
-  private server: Server | undefined;
+  private listener: Listener | undefined;
   private readonly slots = new ConnectionSlots<ReplConnection>({ handshakesMax: replHandshakesMax, establishedMax: replConnectionsMax });
   private closing = false;
   private nextConnectionId = 1;
 
   private readonly clock: Clock;
+  private readonly transport: Transport;
 
-  constructor(host: TargetHost, logger: Logger, clock: Clock = systemClock) {
+  constructor(host: TargetHost, logger: Logger, clock: Clock = systemClock, transport: Transport = tcpTransport) {
     this.clock = clock;
+    this.transport = transport;
     this.host = host;
     this.logger = logger;
   }
 
   async listen(hostName: string, port: number): Promise<number> {
-    const server = createServer((socket) => this.accept(socket));
-    this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(port, hostName, () => {
-        server.off("error", reject);
-        const address = server.address();
-        assert(address !== null && typeof address === "object", "replication listener is bound");
-        resolve(address.port);
-      });
-    });
+    this.listener = await this.transport.listen({ host: hostName, port }, (stream) => this.accept(stream));
+    return this.listener.port;
   }
 
   /** Closes every stream attached to a group (takeover). */
@@ -109,10 +101,10 @@ export class ReplServer {
   async close(): Promise<void> {
     this.closing = true;
     for (const connection of this.slots.all()) connection.close("node stopping");
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await this.listener?.close();
   }
 
-  private accept(socket: Socket): void {
+  private accept(socket: ByteStream): void {
     if (this.closing) {
       socket.destroy();
       return;

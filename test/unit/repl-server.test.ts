@@ -101,7 +101,7 @@ void describe("replication listener: connection slots, the pool before HELLO, th
       const answer = await primary.first();
       assert.equal(answer?.type, "HELLO_OK");
       if (i % 2 === 0) primary.connection.close("done");
-      else primary.connection.socket.resetAndDestroy();
+      else (primary.connection.socket as net.Socket).resetAndDestroy();
     }
     await until(() => server.connectionCount() === 0, "every slot to be free", 1_000);
   });
