@@ -24,9 +24,10 @@ export class NodeMetrics {
   private readonly latency: Histogram<"frontend" | "op">;
   private readonly bound = new Map<string, { ok: Counter.Internal; error: Counter.Internal; bytes: Counter.Internal; latency: Histogram.Internal<"frontend" | "op"> }>();
 
-  constructor(nodeId: string, journals: () => readonly JournalFigures[]) {
+  /** `processMetrics`: also the process's own (CPU, memory, event loop): off where many nodes share one process (the simulation). */
+  constructor(nodeId: string, journals: () => readonly JournalFigures[], processMetrics = true) {
     this.registry.setDefaultLabels({ node: nodeId });
-    collectDefaultMetrics({ register: this.registry, prefix: "tidemark_process_" });
+    if (processMetrics) collectDefaultMetrics({ register: this.registry, prefix: "tidemark_process_" });
     this.requests = new Counter({ name: "tidemark_requests_total", help: "Requests answered by the front ends", labelNames: ["frontend", "op", "result"], registers: [this.registry] });
     this.requestBytes = new Counter({ name: "tidemark_request_bytes_total", help: "Payload bytes read or written by the front ends", labelNames: ["frontend", "op"], registers: [this.registry] });
     this.latency = new Histogram({ name: "tidemark_request_duration_seconds", help: "Time from request decoded to reply sent", labelNames: ["frontend", "op"], buckets: latencyBucketsSeconds, registers: [this.registry] });

@@ -62,6 +62,14 @@ export interface NodeOptions {
   readonly clock?: Clock;
   /** How replication streams are opened and accepted (default: plain TCP). */
   readonly transport?: Transport;
+  /**
+   * What the node serves: "all" (default: NBD, host protocol, replication, management API) or
+   * "replication" (only the replication listener: the simulation drives volumes through their
+   * handles and the node through its control methods).
+   */
+  readonly serve?: "all" | "replication";
+  /** How this node asks another node's management API to act (default: HTTP). */
+  readonly peers?: PeerClient;
   /** Recovery cuts a damaged journal tail even when whole records follow it (after a power loss; the operator's call). */
   readonly truncateDamagedJournals?: boolean;
 }
@@ -133,6 +141,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   readonly ports = { mgmt: 0, nbd: 0, host: 0, repl: 0 };
   private readonly clock: Clock;
   private readonly transport: Transport;
+  private readonly peers: PeerClient;
 
   constructor(options: NodeOptions) {
     this.options = options;
@@ -151,7 +160,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       clampLoggedAtMs = nowMs;
       clampsSinceLog = 0;
     };
-    this.nodeMetrics = new NodeMetrics(options.id, () => this.journalFigures());
+    this.nodeMetrics = new NodeMetrics(options.id, () => this.journalFigures(), (options.serve ?? "all") === "all");
+    this.peers = options.peers ?? httpPeerClient;
     this.lockPath = join(options.dataDir, "lock");
     this.spaceReserve = new SpaceReserve(options.dataDir);
     this.reflector = new Reflector({
@@ -401,6 +411,11 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   private async startListeners(): Promise<void> {
+    if ((this.options.serve ?? "all") === "replication") {
+      this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }), this.clock, this.transport);
+      this.ports.repl = await this.replServer.listen(this.options.repl.host, this.options.repl.port);
+      return;
+    }
     const catalog = this.catalog();
     this.nbdServer = await startNbdServer({
       host: this.options.nbd.host, port: this.options.nbd.port, catalog, logger: this.logger.child({ component: "nbd" }),
@@ -851,7 +866,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       volumes: members.map((v) => ({ name: v.name, sizeBytes: v.sizeBytes })), reflect: request.reflect, transfer: request.transfer, streams: request.streams,
       ...(request.force === true ? { force: true } : {}),
     };
-    const target = await postJson<PairTargetInfo>(request.to, "/v1/pair-targets", targetRequest);
+    const target = await this.peers.preparePairTarget(request.to, targetRequest);
     if (target.nodeId === this.options.id) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
     // S0: everything accepted so far is covered by the initial copy; the stream starts after it.
     const copyStartSequence = writer.nextSequence - 1;
@@ -1261,6 +1276,17 @@ async function processAlive(pid: number): Promise<boolean> {
     return true; // no /proc: trust kill(0)
   }
 }
+
+/** What a node asks of another node's management API (the secondary's, when a pair is created). */
+export interface PeerClient {
+  /** POST /v1/pair-targets on the node at `baseUrl`; ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT, TM_ERR_INVALID) naming it on failure. */
+  preparePairTarget(baseUrl: string, request: PairTargetRequest): Promise<PairTargetInfo>;
+}
+
+/** The management API over HTTP. */
+export const httpPeerClient: PeerClient = {
+  preparePairTarget: (baseUrl, request) => postJson<PairTargetInfo>(baseUrl, "/v1/pair-targets", request),
+};
 
 /** POSTs JSON to another node's management API; errors become ControlErrors that say which node. */
 async function postJson<T>(baseUrl: string, path: string, body: unknown): Promise<T> {
