@@ -1,0 +1,118 @@
+// What the simulated hosts did, and the checks of the images against it (issue 7 item 3).
+// Every host write puts self-describing 512-byte blocks into fresh blocks of a volume (a write
+// never overwrites another), so an image tells exactly which writes it holds:
+//  - I1 (dependent-write consistency): if write w2 was issued after write w1 was answered,
+//    an image set (the volumes of one consistency domain) never holds w2 without w1;
+//  - I3 (durability): after a crash of the primary, every write answered before a FLUSH or
+//    FUA that succeeded is in its image;
+//  - intact: every non-zero block is a whole block of this run, where its write put it.
+import { checksum } from "../../src/protocol/bytes.ts";
+
+export const simBlockBytes = 512;
+const magic = 0x4d495354; // "TSIM"
+
+export interface HostWrite {
+  readonly id: number;
+  readonly host: number;
+  readonly volume: string;
+  readonly firstBlock: number;
+  readonly blocks: number;
+  /** Virtual ms when the host issued it. */
+  readonly issuedAtMs: number;
+  answeredAtMs: number | undefined;
+  failed: boolean;
+  /** A FLUSH or FUA that the host saw succeed covered it (I3). */
+  flushed: boolean;
+}
+
+export function encodeSimBlock(runId: number, writeId: number, volumeTag: number, blockIndex: number): Buffer {
+  const block = Buffer.alloc(simBlockBytes);
+  block.writeUInt32LE(magic, 0);
+  block.writeUInt32LE(runId >>> 0, 4);
+  block.writeUInt32LE(writeId, 8);
+  block.writeUInt32LE(volumeTag, 12);
+  block.writeUInt32LE(blockIndex, 16);
+  for (let at = 20; at < simBlockBytes - 4; at += 4) block.writeUInt32LE((Math.imul(writeId, 2654435761) ^ at) >>> 0, at);
+  block.writeUInt32LE(checksum(block, 0, simBlockBytes - 4), simBlockBytes - 4);
+  return block;
+}
+
+/** Write ids found in an image, with how many of their blocks; problems for torn or foreign blocks. */
+export function decodeSimImage(image: Buffer, runId: number, volumeTag: number): { blocks: Map<number, number>; problems: string[] } {
+  const blocks = new Map<number, number>();
+  const problems: string[] = [];
+  for (let index = 0; index * simBlockBytes < image.length; index++) {
+    const block = image.subarray(index * simBlockBytes, (index + 1) * simBlockBytes);
+    if (block.readUInt32LE(0) === 0 && block.every((b) => b === 0)) continue;
+    if (block.readUInt32LE(0) !== magic || block.readUInt32LE(simBlockBytes - 4) !== checksum(block, 0, simBlockBytes - 4)) {
+      problems.push(`volume tag ${volumeTag} block ${index}: torn or foreign bytes`);
+      continue;
+    }
+    if (block.readUInt32LE(4) !== runId >>> 0 || block.readUInt32LE(12) !== volumeTag || block.readUInt32LE(16) !== index) {
+      problems.push(`volume tag ${volumeTag} block ${index}: a block of write ${block.readUInt32LE(8)} that belongs elsewhere`);
+      continue;
+    }
+    const id = block.readUInt32LE(8);
+    blocks.set(id, (blocks.get(id) ?? 0) + 1);
+  }
+  return { blocks, problems };
+}
+
+export class History {
+  readonly runId: number;
+  private readonly writes: HostWrite[] = [];
+  private readonly byId = new Map<number, HostWrite>();
+
+  constructor(runId: number) {
+    this.runId = runId;
+  }
+
+  add(write: Omit<HostWrite, "id" | "answeredAtMs" | "failed" | "flushed">): HostWrite {
+    const full: HostWrite = { ...write, id: this.writes.length + 1, answeredAtMs: undefined, failed: false, flushed: false };
+    this.writes.push(full);
+    this.byId.set(full.id, full);
+    return full;
+  }
+
+  get(id: number): HostWrite | undefined {
+    return this.byId.get(id);
+  }
+
+  all(): readonly HostWrite[] {
+    return this.writes;
+  }
+
+  /**
+   * I1 over one consistency domain: `present` maps each write id (of the domain's volumes)
+   * found whole in the images. Returns one line per violation (at most a few).
+   */
+  checkDependentWrites(present: ReadonlySet<number>, volumes: ReadonlySet<string>): string[] {
+    // The earliest answer of a write of the domain that is not there: nothing issued after it may be.
+    let missingAnswered: HostWrite | undefined;
+    for (const write of this.writes) {
+      if (!volumes.has(write.volume) || write.answeredAtMs === undefined || present.has(write.id)) continue;
+      if (missingAnswered?.answeredAtMs === undefined || write.answeredAtMs < missingAnswered.answeredAtMs) missingAnswered = write;
+    }
+    if (missingAnswered?.answeredAtMs === undefined) return [];
+    const bound = missingAnswered.answeredAtMs;
+    const violations: string[] = [];
+    for (const id of present) {
+      const write = this.byId.get(id);
+      if (write === undefined) {
+        violations.push(`write ${id} is in the image but was never issued`);
+        continue;
+      }
+      if (write.issuedAtMs > bound) {
+        violations.push(`I1: write ${id} (${write.volume}, issued at ${write.issuedAtMs} ms) is in the image without write ${missingAnswered.id} ` +
+          `(${missingAnswered.volume}, answered at ${bound} ms, before it was issued)`);
+        if (violations.length >= 3) break;
+      }
+    }
+    return violations;
+  }
+
+  /** I3: writes of `volumes` that a successful FLUSH or FUA covered and that are not in `present`. */
+  missingFlushed(present: ReadonlySet<number>, volumes: ReadonlySet<string>): HostWrite[] {
+    return this.writes.filter((write) => volumes.has(write.volume) && write.flushed && !present.has(write.id));
+  }
+}
