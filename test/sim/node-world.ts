@@ -1,0 +1,622 @@
+// The whole-node simulation (issue 7 item 3): real TidemarkNode objects, the production code
+// of their journals, volumes, metadata, write path, pairs, receivers and reflectors, run on
+// a simulated disk (test/sim/sim-disk.ts), network (sim-network.ts) and clocks (sim-clock.ts)
+// under one virtual-time scheduler (scheduler.ts). One seed decides the shape (groups,
+// streams, push or pull, write-time policy, rates) and every choice, so a failure replays
+// exactly. Hosts write self-describing blocks (history.ts) while the schedule crashes
+// nodes (process or power loss) and restarts them, cuts and black-holes streams,
+// partitions the nodes, suspends and resumes pairs, adds pairs later, steps wall clocks,
+// fills disks and makes them fail. The checker looks at the images after every step
+// (I1 on the secondary, I3 on a restarted primary, intact blocks), and after a heal phase
+// the pairs must converge (I4) to images equal byte for byte. A takeover ends some runs.
+import { performance } from "node:perf_hooks";
+import pino from "pino";
+import { InvariantError } from "../../src/core/assert.ts";
+import { ControlError } from "../../src/node/control.ts";
+import type { PairInfo } from "../../src/node/control.ts";
+import { TidemarkNode, type PeerClient } from "../../src/node/node.ts";
+import type { WriteTimePolicy } from "../../src/core/types.ts";
+import { decodeSimImage, encodeSimBlock, History, simBlockBytes, type HostWrite } from "./history.ts";
+import { Prng } from "./prng.ts";
+import { SimScheduler, drainMicrotasks } from "./scheduler.ts";
+import { SimClock } from "./sim-clock.ts";
+import { SimDisk } from "./sim-disk.ts";
+import { SimNetwork } from "./sim-network.ts";
+
+export interface NodeSimOptions {
+  readonly seed: number;
+  /** Virtual ms of the faulty phase (default 3000). */
+  readonly faultyMs?: number;
+  /** Virtual ms the heal phase may take to converge (default 60000). */
+  readonly healMsMax?: number;
+}
+
+/** How often each kind of event happened, summed over a run of seeds (the `--json` report). */
+export interface EventCounts {
+  seeds: number;
+  hostWrites: number;
+  hostWritesFailed: number;
+  flushes: number;
+  pairsCreated: number;
+  pairsCreatedLater: number;
+  initialCopies: number;
+  suspends: number;
+  resumes: number;
+  takeovers: number;
+  restarts: { primary: number; secondary: number };
+  processCrashes: { primary: number; secondary: number };
+  powerLosses: { primary: number; secondary: number };
+  streamCuts: number;
+  silentStreams: number;
+  partitions: number;
+  clockSteps: number;
+  diskFullEpisodes: { primary: number; secondary: number };
+  ioErrorEpisodes: { primary: number; secondary: number };
+  groupStops: number;
+  pullPairs: number;
+  pushPairs: number;
+  checks: number;
+  virtualMs: number;
+  events: number;
+}
+
+export function emptyCounts(): EventCounts {
+  return {
+    seeds: 0, hostWrites: 0, hostWritesFailed: 0, flushes: 0, pairsCreated: 0, pairsCreatedLater: 0, initialCopies: 0, suspends: 0, resumes: 0, takeovers: 0,
+    restarts: { primary: 0, secondary: 0 }, processCrashes: { primary: 0, secondary: 0 }, powerLosses: { primary: 0, secondary: 0 },
+    streamCuts: 0, silentStreams: 0, partitions: 0, clockSteps: 0, diskFullEpisodes: { primary: 0, secondary: 0 }, ioErrorEpisodes: { primary: 0, secondary: 0 },
+    groupStops: 0, pullPairs: 0, pushPairs: 0, checks: 0, virtualMs: 0, events: 0,
+  };
+}
+
+export type NodeSimResult =
+  | { readonly ok: true; readonly seed: number; readonly config: string; readonly counts: EventCounts; readonly realMs: number }
+  | { readonly ok: false; readonly seed: number; readonly config: string; readonly atMs: number; readonly invariant: string; readonly message: string; readonly counts: EventCounts };
+
+class SimFailure extends Error {
+  readonly invariant: string;
+  constructor(invariant: string, message: string) {
+    super(message);
+    this.invariant = invariant;
+  }
+}
+
+type Role = "primary" | "secondary";
+
+const silentLogger = pino({ level: "silent" });
+
+/** One simulated machine: its disk (which outlives the process), and the node process when up. */
+class SimMachine {
+  readonly name: string;
+  readonly role: Role;
+  readonly disk: SimDisk;
+  readonly dataDir = "/data";
+  clock: SimClock | undefined;
+  /** The wall clock's steps so far (they survive restarts: it is the machine's clock). */
+  wallOffsetMs = 0;
+  node: TidemarkNode | undefined;
+  /** Set while start() runs. */
+  starting: Promise<void> | undefined;
+  private readonly world: NodeWorld;
+
+  constructor(world: NodeWorld, name: string, role: Role, seed: number) {
+    this.world = world;
+    this.name = name;
+    this.role = role;
+    this.disk = new SimDisk({ seed, schedule: (delayMs, fn) => world.scheduler.schedule(delayMs, fn) });
+  }
+
+  get up(): boolean {
+    return this.node !== undefined && this.starting === undefined;
+  }
+
+  get url(): string {
+    return `sim://${this.name}`;
+  }
+
+  start(): Promise<void> {
+    const clock = new SimClock(this.world.scheduler);
+    clock.stepWall(this.wallOffsetMs);
+    this.clock = clock;
+    const node = new TidemarkNode({
+      id: this.name,
+      dataDir: this.dataDir,
+      mgmt: { host: this.name, port: 7480 },
+      nbd: { host: this.name, port: 10809 },
+      host: { host: this.name, port: 7410 },
+      repl: { host: this.name, port: 7400 },
+      writeTimePolicy: this.world.writeTimePolicy,
+      logger: silentLogger,
+      clock,
+      transport: this.world.network.transportFor(this.name),
+      fileSystem: this.disk.mount(),
+      serve: "replication",
+      peers: this.world.peers,
+    });
+    this.node = node;
+    const starting = node.start().finally(() => {
+      if (this.starting === starting) this.starting = undefined;
+    });
+    this.starting = starting;
+    return starting;
+  }
+
+  /** The process dies: nothing of it runs any more; the disk keeps what a crash of this kind keeps. */
+  crash(kind: "process" | "power"): void {
+    this.clock?.stopAll();
+    this.world.network.nodeDown(this.name, kind);
+    this.disk.crash(kind);
+    this.node = undefined;
+    this.starting = undefined;
+    this.clock = undefined;
+  }
+}
+
+interface SimGroup {
+  readonly name: string;
+  readonly volumes: readonly string[];
+  paired: boolean;
+  /** Paired after the hosts began writing (its consistency with the others follows issue 8's rule, not checked here). */
+  late: boolean;
+  suspended: boolean;
+  takenOver: boolean;
+}
+
+const volumeBlocks = 2048;
+const volumeBytes = volumeBlocks * simBlockBytes;
+
+export class NodeWorld {
+  readonly scheduler = new SimScheduler();
+  readonly rng: Prng;
+  readonly network: SimNetwork;
+  readonly history: History;
+  readonly writeTimePolicy: WriteTimePolicy;
+  readonly counts = emptyCounts();
+  readonly primary: SimMachine;
+  readonly secondary: SimMachine;
+  readonly groups: SimGroup[] = [];
+  private readonly volumeTags = new Map<string, number>();
+  private readonly nextBlock = new Map<string, number>();
+  private readonly transfer: "push" | "pull";
+  private readonly streams: number;
+  private hostsRunning = false;
+  private readonly hosts: Promise<void>[] = [];
+  /** Errors thrown by node code (an assertion is a failed run). */
+  readonly nodeErrors: unknown[] = [];
+  readonly peers: PeerClient;
+  readonly config: string;
+
+  constructor(seed: number) {
+    this.rng = new Prng(seed);
+    this.network = new SimNetwork(this.scheduler, this.rng, { delayMsMin: 0.1, delayMsMax: 1 + this.rng.float() * 20, splitRate: this.rng.float() * 0.5 });
+    this.history = new History(seed);
+    this.writeTimePolicy = (["host", "clock", "counter"] as const)[this.rng.int(0, 2)] ?? "host";
+    this.transfer = this.rng.chance(0.5) ? "push" : "pull";
+    this.streams = this.rng.int(1, 4);
+    this.primary = new SimMachine(this, "A", "primary", seed * 2 + 1);
+    this.secondary = new SimMachine(this, "B", "secondary", seed * 2 + 2);
+    const groupCount = this.rng.int(1, 3);
+    for (let g = 0; g < groupCount; g++) {
+      const volumes = Array.from({ length: this.rng.int(1, 2) }, (_, v) => `v${String(g)}${String(v)}`);
+      this.groups.push({ name: `g${String(g)}`, volumes, paired: false, late: false, suspended: false, takenOver: false });
+      for (const volume of volumes) {
+        this.volumeTags.set(volume, this.volumeTags.size + 1);
+        this.nextBlock.set(volume, 0);
+      }
+    }
+    this.peers = {
+      preparePairTarget: async (baseUrl, request) => {
+        const machine = baseUrl === this.secondary.url ? this.secondary : baseUrl === this.primary.url ? this.primary : undefined;
+        if (machine?.node === undefined || !machine.up || this.network.partitioned("A", "B")) {
+          throw new ControlError("TM_ERR_UNREACHABLE", `cannot reach node at ${baseUrl}`);
+        }
+        return machine.node.preparePairTarget(request);
+      },
+    };
+    this.config = `policy ${this.writeTimePolicy}, ${this.transfer} x${String(this.streams)}, groups ${this.groups.map((g) => `${g.name}[${g.volumes.join(",")}]`).join(" ")}`;
+  }
+
+  // ---- setup -------------------------------------------------------------------------
+
+  async setup(): Promise<void> {
+    await this.until(Promise.all([this.primary.start(), this.secondary.start()]), 10_000, "the nodes start");
+    const a = this.requireNode(this.primary);
+    for (const group of this.groups) {
+      for (const volume of group.volumes) await this.until(a.createVolume(volume, volumeBytes), 5_000, `volume ${volume} is created`);
+      await this.until(a.createGroup(group.name, group.volumes), 5_000, `group ${group.name} is created`);
+    }
+    // Most groups are paired before the hosts write; some later (their initial copy runs under writes).
+    for (const group of this.groups) {
+      if (this.groups.length > 1 && this.rng.chance(0.3)) continue;
+      await this.pair(group, false);
+    }
+  }
+
+  private async pair(group: SimGroup, late: boolean): Promise<void> {
+    const a = this.primary.node;
+    if (a === undefined || !this.primary.up || group.paired) return;
+    try {
+      await this.until(a.createPair({ group: group.name, to: this.secondary.url, mode: "async", transfer: this.transfer, streams: this.streams, reflect: "time" }), 5_000, `pair ${group.name} is created`);
+    } catch (error) {
+      if (error instanceof ControlError || error instanceof Timeout) return; // the secondary is down or cut off: later
+      throw error;
+    }
+    group.paired = true;
+    group.late = late;
+    this.counts.pairsCreated += 1;
+    this.counts.initialCopies += 1;
+    if (late) this.counts.pairsCreatedLater += 1;
+    if (this.transfer === "pull") this.counts.pullPairs += 1;
+    else this.counts.pushPairs += 1;
+  }
+
+  // ---- hosts ---------------------------------------------------------------------------
+
+  startHosts(count: number): void {
+    this.hostsRunning = true;
+    for (let host = 1; host <= count; host++) this.hosts.push(this.runHost(host));
+  }
+
+  async stopHosts(): Promise<void> {
+    this.hostsRunning = false;
+    await this.until(Promise.all(this.hosts), 30_000, "the hosts stop");
+  }
+
+  /**
+   * One host: writes to fresh blocks of any group's volume, one at a time, each issued after
+   * the previous one's answer (so every write depends on every write this host saw answered
+   * before), with FUA or a FLUSH now and then; writes that fail are noted and never reused.
+   */
+  private async runHost(host: number): Promise<void> {
+    const withTimes = host % 2 === 0; // the timestamped host protocol's hosts; the others are NBD-like
+    while (this.hostsRunning) {
+      await this.sleep(this.rng.int(1, 20));
+      const node = this.primary.node;
+      if (node === undefined || !this.primary.up) continue;
+      const groups = this.groups.filter((g) => !g.takenOver);
+      const group = groups[this.rng.int(0, groups.length - 1)];
+      if (group === undefined) return;
+      const volume = group.volumes[this.rng.int(0, group.volumes.length - 1)];
+      if (volume === undefined) continue;
+      const handle = node.catalog().open(volume);
+      if (handle === undefined) continue;
+      const first = this.nextBlock.get(volume) ?? 0;
+      const blocks = this.rng.int(1, 4);
+      if (first + blocks > volumeBlocks) continue;
+      this.nextBlock.set(volume, first + blocks);
+      const write = this.history.add({ host, volume, firstBlock: first, blocks, issuedAtMs: this.scheduler.nowMs });
+      const tag = this.volumeTags.get(volume) ?? 0;
+      const data = Buffer.concat(Array.from({ length: blocks }, (_, k) => encodeSimBlock(this.history.runId, write.id, tag, first + k)));
+      const fua = this.rng.chance(0.05);
+      this.counts.hostWrites += 1;
+      try {
+        const hostWriteTimeUs = withTimes && this.rng.chance(0.7) ? Math.floor((this.primary.clock?.wallMs() ?? 0) * 1000) : undefined;
+        await handle.write(first * simBlockBytes, data, { fua, hostWriteTimeUs });
+        write.answeredAtMs = this.scheduler.nowMs;
+        if (fua) this.markFlushed(host, write.id);
+        if (this.rng.chance(0.1)) {
+          this.counts.flushes += 1;
+          await handle.flush();
+          this.markFlushed(host, write.id);
+        }
+      } catch {
+        write.failed = write.answeredAtMs === undefined;
+        this.counts.hostWritesFailed += 1;
+      }
+    }
+  }
+
+  /** A FLUSH (or FUA) that succeeded covers every write of that host answered before it. */
+  private markFlushed(host: number, throughId: number): void {
+    for (const write of this.history.all()) {
+      if (write.host === host && write.id <= throughId && write.answeredAtMs !== undefined) write.flushed = true;
+    }
+  }
+
+  // ---- faults ----------------------------------------------------------------------------
+
+  /** One random fault or operator action. */
+  async step(): Promise<void> {
+    const roll = this.rng.float();
+    const machine = this.rng.chance(0.5) ? this.primary : this.secondary;
+    if (roll < 0.08) {
+      if (!machine.up) return;
+      const kind = this.rng.chance(0.5) ? "process" : "power";
+      machine.crash(kind);
+      this.counts[kind === "process" ? "processCrashes" : "powerLosses"][machine.role] += 1;
+      await this.sleep(this.rng.int(1, 300));
+      await this.restart(machine);
+    } else if (roll < 0.2) {
+      const streams = this.network.streamsOf(machine.name);
+      const stream = streams[this.rng.int(0, streams.length - 1)];
+      if (stream === undefined) return;
+      if (this.rng.chance(0.5)) {
+        this.network.cut(stream);
+        this.counts.streamCuts += 1;
+      } else {
+        this.network.blackhole(stream);
+        this.counts.silentStreams += 1;
+      }
+    } else if (roll < 0.26) {
+      this.network.partition("A", "B");
+      this.counts.partitions += 1;
+      await this.sleep(this.rng.int(100, 2_000));
+      this.network.heal("A", "B");
+    } else if (roll < 0.34) {
+      const group = this.groups.find((g) => g.paired && !g.takenOver && !g.suspended);
+      const a = this.primary.node;
+      if (group === undefined || a === undefined || !this.primary.up) return;
+      await this.tryControl(a.suspendPair(group.name));
+      group.suspended = true;
+      this.counts.suspends += 1;
+      await this.sleep(this.rng.int(50, 800));
+      await this.resume(group);
+    } else if (roll < 0.4) {
+      const group = this.groups.find((g) => !g.paired);
+      if (group !== undefined) await this.pair(group, true);
+    } else if (roll < 0.46) {
+      if (machine.clock === undefined) return;
+      const stepMs = (this.rng.chance(0.5) ? -1 : 1) * this.rng.int(1_000, 3_600_000);
+      machine.clock.stepWall(stepMs);
+      machine.wallOffsetMs += stepMs;
+      this.counts.clockSteps += 1;
+    } else if (roll < 0.5) {
+      machine.disk.fill(this.rng.int(0, 64 * 1024));
+      this.counts.diskFullEpisodes[machine.role] += 1;
+      await this.sleep(this.rng.int(50, 1_000));
+      machine.disk.setCapacity(1024 * 1024 * 1024 * 1024);
+    } else if (roll < 0.53) {
+      machine.disk.setErrorRates({ write: this.rng.float() * 0.2, sync: this.rng.float() * 0.2, read: this.rng.float() * 0.05 });
+      this.counts.ioErrorEpisodes[machine.role] += 1;
+      await this.sleep(this.rng.int(10, 300));
+      machine.disk.heal();
+    } else {
+      await this.sleep(this.rng.int(5, 100));
+    }
+  }
+
+  private async resume(group: SimGroup): Promise<void> {
+    for (let attempt = 0; attempt < 50 && group.suspended; attempt++) {
+      const a = this.primary.node;
+      if (a !== undefined && this.primary.up) {
+        try {
+          await this.until(a.resumePair(group.name), 5_000, `pair ${group.name} resumes`);
+          group.suspended = false;
+          this.counts.resumes += 1;
+          return;
+        } catch (error) {
+          if (!(error instanceof ControlError) && !(error instanceof Timeout)) throw error;
+        }
+      }
+      await this.sleep(100);
+    }
+  }
+
+  private async restart(machine: SimMachine): Promise<void> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      try {
+        await this.until(machine.start(), 20_000, `${machine.name} restarts`);
+        this.counts.restarts[machine.role] += 1;
+        if (machine.role === "primary") this.checkFlushedKept();
+        return;
+      } catch (error) {
+        if (error instanceof SimFailure || error instanceof InvariantError) throw error;
+        // A start that met an injected disk fault: the operator starts it again.
+        machine.crash("process");
+        machine.disk.heal();
+        await this.sleep(200);
+      }
+    }
+    throw new SimFailure("restart", `${machine.name} does not start again after 20 attempts`);
+  }
+
+  private async tryControl(operation: Promise<unknown>): Promise<void> {
+    try {
+      await this.until(operation, 5_000, "an operator command");
+    } catch (error) {
+      if (!(error instanceof ControlError) && !(error instanceof Timeout)) throw error;
+    }
+  }
+
+  // ---- checks ----------------------------------------------------------------------------
+
+  private requireNode(machine: SimMachine): TidemarkNode {
+    const node = machine.node;
+    if (node === undefined) throw new SimFailure("setup", `${machine.name} is not up`);
+    return node;
+  }
+
+  /** A volume's bytes as a reader of the file sees them now (the page cache), by name, from the node's metadata on its disk. */
+  private image(machine: SimMachine, volume: string): Buffer | undefined {
+    const metadata = machine.disk.cachedView(`${machine.dataDir}/node.json`);
+    if (metadata === undefined) return undefined;
+    const parsed = JSON.parse(metadata.toString("utf8")) as { volumes: { name: string; fileName: string }[] };
+    const record = parsed.volumes.find((v) => v.name === volume);
+    if (record === undefined) return undefined;
+    return machine.disk.cachedView(`${machine.dataDir}/volumes/${record.fileName}`);
+  }
+
+  private present(machine: SimMachine, volumes: readonly string[]): Set<number> {
+    const present = new Set<number>();
+    for (const volume of volumes) {
+      const image = this.image(machine, volume);
+      if (image === undefined) continue;
+      const { blocks, problems } = decodeSimImage(image, this.history.runId, this.volumeTags.get(volume) ?? 0);
+      if (problems.length > 0) throw new SimFailure("intact", `${machine.name}/${volume}: ${problems.slice(0, 3).join("; ")}`);
+      for (const [id, count] of blocks) {
+        const write = this.history.get(id);
+        if (write !== undefined && count === write.blocks) present.add(id);
+        else if (write !== undefined && machine.role === "secondary") throw new SimFailure("intact", `${machine.name}/${volume}: write ${id} is torn (${count} of ${write.blocks} blocks)`);
+      }
+    }
+    return present;
+  }
+
+  /** I1 on the secondary: the groups paired from the start form one consistency domain. */
+  checkSecondary(): void {
+    this.counts.checks += 1;
+    const domain = this.groups.filter((g) => g.paired && !g.late);
+    const volumes = domain.flatMap((g) => g.volumes);
+    if (volumes.length === 0) return;
+    const violations = this.history.checkDependentWrites(this.present(this.secondary, volumes), new Set(volumes));
+    if (violations.length > 0) throw new SimFailure("I1", violations.join("; "));
+    // Each group on its own, including those paired later: a prefix of its own history.
+    for (const group of this.groups.filter((g) => g.paired && g.late)) {
+      const own = this.history.checkDependentWrites(this.present(this.secondary, group.volumes), new Set(group.volumes));
+      if (own.length > 0) throw new SimFailure("I1", `group ${group.name}: ${own.join("; ")}`);
+    }
+  }
+
+  /** I3 on the primary after it restarted: every write a FLUSH or FUA covered is on its volumes. */
+  private checkFlushedKept(): void {
+    const volumes = this.groups.filter((g) => !g.takenOver).flatMap((g) => g.volumes);
+    const missing = this.history.missingFlushed(this.present(this.primary, volumes), new Set(volumes));
+    if (missing.length > 0) {
+      const w = missing[0] as HostWrite;
+      throw new SimFailure("I3", `${missing.length} flushed write(s) missing on the restarted primary, e.g. write ${w.id} (${w.volume} block ${w.firstBlock})`);
+    }
+  }
+
+  // ---- heal and converge -------------------------------------------------------------------
+
+  async heal(healMsMax: number): Promise<void> {
+    this.network.healAll();
+    for (const machine of [this.primary, this.secondary]) {
+      machine.disk.heal();
+      machine.disk.setCapacity(1024 * 1024 * 1024 * 1024);
+      if (machine.node === undefined) await this.restart(machine);
+    }
+    for (const group of this.groups) if (group.suspended) await this.resume(group);
+    for (const group of this.groups) if (!group.paired) await this.pair(group, true);
+    const deadline = this.scheduler.nowMs + healMsMax;
+    let last = "";
+    for (;;) {
+      const a = this.primary.node;
+      const b = this.secondary.node;
+      if (a !== undefined && b !== undefined && this.primary.up && this.secondary.up) {
+        const views: string[] = [];
+        let done = true;
+        for (const group of this.groups.filter((g) => g.paired && !g.takenOver)) {
+          const onA = safePair(a, group.name);
+          const onB = safePair(b, group.name);
+          views.push(`${group.name}: A ${describe(onA)} / B ${describe(onB)}`);
+          if (onA?.state !== "replicating" || onB === undefined || onB.reflectedSequence < onA.acceptedSequence) done = false;
+        }
+        last = views.join("; ");
+        if (done) break;
+      }
+      if (this.scheduler.nowMs > deadline) throw new SimFailure("I4", `the pairs did not converge within ${healMsMax} ms of healing: ${last}`);
+      await this.sleep(50);
+    }
+    this.checkSecondary();
+    for (const group of this.groups.filter((g) => g.paired && !g.takenOver)) {
+      for (const volume of group.volumes) {
+        const onA = this.image(this.primary, volume);
+        const onB = this.image(this.secondary, volume);
+        if (onA === undefined || onB === undefined || !onA.equals(onB)) {
+          throw new SimFailure("I4", `${volume}: the images differ after convergence (first difference at byte ${firstDifference(onA, onB)})`);
+        }
+      }
+    }
+  }
+
+  /** Some runs end with the primary lost and every paired group taken over on the secondary. */
+  async takeoverAtEnd(): Promise<void> {
+    const groups = this.groups.filter((g) => g.paired && !g.late && !g.takenOver);
+    if (groups.length === 0) return;
+    this.primary.crash(this.rng.chance(0.5) ? "process" : "power");
+    const b = this.requireNode(this.secondary);
+    await this.until(b.takeover(groups.map((g) => g.name)), 10_000, "the takeover");
+    for (const group of groups) group.takenOver = true;
+    this.counts.takeovers += 1;
+    this.checkSecondary();
+  }
+
+  // ---- virtual time --------------------------------------------------------------------
+
+  sleep(delayMs: number): Promise<void> {
+    return new Promise((resolve) => this.scheduler.schedule(delayMs, resolve));
+  }
+
+  /** Waits for `promise` in virtual time; Timeout after `limitMs` of it. */
+  async until<T>(promise: Promise<T>, limitMs: number, what: string): Promise<T> {
+    let settled = false;
+    let value: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
+    promise.then((v) => { settled = true; value = { ok: true, value: v }; }, (error: unknown) => { settled = true; value = { ok: false, error }; });
+    await drainMicrotasks();
+    const deadline = this.scheduler.nowMs + limitMs;
+    while (!settled) {
+      if (this.nodeErrors.length > 0) throw new SimFailure("assert", String(this.nodeErrors[0]));
+      const next = this.scheduler.nextAtMs();
+      if (next === undefined || next > deadline) {
+        if (!settled) throw new Timeout(`${what}: not done within ${limitMs} virtual ms`);
+        break;
+      }
+      await this.scheduler.runUntil(next, () => settled);
+    }
+    const result = value;
+    if (result === undefined) throw new Timeout(what);
+    if (!result.ok) throw result.error;
+    return result.value;
+  }
+}
+
+class Timeout extends Error {}
+
+function safePair(node: TidemarkNode, group: string): PairInfo | undefined {
+  try {
+    return node.pair(group);
+  } catch {
+    return undefined;
+  }
+}
+
+function describe(info: PairInfo | undefined): string {
+  if (info === undefined) return "none";
+  return `${info.state} acc ${info.acceptedSequence} arr ${info.arrivedSequence} refl ${info.reflectedSequence}${info.reason === null ? "" : ` (${info.reason})`}`;
+}
+
+function firstDifference(a: Buffer | undefined, b: Buffer | undefined): number {
+  if (a === undefined || b === undefined) return -1;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return i;
+  return Math.min(a.length, b.length);
+}
+
+/** Runs one seed. */
+export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSimResult> {
+  const startedMs = performance.now();
+  const world = new NodeWorld(options.seed);
+  const onRejection = (error: unknown): void => {
+    world.nodeErrors.push(error);
+  };
+  process.on("unhandledRejection", onRejection);
+  try {
+    await world.setup();
+    world.startHosts(world.rng.int(1, 3));
+    const faultyEndMs = world.scheduler.nowMs + (options.faultyMs ?? 3_000);
+    let sinceCheck = 0;
+    while (world.scheduler.nowMs < faultyEndMs) {
+      await world.until(world.step(), 60_000, "a step of the schedule");
+      if (world.secondary.up && ++sinceCheck >= 1) {
+        world.checkSecondary();
+        sinceCheck = 0;
+      }
+      if (world.nodeErrors.length > 0) throw new SimFailure("assert", String(world.nodeErrors[0]));
+    }
+    await world.stopHosts();
+    await world.heal(options.healMsMax ?? 60_000);
+    if (world.rng.chance(0.3)) await world.takeoverAtEnd();
+    if (world.nodeErrors.length > 0) throw new SimFailure("assert", String(world.nodeErrors[0]));
+    world.counts.seeds = 1;
+    world.counts.virtualMs = world.scheduler.nowMs;
+    world.counts.events = world.scheduler.eventsRun;
+    return { ok: true, seed: options.seed, config: world.config, counts: world.counts, realMs: performance.now() - startedMs };
+  } catch (error) {
+    const invariant = error instanceof SimFailure ? error.invariant : error instanceof InvariantError ? "assert" : "error";
+    const message = error instanceof Error ? `${error.message}${error instanceof SimFailure ? "" : `\n${error.stack ?? ""}`}` : String(error);
+    world.counts.seeds = 1;
+    return { ok: false, seed: options.seed, config: world.config, atMs: world.scheduler.nowMs, invariant, message, counts: world.counts };
+  } finally {
+    process.off("unhandledRejection", onRejection);
+  }
+}
