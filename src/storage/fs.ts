@@ -81,7 +81,7 @@ export interface File {
   datasync(): Promise<void>;
   /** fsync: as datasync, and the file's other metadata too. */
   sync(): Promise<void>;
-  /** Closes the descriptor; later calls raise EBADF. Closing twice is an error too. */
+  /** Closes the descriptor; later calls fail (EBADF). Closing again resolves and does nothing. */
   close(): Promise<void>;
 }
 
