@@ -53,7 +53,10 @@ export interface JournalOptions {
    * Without it such damage is JournalCorruptError: whole records after it may be answered writes.
    */
   readonly cutDamagedTail?: boolean;
-  /** Recovery reads the segments with O_DIRECT (after a failed fdatasync: never trust the page cache). */
+  /**
+   * Recovery reads every segment with O_DIRECT (after a failed fdatasync: never trust the page
+   * cache). Without it only the last segment is read so, which is always done: see recover().
+   */
   readonly directRead?: boolean;
 }
 
@@ -286,8 +289,14 @@ export class GroupJournal {
         try {
           const { sizeBytes: fileBytes } = await handle.stat();
           const segment = newSegment(file.firstSequence, file.path);
-          // After a failed fdatasync only the disk itself can say what is durable: read past the page cache.
-          const source = options.directRead === true ? await DirectFileReader.open(fs, file.path, journalDirectReadBytes) : handle;
+          // After a failed fdatasync only the disk itself can say what is durable: read past the page
+          // cache. The last segment always: a process that died after an fdatasync failed left pages in
+          // the cache that the disk never got and that no later fdatasync writes (they are clean), so
+          // reading them through the cache and fdatasyncing would call them durable, and a power loss
+          // would then take records a sync() had covered (found by the simulated disk). Every other
+          // segment was fdatasync'd whole, successfully, before the next one was created.
+          const direct = options.directRead === true || isLast;
+          const source = direct ? await DirectFileReader.open(fs, file.path, journalDirectReadBytes) : handle;
           const reader = new SegmentReader(source, 0, fileBytes, { chunkBytes: journalReadChunkBytes, reuseBuffer: true });
           try {
           for (;;) {
@@ -302,7 +311,7 @@ export class GroupJournal {
                 throw new JournalCorruptError(file.path, step.offsetBytes,
                   `${step.reason}, but a whole record (${whole.detail}) follows at byte ${whole.offsetBytes}: this is damage, not a torn write, ` +
                   `and cutting here would drop records from sequence ${expectedSequence} on. Nothing was changed on disk. ` +
-                  "If the machine lost power (records after an unwritten hole were never made durable), start the node once with " +
+                  "If the machine lost power, or an fdatasync failed before the node stopped (records after an unwritten hole were never made durable), start the node once with " +
                   "--truncate-damaged-journals to cut the journal here; otherwise restore the data directory from a backup");
               }
               tornBytesCut = fileBytes - step.offsetBytes;
