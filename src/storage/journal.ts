@@ -194,6 +194,8 @@ export class GroupJournal {
   private unsyncedBytes = 0;
   private closing = false;
   private closed = false;
+  /** trimThrough calls in progress (settled, never rejecting): close() and abandon() wait for them. */
+  private readonly trims = new Set<Promise<void>>();
   private closePromise: Promise<void> | undefined;
   private failure: Error | undefined;
 
@@ -739,11 +741,12 @@ export class GroupJournal {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  /** Waits until no write and no fdatasync is in flight. */
+  /** Waits until no write, no fdatasync and no trim is in flight. */
   private async quiesce(): Promise<void> {
-    while (this.writer !== undefined || this.syncInFlight !== undefined) {
+    while (this.writer !== undefined || this.syncInFlight !== undefined || this.trims.size > 0) {
       await this.writer;
       await this.syncInFlight;
+      await Promise.all(this.trims);
     }
   }
 
@@ -901,9 +904,23 @@ export class GroupJournal {
   /**
    * Deletes whole segments whose records all have sequence <= `sequence` (never the active
    * one), oldest first, then fsyncs the directory. A crash part-way leaves a contiguous
-   * suffix, which recovery accepts.
+   * suffix, which recovery accepts. close() and abandon() wait for trims in progress, and a
+   * trim after close() or abandon() does nothing: the directory then belongs to whoever
+   * reopens it (a resume), whose recovery must not meet a segment being unlinked under it.
    */
   async trimThrough(sequence: number): Promise<void> {
+    if (this.closing) return;
+    const trim = this.trimNow(sequence);
+    const settled = trim.then(() => undefined, () => undefined);
+    this.trims.add(settled);
+    try {
+      await trim;
+    } finally {
+      this.trims.delete(settled);
+    }
+  }
+
+  private async trimNow(sequence: number): Promise<void> {
     if (this.rollFinished !== undefined) await this.rollFinished;
     const victims: Segment[] = [];
     for (;;) {

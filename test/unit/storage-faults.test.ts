@@ -2,7 +2,8 @@
 // on the code before its fix): (1) after a failed fdatasync and a process restart, recovery read
 // the journal through the page cache, found records the disk never got, fdatasync'd (which
 // succeeds: those pages are clean) and called them durable, so a power loss then took records a
-// sync() covered.
+// sync() covered; (2) a trim in progress when the journal was closed or abandoned unlinked segments
+// under the recovery of a reopen (a resume), which failed with ENOENT.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { GroupJournal, type JournalOptions } from "../../src/storage/journal.ts";
@@ -43,4 +44,26 @@ void test("a failed fdatasync, then a process restart: recovery reads past the p
   disk.crash("power");
   const afterPowerLoss = await openJournal(time, disk.mount());
   assert.ok(afterPowerLoss.sequences.length >= journal.durableSequence, "everything the restarted journal called durable survives a power loss");
+});
+
+void test("close and abandon wait for a trim in progress, and a trim after them does nothing: a reopen never meets a segment being unlinked", async () => {
+  for (const end of ["close", "abandon"] as const) {
+    const time = new VirtualTime();
+    const disk = new SimDisk({ seed: 12, schedule: time.schedule, latency: { metadata: { minMs: 1, maxMs: 1 } } });
+    const fs = disk.mount();
+    const options = { segmentBytesMax: 2 * 4096 };
+    const { journal } = await openJournal(time, fs, options);
+    for (let sequence = 1; sequence <= 40; sequence += 1) void journal.append(makeRecord(sequence, pagePayloadBytes));
+    await time.until(journal.sync());
+    assert.ok(journal.segmentCount >= 20);
+    const trimmed = journal.trimThrough(30); // unlinks about 15 segments, one after the other
+    await time.runFor(2);
+    await time.until(end === "close" ? journal.close() : journal.abandon());
+    await time.until(trimmed);
+    await time.until(journal.trimThrough(40)); // after close: nothing
+    const reopened = await openJournal(time, fs, options);
+    assert.equal(reopened.sequences[reopened.sequences.length - 1], 40, `${end}: every record is there`);
+    assert.ok((reopened.sequences[0] ?? 0) <= 31, `${end}: trimmed through 30 at most`);
+    await time.until(reopened.journal.close());
+  }
 });
