@@ -3,12 +3,21 @@
 // the journal through the page cache, found records the disk never got, fdatasync'd (which
 // succeeds: those pages are clean) and called them durable, so a power loss then took records a
 // sync() covered; (2) a trim in progress when the journal was closed or abandoned unlinked segments
-// under the recovery of a reopen (a resume), which failed with ENOENT.
+// under the recovery of a reopen (a resume), which failed with ENOENT; (3) a resume after a failed
+// fdatasync met a hole (pages the failed sync dropped) followed by records written back later,
+// refused with JournalCorruptError, and the group stayed stopped for good.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import pino from "pino";
+import { ApplyOrder } from "../../src/node/apply-order.ts";
+import { systemClock } from "../../src/node/clock.ts";
+import { GroupWriter, type GroupVolume } from "../../src/node/group-writer.ts";
+import { NodeStamper } from "../../src/node/stamper.ts";
+import { asVolumeId } from "../../src/core/types.ts";
 import { GroupJournal, type JournalOptions } from "../../src/storage/journal.ts";
+import { VolumeFile } from "../../src/storage/volume-file.ts";
 import type { FileSystem } from "../../src/storage/fs.ts";
-import { SimDisk } from "../sim/sim-disk.ts";
+import { realTimeSchedule, SimDisk } from "../sim/sim-disk.ts";
 import { VirtualTime } from "../sim/virtual-time.ts";
 import { makeRecord } from "./journal-helpers.ts";
 
@@ -66,4 +75,40 @@ void test("close and abandon wait for a trim in progress, and a trim after them 
     assert.ok((reopened.sequences[0] ?? 0) <= 31, `${end}: trimmed through 30 at most`);
     await time.until(reopened.journal.close());
   }
+});
+
+void test("a group whose journal's fdatasync failed resumes by itself even when records written later follow a lost page on the disk", async () => {
+  // Real timers: the group's resume runs on the node's clock (first attempt after 500 ms).
+  const disk = new SimDisk({ seed: 13, schedule: realTimeSchedule, latency: { sync: { minMs: 30, maxMs: 30 } } });
+  const fs = disk.mount();
+  await fs.makeDirectory("/g");
+  const file = await VolumeFile.create(fs, "/g/v.vol", 1024 * 1024);
+  const { journal } = await GroupJournal.open("/g/journal", { fileSystem: fs, bytesMax: 1 << 30, nextSequence: 1 });
+  const lines: string[] = [];
+  const writer = new GroupWriter({
+    groupId: 1, name: "g", journal, stamper: new NodeStamper("counter", () => 0),
+    volumes: new Map<number, GroupVolume>([[1, { id: asVolumeId(1), file, order: new ApplyOrder() }]]),
+    nextSequence: 1, appliedSequence: 0, checkpointSequence: 0, clock: systemClock,
+    logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
+    persistCheckpoint: () => Promise.resolve(),
+  });
+  const page = Buffer.alloc(pagePayloadBytes, 1);
+  await writer.write(1, 0, page, true, undefined); // record 1, durable, page 0 of the segment
+  disk.failPath("/g/journal", ["sync"]);
+  const lost = writer.write(1, 8192, page, true, undefined); // record 2, page 1: its fdatasync fails
+  await new Promise((resolve) => setImmediate(resolve));
+  const later = writer.write(1, 16_384, page, false, undefined); // record 3, page 2, written while that fdatasync runs
+  await assert.rejects(lost, { code: "EIO" });
+  await later.catch(() => undefined);
+  assert.ok(writer.stopped !== undefined, "the group stopped on the I/O error");
+  disk.heal();
+  const deadline = performance.now() + 10_000;
+  while (writer.stopped !== undefined && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  const stopped = writer.stopped;
+  assert.equal(stopped, undefined, `the group resumed (old code: stopped for good: ${stopped?.reason ?? ""})`);
+  assert.equal(writer.journal.lastSequence, 1, "the journal holds what the disk had: record 1, cut at the lost page");
+  await writer.write(1, 0, page, true, undefined); // and takes writes again
+  await writer.close();
+  await writer.journal.close();
+  await file.close();
 });
