@@ -186,7 +186,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   async start(): Promise<void> {
     this.startedAt = new Date(this.clock.wallMs());
     this.startedAtMs = this.clock.monotonicMs();
-    await this.fileSystem.makeDirectory(this.options.dataDir);
+    await makeDirectoryDurable(this.fileSystem, this.options.dataDir); // a new one's name, too
     await this.takeLock();
     if (!(await this.spaceReserve.ensure())) this.logger.warn({ event: "space_reserve_missing", path: this.spaceReserve.path }, "no room for the space reserve now; it is made once there is");
     await makeDirectoryDurable(this.fileSystem, join(this.options.dataDir, "volumes"));

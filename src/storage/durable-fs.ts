@@ -3,7 +3,7 @@
 // replaced atomically by rename. Also whole-file reads and writes, which node:fs offers and
 // the seam leaves out.
 import { dirname } from "node:path";
-import { fileSystemError, type File, type FileSystem } from "./fs.ts";
+import { errorCode, fileSystemError, type File, type FileSystem } from "./fs.ts";
 
 /** Bytes read per call by readWholeFile (files of /proc report size 0, so it reads to the end). */
 const wholeFileChunkBytes = 64 * 1024;
@@ -25,10 +25,24 @@ export async function writeFileAtomic(fs: FileSystem, path: string, contents: st
   await fs.syncDirectory(dirname(path));
 }
 
-/** mkdir -p, then fsync the parent so the new directory itself is durable. */
+/**
+ * mkdir -p, then fsync the parent of every directory it created (and the parent of `path` in
+ * any case), so that every new name on the way is durable: a directory whose own name a power
+ * loss can take takes everything in it along.
+ */
 export async function makeDirectoryDurable(fs: FileSystem, path: string): Promise<void> {
+  const created: string[] = [];
+  for (let dir = path; dirname(dir) !== dir; dir = dirname(dir)) {
+    const exists = await fs.stat(dir).then(() => true, (error: unknown) => {
+      if (errorCode(error) === "ENOENT") return false;
+      throw error;
+    });
+    if (exists) break;
+    created.push(dir);
+  }
   await fs.makeDirectory(path);
-  await fs.syncDirectory(dirname(path));
+  const parents = new Set([...created.reverse().map((dir) => dirname(dir)), dirname(path)]);
+  for (const parent of parents) await fs.syncDirectory(parent);
 }
 
 /** Writes `contents` at the start of an open (empty) file, continuing short writes. Errors: those of File.write. */
