@@ -20,7 +20,8 @@
 
 /**
  * How a file is opened.
- * - "read": O_RDONLY. ENOENT if missing, EISDIR for a directory.
+ * - "read": O_RDONLY. ENOENT if missing. Not for directories (use readDirectory and
+ *   syncDirectory; the twin refuses with EISDIR).
  * - "read-write": O_RDWR of an existing file. ENOENT if missing.
  * - "create-exclusive": O_RDWR|O_CREAT|O_EXCL, a new empty file. EEXIST if the name exists,
  *   ENOENT if the directory does not, ENOSPC if the file system is full.
