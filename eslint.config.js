@@ -54,6 +54,20 @@ export default tseslint.config(
     },
   },
   {
+    // Issue 7: every file the node touches goes through the FileSystem seam (src/storage/fs.ts),
+    // so the simulation runs the journal, volumes, maps and metadata over its faulty disk.
+    // Only the production implementation (src/storage/node-fs.ts) reaches node:fs.
+    files: ["src/node/**/*.ts", "src/storage/**/*.ts"],
+    ignores: ["src/storage/node-fs.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        paths: ["node:fs", "node:fs/promises", "fs", "fs/promises"].map((name) => ({
+          name, message: "Go through the node's FileSystem (src/storage/fs.ts; production: nodeFileSystem in src/storage/node-fs.ts): the simulation runs this code over its disk.",
+        })),
+      }],
+    },
+  },
+  {
     // The NBD and host-protocol front ends batch replies with setImmediate on the hot path; the
     // simulation drives volumes through their handles, not through these sockets.
     files: ["src/node/nbd-server.ts", "src/node/host-server.ts"],

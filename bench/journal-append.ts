@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs } from "../src/core/types.ts";
 import { RecordKind, type JournalRecord } from "../src/protocol/journal-record.ts";
 import { GroupJournal } from "../src/storage/journal.ts";
+import { nodeFileSystem } from "../src/storage/node-fs.ts";
 
 const recordCount = Number(process.argv[2] ?? 100_000);
 const payloadBytes = 4096;
@@ -25,7 +26,7 @@ function record(sequence: number): JournalRecord {
 async function run(shape: "serial" | "pipelined", clients: number): Promise<void> {
   const dir = await mkdtemp(join(process.env["JOURNAL_BENCH_DIR"] ?? tmpdir(), "tm-journal-bench-"));
   try {
-    const { journal } = await GroupJournal.open(dir, { bytesMax: 64 * 1024 ** 3, nextSequence: 1 }, () => undefined);
+    const { journal } = await GroupJournal.open(dir, { fileSystem: nodeFileSystem, bytesMax: 64 * 1024 ** 3, nextSequence: 1 }, () => undefined);
     let next = 1;
     const started = process.hrtime.bigint();
     const latenciesUs: number[] = [];

@@ -2,10 +2,10 @@
 // stops the affected group alone, visibly, and it resumes when the cause is gone"). One
 // description for both sides of a pair: the primary's writer and the secondary's target.
 // docs/out-of-space.md has the rules.
-import { statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Logger } from "pino";
 import { groupResumeDelayMsMax, groupResumeDelayMsMin } from "../core/limits.ts";
+import { errorCode, type FileSystem } from "../storage/fs.ts";
 import type { Clock, Timer } from "./clock.ts";
 
 /** Why a group stopped, for status, logs, health and the errno hosts get meanwhile. */
@@ -23,7 +23,7 @@ export interface GroupStop {
 
 /** Errors that stop a group (and resume it once gone) rather than stopping the node: the disk said no. */
 export function isStorageError(error: unknown): boolean {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  const code = errorCode(error);
   return code === "ENOSPC" || code === "EDQUOT" || code === "EIO" || code === "EROFS" || code === "EFBIG";
 }
 
@@ -62,6 +62,8 @@ export interface GroupStopControlOptions {
   readonly name: string;
   readonly logger: Logger;
   readonly clock: Clock;
+  /** Where the group's files are: an ENOSPC stop is retried once its file system has room. */
+  readonly fileSystem: FileSystem;
   /** Re-reads and re-verifies from the disk; called only while stopped, one at a time. */
   readonly attemptResume: (stop: GroupStop) => Promise<ResumeOutcome>;
   /** Called when the group stops or resumes. */
@@ -144,7 +146,7 @@ export class GroupStopControl {
   private async attempt(): Promise<void> {
     const stop = this.current;
     if (stop === undefined || !stop.resumable || this.closed) return;
-    if (stop.errno === "ENOSPC" && !(await hasRoom(stop.path))) {
+    if (stop.errno === "ENOSPC" && !(await hasRoom(this.options.fileSystem, stop.path))) {
       this.schedule();
       return;
     }
@@ -182,11 +184,10 @@ export class GroupStopControl {
 /** Free space below which an ENOSPC stop is not retried yet. */
 const resumeFreeBytesMin = 1024 * 1024;
 
-async function hasRoom(path: string): Promise<boolean> {
+async function hasRoom(fs: FileSystem, path: string): Promise<boolean> {
   for (let dir = path; dir !== dirname(dir); dir = dirname(dir)) {
     try {
-      const fs = await statfs(dir);
-      return fs.bavail * fs.bsize >= resumeFreeBytesMin;
+      return (await fs.statFileSystem(dir)).freeBytes >= resumeFreeBytesMin;
     } catch {
       // not there (a journal directory being replaced): ask its parent
     }

@@ -132,7 +132,7 @@ export class GroupWriter {
     this.checkpointSequenceValue = options.checkpointSequence;
     this.persistCheckpoint = options.persistCheckpoint;
     this.stopControl = new GroupStopControl({
-      name: options.name, logger: options.logger, clock: options.clock,
+      name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
       attemptResume: (stop) => this.attemptResume(stop),
       onStateChange: () => this.onStateChange(),
     });
@@ -487,7 +487,10 @@ export class GroupWriter {
     let replayed = 0;
     let opened: { journal: GroupJournal; report: RecoveryReport };
     try {
-      opened = await GroupJournal.open(old.dir, { bytesMax: old.bytesMax, nextSequence: this.checkpointSequenceValue + 1, directRead: true }, async (record) => {
+      // cutDamagedTail: a failed fdatasync may have dropped pages that later, written-back pages
+      // follow on the disk (a hole, then whole records). Every record after such a hole came after
+      // what was durable, and the check below refuses a journal that lost anything durable.
+      opened = await GroupJournal.open(old.dir, { fileSystem: old.fileSystem, bytesMax: old.bytesMax, nextSequence: this.checkpointSequenceValue + 1, directRead: true, cutDamagedTail: true }, async (record) => {
         if (record.sequence <= this.checkpointSequenceValue || record.kind === RecordKind.timeAdvance || record.kind === RecordKind.marker) return;
         const volume = this.volumes.get(record.volumeId);
         assert(volume !== undefined, "records of this group name its volumes (written by this process)");

@@ -1,11 +1,11 @@
 // The node's persistent metadata (patent: group management information 310, remote
 // logical volume information 320, write time information 340), kept in one JSON file
 // that is replaced atomically. Validated on load: unknown keys or bad values stop the node.
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { journalBytesMin } from "../core/limits.ts";
-import { writeFileAtomic } from "../storage/durable-fs.ts";
+import { readWholeFile, writeFileAtomic } from "../storage/durable-fs.ts";
+import { errorCode, type FileSystem } from "../storage/fs.ts";
 
 export const metadataFormatVersion = 1;
 export const metadataFileName = "node.json";
@@ -121,12 +121,12 @@ export function emptyMetadata(nodeId: string, nowIso: string): NodeMetadata {
 }
 
 /** Loads the metadata, or returns undefined for a data directory that has none yet. */
-export async function loadMetadata(dataDir: string): Promise<NodeMetadata | undefined> {
+export async function loadMetadata(fs: FileSystem, dataDir: string): Promise<NodeMetadata | undefined> {
   let text: string;
   try {
-    text = await readFile(join(dataDir, metadataFileName), "utf8");
+    text = (await readWholeFile(fs, join(dataDir, metadataFileName))).toString("utf8");
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    if (errorCode(error) === "ENOENT") return undefined;
     throw error;
   }
   let parsed: unknown;
@@ -159,7 +159,7 @@ export function raiseSmallJournals(metadata: NodeMetadata): { readonly group: st
 }
 
 /** Persists atomically; serialised by the caller (one save at a time). */
-export async function saveMetadata(dataDir: string, metadata: NodeMetadata): Promise<void> {
+export async function saveMetadata(fs: FileSystem, dataDir: string, metadata: NodeMetadata): Promise<void> {
   nodeMetadataSchema.parse(metadata); // never write what we could not read back
-  await writeFileAtomic(join(dataDir, metadataFileName), JSON.stringify(metadata, null, 2) + "\n");
+  await writeFileAtomic(fs, join(dataDir, metadataFileName), JSON.stringify(metadata, null, 2) + "\n");
 }

@@ -2,7 +2,6 @@
 // volumes and journals, then serves NBD, the host protocol, replication and management.
 // This file wires the pieces; the write path is in group-writer.ts, the servers in their own files.
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readFile, rm, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
@@ -15,7 +14,9 @@ import { RecordKind, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal, JournalCorruptError, JournalFormatError, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
 import { VolumeFile } from "../storage/volume-file.ts";
 import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
-import { makeDirectoryDurable } from "../storage/durable-fs.ts";
+import { makeDirectoryDurable, readWholeFile, writeWholeFile } from "../storage/durable-fs.ts";
+import type { FileSystem } from "../storage/fs.ts";
+import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
 import { ApplyOrder } from "./apply-order.ts";
 import {
@@ -70,6 +71,8 @@ export interface NodeOptions {
   readonly serve?: "all" | "replication";
   /** How this node asks another node's management API to act (default: HTTP). */
   readonly peers?: PeerClient;
+  /** Every file of the data directory is reached through this (default: node:fs; the simulation: its disk). */
+  readonly fileSystem?: FileSystem;
   /** Recovery cuts a damaged journal tail even when whole records follow it (after a power loss; the operator's call). */
   readonly truncateDamagedJournals?: boolean;
 }
@@ -142,12 +145,14 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private readonly clock: Clock;
   private readonly transport: Transport;
   private readonly peers: PeerClient;
+  private readonly fileSystem: FileSystem;
 
   constructor(options: NodeOptions) {
     this.options = options;
     this.logger = options.logger;
     this.clock = options.clock ?? systemClock;
     this.transport = options.transport ?? tcpTransport;
+    this.fileSystem = options.fileSystem ?? nodeFileSystem;
     this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs(options.clock ?? systemClock));
     let clampLoggedAtMs = -Infinity;
     let clampsSinceLog = 0;
@@ -163,7 +168,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     this.nodeMetrics = new NodeMetrics(options.id, () => this.journalFigures(), (options.serve ?? "all") === "all");
     this.peers = options.peers ?? httpPeerClient;
     this.lockPath = join(options.dataDir, "lock");
-    this.spaceReserve = new SpaceReserve(options.dataDir);
+    this.spaceReserve = new SpaceReserve(this.fileSystem, options.dataDir);
     this.reflector = new Reflector({
       groups: () => [...this.targets.values()],
       logger: this.logger.child({ component: "reflector" }),
@@ -181,12 +186,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   async start(): Promise<void> {
     this.startedAt = new Date(this.clock.wallMs());
     this.startedAtMs = this.clock.monotonicMs();
-    await mkdir(this.options.dataDir, { recursive: true });
+    await makeDirectoryDurable(this.fileSystem, this.options.dataDir); // a new one's name, too
     await this.takeLock();
     if (!(await this.spaceReserve.ensure())) this.logger.warn({ event: "space_reserve_missing", path: this.spaceReserve.path }, "no room for the space reserve now; it is made once there is");
-    await makeDirectoryDurable(join(this.options.dataDir, "volumes"));
-    await makeDirectoryDurable(join(this.options.dataDir, "journals"));
-    const loaded = await loadMetadata(this.options.dataDir);
+    await makeDirectoryDurable(this.fileSystem, join(this.options.dataDir, "volumes"));
+    await makeDirectoryDurable(this.fileSystem, join(this.options.dataDir, "journals"));
+    const loaded = await loadMetadata(this.fileSystem, this.options.dataDir);
     if (loaded !== undefined && loaded.nodeId !== this.options.id) {
       throw new Error(`data directory ${this.options.dataDir} belongs to node "${loaded.nodeId}", not "${this.options.id}"; use --id ${loaded.nodeId} or another --data`);
     }
@@ -195,7 +200,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const r of raised) {
       this.logger.warn({ event: "journal_limit_raised", group: r.group, fromBytes: r.fromBytes, toBytes: r.toBytes }, `journal limit of group ${r.group} raised from ${r.fromBytes} to ${r.toBytes} bytes: a smaller journal cannot take the largest write (32 MiB) and would hold it forever`);
     }
-    if (loaded === undefined || raised.length > 0) await saveMetadata(this.options.dataDir, this.metadata);
+    if (loaded === undefined || raised.length > 0) await saveMetadata(this.fileSystem, this.options.dataDir, this.metadata);
     this.stamper.raiseTo({
       recordedWriteTimeUs: asWriteTimeUs(this.metadata.writeTime.recordedWriteTimeUs),
       lastAcceptNumber: asAcceptNumber(this.metadata.writeTime.lastAcceptNumber),
@@ -218,12 +223,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private async takeLock(): Promise<void> {
     try {
       await this.withSpaceReserve("take the data directory's lock", async () => {
-        const handle = await open(this.lockPath, "wx");
+        const handle = await this.fileSystem.open(this.lockPath, "create-exclusive");
         try {
-          await handle.writeFile(`${process.pid}\n`);
+          await writeWholeFile(handle, `${process.pid}\n`);
         } catch (error) {
           await handle.close();
-          await unlink(this.lockPath).catch(() => undefined);
+          await this.fileSystem.unlink(this.lockPath).catch(() => undefined);
           throw error;
         }
         await handle.close();
@@ -233,19 +238,19 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
     }
-    const pid = Number.parseInt((await readFile(this.lockPath, "utf8")).trim(), 10);
-    if (Number.isInteger(pid) && pid !== process.pid && (await processAlive(pid))) {
+    const pid = Number.parseInt((await readWholeFile(this.fileSystem, this.lockPath)).toString("utf8").trim(), 10);
+    if (Number.isInteger(pid) && pid !== process.pid && (await processAlive(this.fileSystem, pid))) {
       throw new Error(`data directory ${this.options.dataDir} is in use by process ${pid}; stop that node first or use another --data`);
     }
     this.logger.warn({ event: "stale_lock", stalePid: pid }, "previous node did not stop cleanly; recovering");
-    await unlink(this.lockPath);
+    await this.fileSystem.unlink(this.lockPath);
     await this.takeLock();
   }
 
   private async openVolumes(): Promise<void> {
     const metadata = this.requireMetadata();
     for (const record of metadata.volumes) {
-      const file = await VolumeFile.open(join(this.options.dataDir, "volumes", record.fileName), record.sizeBytes);
+      const file = await VolumeFile.open(this.fileSystem, join(this.options.dataDir, "volumes", record.fileName), record.sizeBytes);
       const live: LiveVolume = { id: record.id, name: record.name, sizeBytes: record.sizeBytes, file, order: new ApplyOrder(), group: undefined, target: undefined, allocatedBytes: 0 };
       this.volumesByName.set(record.name, live);
       this.volumesById.set(record.id, live);
@@ -296,9 +301,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   /** Opens (recovers) a group's journal; a journal it cannot trust stops the start with what to do. */
-  private async openJournal(record: GroupRecord, options: JournalOptions, onRecord?: RecordCallback): Promise<{ journal: GroupJournal; report: RecoveryReport }> {
+  private async openJournal(record: GroupRecord, options: Omit<JournalOptions, "fileSystem">, onRecord?: RecordCallback): Promise<{ journal: GroupJournal; report: RecoveryReport }> {
     try {
-      return await GroupJournal.open(this.journalDir(record), { ...options, cutDamagedTail: this.options.truncateDamagedJournals === true }, onRecord);
+      return await GroupJournal.open(this.journalDir(record), { ...options, fileSystem: this.fileSystem, cutDamagedTail: this.options.truncateDamagedJournals === true }, onRecord);
     } catch (error) {
       if (error instanceof JournalFormatError || error instanceof JournalCorruptError) {
         throw new Error(`group ${record.name}: ${error.message}`, { cause: error });
@@ -482,7 +487,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
         this.logger.error({ event: "metadata_save_failed", err: error }, "metadata not saved at stop; the last saved checkpoint and the journals still cover it");
       });
     }
-    if (this.lockTaken) await unlink(this.lockPath).catch(() => undefined);
+    if (this.lockTaken) await this.fileSystem.unlink(this.lockPath).catch(() => undefined);
     this.logger.info({ event: "node_stopped" }, "stopped");
   }
 
@@ -515,7 +520,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       const next = structuredClone(this.requireMetadata());
       change(next);
       next.writeTime = { recordedWriteTimeUs: this.stamper.state.recordedWriteTimeUs, lastAcceptNumber: this.stamper.state.lastAcceptNumber };
-      await (critical ? this.withSpaceReserve("save the node's metadata", () => saveMetadata(this.options.dataDir, next)) : saveMetadata(this.options.dataDir, next));
+      await (critical ? this.withSpaceReserve("save the node's metadata", () => saveMetadata(this.fileSystem, this.options.dataDir, next)) : saveMetadata(this.fileSystem, this.options.dataDir, next));
       this.metadata = next;
     };
     const result = this.metadataChain.then(run);
@@ -684,7 +689,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const path = join(volumesDir, fileName);
     let file: VolumeFile | undefined;
     try {
-      file = await createVolumeFile(path, sizeBytes, this.requireMetadata(), this.logger);
+      file = await createVolumeFile(this.fileSystem, path, sizeBytes, this.requireMetadata(), this.logger);
       await this.updateMetadata((m) => {
         m.nextVolumeId = Math.max(m.nextVolumeId, id + 1);
         m.volumes.push({ id, name, sizeBytes, fileName, createdAt: new Date(this.clock.wallMs()).toISOString() });
@@ -698,7 +703,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, target: undefined, allocatedBytes: 0 };
     this.volumesByName.set(name, live);
     this.volumesById.set(id, live);
-    const space = await fileSystemSpace(volumesDir).catch(() => undefined);
+    const space = await fileSystemSpace(this.fileSystem, volumesDir).catch(() => undefined);
     if (space !== undefined) this.freeBytes = space.freeBytes;
     const info = this.volumeInfo(live);
     this.logger.info({ event: "volume_created", volume: name, sizeBytes }, "volume created");
@@ -780,8 +785,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
 
   private async createGroupClaimed(name: string, volumeNames: readonly string[], members: readonly LiveVolume[], journalBytesMax: number): Promise<GroupInfo> {
     const id = this.reserveGroupId();
-    await makeDirectoryDurable(this.journalDir({ id }));
-    const { journal } = await GroupJournal.open(this.journalDir({ id }), { bytesMax: journalBytesMax, nextSequence: 1 }, () => undefined);
+    await makeDirectoryDurable(this.fileSystem, this.journalDir({ id }));
+    const { journal } = await GroupJournal.open(this.journalDir({ id }), { fileSystem: this.fileSystem, bytesMax: journalBytesMax, nextSequence: 1 }, () => undefined);
     const volumes = new Map<number, GroupVolume>(members.map((v) => [v.id, { id: asVolumeId(v.id), file: v.file, order: v.order }]));
     // Writes already in flight to these volumes finish outside the journal; later ones are journaled.
     await Promise.all(members.map((v) => v.order.drain()));
@@ -807,7 +812,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     if (!this.spaceReserve.isHeld && (await this.spaceReserve.ensure())) {
       this.logger.info({ event: "space_reserve_made", path: this.spaceReserve.path }, "space reserve in place again");
     }
-    const space = await fileSystemSpace(join(this.options.dataDir, "volumes")).catch(() => undefined);
+    const space = await fileSystemSpace(this.fileSystem, join(this.options.dataDir, "volumes")).catch(() => undefined);
     this.freeBytes = space?.freeBytes;
     for (const volume of this.volumesById.values()) {
       try {
@@ -971,7 +976,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       volumes: [], takeover: null,
     };
     const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: journalBytesMaxDefault, createdAt: new Date(this.clock.wallMs()).toISOString(), target };
-    await makeDirectoryDurable(this.journalDir(record));
+    await makeDirectoryDurable(this.fileSystem, this.journalDir(record));
     await this.updateMetadata((m) => {
       m.nextGroupId = Math.max(m.nextGroupId, id + 1);
       m.groups.push(record);
@@ -1006,8 +1011,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     await target.journal.close();
     const generation = (record.journalGeneration ?? 0) + 1;
     const nextRecord = { ...record, journalGeneration: generation };
-    await makeDirectoryDurable(this.journalDir(nextRecord));
-    const { journal } = await GroupJournal.open(this.journalDir(nextRecord), { bytesMax: record.journalBytesMax, nextSequence: startSequence });
+    await makeDirectoryDurable(this.fileSystem, this.journalDir(nextRecord));
+    const { journal } = await GroupJournal.open(this.journalDir(nextRecord), { fileSystem: this.fileSystem, bytesMax: record.journalBytesMax, nextSequence: startSequence });
     const oldDir = this.journalDir(record);
     await this.updateMetadata((m) => {
       const group = groupRecordById(m, target.groupId);
@@ -1022,7 +1027,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       group.target.volumes = mapping;
       target.record = structuredClone(group.target);
     });
-    await rm(oldDir, { recursive: true, force: true });
+    await this.fileSystem.removeTree(oldDir);
     target.volumesByPrimaryId.clear();
     for (const m of mapping) {
       const volume = target.volumes.find((v) => v.volumeId === m.volumeId);
@@ -1165,8 +1170,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const generation = (record.journalGeneration ?? 0) + 1;
     const fresh = { ...record, journalGeneration: generation };
     const { journal } = await this.withSpaceReserve("take over", async () => {
-      await makeDirectoryDurable(this.journalDir(fresh));
-      return GroupJournal.open(this.journalDir(fresh), { bytesMax: record.journalBytesMax, nextSequence: 1 });
+      await makeDirectoryDurable(this.fileSystem, this.journalDir(fresh));
+      return GroupJournal.open(this.journalDir(fresh), { fileSystem: this.fileSystem, bytesMax: record.journalBytesMax, nextSequence: 1 });
     });
     await this.updateMetadata((m) => {
       const group = groupRecordById(m, target.groupId);
@@ -1178,7 +1183,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       group.target.reflectedSequence = kept;
       group.target.takeover = { keptSequence: kept, droppedRecords: dropped, at: new Date(this.clock.wallMs()).toISOString() };
     }, true);
-    await rm(oldDir, { recursive: true, force: true });
+    await this.fileSystem.removeTree(oldDir);
     this.targets.delete(target.name);
     const updated = groupRecordById(this.requireMetadata(), target.groupId);
     const volumes = new Map<number, GroupVolume>();
@@ -1263,14 +1268,14 @@ function groupRecordById(metadata: NodeMetadata, id: number): GroupRecord {
 }
 
 /** Whether a process holds the lock: alive, and not a zombie waiting to be reaped. */
-async function processAlive(pid: number): Promise<boolean> {
+async function processAlive(fs: FileSystem, pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
   }
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const stat = (await readWholeFile(fs, `/proc/${pid}/stat`)).toString("utf8");
     return !/^\d+ \(.*\) Z /.test(stat);
   } catch {
     return true; // no /proc: trust kill(0)

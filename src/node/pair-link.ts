@@ -440,7 +440,7 @@ export class PairLink {
         copy.plans = this.volumes.map((v) => v.file.written.snapshot());
         copy.totalBytes = copy.plans.reduce((sum, plan) => sum + plan.markedBytes, 0);
         this.logger.info({ event: "copy_started", group: this.groupName, totalBytes: copy.totalBytes, volumeBytes, copyStartSequence: this.record.copyStartSequence }, "initial copy started");
-        this.copyReaders = await Promise.all(this.volumes.map((v) => DirectReader.open(v.file.path, replCopyChunkBytesMax)));
+        this.copyReaders = await Promise.all(this.volumes.map((v) => DirectReader.open(v.file.fileSystem, v.file.path, replCopyChunkBytesMax)));
       })
       .then(() => this.copyMore())
       .catch((error: unknown) => connection.fail("INTERNAL", (error as Error).message));

@@ -104,7 +104,7 @@ export class TargetGroup {
     this.record = options.record;
     this.clock = options.clock;
     this.stopControl = new GroupStopControl({
-      name: options.name, logger: options.logger, clock: options.clock,
+      name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
       attemptResume: () => this.attemptResume(),
       onStateChange: () => {
         options.onStateChange();
@@ -318,7 +318,9 @@ export class TargetGroup {
     await old.abandon();
     let opened: { journal: GroupJournal; report: RecoveryReport };
     try {
-      opened = await GroupJournal.open(old.dir, { bytesMax: old.bytesMax, nextSequence: this.record.startSequence, directRead: true });
+      // cutDamagedTail: after a failed fdatasync the disk may hold a hole followed by records written
+      // back later; all of them came after what was acknowledged, which the check below requires whole.
+      opened = await GroupJournal.open(old.dir, { fileSystem: old.fileSystem, bytesMax: old.bytesMax, nextSequence: this.record.startSequence, directRead: true, cutDamagedTail: true });
     } catch (error) {
       if (isStorageError(error)) return { kind: "retry", error };
       throw error;

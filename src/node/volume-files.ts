@@ -2,11 +2,11 @@
 // node.ts, which only calls them: create without ever truncating an existing file, undo a
 // create that failed, empty a pair's target before its initial copy, save the maps before a
 // checkpoint, and say what a failed create or a migrated data directory means.
-import { stat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { binaryBytes } from "../storage/file-system.ts";
+import { errorCode, type FileSystem } from "../storage/fs.ts";
 import { FileTooLargeError, VolumeFile } from "../storage/volume-file.ts";
 import { ControlError } from "./control.ts";
 import { loadMetadata, type NodeMetadata } from "./metadata.ts";
@@ -17,29 +17,29 @@ import { loadMetadata, type NodeMetadata } from "./metadata.ts";
  * removed first if it holds no block, and refused (TM_ERR_CONFLICT) if it holds data: a file
  * with data is never overwritten.
  */
-export async function createVolumeFile(path: string, sizeBytes: number, metadata: NodeMetadata, logger: Logger): Promise<VolumeFile> {
+export async function createVolumeFile(fs: FileSystem, path: string, sizeBytes: number, metadata: NodeMetadata, logger: Logger): Promise<VolumeFile> {
   try {
-    return await VolumeFile.create(path, sizeBytes);
+    return await VolumeFile.create(fs, path, sizeBytes);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    if (errorCode(error) !== "EEXIST") throw error;
   }
   assert(!metadata.volumes.some((v) => v.fileName === basename(path)), () => `volume ids are never reused: ${path} belongs to no volume`);
-  const info = await stat(path);
-  if (info.blocks > 0) {
-    throw new ControlError("TM_ERR_CONFLICT", `${path} exists and holds ${info.blocks * 512} bytes of data, but no volume uses it (left by an earlier create that did not finish?); move it out of ${dirname(path)} and try again`);
+  const info = await fs.stat(path);
+  if (info.allocatedBytes > 0) {
+    throw new ControlError("TM_ERR_CONFLICT", `${path} exists and holds ${info.allocatedBytes} bytes of data, but no volume uses it (left by an earlier create that did not finish?); move it out of ${dirname(path)} and try again`);
   }
-  logger.warn({ event: "orphan_volume_file_removed", path, sizeBytes: info.size }, "removed an empty volume file that no volume uses (left by a create that did not finish)");
-  await VolumeFile.remove(path);
-  return VolumeFile.create(path, sizeBytes);
+  logger.warn({ event: "orphan_volume_file_removed", path, sizeBytes: info.sizeBytes }, "removed an empty volume file that no volume uses (left by a create that did not finish)");
+  await VolumeFile.remove(fs, path);
+  return VolumeFile.create(fs, path, sizeBytes);
 }
 
 /** Undoes a created volume file after a later step failed, unless the metadata on disk names it after all. */
 export async function undoVolumeFile(file: VolumeFile, dataDir: string, logger: Logger): Promise<void> {
   try {
     await file.close();
-    const onDisk = await loadMetadata(dataDir);
+    const onDisk = await loadMetadata(file.fileSystem, dataDir);
     if (onDisk?.volumes.some((v) => v.fileName === basename(file.path)) === true) return; // the save landed: keep what it names
-    await VolumeFile.remove(file.path);
+    await VolumeFile.remove(file.fileSystem, file.path);
   } catch (error) {
     logger.error({ event: "volume_create_undo_failed", path: file.path, err: error }, "could not remove the files of a volume whose create failed");
   }
@@ -54,7 +54,7 @@ export function volumeCreateError(error: unknown, name: string, sizeBytes: numbe
       `holds files of at most ${error.limitBytes} bytes (${binaryBytes(sizeBytes - error.limitBytes)} less than ${binaryBytes(sizeBytes)}); ` +
       `use a smaller --size (at most ${suggestionBytes}) or put --data on xfs, btrfs or tmpfs`);
   }
-  if ((error as NodeJS.ErrnoException).code === "ENOSPC") return new ControlError("TM_ERR_NO_SPACE", `no space for volume ${name}`);
+  if (errorCode(error) === "ENOSPC") return new ControlError("TM_ERR_NO_SPACE", `no space for volume ${name}`);
   return error;
 }
 

@@ -3,9 +3,8 @@
 // pages ran about 10x slower here (ext4: 25 us against 2 us per 4 KiB write, measured), so the
 // copy uses O_DIRECT into page-aligned memory (a WebAssembly.Memory is page aligned) and
 // copies each chunk out. Where O_DIRECT is refused (tmpfs), it falls back to ordinary reads.
-import { constants } from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
 import { assert } from "../core/assert.ts";
+import { errorCode, type File, type FileSystem } from "./fs.ts";
 
 // WebAssembly's typings are not part of the ES library set this project compiles against.
 declare const WebAssembly: { Memory: new (descriptor: { initial: number }) => { readonly buffer: ArrayBuffer } };
@@ -15,16 +14,16 @@ const wasmPageBytes = 64 * 1024;
 const directAlignBytes = 4096;
 
 export class DirectReader {
-  private readonly handle: FileHandle;
+  private readonly handle: File;
   /** For reads that are not whole blocks (the tail of an odd-sized volume). */
-  private readonly buffered: FileHandle;
+  private readonly buffered: File;
   private readonly direct: boolean;
   private readonly scratch: Buffer;
   private closed = false;
   /** Reads share one scratch buffer, so they run one at a time. */
   private chain: Promise<unknown> = Promise.resolve();
 
-  private constructor(handle: FileHandle, buffered: FileHandle, direct: boolean, chunkBytesMax: number) {
+  private constructor(handle: File, buffered: File, direct: boolean, chunkBytesMax: number) {
     this.handle = handle;
     this.buffered = buffered;
     this.direct = direct;
@@ -32,13 +31,13 @@ export class DirectReader {
     this.scratch = Buffer.from(memory.buffer, 0, chunkBytesMax);
   }
 
-  static async open(path: string, chunkBytesMax: number): Promise<DirectReader> {
+  static async open(fs: FileSystem, path: string, chunkBytesMax: number): Promise<DirectReader> {
     assert(chunkBytesMax > 0 && chunkBytesMax % directAlignBytes === 0, "direct read chunks are whole blocks");
-    const buffered = await open(path, "r");
+    const buffered = await fs.open(path, "read");
     try {
-      return new DirectReader(await open(path, constants.O_RDONLY | constants.O_DIRECT), buffered, true, chunkBytesMax);
+      return new DirectReader(await fs.open(path, "direct-read"), buffered, true, chunkBytesMax);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EINVAL") {
+      if (errorCode(error) !== "EINVAL") {
         await buffered.close();
         throw error;
       }
@@ -70,10 +69,10 @@ export class DirectReader {
     return Buffer.from(this.scratch.subarray(0, lengthBytes));
   }
 
-  private async readFully(handle: FileHandle, into: Buffer, offsetBytes: number, lengthBytes: number): Promise<void> {
+  private async readFully(handle: File, into: Buffer, offsetBytes: number, lengthBytes: number): Promise<void> {
     let doneBytes = 0;
     while (doneBytes < lengthBytes) {
-      const { bytesRead } = await handle.read(into, doneBytes, lengthBytes - doneBytes, offsetBytes + doneBytes);
+      const bytesRead = await handle.read(into, doneBytes, lengthBytes - doneBytes, offsetBytes + doneBytes);
       if (bytesRead === 0) {
         into.fill(0, doneBytes, lengthBytes);
         return;
@@ -99,41 +98,42 @@ export class DirectReader {
  * O_DIRECT is refused (tmpfs, which has no disk behind its cache), it reads normally.
  */
 export class DirectFileReader {
-  private readonly handle: FileHandle;
+  private readonly handle: File;
   private readonly scratch: Buffer;
   private closed = false;
 
-  private constructor(handle: FileHandle, scratchBytes: number) {
+  private constructor(handle: File, scratchBytes: number) {
     this.handle = handle;
     const memory = new WebAssembly.Memory({ initial: Math.ceil(scratchBytes / wasmPageBytes) });
     this.scratch = Buffer.from(memory.buffer, 0, scratchBytes);
   }
 
   /** `scratchBytes`: the largest aligned piece read at once (whole blocks). */
-  static async open(path: string, scratchBytes: number): Promise<DirectFileReader | FileHandle> {
+  static async open(fs: FileSystem, path: string, scratchBytes: number): Promise<DirectFileReader | File> {
     assert(scratchBytes > 0 && scratchBytes % directAlignBytes === 0, "direct read pieces are whole blocks");
     try {
-      return new DirectFileReader(await open(path, constants.O_RDONLY | constants.O_DIRECT), scratchBytes);
+      return new DirectFileReader(await fs.open(path, "direct-read"), scratchBytes);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EINVAL") throw error;
-      return open(path, "r");
+      if (errorCode(error) !== "EINVAL") throw error;
+      return fs.open(path, "read");
     }
   }
 
-  async read(into: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+  /** Reads like File.read: resolves with the bytes read, fewer only at the end of the file. */
+  async read(into: Buffer, offset: number, length: number, position: number): Promise<number> {
     assert(!this.closed, "direct reader used after close");
     let doneBytes = 0;
     while (doneBytes < length) {
       const wantStart = position + doneBytes;
       const alignedStart = wantStart - (wantStart % directAlignBytes);
       const alignedEnd = Math.min(alignedStart + this.scratch.length, roundUp(position + length, directAlignBytes));
-      const { bytesRead } = await this.handle.read(this.scratch, 0, alignedEnd - alignedStart, alignedStart);
+      const bytesRead = await this.handle.read(this.scratch, 0, alignedEnd - alignedStart, alignedStart);
       const usefulBytes = Math.min(bytesRead - (wantStart - alignedStart), length - doneBytes);
       if (usefulBytes <= 0) break; // end of file
       this.scratch.copy(into, offset + doneBytes, wantStart - alignedStart, wantStart - alignedStart + usefulBytes);
       doneBytes += usefulBytes;
     }
-    return { bytesRead: doneBytes };
+    return doneBytes;
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@
 // largest file it holds (ext4 with 4 KiB blocks: 16 TiB - 4 KiB, below tidemark's 16 TiB
 // maximum volume size). Used to refuse a volume size with a message that names the limit,
 // and to warn when volumes are larger than the space left for them (docs/volumes.md).
-import { statfs, type FileHandle } from "node:fs/promises";
+import { errorCode, type File, type FileSystem } from "./fs.ts";
 import { assert } from "../core/assert.ts";
 
 /** statfs(2) f_type values of the file systems an operator is likely to put --data on. */
@@ -27,12 +27,12 @@ export interface FileSystemSpace {
 }
 
 /** statfs of the file system holding `path`. Errors: those of statfs(2) (ENOENT, EACCES, ...). */
-export async function fileSystemSpace(path: string): Promise<FileSystemSpace> {
-  const info = await statfs(path);
+export async function fileSystemSpace(fs: FileSystem, path: string): Promise<FileSystemSpace> {
+  const info = await fs.statFileSystem(path);
   return {
-    typeName: fileSystemNames.get(info.type) ?? `type 0x${info.type.toString(16)}`,
-    freeBytes: info.bavail * info.bsize,
-    totalBytes: info.blocks * info.bsize,
+    typeName: fileSystemNames.get(info.typeCode) ?? `type 0x${info.typeCode.toString(16)}`,
+    freeBytes: info.freeBytes,
+    totalBytes: info.totalBytes,
   };
 }
 
@@ -41,7 +41,7 @@ export async function fileSystemSpace(path: string): Promise<FileSystemSpace> {
  * works) and `tooLargeBytes` (which failed with EFBIG): about 45 ftruncate calls on an empty
  * file, a few milliseconds. Leaves the file at 0 bytes. Errors other than EFBIG are thrown.
  */
-export async function probeFileBytesMax(handle: FileHandle, tooLargeBytes: number): Promise<number> {
+export async function probeFileBytesMax(handle: File, tooLargeBytes: number): Promise<number> {
   assert(Number.isSafeInteger(tooLargeBytes) && tooLargeBytes > 0, "probe below a positive size");
   let fitsBytes = 0;
   let failsBytes = tooLargeBytes;
@@ -51,7 +51,7 @@ export async function probeFileBytesMax(handle: FileHandle, tooLargeBytes: numbe
       await handle.truncate(middleBytes);
       fitsBytes = middleBytes;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EFBIG") throw error;
+      if (errorCode(error) !== "EFBIG") throw error;
       failsBytes = middleBytes;
     }
   }

@@ -1,10 +1,10 @@
 // The journal's files and errors: segment names, listing a journal directory,
-// making a directory entry durable, and the typed errors callers branch on.
+// and the typed errors callers branch on.
 // A segment is named by the first sequence number it holds, zero-padded to 20 digits
 // so that a plain sort of the names is the sequence order.
-import { open, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { safeIntegerMax } from "../core/limits.ts";
+import type { FileSystem } from "./fs.ts";
 
 export const segmentFileSuffix = ".tmj";
 const segmentNameDigits = 20;
@@ -30,8 +30,8 @@ export interface SegmentFile {
 }
 
 /** Segment files of a journal directory in sequence order; other files are left alone. */
-export async function listSegmentFiles(dir: string): Promise<SegmentFile[]> {
-  const names = await readdir(dir);
+export async function listSegmentFiles(fs: FileSystem, dir: string): Promise<SegmentFile[]> {
+  const names = await fs.readDirectory(dir);
   const segments: SegmentFile[] = [];
   for (const name of names) {
     const firstSequence = parseSegmentFileName(name);
@@ -39,16 +39,6 @@ export async function listSegmentFiles(dir: string): Promise<SegmentFile[]> {
   }
   segments.sort((a, b) => a.firstSequence - b.firstSequence);
   return segments;
-}
-
-/** fsync of a directory: makes file creations, renames and unlinks in it survive a crash. */
-export async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /**

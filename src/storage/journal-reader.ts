@@ -15,9 +15,9 @@ export type ScanStep =
   /** A record written whole (its header checksum is valid) in a format this version does not read. */
   | { readonly kind: "unsupported"; readonly offsetBytes: number; readonly reason: string };
 
-/** What the reader needs of a file: positioned reads (a FileHandle, or an O_DIRECT reader). */
+/** What the reader needs of a file: positioned reads resolving with the bytes read (a File, or an O_DIRECT reader). */
 export interface PositionedReader {
-  read(into: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  read(into: Buffer, offset: number, length: number, position: number): Promise<number>;
 }
 
 export interface SegmentReaderOptions {
@@ -105,7 +105,7 @@ export class SegmentReader {
     const wantBytes = Math.min(target.length - keptBytes, this.endOffsetBytes - this.readOffsetBytes);
     const stopBytes = keptBytes + wantBytes;
     while (filledBytes < stopBytes) {
-      const { bytesRead } = await this.handle.read(target, filledBytes, stopBytes - filledBytes, this.readOffsetBytes);
+      const bytesRead = await this.handle.read(target, filledBytes, stopBytes - filledBytes, this.readOffsetBytes);
       if (bytesRead === 0) break; // the file is shorter than we were told: the caller sees an incomplete record
       filledBytes += bytesRead;
       this.readOffsetBytes += bytesRead;
@@ -137,7 +137,7 @@ export async function findWholeRecordAfter(
   let chunkStartBytes = fromOffsetBytes;
   while (chunkStartBytes < endOffsetBytes) {
     const wantBytes = Math.min(chunk.length, endOffsetBytes - chunkStartBytes);
-    const { bytesRead } = await handle.read(chunk, 0, wantBytes, chunkStartBytes);
+    const bytesRead = await handle.read(chunk, 0, wantBytes, chunkStartBytes);
     if (bytesRead === 0) return undefined;
     const view = chunk.subarray(0, bytesRead);
     for (let at = view.indexOf(magicBytes); at >= 0; at = view.indexOf(magicBytes, at + 1)) {
@@ -149,8 +149,8 @@ export async function findWholeRecordAfter(
         const recordBytes = journalHeaderBytes + result.bytesNeeded + (view.length - at - journalHeaderBytes);
         if (recordBytes > recordBytesMax || chunkStartBytes + at + recordBytes > endOffsetBytes) continue;
         const whole = Buffer.allocUnsafe(recordBytes);
-        const read = await handle.read(whole, 0, recordBytes, chunkStartBytes + at);
-        result = decodeRecord(whole.subarray(0, read.bytesRead), 0);
+        const wholeBytesRead = await handle.read(whole, 0, recordBytes, chunkStartBytes + at);
+        result = decodeRecord(whole.subarray(0, wholeBytesRead), 0);
       }
       // Host data may hold bytes that look like a record (a journal stored on a volume): only a
       // record that would come after the bad one in this journal counts.

@@ -7,8 +7,6 @@
 // previous write was in flight and issues ONE positioned writev per batch (headers encoded
 // into a reused slab, payloads passed as they are). sync() is group commit: callers share
 // fdatasyncs, and an fdatasync only starts once it covers the oldest waiting caller.
-import { writevSync } from "node:fs";
-import { open, mkdir, unlink, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { assert } from "../core/assert.ts";
 import {
@@ -20,10 +18,11 @@ import {
   encodeRecordHeader, encodedRecordBytes, journalHeaderBytes, recordPayloadBytes, RecordKind, type JournalRecord,
 } from "../protocol/journal-record.ts";
 import {
-  fsyncDirectory, JournalClosedError, JournalCorruptError, JournalFormatError, JournalFullError, JournalTrimmedError, listSegmentFiles, segmentFileName,
+  JournalClosedError, JournalCorruptError, JournalFormatError, JournalFullError, JournalTrimmedError, listSegmentFiles, segmentFileName,
 } from "./journal-files.ts";
 import { findWholeRecordAfter, SegmentReader } from "./journal-reader.ts";
 import { DirectFileReader } from "./direct-reader.ts";
+import { errorCode, type File, type FileSystem } from "./fs.ts";
 
 /**
  * Batches up to this size are written with a synchronous writev on the main thread (a
@@ -40,6 +39,8 @@ const journalBackgroundSyncBytes = 32 * 1024 * 1024;
 export { JournalClosedError, JournalCorruptError, JournalFormatError, JournalFullError, JournalTrimmedError } from "./journal-files.ts";
 
 export interface JournalOptions {
+  /** Where the segment files live (production: nodeFileSystem; the simulation: its disk). */
+  readonly fileSystem: FileSystem;
   /** Size limit of all segments together; an append past it rejects with JournalFullError. */
   readonly bytesMax: number;
   /** A segment is left for a new one before it would grow past this (default journalSegmentBytesMax). */
@@ -52,7 +53,10 @@ export interface JournalOptions {
    * Without it such damage is JournalCorruptError: whole records after it may be answered writes.
    */
   readonly cutDamagedTail?: boolean;
-  /** Recovery reads the segments with O_DIRECT (after a failed fdatasync: never trust the page cache). */
+  /**
+   * Recovery reads every segment with O_DIRECT (after a failed fdatasync: never trust the page
+   * cache). Without it only the last segment is read so, which is always done: see recover().
+   */
   readonly directRead?: boolean;
 }
 
@@ -154,12 +158,14 @@ function indexFloor(segment: Segment, sequence: number): { sequence: number; off
 
 export class GroupJournal {
   readonly dir: string;
+  /** The file system the journal's files are on (a resume reopens the directory through it). */
+  readonly fileSystem: FileSystem;
   readonly bytesMax: number;
   readonly segmentBytesMax: number;
 
   /** Old to new; the last one is the active segment. Never empty. */
   private readonly segments: Segment[];
-  private activeHandle: FileHandle;
+  private activeHandle: File;
 
   private lastAppendedSequence: number;
   private writtenSequenceValue: number;
@@ -188,6 +194,8 @@ export class GroupJournal {
   private unsyncedBytes = 0;
   private closing = false;
   private closed = false;
+  /** trimThrough calls in progress (settled, never rejecting): close() and abandon() wait for them. */
+  private readonly trims = new Set<Promise<void>>();
   private closePromise: Promise<void> | undefined;
   private failure: Error | undefined;
 
@@ -199,9 +207,10 @@ export class GroupJournal {
   private writevCountValue = 0;
   private bytesWrittenValue = 0;
 
-  private constructor(dir: string, options: JournalOptions, segments: Segment[], activeHandle: FileHandle, diskBytes: number) {
+  private constructor(dir: string, options: JournalOptions, segments: Segment[], activeHandle: File, diskBytes: number) {
     assert(segments.length > 0, "a journal always has an active segment");
     this.dir = dir;
+    this.fileSystem = options.fileSystem;
     this.bytesMax = options.bytesMax;
     this.segmentBytesMax = effectiveSegmentBytesMax(options);
     this.segments = segments;
@@ -231,14 +240,15 @@ export class GroupJournal {
     assert(Number.isSafeInteger(options.nextSequence) && options.nextSequence >= 1, "nextSequence is a positive integer");
     assert(options.bytesMax > 0, "bytesMax is positive");
     assert(effectiveSegmentBytesMax(options) >= journalHeaderBytes, "a segment holds at least one header");
-    await mkdir(dir, { recursive: true });
-    await fsyncDirectory(dirname(dir));
-    const files = await listSegmentFiles(dir);
+    const fs = options.fileSystem;
+    await fs.makeDirectory(dir);
+    await fs.syncDirectory(dirname(dir));
+    const files = await listSegmentFiles(fs, dir);
     if (files.length === 0) {
       const path = join(dir, segmentFileName(options.nextSequence));
-      const handle = await open(path, "wx+");
+      const handle = await fs.open(path, "create-exclusive");
       try {
-        await fsyncDirectory(dir);
+        await fs.syncDirectory(dir);
       } catch (error) {
         await handle.close();
         throw error;
@@ -266,7 +276,8 @@ export class GroupJournal {
     let maxWriteTimeUs = 0;
     let maxAcceptNumber = 0;
     let maxMarkerNumber = 0;
-    let activeHandle: FileHandle | undefined;
+    let activeHandle: File | undefined;
+    const fs = options.fileSystem;
     try {
       for (let i = 0; i < files.length; i += 1) {
         const file = files[i];
@@ -275,13 +286,19 @@ export class GroupJournal {
         if (file.firstSequence !== expectedSequence) {
           throw new JournalCorruptError(file.path, 0, `segment starts at sequence ${file.firstSequence}, expected ${expectedSequence} (gap or overlap)`);
         }
-        const handle = await open(file.path, isLast ? "r+" : "r");
+        const handle = await fs.open(file.path, isLast ? "read-write" : "read");
         let keepOpen = false;
         try {
-          const { size: fileBytes } = await handle.stat();
+          const { sizeBytes: fileBytes } = await handle.stat();
           const segment = newSegment(file.firstSequence, file.path);
-          // After a failed fdatasync only the disk itself can say what is durable: read past the page cache.
-          const source = options.directRead === true ? await DirectFileReader.open(file.path, journalDirectReadBytes) : handle;
+          // After a failed fdatasync only the disk itself can say what is durable: read past the page
+          // cache. The last segment always: a process that died after an fdatasync failed left pages in
+          // the cache that the disk never got and that no later fdatasync writes (they are clean), so
+          // reading them through the cache and fdatasyncing would call them durable, and a power loss
+          // would then take records a sync() had covered (found by the simulated disk). Every other
+          // segment was fdatasync'd whole, successfully, before the next one was created.
+          const direct = options.directRead === true || isLast;
+          const source = direct ? await DirectFileReader.open(fs, file.path, journalDirectReadBytes) : handle;
           const reader = new SegmentReader(source, 0, fileBytes, { chunkBytes: journalReadChunkBytes, reuseBuffer: true });
           try {
           for (;;) {
@@ -296,7 +313,7 @@ export class GroupJournal {
                 throw new JournalCorruptError(file.path, step.offsetBytes,
                   `${step.reason}, but a whole record (${whole.detail}) follows at byte ${whole.offsetBytes}: this is damage, not a torn write, ` +
                   `and cutting here would drop records from sequence ${expectedSequence} on. Nothing was changed on disk. ` +
-                  "If the machine lost power (records after an unwritten hole were never made durable), start the node once with " +
+                  "If the machine lost power, or an fdatasync failed before the node stopped (records after an unwritten hole were never made durable), start the node once with " +
                   "--truncate-damaged-journals to cut the journal here; otherwise restore the data directory from a backup");
               }
               tornBytesCut = fileBytes - step.offsetBytes;
@@ -339,7 +356,7 @@ export class GroupJournal {
           if (!keepOpen) await handle.close();
         }
       }
-      await fsyncDirectory(dir);
+      await fs.syncDirectory(dir);
     } catch (error) {
       await activeHandle?.close();
       throw error;
@@ -547,7 +564,7 @@ export class GroupJournal {
     let buffers = iov;
     let doneBytes = 0;
     for (;;) {
-      const bytesWritten = writevSync(this.activeHandle.fd, buffers, positionBytes + doneBytes);
+      const bytesWritten = this.activeHandle.writevSync(buffers, positionBytes + doneBytes);
       doneBytes += bytesWritten;
       if (doneBytes === totalBytes) return;
       assert(doneBytes < totalBytes, "writev never writes more than asked");
@@ -561,7 +578,7 @@ export class GroupJournal {
     let buffers = iov;
     let doneBytes = 0;
     for (;;) {
-      const { bytesWritten } = await this.activeHandle.writev(buffers, positionBytes + doneBytes);
+      const bytesWritten = await this.activeHandle.writev(buffers, positionBytes + doneBytes);
       doneBytes += bytesWritten;
       if (doneBytes === totalBytes) return;
       assert(doneBytes < totalBytes, "writev never writes more than asked");
@@ -606,9 +623,9 @@ export class GroupJournal {
       await this.activeHandle.close();
       const first = old.lastSequence + 1;
       const path = join(this.dir, segmentFileName(first));
-      this.activeHandle = await open(path, "wx+");
+      this.activeHandle = await this.fileSystem.open(path, "create-exclusive");
       this.segments.push(newSegment(first, path));
-      await fsyncDirectory(this.dir);
+      await this.fileSystem.syncDirectory(this.dir);
     } finally {
       this.rolling = false;
       this.rollFinished = undefined;
@@ -724,11 +741,12 @@ export class GroupJournal {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  /** Waits until no write and no fdatasync is in flight. */
+  /** Waits until no write, no fdatasync and no trim is in flight. */
   private async quiesce(): Promise<void> {
-    while (this.writer !== undefined || this.syncInFlight !== undefined) {
+    while (this.writer !== undefined || this.syncInFlight !== undefined || this.trims.size > 0) {
       await this.writer;
       await this.syncInFlight;
+      await Promise.all(this.trims);
     }
   }
 
@@ -818,13 +836,13 @@ export class GroupJournal {
   private async readSegment(segment: Segment, fromSequence: number, endSequence: number, needOne: boolean, budgetBytes: number): Promise<JournalRecord[]> {
     const start = indexFloor(segment, fromSequence);
     const endOffsetBytes = segment.sizeBytes;
-    let handle: FileHandle;
+    let handle: File;
     try {
       // Our own handle: the writer may close the active one when it rolls.
-      handle = await open(segment.path, "r");
+      handle = await this.fileSystem.open(segment.path, "read");
     } catch (error) {
       const first = this.segments[0]?.firstSequence ?? 0;
-      if ((error as NodeJS.ErrnoException).code === "ENOENT" && fromSequence < first) throw new JournalTrimmedError(this.dir, fromSequence, first);
+      if (errorCode(error) === "ENOENT" && fromSequence < first) throw new JournalTrimmedError(this.dir, fromSequence, first);
       throw error;
     }
     const records: JournalRecord[] = [];
@@ -886,9 +904,23 @@ export class GroupJournal {
   /**
    * Deletes whole segments whose records all have sequence <= `sequence` (never the active
    * one), oldest first, then fsyncs the directory. A crash part-way leaves a contiguous
-   * suffix, which recovery accepts.
+   * suffix, which recovery accepts. close() and abandon() wait for trims in progress, and a
+   * trim after close() or abandon() does nothing: the directory then belongs to whoever
+   * reopens it (a resume), whose recovery must not meet a segment being unlinked under it.
    */
   async trimThrough(sequence: number): Promise<void> {
+    if (this.closing) return;
+    const trim = this.trimNow(sequence);
+    const settled = trim.then(() => undefined, () => undefined);
+    this.trims.add(settled);
+    try {
+      await trim;
+    } finally {
+      this.trims.delete(settled);
+    }
+  }
+
+  private async trimNow(sequence: number): Promise<void> {
     if (this.rollFinished !== undefined) await this.rollFinished;
     const victims: Segment[] = [];
     for (;;) {
@@ -900,8 +932,8 @@ export class GroupJournal {
       victims.push(oldest);
     }
     if (victims.length === 0) return;
-    for (const victim of victims) await unlink(victim.path);
-    await fsyncDirectory(this.dir);
+    for (const victim of victims) await this.fileSystem.unlink(victim.path);
+    await this.fileSystem.syncDirectory(this.dir);
   }
 }
 

@@ -2,18 +2,20 @@
 // metadata and take over (issue 6, kind 5; docs/out-of-space.md). A file of real (written,
 // not sparse) blocks; when a metadata save or a takeover meets ENOSPC it is deleted and the
 // write tried again; it is made again once the file system has room for it and more.
-import { open, statfs, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { metadataReserveBytes } from "../core/limits.ts";
+import type { FileSystem } from "./fs.ts";
 
 const reserveFileName = "space-reserve";
 const writeChunk = Buffer.alloc(1024 * 1024);
 
 export class SpaceReserve {
   readonly path: string;
+  private readonly fs: FileSystem;
   private held: boolean | undefined;
 
-  constructor(dataDir: string) {
+  constructor(fs: FileSystem, dataDir: string) {
+    this.fs = fs;
     this.path = join(dataDir, reserveFileName);
   }
 
@@ -30,30 +32,33 @@ export class SpaceReserve {
   async ensure(): Promise<boolean> {
     if (this.held === true) return true;
     try {
-      const existing = await open(this.path, "r").then(async (handle) => {
-        const { size } = await handle.stat();
-        await handle.close();
-        return size;
+      const existing = await this.fs.open(this.path, "read").then(async (file) => {
+        const { sizeBytes } = await file.stat();
+        await file.close();
+        return sizeBytes;
       }, () => undefined);
       if (existing === metadataReserveBytes) {
         this.held = true;
         return true;
       }
-      const fs = await statfs(join(this.path, ".."));
-      if (fs.bavail * fs.bsize < metadataReserveBytes * 2) return false;
-      const handle = await open(this.path, "w", 0o600);
+      const space = await this.fs.statFileSystem(join(this.path, ".."));
+      if (space.freeBytes < metadataReserveBytes * 2) return false;
+      const file = await this.fs.open(this.path, "create-truncate", 0o600);
       try {
-        for (let doneBytes = 0; doneBytes < metadataReserveBytes; doneBytes += writeChunk.length) {
-          await handle.write(writeChunk, 0, Math.min(writeChunk.length, metadataReserveBytes - doneBytes), doneBytes);
+        // A short write (the disk filled up meanwhile) is continued: the next call fails, and the reserve is not held.
+        for (let doneBytes = 0; doneBytes < metadataReserveBytes;) {
+          const bytesWritten = await file.write(writeChunk, 0, Math.min(writeChunk.length, metadataReserveBytes - doneBytes), doneBytes);
+          if (bytesWritten === 0) throw new Error(`space reserve ${this.path}: write made no progress`);
+          doneBytes += bytesWritten;
         }
-        await handle.datasync();
+        await file.datasync();
       } finally {
-        await handle.close();
+        await file.close();
       }
       this.held = true;
       return true;
     } catch {
-      await unlink(this.path).catch(() => undefined);
+      await this.fs.unlink(this.path).catch(() => undefined);
       this.held = false;
       return false;
     }
@@ -62,7 +67,7 @@ export class SpaceReserve {
   /** Gives the reserve's space back to the file system; true if there was one to give. */
   async release(): Promise<boolean> {
     try {
-      await unlink(this.path);
+      await this.fs.unlink(this.path);
       this.held = false;
       return true;
     } catch {

@@ -2,13 +2,11 @@
 // map (written-map.ts: which extents were ever written, so the initial copy skips the rest).
 // Writes of zeroes reuse one shared zero buffer; there is no hole punching from Node,
 // so zeroes are written (both sites then hold identical bytes, which is what matters).
-import { readSync, writeSync } from "node:fs";
-import { open, stat, unlink, type FileHandle } from "node:fs/promises";
-import { assert } from "../core/assert.ts";
-import { fsyncDirectory } from "./durable-fs.ts";
-import { fileSystemSpace, probeFileBytesMax } from "./file-system.ts";
-import { WrittenMap } from "./written-map.ts";
 import { dirname } from "node:path";
+import { assert } from "../core/assert.ts";
+import { fileSystemSpace, probeFileBytesMax } from "./file-system.ts";
+import { errorCode, type File, type FileSystem } from "./fs.ts";
+import { WrittenMap } from "./written-map.ts";
 
 /** The file system cannot hold a file of the asked size (EFBIG from ftruncate). */
 export class FileTooLargeError extends Error {
@@ -46,14 +44,17 @@ export const syncReadBytesMax = 64 * 1024;
 const zeroChunksPerWritevMax = 64;
 
 export class VolumeFile {
+  /** The file system the volume file is on (the initial copy opens its own reader through it). */
+  readonly fileSystem: FileSystem;
   readonly path: string;
   readonly sizeBytes: number;
   /** Which extents were ever written (marked by write(), saved by the rules of written-map.ts). */
   readonly written: WrittenMap;
-  private readonly handle: FileHandle;
+  private readonly handle: File;
   private closed = false;
 
-  private constructor(path: string, sizeBytes: number, handle: FileHandle, written: WrittenMap) {
+  private constructor(fs: FileSystem, path: string, sizeBytes: number, handle: File, written: WrittenMap) {
+    this.fileSystem = fs;
     this.path = path;
     this.sizeBytes = sizeBytes;
     this.handle = handle;
@@ -65,37 +66,37 @@ export class VolumeFile {
    * file that exists: EEXIST is thrown as it is (the caller decides about an orphan). On any
    * failure nothing is left behind; a size the file system cannot hold is a FileTooLargeError.
    */
-  static async create(path: string, sizeBytes: number): Promise<VolumeFile> {
-    const handle = await open(path, "wx+", 0o600); // read-write, and never an existing file
+  static async create(fs: FileSystem, path: string, sizeBytes: number): Promise<VolumeFile> {
+    const handle = await fs.open(path, "create-exclusive", 0o600); // read-write, and never an existing file
     const mapPath = WrittenMap.pathFor(path);
     let written: WrittenMap;
     try {
       try {
         await handle.truncate(sizeBytes);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "EFBIG") throw error;
+        if (errorCode(error) !== "EFBIG") throw error;
         const limitBytes = await probeFileBytesMax(handle, sizeBytes);
-        const space = await fileSystemSpace(dirname(path)).catch(() => ({ typeName: "unknown type" }));
+        const space = await fileSystemSpace(fs, dirname(path)).catch(() => ({ typeName: "unknown type" }));
         throw new FileTooLargeError(dirname(path), space.typeName, sizeBytes, limitBytes);
       }
       await handle.sync();
-      written = await WrittenMap.create(mapPath, sizeBytes);
+      written = await WrittenMap.create(fs, mapPath, sizeBytes);
     } catch (error) {
       await handle.close();
-      await VolumeFile.remove(path).catch(() => undefined); // the first error is the one to report
+      await VolumeFile.remove(fs, path).catch(() => undefined); // the first error is the one to report
       throw error;
     }
-    await fsyncDirectory(dirname(path));
-    return new VolumeFile(path, sizeBytes, handle, written);
+    await fs.syncDirectory(dirname(path));
+    return new VolumeFile(fs, path, sizeBytes, handle, written);
   }
 
   /** Removes a volume file and its written map (ENOENT is fine), then fsyncs the directory. */
-  static async remove(path: string): Promise<void> {
-    await unlink(path).catch((error: unknown) => {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  static async remove(fs: FileSystem, path: string): Promise<void> {
+    await fs.unlink(path).catch((error: unknown) => {
+      if (errorCode(error) !== "ENOENT") throw error;
     });
-    await WrittenMap.remove(WrittenMap.pathFor(path));
-    await fsyncDirectory(dirname(path));
+    await WrittenMap.remove(fs, WrittenMap.pathFor(path));
+    await fs.syncDirectory(dirname(path));
   }
 
   /**
@@ -103,14 +104,14 @@ export class VolumeFile {
    * one: `file.written.origin` says which). Finishes an emptying (discardContents) that a crash
    * interrupted.
    */
-  static async open(path: string, sizeBytes: number): Promise<VolumeFile> {
-    const handle = await open(path, "r+");
+  static async open(fs: FileSystem, path: string, sizeBytes: number): Promise<VolumeFile> {
+    const handle = await fs.open(path, "read-write");
     try {
-      const written = await WrittenMap.load(WrittenMap.pathFor(path), sizeBytes, async () => (await handle.stat()).blocks * 512);
+      const written = await WrittenMap.load(fs, WrittenMap.pathFor(path), sizeBytes, async () => (await handle.stat()).allocatedBytes);
       if (written.resetPending) await VolumeFile.emptyFile(handle, sizeBytes, written);
-      const { size } = await handle.stat();
-      if (size !== sizeBytes) throw new Error(`volume file ${path} is ${size} bytes, metadata says ${sizeBytes}`);
-      return new VolumeFile(path, sizeBytes, handle, written);
+      const { sizeBytes: fileBytes } = await handle.stat();
+      if (fileBytes !== sizeBytes) throw new Error(`volume file ${path} is ${fileBytes} bytes, metadata says ${sizeBytes}`);
+      return new VolumeFile(fs, path, sizeBytes, handle, written);
     } catch (error) {
       await handle.close();
       throw error;
@@ -130,7 +131,7 @@ export class VolumeFile {
     await VolumeFile.emptyFile(this.handle, this.sizeBytes, this.written);
   }
 
-  private static async emptyFile(handle: FileHandle, sizeBytes: number, written: WrittenMap): Promise<void> {
+  private static async emptyFile(handle: File, sizeBytes: number, written: WrittenMap): Promise<void> {
     await handle.truncate(0);
     await handle.truncate(sizeBytes);
     await handle.sync();
@@ -154,7 +155,7 @@ export class VolumeFile {
     }
     let doneBytes = 0;
     while (doneBytes < lengthBytes) {
-      const { bytesRead } = await this.handle.read(out, doneBytes, lengthBytes - doneBytes, offsetBytes + doneBytes);
+      const bytesRead = await this.handle.read(out, doneBytes, lengthBytes - doneBytes, offsetBytes + doneBytes);
       if (bytesRead === 0) {
         out.fill(0, doneBytes); // a sparse file never ends early, but be exact if it does
         break;
@@ -167,7 +168,7 @@ export class VolumeFile {
   private readNow(offsetBytes: number, out: Buffer): void {
     let doneBytes = 0;
     while (doneBytes < out.length) {
-      const bytesRead = readSync(this.handle.fd, out, doneBytes, out.length - doneBytes, offsetBytes + doneBytes);
+      const bytesRead = this.handle.readSync(out, doneBytes, out.length - doneBytes, offsetBytes + doneBytes);
       if (bytesRead === 0) {
         out.fill(0, doneBytes); // a sparse file never ends early, but be exact if it does
         return;
@@ -189,7 +190,7 @@ export class VolumeFile {
     }
     let doneBytes = 0;
     while (doneBytes < data.length) {
-      const { bytesWritten } = await this.handle.write(data, doneBytes, data.length - doneBytes, offsetBytes + doneBytes);
+      const bytesWritten = await this.handle.write(data, doneBytes, data.length - doneBytes, offsetBytes + doneBytes);
       assert(bytesWritten > 0, "pwrite makes progress");
       doneBytes += bytesWritten;
     }
@@ -198,7 +199,7 @@ export class VolumeFile {
   private writeNow(offsetBytes: number, data: Buffer): void {
     let doneBytes = 0;
     while (doneBytes < data.length) {
-      const bytesWritten = writeSync(this.handle.fd, data, doneBytes, data.length - doneBytes, offsetBytes + doneBytes);
+      const bytesWritten = this.handle.writeSync(data, doneBytes, data.length - doneBytes, offsetBytes + doneBytes);
       assert(bytesWritten > 0, "pwrite makes progress");
       doneBytes += bytesWritten;
     }
@@ -222,7 +223,7 @@ export class VolumeFile {
         buffers.push(chunkBytes === zeroChunkBytes ? zeroChunk : zeroChunk.subarray(0, chunkBytes));
         batchBytes += chunkBytes;
       }
-      const { bytesWritten } = await this.handle.writev(buffers, positionBytes);
+      const bytesWritten = await this.handle.writev(buffers, positionBytes);
       assert(bytesWritten > 0, "writev makes progress");
       positionBytes += bytesWritten;
     }
@@ -234,8 +235,7 @@ export class VolumeFile {
   }
 
   async allocatedBytes(): Promise<number> {
-    const info = await stat(this.path);
-    return info.blocks * 512;
+    return (await this.fileSystem.stat(this.path)).allocatedBytes;
   }
 
   async close(): Promise<void> {

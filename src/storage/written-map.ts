@@ -16,11 +16,11 @@
 // crash leaves the old or the new map. A missing map (a data directory of an older version) or
 // one that fails its checks is never trusted: every extent then counts as written (unless the
 // volume file has no block allocated at all, which proves it all zeroes).
-import { readFile, rename, unlink } from "node:fs/promises";
 import { ExtentMap } from "../core/extent-map.ts";
 import { writtenMapExtentBytes } from "../core/limits.ts";
 import { WrittenMapFlag, decodeWrittenMap, encodeWrittenMap } from "../protocol/written-map-file.ts";
-import { writeFileAtomic } from "./durable-fs.ts";
+import { readWholeFile, writeFileAtomic } from "./durable-fs.ts";
+import { errorCode, type FileSystem } from "./fs.ts";
 
 /** How the map in memory came to be, for the node's log. */
 export type WrittenMapOrigin =
@@ -36,6 +36,7 @@ export type WrittenMapOrigin =
   | "untrusted";
 
 export class WrittenMap {
+  private readonly fs: FileSystem;
   readonly path: string;
   readonly origin: WrittenMapOrigin;
   /** Why the file was not trusted (origin "untrusted"). */
@@ -50,7 +51,8 @@ export class WrittenMap {
   private saving: Promise<void> | undefined;
   private flags: number;
 
-  private constructor(path: string, map: ExtentMap, durable: ExtentMap, flags: number, origin: WrittenMapOrigin, problem?: string) {
+  private constructor(fs: FileSystem, path: string, map: ExtentMap, durable: ExtentMap, flags: number, origin: WrittenMapOrigin, problem?: string) {
+    this.fs = fs;
     this.path = path;
     this.map = map;
     this.durable = durable;
@@ -65,10 +67,10 @@ export class WrittenMap {
   }
 
   /** A new, empty map, saved durably (the caller fsyncs the directory with the volume file). */
-  static async create(path: string, sizeBytes: number): Promise<WrittenMap> {
+  static async create(fs: FileSystem, path: string, sizeBytes: number): Promise<WrittenMap> {
     const map = new ExtentMap(sizeBytes, writtenMapExtentBytes);
-    await writeFileAtomic(path, encodeWrittenMap(map, 0));
-    return new WrittenMap(path, map, map.clone(), 0, "created");
+    await writeFileAtomic(fs, path, encodeWrittenMap(map, 0));
+    return new WrittenMap(fs, path, map, map.clone(), 0, "created");
   }
 
   /**
@@ -76,29 +78,29 @@ export class WrittenMap {
    * by one that marks every extent (or none, when `allocatedBytes()` of the volume file is 0),
    * saved at once, so the note is logged only the first time. Errors: reading or saving the file.
    */
-  static async load(path: string, sizeBytes: number, allocatedBytes: () => Promise<number>): Promise<WrittenMap> {
+  static async load(fs: FileSystem, path: string, sizeBytes: number, allocatedBytes: () => Promise<number>): Promise<WrittenMap> {
     let bytes: Buffer | undefined;
     try {
-      bytes = await readFile(path);
+      bytes = await readWholeFile(fs, path);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      if (errorCode(error) !== "ENOENT") throw error;
     }
     if (bytes !== undefined) {
       const decoded = decodeWrittenMap(bytes, sizeBytes, writtenMapExtentBytes);
-      if (decoded.ok) return new WrittenMap(path, decoded.map, decoded.map.clone(), decoded.flags, "loaded");
+      if (decoded.ok) return new WrittenMap(fs, path, decoded.map, decoded.map.clone(), decoded.flags, "loaded");
       // Kept for a post-mortem; a later damaged map replaces an earlier one.
-      await rename(path, `${path}.corrupt`);
-      return WrittenMap.replace(path, sizeBytes, allocatedBytes, "untrusted", decoded.reason);
+      await fs.rename(path, `${path}.corrupt`);
+      return WrittenMap.replace(fs, path, sizeBytes, allocatedBytes, "untrusted", decoded.reason);
     }
-    return WrittenMap.replace(path, sizeBytes, allocatedBytes, "legacy");
+    return WrittenMap.replace(fs, path, sizeBytes, allocatedBytes, "legacy");
   }
 
-  private static async replace(path: string, sizeBytes: number, allocatedBytes: () => Promise<number>, origin: "legacy" | "untrusted", problem?: string): Promise<WrittenMap> {
+  private static async replace(fs: FileSystem, path: string, sizeBytes: number, allocatedBytes: () => Promise<number>, origin: "legacy" | "untrusted", problem?: string): Promise<WrittenMap> {
     const map = new ExtentMap(sizeBytes, writtenMapExtentBytes);
     // A file without a single allocated block reads as zeroes everywhere: nothing to copy.
     const empty = (await allocatedBytes()) === 0;
     if (!empty) map.markAll();
-    const written = new WrittenMap(path, map, new ExtentMap(sizeBytes, writtenMapExtentBytes), 0, origin === "legacy" && empty ? "legacy-empty" : origin, problem);
+    const written = new WrittenMap(fs, path, map, new ExtentMap(sizeBytes, writtenMapExtentBytes), 0, origin === "legacy" && empty ? "legacy-empty" : origin, problem);
     written.generation = 1; // not saved yet
     try {
       await written.save();
@@ -106,17 +108,17 @@ export class WrittenMap {
       // A node must start on a full disk: the map stays dirty and the next save (a checkpoint,
       // a write outside a group) writes it; until then the file is missing or set aside, which
       // the next start treats the same way again.
-      const code = (error as NodeJS.ErrnoException).code;
+      const code = errorCode(error);
       if (code !== "ENOSPC" && code !== "EDQUOT") throw error;
     }
     return written;
   }
 
   /** Removes a map file and its temporary (volume create undoing itself). ENOENT is fine. */
-  static async remove(path: string): Promise<void> {
+  static async remove(fs: FileSystem, path: string): Promise<void> {
     for (const file of [path, `${path}.tmp`]) {
-      await unlink(file).catch((error: unknown) => {
-        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      await fs.unlink(file).catch((error: unknown) => {
+        if (errorCode(error) !== "ENOENT") throw error;
       });
     }
   }
@@ -150,7 +152,7 @@ export class WrittenMap {
   private async runSave(): Promise<void> {
     const generation = this.generation;
     const snapshot = this.map.clone();
-    await writeFileAtomic(this.path, encodeWrittenMap(snapshot, this.flags));
+    await writeFileAtomic(this.fs, this.path, encodeWrittenMap(snapshot, this.flags));
     if (generation > this.savedGeneration) {
       this.savedGeneration = generation;
       this.durable = snapshot;

@@ -8,10 +8,11 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ApplyOrder } from "../../src/node/apply-order.ts";
 import { VolumeFile } from "../../src/storage/volume-file.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
 test("a later overlapping write waits for the earlier one; the file ends with the later data", async () => {
   const dir = await mkdtemp(join(tmpdir(), "tm-order-"));
-  const file = await VolumeFile.create(join(dir, "v.vol"), 1 << 20);
+  const file = await VolumeFile.create(nodeFileSystem, join(dir, "v.vol"), 1 << 20);
   try {
     const order = new ApplyOrder();
     const events: string[] = [];

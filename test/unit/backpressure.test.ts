@@ -21,6 +21,7 @@ import { VolumeFile } from "../../src/storage/volume-file.ts";
 import { TargetGroup } from "../../src/node/target-group.ts";
 import { systemClock } from "../../src/node/clock.ts";
 import { makeRecord, removeDir, tempDir } from "./journal-helpers.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
 interface Rec extends Position {
   readonly sequence: SequenceNumber;
@@ -173,7 +174,7 @@ void test("at the smallest journal size, a largest record always fits again once
     fc.asyncProperty(fc.array(fc.integer({ min: 0, max: largestPayload }), { minLength: 1, maxLength: 12 }), async (payloads) => {
       const dir = await tempDir("fit");
       try {
-        const { journal } = await GroupJournal.open(dir, { bytesMax, nextSequence: 1 });
+        const { journal } = await GroupJournal.open(dir, { fileSystem: nodeFileSystem, bytesMax, nextSequence: 1 });
         let sequence = 1;
         for (const payloadBytes of [...payloads, largestPayload]) {
           const record = makeRecord(sequence, payloadBytes);
@@ -197,9 +198,9 @@ void test("at the smallest journal size, a largest record always fits again once
 void test("TargetGroup: a full journal refuses the batch, receiver and journal agree, a trim resumes it", async () => {
   const dir = await tempDir("target");
   try {
-    const file = await VolumeFile.create(join(dir, "v.vol"), 1024 * 1024);
+    const file = await VolumeFile.create(nodeFileSystem, join(dir, "v.vol"), 1024 * 1024);
     const journalBytes = 64 * 1024;
-    const { journal } = await GroupJournal.open(join(dir, "journal"), { bytesMax: journalBytes, nextSequence: 1 });
+    const { journal } = await GroupJournal.open(join(dir, "journal"), { fileSystem: nodeFileSystem, bytesMax: journalBytes, nextSequence: 1 });
     const logger = pino({ level: "silent" });
     const target = new TargetGroup({
       groupId: 1, name: "t", journal, logger, lastRecordPosition: undefined, clock: systemClock, onStateChange: () => undefined,

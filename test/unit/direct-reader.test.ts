@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { DirectReader } from "../../src/storage/direct-reader.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
 test("reads equal buffered reads: data, holes, an odd-sized tail, concurrent calls", async () => {
   const dir = await mkdtemp(join(tmpdir(), "tm-direct-"));
@@ -20,7 +21,7 @@ test("reads equal buffered reads: data, holes, an odd-sized tail, concurrent cal
     await handle.write(data.subarray(0, 1536), 0, 1536, sizeBytes - 1536);
     await handle.close();
     const chunkBytes = 1024 * 1024;
-    const reader = await DirectReader.open(path, chunkBytes);
+    const reader = await DirectReader.open(nodeFileSystem, path, chunkBytes);
     const check = await open(path, "r");
     try {
       const reads: Promise<void>[] = [];

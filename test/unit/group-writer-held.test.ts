@@ -18,12 +18,13 @@ import { asVolumeId } from "../../src/core/types.ts";
 import { GroupJournal } from "../../src/storage/journal.ts";
 import { VolumeFile } from "../../src/storage/volume-file.ts";
 import { removeDir, tempDir } from "./journal-helpers.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
 const KiB = 1024;
 
 async function setup(dir: string, journalBytes: number): Promise<{ writer: GroupWriter; journal: GroupJournal; file: VolumeFile; checkpoints: () => number; holds: () => boolean[] }> {
-  const file = await VolumeFile.create(join(dir, "v.vol"), 4096 * KiB);
-  const { journal } = await GroupJournal.open(join(dir, "journal"), { bytesMax: journalBytes, nextSequence: 1 });
+  const file = await VolumeFile.create(nodeFileSystem, join(dir, "v.vol"), 4096 * KiB);
+  const { journal } = await GroupJournal.open(join(dir, "journal"), { fileSystem: nodeFileSystem, bytesMax: journalBytes, nextSequence: 1 });
   const volumes = new Map<number, GroupVolume>([[1, { id: asVolumeId(1), file, order: new ApplyOrder() }]]);
   let checkpoints = 0;
   // The hold is reported in the log: one line when writes start being held for space, one when released.

@@ -19,6 +19,7 @@ import { NodeStamper } from "../../src/node/stamper.ts";
 import { GroupJournal } from "../../src/storage/journal.ts";
 import { VolumeFile } from "../../src/storage/volume-file.ts";
 import { removeDir, tempDir } from "./journal-helpers.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
 const KiB = 1024;
 
@@ -38,8 +39,8 @@ void test("an answered write reaches the volume only once the journal holds it d
   const dir = await tempDir("order");
   try {
     const volumePath = join(dir, "v.vol");
-    const file = await VolumeFile.create(volumePath, 1024 * KiB);
-    const { journal } = await GroupJournal.open(join(dir, "journal"), { bytesMax: 64 * 1024 * KiB, nextSequence: 1 });
+    const file = await VolumeFile.create(nodeFileSystem, volumePath, 1024 * KiB);
+    const { journal } = await GroupJournal.open(join(dir, "journal"), { fileSystem: nodeFileSystem, bytesMax: 64 * 1024 * KiB, nextSequence: 1 });
     const order = new ApplyOrder();
     const volumes = new Map<number, GroupVolume>([[1, { id: asVolumeId(1), file, order }]]);
     const writer = new GroupWriter({

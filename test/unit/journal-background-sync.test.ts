@@ -5,8 +5,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { GroupJournal } from "../../src/storage/journal.ts";
 import { makeRecord, removeDir, tempDir } from "./journal-helpers.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
-const options = { bytesMax: 1 << 30, nextSequence: 1 };
+const options = { fileSystem: nodeFileSystem, bytesMax: 1 << 30, nextSequence: 1 };
 const MiB = 1024 * 1024;
 
 async function waitFor(check: () => boolean, timeoutMs: number): Promise<boolean> {

@@ -9,10 +9,11 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { GroupJournal } from "../../src/storage/journal.ts";
 import { makeRecord, range, removeDir, reopen, tempDir } from "./journal-helpers.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
 const childDir = process.env["TM_JOURNAL_CHILD_DIR"];
 const childMode = process.env["TM_JOURNAL_CHILD_MODE"];
-const options = { bytesMax: 1 << 30, nextSequence: 1, segmentBytesMax: 256 * 1024 };
+const options = { fileSystem: nodeFileSystem, bytesMax: 1 << 30, nextSequence: 1, segmentBytesMax: 256 * 1024 };
 
 /** Child: append bursts, sync some of them, report each sync, forever (until killed). */
 async function childSyncLoop(dir: string): Promise<void> {

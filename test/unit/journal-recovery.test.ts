@@ -13,11 +13,12 @@ import { GroupJournal, JournalCorruptError, JournalFormatError } from "../../src
 import { checksum } from "../../src/protocol/bytes.ts";
 import { encodedRecordBytes } from "../../src/protocol/journal-record.ts";
 import { makeRecord, range, recordOffsets, removeDir, reopen, segmentPaths, tempDir } from "./journal-helpers.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
 const payloadBytes = 150;
 const recordBytes = encodedRecordBytes(makeRecord(1, payloadBytes));
 /** Two segments: 1-4 and 5-7, so the last segment holds several records. */
-const options = { bytesMax: 1 << 30, nextSequence: 1, segmentBytesMax: recordBytes * 4 };
+const options = { fileSystem: nodeFileSystem, bytesMax: 1 << 30, nextSequence: 1, segmentBytesMax: recordBytes * 4 };
 const recordCount = 7;
 
 async function template(label: string): Promise<string> {
@@ -256,7 +257,7 @@ async function durableEndBytes(dir: string, durableSequence: number): Promise<{ 
 
 void test("property: append/sync/crash/reopen never loses a synced record, never repeats or reorders one", async () => {
   const segmentBytesMax = 2500;
-  const propertyOptions = { bytesMax: 1 << 30, nextSequence: 1, segmentBytesMax };
+  const propertyOptions = { fileSystem: nodeFileSystem, bytesMax: 1 << 30, nextSequence: 1, segmentBytesMax };
   await fc.assert(
     fc.asyncProperty(fc.array(commandArb, { minLength: 1, maxLength: 25 }), async (commands) => {
       const dir = await tempDir("prop");

@@ -7,8 +7,9 @@ import { readdir, stat } from "node:fs/promises";
 import { GroupJournal, JournalClosedError, JournalFullError, JournalTrimmedError } from "../../src/storage/journal.ts";
 import { encodedRecordBytes } from "../../src/protocol/journal-record.ts";
 import { isExpectedRecord, makeRecord, range, removeDir, reopen, tempDir } from "./journal-helpers.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
-const options = { bytesMax: 1 << 30, nextSequence: 1 };
+const options = { fileSystem: nodeFileSystem, bytesMax: 1 << 30, nextSequence: 1 };
 
 void test("append, sync, close, reopen: every record comes back in order with its content", async () => {
   const dir = await tempDir("roundtrip");
@@ -206,7 +207,7 @@ void test("an append past bytesMax rejects with JournalFullError and consumes no
   const dir = await tempDir("full");
   try {
     const recordBytes = encodedRecordBytes(makeRecord(1, 100));
-    const { journal } = await GroupJournal.open(dir, { bytesMax: recordBytes * 3, nextSequence: 1 });
+    const { journal } = await GroupJournal.open(dir, { fileSystem: nodeFileSystem, bytesMax: recordBytes * 3, nextSequence: 1 });
     await journal.append(makeRecord(1));
     await journal.append(makeRecord(2));
     await journal.append(makeRecord(3));
@@ -296,7 +297,7 @@ void test("a sender reading behind a busy writer, with rolls and trims going on,
 void test("whenDurable asks for no fdatasync of its own and settles, in order, with the next group commit", async () => {
   const dir = await tempDir("when-durable");
   try {
-    const { journal } = await GroupJournal.open(dir, { bytesMax: 1 << 30, nextSequence: 1 });
+    const { journal } = await GroupJournal.open(dir, { fileSystem: nodeFileSystem, bytesMax: 1 << 30, nextSequence: 1 });
     const settled: number[] = [];
     const watchers = range(1, 5).map((sequence) => {
       void journal.append(makeRecord(sequence, 200));

@@ -17,6 +17,7 @@ import { volumeBytesMax, writtenMapExtentBytes } from "../../src/core/limits.ts"
 import { decodeWrittenMap, encodeWrittenMap, writtenMapHeaderBytes } from "../../src/protocol/written-map-file.ts";
 import { FileTooLargeError, VolumeFile } from "../../src/storage/volume-file.ts";
 import { WrittenMap } from "../../src/storage/written-map.ts";
+import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -157,13 +158,13 @@ void test("WrittenMap: saved bits load back; a save covers every bit set before 
   await withDir(async (dir) => {
     const path = join(dir, "1.vol.written");
     const sizeBytes = 64 * MiB;
-    const map = await WrittenMap.create(path, sizeBytes);
+    const map = await WrittenMap.create(nodeFileSystem, path, sizeBytes);
     assert.equal(map.origin, "created");
     map.mark(5 * MiB + 7, 3);
     assert.ok(map.dirty);
     await map.save();
     assert.ok(!map.dirty);
-    let loaded = await WrittenMap.load(path, sizeBytes, () => Promise.resolve(4096));
+    let loaded = await WrittenMap.load(nodeFileSystem, path, sizeBytes, () => Promise.resolve(4096));
     assert.equal(loaded.origin, "loaded");
     assert.deepEqual([...loaded.snapshot().runs()], [{ offsetBytes: 5 * MiB, lengthBytes: MiB }]);
 
@@ -171,7 +172,7 @@ void test("WrittenMap: saved bits load back; a save covers every bit set before 
     const waits = Array.from({ length: 40 }, (_, i) => map.ensureDurable((10 + i) * MiB, 4096));
     assert.ok(waits.every((w) => w !== undefined), "bits not yet durable: wait");
     await Promise.all(waits);
-    loaded = await WrittenMap.load(path, sizeBytes, () => Promise.resolve(4096));
+    loaded = await WrittenMap.load(nodeFileSystem, path, sizeBytes, () => Promise.resolve(4096));
     assert.equal(loaded.markedExtents, 41);
     assert.equal(map.ensureDurable(12 * MiB + 100, 10), undefined, "a durable extent needs no wait");
     assert.equal(map.ensureDurable(5 * MiB, MiB), undefined);
@@ -181,12 +182,12 @@ void test("WrittenMap: saved bits load back; a save covers every bit set before 
 void test("WrittenMap: no map file (an older data directory) counts every extent written, or none when no block is allocated; logged origin, saved once", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "2.vol.written");
-    const legacy = await WrittenMap.load(path, 10 * MiB + 512, () => Promise.resolve(8192));
+    const legacy = await WrittenMap.load(nodeFileSystem, path, 10 * MiB + 512, () => Promise.resolve(8192));
     assert.equal(legacy.origin, "legacy");
     assert.equal(legacy.markedBytes, 10 * MiB + 512, "every extent counts as written");
-    const again = await WrittenMap.load(path, 10 * MiB + 512, () => Promise.resolve(8192));
+    const again = await WrittenMap.load(nodeFileSystem, path, 10 * MiB + 512, () => Promise.resolve(8192));
     assert.equal(again.origin, "loaded", "the migration was saved: the note appears once");
-    const empty = await WrittenMap.load(join(dir, "3.vol.written"), 10 * MiB, () => Promise.resolve(0));
+    const empty = await WrittenMap.load(nodeFileSystem, join(dir, "3.vol.written"), 10 * MiB, () => Promise.resolve(0));
     assert.equal(empty.origin, "legacy-empty");
     assert.equal(empty.markedExtents, 0);
   });
@@ -197,17 +198,17 @@ void test("WrittenMap: a truncated or damaged map file is set aside and every ex
     const sizeBytes = 32 * MiB;
     for (const damage of ["truncate", "flip"] as const) {
       const path = join(dir, `${damage}.vol.written`);
-      const map = await WrittenMap.create(path, sizeBytes);
+      const map = await WrittenMap.create(nodeFileSystem, path, sizeBytes);
       map.mark(MiB, 1);
       await map.save();
       const bytes = await readFile(path);
       await writeFile(path, damage === "truncate" ? bytes.subarray(0, bytes.length - 1) : Buffer.from(bytes.map((b, i) => (i === writtenMapHeaderBytes ? b ^ 0x80 : b))));
-      const loaded = await WrittenMap.load(path, sizeBytes, () => Promise.resolve(4096));
+      const loaded = await WrittenMap.load(nodeFileSystem, path, sizeBytes, () => Promise.resolve(4096));
       assert.equal(loaded.origin, "untrusted", damage);
       assert.match(loaded.problem ?? "", damage === "truncate" ? /truncated/ : /checksum/);
       assert.equal(loaded.markedExtents, 32, "never trusted: all written");
       assert.ok((await readdir(dir)).includes(`${damage}.vol.written.corrupt`), "the damaged file is kept aside");
-      assert.equal((await WrittenMap.load(path, sizeBytes, () => Promise.resolve(4096))).origin, "loaded", "the replacement is a valid map");
+      assert.equal((await WrittenMap.load(nodeFileSystem, path, sizeBytes, () => Promise.resolve(4096))).origin, "loaded", "the replacement is a valid map");
     }
   });
 });
@@ -215,13 +216,13 @@ void test("WrittenMap: a truncated or damaged map file is set aside and every ex
 void test("VolumeFile: write marks its extents, zeroes do not; the map survives close and open", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "4.vol");
-    const file = await VolumeFile.create(path, 16 * MiB);
+    const file = await VolumeFile.create(nodeFileSystem, path, 16 * MiB);
     await file.write(3 * MiB - 1, Buffer.alloc(2, 7));
     await file.writeZeroes(8 * MiB, 4 * MiB);
     assert.deepEqual([...file.written.snapshot().runs()], [{ offsetBytes: 2 * MiB, lengthBytes: 2 * MiB }]);
     await file.written.save();
     await file.close();
-    const reopened = await VolumeFile.open(path, 16 * MiB);
+    const reopened = await VolumeFile.open(nodeFileSystem, path, 16 * MiB);
     assert.equal(reopened.written.origin, "loaded");
     assert.equal(reopened.written.markedBytes, 2 * MiB);
     await reopened.close();
@@ -232,7 +233,7 @@ void test("VolumeFile.create never truncates a file that exists, and a failed cr
   await withDir(async (dir) => {
     const path = join(dir, "5.vol");
     await writeFile(path, "data a user wrote");
-    await assert.rejects(VolumeFile.create(path, MiB), { code: "EEXIST" });
+    await assert.rejects(VolumeFile.create(nodeFileSystem, path, MiB), { code: "EEXIST" });
     assert.equal(await readFile(path, "utf8"), "data a user wrote");
     assert.deepEqual((await readdir(dir)).sort(), ["5.vol"]);
 
@@ -240,20 +241,20 @@ void test("VolumeFile.create never truncates a file that exists, and a failed cr
     const bigPath = join(dir, "6.vol");
     const isExt4 = (await statfs(dir)).type === 0xef53;
     try {
-      const big = await VolumeFile.create(bigPath, volumeBytesMax);
+      const big = await VolumeFile.create(nodeFileSystem, bigPath, volumeBytesMax);
       assert.ok(!isExt4, "ext4 cannot hold a 16 TiB file");
       assert.equal((await stat(bigPath)).size, volumeBytesMax);
       await big.close();
-      await VolumeFile.remove(bigPath);
+      await VolumeFile.remove(nodeFileSystem, bigPath);
     } catch (error) {
       assert.ok(error instanceof FileTooLargeError, String(error));
       if (isExt4) {
         assert.equal(error.fileSystem, "ext4");
         assert.equal(error.limitBytes, volumeBytesMax - 4096, "ext4 with 4 KiB blocks: 16 TiB - 4 KiB");
       }
-      const limited = await VolumeFile.create(bigPath, error.limitBytes - (error.limitBytes % 512));
+      const limited = await VolumeFile.create(nodeFileSystem, bigPath, error.limitBytes - (error.limitBytes % 512));
       await limited.close();
-      await VolumeFile.remove(bigPath);
+      await VolumeFile.remove(nodeFileSystem, bigPath);
     }
     assert.deepEqual((await readdir(dir)).sort(), ["5.vol"], "no orphan volume or map file");
   });
@@ -262,7 +263,7 @@ void test("VolumeFile.create never truncates a file that exists, and a failed cr
 void test("VolumeFile.discardContents empties the volume (sparse, map clear), and open() finishes one a crash interrupted", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "7.vol");
-    const file = await VolumeFile.create(path, 8 * MiB);
+    const file = await VolumeFile.create(nodeFileSystem, path, 8 * MiB);
     await file.write(MiB, Buffer.alloc(64 * KiB, 0xab));
     await file.discardContents();
     assert.equal((await file.read(MiB, 64 * KiB)).every((b) => b === 0), true);
@@ -275,13 +276,13 @@ void test("VolumeFile.discardContents empties the volume (sparse, map clear), an
     await file.written.beginReset();
     await file.close();
     await writeFile(path, "");
-    const reopened = await VolumeFile.open(path, 8 * MiB);
+    const reopened = await VolumeFile.open(nodeFileSystem, path, 8 * MiB);
     assert.equal((await stat(path)).size, 8 * MiB, "grown back to its size");
     assert.equal(reopened.written.markedExtents, 0);
     assert.equal(reopened.written.resetPending, false);
     assert.equal((await reopened.read(2 * MiB, 4096)).every((b) => b === 0), true);
     await reopened.close();
-    const again = await VolumeFile.open(path, 8 * MiB);
+    const again = await VolumeFile.open(nodeFileSystem, path, 8 * MiB);
     assert.equal(again.written.resetPending, false, "the finished reset was saved");
     await again.close();
   });

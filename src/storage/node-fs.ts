@@ -1,0 +1,113 @@
+// The production FileSystem: node:fs and node:fs/promises, call for call what the storage code
+// did before the seam (fs.ts). The only module under src/storage and src/node that may import
+// node:fs (eslint.config.js holds that line). The Sync methods are the plain synchronous calls
+// on the descriptor: the journal's writevSync and the volume's readSync/writeSync stay one
+// system call on the main thread, with nothing in between.
+import { constants, readSync, writeSync, writevSync } from "node:fs";
+import { mkdir, open, readdir, rename, rm, stat, statfs, unlink, type FileHandle } from "node:fs/promises";
+import type { File, FileStat, FileSystem, FileSystemStat, OpenMode } from "./fs.ts";
+
+const openFlags: Readonly<Record<OpenMode, string | number>> = {
+  "read": "r",
+  "read-write": "r+",
+  "create-exclusive": "wx+",
+  "create-truncate": "w",
+  "direct-read": constants.O_RDONLY | constants.O_DIRECT,
+};
+
+class NodeFile implements File {
+  readonly path: string;
+  private readonly handle: FileHandle;
+
+  constructor(path: string, handle: FileHandle) {
+    this.path = path;
+    this.handle = handle;
+  }
+
+  // `handle.fd` is read on every call (never cached): after close it is -1 and the call fails
+  // with EBADF, where a cached number could name a file opened since.
+  async read(into: Buffer, offsetBytes: number, lengthBytes: number, positionBytes: number): Promise<number> {
+    return (await this.handle.read(into, offsetBytes, lengthBytes, positionBytes)).bytesRead;
+  }
+
+  readSync(into: Buffer, offsetBytes: number, lengthBytes: number, positionBytes: number): number {
+    return readSync(this.handle.fd, into, offsetBytes, lengthBytes, positionBytes);
+  }
+
+  async write(from: Buffer, offsetBytes: number, lengthBytes: number, positionBytes: number): Promise<number> {
+    return (await this.handle.write(from, offsetBytes, lengthBytes, positionBytes)).bytesWritten;
+  }
+
+  writeSync(from: Buffer, offsetBytes: number, lengthBytes: number, positionBytes: number): number {
+    return writeSync(this.handle.fd, from, offsetBytes, lengthBytes, positionBytes);
+  }
+
+  async writev(buffers: readonly Buffer[], positionBytes: number): Promise<number> {
+    return (await this.handle.writev(buffers, positionBytes)).bytesWritten;
+  }
+
+  writevSync(buffers: readonly Buffer[], positionBytes: number): number {
+    return writevSync(this.handle.fd, buffers, positionBytes);
+  }
+
+  truncate(sizeBytes: number): Promise<void> {
+    return this.handle.truncate(sizeBytes);
+  }
+
+  async stat(): Promise<FileStat> {
+    return fileStat(await this.handle.stat());
+  }
+
+  datasync(): Promise<void> {
+    return this.handle.datasync();
+  }
+
+  sync(): Promise<void> {
+    return this.handle.sync();
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
+function fileStat(info: { isFile(): boolean; isDirectory(): boolean; size: number; blocks: number }): FileStat {
+  return { kind: info.isFile() ? "file" : info.isDirectory() ? "directory" : "other", sizeBytes: info.size, allocatedBytes: info.blocks * 512 };
+}
+
+/** The machine's own file systems, through node:fs. */
+export const nodeFileSystem: FileSystem = {
+  async open(path: string, mode: OpenMode, permissionBits?: number): Promise<File> {
+    return new NodeFile(path, await open(path, openFlags[mode], permissionBits));
+  },
+  async makeDirectory(path: string): Promise<void> {
+    await mkdir(path, { recursive: true });
+  },
+  readDirectory(path: string): Promise<string[]> {
+    return readdir(path);
+  },
+  unlink(path: string): Promise<void> {
+    return unlink(path);
+  },
+  removeTree(path: string): Promise<void> {
+    return rm(path, { recursive: true, force: true });
+  },
+  rename(fromPath: string, toPath: string): Promise<void> {
+    return rename(fromPath, toPath);
+  },
+  async syncDirectory(path: string): Promise<void> {
+    const handle = await open(path, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  },
+  async stat(path: string): Promise<FileStat> {
+    return fileStat(await stat(path));
+  },
+  async statFileSystem(path: string): Promise<FileSystemStat> {
+    const info = await statfs(path);
+    return { typeCode: info.type, freeBytes: info.bavail * info.bsize, totalBytes: info.blocks * info.bsize };
+  },
+};

@@ -1,0 +1,114 @@
+// Regression tests for what running the real journal over the simulated disk found (each fails
+// on the code before its fix): (1) after a failed fdatasync and a process restart, recovery read
+// the journal through the page cache, found records the disk never got, fdatasync'd (which
+// succeeds: those pages are clean) and called them durable, so a power loss then took records a
+// sync() covered; (2) a trim in progress when the journal was closed or abandoned unlinked segments
+// under the recovery of a reopen (a resume), which failed with ENOENT; (3) a resume after a failed
+// fdatasync met a hole (pages the failed sync dropped) followed by records written back later,
+// refused with JournalCorruptError, and the group stayed stopped for good.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import pino from "pino";
+import { ApplyOrder } from "../../src/node/apply-order.ts";
+import { systemClock } from "../../src/node/clock.ts";
+import { GroupWriter, type GroupVolume } from "../../src/node/group-writer.ts";
+import { NodeStamper } from "../../src/node/stamper.ts";
+import { asVolumeId } from "../../src/core/types.ts";
+import { GroupJournal, type JournalOptions } from "../../src/storage/journal.ts";
+import { VolumeFile } from "../../src/storage/volume-file.ts";
+import type { FileSystem } from "../../src/storage/fs.ts";
+import { realTimeSchedule, SimDisk } from "../sim/sim-disk.ts";
+import { VirtualTime } from "../sim/virtual-time.ts";
+import { makeRecord } from "./journal-helpers.ts";
+
+/** A record of exactly one 4 KiB page (64-byte header + 4032 bytes). */
+const pagePayloadBytes = 4096 - 64;
+
+async function openJournal(time: VirtualTime, fs: FileSystem, options: Partial<JournalOptions> = {}): Promise<{ journal: GroupJournal; sequences: number[] }> {
+  const sequences: number[] = [];
+  const { journal } = await time.until(GroupJournal.open("/j", { fileSystem: fs, bytesMax: 1 << 30, nextSequence: 1, ...options }, (record) => {
+    sequences.push(record.sequence);
+  }));
+  return { journal, sequences };
+}
+
+void test("a failed fdatasync, then a process restart: recovery reads past the page cache and calls nothing durable that the disk lacks", async () => {
+  const time = new VirtualTime();
+  const disk = new SimDisk({ seed: 11, schedule: time.schedule });
+  let fs = disk.mount();
+  let { journal } = await openJournal(time, fs);
+  void journal.append(makeRecord(1, pagePayloadBytes));
+  await time.until(journal.sync());
+  void journal.append(makeRecord(2, pagePayloadBytes)).catch(() => undefined);
+  disk.failPath("/j", ["sync"]);
+  await assert.rejects(time.until(journal.sync()), { code: "EIO" });
+  disk.heal();
+  // The process dies; the kernel keeps record 2's page in its cache, clean, never written.
+  disk.crash("process");
+  fs = disk.mount();
+  const restarted = await openJournal(time, fs);
+  journal = restarted.journal;
+  assert.deepEqual(restarted.sequences, [1], "only what the disk holds is recovered (the old code found record 2 in the cache)");
+  assert.equal(journal.durableSequence, 1);
+  disk.crash("power");
+  const afterPowerLoss = await openJournal(time, disk.mount());
+  assert.ok(afterPowerLoss.sequences.length >= journal.durableSequence, "everything the restarted journal called durable survives a power loss");
+});
+
+void test("close and abandon wait for a trim in progress, and a trim after them does nothing: a reopen never meets a segment being unlinked", async () => {
+  for (const end of ["close", "abandon"] as const) {
+    const time = new VirtualTime();
+    const disk = new SimDisk({ seed: 12, schedule: time.schedule, latency: { metadata: { minMs: 1, maxMs: 1 } } });
+    const fs = disk.mount();
+    const options = { segmentBytesMax: 2 * 4096 };
+    const { journal } = await openJournal(time, fs, options);
+    for (let sequence = 1; sequence <= 40; sequence += 1) void journal.append(makeRecord(sequence, pagePayloadBytes));
+    await time.until(journal.sync());
+    assert.ok(journal.segmentCount >= 20);
+    const trimmed = journal.trimThrough(30); // unlinks about 15 segments, one after the other
+    await time.runFor(2);
+    await time.until(end === "close" ? journal.close() : journal.abandon());
+    await time.until(trimmed);
+    await time.until(journal.trimThrough(40)); // after close: nothing
+    const reopened = await openJournal(time, fs, options);
+    assert.equal(reopened.sequences[reopened.sequences.length - 1], 40, `${end}: every record is there`);
+    assert.ok((reopened.sequences[0] ?? 0) <= 31, `${end}: trimmed through 30 at most`);
+    await time.until(reopened.journal.close());
+  }
+});
+
+void test("a group whose journal's fdatasync failed resumes by itself even when records written later follow a lost page on the disk", async () => {
+  // Real timers: the group's resume runs on the node's clock (first attempt after 500 ms).
+  const disk = new SimDisk({ seed: 13, schedule: realTimeSchedule, latency: { sync: { minMs: 30, maxMs: 30 } } });
+  const fs = disk.mount();
+  await fs.makeDirectory("/g");
+  const file = await VolumeFile.create(fs, "/g/v.vol", 1024 * 1024);
+  const { journal } = await GroupJournal.open("/g/journal", { fileSystem: fs, bytesMax: 1 << 30, nextSequence: 1 });
+  const lines: string[] = [];
+  const writer = new GroupWriter({
+    groupId: 1, name: "g", journal, stamper: new NodeStamper("counter", () => 0),
+    volumes: new Map<number, GroupVolume>([[1, { id: asVolumeId(1), file, order: new ApplyOrder() }]]),
+    nextSequence: 1, appliedSequence: 0, checkpointSequence: 0, clock: systemClock,
+    logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
+    persistCheckpoint: () => Promise.resolve(),
+  });
+  const page = Buffer.alloc(pagePayloadBytes, 1);
+  await writer.write(1, 0, page, true, undefined); // record 1, durable, page 0 of the segment
+  disk.failPath("/g/journal", ["sync"]);
+  const lost = writer.write(1, 8192, page, true, undefined); // record 2, page 1: its fdatasync fails
+  await new Promise((resolve) => setImmediate(resolve));
+  const later = writer.write(1, 16_384, page, false, undefined); // record 3, page 2, written while that fdatasync runs
+  await assert.rejects(lost, { code: "EIO" });
+  await later.catch(() => undefined);
+  assert.ok(writer.stopped !== undefined, "the group stopped on the I/O error");
+  disk.heal();
+  const deadline = performance.now() + 10_000;
+  while (writer.stopped !== undefined && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  const stopped = writer.stopped;
+  assert.equal(stopped, undefined, `the group resumed (old code: stopped for good: ${stopped?.reason ?? ""})`);
+  assert.equal(writer.journal.lastSequence, 1, "the journal holds what the disk had: record 1, cut at the lost page");
+  await writer.write(1, 0, page, true, undefined); // and takes writes again
+  await writer.close();
+  await writer.journal.close();
+  await file.close();
+});
