@@ -61,6 +61,7 @@ export const pairInfoSchema = z.object({
   streams: count,
   reflect: z.enum(["time", "seq", "marker"]),
   acceptedSequence: count,
+  writeSequence: count.optional(),
   sentSequence: count,
   arrivedSequence: count,
   reflectedSequence: count,

@@ -324,7 +324,11 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
   context.print(raw, () => `pair of group ${group} is replicating to ${where}${copied}\n`);
 }
 
-/** `pair wait`: note acceptedSequence once, then poll until reflectedSequence reaches it. */
+/**
+ * `pair wait`: note the newest host write's sequence once (writeSequence; acceptedSequence from
+ * an older node), then poll until reflectedSequence reaches it. Time advances after it need
+ * no reflection: they carry no data.
+ */
 async function waitReflected(context: MgmtContext, group: string, timeoutMs: number): Promise<void> {
   const startMs = performance.now();
   const deadlineMs = startMs + timeoutMs;
@@ -334,7 +338,7 @@ async function waitReflected(context: MgmtContext, group: string, timeoutMs: num
   if (pair.role !== "primary") {
     throw new OperationError(`group '${group}' on ${client.label} is the secondary of its pair; run \`tidemark pair wait\` against the primary`);
   }
-  const target = pair.acceptedSequence;
+  const target = pair.writeSequence ?? pair.acceptedSequence;
   for (;;) {
     if (pair.reflectedSequence >= target) break;
     if (pair.state === "failed" || pair.state === "takeover") {

@@ -124,6 +124,8 @@ export interface PairInfo {
   readonly reflect: ReflectMode;
   /** Last sequence accepted on the primary (as known on this node). */
   readonly acceptedSequence: number;
+  /** Sequence of the newest host write (primary): once the secondary reflected it, it holds every write accepted so far; `pair wait` waits for it. */
+  readonly writeSequence?: number;
   /** Last sequence sent by the primary. */
   readonly sentSequence: number;
   /** Last sequence of the contiguous prefix durable on the secondary. */

@@ -71,6 +71,8 @@ export interface GroupWriterOptions {
   readonly appliedSequence: number;
   /** The persisted checkpoint: a resume after a stop re-applies the journal from the record after it. */
   readonly checkpointSequence: number;
+  /** Sequence of the newest host write the journal holds (recovery), or the checkpoint when it holds none. */
+  readonly lastWriteSequence?: number;
   readonly clock: Clock;
   readonly logger: Logger;
   /** Persists a checkpoint in the node metadata. */
@@ -104,6 +106,8 @@ export class GroupWriter {
   lastRecordAtMs = 0;
   /** The node-wide accept number of this group's last record. */
   private lastAcceptNumber = 0;
+  /** Sequence of the newest host write (write or zeroes) of this group: what `pair wait` waits for. */
+  private lastWriteSequenceValue: number;
   /** Called after each record is stamped and appended (the pair's sender listens). The payload is owned. */
   onRecord: (record: JournalRecord) => void = () => undefined;
   /** Called when the group stops or resumes. */
@@ -130,6 +134,7 @@ export class GroupWriter {
     this.nextSequenceValue = options.nextSequence;
     this.appliedSequenceValue = options.appliedSequence;
     this.checkpointSequenceValue = options.checkpointSequence;
+    this.lastWriteSequenceValue = options.lastWriteSequence ?? options.nextSequence - 1;
     this.persistCheckpoint = options.persistCheckpoint;
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
@@ -146,6 +151,10 @@ export class GroupWriter {
   }
   get lastWriteTimeUs(): number {
     return this.lastWriteTimeUsValue;
+  }
+  /** Sequence of the newest host write: once the secondary reflected it, it holds every write accepted so far (time advances need no reflection). */
+  get lastWriteSequence(): number {
+    return this.lastWriteSequenceValue;
   }
   /** Whether any group of this node accepted a host write after this group's last record (then its secondary waits for a time advance from it). */
   get othersAcceptedSince(): boolean {
@@ -364,7 +373,10 @@ export class GroupWriter {
     this.lastWriteTimeUsValue = stamp.writeTimeUs;
     this.lastRecordAtMs = this.clock.monotonicMs();
     this.lastAcceptNumber = stamp.acceptNumber;
-    if (kind === RecordKind.write || kind === RecordKind.zeroes) this.stamper.lastHostWriteAcceptNumber = stamp.acceptNumber;
+    if (kind === RecordKind.write || kind === RecordKind.zeroes) {
+      this.stamper.lastHostWriteAcceptNumber = stamp.acceptNumber;
+      this.lastWriteSequenceValue = sequence;
+    }
     const record: JournalRecord = {
       kind, volumeId, offsetBytes, lengthBytes, sequence: asSequence(sequence),
       writeTimeUs: stamp.writeTimeUs, acceptNumber: stamp.acceptNumber, markerNumber: asMarkerNumber(0), payload,

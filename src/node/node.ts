@@ -291,7 +291,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       const lastSequence = report.lastSequence ?? 0;
       const nextSequence = Math.max(lastSequence + 1, record.checkpointSequence + 1);
       this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
-      const writer = this.newWriter(record, journal, volumes, nextSequence);
+      const writer = this.newWriter(record, journal, volumes, nextSequence, report.lastWriteSequence > 0 ? report.lastWriteSequence : Math.min(record.checkpointSequence, nextSequence - 1));
       if (replayError !== undefined) writer.stopAfterRecoveryError(replayError);
       if (record.pair !== undefined) this.newLink(record, record.pair, writer);
       if (report.records > 0 || report.tornBytesCut > 0) {
@@ -324,7 +324,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   /** A writable group: its write path, with checkpoints persisted in the metadata. */
-  private newWriter(record: GroupRecord, journal: GroupJournal, volumes: Map<number, GroupVolume>, nextSequence: number): GroupWriter {
+  private newWriter(record: GroupRecord, journal: GroupJournal, volumes: Map<number, GroupVolume>, nextSequence: number, lastWriteSequence = nextSequence - 1): GroupWriter {
     const writer = new GroupWriter({
       groupId: record.id,
       name: record.name,
@@ -334,6 +334,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       nextSequence,
       appliedSequence: nextSequence - 1,
       checkpointSequence: record.checkpointSequence,
+      lastWriteSequence,
       clock: this.clock,
       logger: this.logger.child({ component: "group", group: record.name }),
       // The written maps first: once the checkpoint is persisted, the journal behind it (which

@@ -814,6 +814,7 @@ export class PairLink {
       streams: this.record.streams,
       reflect: this.record.reflect,
       acceptedSequence: accepted,
+      writeSequence: Math.max(this.writer.lastWriteSequence, this.record.copyStartSequence),
       sentSequence: Math.max(this.sender.sentSequence, this.record.copyStartSequence),
       arrivedSequence: Math.max(this.arrivedSequence, this.sender.ackedSequence),
       reflectedSequence: reflected,

@@ -80,6 +80,8 @@ export interface RecoveryReport {
   readonly maxAcceptNumber: number;
   /** Highest marker number among marker records (0 if none). */
   readonly maxMarkerNumber: number;
+  /** Sequence of the last host write (write or zeroes record) recovered; 0 with none. */
+  readonly lastWriteSequence: number;
   readonly segments: number;
 }
 
@@ -257,7 +259,7 @@ export class GroupJournal {
       const journal = new GroupJournal(dir, options, [segment], handle, 0);
       const report: RecoveryReport = {
         firstSequence: asSequence(options.nextSequence), lastSequence: asSequence(options.nextSequence - 1), records: 0, bytes: 0,
-        tornBytesCut: 0, tornReason: undefined, maxWriteTimeUs: 0, maxAcceptNumber: 0, maxMarkerNumber: 0, segments: 1,
+        tornBytesCut: 0, tornReason: undefined, maxWriteTimeUs: 0, maxAcceptNumber: 0, maxMarkerNumber: 0, lastWriteSequence: 0, segments: 1,
       };
       return { journal, report };
     }
@@ -276,6 +278,7 @@ export class GroupJournal {
     let maxWriteTimeUs = 0;
     let maxAcceptNumber = 0;
     let maxMarkerNumber = 0;
+    let lastWriteSequence = 0;
     let activeHandle: File | undefined;
     const fs = options.fileSystem;
     try {
@@ -335,6 +338,7 @@ export class GroupJournal {
             if (record.writeTimeUs > maxWriteTimeUs) maxWriteTimeUs = record.writeTimeUs;
             if (record.acceptNumber > maxAcceptNumber) maxAcceptNumber = record.acceptNumber;
             if (record.kind === RecordKind.marker && record.markerNumber > maxMarkerNumber) maxMarkerNumber = record.markerNumber;
+            if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) lastWriteSequence = record.sequence;
             const pending = onRecord(record);
             if (pending !== undefined) await pending;
           }
@@ -370,7 +374,7 @@ export class GroupJournal {
     if (last.sizeBytes >= journal.segmentBytesMax) await journal.roll();
     const report: RecoveryReport = {
       firstSequence: asSequence(first.firstSequence), lastSequence: asSequence(last.lastSequence), records, bytes,
-      tornBytesCut, tornReason, maxWriteTimeUs, maxAcceptNumber, maxMarkerNumber, segments: segments.length,
+      tornBytesCut, tornReason, maxWriteTimeUs, maxAcceptNumber, maxMarkerNumber, lastWriteSequence, segments: segments.length,
     };
     assert(report.lastSequence - report.firstSequence + 1 === records, "recovered records are contiguous");
     return { journal, report };

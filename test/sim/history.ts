@@ -23,6 +23,11 @@ export interface HostWrite {
   failed: boolean;
   /** A FLUSH or FUA that the host saw succeed covered it (I3). */
   flushed: boolean;
+  /**
+   * Answered, not flushed, and the primary lost power or a write failed afterwards: like any block device it may
+   * or may not still hold it (without a FLUSH there is no order), so it constrains nothing.
+   */
+  uncertain: boolean;
 }
 
 export function encodeSimBlock(runId: number, writeId: number, volumeTag: number, blockIndex: number): Buffer {
@@ -67,8 +72,8 @@ export class History {
     this.runId = runId;
   }
 
-  add(write: Omit<HostWrite, "id" | "answeredAtMs" | "failed" | "flushed">): HostWrite {
-    const full: HostWrite = { ...write, id: this.writes.length + 1, answeredAtMs: undefined, failed: false, flushed: false };
+  add(write: Omit<HostWrite, "id" | "answeredAtMs" | "failed" | "flushed" | "uncertain">): HostWrite {
+    const full: HostWrite = { ...write, id: this.writes.length + 1, answeredAtMs: undefined, failed: false, flushed: false, uncertain: false };
     this.writes.push(full);
     this.byId.set(full.id, full);
     return full;
@@ -90,7 +95,7 @@ export class History {
     // The earliest answer of a write of the domain that is not there: nothing issued after it may be.
     let missingAnswered: HostWrite | undefined;
     for (const write of this.writes) {
-      if (!volumes.has(write.volume) || write.answeredAtMs === undefined || present.has(write.id)) continue;
+      if (!volumes.has(write.volume) || write.answeredAtMs === undefined || write.uncertain || present.has(write.id)) continue;
       if (missingAnswered?.answeredAtMs === undefined || write.answeredAtMs < missingAnswered.answeredAtMs) missingAnswered = write;
     }
     if (missingAnswered?.answeredAtMs === undefined) return [];
@@ -109,6 +114,14 @@ export class History {
       }
     }
     return violations;
+  }
+
+  /**
+   * The primary lost power, or a journal write or fdatasync of it failed: what it answered and
+   * no FLUSH covered may be gone, as on any block device.
+   */
+  primaryMayHaveLost(): void {
+    for (const write of this.writes) if (!write.flushed) write.uncertain = true;
   }
 
   /** I3: writes of `volumes` that a successful FLUSH or FUA covered and that are not in `present`. */

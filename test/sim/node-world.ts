@@ -21,7 +21,7 @@ import { Prng } from "./prng.ts";
 import { SimScheduler, drainMicrotasks } from "./scheduler.ts";
 import { SimClock } from "./sim-clock.ts";
 import { SimDisk } from "./sim-disk.ts";
-import { SimNetwork } from "./sim-network.ts";
+import { SimNetwork, type Incarnation } from "./sim-network.ts";
 
 export interface NodeSimOptions {
   readonly seed: number;
@@ -56,6 +56,8 @@ export interface EventCounts {
   pullPairs: number;
   pushPairs: number;
   checks: number;
+  tornWritesSeen: number;
+  operatorCuts: number;
   virtualMs: number;
   events: number;
 }
@@ -65,7 +67,7 @@ export function emptyCounts(): EventCounts {
     seeds: 0, hostWrites: 0, hostWritesFailed: 0, flushes: 0, pairsCreated: 0, pairsCreatedLater: 0, initialCopies: 0, suspends: 0, resumes: 0, takeovers: 0,
     restarts: { primary: 0, secondary: 0 }, processCrashes: { primary: 0, secondary: 0 }, powerLosses: { primary: 0, secondary: 0 },
     streamCuts: 0, silentStreams: 0, partitions: 0, clockSteps: 0, diskFullEpisodes: { primary: 0, secondary: 0 }, ioErrorEpisodes: { primary: 0, secondary: 0 },
-    groupStops: 0, pullPairs: 0, pushPairs: 0, checks: 0, virtualMs: 0, events: 0,
+    groupStops: 0, pullPairs: 0, pushPairs: 0, checks: 0, tornWritesSeen: 0, operatorCuts: 0, virtualMs: 0, events: 0,
   };
 }
 
@@ -84,6 +86,12 @@ class SimFailure extends Error {
 type Role = "primary" | "secondary";
 
 const silentLogger = pino({ level: "silent" });
+/** TIDEMARK_SIM_LOG=info (or debug): the nodes' own log lines on stderr, for reading a failing seed. */
+function nodeLogger(name: string, scheduler: SimScheduler): pino.Logger {
+  const level = process.env.TIDEMARK_SIM_LOG;
+  if (level === undefined) return silentLogger;
+  return pino({ level, base: { node: name }, timestamp: () => `,"simMs":${scheduler.nowMs.toFixed(1)}` }, pino.destination({ fd: 2, sync: true }));
+}
 
 /** One simulated machine: its disk (which outlives the process), and the node process when up. */
 class SimMachine {
@@ -97,6 +105,13 @@ class SimMachine {
   node: TidemarkNode | undefined;
   /** Set while start() runs. */
   starting: Promise<void> | undefined;
+  /** The operator's --truncate-damaged-journals for the next start. */
+  truncateDamagedJournals = false;
+  /** The running process (a crash marks it dead: none of its handlers run again). */
+  private incarnation: Incarnation = { dead: true };
+  /** Rejects when this incarnation dies: a host's request to a dead node ends (its connection would break). */
+  died: Promise<never> = new Promise<never>(() => undefined);
+  private kill: (error: Error) => void = () => undefined;
   private readonly world: NodeWorld;
 
   constructor(world: NodeWorld, name: string, role: Role, seed: number) {
@@ -115,6 +130,9 @@ class SimMachine {
   }
 
   start(): Promise<void> {
+    this.incarnation = { dead: false };
+    this.died = new Promise<never>((_, reject) => { this.kill = reject; });
+    this.died.catch(() => undefined);
     const clock = new SimClock(this.world.scheduler);
     clock.stepWall(this.wallOffsetMs);
     this.clock = clock;
@@ -126,12 +144,13 @@ class SimMachine {
       host: { host: this.name, port: 7410 },
       repl: { host: this.name, port: 7400 },
       writeTimePolicy: this.world.writeTimePolicy,
-      logger: silentLogger,
+      logger: nodeLogger(this.name, this.world.scheduler),
       clock,
-      transport: this.world.network.transportFor(this.name),
+      transport: this.world.network.transportFor(this.name, this.incarnation),
       fileSystem: this.disk.mount(),
       serve: "replication",
       peers: this.world.peers,
+      truncateDamagedJournals: this.truncateDamagedJournals,
     });
     this.node = node;
     const starting = node.start().finally(() => {
@@ -143,6 +162,8 @@ class SimMachine {
 
   /** The process dies: nothing of it runs any more; the disk keeps what a crash of this kind keeps. */
   crash(kind: "process" | "power"): void {
+    this.incarnation.dead = true;
+    this.kill(new Error(`${this.name} crashed`));
     this.clock?.stopAll();
     this.world.network.nodeDown(this.name, kind);
     this.disk.crash(kind);
@@ -216,6 +237,20 @@ export class NodeWorld {
     this.config = `policy ${this.writeTimePolicy}, ${this.transfer} x${String(this.streams)}, groups ${this.groups.map((g) => `${g.name}[${g.volumes.join(",")}]`).join(" ")}`;
   }
 
+  /** The whole run: setup, the faulty phase with checks after every step, heal and converge, maybe a takeover. */
+  async run(faultyMs: number, healMsMax: number): Promise<void> {
+    await this.setup();
+    this.startHosts(this.rng.int(1, 3));
+    const faultyEndMs = this.scheduler.nowMs + faultyMs;
+    while (this.scheduler.nowMs < faultyEndMs) {
+      await this.until(this.step(), 60_000, "a step of the schedule");
+      if (this.secondary.up) this.checkSecondary();
+    }
+    await this.stopHosts();
+    await this.heal(healMsMax);
+    if (this.rng.chance(0.3)) await this.takeoverAtEnd();
+  }
+
   // ---- setup -------------------------------------------------------------------------
 
   async setup(): Promise<void> {
@@ -230,7 +265,32 @@ export class NodeWorld {
       if (this.groups.length > 1 && this.rng.chance(0.3)) continue;
       await this.pair(group, false);
     }
+    // The domain is consistent before the hosts write: every initial copy done and reflected.
+    await this.until(this.converged(this.groups.filter((g) => g.paired)), 30_000, "the initial copies");
   }
+
+  /** Resolves once every pair of `groups` replicates and the secondary reflected every host write accepted. */
+  private async converged(groups: readonly SimGroup[]): Promise<string> {
+    for (;;) {
+      const a = this.primary.node;
+      const b = this.secondary.node;
+      if (a !== undefined && b !== undefined && this.primary.up && this.secondary.up) {
+        const views: string[] = [];
+        let done = true;
+        for (const group of groups) {
+          const onA = safePair(a, group.name);
+          const onB = safePair(b, group.name);
+          views.push(`${group.name}: A ${describe(onA)} / B ${describe(onB)}`);
+          if (onA?.state !== "replicating" || onB === undefined || onB.reflectedSequence < (onA.writeSequence ?? onA.acceptedSequence)) done = false;
+        }
+        this.lastConvergence = views.join("; ");
+        if (done) return this.lastConvergence;
+      }
+      await this.sleep(20);
+    }
+  }
+
+  private lastConvergence = "";
 
   private async pair(group: SimGroup, late: boolean): Promise<void> {
     const a = this.primary.node;
@@ -291,13 +351,19 @@ export class NodeWorld {
       this.counts.hostWrites += 1;
       try {
         const hostWriteTimeUs = withTimes && this.rng.chance(0.7) ? Math.floor((this.primary.clock?.wallMs() ?? 0) * 1000) : undefined;
-        await handle.write(first * simBlockBytes, data, { fua, hostWriteTimeUs });
+        const died = this.primary.died;
+        await Promise.race([handle.write(first * simBlockBytes, data, { fua, hostWriteTimeUs }), died]);
         write.answeredAtMs = this.scheduler.nowMs;
-        if (fua) this.markFlushed(host, write.id);
+        if (fua) {
+          // FUA: this write, and what was answered before it was issued (the journal's group commit covers them).
+          this.markFlushed(group, write.issuedAtMs);
+          if (!write.uncertain) write.flushed = true;
+        }
         if (this.rng.chance(0.1)) {
           this.counts.flushes += 1;
-          await handle.flush();
-          this.markFlushed(host, write.id);
+          const flushIssuedAtMs = this.scheduler.nowMs;
+          await Promise.race([handle.flush(), died]);
+          this.markFlushed(group, flushIssuedAtMs);
         }
       } catch {
         write.failed = write.answeredAtMs === undefined;
@@ -306,14 +372,21 @@ export class NodeWorld {
     }
   }
 
-  /** A FLUSH (or FUA) that succeeded covers every write of that host answered before it. */
-  private markFlushed(host: number, throughId: number): void {
+  /** A FLUSH (or FUA) that succeeded covers every write of the group answered before it was issued (any host). */
+  private markFlushed(group: SimGroup, issuedAtMs: number): void {
+    const volumes = new Set(group.volumes);
     for (const write of this.history.all()) {
-      if (write.host === host && write.id <= throughId && write.answeredAtMs !== undefined) write.flushed = true;
+      // A write the primary may have lost at a power loss stays in doubt: a later FLUSH does not bring it back.
+      if (volumes.has(write.volume) && write.answeredAtMs !== undefined && write.answeredAtMs <= issuedAtMs && !write.uncertain) write.flushed = true;
     }
   }
 
   // ---- faults ----------------------------------------------------------------------------
+
+  /** TIDEMARK_SIM_TRACE=1: one line per schedule action (to read a failing seed). */
+  private trace(what: string): void {
+    if (process.env.TIDEMARK_SIM_TRACE === "1") process.stderr.write(`${this.scheduler.nowMs.toFixed(1).padStart(9)} ms  ${what}\n`);
+  }
 
   /** One random fault or operator action. */
   async step(): Promise<void> {
@@ -323,6 +396,8 @@ export class NodeWorld {
       if (!machine.up) return;
       const kind = this.rng.chance(0.5) ? "process" : "power";
       machine.crash(kind);
+      if (kind === "power" && machine.role === "primary") this.history.primaryMayHaveLost();
+      this.trace(`${machine.name} ${kind === "process" ? "killed" : "lost power"}`);
       this.counts[kind === "process" ? "processCrashes" : "powerLosses"][machine.role] += 1;
       await this.sleep(this.rng.int(1, 300));
       await this.restart(machine);
@@ -332,13 +407,16 @@ export class NodeWorld {
       if (stream === undefined) return;
       if (this.rng.chance(0.5)) {
         this.network.cut(stream);
+        this.trace(`cut a stream of ${machine.name}`);
         this.counts.streamCuts += 1;
       } else {
         this.network.blackhole(stream);
+        this.trace(`a stream of ${machine.name} goes silent`);
         this.counts.silentStreams += 1;
       }
     } else if (roll < 0.26) {
       this.network.partition("A", "B");
+      this.trace("A and B partitioned");
       this.counts.partitions += 1;
       await this.sleep(this.rng.int(100, 2_000));
       this.network.heal("A", "B");
@@ -346,6 +424,7 @@ export class NodeWorld {
       const group = this.groups.find((g) => g.paired && !g.takenOver && !g.suspended);
       const a = this.primary.node;
       if (group === undefined || a === undefined || !this.primary.up) return;
+      this.trace(`suspend ${group.name}`);
       await this.tryControl(a.suspendPair(group.name));
       group.suspended = true;
       this.counts.suspends += 1;
@@ -353,23 +432,32 @@ export class NodeWorld {
       await this.resume(group);
     } else if (roll < 0.4) {
       const group = this.groups.find((g) => !g.paired);
-      if (group !== undefined) await this.pair(group, true);
+      if (group !== undefined) {
+        this.trace(`pair ${group.name} (late)`);
+        await this.pair(group, true);
+      }
     } else if (roll < 0.46) {
       if (machine.clock === undefined) return;
       const stepMs = (this.rng.chance(0.5) ? -1 : 1) * this.rng.int(1_000, 3_600_000);
       machine.clock.stepWall(stepMs);
+      this.trace(`${machine.name}'s wall clock steps ${stepMs} ms`);
       machine.wallOffsetMs += stepMs;
       this.counts.clockSteps += 1;
     } else if (roll < 0.5) {
       machine.disk.fill(this.rng.int(0, 64 * 1024));
+      this.trace(`${machine.name}'s disk full`);
       this.counts.diskFullEpisodes[machine.role] += 1;
       await this.sleep(this.rng.int(50, 1_000));
       machine.disk.setCapacity(1024 * 1024 * 1024 * 1024);
+      // A failed fdatasync loses what it did not write (docs/journal.md): answered writes no FLUSH covered are in doubt.
+      if (machine.role === "primary") this.history.primaryMayHaveLost();
     } else if (roll < 0.53) {
       machine.disk.setErrorRates({ write: this.rng.float() * 0.2, sync: this.rng.float() * 0.2, read: this.rng.float() * 0.05 });
+      this.trace(`${machine.name}'s disk fails now and then`);
       this.counts.ioErrorEpisodes[machine.role] += 1;
       await this.sleep(this.rng.int(10, 300));
       machine.disk.heal();
+      if (machine.role === "primary") this.history.primaryMayHaveLost();
     } else {
       await this.sleep(this.rng.int(5, 100));
     }
@@ -393,21 +481,32 @@ export class NodeWorld {
   }
 
   private async restart(machine: SimMachine): Promise<void> {
+    let lastError: unknown;
     for (let attempt = 0; attempt < 20; attempt++) {
       try {
         await this.until(machine.start(), 20_000, `${machine.name} restarts`);
+        machine.truncateDamagedJournals = false;
+        this.trace(`${machine.name} restarted${machine.node?.listGroups().some((g) => g.state === "stopped") === true ? " (a group is stopped)" : ""}`);
         this.counts.restarts[machine.role] += 1;
         if (machine.role === "primary") this.checkFlushedKept();
         return;
       } catch (error) {
         if (error instanceof SimFailure || error instanceof InvariantError) throw error;
+        lastError = error;
+        // After a power loss a journal may have whole records past an unwritten hole: the
+        // operator reads the message and starts once with --truncate-damaged-journals.
+        if (error instanceof Error && /--truncate-damaged-journals/.test(error.message)) {
+          machine.truncateDamagedJournals = true;
+          this.counts.operatorCuts += 1;
+          this.trace(`${machine.name}: the operator starts it with --truncate-damaged-journals`);
+        }
         // A start that met an injected disk fault: the operator starts it again.
         machine.crash("process");
         machine.disk.heal();
         await this.sleep(200);
       }
     }
-    throw new SimFailure("restart", `${machine.name} does not start again after 20 attempts`);
+    throw new SimFailure("restart", `${machine.name} does not start again after 20 attempts: ${describeError(lastError)}`);
   }
 
   private async tryControl(operation: Promise<unknown>): Promise<void> {
@@ -445,23 +544,32 @@ export class NodeWorld {
       if (problems.length > 0) throw new SimFailure("intact", `${machine.name}/${volume}: ${problems.slice(0, 3).join("; ")}`);
       for (const [id, count] of blocks) {
         const write = this.history.get(id);
+        // A write partly there (an apply cut short by a full disk, a crash mid-write) counts as
+        // not there: sector by sector, like any disk's write in flight. If a write that depends
+        // on it is there, I1 says so; at convergence the images must be equal.
         if (write !== undefined && count === write.blocks) present.add(id);
-        else if (write !== undefined && machine.role === "secondary") throw new SimFailure("intact", `${machine.name}/${volume}: write ${id} is torn (${count} of ${write.blocks} blocks)`);
+        else if (write !== undefined) this.counts.tornWritesSeen += 1;
       }
     }
     return present;
   }
 
-  /** I1 on the secondary: the groups paired from the start form one consistency domain. */
+  /**
+   * I1 on the secondary: the groups paired from the start form one consistency domain. A group
+   * stopped by a full disk or an I/O error there may hold a partly applied record until it
+   * resumes (its image is not one to use then; docs/out-of-space.md): it is left out.
+   */
   checkSecondary(): void {
     this.counts.checks += 1;
-    const domain = this.groups.filter((g) => g.paired && !g.late);
+    const stopped = new Set(this.secondary.node?.listGroups().filter((g) => g.state === "stopped").map((g) => g.name) ?? []);
+    const domain = this.groups.filter((g) => g.paired && !g.late && !stopped.has(g.name));
     const volumes = domain.flatMap((g) => g.volumes);
     if (volumes.length === 0) return;
     const violations = this.history.checkDependentWrites(this.present(this.secondary, volumes), new Set(volumes));
     if (violations.length > 0) throw new SimFailure("I1", violations.join("; "));
-    // Each group on its own, including those paired later: a prefix of its own history.
-    for (const group of this.groups.filter((g) => g.paired && g.late)) {
+    // Each group paired later on its own, once its copy is done and caught up (before, its image is a copy in progress).
+    const b = this.secondary.node;
+    for (const group of this.groups.filter((g) => g.paired && g.late && !stopped.has(g.name) && b?.findTarget(g.name)?.consistent === true)) {
       const own = this.history.checkDependentWrites(this.present(this.secondary, group.volumes), new Set(group.volumes));
       if (own.length > 0) throw new SimFailure("I1", `group ${group.name}: ${own.join("; ")}`);
     }
@@ -488,25 +596,11 @@ export class NodeWorld {
     }
     for (const group of this.groups) if (group.suspended) await this.resume(group);
     for (const group of this.groups) if (!group.paired) await this.pair(group, true);
-    const deadline = this.scheduler.nowMs + healMsMax;
-    let last = "";
-    for (;;) {
-      const a = this.primary.node;
-      const b = this.secondary.node;
-      if (a !== undefined && b !== undefined && this.primary.up && this.secondary.up) {
-        const views: string[] = [];
-        let done = true;
-        for (const group of this.groups.filter((g) => g.paired && !g.takenOver)) {
-          const onA = safePair(a, group.name);
-          const onB = safePair(b, group.name);
-          views.push(`${group.name}: A ${describe(onA)} / B ${describe(onB)}`);
-          if (onA?.state !== "replicating" || onB === undefined || onB.reflectedSequence < onA.acceptedSequence) done = false;
-        }
-        last = views.join("; ");
-        if (done) break;
-      }
-      if (this.scheduler.nowMs > deadline) throw new SimFailure("I4", `the pairs did not converge within ${healMsMax} ms of healing: ${last}`);
-      await this.sleep(50);
+    try {
+      await this.until(this.converged(this.groups.filter((g) => g.paired && !g.takenOver)), healMsMax, "convergence");
+    } catch (error) {
+      if (error instanceof Timeout) throw new SimFailure("I4", `the pairs did not converge within ${healMsMax} ms of healing: ${this.lastConvergence}`);
+      throw error;
     }
     this.checkSecondary();
     for (const group of this.groups.filter((g) => g.paired && !g.takenOver)) {
@@ -538,27 +632,39 @@ export class NodeWorld {
     return new Promise((resolve) => this.scheduler.schedule(delayMs, resolve));
   }
 
-  /** Waits for `promise` in virtual time; Timeout after `limitMs` of it. */
-  async until<T>(promise: Promise<T>, limitMs: number, what: string): Promise<T> {
+  /** `promise`, or Timeout once `limitMs` of virtual time passed without it settling (the driver runs the time). */
+  until<T>(promise: Promise<T>, limitMs: number, what: string): Promise<T> {
+    let timer: { cancel(): void } | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.scheduler.schedule(limitMs, () => reject(new Timeout(`${what}: not done within ${limitMs} virtual ms`)));
+    });
+    return Promise.race([promise, timeout]).finally(() => timer?.cancel());
+  }
+
+  /**
+   * The one driver of virtual time: runs events until `promise` settles. A promise still
+   * pending with no event left is a deadlock (something waits for what can never happen).
+   */
+  async drive<T>(promise: Promise<T>): Promise<T> {
     let settled = false;
-    let value: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
-    promise.then((v) => { settled = true; value = { ok: true, value: v }; }, (error: unknown) => { settled = true; value = { ok: false, error }; });
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
+    promise.then((value) => { settled = true; outcome = { ok: true, value }; }, (error: unknown) => { settled = true; outcome = { ok: false, error }; });
     await drainMicrotasks();
-    const deadline = this.scheduler.nowMs + limitMs;
     while (!settled) {
-      if (this.nodeErrors.length > 0) throw new SimFailure("assert", String(this.nodeErrors[0]));
+      if (this.nodeErrors.length > 0) throw new SimFailure("assert", describeError(this.nodeErrors[0]));
       const next = this.scheduler.nextAtMs();
-      if (next === undefined || next > deadline) {
-        if (!settled) throw new Timeout(`${what}: not done within ${limitMs} virtual ms`);
-        break;
-      }
-      await this.scheduler.runUntil(next, () => settled);
+      if (next === undefined) throw new SimFailure("stuck", "nothing left to run, but the schedule waits (a deadlock)");
+      await this.scheduler.runUntil(next, () => settled || this.nodeErrors.length > 0);
     }
-    const result = value;
-    if (result === undefined) throw new Timeout(what);
+    const result = outcome;
+    if (result === undefined) throw new SimFailure("stuck", "settled without an outcome");
     if (!result.ok) throw result.error;
     return result.value;
   }
+}
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? `${error.message}\n${error.stack ?? ""}` : String(error);
 }
 
 class Timeout extends Error {}
@@ -591,22 +697,8 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
   };
   process.on("unhandledRejection", onRejection);
   try {
-    await world.setup();
-    world.startHosts(world.rng.int(1, 3));
-    const faultyEndMs = world.scheduler.nowMs + (options.faultyMs ?? 3_000);
-    let sinceCheck = 0;
-    while (world.scheduler.nowMs < faultyEndMs) {
-      await world.until(world.step(), 60_000, "a step of the schedule");
-      if (world.secondary.up && ++sinceCheck >= 1) {
-        world.checkSecondary();
-        sinceCheck = 0;
-      }
-      if (world.nodeErrors.length > 0) throw new SimFailure("assert", String(world.nodeErrors[0]));
-    }
-    await world.stopHosts();
-    await world.heal(options.healMsMax ?? 60_000);
-    if (world.rng.chance(0.3)) await world.takeoverAtEnd();
-    if (world.nodeErrors.length > 0) throw new SimFailure("assert", String(world.nodeErrors[0]));
+    await world.drive(world.run(options.faultyMs ?? 3_000, options.healMsMax ?? 60_000));
+    if (world.nodeErrors.length > 0) throw new SimFailure("assert", describeError(world.nodeErrors[0]));
     world.counts.seeds = 1;
     world.counts.virtualMs = world.scheduler.nowMs;
     world.counts.events = world.scheduler.eventsRun;

@@ -17,6 +17,8 @@ export class SimClock implements Clock {
   private wallOffsetMs = 0;
   /** Timers of this clock, so a crash of its node can drop them all. */
   private readonly timers = new Set<SimTimer>();
+  /** The node is dead: timers it asks for never fire (its code must not run again). */
+  private dead = false;
 
   constructor(scheduler: SimScheduler) {
     this.scheduler = scheduler;
@@ -36,7 +38,8 @@ export class SimClock implements Clock {
   }
 
   setTimeout(fn: () => void, delayMs: number): Timer {
-    const timer: SimTimer = { kind: "timer", handle: undefined, cancelled: false };
+    const timer: SimTimer = { kind: "timer", handle: undefined, cancelled: this.dead };
+    if (this.dead) return timer;
     timer.handle = this.scheduler.schedule(delayMs, () => {
       this.timers.delete(timer);
       if (!timer.cancelled) fn();
@@ -46,7 +49,8 @@ export class SimClock implements Clock {
   }
 
   setInterval(fn: () => void, periodMs: number): Timer {
-    const timer: SimTimer = { kind: "timer", handle: undefined, cancelled: false };
+    const timer: SimTimer = { kind: "timer", handle: undefined, cancelled: this.dead };
+    if (this.dead) return timer;
     const period = Math.max(1, periodMs);
     const arm = (): void => {
       timer.handle = this.scheduler.schedule(period, () => {
@@ -78,6 +82,7 @@ export class SimClock implements Clock {
 
   /** The node crashed: none of its timers fire any more. */
   stopAll(): void {
+    this.dead = true;
     for (const timer of this.timers) {
       timer.cancelled = true;
       timer.handle?.cancel();

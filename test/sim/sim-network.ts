@@ -25,6 +25,8 @@ let nextStreamId = 1;
 export class SimStream implements ByteStream {
   readonly id = nextStreamId++;
   readonly node: string;
+  /** The incarnation of the node process that holds this end: once it is dead, nothing of it runs. */
+  readonly incarnation: Incarnation;
   remoteAddress: string | undefined = "10.0.0.1";
   remotePort: number | undefined;
   peer: SimStream | undefined;
@@ -40,9 +42,10 @@ export class SimStream implements ByteStream {
   /** Bytes delivered to this end (statistics). */
   bytesIn = 0;
 
-  constructor(network: SimNetwork, node: string) {
+  constructor(network: SimNetwork, node: string, incarnation: Incarnation) {
     this.network = network;
     this.node = node;
+    this.incarnation = incarnation;
   }
 
   setNoDelay(): this {
@@ -110,24 +113,26 @@ export class SimStream implements ByteStream {
       this.network.scheduler.schedule(atMs - this.network.scheduler.nowMs, () => peer.close(Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }), false));
     }
     this.network.scheduler.schedule(0, () => {
+      if (this.incarnation.dead) return; // a dead process runs no handlers
       if (error !== undefined) for (const listener of this.listeners.error) listener(error);
       for (const listener of this.listeners.close) listener();
     });
   }
 
   private deliver(chunk: Buffer): void {
-    if (this.destroyed) return;
+    if (this.destroyed || this.incarnation.dead) return;
     this.bytesIn += chunk.length;
     for (const listener of this.listeners.data) listener(chunk);
   }
 
   private peerEnded(): void {
-    if (this.destroyed) return;
+    if (this.destroyed || this.incarnation.dead) return;
     for (const listener of this.listeners.end) listener();
   }
 
   /** The connect completed. */
   connected(): void {
+    if (this.incarnation.dead) return;
     for (const listener of this.listeners.connect) listener();
   }
 
@@ -137,8 +142,14 @@ export class SimStream implements ByteStream {
   }
 }
 
+/** One run of a node's process: when it dies, its streams and listeners go with it. */
+export interface Incarnation {
+  dead: boolean;
+}
+
 interface Bound {
   readonly node: string;
+  readonly incarnation: Incarnation;
   readonly onStream: (stream: ByteStream) => void;
 }
 
@@ -221,18 +232,27 @@ export class SimNetwork {
 
   /** A node is gone: its listeners vanish; its streams close with a reset the peers see (process crash) or silently (power loss). */
   nodeDown(node: string, kind: "process" | "power"): void {
-    for (const [address, bound] of this.bound) if (bound.node === node) this.bound.delete(address);
-    for (const stream of this.streamsOf(node)) stream.close(undefined, kind === "process");
+    for (const [address, bound] of this.bound) {
+      if (bound.node === node) {
+        bound.incarnation.dead = true;
+        this.bound.delete(address);
+      }
+    }
+    for (const stream of this.streamsOf(node)) {
+      stream.incarnation.dead = true;
+      stream.close(undefined, kind === "process");
+    }
   }
 
-  /** The Transport a node uses. */
-  transportFor(node: string): Transport {
+  /** The Transport one incarnation of a node uses; `incarnation.dead` ends everything it opened. */
+  transportFor(node: string, incarnation: Incarnation): Transport {
     return {
       listen: (address: ListenAddress, onStream: (stream: ByteStream) => void): Promise<Listener> => {
         const port = address.port === 0 ? this.nextPort++ : address.port;
         const key = `${address.host}:${String(port)}`;
         if (this.bound.has(key)) return Promise.reject(Object.assign(new Error(`listen EADDRINUSE ${key}`), { code: "EADDRINUSE" }));
-        this.bound.set(key, { node, onStream });
+        if (incarnation.dead) return new Promise<Listener>(() => undefined);
+        this.bound.set(key, { node, incarnation, onStream });
         return Promise.resolve({
           port,
           close: () => {
@@ -243,7 +263,8 @@ export class SimNetwork {
       },
       connect: (address: string): ByteStream => {
         this.stats.connects += 1;
-        const client = new SimStream(this, node);
+        const client = new SimStream(this, node, incarnation);
+        if (incarnation.dead) return client; // never connects: nothing of a dead process runs
         this.open.add(client);
         this.scheduler.schedule(this.delayMs(), () => {
           if (client.destroyed) return;
@@ -260,7 +281,11 @@ export class SimNetwork {
             });
             return;
           }
-          const server = new SimStream(this, target.node);
+          if (target.incarnation.dead) {
+            client.refused("ECONNREFUSED");
+            return;
+          }
+          const server = new SimStream(this, target.node, target.incarnation);
           server.peer = client;
           client.peer = server;
           this.open.add(server);
