@@ -358,6 +358,32 @@ export class PairSender {
     this.checkAccounting();
   }
 
+  /**
+   * A stream's handshake while others kept the pair connected: the secondary says it holds
+   * through `secondaryArrivedSequence` durably. Batches it answered but has not made durable
+   * (held past a gap, or waiting for journal room) may be gone: it may have restarted since
+   * (a crash or a power loss drops what was not durable). So every answered range past what
+   * it holds is sent again, first; the secondary drops what it still has as duplicates.
+   * Without this, a restart of the secondary seen by one stream at a time never rewound the
+   * sender, and the pair waited for ever for records nobody would resend (found by the
+   * whole-node simulation). Not ok: the secondary holds more than this primary has durable.
+   */
+  onStreamHandshake(stream: number, secondaryArrivedSequence: number, durableSequence: SequenceNumber): SenderResult {
+    this.checkStream(stream);
+    if (!Number.isSafeInteger(secondaryArrivedSequence) || secondaryArrivedSequence < 0) {
+      return { ok: false, reason: `bad handshake sequence ${secondaryArrivedSequence}` };
+    }
+    if (secondaryArrivedSequence > durableSequence) {
+      return { ok: false, reason: `secondary holds through ${secondaryArrivedSequence} but the primary's journal is durable only through ${durableSequence}` };
+    }
+    // Below what was acknowledged: an ACK on another stream overtook this handshake (streams
+    // are not ordered with each other); what is durable there stays durable.
+    const holds = Math.max(secondaryArrivedSequence, this.acked);
+    for (const r of this.ranges) if (r.state === "answered" && r.to > holds) r.state = "lost";
+    this.checkAccounting();
+    return { ok: true };
+  }
+
   /** Every stream broke: nothing is sent until onReconnect. */
   onConnectionLost(): void {
     this.connectedValue = false;

@@ -856,6 +856,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       throw new ControlError("TM_ERR_NOT_FOUND", `group ${request.group} does not exist; create it with: tidemark group create ${request.group} --volumes V1[,V2...]`);
     }
     if (this.links.has(request.group)) throw new ControlError("TM_ERR_EXISTS", `group ${request.group} already has a pair (see: tidemark pair status ${request.group})`);
+    const stopped = writer.stopped;
+    if (stopped !== undefined) throw new ControlError("TM_ERR_STATE", `group ${request.group} is stopped (${stopped.reason}); create the pair once it has resumed`);
     if (request.mode === "sync") throw new ControlError("TM_ERR_INVALID", "--mode sync (cascade) is not supported yet; use --mode async");
     if (request.reflect === "marker") throw new ControlError("TM_ERR_INVALID", "--reflect marker needs consistency points, which are not supported yet; use --reflect time or seq");
     const record = this.requireMetadata().groups.find((g) => g.name === request.group);

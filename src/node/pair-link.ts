@@ -103,6 +103,8 @@ export class PairLink {
   private running = false;
   /** The streams were closed because the group stopped; they reopen when it resumes. */
   private stoppedByWriter = false;
+  /** Saving a lowered copy start (see start()). */
+  private reconciling: Promise<void> | undefined;
   private pumping = false;
   private pumpAgain = false;
   private copy: CopyProgress | undefined;
@@ -181,6 +183,28 @@ export class PairLink {
     if (this.running || this.record.state === "suspended" || this.record.state === "failed") return;
     if (this.writer.stopped !== undefined) {
       this.stoppedByWriter = true;
+      return;
+    }
+    // The copy covers everything through S0, and the stream starts after it. If the journal
+    // holds less than S0 now (a power loss or a failed fdatasync lost records not yet durable,
+    // and their sequences will be given again), waiting for S0 to be applied could wait for
+    // ever, and the records given those sequences would be neither copied nor sent: the copy,
+    // not done yet, starts over from what the journal holds. Found by the whole-node simulation.
+    const last = this.writer.nextSequence - 1;
+    if (!this.record.copyDone && this.record.copyStartSequence > last) {
+      this.logger.warn({ event: "copy_start_lowered", group: this.groupName, from: this.record.copyStartSequence, to: last }, "the journal holds less than the initial copy's start point: the copy starts over from what it holds");
+      this.reconciling ??= this.persist((r) => {
+        r.copyStartSequence = last;
+        r.ackedSequence = Math.min(r.ackedSequence, last);
+      }).then(() => {
+        this.reconciling = undefined;
+        this.sender = new PairSender({ streams: this.record.streams, ackedSequence: asSequence(last) });
+        this.arrivedSequence = last;
+        this.start();
+      }, (error: unknown) => {
+        this.reconciling = undefined;
+        this.logger.error({ event: "pair_state_not_saved", group: this.groupName, err: error }, "could not save the lowered copy start; retrying at the next start");
+      });
       return;
     }
     this.running = true;
@@ -309,9 +333,9 @@ export class PairLink {
             r.copyDone = true;
             r.consistentFromSequence = consistentFrom;
             r.reason = null;
-          }).then(() => this.streamReady(stream, connection), (error: unknown) => connection.fail("INTERNAL", `could not save the pair state: ${(error as Error).message}`));
+          }).then(() => this.streamReady(stream, connection, message.arrivedSequence), (error: unknown) => connection.fail("INTERNAL", `could not save the pair state: ${(error as Error).message}`));
         } else if (message.state === "replicating") {
-          this.streamReady(stream, connection);
+          this.streamReady(stream, connection, message.arrivedSequence);
         } else if (stream.index === 0) {
           this.startCopy(connection);
         }
@@ -389,12 +413,18 @@ export class PairLink {
     }
   }
 
-  private streamReady(stream: Stream, connection: ReplConnection): void {
+  private streamReady(stream: Stream, connection: ReplConnection, arrivedAtHandshake: number): void {
     // The handshake compares the secondary's arrived sequence with what is durable here:
     // make everything written durable first (group commit).
     this.journal.sync().then(() => {
       if (connection.closed || stream.connection !== connection) return;
-      if (!this.sender.connected) {
+      if (this.sender.connected) {
+        const result = this.sender.onStreamHandshake(stream.index, arrivedAtHandshake, asSequence(this.journal.durableSequence));
+        if (!result.ok) {
+          void this.failPair(result.reason);
+          return;
+        }
+      } else {
         const result = this.sender.onReconnect(this.arrivedSequence, asSequence(this.journal.durableSequence));
         if (!result.ok) {
           void this.failPair(result.reason);
@@ -646,9 +676,16 @@ export class PairLink {
     const last = records[records.length - 1];
     assert(last !== undefined, "a planned batch has a record");
     const bytes = records.reduce((sum, r) => sum + encodedRecordBytes(r), 0);
-    if (!this.sender.commitBatch(plan, last.sequence, bytes)) return false;
+    // The stream may have closed while the records were read: commit only what goes out now,
+    // or the sender counts a batch in flight on a stream that never carried it, whose answer
+    // never comes (it held the window and the acknowledgements for ever; found by the
+    // whole-node simulation).
     const connection = stream.connection;
-    if (connection === undefined) return false;
+    if (connection === undefined || connection.closed || !stream.ready) {
+      this.sender.abandonPlan(plan);
+      return false;
+    }
+    if (!this.sender.commitBatch(plan, last.sequence, bytes)) return false;
     connection.send({ type: "BATCH", groupHandle, batchId: plan.batchId, records });
     connection.expectAnswer();
     return true;

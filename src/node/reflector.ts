@@ -110,6 +110,26 @@ export class Reflector {
     }
   }
 
+  /** The members of the time domain the last cycle reflected with. */
+  private timeMembers = new Set<TargetGroup>();
+
+  /**
+   * A group joins the time domain (its initial copy is done): its arrived position may lie
+   * below what the others already applied, so from now on the frontier can be lower than
+   * before. After a power loss the secondary re-applies only up to the frontier it computes
+   * then: records the others applied before the join but after their last checkpoint would
+   * stay half written back. So everything applied before a join is checkpointed first
+   * (volumes fdatasync'd, reflected positions persisted). Found by the whole-node simulation.
+   */
+  private async checkpointBeforeJoin(domain: readonly TargetGroup[]): Promise<void> {
+    const joined = domain.some((g) => !this.timeMembers.has(g));
+    const previous = this.timeMembers;
+    this.timeMembers = new Set(domain);
+    if (!joined || ![...previous].some((g) => this.dirty.has(g))) return;
+    await this.checkpointing;
+    await this.checkpointAll(true);
+  }
+
   private trackerFor(mode: ReflectMode, domain: readonly TargetGroup[]): ReflectTracker {
     // A group joining or leaving starts a new tracker: its first records may lie before
     // what the others already reflected, which is right for it (it was not consistent yet).
@@ -128,6 +148,7 @@ export class Reflector {
     if (mode === "time" && allMembers.some((g) => g.stopped !== undefined)) return;
     const domain = mode === "time" ? allMembers : allMembers.filter((g) => g.stopped === undefined);
     if (domain.length === 0) return;
+    if (mode === "time") await this.checkpointBeforeJoin(domain);
     const tracker = this.trackerFor(mode, domain);
     const frontierPosition = mode === "time" ? frontier(domain) : undefined;
     let applied = 0;

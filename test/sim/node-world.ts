@@ -566,13 +566,19 @@ export class NodeWorld {
     const volumes = domain.flatMap((g) => g.volumes);
     if (volumes.length === 0) return;
     const violations = this.history.checkDependentWrites(this.present(this.secondary, volumes), new Set(volumes));
-    if (violations.length > 0) throw new SimFailure("I1", violations.join("; "));
+    if (violations.length > 0) throw new SimFailure("I1", `${violations.join("; ")}; B: ${this.secondaryView()}`);
     // Each group paired later on its own, once its copy is done and caught up (before, its image is a copy in progress).
     const b = this.secondary.node;
     for (const group of this.groups.filter((g) => g.paired && g.late && !stopped.has(g.name) && b?.findTarget(g.name)?.consistent === true)) {
       const own = this.history.checkDependentWrites(this.present(this.secondary, group.volumes), new Set(group.volumes));
-      if (own.length > 0) throw new SimFailure("I1", `group ${group.name}: ${own.join("; ")}`);
+      if (own.length > 0) throw new SimFailure("I1", `group ${group.name}: ${own.join("; ")}; B: ${this.secondaryView()}`);
     }
+  }
+
+  private secondaryView(): string {
+    const b = this.secondary.node;
+    if (b === undefined) return "down";
+    return this.groups.filter((g) => g.paired).map((g) => `${g.name} ${describe(safePair(b, g.name))}`).join("; ");
   }
 
   /** I3 on the primary after it restarted: every write a FLUSH or FUA covered is on its volumes. */

@@ -34,6 +34,8 @@ export class SimStream implements ByteStream {
   destroyed = false;
   /** Bytes this end writes vanish (a black-holed direction); nobody is told. */
   blackholed = false;
+  /** Bytes written while the path to the peer is partitioned (TCP retransmits them once it is back). */
+  private readonly heldForPartition: Buffer[] = [];
   private ended = false;
   private readonly listeners: Listeners = { data: [], error: [], close: [], end: [], connect: [] };
   private readonly network: SimNetwork;
@@ -68,15 +70,33 @@ export class SimStream implements ByteStream {
   write(data: Buffer): boolean {
     if (this.destroyed || this.ended) return false;
     const peer = this.peer;
-    if (peer === undefined || this.blackholed || this.network.partitioned(this.node, peer.node)) return true;
+    if (peer === undefined || this.blackholed) return true;
     // The caller may reuse its buffer once write() returns: the bytes are copied, as a socket does.
     const bytes = Buffer.from(data);
+    // Across a partition TCP keeps the bytes and retransmits them once the path is back: they
+    // arrive late and in order, never with a gap (a silent, half-open stream is blackhole()).
+    if (this.heldForPartition.length > 0 || this.network.partitioned(this.node, peer.node)) {
+      this.heldForPartition.push(bytes);
+      return true;
+    }
+    this.send(bytes, peer);
+    return true;
+  }
+
+  /** The path to the peer is back: what TCP held goes out, in order. */
+  flushHeld(): void {
+    const peer = this.peer;
+    const held = this.heldForPartition.splice(0);
+    if (peer === undefined || this.destroyed) return;
+    for (const bytes of held) this.send(bytes, peer);
+  }
+
+  private send(bytes: Buffer, peer: SimStream): void {
     for (const chunk of this.network.chunks(bytes)) {
       const atMs = Math.max(this.lastDeliveryMs, this.network.scheduler.nowMs + this.network.delayMs());
       this.lastDeliveryMs = atMs;
       this.network.scheduler.schedule(atMs - this.network.scheduler.nowMs, () => peer.deliver(chunk));
     }
-    return true;
   }
 
   end(): this {
@@ -203,10 +223,12 @@ export class SimNetwork {
 
   heal(a: string, b: string): void {
     this.partitions.delete(this.pairKey(a, b));
+    for (const stream of this.open) if (stream.peer !== undefined && this.pairKey(stream.node, stream.peer.node) === this.pairKey(a, b)) stream.flushHeld();
   }
 
   healAll(): void {
     this.partitions.clear();
+    for (const stream of this.open) stream.flushHeld();
   }
 
   forget(stream: SimStream): void {

@@ -331,3 +331,24 @@ void test("time advance: due after the interval once another group accepted a wr
   assert.equal(timeAdvanceDue({ sinceLastRecordMs: 1_000, othersAcceptedSince: false, intervalMs: 50, idleIntervalMs: 1_000 }), true);
   assert.equal(timeAdvanceDue({ sinceLastRecordMs: 100, othersAcceptedSince: true }), true);
 });
+
+void test("a stream's handshake with others connected resends what the secondary answered but may have lost (a restart seen one stream at a time)", () => {
+  const s = new PairSender({ streams: 2, ackedSequence: asSequence(10) });
+  assert.ok(s.onReconnect(10, asSequence(10)).ok);
+  const p1 = s.planBatch(0, asSequence(20));
+  assert.ok(p1 !== undefined && s.commitBatch(p1, asSequence(20), 1000));
+  // Answered (held past a gap or waiting for room), not yet durable over there.
+  assert.ok(s.onAck(0, p1.batchId, 10, asSequence(20)).ok);
+  assert.equal(s.status().lostBatches, 0);
+  assert.equal(s.planBatch(1, asSequence(20)), undefined, "nothing left to send: all of it is answered");
+  // Stream 1 reconnects while stream 0 stays up: the secondary holds only through 10.
+  assert.ok(s.onStreamHandshake(1, 10, asSequence(20)).ok);
+  assert.equal(s.status().lostBatches, 1, "the answered range is sent again");
+  const resend = s.planBatch(1, asSequence(20));
+  assert.ok(resend?.resend === true && resend.fromSequence === 11 && resend.lastSequenceMax === 20);
+  // A handshake overtaken by an ACK on another stream (below what was acknowledged) is no error.
+  s.abandonPlan(resend);
+  assert.ok(s.onAck(0, 999, 15, asSequence(20)).ok);
+  assert.ok(s.onStreamHandshake(1, 12, asSequence(20)).ok);
+  assert.equal(s.onStreamHandshake(1, 21, asSequence(20)).ok, false, "more than is durable here: a broken or foreign secondary");
+});
