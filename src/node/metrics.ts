@@ -15,6 +15,10 @@ export interface JournalFigures {
   readonly nextSequence: number;
   readonly appliedSequence: number;
   readonly heldWrites: number;
+  /** 1 while the group is stopped by a full disk or an I/O error (docs/out-of-space.md), else 0. */
+  readonly stopped: number;
+  /** "primary" (takes host writes) or "secondary" (the target of a pair). */
+  readonly role: "primary" | "secondary";
 }
 
 export class NodeMetrics {
@@ -46,6 +50,13 @@ export class NodeMetrics {
     perGroup("tidemark_journal_written_bytes", "Bytes written to the group's journal since start", (f) => f.bytesWritten);
     perGroup("tidemark_group_next_sequence", "Sequence number the next write in the group gets", (f) => f.nextSequence);
     perGroup("tidemark_group_applied_sequence", "Highest sequence applied to the group's volumes", (f) => f.appliedSequence);
+    new Gauge({
+      name: "tidemark_group_stopped", help: "1 while the group is stopped by a full disk or an I/O error (it resumes by itself; the reason is in group list)", labelNames: ["group", "role"], registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const figures of journals()) this.set({ group: figures.group, role: figures.role }, figures.stopped);
+      },
+    });
     perGroup("tidemark_group_held_writes", "Host writes held because the group's journal is full (the reason is in group list and pair status)", (f) => f.heldWrites);
   }
 

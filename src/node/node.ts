@@ -174,6 +174,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       logger: this.logger.child({ component: "reflector" }),
       clock: this.clock,
       checkpointGroup: (group, force) => this.checkpointTarget(group, force),
+      onReflected: (group) => this.replServer?.reportReflected(group),
     });
   }
 
@@ -835,7 +836,19 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   private journalFigures(): JournalFigures[] {
-    return [...this.groups.values()].map((writer) => ({
+    const secondaries: JournalFigures[] = [...this.targets.values()].map((target) => ({
+      group: target.name,
+      usedBytes: target.journal.usedBytes,
+      bytesMax: target.journal.bytesMax,
+      fsyncs: target.journal.fsyncCount,
+      bytesWritten: target.journal.bytesWritten,
+      nextSequence: target.arrivedSequence + 1,
+      appliedSequence: target.reflectedSequence,
+      heldWrites: 0,
+      stopped: target.stopped === undefined ? 0 : 1,
+      role: "secondary",
+    }));
+    return [...secondaries, ...[...this.groups.values()].map((writer): JournalFigures => ({
       group: writer.name,
       usedBytes: writer.journal.usedBytes,
       bytesMax: writer.journal.bytesMax,
@@ -844,7 +857,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       nextSequence: writer.nextSequence,
       appliedSequence: writer.appliedSequence,
       heldWrites: writer.heldWrites,
-    }));
+      stopped: writer.stopped === undefined ? 0 : 1,
+      role: "primary",
+    }))];
   }
 
   // ---- PairControl (primary side) ------------------------------------------------
@@ -1161,6 +1176,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private async convertTarget(target: TargetGroup): Promise<TakeoverResult> {
     const kept = target.reflectedSequence;
     const dropped = Math.max(0, target.arrivedSequence - kept) + target.receiver.reorderRecords;
+    // The target's own stop and resume end here: its journal is replaced below.
+    await target.close();
     for (const volume of target.volumes) await volume.file.datasync();
     // A takeover must work on a full disk (the secondary's disk filling is a reason to take over):
     // its writes may use the space reserve.
@@ -1215,6 +1232,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       ? [...this.targets.values()].find((other) => other !== target && other.stopped !== undefined && other.record.state === "replicating" && other.record.reflect === "time")
       : undefined;
     if (holder !== undefined && arrived > reflected) reason = `reflection held by group ${holder.name} of the same consistency domain, which is stopped (${holder.stopped?.reason ?? ""})`;
+    if (reason === null && state === "replicating" && target !== undefined && target.streams.size === 0) {
+      const said = target.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${target.peerCloseText}`;
+      reason = `no replication stream from primary ${record.primaryNode}${target.noStreamSinceIso === undefined ? " since this node started" : ` since ${target.noStreamSinceIso}`} (${said})`;
+    }
     if (target !== undefined && stopped === undefined && state !== "takeover") reason = target.spaceReason(this.frontierHolder(target)) ?? reason;
     return {
       group: name, role: "secondary", state, pairId: record.pairId, remoteNode: record.primaryNode, remoteUrl: null, remoteGroup: record.primaryGroup,

@@ -30,12 +30,19 @@ export class Reflector {
   /** A checkpoint due for what was reflected since the last one (it frees journal space). */
   private checkpointTimer: Timer | undefined;
   private readonly clock: Clock;
+  private readonly onReflected: (group: TargetGroup) => void;
   private readonly dirty = new Set<TargetGroup>();
   private failure: Error | undefined;
   private checkpointing: Promise<void> | undefined;
 
-  constructor(options: { groups: () => readonly TargetGroup[]; logger: Logger; clock: Clock; checkpointGroup: (group: TargetGroup, force: boolean) => Promise<boolean> }) {
+  constructor(options: {
+    groups: () => readonly TargetGroup[]; logger: Logger; clock: Clock;
+    checkpointGroup: (group: TargetGroup, force: boolean) => Promise<boolean>;
+    /** A group's reflected sequence moved on (the primary is told). */
+    onReflected?: (group: TargetGroup) => void;
+  }) {
     this.clock = options.clock;
+    this.onReflected = options.onReflected ?? (() => undefined);
     this.groups = options.groups;
     this.logger = options.logger;
     this.checkpointGroup = options.checkpointGroup;
@@ -207,6 +214,7 @@ export class Reflector {
         next = group.peek();
       }
       this.dirty.add(group);
+      this.onReflected(group);
       if (this.stopped) return;
     }
   }

@@ -21,7 +21,10 @@ import { asSequence } from "../core/types.ts";
 import { encodedRecordBytes } from "../protocol/journal-record.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
 import { ReplConnection } from "./repl-connection.ts";
-import { systemClock, type Clock } from "./clock.ts";
+import { systemClock, type Clock, type Timer } from "./clock.ts";
+
+/** The secondary tells the primary how far it reflected at most this often per group (ms). */
+const reflectReportIntervalMs = 20;
 import { tcpTransport, type ByteStream, type Listener, type Transport } from "../transport/transport.ts";
 import type { TargetGroup } from "./target-group.ts";
 
@@ -146,7 +149,10 @@ export class ReplServer {
         this.clock.clear(helloTimer);
         this.slots.release(connection);
         this.groupsByConnection.delete(connection);
-        for (const open of groups.values()) open.target.streams.delete(connectionId);
+        for (const open of groups.values()) {
+          open.target.streams.delete(connectionId);
+          if (open.target.streams.size === 0) open.target.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
+        }
         for (const open of groups.values()) this.forgetOpen(open);
         logger.info({ event: "repl_stream_closed", reason }, "replication stream closed");
       },
@@ -194,6 +200,8 @@ export class ReplServer {
         connection.close("peer error");
         return;
       case "CLOSE":
+        // Why the primary ends the stream (its group stopped, it is stopping...): shown in this group's status.
+        for (const open of groups.values()) open.target.peerCloseText = message.text === "" ? undefined : message.text;
         connection.close("peer closed");
         return;
       case "NACK":
@@ -229,6 +237,8 @@ export class ReplServer {
     const open: OpenGroup = { handle: message.groupHandle, target, transfer: message.transfer, connection, connectionId, chain: Promise.resolve(), refusedForSpace: false };
     groups.set(message.groupHandle, open);
     target.streams.add(connectionId);
+    target.noStreamSinceIso = undefined;
+    target.peerCloseText = undefined;
     let opens = this.opensByTarget.get(target);
     if (opens === undefined) {
       opens = new Set();
@@ -407,6 +417,33 @@ export class ReplServer {
       for (const open of this.opensByTarget.get(target) ?? []) open.connection.fail("INTERNAL", (error as Error).message);
     });
   }
+
+  /**
+   * Reflection moved on: tell the primary (an ACK of batchId 0 on one of the group's streams),
+   * so `pair wait` and its status learn it now, not with the next batch's ACK (which on an idle
+   * pair is the next time advance, seconds away). At most one report per reflectReportIntervalMs
+   * per group; a report during a refusal for space is left out (batchId 0 would also say "room").
+   */
+  reportReflected(target: TargetGroup): void {
+    if (this.reportTimers.has(target)) {
+      this.reportDue.add(target);
+      return;
+    }
+    const reflected = Math.min(target.reflectedSequence, target.arrivedSequence);
+    if (reflected <= (this.reportedReflected.get(target) ?? 0)) return;
+    const open = [...(this.opensByTarget.get(target) ?? [])].find((o) => !o.connection.closed && !o.refusedForSpace);
+    if (open === undefined) return;
+    this.sendAck(open, 0);
+    this.reportedReflected.set(target, reflected);
+    this.reportTimers.set(target, this.clock.setTimeout(() => {
+      this.reportTimers.delete(target);
+      if (this.reportDue.delete(target)) this.reportReflected(target);
+    }, reflectReportIntervalMs));
+  }
+
+  private readonly reportTimers = new Map<TargetGroup, Timer>();
+  private readonly reportDue = new Set<TargetGroup>();
+  private readonly reportedReflected = new WeakMap<TargetGroup, number>();
 
   private forgetOpen(open: OpenGroup): void {
     const opens = this.opensByTarget.get(open.target);

@@ -52,6 +52,10 @@ export class TargetGroup {
   private readAheadFill: Promise<void> | undefined;
   /** Appends handed to the journal and not yet durable. */
   private appendsInFlight = 0;
+  /** What the primary said when it last closed a stream of this group (CLOSE text), for status. */
+  peerCloseText: string | undefined;
+  /** Since when no stream of the primary is attached (for status); undefined while one is, or before the first. */
+  noStreamSinceIso: string | undefined;
   /** Streams attached to this group (connections that opened it). */
   readonly streams = new Set<number>();
   /**

@@ -42,6 +42,10 @@ async function health(node: RunningNode): Promise<{ status: string; reasons?: st
   return (await mgmtJson(node.mgmtUrl, "/v1/health")) as { status: string; reasons?: string[] };
 }
 
+async function metricsText(node: RunningNode): Promise<string> {
+  return (await fetch(`${node.mgmtUrl}/metrics`)).text();
+}
+
 function logEvents(node: RunningNode, event: string): number {
   return node.logTail(100_000).split("\n").filter((line) => line.includes(`"event":"${event}"`)).length;
 }
@@ -97,6 +101,7 @@ void test("the secondary's disk fills: it stays up, the group stops on both side
   assert.equal(degraded.status, "degraded");
   assert.ok(degraded.reasons?.some((reason) => reason.includes("gbig")), JSON.stringify(degraded));
   assert.equal(logEvents(b, "group_stopped") >= 1, true, "a log line said so at once");
+  assert.match(await metricsText(b), /tidemark_group_stopped\{[^}]*group="gbig"[^}]*role="secondary"[^}]*\} 1/, "and a metric");
 
   await b.stop();
   await b.restart();
@@ -104,6 +109,8 @@ void test("the secondary's disk fills: it stays up, the group stops on both side
   const takeover = await cliOk(["pair", "takeover", "gsmall"], { node: b.mgmtUrl });
   t.diagnostic(`takeover of the healthy group on the full disk: ${takeover.stdout.trim()}`);
   assert.equal((await pairInfo(b, "gsmall")).state, "takeover");
+  await new Promise((resolve) => setTimeout(resolve, 1_500)); // a stopped target's retry timer would have fired by now
+  assert.equal(logEvents(b, "group_stopped_for_good"), 0, "the taken-over group's old stop control ended with the takeover (no false 'lost acknowledged data')");
 
   await disk.grow(256);
   const waited = await pairWait(a, "gbig", "60s");
@@ -133,6 +140,13 @@ void test("the primary's disk fills: the group stops (writes fail with ENOSPC, n
   assert.match(stopped.reason ?? "", new RegExp(`out of space writing ${disk.dir}/a/`));
   assert.equal((await pairInfo(a, "g1")).state, "stopped");
   assert.equal((await health(a)).status, "degraded");
+  assert.match(await metricsText(a), /tidemark_group_stopped\{[^}]*group="g1"[^}]*role="primary"[^}]*\} 1/);
+  // The secondary says so too: the primary's streams closed with the reason.
+  const onB = await waitFor("the secondary names the primary's stop", async () => {
+    const info = await pairInfo(b, "g1");
+    return /primary said: group stopped: out of space/.test(info.reason ?? "") ? info : undefined;
+  }, { timeoutMs: 15_000 });
+  t.diagnostic(`B: ${String(onB.reason)}`);
   assert.ok((await readExport(a, "v2")).equals(before), "the other group still serves reads");
 
   await a.stop(); // a clean stop on the full disk
