@@ -63,10 +63,26 @@ export function decodeSimImage(image: Buffer, runId: number, volumeTag: number):
   return { blocks, problems };
 }
 
+/** How many blocks of write `write` hold it whole (its id, its place), in `blocks` (its range, read at once). */
+export function countSimBlocks(blocks: Buffer | undefined, write: HostWrite, runId: number, volumeTag: number): number {
+  if (blocks === undefined) return 0;
+  let whole = 0;
+  for (let k = 0; k < write.blocks; k++) {
+    const at = k * simBlockBytes;
+    const index = write.firstBlock + k;
+    if (blocks.readUInt32LE(at) !== magic || blocks.readUInt32LE(at + 8) !== write.id || blocks.readUInt32LE(at + 4) !== runId >>> 0) continue;
+    if (blocks.readUInt32LE(at + 12) !== volumeTag || blocks.readUInt32LE(at + 16) !== index) continue;
+    if (blocks.readUInt32LE(at + simBlockBytes - 4) !== checksum(blocks, at, at + simBlockBytes - 4)) continue;
+    whole += 1;
+  }
+  return whole;
+}
+
 export class History {
   readonly runId: number;
   private readonly writes: HostWrite[] = [];
   private readonly byId = new Map<number, HostWrite>();
+  private readonly byVolume = new Map<string, HostWrite[]>();
 
   constructor(runId: number) {
     this.runId = runId;
@@ -76,6 +92,9 @@ export class History {
     const full: HostWrite = { ...write, id: this.writes.length + 1, answeredAtMs: undefined, failed: false, flushed: false, uncertain: false };
     this.writes.push(full);
     this.byId.set(full.id, full);
+    const forVolume = this.byVolume.get(full.volume);
+    if (forVolume === undefined) this.byVolume.set(full.volume, [full]);
+    else forVolume.push(full);
     return full;
   }
 
@@ -85,6 +104,11 @@ export class History {
 
   all(): readonly HostWrite[] {
     return this.writes;
+  }
+
+  /** The writes issued to `volume`, in issue order. */
+  ofVolume(volume: string): readonly HostWrite[] {
+    return this.byVolume.get(volume) ?? [];
   }
 
   /**

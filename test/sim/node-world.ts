@@ -16,7 +16,7 @@ import { ControlError } from "../../src/node/control.ts";
 import type { PairInfo } from "../../src/node/control.ts";
 import { TidemarkNode, type PeerClient } from "../../src/node/node.ts";
 import type { WriteTimePolicy } from "../../src/core/types.ts";
-import { decodeSimImage, encodeSimBlock, History, simBlockBytes, type HostWrite } from "./history.ts";
+import { countSimBlocks, encodeSimBlock, History, simBlockBytes, type HostWrite } from "./history.ts";
 import { Prng } from "./prng.ts";
 import { SimScheduler, drainMicrotasks } from "./scheduler.ts";
 import { SimClock } from "./sim-clock.ts";
@@ -535,20 +535,45 @@ export class NodeWorld {
     return machine.disk.cachedView(`${machine.dataDir}/volumes/${record.fileName}`);
   }
 
+  /** The path of a volume's file on a machine, from the node's metadata on its disk. */
+  private volumePath(machine: SimMachine, volume: string): string | undefined {
+    const key = `${machine.name}/${volume}`;
+    const known = this.volumePaths.get(key);
+    if (known !== undefined) return known;
+    const path = this.readVolumePath(machine, volume);
+    if (path !== undefined) this.volumePaths.set(key, path); // a volume's file never moves
+    return path;
+  }
+
+  private readonly volumePaths = new Map<string, string>();
+
+  private readVolumePath(machine: SimMachine, volume: string): string | undefined {
+    const metadata = machine.disk.cachedView(`${machine.dataDir}/node.json`);
+    if (metadata === undefined) return undefined;
+    const parsed = JSON.parse(metadata.toString("utf8")) as { volumes: { name: string; fileName: string }[] };
+    const record = parsed.volumes.find((v) => v.name === volume);
+    return record === undefined ? undefined : `${machine.dataDir}/volumes/${record.fileName}`;
+  }
+
+  /**
+   * The writes whole in a machine's images of `volumes`, reading only the blocks writes went
+   * to (a write never overwrites another, so no other block can hold one; garbage elsewhere is
+   * caught when the images are compared at convergence).
+   */
   private present(machine: SimMachine, volumes: readonly string[]): Set<number> {
     const present = new Set<number>();
     for (const volume of volumes) {
-      const image = this.image(machine, volume);
-      if (image === undefined) continue;
-      const { blocks, problems } = decodeSimImage(image, this.history.runId, this.volumeTags.get(volume) ?? 0);
-      if (problems.length > 0) throw new SimFailure("intact", `${machine.name}/${volume}: ${problems.slice(0, 3).join("; ")}`);
-      for (const [id, count] of blocks) {
-        const write = this.history.get(id);
+      const path = this.volumePath(machine, volume);
+      if (path === undefined) continue;
+      const tag = this.volumeTags.get(volume) ?? 0;
+      for (const write of this.history.ofVolume(volume)) {
+        const blocks = machine.disk.cachedRange(path, write.firstBlock * simBlockBytes, write.blocks * simBlockBytes);
+        const whole = countSimBlocks(blocks, write, this.history.runId, tag);
         // A write partly there (an apply cut short by a full disk, a crash mid-write) counts as
         // not there: sector by sector, like any disk's write in flight. If a write that depends
         // on it is there, I1 says so; at convergence the images must be equal.
-        if (write !== undefined && count === write.blocks) present.add(id);
-        else if (write !== undefined) this.counts.tornWritesSeen += 1;
+        if (whole === write.blocks) present.add(write.id);
+        else if (whole > 0) this.counts.tornWritesSeen += 1;
       }
     }
     return present;

@@ -748,6 +748,16 @@ class DiskState {
   }
 
   /** What a read through the page cache returns for the whole file. */
+  /** [positionBytes, +lengthBytes) of a file as a reader sees it now (zeroes past its end); undefined if it does not exist. */
+  cachedRange(path: string, positionBytes: number, lengthBytes: number): Buffer | undefined {
+    const node = this.tryLookupFile(path);
+    if (node === undefined) return undefined;
+    const out = Buffer.alloc(lengthBytes);
+    const inFile = Math.max(0, Math.min(lengthBytes, node.sizeBytes - positionBytes));
+    if (inFile > 0) readPages(node.cache, out, 0, inFile, positionBytes);
+    return out;
+  }
+
   cachedView(path: string): Buffer | undefined {
     const node = this.tryLookupFile(path);
     if (node === undefined) return undefined;
@@ -1005,6 +1015,10 @@ export class SimDisk {
   }
 
   /** For checks: what a read through the page cache returns now. */
+  cachedRange(path: string, positionBytes: number, lengthBytes: number): Buffer | undefined {
+    return this.state.cachedRange(path, positionBytes, lengthBytes);
+  }
+
   cachedView(path: string): Buffer | undefined {
     return this.state.cachedView(path);
   }
