@@ -20,6 +20,7 @@
 // A stream whose PULL goes unanswered is closed by the shell's AnswerWatch (liveness.ts);
 // removeStream then forgets the PULL, and the next one asks for the same range elsewhere.
 import { assert } from "./assert.ts";
+import { faultInjected } from "./faults.ts";
 import { replBatchBytesMax, replPullBytesMax, replPullsInHandMax } from "./limits.ts";
 
 export interface PullRequest {
@@ -101,6 +102,8 @@ export class PullPlanner {
   removeStream(stream: number): void {
     const at = this.streams.indexOf(stream);
     if (at >= 0) this.streams.splice(at, 1);
+    // The old fault: the PULL lost with the stream stayed open, and nobody asked for its range again.
+    if (faultInjected("pull-waits-on-silent-stream")) return;
     for (let i = this.pulls.length - 1; i >= 0; i -= 1) {
       const pull = this.pulls[i];
       if (pull !== undefined && pull.stream === stream && pull.to === undefined) this.pulls.splice(i, 1);

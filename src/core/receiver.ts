@@ -116,6 +116,13 @@ export class GroupReceiver<R extends SequencedRecord> {
   get arrivedPosition(): Position {
     return this.arrivedPos;
   }
+  /** The latest position of any record held, past a gap too (only the simulation's ignore-gaps fault reads it). */
+  get maxReceivedPosition(): Position {
+    let max = this.handedOutPosition;
+    for (const record of this.reorder.values()) if (comparePositions(record, max) > 0) max = positionOf(record);
+    return max;
+  }
+
   /** Highest sequence handed out to the journal (durable or not). */
   get handedOutSequence(): SequenceNumber {
     return asSequence(this.handedOut);

@@ -18,6 +18,7 @@ import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { ApplyOrder } from "./apply-order.ts";
 import type { Clock, Timer } from "./clock.ts";
+import { faultInjected } from "../core/faults.ts";
 import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "./group-stop.ts";
 import type { NodeStamper } from "./stamper.ts";
 import { VolumeIoError } from "../core/volume-io.ts";
@@ -104,6 +105,8 @@ export class GroupWriter {
   private lastHoldReason: HoldReason | undefined;
   /** When the last record was accepted (monotonic clock, ms). */
   lastRecordAtMs = 0;
+  /** The same on the wall clock: only the simulation's wall-clock-time-advance fault reads it. */
+  lastRecordAtWallMs = 0;
   /** The node-wide accept number of this group's last record. */
   private lastAcceptNumber = 0;
   /** Sequence of the newest host write (write or zeroes) of this group: what `pair wait` waits for. */
@@ -338,7 +341,7 @@ export class GroupWriter {
     // so no crash and no power loss can leave a volume block its journal does not explain.
     // It does not ask for an fdatasync of its own: the next group commit (a FLUSH or FUA, the
     // pair's sender, the journal's background sync) or, at the latest, the apply deadline does.
-    const durable = journal.whenDurable(record.sequence);
+    const durable = faultInjected("volume-before-journal") ? Promise.resolve() : journal.whenDurable(record.sequence);
     this.armApplyDeadline();
     this.applyPendingBytes += payload.length;
     const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, async () => {
@@ -372,6 +375,7 @@ export class GroupWriter {
     this.nextSequenceValue = sequence + 1;
     this.lastWriteTimeUsValue = stamp.writeTimeUs;
     this.lastRecordAtMs = this.clock.monotonicMs();
+    this.lastRecordAtWallMs = this.clock.wallMs();
     this.lastAcceptNumber = stamp.acceptNumber;
     if (kind === RecordKind.write || kind === RecordKind.zeroes) {
       this.stamper.lastHostWriteAcceptNumber = stamp.acceptNumber;

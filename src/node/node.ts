@@ -40,6 +40,7 @@ import { systemClock, type Clock, type Timer } from "./clock.ts";
 import { tcpTransport, type Transport } from "../transport/transport.ts";
 import { formatBytes } from "../cli/sizes.ts";
 import { isStorageError } from "./group-stop.ts";
+import { faultInjected } from "../core/faults.ts";
 
 export const tidemarkVersion = "0.1.0";
 
@@ -209,7 +210,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     await this.openVolumes();
     await this.recoverGroups();
     // A restarted secondary replays to the recomputed frontier before anyone reads its image.
-    await this.reflector.drain();
+    if (!faultInjected("skip-recovery-replay")) await this.reflector.drain();
     await this.startListeners();
     for (const link of this.links.values()) link.start();
     await this.refreshAllocation();
@@ -1264,6 +1265,9 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
  * A write for a volume the group does not have is damage, refused with what to do.
  */
 async function replayRecord(groupName: string, volumes: ReadonlyMap<number, GroupVolume>, record: JournalRecord): Promise<void> {
+  if (faultInjected("replay-unknown-record-kind") && record.kind !== RecordKind.write && record.kind !== RecordKind.zeroes) {
+    throw new Error(`journal of group ${groupName} has a record for unknown volume ${record.volumeId}`);
+  }
   switch (record.kind) {
     case RecordKind.timeAdvance:
     case RecordKind.marker:

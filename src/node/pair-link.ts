@@ -26,6 +26,7 @@ import type { PairInfo } from "./control.ts";
 import type { GroupWriter } from "./group-writer.ts";
 import type { Clock, Timer } from "./clock.ts";
 import type { Transport } from "../transport/transport.ts";
+import { faultInjected } from "../core/faults.ts";
 import type { PairRecord } from "./metadata.ts";
 import { ReplConnection } from "./repl-connection.ts";
 import { RecordTail } from "./record-tail.ts";
@@ -578,7 +579,8 @@ export class PairLink {
   maybeTimeAdvance(): void {
     if (!this.running) return;
     if (this.record.state !== "replicating" || !this.sender.connected) return;
-    const due = timeAdvanceDue({ sinceLastRecordMs: this.clock.monotonicMs() - this.writer.lastRecordAtMs, othersAcceptedSince: this.writer.othersAcceptedSince });
+    const sinceLastRecordMs = faultInjected("wall-clock-time-advance") ? this.clock.wallMs() - this.writer.lastRecordAtWallMs : this.clock.monotonicMs() - this.writer.lastRecordAtMs;
+    const due = timeAdvanceDue({ sinceLastRecordMs, othersAcceptedSince: this.writer.othersAcceptedSince });
     if (due) this.writer.appendTimeAdvance();
   }
 

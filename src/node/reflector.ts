@@ -7,7 +7,8 @@ import type { Logger } from "pino";
 import { comparePositions, type Position } from "../core/position.ts";
 import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
 import type { JournalRecord } from "../protocol/journal-record.ts";
-import { asGroupId, asSequence } from "../core/types.ts";
+import { asAcceptNumber, asGroupId, asSequence } from "../core/types.ts";
+import { faultInjected } from "../core/faults.ts";
 import type { TargetGroup } from "./target-group.ts";
 import type { Clock, Timer } from "./clock.ts";
 import { isStorageError } from "./group-stop.ts";
@@ -157,7 +158,9 @@ export class Reflector {
     if (domain.length === 0) return;
     if (mode === "time") await this.checkpointBeforeJoin(domain);
     const tracker = this.trackerFor(mode, domain);
-    const frontierPosition = mode === "time" ? frontier(domain) : undefined;
+    let frontierPosition = mode === "time" ? frontier(domain) : undefined;
+    // The old fault: write times only; a tie let a later-accepted record of another group through.
+    if (frontierPosition !== undefined && faultInjected("time-only-frontier")) frontierPosition = { writeTimeUs: frontierPosition.writeTimeUs, acceptNumber: asAcceptNumber(Number.MAX_SAFE_INTEGER) };
     let applied = 0;
     for (;;) {
       // Every group with arrived records must show its head before choosing: an unread

@@ -14,6 +14,7 @@ import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { TargetRecord } from "./metadata.ts";
 import type { Clock } from "./clock.ts";
+import { faultInjected } from "../core/faults.ts";
 import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "./group-stop.ts";
 import { RecordTail } from "./record-tail.ts";
 
@@ -154,6 +155,8 @@ export class TargetGroup {
   }
 
   get arrivedPosition(): Position {
+    // The old fault: what was received past a gap counted as arrived.
+    if (faultInjected("ignore-gaps")) return this.receiver.maxReceivedPosition;
     return this.receiver.arrivedPosition;
   }
 
@@ -179,7 +182,7 @@ export class TargetGroup {
     }
     // Back-pressure: the receiver hands out no more than the journal can take now, checked
     // before anything is handed out; a batch that does not fit changes nothing.
-    const result = this.receiver.receive(records, this.journal.freeBytes);
+    const result = this.receiver.receive(records, faultInjected("receiver-commits-before-append") ? Number.MAX_SAFE_INTEGER : this.journal.freeBytes);
     if (!result.ok) {
       if (result.reason === "journal-full") {
         this.noteSpaceWait(result.detail);

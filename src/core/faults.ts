@@ -1,0 +1,33 @@
+// Faults the code once had, put back on demand so the simulation can show it catches them
+// (issue 7: `npm run sim -- --fault NAME`; in the spirit of FoundationDB's BUGGIFY). Off
+// unless the simulation turns one on: production never sets them. Each check is one Set
+// lookup where the fault lived; docs/simulation.md lists them with the fix each undoes.
+
+export const historicalFaults = [
+  /** Recovery knew no time-advance record ("journal of group g has a record for unknown volume 0"): a restarted primary never started. */
+  "replay-unknown-record-kind",
+  /** The volume was written beside the journal append, not after the journal held it durably: a crash or power loss left bytes no record carried. */
+  "volume-before-journal",
+  /** The secondary handed records out of its receiver before the journal took them: once full, every resend was dropped as a duplicate. */
+  "receiver-commits-before-append",
+  /** In pull mode the gap's head was asked for again only on the stream that went silent: the pair stopped for good. */
+  "pull-waits-on-silent-stream",
+  /** Time advances were timed on the wall clock: a step back stopped them, and the frontier, for the length of the step. */
+  "wall-clock-time-advance",
+  /** The frontier compared write times only, not (write time, accept number): ties let a dependent write through first. */
+  "time-only-frontier",
+  /** The reflector took what was handed out (past a gap) as arrived. */
+  "ignore-gaps",
+  /** A restarted secondary served its image without reflecting to the recomputed frontier first. */
+  "skip-recovery-replay",
+] as const;
+
+export type HistoricalFault = (typeof historicalFaults)[number];
+
+/** The faults turned on (empty outside the simulation's --fault runs). */
+export const injectedFaults = new Set<HistoricalFault>();
+
+/** Whether `fault` is put back. Cheap enough for the write path: a size check first. */
+export function faultInjected(fault: HistoricalFault): boolean {
+  return injectedFaults.size > 0 && injectedFaults.has(fault);
+}
