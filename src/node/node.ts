@@ -1068,13 +1068,14 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     // The copy's writes have no journal: their bits are durable before the copy counts as done
     // (until then a crash restarts the copy, which rewrites every extent it sent).
     await saveWrittenMaps(target.volumes);
-    await this.updateMetadata((m) => {
+    // Replicating: the group joins its consistency domain, with the domain checkpointed first.
+    await this.reflector.beforeJoin(() => this.updateMetadata((m) => {
       const group = groupRecordById(m, target.groupId);
       assert(group.target !== undefined, "target group is in the metadata");
       group.target.state = "replicating";
       group.target.consistentFromSequence = consistentFromSequence;
       target.record = structuredClone(group.target);
-    });
+    }));
     target.zeroVolumes.clear();
     this.logger.info({ event: "target_copy_done", group: target.name, copiedBytes: target.copyBytes, consistentFromSequence }, "initial copy into target done");
   }
