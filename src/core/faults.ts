@@ -20,6 +20,10 @@ export const historicalFaults = [
   "ignore-gaps",
   /** A restarted secondary served its image without reflecting to the recomputed frontier first. */
   "skip-recovery-replay",
+  /** A group's join of the time domain was saved before the domain was checkpointed: a power loss between the two left applies half written back below the new frontier (simulation seed 209). */
+  "join-before-checkpoint",
+  /** The secondary dropped records it had answered (a resume after a stop, parked records out of order) without telling the primary, which waited for their arrival for ever (seeds 869, 1354, 1875). */
+  "silent-received-loss",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];

@@ -385,8 +385,11 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
           const group = groupRecordById(m, record.id);
           assert(group.pair !== undefined, "the pair is in the metadata");
           change(group.pair);
-          link.record = structuredClone(group.pair);
         });
+        // Live state follows the metadata only once it is saved (see updateMetadata).
+        const saved = groupRecordById(this.requireMetadata(), record.id).pair;
+        assert(saved !== undefined, "the pair is in the saved metadata");
+        link.record = structuredClone(saved);
       },
     });
     this.links.set(record.name, link);
@@ -517,7 +520,19 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     }
   }
 
-  /** Serialised read-modify-write of the metadata; the write time state is saved with every change. */
+  /** After a metadata save: the target's live record becomes what was saved. */
+  private targetRecordSaved(target: TargetGroup): void {
+    const saved = this.requireMetadata().groups.find((g) => g.id === target.groupId)?.target;
+    if (saved !== undefined) target.record = structuredClone(saved);
+  }
+
+  /**
+   * Serialised read-modify-write of the metadata; the write time state is saved with every
+   * change. `change` edits the draft only: live state (a link's or a target's record) is
+   * updated from the saved metadata after this resolves, never inside `change`, so a failed
+   * save leaves memory as the disk is (an EIO on the save once left a secondary saying
+   * "replicating" in memory and "copying" on disk; found by the whole-node simulation).
+   */
   private updateMetadata(change: (metadata: NodeMetadata) => void, critical = false): Promise<void> {
     const run = async (): Promise<void> => {
       const next = structuredClone(this.requireMetadata());
@@ -1044,8 +1059,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       group.target.reflectedWriteTimeUs = 0;
       group.target.reflectedAcceptNumber = 0;
       group.target.volumes = mapping;
-      target.record = structuredClone(group.target);
     });
+    this.targetRecordSaved(target);
     await this.fileSystem.removeTree(oldDir);
     target.volumesByPrimaryId.clear();
     for (const m of mapping) {
@@ -1074,8 +1089,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       assert(group.target !== undefined, "target group is in the metadata");
       group.target.state = "replicating";
       group.target.consistentFromSequence = consistentFromSequence;
-      target.record = structuredClone(group.target);
-    }));
+    }).then(() => this.targetRecordSaved(target)));
     target.zeroVolumes.clear();
     this.logger.info({ event: "target_copy_done", group: target.name, copiedBytes: target.copyBytes, consistentFromSequence }, "initial copy into target done");
   }
@@ -1123,8 +1137,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       group.target.reflectedSequence = sequence;
       group.target.reflectedWriteTimeUs = position.writeTimeUs;
       group.target.reflectedAcceptNumber = position.acceptNumber;
-      target.record = structuredClone(group.target);
     });
+    this.targetRecordSaved(target);
     await target.trimThrough(sequence);
     return true;
   }

@@ -136,6 +136,7 @@ export class Reflector {
    * Errors: those of the checkpoint and of `persistJoin`.
    */
   async beforeJoin(persistJoin: () => Promise<void>): Promise<void> {
+    if (faultInjected("join-before-checkpoint")) return persistJoin();
     while (this.joining !== undefined) await this.joining;
     let release = (): void => undefined;
     this.joining = new Promise<void>((resolve) => {

@@ -246,6 +246,7 @@ export class ReplServer {
     }
     opens.add(open);
     target.onJournalSpace = () => this.onJournalSpace(target);
+    target.onReceivedLost = (why) => this.closeStreamsOf(target, why);
     // Streams open a group concurrently: decide and (re)start the copy one at a time per group.
     const opening = target.openChain.then(async () => {
       const needsCopy = target.record.state !== "replicating";
@@ -398,6 +399,18 @@ export class ReplServer {
    * ACK of batchId 0 on the push streams: no batch's ACK carries them, and a primary whose
    * window is full of answered batches would otherwise never hear that they arrived.
    */
+  /**
+   * Records answered on the group's streams were dropped here before they arrived: its
+   * streams close (with every other group they carry, which reconnect likewise), and the
+   * primary's handshake rewinds to what arrived. One log line.
+   */
+  private closeStreamsOf(target: TargetGroup, why: string): void {
+    const connections = new Set<ReplConnection>();
+    for (const open of this.opensByTarget.get(target) ?? []) if (!open.connection.closed) connections.add(open.connection);
+    this.logger.warn({ event: "repl_group_rewind", group: target.name, streams: connections.size, reason: why }, "received records were dropped: closing the group's streams so the primary sends them again");
+    for (const connection of connections) connection.close(`secondary asks for a resend: ${why}`);
+  }
+
   private onJournalSpace(target: TargetGroup): void {
     const arrivedBefore = target.receiver.arrivedSequence;
     target.drainParked().then(() => {

@@ -90,6 +90,20 @@ export class TargetGroup {
   private spaceWait: { readonly sinceMs: number; detail: string } | undefined;
   /** Called after a trim freed journal space (the replication listener resumes the group). */
   onJournalSpace: () => void = () => undefined;
+  /**
+   * Called when records this node answered (ACKed as received) were dropped before they
+   * arrived: parked ones whose positions did not follow, or everything past the disk's last
+   * record when the group resumed after a stop. The primary counts them as answered and
+   * waits for their arrival, which never comes unless it sends them again: the replication
+   * listener closes the group's streams, and the handshake that follows rewinds the primary
+   * to what arrived here (docs/replication-protocol.md). Found by the whole-node simulation.
+   */
+  onReceivedLost: (why: string) => void = () => undefined;
+
+  private announceReceivedLost(why: string): void {
+    if (faultInjected("silent-received-loss")) return;
+    this.onReceivedLost(why);
+  }
 
   constructor(options: {
     groupId: number;
@@ -202,7 +216,10 @@ export class TargetGroup {
   async drainParked(): Promise<TargetReceiveResult | undefined> {
     if (!this.receiver.parked || this.stopped !== undefined) return undefined;
     const { append, dropped } = this.receiver.drain(this.journal.freeBytes);
-    if (dropped > 0) this.logger.warn({ event: "target_parked_dropped", records: dropped }, "buffered records out of position order dropped; the primary sends them again");
+    if (dropped > 0) {
+      this.logger.warn({ event: "target_parked_dropped", records: dropped }, "buffered records out of position order dropped; the primary sends them again");
+      this.announceReceivedLost(`${dropped} received records were dropped (positions out of order); send them again`);
+    }
     if (!this.receiver.parked) this.noteSpaceFree();
     return append.length === 0 ? undefined : this.appendDurably(append);
   }
@@ -322,6 +339,7 @@ export class TargetGroup {
     while (this.appendsInFlight > 0) await this.clock.sleep(5);
     const old = this.journal;
     const acknowledged = this.receiver.arrivedSequence;
+    const oldReceiver = this.receiver;
     await old.abandon();
     let opened: { journal: GroupJournal; report: RecoveryReport };
     try {
@@ -353,6 +371,8 @@ export class TargetGroup {
     this.receiver = this.newReceiver(lastRecordPosition);
     this.pulls.restart();
     this.logger.info({ event: "group_journal_reread", group: this.name, arrived: this.receiver.arrivedSequence, reflected: this.reflectedSequence }, "journal re-read from disk and verified");
+    const forgotten = oldReceiver.reorderRecords + Math.max(0, oldReceiver.handedOutSequence - this.receiver.arrivedSequence);
+    if (forgotten > 0) this.announceReceivedLost(`the group resumed after a stop; ${forgotten} received records past sequence ${this.receiver.arrivedSequence} were not stored and must be sent again`);
     return { kind: "resumed" };
   }
 

@@ -19,6 +19,12 @@ export interface HostWrite {
   readonly blocks: number;
   /** Virtual ms when the host issued it. */
   readonly issuedAtMs: number;
+  /**
+   * Where the issue and the answer fall in the history's order of events: several can happen
+   * in one virtual millisecond, so "answered before that was issued" compares these, not ms.
+   */
+  readonly issuedStep: number;
+  answeredStep: number | undefined;
   answeredAtMs: number | undefined;
   failed: boolean;
   /** A FLUSH or FUA that the host saw succeed covered it (I3). */
@@ -88,8 +94,17 @@ export class History {
     this.runId = runId;
   }
 
-  add(write: Omit<HostWrite, "id" | "answeredAtMs" | "failed" | "flushed" | "uncertain">): HostWrite {
-    const full: HostWrite = { ...write, id: this.writes.length + 1, answeredAtMs: undefined, failed: false, flushed: false, uncertain: false };
+  /** The order of events (issues, answers, flushes) so far. */
+  private stepCount = 0;
+
+  /** The next step in the history's order of events. */
+  nextStep(): number {
+    this.stepCount += 1;
+    return this.stepCount;
+  }
+
+  add(write: Omit<HostWrite, "id" | "issuedStep" | "answeredStep" | "answeredAtMs" | "failed" | "flushed" | "uncertain">): HostWrite {
+    const full: HostWrite = { ...write, id: this.writes.length + 1, issuedStep: this.nextStep(), answeredStep: undefined, answeredAtMs: undefined, failed: false, flushed: false, uncertain: false };
     this.writes.push(full);
     this.byId.set(full.id, full);
     const forVolume = this.byVolume.get(full.volume);
@@ -119,11 +134,12 @@ export class History {
     // The earliest answer of a write of the domain that is not there: nothing issued after it may be.
     let missingAnswered: HostWrite | undefined;
     for (const write of this.writes) {
-      if (!volumes.has(write.volume) || write.answeredAtMs === undefined || write.uncertain || present.has(write.id)) continue;
-      if (missingAnswered?.answeredAtMs === undefined || write.answeredAtMs < missingAnswered.answeredAtMs) missingAnswered = write;
+      if (!volumes.has(write.volume) || write.answeredStep === undefined || write.uncertain || present.has(write.id)) continue;
+      if (missingAnswered?.answeredStep === undefined || write.answeredStep < missingAnswered.answeredStep) missingAnswered = write;
     }
-    if (missingAnswered?.answeredAtMs === undefined) return [];
-    const bound = missingAnswered.answeredAtMs;
+    if (missingAnswered?.answeredStep === undefined) return [];
+    const bound = missingAnswered.answeredStep;
+    const boundMs = missingAnswered.answeredAtMs ?? 0;
     const violations: string[] = [];
     for (const id of present) {
       const write = this.byId.get(id);
@@ -131,9 +147,9 @@ export class History {
         violations.push(`write ${id} is in the image but was never issued`);
         continue;
       }
-      if (write.issuedAtMs > bound) {
+      if (write.issuedStep > bound) {
         violations.push(`I1: write ${id} (${write.volume}, issued at ${write.issuedAtMs} ms) is in the image without write ${missingAnswered.id} ` +
-          `(${missingAnswered.volume}, answered at ${bound} ms, before it was issued)`);
+          `(${missingAnswered.volume}, answered at ${boundMs} ms, before it was issued)`);
         if (violations.length >= 3) break;
       }
     }

@@ -354,16 +354,20 @@ export class NodeWorld {
         const died = this.primary.died;
         await Promise.race([handle.write(first * simBlockBytes, data, { fua, hostWriteTimeUs }), died]);
         write.answeredAtMs = this.scheduler.nowMs;
+        write.answeredStep = this.history.nextStep();
+        if (process.env.TIDEMARK_SIM_TRACE === "2") this.trace(`host ${host}: write ${write.id} issued at ${write.issuedAtMs.toFixed(1)} answered (${volume} block ${first}+${blocks}${fua ? ", FUA" : ""})`);
         if (fua) {
           // FUA: this write, and what was answered before it was issued (the journal's group commit covers them).
-          this.markFlushed(group, write.issuedAtMs);
+          this.markFlushed(group, write.issuedStep);
           if (!write.uncertain) write.flushed = true;
         }
         if (this.rng.chance(0.1)) {
           this.counts.flushes += 1;
           const flushIssuedAtMs = this.scheduler.nowMs;
+          const flushIssuedStep = this.history.nextStep();
           await Promise.race([handle.flush(), died]);
-          this.markFlushed(group, flushIssuedAtMs);
+          if (process.env.TIDEMARK_SIM_TRACE === "2") this.trace(`host ${host}: FLUSH of ${group.name} issued at ${flushIssuedAtMs.toFixed(1)} ms answered`);
+          this.markFlushed(group, flushIssuedStep);
         }
       } catch {
         write.failed = write.answeredAtMs === undefined;
@@ -373,11 +377,11 @@ export class NodeWorld {
   }
 
   /** A FLUSH (or FUA) that succeeded covers every write of the group answered before it was issued (any host). */
-  private markFlushed(group: SimGroup, issuedAtMs: number): void {
+  private markFlushed(group: SimGroup, issuedStep: number): void {
     const volumes = new Set(group.volumes);
     for (const write of this.history.all()) {
       // A write the primary may have lost at a power loss stays in doubt: a later FLUSH does not bring it back.
-      if (volumes.has(write.volume) && write.answeredAtMs !== undefined && write.answeredAtMs <= issuedAtMs && !write.uncertain) write.flushed = true;
+      if (volumes.has(write.volume) && write.answeredStep !== undefined && write.answeredStep < issuedStep && !write.uncertain) write.flushed = true;
     }
   }
 
@@ -385,7 +389,7 @@ export class NodeWorld {
 
   /** TIDEMARK_SIM_TRACE=1: one line per schedule action (to read a failing seed). */
   private trace(what: string): void {
-    if (process.env.TIDEMARK_SIM_TRACE === "1") process.stderr.write(`${this.scheduler.nowMs.toFixed(1).padStart(9)} ms  ${what}\n`);
+    if (process.env.TIDEMARK_SIM_TRACE === "1" || process.env.TIDEMARK_SIM_TRACE === "2") process.stderr.write(`${this.scheduler.nowMs.toFixed(1).padStart(9)} ms  ${what}\n`);
   }
 
   /** One random fault or operator action. */
