@@ -73,7 +73,7 @@ type RangeState = "inflight" | "answered" | "lost";
 
 interface SentRange {
   from: number;
-  readonly to: number;
+  to: number;
   bytes: number;
   state: RangeState;
   stream: number;
@@ -176,7 +176,8 @@ export class PairSender {
         stream,
         fromSequence: asSequence(from),
         lastSequenceMax: asSequence(lost.to),
-        bytesMax: lost.bytes,
+        // Whole, unless the caller asks for less (a secondary out of room: a smaller probe).
+        bytesMax: Math.max(1, Math.min(lost.bytes, bytesMax)),
         recordsMax: lost.to - from + 1,
         resend: true,
         pull: false,
@@ -253,8 +254,17 @@ export class PairSender {
     if (plan.resend) {
       const range = this.ranges.find((r) => r.state === "lost" && r.to === plan.lastSequenceMax);
       assert(range !== undefined && range.from <= plan.fromSequence, "a resent range is still lost when committed");
-      assert(lastSequence === range.to && bytes <= range.bytes, "a resend carries the whole unacknowledged rest of the lost range");
-      this.unackedBytes -= range.bytes - bytes;
+      assert(lastSequence <= range.to && bytes <= range.bytes, "a resend carries a prefix of the unacknowledged rest of the lost range");
+      if (lastSequence < range.to) {
+        // A prefix goes out now; the rest stays lost (its bytes: what the range counted less
+        // the prefix, an upper bound when part of the range was acknowledged meanwhile).
+        const rest: SentRange = { from: lastSequence + 1, to: range.to, bytes: range.bytes - bytes, state: "lost", stream: range.stream, batchId: range.batchId };
+        assert(rest.bytes > 0, "the rest of a split range keeps bytes");
+        this.ranges.splice(this.ranges.indexOf(range) + 1, 0, rest);
+        range.to = lastSequence;
+      } else {
+        this.unackedBytes -= range.bytes - bytes;
+      }
       range.from = plan.fromSequence;
       range.bytes = bytes;
       range.state = "inflight";

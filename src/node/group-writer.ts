@@ -130,6 +130,7 @@ export class GroupWriter {
     this.groupId = options.groupId;
     this.name = options.name;
     this.journalValue = options.journal;
+    this.watchJournal(options.journal);
     this.stamper = options.stamper;
     this.volumes = options.volumes;
     this.clock = options.clock;
@@ -202,7 +203,16 @@ export class GroupWriter {
     }
   }
 
+  /** A refusal (a stopped group, a write that can never fit) is a rejected promise, never a throw: callers chain on it. */
   private accept(write: HostWrite): Promise<void> {
+    try {
+      return this.acceptOrHold(write);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private acceptOrHold(write: HostWrite): Promise<void> {
     if (write.onPayloadFree !== undefined && (this.closed || this.stopped !== undefined)) write.onPayloadFree();
     this.throwIfStopped();
     const recordBytes = journalHeaderBytes + write.payload.length;
@@ -475,6 +485,13 @@ export class GroupWriter {
 
   // ---- stop and resume ---------------------------------------------------------------
 
+  /** A failed write or fdatasync of the journal stops the group, whoever met it (the pair's sync, a reader). */
+  private watchJournal(journal: GroupJournal): void {
+    journal.onFailure = (error) => {
+      if (this.journalValue === journal) this.fail(error, journal.dir);
+    };
+  }
+
   /**
    * An I/O error or a full disk: the group stops alone. Pending appends and held writes
    * fail with the errno; reads go on; the stop control tries to resume. Called for every
@@ -536,6 +553,7 @@ export class GroupWriter {
       };
     }
     this.journalValue = journal;
+    this.watchJournal(journal);
     this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
     this.nextSequenceValue = Math.max(report.lastSequence + 1, this.checkpointSequenceValue + 1);
     this.appliedAhead.clear();

@@ -148,12 +148,12 @@ export async function loadMetadata(fs: FileSystem, dataDir: string): Promise<Nod
  * keeps: such a write, and every one after it, would wait forever. Raises each such limit
  * to the minimum, in place; returns what it changed so the node logs it and saves.
  */
-export function raiseSmallJournals(metadata: NodeMetadata): { readonly group: string; readonly fromBytes: number; readonly toBytes: number }[] {
+export function raiseSmallJournals(metadata: NodeMetadata, bytesMin: number = journalBytesMin): { readonly group: string; readonly fromBytes: number; readonly toBytes: number }[] {
   const raised: { group: string; fromBytes: number; toBytes: number }[] = [];
   for (const group of metadata.groups) {
-    if (group.journalBytesMax >= journalBytesMin) continue;
-    raised.push({ group: group.name, fromBytes: group.journalBytesMax, toBytes: journalBytesMin });
-    group.journalBytesMax = journalBytesMin;
+    if (group.journalBytesMax >= bytesMin) continue;
+    raised.push({ group: group.name, fromBytes: group.journalBytesMax, toBytes: bytesMin });
+    group.journalBytesMax = bytesMin;
   }
   return raised;
 }

@@ -76,6 +76,15 @@ export interface NodeOptions {
   readonly fileSystem?: FileSystem;
   /** Recovery cuts a damaged journal tail even when whole records follow it (after a power loss; the operator's call). */
   readonly truncateDamagedJournals?: boolean;
+  /**
+   * Journal sizing for the simulation (production leaves both unset): the smallest group
+   * journal allowed (default journalBytesMin, which takes the largest write a front end
+   * accepts) and a secondary's journal size (default journalBytesMaxDefault). The
+   * simulation's hosts write at most a few KiB, so journals of a few hundred KiB fill and
+   * drain within a short schedule and run the same full-journal code as 4 GiB ones; a write
+   * that can never fit a journal is refused (EINVAL), as always.
+   */
+  readonly journalSizing?: { readonly bytesMin: number; readonly targetBytesMax: number };
 }
 
 interface LiveVolume {
@@ -198,7 +207,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       throw new Error(`data directory ${this.options.dataDir} belongs to node "${loaded.nodeId}", not "${this.options.id}"; use --id ${loaded.nodeId} or another --data`);
     }
     this.metadata = loaded ?? emptyMetadata(this.options.id, this.startedAt.toISOString());
-    const raised = raiseSmallJournals(this.metadata);
+    const raised = raiseSmallJournals(this.metadata, this.journalBytesMinValue);
     for (const r of raised) {
       this.logger.warn({ event: "journal_limit_raised", group: r.group, fromBytes: r.fromBytes, toBytes: r.toBytes }, `journal limit of group ${r.group} raised from ${r.fromBytes} to ${r.toBytes} bytes: a smaller journal cannot take the largest write (32 MiB) and would hold it forever`);
     }
@@ -520,6 +529,11 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     }
   }
 
+  /** The smallest group journal this node allows (NodeOptions.journalSizing). */
+  private get journalBytesMinValue(): number {
+    return this.options.journalSizing?.bytesMin ?? journalBytesMin;
+  }
+
   /** After a metadata save: the target's live record becomes what was saved. */
   private targetRecordSaved(target: TargetGroup): void {
     const saved = this.requireMetadata().groups.find((g) => g.id === target.groupId)?.target;
@@ -778,8 +792,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     if (volumeNames.length === 0) throw new ControlError("TM_ERR_INVALID", "a group needs at least one volume: --volumes V1[,V2...]");
     if (volumeNames.length > volumesPerGroupMax) throw new ControlError("TM_ERR_LIMIT", `a group holds at most ${volumesPerGroupMax} volumes`);
     if (new Set(volumeNames).size !== volumeNames.length) throw new ControlError("TM_ERR_INVALID", "a volume is named twice in --volumes");
-    if (!Number.isSafeInteger(journalBytesMax) || journalBytesMax < journalBytesMin || journalBytesMax > journalBytesLimit) {
-      throw new ControlError("TM_ERR_INVALID", `journal size ${journalBytesMax} is not valid: it must be between ${journalBytesMin} bytes (a full journal must still take the largest write) and ${journalBytesLimit} bytes`);
+    if (!Number.isSafeInteger(journalBytesMax) || journalBytesMax < this.journalBytesMinValue || journalBytesMax > journalBytesLimit) {
+      throw new ControlError("TM_ERR_INVALID", `journal size ${journalBytesMax} is not valid: it must be between ${this.journalBytesMinValue} bytes (a full journal must still take the largest write) and ${journalBytesLimit} bytes`);
     }
     const members: LiveVolume[] = [];
     for (const volumeName of volumeNames) {
@@ -1009,7 +1023,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
       volumes: [], takeover: null,
     };
-    const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: journalBytesMaxDefault, createdAt: new Date(this.clock.wallMs()).toISOString(), target };
+    const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: this.options.journalSizing?.targetBytesMax ?? journalBytesMaxDefault, createdAt: new Date(this.clock.wallMs()).toISOString(), target };
     await makeDirectoryDurable(this.fileSystem, this.journalDir(record));
     await this.updateMetadata((m) => {
       m.nextGroupId = Math.max(m.nextGroupId, id + 1);

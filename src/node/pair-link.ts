@@ -11,7 +11,7 @@
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
 import {
-  replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replNoSpaceRetryMsMax, replNoSpaceRetryMsMin, replPullWaitMs,
+  replBatchBytesMax, replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replNoSpaceRetryMsMax, replNoSpaceRetryMsMin, replPullWaitMs,
   replReconnectDelayMsMax, replReconnectDelayMsMin,
 } from "../core/limits.ts";
 import type { ExtentMap } from "../core/extent-map.ts";
@@ -87,6 +87,12 @@ interface NoSpace {
   retryTimer: Timer | undefined;
   /** Push: the one batch sent to find out whether it has room now. */
   probeBatchId: number | undefined;
+  /**
+   * Push: the most a probe carries. Halved after each refused probe, down to one record: a
+   * secondary journal with less room than a batch (small, or holding what it cannot reflect
+   * yet) must still take something, or the pair waits for ever for a batch that never fits.
+   */
+  probeBytesMax: number;
 }
 
 export class PairLink {
@@ -628,7 +634,7 @@ export class PairLink {
   private async pushBatch(stream: Stream): Promise<boolean> {
     const noSpace = this.noSpace;
     if (noSpace !== undefined && (noSpace.retryTimer !== undefined || noSpace.probeBatchId !== undefined)) return false;
-    const plan = this.sender.planBatch(stream.index, asSequence(this.journal.durableSequence));
+    const plan = this.sender.planBatch(stream.index, asSequence(this.journal.durableSequence), noSpace?.probeBytesMax);
     if (plan === undefined) return false;
     const sent = await this.sendPlanned(stream, plan);
     if (sent && noSpace !== undefined && this.noSpace === noSpace) noSpace.probeBatchId = plan.batchId;
@@ -730,13 +736,16 @@ export class PairLink {
     this.sender.onBatchRefused(stream.index, batchId);
     let noSpace = this.noSpace;
     if (noSpace === undefined) {
-      noSpace = { sinceMs: this.clock.monotonicMs(), code, text, batchIdFloor: this.sender.nextBatchIdFloor, retryMs: replNoSpaceRetryMsMin, retryTimer: undefined, probeBatchId: undefined };
+      noSpace = { sinceMs: this.clock.monotonicMs(), code, text, batchIdFloor: this.sender.nextBatchIdFloor, retryMs: replNoSpaceRetryMsMin, retryTimer: undefined, probeBatchId: undefined, probeBytesMax: replBatchBytesMax / 2 };
       this.noSpace = noSpace;
       this.logger.warn({ event: "secondary_refuses_records", group: this.groupName, code, reason: text }, "the secondary cannot store records now; they wait in this node's journal");
     } else {
       noSpace.code = code;
       noSpace.text = text;
-      if (batchId === noSpace.probeBatchId) noSpace.retryMs = Math.min(replNoSpaceRetryMsMax, noSpace.retryMs * 2);
+      if (batchId === noSpace.probeBatchId) {
+        noSpace.retryMs = Math.min(replNoSpaceRetryMsMax, noSpace.retryMs * 2);
+        noSpace.probeBytesMax = Math.max(1, Math.floor(noSpace.probeBytesMax / 2));
+      }
     }
     this.lastError = `secondary cannot store records: ${code} ${text}`;
     if (batchId === noSpace.probeBatchId) noSpace.probeBatchId = undefined;

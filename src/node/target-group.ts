@@ -39,7 +39,18 @@ export class TargetGroup {
   readonly name: string;
   private readonly logger: Logger;
   record: TargetRecord;
-  journal: GroupJournal;
+  private journalValue!: GroupJournal;
+  /** The group's journal (replaced by a resume, a copy restart or a takeover). */
+  get journal(): GroupJournal {
+    return this.journalValue;
+  }
+  set journal(journal: GroupJournal) {
+    this.journalValue = journal;
+    // A failed write or fdatasync stops the group, whoever met it.
+    journal.onFailure = (error) => {
+      if (this.journalValue === journal) this.stopWith(error, journal.dir);
+    };
+  }
   receiver: GroupReceiver<JournalRecord>;
   /** The primary's volume id -> this node's volume. */
   readonly volumesByPrimaryId = new Map<number, TargetVolume>();
@@ -90,6 +101,8 @@ export class TargetGroup {
   private spaceWait: { readonly sinceMs: number; detail: string } | undefined;
   /** Called after a trim freed journal space (the replication listener resumes the group). */
   onJournalSpace: () => void = () => undefined;
+  /** The group began waiting for journal room (the node wakes the reflector). */
+  private readonly onSpaceWait: () => void;
   /**
    * Called when records this node answered (ACKed as received) were dropped before they
    * arrived: parked ones whose positions did not follow, or everything past the disk's last
@@ -113,7 +126,7 @@ export class TargetGroup {
     volumes: readonly TargetVolume[];
     logger: Logger;
     clock: Clock;
-    /** Called when the group stops or resumes (the reflector goes on; status changes). */
+    /** Called when the group stops or resumes (the reflector goes on; status changes), and when it starts waiting for journal room. */
     onStateChange: () => void;
     /** Position of the journal's last record (its newest), when it has one. */
     lastRecordPosition: Position | undefined;
@@ -122,6 +135,7 @@ export class TargetGroup {
     this.name = options.name;
     this.record = options.record;
     this.clock = options.clock;
+    this.onSpaceWait = options.onStateChange;
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
       attemptResume: () => this.attemptResume(),
@@ -297,6 +311,11 @@ export class TargetGroup {
       return;
     }
     this.spaceWait = { sinceMs: this.clock.monotonicMs(), detail };
+    // Reflected records free room only once checkpointed, and the reflector may have gone
+    // idle before the journal filled: wake it, so it checkpoints (on its timer) while the
+    // group waits. Without this a secondary whose last reflection ran just before the
+    // refusal waited for ever with every record reflected (whole-node simulation).
+    this.onSpaceWait();
     this.logger.warn({ event: "target_journal_full", usedBytes: this.journal.usedBytes, bytesMax: this.journal.bytesMax, detail }, "target journal full: taking no more records until reflection frees space");
   }
 

@@ -726,9 +726,21 @@ export class GroupJournal {
 
   // ---- failure and close -----------------------------------------------------------------
 
-  private fail(error: Error): void {
+  /**
+   * Called once when a write or an fdatasync of the journal fails (not for abandon() or
+   * close()): whoever owns the group stops it, whichever caller met the error first. A
+   * failure seen only by a caller that merely reported it (the pair's sync before a
+   * handshake, on an idle group) otherwise left the group "ok" with a dead journal, and the
+   * pair retried for ever (whole-node simulation).
+   */
+  onFailure: ((error: Error) => void) | undefined;
+
+  private fail(error: Error, notify = true): void {
     if (this.failure !== undefined) return;
     this.failure = error;
+    const onFailure = this.onFailure;
+    // Later, not inside the journal's own bookkeeping: the owner may abandon the journal.
+    if (notify && onFailure !== undefined) queueMicrotask(() => onFailure(error));
     const waiters = [...this.appendGroups, ...this.syncWaiters, ...this.durableWatchers];
     if (this.openGroup !== undefined) waiters.push(this.openGroup);
     this.appendGroups.length = 0;
@@ -770,7 +782,7 @@ export class GroupJournal {
    * rejects; the file is closed. Reopen the directory to recover.
    */
   abandon(): Promise<void> {
-    this.fail(Object.assign(new Error(`journal ${this.dir} abandoned`), { code: "TM_ERR_JOURNAL_ABANDONED" }));
+    this.fail(Object.assign(new Error(`journal ${this.dir} abandoned`), { code: "TM_ERR_JOURNAL_ABANDONED" }), false);
     this.closePromise ??= this.closeOnce(true);
     return this.closePromise.catch(() => undefined);
   }

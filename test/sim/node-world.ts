@@ -17,6 +17,7 @@ import type { PairInfo } from "../../src/node/control.ts";
 import { TidemarkNode, type PeerClient } from "../../src/node/node.ts";
 import type { WriteTimePolicy } from "../../src/core/types.ts";
 import { countSimBlocks, encodeSimBlock, History, simBlockBytes, type HostWrite } from "./history.ts";
+import { createHash } from "node:crypto";
 import { Prng } from "./prng.ts";
 import { SimScheduler, drainMicrotasks } from "./scheduler.ts";
 import { SimClock } from "./sim-clock.ts";
@@ -46,13 +47,22 @@ export interface EventCounts {
   restarts: { primary: number; secondary: number };
   processCrashes: { primary: number; secondary: number };
   powerLosses: { primary: number; secondary: number };
+  /** Power losses placed right after a durable save (NodeWorld.armCrashPoint). */
+  crashPoints: number;
   streamCuts: number;
   silentStreams: number;
   partitions: number;
   clockSteps: number;
   diskFullEpisodes: { primary: number; secondary: number };
   ioErrorEpisodes: { primary: number; secondary: number };
+  /** Seeds in which a group stopped (a full disk or an I/O error) on either node. */
   groupStops: number;
+  /** Seeds in which a secondary's journal was full (it took no more records for a while). */
+  secondaryJournalFull: number;
+  /** Seeds in which a primary held or slowed host writes for journal room. */
+  primaryWritesHeld: number;
+  /** Seeds run with small journals (NodeWorld.journalSizing). */
+  smallJournals: number;
   pullPairs: number;
   pushPairs: number;
   checks: number;
@@ -66,13 +76,13 @@ export function emptyCounts(): EventCounts {
   return {
     seeds: 0, hostWrites: 0, hostWritesFailed: 0, flushes: 0, pairsCreated: 0, pairsCreatedLater: 0, initialCopies: 0, suspends: 0, resumes: 0, takeovers: 0,
     restarts: { primary: 0, secondary: 0 }, processCrashes: { primary: 0, secondary: 0 }, powerLosses: { primary: 0, secondary: 0 },
-    streamCuts: 0, silentStreams: 0, partitions: 0, clockSteps: 0, diskFullEpisodes: { primary: 0, secondary: 0 }, ioErrorEpisodes: { primary: 0, secondary: 0 },
-    groupStops: 0, pullPairs: 0, pushPairs: 0, checks: 0, tornWritesSeen: 0, operatorCuts: 0, virtualMs: 0, events: 0,
+    crashPoints: 0, streamCuts: 0, silentStreams: 0, partitions: 0, clockSteps: 0, diskFullEpisodes: { primary: 0, secondary: 0 }, ioErrorEpisodes: { primary: 0, secondary: 0 },
+    groupStops: 0, secondaryJournalFull: 0, primaryWritesHeld: 0, smallJournals: 0, pullPairs: 0, pushPairs: 0, checks: 0, tornWritesSeen: 0, operatorCuts: 0, virtualMs: 0, events: 0,
   };
 }
 
 export type NodeSimResult =
-  | { readonly ok: true; readonly seed: number; readonly config: string; readonly counts: EventCounts; readonly realMs: number }
+  | { readonly ok: true; readonly seed: number; readonly config: string; readonly counts: EventCounts; readonly realMs: number; readonly imagesDigest: string }
   | { readonly ok: false; readonly seed: number; readonly config: string; readonly atMs: number; readonly invariant: string; readonly message: string; readonly counts: EventCounts };
 
 class SimFailure extends Error {
@@ -105,6 +115,16 @@ class SimMachine {
   node: TidemarkNode | undefined;
   /** Set while start() runs. */
   starting: Promise<void> | undefined;
+  /**
+   * A crash point: the machine loses power right after this many more durable saves in its
+   * data directory (a directory fsync there: the metadata, a journal or volume created or
+   * removed). Lifecycle steps end in such a save, and the moments right after them are where
+   * a half-done transition hides (the join of the time domain was one); a power loss at a
+   * random time rarely lands there. Undefined: none armed.
+   */
+  crashAfterSaves: number | undefined;
+  /** Lost power at a crash point; the schedule restarts it at its next step. */
+  needsRestart = false;
   /** The operator's --truncate-damaged-journals for the next start. */
   truncateDamagedJournals = false;
   /** The running process (a crash marks it dead: none of its handlers run again). */
@@ -151,6 +171,7 @@ class SimMachine {
       serve: "replication",
       peers: this.world.peers,
       truncateDamagedJournals: this.truncateDamagedJournals,
+      ...(this.world.journalSizing === undefined ? {} : { journalSizing: this.world.journalSizing }),
     });
     this.node = node;
     const starting = node.start().finally(() => {
@@ -206,9 +227,31 @@ export class NodeWorld {
   readonly nodeErrors: unknown[] = [];
   readonly peers: PeerClient;
   readonly config: string;
+  /**
+   * Some seeds run small journals (a few hundred KiB), so that a full journal on either node
+   * (held host writes, a secondary refusing batches, back-pressure) happens within the
+   * schedule. Drawn from a PRNG of its own: the other seeds keep their schedules.
+   */
+  readonly journalSizing: { readonly bytesMin: number; readonly targetBytesMax: number } | undefined;
+  private readonly primaryJournalBytes: number | undefined;
+  private secondaryJournalFullSeen = false;
+  private primaryWritesHeldSeen = false;
+  private groupStopSeen = false;
+  /** Some seeds keep one group of several idle (no host writes to it after setup). */
+  private idleGroup: SimGroup | undefined;
+  private readonly crashPointRng: Prng;
 
   constructor(seed: number) {
     this.rng = new Prng(seed);
+    this.crashPointRng = new Prng(seed ^ 0x43525348);
+    const sizing = new Prng(seed ^ 0x4a524e4c);
+    if (sizing.chance(0.35)) {
+      this.journalSizing = { bytesMin: 64 * 1024, targetBytesMax: sizing.int(24, 128) * 4096 };
+      this.primaryJournalBytes = sizing.int(32, 192) * 4096;
+    } else {
+      this.journalSizing = undefined;
+      this.primaryJournalBytes = undefined;
+    }
     this.network = new SimNetwork(this.scheduler, this.rng, { delayMsMin: 0.1, delayMsMax: 1 + this.rng.float() * 20, splitRate: this.rng.float() * 0.5 });
     this.history = new History(seed);
     this.writeTimePolicy = (["host", "clock", "counter"] as const)[this.rng.int(0, 2)] ?? "host";
@@ -216,6 +259,7 @@ export class NodeWorld {
     this.streams = this.rng.int(1, 4);
     this.primary = new SimMachine(this, "A", "primary", seed * 2 + 1);
     this.secondary = new SimMachine(this, "B", "secondary", seed * 2 + 2);
+    for (const machine of [this.primary, this.secondary]) machine.disk.onDirectorySynced = (path) => this.onSaved(machine, path);
     const groupCount = this.rng.int(1, 3);
     for (let g = 0; g < groupCount; g++) {
       const volumes = Array.from({ length: this.rng.int(1, 2) }, (_, v) => `v${String(g)}${String(v)}`);
@@ -234,7 +278,11 @@ export class NodeWorld {
         return machine.node.preparePairTarget(request);
       },
     };
-    this.config = `policy ${this.writeTimePolicy}, ${this.transfer} x${String(this.streams)}, groups ${this.groups.map((g) => `${g.name}[${g.volumes.join(",")}]`).join(" ")}`;
+    if (this.groups.length > 1 && new Prng(seed ^ 0x49444c45).chance(0.3)) this.idleGroup = this.groups[this.groups.length - 1];
+    this.config = `policy ${this.writeTimePolicy}, ${this.transfer} x${String(this.streams)}, groups ${this.groups.map((g) => `${g.name}[${g.volumes.join(",")}]`).join(" ")}` +
+      (this.idleGroup === undefined ? "" : `, ${this.idleGroup.name} idle`) +
+      (this.journalSizing === undefined ? "" : `, journals ${(this.primaryJournalBytes ?? 0) / 1024} KiB / ${this.journalSizing.targetBytesMax / 1024} KiB`);
+    if (this.journalSizing !== undefined) this.counts.smallJournals = 1;
   }
 
   /** The whole run: setup, the faulty phase with checks after every step, heal and converge, maybe a takeover. */
@@ -245,7 +293,14 @@ export class NodeWorld {
     while (this.scheduler.nowMs < faultyEndMs) {
       await this.until(this.step(), 60_000, "a step of the schedule");
       if (this.secondary.up) this.checkSecondary();
+      this.noteFullJournals();
     }
+    // A machine that lost power at a crash point after the last step is started again first:
+    // a host write held for journal room waits for its secondary.
+    for (const machine of [this.primary, this.secondary]) machine.crashAfterSaves = undefined;
+    await this.restartCrashed();
+    // A pair left suspended (its resume met a dead primary) holds host writes once its journal fills.
+    for (const group of this.groups) if (group.suspended) await this.resume(group);
     await this.stopHosts();
     await this.heal(healMsMax);
     if (this.rng.chance(0.3)) await this.takeoverAtEnd();
@@ -258,7 +313,7 @@ export class NodeWorld {
     const a = this.requireNode(this.primary);
     for (const group of this.groups) {
       for (const volume of group.volumes) await this.until(a.createVolume(volume, volumeBytes), 5_000, `volume ${volume} is created`);
-      await this.until(a.createGroup(group.name, group.volumes), 5_000, `group ${group.name} is created`);
+      await this.until(a.createGroup(group.name, group.volumes, this.primaryJournalBytes), 5_000, `group ${group.name} is created`);
     }
     // Most groups are paired before the hosts write; some later (their initial copy runs under writes).
     for (const group of this.groups) {
@@ -333,7 +388,8 @@ export class NodeWorld {
       await this.sleep(this.rng.int(1, 20));
       const node = this.primary.node;
       if (node === undefined || !this.primary.up) continue;
-      const groups = this.groups.filter((g) => !g.takenOver);
+      // An idle group (some seeds): its domain moves on only by its time advances.
+      const groups = this.groups.filter((g) => !g.takenOver && g !== this.idleGroup);
       const group = groups[this.rng.int(0, groups.length - 1)];
       if (group === undefined) return;
       const volume = group.volumes[this.rng.int(0, group.volumes.length - 1)];
@@ -392,8 +448,49 @@ export class NodeWorld {
     if (process.env.TIDEMARK_SIM_TRACE === "1" || process.env.TIDEMARK_SIM_TRACE === "2") process.stderr.write(`${this.scheduler.nowMs.toFixed(1).padStart(9)} ms  ${what}\n`);
   }
 
+  /**
+   * Sometimes (a PRNG of its own, so other seeds keep their schedules) arms a crash point on
+   * one machine before a lifecycle step: it loses power right after one of its next few
+   * durable saves.
+   */
+  private armCrashPoint(): void {
+    if (!this.crashPointRng.chance(0.5)) return;
+    const machine = this.crashPointRng.chance(0.7) ? this.secondary : this.primary;
+    machine.crashAfterSaves = this.crashPointRng.int(1, 6);
+    this.trace(`${machine.name} loses power after its next ${machine.crashAfterSaves} saves`);
+  }
+
+  /** A durable save on `machine`'s disk: an armed crash point counts it, and fires right after. */
+  private onSaved(machine: SimMachine, path: string): void {
+    if (machine.crashAfterSaves === undefined || !machine.up || !path.startsWith(machine.dataDir)) return;
+    machine.crashAfterSaves -= 1;
+    if (machine.crashAfterSaves > 0) return;
+    machine.crashAfterSaves = undefined;
+    // Right after the save completes, before the node's next disk operation does.
+    this.scheduler.schedule(0, () => {
+      if (!machine.up) return;
+      machine.crash("power");
+      if (machine.role === "primary") this.history.primaryMayHaveLost();
+      machine.needsRestart = true;
+      this.trace(`${machine.name} lost power right after a save (${path})`);
+      this.counts.crashPoints += 1;
+      this.counts.powerLosses[machine.role] += 1;
+    });
+  }
+
+  /** Restarts the machines that lost power at a crash point. */
+  private async restartCrashed(): Promise<void> {
+    for (const machine of [this.primary, this.secondary]) {
+      if (!machine.needsRestart) continue;
+      machine.needsRestart = false;
+      await this.sleep(this.rng.int(1, 300));
+      if (machine.node === undefined) await this.restart(machine);
+    }
+  }
+
   /** One random fault or operator action. */
   async step(): Promise<void> {
+    await this.restartCrashed();
     const roll = this.rng.float();
     const machine = this.rng.chance(0.5) ? this.primary : this.secondary;
     if (roll < 0.08) {
@@ -429,6 +526,7 @@ export class NodeWorld {
       const a = this.primary.node;
       if (group === undefined || a === undefined || !this.primary.up) return;
       this.trace(`suspend ${group.name}`);
+      this.armCrashPoint();
       await this.tryControl(a.suspendPair(group.name));
       group.suspended = true;
       this.counts.suspends += 1;
@@ -438,6 +536,7 @@ export class NodeWorld {
       const group = this.groups.find((g) => !g.paired);
       if (group !== undefined) {
         this.trace(`pair ${group.name} (late)`);
+        this.armCrashPoint();
         await this.pair(group, true);
       }
     } else if (roll < 0.46) {
@@ -529,6 +628,18 @@ export class NodeWorld {
     return node;
   }
 
+  /** A digest of every image at the end (both nodes): two runs of one seed must agree on it. */
+  imagesDigest(): string {
+    const hash = createHash("sha256");
+    for (const machine of [this.primary, this.secondary]) {
+      for (const volume of this.groups.flatMap((g) => g.volumes)) {
+        hash.update(`${machine.name}/${volume}:`);
+        hash.update(this.image(machine, volume) ?? Buffer.alloc(0));
+      }
+    }
+    return hash.digest("hex").slice(0, 16);
+  }
+
   /** A volume's bytes as a reader of the file sees them now (the page cache), by name, from the node's metadata on its disk. */
   private image(machine: SimMachine, volume: string): Buffer | undefined {
     const metadata = machine.disk.cachedView(`${machine.dataDir}/node.json`);
@@ -588,6 +699,26 @@ export class NodeWorld {
    * stopped by a full disk or an I/O error there may hold a partly applied record until it
    * resumes (its image is not one to use then; docs/out-of-space.md): it is left out.
    */
+  /** Counts, once per seed, a secondary whose journal is full, a primary holding host writes for room, and a stopped group. */
+  private noteFullJournals(): void {
+    const a = this.primary.node;
+    const b = this.secondary.node;
+    if (!this.groupStopSeen && (a?.listGroups().some((g) => g.state === "stopped") === true || (b !== undefined && this.groups.some((g) => g.paired && safePair(b, g.name)?.state === "stopped")))) {
+      this.groupStopSeen = true;
+      this.counts.groupStops += 1;
+    }
+    for (const group of this.groups.filter((g) => g.paired && !g.takenOver)) {
+      if (!this.secondaryJournalFullSeen && b !== undefined && safePair(b, group.name)?.reason?.startsWith("journal full") === true) {
+        this.secondaryJournalFullSeen = true;
+        this.counts.secondaryJournalFull += 1;
+      }
+      if (!this.primaryWritesHeldSeen && a !== undefined && /host writes (held|slowed)/.test(safePair(a, group.name)?.reason ?? "")) {
+        this.primaryWritesHeldSeen = true;
+        this.counts.primaryWritesHeld += 1;
+      }
+    }
+  }
+
   checkSecondary(): void {
     this.counts.checks += 1;
     const stopped = new Set(this.secondary.node?.listGroups().filter((g) => g.state === "stopped").map((g) => g.name) ?? []);
@@ -737,7 +868,7 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
     world.counts.seeds = 1;
     world.counts.virtualMs = world.scheduler.nowMs;
     world.counts.events = world.scheduler.eventsRun;
-    return { ok: true, seed: options.seed, config: world.config, counts: world.counts, realMs: performance.now() - startedMs };
+    return { ok: true, seed: options.seed, config: world.config, counts: world.counts, realMs: performance.now() - startedMs, imagesDigest: world.imagesDigest() };
   } catch (error) {
     const invariant = error instanceof SimFailure ? error.invariant : error instanceof InvariantError ? "assert" : "error";
     const message = error instanceof Error ? `${error.message}${error instanceof SimFailure ? "" : `\n${error.stack ?? ""}`}` : String(error);

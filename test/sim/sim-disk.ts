@@ -456,7 +456,11 @@ class DiskState {
     node.durable = new Map(node.live);
     node.pending = [];
     this.collect();
+    this.onDirectorySynced?.(posix.resolve("/", path));
   }
+
+  /** Told of every directory fsync that succeeded (a rename made durable: the end of an atomic file save). */
+  onDirectorySynced: ((path: string) => void) | undefined;
 
   stat(node: SimNode): FileStat {
     if (node.kind === "dir") return { kind: "directory", sizeBytes: simPageBytes, allocatedBytes: simPageBytes };
@@ -956,6 +960,11 @@ export class SimDisk {
   /** Ends the running process: "process" keeps the page cache and every name, "power" keeps what the disk had (see the header). */
   crash(kind: CrashKind): void {
     this.state.crash(kind);
+  }
+
+  /** Told of every directory fsync that succeeded: the simulation places crashes right after durable steps with it. */
+  set onDirectorySynced(listener: ((path: string) => void) | undefined) {
+    this.state.onDirectorySynced = listener;
   }
 
   /** Total bytes; writes needing a page past it fail with ENOSPC (lowering it below what is used fills the disk). */

@@ -49,3 +49,33 @@ void test("TidemarkNode over the simulated disk: volume, group and FUA writes su
     }
   }
 });
+
+void test("a journal fdatasync that fails under a caller other than the host write path (the pair's sync on an idle group) stops the group, which resumes once the disk heals", async () => {
+  // Before: only the group writer's own calls stopped the group; an idle group whose journal
+  // failed in the pair's sync stayed "ok" with a dead journal, and the pair retried for ever.
+  const disk = new SimDisk({ seed: 7, schedule: nextTurn });
+  const node = newNode(disk);
+  await node.start();
+  try {
+    await node.createVolume("v1", 1024 * 1024);
+    await node.createGroup("g1", ["v1"]);
+    const handle = node.catalog().open("v1");
+    assert.ok(handle !== undefined);
+    await handle.write(0, Buffer.alloc(4096, 1), { fua: true });
+    const writer = (node as unknown as { groups: Map<string, { journal: { sync(): Promise<void>; dir: string }; appendTimeAdvance(): void }> }).groups.get("g1");
+    assert.ok(writer !== undefined);
+    writer.appendTimeAdvance(); // what the pair does on an idle group: appended, not yet durable, nobody in the writer waits for it
+    await new Promise((resolve) => setImmediate(resolve));
+    disk.failPath(writer.journal.dir, ["sync"]);
+    await assert.rejects(writer.journal.sync(), /EIO/);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(node.listGroups().find((g) => g.name === "g1")?.state, "stopped", "the group stopped at once");
+    await assert.rejects(handle.write(8192, Buffer.alloc(4096, 2), { fua: true }), /EIO|stopped/, "a stopped group refuses writes");
+    disk.heal();
+    for (let i = 0; i < 200 && node.listGroups().find((g) => g.name === "g1")?.state === "stopped"; i += 1) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(node.listGroups().find((g) => g.name === "g1")?.state, "ok", "the group resumed by itself");
+    await handle.write(8192, Buffer.alloc(4096, 3), { fua: true });
+  } finally {
+    await node.stop();
+  }
+});

@@ -222,3 +222,27 @@ void test("sender: a NO_SPACE refusal and an answer that overtakes an unanswered
   const lost = s.planBatch(0, asSequence(30));
   assert.ok(lost !== undefined && lost.resend && lost.fromSequence === 6);
 });
+
+void test("sender: a refused batch is resent in smaller pieces when asked (a secondary whose journal has less room than the batch)", () => {
+  // Before: a lost range was always resent whole, so a batch bigger than the secondary's free
+  // journal room was refused for ever (whole-node simulation, small journals).
+  const s = new PairSender({ streams: 1, ackedSequence: asSequence(0), batchBytesMax: 1000 });
+  assert.ok(s.onReconnect(0, asSequence(0)).ok);
+  const plan = s.planBatch(0, asSequence(10));
+  assert.ok(plan !== undefined);
+  assert.ok(s.commitBatch(plan, asSequence(10), 1000)); // records 1..10, 100 bytes each
+  assert.ok(s.onBatchRefused(0, plan.batchId));
+  const probe = s.planBatch(0, asSequence(10), 250);
+  assert.ok(probe !== undefined && probe.resend && probe.fromSequence === 1 && probe.bytesMax === 250, JSON.stringify(probe));
+  assert.ok(s.commitBatch(probe, asSequence(2), 200), "a prefix of the lost range goes out");
+  assert.equal(s.status().lostBatches, 1, "the rest stays lost");
+  assert.equal(s.status().inFlightBytes, 1000, "the bytes in flight still count the whole range");
+  assert.ok(s.onAck(0, probe.batchId, 2, asSequence(10)).ok);
+  assert.equal(s.ackedSequence, 2);
+  const rest = s.planBatch(0, asSequence(10));
+  assert.ok(rest !== undefined && rest.resend && rest.fromSequence === 3 && rest.lastSequenceMax === 10, JSON.stringify(rest));
+  assert.ok(s.commitBatch(rest, asSequence(10), 800));
+  assert.ok(s.onAck(0, rest.batchId, 10, asSequence(10)).ok);
+  assert.equal(s.status().inFlightBytes, 0);
+  assert.equal(s.status().lostBatches, 0);
+});
