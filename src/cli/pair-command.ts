@@ -229,10 +229,13 @@ interface ProgressBar {
   stop(): void;
 }
 
-/** "4.0 MiB" or, when only the written part of the volumes is copied, "4.0 MiB written of 1.0 TiB". */
+/**
+ * "4.0 MiB" or, when only the written part of the volumes is read, "up to 4.0 MiB written of
+ * 1.0 TiB": the written map counts whole 1 MiB extents, so the data is at most that.
+ */
 export function copyAmount(copy: CopyFigures): string {
   const written = formatBytes(copy.totalBytes);
-  return copy.volumeBytes === undefined || copy.volumeBytes === copy.totalBytes ? written : `${written} written of ${formatBytes(copy.volumeBytes)}`;
+  return copy.volumeBytes === undefined || copy.volumeBytes === copy.totalBytes ? written : `up to ${written} written of ${formatBytes(copy.volumeBytes)}`;
 }
 
 async function openBar(stream: NodeJS.WriteStream, group: string): Promise<ProgressBar> {
@@ -319,7 +322,10 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
     const what = pair.state === "failed" ? "failed" : `is ${pair.state}`;
     throw new OperationError(`the initial copy of group '${group}' ${what}: ${why}; see \`tidemark pair status ${group}\``);
   }
-  const copied = seen === null ? "" : `, initial copy of ${copyAmount(seen)} took ${formatElapsed(performance.now() - startMs)}`;
+  // What was sent: only the blocks that hold data (the node says so once the copy is done).
+  const dataBytes = pair.lastCopy?.dataBytes;
+  const sent = dataBytes === undefined ? "" : ` (${formatBytes(dataBytes)} of data sent)`;
+  const copied = seen === null ? "" : `, initial copy of ${copyAmount(seen)}${sent} took ${formatElapsed(performance.now() - startMs)}`;
   const where = `group ${pair.remoteGroup} on ${pair.remoteNode}${pair.remoteUrl === null ? "" : ` (${pair.remoteUrl})`}`;
   context.print(raw, () => `pair of group ${group} is replicating to ${where}${copied}\n`);
 }

@@ -991,7 +991,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       const heldBytes = live.file.written.markedBytes;
       if (heldBytes > 0 && request.force !== true) {
         throw new ControlError("TM_ERR_CONFLICT",
-          `volume ${volume.name} on node ${this.options.id} already holds data (${formatBytes(heldBytes)} written); the initial copy would overwrite it. ` +
+          `volume ${volume.name} on node ${this.options.id} already holds data (up to ${formatBytes(heldBytes)} written); the initial copy would overwrite it. ` +
           "To overwrite it, run pair create again with --force; to keep it, use --remote-group with another name or move the volume away");
       }
       if (heldBytes > 0) this.logger.warn({ event: "pair_target_overwrites_data", volume: volume.name, writtenBytes: heldBytes, primary: request.primaryNode }, "pair create --force: the initial copy overwrites data on this volume");

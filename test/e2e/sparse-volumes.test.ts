@@ -102,3 +102,59 @@ void test("discard and WRITE_ZEROES on a paired sparse volume allocate nothing o
   }
   await assertImagesEqual(a, b, "v", "after kill -9 and replay");
 });
+
+void test("pairing a 1 TiB volume with scattered 4 KiB writes sends and allocates only the data, not the written extents; progress ends at its total; images equal", { timeout: 300_000 }, async (t) => {
+  const TiB = 1024 * GiB;
+  const a = await startNode({ id: "scatter-a" });
+  const b = await startNode({ id: "scatter-b" });
+  await cliOk(["volume", "create", "big", "--size", "1T"], { node: a.mgmtUrl });
+  await cliOk(["group", "create", "g", "--volumes", "big"], { node: a.mgmtUrl });
+  // 600 random 4 KiB writes, each in an extent of its own (the tester's case: 5,000 in 1 TiB).
+  const writesCount = 600;
+  const blocks = new Set<number>();
+  const extents = new Set<number>();
+  let seed = 12345;
+  while (blocks.size < writesCount) {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    const extent = Math.floor((seed / 2 ** 31) * (TiB / MiB));
+    if (extents.has(extent)) continue;
+    extents.add(extent);
+    blocks.add(extent * (MiB / 4096) + (seed % 256));
+  }
+  const client = await NbdClient.connect(a.nbdPort, "big");
+  try {
+    for (const blockIndex of blocks) await client.write(blockIndex * 4096, Buffer.alloc(4096, (blockIndex % 251) + 1));
+    await client.flush();
+  } finally {
+    await client.close();
+  }
+  const dataBytes = writesCount * 4096;
+  const created = await cliOk(["pair", "create", "g", "--to", b.mgmtUrl], { node: a.mgmtUrl, timeoutMs: 240_000 });
+  t.diagnostic(created.stdout.trim());
+  const info = (await (await fetch(`${a.mgmtUrl}/v1/pairs/g`)).json()) as { state: string; lastCopy: { doneBytes: number; totalBytes: number; volumeBytes: number; dataBytes?: number } };
+  assert.equal(info.state, "replicating");
+  const extentBytes = writesCount * MiB;
+  const allocatedB = await allocatedVolumeBytes(b);
+  t.diagnostic(`${dataBytes} bytes written in ${writesCount} extents (${extentBytes} bytes): the secondary's volume file has ${allocatedB} bytes allocated`);
+  assert.ok(allocatedB <= 2 * dataBytes, `the secondary allocates about the data written (${allocatedB} bytes for ${dataBytes})`);
+  assert.deepEqual(info.lastCopy, { doneBytes: extentBytes, totalBytes: extentBytes, volumeBytes: TiB, dataBytes }, "progress ends at the written extents; only the data was sent");
+  assert.match(created.stdout, /initial copy of up to 600\.0 MiB written of 1\.0 TiB \(2\.3 MiB of data sent\) took /);
+  // Equal over every written extent (all the data there is) and a sample of the rest.
+  const [ca, cb] = [await NbdClient.connect(a.nbdPort, "big"), await NbdClient.connect(b.nbdPort, "big")];
+  try {
+    for (const blockIndex of blocks) {
+      const extentStart = Math.floor((blockIndex * 4096) / MiB) * MiB;
+      const [x, y] = [await ca.read(extentStart, MiB), await cb.read(extentStart, MiB)];
+      if (!x.equals(y)) assert.fail(`the images differ in the extent at ${extentStart}`);
+      if (!y.subarray(blockIndex * 4096 - extentStart, blockIndex * 4096 - extentStart + 4096).every((byte) => byte === (blockIndex % 251) + 1)) assert.fail(`the secondary lacks the write at block ${blockIndex}`);
+    }
+    for (let i = 0; i < 64; i++) {
+      const at = Math.floor((i * 16769023) % (TiB / MiB)) * MiB;
+      const [x, y] = [await ca.read(at, 64 * KiB), await cb.read(at, 64 * KiB)];
+      assert.ok(x.equals(y), `the images differ at ${at}`);
+    }
+  } finally {
+    await ca.close();
+    await cb.close();
+  }
+});

@@ -347,8 +347,8 @@ void test("VolumeFile.discardContents empties the volume (sparse, map clear), an
 
 // ---- what the CLI shows ------------------------------------------------------------------
 
-void test("CLI: the copy's amount names the written part and the volumes' size; volume tables show WRITTEN and warnings", () => {
-  assert.equal(copyAmount({ doneBytes: 0, totalBytes: 6 * MiB, volumeBytes: 1024 * 1024 * MiB }), "6.0 MiB written of 1.0 TiB");
+void test("CLI: the copy's amount names the written part (an upper bound: whole extents) and the volumes' size; volume tables show WRITTEN EXTENTS and warnings", () => {
+  assert.equal(copyAmount({ doneBytes: 0, totalBytes: 6 * MiB, volumeBytes: 1024 * 1024 * MiB }), "up to 6.0 MiB written of 1.0 TiB");
   assert.equal(copyAmount({ doneBytes: 0, totalBytes: MiB }), "1.0 MiB", "an older node says no volume size");
   assert.equal(copyAmount({ doneBytes: 0, totalBytes: MiB, volumeBytes: MiB }), "1.0 MiB");
   const text = renderVolumes([
@@ -356,9 +356,9 @@ void test("CLI: the copy's amount names the written part and the volumes' size; 
     { name: "small", sizeBytes: MiB, allocatedBytes: 0, group: "g", readOnly: true, writtenBytes: 0, warning: null },
   ]);
   assert.equal(text, [
-    "NAME      SIZE  ALLOCATED  WRITTEN  GROUP  RO",
-    "big    1.0 TiB    8.0 KiB  2.0 MiB  -      no",
-    "small  1.0 MiB        0 B      0 B  g      yes",
+    "NAME      SIZE  ALLOCATED  WRITTEN EXTENTS  GROUP  RO",
+    "big    1.0 TiB    8.0 KiB          2.0 MiB  -      no",
+    "small  1.0 MiB        0 B              0 B  g      yes",
     "warning: volume big (1.0 TiB) is larger than the free space",
     "",
   ].join("\n"));
