@@ -89,6 +89,12 @@ export const groupApplyPendingBytesMax = 256 * MiB;
 export const groupApplyDelayMsMax = 50;
 /** Host writes one group may hold (journal full, slowed, volumes behind): every request the front ends may have in flight. */
 export const heldWritesPerGroupMax = nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax;
+/**
+ * The log says when a group's host writes start being held, why, when the reason changes and
+ * when none is held any more: at most one such line per this interval, however fast the state
+ * flaps; a change within it is written when it ends, if still true then (docs/replication.md).
+ */
+export const heldLogIntervalMs = 2_000;
 /** A stopped group (ENOSPC, EIO) tries to resume after this long, doubling up to the maximum. */
 export const groupResumeDelayMsMin = 500;
 export const groupResumeDelayMsMax = 5_000;

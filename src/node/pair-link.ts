@@ -846,6 +846,12 @@ export class PairLink {
     } else if (this.noSpace !== undefined) {
       noSpace = `the secondary cannot store records now (${this.noSpace.text}); they wait here and are sent when it can`;
     }
+    if (this.writer.heldWrites > 0 && this.writer.holdReason === "slowdown") {
+      return `journal ${formatPercent(fraction)} full: ${this.writer.heldWrites} host writes slowed (at most ${slowdownDelayMsMax} ms each) while the secondary catches up${noSpace === undefined ? "" : `; ${noSpace}`}`;
+    }
+    if (this.writer.heldWrites > 0 && this.writer.holdReason === "apply-behind") {
+      return `${this.writer.heldWrites} host writes held until the volumes catch up with the journal (held, never failed)`;
+    }
     if (this.writer.heldWrites > 0) {
       return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more (held, never failed)${noSpace === undefined ? "" : `; ${noSpace}`}`;
     }
