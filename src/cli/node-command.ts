@@ -2,7 +2,8 @@
 import type { Command } from "commander";
 import { writeTimePolicies, type WriteTimePolicy } from "../core/types.ts";
 import { parseListenAddress } from "./address.ts";
-import { UsageError } from "./errors.ts";
+import { OperationError, UsageError } from "./errors.ts";
+import { NodeStartError } from "../node/start-errors.ts";
 import { installNodeSignals } from "./node-signals.ts";
 import { resolve } from "node:path";
 
@@ -97,8 +98,10 @@ async function runNode(flags: NodeFlags): Promise<void> {
   try {
     await node.start();
   } catch (error) {
-    logger.fatal({ event: "start_failed", err: error }, (error as Error).message);
+    // The operator's to fix, and the message says how: no stack trace, one line from the CLI.
+    if (error instanceof NodeStartError) logger.fatal({ event: "start_failed", code: error.code }, error.message);
+    else logger.fatal({ event: "start_failed", err: error }, (error as Error).message);
     await node.stop().catch(() => undefined);
-    throw error;
+    throw error instanceof NodeStartError ? new OperationError(error.message) : error;
   }
 }

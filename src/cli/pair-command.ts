@@ -3,7 +3,7 @@
 // terminal, one final line otherwise) and leaves the pair running if interrupted; wait
 // notes the primary's accepted sequence once and returns when the secondary reflected it.
 import type { Command } from "commander";
-import { replStreamsDefault, replStreamsMax } from "../core/limits.ts";
+import { pairCreateLinkWaitMsMax, replStreamsDefault, replStreamsMax } from "../core/limits.ts";
 import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../node/control.ts";
 import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
 import { pairInfoSchema, pairListSchema, takeoverAnswerSchema } from "./api-schemas.ts";
@@ -66,7 +66,6 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       hints: {
         TM_ERR_NOT_FOUND: "create the group first with `tidemark group create`, or see `tidemark group list`",
         TM_ERR_EXISTS: `see \`tidemark pair status ${group}\``,
-        TM_ERR_UNREACHABLE: "check --to and that the secondary node is running",
         TM_ERR_STATE: `see \`tidemark pair status ${group}\``,
       },
     });
@@ -287,8 +286,20 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
   const samples: CopySample[] = [];
   // The last figures seen; a fast copy may end between two polls (then the node's lastCopy says).
   let seen: CopyFigures | null = created.copy;
+  // Since when no replication stream of the pair is connected (a wait with a deadline).
+  let noLinkSinceMs: number | undefined;
   try {
     while (pair.state === "copying") {
+      const nowMs = performance.now();
+      if (pair.link.connectedStreams > 0) noLinkSinceMs = undefined;
+      else noLinkSinceMs ??= nowMs;
+      if (noLinkSinceMs !== undefined && nowMs - noLinkSinceMs > pairCreateLinkWaitMsMax) {
+        const why = (pair.reason ?? pair.link.lastError ?? "no replication stream connected").replace(/; retrying$/, "");
+        throw new OperationError(
+          `the pair of group '${group}' was created, but in ${formatElapsed(nowMs - noLinkSinceMs)} the primary could not open a replication stream to the secondary: ${why}. ` +
+          `Check the secondary's --repl address (and --repl-advertise behind NAT or a proxy) and the firewalls between the nodes; the pair keeps retrying: follow it with \`tidemark pair status ${group} --node ${context.client.label}\``,
+        );
+      }
       if (pair.copy !== null) {
         seen = pair.copy;
         samples.push({ atMs: performance.now(), doneBytes: pair.copy.doneBytes });
