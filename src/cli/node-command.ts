@@ -2,7 +2,9 @@
 import type { Command } from "commander";
 import { writeTimePolicies, type WriteTimePolicy } from "../core/types.ts";
 import { parseListenAddress } from "./address.ts";
-import { UsageError } from "./errors.ts";
+import { OperationError, UsageError } from "./errors.ts";
+import { NodeStartError } from "../node/start-errors.ts";
+import { installNodeSignals } from "./node-signals.ts";
 import { resolve } from "node:path";
 
 interface NodeFlags {
@@ -23,7 +25,7 @@ const stopTimeoutMs = 30_000;
 export function registerNodeCommand(program: Command): void {
   program
     .command("node")
-    .description("run a tidemark node (storage system) in the foreground until SIGTERM/SIGINT/SIGHUP (clean stop)")
+    .description("run a tidemark node (storage system) in the foreground until SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGALRM (clean stop)")
     .requiredOption("--id <ID>", "storage-system id of this node (kept in the data directory)")
     .requiredOption("--data <DIR>", "data directory (volumes, journals, metadata)")
     .option("--mgmt <HOST:PORT>", "management HTTP API", "127.0.0.1:7480")
@@ -64,10 +66,13 @@ async function runNode(flags: NodeFlags): Promise<void> {
   const logger = createNodeLogger(id);
   const node = new TidemarkNode({ ...options, logger });
   let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      logger.info({ event: "signal", signal }, `${signal} while stopping: the clean stop goes on`);
+      return;
+    }
     stopping = true;
-    logger.info({ event: "signal", signal }, "stopping on signal");
+    logger.info({ event: "signal", signal }, `stopping on ${signal} (clean stop)`);
     const timer = setTimeout(() => {
       logger.error({ event: "stop_timeout", timeoutMs: stopTimeoutMs }, "clean stop took too long; exiting (the journal recovers on restart)");
       process.exit(1);
@@ -81,10 +86,10 @@ async function runNode(flags: NodeFlags): Promise<void> {
       },
     );
   };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  // The terminal was closed: a clean stop, logged, never a silent exit (Node's default).
-  process.on("SIGHUP", () => stop("SIGHUP"));
+  // Never a silent exit (Node's default for most signals): SIGTERM, SIGINT, SIGHUP (the
+  // terminal was closed), SIGQUIT, SIGALRM, ... stop cleanly; SIGUSR2 and the like are logged
+  // and ignored (node-signals.ts, docs/cli.md "Signals").
+  installNodeSignals(logger, stop);
   process.on("uncaughtException", (error) => {
     // An assertion or an unexpected bug: stop loudly rather than serve possibly wrong data.
     logger.fatal({ event: "fatal", err: error }, "fatal error; node stops");
@@ -93,8 +98,10 @@ async function runNode(flags: NodeFlags): Promise<void> {
   try {
     await node.start();
   } catch (error) {
-    logger.fatal({ event: "start_failed", err: error }, (error as Error).message);
+    // The operator's to fix, and the message says how: no stack trace, one line from the CLI.
+    if (error instanceof NodeStartError) logger.fatal({ event: "start_failed", code: error.code }, error.message);
+    else logger.fatal({ event: "start_failed", err: error }, (error as Error).message);
     await node.stop().catch(() => undefined);
-    throw error;
+    throw error instanceof NodeStartError ? new OperationError(error.message) : error;
   }
 }

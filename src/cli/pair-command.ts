@@ -3,7 +3,7 @@
 // terminal, one final line otherwise) and leaves the pair running if interrupted; wait
 // notes the primary's accepted sequence once and returns when the secondary reflected it.
 import type { Command } from "commander";
-import { replStreamsDefault, replStreamsMax } from "../core/limits.ts";
+import { pairCreateLinkWaitMsMax, replStreamsDefault, replStreamsMax } from "../core/limits.ts";
 import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../node/control.ts";
 import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
 import { pairInfoSchema, pairListSchema, takeoverAnswerSchema } from "./api-schemas.ts";
@@ -66,7 +66,6 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       hints: {
         TM_ERR_NOT_FOUND: "create the group first with `tidemark group create`, or see `tidemark group list`",
         TM_ERR_EXISTS: `see \`tidemark pair status ${group}\``,
-        TM_ERR_UNREACHABLE: "check --to and that the secondary node is running",
         TM_ERR_STATE: `see \`tidemark pair status ${group}\``,
       },
     });
@@ -229,10 +228,13 @@ interface ProgressBar {
   stop(): void;
 }
 
-/** "4.0 MiB" or, when only the written part of the volumes is copied, "4.0 MiB written of 1.0 TiB". */
+/**
+ * "4.0 MiB" or, when only the written part of the volumes is read, "up to 4.0 MiB written of
+ * 1.0 TiB": the written map counts whole 1 MiB extents, so the data is at most that.
+ */
 export function copyAmount(copy: CopyFigures): string {
   const written = formatBytes(copy.totalBytes);
-  return copy.volumeBytes === undefined || copy.volumeBytes === copy.totalBytes ? written : `${written} written of ${formatBytes(copy.volumeBytes)}`;
+  return copy.volumeBytes === undefined || copy.volumeBytes === copy.totalBytes ? written : `up to ${written} written of ${formatBytes(copy.volumeBytes)}`;
 }
 
 async function openBar(stream: NodeJS.WriteStream, group: string): Promise<ProgressBar> {
@@ -284,8 +286,20 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
   const samples: CopySample[] = [];
   // The last figures seen; a fast copy may end between two polls (then the node's lastCopy says).
   let seen: CopyFigures | null = created.copy;
+  // Since when no replication stream of the pair is connected (a wait with a deadline).
+  let noLinkSinceMs: number | undefined;
   try {
     while (pair.state === "copying") {
+      const nowMs = performance.now();
+      if (pair.link.connectedStreams > 0) noLinkSinceMs = undefined;
+      else noLinkSinceMs ??= nowMs;
+      if (noLinkSinceMs !== undefined && nowMs - noLinkSinceMs > pairCreateLinkWaitMsMax) {
+        const why = (pair.reason ?? pair.link.lastError ?? "no replication stream connected").replace(/; retrying$/, "");
+        throw new OperationError(
+          `the pair of group '${group}' was created, but in ${formatElapsed(nowMs - noLinkSinceMs)} the primary could not open a replication stream to the secondary: ${why}. ` +
+          `Check the secondary's --repl address (and --repl-advertise behind NAT or a proxy) and the firewalls between the nodes; the pair keeps retrying: follow it with \`tidemark pair status ${group} --node ${context.client.label}\``,
+        );
+      }
       if (pair.copy !== null) {
         seen = pair.copy;
         samples.push({ atMs: performance.now(), doneBytes: pair.copy.doneBytes });
@@ -319,7 +333,10 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
     const what = pair.state === "failed" ? "failed" : `is ${pair.state}`;
     throw new OperationError(`the initial copy of group '${group}' ${what}: ${why}; see \`tidemark pair status ${group}\``);
   }
-  const copied = seen === null ? "" : `, initial copy of ${copyAmount(seen)} took ${formatElapsed(performance.now() - startMs)}`;
+  // What was sent: only the blocks that hold data (the node says so once the copy is done).
+  const dataBytes = pair.lastCopy?.dataBytes;
+  const sent = dataBytes === undefined ? "" : ` (${formatBytes(dataBytes)} of data sent)`;
+  const copied = seen === null ? "" : `, initial copy of ${copyAmount(seen)}${sent} took ${formatElapsed(performance.now() - startMs)}`;
   const where = `group ${pair.remoteGroup} on ${pair.remoteNode}${pair.remoteUrl === null ? "" : ` (${pair.remoteUrl})`}`;
   context.print(raw, () => `pair of group ${group} is replicating to ${where}${copied}\n`);
 }

@@ -41,12 +41,13 @@ export function registerVolumeCommands(program: Command, io: CliIo): void {
 
 export function renderVolumes(volumes: readonly VolumeInfo[]): string {
   if (volumes.length === 0) return "no volumes; create one with `tidemark volume create NAME --size SIZE`\n";
-  // WRITTEN: what an initial copy sends (the written map); only from nodes that report it.
+  // WRITTEN EXTENTS: the bytes of the 1 MiB extents ever written (the written map), what an
+  // initial copy reads: the data is at most that. Only from nodes that report it.
   const written = volumes.some((volume) => volume.writtenBytes !== undefined);
   const table = renderTable(
     [
       { header: "NAME" }, { header: "SIZE", align: "right" }, { header: "ALLOCATED", align: "right" },
-      ...(written ? [{ header: "WRITTEN", align: "right" as const }] : []), { header: "GROUP" }, { header: "RO" },
+      ...(written ? [{ header: "WRITTEN EXTENTS", align: "right" as const }] : []), { header: "GROUP" }, { header: "RO" },
     ],
     volumes.map((volume) => [
       volume.name,

@@ -165,6 +165,28 @@ export class ExtentMap {
     return { offsetBytes: startBytes, lengthBytes: endBytes - startBytes };
   }
 
+  /**
+   * The parts of [offsetBytes, offsetBytes + lengthBytes) that lie in marked extents, as
+   * maximal ranges in order (clipped to the range). What a write of zeroes must touch: the
+   * rest of the range is in clear extents, which read as zeroes already.
+   */
+  markedPartsOf(offsetBytes: number, lengthBytes: number): ByteRange[] {
+    this.checkRange(offsetBytes, lengthBytes);
+    const parts: ByteRange[] = [];
+    if (lengthBytes === 0) return parts;
+    const endBytes = offsetBytes + lengthBytes;
+    const lastExtent = Math.floor((endBytes - 1) / this.extentBytes);
+    let extent = this.nextMarked(Math.floor(offsetBytes / this.extentBytes), lastExtent + 1);
+    while (extent !== undefined) {
+      let end = extent + 1;
+      while (end <= lastExtent && this.has(end)) end++;
+      const startBytes = Math.max(offsetBytes, extent * this.extentBytes);
+      parts.push({ offsetBytes: startBytes, lengthBytes: Math.min(endBytes, end * this.extentBytes) - startBytes });
+      extent = this.nextMarked(end, lastExtent + 1);
+    }
+    return parts;
+  }
+
   /** Every maximal run of marked extents as a byte range, in order. */
   *runs(): Generator<ByteRange> {
     let extent = this.nextMarked(0);
@@ -177,10 +199,11 @@ export class ExtentMap {
     }
   }
 
-  /** The first marked extent at or after `from`; skips empty bytes eight extents at a time. */
-  private nextMarked(from: number): number | undefined {
+  /** The first marked extent at or after `from` and before `until`; skips empty bytes eight extents at a time. */
+  private nextMarked(from: number, until = this.extentCount): number | undefined {
     let extent = from;
-    while (extent < this.extentCount) {
+    const end = Math.min(until, this.extentCount);
+    while (extent < end) {
       if ((extent & 7) === 0 && this.bits[extent >> 3] === 0) {
         extent += 8;
         continue;

@@ -89,6 +89,18 @@ export const groupApplyPendingBytesMax = 256 * MiB;
 export const groupApplyDelayMsMax = 50;
 /** Host writes one group may hold (journal full, slowed, volumes behind): every request the front ends may have in flight. */
 export const heldWritesPerGroupMax = nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax;
+/**
+ * The log says when a group's host writes start being held, why, when the reason changes and
+ * when none is held any more: at most one such line per this interval, however fast the state
+ * flaps; a change within it is written when it ends, if still true then (docs/replication.md).
+ */
+export const heldLogIntervalMs = 2_000;
+/**
+ * `pair create` follows the initial copy; if in this long no replication stream of the new pair
+ * has connected (the secondary's --repl address cannot be reached from the primary), it stops
+ * following and says so, with what to check; the pair stays and keeps retrying.
+ */
+export const pairCreateLinkWaitMsMax = 20_000;
 /** A stopped group (ENOSPC, EIO) tries to resume after this long, doubling up to the maximum. */
 export const groupResumeDelayMsMin = 500;
 export const groupResumeDelayMsMax = 5_000;

@@ -139,13 +139,14 @@ export interface PairInfo {
   readonly journalBytes: number;
   readonly journalBytesMax: number;
   /**
-   * Initial copy progress while copying, else null. totalBytes: what the copy sends (the
+   * Initial copy progress while copying, else null. totalBytes: what the copy reads (the
    * written extents of the volumes; on a secondary, the volumes' size until the copy ends);
-   * volumeBytes: the volumes' size.
+   * doneBytes: of those, the bytes done; volumeBytes: the volumes' size; dataBytes (primary):
+   * the bytes sent so far, only the 4 KiB blocks that hold data.
    */
-  readonly copy: { readonly doneBytes: number; readonly totalBytes: number; readonly volumeBytes?: number } | null;
+  readonly copy: { readonly doneBytes: number; readonly totalBytes: number; readonly volumeBytes?: number; readonly dataBytes?: number } | null;
   /** The figures of the last initial copy that finished while this node ran (primary), else null. */
-  readonly lastCopy?: { readonly doneBytes: number; readonly totalBytes: number; readonly volumeBytes: number } | null;
+  readonly lastCopy?: { readonly doneBytes: number; readonly totalBytes: number; readonly volumeBytes: number; readonly dataBytes?: number } | null;
   /** Host writes waiting for journal space right now. */
   readonly heldWrites: number;
   /** Why the pair is slowed, held, suspended or failed; null when all is well. */

@@ -11,7 +11,7 @@
 // again (docs/out-of-space.md).
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldWritesPerGroupMax } from "../core/limits.ts";
+import { groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldLogIntervalMs, heldWritesPerGroupMax } from "../core/limits.ts";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs, type VolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
@@ -56,7 +56,8 @@ export type HoldReason = "journal-full" | "slowdown" | "apply-behind";
 interface Held {
   readonly recordBytes: number;
   readonly notBeforeMs: number;
-  readonly reason: HoldReason;
+  /** Why it waits now: set when it is held, and again by releaseHeld each time it finds the oldest still waiting. */
+  reason: HoldReason;
   readonly run: () => void;
   readonly fail: (error: Error) => void;
 }
@@ -102,7 +103,12 @@ export class GroupWriter {
   private readonly held: Held[] = [];
   private releaseTimer: Timer | undefined;
   private applyDeadlineTimer: Timer | undefined;
-  private lastHoldReason: HoldReason | undefined;
+  /** What the log last said of held writes: the reason in its last writes_held / writes_hold_changed line, undefined after writes_released (or none yet). */
+  private loggedHoldReason: HoldReason | undefined;
+  /** When the last held-writes line was written (monotonic clock, ms). */
+  private holdLineAtMs = Number.NEGATIVE_INFINITY;
+  /** Writes the state the log does not say yet, once heldLogIntervalMs after the last line. */
+  private holdLogTimer: Timer | undefined;
   /** When the last record was accepted (monotonic clock, ms). */
   lastRecordAtMs = 0;
   /** The same on the wall clock: only the simulation's wall-clock-time-advance fault reads it. */
@@ -176,7 +182,7 @@ export class GroupWriter {
   get heldWrites(): number {
     return this.held.length;
   }
-  /** Why the oldest held write waits, if one does. */
+  /** Why the oldest held write waits now, if one does (slowed, the journal full, or the volumes behind). */
   get holdReason(): HoldReason | undefined {
     return this.held[0]?.reason;
   }
@@ -254,16 +260,43 @@ export class GroupWriter {
     return undefined;
   }
 
-  /** One log line per change of why writes are held, not one per write. */
+  /**
+   * The log follows the held writes: `writes_held` when writes start being held (with why
+   * the oldest waits then), `writes_hold_changed` when that reason changes, `writes_released`
+   * once none is held. Each line is true when written, and at most one is written per
+   * heldLogIntervalMs however fast the state flaps: a change within the interval is written
+   * when it ends (by a timer), if it still holds then, so the last line always says the
+   * state the writer settled in.
+   */
   private noteHoldReason(): void {
-    const reason = this.held[0]?.reason;
-    if (reason === this.lastHoldReason) return;
-    if (reason !== undefined && reason !== "slowdown") {
-      this.logger.warn({ event: "writes_held", group: this.name, reason, heldWrites: this.held.length }, `host writes held: ${describeHold(reason)}`);
-    } else if (reason === undefined && this.lastHoldReason !== undefined && this.lastHoldReason !== "slowdown") {
-      this.logger.info({ event: "writes_released", group: this.name }, "held host writes released");
+    const reason = this.holdReason;
+    if (reason === this.loggedHoldReason) return;
+    const waitMs = this.holdLineAtMs + heldLogIntervalMs - this.clock.monotonicMs();
+    if (waitMs > 0) {
+      if (this.holdLogTimer === undefined && !this.closed) {
+        this.holdLogTimer = this.clock.setTimeout(() => {
+          this.holdLogTimer = undefined;
+          this.noteHoldReason();
+        }, Math.ceil(waitMs));
+      }
+      return;
     }
-    this.lastHoldReason = reason;
+    this.writeHoldLine(reason);
+  }
+
+  /** `failedWrites`: held writes the node failed as it stopped (they were not released). */
+  private writeHoldLine(reason: HoldReason | undefined, failedWrites = 0): void {
+    const before = this.loggedHoldReason;
+    this.loggedHoldReason = reason;
+    this.holdLineAtMs = this.clock.monotonicMs();
+    if (reason === undefined) {
+      const text = failedWrites > 0 ? `no host write is held any more: the node is stopping, ${failedWrites} held writes failed (not accepted)` : "no host write is held any more";
+      this.logger.info({ event: "writes_released", group: this.name, lastReason: before, failedWrites }, text);
+    } else if (before === undefined) {
+      this.logger.warn({ event: "writes_held", group: this.name, reason, heldWrites: this.held.length }, `host writes held: ${describeHold(reason)}`);
+    } else {
+      this.logger.warn({ event: "writes_hold_changed", group: this.name, reason, previousReason: before, heldWrites: this.held.length }, `host writes still held, for another reason: ${describeHold(reason)}`);
+    }
   }
 
   private scheduleRelease(delayMs: number): void {
@@ -310,21 +343,28 @@ export class GroupWriter {
       const first = this.held[0];
       assert(first !== undefined, "held queue is not empty");
       const nowMs = this.clock.monotonicMs();
-      if (first.notBeforeMs > nowMs) {
-        this.scheduleRelease(first.notBeforeMs - nowMs);
+      const reason = this.waitsFor(first, nowMs);
+      if (reason !== undefined) {
+        first.reason = reason;
+        // Still full: whatever holds the journal (a checkpoint in flight, or a slow secondary
+        // acknowledging, which calls this) releases it later. Behind the applies: they call
+        // again. Slowed: a timer does (once space is there; a full journal comes first).
+        if (reason === "journal-full" && this.canTrimMore()) this.requestSpace();
+        if (reason === "slowdown") this.scheduleRelease(first.notBeforeMs - nowMs);
         break;
       }
-      if (this.journalValue.freeBytes < first.recordBytes) {
-        // Still full: whatever holds the journal (a checkpoint in flight, or a slow
-        // secondary acknowledging, which calls this) releases it later.
-        if (this.canTrimMore()) this.requestSpace();
-        break;
-      }
-      if (this.applyPendingBytes > 0 && this.applyPendingBytes + first.recordBytes > groupApplyPendingBytesMax) break; // applies call again
       this.held.shift();
       first.run();
     }
     this.noteHoldReason();
+  }
+
+  /** Why the held write `held` cannot go now, or undefined if it can (the same order as holdFor). */
+  private waitsFor(held: Held, nowMs: number): HoldReason | undefined {
+    if (this.journalValue.freeBytes < held.recordBytes) return "journal-full";
+    if (this.applyPendingBytes > 0 && this.applyPendingBytes + held.recordBytes > groupApplyPendingBytesMax) return "apply-behind";
+    if (held.notBeforeMs > nowMs) return "slowdown";
+    return undefined;
   }
 
   /** Whether a checkpoint would free journal space now (a whole segment behind both the applied sequence and the trim floor). */
@@ -576,7 +616,12 @@ export class GroupWriter {
     this.clock.clear(this.releaseTimer);
     this.clock.clear(this.applyDeadlineTimer);
     this.applyDeadlineTimer = undefined;
-    for (const waiting of this.held.splice(0)) waiting.fail(new VolumeIoError("ESHUTDOWN", `group ${this.name}: the node is stopping; the write was not accepted`));
+    const failed = this.held.splice(0);
+    for (const waiting of failed) waiting.fail(new VolumeIoError("ESHUTDOWN", `group ${this.name}: the node is stopping; the write was not accepted`));
+    // The log's last word on held writes is the truth, whatever the interval (one line more at most).
+    this.clock.clear(this.holdLogTimer);
+    this.holdLogTimer = undefined;
+    if (this.loggedHoldReason !== undefined) this.writeHoldLine(undefined, failed.length);
     await this.stopControl.close();
     await Promise.all([...this.volumes.values()].map((volume) => volume.order.drain()));
     if (this.stopped !== undefined) return undefined;
@@ -604,10 +649,10 @@ export class GroupWriter {
 function describeHold(reason: HoldReason): string {
   switch (reason) {
     case "journal-full":
-      return "the journal is full until the secondary acknowledges more or a checkpoint frees space";
+      return "the journal is full; they wait until the secondary acknowledges more or a checkpoint frees space";
     case "apply-behind":
-      return "the volumes are behind the journal; waiting for its fdatasync";
+      return "the volumes are behind the journal; they wait for its fdatasync and the applies";
     case "slowdown":
-      return "the journal is filling; writes are slowed";
+      return "the journal is filling; they are slowed while the secondary catches up";
   }
 }

@@ -56,7 +56,6 @@ export async function startHostServer(options: HostServerOptions): Promise<HostS
     // Every connection gets in: a full pool of connections before HELLO closes its oldest one.
     slots.admit(connection)?.evict(`${hostHandshakesMax} connections are waiting for HELLO; the oldest is closed to admit a new one`);
   });
-  server.on("error", (error) => options.logger.error({ event: "host_server_error", err: error }, "host server error"));
   await new Promise<void>((resolve, reject) => {
     const onError = (error: Error): void => reject(error);
     server.once("error", onError);
@@ -65,6 +64,8 @@ export async function startHostServer(options: HostServerOptions): Promise<HostS
       resolve();
     });
   });
+  // After the listen: a bind error is the caller's to report (it names the option).
+  server.on("error", (error) => options.logger.error({ event: "host_server_error", err: error }, "host server error"));
   const address = server.address();
   assert(address !== null && typeof address === "object", "a TCP server has an address");
   options.logger.info({ event: "host_listening", host: options.host, port: address.port }, "host protocol listening");

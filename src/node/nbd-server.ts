@@ -776,8 +776,6 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     // Every connection gets in: a full handshake pool closes its oldest member instead.
     slots.admit(conn)?.evict(`${nbdHandshakesMax} connections are in the handshake; the oldest makes room for a new one`);
   });
-  server.on("error", (err) => logger.error({ err }, "nbd server error"));
-
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -788,8 +786,9 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     });
   } catch (err) {
     clearInterval(sweeper);
-    throw err;
+    throw err; // the caller says which option named the address (EADDRINUSE, ...)
   }
+  server.on("error", (err) => logger.error({ err }, "nbd server error"));
   const address = server.address();
   if (address === null || typeof address === "string") {
     clearInterval(sweeper);

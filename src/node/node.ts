@@ -15,6 +15,7 @@ import { GroupJournal, JournalCorruptError, JournalFormatError, type JournalOpti
 import { VolumeFile } from "../storage/volume-file.ts";
 import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
 import { makeDirectoryDurable, readWholeFile, writeWholeFile } from "../storage/durable-fs.ts";
+import { NodeStartError, dataDirError, listenError } from "./start-errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
@@ -197,14 +198,19 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   async start(): Promise<void> {
     this.startedAt = new Date(this.clock.wallMs());
     this.startedAtMs = this.clock.monotonicMs();
-    await makeDirectoryDurable(this.fileSystem, this.options.dataDir); // a new one's name, too
-    await this.takeLock();
-    if (!(await this.spaceReserve.ensure())) this.logger.warn({ event: "space_reserve_missing", path: this.spaceReserve.path }, "no room for the space reserve now; it is made once there is");
-    await makeDirectoryDurable(this.fileSystem, join(this.options.dataDir, "volumes"));
-    await makeDirectoryDurable(this.fileSystem, join(this.options.dataDir, "journals"));
+    try {
+      await makeDirectoryDurable(this.fileSystem, this.options.dataDir); // a new one's name, too
+      await this.takeLock();
+      if (!(await this.spaceReserve.ensure())) this.logger.warn({ event: "space_reserve_missing", path: this.spaceReserve.path }, "no room for the space reserve now; it is made once there is");
+      await makeDirectoryDurable(this.fileSystem, join(this.options.dataDir, "volumes"));
+      await makeDirectoryDurable(this.fileSystem, join(this.options.dataDir, "journals"));
+    } catch (error) {
+      // An uncreatable directory, a file in the way, no permission: one line that says so.
+      throw dataDirError(this.options.dataDir, error);
+    }
     const loaded = await loadMetadata(this.fileSystem, this.options.dataDir);
     if (loaded !== undefined && loaded.nodeId !== this.options.id) {
-      throw new Error(`data directory ${this.options.dataDir} belongs to node "${loaded.nodeId}", not "${this.options.id}"; use --id ${loaded.nodeId} or another --data`);
+      throw new NodeStartError("TM_ERR_CONFLICT", `data directory ${this.options.dataDir} belongs to node "${loaded.nodeId}", not "${this.options.id}"; use --id ${loaded.nodeId} or another --data`);
     }
     this.metadata = loaded ?? emptyMetadata(this.options.id, this.startedAt.toISOString());
     const raised = raiseSmallJournals(this.metadata, this.journalBytesMinValue);
@@ -251,7 +257,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     }
     const pid = Number.parseInt((await readWholeFile(this.fileSystem, this.lockPath)).toString("utf8").trim(), 10);
     if (Number.isInteger(pid) && pid !== process.pid && (await processAlive(this.fileSystem, pid))) {
-      throw new Error(`data directory ${this.options.dataDir} is in use by process ${pid}; stop that node first or use another --data`);
+      throw new NodeStartError("TM_ERR_CONFLICT", `data directory ${this.options.dataDir} is in use by process ${pid}; stop that node first or use another --data`);
     }
     this.logger.warn({ event: "stale_lock", stalePid: pid }, "previous node did not stop cleanly; recovering");
     await this.fileSystem.unlink(this.lockPath);
@@ -431,28 +437,38 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   private async startListeners(): Promise<void> {
+    // A port another process holds (or one this user may not bind): one line naming the option.
+    const listen = async <T>(flag: string, address: Address, open: () => Promise<T>): Promise<T> => {
+      try {
+        return await open();
+      } catch (error) {
+        throw listenError(flag, address.host, address.port, error);
+      }
+    };
+    const { nbd, host, repl, mgmt } = this.options;
     if ((this.options.serve ?? "all") === "replication") {
       this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }), this.clock, this.transport);
-      this.ports.repl = await this.replServer.listen(this.options.repl.host, this.options.repl.port);
+      const replServer = this.replServer;
+      this.ports.repl = await listen("--repl", repl, () => replServer.listen(repl.host, repl.port));
       return;
     }
     const catalog = this.catalog();
-    this.nbdServer = await startNbdServer({
-      host: this.options.nbd.host, port: this.options.nbd.port, catalog, logger: this.logger.child({ component: "nbd" }),
+    this.nbdServer = await listen("--nbd", nbd, () => startNbdServer({
+      host: nbd.host, port: nbd.port, catalog, logger: this.logger.child({ component: "nbd" }),
       onRequest: (op, bytes, latencySeconds, errno) => this.nodeMetrics.observe("nbd", op, bytes, latencySeconds, errno === 0),
-    });
+    }));
     this.ports.nbd = this.nbdServer.port;
-    this.hostServer = await startHostServer({
-      host: this.options.host.host, port: this.options.host.port, catalog, logger: this.logger.child({ component: "host" }),
+    this.hostServer = await listen("--host-port", host, () => startHostServer({
+      host: host.host, port: host.port, catalog, logger: this.logger.child({ component: "host" }),
       onRequest: (op, bytes, latencySeconds, ok) => this.nodeMetrics.observe("host", op, bytes, latencySeconds, ok),
-    });
+    }));
     this.ports.host = this.hostServer.port;
     this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }), this.clock, this.transport);
-    this.ports.repl = await this.replServer.listen(this.options.repl.host, this.options.repl.port);
-    this.mgmtApi = await startMgmtApi({ host: this.options.mgmt.host, port: this.options.mgmt.port, control: this, logger: this.logger.child({ component: "mgmt" }) });
+    const replServer = this.replServer;
+    this.ports.repl = await listen("--repl", repl, () => replServer.listen(repl.host, repl.port));
+    this.mgmtApi = await listen("--mgmt", mgmt, () => startMgmtApi({ host: mgmt.host, port: mgmt.port, control: this, logger: this.logger.child({ component: "mgmt" }) }));
     this.ports.mgmt = this.mgmtApi.port;
   }
-
 
   /** Clean stop: no new connections, in-flight work finished, journals durable, checkpoint saved. */
   stop(): Promise<void> {
@@ -983,6 +999,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
 
   async preparePairTarget(request: PairTargetRequest): Promise<PairTargetInfo> {
     validateName("group", request.group);
+    if (request.primaryNode === this.options.id) {
+      // Before anything else: pairing a node with itself would find its own group and volumes.
+      throw new ControlError("TM_ERR_INVALID", `--to names node ${this.options.id}, the primary itself (or a node with the same --id): a pair needs two different nodes; give --to the secondary's management URL`);
+    }
     const advertised = this.options.replAdvertise;
     const replAddress = advertised === undefined ? `${this.options.repl.host}:${this.ports.repl}` : `${advertised.host}:${advertised.port}`;
     const info: PairTargetInfo = { nodeId: this.options.id, group: request.group, replAddress };
@@ -998,14 +1018,18 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const volume of request.volumes) {
       const live = this.volumesByName.get(volume.name);
       if (live === undefined) continue;
-      if (live.sizeBytes !== volume.sizeBytes) throw new ControlError("TM_ERR_CONFLICT", `volume ${volume.name} exists on node ${this.options.id} with ${live.sizeBytes} bytes, the primary's has ${volume.sizeBytes}`);
+      if (live.sizeBytes !== volume.sizeBytes) {
+        throw new ControlError("TM_ERR_CONFLICT",
+          `volume ${volume.name} on the secondary (node ${this.options.id}) is ${formatBytes(live.sizeBytes)} (${live.sizeBytes} bytes) but the primary's ${volume.name} is ${formatBytes(volume.sizeBytes)} (${volume.sizeBytes} bytes); ` +
+          `a pair needs equal sizes: pair with a secondary that has no volume ${volume.name} (pair create makes it) or one of ${formatBytes(volume.sizeBytes)}`);
+      }
       const owner = live.group?.name ?? live.target?.name;
       if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volume.name} on node ${this.options.id} already belongs to group ${owner}`);
       // The initial copy replaces every byte: data a user wrote there is lost unless they said so.
       const heldBytes = live.file.written.markedBytes;
       if (heldBytes > 0 && request.force !== true) {
         throw new ControlError("TM_ERR_CONFLICT",
-          `volume ${volume.name} on node ${this.options.id} already holds data (${formatBytes(heldBytes)} written); the initial copy would overwrite it. ` +
+          `volume ${volume.name} on node ${this.options.id} already holds data (up to ${formatBytes(heldBytes)} written); the initial copy would overwrite it. ` +
           "To overwrite it, run pair create again with --force; to keep it, use --remote-group with another name or move the volume away");
       }
       if (heldBytes > 0) this.logger.warn({ event: "pair_target_overwrites_data", volume: volume.name, writtenBytes: heldBytes, primary: request.primaryNode }, "pair create --force: the initial copy overwrites data on this volume");
@@ -1358,21 +1382,52 @@ async function postJson<T>(baseUrl: string, path: string, body: unknown): Promis
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal: AbortSignal.timeout(peerRequestTimeoutMs),
     });
   } catch (error) {
-    const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
-    throw new ControlError("TM_ERR_UNREACHABLE", `cannot reach node at ${baseUrl} (${cause}); is it running? check --to`);
+    throw new ControlError("TM_ERR_UNREACHABLE", peerUnreachable(baseUrl, error));
   }
-  const text = await response.text();
+  const text = await response.text().catch(() => "");
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new ControlError("TM_ERR_UNREACHABLE", `node at ${baseUrl} answered ${response.status} with something that is not JSON; is --to a tidemark management URL?`);
+    throw new ControlError("TM_ERR_UNREACHABLE", `${baseUrl} answered HTTP ${response.status} with something that is not JSON: it is not a tidemark node's management API; give --to the secondary's management URL (its --mgmt address, http://HOST:PORT)`);
   }
   if (!response.ok) {
     const message = (parsed as { error?: { message?: string } }).error?.message ?? `HTTP ${response.status}`;
     throw new ControlError(response.status === 409 ? "TM_ERR_CONFLICT" : response.status === 400 ? "TM_ERR_INVALID" : "TM_ERR_UNREACHABLE", `secondary ${baseUrl}: ${message}`);
   }
   return parsed as T;
+}
+
+/**
+ * Why the secondary's management API could not be reached from this node (the primary), and
+ * what to check: one line for pair create. `error` is what fetch threw.
+ */
+export function peerUnreachable(baseUrl: string, error: unknown): string {
+  const name = error instanceof Error ? error.name : "";
+  if (name === "TimeoutError" || name === "AbortError") {
+    return `the secondary at ${baseUrl} did not answer within ${String(peerRequestTimeoutMs / 1000)} s; check that its node runs and is not stuck, that --to is its management URL, and that no firewall drops traffic from this node to that port`;
+  }
+  const cause = (error as { cause?: { code?: unknown; message?: unknown; name?: unknown } }).cause;
+  const code = typeof cause?.code === "string" ? cause.code : "";
+  if (cause?.name === "HTTPParserError") {
+    return `what answers at ${baseUrl} does not speak HTTP: it is not a management API (a replication or NBD port?); give --to the secondary's management URL (its --mgmt address)`;
+  }
+  switch (code) {
+    case "ECONNREFUSED":
+      return `the secondary at ${baseUrl} refused the connection (ECONNREFUSED): nothing listens there; check that \`tidemark node\` runs on the secondary and that --to is its management address (its --mgmt, not --repl or --nbd)`;
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return `the host name in --to ${baseUrl} does not resolve from this node (${code}); check the name, or give its IP address`;
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+    case "ETIMEDOUT":
+    case "UND_ERR_CONNECT_TIMEOUT":
+      return `cannot connect from this node to the secondary at ${baseUrl} (${code}); check --to, the network route and the firewalls between the nodes`;
+    default: {
+      const detail = typeof cause?.message === "string" ? cause.message : error instanceof Error ? error.message : String(error);
+      return `no answer from the secondary at ${baseUrl} (${code === "" ? detail : `${code}: ${detail}`}); check that --to is its management URL (its --mgmt address, not --repl or --nbd) and that its node runs`;
+    }
+  }
 }
 
 /** How long one request to another node's management API may take. */

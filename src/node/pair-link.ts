@@ -15,6 +15,7 @@ import {
   replReconnectDelayMsMax, replReconnectDelayMsMin,
 } from "../core/limits.ts";
 import type { ExtentMap } from "../core/extent-map.ts";
+import { nonZeroRuns } from "../core/data-runs.ts";
 import { PairSender, timeAdvanceDue, type BatchPlan } from "../core/sender.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
@@ -58,6 +59,10 @@ interface CopyProgress {
   totalBytes: number;
   readonly volumeBytes: number;
   running: boolean;
+  /** Chunks being read (their runs are sent once read). */
+  readsInFlight: number;
+  /** Bytes sent as COPY_DATA: the runs that hold data (the rest of the written extents is zeroes, not sent). */
+  dataBytes: number;
   /** Per volume, the extents to send: the written map once the volumes hold every record through S0. */
   plans: readonly ExtentMap[] | undefined;
 }
@@ -116,7 +121,7 @@ export class PairLink {
   private pumpAgain = false;
   private copy: CopyProgress | undefined;
   /** The figures of the last initial copy that finished (this process), for status. */
-  private lastCopy: { doneBytes: number; totalBytes: number; volumeBytes: number } | undefined;
+  private lastCopy: { doneBytes: number; totalBytes: number; volumeBytes: number; dataBytes: number } | undefined;
   private reflectedSequence = 0;
   private arrivedSequence = 0;
   private readonly lagSamples: { sequence: number; atMs: number }[] = [];
@@ -463,7 +468,7 @@ export class PairLink {
 
   private startCopy(connection: ReplConnection): void {
     const volumeBytes = this.volumes.reduce((sum, v) => sum + v.file.sizeBytes, 0);
-    const copy: CopyProgress = { doneBytes: 0, totalBytes: this.volumes.reduce((sum, v) => sum + v.file.written.markedBytes, 0), volumeBytes, running: true, plans: undefined };
+    const copy: CopyProgress = { doneBytes: 0, totalBytes: this.volumes.reduce((sum, v) => sum + v.file.written.markedBytes, 0), volumeBytes, running: true, readsInFlight: 0, dataBytes: 0, plans: undefined };
     this.copy = copy;
     this.copyChunkIds.clear();
     this.copyCursor = { volume: 0, offsetBytes: 0 };
@@ -492,7 +497,7 @@ export class PairLink {
     const copy = this.copy;
     const connection = this.copyConnection;
     if (copy?.plans === undefined || !copy.running || connection === undefined || connection.closed) return;
-    while (this.copyChunkIds.size < copyChunksInFlightMax) {
+    while (this.copyChunkIds.size + copy.readsInFlight < copyChunksInFlightMax) {
       const volumeIndex = this.copyCursor.volume;
       const volume = this.volumes[volumeIndex];
       const plan = copy.plans[volumeIndex];
@@ -503,19 +508,18 @@ export class PairLink {
         continue;
       }
       const { offsetBytes, lengthBytes } = range;
-      const chunkId = this.nextChunkId++;
-      this.copyChunkIds.set(chunkId, lengthBytes);
+      copy.readsInFlight += 1;
       this.copyCursor = offsetBytes + lengthBytes >= volume.file.sizeBytes ? { volume: this.copyCursor.volume + 1, offsetBytes: 0 } : { volume: this.copyCursor.volume, offsetBytes: offsetBytes + lengthBytes };
       const reader = this.copyReaders[volumeIndex];
       const reading = reader === undefined ? volume.file.read(offsetBytes, lengthBytes) : reader.read(offsetBytes, lengthBytes);
       void reading.then((data) => {
-        if (connection.closed) return;
-        if (isAllZero(data)) connection.send({ type: "COPY_ZEROES", groupHandle, chunkId, volumeId: asVolumeId(volume.volumeId), offsetBytes, lengthBytes });
-        else connection.send({ type: "COPY_DATA", groupHandle, chunkId, volumeId: asVolumeId(volume.volumeId), offsetBytes, data });
-        connection.expectAnswer();
+        copy.readsInFlight -= 1;
+        if (connection.closed || this.copy !== copy) return;
+        this.sendCopyRuns(connection, copy, volume.volumeId, offsetBytes, data);
+        this.copyMore();
       }, (error: unknown) => connection.fail("INTERNAL", `copy read failed: ${(error as Error).message}`));
     }
-    if (this.copyChunkIds.size === 0 && this.copyCursor.volume >= this.volumes.length && this.copyDoneChunk === 0) {
+    if (this.copyChunkIds.size === 0 && copy.readsInFlight === 0 && this.copyCursor.volume >= this.volumes.length && this.copyDoneChunk === 0) {
       // Every block is copied: the target is consistent once it reflects what was accepted by now.
       const consistentFromSequence = Math.max(this.writer.nextSequence - 1, this.record.copyStartSequence);
       this.copyDoneChunk = this.nextChunkId++;
@@ -525,6 +529,30 @@ export class PairLink {
   }
 
   private pendingConsistentFrom = 0;
+
+  /**
+   * Sends the runs of a chunk that hold data (4 KiB blocks, adjacent ones together) as
+   * COPY_DATA, and nothing for its zeroes: the target is empty before the copy (docs/volumes.md),
+   * so it allocates only what holds data and the wire carries only that. The chunk's bytes
+   * count towards the progress once every run is acknowledged (at once when it holds none):
+   * the first run carries the zero bytes, so the acknowledged bytes end at the total.
+   */
+  private sendCopyRuns(connection: ReplConnection, copy: CopyProgress, volumeId: number, offsetBytes: number, data: Buffer): void {
+    const runs = nonZeroRuns(data);
+    let zeroBytes = data.length;
+    for (const run of runs) zeroBytes -= run.lengthBytes;
+    if (runs.length === 0) {
+      copy.doneBytes += data.length;
+      return;
+    }
+    for (const [index, run] of runs.entries()) {
+      const chunkId = this.nextChunkId++;
+      this.copyChunkIds.set(chunkId, run.lengthBytes + (index === 0 ? zeroBytes : 0));
+      copy.dataBytes += run.lengthBytes;
+      connection.send({ type: "COPY_DATA", groupHandle, chunkId, volumeId: asVolumeId(volumeId), offsetBytes: offsetBytes + run.offsetBytes, data: data.subarray(run.offsetBytes, run.offsetBytes + run.lengthBytes) });
+      connection.expectAnswer();
+    }
+  }
 
   private async closeCopyReaders(): Promise<void> {
     const readers = this.copyReaders;
@@ -538,7 +566,7 @@ export class PairLink {
     if (chunkId === this.copyDoneChunk && this.copyDoneChunk !== 0) {
       copy.running = false;
       assert(copy.doneBytes === copy.totalBytes, () => `the copy acknowledged ${copy.doneBytes} of the ${copy.totalBytes} bytes it sent`);
-      this.lastCopy = { doneBytes: copy.doneBytes, totalBytes: copy.totalBytes, volumeBytes: copy.volumeBytes };
+      this.lastCopy = { doneBytes: copy.doneBytes, totalBytes: copy.totalBytes, volumeBytes: copy.volumeBytes, dataBytes: copy.dataBytes };
       const consistentFrom = this.pendingConsistentFrom;
       void this.persist((r) => {
         r.state = "replicating";
@@ -546,7 +574,7 @@ export class PairLink {
         r.consistentFromSequence = consistentFrom;
         r.reason = null;
       }).then(() => {
-        this.logger.info({ event: "copy_done", group: this.groupName, bytes: copy.totalBytes, volumeBytes: copy.volumeBytes, consistentFromSequence: consistentFrom }, "initial copy done");
+        this.logger.info({ event: "copy_done", group: this.groupName, bytes: copy.totalBytes, dataBytes: copy.dataBytes, volumeBytes: copy.volumeBytes, consistentFromSequence: consistentFrom }, "initial copy done");
         this.copy = undefined;
         void this.closeCopyReaders();
         // Every stream reopens its group: the secondary now answers `replicating`.
@@ -827,6 +855,12 @@ export class PairLink {
     } else if (this.noSpace !== undefined) {
       noSpace = `the secondary cannot store records now (${this.noSpace.text}); they wait here and are sent when it can`;
     }
+    if (this.writer.heldWrites > 0 && this.writer.holdReason === "slowdown") {
+      return `journal ${formatPercent(fraction)} full: ${this.writer.heldWrites} host writes slowed (at most ${slowdownDelayMsMax} ms each) while the secondary catches up${noSpace === undefined ? "" : `; ${noSpace}`}`;
+    }
+    if (this.writer.heldWrites > 0 && this.writer.holdReason === "apply-behind") {
+      return `${this.writer.heldWrites} host writes held until the volumes catch up with the journal (held, never failed)`;
+    }
     if (this.writer.heldWrites > 0) {
       return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more (held, never failed)${noSpace === undefined ? "" : `; ${noSpace}`}`;
     }
@@ -871,7 +905,7 @@ export class PairLink {
       lagSeconds: Math.round(lagSeconds * 1000) / 1000,
       journalBytes: this.journal.usedBytes,
       journalBytesMax: this.journal.bytesMax,
-      copy: this.copy === undefined ? null : { doneBytes: this.copy.doneBytes, totalBytes: this.copy.totalBytes, volumeBytes: this.copy.volumeBytes },
+      copy: this.copy === undefined ? null : { doneBytes: this.copy.doneBytes, totalBytes: this.copy.totalBytes, volumeBytes: this.copy.volumeBytes, dataBytes: this.copy.dataBytes },
       lastCopy: this.lastCopy ?? null,
       heldWrites: this.writer.heldWrites,
       reason: this.reason(),
@@ -880,13 +914,6 @@ export class PairLink {
   }
 }
 
-
-const zeroChunk = Buffer.alloc(replCopyChunkBytesMax);
-
-/** Zero chunks travel as COPY_ZEROES (no data). memcmp against zeroes, not a byte loop. */
-function isAllZero(data: Buffer): boolean {
-  return data.length <= zeroChunk.length && data.equals(zeroChunk.subarray(0, data.length));
-}
 
 function formatPercent(fraction: number): string {
   return `${(fraction * 100).toFixed(0)}%`;

@@ -55,12 +55,27 @@ export class NodeStamper {
 }
 
 /**
- * Microseconds since the epoch from the wall clock, never going back within a process: the
- * wall clock is read once, then advanced by the monotonic clock, so a step of the system
- * clock (NTP, a manual date change, a VM resume) moves no stamp back.
+ * Microseconds since the epoch for `--write-time clock`: the wall clock, never going back
+ * within a process. While the wall clock is at or ahead of the last value it gave, advanced
+ * by the monotonic clock since, it follows the wall clock: NTP's forward corrections, a
+ * forward step, and time a suspended VM missed (the monotonic clock stands still then) all
+ * reach the stamps, so a node running for weeks stays with the other nodes' clocks, which its
+ * write times are compared with. When the wall clock steps back, it goes on from that last
+ * value advanced by the monotonic clock (never back, never frozen: a frozen time would hold
+ * every group of the domain back) until the wall clock catches up, then follows it again.
+ * Reads the clock only; never throws.
  */
 export function wallClockUs(clock: Clock): () => number {
-  const originUs = clock.wallMs() * 1000;
-  const originMonotonicMs = clock.monotonicMs();
-  return () => Math.floor(originUs + (clock.monotonicMs() - originMonotonicMs) * 1000);
+  // The last value taken from the wall clock, and the monotonic time it was taken at.
+  let baseUs = clock.wallMs() * 1000;
+  let baseMonotonicMs = clock.monotonicMs();
+  return () => {
+    const monotonicMs = clock.monotonicMs();
+    const wallUs = clock.wallMs() * 1000;
+    const advancedUs = baseUs + (monotonicMs - baseMonotonicMs) * 1000;
+    if (wallUs < advancedUs) return Math.floor(advancedUs); // stepped back: not caught up yet
+    baseUs = wallUs;
+    baseMonotonicMs = monotonicMs;
+    return Math.floor(wallUs);
+  };
 }

@@ -34,7 +34,8 @@ export async function makeDirectoryDurable(fs: FileSystem, path: string): Promis
   const created: string[] = [];
   for (let dir = path; dirname(dir) !== dir; dir = dirname(dir)) {
     const exists = await fs.stat(dir).then(() => true, (error: unknown) => {
-      if (errorCode(error) === "ENOENT") return false;
+      // ENOTDIR: a file further up; makeDirectory below names it.
+      if (errorCode(error) === "ENOENT" || errorCode(error) === "ENOTDIR") return false;
       throw error;
     });
     if (exists) break;

@@ -5,7 +5,8 @@
 // system call on the main thread, with nothing in between.
 import { constants, readSync, writeSync, writevSync } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat, statfs, unlink, type FileHandle } from "node:fs/promises";
-import type { File, FileStat, FileSystem, FileSystemStat, OpenMode } from "./fs.ts";
+import { dirname, resolve } from "node:path";
+import { errorCode, fileSystemError, type File, type FileStat, type FileSystem, type FileSystemStat, type OpenMode } from "./fs.ts";
 
 const openFlags: Readonly<Record<OpenMode, string | number>> = {
   "read": "r",
@@ -80,8 +81,36 @@ export const nodeFileSystem: FileSystem = {
   async open(path: string, mode: OpenMode, permissionBits?: number): Promise<File> {
     return new NodeFile(path, await open(path, openFlags[mode], permissionBits));
   },
+  /**
+   * mkdir -p by hand, one level at a time from the deepest existing directory. Not
+   * mkdir({ recursive: true }): where mkdir answers ENOENT although the parent exists (under
+   * /proc or /sys, through a dangling symlink) Node's recursive mkdir retries for ever, a libuv
+   * thread spinning and the promise never settling. Here each missing level is made once, and
+   * its error is the answer. ENOTDIR when a level is a file (also `path` itself).
+   */
   async makeDirectory(path: string): Promise<void> {
-    await mkdir(path, { recursive: true });
+    const missing: string[] = [];
+    for (let dir = resolve(path); ; dir = dirname(dir)) {
+      const info = await stat(dir).catch((error: unknown) => {
+        // ENOTDIR: a file further up; the walk goes on up to it and names it.
+        if (errorCode(error) === "ENOENT" || errorCode(error) === "ENOTDIR") return undefined;
+        throw error;
+      });
+      if (info !== undefined) {
+        if (!info.isDirectory()) throw fileSystemError("ENOTDIR", "mkdir", dir, "a file is in the way");
+        break;
+      }
+      if (dirname(dir) === dir) break;
+      missing.push(dir);
+    }
+    for (const dir of missing.reverse()) {
+      try {
+        await mkdir(dir);
+      } catch (error) {
+        // Made by someone else meanwhile: fine if it is a directory.
+        if (errorCode(error) !== "EEXIST" || !(await stat(dir)).isDirectory()) throw error;
+      }
+    }
   },
   readDirectory(path: string): Promise<string[]> {
     return readdir(path);

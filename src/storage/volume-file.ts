@@ -1,7 +1,8 @@
 // A volume is a sparse file of fixed size, read and written by position, with its written
 // map (written-map.ts: which extents were ever written, so the initial copy skips the rest).
-// Writes of zeroes reuse one shared zero buffer; there is no hole punching from Node,
-// so zeroes are written (both sites then hold identical bytes, which is what matters).
+// Writes of zeroes touch only extents the map marks (clear ones read as zeroes already, so a
+// discard of a sparse volume allocates nothing); there is no hole punching from Node, so in
+// marked extents zeroes are written from one shared zero buffer.
 import { dirname } from "node:path";
 import { assert } from "../core/assert.ts";
 import { fileSystemSpace, probeFileBytesMax } from "./file-system.ts";
@@ -206,15 +207,24 @@ export class VolumeFile {
   }
 
   /**
-   * Writes zeroes. Does not mark the written map, on purpose: a clear bit means "all zeroes",
-   * and zeroes written into such an extent keep it all zeroes (lost or torn, too), while a
-   * marked extent stays marked. So the copy stays exact, and a TRIM of a whole device (mkfs
-   * discards everything first) does not turn the next initial copy into a full one.
+   * Writes zeroes, only where the volume may hold something else: the parts of the range in
+   * extents the written map marks. The rest is in clear extents, which hold nothing but zeroes
+   * (written-map.ts), so it is skipped and never allocated: a TRIM of a whole sparse device
+   * (mkfs discards everything first) writes nothing. Node has no fallocate(PUNCH_HOLE), so in
+   * marked extents real zeroes are written. Does not mark the map: zeroes written into a clear
+   * extent would keep it all zeroes anyway, and a marked one stays marked. Which extents are
+   * marked is read once, at the call: a later write that marks one of them and overlaps this
+   * range is ordered after it (ApplyOrder) and writes its own bytes.
    */
   async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
     this.checkRange(offsetBytes, lengthBytes);
+    for (const part of this.written.markedPartsOf(offsetBytes, lengthBytes)) {
+      await this.writeZeroRange(part.offsetBytes, part.offsetBytes + part.lengthBytes);
+    }
+  }
+
+  private async writeZeroRange(offsetBytes: number, endBytes: number): Promise<void> {
     let positionBytes = offsetBytes;
-    const endBytes = offsetBytes + lengthBytes;
     while (positionBytes < endBytes) {
       const buffers: Buffer[] = [];
       let batchBytes = 0;

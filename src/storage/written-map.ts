@@ -16,7 +16,7 @@
 // crash leaves the old or the new map. A missing map (a data directory of an older version) or
 // one that fails its checks is never trusted: every extent then counts as written (unless the
 // volume file has no block allocated at all, which proves it all zeroes).
-import { ExtentMap } from "../core/extent-map.ts";
+import { ExtentMap, type ByteRange } from "../core/extent-map.ts";
 import { writtenMapExtentBytes } from "../core/limits.ts";
 import { WrittenMapFlag, decodeWrittenMap, encodeWrittenMap } from "../protocol/written-map-file.ts";
 import { readWholeFile, writeFileAtomic } from "./durable-fs.ts";
@@ -190,6 +190,14 @@ export class WrittenMap {
 
   get extentCount(): number {
     return this.map.extentCount;
+  }
+
+  /**
+   * The parts of the range in extents marked now (the only ones that may hold a byte that is
+   * not zero): what a write of zeroes must write. See ExtentMap.markedPartsOf.
+   */
+  markedPartsOf(offsetBytes: number, lengthBytes: number): ByteRange[] {
+    return this.map.markedPartsOf(offsetBytes, lengthBytes);
   }
 
   /** A copy of the map as it is now (what an initial copy must read). */

@@ -440,7 +440,7 @@ export interface RunningNode {
   /** nbd://127.0.0.1:PORT/EXPORT */
   nbdUri(exportName: string): string;
   /** SIGTERM (or another stopping signal) and wait; throws (with the log tail) unless it exits 0 within the stop timeout. */
-  stop(signal?: "SIGTERM" | "SIGINT" | "SIGHUP"): Promise<void>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
   /** SIGKILL (a crash) and wait for the exit. */
   kill(): Promise<void>;
   /** Starts it again with the same id, data dir and ports (stopping it first if running). */
@@ -535,7 +535,7 @@ class NodeProcess implements RunningNode {
     throw new Error(`node ${this.id} not healthy within ${this.#healthTimeoutMs} ms (${lastProblem})\n--- log tail (${this.logFile})\n${this.logTail()}`);
   }
 
-  async stop(signal: "SIGTERM" | "SIGINT" | "SIGHUP" = "SIGTERM"): Promise<void> {
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     const daemon = this.#daemon;
     if (daemon === null) return;
     const { exit, obeyed } = await stopDaemon(daemon, signal);

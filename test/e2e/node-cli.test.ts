@@ -2,8 +2,12 @@
 // wrong input (missing or bad sizes, duplicate names, missing or taken volumes, unknown
 // commands, an unreachable node, bad node flags, a second node on the same --data) fails with a
 // non-zero exit and one line on stderr saying what was wrong and what to do; --json output
-// parses; GET /metrics counts real I/O. Also pins down races between concurrent creates.
+// parses; GET /metrics counts real I/O. A node that cannot start (an uncreatable or file
+// --data, a port in use) fails at once with one line naming the option, no stack trace.
+// Also pins down races between concurrent creates.
 import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { test } from "node:test";
 import type { GroupInfo, NodeStatus, VolumeInfo } from "../../src/node/control.ts";
 import { cli, cliOk, freePort, freePorts, mgmtJson, nodeBin, requireTool, run, tidemarkBin, tmpDir, type RunResult, type RunningNode } from "./harness.ts";
@@ -199,4 +203,54 @@ void test("concurrent volume creates get their own files; concurrent group creat
   const racing = await Promise.allSettled(["gx", "gy"].map((name) => mgmtJson(node.mgmtUrl, "/v1/groups", { name, volumes: ["shared"] })));
   assert.equal(racing.filter((r) => r.status === "fulfilled").length, 1, "a volume belongs to at most one group");
   await node.stop();
+});
+
+/** A start that fails: exit 1, nothing on stdout, the last stderr line the CLI's one line, every other one a JSON log line without a stack trace. */
+function startFailure(result: RunResult, what: string, reason: RegExp, remedy: RegExp): void {
+  const context = `${what}: exit ${String(result.code)}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`;
+  assert.equal(result.code, 1, `fails with exit 1: ${context}`);
+  assert.equal(result.stdout, "", context);
+  const lines = result.stderr.trimEnd().split("\n");
+  const last = lines.at(-1) ?? "";
+  assert.match(last, /^tidemark: /, context);
+  assert.match(last, reason, `says what was wrong: ${context}`);
+  assert.match(last, remedy, `says what to do: ${context}`);
+  for (const line of lines.slice(0, -1)) {
+    assert.doesNotThrow(() => JSON.parse(line) as unknown, `other stderr lines are JSON logs: ${line}`);
+    assert.doesNotMatch(line, /"stack"|\\n\s+at /, `no stack trace: ${line}`);
+  }
+}
+
+void test("tidemark node: an uncreatable --data (/proc), a file as --data, a port in use: fails at once with one line naming the option and what to do", { timeout: 120_000 }, async () => {
+  const scratch = await tmpDir("tidemark-cli-start-");
+  const [mgmt, nbd, host, repl] = await freePorts(4);
+  const addresses: Record<string, string> = { "--mgmt": `127.0.0.1:${mgmt}`, "--nbd": `127.0.0.1:${nbd}`, "--host-port": `127.0.0.1:${host}`, "--repl": `127.0.0.1:${repl}` };
+  const nodeArgs = (dataDir: string, overrides: Record<string, string> = {}): string[] =>
+    ["node", "--id", "x", "--data", dataDir, ...Object.entries({ ...addresses, ...overrides }).flat()];
+  // A node that cannot start must fail fast: 20 s is far more than a start takes (the old node
+  // retried mkdir under /proc for ever).
+  const start = (args: readonly string[]): Promise<RunResult> => run(nodeBin, [tidemarkBin, ...args], { timeoutMs: 20_000 });
+
+  const file = `${scratch}/a-file`;
+  await writeFile(file, "not a directory\n");
+  const dataCases = [
+    { dataDir: "/proc/tidemark-e2e-zz", reason: /--data \/proc\/tidemark-e2e-zz: cannot create \/proc\/tidemark-e2e-zz \(ENOENT/, remedy: /give --data a directory on a writable file system/ },
+    { dataDir: "/proc/tidemark-e2e-zz/deeper/still", reason: /cannot create \/proc\/tidemark-e2e-zz \(ENOENT/, remedy: /writable file system/ },
+    { dataDir: file, reason: new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is a file, not a directory \\(ENOTDIR\\)`), remedy: /give --data a directory \(it is created if missing\)/ },
+    { dataDir: `${file}/sub`, reason: new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is a file, not a directory`), remedy: /give --data a directory/ },
+  ];
+  const dataResults = await Promise.all(dataCases.map((c) => start(nodeArgs(c.dataDir))));
+  dataCases.forEach((c, i) => startFailure(dataResults[i]!, `--data ${c.dataDir}`, c.reason, c.remedy));
+
+  // Each listener's port held by another process (here: this test).
+  const holder = createServer();
+  const heldPort = await new Promise<number>((resolve) => holder.listen(0, "127.0.0.1", () => resolve((holder.address() as { port: number }).port)));
+  try {
+    for (const flag of Object.keys(addresses)) {
+      const result = await start(nodeArgs(`${scratch}/data-${flag.slice(2)}`, { [flag]: `127.0.0.1:${heldPort}` }));
+      startFailure(result, `${flag} in use`, new RegExp(`${flag} 127\\.0\\.0\\.1:${heldPort} is already in use by another process \\(EADDRINUSE\\)`), new RegExp(`give ${flag} another HOST:PORT`));
+    }
+  } finally {
+    await new Promise<void>((resolve) => holder.close(() => resolve()));
+  }
 });

@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { test } from "node:test";
 import { HostClient } from "../../src/index.ts";
-import { journalBytesMin } from "../../src/core/limits.ts";
+import { heldLogIntervalMs, journalBytesMin } from "../../src/core/limits.ts";
 import type { GroupInfo, PairInfo } from "../../src/node/control.ts";
 import { NbdClient, assertSameImages, pairWait } from "./drill-lib.ts";
 import { cli, cliOk, mgmtJson, sleep, startNode, waitFor, type RunningNode } from "./harness.ts";
@@ -167,6 +167,8 @@ void test("writes held for a full journal are released when the handshake shows 
   blackhole = false;
   proxy.resetAll();
   await within(20_000, "the held write after the handshake", third);
+  // The log says so within heldLogIntervalMs of the hold's line (at most one line per interval).
+  await waitFor("the release in the log", () => logEvents(primary, "writes_released") >= 1, { timeoutMs: heldLogIntervalMs + 5_000 });
   assert.equal(logEvents(primary, "writes_released"), 1, "one log line when the held writes are released");
   assert.equal(await heldMetric(primary, "g"), 0);
   await volume.flush();

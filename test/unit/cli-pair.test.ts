@@ -115,7 +115,7 @@ void test("pair create: a failed copy, an unreachable secondary, sync mode and a
     assertFailure(
       await tidemark("pair", "create", "g1", "--to", secondaryUrl, "--node", node),
       1,
-      /\[TM_ERR_UNREACHABLE\]; check --to and that the secondary node is running/,
+      /refused the connection \(ECONNREFUSED\): nothing listens there; check that `tidemark node` runs on the secondary and that --to is its management address \(its --mgmt, not --repl or --nbd\) \[TM_ERR_UNREACHABLE\]\n$/,
     );
     control.secondaryUnreachable = false;
     assertFailure(await tidemark("pair", "create", "g1", "--to", secondaryUrl, "--mode", "sync", "--node", node), 1, /sync.*\[TM_ERR_INVALID\]/);

@@ -160,3 +160,27 @@ void test("volume files over the simulated disk: an emptying interrupted by a po
   }
   assert.ok(outcomes.emptied > 5 && outcomes.untouched > 5, JSON.stringify(outcomes));
 });
+
+void test("volume files over the simulated disk: zeroes over a large sparse volume allocate nothing, in marked extents only what they cover", async () => {
+  const TiB = 1024 ** 4;
+  const MiB = 1024 ** 2;
+  const time = new VirtualTime();
+  // A small disk: zeroes written for real (the old code) run out of space at once.
+  const disk = new SimDisk({ seed: 7, schedule: time.schedule, capacityBytes: 16 * MiB });
+  const fs = disk.mount();
+  await time.until(fs.makeDirectory("/v"));
+  await time.until(fs.syncDirectory("/"));
+  const volume = await time.until(VolumeFile.create(fs, "/v/1.vol", TiB));
+  const usedAtStart = disk.usedBytes;
+  await time.until(volume.writeZeroes(0, TiB)); // mkfs discarding the whole device
+  await time.until(volume.writeZeroes(5 * MiB + 512, 3 * MiB)); // WRITE_ZEROES
+  assert.equal(await time.until(volume.allocatedBytes()), 0, "the volume file holds no page");
+  assert.equal(disk.usedBytes, usedAtStart, "nothing allocated on the disk");
+  // One 4 KiB write marks one extent: zeroes across it and its clear neighbours allocate at most that extent.
+  await time.until(volume.write(600 * 1024 * MiB, Buffer.alloc(4096, 0x5a)));
+  await time.until(volume.writeZeroes(600 * 1024 * MiB - 8 * MiB, 16 * MiB));
+  assert.ok((await time.until(volume.read(600 * 1024 * MiB, 4096))).every((byte) => byte === 0), "the write is zeroed");
+  const allocated = await time.until(volume.allocatedBytes());
+  assert.ok(allocated > 0 && allocated <= MiB, `zeroes only in the marked extent (${allocated} bytes allocated)`);
+  await time.until(volume.close());
+});

@@ -3,7 +3,8 @@
 // refusal of every truncation and every flipped byte, and the durable map on real files:
 // saved bits load back, a missing map (older data directory) or a damaged one is never
 // trusted, ensureDurable shares saves, VolumeFile marks on write but not on zeroes, never
-// truncates an existing file, and finishes an interrupted emptying on open.
+// truncates an existing file, and finishes an interrupted emptying on open; zeroes touch only
+// marked extents (a discard of a sparse volume allocates nothing).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, readdir, rm, stat, statfs, writeFile } from "node:fs/promises";
@@ -105,6 +106,28 @@ void test("ExtentMap.nextMarkedRange: the copy's walk visits every marked byte o
     }
     assert.equal(bytes, map.markedBytes, "the walk's bytes are the total the progress shows");
     assert.ok(map.isSubsetOf(visited) && visited.isSubsetOf(map), "every marked extent is visited");
+  }), { numRuns: 300 });
+});
+
+void test("ExtentMap.markedPartsOf: exactly the bytes of the range that lie in marked extents, as maximal ranges in order", () => {
+  fc.assert(fc.property(scenarioArb, ({ extentBytes, sizeBytes, marks, probes }) => {
+    const map = new ExtentMap(sizeBytes, extentBytes);
+    for (const { offsetBytes, lengthBytes } of marks) map.mark(offsetBytes, lengthBytes);
+    for (const { offsetBytes, lengthBytes } of probes) {
+      const parts = map.markedPartsOf(offsetBytes, lengthBytes);
+      const expected: { offsetBytes: number; lengthBytes: number }[] = [];
+      for (let at = offsetBytes; at < offsetBytes + lengthBytes;) {
+        const extent = Math.floor(at / extentBytes);
+        const end = Math.min((extent + 1) * extentBytes, offsetBytes + lengthBytes);
+        if (map.has(extent)) {
+          const last = expected[expected.length - 1];
+          if (last !== undefined && last.offsetBytes + last.lengthBytes === at) last.lengthBytes += end - at;
+          else expected.push({ offsetBytes: at, lengthBytes: end - at });
+        }
+        at = end;
+      }
+      assert.deepEqual(parts, expected, `parts of ${offsetBytes}+${lengthBytes}`);
+    }
   }), { numRuns: 300 });
 });
 
@@ -229,6 +252,40 @@ void test("VolumeFile: write marks its extents, zeroes do not; the map survives 
   });
 });
 
+void test("VolumeFile.writeZeroes allocates nothing where the volume holds nothing: only marked extents get zeroes", async () => {
+  await withDir(async (dir) => {
+    const TiB = 1024 * 1024 * MiB;
+    const path = join(dir, "8.vol");
+    const file = await VolumeFile.create(nodeFileSystem, path, TiB);
+    try {
+      // A discard of the first 256 MiB of a fresh, sparse volume (the old code wrote them all).
+      await file.writeZeroes(0, 256 * MiB);
+      assert.equal(await file.allocatedBytes(), 0, "zeroes over clear extents allocate nothing");
+      // mkfs discards the whole device: 1 TiB of zeroes, none written.
+      await file.writeZeroes(0, TiB);
+      assert.equal(await file.allocatedBytes(), 0, "a discard of the whole device allocates nothing");
+      assert.equal(file.written.markedExtents, 0, "zeroes do not mark");
+      // Data in one extent, then zeroes over it and the clear extents around it.
+      await file.write(700 * MiB + 4096, Buffer.alloc(8192, 0xee));
+      await file.write(700 * MiB + 512 * KiB, Buffer.alloc(4096, 0xdd));
+      const allocatedWithData = await file.allocatedBytes();
+      await file.writeZeroes(690 * MiB + 4096, 20 * MiB);
+      assert.ok((await file.read(700 * MiB, MiB)).every((b) => b === 0), "the marked extent now reads zeroes");
+      const allocated = await file.allocatedBytes();
+      assert.ok(allocated <= allocatedWithData + MiB, `zeroes went into the marked extent only (${allocated} bytes allocated)`);
+      // A range that starts and ends inside marked extents: zeroes only in the range.
+      await file.write(MiB - 4096, Buffer.alloc(3 * MiB, 0x11));
+      await file.writeZeroes(MiB, MiB + 512);
+      const around = await file.read(MiB - 4096, 3 * MiB);
+      assert.ok(around.subarray(0, 4096).every((b) => b === 0x11), "bytes before the range are kept");
+      assert.ok(around.subarray(4096, 4096 + MiB + 512).every((b) => b === 0), "the range reads zeroes");
+      assert.ok(around.subarray(4096 + MiB + 512).every((b) => b === 0x11), "bytes after the range are kept");
+    } finally {
+      await file.close();
+    }
+  });
+});
+
 void test("VolumeFile.create never truncates a file that exists, and a failed create leaves nothing behind", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "5.vol");
@@ -290,8 +347,8 @@ void test("VolumeFile.discardContents empties the volume (sparse, map clear), an
 
 // ---- what the CLI shows ------------------------------------------------------------------
 
-void test("CLI: the copy's amount names the written part and the volumes' size; volume tables show WRITTEN and warnings", () => {
-  assert.equal(copyAmount({ doneBytes: 0, totalBytes: 6 * MiB, volumeBytes: 1024 * 1024 * MiB }), "6.0 MiB written of 1.0 TiB");
+void test("CLI: the copy's amount names the written part (an upper bound: whole extents) and the volumes' size; volume tables show WRITTEN EXTENTS and warnings", () => {
+  assert.equal(copyAmount({ doneBytes: 0, totalBytes: 6 * MiB, volumeBytes: 1024 * 1024 * MiB }), "up to 6.0 MiB written of 1.0 TiB");
   assert.equal(copyAmount({ doneBytes: 0, totalBytes: MiB }), "1.0 MiB", "an older node says no volume size");
   assert.equal(copyAmount({ doneBytes: 0, totalBytes: MiB, volumeBytes: MiB }), "1.0 MiB");
   const text = renderVolumes([
@@ -299,9 +356,9 @@ void test("CLI: the copy's amount names the written part and the volumes' size; 
     { name: "small", sizeBytes: MiB, allocatedBytes: 0, group: "g", readOnly: true, writtenBytes: 0, warning: null },
   ]);
   assert.equal(text, [
-    "NAME      SIZE  ALLOCATED  WRITTEN  GROUP  RO",
-    "big    1.0 TiB    8.0 KiB  2.0 MiB  -      no",
-    "small  1.0 MiB        0 B      0 B  g      yes",
+    "NAME      SIZE  ALLOCATED  WRITTEN EXTENTS  GROUP  RO",
+    "big    1.0 TiB    8.0 KiB          2.0 MiB  -      no",
+    "small  1.0 MiB        0 B              0 B  g      yes",
     "warning: volume big (1.0 TiB) is larger than the free space",
     "",
   ].join("\n"));
