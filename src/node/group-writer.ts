@@ -214,7 +214,7 @@ export class GroupWriter {
     try {
       return this.acceptOrHold(write);
     } catch (error) {
-      return Promise.reject(error);
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
   }
 
