@@ -123,6 +123,14 @@ class SimMachine {
    * random time rarely lands there. Undefined: none armed.
    */
   crashAfterSaves: number | undefined;
+  /**
+   * A crash point of the other kind: power is lost right after the save that records the
+   * next lifecycle transition (a pair's or a target group's state in node.json changes:
+   * copying to replicating, suspended, taken over ...), the how-manyeth from now. Undefined: none armed.
+   */
+  crashAtTransition: number | undefined;
+  /** The pair and target states node.json held at its last save (to see a transition). */
+  savedStates = "";
   /** Lost power at a crash point; the schedule restarts it at its next step. */
   needsRestart = false;
   /** The operator's --truncate-damaged-journals for the next start. */
@@ -297,7 +305,10 @@ export class NodeWorld {
     }
     // A machine that lost power at a crash point after the last step is started again first:
     // a host write held for journal room waits for its secondary.
-    for (const machine of [this.primary, this.secondary]) machine.crashAfterSaves = undefined;
+    for (const machine of [this.primary, this.secondary]) {
+      machine.crashAfterSaves = undefined;
+      machine.crashAtTransition = undefined;
+    }
     await this.restartCrashed();
     // A pair left suspended (its resume met a dead primary) holds host writes once its journal fills.
     for (const group of this.groups) if (group.suspended) await this.resume(group);
@@ -454,18 +465,47 @@ export class NodeWorld {
    * durable saves.
    */
   private armCrashPoint(): void {
-    if (!this.crashPointRng.chance(0.5)) return;
+    if (!this.crashPointRng.chance(0.6)) return;
     const machine = this.crashPointRng.chance(0.7) ? this.secondary : this.primary;
-    machine.crashAfterSaves = this.crashPointRng.int(1, 6);
-    this.trace(`${machine.name} loses power after its next ${machine.crashAfterSaves} saves`);
+    if (this.crashPointRng.chance(0.5)) {
+      machine.crashAtTransition = this.crashPointRng.int(1, 3);
+      machine.savedStates = this.savedStates(machine);
+      this.trace(`${machine.name} loses power right after it saves its state transition number ${machine.crashAtTransition} from now`);
+    } else {
+      machine.crashAfterSaves = this.crashPointRng.int(1, 6);
+      this.trace(`${machine.name} loses power after its next ${machine.crashAfterSaves} saves`);
+    }
+  }
+
+  /** The pair and target states in `machine`'s node.json as the page cache has it (what the last save wrote). */
+  private savedStates(machine: SimMachine): string {
+    const metadata = machine.disk.cachedView(`${machine.dataDir}/node.json`);
+    if (metadata === undefined) return "";
+    try {
+      const parsed = JSON.parse(metadata.toString("utf8")) as { groups?: { name: string; pair?: { state: string }; target?: { state: string } }[] };
+      return (parsed.groups ?? []).map((g) => `${g.name}:${g.pair?.state ?? ""}/${g.target?.state ?? ""}`).join(",");
+    } catch {
+      return "";
+    }
   }
 
   /** A durable save on `machine`'s disk: an armed crash point counts it, and fires right after. */
   private onSaved(machine: SimMachine, path: string): void {
-    if (machine.crashAfterSaves === undefined || !machine.up || !path.startsWith(machine.dataDir)) return;
-    machine.crashAfterSaves -= 1;
-    if (machine.crashAfterSaves > 0) return;
-    machine.crashAfterSaves = undefined;
+    if (!machine.up || !path.startsWith(machine.dataDir)) return;
+    if (machine.crashAtTransition !== undefined && path === machine.dataDir) {
+      const states = this.savedStates(machine);
+      const changed = states !== machine.savedStates;
+      machine.savedStates = states;
+      if (!changed) return;
+      machine.crashAtTransition -= 1;
+      if (machine.crashAtTransition > 0) return;
+      machine.crashAtTransition = undefined;
+    } else {
+      if (machine.crashAfterSaves === undefined) return;
+      machine.crashAfterSaves -= 1;
+      if (machine.crashAfterSaves > 0) return;
+      machine.crashAfterSaves = undefined;
+    }
     // Right after the save completes, before the node's next disk operation does.
     this.scheduler.schedule(0, () => {
       if (!machine.up) return;
