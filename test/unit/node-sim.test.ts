@@ -14,7 +14,7 @@ import { replayCommand, runSeeds } from "../sim/runner.ts";
 // 2000 seeds take about two minutes on a quiet 2-core machine; a loaded one stops handing out
 // seeds after the budget (never fewer than seedsMin). Widen with `npm run sim -- --seeds 20000`.
 const seedsTarget = Number(process.env.TM_SIM_SEEDS ?? "2000");
-const budgetMs = Number(process.env.TM_SIM_BUDGET_MS ?? "180000");
+const budgetMs = Number(process.env.TM_SIM_BUDGET_MS ?? "150000");
 const seedsMin = 300;
 // A fixed first seed keeps CI reproducible; TM_SIM_FIRST_SEED moves the window.
 const firstSeed = Number(process.env.TM_SIM_FIRST_SEED ?? "1");
@@ -48,12 +48,14 @@ for (const seed of [209, 869, 1331, 1354, 1875, 1978]) {
   });
 }
 
-// How many seeds each fault may take to be caught: every one is caught within a few dozen
-// (npm run sim -- --fault NAME --seeds 400 prints where); the bound leaves room for changes.
-const seedsToCatchMax = 150;
+// How many seeds each fault may take to be caught (the issue's bound is 2,000): most are caught
+// within a few dozen (`npm run sim -- --fault NAME --seeds 2000` prints where), the run stops at
+// the first catch. silent-received-loss needs a secondary stop while records wait past a gap:
+// seed 532 was the first when it was added.
+const seedsToCatchMax: Partial<Record<(typeof historicalFaults)[number], number>> = { "silent-received-loss": 2000 };
 for (const fault of historicalFaults) {
   void test(`whole-node simulation: the checker catches the historical fault ${fault}`, async () => {
-    const summary = await runSeeds({ from: 1, count: seedsToCatchMax, fault, failuresMax: 1 });
+    const summary = await runSeeds({ from: 1, count: seedsToCatchMax[fault] ?? 200, fault, failuresMax: 1 });
     assert.ok(summary.failures.length > 0, `${fault} was not caught in ${summary.seedsRun} seeds`);
   });
 }
