@@ -431,6 +431,17 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       const live = this.volumesById.get(volume.volumeId);
       if (live !== undefined) live.target = group;
     }
+    // A crash between a checkpoint's metadata save and its trim leaves records the checkpoint
+    // covers in the journal: trim them now. Nothing else would (a restarted reflector has
+    // nothing dirty to checkpoint), and a journal full of them refused every batch for ever
+    // (whole-node simulation, a crash point right after the save).
+    if (target.state === "replicating" && target.reflectedSequence >= journal.firstSequence) {
+      try {
+        await group.trimThrough(target.reflectedSequence);
+      } catch (error) {
+        group.stopWith(error as Error, journal.dir);
+      }
+    }
     if (report.records > 0 || report.tornBytesCut > 0) {
       this.logger.info({ event: "target_journal_recovered", group: record.name, records: report.records, tornBytesCut: report.tornBytesCut, reflected: target.reflectedSequence, arrived: group.arrivedSequence }, "target journal recovered");
     }
