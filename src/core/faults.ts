@@ -24,6 +24,14 @@ export const historicalFaults = [
   "join-before-checkpoint",
   /** The secondary dropped records it had answered (a resume after a stop, parked records out of order) without telling the primary, which waited for their arrival for ever (seeds 869, 1354, 1875). */
   "silent-received-loss",
+  /** A secondary's group resumed after a stop kept counting as applied what a failed fdatasync may have dropped (seed 3255 found the kind). */
+  "resume-keeps-applied",
+  /** A group joined the time domain while another member was stopped with applies not yet checkpointed (seed 3255). */
+  "join-past-stopped-member",
+  /** A secondary restarted between a checkpoint's save and its trim never trimmed: a full journal stayed full (seed 1267). */
+  "no-trim-at-start",
+  /** Records that arrived by a drain inside a refused batch woke no reflection (seed 3700). */
+  "arrival-without-kick",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];

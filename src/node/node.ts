@@ -435,7 +435,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     // covers in the journal: trim them now. Nothing else would (a restarted reflector has
     // nothing dirty to checkpoint), and a journal full of them refused every batch for ever
     // (whole-node simulation, a crash point right after the save).
-    if (target.state === "replicating" && target.reflectedSequence >= journal.firstSequence) {
+    if (target.state === "replicating" && target.reflectedSequence >= journal.firstSequence && !faultInjected("no-trim-at-start")) {
       try {
         await group.trimThrough(target.reflectedSequence);
       } catch (error) {

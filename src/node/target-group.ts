@@ -101,8 +101,8 @@ export class TargetGroup {
   private spaceWait: { readonly sinceMs: number; detail: string } | undefined;
   /** Called after a trim freed journal space (the replication listener resumes the group). */
   onJournalSpace: () => void = () => undefined;
-  /** The group began waiting for journal room (the node wakes the reflector). */
-  private readonly onSpaceWait: () => void;
+  /** Wakes the reflector: records arrived, or the group began waiting for journal room. */
+  private readonly kickReflection: () => void;
   /**
    * Called when records this node answered (ACKed as received) were dropped before they
    * arrived: parked ones whose positions did not follow, or everything past the disk's last
@@ -126,7 +126,7 @@ export class TargetGroup {
     volumes: readonly TargetVolume[];
     logger: Logger;
     clock: Clock;
-    /** Called when the group stops or resumes (the reflector goes on; status changes), and when it starts waiting for journal room. */
+    /** Called when the group stops or resumes (the reflector goes on; status changes), when records arrive, and when it starts waiting for journal room. */
     onStateChange: () => void;
     /** Position of the journal's last record (its newest), when it has one. */
     lastRecordPosition: Position | undefined;
@@ -135,7 +135,7 @@ export class TargetGroup {
     this.name = options.name;
     this.record = options.record;
     this.clock = options.clock;
-    this.onSpaceWait = options.onStateChange;
+    this.kickReflection = options.onStateChange;
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
       attemptResume: () => this.attemptResume(),
@@ -275,7 +275,13 @@ export class TargetGroup {
     this.stopControl.noteProgress(journal.dir);
     // Several batches may be syncing at once: mark the highest durable handed-out sequence.
     const durable = Math.min(this.journal.durableSequence, this.receiver.handedOutSequence);
-    if (durable > this.receiver.arrivedSequence) this.receiver.markDurable(asSequence(durable));
+    if (durable > this.receiver.arrivedSequence) {
+      this.receiver.markDurable(asSequence(durable));
+      // Whatever path brought them (a batch, parked records drained when a batch found the
+      // journal full, a resume), arrived records wake the reflector: a drain inside a
+      // refused batch once moved arrived with nobody to reflect it (simulation seed 3700).
+      if (this.record.state === "replicating" && !faultInjected("arrival-without-kick")) this.kickReflection();
+    }
     assert(this.receiver.arrivedSequence >= last, "what this batch appended is arrived once durable");
     return undefined;
   }
@@ -315,7 +321,7 @@ export class TargetGroup {
     // idle before the journal filled: wake it, so it checkpoints (on its timer) while the
     // group waits. Without this a secondary whose last reflection ran just before the
     // refusal waited for ever with every record reflected (whole-node simulation).
-    this.onSpaceWait();
+    this.kickReflection();
     this.logger.warn({ event: "target_journal_full", usedBytes: this.journal.usedBytes, bytesMax: this.journal.bytesMax, detail }, "target journal full: taking no more records until reflection frees space");
   }
 
@@ -390,6 +396,9 @@ export class TargetGroup {
     this.receiver = this.newReceiver(lastRecordPosition);
     this.pulls.restart();
     this.logger.info({ event: "group_journal_reread", group: this.name, arrived: this.receiver.arrivedSequence, reflected: this.reflectedSequence }, "journal re-read from disk and verified");
+    // A failed volume write or fdatasync may have dropped applied pages from the page cache:
+    // the reflector applies again from the last checkpoint (rewindIfPending, in its own loop).
+    this.rewindPending = true;
     const forgotten = oldReceiver.reorderRecords + Math.max(0, oldReceiver.handedOutSequence - this.receiver.arrivedSequence);
     if (forgotten > 0) this.announceReceivedLost(`the group resumed after a stop; ${forgotten} received records past sequence ${this.receiver.arrivedSequence} were not stored and must be sent again`);
     return { kind: "resumed" };
@@ -437,6 +446,31 @@ export class TargetGroup {
     const records = this.tail.read(from, reflectReadAheadBytes, this.arrivedSequence) ?? (await this.journal.readFrom(from, reflectReadAheadBytes));
     this.readAhead = records.filter((r) => r.sequence <= this.arrivedSequence);
     this.readAheadHead = 0;
+  }
+
+  /** Set by a resume after a stop: what was applied since the last checkpoint is applied again. */
+  private rewindPending = false;
+  /** Counts rewinds: the reflector's tracker of this group starts over after one. */
+  reflectGeneration = 0;
+
+  /**
+   * After a stop (an I/O error or a full disk) the volumes may lack what was applied since
+   * the last checkpoint (after a failed fdatasync the kernel may drop the dirty pages; the
+   * fsyncgate lesson): reflection goes back to the checkpoint and applies those records
+   * again (idempotent). Called by the reflector between cycles. Before, a resumed secondary
+   * kept counting them as applied, and its next checkpoint made the loss permanent.
+   */
+  rewindIfPending(): void {
+    if (!this.rewindPending || this.readAheadFill !== undefined || faultInjected("resume-keeps-applied")) return;
+    this.rewindPending = false;
+    if (this.reflectedSequence <= this.record.reflectedSequence) return;
+    this.logger.warn({ event: "target_reflect_rewound", group: this.name, fromSequence: this.reflectedSequence, toSequence: this.record.reflectedSequence },
+      "applying again what was applied since the last checkpoint (a failed write or fdatasync may have lost it)");
+    this.reflectedSequence = this.record.reflectedSequence;
+    this.reflectedPosition = { writeTimeUs: asWriteTimeUs(this.record.reflectedWriteTimeUs), acceptNumber: asAcceptNumber(this.record.reflectedAcceptNumber) };
+    this.readAhead = [];
+    this.readAheadHead = 0;
+    this.reflectGeneration += 1;
   }
 
   /** Applies the peeked record to the volume (markers and time advances change nothing). */
