@@ -69,6 +69,7 @@ export type ControlErrorCode =
   | "TM_ERR_STATE"          // 409: the pair/group is in a state that does not allow this
   | "TM_ERR_UNREACHABLE"    // 502: the other node could not be reached
   | "TM_ERR_NO_SPACE"       // 507
+  | "TM_ERR_IO"             // 500: the disk refused (EIO, EROFS, EFBIG) while carrying out the command
   | "TM_ERR_INTERNAL";      // 500
 
 export class ControlError extends Error {

@@ -11,6 +11,7 @@ import Fastify, {
   type RawServerDefault,
 } from "fastify";
 import type { Logger } from "pino";
+import { isStorageError } from "./group-stop.ts";
 import { z } from "zod";
 import {
   groupsPerNodeMax, mgmtBodyBytesMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
@@ -53,6 +54,7 @@ export const statusForCode: Readonly<Record<ControlErrorCode, number>> = {
   TM_ERR_STATE: 409,
   TM_ERR_UNREACHABLE: 502,
   TM_ERR_NO_SPACE: 507,
+  TM_ERR_IO: 500,
   TM_ERR_INTERNAL: 500,
 };
 
@@ -249,6 +251,17 @@ export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
     }
     if (isClientError(error)) {
       return sendError(reply, error.statusCode, "TM_ERR_INVALID", clientErrorMessage(error));
+    }
+    if (isStorageError(error)) {
+      // The disk refused while the command ran (a full disk, an I/O error): say so, with the
+      // path, instead of an "internal error"; the command did not take effect.
+      const errno = (error as NodeJS.ErrnoException).code ?? "EIO";
+      const path = (error as { path?: unknown }).path;
+      logger.warn({ err: error, method: request.method, url: request.url }, "mgmt request failed: the disk refused");
+      const where = typeof path === "string" ? ` on ${path}` : "";
+      return errno === "ENOSPC" || errno === "EDQUOT"
+        ? sendError(reply, statusForCode.TM_ERR_NO_SPACE, "TM_ERR_NO_SPACE", `out of space${where}: free space on that file system and try again`)
+        : sendError(reply, statusForCode.TM_ERR_IO, "TM_ERR_IO", `the disk refused (${errno}${where}): check the disk and its kernel log, then try again`);
     }
     logger.error({ err: error, method: request.method, url: request.url }, "mgmt request failed");
     const message = error instanceof Error ? error.message : String(error);

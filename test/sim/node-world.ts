@@ -18,6 +18,7 @@ import { TidemarkNode, type PeerClient } from "../../src/node/node.ts";
 import type { WriteTimePolicy } from "../../src/core/types.ts";
 import { countSimBlocks, encodeSimBlock, History, simBlockBytes, type HostWrite } from "./history.ts";
 import { createHash } from "node:crypto";
+import { isStorageError } from "../../src/node/group-stop.ts";
 import { Prng } from "./prng.ts";
 import { SimScheduler, drainMicrotasks } from "./scheduler.ts";
 import { SimClock } from "./sim-clock.ts";
@@ -364,7 +365,7 @@ export class NodeWorld {
     try {
       await this.until(a.createPair({ group: group.name, to: this.secondary.url, mode: "async", transfer: this.transfer, streams: this.streams, reflect: "time" }), 5_000, `pair ${group.name} is created`);
     } catch (error) {
-      if (error instanceof ControlError || error instanceof Timeout) return; // the secondary is down or cut off: later
+      if (commandFailed(error)) return; // the secondary is down or cut off, or a disk refused: later
       throw error;
     }
     group.paired = true;
@@ -477,6 +478,23 @@ export class NodeWorld {
     }
   }
 
+  /**
+   * Sometimes, during a lifecycle step, the secondary's volumes fail every fdatasync for a
+   * while (a checkpoint fails, the group stops, the pages those fdatasyncs carried may be
+   * evicted): the step then meets a stopped member of the domain, and the group resumes
+   * after it. A disk failing at random rarely fails exactly there.
+   */
+  private failVolumeSyncsForAWhile(): void {
+    if (!this.crashPointRng.chance(0.35)) return;
+    const machine = this.secondary;
+    const path = `${machine.dataDir}/volumes`;
+    const forMs = this.crashPointRng.int(20, 600);
+    machine.disk.failPath(path, ["sync"]);
+    this.counts.ioErrorEpisodes.secondary += 1;
+    this.trace(`${machine.name}'s volumes fail fdatasync for ${forMs} ms`);
+    this.scheduler.schedule(forMs, () => machine.disk.healPath(path));
+  }
+
   /** The pair and target states in `machine`'s node.json as the page cache has it (what the last save wrote). */
   private savedStates(machine: SimMachine): string {
     const metadata = machine.disk.cachedView(`${machine.dataDir}/node.json`);
@@ -567,6 +585,7 @@ export class NodeWorld {
       if (group === undefined || a === undefined || !this.primary.up) return;
       this.trace(`suspend ${group.name}`);
       this.armCrashPoint();
+      this.failVolumeSyncsForAWhile();
       await this.tryControl(a.suspendPair(group.name));
       group.suspended = true;
       this.counts.suspends += 1;
@@ -577,6 +596,7 @@ export class NodeWorld {
       if (group !== undefined) {
         this.trace(`pair ${group.name} (late)`);
         this.armCrashPoint();
+        this.failVolumeSyncsForAWhile();
         await this.pair(group, true);
       }
     } else if (roll < 0.46) {
@@ -616,7 +636,7 @@ export class NodeWorld {
           this.counts.resumes += 1;
           return;
         } catch (error) {
-          if (!(error instanceof ControlError) && !(error instanceof Timeout)) throw error;
+          if (!commandFailed(error)) throw error;
         }
       }
       await this.sleep(100);
@@ -656,7 +676,7 @@ export class NodeWorld {
     try {
       await this.until(operation, 5_000, "an operator command");
     } catch (error) {
-      if (!(error instanceof ControlError) && !(error instanceof Timeout)) throw error;
+      if (!commandFailed(error)) throw error;
     }
   }
 
@@ -874,6 +894,11 @@ function describeError(error: unknown): string {
 }
 
 class Timeout extends Error {}
+
+/** An operator command that failed as the operator would see it fail: refused, timed out, or a disk refused (TM_ERR_IO / TM_ERR_NO_SPACE over HTTP). */
+function commandFailed(error: unknown): boolean {
+  return error instanceof ControlError || error instanceof Timeout || isStorageError(error);
+}
 
 function safePair(node: TidemarkNode, group: string): PairInfo | undefined {
   try {

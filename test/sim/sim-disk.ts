@@ -75,6 +75,13 @@ export interface SimDiskOptions {
   /** Largest file: EFBIG above it (default ext4's 16 TiB - 4 KiB). */
   readonly fileBytesMax?: number;
   readonly powerLoss?: Partial<PowerLossOdds>;
+  /**
+   * After a failed fdatasync its pages are clean, and the kernel may evict them at any time:
+   * "keep" leaves them in the page cache (a reader still sees the lost bytes: only O_DIRECT
+   * shows the loss), "evict" drops them at once (the next read returns what the disk has),
+   * "either" (default) picks one per failed call from the seed.
+   */
+  readonly failedSyncPages?: "keep" | "evict" | "either";
 }
 
 /** How often the disk did what, for a simulation's event counts. */
@@ -223,6 +230,7 @@ class DiskState {
   latency: SimLatency;
   readonly powerLoss: PowerLossOdds;
   readonly directIo: boolean;
+  readonly failedSyncPages: "keep" | "evict" | "either";
   readonly fileBytesMax: number;
   capacityBytes: number;
   readonly errorRates: Record<FaultOp, number> = { read: 0, write: 0, sync: 0 };
@@ -245,6 +253,7 @@ class DiskState {
     this.latency = { ...defaultLatency, ...options.latency };
     this.powerLoss = { ...defaultPowerLoss, ...options.powerLoss };
     this.directIo = options.directIo ?? true;
+    this.failedSyncPages = options.failedSyncPages ?? "either";
     this.fileBytesMax = options.fileBytesMax ?? 16 * tebibyte - simPageBytes;
     this.capacityBytes = options.capacityBytes ?? tebibyte;
     this.root = this.newDir();
@@ -587,9 +596,17 @@ class DiskState {
   datasync(node: FileNode, path: string, pages: ReadonlyMap<number, Buffer | undefined>, sizeBytes: number): void {
     this.counts.datasyncs += 1;
     if (this.fails("sync", path)) {
-      // fsyncgate: the pages it was writing are marked clean; the disk never gets them.
+      // fsyncgate: the pages it was writing are marked clean and the disk never gets them;
+      // clean pages may be evicted at any moment, and the next read returns what the disk has
+      // (failedSyncPages).
+      const evict = this.failedSyncPages === "evict" || (this.failedSyncPages === "either" && this.prng.chance(0.5));
       for (const [page, content] of pages) {
-        if (node.cache.get(page) === content && node.dirty.delete(page)) this.counts.pagesDroppedByFailedSync += 1;
+        if (node.cache.get(page) !== content || !node.dirty.delete(page)) continue;
+        this.counts.pagesDroppedByFailedSync += 1;
+        if (!evict) continue;
+        const onDisk = node.disk.get(page);
+        if (onDisk !== undefined) node.cache.set(page, onDisk);
+        else if (node.cache.delete(page) && node.counted) this.usedPages -= 1;
       }
       throw this.eio("fdatasync", path);
     }

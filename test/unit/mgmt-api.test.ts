@@ -241,3 +241,18 @@ void test("arbitrary JSON and arbitrary bytes never make a 5xx, and errors keep 
   );
   await app.close();
 });
+
+void test("a disk that refuses while a command runs is TM_ERR_IO or TM_ERR_NO_SPACE naming the path, not an internal error", async () => {
+  const { app, control } = setup();
+  control.failWith = Object.assign(new Error("EIO: i/o error, fdatasync '/data/volumes/3.vol'"), { code: "EIO", path: "/data/volumes/3.vol" });
+  let response = await app.inject({ method: "GET", url: "/v1/volumes" });
+  assert.equal(response.statusCode, 500);
+  assert.equal(errorOf(response.body).code, "TM_ERR_IO");
+  assert.match(errorOf(response.body).message, /EIO on \/data\/volumes\/3\.vol/);
+  control.failWith = Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC", path: "/data/node.json.tmp" });
+  response = await app.inject({ method: "GET", url: "/v1/volumes" });
+  assert.equal(response.statusCode, 507);
+  assert.equal(errorOf(response.body).code, "TM_ERR_NO_SPACE");
+  assert.match(errorOf(response.body).message, /\/data\/node\.json\.tmp/);
+  await app.close();
+});

@@ -192,7 +192,7 @@ void test("sim disk: capacity gives ENOSPC (short writes, creates, growth), stat
 });
 
 void test("sim disk: EIO by rate and by path; a failed datasync loses its pages where only O_DIRECT sees it (fsyncgate)", async () => {
-  const disk = new SimDisk({ seed: 4, schedule: realTimeSchedule });
+  const disk = new SimDisk({ seed: 4, schedule: realTimeSchedule, failedSyncPages: "keep" });
   const fs = disk.mount();
   await fs.makeDirectory("/j");
   const file = await fs.open("/j/seg", "create-exclusive");
@@ -231,6 +231,22 @@ void test("sim disk: EIO by rate and by path; a failed datasync loses its pages 
   const noDirect = new SimDisk({ seed: 4, schedule: realTimeSchedule, directIo: false }).mount();
   await (await noDirect.open("/f", "create-exclusive")).close();
   await assert.rejects(noDirect.open("/f", "direct-read"), { code: "EINVAL" }, "as tmpfs refuses O_DIRECT");
+});
+
+void test("sim disk: pages a failed datasync dropped may be evicted, and a read then returns what the disk has", async () => {
+  const disk = new SimDisk({ seed: 4, schedule: realTimeSchedule, failedSyncPages: "evict" });
+  const fs = disk.mount();
+  const file = await fs.open("/seg", "create-exclusive");
+  const synced = pattern(8192, 1);
+  await writeWholeFile(file, synced);
+  await file.datasync();
+  file.writeSync(pattern(4096, 2), 0, 4096, 0);
+  disk.failPath("/seg", ["sync"]);
+  await assert.rejects(file.datasync(), { code: "EIO" });
+  disk.healPath("/seg");
+  const scratch = Buffer.alloc(8192);
+  assert.equal(await file.read(scratch, 0, 8192, 0), 8192);
+  assert.ok(scratch.equals(synced), "the write the failed fdatasync carried is gone from the page cache too");
 });
 
 void test("sim disk: a crashed process's operations never complete; the same seed gives the same disk", async () => {
