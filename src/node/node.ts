@@ -1290,6 +1290,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const state = stopped !== undefined ? "stopped" : record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
     let reason: string | null = null;
     if (state === "replicating" && reflected < record.consistentFromSequence) reason = `catching up after the initial copy: consistent once sequence ${record.consistentFromSequence} is reflected`;
+    else if (state === "replicating" && target !== undefined && !target.consistent) reason = `applying again what was applied since the last checkpoint (a disk error may have lost it): the image is consistent again once sequence ${target.reapplyThrough} is reflected`;
     if (state === "takeover" && record.takeover !== null) reason = `taken over at ${record.takeover.at}: kept through sequence ${record.takeover.keptSequence}, dropped ${record.takeover.droppedRecords} records`;
     if (stopped !== undefined) reason = stopped.reason;
     // A stopped member holds its time domain (DESIGN.md): every group it holds names it.

@@ -190,7 +190,11 @@ export class TargetGroup {
 
   /** Whether the target's image is dependent-write consistent (copy done and caught up). */
   get consistent(): boolean {
-    return (this.record.state === "replicating" && this.reflectedSequence >= this.record.consistentFromSequence) || this.record.state === "takeover";
+    if (this.record.state === "takeover") return true;
+    // Stopped by a disk error, or applying again what a failed fdatasync may have dropped
+    // (rewindIfPending): the volumes may lack records counted as applied until then.
+    if (this.stopped !== undefined || this.rewindPending || this.reflectedSequence < this.reapplyThroughSequence) return false;
+    return this.record.state === "replicating" && this.reflectedSequence >= this.record.consistentFromSequence;
   }
 
   /**
@@ -450,6 +454,11 @@ export class TargetGroup {
 
   /** Set by a resume after a stop: what was applied since the last checkpoint is applied again. */
   private rewindPending = false;
+  /** After a rewind: the image is consistent again once reflection is back here. */
+  private reapplyThroughSequence = 0;
+  get reapplyThrough(): number {
+    return this.reapplyThroughSequence;
+  }
   /** Counts rewinds: the reflector's tracker of this group starts over after one. */
   reflectGeneration = 0;
 
@@ -466,6 +475,7 @@ export class TargetGroup {
     if (this.reflectedSequence <= this.record.reflectedSequence) return;
     this.logger.warn({ event: "target_reflect_rewound", group: this.name, fromSequence: this.reflectedSequence, toSequence: this.record.reflectedSequence },
       "applying again what was applied since the last checkpoint (a failed write or fdatasync may have lost it)");
+    this.reapplyThroughSequence = this.reflectedSequence;
     this.reflectedSequence = this.record.reflectedSequence;
     this.reflectedPosition = { writeTimeUs: asWriteTimeUs(this.record.reflectedWriteTimeUs), acceptNumber: asAcceptNumber(this.record.reflectedAcceptNumber) };
     this.readAhead = [];

@@ -785,6 +785,9 @@ export class NodeWorld {
     const domain = this.groups.filter((g) => g.paired && !g.late && !stopped.has(g.name));
     const volumes = domain.flatMap((g) => g.volumes);
     if (volumes.length === 0) return;
+    // A member that says its image is not consistent now (applying again after a disk error)
+    // makes the domain's images no promise until it is back.
+    if (domain.some((g) => this.secondary.node?.findTarget(g.name)?.consistent === false)) return;
     const violations = this.history.checkDependentWrites(this.present(this.secondary, volumes), new Set(volumes));
     if (violations.length > 0) throw new SimFailure("I1", `${violations.join("; ")}; B: ${this.secondaryView()}`);
     // Each group paired later on its own, once its copy is done and caught up (before, its image is a copy in progress).
