@@ -1164,6 +1164,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     if (sequence <= target.record.reflectedSequence) return true;
     // A group being taken over is checkpointed by the takeover itself.
     if (this.targets.get(target.name) !== target || target.takingOver) return true;
+    // Never while stopped or before it applied again after a resume: after a failed
+    // fdatasync the next one succeeds without the pages the failed one dropped, so a
+    // checkpoint then would record as durable what the volume lost (simulation seed 1829).
+    if (!target.checkpointable) return false;
     const nowMs = this.clock.monotonicMs();
     const volumesWritten = target.volumesWrittenSinceCheckpoint;
     // A target waiting for journal room is checkpointed at once: the trim is what frees it.

@@ -454,6 +454,11 @@ export class TargetGroup {
 
   /** Set by a resume after a stop: what was applied since the last checkpoint is applied again. */
   private rewindPending = false;
+  /** Whether a checkpoint may record what is applied now: not while stopped, nor while a rewind waits. */
+  get checkpointable(): boolean {
+    return this.stopped === undefined && !this.rewindPending;
+  }
+
   /** After a rewind: the image is consistent again once reflection is back here. */
   private reapplyThroughSequence = 0;
   get reapplyThrough(): number {
