@@ -32,6 +32,8 @@ export const historicalFaults = [
   "no-trim-at-start",
   /** Records that arrived by a drain inside a refused batch woke no reflection (seed 3700). */
   "arrival-without-kick",
+  /** Recovery replayed journal records into the volumes before making them durable: a power loss then left volume blocks no journal explained (seed 1985). */
+  "replay-before-durable",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];
