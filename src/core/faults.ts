@@ -30,8 +30,6 @@ export const historicalFaults = [
   "join-past-stopped-member",
   /** A secondary restarted between a checkpoint's save and its trim never trimmed: a full journal stayed full (seed 1267). */
   "no-trim-at-start",
-  /** Records that arrived by a drain inside a refused batch woke no reflection (seed 3700). */
-  "arrival-without-kick",
   /** Recovery replayed journal records into the volumes before making them durable: a power loss then left volume blocks no journal explained (seed 1985). */
   "replay-before-durable",
 ] as const;

@@ -284,7 +284,7 @@ export class TargetGroup {
       // Whatever path brought them (a batch, parked records drained when a batch found the
       // journal full, a resume), arrived records wake the reflector: a drain inside a
       // refused batch once moved arrived with nobody to reflect it (simulation seed 3700).
-      if (this.record.state === "replicating" && !faultInjected("arrival-without-kick")) this.kickReflection();
+      if (this.record.state === "replicating") this.kickReflection();
     }
     assert(this.receiver.arrivedSequence >= last, "what this batch appended is arrived once durable");
     return undefined;
