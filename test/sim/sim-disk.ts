@@ -177,7 +177,9 @@ function writePages(pages: Map<number, Buffer>, data: Buffer, positionBytes: num
     const inPageBytes = atBytes - page * simPageBytes;
     const countBytes = Math.min(simPageBytes - inPageBytes, data.length - doneBytes);
     const old = pages.get(page);
-    const next = Buffer.alloc(simPageBytes);
+    // A new buffer per page write (pages are compared by identity); zeroed only where neither
+    // the old page nor the data covers it.
+    const next = old !== undefined || countBytes === simPageBytes ? Buffer.allocUnsafeSlow(simPageBytes) : Buffer.alloc(simPageBytes);
     if (old !== undefined) old.copy(next);
     data.copy(next, inPageBytes, doneBytes, doneBytes + countBytes);
     pages.set(page, next);
@@ -201,20 +203,20 @@ function readPages(pages: Map<number, Buffer>, into: Buffer, offsetBytes: number
   }
 }
 
+const zeroPage = Buffer.alloc(simPageBytes);
+
 /** Drops the pages of `pages` past sizeBytes and zeroes the tail of the last one. Returns the dropped or changed pages. */
 function cutPages(pages: Map<number, Buffer>, sizeBytes: number): number[] {
   const changed: number[] = [];
   const firstWholePage = Math.ceil(sizeBytes / simPageBytes);
-  for (const page of [...pages.keys()]) {
-    if (page >= firstWholePage) {
-      pages.delete(page);
-      changed.push(page);
-    }
+  for (const page of pages.keys()) {
+    if (page >= firstWholePage) changed.push(page);
   }
+  for (const page of changed) pages.delete(page);
   const tailBytes = sizeBytes % simPageBytes;
   const lastPage = Math.floor(sizeBytes / simPageBytes);
   const last = tailBytes === 0 ? undefined : pages.get(lastPage);
-  if (last !== undefined && !last.subarray(tailBytes).every((byte) => byte === 0)) {
+  if (last !== undefined && !last.subarray(tailBytes).equals(zeroPage.subarray(tailBytes))) {
     const next = Buffer.from(last);
     next.fill(0, tailBytes);
     pages.set(lastPage, next);
