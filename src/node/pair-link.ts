@@ -119,6 +119,9 @@ export class PairLink {
   private reconciling: Promise<void> | undefined;
   private pumping = false;
   private pumpAgain = false;
+  /** After a failed send (a journal read error): the next try, on a backoff. */
+  private pumpRetryTimer: Timer | undefined;
+  private pumpRetryDelayMs = replReconnectDelayMsMin;
   private copy: CopyProgress | undefined;
   /** The figures of the last initial copy that finished (this process), for status. */
   private lastCopy: { doneBytes: number; totalBytes: number; volumeBytes: number; dataBytes: number } | undefined;
@@ -226,6 +229,8 @@ export class PairLink {
 
   stop(reason: string): void {
     this.running = false;
+    this.clock.clear(this.pumpRetryTimer);
+    this.pumpRetryTimer = undefined;
     this.clock.clear(this.pullWaitTimer);
     this.pullWaitTimer = undefined;
     this.clock.clear(this.noSpace?.retryTimer);
@@ -627,9 +632,22 @@ export class PairLink {
     }
     this.pumping = true;
     void this.pumpLoop()
-      .catch((error: unknown) => {
+      .then(() => {
+        this.pumpRetryDelayMs = replReconnectDelayMsMin;
+      }, (error: unknown) => {
         this.lastError = (error as Error).message;
-        this.logger.error({ event: "pump_failed", group: this.groupName, err: error }, "sending failed");
+        // A read of the journal failed (an I/O error): nothing else may call pump again (a
+        // group whose journal is full waits for exactly this pair), so try again on a
+        // backoff. Before, one failed read left the pair idle for good (simulation seed 6300).
+        const retryInMs = this.pumpRetryDelayMs;
+        this.pumpRetryDelayMs = Math.min(replReconnectDelayMsMax, this.pumpRetryDelayMs * 2);
+        this.logger.error({ event: "pump_failed", group: this.groupName, err: error, retryInMs }, "sending failed; trying again");
+        if (this.running && this.pumpRetryTimer === undefined) {
+          this.pumpRetryTimer = this.clock.setTimeout(() => {
+            this.pumpRetryTimer = undefined;
+            this.pump();
+          }, retryInMs);
+        }
       })
       .finally(() => {
         this.pumping = false;
