@@ -1299,7 +1299,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     if (stopped !== undefined) reason = stopped.reason;
     // A stopped member holds its time domain (DESIGN.md): every group it holds names it.
     const holder = state === "replicating" && record.reflect === "time"
-      ? [...this.targets.values()].find((other) => other !== target && other.stopped !== undefined && other.record.state === "replicating" && other.record.reflect === "time")
+      ? [...this.targets.values()].find((other) => other !== target && other.stopped !== undefined && other.record.state === "replicating" && other.record.reflect === "time" && other.record.primaryNode === record.primaryNode)
       : undefined;
     if (holder !== undefined && arrived > reflected) reason = `reflection held by group ${holder.name} of the same consistency domain, which is stopped (${holder.stopped?.reason ?? ""})`;
     if (reason === null && state === "replicating" && target !== undefined && target.streams.size === 0) {

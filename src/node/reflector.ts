@@ -25,7 +25,8 @@ export class Reflector {
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
-  private readonly trackers = new Map<ReflectMode, { key: string; tracker: ReflectTracker }>();
+  /** One per domain: "seq", or "time" and the primary node. */
+  private readonly trackers = new Map<string, { key: string; tracker: ReflectTracker }>();
   /** When the last checkpoint started (monotonic ms). */
   private lastCheckpointMs = 0;
   /** A checkpoint due for what was reflected since the last one (it frees journal space). */
@@ -116,10 +117,17 @@ export class Reflector {
 
   /** One pass per mode: apply everything that may be applied now. */
   async cycle(): Promise<void> {
-    for (const mode of ["time", "seq"] as const) {
-      const domain = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && (g.record.reflect === mode || (mode === "seq" && g.record.reflect === "marker")));
-      if (domain.length > 0) await this.reflectDomain(mode, domain);
+    // Time mode: one consistency domain per primary node (CONTRACT.md: groups of different
+    // primaries share a domain only when named so, which is not built yet). Positions of
+    // different primaries are not comparable (each numbers its own accepts; NBD writes under
+    // --write-time host carry time 0), so one shared frontier mixed them: the secondary hit
+    // the reflector's ordering assertion, or silently stopped applying one primary's groups.
+    const time = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && g.record.reflect === "time");
+    for (const primary of new Set(time.map((g) => g.record.primaryNode))) {
+      await this.reflectDomain("time", time.filter((g) => g.record.primaryNode === primary));
     }
+    const seq = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && (g.record.reflect === "seq" || g.record.reflect === "marker"));
+    if (seq.length > 0) await this.reflectDomain("seq", seq);
   }
 
   /** A join in progress (see beforeJoin): no cycle runs until it is durable. */
@@ -164,7 +172,7 @@ export class Reflector {
   }
 
   /** The members of the time domain the last cycle reflected with. */
-  private timeMembers = new Set<TargetGroup>();
+  private timeMembers = new Map<string, Set<TargetGroup>>();
 
   /**
    * A group joins the time domain (its initial copy is done): its arrived position may lie
@@ -175,9 +183,10 @@ export class Reflector {
    * (volumes fdatasync'd, reflected positions persisted). Found by the whole-node simulation.
    */
   private async checkpointBeforeJoin(domain: readonly TargetGroup[]): Promise<void> {
-    const joined = domain.some((g) => !this.timeMembers.has(g));
-    const previous = this.timeMembers;
-    this.timeMembers = new Set(domain);
+    const primary = domain[0]?.record.primaryNode ?? "";
+    const previous = this.timeMembers.get(primary) ?? new Set<TargetGroup>();
+    const joined = domain.some((g) => !previous.has(g));
+    this.timeMembers.set(primary, new Set(domain));
     if (!joined || ![...previous].some((g) => this.dirty.has(g))) return;
     await this.checkpointing;
     await this.checkpointAll(true);
@@ -186,12 +195,13 @@ export class Reflector {
   private trackerFor(mode: ReflectMode, domain: readonly TargetGroup[]): ReflectTracker {
     // A group joining or leaving starts a new tracker: its first records may lie before
     // what the others already reflected, which is right for it (it was not consistent yet).
-    const current = this.trackers.get(mode);
+    const domainKey = mode === "time" ? `time/${domain[0]?.record.primaryNode ?? ""}` : mode;
+    const current = this.trackers.get(domainKey);
     // A group that went back to its checkpoint (TargetGroup.rewindIfPending) starts one too.
     const members = domain.map((g) => `${g.groupId}.${g.reflectGeneration}`).join(",");
     if (current !== undefined && current.key === members) return current.tracker;
     const tracker = new ReflectTracker(mode, domain.map((g) => ({ groupId: asGroupId(g.groupId), reflectedSequence: asSequence(g.reflectedSequence) })));
-    this.trackers.set(mode, { key: members, tracker });
+    this.trackers.set(domainKey, { key: members, tracker });
     return tracker;
   }
 
@@ -284,7 +294,7 @@ export class Reflector {
    */
   frontierHolder(group: TargetGroup): TargetGroup | undefined {
     if (group.record.reflect !== "time" || group.record.state !== "replicating") return undefined;
-    const domain = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && g.record.reflect === "time");
+    const domain = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && g.record.reflect === "time" && g.record.primaryNode === group.record.primaryNode);
     let holder: TargetGroup | undefined;
     for (const g of domain) {
       if (holder === undefined || comparePositions(g.arrivedPosition, holder.arrivedPosition) < 0) holder = g;
