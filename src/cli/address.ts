@@ -14,3 +14,20 @@ export function parseListenAddress(flag: string, text: string): ListenAddress {
   }
   return { host, port };
 }
+
+/** Whether `host` is this machine only: "localhost", 127.0.0.0/8 or ::1. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase();
+  return h === "localhost" || h === "::1" || h === "0:0:0:0:0:0:0:1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/**
+ * The management API has no authentication yet (CONTRACT.md): it listens on a non-loopback
+ * address only when the operator says so with --insecure-mgmt. Errors: UsageError.
+ */
+export function checkMgmtExposure(address: ListenAddress, insecureMgmt: boolean): void {
+  if (insecureMgmt || isLoopbackHost(address.host)) return;
+  throw new UsageError(`--mgmt ${address.host}:${address.port} would let anyone who can reach it create, pair, take over and empty volumes: ` +
+    "the management API has no authentication yet, so it listens only on a loopback address (127.0.0.1, ::1, localhost) unless you add --insecure-mgmt " +
+    "(then keep the port behind a firewall or an authenticating proxy)");
+}

@@ -1,7 +1,7 @@
 // `tidemark node`: runs one storage system in the foreground (CONTRACT.md, "The node").
 import type { Command } from "commander";
 import { writeTimePolicies, type WriteTimePolicy } from "../core/types.ts";
-import { parseListenAddress } from "./address.ts";
+import { checkMgmtExposure, parseListenAddress } from "./address.ts";
 import { OperationError, UsageError } from "./errors.ts";
 import { NodeStartError } from "../node/start-errors.ts";
 import { installNodeSignals } from "./node-signals.ts";
@@ -17,6 +17,7 @@ interface NodeFlags {
   replAdvertise?: string;
   writeTime: string;
   truncateDamagedJournals?: boolean;
+  insecureMgmt?: boolean;
 }
 
 /** A clean stop that takes longer than this is abandoned (the journal makes that safe). */
@@ -34,6 +35,7 @@ export function registerNodeCommand(program: Command): void {
     .option("--repl <HOST:PORT>", "replication listener", "127.0.0.1:7400")
     .option("--repl-advertise <HOST:PORT>", "address primaries should connect to for replication (behind NAT or a proxy); default: the --repl address")
     .option("--write-time <POLICY>", `write-time policy: ${writeTimePolicies.join("|")}`, "host")
+    .option("--insecure-mgmt", "let the management API (no authentication yet) listen on a non-loopback --mgmt address")
     .option("--truncate-damaged-journals", "after a power loss: cut a journal at damaged bytes even when whole records follow (they are dropped); only when start-up says so")
     .action(async (flags: NodeFlags) => {
       await runNode(flags);
@@ -59,6 +61,7 @@ async function runNode(flags: NodeFlags): Promise<void> {
     writeTimePolicy: flags.writeTime as WriteTimePolicy,
     truncateDamagedJournals: flags.truncateDamagedJournals === true,
   };
+  checkMgmtExposure(options.mgmt, flags.insecureMgmt === true);
   // Loaded here, not at the top: every other command (`tidemark status`, ...) would otherwise
   // pay ~0.4 s to load the node (fastify, storage, protocols) on each run.
   const { createNodeLogger } = await import("../node/logger.ts");
