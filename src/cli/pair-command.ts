@@ -107,18 +107,22 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       pair
         .command(verb)
         .description(verb === "suspend" ? "stop sending to the secondary; writes go on and are kept for later" : "start sending again after a suspend")
-        .argument("<GROUP>", "group with a pair"),
-    ).action(async (groupText: string, _flags: unknown, command: Command) => {
-      const group = checkName("group", groupText);
+        .argument("<GROUP[,GROUP...]>", "groups with a pair, comma-separated"),
+    ).action(async (groupsText: string, _flags: unknown, command: Command) => {
+      // Every name is checked before anything is done; then one after another, in the order
+      // given, stopping at the first refusal (the ones before it are done and printed).
+      const groups = parseGroupList(groupsText, verb);
       const context = mgmtContext(command, io);
-      const { value, raw } = await context.client.post(`${pairPath(group)}/${verb}`, {}, pairInfoSchema, {
-        what: `${verb} the pair of group '${group}'`,
-        hints: {
-          TM_ERR_NOT_FOUND: "see `tidemark pair status`",
-          TM_ERR_STATE: `see \`tidemark pair status ${group}\``,
-        },
-      });
-      context.print(raw, () => `${past} pair of group ${value.group}: now ${value.state}${value.reason === null ? "" : ` (${value.reason})`}\n`);
+      for (const group of groups) {
+        const { value, raw } = await context.client.post(`${pairPath(group)}/${verb}`, {}, pairInfoSchema, {
+          what: `${verb} the pair of group '${group}'`,
+          hints: {
+            TM_ERR_NOT_FOUND: "see `tidemark pair status`",
+            TM_ERR_STATE: `see \`tidemark pair status ${group}\``,
+          },
+        });
+        context.print(raw, () => `${past} pair of group ${value.group}: now ${value.state}${value.reason === null ? "" : ` (${value.reason})`}\n`);
+      }
     });
   }
 
@@ -128,7 +132,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       .description("on the secondary: stop at the last consistent point, drop what lies beyond, make the volumes writable")
       .argument("<GROUP[,GROUP...]>", "groups on this (secondary) node, comma-separated"),
   ).action(async (groupsText: string, _flags: unknown, command: Command) => {
-    const groups = parseGroupList(groupsText);
+    const groups = parseGroupList(groupsText, "takeover");
     const context = mgmtContext(command, io);
     const { value, raw } = await context.client.post("/v1/takeover", { groups }, takeoverAnswerSchema, {
       what: `take over ${groups.length === 1 ? "group" : "groups"} ${groups.map((name) => `'${name}'`).join(", ")}`,
@@ -159,9 +163,9 @@ function parseStreams(text: string): number {
 }
 
 /** "g1,g2" -> ["g1","g2"]: at least one, each a valid name, none twice. */
-function parseGroupList(text: string): string[] {
+function parseGroupList(text: string, verb: "takeover" | "suspend" | "resume"): string[] {
   const names = text.split(",").map((part) => part.trim());
-  if (names.every((name) => name === "")) throw new UsageError("takeover needs at least one group name, e.g. `tidemark pair takeover g1,g2`");
+  if (names.every((name) => name === "")) throw new UsageError(`${verb} needs at least one group name, e.g. \`tidemark pair ${verb} g1,g2\``);
   if (names.includes("")) throw new UsageError(`groups ${JSON.stringify(text)} have an empty name; separate names with single commas`);
   for (const name of names) checkName("group", name);
   const twice = names.find((name, index) => names.indexOf(name) !== index);

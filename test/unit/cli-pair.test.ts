@@ -260,6 +260,22 @@ void test("pair suspend and resume print the new state; the wrong state exits 1"
   });
 });
 
+void test("pair suspend and resume take a comma list (CONTRACT.md): every name checked first, then each in order, stopping at the first refusal", async () => {
+  await withNode(async (control, node) => {
+    control.addPair({ group: "g1" });
+    control.addPair({ group: "g2" });
+    const both = await tidemark("pair", "suspend", "g1,g2", "--node", node);
+    assertOk(both);
+    assert.equal(both.stdout, "suspended pair of group g1: now suspended (suspended by the operator)\nsuspended pair of group g2: now suspended (suspended by the operator)\n");
+    assertFailure(await tidemark("pair", "resume", "g1,,g2", "--node", node), 2, /empty name/);
+    assertFailure(await tidemark("pair", "resume", "g1,g1", "--node", node), 2, /listed twice/);
+    const partly = await tidemark("pair", "resume", "g1,g9,g2", "--node", node);
+    assert.equal(partly.code, 1);
+    assert.match(partly.stderr, /cannot resume the pair of group 'g9'.*\[TM_ERR_NOT_FOUND\]/);
+    assert.equal(partly.stdout, "resumed pair of group g1: now replicating\n", "g1 was resumed before g9 was refused; g2 was not tried");
+  });
+});
+
 void test("pair takeover prints per group what was kept and dropped; on a primary it exits 1", async () => {
   await withNode(async (control, node) => {
     control.addPair({ group: "s1", role: "secondary", acceptedSequence: 1500, arrivedSequence: 1400, reflectedSequence: 1200 });
