@@ -31,3 +31,21 @@ export function checkMgmtExposure(address: ListenAddress, insecureMgmt: boolean)
     "the management API has no authentication yet, so it listens only on a loopback address (127.0.0.1, ::1, localhost) unless you add --insecure-mgmt " +
     "(then keep the port behind a firewall or an authenticating proxy)");
 }
+
+/**
+ * Two listeners of one node on the same HOST:PORT (port 0 picks a free one, so never the
+ * same): refused before anything starts. Otherwise the second listen fails with EADDRINUSE
+ * and the message blames "another process" while the other user is the node itself.
+ * Errors: UsageError.
+ */
+export function checkDistinctListeners(listeners: readonly (readonly [flag: string, address: ListenAddress])[]): void {
+  for (let i = 0; i < listeners.length; i += 1) {
+    for (let j = i + 1; j < listeners.length; j += 1) {
+      const [flagA, a] = listeners[i] ?? ["", { host: "", port: 0 }];
+      const [flagB, b] = listeners[j] ?? ["", { host: "", port: 0 }];
+      if (a.port !== 0 && a.port === b.port && (a.host === b.host || a.host === "0.0.0.0" || b.host === "0.0.0.0" || a.host === "::" || b.host === "::")) {
+        throw new UsageError(`${flagA} and ${flagB} both listen on port ${a.port}${a.host === b.host ? ` of ${a.host}` : ""}: give each its own port`);
+      }
+    }
+  }
+}

@@ -1,7 +1,7 @@
 // `tidemark node`: runs one storage system in the foreground (CONTRACT.md, "The node").
 import type { Command } from "commander";
 import { writeTimePolicies, type WriteTimePolicy } from "../core/types.ts";
-import { checkMgmtExposure, parseListenAddress } from "./address.ts";
+import { checkDistinctListeners, checkMgmtExposure, parseListenAddress } from "./address.ts";
 import { OperationError, UsageError } from "./errors.ts";
 import { NodeStartError } from "../node/start-errors.ts";
 import { installNodeSignals } from "./node-signals.ts";
@@ -62,6 +62,7 @@ async function runNode(flags: NodeFlags): Promise<void> {
     truncateDamagedJournals: flags.truncateDamagedJournals === true,
   };
   checkMgmtExposure(options.mgmt, flags.insecureMgmt === true);
+  checkDistinctListeners([["--mgmt", options.mgmt], ["--nbd", options.nbd], ["--host-port", options.host], ["--repl", options.repl]]);
   // Loaded here, not at the top: every other command (`tidemark status`, ...) would otherwise
   // pay ~0.4 s to load the node (fastify, storage, protocols) on each run.
   const { createNodeLogger } = await import("../node/logger.ts");

@@ -2,7 +2,7 @@
 // listens for it on a non-loopback address only with --insecure-mgmt, and says why otherwise.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { checkMgmtExposure, isLoopbackHost, parseListenAddress } from "../../src/cli/address.ts";
+import { checkDistinctListeners, checkMgmtExposure, isLoopbackHost, parseListenAddress } from "../../src/cli/address.ts";
 import { UsageError } from "../../src/cli/errors.ts";
 
 void test("loopback addresses are this machine only; anything else is not", () => {
@@ -22,4 +22,11 @@ void test("--mgmt beyond loopback is refused with one line naming --insecure-mgm
     });
     assert.doesNotThrow(() => checkMgmtExposure(parseListenAddress("--mgmt", text), true));
   }
+});
+
+void test("two listeners of one node on the same port are refused up front, naming both options (not \"another process\")", () => {
+  const at = (text: string) => parseListenAddress("--x", text);
+  assert.throws(() => checkDistinctListeners([["--mgmt", at("127.0.0.1:7480")], ["--repl", at("127.0.0.1:7480")]]), /--mgmt and --repl both listen on port 7480 of 127\.0\.0\.1/);
+  assert.throws(() => checkDistinctListeners([["--nbd", at("0.0.0.0:9000")], ["--host-port", at("127.0.0.1:9000")]]), /--nbd and --host-port both listen on port 9000/);
+  assert.doesNotThrow(() => checkDistinctListeners([["--mgmt", at("127.0.0.1:0")], ["--repl", at("127.0.0.1:0")], ["--nbd", at("127.0.0.2:7480")], ["--host-port", at("127.0.0.1:7480")]]));
 });
