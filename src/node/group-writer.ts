@@ -425,7 +425,8 @@ export class GroupWriter {
     this.nextSequenceValue = sequence + 1;
     this.lastWriteTimeUsValue = stamp.writeTimeUs;
     this.lastRecordAtMs = this.clock.monotonicMs();
-    this.lastRecordAtWallMs = this.clock.wallMs();
+    // Only the simulation's wall-clock fault reads it: no clock read per write otherwise.
+    if (faultInjected("wall-clock-time-advance")) this.lastRecordAtWallMs = this.clock.wallMs();
     this.lastAcceptNumber = stamp.acceptNumber;
     if (kind === RecordKind.write || kind === RecordKind.zeroes) {
       this.stamper.lastHostWriteAcceptNumber = stamp.acceptNumber;

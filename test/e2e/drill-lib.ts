@@ -231,6 +231,16 @@ export class NbdClient {
 
 const readChunkBytes = 4 * 1024 * 1024;
 
+/** Reads one range of an export over a fresh NBD connection. */
+export async function readRange(node: RunningNode, volume: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  const client = await NbdClient.connect(node.nbdPort, volume);
+  try {
+    return await client.read(offsetBytes, lengthBytes);
+  } finally {
+    await client.close();
+  }
+}
+
 /** The whole export, read over NBD in 4 MiB requests. */
 export async function readExport(node: RunningNode, exportName: string): Promise<Buffer> {
   const client = await NbdClient.connect(node.nbdPort, exportName);

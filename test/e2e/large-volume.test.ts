@@ -23,7 +23,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { volumeBytesMax, writtenMapExtentBytes } from "../../src/core/limits.ts";
 import type { PairInfo, VolumeInfo } from "../../src/node/control.ts";
-import { NbdClient } from "./drill-lib.ts";
+import { NbdClient, readRange } from "./drill-lib.ts";
 import { cli, cliOk, inCi, mgmtJson, runOk, startNode, tmpDir, whichTool, type RunningNode } from "./harness.ts";
 
 const KiB = 1024;
@@ -81,15 +81,6 @@ async function assertRangesEqual(a: RunningNode, b: RunningNode, volume: string,
   } finally {
     await ca.close();
     await cb.close();
-  }
-}
-
-async function readRange(node: RunningNode, volume: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-  const client = await NbdClient.connect(node.nbdPort, volume);
-  try {
-    return await client.read(offsetBytes, lengthBytes);
-  } finally {
-    await client.close();
   }
 }
 

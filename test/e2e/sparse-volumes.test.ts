@@ -10,7 +10,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdir, stat } from "node:fs/promises";
 import * as path from "node:path";
-import { NbdClient } from "./drill-lib.ts";
+import { NbdClient, readRange } from "./drill-lib.ts";
 import { cliOk, inCi, runOk, startNode, whichTool, type RunningNode } from "./harness.ts";
 
 const KiB = 1024;
@@ -40,15 +40,6 @@ async function assertImagesEqual(a: RunningNode, b: RunningNode, volume: string,
   } finally {
     await ca.close();
     await cb.close();
-  }
-}
-
-async function readRange(node: RunningNode, volume: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-  const client = await NbdClient.connect(node.nbdPort, volume);
-  try {
-    return await client.read(offsetBytes, lengthBytes);
-  } finally {
-    await client.close();
   }
 }
 
