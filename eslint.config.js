@@ -70,7 +70,7 @@ export default tseslint.config(
   {
     // The NBD and host-protocol front ends batch replies with setImmediate on the hot path; the
     // simulation drives volumes through their handles, not through these sockets.
-    files: ["src/node/nbd-server.ts", "src/node/host-server.ts"],
+    files: ["src/frontends/nbd-server.ts", "src/frontends/host-server.ts"],
     rules: {
       "no-restricted-syntax": ["error",
         { selector: "CallExpression[callee.object.name='Date'][callee.property.name='now']", message: "Read the node's Clock." },
@@ -82,7 +82,7 @@ export default tseslint.config(
     // One transport seam (src/transport/transport.ts): the replication code opens and accepts
     // streams only through the Transport it is given, so TLS comes in one place and the
     // simulation runs it over its own network.
-    files: ["src/node/pair-link.ts", "src/node/repl-server.ts", "src/node/repl-connection.ts", "src/node/node.ts"],
+    files: ["src/primary/pair-link.ts", "src/secondary/repl-server.ts", "src/transport/repl-connection.ts", "src/node/node.ts"],
     rules: {
       "no-restricted-imports": ["error", { paths: [{ name: "node:net", message: "Open and accept streams through the node's Transport (src/transport/transport.ts)." }] }],
     },

@@ -11,7 +11,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { cleanupAll, cliOk, freePort, mgmtJson, run, sleep, spawnDaemon, startNode, tmpDir, type RunningNode } from "../test/e2e/harness.ts";
 import { fioArgs, runFio, workloads, type Workload } from "./fio.ts";
-import type { PairInfo } from "../src/node/control.ts";
+import type { PairInfo } from "../src/mgmt/control.ts";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 15);
 const outageSeconds = Number(process.env.BENCH_OUTAGE_SECONDS ?? 60);

@@ -1,8 +1,8 @@
 // Shapes of the management API's answers, checked by the CLI before it trusts them.
 // Unknown keys are allowed (a newer node may say more); the compile-time checks at the
-// bottom keep these in step with the node's own types in src/node/control.ts.
+// bottom keep these in step with the node's own types in src/mgmt/control.ts.
 import { z } from "zod";
-import type { GroupInfo, NodeStatus, PairInfo, TakeoverResult, VolumeInfo } from "../node/control.ts";
+import type { GroupInfo, NodeStatus, PairInfo, TakeoverResult, VolumeInfo } from "../mgmt/control.ts";
 
 const count = z.number().int().nonnegative();
 

@@ -1,6 +1,6 @@
 // `tidemark group create NAME --volumes V1[,V2...]` and `tidemark group list` (CONTRACT.md).
 import type { Command } from "commander";
-import type { GroupInfo } from "../node/control.ts";
+import type { GroupInfo } from "../mgmt/control.ts";
 import { groupCreatedSchema, groupListSchema } from "./api-schemas.ts";
 import { journalBytesLimit, journalBytesMin } from "../core/limits.ts";
 import { checkName, mgmtContext, parseNameList, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";

@@ -4,7 +4,7 @@
 // notes the primary's accepted sequence once and returns when the secondary reflected it.
 import type { Command } from "commander";
 import { pairCreateLinkWaitMsMax, replStreamsDefault, replStreamsMax } from "../core/limits.ts";
-import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../node/control.ts";
+import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../mgmt/control.ts";
 import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
 import { pairInfoSchema, pairListSchema, takeoverAnswerSchema } from "./api-schemas.ts";
 import { checkName, mgmtContext, withMgmtOptions, type CliIo, type MgmtContext } from "./command-kit.ts";

@@ -6,7 +6,7 @@ import { mgmtContext, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { formatSeconds, formatWriteTimeUs, renderFields } from "./format.ts";
 import { renderGroups } from "./group-command.ts";
 import { renderVolumes } from "./volume-command.ts";
-import type { NodeStatus } from "../node/control.ts";
+import type { NodeStatus } from "../mgmt/control.ts";
 
 export function registerStatusCommand(program: Command, io: CliIo): void {
   withMgmtOptions(program.command("status").description("show a node: listeners, uptime, write time, volumes and groups")).action(

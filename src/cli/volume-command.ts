@@ -1,7 +1,7 @@
 // `tidemark volume create NAME --size SIZE` and `tidemark volume list` (CONTRACT.md).
 import type { Command } from "commander";
 import { volumeBytesMax, volumeBytesMin } from "../core/limits.ts";
-import type { VolumeInfo } from "../node/control.ts";
+import type { VolumeInfo } from "../mgmt/control.ts";
 import { volumeCreatedSchema, volumeListSchema } from "./api-schemas.ts";
 import { checkName, mgmtContext, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { oneLine } from "./errors.ts";

@@ -1,6 +1,6 @@
 // A group stopped by a full disk or an I/O error (DESIGN.md: "Out of space or an I/O error
 // stops the affected group alone, visibly, and it resumes when the cause is gone"). One
-// description for both sides of a pair: the primary's writer and the secondary's target.
+// description for both sides of a pair: the primary's writer and the secondary's secondary.
 // docs/out-of-space.md has the rules.
 import { dirname } from "node:path";
 import type { Logger } from "pino";
@@ -72,7 +72,7 @@ export interface GroupStopControlOptions {
 
 /**
  * The stopped state of one group and the way back, shared by the primary's writer and the
- * secondary's target: the stop is logged once per spell (a resume that stops again before
+ * secondary's secondary: the stop is logged once per spell (a resume that stops again before
  * any write or apply succeeded is the same spell, with no new lines), a timer on the
  * monotonic clock retries with a backoff that doubles to groupResumeDelayMsMax, an ENOSPC
  * stop is retried only once its file system has room again, and the spell ends (one log

@@ -17,7 +17,7 @@ export interface JournalFigures {
   readonly heldWrites: number;
   /** 1 while the group is stopped by a full disk or an I/O error (docs/out-of-space.md), else 0. */
   readonly stopped: number;
-  /** "primary" (takes host writes) or "secondary" (the target of a pair). */
+  /** "primary" (takes host writes) or "secondary" (the secondary of a pair). */
   readonly role: "primary" | "secondary";
 }
 

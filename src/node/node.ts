@@ -19,24 +19,24 @@ import { NodeStartError, dataDirError, listenError } from "./start-errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
-import { ApplyOrder } from "./apply-order.ts";
+import { ApplyOrder } from "../primary/apply-order.ts";
 import {
   ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo,
-  type PairTargetInfo, type PairTargetRequest, type TakeoverResult, type VolumeInfo,
-} from "./control.ts";
-import { GroupWriter, type GroupVolume } from "./group-writer.ts";
-import { startHostServer, type HostServer } from "./host-server.ts";
-import { emptyMetadata, loadMetadata, raiseSmallJournals, saveMetadata, type GroupRecord, type NodeMetadata, type PairRecord, type TargetRecord } from "./metadata.ts";
-import { PairLink } from "./pair-link.ts";
-import { createVolumeFile, emptyTargetVolumes, logWrittenMapOrigins, saveWrittenMaps, undoVolumeFile, volumeBytes, volumeCreateError } from "./volume-files.ts";
-import { Reflector } from "./reflector.ts";
-import { ReplServer, type TargetHost } from "./repl-server.ts";
-import { TargetGroup, type TargetVolume } from "./target-group.ts";
+  type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo,
+} from "../mgmt/control.ts";
+import { GroupWriter, type GroupVolume } from "../primary/group-writer.ts";
+import { startHostServer, type HostServer } from "../frontends/host-server.ts";
+import { emptyMetadata, loadMetadata, raiseSmallJournals, saveMetadata, type GroupRecord, type NodeMetadata, type PairRecord, type SecondaryRecord } from "../metadata/metadata.ts";
+import { PairLink } from "../primary/pair-link.ts";
+import { createVolumeFile, emptySecondaryVolumes, logWrittenMapOrigins, saveWrittenMaps, undoVolumeFile, volumeBytes, volumeCreateError } from "../volumes/volume-files.ts";
+import { Reflector } from "../secondary/reflector.ts";
+import { ReplServer, type SecondaryHost } from "../secondary/repl-server.ts";
+import { SecondaryGroup, type SecondaryVolume } from "../secondary/secondary-group.ts";
 import { positionZero } from "../core/position.ts";
 import { NodeMetrics, type JournalFigures } from "./metrics.ts";
-import { startMgmtApi } from "./mgmt-api.ts";
-import { startNbdServer, type NbdServer } from "./nbd-server.ts";
-import { NodeStamper, wallClockUs } from "./stamper.ts";
+import { startMgmtApi } from "../mgmt/mgmt-api.ts";
+import { startNbdServer, type NbdServer } from "../frontends/nbd-server.ts";
+import { NodeStamper, wallClockUs } from "../primary/stamper.ts";
 import { systemClock, type Clock, type Timer } from "./clock.ts";
 import { tcpTransport, type Transport } from "../transport/transport.ts";
 import { formatBytes } from "../cli/sizes.ts";
@@ -85,7 +85,7 @@ export interface NodeOptions {
    * drain within a short schedule and run the same full-journal code as 4 GiB ones; a write
    * that can never fit a journal is refused (EINVAL), as always.
    */
-  readonly journalSizing?: { readonly bytesMin: number; readonly targetBytesMax: number };
+  readonly journalSizing?: { readonly bytesMin: number; readonly secondaryBytesMax: number };
 }
 
 interface LiveVolume {
@@ -95,13 +95,13 @@ interface LiveVolume {
   readonly file: VolumeFile;
   readonly order: ApplyOrder;
   group: GroupWriter | undefined;
-  /** Set while the volume is the target of a pair: read-only, shows the reflected image. */
-  target: TargetGroup | undefined;
+  /** Set while the volume is the secondary of a pair: read-only, shows the reflected image. */
+  secondary: SecondaryGroup | undefined;
   allocatedBytes: number;
 }
 
 /** A secondary group that reflected only time advances is checkpointed at most this often (unless forced). */
-const targetIdleCheckpointIntervalMs = 30_000;
+const secondaryIdleCheckpointIntervalMs = 30_000;
 
 /** At most one log line per this interval about host write times lowered to the clock's bound. */
 const hostTimeClampLogIntervalMs = 10_000;
@@ -117,7 +117,7 @@ export function validateName(kind: string, name: string): void {
   }
 }
 
-export class TidemarkNode implements NodeControl, PairControl, TargetHost {
+export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   private readonly options: NodeOptions;
   private readonly logger: Logger;
   /** Free bytes of the volumes' file system at the last look (statfs), for the overcommit warning. */
@@ -134,8 +134,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private nbdServer: NbdServer | undefined;
   private hostServer: HostServer | undefined;
   private replServer: ReplServer | undefined;
-  /** Groups that are the target of a pair (secondary side). */
-  private readonly targets = new Map<string, TargetGroup>();
+  /** Groups that are the secondary of a pair (secondary side). */
+  private readonly secondaryGroups = new Map<string, SecondaryGroup>();
   /** Groups that are the source of a pair (primary side). */
   private readonly links = new Map<string, PairLink>();
   private readonly reflector: Reflector;
@@ -181,10 +181,10 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     this.lockPath = join(options.dataDir, "lock");
     this.spaceReserve = new SpaceReserve(this.fileSystem, options.dataDir);
     this.reflector = new Reflector({
-      groups: () => [...this.targets.values()],
+      groups: () => [...this.secondaryGroups.values()],
       logger: this.logger.child({ component: "reflector" }),
       clock: this.clock,
-      checkpointGroup: (group, force) => this.checkpointTarget(group, force),
+      checkpointGroup: (group, force) => this.checkpointSecondary(group, force),
       onReflected: (group) => this.replServer?.reportReflected(group),
     });
   }
@@ -208,7 +208,11 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       // An uncreatable directory, a file in the way, no permission: one line that says so.
       throw dataDirError(this.options.dataDir, error);
     }
-    const loaded = await loadMetadata(this.fileSystem, this.options.dataDir);
+    const loadResult = await loadMetadata(this.fileSystem, this.options.dataDir);
+    const loaded = loadResult?.metadata;
+    for (const m of loadResult?.migrations ?? []) {
+      this.logger.warn({ event: "metadata_migrated", group: m.group, change: m.what }, `metadata of group ${m.group} migrated in place: ${m.what}`);
+    }
     if (loaded !== undefined && loaded.nodeId !== this.options.id) {
       throw new NodeStartError("TM_ERR_CONFLICT", `data directory ${this.options.dataDir} belongs to node "${loaded.nodeId}", not "${this.options.id}"; use --id ${loaded.nodeId} or another --data`);
     }
@@ -217,7 +221,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const r of raised) {
       this.logger.warn({ event: "journal_limit_raised", group: r.group, fromBytes: r.fromBytes, toBytes: r.toBytes }, `journal limit of group ${r.group} raised from ${r.fromBytes} to ${r.toBytes} bytes: a smaller journal cannot take the largest write (32 MiB) and would hold it forever`);
     }
-    if (loaded === undefined || raised.length > 0) await saveMetadata(this.fileSystem, this.options.dataDir, this.metadata);
+    if (loaded === undefined || raised.length > 0 || (loadResult?.migrations.length ?? 0) > 0) await saveMetadata(this.fileSystem, this.options.dataDir, this.metadata);
     this.stamper.raiseTo({
       recordedWriteTimeUs: asWriteTimeUs(this.metadata.writeTime.recordedWriteTimeUs),
       lastAcceptNumber: asAcceptNumber(this.metadata.writeTime.lastAcceptNumber),
@@ -268,7 +272,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const metadata = this.requireMetadata();
     for (const record of metadata.volumes) {
       const file = await VolumeFile.open(this.fileSystem, join(this.options.dataDir, "volumes", record.fileName), record.sizeBytes);
-      const live: LiveVolume = { id: record.id, name: record.name, sizeBytes: record.sizeBytes, file, order: new ApplyOrder(), group: undefined, target: undefined, allocatedBytes: 0 };
+      const live: LiveVolume = { id: record.id, name: record.name, sizeBytes: record.sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0 };
       this.volumesByName.set(record.name, live);
       this.volumesById.set(record.id, live);
     }
@@ -278,8 +282,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private async recoverGroups(): Promise<void> {
     const metadata = this.requireMetadata();
     for (const record of metadata.groups) {
-      if (record.target !== undefined && record.target.state !== "takeover") {
-        await this.recoverTarget(record, record.target);
+      if (record.secondary !== undefined && record.secondary.state !== "takeover") {
+        await this.recoverSecondary(record, record.secondary);
         continue;
       }
       const volumes = new Map<number, GroupVolume>();
@@ -373,7 +377,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       const live = this.volumesById.get(volumeId);
       if (live !== undefined) {
         live.group = writer;
-        live.target = undefined;
+        live.secondary = undefined;
       }
     }
     return writer;
@@ -412,38 +416,38 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   /** The secondary side of a pair: journal recovered (not replayed: the reflector does that), volumes read-only. */
-  private async recoverTarget(record: GroupRecord, target: TargetRecord): Promise<void> {
-    const volumes: TargetVolume[] = record.volumeIds.map((volumeId) => {
+  private async recoverSecondary(record: GroupRecord, secondary: SecondaryRecord): Promise<void> {
+    const volumes: SecondaryVolume[] = record.volumeIds.map((volumeId) => {
       const live = this.volumesById.get(volumeId);
-      assert(live !== undefined, `target ${record.name} names volume ${volumeId} that exists`);
+      assert(live !== undefined, `secondary ${record.name} names volume ${volumeId} that exists`);
       return { volumeId, name: live.name, file: live.file };
     });
-    const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: target.startSequence });
+    const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: secondary.startSequence });
     const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
-    const group = new TargetGroup({
-      groupId: record.id, name: record.name, record: structuredClone(target), journal, volumes, logger: this.logger.child({ component: "target", group: record.name }), lastRecordPosition,
+    const group = new SecondaryGroup({
+      groupId: record.id, name: record.name, record: structuredClone(secondary), journal, volumes, logger: this.logger.child({ component: "secondary", group: record.name }), lastRecordPosition,
       clock: this.clock,
       // Stopped: the domain is held where it is (nothing to do); resumed: reflect what waited.
       onStateChange: () => this.reflector.kick(),
     });
-    this.targets.set(record.name, group);
+    this.secondaryGroups.set(record.name, group);
     for (const volume of volumes) {
       const live = this.volumesById.get(volume.volumeId);
-      if (live !== undefined) live.target = group;
+      if (live !== undefined) live.secondary = group;
     }
     // A crash between a checkpoint's metadata save and its trim leaves records the checkpoint
     // covers in the journal: trim them now. Nothing else would (a restarted reflector has
     // nothing dirty to checkpoint), and a journal full of them refused every batch for ever
     // (whole-node simulation, a crash point right after the save).
-    if (target.state === "replicating" && target.reflectedSequence >= journal.firstSequence && !faultInjected("no-trim-at-start")) {
+    if (secondary.state === "replicating" && secondary.reflectedSequence >= journal.firstSequence && !faultInjected("no-trim-at-start")) {
       try {
-        await group.trimThrough(target.reflectedSequence);
+        await group.trimThrough(secondary.reflectedSequence);
       } catch (error) {
         group.stopWith(error as Error, journal.dir);
       }
     }
     if (report.records > 0 || report.tornBytesCut > 0) {
-      this.logger.info({ event: "target_journal_recovered", group: record.name, records: report.records, tornBytesCut: report.tornBytesCut, reflected: target.reflectedSequence, arrived: group.arrivedSequence }, "target journal recovered");
+      this.logger.info({ event: "secondary_journal_recovered", group: record.name, records: report.records, tornBytesCut: report.tornBytesCut, reflected: secondary.reflectedSequence, arrived: group.arrivedSequence }, "secondary journal recovered");
     }
   }
 
@@ -497,12 +501,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const link of this.links.values()) link.stop("node stopping");
     await this.replServer?.close();
     await this.reflector.stop();
-    for (const target of this.targets.values()) {
+    for (const secondary of this.secondaryGroups.values()) {
       try {
-        await target.close();
-        await target.journal.close();
+        await secondary.close();
+        await secondary.journal.close();
       } catch (error) {
-        this.logger.error({ event: "target_close_failed", group: target.name, err: error }, "target journal did not close cleanly");
+        this.logger.error({ event: "secondary_close_failed", group: secondary.name, err: error }, "secondary journal did not close cleanly");
       }
     }
     for (const writer of this.groups.values()) {
@@ -561,15 +565,15 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     return this.options.journalSizing?.bytesMin ?? journalBytesMin;
   }
 
-  /** After a metadata save: the target's live record becomes what was saved. */
-  private targetRecordSaved(target: TargetGroup): void {
-    const saved = this.requireMetadata().groups.find((g) => g.id === target.groupId)?.target;
-    if (saved !== undefined) target.record = structuredClone(saved);
+  /** After a metadata save: the secondary's live record becomes what was saved. */
+  private secondaryRecordSaved(secondary: SecondaryGroup): void {
+    const saved = this.requireMetadata().groups.find((g) => g.id === secondary.groupId)?.secondary;
+    if (saved !== undefined) secondary.record = structuredClone(saved);
   }
 
   /**
    * Serialised read-modify-write of the metadata; the write time state is saved with every
-   * change. `change` edits the draft only: live state (a link's or a target's record) is
+   * change. `change` edits the draft only: live state (a link's or a secondary's record) is
    * updated from the saved metadata after this resolves, never inside `change`, so a failed
    * save leaves memory as the disk is (an EIO on the save once left a secondary saying
    * "replicating" in memory and "copying" on disk; found by the whole-node simulation).
@@ -595,7 +599,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
         const volume = this.volumesByName.get(name);
         return volume === undefined ? undefined : this.handleFor(volume);
       },
-      list: (): ExportDescription[] => [...this.volumesById.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: v.target !== undefined })),
+      list: (): ExportDescription[] => [...this.volumesById.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: v.secondary !== undefined })),
     };
   }
 
@@ -607,8 +611,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     };
     const writeRange = (offsetBytes: number, lengthBytes: number, options: WriteOptions, kind: "data" | "zeroes", data?: Buffer): Promise<void> => {
       checkRange(offsetBytes, lengthBytes);
-      if (volume.target !== undefined) {
-        return Promise.reject(new VolumeIoError("EPERM", `volume ${volume.name} is the target of a pair and read-only; take it over first (tidemark pair takeover ${volume.target.name})`));
+      if (volume.secondary !== undefined) {
+        return Promise.reject(new VolumeIoError("EPERM", `volume ${volume.name} is the secondary of a pair and read-only; take it over first (tidemark pair takeover ${volume.secondary.name})`));
       }
       if (lengthBytes === 0) return Promise.resolve();
       const group = volume.group;
@@ -630,7 +634,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       name: volume.name,
       sizeBytes: volume.sizeBytes,
       get readOnly() {
-        return volume.target !== undefined;
+        return volume.secondary !== undefined;
       },
       read: async (offsetBytes, lengthBytes, into) => {
         checkRange(offsetBytes, lengthBytes);
@@ -647,7 +651,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
         const group = volume.group;
         // A lent payload: the group's writer frees it once the volume has it; every other path
         // is done with it when the write settles (or throws at the edge).
-        if (free !== undefined && volume.target === undefined && group !== undefined && data.length > 0 &&
+        if (free !== undefined && volume.secondary === undefined && group !== undefined && data.length > 0 &&
           offsetBytes >= 0 && offsetBytes + data.length <= volume.sizeBytes) {
           return group.write(volume.id, offsetBytes, data, options.fua, options.hostWriteTimeUs, free);
         }
@@ -665,7 +669,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       trim: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
       flush: async () => {
         const group = volume.group;
-        if (volume.target !== undefined) return;
+        if (volume.secondary !== undefined) return;
         if (group !== undefined) await group.flush();
         else await volume.file.datasync();
       },
@@ -705,13 +709,13 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       if (pair.state === "failed") reasons.push(`pair of group ${pair.group} failed: ${pair.reason ?? ""}`);
       else if (pair.heldWrites > 0) reasons.push(`group ${pair.group}: ${pair.heldWrites} host writes held: ${pair.reason ?? ""}`);
     }
-    // Held writes of a group without a pair, and a pair's target whose journal is full.
+    // Held writes of a group without a pair, and a pair's secondary whose journal is full.
     for (const writer of this.groups.values()) {
       if (writer.heldWrites > 0 && writer.stopped === undefined && !this.links.has(writer.name)) reasons.push(`group ${writer.name}: ${this.heldReason(writer)}`);
     }
-    for (const target of this.targets.values()) {
-      const reason = target.stopped === undefined ? target.spaceReason(this.frontierHolder(target)) : null;
-      if (reason !== null) reasons.push(`group ${target.name}: ${reason}`);
+    for (const secondary of this.secondaryGroups.values()) {
+      const reason = secondary.stopped === undefined ? secondary.spaceReason(this.frontierHolder(secondary)) : null;
+      if (reason !== null) reasons.push(`group ${secondary.name}: ${reason}`);
     }
     return { status: reasons.length === 0 ? "ok" : "degraded", reasons };
   }
@@ -723,7 +727,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
 
   private volumeInfo(volume: LiveVolume): VolumeInfo {
     return {
-      name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? volume.target?.name ?? null, readOnly: volume.target !== undefined,
+      name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? volume.secondary?.name ?? null, readOnly: volume.secondary !== undefined,
       writtenBytes: volume.file.written.markedBytes,
       warning: this.freeBytes === undefined ? null : overcommitWarning(volume, this.freeBytes, join(this.options.dataDir, "volumes")),
     };
@@ -759,7 +763,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       if (file !== undefined) await undoVolumeFile(file, this.options.dataDir, this.logger);
       throw volumeCreateError(error, name, sizeBytes);
     }
-    const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, target: undefined, allocatedBytes: 0 };
+    const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0 };
     this.volumesByName.set(name, live);
     this.volumesById.set(id, live);
     const space = await fileSystemSpace(this.fileSystem, volumesDir).catch(() => undefined);
@@ -775,21 +779,21 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   listGroups(): GroupInfo[] {
     const metadata = this.requireMetadata();
     return metadata.groups.map((record) => {
-      const target = this.targets.get(record.name);
-      if (target !== undefined) {
+      const secondary = this.secondaryGroups.get(record.name);
+      if (secondary !== undefined) {
         return {
           name: record.name,
           volumes: record.volumeIds.map((id) => this.volumesById.get(id)?.name ?? `#${id}`),
-          nextSequence: target.arrivedSequence + 1,
-          appliedSequence: target.reflectedSequence,
-          durableSequence: target.journal.durableSequence,
-          journalBytes: target.journal.usedBytes,
-          journalBytesMax: target.journal.bytesMax,
-          journalSegments: target.journal.segmentCount,
-          lastWriteTimeUs: target.reflectedPosition.writeTimeUs,
-          state: target.stopped === undefined ? "ok" : "stopped",
+          nextSequence: secondary.arrivedSequence + 1,
+          appliedSequence: secondary.reflectedSequence,
+          durableSequence: secondary.journal.durableSequence,
+          journalBytes: secondary.journal.usedBytes,
+          journalBytesMax: secondary.journal.bytesMax,
+          journalSegments: secondary.journal.segmentCount,
+          lastWriteTimeUs: secondary.reflectedPosition.writeTimeUs,
+          state: secondary.stopped === undefined ? "ok" : "stopped",
           heldWrites: 0,
-          reason: target.stopped?.reason ?? target.spaceReason(this.frontierHolder(target)),
+          reason: secondary.stopped?.reason ?? secondary.spaceReason(this.frontierHolder(secondary)),
         };
       }
       const writer = this.groups.get(record.name);
@@ -814,8 +818,8 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
 
   async createGroup(name: string, volumeNames: readonly string[], journalBytesMax: number = journalBytesMaxDefault): Promise<GroupInfo> {
     validateName("group", name);
-    if (this.groups.has(name) || this.targets.has(name) || this.groupsInCreation.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
-    if (this.groups.size + this.targets.size >= groupsPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${groupsPerNodeMax} groups`);
+    if (this.groups.has(name) || this.secondaryGroups.has(name) || this.groupsInCreation.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
+    if (this.groups.size + this.secondaryGroups.size >= groupsPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${groupsPerNodeMax} groups`);
     if (volumeNames.length === 0) throw new ControlError("TM_ERR_INVALID", "a group needs at least one volume: --volumes V1[,V2...]");
     if (volumeNames.length > volumesPerGroupMax) throw new ControlError("TM_ERR_LIMIT", `a group holds at most ${volumesPerGroupMax} volumes`);
     if (new Set(volumeNames).size !== volumeNames.length) throw new ControlError("TM_ERR_INVALID", "a volume is named twice in --volumes");
@@ -826,7 +830,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     for (const volumeName of volumeNames) {
       const volume = this.volumesByName.get(volumeName);
       if (volume === undefined || volume.file === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `volume ${volumeName} does not exist; create it with: tidemark volume create ${volumeName} --size SIZE`);
-      const owner = volume.group?.name ?? volume.target?.name;
+      const owner = volume.group?.name ?? volume.secondary?.name;
       if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} already belongs to group ${owner}; a volume belongs to at most one group`);
       if (this.claimedVolumes.has(volume.id)) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} is being put into another group right now`);
       members.push(volume);
@@ -893,16 +897,16 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   }
 
   private journalFigures(): JournalFigures[] {
-    const secondaries: JournalFigures[] = [...this.targets.values()].map((target) => ({
-      group: target.name,
-      usedBytes: target.journal.usedBytes,
-      bytesMax: target.journal.bytesMax,
-      fsyncs: target.journal.fsyncCount,
-      bytesWritten: target.journal.bytesWritten,
-      nextSequence: target.arrivedSequence + 1,
-      appliedSequence: target.reflectedSequence,
+    const secondaries: JournalFigures[] = [...this.secondaryGroups.values()].map((secondary) => ({
+      group: secondary.name,
+      usedBytes: secondary.journal.usedBytes,
+      bytesMax: secondary.journal.bytesMax,
+      fsyncs: secondary.journal.fsyncCount,
+      bytesWritten: secondary.journal.bytesWritten,
+      nextSequence: secondary.arrivedSequence + 1,
+      appliedSequence: secondary.reflectedSequence,
       heldWrites: 0,
-      stopped: target.stopped === undefined ? 0 : 1,
+      stopped: secondary.stopped === undefined ? 0 : 1,
       role: "secondary",
     }));
     return [...secondaries, ...[...this.groups.values()].map((writer): JournalFigures => ({
@@ -924,7 +928,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   async createPair(request: CreatePairRequest): Promise<PairInfo> {
     const writer = this.groups.get(request.group);
     if (writer === undefined) {
-      if (this.targets.has(request.group)) throw new ControlError("TM_ERR_STATE", `group ${request.group} is itself the target of a pair; create pairs from the primary`);
+      if (this.secondaryGroups.has(request.group)) throw new ControlError("TM_ERR_STATE", `group ${request.group} is itself the secondary of a pair; create pairs from the primary`);
       throw new ControlError("TM_ERR_NOT_FOUND", `group ${request.group} does not exist; create it with: tidemark group create ${request.group} --volumes V1[,V2...]`);
     }
     if (this.links.has(request.group)) throw new ControlError("TM_ERR_EXISTS", `group ${request.group} already has a pair (see: tidemark pair status ${request.group})`);
@@ -941,17 +945,17 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       assert(live !== undefined, "group volumes exist");
       return live;
     });
-    const targetRequest: PairTargetRequest = {
+    const secondaryRequest: PairSecondaryRequest = {
       pairId, primaryNode: this.options.id, primaryGroup: request.group, group: remoteGroup,
       volumes: members.map((v) => ({ name: v.name, sizeBytes: v.sizeBytes })), reflect: request.reflect, transfer: request.transfer, streams: request.streams,
       ...(request.force === true ? { force: true } : {}),
     };
-    const target = await this.peers.preparePairTarget(request.to, targetRequest);
-    if (target.nodeId === this.options.id) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
+    const secondary = await this.peers.preparePairSecondary(request.to, secondaryRequest);
+    if (secondary.nodeId === this.options.id) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
     // S0: everything accepted so far is covered by the initial copy; the stream starts after it.
     const copyStartSequence = writer.nextSequence - 1;
     const pair: PairRecord = {
-      pairId, remoteNode: target.nodeId, remoteUrl: request.to, remoteGroup, remoteReplAddress: target.replAddress,
+      pairId, remoteNode: secondary.nodeId, remoteUrl: request.to, remoteGroup, remoteReplAddress: secondary.replAddress,
       transfer: request.transfer, streams: request.streams, reflect: request.reflect, state: "copying",
       copyStartSequence, consistentFromSequence: 0, copyDone: false, ackedSequence: copyStartSequence, reason: null,
       volumes: members.map((v) => ({ volumeId: v.id, remoteVolume: v.name })),
@@ -963,14 +967,14 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const updated = groupRecordById(this.requireMetadata(), record.id);
     const link = this.newLink(updated, structuredClone(pair), writer);
     link.start();
-    this.logger.info({ event: "pair_created", group: request.group, pairId, secondary: target.nodeId, remoteGroup, copyStartSequence }, "pair created");
+    this.logger.info({ event: "pair_created", group: request.group, pairId, secondary: secondary.nodeId, remoteGroup, copyStartSequence }, "pair created");
     return link.status();
   }
 
   listPairs(): readonly PairInfo[] {
     const pairs: PairInfo[] = [...this.links.values()].map((link) => link.status());
     for (const record of this.requireMetadata().groups) {
-      if (record.target !== undefined) pairs.push(this.targetStatus(record.name, record.target));
+      if (record.secondary !== undefined) pairs.push(this.secondaryStatus(record.name, record.secondary));
     }
     return pairs;
   }
@@ -979,7 +983,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     const link = this.links.get(group);
     if (link !== undefined) return link.status();
     const record = this.requireMetadata().groups.find((g) => g.name === group);
-    if (record?.target !== undefined) return this.targetStatus(group, record.target);
+    if (record?.secondary !== undefined) return this.secondaryStatus(group, record.secondary);
     if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} does not exist`);
     throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair; create one with: tidemark pair create ${group} --to SECONDARY_URL`);
   }
@@ -1002,13 +1006,13 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
   private primaryLink(group: string): PairLink {
     const link = this.links.get(group);
     if (link !== undefined) return link;
-    if (this.targets.has(group)) throw new ControlError("TM_ERR_STATE", `group ${group} is the target (secondary) of its pair; run this against the primary`);
+    if (this.secondaryGroups.has(group)) throw new ControlError("TM_ERR_STATE", `group ${group} is the secondary of its pair; run this against the primary`);
     throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair on this node`);
   }
 
   // ---- PairControl (secondary side) ---------------------------------------------
 
-  async preparePairTarget(request: PairTargetRequest): Promise<PairTargetInfo> {
+  async preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
     validateName("group", request.group);
     if (request.primaryNode === this.options.id) {
       // Before anything else: pairing a node with itself would find its own group and volumes.
@@ -1016,12 +1020,12 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
     }
     const advertised = this.options.replAdvertise;
     const replAddress = advertised === undefined ? `${this.options.repl.host}:${this.ports.repl}` : `${advertised.host}:${advertised.port}`;
-    const info: PairTargetInfo = { nodeId: this.options.id, group: request.group, replAddress };
+    const info: PairSecondaryInfo = { nodeId: this.options.id, group: request.group, replAddress };
     const existing = this.requireMetadata().groups.find((g) => g.name === request.group);
     if (existing !== undefined) {
-      if (existing.target !== undefined && existing.target.pairId === request.pairId) return info;
-      if (existing.target !== undefined && existing.target.state !== "takeover") {
-        throw new ControlError("TM_ERR_CONFLICT", `group ${request.group} on node ${this.options.id} is already the target of pair ${existing.target.pairId}`);
+      if (existing.secondary !== undefined && existing.secondary.pairId === request.pairId) return info;
+      if (existing.secondary !== undefined && existing.secondary.state !== "takeover") {
+        throw new ControlError("TM_ERR_CONFLICT", `group ${request.group} on node ${this.options.id} is already the secondary of pair ${existing.secondary.pairId}`);
       }
       throw new ControlError("TM_ERR_CONFLICT", `group ${request.group} already exists on node ${this.options.id}; choose another --remote-group`);
     }
@@ -1034,7 +1038,7 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
           `volume ${volume.name} on the secondary (node ${this.options.id}) is ${formatBytes(live.sizeBytes)} (${live.sizeBytes} bytes) but the primary's ${volume.name} is ${formatBytes(volume.sizeBytes)} (${volume.sizeBytes} bytes); ` +
           `a pair needs equal sizes: pair with a secondary that has no volume ${volume.name} (pair create makes it) or one of ${formatBytes(volume.sizeBytes)}`);
       }
-      const owner = live.group?.name ?? live.target?.name;
+      const owner = live.group?.name ?? live.secondary?.name;
       if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volume.name} on node ${this.options.id} already belongs to group ${owner}`);
       // The initial copy replaces every byte: data a user wrote there is lost unless they said so.
       const heldBytes = live.file.written.markedBytes;
@@ -1049,212 +1053,212 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       const live = this.volumesByName.get(volume.name);
       if (live === undefined) await this.createVolume(volume.name, volume.sizeBytes);
       const created = this.volumesByName.get(volume.name);
-      assert(created !== undefined, "target volume exists");
+      assert(created !== undefined, "secondary volume exists");
       members.push(created);
     }
     const id = this.reserveGroupId();
-    const target: TargetRecord = {
+    const secondary: SecondaryRecord = {
       pairId: request.pairId, primaryNode: request.primaryNode, primaryGroup: request.primaryGroup, transfer: request.transfer, streams: request.streams,
       reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
       volumes: [], takeover: null,
     };
-    const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: this.options.journalSizing?.targetBytesMax ?? journalBytesMaxDefault, createdAt: new Date(this.clock.wallMs()).toISOString(), target };
+    const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: this.options.journalSizing?.secondaryBytesMax ?? journalBytesMaxDefault, createdAt: new Date(this.clock.wallMs()).toISOString(), secondary };
     await makeDirectoryDurable(this.fileSystem, this.journalDir(record));
     await this.updateMetadata((m) => {
       m.nextGroupId = Math.max(m.nextGroupId, id + 1);
       m.groups.push(record);
     });
-    await this.recoverTarget(record, target);
-    this.logger.info({ event: "pair_target_created", group: request.group, pairId: request.pairId, primary: request.primaryNode }, "pair target created");
+    await this.recoverSecondary(record, secondary);
+    this.logger.info({ event: "pair_secondary_created", group: request.group, pairId: request.pairId, primary: request.primaryNode }, "pair secondary created");
     return info;
   }
 
-  findTarget(name: string): TargetGroup | undefined {
-    return this.targets.get(name);
+  findSecondary(name: string): SecondaryGroup | undefined {
+    return this.secondaryGroups.get(name);
   }
 
   takenOver(name: string, pairId: string): string | undefined {
-    const target = this.requireMetadata().groups.find((g) => g.name === name)?.target;
-    if (target === undefined || target.state !== "takeover" || target.pairId !== pairId) return undefined;
-    return target.takeover === null ? "taken over" : `at ${target.takeover.at}, kept through sequence ${target.takeover.keptSequence}`;
+    const secondary = this.requireMetadata().groups.find((g) => g.name === name)?.secondary;
+    if (secondary === undefined || secondary.state !== "takeover" || secondary.pairId !== pairId) return undefined;
+    return secondary.takeover === null ? "taken over" : `at ${secondary.takeover.at}, kept through sequence ${secondary.takeover.keptSequence}`;
   }
 
-  async beginCopy(target: TargetGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined> {
+  async beginCopy(secondary: SecondaryGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined> {
     const mapping: { primaryVolumeId: number; volumeId: number }[] = [];
     for (const volume of volumes) {
-      const local = target.volumes.find((v) => v.name === volume.name);
-      if (local === undefined || local.file.sizeBytes !== volume.sizeBytes) return `volume ${volume.name} (${volume.sizeBytes} bytes) is not in target group ${target.name}`;
+      const local = secondary.volumes.find((v) => v.name === volume.name);
+      if (local === undefined || local.file.sizeBytes !== volume.sizeBytes) return `volume ${volume.name} (${volume.sizeBytes} bytes) is not in secondary group ${secondary.name}`;
       mapping.push({ primaryVolumeId: volume.volumeId, volumeId: local.volumeId });
     }
-    // The copy sends only the primary's written extents: every other byte of the target must be
+    // The copy sends only the primary's written extents: every other byte of the secondary must be
     // zero before `copying` is persisted (a crash part-way finishes the emptying on open).
-    await emptyTargetVolumes(target, this.logger);
-    const record = groupRecordById(this.requireMetadata(), target.groupId);
+    await emptySecondaryVolumes(secondary, this.logger);
+    const record = groupRecordById(this.requireMetadata(), secondary.groupId);
     // A fresh journal from the stream's first sequence, in a new directory.
-    await target.journal.close();
+    await secondary.journal.close();
     const generation = (record.journalGeneration ?? 0) + 1;
     const nextRecord = { ...record, journalGeneration: generation };
     await makeDirectoryDurable(this.fileSystem, this.journalDir(nextRecord));
     const { journal } = await GroupJournal.open(this.journalDir(nextRecord), { fileSystem: this.fileSystem, bytesMax: record.journalBytesMax, nextSequence: startSequence });
     const oldDir = this.journalDir(record);
     await this.updateMetadata((m) => {
-      const group = groupRecordById(m, target.groupId);
-      assert(group.target !== undefined, "target group is in the metadata");
+      const group = groupRecordById(m, secondary.groupId);
+      assert(group.secondary !== undefined, "secondary group is in the metadata");
       group.journalGeneration = generation;
-      group.target.state = "copying";
-      group.target.startSequence = startSequence;
-      group.target.consistentFromSequence = 0;
-      group.target.reflectedSequence = startSequence - 1;
-      group.target.reflectedWriteTimeUs = 0;
-      group.target.reflectedAcceptNumber = 0;
-      group.target.volumes = mapping;
+      group.secondary.state = "copying";
+      group.secondary.startSequence = startSequence;
+      group.secondary.consistentFromSequence = 0;
+      group.secondary.reflectedSequence = startSequence - 1;
+      group.secondary.reflectedWriteTimeUs = 0;
+      group.secondary.reflectedAcceptNumber = 0;
+      group.secondary.volumes = mapping;
     });
-    this.targetRecordSaved(target);
+    this.secondaryRecordSaved(secondary);
     await this.fileSystem.removeTree(oldDir);
-    target.volumesByPrimaryId.clear();
+    secondary.volumesByPrimaryId.clear();
     for (const m of mapping) {
-      const volume = target.volumes.find((v) => v.volumeId === m.volumeId);
+      const volume = secondary.volumes.find((v) => v.volumeId === m.volumeId);
       assert(volume !== undefined, "mapped volume exists");
-      target.volumesByPrimaryId.set(m.primaryVolumeId, volume);
+      secondary.volumesByPrimaryId.set(m.primaryVolumeId, volume);
     }
-    target.reflectedSequence = startSequence - 1;
-    target.reflectedPosition = positionZero;
-    target.resetJournal(journal);
-    target.copyBytes = 0;
-    target.zeroVolumes.clear();
-    for (const volume of target.volumes) target.zeroVolumes.add(volume.volumeId); // emptied above
-    this.logger.info({ event: "target_copy_started", group: target.name, startSequence }, "initial copy into target started");
+    secondary.reflectedSequence = startSequence - 1;
+    secondary.reflectedPosition = positionZero;
+    secondary.resetJournal(journal);
+    secondary.copyBytes = 0;
+    secondary.zeroVolumes.clear();
+    for (const volume of secondary.volumes) secondary.zeroVolumes.add(volume.volumeId); // emptied above
+    this.logger.info({ event: "secondary_copy_started", group: secondary.name, startSequence }, "initial copy into secondary started");
     return undefined;
   }
 
-  async finishCopy(target: TargetGroup, consistentFromSequence: number): Promise<void> {
-    for (const volume of target.volumes) await volume.file.datasync();
+  async finishCopy(secondary: SecondaryGroup, consistentFromSequence: number): Promise<void> {
+    for (const volume of secondary.volumes) await volume.file.datasync();
     // The copy's writes have no journal: their bits are durable before the copy counts as done
     // (until then a crash restarts the copy, which rewrites every extent it sent).
-    await saveWrittenMaps(target.volumes);
+    await saveWrittenMaps(secondary.volumes);
     // Replicating: the group joins its consistency domain, with the domain checkpointed first.
     await this.reflector.beforeJoin(() => this.updateMetadata((m) => {
-      const group = groupRecordById(m, target.groupId);
-      assert(group.target !== undefined, "target group is in the metadata");
-      group.target.state = "replicating";
-      group.target.consistentFromSequence = consistentFromSequence;
-    }).then(() => this.targetRecordSaved(target)));
-    target.zeroVolumes.clear();
-    this.logger.info({ event: "target_copy_done", group: target.name, copiedBytes: target.copyBytes, consistentFromSequence }, "initial copy into target done");
+      const group = groupRecordById(m, secondary.groupId);
+      assert(group.secondary !== undefined, "secondary group is in the metadata");
+      group.secondary.state = "replicating";
+      group.secondary.consistentFromSequence = consistentFromSequence;
+    }).then(() => this.secondaryRecordSaved(secondary)));
+    secondary.zeroVolumes.clear();
+    this.logger.info({ event: "secondary_copy_done", group: secondary.name, copiedBytes: secondary.copyBytes, consistentFromSequence }, "initial copy into secondary done");
   }
 
   kickReflector(): void {
     this.reflector.kick();
   }
 
-  frontierHolder(target: TargetGroup): string | undefined {
-    return this.reflector.frontierHolder(target)?.name;
+  frontierHolder(secondary: SecondaryGroup): string | undefined {
+    return this.reflector.frontierHolder(secondary)?.name;
   }
 
   /**
    * Reflector checkpoint: volumes durable through the reflected sequence, then persisted,
    * then the journal trimmed. Unless forced (a drain, a stop), a group that reflected only
    * time advances since its last checkpoint is checkpointed at most every
-   * targetIdleCheckpointIntervalMs: an idle pair costs no metadata save per second (the
+   * secondaryIdleCheckpointIntervalMs: an idle pair costs no metadata save per second (the
    * records are replayed idempotently after a crash). False: not done now, ask again.
    */
-  private async checkpointTarget(target: TargetGroup, force: boolean): Promise<boolean> {
-    const sequence = target.reflectedSequence;
-    const position = target.reflectedPosition;
-    if (sequence <= target.record.reflectedSequence) return true;
+  private async checkpointSecondary(secondary: SecondaryGroup, force: boolean): Promise<boolean> {
+    const sequence = secondary.reflectedSequence;
+    const position = secondary.reflectedPosition;
+    if (sequence <= secondary.record.reflectedSequence) return true;
     // A group being taken over is checkpointed by the takeover itself.
-    if (this.targets.get(target.name) !== target || target.takingOver) return true;
+    if (this.secondaryGroups.get(secondary.name) !== secondary || secondary.takingOver) return true;
     // Never while stopped or before it applied again after a resume: after a failed
     // fdatasync the next one succeeds without the pages the failed one dropped, so a
     // checkpoint then would record as durable what the volume lost (simulation seed 1829).
-    if (!target.checkpointable) return false;
+    if (!secondary.checkpointable) return false;
     const nowMs = this.clock.monotonicMs();
-    const volumesWritten = target.volumesWrittenSinceCheckpoint;
-    // A target waiting for journal room is checkpointed at once: the trim is what frees it.
-    if (!force && !volumesWritten && !target.waitingForSpace && nowMs - target.lastCheckpointMs < targetIdleCheckpointIntervalMs) return false;
-    target.volumesWrittenSinceCheckpoint = false;
+    const volumesWritten = secondary.volumesWrittenSinceCheckpoint;
+    // A secondary waiting for journal room is checkpointed at once: the trim is what frees it.
+    if (!force && !volumesWritten && !secondary.waitingForSpace && nowMs - secondary.lastCheckpointMs < secondaryIdleCheckpointIntervalMs) return false;
+    secondary.volumesWrittenSinceCheckpoint = false;
     try {
       if (volumesWritten) {
-        for (const volume of target.volumes) await volume.file.datasync();
+        for (const volume of secondary.volumes) await volume.file.datasync();
         // Before the reflected sequence moves on (and the journal trims behind it): see docs/volumes.md.
-        await saveWrittenMaps(target.volumes);
+        await saveWrittenMaps(secondary.volumes);
       }
     } catch (error) {
-      target.volumesWrittenSinceCheckpoint = true;
+      secondary.volumesWrittenSinceCheckpoint = true;
       throw error;
     }
-    target.lastCheckpointMs = nowMs;
+    secondary.lastCheckpointMs = nowMs;
     await this.updateMetadata((m) => {
-      const group = m.groups.find((g) => g.id === target.groupId);
-      if (group?.target === undefined) return; // taken over meanwhile
-      group.target.reflectedSequence = sequence;
-      group.target.reflectedWriteTimeUs = position.writeTimeUs;
-      group.target.reflectedAcceptNumber = position.acceptNumber;
+      const group = m.groups.find((g) => g.id === secondary.groupId);
+      if (group?.secondary === undefined) return; // taken over meanwhile
+      group.secondary.reflectedSequence = sequence;
+      group.secondary.reflectedWriteTimeUs = position.writeTimeUs;
+      group.secondary.reflectedAcceptNumber = position.acceptNumber;
     });
-    this.targetRecordSaved(target);
-    await target.trimThrough(sequence);
+    this.secondaryRecordSaved(secondary);
+    await secondary.trimThrough(sequence);
     return true;
   }
 
   async takeover(groupNames: readonly string[]): Promise<readonly TakeoverResult[]> {
     if (groupNames.length === 0) throw new ControlError("TM_ERR_INVALID", "name at least one group to take over");
     const results: TakeoverResult[] = [];
-    const taking: TargetGroup[] = [];
+    const taking: SecondaryGroup[] = [];
     for (const name of groupNames) {
       const record = this.requireMetadata().groups.find((g) => g.name === name);
       if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${name} does not exist on node ${this.options.id}`);
-      if (record.target === undefined) throw new ControlError("TM_ERR_STATE", `group ${name} is not the target of a pair on node ${this.options.id}; run takeover against the secondary`);
-      if (record.target.state === "takeover") {
-        results.push({ group: name, reflectedSequence: record.target.takeover?.keptSequence ?? 0, droppedRecords: record.target.takeover?.droppedRecords ?? 0, state: "takeover" });
+      if (record.secondary === undefined) throw new ControlError("TM_ERR_STATE", `group ${name} is not the secondary of a pair on node ${this.options.id}; run takeover against the secondary`);
+      if (record.secondary.state === "takeover") {
+        results.push({ group: name, reflectedSequence: record.secondary.takeover?.keptSequence ?? 0, droppedRecords: record.secondary.takeover?.droppedRecords ?? 0, state: "takeover" });
         continue;
       }
-      const target = this.targets.get(name);
-      assert(target !== undefined, "a target group is live");
-      if (target.record.state !== "replicating") {
-        throw new ControlError("TM_ERR_STATE", `group ${name} is still in its initial copy (${target.record.state}); its image is not consistent and cannot be taken over`);
+      const secondary = this.secondaryGroups.get(name);
+      assert(secondary !== undefined, "a secondary group is live");
+      if (secondary.record.state !== "replicating") {
+        throw new ControlError("TM_ERR_STATE", `group ${name} is still in its initial copy (${secondary.record.state}); its image is not consistent and cannot be taken over`);
       }
-      taking.push(target);
+      taking.push(secondary);
     }
     // Stop receiving, let what was appended become durable, reflect to the last consistent point.
-    for (const target of taking) {
-      target.takingOver = true;
-      this.replServer?.detachGroup(target, "taken over on the secondary");
+    for (const secondary of taking) {
+      secondary.takingOver = true;
+      this.replServer?.detachGroup(secondary, "taken over on the secondary");
     }
-    for (const target of taking) {
-      while (target.pendingAppends > 0) await this.clock.sleep(2);
+    for (const secondary of taking) {
+      while (secondary.pendingAppends > 0) await this.clock.sleep(2);
     }
     await this.reflector.drain();
     // Frozen at the cut: whatever runs while the groups are converted one by one (a smaller
     // domain would have a later frontier) must not apply anything more to them.
-    for (const target of taking) target.frozen = true;
-    for (const target of taking) {
-      if (target.reflectedSequence < target.record.consistentFromSequence) {
+    for (const secondary of taking) secondary.frozen = true;
+    for (const secondary of taking) {
+      if (secondary.reflectedSequence < secondary.record.consistentFromSequence) {
         for (const t of taking) {
           t.takingOver = false;
           t.frozen = false;
         }
-        throw new ControlError("TM_ERR_STATE", `group ${target.name} has reflected ${target.reflectedSequence} of the ${target.record.consistentFromSequence} records it needs after its initial copy; its image is not consistent yet`);
+        throw new ControlError("TM_ERR_STATE", `group ${secondary.name} has reflected ${secondary.reflectedSequence} of the ${secondary.record.consistentFromSequence} records it needs after its initial copy; its image is not consistent yet`);
       }
     }
-    for (const target of taking) results.push(await this.convertTarget(target));
+    for (const secondary of taking) results.push(await this.convertSecondary(secondary));
     this.reflector.kick();
     return results;
   }
 
-  /** Makes a reflected target an ordinary writable group: fresh journal, volumes writable. */
-  private async convertTarget(target: TargetGroup): Promise<TakeoverResult> {
-    const kept = target.reflectedSequence;
-    const dropped = Math.max(0, target.arrivedSequence - kept) + target.receiver.reorderRecords;
-    // The target's own stop and resume end here: its journal is replaced below.
-    await target.close();
-    for (const volume of target.volumes) await volume.file.datasync();
+  /** Makes a reflected secondary an ordinary writable group: fresh journal, volumes writable. */
+  private async convertSecondary(secondary: SecondaryGroup): Promise<TakeoverResult> {
+    const kept = secondary.reflectedSequence;
+    const dropped = Math.max(0, secondary.arrivedSequence - kept) + secondary.receiver.reorderRecords;
+    // The secondary's own stop and resume end here: its journal is replaced below.
+    await secondary.close();
+    for (const volume of secondary.volumes) await volume.file.datasync();
     // A takeover must work on a full disk (the secondary's disk filling is a reason to take over):
     // its writes may use the space reserve.
-    await this.withSpaceReserve("take over", () => saveWrittenMaps(target.volumes)); // the old journal (which would mark again) goes below
+    await this.withSpaceReserve("take over", () => saveWrittenMaps(secondary.volumes)); // the old journal (which would mark again) goes below
     // A stopped group's journal may be abandoned already; it is removed below either way.
-    await target.journal.close().catch((error: unknown) => this.logger.warn({ event: "takeover_journal_close_failed", group: target.name, err: error }, "the old journal did not close cleanly; it is removed"));
-    const record = groupRecordById(this.requireMetadata(), target.groupId);
-    assert(record.target !== undefined, "target group is in the metadata");
+    await secondary.journal.close().catch((error: unknown) => this.logger.warn({ event: "takeover_journal_close_failed", group: secondary.name, err: error }, "the old journal did not close cleanly; it is removed"));
+    const record = groupRecordById(this.requireMetadata(), secondary.groupId);
+    assert(record.secondary !== undefined, "secondary group is in the metadata");
     const oldDir = this.journalDir(record);
     const generation = (record.journalGeneration ?? 0) + 1;
     const fresh = { ...record, journalGeneration: generation };
@@ -1263,18 +1267,18 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       return GroupJournal.open(this.journalDir(fresh), { fileSystem: this.fileSystem, bytesMax: record.journalBytesMax, nextSequence: 1 });
     });
     await this.updateMetadata((m) => {
-      const group = groupRecordById(m, target.groupId);
-      assert(group.target !== undefined, "target group is in the metadata");
+      const group = groupRecordById(m, secondary.groupId);
+      assert(group.secondary !== undefined, "secondary group is in the metadata");
       group.journalGeneration = generation;
       group.checkpointSequence = 0;
       group.nextSequence = 1;
-      group.target.state = "takeover";
-      group.target.reflectedSequence = kept;
-      group.target.takeover = { keptSequence: kept, droppedRecords: dropped, at: new Date(this.clock.wallMs()).toISOString() };
+      group.secondary.state = "takeover";
+      group.secondary.reflectedSequence = kept;
+      group.secondary.takeover = { keptSequence: kept, droppedRecords: dropped, at: new Date(this.clock.wallMs()).toISOString() };
     }, true);
     await this.fileSystem.removeTree(oldDir);
-    this.targets.delete(target.name);
-    const updated = groupRecordById(this.requireMetadata(), target.groupId);
+    this.secondaryGroups.delete(secondary.name);
+    const updated = groupRecordById(this.requireMetadata(), secondary.groupId);
     const volumes = new Map<number, GroupVolume>();
     for (const volumeId of updated.volumeIds) {
       const live = this.volumesById.get(volumeId);
@@ -1282,48 +1286,48 @@ export class TidemarkNode implements NodeControl, PairControl, TargetHost {
       volumes.set(volumeId, { id: asVolumeId(volumeId), file: live.file, order: live.order });
     }
     this.newWriter(updated, journal, volumes, 1);
-    this.logger.warn({ event: "takeover", group: target.name, keptSequence: kept, droppedRecords: dropped }, "group taken over: volumes are writable");
-    return { group: target.name, reflectedSequence: kept, droppedRecords: dropped, state: "takeover" };
+    this.logger.warn({ event: "takeover", group: secondary.name, keptSequence: kept, droppedRecords: dropped }, "group taken over: volumes are writable");
+    return { group: secondary.name, reflectedSequence: kept, droppedRecords: dropped, state: "takeover" };
   }
 
-  private targetStatus(name: string, record: TargetRecord): PairInfo {
-    const target = this.targets.get(name);
-    const reflected = target?.reflectedSequence ?? record.reflectedSequence;
-    const arrived = target?.arrivedSequence ?? record.reflectedSequence;
-    const stopped = target?.stopped;
+  private secondaryStatus(name: string, record: SecondaryRecord): PairInfo {
+    const secondary = this.secondaryGroups.get(name);
+    const reflected = secondary?.reflectedSequence ?? record.reflectedSequence;
+    const arrived = secondary?.arrivedSequence ?? record.reflectedSequence;
+    const stopped = secondary?.stopped;
     const state = stopped !== undefined ? "stopped" : record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
     let reason: string | null = null;
     if (state === "replicating" && reflected < record.consistentFromSequence) reason = `catching up after the initial copy: consistent once sequence ${record.consistentFromSequence} is reflected`;
-    else if (state === "replicating" && target !== undefined && !target.consistent) reason = `applying again what was applied since the last checkpoint (a disk error may have lost it): the image is consistent again once sequence ${target.reapplyThrough} is reflected`;
+    else if (state === "replicating" && secondary !== undefined && !secondary.consistent) reason = `applying again what was applied since the last checkpoint (a disk error may have lost it): the image is consistent again once sequence ${secondary.reapplyThrough} is reflected`;
     if (state === "takeover" && record.takeover !== null) reason = `taken over at ${record.takeover.at}: kept through sequence ${record.takeover.keptSequence}, dropped ${record.takeover.droppedRecords} records`;
     if (stopped !== undefined) reason = stopped.reason;
     // A stopped member holds its time domain (DESIGN.md): every group it holds names it.
     const holder = state === "replicating" && record.reflect === "time"
-      ? [...this.targets.values()].find((other) => other !== target && other.stopped !== undefined && other.record.state === "replicating" && other.record.reflect === "time" && other.record.primaryNode === record.primaryNode)
+      ? [...this.secondaryGroups.values()].find((other) => other !== secondary && other.stopped !== undefined && other.record.state === "replicating" && other.record.reflect === "time" && other.record.primaryNode === record.primaryNode)
       : undefined;
     if (holder !== undefined && arrived > reflected) reason = `reflection held by group ${holder.name} of the same consistency domain, which is stopped (${holder.stopped?.reason ?? ""})`;
-    if (reason === null && state === "replicating" && target !== undefined && target.streams.size === 0) {
-      const said = target.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${target.peerCloseText}`;
-      reason = `no replication stream from primary ${record.primaryNode}${target.noStreamSinceIso === undefined ? " since this node started" : ` since ${target.noStreamSinceIso}`} (${said})`;
+    if (reason === null && state === "replicating" && secondary !== undefined && secondary.streams.size === 0) {
+      const said = secondary.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${secondary.peerCloseText}`;
+      reason = `no replication stream from primary ${record.primaryNode}${secondary.noStreamSinceIso === undefined ? " since this node started" : ` since ${secondary.noStreamSinceIso}`} (${said})`;
     }
-    if (target !== undefined && stopped === undefined && state !== "takeover") reason = target.spaceReason(this.frontierHolder(target)) ?? reason;
+    if (secondary !== undefined && stopped === undefined && state !== "takeover") reason = secondary.spaceReason(this.frontierHolder(secondary)) ?? reason;
     return {
       group: name, role: "secondary", state, pairId: record.pairId, remoteNode: record.primaryNode, remoteUrl: null, remoteGroup: record.primaryGroup,
       mode: "async", transfer: record.transfer, streams: record.streams, reflect: record.reflect,
       acceptedSequence: arrived, sentSequence: arrived, arrivedSequence: arrived, reflectedSequence: reflected,
       lagRecords: Math.max(0, arrived - reflected), lagBytes: 0,
       // Write-time distance between what arrived and what is reflected; unknown (0) before the first stamped record.
-      lagSeconds: target === undefined || arrived <= reflected || target.reflectedPosition.writeTimeUs === 0
+      lagSeconds: secondary === undefined || arrived <= reflected || secondary.reflectedPosition.writeTimeUs === 0
         ? 0
-        : Math.max(0, (target.arrivedPosition.writeTimeUs - target.reflectedPosition.writeTimeUs) / 1e6),
-      journalBytes: target?.journal.usedBytes ?? 0, journalBytesMax: target?.journal.bytesMax ?? 0,
+        : Math.max(0, (secondary.arrivedPosition.writeTimeUs - secondary.reflectedPosition.writeTimeUs) / 1e6),
+      journalBytes: secondary?.journal.usedBytes ?? 0, journalBytesMax: secondary?.journal.bytesMax ?? 0,
       // The primary decides what it sends (its written extents) and says how much only in
       // COPY_DONE: until then the secondary can only show the volumes' size as the total.
-      copy: state === "copying" && target !== undefined
-        ? { doneBytes: target.copyBytes, totalBytes: Math.max(target.copyBytes, volumeBytes(target.volumes)), volumeBytes: volumeBytes(target.volumes) }
+      copy: state === "copying" && secondary !== undefined
+        ? { doneBytes: secondary.copyBytes, totalBytes: Math.max(secondary.copyBytes, volumeBytes(secondary.volumes)), volumeBytes: volumeBytes(secondary.volumes) }
         : null,
       heldWrites: 0, reason,
-      link: { connectedStreams: target?.streams.size ?? 0, reconnects: 0, lastError: target?.lastError ?? null },
+      link: { connectedStreams: secondary?.streams.size ?? 0, reconnects: 0, lastError: secondary?.lastError ?? null },
     };
   }
 }
@@ -1381,13 +1385,13 @@ async function processAlive(fs: FileSystem, pid: number): Promise<boolean> {
 
 /** What a node asks of another node's management API (the secondary's, when a pair is created). */
 export interface PeerClient {
-  /** POST /v1/pair-targets on the node at `baseUrl`; ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT, TM_ERR_INVALID) naming it on failure. */
-  preparePairTarget(baseUrl: string, request: PairTargetRequest): Promise<PairTargetInfo>;
+  /** POST /v1/pair-secondaries on the node at `baseUrl`; ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT, TM_ERR_INVALID) naming it on failure. */
+  preparePairSecondary(baseUrl: string, request: PairSecondaryRequest): Promise<PairSecondaryInfo>;
 }
 
 /** The management API over HTTP. */
 export const httpPeerClient: PeerClient = {
-  preparePairTarget: (baseUrl, request) => postJson<PairTargetInfo>(baseUrl, "/v1/pair-targets", request),
+  preparePairSecondary: (baseUrl, request) => postJson<PairSecondaryInfo>(baseUrl, "/v1/pair-secondaries", request),
 };
 
 /** POSTs JSON to another node's management API; errors become ControlErrors that say which node. */

@@ -18,7 +18,7 @@ import * as net from "node:net";
 import { test } from "node:test";
 import { HostClient } from "../../src/client/host-client.ts";
 import * as limits from "../../src/core/limits.ts";
-import type { NodeStatus } from "../../src/node/control.ts";
+import type { NodeStatus } from "../../src/mgmt/control.ts";
 import { cliOk, mgmtJson, requireTool, run, sleep, waitFor, type RunningNode } from "./harness.ts";
 import { startNodeRetrying as startNode } from "./node-start.ts";
 import { RawConnection, handshakeExportName, nbdCmd, readSimpleReply, requestHeader } from "./node-nbd-raw.ts";

@@ -23,7 +23,7 @@ import {
   type FuseMount, type NodeOptions, type RunningNode,
 } from "./harness.ts";
 import { startNodeRetrying } from "./node-start.ts";
-import type { PairInfo } from "../../src/node/control.ts";
+import type { PairInfo } from "../../src/mgmt/control.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Seeds

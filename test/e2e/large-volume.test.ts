@@ -22,7 +22,7 @@ import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { volumeBytesMax, writtenMapExtentBytes } from "../../src/core/limits.ts";
-import type { PairInfo, VolumeInfo } from "../../src/node/control.ts";
+import type { PairInfo, VolumeInfo } from "../../src/mgmt/control.ts";
 import { NbdClient, readRange } from "./drill-lib.ts";
 import { cli, cliOk, inCi, mgmtJson, runOk, startNode, tmpDir, whichTool, type RunningNode } from "./harness.ts";
 
@@ -259,7 +259,7 @@ void test("a secondary volume that already holds data is emptied for the initial
   await pairCreate(a, "g", b);
   await cliOk(["pair", "wait", "g"], { node: a.mgmtUrl, timeoutMs: 90_000 });
   await assertRangesEqual(a, b, "v", [{ offsetBytes: 0, lengthBytes: sizeBytes }], "whole volume");
-  assert.equal((await logEvents(b, "target_volume_emptied")).length, 1, "the secondary said it emptied the volume");
+  assert.equal((await logEvents(b, "secondary_volume_emptied")).length, 1, "the secondary said it emptied the volume");
 });
 
 void test("written maps survive kill -9: a group's by journal replay, an ungrouped volume's by saving bits before the write", { timeout: 240_000 }, async () => {

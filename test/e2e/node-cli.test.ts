@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { test } from "node:test";
-import type { GroupInfo, NodeStatus, VolumeInfo } from "../../src/node/control.ts";
+import type { GroupInfo, NodeStatus, VolumeInfo } from "../../src/mgmt/control.ts";
 import { cli, cliOk, freePort, freePorts, mgmtJson, nodeBin, requireTool, run, tidemarkBin, tmpDir, type RunResult, type RunningNode } from "./harness.ts";
 import { startNodeRetrying as startNode } from "./node-start.ts";
 

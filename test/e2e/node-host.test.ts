@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { HostClient, type HostVolume } from "../../src/index.ts";
-import type { GroupInfo, NodeStatus } from "../../src/node/control.ts";
+import type { GroupInfo, NodeStatus } from "../../src/mgmt/control.ts";
 import { cliOk, mgmtJson, requireTool, run, type RunningNode, type WriteTimePolicy } from "./harness.ts";
 import { startNodeRetrying as startNode } from "./node-start.ts";
 

@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { test, type TestContext } from "node:test";
-import type { GroupInfo, NodeStatus } from "../../src/node/control.ts";
+import type { GroupInfo, NodeStatus } from "../../src/mgmt/control.ts";
 import { cliOk, mgmtJson, requireTool, run, runOk, tmpDir, type RunResult, type RunningNode } from "./harness.ts";
 import { startNodeRetrying as startNode } from "./node-start.ts";
 import { RawConnection, handshakeExportName, nbdCmd, readSimpleReply, requestHeader } from "./node-nbd-raw.ts";

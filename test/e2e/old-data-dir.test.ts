@@ -48,6 +48,12 @@ void test("an active pair's data directories from c1cab4b, both killed -9: they 
 
   const b = await startNode({ id: "fx-b", dataDir: join(root, "secondary"), ports: [bMgmt!, bNbd!, bHost!, bRepl!] as const });
   const a = await startNode({ id: "fx-a", dataDir: join(root, "primary") });
+  // c1cab4b (like every version up to c7f8e8c) named the secondary's record `target`: migrated in place, said once.
+  const migrated = b.logTail(100_000).split("\n").filter((line) => line.includes('"event":"metadata_migrated"'));
+  assert.equal(migrated.length, 1, `the secondary logs one metadata_migrated line: ${migrated.join("\n")}`);
+  assert.ok(migrated[0]!.includes("'target' is now 'secondary'"), migrated[0]!);
+  const onDisk = JSON.parse(await readFile(join(root, "secondary", "node.json"), "utf8")) as { groups: Record<string, unknown>[] };
+  assert.ok(onDisk.groups.every((g) => !("target" in g)) && onDisk.groups.some((g) => "secondary" in g), "node.json is saved in the new form");
   const waited = await pairWait(a, "fg", "30s");
   t.diagnostic(`after the upgrade: ${waited}; ${describePair(await pairInfo(a, "fg"))}`);
   for (const volume of ["fv1", "fv2"]) {
@@ -60,6 +66,7 @@ void test("an active pair's data directories from c1cab4b, both killed -9: they 
     await node.kill();
     await node.restart();
     await pairWait(a, "fg", "30s");
+    if (node === b) assert.equal(b.logTail(100_000).split("\n").filter((line) => line.includes('"event":"metadata_migrated"')).length, 1, "migrated once, not again at the next start");
     t.diagnostic(`${node.id} killed and restarted: ${describePair(await pairInfo(a, "fg"))}`);
   }
   assert.equal((await pairInfo(a, "fg")).state, "replicating");

@@ -9,7 +9,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pairCreateLinkWaitMsMax } from "../../src/core/limits.ts";
-import type { NodeStatus } from "../../src/node/control.ts";
+import type { NodeStatus } from "../../src/mgmt/control.ts";
 import { cli, cliOk, freePort, mgmtJson, startNode, type RunResult, type RunningNode } from "./harness.ts";
 
 function failsWithOneLine(result: RunResult, what: string, reason: RegExp, remedy: RegExp): string {

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import { createHash } from "node:crypto";
 import { HostClient } from "../../src/index.ts";
 import { cliOk, mgmtJson, sleep, startNode, type RunningNode } from "./harness.ts";
-import type { PairInfo } from "../../src/node/control.ts";
+import type { PairInfo } from "../../src/mgmt/control.ts";
 
 
 const MiB = 1024 * 1024;

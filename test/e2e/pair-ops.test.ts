@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { HostClient } from "../../src/index.ts";
 import { cli, cliOk, mgmtJson, requireTool, run, runOk, sleep, startNode, waitFor, type RunningNode } from "./harness.ts";
-import type { PairInfo } from "../../src/node/control.ts";
+import type { PairInfo } from "../../src/mgmt/control.ts";
 
 const MiB = 1024 * 1024;
 

@@ -15,7 +15,7 @@ import fs from "node:fs";
 import { test } from "node:test";
 import { HostClient } from "../../src/index.ts";
 import { heldLogIntervalMs, journalBytesMin } from "../../src/core/limits.ts";
-import type { GroupInfo, PairInfo } from "../../src/node/control.ts";
+import type { GroupInfo, PairInfo } from "../../src/mgmt/control.ts";
 import { NbdClient, assertSameImages, pairWait } from "./drill-lib.ts";
 import { cli, cliOk, mgmtJson, sleep, startNode, waitFor, type RunningNode } from "./harness.ts";
 import { FrameType, ReplProxy } from "./repl-proxy.ts";

@@ -14,7 +14,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { HostClient } from "../../src/index.ts";
 import { heldLogIntervalMs, journalBytesMin } from "../../src/core/limits.ts";
-import type { GroupInfo, PairInfo } from "../../src/node/control.ts";
+import type { GroupInfo, PairInfo } from "../../src/mgmt/control.ts";
 import { assertSameImages, pairWait } from "./drill-lib.ts";
 import { cliOk, mgmtJson, startNode, waitFor, type RunningNode } from "./harness.ts";
 
@@ -121,7 +121,7 @@ for (const transfer of ["push", "pull"] as const) {
     assert.equal((await mgmtJson(primary.mgmtUrl, "/v1/health") as { status: string }).status, "ok");
     await assertSameImages(primary, secondary, "a");
     // One log line per change of state, not per write or per batch.
-    assert.ok(logEvents(secondary, "target_journal_full") >= 1 && logEvents(secondary, "target_journal_full") <= 3, "the secondary logs the full journal once per episode");
+    assert.ok(logEvents(secondary, "secondary_journal_full") >= 1 && logEvents(secondary, "secondary_journal_full") <= 3, "the secondary logs the full journal once per episode");
     // The last held-writes line comes at most heldLogIntervalMs after the one before it.
     await waitFor("the log to end its last hold", () => logEvents(primary, "writes_held") === logEvents(primary, "writes_released"), { timeoutMs: heldLogIntervalMs + 5_000 });
     assert.ok(logEvents(primary, "writes_held") >= 1 && logEvents(primary, "writes_held") <= 3, `the primary logs held writes once per episode (${logEvents(primary, "writes_held")})`);

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { test } from "node:test";
 import { HostClient } from "../../src/index.ts";
-import type { PairInfo } from "../../src/node/control.ts";
+import type { PairInfo } from "../../src/mgmt/control.ts";
 import { assertSameImages, pairWait } from "./drill-lib.ts";
 import { cliOk, mgmtJson, startNode, type RunningNode } from "./harness.ts";
 import { FrameType, ReplProxy } from "./repl-proxy.ts";

@@ -12,8 +12,8 @@
 import { performance } from "node:perf_hooks";
 import pino from "pino";
 import { InvariantError } from "../../src/core/assert.ts";
-import { ControlError } from "../../src/node/control.ts";
-import type { PairInfo } from "../../src/node/control.ts";
+import { ControlError } from "../../src/mgmt/control.ts";
+import type { PairInfo } from "../../src/mgmt/control.ts";
 import { TidemarkNode, type PeerClient } from "../../src/node/node.ts";
 import type { WriteTimePolicy } from "../../src/core/types.ts";
 import { countSimBlocks, encodeSimBlock, History, simBlockBytes, type HostWrite } from "./history.ts";
@@ -241,7 +241,7 @@ export class NodeWorld {
    * (held host writes, a secondary refusing batches, back-pressure) happens within the
    * schedule. Drawn from a PRNG of its own: the other seeds keep their schedules.
    */
-  readonly journalSizing: { readonly bytesMin: number; readonly targetBytesMax: number } | undefined;
+  readonly journalSizing: { readonly bytesMin: number; readonly secondaryBytesMax: number } | undefined;
   private readonly primaryJournalBytes: number | undefined;
   private secondaryJournalFullSeen = false;
   private primaryWritesHeldSeen = false;
@@ -255,7 +255,7 @@ export class NodeWorld {
     this.crashPointRng = new Prng(seed ^ 0x43525348);
     const sizing = new Prng(seed ^ 0x4a524e4c);
     if (sizing.chance(0.35)) {
-      this.journalSizing = { bytesMin: 64 * 1024, targetBytesMax: sizing.int(24, 128) * 4096 };
+      this.journalSizing = { bytesMin: 64 * 1024, secondaryBytesMax: sizing.int(24, 128) * 4096 };
       this.primaryJournalBytes = sizing.int(32, 192) * 4096;
     } else {
       this.journalSizing = undefined;
@@ -279,18 +279,18 @@ export class NodeWorld {
       }
     }
     this.peers = {
-      preparePairTarget: async (baseUrl, request) => {
+      preparePairSecondary: async (baseUrl, request) => {
         const machine = baseUrl === this.secondary.url ? this.secondary : baseUrl === this.primary.url ? this.primary : undefined;
         if (machine?.node === undefined || !machine.up || this.network.partitioned("A", "B")) {
           throw new ControlError("TM_ERR_UNREACHABLE", `cannot reach node at ${baseUrl}`);
         }
-        return machine.node.preparePairTarget(request);
+        return machine.node.preparePairSecondary(request);
       },
     };
     if (this.groups.length > 1 && new Prng(seed ^ 0x49444c45).chance(0.3)) this.idleGroup = this.groups[this.groups.length - 1];
     this.config = `policy ${this.writeTimePolicy}, ${this.transfer} x${String(this.streams)}, groups ${this.groups.map((g) => `${g.name}[${g.volumes.join(",")}]`).join(" ")}` +
       (this.idleGroup === undefined ? "" : `, ${this.idleGroup.name} idle`) +
-      (this.journalSizing === undefined ? "" : `, journals ${(this.primaryJournalBytes ?? 0) / 1024} KiB / ${this.journalSizing.targetBytesMax / 1024} KiB`);
+      (this.journalSizing === undefined ? "" : `, journals ${(this.primaryJournalBytes ?? 0) / 1024} KiB / ${this.journalSizing.secondaryBytesMax / 1024} KiB`);
     if (this.journalSizing !== undefined) this.counts.smallJournals = 1;
   }
 
@@ -787,12 +787,12 @@ export class NodeWorld {
     if (volumes.length === 0) return;
     // A member that says its image is not consistent now (applying again after a disk error)
     // makes the domain's images no promise until it is back.
-    if (domain.some((g) => this.secondary.node?.findTarget(g.name)?.consistent === false)) return;
+    if (domain.some((g) => this.secondary.node?.findSecondary(g.name)?.consistent === false)) return;
     const violations = this.history.checkDependentWrites(this.present(this.secondary, volumes), new Set(volumes));
     if (violations.length > 0) throw new SimFailure("I1", `${violations.join("; ")}; B: ${this.secondaryView()}`);
     // Each group paired later on its own, once its copy is done and caught up (before, its image is a copy in progress).
     const b = this.secondary.node;
-    for (const group of this.groups.filter((g) => g.paired && g.late && !stopped.has(g.name) && b?.findTarget(g.name)?.consistent === true)) {
+    for (const group of this.groups.filter((g) => g.paired && g.late && !stopped.has(g.name) && b?.findSecondary(g.name)?.consistent === true)) {
       const own = this.history.checkDependentWrites(this.present(this.secondary, group.volumes), new Set(group.volumes));
       if (own.length > 0) throw new SimFailure("I1", `group ${group.name}: ${own.join("; ")}; B: ${this.secondaryView()}`);
     }

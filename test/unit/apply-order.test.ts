@@ -6,7 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ApplyOrder } from "../../src/node/apply-order.ts";
+import { ApplyOrder } from "../../src/primary/apply-order.ts";
 import { VolumeFile } from "../../src/storage/volume-file.ts";
 import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 

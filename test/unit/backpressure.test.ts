@@ -3,7 +3,7 @@
 // state; records past the cut wait in memory ("parked") only when they came from the buffer,
 // and drain() hands them out as the journal frees; a fast-check property over random batch
 // orders, duplicates and resends with a small journal that fills and frees (everything
-// arrives, the journal never overflows, refusals change nothing); the real TargetGroup over a
+// arrives, the journal never overflows, refusals change nothing); the real SecondaryGroup over a
 // real journal (receiver and journal never disagree, a trim tells the listener); and the
 // journal side of the guarantee: at journalBytesMin (here scaled down) a record of the
 // largest size always fits again once everything is trimmed.
@@ -18,7 +18,7 @@ import { asAcceptNumber, asSequence, asWriteTimeUs, type SequenceNumber } from "
 import { encodedRecordBytes, journalHeaderBytes } from "../../src/protocol/journal-record.ts";
 import { GroupJournal } from "../../src/storage/journal.ts";
 import { VolumeFile } from "../../src/storage/volume-file.ts";
-import { TargetGroup } from "../../src/node/target-group.ts";
+import { SecondaryGroup } from "../../src/secondary/secondary-group.ts";
 import { systemClock } from "../../src/node/clock.ts";
 import { makeRecord, removeDir, tempDir } from "./journal-helpers.ts";
 import { nodeFileSystem } from "../../src/storage/node-fs.ts";
@@ -195,14 +195,14 @@ void test("at the smallest journal size, a largest record always fits again once
   );
 });
 
-void test("TargetGroup: a full journal refuses the batch, receiver and journal agree, a trim resumes it", async () => {
+void test("SecondaryGroup: a full journal refuses the batch, receiver and journal agree, a trim resumes it", async () => {
   const dir = await tempDir("target");
   try {
     const file = await VolumeFile.create(nodeFileSystem, join(dir, "v.vol"), 1024 * 1024);
     const journalBytes = 64 * 1024;
     const { journal } = await GroupJournal.open(join(dir, "journal"), { fileSystem: nodeFileSystem, bytesMax: journalBytes, nextSequence: 1 });
     const logger = pino({ level: "silent" });
-    const target = new TargetGroup({
+    const target = new SecondaryGroup({
       groupId: 1, name: "t", journal, logger, lastRecordPosition: undefined, clock: systemClock, onStateChange: () => undefined,
       volumes: [{ volumeId: 1, name: "v", file }],
       record: {

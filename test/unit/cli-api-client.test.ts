@@ -11,7 +11,7 @@ import { ApiClient, ApiError, parseNodeUrl } from "../../src/cli/api-client.ts";
 import { OperationError, UsageError } from "../../src/cli/errors.ts";
 import { healthSchema, volumeListSchema } from "../../src/cli/api-schemas.ts";
 import { mgmtResponseBytesMax } from "../../src/core/limits.ts";
-import { startMgmtApi } from "../../src/node/mgmt-api.ts";
+import { startMgmtApi } from "../../src/mgmt/mgmt-api.ts";
 import { FakeControl } from "./mgmt-fake-control.ts";
 
 type Handler = (request: IncomingMessage, response: ServerResponse) => void;

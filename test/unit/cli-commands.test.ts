@@ -8,7 +8,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { startMgmtApi, type MgmtApi } from "../../src/node/mgmt-api.ts";
+import { startMgmtApi, type MgmtApi } from "../../src/mgmt/mgmt-api.ts";
 import { FakeControl } from "./mgmt-fake-control.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));

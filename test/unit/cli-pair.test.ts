@@ -8,8 +8,8 @@ import { execFile, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { replStreamsMax } from "../../src/core/limits.ts";
-import type { PairInfo } from "../../src/node/control.ts";
-import { startMgmtApi } from "../../src/node/mgmt-api.ts";
+import type { PairInfo } from "../../src/mgmt/control.ts";
+import { startMgmtApi } from "../../src/mgmt/mgmt-api.ts";
 import { FakeControl } from "./mgmt-fake-control.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));

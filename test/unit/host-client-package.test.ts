@@ -7,7 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { pino } from "pino";
 import { HostClient, HostProtocolError, type HostVolume } from "tidemark";
 import * as direct from "../../src/client/host-client.ts";
-import { startHostServer } from "../../src/node/host-server.ts";
+import { startHostServer } from "../../src/frontends/host-server.ts";
 import { FileCatalog } from "./host-fixtures.ts";
 
 void test("the package entry exports the host client, and it writes with a write time and reads back", async () => {

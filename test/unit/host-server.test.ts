@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { mkdtemp, rm } from "node:fs/promises";
 import { pino } from "pino";
-import { startHostServer, type HostServer } from "../../src/node/host-server.ts";
+import { startHostServer, type HostServer } from "../../src/frontends/host-server.ts";
 import { HostClient, HostProtocolError } from "../../src/client/host-client.ts";
 import { FileCatalog } from "./host-fixtures.ts";
 import {

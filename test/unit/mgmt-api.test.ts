@@ -4,8 +4,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
-import { ControlError, type ControlErrorCode } from "../../src/node/control.ts";
-import { buildMgmtApp, startMgmtApi, statusForCode } from "../../src/node/mgmt-api.ts";
+import { ControlError, type ControlErrorCode } from "../../src/mgmt/control.ts";
+import { buildMgmtApp, startMgmtApi, statusForCode } from "../../src/mgmt/mgmt-api.ts";
 import { mgmtBodyBytesMax, volumeBytesMin } from "../../src/core/limits.ts";
 import fc from "fast-check";
 import { FakeControl } from "./mgmt-fake-control.ts";

@@ -5,8 +5,8 @@
 // `pair wait` have something to watch.
 import {
   ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo,
-  type PairTargetInfo, type PairTargetRequest, type TakeoverResult, type VolumeInfo,
-} from "../../src/node/control.ts";
+  type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo,
+} from "../../src/mgmt/control.ts";
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
@@ -41,7 +41,7 @@ export class FakeControl implements NodeControl, PairControl {
   readonly groups = new Map<string, GroupInfo>();
   readonly pairs = new Map<string, FakePair>();
   /** Requests the pair calls received, newest last: what the CLI sent. */
-  readonly pairRequests: Array<CreatePairRequest | PairTargetRequest | { takeover: readonly string[] }> = [];
+  readonly pairRequests: Array<CreatePairRequest | PairSecondaryRequest | { takeover: readonly string[] }> = [];
   /** When set, every call throws it: for the error-mapping tests. */
   failWith: Error | null = null;
   /** GETs of a new pair until its initial copy is done. */
@@ -260,7 +260,7 @@ export class FakeControl implements NodeControl, PairControl {
     );
   }
 
-  async preparePairTarget(request: PairTargetRequest): Promise<PairTargetInfo> {
+  async preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
     this.maybeFail();
     this.pairRequests.push(request);
     for (const wanted of request.volumes) {

@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { pino } from "pino";
 import { replStreamsMax } from "../../src/core/limits.ts";
-import type { PairInfo, TakeoverResult } from "../../src/node/control.ts";
-import { buildMgmtApp } from "../../src/node/mgmt-api.ts";
+import type { PairInfo, TakeoverResult } from "../../src/mgmt/control.ts";
+import { buildMgmtApp } from "../../src/mgmt/mgmt-api.ts";
 import { FakeControl } from "./mgmt-fake-control.ts";
 
 const logger = pino({ level: "silent" });
@@ -189,7 +189,7 @@ const goodTarget = {
   streams: 4,
 };
 
-void test("POST /v1/pair-targets makes the target group and answers PairTargetInfo", async () => {
+void test("POST /v1/pair-targets makes the target group and answers PairSecondaryInfo", async () => {
   const { app, control } = await setup();
   const response = await app.inject({ method: "POST", url: "/v1/pair-targets", payload: goodTarget });
   assert.equal(response.statusCode, 200, response.body);

@@ -9,7 +9,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import type { NbdServer } from "../../src/node/nbd-server.ts";
+import type { NbdServer } from "../../src/frontends/nbd-server.ts";
 import { fileCatalog, serve, type FileCatalog } from "./nbd-fixtures.ts";
 
 const exec = promisify(execFile);

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { pino } from "pino";
 import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../../src/core/volume-io.ts";
-import { startNbdServer, type NbdServer, type NbdServerOptions } from "../../src/node/nbd-server.ts";
+import { startNbdServer, type NbdServer, type NbdServerOptions } from "../../src/frontends/nbd-server.ts";
 
 const zeroChunk = Buffer.alloc(1024 * 1024);
 

@@ -14,7 +14,7 @@ import {
   nbdRequestsInFlightMax,
 } from "../../src/core/limits.ts";
 import { VolumeIoError, type VolumeCatalog, type VolumeHandle } from "../../src/core/volume-io.ts";
-import type { NbdOp, NbdServer } from "../../src/node/nbd-server.ts";
+import type { NbdOp, NbdServer } from "../../src/frontends/nbd-server.ts";
 import { ClientFlag, Cmd, CmdFlag, Info, NbdErrno, Opt, Rep, TransmissionFlag } from "../../src/protocol/nbd/constants.ts";
 import { decodeOptionReplyHeader, encodeInfoRequest, encodeOption } from "../../src/protocol/nbd/handshake.ts";
 import { decodeSimpleReplyHeader, encodeRequestHeader } from "../../src/protocol/nbd/transmission.ts";

@@ -57,6 +57,7 @@ const firstCatchingSeed: Partial<Record<(typeof historicalFaults)[number], numbe
   "silent-received-loss": 2095,
   "wall-clock-time-advance": 534,
   "join-past-stopped-member": 697,
+  "join-before-checkpoint": 697,
   "no-trim-at-start": 1452,
   "replay-before-durable": 1985,
 };

@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { RecordTail } from "../../src/node/record-tail.ts";
+import { RecordTail } from "../../src/storage/record-tail.ts";
 import { RecordKind, encodedRecordBytes, type JournalRecord } from "../../src/protocol/journal-record.ts";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs } from "../../src/core/types.ts";
 

@@ -1,5 +1,5 @@
 // Proves the replication listener's connection accounting over real TCP on 127.0.0.1, with the
-// real ReplConnection on the primary side and a TargetHost that holds no groups (the accounting
+// real ReplConnection on the primary side and a SecondaryHost that holds no groups (the accounting
 // happens before any group is opened): a slot is free the moment its connection is gone, the
 // pool of connections before HELLO closes its oldest member (ERROR PROTOCOL) so a real primary
 // always gets in, HELLO past replConnectionsMax is refused (ERROR INTERNAL), and a connection
@@ -9,16 +9,16 @@ import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
 import { replConnectionsMax, replHandshakesMax, replHelloTimeoutMs } from "../../src/core/limits.ts";
-import { ReplConnection } from "../../src/node/repl-connection.ts";
-import { ReplServer, type TargetHost } from "../../src/node/repl-server.ts";
+import { ReplConnection } from "../../src/transport/repl-connection.ts";
+import { ReplServer, type SecondaryHost } from "../../src/secondary/repl-server.ts";
 import type { ReplMessage } from "../../src/protocol/repl-protocol.ts";
 
 const quiet = pino({ level: "silent" });
 
 /** A secondary node that holds no pair targets. */
-const noTargets: TargetHost = {
+const noTargets: SecondaryHost = {
   nodeId: "secondary-under-test",
-  findTarget: () => undefined,
+  findSecondary: () => undefined,
   takenOver: () => undefined,
   beginCopy: () => Promise.resolve("no targets here"),
   finishCopy: () => Promise.resolve(),

@@ -1,11 +1,11 @@
-// Proves the NBD server's buffer pool (src/node/slot-pool.ts) on real buffers: slots of the
+// Proves the NBD server's buffer pool (src/frontends/slot-pool.ts) on real buffers: slots of the
 // power-of-two size at or above the request, reused most-recently-freed first, never handed out
 // twice; fresh buffers outside the sizes and once every arena is taken; an arena left unused for
 // the given number of sweeps is given back to the system at once (its memory detached), while
 // an arena with a slot in use, or used since, is kept.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { SlotPool, slotArenaBytes, slotBytesMax, slotBytesMin } from "../../src/node/slot-pool.ts";
+import { SlotPool, slotArenaBytes, slotBytesMax, slotBytesMin } from "../../src/frontends/slot-pool.ts";
 
 const MiB = 1024 * 1024;
 

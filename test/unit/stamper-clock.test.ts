@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { Clock, Timer } from "../../src/node/clock.ts";
-import { NodeStamper, wallClockUs } from "../../src/node/stamper.ts";
+import { NodeStamper, wallClockUs } from "../../src/primary/stamper.ts";
 
 const hourMs = 3_600_000;
 const dayMs = 24 * hourMs;

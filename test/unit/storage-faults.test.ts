@@ -9,10 +9,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import pino from "pino";
-import { ApplyOrder } from "../../src/node/apply-order.ts";
+import { ApplyOrder } from "../../src/primary/apply-order.ts";
 import { systemClock } from "../../src/node/clock.ts";
-import { GroupWriter, type GroupVolume } from "../../src/node/group-writer.ts";
-import { NodeStamper } from "../../src/node/stamper.ts";
+import { GroupWriter, type GroupVolume } from "../../src/primary/group-writer.ts";
+import { NodeStamper } from "../../src/primary/stamper.ts";
 import { asVolumeId } from "../../src/core/types.ts";
 import { GroupJournal, type JournalOptions } from "../../src/storage/journal.ts";
 import { VolumeFile } from "../../src/storage/volume-file.ts";

@@ -7,7 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { writtenMapExtentBytes } from "../../src/core/limits.ts";
-import { emptyMetadata, loadMetadata, saveMetadata, type NodeMetadata } from "../../src/node/metadata.ts";
+import { emptyMetadata, loadMetadata, saveMetadata, type NodeMetadata } from "../../src/metadata/metadata.ts";
 import { VolumeFile } from "../../src/storage/volume-file.ts";
 import { type CrashKind, SimDisk } from "../sim/sim-disk.ts";
 import { Prng } from "../sim/prng.ts";
@@ -57,7 +57,7 @@ void test("metadata over the simulated disk: a crash at any moment of a save lea
     disk.heal();
     disk.setCapacity(1024 ** 4);
     fs = disk.mount();
-    const loaded = await time.until(loadMetadata(fs, "/data"));
+    const loaded = (await time.until(loadMetadata(fs, "/data")))?.metadata;
     assert.ok(loaded !== undefined, `seed ${seed}: the metadata is there`);
     const version = loaded.nextVolumeId - 1;
     assert.ok(version === saved || (version === started && started > saved), `seed ${seed}: version ${version} is the last saved (${saved}) or the one being saved (${started})`);

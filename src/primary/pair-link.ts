@@ -23,14 +23,14 @@ import { replProtocolVersionMax, replProtocolVersionMin, type ReplMessage } from
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import { DirectReader } from "../storage/direct-reader.ts";
-import type { PairInfo } from "./control.ts";
+import type { PairInfo } from "../mgmt/control.ts";
 import type { GroupWriter } from "./group-writer.ts";
-import type { Clock, Timer } from "./clock.ts";
+import type { Clock, Timer } from "../node/clock.ts";
 import type { Transport } from "../transport/transport.ts";
 import { faultInjected } from "../core/faults.ts";
-import type { PairRecord } from "./metadata.ts";
-import { ReplConnection } from "./repl-connection.ts";
-import { RecordTail } from "./record-tail.ts";
+import type { PairRecord } from "../metadata/metadata.ts";
+import { ReplConnection } from "../transport/repl-connection.ts";
+import { RecordTail } from "../storage/record-tail.ts";
 
 /** Journal use at which new writes start being slowed down, and the longest delay. */
 export const journalSlowdownFraction = 0.8;
@@ -483,7 +483,7 @@ export class PairLink {
       .then(() => this.waitApplied())
       .then(async () => {
         // Only the extents ever written (docs/volumes.md): every record through S0 is applied,
-        // so marked, now. The target's other bytes are zero (it empties its volumes first).
+        // so marked, now. The secondary's other bytes are zero (it empties its volumes first).
         copy.plans = this.volumes.map((v) => v.file.written.snapshot());
         copy.totalBytes = copy.plans.reduce((sum, plan) => sum + plan.markedBytes, 0);
         this.logger.info({ event: "copy_started", group: this.groupName, totalBytes: copy.totalBytes, volumeBytes, copyStartSequence: this.record.copyStartSequence }, "initial copy started");
@@ -525,7 +525,7 @@ export class PairLink {
       }, (error: unknown) => connection.fail("INTERNAL", `copy read failed: ${(error as Error).message}`));
     }
     if (this.copyChunkIds.size === 0 && copy.readsInFlight === 0 && this.copyCursor.volume >= this.volumes.length && this.copyDoneChunk === 0) {
-      // Every block is copied: the target is consistent once it reflects what was accepted by now.
+      // Every block is copied: the secondary is consistent once it reflects what was accepted by now.
       const consistentFromSequence = Math.max(this.writer.nextSequence - 1, this.record.copyStartSequence);
       this.copyDoneChunk = this.nextChunkId++;
       this.pendingConsistentFrom = consistentFromSequence;
@@ -537,7 +537,7 @@ export class PairLink {
 
   /**
    * Sends the runs of a chunk that hold data (4 KiB blocks, adjacent ones together) as
-   * COPY_DATA, and nothing for its zeroes: the target is empty before the copy (docs/volumes.md),
+   * COPY_DATA, and nothing for its zeroes: the secondary is empty before the copy (docs/volumes.md),
    * so it allocates only what holds data and the wire carries only that. The chunk's bytes
    * count towards the progress once every run is acknowledged (at once when it holds none):
    * the first run carries the zero bytes, so the acknowledged bytes end at the total.

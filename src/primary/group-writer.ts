@@ -17,9 +17,9 @@ import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord 
 import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { ApplyOrder } from "./apply-order.ts";
-import type { Clock, Timer } from "./clock.ts";
+import type { Clock, Timer } from "../node/clock.ts";
 import { faultInjected } from "../core/faults.ts";
-import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "./group-stop.ts";
+import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "../node/group-stop.ts";
 import type { NodeStamper } from "./stamper.ts";
 import { VolumeIoError } from "../core/volume-io.ts";
 

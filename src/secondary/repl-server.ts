@@ -20,32 +20,32 @@ import {
 import { asSequence } from "../core/types.ts";
 import { encodedRecordBytes } from "../protocol/journal-record.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
-import { ReplConnection } from "./repl-connection.ts";
-import { systemClock, type Clock, type Timer } from "./clock.ts";
+import { ReplConnection } from "../transport/repl-connection.ts";
+import { systemClock, type Clock, type Timer } from "../node/clock.ts";
 
 /** The secondary tells the primary how far it reflected at most this often per group (ms). */
 const reflectReportIntervalMs = 20;
 import { tcpTransport, type ByteStream, type Listener, type Transport } from "../transport/transport.ts";
-import type { TargetGroup } from "./target-group.ts";
+import type { SecondaryGroup } from "./secondary-group.ts";
 
 /** What the replication listener needs from the node. */
-export interface TargetHost {
+export interface SecondaryHost {
   readonly nodeId: string;
-  findTarget(name: string): TargetGroup | undefined;
-  /** When `name` was the target of pair `pairId` and was taken over here: how (for the old primary). */
+  findSecondary(name: string): SecondaryGroup | undefined;
+  /** When `name` was the secondary of pair `pairId` and was taken over here: how (for the old primary). */
   takenOver(name: string, pairId: string): string | undefined;
-  /** OPEN_GROUP for a target in state `empty` (or a copy to start over): persist `copying`, journal from startSequence. */
-  beginCopy(target: TargetGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined>;
+  /** OPEN_GROUP for a secondary in state `empty` (or a copy to start over): persist `copying`, journal from startSequence. */
+  beginCopy(secondary: SecondaryGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined>;
   /** COPY_DONE: volumes fdatasync'd, `replicating` persisted. */
-  finishCopy(target: TargetGroup, consistentFromSequence: number): Promise<void>;
+  finishCopy(secondary: SecondaryGroup, consistentFromSequence: number): Promise<void>;
   kickReflector(): void;
-  /** The group of `target`'s consistency domain that holds its reflection back, if another one (for status and NACK text). */
-  frontierHolder(target: TargetGroup): string | undefined;
+  /** The group of `secondary`'s consistency domain that holds its reflection back, if another one (for status and NACK text). */
+  frontierHolder(secondary: SecondaryGroup): string | undefined;
 }
 
 interface OpenGroup {
   readonly handle: number;
-  readonly target: TargetGroup;
+  readonly secondary: SecondaryGroup;
   readonly transfer: "push" | "pull";
   readonly connection: ReplConnection;
   readonly connectionId: number;
@@ -56,7 +56,7 @@ interface OpenGroup {
 }
 
 export class ReplServer {
-  private readonly host: TargetHost;
+  private readonly host: SecondaryHost;
   private readonly logger: Logger;
   private listener: Listener | undefined;
   private readonly slots = new ConnectionSlots<ReplConnection>({ handshakesMax: replHandshakesMax, establishedMax: replConnectionsMax });
@@ -66,7 +66,7 @@ export class ReplServer {
   private readonly clock: Clock;
   private readonly transport: Transport;
 
-  constructor(host: TargetHost, logger: Logger, clock: Clock = systemClock, transport: Transport = tcpTransport) {
+  constructor(host: SecondaryHost, logger: Logger, clock: Clock = systemClock, transport: Transport = tcpTransport) {
     this.clock = clock;
     this.transport = transport;
     this.host = host;
@@ -79,17 +79,17 @@ export class ReplServer {
   }
 
   /** Closes every stream attached to a group (takeover). */
-  detachGroup(target: TargetGroup, why: string): void {
+  detachGroup(secondary: SecondaryGroup, why: string): void {
     for (const [connection, groups] of this.groupsByConnection) {
       for (const open of groups.values()) {
-        if (open.target === target) connection.fail("TAKEN_OVER", why);
+        if (open.secondary === secondary) connection.fail("TAKEN_OVER", why);
       }
     }
   }
 
   private readonly groupsByConnection = new Map<ReplConnection, Map<number, OpenGroup>>();
-  /** The streams that have each target group open. */
-  private readonly opensByTarget = new Map<TargetGroup, Set<OpenGroup>>();
+  /** The streams that have each secondary group open. */
+  private readonly opensBySecondary = new Map<SecondaryGroup, Set<OpenGroup>>();
 
   /** Open connections: before HELLO and past it. */
   connectionCount(): number {
@@ -143,15 +143,15 @@ export class ReplServer {
       },
       onBadContent: (result) => {
         const open = groups.get(result.groupHandle);
-        connection.send({ type: "NACK", groupHandle: result.groupHandle, code: "BAD_RECORD", refType: result.refType, refId: result.refId, arrivedSequence: asSequence(open?.target.arrivedSequence ?? 0), text: result.reason.slice(0, 200) });
+        connection.send({ type: "NACK", groupHandle: result.groupHandle, code: "BAD_RECORD", refType: result.refType, refId: result.refId, arrivedSequence: asSequence(open?.secondary.arrivedSequence ?? 0), text: result.reason.slice(0, 200) });
       },
       onClose: (reason) => {
         this.clock.clear(helloTimer);
         this.slots.release(connection);
         this.groupsByConnection.delete(connection);
         for (const open of groups.values()) {
-          open.target.streams.delete(connectionId);
-          if (open.target.streams.size === 0) open.target.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
+          open.secondary.streams.delete(connectionId);
+          if (open.secondary.streams.size === 0) open.secondary.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
         }
         for (const open of groups.values()) this.forgetOpen(open);
         logger.info({ event: "repl_stream_closed", reason }, "replication stream closed");
@@ -178,8 +178,8 @@ export class ReplServer {
         if (open.transfer === "pull") {
           connection.answered();
           const last = message.records[message.records.length - 1];
-          pullId = open.target.pulls.answered(connectionId, last?.sequence, message.records.reduce((sum, r) => sum + encodedRecordBytes(r), 0));
-          this.schedulePulls(open.target);
+          pullId = open.secondary.pulls.answered(connectionId, last?.sequence, message.records.reduce((sum, r) => sum + encodedRecordBytes(r), 0));
+          this.schedulePulls(open.secondary);
         }
         this.chain(connection, open, logger, () => this.handleBatch(connection, open, message, logger, pullId));
         return;
@@ -201,7 +201,7 @@ export class ReplServer {
         return;
       case "CLOSE":
         // Why the primary ends the stream (its group stopped, it is stopping...): shown in this group's status.
-        for (const open of groups.values()) open.target.peerCloseText = message.text === "" ? undefined : message.text;
+        for (const open of groups.values()) open.secondary.peerCloseText = message.text === "" ? undefined : message.text;
         connection.close("peer closed");
         return;
       case "NACK":
@@ -211,7 +211,7 @@ export class ReplServer {
           // pair needs a new copy. Asking again at once would only repeat the refusal; the
           // primary reconnects with backoff, and the status shows why.
           const open = groups.get(message.groupHandle);
-          if (open !== undefined) open.target.lastError = `primary refused PULL from ${message.refId}: ${message.code} ${message.text}`;
+          if (open !== undefined) open.secondary.lastError = `primary refused PULL from ${message.refId}: ${message.code} ${message.text}`;
           connection.close(`PULL refused: ${message.code}`);
         }
         return;
@@ -225,44 +225,44 @@ export class ReplServer {
       logger.warn({ event: "repl_open_refused", group: message.secondaryGroup, code, reason: text }, "OPEN_GROUP refused");
       connection.send({ type: "NACK", groupHandle: message.groupHandle, code, refType: "OPEN_GROUP", refId: message.groupHandle, arrivedSequence: asSequence(0), text });
     };
-    const target = this.host.findTarget(message.secondaryGroup);
-    if (target === undefined) {
+    const secondary = this.host.findSecondary(message.secondaryGroup);
+    if (secondary === undefined) {
       const takeover = this.host.takenOver(message.secondaryGroup, message.pairId);
-      if (takeover !== undefined) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over on node ${this.host.nodeId} (${takeover}); it is no longer a pair target`);
-      return nack("UNKNOWN_GROUP", `group ${message.secondaryGroup} is not a pair target on node ${this.host.nodeId}`);
+      if (takeover !== undefined) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over on node ${this.host.nodeId} (${takeover}); it is no longer a pair secondary`);
+      return nack("UNKNOWN_GROUP", `group ${message.secondaryGroup} is not a pair secondary on node ${this.host.nodeId}`);
     }
-    if (target.record.pairId !== message.pairId) return nack("STALE_PAIR", `group ${message.secondaryGroup} belongs to pair ${target.record.pairId}, not ${message.pairId}`);
-    if (target.record.state === "takeover" || target.takingOver) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over; it is no longer a pair target`);
+    if (secondary.record.pairId !== message.pairId) return nack("STALE_PAIR", `group ${message.secondaryGroup} belongs to pair ${secondary.record.pairId}, not ${message.pairId}`);
+    if (secondary.record.state === "takeover" || secondary.takingOver) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over; it is no longer a pair secondary`);
     if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);
-    const open: OpenGroup = { handle: message.groupHandle, target, transfer: message.transfer, connection, connectionId, chain: Promise.resolve(), refusedForSpace: false };
+    const open: OpenGroup = { handle: message.groupHandle, secondary, transfer: message.transfer, connection, connectionId, chain: Promise.resolve(), refusedForSpace: false };
     groups.set(message.groupHandle, open);
-    target.streams.add(connectionId);
-    target.noStreamSinceIso = undefined;
-    target.peerCloseText = undefined;
-    let opens = this.opensByTarget.get(target);
+    secondary.streams.add(connectionId);
+    secondary.noStreamSinceIso = undefined;
+    secondary.peerCloseText = undefined;
+    let opens = this.opensBySecondary.get(secondary);
     if (opens === undefined) {
       opens = new Set();
-      this.opensByTarget.set(target, opens);
+      this.opensBySecondary.set(secondary, opens);
     }
     opens.add(open);
-    target.onJournalSpace = () => this.onJournalSpace(target);
-    target.onReceivedLost = (why) => this.closeStreamsOf(target, why);
+    secondary.onJournalSpace = () => this.onJournalSpace(secondary);
+    secondary.onReceivedLost = (why) => this.closeStreamsOf(secondary, why);
     // Streams open a group concurrently: decide and (re)start the copy one at a time per group.
-    const opening = target.openChain.then(async () => {
-      const needsCopy = target.record.state !== "replicating";
+    const opening = secondary.openChain.then(async () => {
+      const needsCopy = secondary.record.state !== "replicating";
       if (!needsCopy) {
         for (const volume of message.volumes) {
-          const local = target.volumesByPrimaryId.get(volume.volumeId);
+          const local = secondary.volumesByPrimaryId.get(volume.volumeId);
           if (local === undefined || local.name !== volume.name || local.file.sizeBytes !== volume.sizeBytes) {
             groups.delete(message.groupHandle);
             this.forgetOpen(open);
-            nack("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes, primary id ${volume.volumeId}) does not match the target group`);
+            nack("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes, primary id ${volume.volumeId}) does not match the secondary group`);
             return;
           }
         }
       }
-      if (needsCopy && (target.record.state === "empty" || target.record.startSequence !== message.startSequence || target.volumesByPrimaryId.size === 0)) {
-        const problem = await this.host.beginCopy(target, message.startSequence, message.volumes);
+      if (needsCopy && (secondary.record.state === "empty" || secondary.record.startSequence !== message.startSequence || secondary.volumesByPrimaryId.size === 0)) {
+        const problem = await this.host.beginCopy(secondary, message.startSequence, message.volumes);
         if (problem !== undefined) {
           groups.delete(message.groupHandle);
           this.forgetOpen(open);
@@ -273,35 +273,35 @@ export class ReplServer {
       connection.send({
         type: "GROUP_STATE",
         groupHandle: message.groupHandle,
-        state: target.record.state === "replicating" ? "replicating" : target.record.state === "copying" ? "copying" : "empty",
-        arrivedSequence: target.receiver.arrivedSequence,
-        reflectedSequence: asSequence(Math.min(target.reflectedSequence, target.arrivedSequence)),
-        arrivedWriteTimeUs: target.arrivedPosition.writeTimeUs,
-        arrivedAcceptNumber: target.arrivedPosition.acceptNumber,
+        state: secondary.record.state === "replicating" ? "replicating" : secondary.record.state === "copying" ? "copying" : "empty",
+        arrivedSequence: secondary.receiver.arrivedSequence,
+        reflectedSequence: asSequence(Math.min(secondary.reflectedSequence, secondary.arrivedSequence)),
+        arrivedWriteTimeUs: secondary.arrivedPosition.writeTimeUs,
+        arrivedAcceptNumber: secondary.arrivedPosition.acceptNumber,
       });
-      if (open.transfer === "pull" && groups.get(message.groupHandle) === open && !connection.closed) target.pulls.addStream(connectionId);
-      this.schedulePulls(target);
+      if (open.transfer === "pull" && groups.get(message.groupHandle) === open && !connection.closed) secondary.pulls.addStream(connectionId);
+      this.schedulePulls(secondary);
     });
-    target.openChain = opening.catch(() => undefined);
+    secondary.openChain = opening.catch(() => undefined);
     open.chain = opening.catch((error: unknown) => {
       connection.fail("INTERNAL", (error as Error).message);
     });
   }
 
   private async handleGroupMessage(connection: ReplConnection, open: OpenGroup, message: ReplMessage): Promise<void> {
-    const target = open.target;
-    if (target.record.state === "takeover" || target.takingOver) {
-      connection.fail("TAKEN_OVER", `group ${target.name} was taken over`);
+    const secondary = open.secondary;
+    if (secondary.record.state === "takeover" || secondary.takingOver) {
+      connection.fail("TAKEN_OVER", `group ${secondary.name} was taken over`);
       return;
     }
     switch (message.type) {
       case "COPY_DATA":
       case "COPY_ZEROES": {
-        if (target.record.state === "replicating") {
-          connection.send({ type: "NACK", groupHandle: open.handle, code: "OUT_OF_RANGE", refType: message.type, refId: message.chunkId, arrivedSequence: target.receiver.arrivedSequence, text: "the initial copy is already done" });
+        if (secondary.record.state === "replicating") {
+          connection.send({ type: "NACK", groupHandle: open.handle, code: "OUT_OF_RANGE", refType: message.type, refId: message.chunkId, arrivedSequence: secondary.receiver.arrivedSequence, text: "the initial copy is already done" });
           return;
         }
-        const volume = target.volumesByPrimaryId.get(message.volumeId);
+        const volume = secondary.volumesByPrimaryId.get(message.volumeId);
         const lengthBytes = message.type === "COPY_DATA" ? message.data.length : message.lengthBytes;
         if (volume === undefined || message.offsetBytes + lengthBytes > volume.file.sizeBytes) {
           connection.send({ type: "NACK", groupHandle: open.handle, code: "OUT_OF_RANGE", refType: message.type, refId: message.chunkId, arrivedSequence: asSequence(0), text: `copy range ${message.offsetBytes}+${lengthBytes} outside volume ${message.volumeId}` });
@@ -309,16 +309,16 @@ export class ReplServer {
         }
         // The copy visits every range once, so a range of a volume that was all zeroes stays zero.
         if (message.type === "COPY_DATA") await volume.file.write(message.offsetBytes, message.data);
-        else if (!target.zeroVolumes.has(volume.volumeId)) await volume.file.writeZeroes(message.offsetBytes, message.lengthBytes);
-        target.copyBytes += lengthBytes;
+        else if (!secondary.zeroVolumes.has(volume.volumeId)) await volume.file.writeZeroes(message.offsetBytes, message.lengthBytes);
+        secondary.copyBytes += lengthBytes;
         connection.send({ type: "COPY_ACK", groupHandle: open.handle, chunkId: message.chunkId });
         return;
       }
       case "COPY_DONE": {
-        await this.host.finishCopy(target, message.consistentFromSequence);
+        await this.host.finishCopy(secondary, message.consistentFromSequence);
         connection.send({ type: "COPY_ACK", groupHandle: open.handle, chunkId: message.chunkId });
         this.host.kickReflector();
-        this.schedulePulls(target);
+        this.schedulePulls(secondary);
         return;
       }
       default:
@@ -329,8 +329,8 @@ export class ReplServer {
   /** Work on one group from one stream runs in arrival order. */
   private chain(connection: ReplConnection, open: OpenGroup, logger: Logger, work: () => Promise<void>): void {
     open.chain = open.chain.then(work).catch((error: unknown) => {
-      logger.error({ event: "repl_group_error", group: open.target.name, err: error }, "replication message failed");
-      open.target.lastError = (error as Error).message;
+      logger.error({ event: "repl_group_error", group: open.secondary.name, err: error }, "replication message failed");
+      open.secondary.lastError = (error as Error).message;
       connection.fail("INTERNAL", (error as Error).message);
     });
   }
@@ -341,55 +341,55 @@ export class ReplServer {
    * again when told there is room), REORDER_FULL, or BAD_RECORD (the stream is closed).
    */
   private async handleBatch(connection: ReplConnection, open: OpenGroup, message: ReplMessageOf<"BATCH">, logger: Logger, pullId: number | undefined): Promise<void> {
-    const target = open.target;
-    if (target.record.state === "takeover" || target.takingOver) {
-      connection.fail("TAKEN_OVER", `group ${target.name} was taken over`);
+    const secondary = open.secondary;
+    if (secondary.record.state === "takeover" || secondary.takingOver) {
+      connection.fail("TAKEN_OVER", `group ${secondary.name} was taken over`);
       return;
     }
     if (message.records.length > 0) {
-      const result = await target.receiveBatch(message.records);
+      const result = await secondary.receiveBatch(message.records);
       if (!result.ok && result.reason === "stopped") {
         // Full disk or I/O error here: nothing taken; the primary keeps the records and sends
         // them again once this group resumed (ACK batchId 0), or after its backoff.
         open.refusedForSpace = true;
-        if (pullId !== undefined) target.pulls.refused(pullId, 0);
-        connection.send({ type: "NACK", groupHandle: open.handle, code: result.errno === "ENOSPC" ? "NO_SPACE" : "INTERNAL", refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
+        if (pullId !== undefined) secondary.pulls.refused(pullId, 0);
+        connection.send({ type: "NACK", groupHandle: open.handle, code: result.errno === "ENOSPC" ? "NO_SPACE" : "INTERNAL", refType: "BATCH", refId: message.batchId, arrivedSequence: secondary.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
         return;
       }
       if (!result.ok) {
         if (result.reason === "journal-full") {
           open.refusedForSpace = true;
-          if (pullId !== undefined) target.pulls.refused(pullId, result.bytesNeeded ?? 0);
-          const text = target.spaceReason(this.host.frontierHolder(target)) ?? `journal full: ${result.detail}`;
-          connection.send({ type: "NACK", groupHandle: open.handle, code: "NO_SPACE", refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: text.slice(0, 512) });
-          this.schedulePulls(target);
+          if (pullId !== undefined) secondary.pulls.refused(pullId, result.bytesNeeded ?? 0);
+          const text = secondary.spaceReason(this.host.frontierHolder(secondary)) ?? `journal full: ${result.detail}`;
+          connection.send({ type: "NACK", groupHandle: open.handle, code: "NO_SPACE", refType: "BATCH", refId: message.batchId, arrivedSequence: secondary.receiver.arrivedSequence, text: text.slice(0, 512) });
+          this.schedulePulls(secondary);
           return;
         }
-        if (pullId !== undefined) target.pulls.journaled(pullId);
-        logger.warn({ event: "repl_batch_refused", group: target.name, reason: result.reason, detail: result.detail }, "batch refused");
+        if (pullId !== undefined) secondary.pulls.journaled(pullId);
+        logger.warn({ event: "repl_batch_refused", group: secondary.name, reason: result.reason, detail: result.detail }, "batch refused");
         const code = result.reason === "bad-sequence" || result.reason === "position-not-increasing" ? "BAD_RECORD" : "REORDER_FULL";
-        connection.send({ type: "NACK", groupHandle: open.handle, code, refType: "BATCH", refId: message.batchId, arrivedSequence: target.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
+        connection.send({ type: "NACK", groupHandle: open.handle, code, refType: "BATCH", refId: message.batchId, arrivedSequence: secondary.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
         if (code === "BAD_RECORD") connection.fail("BAD_RECORD", result.detail);
         return;
       }
-      if (target.record.state === "replicating") this.host.kickReflector();
+      if (secondary.record.state === "replicating") this.host.kickReflector();
     }
     this.sendAck(open, message.batchId);
-    if (pullId !== undefined) target.pulls.journaled(pullId);
-    this.schedulePulls(target);
+    if (pullId !== undefined) secondary.pulls.journaled(pullId);
+    this.schedulePulls(secondary);
   }
 
   /** ACK: the batch is durable (batchId 0: no batch, a progress report that also says "there is room again"). */
   private sendAck(open: OpenGroup, batchId: number): void {
-    const target = open.target;
+    const secondary = open.secondary;
     open.connection.send({
       type: "ACK",
       groupHandle: open.handle,
       batchId,
-      arrivedSequence: target.receiver.arrivedSequence,
-      reflectedSequence: asSequence(Math.min(target.reflectedSequence, target.arrivedSequence)),
-      arrivedWriteTimeUs: target.arrivedPosition.writeTimeUs,
-      arrivedAcceptNumber: target.arrivedPosition.acceptNumber,
+      arrivedSequence: secondary.receiver.arrivedSequence,
+      reflectedSequence: asSequence(Math.min(secondary.reflectedSequence, secondary.arrivedSequence)),
+      arrivedWriteTimeUs: secondary.arrivedPosition.writeTimeUs,
+      arrivedAcceptNumber: secondary.arrivedPosition.acceptNumber,
     });
   }
 
@@ -404,30 +404,30 @@ export class ReplServer {
    * streams close (with every other group they carry, which reconnect likewise), and the
    * primary's handshake rewinds to what arrived. One log line.
    */
-  private closeStreamsOf(target: TargetGroup, why: string): void {
+  private closeStreamsOf(secondary: SecondaryGroup, why: string): void {
     const connections = new Set<ReplConnection>();
-    for (const open of this.opensByTarget.get(target) ?? []) if (!open.connection.closed) connections.add(open.connection);
-    this.logger.warn({ event: "repl_group_rewind", group: target.name, streams: connections.size, reason: why }, "received records were dropped: closing the group's streams so the primary sends them again");
+    for (const open of this.opensBySecondary.get(secondary) ?? []) if (!open.connection.closed) connections.add(open.connection);
+    this.logger.warn({ event: "repl_group_rewind", group: secondary.name, streams: connections.size, reason: why }, "received records were dropped: closing the group's streams so the primary sends them again");
     for (const connection of connections) connection.close(`secondary asks for a resend: ${why}`);
   }
 
-  private onJournalSpace(target: TargetGroup): void {
-    const arrivedBefore = target.receiver.arrivedSequence;
-    target.drainParked().then(() => {
-      if (target.record.state === "replicating") this.host.kickReflector();
-      this.schedulePulls(target);
-      const progressed = target.receiver.arrivedSequence > arrivedBefore;
-      for (const open of this.opensByTarget.get(target) ?? []) {
+  private onJournalSpace(secondary: SecondaryGroup): void {
+    const arrivedBefore = secondary.receiver.arrivedSequence;
+    secondary.drainParked().then(() => {
+      if (secondary.record.state === "replicating") this.host.kickReflector();
+      this.schedulePulls(secondary);
+      const progressed = secondary.receiver.arrivedSequence > arrivedBefore;
+      for (const open of this.opensBySecondary.get(secondary) ?? []) {
         if (open.connection.closed) continue;
-        if (open.transfer === "pull" ? open.refusedForSpace && !target.pulls.blockedOnRoom : open.refusedForSpace || progressed) {
+        if (open.transfer === "pull" ? open.refusedForSpace && !secondary.pulls.blockedOnRoom : open.refusedForSpace || progressed) {
           open.refusedForSpace = false;
           this.sendAck(open, 0);
         }
       }
     }, (error: unknown) => {
-      this.logger.error({ event: "repl_group_error", group: target.name, err: error }, "journaling parked records failed");
-      target.lastError = (error as Error).message;
-      for (const open of this.opensByTarget.get(target) ?? []) open.connection.fail("INTERNAL", (error as Error).message);
+      this.logger.error({ event: "repl_group_error", group: secondary.name, err: error }, "journaling parked records failed");
+      secondary.lastError = (error as Error).message;
+      for (const open of this.opensBySecondary.get(secondary) ?? []) open.connection.fail("INTERNAL", (error as Error).message);
     });
   }
 
@@ -437,68 +437,68 @@ export class ReplServer {
    * pair is the next time advance, seconds away). At most one report per reflectReportIntervalMs
    * per group; a report during a refusal for space is left out (batchId 0 would also say "room").
    */
-  reportReflected(target: TargetGroup): void {
-    if (this.reportTimers.has(target)) {
-      this.reportDue.add(target);
+  reportReflected(secondary: SecondaryGroup): void {
+    if (this.reportTimers.has(secondary)) {
+      this.reportDue.add(secondary);
       return;
     }
-    const reflected = Math.min(target.reflectedSequence, target.arrivedSequence);
-    if (reflected <= (this.reportedReflected.get(target) ?? 0)) return;
-    const open = [...(this.opensByTarget.get(target) ?? [])].find((o) => !o.connection.closed && !o.refusedForSpace);
+    const reflected = Math.min(secondary.reflectedSequence, secondary.arrivedSequence);
+    if (reflected <= (this.reportedReflected.get(secondary) ?? 0)) return;
+    const open = [...(this.opensBySecondary.get(secondary) ?? [])].find((o) => !o.connection.closed && !o.refusedForSpace);
     if (open === undefined) return;
     this.sendAck(open, 0);
-    this.reportedReflected.set(target, reflected);
-    this.reportTimers.set(target, this.clock.setTimeout(() => {
-      this.reportTimers.delete(target);
-      if (this.reportDue.delete(target)) this.reportReflected(target);
+    this.reportedReflected.set(secondary, reflected);
+    this.reportTimers.set(secondary, this.clock.setTimeout(() => {
+      this.reportTimers.delete(secondary);
+      if (this.reportDue.delete(secondary)) this.reportReflected(secondary);
     }, reflectReportIntervalMs));
   }
 
-  private readonly reportTimers = new Map<TargetGroup, Timer>();
-  private readonly reportDue = new Set<TargetGroup>();
-  private readonly reportedReflected = new WeakMap<TargetGroup, number>();
+  private readonly reportTimers = new Map<SecondaryGroup, Timer>();
+  private readonly reportDue = new Set<SecondaryGroup>();
+  private readonly reportedReflected = new WeakMap<SecondaryGroup, number>();
 
   private forgetOpen(open: OpenGroup): void {
-    const opens = this.opensByTarget.get(open.target);
+    const opens = this.opensBySecondary.get(open.secondary);
     opens?.delete(open);
-    if (opens !== undefined && opens.size === 0) this.opensByTarget.delete(open.target);
+    if (opens !== undefined && opens.size === 0) this.opensBySecondary.delete(open.secondary);
     if (open.transfer === "pull") {
       // Its open PULL is lost with it: ask for the same range on another stream.
-      open.target.pulls.removeStream(open.connectionId);
-      this.schedulePulls(open.target);
+      open.secondary.pulls.removeStream(open.connectionId);
+      this.schedulePulls(open.secondary);
     }
   }
 
   /** Pull mode: send the PULLs the planner wants (core/pull-planner.ts). */
-  private schedulePulls(target: TargetGroup): void {
-    if (target.record.state !== "replicating" || target.takingOver || target.stopped !== undefined) return;
+  private schedulePulls(secondary: SecondaryGroup): void {
+    if (secondary.record.state !== "replicating" || secondary.takingOver || secondary.stopped !== undefined) return;
     for (;;) {
-      const request = target.pulls.next({
-        needSequence: target.receiver.nextSequence,
-        parked: target.receiver.parked,
-        journalFreeBytes: target.journal.freeBytes,
-        reorderBytes: target.receiver.reorderBytes,
+      const request = secondary.pulls.next({
+        needSequence: secondary.receiver.nextSequence,
+        parked: secondary.receiver.parked,
+        journalFreeBytes: secondary.journal.freeBytes,
+        reorderBytes: secondary.receiver.reorderBytes,
       });
       if (request === undefined) break;
       let open: OpenGroup | undefined;
-      for (const candidate of this.opensByTarget.get(target) ?? []) {
+      for (const candidate of this.opensBySecondary.get(secondary) ?? []) {
         if (candidate.connectionId === request.stream && candidate.transfer === "pull" && !candidate.connection.closed) open = candidate;
       }
       if (open === undefined) {
-        target.pulls.removeStream(request.stream); // gone meanwhile: the planner picks another
+        secondary.pulls.removeStream(request.stream); // gone meanwhile: the planner picks another
         continue;
       }
       open.connection.send({ type: "PULL", groupHandle: open.handle, fromSequence: asSequence(request.fromSequence), maxBytes: request.maxBytes });
       open.connection.expectAnswer();
     }
-    if (target.pulls.blockedOnRoom) {
-      target.noteSpaceWait(`no room to pull sequence ${target.receiver.nextSequence} on`);
-      const opens = [...(this.opensByTarget.get(target) ?? [])].filter((o) => o.transfer === "pull" && !o.connection.closed);
+    if (secondary.pulls.blockedOnRoom) {
+      secondary.noteSpaceWait(`no room to pull sequence ${secondary.receiver.nextSequence} on`);
+      const opens = [...(this.opensBySecondary.get(secondary) ?? [])].filter((o) => o.transfer === "pull" && !o.connection.closed);
       const report = opens[0];
       if (report !== undefined && !opens.some((o) => o.refusedForSpace)) {
         report.refusedForSpace = true;
-        const text = target.spaceReason(this.host.frontierHolder(target)) ?? "journal full";
-        report.connection.send({ type: "NACK", groupHandle: report.handle, code: "NO_SPACE", refType: "BATCH", refId: 0, arrivedSequence: target.receiver.arrivedSequence, text: text.slice(0, 512) });
+        const text = secondary.spaceReason(this.host.frontierHolder(secondary)) ?? "journal full";
+        report.connection.send({ type: "NACK", groupHandle: report.handle, code: "NO_SPACE", refType: "BATCH", refId: 0, arrivedSequence: secondary.receiver.arrivedSequence, text: text.slice(0, 512) });
       }
     }
   }

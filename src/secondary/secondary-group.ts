@@ -12,11 +12,11 @@ import { asAcceptNumber, asSequence, asWriteTimeUs } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
-import type { TargetRecord } from "./metadata.ts";
-import type { Clock } from "./clock.ts";
+import type { SecondaryRecord } from "../metadata/metadata.ts";
+import type { Clock } from "../node/clock.ts";
 import { faultInjected } from "../core/faults.ts";
-import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "./group-stop.ts";
-import { RecordTail } from "./record-tail.ts";
+import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "../node/group-stop.ts";
+import { RecordTail } from "../storage/record-tail.ts";
 
 /** Bytes of journal the reflector reads ahead per group. */
 const reflectReadAheadBytes = 4 * 1024 * 1024;
@@ -24,21 +24,21 @@ const reflectReadAheadBytes = 4 * 1024 * 1024;
 export const reflectTailBytesMax = 16 * 1024 * 1024;
 
 /** A batch taken, refused by the receiver, or refused because the group is stopped (full disk, I/O error). */
-export type TargetReceiveResult =
+export type SecondaryReceiveResult =
   | ReceiveResult<JournalRecord>
   | { readonly ok: false; readonly reason: "stopped"; readonly detail: string; readonly errno: "ENOSPC" | "EIO" };
 
-export interface TargetVolume {
+export interface SecondaryVolume {
   readonly volumeId: number;
   readonly name: string;
   readonly file: VolumeFile;
 }
 
-export class TargetGroup {
+export class SecondaryGroup {
   readonly groupId: number;
   readonly name: string;
   private readonly logger: Logger;
-  record: TargetRecord;
+  record: SecondaryRecord;
   private journalValue!: GroupJournal;
   /** The group's journal (replaced by a resume, a copy restart or a takeover). */
   get journal(): GroupJournal {
@@ -53,8 +53,8 @@ export class TargetGroup {
   }
   receiver: GroupReceiver<JournalRecord>;
   /** The primary's volume id -> this node's volume. */
-  readonly volumesByPrimaryId = new Map<number, TargetVolume>();
-  readonly volumes: readonly TargetVolume[];
+  readonly volumesByPrimaryId = new Map<number, SecondaryVolume>();
+  readonly volumes: readonly SecondaryVolume[];
   /** Sequence applied to the volumes (may be ahead of the persisted checkpoint). */
   reflectedSequence: number;
   reflectedPosition: Position;
@@ -121,9 +121,9 @@ export class TargetGroup {
   constructor(options: {
     groupId: number;
     name: string;
-    record: TargetRecord;
+    record: SecondaryRecord;
     journal: GroupJournal;
-    volumes: readonly TargetVolume[];
+    volumes: readonly SecondaryVolume[];
     logger: Logger;
     clock: Clock;
     /** Called when the group stops or resumes (the reflector goes on; status changes), when records arrive, and when it starts waiting for journal room. */
@@ -150,7 +150,7 @@ export class TargetGroup {
     this.logger = options.logger;
     for (const mapping of options.record.volumes) {
       const volume = options.volumes.find((v) => v.volumeId === mapping.volumeId);
-      assert(volume !== undefined, () => `target ${options.name} maps primary volume ${mapping.primaryVolumeId} to a volume it has`);
+      assert(volume !== undefined, () => `secondary ${options.name} maps primary volume ${mapping.primaryVolumeId} to a volume it has`);
       this.volumesByPrimaryId.set(mapping.primaryVolumeId, volume);
     }
     this.reflectedSequence = options.record.reflectedSequence;
@@ -188,7 +188,7 @@ export class TargetGroup {
     return this.receiver.arrivedPosition;
   }
 
-  /** Whether the target's image is dependent-write consistent (copy done and caught up). */
+  /** Whether the secondary's image is dependent-write consistent (copy done and caught up). */
   get consistent(): boolean {
     if (this.record.state === "takeover") return true;
     // Stopped by a disk error, or applying again what a failed fdatasync may have dropped
@@ -201,14 +201,14 @@ export class TargetGroup {
    * One BATCH: receive, append the contiguous run, make it durable, count it arrived.
    * Resolves with the receiver's verdict once what was appended is durable.
    */
-  async receiveBatch(records: readonly JournalRecord[]): Promise<TargetReceiveResult> {
+  async receiveBatch(records: readonly JournalRecord[]): Promise<SecondaryReceiveResult> {
     const stop = this.stopped;
     if (stop !== undefined) return { ok: false, reason: "stopped", detail: stop.reason, errno: stop.errno };
     for (const record of records) {
       if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
         const volume = this.volumesByPrimaryId.get(record.volumeId);
         if (volume === undefined || record.offsetBytes + record.lengthBytes > volume.file.sizeBytes) {
-          return { ok: false, reason: "bad-sequence", detail: `record ${record.sequence} targets volume ${record.volumeId} range ${record.offsetBytes}+${record.lengthBytes}, outside this group` };
+          return { ok: false, reason: "bad-sequence", detail: `record ${record.sequence} secondaries volume ${record.volumeId} range ${record.offsetBytes}+${record.lengthBytes}, outside this group` };
         }
       }
     }
@@ -231,7 +231,7 @@ export class TargetGroup {
   }
 
   /** The journal freed room: hand out parked records, if any, and make them durable. Returns a stop, if one happened. */
-  async drainParked(): Promise<TargetReceiveResult | undefined> {
+  async drainParked(): Promise<SecondaryReceiveResult | undefined> {
     if (!this.receiver.parked || this.stopped !== undefined) return undefined;
     const { append, dropped } = this.receiver.drain(this.journal.freeBytes);
     if (dropped > 0) {
@@ -246,7 +246,7 @@ export class TargetGroup {
    * Appends a run the receiver handed out (all of it fits: checked before) and counts it
    * arrived once durable. Undefined when done; a "stopped" result when the disk refused.
    */
-  private async appendDurably(run: readonly JournalRecord[]): Promise<TargetReceiveResult | undefined> {
+  private async appendDurably(run: readonly JournalRecord[]): Promise<SecondaryReceiveResult | undefined> {
     // Records are views into socket chunks; the journal writes them before the chunk is reused (writev holds them).
     this.appendsInFlight += run.length;
     let last = 0;
@@ -326,14 +326,14 @@ export class TargetGroup {
     // group waits. Without this a secondary whose last reflection ran just before the
     // refusal waited for ever with every record reflected (whole-node simulation).
     this.kickReflection();
-    this.logger.warn({ event: "target_journal_full", usedBytes: this.journal.usedBytes, bytesMax: this.journal.bytesMax, detail }, "target journal full: taking no more records until reflection frees space");
+    this.logger.warn({ event: "secondary_journal_full", usedBytes: this.journal.usedBytes, bytesMax: this.journal.bytesMax, detail }, "secondary journal full: taking no more records until reflection frees space");
   }
 
   private noteSpaceFree(): void {
     const wait = this.spaceWait;
     if (wait === undefined) return;
     this.spaceWait = undefined;
-    this.logger.info({ event: "target_journal_room", waitedMs: Math.round(this.clock.monotonicMs() - wait.sinceMs), usedBytes: this.journal.usedBytes }, "target journal has room again; receiving");
+    this.logger.info({ event: "secondary_journal_room", waitedMs: Math.round(this.clock.monotonicMs() - wait.sinceMs), usedBytes: this.journal.usedBytes }, "secondary journal has room again; receiving");
   }
 
 

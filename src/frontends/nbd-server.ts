@@ -8,7 +8,7 @@
 // nbdHandshakeTimeoutMs); one in transmission counts against nbdConnectionsMax only. A slot is
 // free the moment its socket closes or is destroyed. The socket is read until it closes, also
 // while a connection drains after DISC, so a peer's FIN or RST is seen at once. Every buffer a
-// connection uses is a slot of the server's pools (src/node/slot-pool.ts), given back when it
+// connection uses is a slot of the server's pools (src/frontends/slot-pool.ts), given back when it
 // closes, so connects and disconnects allocate none; pools give idle memory back to the system.
 //
 // Hot path (docs/benchmarks.md): socket reads land in our own buffers (net.Socket `onread`),

@@ -1,6 +1,6 @@
 // The node's steps on volume files and their written maps (docs/volumes.md), kept out of
 // node.ts, which only calls them: create without ever truncating an existing file, undo a
-// create that failed, empty a pair's target before its initial copy, save the maps before a
+// create that failed, empty a pair's secondary before its initial copy, save the maps before a
 // checkpoint, and say what a failed create or a migrated data directory means.
 import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
@@ -8,8 +8,8 @@ import { assert } from "../core/assert.ts";
 import { binaryBytes } from "../storage/file-system.ts";
 import { errorCode, type FileSystem } from "../storage/fs.ts";
 import { FileTooLargeError, VolumeFile } from "../storage/volume-file.ts";
-import { ControlError } from "./control.ts";
-import { loadMetadata, type NodeMetadata } from "./metadata.ts";
+import { ControlError } from "../mgmt/control.ts";
+import { loadMetadata, type NodeMetadata } from "../metadata/metadata.ts";
 
 /**
  * A volume's file and map, created exclusively. A file of that name with no volume behind it
@@ -38,7 +38,7 @@ export async function undoVolumeFile(file: VolumeFile, dataDir: string, logger: 
   try {
     await file.close();
     const onDisk = await loadMetadata(file.fileSystem, dataDir);
-    if (onDisk?.volumes.some((v) => v.fileName === basename(file.path)) === true) return; // the save landed: keep what it names
+    if (onDisk?.metadata.volumes.some((v) => v.fileName === basename(file.path)) === true) return; // the save landed: keep what it names
     await VolumeFile.remove(file.fileSystem, file.path);
   } catch (error) {
     logger.error({ event: "volume_create_undo_failed", path: file.path, err: error }, "could not remove the files of a volume whose create failed");
@@ -59,16 +59,16 @@ export function volumeCreateError(error: unknown, name: string, sizeBytes: numbe
 }
 
 /**
- * Empties every volume of a pair's target that may hold a byte (the pair was created over an
+ * Empties every volume of a pair's secondary that may hold a byte (the pair was created over an
  * existing volume with --force, or an earlier copy wrote to it): the initial copy sends only the
  * primary's written extents, so every other byte must read as zero. Crash-safe (VolumeFile).
  */
-export async function emptyTargetVolumes(target: { readonly name: string; readonly volumes: readonly { readonly name: string; readonly file: VolumeFile }[] }, logger: Logger): Promise<void> {
-  for (const volume of target.volumes) {
+export async function emptySecondaryVolumes(secondary: { readonly name: string; readonly volumes: readonly { readonly name: string; readonly file: VolumeFile }[] }, logger: Logger): Promise<void> {
+  for (const volume of secondary.volumes) {
     const allocatedBytes = await volume.file.allocatedBytes();
     if (allocatedBytes === 0 && volume.file.written.markedExtents === 0) continue;
-    logger.warn({ event: "target_volume_emptied", group: target.name, volume: volume.name, allocatedBytes, writtenBytes: volume.file.written.markedBytes },
-      "target volume emptied for the initial copy: its earlier contents are replaced by the primary's");
+    logger.warn({ event: "secondary_volume_emptied", group: secondary.name, volume: volume.name, allocatedBytes, writtenBytes: volume.file.written.markedBytes },
+      "secondary volume emptied for the initial copy: its earlier contents are replaced by the primary's");
     await volume.file.discardContents();
   }
 }

@@ -11,14 +11,14 @@ import Fastify, {
   type RawServerDefault,
 } from "fastify";
 import type { Logger } from "pino";
-import { isStorageError } from "./group-stop.ts";
+import { isStorageError } from "../node/group-stop.ts";
 import { z } from "zod";
 import {
   groupsPerNodeMax, mgmtBodyBytesMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
   volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin, journalRecordPayloadBytesMax } from "../core/limits.ts";
 import { nameProblem } from "../core/names.ts";
 import {
-  ControlError, type ControlErrorCode, type CopyMode, type CreatePairRequest, type NodeControl, type PairControl, type PairTargetRequest,
+  ControlError, type ControlErrorCode, type CopyMode, type CreatePairRequest, type NodeControl, type PairControl, type PairSecondaryRequest,
   type ReflectMode, type TransferMode,
 } from "./control.ts";
 
@@ -142,7 +142,7 @@ export const takeoverBodySchema = z.strictObject({
     .refine(uniqueNames, "must not list a group twice"),
 });
 
-export const pairTargetBodySchema = z.strictObject({
+export const pairSecondaryBodySchema = z.strictObject({
   pairId: z.string().regex(pairIdPattern, `must be 1 to ${replPairIdBytesMax} printable ASCII characters without spaces`),
   primaryNode: nameSchema("node"),
   primaryGroup: nameSchema("group"),
@@ -165,7 +165,7 @@ export const pairTargetBodySchema = z.strictObject({
   transfer: enumSchema(transferModes),
   streams: streamsSchema,
   force: z.boolean().optional(),
-}) satisfies z.ZodType<PairTargetRequest, unknown>;
+}) satisfies z.ZodType<PairSecondaryRequest, unknown>;
 
 /** A group name in a path (/v1/pairs/:group), checked like one in a body. */
 function groupParam(params: unknown): string {
@@ -325,8 +325,10 @@ function registerPairRoutes(app: MgmtApp, control: PairControl): void {
     const body = parseBody(takeoverBodySchema, request.body);
     return { results: await control.takeover(body.groups) };
   });
-  // A primary asks this (secondary) node to make or check the target group of a new pair.
-  app.post("/v1/pair-targets", (request) => control.preparePairTarget(parseBody(pairTargetBodySchema, request.body)));
+  // A primary asks this (secondary) node to make or check the secondary group of a new pair.
+  app.post("/v1/pair-secondaries", (request) => control.preparePairSecondary(parseBody(pairSecondaryBodySchema, request.body)));
+  // The path before the vocabulary was settled: a primary of the previous version still calls it.
+  app.post("/v1/pair-targets", (request) => control.preparePairSecondary(parseBody(pairSecondaryBodySchema, request.body)));
 }
 
 export async function startMgmtApi(options: MgmtApiOptions): Promise<MgmtApi> {

@@ -2,8 +2,8 @@
 // messages out through the pure encoder, liveness by PING/PONG and by a deadline on the
 // answers the owner waits for (core/liveness.ts; monotonic clock). A decode failure that
 // breaks the stream sends ERROR and closes this connection only; the node goes on.
-import type { ByteStream } from "../transport/transport.ts";
-import { systemClock, type Clock, type Timer } from "./clock.ts";
+import type { ByteStream } from "./transport.ts";
+import { systemClock, type Clock, type Timer } from "../node/clock.ts";
 import type { Logger } from "pino";
 import { replAnswerTimeoutMs, replPeerTimeoutMs, replPingIntervalMs } from "../core/limits.ts";
 import { AnswerWatch, PeerLiveness } from "../core/liveness.ts";

@@ -36,7 +36,7 @@ const pairRecordSchema = z.strictObject({
   state: z.enum(["copying", "replicating", "suspended", "failed"]),
   /** S0: the last sequence the initial copy covers; the stream starts at S0 + 1. */
   copyStartSequence: nonNegativeInteger,
-  /** The target is consistent once it reflected this far (set when the copy ends). */
+  /** The secondary is consistent once it reflected this far (set when the copy ends). */
   consistentFromSequence: nonNegativeInteger,
   /** The initial copy finished (acknowledged by the secondary). */
   copyDone: z.boolean(),
@@ -48,7 +48,7 @@ const pairRecordSchema = z.strictObject({
 });
 
 /** The secondary's side of a pair. */
-const targetRecordSchema = z.strictObject({
+const secondaryRecordSchema = z.strictObject({
   pairId: z.string().min(1),
   primaryNode: z.string(),
   primaryGroup: z.string(),
@@ -81,8 +81,8 @@ const groupRecordSchema = z.strictObject({
   createdAt: z.string(),
   /** Set when this group is the source of a pair. */
   pair: pairRecordSchema.optional(),
-  /** Set when this group is the target of a pair (its volumes are read-only until takeover). */
-  target: targetRecordSchema.optional(),
+  /** Set when this group is the secondary of a pair (its volumes are read-only until takeover). */
+  secondary: secondaryRecordSchema.optional(),
   /** Journal directory generation: a takeover starts a fresh journal in a new directory. */
   journalGeneration: nonNegativeInteger.optional(),
 });
@@ -105,7 +105,7 @@ export type NodeMetadata = z.infer<typeof nodeMetadataSchema>;
 export type VolumeRecord = z.infer<typeof volumeRecordSchema>;
 export type GroupRecord = z.infer<typeof groupRecordSchema>;
 export type PairRecord = z.infer<typeof pairRecordSchema>;
-export type TargetRecord = z.infer<typeof targetRecordSchema>;
+export type SecondaryRecord = z.infer<typeof secondaryRecordSchema>;
 
 export function emptyMetadata(nodeId: string, nowIso: string): NodeMetadata {
   return {
@@ -120,8 +120,39 @@ export function emptyMetadata(nodeId: string, nowIso: string): NodeMetadata {
   };
 }
 
-/** Loads the metadata, or returns undefined for a data directory that has none yet. */
-export async function loadMetadata(fs: FileSystem, dataDir: string): Promise<NodeMetadata | undefined> {
+/** What loading changed in a data directory written by an earlier version; the node logs each and saves. */
+export interface MetadataMigration {
+  readonly group: string;
+  readonly what: string;
+}
+
+/**
+ * Renames what earlier versions wrote under other names, in place, before validation:
+ * a group's `target` (versions up to c7f8e8c) is its `secondary` (DESIGN.md's vocabulary).
+ * Anything it does not recognise is left for the schema to refuse.
+ */
+export function migrateMetadata(parsed: unknown): MetadataMigration[] {
+  const migrations: MetadataMigration[] = [];
+  if (typeof parsed !== "object" || parsed === null) return migrations;
+  const groups = (parsed as { groups?: unknown }).groups;
+  if (!Array.isArray(groups)) return migrations;
+  for (const group of groups as unknown[]) {
+    if (typeof group !== "object" || group === null) continue;
+    const record = group as Record<string, unknown>;
+    if (!("target" in record) || "secondary" in record) continue;
+    record.secondary = record.target;
+    delete record.target;
+    migrations.push({ group: typeof record.name === "string" ? record.name : "?", what: "the field 'target' is now 'secondary'" });
+  }
+  return migrations;
+}
+
+/**
+ * Loads the metadata, or returns undefined for a data directory that has none yet. Data
+ * written by an earlier version is migrated in memory (`migrations` says what changed; the
+ * caller logs it and saves). Throws Error naming the file when it is not JSON or not valid.
+ */
+export async function loadMetadata(fs: FileSystem, dataDir: string): Promise<{ readonly metadata: NodeMetadata; readonly migrations: readonly MetadataMigration[] } | undefined> {
   let text: string;
   try {
     text = (await readWholeFile(fs, join(dataDir, metadataFileName))).toString("utf8");
@@ -135,11 +166,12 @@ export async function loadMetadata(fs: FileSystem, dataDir: string): Promise<Nod
   } catch (error) {
     throw new Error(`${join(dataDir, metadataFileName)} is not valid JSON: ${(error as Error).message}`, { cause: error });
   }
+  const migrations = migrateMetadata(parsed);
   const result = nodeMetadataSchema.safeParse(parsed);
   if (!result.success) {
     throw new Error(`${join(dataDir, metadataFileName)} is not valid tidemark metadata: ${z.prettifyError(result.error)}`);
   }
-  return result.data;
+  return { metadata: result.data, migrations };
 }
 
 /**

@@ -2,7 +2,7 @@
 // shared by every group, so write times are monotonic across the whole node.
 import { stampWrite, mergeWriteTimeState, initialWriteTimeState, type Stamp, type WriteTimeState } from "../core/stamp.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
-import type { Clock } from "./clock.ts";
+import type { Clock } from "../node/clock.ts";
 import { hostWriteTimeAheadUsMax } from "../core/limits.ts";
 
 export class NodeStamper {

@@ -9,9 +9,9 @@ import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type Reflect
 import type { JournalRecord } from "../protocol/journal-record.ts";
 import { asAcceptNumber, asGroupId, asSequence } from "../core/types.ts";
 import { faultInjected } from "../core/faults.ts";
-import type { TargetGroup } from "./target-group.ts";
-import type { Clock, Timer } from "./clock.ts";
-import { isStorageError } from "./group-stop.ts";
+import type { SecondaryGroup } from "./secondary-group.ts";
+import type { Clock, Timer } from "../node/clock.ts";
+import { isStorageError } from "../node/group-stop.ts";
 
 /** Records applied before the reflector yields to the event loop. */
 const reflectRecordsPerSliceMax = 512;
@@ -19,9 +19,9 @@ const reflectRecordsPerSliceMax = 512;
 const reflectCheckpointIntervalMs = 1000;
 
 export class Reflector {
-  private readonly groups: () => readonly TargetGroup[];
+  private readonly groups: () => readonly SecondaryGroup[];
   private readonly logger: Logger;
-  private readonly checkpointGroup: (group: TargetGroup, force: boolean) => Promise<boolean>;
+  private readonly checkpointGroup: (group: SecondaryGroup, force: boolean) => Promise<boolean>;
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
@@ -32,16 +32,16 @@ export class Reflector {
   /** A checkpoint due for what was reflected since the last one (it frees journal space). */
   private checkpointTimer: Timer | undefined;
   private readonly clock: Clock;
-  private readonly onReflected: (group: TargetGroup) => void;
-  private readonly dirty = new Set<TargetGroup>();
+  private readonly onReflected: (group: SecondaryGroup) => void;
+  private readonly dirty = new Set<SecondaryGroup>();
   private failure: Error | undefined;
   private checkpointing: Promise<void> | undefined;
 
   constructor(options: {
-    groups: () => readonly TargetGroup[]; logger: Logger; clock: Clock;
-    checkpointGroup: (group: TargetGroup, force: boolean) => Promise<boolean>;
+    groups: () => readonly SecondaryGroup[]; logger: Logger; clock: Clock;
+    checkpointGroup: (group: SecondaryGroup, force: boolean) => Promise<boolean>;
     /** A group's reflected sequence moved on (the primary is told). */
-    onReflected?: (group: TargetGroup) => void;
+    onReflected?: (group: SecondaryGroup) => void;
   }) {
     this.clock = options.clock;
     this.onReflected = options.onReflected ?? (() => undefined);
@@ -172,7 +172,7 @@ export class Reflector {
   }
 
   /** The members of the time domain the last cycle reflected with. */
-  private timeMembers = new Map<string, Set<TargetGroup>>();
+  private timeMembers = new Map<string, Set<SecondaryGroup>>();
 
   /**
    * A group joins the time domain (its initial copy is done): its arrived position may lie
@@ -182,9 +182,9 @@ export class Reflector {
    * stay half written back. So everything applied before a join is checkpointed first
    * (volumes fdatasync'd, reflected positions persisted). Found by the whole-node simulation.
    */
-  private async checkpointBeforeJoin(domain: readonly TargetGroup[]): Promise<void> {
+  private async checkpointBeforeJoin(domain: readonly SecondaryGroup[]): Promise<void> {
     const primary = domain[0]?.record.primaryNode ?? "";
-    const previous = this.timeMembers.get(primary) ?? new Set<TargetGroup>();
+    const previous = this.timeMembers.get(primary) ?? new Set<SecondaryGroup>();
     const joined = domain.some((g) => !previous.has(g));
     this.timeMembers.set(primary, new Set(domain));
     if (!joined || ![...previous].some((g) => this.dirty.has(g))) return;
@@ -192,12 +192,12 @@ export class Reflector {
     await this.checkpointAll(true);
   }
 
-  private trackerFor(mode: ReflectMode, domain: readonly TargetGroup[]): ReflectTracker {
+  private trackerFor(mode: ReflectMode, domain: readonly SecondaryGroup[]): ReflectTracker {
     // A group joining or leaving starts a new tracker: its first records may lie before
     // what the others already reflected, which is right for it (it was not consistent yet).
     const domainKey = mode === "time" ? `time/${domain[0]?.record.primaryNode ?? ""}` : mode;
     const current = this.trackers.get(domainKey);
-    // A group that went back to its checkpoint (TargetGroup.rewindIfPending) starts one too.
+    // A group that went back to its checkpoint (SecondaryGroup.rewindIfPending) starts one too.
     const members = domain.map((g) => `${g.groupId}.${g.reflectGeneration}`).join(",");
     if (current !== undefined && current.key === members) return current.tracker;
     const tracker = new ReflectTracker(mode, domain.map((g) => ({ groupId: asGroupId(g.groupId), reflectedSequence: asSequence(g.reflectedSequence) })));
@@ -205,7 +205,7 @@ export class Reflector {
     return tracker;
   }
 
-  private async reflectDomain(mode: ReflectMode, allMembers: readonly TargetGroup[]): Promise<void> {
+  private async reflectDomain(mode: ReflectMode, allMembers: readonly SecondaryGroup[]): Promise<void> {
     // A stopped group (full disk, I/O error) holds its time domain where it is: nothing past
     // its next record may be applied anywhere in the domain (I1), so the domain waits for it.
     // In seq mode each group stands alone, and only the stopped one waits.
@@ -226,7 +226,7 @@ export class Reflector {
       if (fills.length > 0) await Promise.all(fills);
       if (domain.some((g) => g.stopped !== undefined)) return;
       const heads: ReflectHead[] = [];
-      const byId = new Map<number, TargetGroup>();
+      const byId = new Map<number, SecondaryGroup>();
       for (const group of domain) {
         const record = group.peek();
         if (record === undefined) continue;
@@ -292,10 +292,10 @@ export class Reflector {
    * The group of `group`'s consistency domain whose arrived position is the frontier, when
    * that is another group (time mode): reflection of `group` waits for it.
    */
-  frontierHolder(group: TargetGroup): TargetGroup | undefined {
+  frontierHolder(group: SecondaryGroup): SecondaryGroup | undefined {
     if (group.record.reflect !== "time" || group.record.state !== "replicating") return undefined;
     const domain = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && g.record.reflect === "time" && g.record.primaryNode === group.record.primaryNode);
-    let holder: TargetGroup | undefined;
+    let holder: SecondaryGroup | undefined;
     for (const g of domain) {
       if (holder === undefined || comparePositions(g.arrivedPosition, holder.arrivedPosition) < 0) holder = g;
     }
@@ -317,7 +317,7 @@ export class Reflector {
   }
 
   /** The disk refused (ENOSPC, EIO): that group stops and resumes by itself; anything else is a bug and stops the node. */
-  private stopOnStorageError(group: TargetGroup, error: unknown, path: string): void {
+  private stopOnStorageError(group: SecondaryGroup, error: unknown, path: string): void {
     if (!isStorageError(error)) throw error;
     group.stopWith(error as Error, path);
   }

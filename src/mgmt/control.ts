@@ -31,9 +31,9 @@ export interface GroupInfo {
   readonly lastWriteTimeUs: number;
   /** `stopped`: a full disk or an I/O error stopped the group (it resumes by itself); `reason` says where. */
   readonly state: "ok" | "stopped";
-  /** Host writes waiting (journal full, slowed, volumes behind); 0 on a pair's target. */
+  /** Host writes waiting (journal full, slowed, volumes behind); 0 on a pair's secondary. */
   readonly heldWrites: number;
-  /** Why the group is stopped, holds host writes, or (a pair's target) takes no more records; null when none. */
+  /** Why the group is stopped, holds host writes, or (a pair's secondary) takes no more records; null when none. */
   readonly reason: string | null;
 }
 
@@ -168,8 +168,8 @@ export interface CreatePairRequest {
   readonly force?: boolean | undefined;
 }
 
-/** Sent by a primary to the secondary's management API: make (or check) the target group. */
-export interface PairTargetRequest {
+/** Sent by a primary to the secondary's management API: make (or check) the secondary group. */
+export interface PairSecondaryRequest {
   readonly pairId: string;
   readonly primaryNode: string;
   readonly primaryGroup: string;
@@ -183,7 +183,7 @@ export interface PairTargetRequest {
   readonly force?: boolean | undefined;
 }
 
-export interface PairTargetInfo {
+export interface PairSecondaryInfo {
   readonly nodeId: string;
   readonly group: string;
   /** HOST:PORT of the secondary's replication listener. */
@@ -208,5 +208,5 @@ export interface PairControl {
   suspendPair(group: string): Promise<PairInfo>;
   resumePair(group: string): Promise<PairInfo>;
   takeover(groups: readonly string[]): Promise<readonly TakeoverResult[]>;
-  preparePairTarget(request: PairTargetRequest): Promise<PairTargetInfo>;
+  preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo>;
 }
