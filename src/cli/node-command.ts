@@ -1,9 +1,9 @@
 // `tidemark node`: runs one storage system in the foreground (CONTRACT.md, "The node").
+import { NodeStartError } from "../core/errors.ts";
 import type { Command } from "commander";
 import { writeTimePolicies, type WriteTimePolicy } from "../core/types.ts";
 import { checkDistinctListeners, checkMgmtExposure, parseListenAddress } from "./address.ts";
 import { OperationError, UsageError } from "./errors.ts";
-import { NodeStartError } from "../node/start-errors.ts";
 import { installNodeSignals } from "./node-signals.ts";
 import { resolve } from "node:path";
 
@@ -103,7 +103,7 @@ async function runNode(flags: NodeFlags): Promise<void> {
     await node.start();
   } catch (error) {
     // The operator's to fix, and the message says how: no stack trace, one line from the CLI.
-    if (error instanceof NodeStartError) logger.fatal({ event: "start_failed", code: error.code }, error.message);
+    if (error instanceof NodeStartError) logger.fatal({ event: "start_failed", code: error.code, errno: error.errno }, error.message);
     else logger.fatal({ event: "start_failed", err: error }, (error as Error).message);
     await node.stop().catch(() => undefined);
     throw error instanceof NodeStartError ? new OperationError(error.message) : error;

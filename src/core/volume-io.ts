@@ -2,16 +2,6 @@
 // owns volumes and journals. Front ends validate wire input at the edge, then call this;
 // errors come back as VolumeIoError with a code each front end maps to its own errno.
 
-export type VolumeIoErrorCode = "EINVAL" | "EPERM" | "ENOSPC" | "EIO" | "ESHUTDOWN";
-
-export class VolumeIoError extends Error {
-  override name = "VolumeIoError";
-  readonly code: VolumeIoErrorCode;
-  constructor(code: VolumeIoErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
 
 export interface WriteOptions {
   /** Answer only once this write is durable (NBD FUA). */

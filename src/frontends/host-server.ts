@@ -8,6 +8,7 @@
 // of a pool of its own (hostHandshakesMax; when it is full the oldest is closed to admit the new
 // one; deadline hostHelloTimeoutMs); one past HELLO counts against hostConnectionsMax only, and
 // HELLO past that limit is answered EBUSY. A slot is free the moment its socket closes.
+import { VolumeIoError } from "../core/errors.ts";
 import net from "node:net";
 import type { Logger } from "pino";
 import {
@@ -17,7 +18,7 @@ import {
 import { assert } from "../core/assert.ts";
 import { ConnectionSlots } from "../core/connection-slots.ts";
 import { isValidHostWriteTimeUs } from "../core/stamp.ts";
-import { VolumeIoError, type VolumeCatalog, type VolumeHandle } from "../core/volume-io.ts";
+import { type VolumeCatalog, type VolumeHandle } from "../core/volume-io.ts";
 import {
   FrameAssembler, HostStatus, encodeReply, hostProtocolVersionMax, hostProtocolVersionMin, parseRequest,
   requestOpName, requestPayloadBytesMax, serverLimits, statusName,
@@ -356,7 +357,7 @@ class HostConnection {
 
   #ioError(op: IoOp, handle: bigint, error: unknown): HostErrorReply {
     if (error instanceof VolumeIoError) {
-      return { kind: "error", op, handle, status: HostStatus[error.code], message: error.message };
+      return { kind: "error", op, handle, status: HostStatus[error.errno], message: error.message };
     }
     this.#logger.error({ event: "host_io_failed", op, err: error }, "volume operation failed");
     return { kind: "error", op, handle, status: HostStatus.EIO, message: `${op} failed: ${error instanceof Error ? error.message : String(error)}` };

@@ -17,6 +17,7 @@
 // unless a request still references them. Replies of one event-loop turn are encoded into a
 // reused reply slab and leave in one write. Allocation volume matters more than it seems:
 // V8 starts a full mark-compact for every 64 MiB of ArrayBuffers allocated.
+import { VolumeIoError } from "../core/errors.ts";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
@@ -27,7 +28,7 @@ import {
 import { assert } from "../core/assert.ts";
 import { ConnectionSlots } from "../core/connection-slots.ts";
 import { SlotPool, slotArenaBytes, slotBytesMax, slotBytesMin } from "./slot-pool.ts";
-import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle } from "../core/volume-io.ts";
+import { type ExportDescription, type VolumeCatalog, type VolumeHandle } from "../core/volume-io.ts";
 import { Cmd, CmdFlag, NbdErrno, nbdSimpleReplyHeaderBytes, Opt, Rep } from "../protocol/nbd/constants.ts";
 import { ByteQueue } from "../protocol/nbd/frame-assembler.ts";
 import { encodeGreeting, encodeOptionReply, NbdHandshake, type HandshakeStep } from "../protocol/nbd/handshake.ts";
@@ -572,7 +573,7 @@ class NbdConnection {
   }
 
   private errnoOf(err: unknown): number {
-    if (err instanceof VolumeIoError) return errnoOfCode[err.code];
+    if (err instanceof VolumeIoError) return errnoOfCode[err.errno];
     this.log.error({ err }, "volume request failed unexpectedly; answering EIO");
     return NbdErrno.eio;
   }

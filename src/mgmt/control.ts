@@ -1,6 +1,8 @@
 // What the management API (and through it the CLI) may ask of a running node.
 // The node implements it; the HTTP layer only validates, calls and serialises.
 
+import type { TmErrorCode } from "../core/errors.ts";
+
 export interface VolumeInfo {
   readonly name: string;
   readonly sizeBytes: number;
@@ -59,27 +61,8 @@ export interface NodeStatus {
   readonly connections: { readonly nbd: number; readonly host: number };
 }
 
-/** Errors the control surface reports; the HTTP layer maps `code` to a status. */
-export type ControlErrorCode =
-  | "TM_ERR_INVALID"        // 400: bad name, size, etc.
-  | "TM_ERR_NOT_FOUND"      // 404
-  | "TM_ERR_EXISTS"         // 409
-  | "TM_ERR_CONFLICT"       // 409: e.g. volume already in a group
-  | "TM_ERR_LIMIT"          // 409: too many volumes/groups
-  | "TM_ERR_STATE"          // 409: the pair/group is in a state that does not allow this
-  | "TM_ERR_UNREACHABLE"    // 502: the other node could not be reached
-  | "TM_ERR_NO_SPACE"       // 507
-  | "TM_ERR_IO"             // 500: the disk refused (EIO, EROFS, EFBIG) while carrying out the command
-  | "TM_ERR_INTERNAL";      // 500
-
-export class ControlError extends Error {
-  override name = "ControlError";
-  readonly code: ControlErrorCode;
-  constructor(code: ControlErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
+/** The codes the control surface reports: core/errors.ts has the table (and their HTTP statuses). */
+export type ControlErrorCode = TmErrorCode;
 
 /** GET /v1/health: 200 either way; `degraded` while any group is held, stopped, failed or fenced. */
 export interface NodeHealth {

@@ -1,6 +1,7 @@
 // The management HTTP API: validates at the edge (zod, unknown keys rejected), calls the
 // node through NodeControl, and answers JSON. Every error is {error:{code,message}} with a
 // stable TM_ERR_* code; the handler behind the validation assumes valid input.
+import { ControlError } from "../core/errors.ts";
 import Fastify, {
   LogController,
   type FastifyError,
@@ -17,10 +18,8 @@ import {
   groupsPerNodeMax, mgmtBodyBytesMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
   volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin, journalRecordPayloadBytesMax } from "../core/limits.ts";
 import { nameProblem } from "../core/names.ts";
-import {
-  ControlError, type ControlErrorCode, type CopyMode, type CreatePairRequest, type NodeControl, type PairControl, type PairSecondaryRequest,
-  type ReflectMode, type TransferMode,
-} from "./control.ts";
+import { tmErrorCodes } from "../core/errors.ts";
+import { type ControlErrorCode, type CopyMode, type CreatePairRequest, type NodeControl, type PairControl, type PairSecondaryRequest, type ReflectMode, type TransferMode } from "./control.ts";
 
 export interface MgmtApiOptions {
   readonly host: string;
@@ -44,19 +43,10 @@ export interface ApiErrorBody {
   readonly error: { readonly code: ControlErrorCode; readonly message: string };
 }
 
-/** HTTP status for each control error code (control.ts). A new code must be placed here. */
-export const statusForCode: Readonly<Record<ControlErrorCode, number>> = {
-  TM_ERR_INVALID: 400,
-  TM_ERR_NOT_FOUND: 404,
-  TM_ERR_EXISTS: 409,
-  TM_ERR_CONFLICT: 409,
-  TM_ERR_LIMIT: 409,
-  TM_ERR_STATE: 409,
-  TM_ERR_UNREACHABLE: 502,
-  TM_ERR_NO_SPACE: 507,
-  TM_ERR_IO: 500,
-  TM_ERR_INTERNAL: 500,
-};
+/** HTTP status for each TM_ERR_* code (the table is core/errors.ts). */
+export function statusForCode(code: ControlErrorCode): number {
+  return tmErrorCodes[code].httpStatus;
+}
 
 const nameSchema = (kind: string) =>
   z.string().superRefine((value, ctx) => {
@@ -247,7 +237,7 @@ export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
 
   app.setErrorHandler((error: unknown, request, reply) => {
     if (error instanceof ControlError) {
-      return sendError(reply, statusForCode[error.code], error.code, error.message);
+      return sendError(reply, statusForCode(error.code), error.code, error.message);
     }
     if (isClientError(error)) {
       return sendError(reply, error.statusCode, "TM_ERR_INVALID", clientErrorMessage(error));
@@ -260,8 +250,8 @@ export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
       logger.warn({ err: error, method: request.method, url: request.url }, "mgmt request failed: the disk refused");
       const where = typeof path === "string" ? ` on ${path}` : "";
       return errno === "ENOSPC" || errno === "EDQUOT"
-        ? sendError(reply, statusForCode.TM_ERR_NO_SPACE, "TM_ERR_NO_SPACE", `out of space${where}: free space on that file system and try again`)
-        : sendError(reply, statusForCode.TM_ERR_IO, "TM_ERR_IO", `the disk refused (${errno}${where}): check the disk and its kernel log, then try again`);
+        ? sendError(reply, statusForCode("TM_ERR_NO_SPACE"), "TM_ERR_NO_SPACE", `out of space${where}: free space on that file system and try again`)
+        : sendError(reply, statusForCode("TM_ERR_IO"), "TM_ERR_IO", `the disk refused (${errno}${where}): check the disk and its kernel log, then try again`);
     }
     logger.error({ err: error, method: request.method, url: request.url }, "mgmt request failed");
     const message = error instanceof Error ? error.message : String(error);

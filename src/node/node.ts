@@ -1,6 +1,7 @@
 // One tidemark node: a storage system with an id and a data directory. It recovers its
 // volumes and journals, then serves NBD, the host protocol, replication and management.
 // This file wires the pieces; the write path is in group-writer.ts, the servers in their own files.
+import { ControlError, JournalCorruptError, JournalFormatError, NodeStartError, VolumeIoError } from "../core/errors.ts";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -9,21 +10,18 @@ import {
   groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesLimit, journalBytesMaxDefault, journalBytesMin, timeAdvanceIntervalMs, nameLengthMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax, volumesPerNodeMax,
 } from "../core/limits.ts";
 import { asAcceptNumber, asVolumeId, asWriteTimeUs, type WriteTimePolicy } from "../core/types.ts";
-import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../core/volume-io.ts";
+import { type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../core/volume-io.ts";
 import { RecordKind, type JournalRecord } from "../protocol/journal-record.ts";
-import { GroupJournal, JournalCorruptError, JournalFormatError, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
+import { GroupJournal, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
 import { VolumeFile } from "../storage/volume-file.ts";
 import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
 import { makeDirectoryDurable, readWholeFile, writeWholeFile } from "../storage/durable-fs.ts";
-import { NodeStartError, dataDirError, listenError } from "./start-errors.ts";
+import { dataDirError, listenError } from "./start-errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
 import { ApplyOrder } from "../primary/apply-order.ts";
-import {
-  ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo,
-  type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo,
-} from "../mgmt/control.ts";
+import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
 import { GroupWriter, type GroupVolume } from "../primary/group-writer.ts";
 import { startHostServer, type HostServer } from "../frontends/host-server.ts";
 import { emptyMetadata, loadMetadata, raiseSmallJournals, saveMetadata, type GroupRecord, type NodeMetadata, type PairRecord, type SecondaryRecord } from "../metadata/metadata.ts";

@@ -2,18 +2,9 @@
 // is wrong and what to do (CONTRACT.md), for the mistakes a new user makes first: a data
 // directory that cannot be made or used, a port another process holds. Pure: errors in,
 // errors out; the node throws what these return and the CLI prints the message alone.
+import { NodeStartError } from "../core/errors.ts";
 import { errorCode } from "../storage/fs.ts";
 
-/** A start-up failure the operator can fix; its message is the whole story (no stack trace is shown). */
-export class NodeStartError extends Error {
-  override name = "NodeStartError";
-  /** The errno behind it (ENOTDIR, EADDRINUSE, ...), or a TM_ERR_* code. */
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
 
 /**
  * The node could not make or use its data directory `dataDir` (`error` came from a file system
@@ -27,22 +18,22 @@ export function dataDirError(dataDir: string, error: unknown): Error {
   switch (code) {
     case "ENOTDIR":
     case "EEXIST":
-      return new NodeStartError(code, `${what}: ${path} is a file, not a directory (${code}); give --data a directory (it is created if missing)`);
+      return new NodeStartError("TM_ERR_DATA_DIR", `${what}: ${path} is a file, not a directory (${code}); give --data a directory (it is created if missing)`, code);
     case "EACCES":
     case "EPERM":
-      return new NodeStartError(code, `${what}: permission denied on ${path} (${code}); give --data a directory this user may write, or fix its owner or mode`);
+      return new NodeStartError("TM_ERR_DATA_DIR", `${what}: permission denied on ${path} (${code}); give --data a directory this user may write, or fix its owner or mode`, code);
     case "EROFS":
-      return new NodeStartError(code, `${what}: ${path} is on a read-only file system (EROFS); give --data a directory on a writable file system`);
+      return new NodeStartError("TM_ERR_DATA_DIR", `${what}: ${path} is on a read-only file system (EROFS); give --data a directory on a writable file system`, code);
     case "ENOENT":
-      return new NodeStartError(code, `${what}: cannot create ${path} (ENOENT: its parent takes no new directories, as under /proc or /sys, or a symbolic link on the way points nowhere); give --data a directory on a writable file system`);
+      return new NodeStartError("TM_ERR_DATA_DIR", `${what}: cannot create ${path} (ENOENT: its parent takes no new directories, as under /proc or /sys, or a symbolic link on the way points nowhere); give --data a directory on a writable file system`, code);
     case "ENOSPC":
     case "EDQUOT":
-      return new NodeStartError(code, `${what}: no space left for ${path} (${code}); free space there or give --data a directory on another file system`);
+      return new NodeStartError("TM_ERR_DATA_DIR", `${what}: no space left for ${path} (${code}); free space there or give --data a directory on another file system`, code);
     case "ENAMETOOLONG":
     case "ELOOP":
-      return new NodeStartError(code, `${what}: ${path} cannot be used (${code}); give --data a shorter path without symbolic link loops`);
+      return new NodeStartError("TM_ERR_DATA_DIR", `${what}: ${path} cannot be used (${code}); give --data a shorter path without symbolic link loops`, code);
     default:
-      return new NodeStartError(code, `${what}: cannot use ${path} (${(error as Error).message}); check the directory and the disk, or give --data another directory`);
+      return new NodeStartError("TM_ERR_DATA_DIR", `${what}: cannot use ${path} (${(error as Error).message}); check the directory and the disk, or give --data another directory`, code);
   }
 }
 
@@ -56,17 +47,17 @@ export function listenError(flag: string, host: string, port: number, error: unk
   const address = `${host.includes(":") ? `[${host}]` : host}:${String(port)}`;
   switch (code) {
     case "EADDRINUSE":
-      return new NodeStartError(code, `${flag} ${address} is already in use by another process (EADDRINUSE); stop that process (another tidemark node? \`ss -ltnp\` shows who listens), or give ${flag} another HOST:PORT`);
+      return new NodeStartError("TM_ERR_LISTEN", `${flag} ${address} is already in use by another process (EADDRINUSE); stop that process (another tidemark node? \`ss -ltnp\` shows who listens), or give ${flag} another HOST:PORT`, code);
     case "EACCES":
     case "EPERM":
-      return new NodeStartError(code, `not allowed to listen on ${flag} ${address} (${code}: ports below 1024 need privileges); give ${flag} a port of 1024 or more`);
+      return new NodeStartError("TM_ERR_LISTEN", `not allowed to listen on ${flag} ${address} (${code}: ports below 1024 need privileges); give ${flag} a port of 1024 or more`, code);
     case "EADDRNOTAVAIL":
-      return new NodeStartError(code, `${flag} ${address}: ${host} is not an address of this machine (EADDRNOTAVAIL); give ${flag} one of its addresses, e.g. 127.0.0.1:${String(port)}${flag === "--mgmt" ? "" : ` (or 0.0.0.0:${String(port)}: all of them)`}`);
+      return new NodeStartError("TM_ERR_LISTEN", `${flag} ${address}: ${host} is not an address of this machine (EADDRNOTAVAIL); give ${flag} one of its addresses, e.g. 127.0.0.1:${String(port)}${flag === "--mgmt" ? "" : ` (or 0.0.0.0:${String(port)}: all of them)`}`, code);
     case "ENOTFOUND":
     case "EAI_AGAIN":
     case "EAI_NONAME":
-      return new NodeStartError(code, `${flag} ${address}: the host name ${host} does not resolve (${code}); give ${flag} an IP address or a name this machine resolves`);
+      return new NodeStartError("TM_ERR_LISTEN", `${flag} ${address}: the host name ${host} does not resolve (${code}); give ${flag} an IP address or a name this machine resolves`, code);
     default:
-      return new NodeStartError(code, `cannot listen on ${flag} ${address} (${(error as Error).message}); give ${flag} another HOST:PORT`);
+      return new NodeStartError("TM_ERR_LISTEN", `cannot listen on ${flag} ${address} (${(error as Error).message}); give ${flag} another HOST:PORT`, code);
   }
 }

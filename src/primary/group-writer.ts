@@ -9,6 +9,7 @@
 // (state `stopped`, with the path and the reason); it resumes by itself: the journal is
 // re-read from the disk with O_DIRECT, re-verified and re-applied before writes are taken
 // again (docs/out-of-space.md).
+import { VolumeIoError } from "../core/errors.ts";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldLogIntervalMs, heldWritesPerGroupMax } from "../core/limits.ts";
@@ -21,7 +22,6 @@ import type { Clock, Timer } from "../node/clock.ts";
 import { faultInjected } from "../core/faults.ts";
 import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "../node/group-stop.ts";
 import type { NodeStamper } from "./stamper.ts";
-import { VolumeIoError } from "../core/volume-io.ts";
 
 /** A host write or write-zeroes as the front ends hand it over. */
 interface HostWrite {

@@ -18,9 +18,8 @@ import { asSequence, type SequenceNumber } from "../core/types.ts";
 import {
   encodeRecordHeader, encodedRecordBytes, journalHeaderBytes, recordPayloadBytes, RecordKind, type JournalRecord,
 } from "../protocol/journal-record.ts";
-import {
-  JournalClosedError, JournalCorruptError, JournalFormatError, JournalFullError, JournalTrimmedError, listSegmentFiles, segmentFileName,
-} from "./journal-files.ts";
+import { listSegmentFiles, segmentFileName } from "./journal-files.ts";
+import { JournalAbandonedError, JournalClosedError, JournalCorruptError, JournalFormatError, JournalFullError, JournalTrimmedError } from "../core/errors.ts";
 import { findWholeRecordAfter, SegmentReader } from "./journal-reader.ts";
 import { DirectFileReader } from "./direct-reader.ts";
 import { errorCode, type File, type FileSystem } from "./fs.ts";
@@ -37,7 +36,6 @@ const journalSyncWriteBytesMax = 256 * 1024;
  */
 const journalBackgroundSyncBytes = 32 * 1024 * 1024;
 
-export { JournalClosedError, JournalCorruptError, JournalFormatError, JournalFullError, JournalTrimmedError } from "./journal-files.ts";
 
 export interface JournalOptions {
   /** Where the segment files live (production: nodeFileSystem; the simulation: its disk). */
@@ -790,7 +788,7 @@ export class GroupJournal {
    * rejects; the file is closed. Reopen the directory to recover.
    */
   abandon(): Promise<void> {
-    this.fail(Object.assign(new Error(`journal ${this.dir} abandoned`), { code: "TM_ERR_JOURNAL_ABANDONED" }), false);
+    this.fail(new JournalAbandonedError(this.dir), false);
     this.closePromise ??= this.closeOnce(true);
     return this.closePromise.catch(() => undefined);
   }

@@ -2,13 +2,13 @@
 // node.ts, which only calls them: create without ever truncating an existing file, undo a
 // create that failed, empty a pair's secondary before its initial copy, save the maps before a
 // checkpoint, and say what a failed create or a migrated data directory means.
+import { ControlError } from "../core/errors.ts";
 import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { binaryBytes } from "../storage/file-system.ts";
 import { errorCode, type FileSystem } from "../storage/fs.ts";
 import { FileTooLargeError, VolumeFile } from "../storage/volume-file.ts";
-import { ControlError } from "../mgmt/control.ts";
 import { loadMetadata, type NodeMetadata } from "../metadata/metadata.ts";
 
 /**

@@ -9,10 +9,10 @@
 // fills disks and makes them fail. The checker looks at the images after every step
 // (I1 on the secondary, I3 on a restarted primary, intact blocks), and after a heal phase
 // the pairs must converge (I4) to images equal byte for byte. A takeover ends some runs.
+import { ControlError } from "../../src/core/errors.ts";
 import { performance } from "node:perf_hooks";
 import pino from "pino";
 import { InvariantError } from "../../src/core/assert.ts";
-import { ControlError } from "../../src/mgmt/control.ts";
 import type { PairInfo } from "../../src/mgmt/control.ts";
 import { TidemarkNode, type PeerClient } from "../../src/node/node.ts";
 import type { WriteTimePolicy } from "../../src/core/types.ts";

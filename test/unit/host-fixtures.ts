@@ -1,8 +1,9 @@
 // Test fixture for the host-protocol tests: a real VolumeCatalog over files in a tmp dir
 // (pwrite, fdatasync), recording the options each write arrived with.
+import { VolumeIoError } from "../../src/core/errors.ts";
 import path from "node:path";
 import { open, type FileHandle } from "node:fs/promises";
-import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../../src/core/volume-io.ts";
+import { type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../../src/core/volume-io.ts";
 
 export interface WriteCall { readonly volume: string; readonly offsetBytes: number; readonly lengthBytes: number; readonly options: WriteOptions }
 

@@ -4,12 +4,13 @@
 // this version cannot read is JournalFormatError and never cut; gaps are errors; and a fast-check property
 // of random append/sync/crash/reopen runs never loses a synced record nor returns one
 // twice or out of order.
+import { JournalCorruptError, JournalFormatError } from "../../src/core/errors.ts";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { cp, open, readFile, rename, stat, truncate, unlink, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import fc from "fast-check";
-import { GroupJournal, JournalCorruptError, JournalFormatError } from "../../src/storage/journal.ts";
+import { GroupJournal } from "../../src/storage/journal.ts";
 import { checksum } from "../../src/protocol/bytes.ts";
 import { encodedRecordBytes } from "../../src/protocol/journal-record.ts";
 import { makeRecord, range, recordOffsets, removeDir, reopen, segmentPaths, tempDir } from "./journal-helpers.ts";

@@ -7,13 +7,14 @@
 // append carries a unique version), order and contents are intact, a torn tail is cut (the last
 // segment is whole records only), a process crash loses nothing written, and a resume recovers
 // exactly the records the disk holds. A failing run prints the disk seed and the operations.
+import { JournalCorruptError } from "../../src/core/errors.ts";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { join } from "node:path";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs } from "../../src/core/types.ts";
 import { decodeRecord, RecordKind, type JournalRecord } from "../../src/protocol/journal-record.ts";
-import { GroupJournal, JournalCorruptError, type JournalOptions, type RecoveryReport } from "../../src/storage/journal.ts";
+import { GroupJournal, type JournalOptions, type RecoveryReport } from "../../src/storage/journal.ts";
 import { parseSegmentFileName } from "../../src/storage/journal-files.ts";
 import type { FileSystem } from "../../src/storage/fs.ts";
 import { SimDisk, type CrashKind } from "../sim/sim-disk.ts";

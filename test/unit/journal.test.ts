@@ -1,10 +1,11 @@
 // Proves the journal's normal life on real files in a temp dir: append/sync/reopen round
 // trip, batching (few writevs, few fdatasyncs under load), group commit, segment rolling,
 // readFrom across segments, trimThrough, the size limit, close.
+import { JournalClosedError, JournalFullError, JournalTrimmedError } from "../../src/core/errors.ts";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdir, stat } from "node:fs/promises";
-import { GroupJournal, JournalClosedError, JournalFullError, JournalTrimmedError } from "../../src/storage/journal.ts";
+import { GroupJournal } from "../../src/storage/journal.ts";
 import { encodedRecordBytes } from "../../src/protocol/journal-record.ts";
 import { isExpectedRecord, makeRecord, range, removeDir, reopen, tempDir } from "./journal-helpers.ts";
 import { nodeFileSystem } from "../../src/storage/node-fs.ts";

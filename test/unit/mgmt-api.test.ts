@@ -1,10 +1,11 @@
 // Proves the management API's HTTP layer: routes, validation (unknown keys, bad names and
 // sizes -> 400 naming the field), ControlError -> status mapping, 404s, body limit and the
 // listening server, by driving the fastify app (inject, and one real socket) over a fake control.
+import { ControlError, tmErrorCodes } from "../../src/core/errors.ts";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
-import { ControlError, type ControlErrorCode } from "../../src/mgmt/control.ts";
+import { type ControlErrorCode } from "../../src/mgmt/control.ts";
 import { buildMgmtApp, startMgmtApi, statusForCode } from "../../src/mgmt/mgmt-api.ts";
 import { mgmtBodyBytesMax, volumeBytesMin } from "../../src/core/limits.ts";
 import fc from "fast-check";
@@ -152,13 +153,14 @@ void test("unknown routes and methods are 404 TM_ERR_NOT_FOUND", async () => {
   await app.close();
 });
 
-void test("every ControlError code maps to its status, with the message kept", async () => {
-  const codes = Object.keys(statusForCode) as ControlErrorCode[];
+void test("every TM_ERR_* code maps to its status (core/errors.ts), with the message kept", async () => {
+  const codes = Object.keys(tmErrorCodes) as ControlErrorCode[];
   for (const code of codes) {
     const { app, control } = setup();
     control.failWith = new ControlError(code, `failure ${code}`);
     const response = await app.inject({ method: "GET", url: "/v1/volumes" });
-    assert.equal(response.statusCode, statusForCode[code]);
+    assert.equal(response.statusCode, statusForCode(code));
+    assert.equal(response.statusCode, tmErrorCodes[code].httpStatus);
     assert.deepEqual(errorOf(response.body), { code, message: `failure ${code}` });
     await app.close();
   }

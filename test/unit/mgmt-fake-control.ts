@@ -3,10 +3,8 @@
 // Pairs move when read: the initial copy advances one step per GET of the pair, and the
 // sequence numbers advance with wall time (see FakePairMotion), so `pair create` and
 // `pair wait` have something to watch.
-import {
-  ControlError, type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo,
-  type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo,
-} from "../../src/mgmt/control.ts";
+import { ControlError } from "../../src/core/errors.ts";
+import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../../src/mgmt/control.ts";
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 

@@ -1,11 +1,12 @@
 // Test fixtures for the NBD server tests: a real file-backed VolumeCatalog (tmp files,
 // fs.promises FileHandle; flush = fdatasync) and a small raw-socket reader.
+import { VolumeIoError } from "../../src/core/errors.ts";
 import { mkdtemp, open, rm, type FileHandle } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { pino } from "pino";
-import { VolumeIoError, type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../../src/core/volume-io.ts";
+import { type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../../src/core/volume-io.ts";
 import { startNbdServer, type NbdServer, type NbdServerOptions } from "../../src/frontends/nbd-server.ts";
 
 const zeroChunk = Buffer.alloc(1024 * 1024);

@@ -6,6 +6,7 @@
 // connection is gone, the transmission limit answered with ERR_POLICY, the handshake pool that
 // closes its oldest member so a real client gets in, the handshake deadline, replies to a peer
 // that never reads dropped with it, every pooled buffer back and given back to the system.
+import { VolumeIoError } from "../../src/core/errors.ts";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
@@ -13,7 +14,7 @@ import {
   nbdBufferIdleReleaseMs, nbdCloseLingerMs, nbdConnectionsMax, nbdHandshakeTimeoutMs, nbdHandshakesMax, nbdRequestBytesMax,
   nbdRequestsInFlightMax,
 } from "../../src/core/limits.ts";
-import { VolumeIoError, type VolumeCatalog, type VolumeHandle } from "../../src/core/volume-io.ts";
+import { type VolumeCatalog, type VolumeHandle } from "../../src/core/volume-io.ts";
 import type { NbdOp, NbdServer } from "../../src/frontends/nbd-server.ts";
 import { ClientFlag, Cmd, CmdFlag, Info, NbdErrno, Opt, Rep, TransmissionFlag } from "../../src/protocol/nbd/constants.ts";
 import { decodeOptionReplyHeader, encodeInfoRequest, encodeOption } from "../../src/protocol/nbd/handshake.ts";

@@ -4,11 +4,12 @@
 // says what is wrong and what to do. And that making a data directory where mkdir answers ENOENT
 // though the parent exists (/proc) fails at once: Node's recursive mkdir spins there for ever.
 // The same failures with real processes are in test/e2e/node-cli.test.ts and pair-create-errors.test.ts.
+import { NodeStartError } from "../../src/core/errors.ts";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { NodeStartError, dataDirError, listenError } from "../../src/node/start-errors.ts";
+import { dataDirError, listenError } from "../../src/node/start-errors.ts";
 import { peerUnreachable } from "../../src/node/node.ts";
 import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 import { makeDirectoryDurable } from "../../src/storage/durable-fs.ts";
