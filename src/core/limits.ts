@@ -235,6 +235,8 @@ export const replDurablePendingRecordsMax = replInFlightRecordsMax;
 export const timeAdvanceIntervalMs = 100;
 /** With nothing accepted anywhere on the node, an idle group sends a time advance this often (a heartbeat: no write waits for it, so it can be slow; each costs an fdatasync on both nodes). */
 export const timeAdvanceIdleIntervalMs = 5_000;
+/** A call to another node's management API (a primary asking the secondary to make the pair's group) gives up after this long. */
+export const peerRequestTimeoutMs = 30_000;
 
 assert(replReorderBytesMax >= replInFlightBytesMax + journalRecordPayloadBytesMax + 64, "the reorder buffer holds the whole send window plus one largest record");
 assert(replReorderRecordsMax >= replInFlightRecordsMax, "the reorder buffer holds every record of the send window");

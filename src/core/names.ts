@@ -1,5 +1,6 @@
 // Volume and group names: they become NBD export names, file names and log fields, so
 // they are a conservative ASCII subset. One rule, shared by the CLI, the API and the node.
+import { ControlError } from "./errors.ts";
 import { nameLengthMax } from "./limits.ts";
 
 export const namePattern = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,${nameLengthMax - 1}}$`);
@@ -13,4 +14,10 @@ export function nameProblem(kind: string, name: string): string | null {
     return `${kind} name ${JSON.stringify(name)} may only hold letters, digits, '.', '_' and '-', and must start with a letter or digit`;
   }
   return null;
+}
+
+/** Throws ControlError (TM_ERR_INVALID) saying why `name` is not a valid `kind` name. */
+export function validateName(kind: string, name: string): void {
+  const problem = nameProblem(kind, name);
+  if (problem !== null) throw new ControlError("TM_ERR_INVALID", problem);
 }

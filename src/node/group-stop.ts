@@ -30,7 +30,7 @@ export function isStorageError(error: unknown): boolean {
 /** The stop an error means, naming the path it came from (the error's own, or `path`). */
 export function stopFromError(error: Error, path: string, wallMs: number): GroupStop {
   const errorPath = (error as { path?: unknown }).path;
-  const code = (error as NodeJS.ErrnoException).code;
+  const code = errorCode(error);
   const errno = code === "ENOSPC" || code === "EDQUOT" ? "ENOSPC" : "EIO";
   const where = typeof errorPath === "string" ? errorPath : path;
   return {

@@ -1,32 +1,31 @@
 // One tidemark node: a storage system with an id and a data directory. It recovers its
 // volumes and journals, then serves NBD, the host protocol, replication and management.
 // This file wires the pieces; the write path is in group-writer.ts, the servers in their own files.
-import { ControlError, JournalCorruptError, JournalFormatError, NodeStartError, VolumeIoError } from "../core/errors.ts";
+import { ControlError, JournalCorruptError, JournalFormatError, NodeStartError } from "../core/errors.ts";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
-import {
-  groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesLimit, journalBytesMaxDefault, journalBytesMin, timeAdvanceIntervalMs, nameLengthMax, volumeBytesMax, volumeBytesMin, volumesPerGroupMax, volumesPerNodeMax,
-} from "../core/limits.ts";
+import { groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesLimit, journalBytesMaxDefault, journalBytesMin, timeAdvanceIntervalMs, volumesPerGroupMax } from "../core/limits.ts";
 import { asAcceptNumber, asVolumeId, asWriteTimeUs, type WriteTimePolicy } from "../core/types.ts";
-import { type ExportDescription, type VolumeCatalog, type VolumeHandle, type WriteOptions } from "../core/volume-io.ts";
+import { type VolumeCatalog } from "../core/volume-io.ts";
 import { RecordKind, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
-import { VolumeFile } from "../storage/volume-file.ts";
-import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
 import { makeDirectoryDurable, readWholeFile, writeWholeFile } from "../storage/durable-fs.ts";
 import { dataDirError, listenError } from "./start-errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
-import { ApplyOrder } from "../primary/apply-order.ts";
 import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
 import { GroupWriter, type GroupVolume } from "../primary/group-writer.ts";
 import { startHostServer, type HostServer } from "../frontends/host-server.ts";
-import { emptyMetadata, loadMetadata, raiseSmallJournals, saveMetadata, type GroupRecord, type NodeMetadata, type PairRecord, type SecondaryRecord } from "../metadata/metadata.ts";
+import { MetadataStore } from "../metadata/metadata-store.ts";
+import { httpPeerClient, type PeerClient } from "../transport/peer-client.ts";
+import { validateName } from "../core/names.ts";
+import { VolumeRegistry, type LiveVolume } from "../volumes/volume-registry.ts";
+import { type GroupRecord, type NodeMetadata, type PairRecord, type SecondaryRecord } from "../metadata/metadata.ts";
 import { PairLink } from "../primary/pair-link.ts";
-import { createVolumeFile, emptySecondaryVolumes, logWrittenMapOrigins, saveWrittenMaps, undoVolumeFile, volumeBytes, volumeCreateError } from "../volumes/volume-files.ts";
+import { emptySecondaryVolumes, saveWrittenMaps, volumeBytes } from "../volumes/volume-files.ts";
 import { Reflector } from "../secondary/reflector.ts";
 import { ReplServer, type SecondaryHost } from "../secondary/repl-server.ts";
 import { SecondaryGroup, type SecondaryVolume } from "../secondary/secondary-group.ts";
@@ -86,18 +85,6 @@ export interface NodeOptions {
   readonly journalSizing?: { readonly bytesMin: number; readonly secondaryBytesMax: number };
 }
 
-interface LiveVolume {
-  readonly id: number;
-  readonly name: string;
-  readonly sizeBytes: number;
-  readonly file: VolumeFile;
-  readonly order: ApplyOrder;
-  group: GroupWriter | undefined;
-  /** Set while the volume is the secondary of a pair: read-only, shows the reflected image. */
-  secondary: SecondaryGroup | undefined;
-  allocatedBytes: number;
-}
-
 /** A secondary group that reflected only time advances is checkpointed at most this often (unless forced). */
 const secondaryIdleCheckpointIntervalMs = 30_000;
 
@@ -107,25 +94,15 @@ const hostTimeClampLogIntervalMs = 10_000;
 /** How often volume allocation (for status) is re-read from the files. */
 const allocationRefreshMs = 5000;
 
-const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-
-export function validateName(kind: string, name: string): void {
-  if (name.length === 0 || name.length > nameLengthMax || !namePattern.test(name)) {
-    throw new ControlError("TM_ERR_INVALID", `${kind} name "${name}" is not valid: use 1-${nameLengthMax} letters, digits, '.', '_' or '-', starting with a letter or digit`);
-  }
-}
-
 export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   private readonly options: NodeOptions;
   private readonly logger: Logger;
   /** Free bytes of the volumes' file system at the last look (statfs), for the overcommit warning. */
   private freeBytes: number | undefined;
   private readonly stamper: NodeStamper;
-  private metadata: NodeMetadata | undefined;
-  private readonly volumesByName = new Map<string, LiveVolume>();
-  private readonly volumesById = new Map<number, LiveVolume>();
+  private readonly metadataStore: MetadataStore;
+  private readonly volumes: VolumeRegistry;
   private readonly groups = new Map<string, GroupWriter>();
-  private metadataChain: Promise<void> = Promise.resolve();
   readonly nodeMetrics: NodeMetrics;
   private allocationTimer: Timer | undefined;
   private timeAdvanceTimer: Timer | undefined;
@@ -138,7 +115,6 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   private readonly links = new Map<string, PairLink>();
   private readonly reflector: Reflector;
   /** Ids handed out but maybe not yet persisted (creates run concurrently). */
-  private volumeIdReserved = 0;
   private groupIdReserved = 0;
   /** Volumes a group create in progress has claimed, and group names being created. */
   private readonly claimedVolumes = new Set<number>();
@@ -178,6 +154,12 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     this.peers = options.peers ?? httpPeerClient;
     this.lockPath = join(options.dataDir, "lock");
     this.spaceReserve = new SpaceReserve(this.fileSystem, options.dataDir);
+    this.metadataStore = new MetadataStore({
+      fileSystem: this.fileSystem, dataDir: options.dataDir, logger: this.logger,
+      writeTime: () => this.stamper.state,
+      critical: (what, write) => this.withSpaceReserve(what, write),
+    });
+    this.volumes = new VolumeRegistry({ fileSystem: this.fileSystem, dataDir: options.dataDir, logger: this.logger, store: this.metadataStore, clock: this.clock });
     this.reflector = new Reflector({
       groups: () => [...this.secondaryGroups.values()],
       logger: this.logger.child({ component: "reflector" }),
@@ -185,6 +167,14 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
       checkpointGroup: (group, force) => this.checkpointSecondary(group, force),
       onReflected: (group) => this.replServer?.reportReflected(group),
     });
+  }
+
+  private get volumesByName(): Map<string, LiveVolume> {
+    return this.volumes.byName;
+  }
+
+  private get volumesById(): Map<number, LiveVolume> {
+    return this.volumes.byId;
   }
 
   get nodeId(): string {
@@ -206,25 +196,12 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
       // An uncreatable directory, a file in the way, no permission: one line that says so.
       throw dataDirError(this.options.dataDir, error);
     }
-    const loadResult = await loadMetadata(this.fileSystem, this.options.dataDir);
-    const loaded = loadResult?.metadata;
-    for (const m of loadResult?.migrations ?? []) {
-      this.logger.warn({ event: "metadata_migrated", group: m.group, change: m.what }, `metadata of group ${m.group} migrated in place: ${m.what}`);
-    }
-    if (loaded !== undefined && loaded.nodeId !== this.options.id) {
-      throw new NodeStartError("TM_ERR_CONFLICT", `data directory ${this.options.dataDir} belongs to node "${loaded.nodeId}", not "${this.options.id}"; use --id ${loaded.nodeId} or another --data`);
-    }
-    this.metadata = loaded ?? emptyMetadata(this.options.id, this.startedAt.toISOString());
-    const raised = raiseSmallJournals(this.metadata, this.journalBytesMinValue);
-    for (const r of raised) {
-      this.logger.warn({ event: "journal_limit_raised", group: r.group, fromBytes: r.fromBytes, toBytes: r.toBytes }, `journal limit of group ${r.group} raised from ${r.fromBytes} to ${r.toBytes} bytes: a smaller journal cannot take the largest write (32 MiB) and would hold it forever`);
-    }
-    if (loaded === undefined || raised.length > 0 || (loadResult?.migrations.length ?? 0) > 0) await saveMetadata(this.fileSystem, this.options.dataDir, this.metadata);
+    const metadata = await this.metadataStore.load(this.options.id, this.startedAt.toISOString(), this.journalBytesMinValue);
     this.stamper.raiseTo({
-      recordedWriteTimeUs: asWriteTimeUs(this.metadata.writeTime.recordedWriteTimeUs),
-      lastAcceptNumber: asAcceptNumber(this.metadata.writeTime.lastAcceptNumber),
+      recordedWriteTimeUs: asWriteTimeUs(metadata.writeTime.recordedWriteTimeUs),
+      lastAcceptNumber: asAcceptNumber(metadata.writeTime.lastAcceptNumber),
     });
-    await this.openVolumes();
+    await this.volumes.open();
     await this.recoverGroups();
     // A restarted secondary replays to the recomputed frontier before anyone reads its image.
     if (!faultInjected("skip-recovery-replay")) await this.reflector.drain();
@@ -264,17 +241,6 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     this.logger.warn({ event: "stale_lock", stalePid: pid }, "previous node did not stop cleanly; recovering");
     await this.fileSystem.unlink(this.lockPath);
     await this.takeLock();
-  }
-
-  private async openVolumes(): Promise<void> {
-    const metadata = this.requireMetadata();
-    for (const record of metadata.volumes) {
-      const file = await VolumeFile.open(this.fileSystem, join(this.options.dataDir, "volumes", record.fileName), record.sizeBytes);
-      const live: LiveVolume = { id: record.id, name: record.name, sizeBytes: record.sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0 };
-      this.volumesByName.set(record.name, live);
-      this.volumesById.set(record.id, live);
-    }
-    logWrittenMapOrigins(this.logger, [...this.volumesById.values()]);
   }
 
   private async recoverGroups(): Promise<void> {
@@ -526,7 +492,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
       });
       await volume.file.close();
     }
-    if (this.metadata !== undefined) {
+    if (this.metadataStore.loaded) {
       await this.updateMetadata(() => undefined).catch((error: unknown) => {
         this.logger.error({ event: "metadata_save_failed", err: error }, "metadata not saved at stop; the last saved checkpoint and the journals still cover it");
       });
@@ -538,8 +504,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   // ---- metadata -------------------------------------------------------------------
 
   private requireMetadata(): NodeMetadata {
-    assert(this.metadata !== undefined, "metadata is loaded");
-    return this.metadata;
+    return this.metadataStore.current;
   }
 
   /**
@@ -569,109 +534,15 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     if (saved !== undefined) secondary.record = structuredClone(saved);
   }
 
-  /**
-   * Serialised read-modify-write of the metadata; the write time state is saved with every
-   * change. `change` edits the draft only: live state (a link's or a secondary's record) is
-   * updated from the saved metadata after this resolves, never inside `change`, so a failed
-   * save leaves memory as the disk is (an EIO on the save once left a secondary saying
-   * "replicating" in memory and "copying" on disk; found by the whole-node simulation).
-   */
+  /** A metadata change, saved before memory follows (MetadataStore.update). */
   private updateMetadata(change: (metadata: NodeMetadata) => void, critical = false): Promise<void> {
-    const run = async (): Promise<void> => {
-      const next = structuredClone(this.requireMetadata());
-      change(next);
-      next.writeTime = { recordedWriteTimeUs: this.stamper.state.recordedWriteTimeUs, lastAcceptNumber: this.stamper.state.lastAcceptNumber };
-      await (critical ? this.withSpaceReserve("save the node's metadata", () => saveMetadata(this.fileSystem, this.options.dataDir, next)) : saveMetadata(this.fileSystem, this.options.dataDir, next));
-      this.metadata = next;
-    };
-    const result = this.metadataChain.then(run);
-    this.metadataChain = result.catch(() => undefined);
-    return result;
+    return this.metadataStore.update(change, critical);
   }
 
   // ---- front ends -----------------------------------------------------------------
 
   catalog(): VolumeCatalog {
-    return {
-      open: (name) => {
-        const volume = this.volumesByName.get(name);
-        return volume === undefined ? undefined : this.handleFor(volume);
-      },
-      list: (): ExportDescription[] => [...this.volumesById.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: v.secondary !== undefined })),
-    };
-  }
-
-  private handleFor(volume: LiveVolume): VolumeHandle {
-    const checkRange = (offsetBytes: number, lengthBytes: number): void => {
-      if (!(offsetBytes >= 0 && lengthBytes >= 0 && offsetBytes + lengthBytes <= volume.sizeBytes)) {
-        throw new VolumeIoError("EINVAL", `range ${offsetBytes}+${lengthBytes} is outside volume ${volume.name} of ${volume.sizeBytes} bytes`);
-      }
-    };
-    const writeRange = (offsetBytes: number, lengthBytes: number, options: WriteOptions, kind: "data" | "zeroes", data?: Buffer): Promise<void> => {
-      checkRange(offsetBytes, lengthBytes);
-      if (volume.secondary !== undefined) {
-        return Promise.reject(new VolumeIoError("EPERM", `volume ${volume.name} is the secondary of a pair and read-only; take it over first (tidemark pair takeover ${volume.secondary.name})`));
-      }
-      if (lengthBytes === 0) return Promise.resolve();
-      const group = volume.group;
-      if (group !== undefined) {
-        return kind === "data"
-          ? group.write(volume.id, offsetBytes, data as Buffer, options.fua, options.hostWriteTimeUs)
-          : group.writeZeroes(volume.id, offsetBytes, lengthBytes, options.fua, options.hostWriteTimeUs);
-      }
-      // Outside any group: written straight to the volume, no journal. No journal replays such
-      // a write after a crash, so the written map's bits for it are made durable first (docs/volumes.md).
-      const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, async () => {
-        if (kind === "zeroes") return volume.file.writeZeroes(offsetBytes, lengthBytes);
-        await volume.file.written.ensureDurable(offsetBytes, lengthBytes);
-        return volume.file.write(offsetBytes, data as Buffer);
-      });
-      return options.fua ? applied.then(() => volume.file.datasync()) : applied;
-    };
-    return {
-      name: volume.name,
-      sizeBytes: volume.sizeBytes,
-      get readOnly() {
-        return volume.secondary !== undefined;
-      },
-      read: async (offsetBytes, lengthBytes, into) => {
-        checkRange(offsetBytes, lengthBytes);
-        // Answered writes not yet on the volume (it follows the journal's fdatasync) come first.
-        const pending = lengthBytes === 0 ? undefined : volume.order.settledOver(offsetBytes, offsetBytes + lengthBytes);
-        if (pending !== undefined) {
-          volume.group?.hurryApplies();
-          await pending;
-        }
-        return volume.file.read(offsetBytes, lengthBytes, into);
-      },
-      write: (offsetBytes, data, options) => {
-        const free = options.onPayloadFree;
-        const group = volume.group;
-        // A lent payload: the group's writer frees it once the volume has it; every other path
-        // is done with it when the write settles (or throws at the edge).
-        if (free !== undefined && volume.secondary === undefined && group !== undefined && data.length > 0 &&
-          offsetBytes >= 0 && offsetBytes + data.length <= volume.sizeBytes) {
-          return group.write(volume.id, offsetBytes, data, options.fua, options.hostWriteTimeUs, free);
-        }
-        let result: Promise<void>;
-        try {
-          result = writeRange(offsetBytes, data.length, options, "data", data);
-        } catch (error) {
-          free?.();
-          throw error;
-        }
-        if (free !== undefined) void result.then(free, free);
-        return result;
-      },
-      writeZeroes: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
-      trim: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
-      flush: async () => {
-        const group = volume.group;
-        if (volume.secondary !== undefined) return;
-        if (group !== undefined) await group.flush();
-        else await volume.file.datasync();
-      },
-    };
+    return this.volumes.catalog();
   }
 
   // ---- NodeControl ----------------------------------------------------------------
@@ -719,59 +590,11 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   }
 
   listVolumes(): VolumeInfo[] {
-    // Not the placeholders of creates in progress: they have no file yet.
-    return [...this.volumesByName.values()].filter((v) => this.volumesById.get(v.id) === v).map((v) => this.volumeInfo(v));
+    return this.volumes.list();
   }
 
-  private volumeInfo(volume: LiveVolume): VolumeInfo {
-    return {
-      name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? volume.secondary?.name ?? null, readOnly: volume.secondary !== undefined,
-      writtenBytes: volume.file.written.markedBytes,
-      warning: this.freeBytes === undefined ? null : overcommitWarning(volume, this.freeBytes, join(this.options.dataDir, "volumes")),
-    };
-  }
-
-  async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
-    validateName("volume", name);
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < volumeBytesMin || sizeBytes > volumeBytesMax || sizeBytes % 512 !== 0) {
-      throw new ControlError("TM_ERR_INVALID", `volume size ${sizeBytes} is not valid: it must be a multiple of 512 bytes between ${volumeBytesMin} and ${volumeBytesMax} bytes`);
-    }
-    if (this.volumesByName.has(name)) throw new ControlError("TM_ERR_EXISTS", `volume ${name} already exists`);
-    if (this.volumesByName.size >= volumesPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${volumesPerNodeMax} volumes`);
-    const metadata = this.requireMetadata();
-    // Reserved before the first await: concurrent creates get distinct ids and files.
-    const id = Math.max(metadata.nextVolumeId, this.volumeIdReserved);
-    this.volumeIdReserved = id + 1;
-    const fileName = `${id}.vol`;
-    // Reserve the name before the first await so a concurrent create of the same name fails.
-    const placeholder = { id, name, sizeBytes } as LiveVolume;
-    this.volumesByName.set(name, placeholder);
-    const volumesDir = join(this.options.dataDir, "volumes");
-    const path = join(volumesDir, fileName);
-    let file: VolumeFile | undefined;
-    try {
-      file = await createVolumeFile(this.fileSystem, path, sizeBytes, this.requireMetadata(), this.logger);
-      await this.updateMetadata((m) => {
-        m.nextVolumeId = Math.max(m.nextVolumeId, id + 1);
-        m.volumes.push({ id, name, sizeBytes, fileName, createdAt: new Date(this.clock.wallMs()).toISOString() });
-      });
-    } catch (error) {
-      this.volumesByName.delete(name);
-      // Nothing is left behind: no file, no map, no metadata entry (unless the metadata did land).
-      if (file !== undefined) await undoVolumeFile(file, this.options.dataDir, this.logger);
-      throw volumeCreateError(error, name, sizeBytes);
-    }
-    const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0 };
-    this.volumesByName.set(name, live);
-    this.volumesById.set(id, live);
-    const space = await fileSystemSpace(this.fileSystem, volumesDir).catch(() => undefined);
-    if (space !== undefined) this.freeBytes = space.freeBytes;
-    const info = this.volumeInfo(live);
-    this.logger.info({ event: "volume_created", volume: name, sizeBytes }, "volume created");
-    if (info.warning !== null && info.warning !== undefined) {
-      this.logger.warn({ event: "volume_overcommitted", volume: name, sizeBytes, freeBytes: this.freeBytes, dir: volumesDir }, info.warning);
-    }
-    return info;
+  createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+    return this.volumes.create(name, sizeBytes);
   }
 
   listGroups(): GroupInfo[] {
@@ -873,15 +696,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     if (!this.spaceReserve.isHeld && (await this.spaceReserve.ensure())) {
       this.logger.info({ event: "space_reserve_made", path: this.spaceReserve.path }, "space reserve in place again");
     }
-    const space = await fileSystemSpace(this.fileSystem, join(this.options.dataDir, "volumes")).catch(() => undefined);
-    this.freeBytes = space?.freeBytes;
-    for (const volume of this.volumesById.values()) {
-      try {
-        volume.allocatedBytes = await volume.file.allocatedBytes();
-      } catch {
-        // a volume closing under us; the next refresh will tell
-      }
-    }
+    await this.volumes.refreshAllocation();
   }
 
   /** Why a group's host writes are held (pair status says the same, with the pair's part). */
@@ -1382,71 +1197,3 @@ async function processAlive(fs: FileSystem, pid: number): Promise<boolean> {
 }
 
 /** What a node asks of another node's management API (the secondary's, when a pair is created). */
-export interface PeerClient {
-  /** POST /v1/pair-secondaries on the node at `baseUrl`; ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT, TM_ERR_INVALID) naming it on failure. */
-  preparePairSecondary(baseUrl: string, request: PairSecondaryRequest): Promise<PairSecondaryInfo>;
-}
-
-/** The management API over HTTP. */
-export const httpPeerClient: PeerClient = {
-  preparePairSecondary: (baseUrl, request) => postJson<PairSecondaryInfo>(baseUrl, "/v1/pair-secondaries", request),
-};
-
-/** POSTs JSON to another node's management API; errors become ControlErrors that say which node. */
-async function postJson<T>(baseUrl: string, path: string, body: unknown): Promise<T> {
-  let response: Response;
-  try {
-    response = await fetch(new URL(path, baseUrl), {
-      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal: AbortSignal.timeout(peerRequestTimeoutMs),
-    });
-  } catch (error) {
-    throw new ControlError("TM_ERR_UNREACHABLE", peerUnreachable(baseUrl, error));
-  }
-  const text = await response.text().catch(() => "");
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new ControlError("TM_ERR_UNREACHABLE", `${baseUrl} answered HTTP ${response.status} with something that is not JSON: it is not a tidemark node's management API; give --to the secondary's management URL (its --mgmt address, http://HOST:PORT)`);
-  }
-  if (!response.ok) {
-    const message = (parsed as { error?: { message?: string } }).error?.message ?? `HTTP ${response.status}`;
-    throw new ControlError(response.status === 409 ? "TM_ERR_CONFLICT" : response.status === 400 ? "TM_ERR_INVALID" : "TM_ERR_UNREACHABLE", `secondary ${baseUrl}: ${message}`);
-  }
-  return parsed as T;
-}
-
-/**
- * Why the secondary's management API could not be reached from this node (the primary), and
- * what to check: one line for pair create. `error` is what fetch threw.
- */
-export function peerUnreachable(baseUrl: string, error: unknown): string {
-  const name = error instanceof Error ? error.name : "";
-  if (name === "TimeoutError" || name === "AbortError") {
-    return `the secondary at ${baseUrl} did not answer within ${String(peerRequestTimeoutMs / 1000)} s; check that its node runs and is not stuck, that --to is its management URL, and that no firewall drops traffic from this node to that port`;
-  }
-  const cause = (error as { cause?: { code?: unknown; message?: unknown; name?: unknown } }).cause;
-  const code = typeof cause?.code === "string" ? cause.code : "";
-  if (cause?.name === "HTTPParserError") {
-    return `what answers at ${baseUrl} does not speak HTTP: it is not a management API (a replication or NBD port?); give --to the secondary's management URL (its --mgmt address)`;
-  }
-  switch (code) {
-    case "ECONNREFUSED":
-      return `the secondary at ${baseUrl} refused the connection (ECONNREFUSED): nothing listens there; check that \`tidemark node\` runs on the secondary and that --to is its management address (its --mgmt, not --repl or --nbd)`;
-    case "ENOTFOUND":
-    case "EAI_AGAIN":
-      return `the host name in --to ${baseUrl} does not resolve from this node (${code}); check the name, or give its IP address`;
-    case "EHOSTUNREACH":
-    case "ENETUNREACH":
-    case "ETIMEDOUT":
-    case "UND_ERR_CONNECT_TIMEOUT":
-      return `cannot connect from this node to the secondary at ${baseUrl} (${code}); check --to, the network route and the firewalls between the nodes`;
-    default: {
-      const detail = typeof cause?.message === "string" ? cause.message : error instanceof Error ? error.message : String(error);
-      return `no answer from the secondary at ${baseUrl} (${code === "" ? detail : `${code}: ${detail}`}); check that --to is its management URL (its --mgmt address, not --repl or --nbd) and that its node runs`;
-    }
-  }
-}
-
-/** How long one request to another node's management API may take. */
-const peerRequestTimeoutMs = 30_000;

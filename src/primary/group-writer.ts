@@ -10,6 +10,7 @@
 // re-read from the disk with O_DIRECT, re-verified and re-applied before writes are taken
 // again (docs/out-of-space.md).
 import { VolumeIoError } from "../core/errors.ts";
+import { errorCode } from "../storage/fs.ts";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldLogIntervalMs, heldWritesPerGroupMax } from "../core/limits.ts";
@@ -642,7 +643,7 @@ export class GroupWriter {
 
   private ioError(error: Error): VolumeIoError {
     if (this.stopped !== undefined) return this.stoppedError();
-    const code = (error as NodeJS.ErrnoException).code;
+    const code = errorCode(error);
     return new VolumeIoError(code === "ENOSPC" ? "ENOSPC" : "EIO", `group ${this.name}: ${error.message}`);
   }
 }

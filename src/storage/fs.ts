@@ -111,9 +111,15 @@ export interface FileSystem {
   statFileSystem(path: string): Promise<FileSystemStat>;
 }
 
-/** The errno code of a file system error (ENOENT, ENOSPC, ...), or undefined for another error. */
+/**
+ * The errno code of a file system error (ENOENT, ENOSPC, ...), or undefined for another error.
+ * A tidemark error that carries an errno beside its TM_ERR_* code (VolumeIoError,
+ * NodeStartError: core/errors.ts) gives that errno.
+ */
 export function errorCode(error: unknown): string | undefined {
   if (typeof error !== "object" || error === null) return undefined;
+  const errno = (error as { errno?: unknown }).errno; // a number on node's own errors
+  if (typeof errno === "string") return errno;
   const code = (error as { code?: unknown }).code;
   return typeof code === "string" ? code : undefined;
 }

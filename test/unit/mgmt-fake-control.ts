@@ -142,7 +142,7 @@ export class FakeControl implements NodeControl, PairControl {
     if (this.pairs.has(request.group)) return Promise.reject(new ControlError("TM_ERR_EXISTS", `group '${request.group}' already has a pair`));
     if (request.mode === "sync") return Promise.reject(new ControlError("TM_ERR_INVALID", "mode sync needs a cascade, which this node does not run yet"));
     if (this.secondaryUnreachable) {
-      // As the node says it (peerUnreachable in node.ts): what is wrong and what to check.
+      // As the node says it (peerUnreachable in src/transport/peer-client.ts): what is wrong and what to check.
       return Promise.reject(new ControlError("TM_ERR_UNREACHABLE", `the secondary at ${request.to} refused the connection (ECONNREFUSED): nothing listens there; check that \`tidemark node\` runs on the secondary and that --to is its management address (its --mgmt, not --repl or --nbd)`));
     }
     const totalBytes = group.volumes.reduce((sum, name) => sum + (this.volumes.get(name)?.sizeBytes ?? 0), 0);

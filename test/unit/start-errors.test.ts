@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { dataDirError, listenError } from "../../src/node/start-errors.ts";
-import { peerUnreachable } from "../../src/node/node.ts";
+import { peerUnreachable } from "../../src/transport/peer-client.ts";
 import { nodeFileSystem } from "../../src/storage/node-fs.ts";
 import { makeDirectoryDurable } from "../../src/storage/durable-fs.ts";
 import { removeDir, tempDir } from "./journal-helpers.ts";

@@ -98,7 +98,7 @@ void test("a group whose journal's fdatasync failed resumes by itself even when 
   const lost = writer.write(1, 8192, page, true, undefined); // record 2, page 1: its fdatasync fails
   await new Promise((resolve) => setImmediate(resolve));
   const later = writer.write(1, 16_384, page, false, undefined); // record 3, page 2, written while that fdatasync runs
-  await assert.rejects(lost, { code: "EIO" });
+  await assert.rejects(lost, { errno: "EIO", code: "TM_ERR_IO" });
   await later.catch(() => undefined);
   assert.ok(writer.stopped !== undefined, "the group stopped on the I/O error");
   disk.heal();

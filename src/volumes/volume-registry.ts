@@ -1,0 +1,225 @@
+// The node's volumes: their files, the handles the front ends read and write through (a
+// write goes to the volume's group writer, or straight to the file outside any group; a
+// secondary's volume is read-only), creation, and the allocation figures status shows.
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { volumeBytesMax, volumeBytesMin, volumesPerNodeMax } from "../core/limits.ts";
+import { ControlError, VolumeIoError } from "../core/errors.ts";
+import { validateName } from "../core/names.ts";
+import type { ExportDescription, VolumeCatalog, VolumeHandle, WriteOptions } from "../core/volume-io.ts";
+import type { Clock } from "../node/clock.ts";
+import type { MetadataStore } from "../metadata/metadata-store.ts";
+import type { VolumeInfo } from "../mgmt/control.ts";
+import { ApplyOrder } from "../primary/apply-order.ts";
+import type { GroupWriter } from "../primary/group-writer.ts";
+import type { SecondaryGroup } from "../secondary/secondary-group.ts";
+import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
+import type { FileSystem } from "../storage/fs.ts";
+import { VolumeFile } from "../storage/volume-file.ts";
+import { createVolumeFile, logWrittenMapOrigins, undoVolumeFile, volumeCreateError } from "./volume-files.ts";
+
+/** A volume open on this node, and who writes it: its group's writer (primary) or nothing (secondary: read-only). */
+export interface LiveVolume {
+  readonly id: number;
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly file: VolumeFile;
+  readonly order: ApplyOrder;
+  group: GroupWriter | undefined;
+  /** Set while the volume is the secondary of a pair: read-only, shows the reflected image. */
+  secondary: SecondaryGroup | undefined;
+  allocatedBytes: number;
+}
+
+export class VolumeRegistry {
+  /** By name; during a create, a placeholder holds the name (it is not in byId yet). */
+  readonly byName = new Map<string, LiveVolume>();
+  readonly byId = new Map<number, LiveVolume>();
+  /** Ids handed out but maybe not yet persisted (creates run concurrently). */
+  private idReserved = 0;
+  /** Free bytes of the volumes' file system at the last look (statfs), for the overcommit warning. */
+  private freeBytes: number | undefined;
+  private readonly fileSystem: FileSystem;
+  private readonly dataDir: string;
+  private readonly logger: Logger;
+  private readonly store: MetadataStore;
+  private readonly clock: Clock;
+
+  constructor(options: { fileSystem: FileSystem; dataDir: string; logger: Logger; store: MetadataStore; clock: Clock }) {
+    this.fileSystem = options.fileSystem;
+    this.dataDir = options.dataDir;
+    this.logger = options.logger;
+    this.store = options.store;
+    this.clock = options.clock;
+  }
+
+  /** Opens every volume file named in the metadata (at start, before recovery). Throws the file system's error. */
+  async open(): Promise<void> {
+    const metadata = this.store.current;
+    for (const record of metadata.volumes) {
+      const file = await VolumeFile.open(this.fileSystem, join(this.dataDir, "volumes", record.fileName), record.sizeBytes);
+      const live: LiveVolume = { id: record.id, name: record.name, sizeBytes: record.sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0 };
+      this.byName.set(record.name, live);
+      this.byId.set(record.id, live);
+    }
+    logWrittenMapOrigins(this.logger, [...this.byId.values()]);
+  }
+
+  catalog(): VolumeCatalog {
+    return {
+      open: (name) => {
+        const volume = this.byName.get(name);
+        return volume === undefined ? undefined : this.handleFor(volume);
+      },
+      list: (): ExportDescription[] => [...this.byId.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: v.secondary !== undefined })),
+    };
+  }
+
+  private handleFor(volume: LiveVolume): VolumeHandle {
+    const checkRange = (offsetBytes: number, lengthBytes: number): void => {
+      if (!(offsetBytes >= 0 && lengthBytes >= 0 && offsetBytes + lengthBytes <= volume.sizeBytes)) {
+        throw new VolumeIoError("EINVAL", `range ${offsetBytes}+${lengthBytes} is outside volume ${volume.name} of ${volume.sizeBytes} bytes`);
+      }
+    };
+    const writeRange = (offsetBytes: number, lengthBytes: number, options: WriteOptions, kind: "data" | "zeroes", data?: Buffer): Promise<void> => {
+      checkRange(offsetBytes, lengthBytes);
+      if (volume.secondary !== undefined) {
+        return Promise.reject(new VolumeIoError("EPERM", `volume ${volume.name} is the secondary of a pair and read-only; take it over first (tidemark pair takeover ${volume.secondary.name})`));
+      }
+      if (lengthBytes === 0) return Promise.resolve();
+      const group = volume.group;
+      if (group !== undefined) {
+        return kind === "data"
+          ? group.write(volume.id, offsetBytes, data as Buffer, options.fua, options.hostWriteTimeUs)
+          : group.writeZeroes(volume.id, offsetBytes, lengthBytes, options.fua, options.hostWriteTimeUs);
+      }
+      // Outside any group: written straight to the volume, no journal. No journal replays such
+      // a write after a crash, so the written map's bits for it are made durable first (docs/volumes.md).
+      const applied = volume.order.run(offsetBytes, offsetBytes + lengthBytes, async () => {
+        if (kind === "zeroes") return volume.file.writeZeroes(offsetBytes, lengthBytes);
+        await volume.file.written.ensureDurable(offsetBytes, lengthBytes);
+        return volume.file.write(offsetBytes, data as Buffer);
+      });
+      return options.fua ? applied.then(() => volume.file.datasync()) : applied;
+    };
+    return {
+      name: volume.name,
+      sizeBytes: volume.sizeBytes,
+      get readOnly() {
+        return volume.secondary !== undefined;
+      },
+      read: async (offsetBytes, lengthBytes, into) => {
+        checkRange(offsetBytes, lengthBytes);
+        // Answered writes not yet on the volume (it follows the journal's fdatasync) come first.
+        const pending = lengthBytes === 0 ? undefined : volume.order.settledOver(offsetBytes, offsetBytes + lengthBytes);
+        if (pending !== undefined) {
+          volume.group?.hurryApplies();
+          await pending;
+        }
+        return volume.file.read(offsetBytes, lengthBytes, into);
+      },
+      write: (offsetBytes, data, options) => {
+        const free = options.onPayloadFree;
+        const group = volume.group;
+        // A lent payload: the group's writer frees it once the volume has it; every other path
+        // is done with it when the write settles (or throws at the edge).
+        if (free !== undefined && volume.secondary === undefined && group !== undefined && data.length > 0 &&
+          offsetBytes >= 0 && offsetBytes + data.length <= volume.sizeBytes) {
+          return group.write(volume.id, offsetBytes, data, options.fua, options.hostWriteTimeUs, free);
+        }
+        let result: Promise<void>;
+        try {
+          result = writeRange(offsetBytes, data.length, options, "data", data);
+        } catch (error) {
+          free?.();
+          throw error;
+        }
+        if (free !== undefined) void result.then(free, free);
+        return result;
+      },
+      writeZeroes: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
+      trim: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
+      flush: async () => {
+        const group = volume.group;
+        if (volume.secondary !== undefined) return;
+        if (group !== undefined) await group.flush();
+        else await volume.file.datasync();
+      },
+    };
+  }
+
+  /** Every volume, as status and the API show it. */
+  list(): VolumeInfo[] {
+    // Not the placeholders of creates in progress: they have no file yet.
+    return [...this.byName.values()].filter((v) => this.byId.get(v.id) === v).map((v) => this.info(v));
+  }
+
+  private info(volume: LiveVolume): VolumeInfo {
+    return {
+      name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? volume.secondary?.name ?? null, readOnly: volume.secondary !== undefined,
+      writtenBytes: volume.file.written.markedBytes,
+      warning: this.freeBytes === undefined ? null : overcommitWarning(volume, this.freeBytes, join(this.dataDir, "volumes")),
+    };
+  }
+
+  /**
+   * Makes a volume: its sparse file and written map, then the metadata entry. Nothing is left
+   * behind on failure. Throws ControlError: TM_ERR_INVALID (name, size), TM_ERR_EXISTS,
+   * TM_ERR_LIMIT, TM_ERR_NO_SPACE / TM_ERR_IO (volume-files.ts volumeCreateError).
+   */
+  async create(name: string, sizeBytes: number): Promise<VolumeInfo> {
+    validateName("volume", name);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < volumeBytesMin || sizeBytes > volumeBytesMax || sizeBytes % 512 !== 0) {
+      throw new ControlError("TM_ERR_INVALID", `volume size ${sizeBytes} is not valid: it must be a multiple of 512 bytes between ${volumeBytesMin} and ${volumeBytesMax} bytes`);
+    }
+    if (this.byName.has(name)) throw new ControlError("TM_ERR_EXISTS", `volume ${name} already exists`);
+    if (this.byName.size >= volumesPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${volumesPerNodeMax} volumes`);
+    const metadata = this.store.current;
+    // Reserved before the first await: concurrent creates get distinct ids and files.
+    const id = Math.max(metadata.nextVolumeId, this.idReserved);
+    this.idReserved = id + 1;
+    const fileName = `${id}.vol`;
+    // Reserve the name before the first await so a concurrent create of the same name fails.
+    const placeholder = { id, name, sizeBytes } as LiveVolume;
+    this.byName.set(name, placeholder);
+    const volumesDir = join(this.dataDir, "volumes");
+    const path = join(volumesDir, fileName);
+    let file: VolumeFile | undefined;
+    try {
+      file = await createVolumeFile(this.fileSystem, path, sizeBytes, this.store.current, this.logger);
+      await this.store.update((m) => {
+        m.nextVolumeId = Math.max(m.nextVolumeId, id + 1);
+        m.volumes.push({ id, name, sizeBytes, fileName, createdAt: new Date(this.clock.wallMs()).toISOString() });
+      });
+    } catch (error) {
+      this.byName.delete(name);
+      // Nothing is left behind: no file, no map, no metadata entry (unless the metadata did land).
+      if (file !== undefined) await undoVolumeFile(file, this.dataDir, this.logger);
+      throw volumeCreateError(error, name, sizeBytes);
+    }
+    const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0 };
+    this.byName.set(name, live);
+    this.byId.set(id, live);
+    const space = await fileSystemSpace(this.fileSystem, volumesDir).catch(() => undefined);
+    if (space !== undefined) this.freeBytes = space.freeBytes;
+    const info = this.info(live);
+    this.logger.info({ event: "volume_created", volume: name, sizeBytes }, "volume created");
+    if (info.warning !== null && info.warning !== undefined) {
+      this.logger.warn({ event: "volume_overcommitted", volume: name, sizeBytes, freeBytes: this.freeBytes, dir: volumesDir }, info.warning);
+    }
+    return info;
+  }
+
+  /** Allocation and the free space left for it, read off the files now and then, so status never waits on the disk. */
+  async refreshAllocation(): Promise<void> {
+    const space = await fileSystemSpace(this.fileSystem, join(this.dataDir, "volumes")).catch(() => undefined);
+    this.freeBytes = space?.freeBytes;
+    for (const volume of this.byId.values()) {
+      try {
+        volume.allocatedBytes = await volume.file.allocatedBytes();
+      } catch {
+        // a volume closing under us; the next refresh will tell
+      }
+    }
+  }
+}
