@@ -1,17 +1,17 @@
-// Proves what users import works: `import { HostClient } from "tidemark"` (the package's own name, through package.json "exports") is the client library, and it talks to a real host-protocol server over TCP on 127.0.0.1 with a file-backed volume.
+// Proves what users import works: the package entry (src/index.ts, which package.json "exports" names as dist/index.js once `npm pack` compiled it; test/e2e/package.test.ts imports "tidemark" from an installed tarball) is the client library, and it talks to a real host-protocol server over TCP on 127.0.0.1 with a file-backed volume.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import os from "node:os";
 import path from "node:path";
 import { mkdtemp, rm } from "node:fs/promises";
 import { pino } from "pino";
-import { HostClient, HostProtocolError, type HostVolume } from "tidemark";
+import { HostClient, HostProtocolError, type HostVolume } from "../../src/index.ts";
 import * as direct from "../../src/client/host-client.ts";
 import { startHostServer } from "../../src/frontends/host-server.ts";
 import { FileCatalog } from "./host-fixtures.ts";
 
 void test("the package entry exports the host client, and it writes with a write time and reads back", async () => {
-  assert.equal(HostClient, direct.HostClient, "\"tidemark\" resolves to src/client/host-client.ts");
+  assert.equal(HostClient, direct.HostClient, "the package entry re-exports src/client/host-client.ts");
   assert.equal(HostProtocolError, direct.HostProtocolError);
   const dir = await mkdtemp(path.join(os.tmpdir(), "tidemark-host-pkg-"));
   const catalog = new FileCatalog();
