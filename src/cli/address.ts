@@ -25,11 +25,11 @@ export function isLoopbackHost(host: string): boolean {
  * The management API has no authentication yet (CONTRACT.md): it listens on a non-loopback
  * address only when the operator says so with --insecure-mgmt. Errors: UsageError.
  */
-export function checkMgmtExposure(address: ListenAddress, insecureMgmt: boolean): void {
+export function checkMgmtExposure(address: ListenAddress, insecureMgmt: boolean, label = "--mgmt"): void {
   if (insecureMgmt || isLoopbackHost(address.host)) return;
-  throw new UsageError(`--mgmt ${address.host}:${address.port} would let anyone who can reach it create, pair, take over and empty volumes: ` +
+  throw new UsageError(`${label} ${address.host}:${address.port} would let anyone who can reach it create, pair, take over and empty volumes: ` +
     "the management API has no authentication yet, so it listens only on a loopback address (127.0.0.1, ::1, localhost) unless you add --insecure-mgmt " +
-    "(then keep the port behind a firewall or an authenticating proxy)");
+    "(or insecure-mgmt = true in the --config file; then keep the port behind a firewall or an authenticating proxy)");
 }
 
 /**

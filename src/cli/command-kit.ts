@@ -30,23 +30,51 @@ export interface MgmtContext {
   print(raw: unknown, human: () => string): void;
 }
 
-interface MgmtFlags {
-  node: string;
-  json?: boolean;
-}
+/** `--node URL`'s help: where the default comes from. */
+const nodeOptionHelp = `management API of the node (default: $TIDEMARK_NODE, else ${defaultNodeUrl})`;
 
-/** Adds `--node URL` and `--json` to a management command. */
+/**
+ * Adds `--node URL` and `--json` to a command. Every management command has them, and so has
+ * the program itself, so that they may come before the subcommand too
+ * (`tidemark --node URL volume list`); mgmtContext() takes the one given last.
+ */
 export function withMgmtOptions(command: Command): Command {
   return command
-    .option("--node <URL>", "management API of the node", defaultNodeUrl)
+    .option("--node <URL>", nodeOptionHelp)
     .option("--json", "print the API's JSON answer on stdout");
+}
+
+/**
+ * The --node URL and --json a management command runs with: given on the command itself (after
+ * it), else on a command above it (before it: `tidemark --json pair status`), else --node from
+ * $TIDEMARK_NODE (when set and not empty), else the default URL. Errors: UsageError for a URL
+ * that is not one, naming where it came from (--node or TIDEMARK_NODE).
+ */
+export function mgmtTarget(command: Command, env: NodeJS.ProcessEnv = process.env): { url: URL; json: boolean } {
+  let node: string | undefined;
+  for (let at: Command | null = command; at !== null && node === undefined; at = at.parent) {
+    if (at.getOptionValueSource("node") === "cli") node = at.opts<{ node?: string }>().node;
+  }
+  const json = jsonFlag(command);
+  if (node !== undefined) return { url: parseNodeUrl(node, "--node"), json };
+  const fromEnv = env.TIDEMARK_NODE;
+  if (fromEnv !== undefined && fromEnv.trim() !== "") return { url: parseNodeUrl(fromEnv, "TIDEMARK_NODE"), json };
+  return { url: parseNodeUrl(defaultNodeUrl, "--node"), json };
+}
+
+/** Whether --json was given, after the command or before it (`tidemark --json demo`). */
+export function jsonFlag(command: Command): boolean {
+  for (let at: Command | null = command; at !== null; at = at.parent) {
+    if (at.opts<{ json?: boolean }>().json === true) return true;
+  }
+  return false;
 }
 
 /** The context for a command's action; `command` is the last argument commander passes. */
 export function mgmtContext(command: Command, io: CliIo): MgmtContext {
-  const flags = command.opts<MgmtFlags>();
-  const client = new ApiClient(parseNodeUrl(flags.node, "--node"));
-  const json = flags.json === true;
+  const target = mgmtTarget(command);
+  const client = new ApiClient(target.url);
+  const json = target.json;
   return {
     client,
     json,

@@ -4,7 +4,7 @@
 // accounts-a), a SIGKILL of the primary mid-stream, takeover on the secondary, and the
 // check that no credit reached the secondary without its debit. Exit 0 only if it held.
 import type { Command } from "commander";
-import type { CliIo } from "./command-kit.ts";
+import { jsonFlag, type CliIo } from "./command-kit.ts";
 import { UsageError } from "./errors.ts";
 
 const secondsDefault = 8;
@@ -15,7 +15,6 @@ const tellersMax = 256;
 interface DemoFlags {
   seconds: string;
   tellers: string;
-  json?: boolean;
   keep?: boolean;
 }
 
@@ -27,12 +26,12 @@ export function registerDemoCommand(program: Command, io: CliIo): void {
     .option("--tellers <N>", "transfers in flight at once", String(tellersDefault))
     .option("--json", "print the report as JSON on stdout (the live view goes to stderr)")
     .option("--keep", "keep the temporary directory (data and node logs) at the end")
-    .action(async (flags: DemoFlags) => {
+    .action(async (flags: DemoFlags, command: Command) => {
       const seconds = parseNumberFlag("--seconds", flags.seconds, 1, secondsMax, false);
       const tellers = parseNumberFlag("--tellers", flags.tellers, 1, tellersMax, true);
       // Loaded here: other commands should not pay for the node client, NBD client and workload.
       const { runDemo } = await import("./demo-run.ts");
-      await runDemo({ seconds, tellers, json: flags.json === true, keep: flags.keep === true }, io);
+      await runDemo({ seconds, tellers, json: jsonFlag(command), keep: flags.keep === true }, io);
     });
 }
 

@@ -1,21 +1,27 @@
 // `tidemark node`: runs one storage system in the foreground (CONTRACT.md, "The node").
+// Its settings come from the flags, from `--config FILE` (node-config.ts) for the flags not
+// given, and from the defaults for the rest; each is checked the same way wherever it came from,
+// and a bad one is one line naming the flag or the file and line (exit 2).
 import { NodeStartError } from "../core/errors.ts";
 import type { Command } from "commander";
 import { writeTimePolicies, type WriteTimePolicy } from "../core/types.ts";
-import { checkDistinctListeners, checkMgmtExposure, parseListenAddress } from "./address.ts";
+import { checkDistinctListeners, checkMgmtExposure, parseListenAddress, type ListenAddress } from "./address.ts";
 import { OperationError, UsageError } from "./errors.ts";
+import { checkLogLevel, configLabel, configPath, logLevels, readNodeConfig, type NodeConfig, type NodeConfigKey } from "./node-config.ts";
 import { installNodeSignals } from "./node-signals.ts";
 import { resolve } from "node:path";
 
 interface NodeFlags {
-  id: string;
-  data: string;
+  id?: string;
+  data?: string;
   mgmt: string;
   nbd: string;
   hostPort: string;
   repl: string;
   replAdvertise?: string;
   writeTime: string;
+  config?: string;
+  logLevel?: string;
   truncateDamagedJournals?: boolean;
   insecureMgmt?: boolean;
 }
@@ -27,47 +33,117 @@ export function registerNodeCommand(program: Command): void {
   program
     .command("node")
     .description("run a tidemark node (storage system) in the foreground until SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGALRM (clean stop)")
-    .requiredOption("--id <ID>", "storage-system id of this node (kept in the data directory)")
-    .requiredOption("--data <DIR>", "data directory (volumes, journals, metadata)")
+    .option("--id <ID>", "storage-system id of this node (kept in the data directory); required, here or in --config")
+    .option("--data <DIR>", "data directory (volumes, journals, metadata); required, here or in --config")
     .option("--mgmt <HOST:PORT>", "management HTTP API", "127.0.0.1:7480")
     .option("--nbd <HOST:PORT>", "NBD server for hosts without write times", "127.0.0.1:10809")
     .option("--host-port <HOST:PORT>", "timestamped host protocol", "127.0.0.1:7410")
     .option("--repl <HOST:PORT>", "replication listener", "127.0.0.1:7400")
     .option("--repl-advertise <HOST:PORT>", "address primaries should connect to for replication (behind NAT or a proxy); default: the --repl address")
     .option("--write-time <POLICY>", `write-time policy: ${writeTimePolicies.join("|")}`, "host")
+    .option("--config <FILE>", "read these settings from a TOML file (keys: the flags without --, e.g. host-port = \"0.0.0.0:7410\"); flags given here override it")
+    .option("--log-level <LEVEL>", `${logLevels.join("|")} (default: $TIDEMARK_LOG_LEVEL, else the --config file's, else info)`)
     .option("--insecure-mgmt", "let the management API (no authentication yet) listen on a non-loopback --mgmt address")
     .option("--truncate-damaged-journals", "after a power loss: cut a journal at damaged bytes even when whole records follow (they are dropped); only when start-up says so")
-    .action(async (flags: NodeFlags) => {
-      await runNode(flags);
+    .action(async (_flags: NodeFlags, command: Command) => {
+      await runNode(command);
     });
 }
 
-async function runNode(flags: NodeFlags): Promise<void> {
-  if (!writeTimePolicies.includes(flags.writeTime as WriteTimePolicy)) {
-    throw new UsageError(`--write-time "${flags.writeTime}" is not one of ${writeTimePolicies.join(", ")}`);
+/** The options of runNode() once flags, file and defaults are merged and checked. */
+interface NodeSettings {
+  readonly id: string;
+  readonly dataDir: string;
+  readonly mgmt: ListenAddress;
+  readonly nbd: ListenAddress;
+  readonly host: ListenAddress;
+  readonly repl: ListenAddress;
+  readonly replAdvertise: ListenAddress | undefined;
+  readonly writeTimePolicy: WriteTimePolicy;
+  readonly truncateDamagedJournals: boolean;
+  readonly logLevel: string;
+}
+
+/** A setting's text and how a message names its origin: "--mgmt" or "/etc/tidemark/node.toml:3: mgmt". */
+interface Given<T> {
+  readonly value: T;
+  readonly label: string;
+  readonly fromFile: boolean;
+}
+
+/**
+ * Flags, then the config file, then commander's default. `option` is commander's name for the
+ * flag (hostPort), `flag` how it is typed (--host-port), `key` the file's key (host-port).
+ */
+function pick<T extends string | boolean>(command: Command, config: NodeConfig | null, option: keyof NodeFlags, flag: string, key: NodeConfigKey): Given<T> | undefined {
+  const flagValue = command.getOptionValue(option) as T | undefined;
+  if (command.getOptionValueSource(option) === "cli" && flagValue !== undefined) return { value: flagValue, label: flag, fromFile: false };
+  const fileValue = config?.values[key] as T | undefined;
+  if (config !== null && fileValue !== undefined) return { value: fileValue, label: configLabel(config, key), fromFile: true };
+  return flagValue === undefined ? undefined : { value: flagValue, label: flag, fromFile: false };
+}
+
+function required(given: Given<string> | undefined, flag: string, key: string, example: string): Given<string> {
+  if (given === undefined) throw new UsageError(`\`tidemark node\` needs ${flag} (e.g. ${flag} ${example}), or ${key} = "${example}" in the --config file; see \`tidemark node --help\``);
+  if (given.value.trim() === "") throw new UsageError(`${given.label} is empty; give it a value, e.g. ${given.fromFile ? `${key} = "${example}"` : `${flag} ${example}`}`);
+  return given;
+}
+
+/** Merges and checks the node's settings. Errors: UsageError (exit 2) naming the flag or the file and line. */
+export function nodeSettings(command: Command, env: NodeJS.ProcessEnv = process.env): NodeSettings {
+  const flags = command.opts<NodeFlags>();
+  const config = flags.config === undefined ? null : readNodeConfig(flags.config);
+  const take = <T extends string | boolean>(option: keyof NodeFlags, flag: string, key: NodeConfigKey): Given<T> | undefined => pick<T>(command, config, option, flag, key);
+  const idGiven = required(take<string>("id", "--id", "id"), "--id", "id", "site-a");
+  const dataGiven = required(take<string>("data", "--data", "data"), "--data", "data", "/var/lib/tidemark");
+  const writeTime = take<string>("writeTime", "--write-time", "write-time") ?? { value: "host", label: "--write-time", fromFile: false };
+  if (!writeTimePolicies.includes(writeTime.value as WriteTimePolicy)) {
+    throw new UsageError(`${writeTime.label} "${writeTime.value}" is not one of ${writeTimePolicies.join(", ")}`);
   }
-  const id = flags.id.trim();
+  const id = idGiven.value.trim();
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) {
-    throw new UsageError(`--id "${flags.id}" is not valid: use 1-64 letters, digits, '.', '_' or '-'`);
+    throw new UsageError(`${idGiven.label} "${idGiven.value}" is not valid: use 1-64 letters, digits, '.', '_' or '-'`);
   }
-  const options = {
-    id,
-    dataDir: resolve(flags.data),
-    mgmt: parseListenAddress("--mgmt", flags.mgmt),
-    nbd: parseListenAddress("--nbd", flags.nbd),
-    host: parseListenAddress("--host-port", flags.hostPort),
-    repl: parseListenAddress("--repl", flags.repl),
-    replAdvertise: flags.replAdvertise === undefined ? undefined : parseListenAddress("--repl-advertise", flags.replAdvertise),
-    writeTimePolicy: flags.writeTime as WriteTimePolicy,
-    truncateDamagedJournals: flags.truncateDamagedJournals === true,
+  const address = (option: keyof NodeFlags, flag: string, key: NodeConfigKey): { address: ListenAddress; label: string } | undefined => {
+    const given = take<string>(option, flag, key);
+    return given === undefined ? undefined : { address: parseListenAddress(given.label, given.value), label: given.label };
   };
-  checkMgmtExposure(options.mgmt, flags.insecureMgmt === true);
-  checkDistinctListeners([["--mgmt", options.mgmt], ["--nbd", options.nbd], ["--host-port", options.host], ["--repl", options.repl]]);
+  const mgmt = address("mgmt", "--mgmt", "mgmt");
+  const nbd = address("nbd", "--nbd", "nbd");
+  const host = address("hostPort", "--host-port", "host-port");
+  const repl = address("repl", "--repl", "repl");
+  if (mgmt === undefined || nbd === undefined || host === undefined || repl === undefined) throw new Error("listener options have defaults");
+  const replAdvertise = address("replAdvertise", "--repl-advertise", "repl-advertise");
+  const insecure = take<boolean>("insecureMgmt", "--insecure-mgmt", "insecure-mgmt");
+  checkMgmtExposure(mgmt.address, insecure?.value === true, mgmt.label);
+  checkDistinctListeners([[mgmt.label, mgmt.address], [nbd.label, nbd.address], [host.label, host.address], [repl.label, repl.address]]);
+  const envLevel = env.TIDEMARK_LOG_LEVEL;
+  const levelGiven = command.getOptionValueSource("logLevel") === "cli" && flags.logLevel !== undefined ? { value: flags.logLevel, label: "--log-level" }
+    : envLevel !== undefined && envLevel !== "" ? { value: envLevel, label: "TIDEMARK_LOG_LEVEL" }
+      : config?.values["log-level"] !== undefined ? { value: config.values["log-level"], label: configLabel(config, "log-level") }
+        : { value: "info", label: "--log-level" };
+  return {
+    id,
+    dataDir: dataGiven.fromFile && config !== null ? configPath(config, dataGiven.value) : resolve(dataGiven.value),
+    mgmt: mgmt.address,
+    nbd: nbd.address,
+    host: host.address,
+    repl: repl.address,
+    replAdvertise: replAdvertise?.address,
+    writeTimePolicy: writeTime.value as WriteTimePolicy,
+    truncateDamagedJournals: flags.truncateDamagedJournals === true,
+    logLevel: checkLogLevel(levelGiven.value, levelGiven.label),
+  };
+}
+
+async function runNode(command: Command): Promise<void> {
+  const { logLevel, ...options } = nodeSettings(command);
+  const id = options.id;
   // Loaded here, not at the top: every other command (`tidemark status`, ...) would otherwise
   // pay ~0.4 s to load the node (fastify, storage, protocols) on each run.
   const { createNodeLogger } = await import("../node/logger.ts");
   const { TidemarkNode } = await import("../node/node.ts");
-  const logger = createNodeLogger(id);
+  const logger = createNodeLogger(id, logLevel);
   const node = new TidemarkNode({ ...options, logger });
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {

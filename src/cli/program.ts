@@ -3,8 +3,8 @@
 // (unknown command or option, missing argument) are reworded here into that one line.
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { CliError, exitFailed, exitOk, exitUsage, oneLine } from "./errors.ts";
-import { commandPath, processIo, type CliIo } from "./command-kit.ts";
+import { CliError, UsageError, exitFailed, exitOk, exitUsage, oneLine } from "./errors.ts";
+import { commandPath, processIo, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { registerDemoCommand } from "./demo-command.ts";
 import { registerGroupCommands } from "./group-command.ts";
 import { registerNodeCommand } from "./node-command.ts";
@@ -30,6 +30,16 @@ export function buildProgram(io: CliIo): Command {
   const program = new Command("tidemark")
     .description("asynchronous remote copy for block volumes, dependent-write consistent")
     .version(packageVersion(), "-V, --version", "print the version");
+  // --node and --json before the subcommand (`tidemark --node URL pair status`) as well as after it,
+  // but only for a command that has them itself (not `tidemark --node URL node ...`).
+  withMgmtOptions(program);
+  program.hook("preAction", (_program, action) => {
+    for (const name of ["node", "json"]) {
+      if (program.getOptionValueSource(name) === "cli" && !action.options.some((option) => option.attributeName() === name)) {
+        throw new UsageError(`--${name} is not an option of \`${commandPath(action)}\`${name === "node" && action.name() === "node" ? " (it listens on --mgmt HOST:PORT)" : ""}; see \`${commandPath(action)} --help\``);
+      }
+    }
+  });
   registerNodeCommand(program);
   registerVolumeCommands(program, io);
   registerGroupCommands(program, io);
@@ -74,13 +84,6 @@ function commanderLine(error: CommanderError, report: CommanderReport | null): s
     return `\`${path}\` needs ${what} (${subcommandNames(where)}); see \`${path} --help\``;
   }
   const message = oneLine(error.message.replace(/^error:\s*/, ""));
-  // `tidemark --json status`: the management options belong to the command, not before it.
-  const misplaced = /unknown option '(--node|--json)/.exec(message)?.[1];
-  if (error.code === "commander.unknownOption" && misplaced !== undefined && where !== undefined && where.commands.length > 0) {
-    // The example is a real command: `tidemark status`, or `tidemark pair status` one level down.
-    const example = where.parent === null ? "tidemark status" : `${commandPath(where)} ${where.commands.some((sub) => sub.name() === "status") ? "status" : (where.commands[0]?.name() ?? "")}`;
-    return `${message}; put ${misplaced} after the command, e.g. \`${example} ${misplaced}${misplaced === "--node" ? " URL" : ""}\``;
-  }
   return `${message}; see \`${path} --help\``;
 }
 

@@ -177,6 +177,8 @@ export const mgmtUrlLengthMax = 2048;
 export const mgmtResponseBytesMax = 16 * MiB;
 /** How long the CLI waits for one management API answer unless told otherwise. */
 export const mgmtRequestTimeoutMsDefault = 10_000;
+/** Largest `tidemark node --config` file read (a real one is well under 4 KiB); a larger one is refused before it is parsed. */
+export const nodeConfigBytesMax = 64 * KiB;
 
 assert(journalRecordPayloadBytesMax <= journalSegmentBytesMax / 2, "a record must fit well inside a segment");
 assert(journalBatchBytesMax >= nbdRequestBytesMax / 4, "a batch holds a useful share of the largest request");
