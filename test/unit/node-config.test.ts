@@ -1,0 +1,138 @@
+// The config file of `tidemark node --config FILE`: the TOML subset it reads means what TOML
+// means (strings with escapes, literal strings, whole numbers, booleans, comments, CRLF, BOM),
+// everything else TOML has is refused with its line and what to write, and the zod check names
+// unknown keys (with the nearest known one) and values of the wrong type. The example config in
+// contrib/ is read without error and holds every key.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { ConfigSyntaxError, parseConfigToml } from "../../src/cli/config-toml.ts";
+import { UsageError } from "../../src/cli/errors.ts";
+import { checkLogLevel, nodeConfigKeys, readNodeConfig } from "../../src/cli/node-config.ts";
+
+const exampleConfig = fileURLToPath(new URL("../../contrib/tidemark.toml", import.meta.url));
+
+function values(text: string): Record<string, unknown> {
+  return Object.fromEntries([...parseConfigToml(text)].map(([key, entry]) => [key, entry.value]));
+}
+
+void test("the TOML subset reads strings, escapes, literal strings, whole numbers, booleans and comments as TOML does", () => {
+  const text = [
+    "\uFEFF# a comment",
+    "",
+    "  id = \"site-a\"   # trailing comment",
+    "data='C:\\tidemark\\data'",
+    "quote = \"say \\\"hi\\\"\\t\\\\ \\u00e9 \\U0001F600\"",
+    "hash = \"a # not a comment\"",
+    "count = 1_000",
+    "negative = -5",
+    "yes = true",
+    "no = false\r",
+    "empty = \"\"",
+    "tab\t=\t\"x\"",
+  ].join("\n");
+  assert.deepEqual(values(text), {
+    id: "site-a",
+    data: "C:\\tidemark\\data",
+    quote: "say \"hi\"\t\\ \u00e9 \u{1F600}",
+    hash: "a # not a comment",
+    count: 1000,
+    negative: -5,
+    yes: true,
+    no: false,
+    empty: "",
+    tab: "x",
+  });
+  assert.equal(parseConfigToml("\n\nmgmt = \"x\"\n").get("mgmt")?.line, 3, "each entry knows its line");
+});
+
+void test("what the subset does not read is refused with the line and what to write, never read another way", () => {
+  const cases: Array<[string, number, RegExp]> = [
+    ["[node]\nid = \"a\"", 1, /tables \(\[node\]\) are not used/],
+    ["id = \"a\"\n[[nodes]]", 2, /tables/],
+    ["node.id = \"a\"", 1, /dotted keys/],
+    ["\"id\" = \"a\"", 1, /without quotes/],
+    ["id = [\"a\"]", 1, /arrays are not used/],
+    ["id = { a = 1 }", 1, /inline tables are not used/],
+    ["id = \"\"\"a\"\"\"", 1, /multi-line strings are not used/],
+    ["id = 1.5", 1, /\(1\.5\) is not one tidemark reads.*put text in quotes/],
+    ["id = 1979-05-27", 1, /is not one tidemark reads/],
+    ["id = site-a", 1, /put text in quotes, e\.g\. id = "site-a"/],
+    ["id = 0x10", 1, /is not one tidemark reads/],
+    ["id = 01", 1, /is not one tidemark reads/],
+    ["id = 99999999999999999999", 1, /too large/],
+    ["id = \"a", 1, /no closing "/],
+    ["id = 'a", 1, /no closing '/],
+    ["id = \"a\\q\"", 1, /invalid escape \\q/],
+    ["id = \"\\uD800\"", 1, /invalid escape/],
+    ["id = \"a\u0001\"", 1, /control character/],
+    ["id =", 1, /has no value/],
+    ["id \"a\"", 1, /expected '=' after the key 'id'/],
+    ["= \"a\"", 1, /expected key = value/],
+    ["id = \"a\" \"b\"", 1, /after the value of 'id'/],
+    ["id = \"a\"\nid = \"b\"", 2, /'id' is set twice \(also on line 1\)/],
+  ];
+  for (const [text, line, pattern] of cases) {
+    assert.throws(() => parseConfigToml(text), (error: unknown) => {
+      assert.ok(error instanceof ConfigSyntaxError, `${JSON.stringify(text)}: ${String(error)}`);
+      assert.equal(error.line, line, JSON.stringify(text));
+      assert.match(error.message, pattern, JSON.stringify(text));
+      return true;
+    });
+  }
+});
+
+void test("readNodeConfig: unknown keys named with the nearest known key, wrong types, unreadable files: one UsageError line with the file and line", async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "tidemark-config-"));
+  try {
+    const cases: Array<[string, string, RegExp]> = [
+      ["a.toml", "id = \"a\"\ncolour = \"red\"\n", /a\.toml:2: unknown key 'colour'; the keys are id, data, mgmt, nbd, host-port, repl, repl-advertise, write-time, log-level, insecure-mgmt$/],
+      ["b.toml", "host_port = \"127.0.0.1:1\"\n", /b\.toml:1: unknown key 'host_port' \(did you mean 'host-port'\?\)/],
+      ["c.toml", "log-levle = \"debug\"\n", /unknown key 'log-levle' \(did you mean 'log-level'\?\)/],
+      ["d.toml", "\nmgmt = 7480\n", /d\.toml:2: mgmt must be a string in quotes, e\.g\. mgmt = "\.\.\."/],
+      ["e.toml", "insecure-mgmt = \"yes\"\n", /e\.toml:1: insecure-mgmt must be true or false/],
+      ["f.toml", "[node]\n", /f\.toml:1: tables \(\[node\]\) are not used/],
+      ["g.yaml", "id: a\n", /--config .*g\.yaml: tidemark reads its config as TOML, not YAML/],
+      ["h.toml", "\u00ff", /unknown|expected key/],
+    ];
+    for (const [name, text, pattern] of cases) {
+      const file = path.join(dir, name);
+      await writeFile(file, name === "h.toml" ? Buffer.from([0xff, 0xfe]) : text);
+      assert.throws(() => readNodeConfig(file), (error: unknown) => {
+        assert.ok(error instanceof UsageError, `${name}: ${String(error)}`);
+        assert.equal(error.exitCode, 2);
+        assert.doesNotMatch(error.message, /\n/, "one line");
+        assert.match(error.message, name === "h.toml" ? /is not UTF-8 text/ : pattern, name);
+        return true;
+      });
+    }
+    assert.throws(() => readNodeConfig(path.join(dir, "missing.toml")), /cannot read it \(no such file, ENOENT\); give the path of the node's TOML file/);
+    assert.throws(() => readNodeConfig(dir), /cannot read it \(it is a directory, EISDIR\)/);
+    const big = path.join(dir, "big.toml");
+    await writeFile(big, "# x\n".repeat(20_000));
+    assert.throws(() => readNodeConfig(big), /is 80000 bytes, more than a config file's 65536/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+void test("the example config in contrib/ reads without error, sets every key but insecure-mgmt and repl-advertise (commented out), and names them all", () => {
+  const config = readNodeConfig(exampleConfig);
+  assert.deepEqual(Object.keys(config.values).sort(), nodeConfigKeys.filter((key) => key !== "insecure-mgmt" && key !== "repl-advertise").sort());
+  assert.equal(config.values.data, "/var/lib/tidemark");
+  assert.equal(config.values.mgmt, "127.0.0.1:7480", "the example keeps the management API on loopback");
+  assert.equal(config.values["log-level"], "info");
+  const text = readFileSync(exampleConfig, "utf8");
+  for (const key of nodeConfigKeys) assert.match(text, new RegExp(`^(# )?${key} = `, "m"), `the example shows ${key}`);
+});
+
+void test("log levels: pino's names, any case; anything else is one line naming where it came from", () => {
+  assert.equal(checkLogLevel("debug", "--log-level"), "debug");
+  assert.equal(checkLogLevel(" WARN ", "--log-level"), "warn");
+  assert.throws(() => checkLogLevel("loud", "TIDEMARK_LOG_LEVEL"), /^UsageError: TIDEMARK_LOG_LEVEL "loud" is not a log level; use one of trace, debug, info, warn, error, fatal$/);
+  assert.throws(() => checkLogLevel("silent", "--log-level"), /is not a log level/);
+});
