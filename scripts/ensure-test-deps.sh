@@ -23,6 +23,7 @@ declare -A need=(
   [mount]=mount
   [sha256sum]=coreutils
   [pgbench]=postgresql-contrib
+  [systemd-analyze]=systemd
 )
 
 has_cmd() {
