@@ -1,11 +1,9 @@
-// The TOML that `tidemark node --config FILE` reads: top-level `key = value` lines, the values
-// strings ("basic" with escapes, or 'literal'), whole numbers and true/false, `#` comments and
-// blank lines. That is a strict subset of TOML 1.0 (https://toml.io/en/v1.0.0): every file this
-// accepts is valid TOML meaning the same, and everything else TOML has (tables, arrays, dotted or
-// quoted keys, floats, dates, multi-line strings) is refused with its line number and what to
-// write instead, never read differently. No TOML library is among the project's dependencies;
-// the node's settings are all scalars, which this covers (docs/operations.md, "Config file").
-// Pure: text in, entries or an error out.
+// The TOML that `tidemark node --config FILE` reads, parsed by smol-toml (TOML 1.0). The
+// node's settings are all top-level scalars, so this takes strings, whole numbers and
+// true/false at the top level and refuses, with the line and what to write instead, what
+// TOML has beyond that (tables, arrays, inline tables, floats, dates): a setting is never
+// read another way than it was meant. Pure: text in, entries or an error out.
+import { parse, TomlError } from "smol-toml";
 
 export type ConfigScalar = string | number | boolean;
 
@@ -25,102 +23,73 @@ export class ConfigSyntaxError extends Error {
   }
 }
 
-const bareKey = /^[A-Za-z0-9_-]+/;
-const integerText = /^[+-]?(?:0|[1-9](?:_?[0-9])*)$/;
-const escapes: Readonly<Record<string, string>> = { b: "\b", t: "\t", n: "\n", f: "\f", r: "\r", "\"": "\"", "\\": "\\" };
 const scalarsOnly = "tidemark's settings are strings in quotes, whole numbers and true or false";
 
-/** Parses `text` (the whole file). Errors: ConfigSyntaxError naming the line. */
+/** The 1-based line where top-level `key` is set (bare or quoted, or as a table header). */
+function lineOf(lines: readonly string[], key: string): number {
+  const escaped = key.replace(/[.*+?^${}()|[\]\\-]/g, "\\$&");
+  const pattern = new RegExp(`^[ \\t]*(?:\\[\\[?[ \\t]*)?(?:${escaped}|"${escaped}"|'${escaped}')[ \\t]*[=.\\]]`);
+  const index = lines.findIndex((line) => pattern.test(line));
+  return index < 0 ? 1 : index + 1;
+}
+
+function firstTableLine(lines: readonly string[]): number {
+  const index = lines.findIndex((line) => /^[ \t]*\[/.test(line));
+  return index < 0 ? 1 : index + 1;
+}
+
+/** What to say about a value that is not a scalar this reads. */
+function describe(key: string, value: unknown, lines: readonly string[]): ConfigSyntaxError {
+  const line = lineOf(lines, key);
+  const text = lines[line - 1]?.trim() ?? "";
+  if (Array.isArray(value)) {
+    return /^\[\[/.test(text) ? new ConfigSyntaxError(line, `tables (${text}) are not used: write every setting as a top-level key = value line`)
+      : new ConfigSyntaxError(line, `arrays are not used: ${scalarsOnly}`);
+  }
+  if (value instanceof Date) return new ConfigSyntaxError(line, `the value of '${key}' (a date) is not one tidemark reads: ${scalarsOnly}; put text in quotes`);
+  if (typeof value === "object" && value !== null) {
+    if (/^\[/.test(text)) return new ConfigSyntaxError(line, `tables (${text.split("]")[0] ?? text}]) are not used: write every setting as a top-level key = value line`);
+    if (new RegExp(`^["']?${key.replace(/[.*+?^${}()|[\]\\-]/g, "\\$&")}["']?[ \\t]*\\.`).test(text)) {
+      return new ConfigSyntaxError(line, `dotted keys (${key}.…) are not used: write every setting as a top-level key = value line`);
+    }
+    return new ConfigSyntaxError(line, `inline tables are not used: ${scalarsOnly}`);
+  }
+  if (typeof value === "number" || typeof value === "bigint") {
+    return Number.isInteger(value) || typeof value === "bigint" ? new ConfigSyntaxError(line, `${String(value)} is too large a number for '${key}'`)
+      : new ConfigSyntaxError(line, `the value of '${key}' (${String(value)}) is not one tidemark reads: ${scalarsOnly}; put text in quotes, e.g. ${key} = "${String(value)}"`);
+  }
+  return new ConfigSyntaxError(line, `the value of '${key}' is not one tidemark reads: ${scalarsOnly}`);
+}
+
+/** Parses `text` (the whole file). Errors: ConfigSyntaxError naming the line (smol-toml's, for TOML that does not parse). */
 export function parseConfigToml(text: string): Map<string, ConfigEntry> {
-  const entries = new Map<string, ConfigEntry>();
   const lines = text.replace(/^\uFEFF/, "").split("\n");
-  lines.forEach((raw, index) => {
-    const lineNo = index + 1;
-    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
-    const rest = line.replace(/^[ \t]+/, "");
-    if (rest === "" || rest.startsWith("#")) return;
-    if (rest.startsWith("[")) {
-      throw new ConfigSyntaxError(lineNo, `tables (${rest.split("]")[0] ?? rest}]) are not used: write every setting as a top-level key = value line`);
+  let document: Record<string, unknown>;
+  try {
+    document = parse(text.replace(/^\uFEFF/, ""), { integersAsBigInt: "asNeeded" });
+  } catch (error) {
+    if (!(error instanceof TomlError)) throw error;
+    const line = lines.length === 0 ? 1 : Math.min(Math.max(error.line, 1), lines.length);
+    const source = lines[line - 1]?.trim() ?? "";
+    const hint = /^[A-Za-z0-9_-]+[ \t]*=[ \t]*[A-Za-z]/.test(source) ? `; put text in quotes, e.g. ${source.replace(/[ \t]*=[ \t]*/, " = \"").replace(/[ \t]*(#.*)?$/, "")}"` : "";
+    throw new ConfigSyntaxError(line, `not valid TOML (${(error.message.split("\n")[0] ?? "").replace(/^Invalid TOML document: /, "")})${hint}`);
+  }
+  const entries = new Map<string, ConfigEntry>();
+  const tableLine = firstTableLine(lines);
+  for (const [key, value] of Object.entries(document)) {
+    if (typeof value === "string") {
+      // eslint-disable-next-line no-control-regex
+      if (/[\u0000-\u0008\u000a-\u001f\u007f]/.test(value)) throw new ConfigSyntaxError(lineOf(lines, key), `the string of '${key}' holds a control character; write it as an escape (\\t, \\u0001)`);
+      entries.set(key, { value, line: lineOf(lines, key) });
+    } else if (typeof value === "boolean") {
+      entries.set(key, { value, line: lineOf(lines, key) });
+    } else if (typeof value === "number" && Number.isSafeInteger(value)) {
+      entries.set(key, { value, line: lineOf(lines, key) });
+    } else {
+      const error = describe(key, value, lines);
+      // A table's keys are not top-level: point at the table when it comes first.
+      throw typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date) && error.line > tableLine ? describe(key, value, lines) : error;
     }
-    if (rest.startsWith("\"") || rest.startsWith("'")) throw new ConfigSyntaxError(lineNo, "write the key without quotes (letters, digits, '-' and '_')");
-    const key = bareKey.exec(rest)?.[0];
-    if (key === undefined) throw new ConfigSyntaxError(lineNo, `expected key = value, found ${JSON.stringify(rest.slice(0, 40))}`);
-    let at = skipBlanks(rest, key.length);
-    if (rest[at] === ".") throw new ConfigSyntaxError(lineNo, `dotted keys (${key}.…) are not used: write every setting as a top-level key = value line`);
-    if (rest[at] !== "=") throw new ConfigSyntaxError(lineNo, `expected '=' after the key '${key}'`);
-    at = skipBlanks(rest, at + 1);
-    const { value, end } = parseValue(rest, at, lineNo, key);
-    const after = skipBlanks(rest, end);
-    if (after < rest.length && rest[after] !== "#") {
-      throw new ConfigSyntaxError(lineNo, `unexpected ${JSON.stringify(rest.slice(after, after + 20))} after the value of '${key}'; one key = value per line, a comment starts with #`);
-    }
-    const earlier = entries.get(key);
-    if (earlier !== undefined) throw new ConfigSyntaxError(lineNo, `'${key}' is set twice (also on line ${String(earlier.line)}); keep one`);
-    entries.set(key, { value, line: lineNo });
-  });
+  }
   return entries;
-}
-
-function skipBlanks(text: string, from: number): number {
-  let at = from;
-  while (text[at] === " " || text[at] === "\t") at += 1;
-  return at;
-}
-
-function parseValue(text: string, at: number, lineNo: number, key: string): { value: ConfigScalar; end: number } {
-  const first = text[at];
-  if (first === undefined || first === "#") throw new ConfigSyntaxError(lineNo, `'${key}' has no value; e.g. ${key} = "..."`);
-  if (text.startsWith("\"\"\"", at) || text.startsWith("'''", at)) throw new ConfigSyntaxError(lineNo, `multi-line strings are not used: ${scalarsOnly}`);
-  if (first === "\"") return parseBasicString(text, at + 1, lineNo, key);
-  if (first === "'") {
-    const close = text.indexOf("'", at + 1);
-    if (close < 0) throw new ConfigSyntaxError(lineNo, `the string of '${key}' has no closing '`);
-    const value = text.slice(at + 1, close);
-    checkNoControl(value, lineNo, key);
-    return { value, end: close + 1 };
-  }
-  if (first === "[") throw new ConfigSyntaxError(lineNo, `arrays are not used: ${scalarsOnly}`);
-  if (first === "{") throw new ConfigSyntaxError(lineNo, `inline tables are not used: ${scalarsOnly}`);
-  const word = /^[^\s#]+/.exec(text.slice(at))?.[0] ?? "";
-  if (word === "true" || word === "false") return { value: word === "true", end: at + word.length };
-  if (integerText.test(word)) {
-    const value = Number(word.replace(/_/g, ""));
-    if (!Number.isSafeInteger(value)) throw new ConfigSyntaxError(lineNo, `${word} is too large a number for '${key}'`);
-    return { value, end: at + word.length };
-  }
-  throw new ConfigSyntaxError(lineNo, `the value of '${key}' (${word}) is not one tidemark reads: ${scalarsOnly}; put text in quotes, e.g. ${key} = "${word.replace(/"/g, "")}"`);
-}
-
-function parseBasicString(text: string, from: number, lineNo: number, key: string): { value: string; end: number } {
-  let value = "";
-  for (let at = from; at < text.length; at += 1) {
-    const char = text[at] ?? "";
-    if (char === "\"") return { value, end: at + 1 };
-    if (char !== "\\") {
-      checkNoControl(char, lineNo, key);
-      value += char;
-      continue;
-    }
-    const code = text[at + 1] ?? "";
-    const simple = escapes[code];
-    if (simple !== undefined) {
-      value += simple;
-      at += 1;
-      continue;
-    }
-    const digits = code === "u" ? 4 : code === "U" ? 8 : 0;
-    const hex = text.slice(at + 2, at + 2 + digits);
-    const point = digits > 0 && /^[0-9A-Fa-f]+$/.test(hex) && hex.length === digits ? Number.parseInt(hex, 16) : -1;
-    if (point < 0 || point > 0x10ffff || (point >= 0xd800 && point <= 0xdfff)) {
-      throw new ConfigSyntaxError(lineNo, `the string of '${key}' has an invalid escape \\${code}${hex}; write a backslash as \\\\ or use 'single quotes'`);
-    }
-    value += String.fromCodePoint(point);
-    at += 1 + digits;
-  }
-  throw new ConfigSyntaxError(lineNo, `the string of '${key}' has no closing "`);
-}
-
-function checkNoControl(value: string, lineNo: number, key: string): void {
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u0008\u000a-\u001f\u007f]/.test(value)) throw new ConfigSyntaxError(lineNo, `the string of '${key}' holds a control character; write it as an escape (\\t, \\u0001)`);
 }

@@ -20,7 +20,7 @@ function values(text: string): Record<string, unknown> {
   return Object.fromEntries([...parseConfigToml(text)].map(([key, entry]) => [key, entry.value]));
 }
 
-void test("the TOML subset reads strings, escapes, literal strings, whole numbers, booleans and comments as TOML does", () => {
+void test("the config reads strings, escapes, literal strings, whole numbers, booleans and comments as TOML 1.0 does (smol-toml)", () => {
   const text = [
     "\uFEFF# a comment",
     "",
@@ -50,31 +50,28 @@ void test("the TOML subset reads strings, escapes, literal strings, whole number
   assert.equal(parseConfigToml("\n\nmgmt = \"x\"\n").get("mgmt")?.line, 3, "each entry knows its line");
 });
 
-void test("what the subset does not read is refused with the line and what to write, never read another way", () => {
+void test("what is not TOML, or not a top-level scalar, is refused with the line and what to write, never read another way", () => {
   const cases: Array<[string, number, RegExp]> = [
     ["[node]\nid = \"a\"", 1, /tables \(\[node\]\) are not used/],
-    ["id = \"a\"\n[[nodes]]", 2, /tables/],
+    ["id = \"a\"\n[[nodes]]", 2, /tables \(\[\[nodes\]\]\) are not used/],
     ["node.id = \"a\"", 1, /dotted keys/],
-    ["\"id\" = \"a\"", 1, /without quotes/],
     ["id = [\"a\"]", 1, /arrays are not used/],
     ["id = { a = 1 }", 1, /inline tables are not used/],
-    ["id = \"\"\"a\"\"\"", 1, /multi-line strings are not used/],
     ["id = 1.5", 1, /\(1\.5\) is not one tidemark reads.*put text in quotes/],
-    ["id = 1979-05-27", 1, /is not one tidemark reads/],
-    ["id = site-a", 1, /put text in quotes, e\.g\. id = "site-a"/],
-    ["id = 0x10", 1, /is not one tidemark reads/],
-    ["id = 01", 1, /is not one tidemark reads/],
+    ["id = 1979-05-27", 1, /a date.*is not one tidemark reads/],
+    ["id = site-a", 1, /not valid TOML.*put text in quotes, e\.g\. id = "site-a"/],
+    ["id = 01", 1, /not valid TOML \(illegal leading zero\)/],
     ["id = 99999999999999999999", 1, /too large/],
-    ["id = \"a", 1, /no closing "/],
-    ["id = 'a", 1, /no closing '/],
-    ["id = \"a\\q\"", 1, /invalid escape \\q/],
-    ["id = \"\\uD800\"", 1, /invalid escape/],
+    ["id = \"a", 1, /not valid TOML \(unfinished string\)/],
+    ["id = 'a", 1, /unfinished string/],
+    ["id = \"a\\q\"", 1, /escape/],
+    ["id = \"\\uD800\"", 1, /escape/],
     ["id = \"a\u0001\"", 1, /control character/],
-    ["id =", 1, /has no value/],
-    ["id \"a\"", 1, /expected '=' after the key 'id'/],
-    ["= \"a\"", 1, /expected key = value/],
-    ["id = \"a\" \"b\"", 1, /after the value of 'id'/],
-    ["id = \"a\"\nid = \"b\"", 2, /'id' is set twice \(also on line 1\)/],
+    ["id =", 1, /not valid TOML/],
+    ["id \"a\"", 1, /not valid TOML/],
+    ["= \"a\"", 1, /not valid TOML/],
+    ["id = \"a\" \"b\"", 1, /not valid TOML.*end-of-line/],
+    ["id = \"a\"\nid = \"b\"", 2, /not valid TOML.*already defined/],
   ];
   for (const [text, line, pattern] of cases) {
     assert.throws(() => parseConfigToml(text), (error: unknown) => {
