@@ -71,6 +71,11 @@ export function parseConfigToml(text: string): Map<string, ConfigEntry> {
     if (!(error instanceof TomlError)) throw error;
     const line = lines.length === 0 ? 1 : Math.min(Math.max(error.line, 1), lines.length);
     const source = lines[line - 1]?.trim() ?? "";
+    const key = /^([A-Za-z0-9_-]+)[ \t]*=/.exec(source)?.[1];
+    if (key !== undefined && /redefine/.test(error.message)) {
+      const first = lineOf(lines, key);
+      throw new ConfigSyntaxError(line, `'${key}' is set twice (also on line ${String(first)}); keep one`);
+    }
     const hint = /^[A-Za-z0-9_-]+[ \t]*=[ \t]*[A-Za-z]/.test(source) ? `; put text in quotes, e.g. ${source.replace(/[ \t]*=[ \t]*/, " = \"").replace(/[ \t]*(#.*)?$/, "")}"` : "";
     throw new ConfigSyntaxError(line, `not valid TOML (${(error.message.split("\n")[0] ?? "").replace(/^Invalid TOML document: /, "")})${hint}`);
   }
