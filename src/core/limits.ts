@@ -90,6 +90,13 @@ export const groupApplyDelayMsMax = 50;
 /** Host writes one group may hold (journal full, slowed, volumes behind): every request the front ends may have in flight. */
 export const heldWritesPerGroupMax = nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax;
 /**
+ * Downstreams one group's ingest feeds at once (GroupWriter.attach): the pairs it is the
+ * primary of. Metadata allows one pair per group today; the cascade hop needs more.
+ */
+export const ingestObserversPerGroupMax = 16;
+/** Operator commands (suspend, resume) one pair has waiting for their save at once; more are refused (TM_ERR_LIMIT). */
+export const pairCommandsInFlightMax = 64;
+/**
  * The log says when a group's host writes start being held, why, when the reason changes and
  * when none is held any more: at most one such line per this interval, however fast the state
  * flaps; a change within it is written when it ends, if still true then (docs/replication.md).

@@ -2,11 +2,10 @@
 // volumes and journals, then serves NBD, the host protocol, replication and management.
 // This file wires the pieces; the write path is in group-writer.ts, the servers in their own files.
 import { ControlError, JournalCorruptError, JournalFormatError, NodeStartError } from "../core/errors.ts";
-import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
-import { groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesLimit, journalBytesMaxDefault, journalBytesMin, timeAdvanceIntervalMs, volumesPerGroupMax } from "../core/limits.ts";
+import { groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesLimit, journalBytesMaxDefault, journalBytesMin, volumesPerGroupMax } from "../core/limits.ts";
 import { asAcceptNumber, asVolumeId, asWriteTimeUs, type WriteTimePolicy } from "../core/types.ts";
 import { type VolumeCatalog } from "../core/volume-io.ts";
 import { RecordKind, type JournalRecord } from "../protocol/journal-record.ts";
@@ -23,8 +22,8 @@ import { MetadataStore } from "../metadata/metadata-store.ts";
 import { httpPeerClient, type PeerClient } from "../transport/peer-client.ts";
 import { validateName } from "../core/names.ts";
 import { VolumeRegistry, type LiveVolume } from "../volumes/volume-registry.ts";
-import { type GroupRecord, type NodeMetadata, type PairRecord, type SecondaryRecord } from "../metadata/metadata.ts";
-import { PairLink } from "../primary/pair-link.ts";
+import { type GroupRecord, type NodeMetadata, type SecondaryRecord } from "../metadata/metadata.ts";
+import { PrimaryRole } from "../primary/primary-role.ts";
 import { emptySecondaryVolumes, saveWrittenMaps, volumeBytes } from "../volumes/volume-files.ts";
 import { Reflector } from "../secondary/reflector.ts";
 import { ReplServer, type SecondaryHost } from "../secondary/repl-server.ts";
@@ -105,14 +104,13 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   private readonly groups = new Map<string, GroupWriter>();
   readonly nodeMetrics: NodeMetrics;
   private allocationTimer: Timer | undefined;
-  private timeAdvanceTimer: Timer | undefined;
   private nbdServer: NbdServer | undefined;
   private hostServer: HostServer | undefined;
   private replServer: ReplServer | undefined;
   /** Groups that are the secondary of a pair (secondary side). */
   private readonly secondaryGroups = new Map<string, SecondaryGroup>();
-  /** Groups that are the source of a pair (primary side). */
-  private readonly links = new Map<string, PairLink>();
+  /** The pairs this node is the primary of. */
+  private readonly primary: PrimaryRole;
   private readonly reflector: Reflector;
   /** Ids handed out but maybe not yet persisted (creates run concurrently). */
   private groupIdReserved = 0;
@@ -138,18 +136,19 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     this.clock = options.clock ?? systemClock;
     this.transport = options.transport ?? tcpTransport;
     this.fileSystem = options.fileSystem ?? nodeFileSystem;
-    this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs(options.clock ?? systemClock));
     let clampLoggedAtMs = -Infinity;
     let clampsSinceLog = 0;
-    this.stamper.onHostTimeClamped = (hostWriteTimeUs, boundUs) => {
-      clampsSinceLog += 1;
-      const nowMs = this.clock.monotonicMs();
-      if (nowMs - clampLoggedAtMs < hostTimeClampLogIntervalMs) return;
-      this.logger.warn({ event: "host_write_time_clamped", hostWriteTimeUs, recordedUs: boundUs, clamped: clampsSinceLog },
-        `a host sent write time ${new Date(hostWriteTimeUs / 1000).toISOString()}, more than ${hostWriteTimeAheadUsMax / 1e6} s ahead of this node's clock; recorded ${new Date(boundUs / 1000).toISOString()} instead (${clampsSinceLog} such writes since the last line): check the host's clock`);
-      clampLoggedAtMs = nowMs;
-      clampsSinceLog = 0;
-    };
+    this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs(options.clock ?? systemClock), {
+      hostTimeClamped: (hostWriteTimeUs, boundUs) => {
+        clampsSinceLog += 1;
+        const nowMs = this.clock.monotonicMs();
+        if (nowMs - clampLoggedAtMs < hostTimeClampLogIntervalMs) return;
+        this.logger.warn({ event: "host_write_time_clamped", hostWriteTimeUs, recordedUs: boundUs, clamped: clampsSinceLog },
+          `a host sent write time ${new Date(hostWriteTimeUs / 1000).toISOString()}, more than ${hostWriteTimeAheadUsMax / 1e6} s ahead of this node's clock; recorded ${new Date(boundUs / 1000).toISOString()} instead (${clampsSinceLog} such writes since the last line): check the host's clock`);
+        clampLoggedAtMs = nowMs;
+        clampsSinceLog = 0;
+      },
+    });
     this.nodeMetrics = new NodeMetrics(options.id, () => this.journalFigures(), (options.serve ?? "all") === "all");
     this.peers = options.peers ?? httpPeerClient;
     this.lockPath = join(options.dataDir, "lock");
@@ -160,6 +159,18 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
       critical: (what, write) => this.withSpaceReserve(what, write),
     });
     this.volumes = new VolumeRegistry({ fileSystem: this.fileSystem, dataDir: options.dataDir, logger: this.logger, store: this.metadataStore, clock: this.clock });
+    this.primary = new PrimaryRole({
+      nodeId: options.id,
+      logger: this.logger,
+      clock: this.clock,
+      transport: this.transport,
+      metadata: () => this.requireMetadata(),
+      updateMetadata: (change, critical) => this.updateMetadata(change, critical),
+      writer: (group) => this.groups.get(group),
+      isSecondary: (group) => this.secondaryGroups.has(group),
+      volume: (volumeId) => this.volumesById.get(volumeId),
+      prepareSecondary: (baseUrl, request) => this.peers.preparePairSecondary(baseUrl, request),
+    });
     this.reflector = new Reflector({
       groups: () => [...this.secondaryGroups.values()],
       logger: this.logger.child({ component: "reflector" }),
@@ -206,13 +217,9 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     // A restarted secondary replays to the recomputed frontier before anyone reads its image.
     if (!faultInjected("skip-recovery-replay")) await this.reflector.drain();
     await this.startListeners();
-    for (const link of this.links.values()) link.start();
+    this.primary.start();
     await this.refreshAllocation();
     this.allocationTimer = this.clock.setInterval(() => void this.refreshAllocation(), allocationRefreshMs);
-    // One timer for every pair's time advances (not one per pair: idle pairs cost wakeups).
-    this.timeAdvanceTimer = this.clock.setInterval(() => {
-      for (const link of this.links.values()) link.maybeTimeAdvance();
-    }, Math.max(10, Math.floor(timeAdvanceIntervalMs / 2)));
     this.logger.info({ event: "node_started", id: this.options.id, dataDir: this.options.dataDir, ports: this.ports, volumes: this.volumesByName.size, groups: this.groups.size, writeTime: this.options.writeTimePolicy }, "node started");
   }
 
@@ -278,7 +285,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
       this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
       const writer = this.newWriter(record, journal, volumes, nextSequence, report.lastWriteSequence > 0 ? report.lastWriteSequence : Math.min(record.checkpointSequence, nextSequence - 1));
       if (replayError !== undefined) writer.stopAfterRecoveryError(replayError);
-      if (record.pair !== undefined) this.newLink(record, record.pair, writer);
+      if (record.pair !== undefined) this.primary.openPair(record, record.pair, writer);
       if (report.records > 0 || report.tornBytesCut > 0) {
         this.logger.info({ event: "journal_recovered", group: record.name, replayed, records: report.records, tornBytesCut: report.tornBytesCut, nextSequence }, "journal recovered");
       }
@@ -331,8 +338,8 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
           assert(result.checkpointSequence >= group.checkpointSequence, "checkpoints never go back");
           group.checkpointSequence = result.checkpointSequence;
           group.nextSequence = result.nextSequence;
-          const link = this.links.get(record.name);
-          if (group.pair !== undefined && link !== undefined) group.pair.ackedSequence = Math.max(group.pair.ackedSequence, link.ackedSequence);
+          const acked = this.primary.ackedSequence(record.name);
+          if (group.pair !== undefined && acked !== undefined) group.pair.ackedSequence = Math.max(group.pair.ackedSequence, acked);
         });
       },
     });
@@ -345,38 +352,6 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
       }
     }
     return writer;
-  }
-
-  /** The primary side of a pair over a writable group. */
-  private newLink(record: GroupRecord, pair: PairRecord, writer: GroupWriter): PairLink {
-    const volumes = pair.volumes.map((mapping) => {
-      const live = this.volumesById.get(mapping.volumeId);
-      assert(live !== undefined, `pair of ${record.name} maps volume ${mapping.volumeId} that exists`);
-      return { volumeId: mapping.volumeId, remoteVolume: mapping.remoteVolume, file: live.file };
-    });
-    const link = new PairLink({
-      record: pair,
-      groupName: record.name,
-      nodeId: this.options.id,
-      writer,
-      volumes,
-      logger: this.logger.child({ component: "pair", group: record.name }),
-      clock: this.clock,
-      transport: this.transport,
-      persist: async (change) => {
-        await this.updateMetadata((m) => {
-          const group = groupRecordById(m, record.id);
-          assert(group.pair !== undefined, "the pair is in the metadata");
-          change(group.pair);
-        });
-        // Live state follows the metadata only once it is saved (see updateMetadata).
-        const saved = groupRecordById(this.requireMetadata(), record.id).pair;
-        assert(saved !== undefined, "the pair is in the saved metadata");
-        link.record = structuredClone(saved);
-      },
-    });
-    this.links.set(record.name, link);
-    return link;
   }
 
   /** The secondary side of a pair: journal recovered (not replayed: the reflector does that), volumes read-only. */
@@ -458,11 +433,10 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   private async runStop(): Promise<void> {
     this.logger.info({ event: "node_stopping" }, "stopping");
     this.clock.clear(this.allocationTimer);
-    this.clock.clear(this.timeAdvanceTimer);
     await this.mgmtApi?.close();
     await this.nbdServer?.close();
     await this.hostServer?.close();
-    for (const link of this.links.values()) link.stop("node stopping");
+    this.primary.stop();
     await this.replServer?.close();
     await this.reflector.stop();
     for (const secondary of this.secondaryGroups.values()) {
@@ -580,7 +554,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     }
     // Held writes of a group without a pair, and a pair's secondary whose journal is full.
     for (const writer of this.groups.values()) {
-      if (writer.heldWrites > 0 && writer.stopped === undefined && !this.links.has(writer.name)) reasons.push(`group ${writer.name}: ${this.heldReason(writer)}`);
+      if (writer.heldWrites > 0 && writer.stopped === undefined && !this.primary.hasPair(writer.name)) reasons.push(`group ${writer.name}: ${this.heldReason(writer)}`);
     }
     for (const secondary of this.secondaryGroups.values()) {
       const reason = secondary.stopped === undefined ? secondary.spaceReason(this.frontierHolder(secondary)) : null;
@@ -701,8 +675,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
 
   /** Why a group's host writes are held (pair status says the same, with the pair's part). */
   private heldReason(writer: GroupWriter): string {
-    const link = this.links.get(writer.name);
-    const linkReason = link?.status().reason ?? null;
+    const linkReason = this.primary.pairStatus(writer.name)?.reason ?? null;
     if (linkReason !== null) return linkReason;
     const journal = writer.journal;
     const why = writer.holdReason === "apply-behind" ? "until the volumes catch up with the journal" : "until a checkpoint frees journal space";
@@ -738,54 +711,12 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
 
   // ---- PairControl (primary side) ------------------------------------------------
 
-  async createPair(request: CreatePairRequest): Promise<PairInfo> {
-    const writer = this.groups.get(request.group);
-    if (writer === undefined) {
-      if (this.secondaryGroups.has(request.group)) throw new ControlError("TM_ERR_STATE", `group ${request.group} is itself the secondary of a pair; create pairs from the primary`);
-      throw new ControlError("TM_ERR_NOT_FOUND", `group ${request.group} does not exist; create it with: tidemark group create ${request.group} --volumes V1[,V2...]`);
-    }
-    if (this.links.has(request.group)) throw new ControlError("TM_ERR_EXISTS", `group ${request.group} already has a pair (see: tidemark pair status ${request.group})`);
-    const stopped = writer.stopped;
-    if (stopped !== undefined) throw new ControlError("TM_ERR_STATE", `group ${request.group} is stopped (${stopped.reason}); create the pair once it has resumed`);
-    if (request.mode === "sync") throw new ControlError("TM_ERR_INVALID", "--mode sync (cascade) is not supported yet; use --mode async");
-    if (request.reflect === "marker") throw new ControlError("TM_ERR_INVALID", "--reflect marker needs consistency points, which are not supported yet; use --reflect time or seq");
-    const record = this.requireMetadata().groups.find((g) => g.name === request.group);
-    assert(record !== undefined, "a live group is in the metadata");
-    const remoteGroup = request.remoteGroup ?? request.group;
-    const pairId = `${this.options.id}/${request.group}/${randomUUID().slice(0, 8)}`;
-    const members = record.volumeIds.map((id) => {
-      const live = this.volumesById.get(id);
-      assert(live !== undefined, "group volumes exist");
-      return live;
-    });
-    const secondaryRequest: PairSecondaryRequest = {
-      pairId, primaryNode: this.options.id, primaryGroup: request.group, group: remoteGroup,
-      volumes: members.map((v) => ({ name: v.name, sizeBytes: v.sizeBytes })), reflect: request.reflect, transfer: request.transfer, streams: request.streams,
-      ...(request.force === true ? { force: true } : {}),
-    };
-    const secondary = await this.peers.preparePairSecondary(request.to, secondaryRequest);
-    if (secondary.nodeId === this.options.id) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
-    // S0: everything accepted so far is covered by the initial copy; the stream starts after it.
-    const copyStartSequence = writer.nextSequence - 1;
-    const pair: PairRecord = {
-      pairId, remoteNode: secondary.nodeId, remoteUrl: request.to, remoteGroup, remoteReplAddress: secondary.replAddress,
-      transfer: request.transfer, streams: request.streams, reflect: request.reflect, state: "copying",
-      copyStartSequence, consistentFromSequence: 0, copyDone: false, ackedSequence: copyStartSequence, reason: null,
-      volumes: members.map((v) => ({ volumeId: v.id, remoteVolume: v.name })),
-    };
-    await this.updateMetadata((m) => {
-      const group = groupRecordById(m, record.id);
-      group.pair = pair;
-    });
-    const updated = groupRecordById(this.requireMetadata(), record.id);
-    const link = this.newLink(updated, structuredClone(pair), writer);
-    link.start();
-    this.logger.info({ event: "pair_created", group: request.group, pairId, secondary: secondary.nodeId, remoteGroup, copyStartSequence }, "pair created");
-    return link.status();
+  createPair(request: CreatePairRequest): Promise<PairInfo> {
+    return this.primary.createPair(request);
   }
 
   listPairs(): readonly PairInfo[] {
-    const pairs: PairInfo[] = [...this.links.values()].map((link) => link.status());
+    const pairs: PairInfo[] = this.primary.pairStatuses();
     for (const record of this.requireMetadata().groups) {
       if (record.secondary !== undefined) pairs.push(this.secondaryStatus(record.name, record.secondary));
     }
@@ -793,34 +724,20 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   }
 
   pair(group: string): PairInfo {
-    const link = this.links.get(group);
-    if (link !== undefined) return link.status();
+    const primary = this.primary.pairStatus(group);
+    if (primary !== undefined) return primary;
     const record = this.requireMetadata().groups.find((g) => g.name === group);
     if (record?.secondary !== undefined) return this.secondaryStatus(group, record.secondary);
     if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} does not exist`);
     throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair; create one with: tidemark pair create ${group} --to SECONDARY_URL`);
   }
 
-  async suspendPair(group: string): Promise<PairInfo> {
-    const link = this.primaryLink(group);
-    if (link.record.state === "suspended") return link.status();
-    if (link.record.state === "failed") throw new ControlError("TM_ERR_STATE", `pair of ${group} has failed (${link.record.reason ?? "unknown"}); it cannot be suspended`);
-    await link.suspend();
-    return link.status();
+  suspendPair(group: string): Promise<PairInfo> {
+    return this.primary.suspendPair(group);
   }
 
-  async resumePair(group: string): Promise<PairInfo> {
-    const link = this.primaryLink(group);
-    if (link.record.state !== "suspended") throw new ControlError("TM_ERR_STATE", `pair of ${group} is ${link.record.state}, not suspended`);
-    await link.resume();
-    return link.status();
-  }
-
-  private primaryLink(group: string): PairLink {
-    const link = this.links.get(group);
-    if (link !== undefined) return link;
-    if (this.secondaryGroups.has(group)) throw new ControlError("TM_ERR_STATE", `group ${group} is the secondary of its pair; run this against the primary`);
-    throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair on this node`);
+  resumePair(group: string): Promise<PairInfo> {
+    return this.primary.resumePair(group);
   }
 
   // ---- PairControl (secondary side) ---------------------------------------------

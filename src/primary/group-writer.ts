@@ -13,7 +13,7 @@ import { VolumeIoError } from "../core/errors.ts";
 import { errorCode } from "../storage/fs.ts";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldLogIntervalMs, heldWritesPerGroupMax } from "../core/limits.ts";
+import { groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldLogIntervalMs, heldWritesPerGroupMax, ingestObserversPerGroupMax } from "../core/limits.ts";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs, type VolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
@@ -39,6 +39,29 @@ interface HostWrite {
 }
 
 const emptyPayload = Buffer.alloc(0);
+
+/**
+ * What is downstream of a group's ingest: a pair it feeds (any number of them: the cascade
+ * hop C -> A -> B feeds A's group from C and sends it on to B). The writer calls it; it never
+ * reaches into the writer. Attached with GroupWriter.attach, which returns its Detach.
+ */
+export interface IngestObserver {
+  /** A record was stamped, sequenced and appended (not durable yet); its payload is owned. On the write path: no I/O, no allocation. */
+  readonly recordAppended?: (record: JournalRecord) => void;
+  /** The group stopped (a full disk, an I/O error: `stopped` says why) or resumed (undefined). */
+  readonly groupStateChanged?: (stopped: GroupStop | undefined) => void;
+  /**
+   * Retention hold: the journal keeps every record from this sequence on (what the secondary
+   * does not hold yet); undefined holds nothing. The journal trims behind the lowest hold
+   * and the checkpoint. A hold that moves up calls GroupWriter.releaseHeld (space may free).
+   */
+  readonly keepFromSequence?: () => number | undefined;
+  /** Delay for each new host write, ms (0: none), while the journal fills; the writer uses the largest asked. */
+  readonly slowdownMs?: () => number;
+}
+
+/** Ends an attachment: the observer hears nothing more, and its hold and slowdown are gone. Idempotent. */
+export type Detach = () => void;
 
 export interface GroupVolume {
   readonly id: VolumeId;
@@ -118,15 +141,9 @@ export class GroupWriter {
   private lastAcceptNumber = 0;
   /** Sequence of the newest host write (write or zeroes) of this group: what `pair wait` waits for. */
   private lastWriteSequenceValue: number;
-  /** Called after each record is stamped and appended (the pair's sender listens). The payload is owned. */
-  onRecord: (record: JournalRecord) => void = () => undefined;
-  /** Called when the group stops or resumes. */
-  onStateChange: () => void = () => undefined;
-  /** Delay for new writes while a pair lets the journal fill (0: none). */
-  slowdownMs: () => number = () => 0;
+  /** Downstream of the ingest (attach): replaced, never changed in place, so a detach during a callback is safe. */
+  private observers: readonly IngestObserver[] = [];
   private spaceRequested = false;
-  /** The journal may not trim past this (a pair's acknowledged sequence); set by the pair. */
-  trimFloor: () => number = () => Number.MAX_SAFE_INTEGER;
   private readonly stopControl: GroupStopControl;
   private closed = false;
   private readonly persistCheckpoint: (result: CheckpointResult) => Promise<void>;
@@ -150,12 +167,63 @@ export class GroupWriter {
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
       attemptResume: (stop) => this.attemptResume(stop),
-      onStateChange: () => this.onStateChange(),
+      onStateChange: () => this.groupStateChanged(),
     });
   }
 
   get nextSequence(): number {
     return this.nextSequenceValue;
+  }
+
+  /**
+   * Adds a downstream: it hears of every record appended from now on and of the group's
+   * stops and resumes, and its retention hold and slowdown count, until the returned Detach.
+   */
+  attach(observer: IngestObserver): Detach {
+    assert(!this.observers.includes(observer), "an observer is attached once");
+    assert(this.observers.length < ingestObserversPerGroupMax, () => `group ${this.name} feeds at most ${ingestObserversPerGroupMax} downstreams`);
+    this.observers = [...this.observers, observer];
+    let attached = true;
+    return () => {
+      if (!attached) return;
+      attached = false;
+      this.observers = this.observers.filter((o) => o !== observer);
+      // Its hold and its slowdown are gone: held writes may go now.
+      this.releaseHeld();
+    };
+  }
+
+  /** The journal may trim through this: behind every downstream's hold (the checkpoint bounds it too). */
+  private retainedThrough(): number {
+    const observers = this.observers;
+    let through = Number.MAX_SAFE_INTEGER;
+    for (let i = 0; i < observers.length; i++) {
+      const keepFrom = observers[i]?.keepFromSequence?.();
+      if (keepFrom !== undefined) through = Math.min(through, keepFrom - 1);
+    }
+    return through;
+  }
+
+  /** The largest delay a downstream asks for new writes (0: none). Per host write: no allocation. */
+  private slowdownMs(): number {
+    const observers = this.observers;
+    let delayMs = 0;
+    for (let i = 0; i < observers.length; i++) {
+      const asked = observers[i]?.slowdownMs?.() ?? 0;
+      if (asked > delayMs) delayMs = asked;
+    }
+    return delayMs;
+  }
+
+  /** Per record: every downstream hears of it, in attach order. */
+  private recordAppended(record: JournalRecord): void {
+    const observers = this.observers;
+    for (let i = 0; i < observers.length; i++) observers[i]?.recordAppended?.(record);
+  }
+
+  private groupStateChanged(): void {
+    const stopped = this.stopped;
+    for (const observer of this.observers) observer.groupStateChanged?.(stopped);
   }
   get appliedSequence(): number {
     return this.appliedSequenceValue;
@@ -316,7 +384,7 @@ export class GroupWriter {
     if (this.stopped !== undefined || this.closed || this.held.length > 0 || this.journalValue.freeBytes < journalHeaderBytes) return;
     const record = this.nextRecord(RecordKind.timeAdvance, asVolumeId(0), 0, 0, emptyPayload, undefined);
     const appended = this.journalValue.append(record);
-    this.onRecord(record);
+    this.recordAppended(record);
     appended.then(() => this.markApplied(record.sequence), (error: unknown) => this.fail(error as Error, this.journalValue.dir));
   }
 
@@ -370,7 +438,7 @@ export class GroupWriter {
 
   /** Whether a checkpoint would free journal space now (a whole segment behind both the applied sequence and the trim floor). */
   private canTrimMore(): boolean {
-    return this.journalValue.bytesTrimmableThrough(Math.min(this.appliedSequenceValue, this.trimFloor())) > 0;
+    return this.journalValue.bytesTrimmableThrough(Math.min(this.appliedSequenceValue, this.retainedThrough())) > 0;
   }
 
   private acceptNow(write: HostWrite): Promise<void> {
@@ -415,7 +483,7 @@ export class GroupWriter {
         this.fail(error as Error, journal.failed === undefined ? volume.file.path : journal.dir);
       },
     );
-    this.onRecord(record);
+    this.recordAppended(record);
     return this.complete(appended, journal, write.fua);
   }
 
@@ -495,14 +563,15 @@ export class GroupWriter {
    */
   checkpoint(): Promise<CheckpointResult> {
     if (this.checkpointRunning !== undefined) return this.checkpointRunning;
-    const running = this.runCheckpoint(this.trimFloor()).finally(() => {
+    const running = this.runCheckpoint(this.retainedThrough()).finally(() => {
       this.checkpointRunning = undefined;
     });
     this.checkpointRunning = running;
     return running;
   }
 
-  private async runCheckpoint(trimFloor: number): Promise<CheckpointResult> {
+  /** `retainedThrough`: the journal trims no further (the downstreams' holds). */
+  private async runCheckpoint(retainedThrough: number): Promise<CheckpointResult> {
     const checkpointSequence = this.appliedSequenceValue;
     const bytesAtStart = this.bytesSinceCheckpoint;
     const journal = this.journalValue;
@@ -520,7 +589,7 @@ export class GroupWriter {
     const result: CheckpointResult = { checkpointSequence, nextSequence: this.nextSequenceValue };
     await this.persistCheckpoint(result);
     this.checkpointSequenceValue = Math.max(this.checkpointSequenceValue, checkpointSequence);
-    await journal.trimThrough(Math.min(checkpointSequence, trimFloor));
+    await journal.trimThrough(Math.min(checkpointSequence, retainedThrough));
     this.bytesSinceCheckpoint = Math.max(0, this.bytesSinceCheckpoint - bytesAtStart);
     return result;
   }
@@ -627,7 +696,7 @@ export class GroupWriter {
     await this.stopControl.close();
     await Promise.all([...this.volumes.values()].map((volume) => volume.order.drain()));
     if (this.stopped !== undefined) return undefined;
-    return this.runCheckpoint(this.trimFloor());
+    return this.runCheckpoint(this.retainedThrough());
   }
 
   private stoppedError(): VolumeIoError {

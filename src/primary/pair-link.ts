@@ -1,30 +1,40 @@
-// The primary's side of one pair (patent Fig. 6): N replication streams to the secondary,
-// the initial copy, then batches of durable journal records, pushed or pulled, windowed by
-// the pure PairSender. Link loss: every stream reconnects with backoff and the handshake
-// says where to resume; nothing is lost, skipped or applied twice (the receiver drops
-// duplicates). Only what the secondary holds durably lets the journal trim.
-// A stream that stops answering is closed (ReplConnection's deadlines) and its batches go
-// to the others. A secondary out of journal space refuses batches (NACK NO_SPACE): the pair
-// holds back, sends one batch again after a backoff or at once when the secondary reports
-// room (ACK batchId 0), and says so in its status. Pull: each PULL is answered with a batch
-// starting exactly at its fromSequence, or after replPullWaitMs with an empty one.
+// The primary's side of one pair (patent Fig. 6): the shell around the pure machine in
+// core/primary-pair.ts. The machine decides the pair's life (start, suspend, resume, the
+// initial copy's end, failure, the group's stops, reconnecting, holding back while the
+// secondary is out of space); this shell executes its effects in order and feeds what
+// happened back as events. It keeps the I/O and the data path: N replication streams, the
+// initial copy's reads, batches of durable journal records pushed or pulled, windowed by the
+// pure PairSender. Link loss: every stream reconnects with backoff and the handshake says
+// where to resume; nothing is lost, skipped or applied twice (the receiver drops
+// duplicates). Only what the secondary holds durably lets the journal trim (the pair's
+// retention hold on the group's ingest). A stream that stops answering is closed
+// (ReplConnection's deadlines) and its batches go to the others. A secondary out of journal
+// space refuses batches (NACK NO_SPACE): the pair holds back, sends one batch again after a
+// backoff or at once when the secondary reports room (ACK batchId 0), and says so in its
+// status. Pull: each PULL is answered with a batch starting exactly at its fromSequence, or
+// after replPullWaitMs with an empty one.
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
 import {
-  replBatchBytesMax, replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replNoSpaceRetryMsMax, replNoSpaceRetryMsMin, replPullWaitMs,
-  replReconnectDelayMsMax, replReconnectDelayMsMin,
+  pairCommandsInFlightMax, replBatchesInFlightPerStreamMax, replCopyChunkBytesMax, replPullWaitMs, replReconnectDelayMsMax, replReconnectDelayMsMin,
 } from "../core/limits.ts";
 import type { ExtentMap } from "../core/extent-map.ts";
 import { nonZeroRuns } from "../core/data-runs.ts";
 import { PairSender, timeAdvanceDue, type BatchPlan } from "../core/sender.ts";
+import {
+  holdsJournal, initialPrimaryPair, pairRunning, pushAllowance, stepPrimaryPair, timeAdvanceAllowed,
+  type PairTimer, type PrimaryPairChange, type PrimaryPairEffect, type PrimaryPairEvent, type PrimaryPairState, type ReopenWhy,
+} from "../core/primary-pair.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { replProtocolVersionMax, replProtocolVersionMin, type ReplMessage } from "../protocol/repl-protocol.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import { DirectReader } from "../storage/direct-reader.ts";
+import { errorCode } from "../storage/fs.ts";
+import { ControlError } from "../core/errors.ts";
 import type { PairInfo } from "../mgmt/control.ts";
-import type { GroupWriter } from "./group-writer.ts";
+import type { Detach, GroupWriter } from "./group-writer.ts";
 import type { Clock, Timer } from "../node/clock.ts";
 import type { Transport } from "../transport/transport.ts";
 import { faultInjected } from "../core/faults.ts";
@@ -45,6 +55,10 @@ const groupHandle = 1;
 export const senderTailBytesMax = 16 * 1024 * 1024;
 /** Why streams are closed (and reopened) once the initial copy is done. */
 const copyDoneReopen = "initial copy done; reopening";
+const reopenText: Readonly<Record<ReopenWhy, string>> = {
+  "copy-done": copyDoneReopen,
+  "copy-done-not-saved": "could not save the end of the initial copy",
+};
 
 export interface LinkVolume {
   readonly volumeId: number;
@@ -70,53 +84,39 @@ interface CopyProgress {
 interface Stream {
   readonly index: number;
   connection: ReplConnection | undefined;
+  /** Tells this stream's connections apart: the machine's effects name the one they are for. */
+  connectionId: number;
   /** OPEN_GROUP answered and the pair is replicating on it. */
   ready: boolean;
-  reconnectDelayMs: number;
-  reconnectTimer: Timer | undefined;
   /** Pull mode: the secondary's PULLs, answered in order (at most replBatchesInFlightPerStreamMax). */
   pulls: { readonly fromSequence: number; readonly maxBytes: number; readonly sinceMs: number }[];
 }
 
-/** The secondary refuses batches: its journal is full, its disk is full (NO_SPACE), or an I/O error there (INTERNAL). */
-interface NoSpace {
-  /** Monotonic ms when it began. */
-  readonly sinceMs: number;
-  code: "NO_SPACE" | "INTERNAL";
-  /** The secondary's words (its journal use and what holds it, or the path and errno). */
-  text: string;
-  /** ACKs of batches with an id at or above this one show it has room again. */
-  readonly batchIdFloor: number;
-  retryMs: number;
-  /** Push: nothing is sent until this timer fires or the secondary reports room. */
-  retryTimer: Timer | undefined;
-  /** Push: the one batch sent to find out whether it has room now. */
-  probeBatchId: number | undefined;
-  /**
-   * Push: the most a probe carries. Halved after each refused probe, down to one record: a
-   * secondary journal with less room than a batch (small, or holding what it cannot reflect
-   * yet) must still take something, or the pair waits for ever for a batch that never fits.
-   */
-  probeBytesMax: number;
-}
-
 export class PairLink {
-  record: PairRecord;
+  /** The pair's settings as created (the lifecycle fields live in the machine's record). */
+  private readonly config: PairRecord;
   readonly groupName: string;
   private readonly nodeId: string;
   private readonly writer: GroupWriter;
   private readonly volumes: readonly LinkVolume[];
   private readonly logger: Logger;
-  private readonly persist: (change: (record: PairRecord) => void) => Promise<void>;
+  /** Saves a change of the pair's record in node.json (resolves once it is on disk). */
+  private readonly persist: (change: PrimaryPairChange) => Promise<void>;
   private readonly clock: Clock;
   private readonly transport: Transport;
+  private machine: PrimaryPairState;
+  /** Events raised while effects run wait here: one step at a time, in order. */
+  private readonly inbox: PrimaryPairEvent[] = [];
+  private stepping = false;
+  private readonly timers = new Map<string, Timer>();
+  /** Operator commands waiting for the machine's answer. */
+  private readonly commands = new Map<number, { readonly resolve: () => void; readonly reject: (error: Error) => void }>();
+  private nextCommandId = 1;
+  /** Set while attached to the group's ingest (records, stops, the retention hold, slowdown). */
+  private detachIngest: Detach | undefined;
   private sender: PairSender;
   private readonly streams: Stream[];
-  private running = false;
-  /** The streams were closed because the group stopped; they reopen when it resumes. */
-  private stoppedByWriter = false;
-  /** Saving a lowered copy start (see start()). */
-  private reconciling: Promise<void> | undefined;
+  private connectionIds = 0;
   private pumping = false;
   private pumpAgain = false;
   /** After a failed send (a journal read error): the next try, on a backoff. */
@@ -131,7 +131,6 @@ export class PairLink {
   reconnects = 0;
   lastError: string | null = null;
   private readonly tail = new RecordTail(senderTailBytesMax);
-  private noSpace: NoSpace | undefined;
   /** Pull mode: wakes the pump when a held PULL is due for an empty answer. */
   private pullWaitTimer: Timer | undefined;
 
@@ -142,44 +141,38 @@ export class PairLink {
     writer: GroupWriter;
     volumes: readonly LinkVolume[];
     logger: Logger;
-    persist: (change: (record: PairRecord) => void) => Promise<void>;
+    persist: (change: PrimaryPairChange) => Promise<void>;
     clock: Clock;
     transport: Transport;
   }) {
     this.clock = options.clock;
     this.transport = options.transport;
-    this.record = options.record;
+    this.config = structuredClone(options.record);
     this.groupName = options.groupName;
     this.nodeId = options.nodeId;
     this.writer = options.writer;
     this.volumes = options.volumes;
     this.logger = options.logger;
     this.persist = options.persist;
-    this.sender = new PairSender({ streams: this.record.streams, ackedSequence: asSequence(Math.max(this.record.ackedSequence, this.record.copyStartSequence)) });
+    const record = options.record;
+    this.machine = initialPrimaryPair({
+      group: options.groupName, transfer: record.transfer, streams: record.streams, groupStopped: options.writer.stopped !== undefined,
+      record: { state: record.state, copyStartSequence: record.copyStartSequence, consistentFromSequence: record.consistentFromSequence, copyDone: record.copyDone, reason: record.reason },
+    });
+    this.sender = new PairSender({ streams: record.streams, ackedSequence: asSequence(Math.max(record.ackedSequence, record.copyStartSequence)) });
     this.arrivedSequence = this.sender.ackedSequence;
-    this.streams = Array.from({ length: this.record.streams }, (_, index) => ({
-      index, connection: undefined, ready: false, reconnectDelayMs: replReconnectDelayMsMin, reconnectTimer: undefined, pulls: [],
-    }));
-    this.writer.trimFloor = () => (this.record.state === "failed" ? Number.MAX_SAFE_INTEGER : this.sender.trimFloor);
-    this.writer.onRecord = (record) => this.onRecord(record);
-    this.writer.slowdownMs = () => this.slowdownMs();
-    this.writer.onStateChange = () => this.onWriterStateChange();
-  }
-
-  /**
-   * The group stopped (I/O error, full disk) or resumed. Stopped: nothing is sent (records
-   * not yet durable may never have reached the disk, and their sequences are given again
-   * after the resume), so the streams close and the in-memory tail is dropped. Resumed: the
-   * streams reconnect and the handshake says where to go on from.
-   */
-  private onWriterStateChange(): void {
-    if (this.writer.stopped !== undefined) {
-      if (!this.running) return;
-      this.stop(`group stopped: ${this.writer.stopped.reason}`);
-      this.stoppedByWriter = true;
-    } else if (this.stoppedByWriter) {
-      this.stoppedByWriter = false;
-      this.start();
+    this.streams = Array.from({ length: record.streams }, (_, index) => ({ index, connection: undefined, connectionId: 0, ready: false, pulls: [] }));
+    // A failed pair holds nothing: it hears no records and keeps no journal.
+    if (holdsJournal(this.machine)) {
+      this.detachIngest = this.writer.attach({
+        recordAppended: (journalRecord) => this.onRecord(journalRecord),
+        groupStateChanged: (stopped) => {
+          if (stopped !== undefined) this.step({ type: "groupStopped", reason: stopped.reason });
+          else this.step({ type: "groupResumed", lastSequence: this.lastSequence() });
+        },
+        keepFromSequence: () => this.sender.trimFloor + 1,
+        slowdownMs: () => this.slowdownMs(),
+      });
     }
   }
 
@@ -192,52 +185,177 @@ export class PairLink {
     return this.sender.ackedSequence;
   }
 
-  // ---- lifecycle ------------------------------------------------------------------
-
-  start(): void {
-    if (this.running || this.record.state === "suspended" || this.record.state === "failed") return;
-    if (this.writer.stopped !== undefined) {
-      this.stoppedByWriter = true;
-      return;
-    }
-    // The copy covers everything through S0, and the stream starts after it. If the journal
-    // holds less than S0 now (a power loss or a failed fdatasync lost records not yet durable,
-    // and their sequences will be given again), waiting for S0 to be applied could wait for
-    // ever, and the records given those sequences would be neither copied nor sent: the copy,
-    // not done yet, starts over from what the journal holds. Found by the whole-node simulation.
-    const last = this.writer.nextSequence - 1;
-    if (!this.record.copyDone && this.record.copyStartSequence > last) {
-      this.logger.warn({ event: "copy_start_lowered", group: this.groupName, from: this.record.copyStartSequence, to: last }, "the journal holds less than the initial copy's start point: the copy starts over from what it holds");
-      this.reconciling ??= this.persist((r) => {
-        r.copyStartSequence = last;
-        r.ackedSequence = Math.min(r.ackedSequence, last);
-      }).then(() => {
-        this.reconciling = undefined;
-        this.sender = new PairSender({ streams: this.record.streams, ackedSequence: asSequence(last) });
-        this.arrivedSequence = last;
-        this.start();
-      }, (error: unknown) => {
-        this.reconciling = undefined;
-        this.logger.error({ event: "pair_state_not_saved", group: this.groupName, err: error }, "could not save the lowered copy start; retrying at the next start");
-      });
-      return;
-    }
-    this.running = true;
-    for (const stream of this.streams) this.connectStream(stream);
-
+  /** The pair's record as node.json holds it (settings and lifecycle). */
+  get record(): PairRecord {
+    return { ...this.config, ...this.machine.record, ackedSequence: this.sender.ackedSequence };
   }
 
+  private lastSequence(): number {
+    return this.writer.nextSequence - 1;
+  }
+
+  // ---- lifecycle: events in, effects out ------------------------------------------
+
+  start(): void {
+    this.step({ type: "start", lastSequence: this.lastSequence() });
+  }
+
+  /** The node stops: streams close, nothing starts again. */
   stop(reason: string): void {
-    this.running = false;
+    this.step({ type: "stop", reason });
+  }
+
+  /** Resolves once `suspended` is saved; a ControlError if the pair cannot be suspended (failed) or the save failed. */
+  suspend(): Promise<void> {
+    return this.command((commandId) => ({ type: "suspend", commandId }));
+  }
+
+  /** Resolves once the pair is saved as running again and its streams open; a ControlError if it is not suspended or the save failed. */
+  resume(): Promise<void> {
+    return this.command((commandId) => ({ type: "resume", commandId }));
+  }
+
+  private command(event: (commandId: number) => PrimaryPairEvent): Promise<void> {
+    if (this.commands.size >= pairCommandsInFlightMax) {
+      return Promise.reject(new ControlError("TM_ERR_LIMIT", `the pair of ${this.groupName} has ${pairCommandsInFlightMax} commands waiting for their save; try again`));
+    }
+    const commandId = this.nextCommandId++;
+    const answered = new Promise<void>((resolve, reject) => {
+      this.commands.set(commandId, { resolve, reject });
+    });
+    this.step(event(commandId));
+    return answered;
+  }
+
+  private failPair(reason: string): void {
+    this.lastError = reason;
+    this.step({ type: "fail", reason });
+  }
+
+  /** Steps the machine; events raised by the effects are stepped after them, in order. */
+  private step(event: PrimaryPairEvent): void {
+    this.inbox.push(event);
+    if (this.stepping) return;
+    this.stepping = true;
+    try {
+      for (let next = this.inbox.shift(); next !== undefined; next = this.inbox.shift()) {
+        const { state, effects } = stepPrimaryPair(this.machine, next);
+        this.machine = state;
+        for (const effect of effects) this.execute(effect);
+      }
+    } finally {
+      this.stepping = false;
+    }
+  }
+
+  private execute(effect: PrimaryPairEffect): void {
+    switch (effect.type) {
+      case "persist": {
+        const { saveId, change } = effect;
+        this.persist(change).then(
+          () => this.step({ type: "persisted", saveId, lastSequence: this.lastSequence() }),
+          (error: unknown) => this.step({ type: "persistFailed", saveId, lastSequence: this.lastSequence(), error: { code: errorCode(error), message: error instanceof Error ? error.message : String(error) } }),
+        );
+        return;
+      }
+      case "openStreams":
+        for (const stream of this.streams) this.connectStream(stream);
+        return;
+      case "connectStream": {
+        const stream = this.streams[effect.stream];
+        assert(stream !== undefined && stream.connection === undefined, "a stream reconnects once its connection is gone");
+        this.connectStream(stream);
+        return;
+      }
+      case "closeStreams":
+        this.closeStreams(effect.reason);
+        return;
+      case "reopenStreams":
+        for (const stream of this.streams) stream.connection?.close(reopenText[effect.why]);
+        return;
+      case "armTimer": {
+        const key = timerKey(effect.timer);
+        assert(!this.timers.has(key), () => `timer ${key} is armed once`);
+        const timer = effect.timer;
+        this.timers.set(key, this.clock.setTimeout(() => {
+          this.timers.delete(key);
+          this.step({ type: "timerFired", timer });
+        }, effect.delayMs));
+        return;
+      }
+      case "cancelTimer": {
+        const key = timerKey(effect.timer);
+        this.clock.clear(this.timers.get(key));
+        this.timers.delete(key);
+        return;
+      }
+      case "resetSender":
+        this.sender = new PairSender({ streams: this.config.streams, ackedSequence: asSequence(effect.ackedSequence) });
+        this.arrivedSequence = effect.ackedSequence;
+        return;
+      case "startCopy": {
+        const connection = this.currentConnection(0, effect.connectionId);
+        if (connection !== undefined) this.startCopy(connection);
+        return;
+      }
+      case "copyFinished":
+        this.copy = undefined;
+        void this.closeCopyReaders();
+        return;
+      case "streamReady": {
+        const stream = this.streams[effect.stream];
+        const connection = this.currentConnection(effect.stream, effect.connectionId);
+        if (stream !== undefined && connection !== undefined) this.streamReady(stream, connection, effect.arrivedSequence);
+        return;
+      }
+      case "failConnection":
+        this.currentConnection(effect.stream, effect.connectionId)?.fail("INTERNAL", effect.text);
+        return;
+      case "pump":
+        this.pump();
+        return;
+      case "releaseJournal": {
+        const detach = this.detachIngest;
+        this.detachIngest = undefined;
+        detach?.(); // held writes hear of it
+        return;
+      }
+      case "answerOperator":
+      case "refuseOperator": {
+        const command = this.commands.get(effect.commandId);
+        assert(command !== undefined, () => `command ${effect.commandId} is waiting for its answer`);
+        this.commands.delete(effect.commandId);
+        if (effect.type === "answerOperator") command.resolve();
+        else command.reject(new ControlError(effect.code, effect.text));
+        return;
+      }
+      case "log":
+        this.logger[effect.level]({ ...effect.fields, event: effect.event }, effect.message);
+        return;
+      default:
+        unreachable(effect, "primary pair effect");
+    }
+  }
+
+  /** The stream's connection if it is still `connectionId` and open. */
+  private currentConnection(index: number, connectionId: number): ReplConnection | undefined {
+    const stream = this.streams[index];
+    const connection = stream?.connection;
+    if (stream === undefined || connection === undefined || connection.closed || stream.connectionId !== connectionId) return undefined;
+    return connection;
+  }
+
+  /**
+   * Every stream closes; what was in flight is resent after the next handshake, the in-memory
+   * tail is dropped (records not yet durable may never reach the disk after a group stop),
+   * and held writes hear that the sender's hold may have moved.
+   */
+  private closeStreams(reason: string): void {
     this.clock.clear(this.pumpRetryTimer);
     this.pumpRetryTimer = undefined;
     this.clock.clear(this.pullWaitTimer);
     this.pullWaitTimer = undefined;
-    this.clock.clear(this.noSpace?.retryTimer);
-    this.noSpace = undefined;
     for (const stream of this.streams) {
-      this.clock.clear(stream.reconnectTimer);
-      stream.reconnectTimer = undefined;
       stream.connection?.close(reason);
       stream.connection = undefined;
       stream.ready = false;
@@ -248,114 +366,63 @@ export class PairLink {
     this.writer.releaseHeld();
   }
 
-  async suspend(): Promise<void> {
-    this.stop("pair suspended");
-    await this.persist((r) => {
-      r.state = "suspended";
-      r.reason = "suspended by the operator; writes are kept in the journal and sent on resume";
-    });
-  }
-
-  async resume(): Promise<void> {
-    await this.persist((r) => {
-      r.state = r.copyDone ? "replicating" : "copying";
-      r.reason = null;
-    });
-    this.start();
-  }
-
-  private async failPair(reason: string): Promise<void> {
-    this.logger.error({ event: "pair_failed", group: this.groupName, reason }, "pair failed");
-    this.lastError = reason;
-    this.stop(reason);
-    try {
-      await this.persist((r) => {
-        r.state = "failed";
-        r.reason = reason;
-      });
-    } catch (error) {
-      // Not saved (a full disk): the pair is failed in memory; the handshake refuses it again after a restart.
-      this.logger.error({ event: "pair_state_not_saved", group: this.groupName, err: error }, "could not save the failed pair state");
-    }
-    this.writer.releaseHeld(); // a failed pair no longer holds the journal
-  }
-
   // ---- streams --------------------------------------------------------------------
 
   private connectStream(stream: Stream): void {
-    if (!this.running) return;
-    const socket = this.transport.connect(this.record.remoteReplAddress);
+    const socket = this.transport.connect(this.config.remoteReplAddress);
     const logger = this.logger.child({ stream: stream.index });
     let opened = false;
+    this.connectionIds += 1;
+    const connectionId = this.connectionIds;
     const connection = new ReplConnection(socket, "primary", logger, {
-      onMessage: (message) => this.onMessage(stream, connection, message),
+      onMessage: (message) => this.onMessage(stream, connection, connectionId, message),
       onBadContent: (result) => connection.fail("PROTOCOL", `unexpected bad content: ${result.reason}`),
       onClose: (reason) => {
-        if (stream.connection === connection) {
-          stream.connection = undefined;
-          const wasReady = stream.ready;
-          stream.ready = false;
-          stream.pulls = [];
-          if (wasReady) {
-            if (this.streams.some((s) => s.ready)) this.sender.onStreamLost(stream.index);
-            else this.sender.onConnectionLost();
-            // A probe lost with the stream is sent again with the other lost batches.
-            if (this.noSpace !== undefined) this.noSpace.probeBatchId = undefined;
-          }
-          if (stream.index === 0 && this.copy?.running === true) this.copy.running = false;
-          if (this.running) {
-            if (!reason.startsWith(copyDoneReopen)) this.lastError = reason;
-            if (opened && !reason.startsWith(copyDoneReopen)) this.reconnects += 1;
-            logger.warn({ event: "repl_stream_lost", reason, retryInMs: stream.reconnectDelayMs }, "replication stream lost; reconnecting");
-            stream.reconnectTimer = this.clock.setTimeout(() => {
-              stream.reconnectTimer = undefined;
-              this.connectStream(stream);
-            }, stream.reconnectDelayMs);
-            stream.reconnectDelayMs = Math.min(replReconnectDelayMsMax, stream.reconnectDelayMs * 2);
-          }
-          this.pump();
+        if (stream.connection !== connection) return;
+        stream.connection = undefined;
+        const wasReady = stream.ready;
+        stream.ready = false;
+        stream.pulls = [];
+        if (wasReady) {
+          if (this.streams.some((s) => s.ready)) this.sender.onStreamLost(stream.index);
+          else this.sender.onConnectionLost();
         }
+        if (stream.index === 0 && this.copy?.running === true) this.copy.running = false;
+        if (pairRunning(this.machine) && !reason.startsWith(copyDoneReopen)) {
+          this.lastError = reason;
+          if (opened) this.reconnects += 1;
+        }
+        // The machine decides whether and when it reconnects.
+        this.step({ type: "streamClosed", stream: stream.index, reason, wasReady });
+        this.pump();
       },
     }, { clock: this.clock });
     stream.connection = connection;
+    stream.connectionId = connectionId;
     socket.once("connect", () => {
       opened = true;
-      connection.send({ type: "HELLO", versionMin: replProtocolVersionMin, versionMax: replProtocolVersionMax, primaryNodeId: this.nodeId, streamIndex: stream.index, streamCount: this.record.streams });
+      connection.send({ type: "HELLO", versionMin: replProtocolVersionMin, versionMax: replProtocolVersionMax, primaryNodeId: this.nodeId, streamIndex: stream.index, streamCount: this.config.streams });
     });
   }
 
-  private onMessage(stream: Stream, connection: ReplConnection, message: ReplMessage): void {
+  private onMessage(stream: Stream, connection: ReplConnection, connectionId: number, message: ReplMessage): void {
     switch (message.type) {
       case "HELLO_OK":
         connection.send({
           type: "OPEN_GROUP",
           groupHandle,
-          pairId: this.record.pairId,
+          pairId: this.config.pairId,
           primaryGroup: this.groupName,
-          secondaryGroup: this.record.remoteGroup,
-          transfer: this.record.transfer,
-          reflect: this.record.reflect,
-          startSequence: asSequence(this.record.copyStartSequence + 1),
+          secondaryGroup: this.config.remoteGroup,
+          transfer: this.config.transfer,
+          reflect: this.config.reflect,
+          startSequence: asSequence(this.machine.record.copyStartSequence + 1),
           volumes: this.volumes.map((v) => ({ volumeId: asVolumeId(v.volumeId), name: v.remoteVolume, sizeBytes: v.file.sizeBytes })),
         });
         return;
       case "GROUP_STATE":
-        stream.reconnectDelayMs = replReconnectDelayMsMin;
         this.noteProgress(message.arrivedSequence, message.reflectedSequence);
-        if (message.state === "replicating" && !this.record.copyDone) {
-          // The secondary finished the copy but this node crashed before recording it.
-          const consistentFrom = Math.max(this.writer.nextSequence - 1, this.record.copyStartSequence);
-          void this.persist((r) => {
-            r.state = "replicating";
-            r.copyDone = true;
-            r.consistentFromSequence = consistentFrom;
-            r.reason = null;
-          }).then(() => this.streamReady(stream, connection, message.arrivedSequence), (error: unknown) => connection.fail("INTERNAL", `could not save the pair state: ${(error as Error).message}`));
-        } else if (message.state === "replicating") {
-          this.streamReady(stream, connection, message.arrivedSequence);
-        } else if (stream.index === 0) {
-          this.startCopy(connection);
-        }
+        this.step({ type: "groupState", stream: stream.index, connectionId, state: message.state, arrivedSequence: message.arrivedSequence, lastSequence: this.lastSequence() });
         return;
       case "ACK": {
         // batchId 0 answers no batch: the secondary reports progress, and room after NO_SPACE.
@@ -367,14 +434,14 @@ export class PairLink {
         }
         this.noteProgress(message.arrivedSequence, message.reflectedSequence);
         this.tail.dropThrough(this.sender.ackedSequence);
-        this.onRoomReported(message.batchId);
+        this.step({ type: "ackReceived", batchId: message.batchId, nowMs: this.clock.monotonicMs() });
         this.writer.releaseHeld();
         this.trimIfFilling();
         this.pump();
         return;
       }
       case "PULL":
-        if (this.record.transfer !== "pull") {
+        if (this.config.transfer !== "pull") {
           connection.fail("PROTOCOL", "PULL on a pair that pushes");
           return;
         }
@@ -394,7 +461,7 @@ export class PairLink {
         return;
       case "ERROR":
         this.lastError = `${message.code}: ${message.text}`;
-        if (message.code === "TAKEN_OVER" || message.code === "STALE_PAIR") void this.failPair(`secondary refused the pair: ${message.text}`);
+        if (message.code === "TAKEN_OVER" || message.code === "STALE_PAIR") this.failPair(`secondary refused the pair: ${message.text}`);
         connection.close("peer error");
         return;
       case "CLOSE":
@@ -412,7 +479,9 @@ export class PairLink {
       // The secondary cannot store records now (its journal full, a full disk, an I/O error
       // there): it took none of the batch. The records wait in this node's journal; the pair
       // holds back and sends again (one log line per spell, not per batch).
-      this.onRefusedForSpace(stream, message.refId, message.code, message.text);
+      this.sender.onBatchRefused(stream.index, message.refId);
+      this.lastError = `secondary cannot store records: ${message.code} ${message.text}`;
+      this.step({ type: "batchRefused", batchId: message.refId, code: message.code, text: message.text, batchIdFloor: this.sender.nextBatchIdFloor, nowMs: this.clock.monotonicMs() });
       return;
     }
     this.lastError = `${message.code}: ${message.text}`;
@@ -426,7 +495,7 @@ export class PairLink {
         connection.close(`secondary refused data: ${message.text}`);
         return;
       default:
-        void this.failPair(`secondary refused ${message.refType}: ${message.code} ${message.text}`);
+        this.failPair(`secondary refused ${message.refType}: ${message.code} ${message.text}`);
     }
   }
 
@@ -438,13 +507,13 @@ export class PairLink {
       if (this.sender.connected) {
         const result = this.sender.onStreamHandshake(stream.index, arrivedAtHandshake, asSequence(this.journal.durableSequence));
         if (!result.ok) {
-          void this.failPair(result.reason);
+          this.failPair(result.reason);
           return;
         }
       } else {
         const result = this.sender.onReconnect(this.arrivedSequence, asSequence(this.journal.durableSequence));
         if (!result.ok) {
-          void this.failPair(result.reason);
+          this.failPair(result.reason);
           return;
         }
         // The handshake may move the trim floor past what ACKs said (their ACKs were lost
@@ -486,7 +555,7 @@ export class PairLink {
         // so marked, now. The secondary's other bytes are zero (it empties its volumes first).
         copy.plans = this.volumes.map((v) => v.file.written.snapshot());
         copy.totalBytes = copy.plans.reduce((sum, plan) => sum + plan.markedBytes, 0);
-        this.logger.info({ event: "copy_started", group: this.groupName, totalBytes: copy.totalBytes, volumeBytes, copyStartSequence: this.record.copyStartSequence }, "initial copy started");
+        this.logger.info({ event: "copy_started", group: this.groupName, totalBytes: copy.totalBytes, volumeBytes, copyStartSequence: this.machine.record.copyStartSequence }, "initial copy started");
         this.copyReaders = await Promise.all(this.volumes.map((v) => DirectReader.open(v.file.fileSystem, v.file.path, replCopyChunkBytesMax)));
       })
       .then(() => this.copyMore())
@@ -495,7 +564,7 @@ export class PairLink {
 
   /** Every record up to S0 must be in the volumes before the copy reads them. */
   private async waitApplied(): Promise<void> {
-    while (this.writer.appliedSequence < this.record.copyStartSequence) await this.clock.sleep(5);
+    while (this.writer.appliedSequence < this.machine.record.copyStartSequence) await this.clock.sleep(5);
   }
 
   private copyMore(): void {
@@ -526,7 +595,7 @@ export class PairLink {
     }
     if (this.copyChunkIds.size === 0 && copy.readsInFlight === 0 && this.copyCursor.volume >= this.volumes.length && this.copyDoneChunk === 0) {
       // Every block is copied: the secondary is consistent once it reflects what was accepted by now.
-      const consistentFromSequence = Math.max(this.writer.nextSequence - 1, this.record.copyStartSequence);
+      const consistentFromSequence = Math.max(this.lastSequence(), this.machine.record.copyStartSequence);
       this.copyDoneChunk = this.nextChunkId++;
       this.pendingConsistentFrom = consistentFromSequence;
       connection.send({ type: "COPY_DONE", groupHandle, chunkId: this.copyDoneChunk, totalBytes: copy.totalBytes, consistentFromSequence: asSequence(consistentFromSequence) });
@@ -572,23 +641,8 @@ export class PairLink {
       copy.running = false;
       assert(copy.doneBytes === copy.totalBytes, () => `the copy acknowledged ${copy.doneBytes} of the ${copy.totalBytes} bytes it sent`);
       this.lastCopy = { doneBytes: copy.doneBytes, totalBytes: copy.totalBytes, volumeBytes: copy.volumeBytes, dataBytes: copy.dataBytes };
-      const consistentFrom = this.pendingConsistentFrom;
-      void this.persist((r) => {
-        r.state = "replicating";
-        r.copyDone = true;
-        r.consistentFromSequence = consistentFrom;
-        r.reason = null;
-      }).then(() => {
-        this.logger.info({ event: "copy_done", group: this.groupName, bytes: copy.totalBytes, dataBytes: copy.dataBytes, volumeBytes: copy.volumeBytes, consistentFromSequence: consistentFrom }, "initial copy done");
-        this.copy = undefined;
-        void this.closeCopyReaders();
-        // Every stream reopens its group: the secondary now answers `replicating`.
-        for (const stream of this.streams) stream.connection?.close(copyDoneReopen);
-      }, (error: unknown) => {
-        // The reopened stream finds the secondary replicating and saves this again.
-        this.logger.error({ event: "pair_state_not_saved", group: this.groupName, err: error }, "could not save the end of the initial copy; retrying over a new stream");
-        for (const stream of this.streams) stream.connection?.close("could not save the end of the initial copy");
-      });
+      // Saved, then every stream reopens its group (the machine's copyDone).
+      this.step({ type: "copyAcknowledged", consistentFromSequence: this.pendingConsistentFrom, totalBytes: copy.totalBytes, dataBytes: copy.dataBytes, volumeBytes: copy.volumeBytes });
       return;
     }
     const lengthBytes = this.copyChunkIds.get(chunkId);
@@ -614,10 +668,9 @@ export class PairLink {
     this.pump();
   }
 
-  /** Called by the node's time-advance ticker (one timer for all pairs, every half interval). */
+  /** Called by the primary role's time-advance ticker (one timer for all pairs, every half interval). */
   maybeTimeAdvance(): void {
-    if (!this.running) return;
-    if (this.record.state !== "replicating" || !this.sender.connected) return;
+    if (!timeAdvanceAllowed(this.machine) || !this.sender.connected) return;
     const sinceLastRecordMs = faultInjected("wall-clock-time-advance") ? this.clock.wallMs() - this.writer.lastRecordAtWallMs : this.clock.monotonicMs() - this.writer.lastRecordAtMs;
     const due = timeAdvanceDue({ sinceLastRecordMs, othersAcceptedSince: this.writer.othersAcceptedSince });
     if (due) this.writer.appendTimeAdvance();
@@ -642,7 +695,7 @@ export class PairLink {
         const retryInMs = this.pumpRetryDelayMs;
         this.pumpRetryDelayMs = Math.min(replReconnectDelayMsMax, this.pumpRetryDelayMs * 2);
         this.logger.error({ event: "pump_failed", group: this.groupName, err: error, retryInMs }, "sending failed; trying again");
-        if (this.running && this.pumpRetryTimer === undefined) {
+        if (pairRunning(this.machine) && this.pumpRetryTimer === undefined) {
           this.pumpRetryTimer = this.clock.setTimeout(() => {
             this.pumpRetryTimer = undefined;
             this.pump();
@@ -667,23 +720,23 @@ export class PairLink {
       let sent = false;
       for (const stream of this.streams) {
         if (!stream.ready || stream.connection === undefined) continue;
-        const didSend = this.record.transfer === "pull" ? await this.answerPull(stream) : await this.pushBatch(stream);
+        const didSend = this.config.transfer === "pull" ? await this.answerPull(stream) : await this.pushBatch(stream);
         sent ||= didSend;
       }
       if (!sent) break;
       if (this.journal.lastSequence > this.journal.durableSequence) await this.journal.sync();
     }
-    if (this.record.transfer === "pull") this.armPullWait();
+    if (this.config.transfer === "pull") this.armPullWait();
   }
 
   /** Push: the next batch the windows allow on this stream (one probe while the secondary is out of space). */
   private async pushBatch(stream: Stream): Promise<boolean> {
-    const noSpace = this.noSpace;
-    if (noSpace !== undefined && (noSpace.retryTimer !== undefined || noSpace.probeBatchId !== undefined)) return false;
-    const plan = this.sender.planBatch(stream.index, asSequence(this.journal.durableSequence), noSpace?.probeBytesMax);
+    const allowance = pushAllowance(this.machine);
+    if (!allowance.send) return false;
+    const plan = this.sender.planBatch(stream.index, asSequence(this.journal.durableSequence), allowance.bytesMax);
     if (plan === undefined) return false;
     const sent = await this.sendPlanned(stream, plan);
-    if (sent && noSpace !== undefined && this.noSpace === noSpace) noSpace.probeBatchId = plan.batchId;
+    if (sent && allowance.probeEpisode !== undefined) this.step({ type: "probeSent", batchId: plan.batchId, episode: allowance.probeEpisode });
     return sent;
   }
 
@@ -752,7 +805,7 @@ export class PairLink {
       const pull = stream.pulls[0];
       if (pull !== undefined) dueMs = Math.min(dueMs, pull.sinceMs + replPullWaitMs);
     }
-    if (dueMs === Number.POSITIVE_INFINITY || this.pullWaitTimer !== undefined || !this.running) return;
+    if (dueMs === Number.POSITIVE_INFINITY || this.pullWaitTimer !== undefined || !pairRunning(this.machine)) return;
     this.pullWaitTimer = this.clock.setTimeout(() => {
       this.pullWaitTimer = undefined;
       this.pump();
@@ -769,63 +822,6 @@ export class PairLink {
     this.writer.checkpoint().catch((error: unknown) => {
       this.logger.error({ event: "checkpoint_failed", err: error }, "checkpoint after the secondary caught up failed");
     });
-  }
-
-  // ---- a secondary out of space ---------------------------------------------------
-
-  /**
-   * NACK NO_SPACE or INTERNAL for a batch: the secondary took none of it. The batch is sent
-   * again (first); meanwhile the pair holds back: one batch after a backoff, or at once when
-   * the secondary reports room (ACK batchId 0). refId 0 refers to no batch (pull: a report).
-   */
-  private onRefusedForSpace(stream: Stream, batchId: number, code: "NO_SPACE" | "INTERNAL", text: string): void {
-    this.sender.onBatchRefused(stream.index, batchId);
-    let noSpace = this.noSpace;
-    if (noSpace === undefined) {
-      noSpace = { sinceMs: this.clock.monotonicMs(), code, text, batchIdFloor: this.sender.nextBatchIdFloor, retryMs: replNoSpaceRetryMsMin, retryTimer: undefined, probeBatchId: undefined, probeBytesMax: replBatchBytesMax / 2 };
-      this.noSpace = noSpace;
-      this.logger.warn({ event: "secondary_refuses_records", group: this.groupName, code, reason: text }, "the secondary cannot store records now; they wait in this node's journal");
-    } else {
-      noSpace.code = code;
-      noSpace.text = text;
-      if (batchId === noSpace.probeBatchId) {
-        noSpace.retryMs = Math.min(replNoSpaceRetryMsMax, noSpace.retryMs * 2);
-        noSpace.probeBytesMax = Math.max(1, Math.floor(noSpace.probeBytesMax / 2));
-      }
-    }
-    this.lastError = `secondary cannot store records: ${code} ${text}`;
-    if (batchId === noSpace.probeBatchId) noSpace.probeBatchId = undefined;
-    if (this.record.transfer === "pull") return; // the secondary asks again itself
-    if (noSpace.retryTimer === undefined && noSpace.probeBatchId === undefined) {
-      const waiting = noSpace;
-      noSpace.retryTimer = this.clock.setTimeout(() => {
-        waiting.retryTimer = undefined;
-        this.pump();
-      }, noSpace.retryMs);
-    }
-  }
-
-  /** An ACK: one for a batch sent after the refusals began means the secondary has room again; batchId 0 says so outright. */
-  private onRoomReported(batchId: number): void {
-    const noSpace = this.noSpace;
-    if (noSpace === undefined) return;
-    if (batchId === 0 && this.record.transfer === "pull") {
-      // The secondary paces a pull itself: room again is all there is to know.
-      this.noSpace = undefined;
-      this.logger.info({ event: "secondary_storing_again", group: this.groupName, waitedMs: Math.round(this.clock.monotonicMs() - noSpace.sinceMs) }, "the secondary stores records again");
-      return;
-    }
-    if (batchId === 0) {
-      // Send one batch now to find out (its ACK ends the episode, a NO_SPACE backs off again).
-      this.clock.clear(noSpace.retryTimer);
-      noSpace.retryTimer = undefined;
-      noSpace.retryMs = replNoSpaceRetryMsMin;
-      return;
-    }
-    if (batchId < noSpace.batchIdFloor) return;
-    this.clock.clear(noSpace.retryTimer);
-    this.noSpace = undefined;
-    this.logger.info({ event: "secondary_storing_again", group: this.groupName, waitedMs: Math.round(this.clock.monotonicMs() - noSpace.sinceMs) }, "the secondary stores records again");
   }
 
   private async readPlan(plan: BatchPlan): Promise<JournalRecord[] | undefined> {
@@ -856,22 +852,23 @@ export class PairLink {
   // ---- backpressure and status ----------------------------------------------------
 
   private slowdownMs(): number {
-    if (this.record.state === "failed") return 0;
     const fraction = this.journal.usedBytes / this.journal.bytesMax;
     if (fraction < journalSlowdownFraction) return 0;
     return Math.ceil(slowdownDelayMsMax * Math.min(1, (fraction - journalSlowdownFraction) / (1 - journalSlowdownFraction)));
   }
 
   private reason(): string | null {
-    if (this.record.reason !== null) return this.record.reason;
+    const record = this.machine.record;
+    if (record.reason !== null) return record.reason;
     const stopped = this.writer.stopped;
     if (stopped !== undefined) return stopped.reason;
     const fraction = this.journal.usedBytes / this.journal.bytesMax;
     let noSpace: string | undefined;
-    if (this.noSpace?.code === "NO_SPACE") {
-      noSpace = `the secondary cannot store records now: ${this.record.remoteNode} is out of ${/journal full/.test(this.noSpace.text) ? "journal " : ""}space for ${this.record.remoteGroup} (${this.noSpace.text}); they wait here and are sent once it has room`;
-    } else if (this.noSpace !== undefined) {
-      noSpace = `the secondary cannot store records now (${this.noSpace.text}); they wait here and are sent when it can`;
+    const refusing = this.machine.noSpace;
+    if (refusing?.code === "NO_SPACE") {
+      noSpace = `the secondary cannot store records now: ${this.config.remoteNode} is out of ${/journal full/.test(refusing.text) ? "journal " : ""}space for ${this.config.remoteGroup} (${refusing.text}); they wait here and are sent once it has room`;
+    } else if (refusing !== undefined) {
+      noSpace = `the secondary cannot store records now (${refusing.text}); they wait here and are sent when it can`;
     }
     if (this.writer.heldWrites > 0 && this.writer.holdReason === "slowdown") {
       return `journal ${formatPercent(fraction)} full: ${this.writer.heldWrites} host writes slowed (at most ${slowdownDelayMsMax} ms each) while the secondary catches up${noSpace === undefined ? "" : `; ${noSpace}`}`;
@@ -884,15 +881,16 @@ export class PairLink {
     }
     if (noSpace !== undefined) return noSpace;
     if (fraction >= journalSlowdownFraction) return `journal ${formatPercent(fraction)} full: host writes slowed while the secondary catches up`;
-    if (this.running && !this.streams.some((s) => s.connection !== undefined && (s.ready || this.copy?.running === true))) {
-      return `secondary unreachable at ${this.record.remoteReplAddress}${this.lastError === null ? "" : ` (${this.lastError})`}; retrying`;
+    if (pairRunning(this.machine) && !this.streams.some((s) => s.connection !== undefined && (s.ready || this.copy?.running === true))) {
+      return `secondary unreachable at ${this.config.remoteReplAddress}${this.lastError === null ? "" : ` (${this.lastError})`}; retrying`;
     }
     return null;
   }
 
   status(): PairInfo {
     const accepted = this.writer.nextSequence - 1;
-    const reflected = Math.max(this.reflectedSequence, this.record.copyStartSequence);
+    const record = this.machine.record;
+    const reflected = Math.max(this.reflectedSequence, record.copyStartSequence);
     const lagRecords = Math.max(0, accepted - reflected);
     let lagSeconds = 0;
     if (lagRecords > 0) {
@@ -904,18 +902,18 @@ export class PairLink {
     return {
       group: this.groupName,
       role: "primary",
-      state: this.writer.stopped !== undefined ? "stopped" : this.record.state,
-      pairId: this.record.pairId,
-      remoteNode: this.record.remoteNode,
-      remoteUrl: this.record.remoteUrl,
-      remoteGroup: this.record.remoteGroup,
+      state: this.writer.stopped !== undefined ? "stopped" : record.state,
+      pairId: this.config.pairId,
+      remoteNode: this.config.remoteNode,
+      remoteUrl: this.config.remoteUrl,
+      remoteGroup: this.config.remoteGroup,
       mode: "async",
-      transfer: this.record.transfer,
-      streams: this.record.streams,
-      reflect: this.record.reflect,
+      transfer: this.config.transfer,
+      streams: this.config.streams,
+      reflect: this.config.reflect,
       acceptedSequence: accepted,
-      writeSequence: Math.max(this.writer.lastWriteSequence, this.record.copyStartSequence),
-      sentSequence: Math.max(this.sender.sentSequence, this.record.copyStartSequence),
+      writeSequence: Math.max(this.writer.lastWriteSequence, record.copyStartSequence),
+      sentSequence: Math.max(this.sender.sentSequence, record.copyStartSequence),
       arrivedSequence: Math.max(this.arrivedSequence, this.sender.ackedSequence),
       reflectedSequence: reflected,
       lagRecords,
@@ -932,6 +930,10 @@ export class PairLink {
   }
 }
 
+
+function timerKey(timer: PairTimer): string {
+  return timer.kind === "reconnect" ? `reconnect:${timer.stream}` : timer.kind;
+}
 
 function formatPercent(fraction: number): string {
   return `${(fraction * 100).toFixed(0)}%`;

@@ -5,6 +5,12 @@ import type { WriteTimePolicy } from "../core/types.ts";
 import type { Clock } from "../node/clock.ts";
 import { hostWriteTimeAheadUsMax } from "../core/limits.ts";
 
+/** What the stamper tells whoever watches it (a typed observer, given at construction). */
+export interface StamperObserver {
+  /** A host write time more than hostWriteTimeAheadUsMax ahead of the clock was recorded as `boundUs` instead (microseconds). */
+  hostTimeClamped(hostWriteTimeUs: number, boundUs: number): void;
+}
+
 export class NodeStamper {
   readonly policy: WriteTimePolicy;
   private readonly clockUs: () => number;
@@ -20,12 +26,13 @@ export class NodeStamper {
    * from every other group, for ever.
    */
   lastHostWriteAcceptNumber = 0;
-  /** Called for each clamped host time (the node logs, rate-limited). */
-  onHostTimeClamped: (hostWriteTimeUs: number, boundUs: number) => void = () => undefined;
+  private readonly observer: StamperObserver | undefined;
 
-  constructor(policy: WriteTimePolicy, clockUs: () => number) {
+  /** `observer`: hears of what the stamper changed on a host's behalf (the node logs it, rate-limited). */
+  constructor(policy: WriteTimePolicy, clockUs: () => number, observer?: StamperObserver) {
     this.policy = policy;
     this.clockUs = clockUs;
+    this.observer = observer;
   }
 
   stamp(hostWriteTimeUs: number | undefined): Stamp {
@@ -39,7 +46,7 @@ export class NodeStamper {
     if (stamp.hostTimeRaised) this.hostTimesRaised += 1;
     if (stamp.hostTimeClamped && hostWriteTimeUs !== undefined) {
       this.hostTimesClamped += 1;
-      this.onHostTimeClamped(hostWriteTimeUs, stamp.writeTimeUs);
+      this.observer?.hostTimeClamped(hostWriteTimeUs, stamp.writeTimeUs);
     }
     return stamp;
   }

@@ -102,7 +102,7 @@ void test("a write held for space waits for the trim floor without polling, and 
     // 256 KiB journal, 64 KiB segments; 20 KiB writes: three share a segment.
     const { writer, journal, file, checkpoints, holds } = await setup(dir, 256 * KiB);
     let floor = 0;
-    writer.trimFloor = () => floor;
+    writer.attach({ keepFromSequence: () => floor + 1 }); // the pair's hold: keep what is not acknowledged
     const data = Buffer.alloc(20 * KiB, 7);
     let offset = 0;
     while (journal.freeBytes >= data.length + 64) {
@@ -177,14 +177,15 @@ void test("writes slowed, then waiting for a full journal: the hold is logged wi
   try {
     const { writer, journal, file, holdLines } = await setup(dir, 256 * KiB);
     let floor = 0;
-    writer.trimFloor = () => floor;
+    writer.attach({ keepFromSequence: () => floor + 1 }); // the pair's hold: keep what is not acknowledged
     const offset = await fillJournal(writer, journal);
     // Room for exactly one more 4 KiB record, and the pair slows writes (the journal is filling).
     const data = Buffer.alloc(4 * KiB, 9);
     const recordBytes = journalHeaderBytes + data.length;
     while (journal.freeBytes >= 2 * recordBytes) await writer.write(1, offset, data, false, undefined);
     assert.ok(journal.freeBytes >= recordBytes, "room for one");
-    writer.slowdownMs = () => 5;
+    let slowdownMs = 5;
+    writer.attach({ slowdownMs: () => slowdownMs });
     const first = writer.write(1, offset, data, false, undefined);
     let secondDone = false;
     const second = writer.write(1, offset + data.length, data, false, undefined).then(() => {
@@ -197,7 +198,7 @@ void test("writes slowed, then waiting for a full journal: the hold is logged wi
     await waitUntil("the log to say the writes wait for the full journal", () => holdLines.at(-1)?.reason === "journal-full");
     assert.deepEqual(holdLines.map((l) => [l.event, l.reason]), [["writes_held", "slowdown"], ["writes_hold_changed", "journal-full"]]);
     assert.equal(secondDone, false);
-    writer.slowdownMs = () => 0;
+    slowdownMs = 0;
     floor = writer.nextSequence - 1;
     writer.releaseHeld();
     await second;
@@ -216,7 +217,7 @@ void test("held, released, held again at once: the log never says released while
   try {
     const { writer, journal, file, holdLines } = await setup(dir, 256 * KiB);
     let floor = 0;
-    writer.trimFloor = () => floor;
+    writer.attach({ keepFromSequence: () => floor + 1 }); // the pair's hold: keep what is not acknowledged
     const offset = await fillJournal(writer, journal);
     const data = Buffer.alloc(20 * KiB, 5);
     const held = writer.write(1, offset, data, false, undefined);
@@ -230,7 +231,8 @@ void test("held, released, held again at once: the log never says released while
     // two writes slowed together the first takes the last room, the second stays held. (The
     // old code filed it under "slowdown", logged nothing, and the log's last word was "released".)
     floor = 0; // nothing more will be acknowledged: no segment can go
-    writer.slowdownMs = () => 5;
+    let slowdownMs = 5;
+    writer.attach({ slowdownMs: () => slowdownMs });
     const small = Buffer.alloc(4 * KiB, 6);
     const recordBytes = journalHeaderBytes + small.length;
     while (journal.freeBytes >= 2 * recordBytes) await writer.write(1, offset, small, false, undefined);
@@ -240,8 +242,8 @@ void test("held, released, held again at once: the log never says released while
     await waitUntil("the log to say a write is held again, for the full journal", () => holdLines.at(-1)?.event !== "writes_released" && holdLines.at(-1)?.reason === "journal-full");
     assert.equal(writer.heldWrites, 1, "still held");
     assertLinesTruthful(holdLines);
-    writer.slowdownMs = () => 0;
-    floor = Number.MAX_SAFE_INTEGER;
+    slowdownMs = 0;
+    floor = Number.MAX_SAFE_INTEGER - 1;
     writer.releaseHeld();
     await Promise.all(stuck);
     await waitUntil("the log to say none is held", () => holdLines.at(-1)?.event === "writes_released");
@@ -258,7 +260,7 @@ void test("a hold that flaps many times a second is logged at most once per inte
   const dir = await tempDir("held-flap");
   try {
     const { writer, journal, file, holdLines } = await setup(dir, 256 * KiB);
-    writer.slowdownMs = () => 2; // every write slowed: held, released, held, ...
+    writer.attach({ slowdownMs: () => 2 }); // every write slowed: held, released, held, ...
     const data = Buffer.alloc(4 * KiB, 3);
     const startMs = performance.now();
     let writes = 0;

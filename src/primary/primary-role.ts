@@ -1,0 +1,193 @@
+// The primary role of a node: the pairs its writable groups are the primary of. It creates
+// them (asking the secondary's management API to prepare its side, then saving the pair),
+// opens them at start, carries the operator's suspend and resume to their machines
+// (core/primary-pair.ts, run by each PairLink), runs the one time-advance ticker for every
+// pair, and answers their status. node.ts wires it: the groups' writers, the volumes and
+// node.json's serialised saves are given to it, never reached for.
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import { assert } from "../core/assert.ts";
+import { timeAdvanceIntervalMs } from "../core/limits.ts";
+import type { PrimaryPairChange } from "../core/primary-pair.ts";
+import { ControlError } from "../core/errors.ts";
+import type { CreatePairRequest, PairInfo, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
+import type { GroupRecord, NodeMetadata, PairRecord } from "../metadata/metadata.ts";
+import type { Clock, Timer } from "../node/clock.ts";
+import type { VolumeFile } from "../storage/volume-file.ts";
+import type { Transport } from "../transport/transport.ts";
+import type { GroupWriter } from "./group-writer.ts";
+import { PairLink } from "./pair-link.ts";
+
+/** A volume of this node, as the primary role needs it. */
+export interface PrimaryVolume {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly file: VolumeFile;
+}
+
+export interface PrimaryRoleOptions {
+  readonly nodeId: string;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly transport: Transport;
+  /** node.json as last saved (read only). */
+  readonly metadata: () => NodeMetadata;
+  /** Serialised read-modify-write of node.json: `change` edits the draft; resolves once it is on disk. */
+  readonly updateMetadata: (change: (metadata: NodeMetadata) => void, critical?: boolean) => Promise<void>;
+  /** The writable group of that name, if any. */
+  readonly writer: (group: string) => GroupWriter | undefined;
+  /** Whether `group` is the secondary of a pair on this node. */
+  readonly isSecondary: (group: string) => boolean;
+  readonly volume: (volumeId: number) => PrimaryVolume | undefined;
+  /** Asks the secondary's management API at `baseUrl` to prepare its side (ControlError naming it on failure). */
+  readonly prepareSecondary: (baseUrl: string, request: PairSecondaryRequest) => Promise<PairSecondaryInfo>;
+}
+
+export class PrimaryRole {
+  private readonly options: PrimaryRoleOptions;
+  /** Pairs by the name of the group they replicate (one per group in node.json today). */
+  private readonly links = new Map<string, PairLink>();
+  private timeAdvanceTimer: Timer | undefined;
+
+  constructor(options: PrimaryRoleOptions) {
+    this.options = options;
+  }
+
+  /** Opens the pairs and starts the time-advance ticker. */
+  start(): void {
+    for (const link of this.links.values()) link.start();
+    // One timer for every pair's time advances (not one per pair: idle pairs cost wakeups).
+    this.timeAdvanceTimer = this.options.clock.setInterval(() => {
+      for (const link of this.links.values()) link.maybeTimeAdvance();
+    }, Math.max(10, Math.floor(timeAdvanceIntervalMs / 2)));
+  }
+
+  /** The node stops: no more time advances, every pair's streams close. */
+  stop(): void {
+    this.options.clock.clear(this.timeAdvanceTimer);
+    this.timeAdvanceTimer = undefined;
+    for (const link of this.links.values()) link.stop("node stopping");
+  }
+
+  /** Opens the pair of a recovered writable group (started with the role). */
+  openPair(record: GroupRecord, pair: PairRecord, writer: GroupWriter): PairLink {
+    const volumes = pair.volumes.map((mapping) => {
+      const volume = this.options.volume(mapping.volumeId);
+      assert(volume !== undefined, `pair of ${record.name} maps volume ${mapping.volumeId} that exists`);
+      return { volumeId: mapping.volumeId, remoteVolume: mapping.remoteVolume, file: volume.file };
+    });
+    const link = new PairLink({
+      record: pair,
+      groupName: record.name,
+      nodeId: this.options.nodeId,
+      writer,
+      volumes,
+      logger: this.options.logger.child({ component: "pair", group: record.name }),
+      clock: this.options.clock,
+      transport: this.options.transport,
+      persist: (change) => this.options.updateMetadata((m) => applyToPair(m, record.id, change)),
+    });
+    this.links.set(record.name, link);
+    return link;
+  }
+
+  hasPair(group: string): boolean {
+    return this.links.has(group);
+  }
+
+  /** The pair's acknowledged sequence (what the secondary holds durably), for the group's checkpoint. */
+  ackedSequence(group: string): number | undefined {
+    return this.links.get(group)?.ackedSequence;
+  }
+
+  /** Status of the pair of `group` if this node is its primary. */
+  pairStatus(group: string): PairInfo | undefined {
+    return this.links.get(group)?.status();
+  }
+
+  pairStatuses(): PairInfo[] {
+    return [...this.links.values()].map((link) => link.status());
+  }
+
+  async createPair(request: CreatePairRequest): Promise<PairInfo> {
+    const writer = this.options.writer(request.group);
+    if (writer === undefined) {
+      if (this.options.isSecondary(request.group)) throw new ControlError("TM_ERR_STATE", `group ${request.group} is itself the secondary of a pair; create pairs from the primary`);
+      throw new ControlError("TM_ERR_NOT_FOUND", `group ${request.group} does not exist; create it with: tidemark group create ${request.group} --volumes V1[,V2...]`);
+    }
+    if (this.links.has(request.group)) throw new ControlError("TM_ERR_EXISTS", `group ${request.group} already has a pair (see: tidemark pair status ${request.group})`);
+    const stopped = writer.stopped;
+    if (stopped !== undefined) throw new ControlError("TM_ERR_STATE", `group ${request.group} is stopped (${stopped.reason}); create the pair once it has resumed`);
+    if (request.mode === "sync") throw new ControlError("TM_ERR_INVALID", "--mode sync (cascade) is not supported yet; use --mode async");
+    if (request.reflect === "marker") throw new ControlError("TM_ERR_INVALID", "--reflect marker needs consistency points, which are not supported yet; use --reflect time or seq");
+    const record = this.options.metadata().groups.find((g) => g.name === request.group);
+    assert(record !== undefined, "a live group is in the metadata");
+    const remoteGroup = request.remoteGroup ?? request.group;
+    const nodeId = this.options.nodeId;
+    const pairId = `${nodeId}/${request.group}/${randomUUID().slice(0, 8)}`;
+    const members = record.volumeIds.map((id) => {
+      const volume = this.options.volume(id);
+      assert(volume !== undefined, "group volumes exist");
+      return { id, ...volume };
+    });
+    const secondaryRequest: PairSecondaryRequest = {
+      pairId, primaryNode: nodeId, primaryGroup: request.group, group: remoteGroup,
+      volumes: members.map((v) => ({ name: v.name, sizeBytes: v.sizeBytes })), reflect: request.reflect, transfer: request.transfer, streams: request.streams,
+      ...(request.force === true ? { force: true } : {}),
+    };
+    const secondary = await this.options.prepareSecondary(request.to, secondaryRequest);
+    if (secondary.nodeId === nodeId) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
+    // S0: everything accepted so far is covered by the initial copy; the stream starts after it.
+    const copyStartSequence = writer.nextSequence - 1;
+    const pair: PairRecord = {
+      pairId, remoteNode: secondary.nodeId, remoteUrl: request.to, remoteGroup, remoteReplAddress: secondary.replAddress,
+      transfer: request.transfer, streams: request.streams, reflect: request.reflect, state: "copying",
+      copyStartSequence, consistentFromSequence: 0, copyDone: false, ackedSequence: copyStartSequence, reason: null,
+      volumes: members.map((v) => ({ volumeId: v.id, remoteVolume: v.name })),
+    };
+    await this.options.updateMetadata((m) => {
+      groupRecordById(m, record.id).pair = pair;
+    });
+    const updated = groupRecordById(this.options.metadata(), record.id);
+    const link = this.openPair(updated, structuredClone(pair), writer);
+    link.start();
+    this.options.logger.info({ event: "pair_created", group: request.group, pairId, secondary: secondary.nodeId, remoteGroup, copyStartSequence }, "pair created");
+    return link.status();
+  }
+
+  /** Suspends the pair of `group` once saved; a suspended pair answers at once, a failed one is refused (TM_ERR_STATE). */
+  async suspendPair(group: string): Promise<PairInfo> {
+    const link = this.primaryLink(group);
+    await link.suspend();
+    return link.status();
+  }
+
+  /** Resumes a suspended pair once saved; any other is refused (TM_ERR_STATE). */
+  async resumePair(group: string): Promise<PairInfo> {
+    const link = this.primaryLink(group);
+    await link.resume();
+    return link.status();
+  }
+
+  private primaryLink(group: string): PairLink {
+    const link = this.links.get(group);
+    if (link !== undefined) return link;
+    if (this.options.isSecondary(group)) throw new ControlError("TM_ERR_STATE", `group ${group} is the secondary of its pair; run this against the primary`);
+    throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair on this node`);
+  }
+}
+
+/** Writes a pair machine's change into the draft of node.json. */
+function applyToPair(metadata: NodeMetadata, groupId: number, change: PrimaryPairChange): void {
+  const pair = groupRecordById(metadata, groupId).pair;
+  assert(pair !== undefined, "the pair is in the metadata");
+  Object.assign(pair, change.record);
+  if (change.ackedSequenceAtMost !== undefined) pair.ackedSequence = Math.min(pair.ackedSequence, change.ackedSequenceAtMost);
+}
+
+/** The metadata record of a group that must exist (a live group always has one). */
+function groupRecordById(metadata: NodeMetadata, id: number): GroupRecord {
+  const group = metadata.groups.find((g) => g.id === id);
+  assert(group !== undefined, () => `group ${id} is in the metadata`);
+  return group;
+}
