@@ -1,0 +1,402 @@
+// Proves the primary pair's lifecycle machine (src/core/primary-pair.ts) on its own, with no
+// I/O: table tests of each transition (start and the lowered copy start, suspend and resume
+// with their answers and refusals, the handshake's answers, the copy's end, failure, group
+// stops, reconnect backoff, the NO_SPACE back-off and probe), and fast-check properties over
+// random event sequences, arbitrary peer answers included: nothing throws; the record
+// changes only with a `persisted` event, by exactly the change that was saved; a persist is
+// followed in its effect list only by logs; every operator command is answered or refused
+// exactly once, and an answer never announces a state the disk does not hold; streams open
+// only while the pair should run; the journal is released only once `failed` is on disk;
+// timers are armed once and cancelled only while armed.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { InvariantError } from "../../src/core/assert.ts";
+import { replBatchBytesMax, replNoSpaceRetryMsMin, replReconnectDelayMsMin } from "../../src/core/limits.ts";
+import {
+  applyPrimaryPairChange, initialPrimaryPair, pairRunning, pushAllowance, stepPrimaryPair, suspendedReason, timeAdvanceAllowed,
+  type PairTimer, type PrimaryPairEffect, type PrimaryPairEvent, type PrimaryPairRecord, type PrimaryPairState,
+} from "../../src/core/primary-pair.ts";
+
+const replicating: PrimaryPairRecord = { state: "replicating", copyStartSequence: 10, consistentFromSequence: 12, copyDone: true, reason: null };
+const copying: PrimaryPairRecord = { state: "copying", copyStartSequence: 10, consistentFromSequence: 0, copyDone: false, reason: null };
+
+function pair(record: PrimaryPairRecord = replicating, options: { transfer?: "push" | "pull"; streams?: number; groupStopped?: boolean } = {}): PrimaryPairState {
+  return initialPrimaryPair({ group: "g", transfer: options.transfer ?? "push", streams: options.streams ?? 2, record, groupStopped: options.groupStopped ?? false });
+}
+
+/** Steps through events, returning the last state and every effect list. */
+function run(state: PrimaryPairState, ...events: PrimaryPairEvent[]): { state: PrimaryPairState; effects: PrimaryPairEffect[][] } {
+  const effects: PrimaryPairEffect[][] = [];
+  let s = state;
+  for (const event of events) {
+    const stepped = stepPrimaryPair(s, event);
+    s = stepped.state;
+    effects.push([...stepped.effects]);
+  }
+  return { state: s, effects };
+}
+
+const kinds = (effects: readonly PrimaryPairEffect[]): string[] => effects.map((e) => (e.type === "log" ? `log:${e.event}` : e.type));
+const last = <T>(items: readonly T[]): T => {
+  const item = items[items.length - 1];
+  assert.ok(item !== undefined);
+  return item;
+};
+function persistOf(effects: readonly PrimaryPairEffect[]): Extract<PrimaryPairEffect, { type: "persist" }> {
+  const found = effects.find((e) => e.type === "persist");
+  assert.ok(found?.type === "persist", `a persist in ${kinds(effects).join(",")}`);
+  return found;
+}
+const started = (record: PrimaryPairRecord = replicating, options: Parameters<typeof pair>[1] = {}): PrimaryPairState => run(pair(record, options), { type: "start", lastSequence: 20 }).state;
+
+void test("start opens every stream; a suspended or failed pair stays idle; a stopped group waits for its resume", () => {
+  const { state, effects } = run(pair(), { type: "start", lastSequence: 20 });
+  assert.deepEqual(kinds(last(effects)), ["openStreams"]);
+  assert.ok(pairRunning(state));
+  assert.ok(timeAdvanceAllowed(state));
+  assert.deepEqual(run(state, { type: "start", lastSequence: 20 }).effects, [[]], "a second start does nothing");
+  for (const record of [{ ...replicating, state: "suspended" as const }, { ...replicating, state: "failed" as const }]) {
+    const idle = run(pair(record), { type: "start", lastSequence: 20 });
+    assert.deepEqual(idle.effects, [[]]);
+    assert.ok(!pairRunning(idle.state));
+  }
+  const stopped = run(pair(replicating, { groupStopped: true }), { type: "start", lastSequence: 20 }, { type: "groupResumed", lastSequence: 20 });
+  assert.deepEqual(stopped.effects.map(kinds), [[], ["openStreams"]]);
+});
+
+void test("a copy whose start point the journal no longer holds starts over from what it holds, saved before the streams open", () => {
+  const { state, effects } = run(pair(copying), { type: "start", lastSequence: 7 });
+  assert.deepEqual(kinds(last(effects)), ["log:copy_start_lowered", "persist"]);
+  const save = persistOf(last(effects));
+  assert.deepEqual(save.change, { record: { copyStartSequence: 7 }, ackedSequenceAtMost: 7 });
+  assert.ok(!pairRunning(state), "nothing is sent before the save");
+  assert.equal(state.record.copyStartSequence, 10, "memory follows the save");
+  const saved = run(state, { type: "start", lastSequence: 7 }, { type: "persisted", saveId: save.saveId, lastSequence: 7 });
+  assert.deepEqual(saved.effects[0], [], "a start while the save runs waits for it");
+  assert.deepEqual(last(saved.effects), [{ type: "resetSender", ackedSequence: 7 }, { type: "openStreams" }]);
+  assert.equal(saved.state.record.copyStartSequence, 7);
+  // A failed save leaves the pair idle until the next start.
+  const failed = run(state, { type: "persistFailed", saveId: save.saveId, lastSequence: 7, error: { code: "EIO", message: "EIO" } });
+  assert.deepEqual(kinds(last(failed.effects)), ["log:pair_state_not_saved"]);
+  assert.ok(!pairRunning(failed.state));
+});
+
+void test("suspend closes the streams, saves, and only then answers; resume saves, opens and answers", () => {
+  const { state, effects } = run(started(), { type: "suspend", commandId: 1 });
+  assert.deepEqual(kinds(last(effects)), ["closeStreams", "persist"]);
+  assert.deepEqual(persistOf(last(effects)).change, { record: { state: "suspended", reason: suspendedReason } });
+  assert.equal(state.record.state, "replicating", "not announced before the save");
+  const suspended = run(state, { type: "persisted", saveId: persistOf(last(effects)).saveId, lastSequence: 30 });
+  assert.deepEqual(last(suspended.effects), [{ type: "answerOperator", commandId: 1 }]);
+  assert.equal(suspended.state.record.state, "suspended");
+  assert.ok(!timeAdvanceAllowed(suspended.state));
+  // Suspending a suspended pair answers at once.
+  assert.deepEqual(run(suspended.state, { type: "suspend", commandId: 2 }).effects, [[{ type: "answerOperator", commandId: 2 }]]);
+  const resumed = run(suspended.state, { type: "resume", commandId: 3 });
+  const save = persistOf(last(resumed.effects));
+  assert.deepEqual(save.change, { record: { state: "replicating", reason: null } });
+  const done = run(resumed.state, { type: "persisted", saveId: save.saveId, lastSequence: 30 });
+  assert.deepEqual(last(done.effects), [{ type: "openStreams" }, { type: "answerOperator", commandId: 3 }]);
+  assert.ok(pairRunning(done.state));
+  // A copy that was suspended resumes copying.
+  const copyingSuspended = run(pair({ ...copying, state: "suspended" }), { type: "resume", commandId: 4 });
+  assert.deepEqual(persistOf(last(copyingSuspended.effects)).change.record.state, "copying");
+});
+
+void test("commands that do not fit the state are refused with TM_ERR_STATE and change nothing", () => {
+  const running = started();
+  const notSuspended = run(running, { type: "resume", commandId: 1 });
+  assert.deepEqual(last(notSuspended.effects), [{ type: "refuseOperator", commandId: 1, code: "TM_ERR_STATE", text: "pair of g is replicating, not suspended" }]);
+  assert.equal(notSuspended.state, running);
+  const failed = run(pair({ ...replicating, state: "failed", reason: "secondary refused the pair: taken over" }), { type: "suspend", commandId: 2 });
+  assert.deepEqual(last(failed.effects), [{ type: "refuseOperator", commandId: 2, code: "TM_ERR_STATE", text: "pair of g has failed (secondary refused the pair: taken over); it cannot be suspended" }]);
+});
+
+void test("a suspend whose save fails is refused with the disk's code, and the pair runs again as the disk says", () => {
+  const { state, effects } = run(started(), { type: "suspend", commandId: 1 });
+  const failed = run(state, { type: "persistFailed", saveId: persistOf(last(effects)).saveId, lastSequence: 30, error: { code: "ENOSPC", message: "no space left on device" } });
+  const refusal = last(failed.effects).find((e) => e.type === "refuseOperator");
+  assert.ok(refusal?.type === "refuseOperator" && refusal.code === "TM_ERR_NO_SPACE", JSON.stringify(refusal));
+  assert.ok(last(failed.effects).some((e) => e.type === "openStreams"));
+  assert.ok(pairRunning(failed.state));
+  assert.equal(failed.state.record.state, "replicating");
+});
+
+void test("the handshake: a copy the secondary finished is recorded before anything is sent; empty or copying starts the copy on stream 0", () => {
+  const s = started(copying);
+  const finished = run(s, { type: "groupState", stream: 1, connectionId: 7, state: "replicating", arrivedSequence: 15, lastSequence: 30 });
+  const save = persistOf(last(finished.effects));
+  assert.deepEqual(kinds(last(finished.effects)), ["persist"], "nothing is sent before the save");
+  assert.deepEqual(save.change.record, { state: "replicating", copyDone: true, consistentFromSequence: 30, reason: null });
+  const ready = run(finished.state, { type: "persisted", saveId: save.saveId, lastSequence: 31 });
+  assert.deepEqual(last(ready.effects), [{ type: "streamReady", stream: 1, connectionId: 7, arrivedSequence: 15 }]);
+  const notSaved = run(finished.state, { type: "persistFailed", saveId: save.saveId, lastSequence: 31, error: { code: "EIO", message: "EIO" } });
+  assert.deepEqual(kinds(last(notSaved.effects)), ["failConnection"]);
+  assert.deepEqual(run(s, { type: "groupState", stream: 0, connectionId: 3, state: "empty", arrivedSequence: 0, lastSequence: 30 }).effects, [[{ type: "startCopy", connectionId: 3 }]]);
+  assert.deepEqual(run(s, { type: "groupState", stream: 1, connectionId: 4, state: "copying", arrivedSequence: 0, lastSequence: 30 }).effects, [[]]);
+  assert.deepEqual(run(started(), { type: "groupState", stream: 1, connectionId: 5, state: "replicating", arrivedSequence: 19, lastSequence: 30 }).effects,
+    [[{ type: "streamReady", stream: 1, connectionId: 5, arrivedSequence: 19 }]]);
+  // A handshake answer after the streams closed (suspended meanwhile) is ignored.
+  const idle = run(started(), { type: "suspend", commandId: 1 }).state;
+  assert.deepEqual(run(idle, { type: "groupState", stream: 0, connectionId: 9, state: "empty", arrivedSequence: 0, lastSequence: 30 }).effects, [[]]);
+});
+
+void test("the end of the copy is saved, then logged, and every stream reopens; a failed save reopens them too, and the handshake saves it again", () => {
+  const s = started(copying);
+  const acked = run(s, { type: "copyAcknowledged", consistentFromSequence: 25, totalBytes: 4096, dataBytes: 1024, volumeBytes: 8192 });
+  const save = persistOf(last(acked.effects));
+  assert.deepEqual(save.change.record, { state: "replicating", copyDone: true, consistentFromSequence: 25, reason: null });
+  const done = run(acked.state, { type: "persisted", saveId: save.saveId, lastSequence: 30 });
+  assert.deepEqual(kinds(last(done.effects)), ["log:copy_done", "copyFinished", "reopenStreams"]);
+  assert.equal(done.state.record.state, "replicating");
+  const notSaved = run(acked.state, { type: "persistFailed", saveId: save.saveId, lastSequence: 30, error: { code: "EIO", message: "EIO" } });
+  assert.deepEqual(kinds(last(notSaved.effects)), ["log:pair_state_not_saved", "copyFinished", "reopenStreams"]);
+  assert.equal(notSaved.state.record.state, "copying");
+});
+
+void test("a lost stream reconnects on a backoff that doubles; the handshake resets it; an idle pair does not reconnect", () => {
+  const s = started();
+  const lost = run(s, { type: "streamClosed", stream: 1, reason: "peer silent", wasReady: true });
+  assert.deepEqual(kinds(last(lost.effects)), ["log:repl_stream_lost", "armTimer"]);
+  assert.deepEqual(last(lost.effects)[1], { type: "armTimer", timer: { kind: "reconnect", stream: 1 }, delayMs: replReconnectDelayMsMin });
+  const fired = run(lost.state, { type: "timerFired", timer: { kind: "reconnect", stream: 1 } }, { type: "streamClosed", stream: 1, reason: "refused", wasReady: false });
+  assert.deepEqual(fired.effects[0], [{ type: "connectStream", stream: 1 }]);
+  assert.deepEqual(last(fired.effects)[1], { type: "armTimer", timer: { kind: "reconnect", stream: 1 }, delayMs: 2 * replReconnectDelayMsMin });
+  const reset = run(fired.state, { type: "timerFired", timer: { kind: "reconnect", stream: 1 } },
+    { type: "groupState", stream: 1, connectionId: 2, state: "replicating", arrivedSequence: 20, lastSequence: 20 });
+  assert.equal(reset.state.streams[1]?.reconnectDelayMs, replReconnectDelayMsMin);
+  // Suspend cancels the armed reconnect, and a close after it arms nothing.
+  const suspended = run(lost.state, { type: "suspend", commandId: 1 }, { type: "streamClosed", stream: 0, reason: "pair suspended", wasReady: true });
+  assert.deepEqual(kinds(suspended.effects[0] ?? []), ["cancelTimer", "closeStreams", "persist"]);
+  assert.deepEqual(last(suspended.effects), []);
+});
+
+void test("a secondary out of space: one log line, a backoff, then one probe that shrinks while refused; an ACK past the refusals ends it", () => {
+  let s = started();
+  let step = run(s, { type: "batchRefused", batchId: 5, code: "NO_SPACE", text: "journal full", batchIdFloor: 8, nowMs: 1000 });
+  assert.deepEqual(kinds(last(step.effects)), ["log:secondary_refuses_records", "armTimer"]);
+  s = step.state;
+  assert.deepEqual(pushAllowance(s), { send: false });
+  step = run(s, { type: "batchRefused", batchId: 6, code: "NO_SPACE", text: "journal full", batchIdFloor: 8, nowMs: 1001 });
+  assert.deepEqual(step.effects, [[]], "one line per spell, one timer");
+  step = run(step.state, { type: "timerFired", timer: { kind: "noSpaceRetry" } });
+  assert.deepEqual(last(step.effects), [{ type: "pump" }]);
+  const allowance = pushAllowance(step.state);
+  assert.ok(allowance.send && allowance.bytesMax === replBatchBytesMax / 2 && allowance.probeEpisode !== undefined);
+  step = run(step.state, { type: "probeSent", batchId: 9, episode: allowance.probeEpisode });
+  assert.deepEqual(pushAllowance(step.state), { send: false }, "one probe at a time");
+  step = run(step.state, { type: "batchRefused", batchId: 9, code: "NO_SPACE", text: "journal full", batchIdFloor: 10, nowMs: 1300 });
+  assert.deepEqual(last(step.effects), [{ type: "armTimer", timer: { kind: "noSpaceRetry" }, delayMs: 2 * replNoSpaceRetryMsMin }]);
+  assert.equal(step.state.noSpace?.probeBytesMax, replBatchBytesMax / 4);
+  // The secondary reports room (ACK batchId 0): the backoff ends, a probe goes at once.
+  step = run(step.state, { type: "ackReceived", batchId: 0, nowMs: 1400 });
+  assert.deepEqual(last(step.effects), [{ type: "cancelTimer", timer: { kind: "noSpaceRetry" } }]);
+  assert.ok(pushAllowance(step.state).send);
+  assert.equal(step.state.noSpace?.retryMs, replNoSpaceRetryMsMin);
+  // An ACK of a batch sent before the refusals says nothing; one past the floor ends the spell.
+  assert.deepEqual(run(step.state, { type: "ackReceived", batchId: 7, nowMs: 1500 }).effects, [[]]);
+  step = run(step.state, { type: "ackReceived", batchId: 8, nowMs: 1500 });
+  assert.deepEqual(last(step.effects), [{ type: "log", level: "info", event: "secondary_storing_again", fields: { group: "g", waitedMs: 500 }, message: "the secondary stores records again" }]);
+  assert.deepEqual(pushAllowance(step.state), { send: true, bytesMax: undefined, probeEpisode: undefined });
+});
+
+void test("pull: a refusal arms no timer (the secondary asks again) and its report of room ends the spell", () => {
+  const s = started(replicating, { transfer: "pull" });
+  const refused = run(s, { type: "batchRefused", batchId: 5, code: "INTERNAL", text: "EIO on x", batchIdFloor: 8, nowMs: 10 });
+  assert.deepEqual(kinds(last(refused.effects)), ["log:secondary_refuses_records"]);
+  const room = run(refused.state, { type: "ackReceived", batchId: 0, nowMs: 60 });
+  assert.deepEqual(kinds(last(room.effects)), ["log:secondary_storing_again"]);
+  assert.equal(room.state.noSpace, undefined);
+});
+
+void test("a failure closes the streams and saves; the journal is released only once `failed` is on disk; nothing restarts a failing pair", () => {
+  const s = started();
+  const failing = run(s, { type: "fail", reason: "secondary refused the pair: taken over" });
+  assert.deepEqual(kinds(last(failing.effects)), ["log:pair_failed", "closeStreams", "persist"]);
+  const save = persistOf(last(failing.effects));
+  assert.deepEqual(run(failing.state, { type: "fail", reason: "again" }).effects, [[]], "one failure");
+  const refused = run(failing.state, { type: "suspend", commandId: 1 });
+  assert.equal(last(refused.effects)[0]?.type, "refuseOperator");
+  assert.deepEqual(run(failing.state, { type: "start", lastSequence: 30 }).effects, [[]]);
+  const saved = run(failing.state, { type: "persisted", saveId: save.saveId, lastSequence: 30 });
+  assert.deepEqual(last(saved.effects), [{ type: "releaseJournal" }]);
+  assert.equal(saved.state.record.state, "failed");
+  const notSaved = run(failing.state, { type: "persistFailed", saveId: save.saveId, lastSequence: 30, error: { code: "ENOSPC", message: "full" } });
+  assert.deepEqual(kinds(last(notSaved.effects)), ["log:pair_state_not_saved"], "the hold stays while the disk does not say failed");
+  assert.deepEqual(run(notSaved.state, { type: "groupResumed", lastSequence: 30 }, { type: "start", lastSequence: 30 }).effects, [[], []]);
+});
+
+void test("a group stop closes the streams and they reopen when it resumes; a suspended pair stays suspended", () => {
+  const stopped = run(started(), { type: "groupStopped", reason: "out of space writing j" });
+  assert.deepEqual(last(stopped.effects), [{ type: "closeStreams", reason: "group stopped: out of space writing j" }]);
+  assert.deepEqual(run(stopped.state, { type: "groupResumed", lastSequence: 20 }).effects, [[{ type: "openStreams" }]]);
+  // Suspended while stopped: the resume of the group does not reopen.
+  const suspended = run(stopped.state, { type: "suspend", commandId: 1 });
+  assert.deepEqual(run(suspended.state, { type: "groupResumed", lastSequence: 20 }).effects, [[]]);
+  // A copy whose journal lost records while stopped checks its start again after the resume.
+  const copyStopped = run(started(copying), { type: "groupStopped", reason: "EIO" }, { type: "groupResumed", lastSequence: 5 });
+  assert.deepEqual(kinds(last(copyStopped.effects)), ["log:copy_start_lowered", "persist"]);
+});
+
+void test("after the node stops, a resume saved late opens nothing", () => {
+  const suspended = run(pair({ ...replicating, state: "suspended" }), { type: "resume", commandId: 1 }, { type: "stop", reason: "node stopping" });
+  const save = persistOf(suspended.effects[0] ?? []);
+  const done = run(suspended.state, { type: "persisted", saveId: save.saveId, lastSequence: 5 });
+  assert.deepEqual(last(done.effects), [{ type: "answerOperator", commandId: 1 }]);
+  assert.ok(!pairRunning(done.state));
+});
+
+void test("completions the machine did not ask for are the shell's bug: an assertion", () => {
+  assert.throws(() => stepPrimaryPair(started(), { type: "persisted", saveId: 42, lastSequence: 1 }), InvariantError);
+  assert.throws(() => stepPrimaryPair(started(), { type: "timerFired", timer: { kind: "noSpaceRetry" } }), InvariantError);
+  assert.throws(() => stepPrimaryPair(started(), { type: "timerFired", timer: { kind: "reconnect", stream: 0 } }), InvariantError);
+  assert.throws(() => stepPrimaryPair(started(), { type: "streamClosed", stream: 5, reason: "x", wasReady: false }), InvariantError);
+});
+
+// ---- properties over random event sequences -------------------------------------------
+
+/** An event as generated: completions pick among what is pending when they run. */
+type Gen =
+  | { readonly kind: "event"; readonly event: PrimaryPairEvent }
+  | { readonly kind: "complete"; readonly pick: number; readonly ok: boolean; readonly code: string }
+  | { readonly kind: "fire"; readonly pick: number }
+  | { readonly kind: "close"; readonly stream: number; readonly wasReady: boolean };
+
+const sequence = fc.nat({ max: 100 });
+const genEvent: fc.Arbitrary<Gen> = fc.oneof(
+  fc.record({ kind: fc.constant("event" as const), event: fc.oneof(
+    fc.record({ type: fc.constant("start" as const), lastSequence: sequence }),
+    fc.record({ type: fc.constant("stop" as const), reason: fc.constant("node stopping") }),
+    fc.record({ type: fc.constant("suspend" as const), commandId: fc.constant(0) }),
+    fc.record({ type: fc.constant("resume" as const), commandId: fc.constant(0) }),
+    fc.record({ type: fc.constant("groupStopped" as const), reason: fc.constant("EIO") }),
+    fc.record({ type: fc.constant("groupResumed" as const), lastSequence: sequence }),
+    fc.record({ type: fc.constant("groupState" as const), stream: fc.nat({ max: 1 }), connectionId: fc.nat(), state: fc.constantFrom("empty" as const, "copying" as const, "replicating" as const), arrivedSequence: fc.nat(), lastSequence: sequence }),
+    fc.record({ type: fc.constant("copyAcknowledged" as const), consistentFromSequence: sequence, totalBytes: fc.nat(), dataBytes: fc.nat(), volumeBytes: fc.nat() }),
+    fc.record({ type: fc.constant("batchRefused" as const), batchId: fc.nat({ max: 20 }), code: fc.constantFrom("NO_SPACE" as const, "INTERNAL" as const), text: fc.string(), batchIdFloor: fc.nat({ max: 20 }), nowMs: fc.nat() }),
+    fc.record({ type: fc.constant("ackReceived" as const), batchId: fc.nat({ max: 20 }), nowMs: fc.nat() }),
+    fc.record({ type: fc.constant("probeSent" as const), batchId: fc.nat({ max: 20 }), episode: fc.nat({ max: 5 }) }),
+    fc.record({ type: fc.constant("fail" as const), reason: fc.string() }),
+  ) }),
+  fc.record({ kind: fc.constant("complete" as const), pick: fc.nat(), ok: fc.boolean(), code: fc.constantFrom("ENOSPC", "EIO", "EPERM") }),
+  fc.record({ kind: fc.constant("fire" as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant("close" as const), stream: fc.nat({ max: 1 }), wasReady: fc.boolean() }),
+);
+
+const timerKey = (timer: PairTimer): string => (timer.kind === "reconnect" ? `reconnect:${timer.stream}` : timer.kind);
+
+void test("property: random events never throw, the record follows only the saves, effects keep their order rules, every command is answered once", () => {
+  fc.assert(fc.property(
+    fc.constantFrom(replicating, copying, { ...replicating, state: "suspended" as const }, { ...copying, state: "suspended" as const }),
+    fc.constantFrom("push" as const, "pull" as const),
+    fc.boolean(),
+    fc.array(genEvent, { maxLength: 60 }),
+    (record, transfer, groupStopped, gens) => {
+      let s = pair(record, { transfer, groupStopped });
+      const pending = new Set<number>(); // saves asked for, not yet answered
+      const armed = new Set<string>();
+      const waiting = new Map<number, "suspend" | "resume">();
+      let nextCommand = 1;
+      const apply = (event: PrimaryPairEvent): void => {
+        const before = s;
+        const { state, effects } = stepPrimaryPair(s, event);
+        s = state;
+        // The record changes only with a `persisted` event, by exactly what was saved.
+        if (event.type === "persisted") {
+          const save = before.saves.find((p) => p.saveId === event.saveId);
+          assert.ok(save !== undefined);
+          assert.deepEqual(s.record, applyPrimaryPairChange(before.record, save.change));
+        } else {
+          assert.deepEqual(s.record, before.record, `${event.type} changed the record without a save`);
+        }
+        let persisted = false;
+        for (const effect of effects) {
+          // A persist is followed only by logs and saves: what depends on it waits for `persisted`.
+          if (persisted) assert.ok(effect.type === "log" || effect.type === "persist", `${effect.type} after a persist in one list`);
+          switch (effect.type) {
+            case "persist":
+              persisted = true;
+              assert.ok(!pending.has(effect.saveId));
+              pending.add(effect.saveId);
+              break;
+            case "armTimer":
+              assert.ok(!armed.has(timerKey(effect.timer)), "a timer is armed once");
+              armed.add(timerKey(effect.timer));
+              break;
+            case "cancelTimer":
+              assert.ok(armed.delete(timerKey(effect.timer)), "only an armed timer is cancelled");
+              break;
+            case "openStreams":
+            case "connectStream":
+              assert.ok(pairRunning(s), "streams open only while running");
+              assert.ok(s.record.state === "copying" || s.record.state === "replicating", `streams open while ${s.record.state}`);
+              assert.ok(!s.groupStopped && s.failing === undefined && !s.closing);
+              break;
+            case "releaseJournal":
+              assert.equal(s.record.state, "failed", "the journal is released only once failed is saved");
+              break;
+            case "answerOperator": {
+              const command = waiting.get(effect.commandId);
+              assert.ok(command !== undefined, "an answer for a waiting command, once");
+              waiting.delete(effect.commandId);
+              // Never announced before the disk holds it.
+              if (command === "suspend") assert.equal(s.record.state, "suspended");
+              else assert.ok(s.record.state === "copying" || s.record.state === "replicating");
+              break;
+            }
+            case "refuseOperator":
+              assert.ok(waiting.delete(effect.commandId), "a refusal for a waiting command, once");
+              break;
+            default:
+              break;
+          }
+        }
+      };
+      for (const gen of gens) {
+        switch (gen.kind) {
+          case "event": {
+            const event = gen.event;
+            if (event.type === "suspend" || event.type === "resume") {
+              const commandId = nextCommand++;
+              waiting.set(commandId, event.type);
+              apply({ ...event, commandId });
+            } else {
+              apply(event);
+            }
+            break;
+          }
+          case "complete": {
+            const ids = [...pending];
+            if (ids.length === 0) break;
+            const saveId = ids[gen.pick % ids.length] ?? 0;
+            pending.delete(saveId);
+            apply(gen.ok ? { type: "persisted", saveId, lastSequence: 50 } : { type: "persistFailed", saveId, lastSequence: 50, error: { code: gen.code, message: gen.code } });
+            break;
+          }
+          case "fire": {
+            const keys = [...armed];
+            if (keys.length === 0) break;
+            const key = keys[gen.pick % keys.length] ?? "";
+            armed.delete(key);
+            const timer: PairTimer = key === "noSpaceRetry" ? { kind: "noSpaceRetry" } : { kind: "reconnect", stream: Number(key.split(":")[1]) };
+            apply({ type: "timerFired", timer });
+            break;
+          }
+          case "close":
+            // The shell reports a close only for a stream with a connection (none while its reconnect is armed).
+            if (armed.has(`reconnect:${gen.stream}`)) break;
+            apply({ type: "streamClosed", stream: gen.stream, reason: "lost", wasReady: gen.wasReady });
+            break;
+        }
+      }
+      // Drain every save: then every command has its answer.
+      for (const saveId of [...pending]) {
+        pending.delete(saveId);
+        apply({ type: "persisted", saveId, lastSequence: 50 });
+      }
+      assert.deepEqual([...waiting.keys()], [], "every command answered or refused");
+      assert.equal(s.saves.length, 0);
+    },
+  ), { numRuns: 2000 });
+});
