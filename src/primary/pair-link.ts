@@ -185,11 +185,6 @@ export class PairLink {
     return this.sender.ackedSequence;
   }
 
-  /** The pair's record as node.json holds it (settings and lifecycle). */
-  get record(): PairRecord {
-    return { ...this.config, ...this.machine.record, ackedSequence: this.sender.ackedSequence };
-  }
-
   private lastSequence(): number {
     return this.writer.nextSequence - 1;
   }
