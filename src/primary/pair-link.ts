@@ -23,7 +23,7 @@ import { nonZeroRuns } from "../core/data-runs.ts";
 import { PairSender, timeAdvanceDue, type BatchPlan } from "../core/sender.ts";
 import {
   holdsJournal, initialPrimaryPair, pairRunning, pushAllowance, stepPrimaryPair, timeAdvanceAllowed,
-  type PairTimer, type PrimaryPairChange, type PrimaryPairEffect, type PrimaryPairEvent, type PrimaryPairState, type ReopenWhy,
+  type PairTimer, type PrimaryPairChange, type PrimaryPairEffect, type PrimaryPairEvent, type PrimaryPairRecord, type PrimaryPairState, type ReopenWhy,
 } from "../core/primary-pair.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
@@ -92,9 +92,11 @@ interface Stream {
   pulls: { readonly fromSequence: number; readonly maxBytes: number; readonly sinceMs: number }[];
 }
 
+/** A pair's settings, fixed when it is created (its lifecycle fields are the machine's record). */
+type PairSettings = Omit<PairRecord, keyof PrimaryPairRecord | "ackedSequence">;
+
 export class PairLink {
-  /** The pair's settings as created (the lifecycle fields live in the machine's record). */
-  private readonly config: PairRecord;
+  private readonly config: PairSettings;
   readonly groupName: string;
   private readonly nodeId: string;
   private readonly writer: GroupWriter;
@@ -147,7 +149,8 @@ export class PairLink {
   }) {
     this.clock = options.clock;
     this.transport = options.transport;
-    this.config = structuredClone(options.record);
+    const { state: _state, copyStartSequence: _start, consistentFromSequence: _from, copyDone: _done, reason: _reason, ackedSequence: _acked, ...settings } = structuredClone(options.record);
+    this.config = settings;
     this.groupName = options.groupName;
     this.nodeId = options.nodeId;
     this.writer = options.writer;
