@@ -38,14 +38,20 @@ export interface HostWrite {
 
 export function encodeSimBlock(runId: number, writeId: number, volumeTag: number, blockIndex: number): Buffer {
   const block = Buffer.alloc(simBlockBytes);
-  block.writeUInt32LE(magic, 0);
-  block.writeUInt32LE(runId >>> 0, 4);
-  block.writeUInt32LE(writeId, 8);
-  block.writeUInt32LE(volumeTag, 12);
-  block.writeUInt32LE(blockIndex, 16);
-  for (let at = 20; at < simBlockBytes - 4; at += 4) block.writeUInt32LE((Math.imul(writeId, 2654435761) ^ at) >>> 0, at);
-  block.writeUInt32LE(checksum(block, 0, simBlockBytes - 4), simBlockBytes - 4);
+  encodeSimBlockInto(block, 0, runId, writeId, volumeTag, blockIndex);
   return block;
+}
+
+/** encodeSimBlock into `into` at atBytes (every one of the block's bytes is written). */
+export function encodeSimBlockInto(into: Buffer, atBytes: number, runId: number, writeId: number, volumeTag: number, blockIndex: number): void {
+  into.writeUInt32LE(magic, atBytes);
+  into.writeUInt32LE(runId >>> 0, atBytes + 4);
+  into.writeUInt32LE(writeId, atBytes + 8);
+  into.writeUInt32LE(volumeTag, atBytes + 12);
+  into.writeUInt32LE(blockIndex, atBytes + 16);
+  const fill = Math.imul(writeId, 2654435761);
+  for (let at = 20; at < simBlockBytes - 4; at += 4) into.writeUInt32LE((fill ^ at) >>> 0, atBytes + at);
+  into.writeUInt32LE(checksum(into, atBytes, atBytes + simBlockBytes - 4), atBytes + simBlockBytes - 4);
 }
 
 /** Write ids found in an image, with how many of their blocks; problems for torn or foreign blocks. */
@@ -74,14 +80,17 @@ export function countSimBlocks(blocks: Buffer | undefined, write: HostWrite, run
   if (blocks === undefined) return 0;
   let whole = 0;
   for (let k = 0; k < write.blocks; k++) {
-    const at = k * simBlockBytes;
-    const index = write.firstBlock + k;
-    if (blocks.readUInt32LE(at) !== magic || blocks.readUInt32LE(at + 8) !== write.id || blocks.readUInt32LE(at + 4) !== runId >>> 0) continue;
-    if (blocks.readUInt32LE(at + 12) !== volumeTag || blocks.readUInt32LE(at + 16) !== index) continue;
-    if (blocks.readUInt32LE(at + simBlockBytes - 4) !== checksum(blocks, at, at + simBlockBytes - 4)) continue;
-    whole += 1;
+    if (isSimBlockOf(blocks, k * simBlockBytes, write, k, runId, volumeTag)) whole += 1;
   }
   return whole;
+}
+
+/** Whether the 512 bytes at atBytes of `bytes` are block k of `write`, whole (its id, its place, its checksum). */
+export function isSimBlockOf(bytes: Buffer, atBytes: number, write: HostWrite, k: number, runId: number, volumeTag: number): boolean {
+  const at = atBytes;
+  if (bytes.readUInt32LE(at) !== magic || bytes.readUInt32LE(at + 8) !== write.id || bytes.readUInt32LE(at + 4) !== runId >>> 0) return false;
+  if (bytes.readUInt32LE(at + 12) !== volumeTag || bytes.readUInt32LE(at + 16) !== write.firstBlock + k) return false;
+  return bytes.readUInt32LE(at + simBlockBytes - 4) === checksum(bytes, at, at + simBlockBytes - 4);
 }
 
 export class History {

@@ -17,13 +17,13 @@ import type { PairInfo } from "../../src/mgmt/control.ts";
 import { TidemarkNode } from "../../src/node/node.ts";
 import { type PeerClient } from "../../src/transport/peer-client.ts";
 import type { WriteTimePolicy } from "../../src/core/types.ts";
-import { countSimBlocks, encodeSimBlock, History, simBlockBytes, type HostWrite } from "./history.ts";
+import { encodeSimBlockInto, History, isSimBlockOf, simBlockBytes, type HostWrite } from "./history.ts";
 import { createHash } from "node:crypto";
 import { isStorageError } from "../../src/node/group-stop.ts";
 import { Prng } from "./prng.ts";
 import { SimScheduler, drainMicrotasks } from "./scheduler.ts";
 import { SimClock } from "./sim-clock.ts";
-import { SimDisk } from "./sim-disk.ts";
+import { cachedSpan, eachCachedPage, samePages, SimDisk, type CachedPages } from "./sim-disk.ts";
 import { SimNetwork, type Incarnation } from "./sim-network.ts";
 
 export interface NodeSimOptions {
@@ -32,6 +32,8 @@ export interface NodeSimOptions {
   readonly faultyMs?: number;
   /** Virtual ms the heal phase may take to converge (default 60000). */
   readonly healMsMax?: number;
+  /** Return a digest of the final images (for the replay test: hashing every image costs a few ms per seed). */
+  readonly imagesDigest?: boolean;
 }
 
 /** How often each kind of event happened, summed over a run of seeds (the `--json` report). */
@@ -84,7 +86,7 @@ export function emptyCounts(): EventCounts {
 }
 
 export type NodeSimResult =
-  | { readonly ok: true; readonly seed: number; readonly config: string; readonly counts: EventCounts; readonly realMs: number; readonly imagesDigest: string }
+  | { readonly ok: true; readonly seed: number; readonly config: string; readonly counts: EventCounts; readonly realMs: number; readonly imagesDigest: string | undefined }
   | { readonly ok: false; readonly seed: number; readonly config: string; readonly atMs: number; readonly invariant: string; readonly message: string; readonly counts: EventCounts };
 
 class SimFailure extends Error {
@@ -415,7 +417,8 @@ export class NodeWorld {
       this.nextBlock.set(volume, first + blocks);
       const write = this.history.add({ host, volume, firstBlock: first, blocks, issuedAtMs: this.scheduler.nowMs });
       const tag = this.volumeTags.get(volume) ?? 0;
-      const data = Buffer.concat(Array.from({ length: blocks }, (_, k) => encodeSimBlock(this.history.runId, write.id, tag, first + k)));
+      const data = Buffer.allocUnsafe(blocks * simBlockBytes); // every byte is written
+      for (let k = 0; k < blocks; k++) encodeSimBlockInto(data, k * simBlockBytes, this.history.runId, write.id, tag, first + k);
       const fua = this.rng.chance(0.05);
       this.counts.hostWrites += 1;
       try {
@@ -695,7 +698,8 @@ export class NodeWorld {
     for (const machine of [this.primary, this.secondary]) {
       for (const volume of this.groups.flatMap((g) => g.volumes)) {
         hash.update(`${machine.name}/${volume}:`);
-        hash.update(this.image(machine, volume) ?? Buffer.alloc(0));
+        const image = this.imagePages(machine, volume);
+        if (image !== undefined) eachCachedPage(image, (bytes) => hash.update(bytes));
       }
     }
     return hash.digest("hex").slice(0, 16);
@@ -703,12 +707,14 @@ export class NodeWorld {
 
   /** A volume's bytes as a reader of the file sees them now (the page cache), by name, from the node's metadata on its disk. */
   private image(machine: SimMachine, volume: string): Buffer | undefined {
-    const metadata = machine.disk.cachedView(`${machine.dataDir}/node.json`);
-    if (metadata === undefined) return undefined;
-    const parsed = JSON.parse(metadata.toString("utf8")) as { volumes: { name: string; fileName: string }[] };
-    const record = parsed.volumes.find((v) => v.name === volume);
-    if (record === undefined) return undefined;
-    return machine.disk.cachedView(`${machine.dataDir}/volumes/${record.fileName}`);
+    const path = this.readVolumePath(machine, volume);
+    return path === undefined ? undefined : machine.disk.cachedView(path);
+  }
+
+  /** The same as image(), as the page cache itself (valid until the disk's next operation). */
+  private imagePages(machine: SimMachine, volume: string): CachedPages | undefined {
+    const path = this.readVolumePath(machine, volume);
+    return path === undefined ? undefined : machine.disk.cachedPages(path);
   }
 
   /** The path of a volume's file on a machine, from the node's metadata on its disk. */
@@ -722,6 +728,7 @@ export class NodeWorld {
   }
 
   private readonly volumePaths = new Map<string, string>();
+  private readonly blockScratch = Buffer.alloc(simBlockBytes);
 
   private readVolumePath(machine: SimMachine, volume: string): string | undefined {
     const metadata = machine.disk.cachedView(`${machine.dataDir}/node.json`);
@@ -738,13 +745,21 @@ export class NodeWorld {
    */
   private present(machine: SimMachine, volumes: readonly string[]): Set<number> {
     const present = new Set<number>();
+    const runId = this.history.runId;
     for (const volume of volumes) {
       const path = this.volumePath(machine, volume);
       if (path === undefined) continue;
       const tag = this.volumeTags.get(volume) ?? 0;
+      // Read in place (the page cache as a reader sees it), one block at a time: a block never straddles a page.
+      const file = machine.disk.cachedPages(path);
       for (const write of this.history.ofVolume(volume)) {
-        const blocks = machine.disk.cachedRange(path, write.firstBlock * simBlockBytes, write.blocks * simBlockBytes);
-        const whole = countSimBlocks(blocks, write, this.history.runId, tag);
+        let whole = 0;
+        if (file !== undefined) {
+          for (let k = 0; k < write.blocks; k++) {
+            const span = cachedSpan(file, (write.firstBlock + k) * simBlockBytes, simBlockBytes, this.blockScratch);
+            if (isSimBlockOf(span.buffer, span.offsetBytes, write, k, runId, tag)) whole += 1;
+          }
+        }
         // A write partly there (an apply cut short by a full disk, a crash mid-write) counts as
         // not there: sector by sector, like any disk's write in flight. If a write that depends
         // on it is there, I1 says so; at convergence the images must be equal.
@@ -835,10 +850,11 @@ export class NodeWorld {
     this.checkSecondary();
     for (const group of this.groups.filter((g) => g.paired && !g.takenOver)) {
       for (const volume of group.volumes) {
-        const onA = this.image(this.primary, volume);
-        const onB = this.image(this.secondary, volume);
-        if (onA === undefined || onB === undefined || !onA.equals(onB)) {
-          throw new SimFailure("I4", `${volume}: the images differ after convergence (first difference at byte ${firstDifference(onA, onB)})`);
+        const onA = this.imagePages(this.primary, volume);
+        const onB = this.imagePages(this.secondary, volume);
+        if (onA === undefined || onB === undefined || !samePages(onA, onB)) {
+          const first = firstDifference(this.image(this.primary, volume), this.image(this.secondary, volume));
+          throw new SimFailure("I4", `${volume}: the images differ after convergence (first difference at byte ${first})`);
         }
       }
     }
@@ -937,7 +953,7 @@ export async function runNodeSimulation(options: NodeSimOptions): Promise<NodeSi
     world.counts.seeds = 1;
     world.counts.virtualMs = world.scheduler.nowMs;
     world.counts.events = world.scheduler.eventsRun;
-    return { ok: true, seed: options.seed, config: world.config, counts: world.counts, realMs: performance.now() - startedMs, imagesDigest: world.imagesDigest() };
+    return { ok: true, seed: options.seed, config: world.config, counts: world.counts, realMs: performance.now() - startedMs, imagesDigest: options.imagesDigest === true ? world.imagesDigest() : undefined };
   } catch (error) {
     const invariant = error instanceof SimFailure ? error.invariant : error instanceof InvariantError ? "assert" : "error";
     const message = error instanceof Error ? `${error.message}${error instanceof SimFailure ? "" : `\n${error.stack ?? ""}`}` : String(error);

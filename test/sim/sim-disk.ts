@@ -120,8 +120,14 @@ const tebibyte = 1024 ** 4;
 interface FileNode {
   readonly kind: "file";
   readonly id: number;
-  /** What readers see: page index -> 4 KiB. Pages are never changed in place (a write stores a new one). Absent: zeroes. */
+  /**
+   * What readers see: page index -> 4 KiB. Absent: zeroes. A page is changed in place only
+   * while it is in `owned`; once anything else may hold it (a datasync in flight, the disk),
+   * a write stores a new buffer, so holders keep what they took (pages are compared by identity).
+   */
   cache: Map<number, Buffer>;
+  /** Pages of `cache` whose buffer nothing else holds (written since it was last handed out). */
+  owned: Set<number>;
   /** What the disk holds. */
   disk: Map<number, Buffer>;
   sizeBytes: number;
@@ -168,8 +174,12 @@ function never<T>(): Promise<T> {
   return new Promise<T>(() => undefined);
 }
 
-/** Copies `data` into the pages of `pages` at positionBytes (new page buffers); calls onPage per page. */
-function writePages(pages: Map<number, Buffer>, data: Buffer, positionBytes: number, onPage?: (page: number, isNew: boolean) => void): void {
+/**
+ * Copies `data` into the pages of `pages` at positionBytes; calls onPage per page. A page in
+ * `owned` is changed in place; any other gets a new buffer (pages are compared by identity),
+ * which joins `owned` when that is given.
+ */
+function writePages(pages: Map<number, Buffer>, data: Buffer, positionBytes: number, owned?: Set<number>, onPage?: (page: number, isNew: boolean) => void): void {
   let doneBytes = 0;
   while (doneBytes < data.length) {
     const atBytes = positionBytes + doneBytes;
@@ -177,19 +187,40 @@ function writePages(pages: Map<number, Buffer>, data: Buffer, positionBytes: num
     const inPageBytes = atBytes - page * simPageBytes;
     const countBytes = Math.min(simPageBytes - inPageBytes, data.length - doneBytes);
     const old = pages.get(page);
-    // A new buffer per page write (pages are compared by identity); zeroed only where neither
-    // the old page nor the data covers it.
-    const next = old !== undefined || countBytes === simPageBytes ? Buffer.allocUnsafeSlow(simPageBytes) : Buffer.alloc(simPageBytes);
-    if (old !== undefined) old.copy(next);
-    data.copy(next, inPageBytes, doneBytes, doneBytes + countBytes);
-    pages.set(page, next);
+    if (old !== undefined && owned?.has(page) === true) {
+      data.copy(old, inPageBytes, doneBytes, doneBytes + countBytes);
+    } else {
+      // Zeroed only where neither the old page nor the data covers it.
+      const next = newPage();
+      if (old !== undefined) old.copy(next);
+      else if (countBytes !== simPageBytes) next.fill(0);
+      data.copy(next, inPageBytes, doneBytes, doneBytes + countBytes);
+      pages.set(page, next);
+      owned?.add(page);
+    }
     onPage?.(page, old === undefined);
     doneBytes += countBytes;
   }
 }
 
+/** Pages are cut from slabs: one ArrayBuffer per page costs more than the copy into it. */
+const slabPages = 16;
+let slab: Buffer | undefined;
+let slabNext = slabPages;
+
+/** A 4 KiB buffer, not zeroed. */
+function newPage(): Buffer {
+  if (slabNext === slabPages || slab === undefined) {
+    slab = Buffer.allocUnsafeSlow(slabPages * simPageBytes);
+    slabNext = 0;
+  }
+  const page = slab.subarray(slabNext * simPageBytes, (slabNext + 1) * simPageBytes);
+  slabNext += 1;
+  return page;
+}
+
 /** Copies [positionBytes, +lengthBytes) of `pages` into `into` at offsetBytes (holes read as zeroes). */
-function readPages(pages: Map<number, Buffer>, into: Buffer, offsetBytes: number, lengthBytes: number, positionBytes: number): void {
+function readPages(pages: ReadonlyMap<number, Buffer>, into: Buffer, offsetBytes: number, lengthBytes: number, positionBytes: number): void {
   let doneBytes = 0;
   while (doneBytes < lengthBytes) {
     const atBytes = positionBytes + doneBytes;
@@ -204,6 +235,53 @@ function readPages(pages: Map<number, Buffer>, into: Buffer, offsetBytes: number
 }
 
 const zeroPage = Buffer.alloc(simPageBytes);
+
+/** A file's page cache as a reader sees it now (SimDisk.cachedPages): valid until the disk's next operation. */
+export interface CachedPages {
+  readonly sizeBytes: number;
+  /** Page index -> 4 KiB (absent: zeroes); pages past sizeBytes read as zeroes. */
+  readonly pages: ReadonlyMap<number, Buffer>;
+}
+
+/**
+ * Where bytes [positionBytes, +lengthBytes) of `file` are, without copying when they lie in
+ * one page inside the file: that page (or zeroes) and the offset in it; otherwise a copy in
+ * `scratch` (at least lengthBytes long; zeroes past the end) and 0.
+ */
+export function cachedSpan(file: CachedPages, positionBytes: number, lengthBytes: number, scratch: Buffer): { readonly buffer: Buffer; readonly offsetBytes: number } {
+  const page = Math.floor(positionBytes / simPageBytes);
+  const inPageBytes = positionBytes - page * simPageBytes;
+  if (inPageBytes + lengthBytes <= simPageBytes && positionBytes + lengthBytes <= file.sizeBytes) {
+    return { buffer: file.pages.get(page) ?? zeroPage, offsetBytes: inPageBytes };
+  }
+  scratch.fill(0, 0, lengthBytes);
+  const inFile = Math.max(0, Math.min(lengthBytes, file.sizeBytes - positionBytes));
+  if (inFile > 0) readPages(file.pages, scratch, 0, inFile, positionBytes);
+  return { buffer: scratch, offsetBytes: 0 };
+}
+
+/** Whether two files' page caches read the same bytes (sizes included). */
+export function samePages(a: CachedPages, b: CachedPages): boolean {
+  if (a.sizeBytes !== b.sizeBytes) return false;
+  const differs = (page: number, x: Buffer | undefined, y: Buffer | undefined): boolean => {
+    if (x === y) return false;
+    const endBytes = Math.min(simPageBytes, a.sizeBytes - page * simPageBytes);
+    if (endBytes <= 0) return false;
+    return (x ?? zeroPage).compare(y ?? zeroPage, 0, endBytes, 0, endBytes) !== 0;
+  };
+  for (const [page, x] of a.pages) if (differs(page, x, b.pages.get(page))) return false;
+  for (const [page, y] of b.pages) if (!a.pages.has(page) && differs(page, undefined, y)) return false;
+  return true;
+}
+
+/** Feeds a file's bytes, as a reader sees them, page by page to `update` (the same bytes cachedView returns). */
+export function eachCachedPage(file: CachedPages, update: (bytes: Buffer) => void): void {
+  for (let page = 0; page * simPageBytes < file.sizeBytes; page += 1) {
+    const endBytes = Math.min(simPageBytes, file.sizeBytes - page * simPageBytes);
+    const content = file.pages.get(page) ?? zeroPage;
+    update(endBytes === simPageBytes ? content : content.subarray(0, endBytes));
+  }
+}
 
 /** Drops the pages of `pages` past sizeBytes and zeroes the tail of the last one. Returns the dropped or changed pages. */
 function cutPages(pages: Map<number, Buffer>, sizeBytes: number): number[] {
@@ -327,7 +405,7 @@ class DiskState {
 
   private newFile(): FileNode {
     const node: FileNode = {
-      kind: "file", id: this.nextId++, cache: new Map(), disk: new Map(), sizeBytes: 0, diskSizeBytes: 0, dirty: new Set(), opens: 0, counted: true,
+      kind: "file", id: this.nextId++, cache: new Map(), owned: new Set(), disk: new Map(), sizeBytes: 0, diskSizeBytes: 0, dirty: new Set(), opens: 0, counted: true,
     };
     this.nodes.set(node.id, node);
     return node;
@@ -542,6 +620,7 @@ class DiskState {
       const content = node.cache.get(page);
       if (content === undefined) node.disk.delete(page);
       else node.disk.set(page, content);
+      node.owned.delete(page);
       node.dirty.delete(page);
     }
     readPages(node.disk, into, offsetBytes, countBytes, positionBytes);
@@ -567,7 +646,7 @@ class DiskState {
       newPages += 1;
     }
     if (lengthBytes <= 0) throw this.enospc("write", path);
-    writePages(node.cache, data.subarray(0, lengthBytes), positionBytes, (page, isNew) => {
+    writePages(node.cache, data.subarray(0, lengthBytes), positionBytes, node.owned, (page, isNew) => {
       node.dirty.add(page);
       if (isNew && node.counted) this.usedPages += 1;
     });
@@ -585,7 +664,10 @@ class DiskState {
   private resize(node: FileNode, sizeBytes: number): void {
     if (sizeBytes < node.sizeBytes) {
       const before = node.cache.size;
-      for (const page of cutPages(node.cache, sizeBytes)) node.dirty.add(page);
+      for (const page of cutPages(node.cache, sizeBytes)) {
+        node.dirty.add(page);
+        node.owned.delete(page);
+      }
       // Pages only the disk still has past the new end must go from the disk too.
       const firstWholePage = Math.ceil(sizeBytes / simPageBytes);
       for (const page of node.disk.keys()) if (page >= firstWholePage) node.dirty.add(page);
@@ -721,6 +803,7 @@ class DiskState {
     cutPages(disk, sizeBytes);
     node.disk = disk;
     node.cache = new Map(disk);
+    node.owned = new Set();
     node.dirty = new Set();
     node.sizeBytes = sizeBytes;
     node.diskSizeBytes = sizeBytes;
@@ -751,6 +834,7 @@ class DiskState {
     cutPages(node.disk, node.diskSizeBytes);
     node.sizeBytes = node.diskSizeBytes;
     node.cache = new Map(node.disk);
+    node.owned = new Set();
   }
 
   // ---- inspection (tests) ----------------------------------------------------------------
@@ -779,6 +863,11 @@ class DiskState {
     const inFile = Math.max(0, Math.min(lengthBytes, node.sizeBytes - positionBytes));
     if (inFile > 0) readPages(node.cache, out, 0, inFile, positionBytes);
     return out;
+  }
+
+  cachedPages(path: string): CachedPages | undefined {
+    const node = this.tryLookupFile(path);
+    return node === undefined ? undefined : { sizeBytes: node.sizeBytes, pages: node.cache };
   }
 
   cachedView(path: string): Buffer | undefined {
@@ -887,7 +976,10 @@ class SimFile implements File {
   datasync(): Promise<void> {
     // What it writes back is what was dirty when it was called; later writes wait for the next one.
     const pages = new Map<number, Buffer | undefined>();
-    for (const page of this.node.dirty) pages.set(page, this.node.cache.get(page));
+    for (const page of this.node.dirty) {
+      pages.set(page, this.node.cache.get(page));
+      this.node.owned.delete(page); // it holds them now: later writes go to new buffers
+    }
     const sizeBytes = this.node.sizeBytes;
     return this.later("fdatasync", false, "sync", () => this.state.datasync(this.node, this.path, pages, sizeBytes));
   }
@@ -1049,5 +1141,10 @@ export class SimDisk {
 
   cachedView(path: string): Buffer | undefined {
     return this.state.cachedView(path);
+  }
+
+  /** For checks that read many small ranges: the page cache itself (cachedSpan, samePages), valid until the next operation. */
+  cachedPages(path: string): CachedPages | undefined {
+    return this.state.cachedPages(path);
   }
 }
