@@ -18,7 +18,8 @@ export class DirectReader {
   /** For reads that are not whole blocks (the tail of an odd-sized volume). */
   private readonly buffered: File;
   private readonly direct: boolean;
-  private readonly scratch: Buffer;
+  private readonly chunkBytesMax: number;
+  private readonly scratch = new AlignedScratch();
   private closed = false;
   /** Reads share one scratch buffer, so they run one at a time. */
   private chain: Promise<unknown> = Promise.resolve();
@@ -27,8 +28,7 @@ export class DirectReader {
     this.handle = handle;
     this.buffered = buffered;
     this.direct = direct;
-    const memory = new WebAssembly.Memory({ initial: Math.ceil(chunkBytesMax / wasmPageBytes) });
-    this.scratch = Buffer.from(memory.buffer, 0, chunkBytesMax);
+    this.chunkBytesMax = chunkBytesMax;
   }
 
   static async open(fs: FileSystem, path: string, chunkBytesMax: number): Promise<DirectReader> {
@@ -58,15 +58,16 @@ export class DirectReader {
 
   private async readNow(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     assert(!this.closed, "direct reader used after close");
-    assert(lengthBytes <= this.scratch.length, "a read fits the scratch buffer");
+    assert(lengthBytes <= this.chunkBytesMax, "a read fits the scratch buffer");
     const aligned = this.direct && offsetBytes % directAlignBytes === 0 && lengthBytes % directAlignBytes === 0;
     if (!aligned) {
       const out = Buffer.alloc(lengthBytes);
       await this.readFully(this.buffered, out, offsetBytes, lengthBytes);
       return out;
     }
-    await this.readFully(this.handle, this.scratch, offsetBytes, lengthBytes);
-    return Buffer.from(this.scratch.subarray(0, lengthBytes));
+    const scratch = this.scratch.atLeast(lengthBytes);
+    await this.readFully(this.handle, scratch, offsetBytes, lengthBytes);
+    return Buffer.from(scratch.subarray(0, lengthBytes));
   }
 
   private async readFully(handle: File, into: Buffer, offsetBytes: number, lengthBytes: number): Promise<void> {
@@ -99,13 +100,13 @@ export class DirectReader {
  */
 export class DirectFileReader {
   private readonly handle: File;
-  private readonly scratch: Buffer;
+  private readonly scratchBytes: number;
+  private readonly scratch = new AlignedScratch();
   private closed = false;
 
   private constructor(handle: File, scratchBytes: number) {
     this.handle = handle;
-    const memory = new WebAssembly.Memory({ initial: Math.ceil(scratchBytes / wasmPageBytes) });
-    this.scratch = Buffer.from(memory.buffer, 0, scratchBytes);
+    this.scratchBytes = scratchBytes;
   }
 
   /** `scratchBytes`: the largest aligned piece read at once (whole blocks). */
@@ -126,11 +127,12 @@ export class DirectFileReader {
     while (doneBytes < length) {
       const wantStart = position + doneBytes;
       const alignedStart = wantStart - (wantStart % directAlignBytes);
-      const alignedEnd = Math.min(alignedStart + this.scratch.length, roundUp(position + length, directAlignBytes));
-      const bytesRead = await this.handle.read(this.scratch, 0, alignedEnd - alignedStart, alignedStart);
+      const alignedEnd = Math.min(alignedStart + this.scratchBytes, roundUp(position + length, directAlignBytes));
+      const scratch = this.scratch.atLeast(alignedEnd - alignedStart);
+      const bytesRead = await this.handle.read(scratch, 0, alignedEnd - alignedStart, alignedStart);
       const usefulBytes = Math.min(bytesRead - (wantStart - alignedStart), length - doneBytes);
       if (usefulBytes <= 0) break; // end of file
-      this.scratch.copy(into, offset + doneBytes, wantStart - alignedStart, wantStart - alignedStart + usefulBytes);
+      scratch.copy(into, offset + doneBytes, wantStart - alignedStart, wantStart - alignedStart + usefulBytes);
       doneBytes += usefulBytes;
     }
     return doneBytes;
@@ -140,6 +142,23 @@ export class DirectFileReader {
     if (this.closed) return;
     this.closed = true;
     await this.handle.close();
+  }
+}
+
+/**
+ * Page-aligned scratch memory, allocated at the size the reads need (a reader of a small file
+ * or a short volume never maps its largest chunk) and grown when a read needs more.
+ */
+class AlignedScratch {
+  private buffer: Buffer | undefined;
+
+  /** A page-aligned buffer of at least `bytes`; its contents are not kept across growth. */
+  atLeast(bytes: number): Buffer {
+    if (this.buffer === undefined || this.buffer.length < bytes) {
+      const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / wasmPageBytes) });
+      this.buffer = Buffer.from(memory.buffer);
+    }
+    return this.buffer;
   }
 }
 

@@ -174,6 +174,9 @@ function never<T>(): Promise<T> {
   return new Promise<T>(() => undefined);
 }
 
+/** Zeroes, never written to: whole pages of zeroes in the page cache and on the disk are this one buffer. */
+const zeroPage = Buffer.alloc(simPageBytes);
+
 /**
  * Copies `data` into the pages of `pages` at positionBytes; calls onPage per page. A page in
  * `owned` is changed in place; any other gets a new buffer (pages are compared by identity),
@@ -189,6 +192,10 @@ function writePages(pages: Map<number, Buffer>, data: Buffer, positionBytes: num
     const old = pages.get(page);
     if (old !== undefined && owned?.has(page) === true) {
       data.copy(old, inPageBytes, doneBytes, doneBytes + countBytes);
+    } else if (countBytes === simPageBytes && data.compare(zeroPage, 0, simPageBytes, doneBytes, doneBytes + simPageBytes) === 0) {
+      // A whole page of zeroes (a space reserve, a zeroed range): one shared buffer, never owned, so never changed.
+      pages.set(page, zeroPage);
+      owned?.delete(page);
     } else {
       // Zeroed only where neither the old page nor the data covers it.
       const next = newPage();
@@ -233,8 +240,6 @@ function readPages(pages: ReadonlyMap<number, Buffer>, into: Buffer, offsetBytes
     doneBytes += countBytes;
   }
 }
-
-const zeroPage = Buffer.alloc(simPageBytes);
 
 /** A file's page cache as a reader sees it now (SimDisk.cachedPages): valid until the disk's next operation. */
 export interface CachedPages {
