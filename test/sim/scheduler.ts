@@ -5,14 +5,25 @@
 // I/O, so nothing else can happen in between, and the order is the same on every run.
 import { setImmediate as realSetImmediate } from "node:timers";
 
-interface SimEvent {
+/** One event; its handle (cancel()) is the event itself. */
+class SimEvent {
   readonly atMs: number;
   readonly order: number;
   readonly run: () => void;
-  cancelled: boolean;
+  cancelled = false;
+
+  constructor(atMs: number, order: number, run: () => void) {
+    this.atMs = atMs;
+    this.order = order;
+    this.run = run;
+  }
+
+  cancel(): void {
+    this.cancelled = true;
+  }
 }
 
-/** A binary heap ordered by (atMs, order). */
+/** A binary heap ordered by (atMs, order): `order` is unique, so the order of pops is fixed. */
 class EventHeap {
   private readonly items: SimEvent[] = [];
 
@@ -22,14 +33,16 @@ class EventHeap {
 
   push(event: SimEvent): void {
     const items = this.items;
+    let i = items.length;
     items.push(event);
-    let i = items.length - 1;
     while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!before(items[i]!, items[parent]!)) break;
-      [items[i], items[parent]] = [items[parent]!, items[i]!];
-      i = parent;
+      const parentAt = (i - 1) >> 1;
+      const parent = items[parentAt] as SimEvent;
+      if (!before(event, parent)) break;
+      items[i] = parent;
+      i = parentAt;
     }
+    items[i] = event;
   }
 
   pop(): SimEvent | undefined {
@@ -37,18 +50,26 @@ class EventHeap {
     const top = items[0];
     const last = items.pop();
     if (top === undefined || last === undefined || items.length === 0) return top;
-    items[0] = last;
+    const length = items.length;
     let i = 0;
     for (;;) {
       const left = 2 * i + 1;
+      if (left >= length) break;
       const right = left + 1;
-      let smallest = i;
-      if (left < items.length && before(items[left]!, items[smallest]!)) smallest = left;
-      if (right < items.length && before(items[right]!, items[smallest]!)) smallest = right;
-      if (smallest === i) break;
-      [items[i], items[smallest]] = [items[smallest]!, items[i]!];
-      i = smallest;
+      let child = left;
+      let smallest = items[left] as SimEvent;
+      if (right < length) {
+        const r = items[right] as SimEvent;
+        if (before(r, smallest)) {
+          child = right;
+          smallest = r;
+        }
+      }
+      if (!before(smallest, last)) break;
+      items[i] = smallest;
+      i = child;
     }
+    items[i] = last;
     return top;
   }
 
@@ -79,9 +100,9 @@ export class SimScheduler {
 
   /** Runs `run` `delayMs` from now (never before now). Returns a handle for cancel(). */
   schedule(delayMs: number, run: () => void): { cancel(): void } {
-    const event: SimEvent = { atMs: this.nowMsValue + Math.max(0, delayMs), order: this.nextOrder++, run, cancelled: false };
+    const event = new SimEvent(this.nowMsValue + Math.max(0, delayMs), this.nextOrder++, run);
     this.heap.push(event);
-    return { cancel: () => { event.cancelled = true; } };
+    return event;
   }
 
   /** The time of the next event, if any. */
@@ -97,20 +118,39 @@ export class SimScheduler {
   /**
    * Runs events in order until virtual time would pass `untilMs` (or `stop()` says so after
    * an event), letting microtasks settle after each. Time then stands at untilMs.
+   *
+   * Each event after the first runs in its own real setImmediate callback: Node runs every
+   * microtask the previous one queued (and their own, to the end) before the next immediate,
+   * which is what drainMicrotasks() between events did, without a promise per event.
    */
-  async runUntil(untilMs: number, stop: () => boolean = () => false): Promise<void> {
-    for (;;) {
-      const next = this.nextAtMs();
-      if (next === undefined || next > untilMs) break;
-      const event = this.heap.pop();
-      if (event === undefined) break;
-      this.nowMsValue = event.atMs;
-      this.eventsRun += 1;
-      event.run();
-      await drainMicrotasks();
-      if (stop()) return;
-    }
-    this.nowMsValue = Math.max(this.nowMsValue, untilMs);
+  runUntil(untilMs: number, stop: () => boolean = () => false): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let ranOne = false;
+      const step = (): void => {
+        if (ranOne && stop()) {
+          resolve();
+          return;
+        }
+        const next = this.nextAtMs();
+        const event = next === undefined || next > untilMs ? undefined : this.heap.pop();
+        if (event === undefined) {
+          this.nowMsValue = Math.max(this.nowMsValue, untilMs);
+          resolve();
+          return;
+        }
+        ranOne = true;
+        this.nowMsValue = event.atMs;
+        this.eventsRun += 1;
+        try {
+          event.run();
+        } catch (error) {
+          reject(error instanceof Error ? error : new Error(String(error)));
+          return;
+        }
+        realSetImmediate(step);
+      };
+      step();
+    });
   }
 
   /** Runs for `durationMs` of virtual time. */
