@@ -900,7 +900,7 @@ export class NodeWorld {
       if (this.nodeErrors.length > 0) throw new SimFailure("assert", describeError(this.nodeErrors[0]));
       const next = this.scheduler.nextAtMs();
       if (next === undefined) throw new SimFailure("stuck", "nothing left to run, but the schedule waits (a deadlock)");
-      await this.scheduler.runUntil(next, () => settled || this.nodeErrors.length > 0);
+      await this.scheduler.runUntilStopped(() => settled || this.nodeErrors.length > 0);
     }
     const result = outcome;
     if (result === undefined) throw new SimFailure("stuck", "settled without an outcome");

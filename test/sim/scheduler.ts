@@ -124,6 +124,19 @@ export class SimScheduler {
    * which is what drainMicrotasks() between events did, without a promise per event.
    */
   runUntil(untilMs: number, stop: () => boolean = () => false): Promise<void> {
+    return this.runEvents(untilMs, stop, true);
+  }
+
+  /**
+   * Runs events in order until `stop()` says so after one, or none is left; time stays at the
+   * last event's. The same as runUntil(nextAtMs(), stop) again and again while the next event
+   * exists and stop() is false, without a promise per event.
+   */
+  runUntilStopped(stop: () => boolean): Promise<void> {
+    return this.runEvents(Number.POSITIVE_INFINITY, stop, false);
+  }
+
+  private runEvents(untilMs: number, stop: () => boolean, advance: boolean): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let ranOne = false;
       const step = (): void => {
@@ -134,7 +147,7 @@ export class SimScheduler {
         const next = this.nextAtMs();
         const event = next === undefined || next > untilMs ? undefined : this.heap.pop();
         if (event === undefined) {
-          this.nowMsValue = Math.max(this.nowMsValue, untilMs);
+          if (advance) this.nowMsValue = Math.max(this.nowMsValue, untilMs);
           resolve();
           return;
         }

@@ -34,7 +34,7 @@ export class VirtualTime {
     while (!settled) {
       const nextAtMs = this.scheduler.nextAtMs();
       if (nextAtMs === undefined) throw new Error(`virtual time ${this.nowMs} ms: waiting on a promise that no scheduled event can settle`);
-      await this.scheduler.runUntil(nextAtMs, () => settled);
+      await this.scheduler.runUntilStopped(() => settled);
     }
     return promise;
   }
