@@ -419,6 +419,7 @@ export class NodeWorld {
       const tag = this.volumeTags.get(volume) ?? 0;
       const data = Buffer.allocUnsafe(blocks * simBlockBytes); // every byte is written
       for (let k = 0; k < blocks; k++) encodeSimBlockInto(data, k * simBlockBytes, this.history.runId, write.id, tag, first + k);
+      this.writeData.set(write.id, data);
       const fua = this.rng.chance(0.05);
       this.counts.hostWrites += 1;
       try {
@@ -729,6 +730,8 @@ export class NodeWorld {
 
   private readonly volumePaths = new Map<string, string>();
   private readonly blockScratch = Buffer.alloc(simBlockBytes);
+  /** What each host write wrote (write id -> its blocks): a block equal to its own is whole without decoding it. */
+  private readonly writeData = new Map<number, Buffer>();
 
   private readVolumePath(machine: SimMachine, volume: string): string | undefined {
     const metadata = machine.disk.cachedView(`${machine.dataDir}/node.json`);
@@ -757,7 +760,9 @@ export class NodeWorld {
         if (file !== undefined) {
           for (let k = 0; k < write.blocks; k++) {
             const span = cachedSpan(file, (write.firstBlock + k) * simBlockBytes, simBlockBytes, this.blockScratch);
-            if (isSimBlockOf(span.buffer, span.offsetBytes, write, k, runId, tag)) whole += 1;
+            const data = this.writeData.get(write.id);
+            const same = data !== undefined && span.buffer.compare(data, k * simBlockBytes, (k + 1) * simBlockBytes, span.offsetBytes, span.offsetBytes + simBlockBytes) === 0;
+            if (same || isSimBlockOf(span.buffer, span.offsetBytes, write, k, runId, tag)) whole += 1;
           }
         }
         // A write partly there (an apply cut short by a full disk, a crash mid-write) counts as

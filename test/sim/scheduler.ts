@@ -97,13 +97,16 @@ const eventsPerImmediateMax = 1000;
  */
 function drainNow(): boolean {
   if (tickCallback === undefined) return false;
-  let drained = false;
-  queueMicrotask(() => {
-    drained = true;
-  });
+  sentinelRan = false;
+  queueMicrotask(sentinel);
   tickCallback.call(process);
-  return drained;
+  return sentinelRan;
 }
+
+let sentinelRan = false;
+const sentinel = (): void => {
+  sentinelRan = true;
+};
 
 /** Lets every pending microtask (promise continuation) of the real event loop run. */
 export function drainMicrotasks(): Promise<void> {

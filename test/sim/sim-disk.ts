@@ -163,6 +163,13 @@ interface InFlight {
   readonly onCrash: ((kind: CrashKind) => void) | undefined;
 }
 
+/** The dirty pages a datasync writes back, as they were when it was called (in the order they were dirtied). */
+interface CapturedPages {
+  readonly indexes: number[];
+  /** The cache's buffer for each (undefined: the page is to be dropped from the disk). */
+  readonly contents: (Buffer | undefined)[];
+}
+
 /** A write in flight at a power loss, landing on the disk sector by sector after recovery. */
 interface TornWrite {
   readonly node: FileNode;
@@ -174,40 +181,65 @@ function never<T>(): Promise<T> {
   return new Promise<T>(() => undefined);
 }
 
-/** Zeroes, never written to: whole pages of zeroes in the page cache and on the disk are this one buffer. */
+/** Zeroes, never written to (absent pages read as these). */
 const zeroPage = Buffer.alloc(simPageBytes);
 
 /**
- * Copies `data` into the pages of `pages` at positionBytes; calls onPage per page. A page in
- * `owned` is changed in place; any other gets a new buffer (pages are compared by identity),
- * which joins `owned` when that is given.
+ * Copies data[dataOffsetBytes, +lengthBytes) into `node`'s page cache at positionBytes and
+ * marks the pages dirty; returns how many pages it added. A page in node.owned is changed in
+ * place; any other gets a new buffer (pages are compared by identity: whoever holds the old
+ * one keeps what it took), which joins node.owned.
  */
-function writePages(pages: Map<number, Buffer>, data: Buffer, positionBytes: number, owned?: Set<number>, onPage?: (page: number, isNew: boolean) => void): void {
+function writeCachePages(node: FileNode, data: Buffer, dataOffsetBytes: number, lengthBytes: number, positionBytes: number): number {
+  const { cache, owned, dirty } = node;
+  let added = 0;
+  let doneBytes = 0;
+  while (doneBytes < lengthBytes) {
+    const atBytes = positionBytes + doneBytes;
+    const page = Math.floor(atBytes / simPageBytes);
+    const inPageBytes = atBytes - page * simPageBytes;
+    const countBytes = Math.min(simPageBytes - inPageBytes, lengthBytes - doneBytes);
+    const from = dataOffsetBytes + doneBytes;
+    const old = cache.get(page);
+    if (old !== undefined && owned.has(page)) {
+      data.copy(old, inPageBytes, from, from + countBytes);
+    } else if (countBytes === simPageBytes && data.compare(zeroPage, 0, simPageBytes, from, from + simPageBytes) === 0) {
+      // A whole page of zeroes (a space reserve, a zeroed range): a new view of the zero page,
+      // a buffer of its own by identity but no memory of its own; never owned, so never changed.
+      cache.set(page, zeroPage.subarray(0, simPageBytes));
+      owned.delete(page);
+    } else {
+      cache.set(page, pageWith(old, data, from, inPageBytes, countBytes));
+      owned.add(page);
+    }
+    dirty.add(page);
+    if (old === undefined) added += 1;
+    doneBytes += countBytes;
+  }
+  return added;
+}
+
+/** Copies `data` into the pages of `pages` at positionBytes (new page buffers: the disk's pages are shared with the cache). */
+function writePages(pages: Map<number, Buffer>, data: Buffer, positionBytes: number): void {
   let doneBytes = 0;
   while (doneBytes < data.length) {
     const atBytes = positionBytes + doneBytes;
     const page = Math.floor(atBytes / simPageBytes);
     const inPageBytes = atBytes - page * simPageBytes;
     const countBytes = Math.min(simPageBytes - inPageBytes, data.length - doneBytes);
-    const old = pages.get(page);
-    if (old !== undefined && owned?.has(page) === true) {
-      data.copy(old, inPageBytes, doneBytes, doneBytes + countBytes);
-    } else if (countBytes === simPageBytes && data.compare(zeroPage, 0, simPageBytes, doneBytes, doneBytes + simPageBytes) === 0) {
-      // A whole page of zeroes (a space reserve, a zeroed range): one shared buffer, never owned, so never changed.
-      pages.set(page, zeroPage);
-      owned?.delete(page);
-    } else {
-      // Zeroed only where neither the old page nor the data covers it.
-      const next = newPage();
-      if (old !== undefined) old.copy(next);
-      else if (countBytes !== simPageBytes) next.fill(0);
-      data.copy(next, inPageBytes, doneBytes, doneBytes + countBytes);
-      pages.set(page, next);
-      owned?.add(page);
-    }
-    onPage?.(page, old === undefined);
+    pages.set(page, pageWith(pages.get(page), data, doneBytes, inPageBytes, countBytes));
     doneBytes += countBytes;
   }
+}
+
+/** A new page: `old` (or zeroes) with data[from, +countBytes) at inPageBytes. */
+function pageWith(old: Buffer | undefined, data: Buffer, from: number, inPageBytes: number, countBytes: number): Buffer {
+  // Zeroed only where neither the old page nor the data covers it.
+  const next = newPage();
+  if (old !== undefined) old.copy(next);
+  else if (countBytes !== simPageBytes) next.fill(0);
+  data.copy(next, inPageBytes, from, from + countBytes);
+  return next;
 }
 
 /** Pages are cut from slabs: one ArrayBuffer per page costs more than the copy into it. */
@@ -573,16 +605,20 @@ class DiskState {
   collect(): void {
     const counted = new Set<number>();
     const kept = new Set<number>();
+    const visit = (id: number | undefined, live: boolean): void => {
+      if (id === undefined) return;
+      const set = live ? counted : kept;
+      if (set.has(id)) return;
+      set.add(id);
+      const child = this.node(id);
+      if (child.kind === "dir") walk(child, live);
+    };
+    // Live names, and for `kept` also the durable ones and those of changes not yet durable.
     const walk = (dir: DirNode, live: boolean): void => {
-      const children = live ? [...dir.live.values()] : [...dir.live.values(), ...dir.durable.values(), ...dir.pending.flatMap((op) => op.changes.map(([, id]) => id))];
-      for (const id of children) {
-        if (id === undefined) continue;
-        const set = live ? counted : kept;
-        if (set.has(id)) continue;
-        set.add(id);
-        const child = this.node(id);
-        if (child.kind === "dir") walk(child, live);
-      }
+      for (const id of dir.live.values()) visit(id, live);
+      if (live) return;
+      for (const id of dir.durable.values()) visit(id, live);
+      for (const op of dir.pending) for (const change of op.changes) visit(change[1], live);
     };
     counted.add(this.root.id);
     walk(this.root, true);
@@ -651,10 +687,8 @@ class DiskState {
       newPages += 1;
     }
     if (lengthBytes <= 0) throw this.enospc("write", path);
-    writePages(node.cache, data.subarray(0, lengthBytes), positionBytes, node.owned, (page, isNew) => {
-      node.dirty.add(page);
-      if (isNew && node.counted) this.usedPages += 1;
-    });
+    const added = writeCachePages(node, data, 0, lengthBytes, positionBytes);
+    if (node.counted) this.usedPages += added;
     if (positionBytes + lengthBytes > node.sizeBytes) node.sizeBytes = positionBytes + lengthBytes;
     return lengthBytes;
   }
@@ -682,14 +716,17 @@ class DiskState {
   }
 
   /** fdatasync: called with the dirty pages and size as they were when the call was made. */
-  datasync(node: FileNode, path: string, pages: ReadonlyMap<number, Buffer | undefined>, sizeBytes: number): void {
+  datasync(node: FileNode, path: string, pages: CapturedPages, sizeBytes: number): void {
+    const { indexes, contents } = pages;
     this.counts.datasyncs += 1;
     if (this.fails("sync", path)) {
       // fsyncgate: the pages it was writing are marked clean and the disk never gets them;
       // clean pages may be evicted at any moment, and the next read returns what the disk has
       // (failedSyncPages).
       const evict = this.failedSyncPages === "evict" || (this.failedSyncPages === "either" && this.prng.chance(0.5));
-      for (const [page, content] of pages) {
+      for (let i = 0; i < indexes.length; i += 1) {
+        const page = indexes[i] as number;
+        const content = contents[i];
         if (node.cache.get(page) !== content || !node.dirty.delete(page)) continue;
         this.counts.pagesDroppedByFailedSync += 1;
         if (!evict) continue;
@@ -699,7 +736,9 @@ class DiskState {
       }
       throw this.eio("fdatasync", path);
     }
-    for (const [page, content] of pages) {
+    for (let i = 0; i < indexes.length; i += 1) {
+      const page = indexes[i] as number;
+      const content = contents[i];
       if (content === undefined) node.disk.delete(page);
       else node.disk.set(page, content);
       if (node.cache.get(page) === content) node.dirty.delete(page);
@@ -782,7 +821,7 @@ class DiskState {
 
   /** The file after a power loss: its disk, plus some of the dirty pages (whole or torn), at its old or new size. */
   private losePages(node: FileNode): void {
-    const disk = new Map(node.disk);
+    const disk = node.disk; // changed in place: nothing else holds it
     for (const page of node.dirty) {
       const draw = this.prng.float();
       const content = node.cache.get(page);
@@ -980,9 +1019,10 @@ class SimFile implements File {
 
   datasync(): Promise<void> {
     // What it writes back is what was dirty when it was called; later writes wait for the next one.
-    const pages = new Map<number, Buffer | undefined>();
+    const pages: CapturedPages = { indexes: [], contents: [] };
     for (const page of this.node.dirty) {
-      pages.set(page, this.node.cache.get(page));
+      pages.indexes.push(page);
+      pages.contents.push(this.node.cache.get(page));
       this.node.owned.delete(page); // it holds them now: later writes go to new buffers
     }
     const sizeBytes = this.node.sizeBytes;
