@@ -729,7 +729,7 @@ export class NodeWorld {
   }
 
   private readonly volumePaths = new Map<string, string>();
-  private readonly blockScratch = Buffer.alloc(simBlockBytes);
+  private blockScratch = Buffer.alloc(4 * simBlockBytes);
   /** What each host write wrote (write id -> its blocks): a block equal to its own is whole without decoding it. */
   private readonly writeData = new Map<number, Buffer>();
 
@@ -758,11 +758,19 @@ export class NodeWorld {
       for (const write of this.history.ofVolume(volume)) {
         let whole = 0;
         if (file !== undefined) {
-          for (let k = 0; k < write.blocks; k++) {
-            const span = cachedSpan(file, (write.firstBlock + k) * simBlockBytes, simBlockBytes, this.blockScratch);
-            const data = this.writeData.get(write.id);
-            const same = data !== undefined && span.buffer.compare(data, k * simBlockBytes, (k + 1) * simBlockBytes, span.offsetBytes, span.offsetBytes + simBlockBytes) === 0;
-            if (same || isSimBlockOf(span.buffer, span.offsetBytes, write, k, runId, tag)) whole += 1;
+          const lengthBytes = write.blocks * simBlockBytes;
+          if (this.blockScratch.length < lengthBytes) this.blockScratch = Buffer.alloc(lengthBytes);
+          const span = cachedSpan(file, write.firstBlock * simBlockBytes, lengthBytes, this.blockScratch);
+          const data = this.writeData.get(write.id);
+          // Bytes equal to the write's own are its blocks, whole; anything else is decoded block
+          // by block (a first block of another write, or none, cannot be equal: not compared).
+          if (data !== undefined && span.buffer.readUInt32LE(span.offsetBytes + 8) === write.id &&
+            span.buffer.compare(data, 0, lengthBytes, span.offsetBytes, span.offsetBytes + lengthBytes) === 0) {
+            whole = write.blocks;
+          } else {
+            for (let k = 0; k < write.blocks; k++) {
+              if (isSimBlockOf(span.buffer, span.offsetBytes + k * simBlockBytes, write, k, runId, tag)) whole += 1;
+            }
           }
         }
         // A write partly there (an apply cut short by a full disk, a crash mid-write) counts as

@@ -137,6 +137,9 @@ interface FileNode {
   opens: number;
   /** Its pages count against the capacity (it has a name, or is open). */
   counted: boolean;
+  /** The last collect() pass that found it named (countedPass) or reachable at all (keptPass). */
+  countedPass: number;
+  keptPass: number;
 }
 
 interface DirOp {
@@ -154,6 +157,8 @@ interface DirNode {
   pending: DirOp[];
   opens: number;
   counted: boolean;
+  countedPass: number;
+  keptPass: number;
 }
 
 type SimNode = FileNode | DirNode;
@@ -179,6 +184,11 @@ interface TornWrite {
 
 function never<T>(): Promise<T> {
   return new Promise<T>(() => undefined);
+}
+
+/** Zeroes [startBytes, endBytes) of `buffer` (the typed array's own fill: Buffer's checks its arguments at some cost). */
+function fillZeroes(buffer: Buffer, startBytes: number, endBytes: number): void {
+  Uint8Array.prototype.fill.call(buffer, 0, startBytes, endBytes);
 }
 
 /** Zeroes, never written to (absent pages read as these). */
@@ -237,7 +247,7 @@ function pageWith(old: Buffer | undefined, data: Buffer, from: number, inPageByt
   // Zeroed only where neither the old page nor the data covers it.
   const next = newPage();
   if (old !== undefined) old.copy(next);
-  else if (countBytes !== simPageBytes) next.fill(0);
+  else if (countBytes !== simPageBytes) fillZeroes(next, 0, simPageBytes);
   data.copy(next, inPageBytes, from, from + countBytes);
   return next;
 }
@@ -267,7 +277,7 @@ function readPages(pages: ReadonlyMap<number, Buffer>, into: Buffer, offsetBytes
     const inPageBytes = atBytes - page * simPageBytes;
     const countBytes = Math.min(simPageBytes - inPageBytes, lengthBytes - doneBytes);
     const content = pages.get(page);
-    if (content === undefined) into.fill(0, offsetBytes + doneBytes, offsetBytes + doneBytes + countBytes);
+    if (content === undefined) fillZeroes(into, offsetBytes + doneBytes, offsetBytes + doneBytes + countBytes);
     else content.copy(into, offsetBytes + doneBytes, inPageBytes, inPageBytes + countBytes);
     doneBytes += countBytes;
   }
@@ -291,7 +301,7 @@ export function cachedSpan(file: CachedPages, positionBytes: number, lengthBytes
   if (inPageBytes + lengthBytes <= simPageBytes && positionBytes + lengthBytes <= file.sizeBytes) {
     return { buffer: file.pages.get(page) ?? zeroPage, offsetBytes: inPageBytes };
   }
-  scratch.fill(0, 0, lengthBytes);
+  fillZeroes(scratch, 0, lengthBytes);
   const inFile = Math.max(0, Math.min(lengthBytes, file.sizeBytes - positionBytes));
   if (inFile > 0) readPages(file.pages, scratch, 0, inFile, positionBytes);
   return { buffer: scratch, offsetBytes: 0 };
@@ -358,6 +368,7 @@ class DiskState {
   };
   epoch = 0;
   private readonly nodes = new Map<number, SimNode>();
+  private collectPasses = 0;
   private nextId = 1;
   private readonly root: DirNode;
   private inFlight = new Set<InFlight>();
@@ -435,14 +446,14 @@ class DiskState {
   // ---- the namespace -------------------------------------------------------------------
 
   private newDir(): DirNode {
-    const node: DirNode = { kind: "dir", id: this.nextId++, live: new Map(), durable: new Map(), pending: [], opens: 0, counted: true };
+    const node: DirNode = { kind: "dir", id: this.nextId++, live: new Map(), durable: new Map(), pending: [], opens: 0, counted: true, countedPass: 0, keptPass: 0 };
     this.nodes.set(node.id, node);
     return node;
   }
 
   private newFile(): FileNode {
     const node: FileNode = {
-      kind: "file", id: this.nextId++, cache: new Map(), owned: new Set(), disk: new Map(), sizeBytes: 0, diskSizeBytes: 0, dirty: new Set(), opens: 0, counted: true,
+      kind: "file", id: this.nextId++, cache: new Map(), owned: new Set(), disk: new Map(), sizeBytes: 0, diskSizeBytes: 0, dirty: new Set(), opens: 0, counted: true, countedPass: 0, keptPass: 0,
     };
     this.nodes.set(node.id, node);
     return node;
@@ -603,14 +614,14 @@ class DiskState {
    * again (named now, or by what a power loss could bring back); the rest are dropped.
    */
   collect(): void {
-    const counted = new Set<number>();
-    const kept = new Set<number>();
+    // A node is counted (kept) in this pass when its countedPass (keptPass) is this pass's number.
+    const pass = ++this.collectPasses;
     const visit = (id: number | undefined, live: boolean): void => {
       if (id === undefined) return;
-      const set = live ? counted : kept;
-      if (set.has(id)) return;
-      set.add(id);
       const child = this.node(id);
+      if (live ? child.countedPass === pass : child.keptPass === pass) return;
+      if (live) child.countedPass = pass;
+      else child.keptPass = pass;
       if (child.kind === "dir") walk(child, live);
     };
     // Live names, and for `kept` also the durable ones and those of changes not yet durable.
@@ -620,15 +631,15 @@ class DiskState {
       for (const id of dir.durable.values()) visit(id, live);
       for (const op of dir.pending) for (const change of op.changes) visit(change[1], live);
     };
-    counted.add(this.root.id);
+    this.root.countedPass = pass;
     walk(this.root, true);
-    kept.add(this.root.id);
+    this.root.keptPass = pass;
     walk(this.root, false);
     let usedPages = 0;
-    for (const [id, node] of this.nodes) {
-      node.counted = counted.has(id) || node.opens > 0;
-      if (!node.counted && !kept.has(id)) {
-        this.nodes.delete(id);
+    for (const node of this.nodes.values()) {
+      node.counted = node.countedPass === pass || node.opens > 0;
+      if (!node.counted && node.keptPass !== pass) {
+        this.nodes.delete(node.id);
         continue;
       }
       if (node.counted && node.kind === "file") usedPages += node.cache.size;
