@@ -83,9 +83,10 @@ function before(a: SimEvent, b: SimEvent): boolean {
 }
 
 /**
- * Node's own "after a callback" step (processTicksAndRejections: next ticks, every microtask
- * to the end, then unhandled rejections), which runs after every setImmediate callback
- * anyway. Undocumented; where it is missing, each event gets its own setImmediate.
+ * Node's own step between two setImmediate callbacks (runNextTicks: every microtask to the
+ * end, then next ticks and unhandled rejections if there are any), what runs after each
+ * event anyway when each has a callback of its own. Undocumented (Node 26 has it); where it
+ * is missing, each event gets its own setImmediate.
  */
 const tickCallback = (process as unknown as { _tickCallback?: () => void })._tickCallback;
 /** Events run in one setImmediate callback before the real event loop gets a turn. */
