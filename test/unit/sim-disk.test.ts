@@ -112,6 +112,43 @@ void test("sim disk: datasync and directory fsync are what survive a power loss;
   assert.ok(lostNames > 5 && lostNames < 40, `a name never fsync'd is lost in some power losses, not all (${lostNames}/40)`);
 });
 
+void test("sim disk: a datasync writes back the pages as they were when it was called, whatever is written to them meanwhile (pages changed in place, whole zero pages)", async () => {
+  const time = new VirtualTime();
+  // Dirty pages never reach the disk at a power loss here: the disk is exactly what the datasyncs wrote.
+  const disk = new SimDisk({ seed: 7, schedule: time.schedule, powerLoss: { pageWrittenBack: 0, pageTorn: 0, inFlightWriteLands: 0 } });
+  const run = <T>(p: Promise<T>): Promise<T> => time.until(p);
+  let fs = disk.mount();
+  const file = await run(fs.open("/f", "create-exclusive"));
+  await run(fs.syncDirectory("/"));
+  const zeroes = Buffer.alloc(simPageBytes);
+  // Page 0 written twice (the second in place), page 1 a whole page of zeroes.
+  file.writeSync(pattern(1000, 1), 0, 1000, 0);
+  file.writeSync(pattern(1000, 2), 0, 1000, 1000);
+  file.writeSync(zeroes, 0, simPageBytes, simPageBytes);
+  const asCalled = disk.cachedView("/f") ?? Buffer.alloc(0);
+  const synced = file.datasync(); // takes the pages now
+  // Meanwhile: page 0 written again and again, page 1's zeroes overwritten, page 2 a new page of zeroes.
+  file.writeSync(pattern(500, 3), 0, 500, 100);
+  file.writeSync(pattern(500, 4), 0, 500, 200);
+  file.writeSync(pattern(simPageBytes, 5), 0, simPageBytes, simPageBytes);
+  file.writeSync(zeroes, 0, simPageBytes, 2 * simPageBytes);
+  const later = disk.cachedView("/f") ?? Buffer.alloc(0);
+  await run(synced);
+  assert.ok(disk.cachedView("/f")?.equals(later), "readers see the latest writes");
+  disk.crash("power");
+  fs = disk.mount();
+  const after = await run(readWholeFile(fs, "/f"));
+  // (Its size is the synced one or the written one: past the synced size, the disk has nothing.)
+  assert.ok(after.subarray(0, asCalled.length).equals(asCalled) && after.subarray(asCalled.length).every((b) => b === 0),
+    "the disk holds what the datasync took when it was called, not what was written after");
+  // The zero page shared by whole zero pages is never written through.
+  const other = await run(fs.open("/g", "create-exclusive"));
+  other.writeSync(zeroes, 0, simPageBytes, 0);
+  other.writeSync(pattern(100, 6), 0, 100, 10);
+  assert.ok(disk.cachedView("/f")?.subarray(simPageBytes, 2 * simPageBytes).equals(zeroes), "page 1 of /f is still zeroes");
+  assert.ok(disk.cachedRange("/g", simPageBytes, simPageBytes)?.equals(zeroes), "a hole reads as zeroes");
+});
+
 void test("sim disk: a write in flight at a power loss is torn at sectors, within its own bytes only", async () => {
   let torn = 0;
   for (let seed = 1; seed <= 40; seed += 1) {
