@@ -11,8 +11,9 @@ import { historicalFaults } from "../../src/core/faults.ts";
 import { runNodeSimulation, type NodeSimResult } from "../sim/node-world.ts";
 import { replayCommand, runSeeds } from "../sim/runner.ts";
 
-// 2000 seeds take about two minutes on a quiet 2-core machine; a loaded one stops handing out
-// seeds after the budget (never fewer than seedsMin). Widen with `npm run sim -- --seeds 20000`.
+// 2000 seeds take about a minute on a quiet 2-core machine (some 40 ms of CPU a seed); a loaded
+// one stops handing out seeds after the budget (never fewer than seedsMin). Widen with
+// `npm run sim -- --seeds 20000`.
 const seedsTarget = Number(process.env.TM_SIM_SEEDS ?? "2000");
 const budgetMs = Number(process.env.TM_SIM_BUDGET_MS ?? "150000");
 const seedsMin = 300;
