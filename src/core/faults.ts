@@ -32,6 +32,8 @@ export const historicalFaults = [
   "no-trim-at-start",
   /** Recovery replayed journal records into the volumes before making them durable: a power loss then left volume blocks no journal explained (seed 1985). */
   "replay-before-durable",
+  /** A primary group resumed after a failed fdatasync kept its last write sequence although the journal had lost those records: pair wait and status waited for a write that no longer existed (seed 15167). */
+  "resume-keeps-last-write-sequence",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];
