@@ -7,7 +7,9 @@
 // BENCH_WORKLOADS (default all: randwrite-4k-qd32,write-1m-qd8,randread-4k-qd32);
 // BENCH_PREFILL=0 skips writing every target once before the timed runs; BENCH_REPEAT (default 1)
 // runs every workload that many times per target (in turn) and reports the median; BENCH_NODE_ARGS passes
-// runtime flags to tidemark's node process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+// runtime flags to tidemark's node process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof");
+// BENCH_BASELINE=DIR adds target "baseline": the tidemark of another checkout (an earlier
+// commit), run in turn with the others, for before/after figures from one run.
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
@@ -91,23 +93,30 @@ async function plainFile(dir: string, sizeBytes: number): Promise<string> {
   return file;
 }
 
-const tidemark: Target = {
-  name: "tidemark",
-  async start(_dir, sizeBytes) {
-    // A process title of its own: on a shared machine, a `pkill -f "tidemark.js node"` meant for
-    // someone else's nodes must not stop the benchmark's.
-    const nodeArgs = ["--title=tidemark-bench-node", ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((arg) => arg !== "")];
-    const node = await startNode({ id: "bench", nodeArgs });
-    await cliOk(["volume", "create", exportName, "--size", String(sizeBytes)], { node: node.mgmtUrl });
-    await cliOk(["group", "create", "g-bench", "--volumes", exportName], { node: node.mgmtUrl });
-    return {
-      uri: node.nbdUri(exportName),
-      pid: node.pid,
-      command: `tidemark node (volume "${exportName}" in group "g-bench", write-time host)`,
-      peakRssBytes: () => peakRss(node.pid),
-    };
-  },
-};
+/** tidemark from `checkout` (default: this one), its node run by this checkout's Node. */
+function tidemarkTarget(name: string, checkout?: string): Target {
+  return {
+    name,
+    async start(_dir, sizeBytes) {
+      // A process title of its own: on a shared machine, a `pkill -f "tidemark.js node"` meant for
+      // someone else's nodes must not stop the benchmark's.
+      const nodeArgs = ["--title=tidemark-bench-node", ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((arg) => arg !== "")];
+      const node = await startNode({ id: "bench", nodeArgs, ...(checkout === undefined ? {} : { tidemarkBin: path.join(checkout, "bin", "tidemark.js") }) });
+      await cliOk(["volume", "create", exportName, "--size", String(sizeBytes)], { node: node.mgmtUrl });
+      await cliOk(["group", "create", "g-bench", "--volumes", exportName], { node: node.mgmtUrl });
+      return {
+        uri: node.nbdUri(exportName),
+        pid: node.pid,
+        command: `tidemark node${checkout === undefined ? "" : ` of ${checkout}`} (volume "${exportName}" in group "g-bench", write-time host)`,
+        peakRssBytes: () => peakRss(node.pid),
+      };
+    },
+  };
+}
+
+const tidemark = tidemarkTarget("tidemark");
+/** BENCH_BASELINE=DIR: a checkout of an earlier commit (its own node_modules), run as target "baseline" in turn with the others, so before and after meet the same machine. */
+const baselineCheckout = process.env.BENCH_BASELINE;
 
 // Same semantics as tidemark's NBD export: page cache (no O_DIRECT), writeback, FLUSH = fdatasync.
 const nbdkit: Target = {
@@ -141,7 +150,7 @@ const qemuNbd: Target = {
   },
 };
 
-const allTargets: readonly Target[] = [tidemark, nbdkit, qemuNbd];
+const allTargets: readonly Target[] = [tidemark, ...(baselineCheckout === undefined || baselineCheckout === "" ? [] : [tidemarkTarget("baseline", baselineCheckout)]), nbdkit, qemuNbd];
 
 function pick<T extends { readonly name: string }>(all: readonly T[], envName: string): T[] {
   const text = process.env[envName];
@@ -182,12 +191,14 @@ function renderReport(results: Results, targets: readonly Target[], chosen: read
   const names = targets.map((t) => t.name);
   const others = names.filter((n) => n !== "tidemark");
   const hasTidemark = names.includes("tidemark");
-  const header = ["workload", ...names, ...(hasTidemark ? others.map((o) => `tidemark/${o}`) : [])];
+  // With a baseline (BENCH_BASELINE), its own ratio to nbdkit too: before and after side by side.
+  const baselineRatio = names.includes("baseline") && names.includes("nbdkit");
+  const header = ["workload", ...names, ...(hasTidemark ? others.map((o) => `tidemark/${o}`) : []), ...(baselineRatio ? ["baseline/nbdkit"] : [])];
   const lines = [`| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`];
   for (const workload of chosen) {
     const row = results.get(workload.name);
     const cells = names.map((n) => formatCell(row?.get(n), workload));
-    const ratios = hasTidemark ? others.map((o) => ratio(row?.get("tidemark"), row?.get(o))) : [];
+    const ratios = [...(hasTidemark ? others.map((o) => ratio(row?.get("tidemark"), row?.get(o))) : []), ...(baselineRatio ? [ratio(row?.get("baseline"), row?.get("nbdkit"))] : [])];
     lines.push(`| ${[workload.label, ...cells, ...ratios].join(" | ")} |`);
   }
   const latency = ["", "Completion latency p50 / p99 (µs):", "", `| workload | ${names.join(" | ")} |`, `|---|${names.map(() => "---").join("|")}|`];

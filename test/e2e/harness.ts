@@ -423,6 +423,8 @@ export interface NodeOptions {
   /** mgmt, nbd, host and repl ports (default: four free ones). */
   readonly ports?: readonly [number, number, number, number];
   readonly healthTimeoutMs?: number;
+  /** The `tidemark` script to run (default: this checkout's bin/tidemark.js; the bench's baseline runs another checkout's). */
+  readonly tidemarkBin?: string;
 }
 
 export interface RunningNode {
@@ -478,7 +480,7 @@ class NodeProcess implements RunningNode {
     this.#healthTimeoutMs = options.healthTimeoutMs ?? healthTimeoutMsDefault;
     this.#args = [
       ...(options.nodeArgs ?? []),
-      tidemarkBin, "node",
+      options.tidemarkBin ?? tidemarkBin, "node",
       "--id", options.id,
       "--data", dataDir,
       "--mgmt", `127.0.0.1:${mgmtPort}`,
