@@ -244,7 +244,7 @@ async function main(): Promise<void> {
   const repeat = Math.max(1, Math.floor(envNumber("BENCH_REPEAT", 1)));
   const targets = pick(allTargets, "BENCH_TARGETS");
   const chosen = pick(workloads, "BENCH_WORKLOADS");
-  for (const tool of ["fio", "nbdinfo", ...targets.filter((t) => t.name !== "tidemark").map((t) => t.name)]) {
+  for (const tool of ["fio", "nbdinfo", ...targets.filter((t) => t.name !== "tidemark" && t.name !== "baseline").map((t) => t.name)]) {
     if (whichTool(tool) === null) throw new Error(`${tool} is not installed: run scripts/ensure-test-deps.sh (as root)`);
   }
 
