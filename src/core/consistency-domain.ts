@@ -83,6 +83,8 @@ export type DomainEvent =
   | { readonly type: "checkpointed"; readonly notDurable: readonly NotDurableMember[] }
   | { readonly type: "joinSaved" }
   | { readonly type: "joinSaveFailed"; readonly error: string }
+  /** The shell failed part-way through a join (an error that is not the disk's): it is over, nothing joined. */
+  | { readonly type: "joinAbandoned" }
   /** A takeover reflected the group to its cut: nothing more is applied to it here. */
   | { readonly type: "left"; readonly groupId: number; readonly why: string }
   | { readonly type: "memberStopped"; readonly groupId: number; readonly reason: string }
@@ -174,6 +176,11 @@ export function stepDomain(state: DomainState, event: DomainEvent): DomainStep {
         state: { ...state, joining: undefined },
         effects: [...(joining.held ? [{ type: "releaseReflection" } as const] : []), { type: "refuseJoin", reason: `the join could not be saved: ${event.error}` }],
       };
+    }
+    case "joinAbandoned": {
+      const joining = state.joining;
+      if (joining === undefined) return { state, effects: [] };
+      return { state: { ...state, joining: undefined }, effects: joining.held ? [{ type: "releaseReflection" }] : [] };
     }
     case "left": {
       const member = state.members.find((m) => m.groupId === event.groupId);

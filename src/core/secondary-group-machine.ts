@@ -20,6 +20,7 @@
 import { assert, unreachable } from "./assert.ts";
 import { asAcceptNumber, asWriteTimeUs } from "./types.ts";
 import type { Position } from "./position.ts";
+import type { TmErrorCode } from "./errors.ts";
 import type { GroupState, NackableType, ReplErrorCode } from "../protocol/repl-protocol.ts";
 
 /** The persisted lifecycle of a secondary (metadata's SecondaryRecord has exactly these fields). */
@@ -178,7 +179,8 @@ export type PeerAnswer =
   | { readonly type: "COPY_ACK"; readonly chunkId: number }
   | { readonly type: "ACK"; readonly batchId: number };
 
-export type OperatorRefusalCode = "TM_ERR_STATE" | "TM_ERR_CONFLICT" | "TM_ERR_NOT_FOUND" | "TM_ERR_INTERNAL";
+/** The stable codes (core/errors.ts) an operator's or a primary's request is refused with. */
+export type OperatorRefusalCode = Extract<TmErrorCode, "TM_ERR_STATE" | "TM_ERR_CONFLICT" | "TM_ERR_NOT_FOUND" | "TM_ERR_INTERNAL">;
 
 export interface LogEffect {
   readonly type: "log";
@@ -206,10 +208,16 @@ export type SecondaryGroupEffect =
   | { readonly type: "emptyVolumes" }
   /** Open a fresh, empty journal in directory `generation`, numbering from `nextSequence`, beside the live one. */
   | { readonly type: "openJournal"; readonly generation: number; readonly nextSequence: number; readonly reserve: boolean }
-  /** The journal of `generation` becomes the group's; the receiver, read-ahead, volume map and copy counters start over from the saved record. */
-  | { readonly type: "useJournal"; readonly generation: number }
-  /** Close the journal of `generation` (if open) and remove its directory. */
+  /**
+   * The journal opened for `generation` becomes the group's, the one of `replacing` is kept
+   * aside (open); the receiver, read-ahead, volume map and copy counters start over from the
+   * saved record.
+   */
+  | { readonly type: "useJournal"; readonly generation: number; readonly replacing: number }
+  /** Close the journal of `generation` (if one is open aside) and remove its directory: node.json no longer names it. */
   | { readonly type: "removeJournal"; readonly generation: number }
+  /** Close the journal opened for `generation` and keep its directory (a save that failed may still have landed). */
+  | { readonly type: "dropJournal"; readonly generation: number }
   /** The initial copy's writes made durable: volumes fdatasync'd, written maps saved. Completion: copySynced / copySyncFailed. */
   | { readonly type: "syncCopiedVolumes" }
   /** Join the consistency domain: it saves `change` once its members are checkpointed. Completion: persisted / persistFailed / joinRefused. */
@@ -270,6 +278,11 @@ export function takenOrTakingOver(state: SecondaryGroupState): boolean {
   return state.record.state === "takeover" || state.takeover !== undefined;
 }
 
+/** Pull mode: whether the group asks its primary for records now (replicating, not stopped, not being taken over). */
+export function mayPull(state: SecondaryGroupState): boolean {
+  return state.record.state === "replicating" && state.takeover === undefined && state.stop === undefined;
+}
+
 function log(level: LogEffect["level"], event: string, fields: LogEffect["fields"], message: string): LogEffect {
   return { type: "log", level, event, fields, message };
 }
@@ -303,10 +316,6 @@ export function refuseOpen(code: ReplErrorCode, text: string, name: string, grou
 
 function assertNoStep(state: SecondaryGroupState, what: string): void {
   assert(state.step === undefined, () => `${what} for group ${state.name} while its ${state.step?.kind ?? ""} step is in progress: the shell runs one lifecycle step at a time`);
-}
-
-function groupStateOf(record: SecondaryLifecycleRecord): GroupState {
-  return record.state === "replicating" ? "replicating" : record.state === "copying" ? "copying" : "empty";
 }
 
 function openGroup(state: SecondaryGroupState, event: Extract<SecondaryGroupEvent, { type: "openGroup" }>, nodeId: string): SecondaryGroupStep {
@@ -454,8 +463,8 @@ function persisted(state: SecondaryGroupState): SecondaryGroupStep {
     return {
       state: { ...state, record, journalGeneration: step.generation, step: undefined },
       effects: [
+        { type: "useJournal", generation: step.generation, replacing: step.fromGeneration },
         { type: "removeJournal", generation: step.fromGeneration },
-        { type: "useJournal", generation: step.generation },
         log("info", "secondary_copy_started", { group: state.name, startSequence: record.startSequence }, "initial copy into secondary started"),
         { type: "answerPeer", message: { type: "GROUP_STATE", state: "copying" } },
       ],
@@ -494,7 +503,7 @@ function stepFailed(state: SecondaryGroupState, error: string): SecondaryGroupSt
       state: { ...state, step: undefined },
       effects: [
         log("error", "repl_group_error", { group: state.name, error }, "the initial copy could not begin"),
-        { type: "removeJournal", generation: step.generation },
+        { type: "dropJournal", generation: step.generation },
         { type: "failStream", code: "INTERNAL", text: error },
       ],
     };
@@ -710,7 +719,7 @@ export type PrepareDecision =
  * this node has under that name (undefined: nothing; `secondary` undefined: a writable group).
  * The volume checks (sizes, owners, data held) are the shell's: they are about its registry.
  */
-export function decidePrepare(existing: { readonly secondary: { readonly pairId: string; readonly state: SecondaryLifecycleRecord["state"] } | undefined } | undefined, request: { readonly pairId: string; readonly group: string }, nodeId: string): PrepareDecision {
+export function decidePrepare(existing: { readonly secondary?: { readonly pairId: string; readonly state: SecondaryLifecycleRecord["state"] } | undefined } | undefined, request: { readonly pairId: string; readonly group: string }, nodeId: string): PrepareDecision {
   if (existing === undefined) return { kind: "create" };
   const secondary = existing.secondary;
   if (secondary !== undefined && secondary.pairId === request.pairId) return { kind: "answer" };
