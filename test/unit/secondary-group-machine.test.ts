@@ -178,7 +178,8 @@ test("journal full: one log line per episode and a reflection kick; room back en
   assert.equal(mayPull(second.state), true);
   const back = step(second.state, { type: "journalRoomBack", nowMs: 350, usedBytes: 2 });
   assert.equal(back.state.roomWait, undefined);
-  assert.equal((back.effects[0] as { fields: { waitedMs: number } }).fields.waitedMs, 250);
+  const line = back.effects[0];
+  assert.equal(line?.type === "log" ? line.fields.waitedMs : undefined, 250);
   assert.deepEqual(step(back.state, { type: "journalRoomBack", nowMs: 400, usedBytes: 2 }).effects, []);
   assert.deepEqual(step(back.state, { type: "roomFreed" }).effects, [{ type: "roomAgain" }]);
 });
@@ -446,14 +447,15 @@ class ModelShell {
         this.run({ type: "checkpointDue", nowMs: 50_000, force: action.force, reflectedSequence: action.reflectedSequence, reflectedPosition: position, volumesWritten: action.volumesWritten, checkpointable: action.checkpointable });
         return;
       case "takeover": {
+        const phase = (): string | undefined => this.state.takeover?.phase;
         this.run({ type: "takeover" });
-        if (this.state.takeover?.phase !== "draining") return;
+        if (phase() !== "draining") return;
         if (action.abort) {
           this.run({ type: "takeoverAbort" });
           return;
         }
         this.run({ type: "takeoverDrained", reflectedSequence: action.reflectedSequence });
-        if (this.state.takeover?.phase !== "leftDomain") return;
+        if (phase() !== "leftDomain") return;
         this.run({ type: "takeoverConvert", keptSequence: action.reflectedSequence, droppedRecords: 0, atIso: "T" });
         return;
       }
