@@ -81,7 +81,8 @@ export type DomainEvent =
   | { readonly type: "joinRequested"; readonly groupId: number; readonly name: string }
   /** The checkpoint a join asked for is done; `notDurable`: members of this domain whose applies are not durable. */
   | { readonly type: "checkpointed"; readonly notDurable: readonly NotDurableMember[] }
-  | { readonly type: "joinSaved" }
+  /** The join is saved; `stoppedReason`: the joiner's stop, if its disk stopped it meanwhile (it holds the domain from now on). */
+  | { readonly type: "joinSaved"; readonly stoppedReason: string | undefined }
   | { readonly type: "joinSaveFailed"; readonly error: string }
   /** The shell failed part-way through a join (an error that is not the disk's): it is over, nothing joined. */
   | { readonly type: "joinAbandoned" }
@@ -164,7 +165,7 @@ export function stepDomain(state: DomainState, event: DomainEvent): DomainStep {
     case "joinSaved": {
       const joining = state.joining;
       assert(joining?.phase === "saving", () => `a join of domain ${state.key} was being saved`);
-      const joined = withMember({ ...state, joining: undefined }, { groupId: joining.groupId, name: joining.name, stoppedReason: undefined });
+      const joined = withMember({ ...state, joining: undefined }, { groupId: joining.groupId, name: joining.name, stoppedReason: event.stoppedReason });
       const effects: DomainEffect[] = joining.held ? [{ type: "releaseReflection" }] : [];
       effects.push({ type: "log", level: "info", event: "domain_joined", fields: { domain: state.key, group: joining.name, members: joined.members.length }, message: "group joined its consistency domain" });
       return { state: joined, effects };

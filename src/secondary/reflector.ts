@@ -211,7 +211,7 @@ export class Reflector {
             case "saveJoin":
               try {
                 await save();
-                next = { type: "joinSaved" };
+                next = { type: "joinSaved", stoppedReason: group.stopped?.reason };
               } catch (error) {
                 next = { type: "joinSaveFailed", error: (error as Error).message };
               }

@@ -46,11 +46,19 @@ test("a join in time mode: reflection held, every member checkpointed, then the 
   assert.equal(isMember(asked.state, 3), false);
   const checked = stepDomain(asked.state, { type: "checkpointed", notDurable: [] });
   assert.deepEqual(types(checked.effects), ["saveJoin"]);
-  const saved = stepDomain(checked.state, { type: "joinSaved" });
+  const saved = stepDomain(checked.state, { type: "joinSaved", stoppedReason: undefined });
   assert.deepEqual(types(saved.effects), ["releaseReflection", "log"]);
   assert.equal(isMember(saved.state, 3), true);
   assert.equal(saved.state.epoch, withMembers.epoch + 1, "the ordering tracker starts over");
   assert.equal(saved.state.joining, undefined);
+});
+
+test("a joiner its disk stopped while the join was saved holds the domain from the start", () => {
+  let s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3" }).state;
+  s = stepDomain(s, { type: "checkpointed", notDurable: [] }).state;
+  s = stepDomain(s, { type: "joinSaved", stoppedReason: "I/O error" }).state;
+  assert.equal(domainHolder(s)?.name, "g3");
+  assert.deepEqual(reflectingMembers(s), []);
 });
 
 test("a join is refused while a member is stopped or could not be checkpointed (seed 3255), and releases the hold", () => {
@@ -77,7 +85,7 @@ test("a join whose save fails is refused and releases the hold; an abandoned joi
 test("seq mode: no shared frontier, so a join is saved at once, with no hold and no checkpoint", () => {
   const asked = stepDomain(emptyDomain("seq", "seq"), { type: "joinRequested", groupId: 3, name: "g3" });
   assert.deepEqual(types(asked.effects), ["saveJoin"]);
-  assert.deepEqual(types(stepDomain(asked.state, { type: "joinSaved" }).effects), ["log"]);
+  assert.deepEqual(types(stepDomain(asked.state, { type: "joinSaved", stoppedReason: undefined }).effects), ["log"]);
 });
 
 test("the historical faults of the join, put back, skip exactly the checkpoint (join-before-checkpoint) or the refusal (join-past-stopped-member)", () => {
@@ -171,7 +179,7 @@ test("property: random joins, stops, resumes and leaves never throw, holds are r
             effects = step({ type: "checkpointed", notDurable: action.outcome === "notDurable" ? [...stopped, ...state.members.slice(0, 1).map((m) => ({ groupId: m.groupId, name: m.name, why: "could not be checkpointed" }))] : stopped });
           } else if (last?.type === "saveJoin") {
             if (mode === "time") assert.equal(checkpointed, true, "checkpoint before join");
-            effects = step(action.outcome === "saveFailed" ? { type: "joinSaveFailed", error: "EIO" } : { type: "joinSaved" });
+            effects = step(action.outcome === "saveFailed" ? { type: "joinSaveFailed", error: "EIO" } : { type: "joinSaved", stoppedReason: undefined });
           } else {
             break;
           }
