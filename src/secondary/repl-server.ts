@@ -44,6 +44,12 @@ export interface PeerReply {
   answer(message: PeerAnswer): void;
   refuse(effect: Extract<SecondaryGroupEffect, { type: "refusePeer" }>): void;
   fail(code: ReplErrorCode, text: string): void;
+  /**
+   * Whether the stream is gone: a lifecycle step still waiting for its turn is dropped (its
+   * answer could not arrive, and the primary asks again on a new stream). Otherwise a
+   * COPY_DONE of a closed stream could end a copy a newer OPEN_GROUP had started over.
+   */
+  readonly gone: () => boolean;
   /** BATCH: hands its records to the receiver and journal; resolves with the outcome. */
   readonly receive?: () => Promise<SecondaryGroupEvent>;
   /** COPY_DATA / COPY_ZEROES: writes the chunk the lifecycle accepted. */
@@ -345,6 +351,7 @@ export class ReplServer implements SecondaryStreams {
       fail: (code, text) => {
         connection.fail(code, text);
       },
+      gone: () => connection.closed,
     };
   }
 

@@ -273,7 +273,7 @@ export class SecondaryRole implements SecondaryHost {
   }
 
   lifecycle(group: SecondaryGroup, event: SecondaryGroupEvent, reply: PeerReply): Promise<void> {
-    const running = group.lifecycleChain.then(() => this.deliver(group, event, reply));
+    const running = group.lifecycleChain.then(() => (reply.gone() ? undefined : this.deliver(group, event, reply)));
     group.lifecycleChain = running.catch(() => undefined);
     return running;
   }
