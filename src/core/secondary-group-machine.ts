@@ -278,6 +278,11 @@ export function takenOrTakingOver(state: SecondaryGroupState): boolean {
   return state.record.state === "takeover" || state.takeover !== undefined;
 }
 
+/** Whether arrived records are reflected (the copy is done and joined): arrivals and freed room wake the reflector. */
+export function reflects(state: SecondaryGroupState): boolean {
+  return state.record.state === "replicating";
+}
+
 /** Pull mode: whether the group asks its primary for records now (replicating, not stopped, not being taken over). */
 export function mayPull(state: SecondaryGroupState): boolean {
   return state.record.state === "replicating" && state.takeover === undefined && state.stop === undefined;

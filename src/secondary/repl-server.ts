@@ -26,7 +26,7 @@ import {
 import { asSequence } from "../core/types.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplErrorCode, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
-import { mayPull, openRefusal, type BatchOutcome, type PeerAnswer, type SecondaryGroupEffect, type SecondaryGroupEvent } from "../core/secondary-group-machine.ts";
+import { mayPull, openRefusal, reflects, type BatchOutcome, type PeerAnswer, type SecondaryGroupEffect, type SecondaryGroupEvent } from "../core/secondary-group-machine.ts";
 import { ReplConnection } from "../transport/repl-connection.ts";
 import { systemClock, type Clock, type Timer } from "../node/clock.ts";
 import { assert } from "../core/assert.ts";
@@ -460,7 +460,7 @@ export class ReplServer implements SecondaryStreams {
   private onJournalSpace(secondary: SecondaryGroup): void {
     const arrivedBefore = secondary.receiver.arrivedSequence;
     secondary.drainParked().then(() => {
-      if (secondary.record.state === "replicating") this.host.kickReflector();
+      if (reflects(secondary.lifecycle)) this.host.kickReflector();
       this.schedulePulls(secondary);
       const progressed = secondary.receiver.arrivedSequence > arrivedBefore;
       for (const open of this.opensBySecondary.get(secondary) ?? []) {

@@ -19,7 +19,7 @@ import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/
 import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import {
-  initialSecondaryState, isConsistent, roomWaitReason, stepSecondaryGroup, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryGroupState,
+  initialSecondaryState, isConsistent, reflects, roomWaitReason, stepSecondaryGroup, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryGroupState,
   type SecondaryLifecycleRecord,
 } from "../core/secondary-group-machine.ts";
 import type { Clock } from "../node/clock.ts";
@@ -348,7 +348,7 @@ export class SecondaryGroup {
       // Whatever path brought them (a batch, parked records drained when a batch found the
       // journal full, a resume), arrived records wake the reflector: a drain inside a
       // refused batch once moved arrived with nobody to reflect it (simulation seed 3700).
-      if (this.record.state === "replicating") this.observer.arrived(this);
+      if (reflects(this.lifecycleState)) this.observer.arrived(this);
     }
     assert(this.receiver.arrivedSequence >= last, "what this batch appended is arrived once durable");
     return undefined;
