@@ -197,6 +197,8 @@ export class Reflector {
           assert(next === undefined, "an effect with a completion ends its list");
           switch (effect.type) {
             case "holdReflection":
+              // The machine holds the joiner's domain; this shell holds every domain (one loop
+              // reflects them all), which is more than needed and never less.
               this.joining = new Promise<void>((resolve) => {
                 release = resolve;
               });
