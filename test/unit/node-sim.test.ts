@@ -54,12 +54,9 @@ for (const seed of [20, 136, 209, 869, 1267, 1331, 1354, 1829, 1875, 1978, 1985,
 // test starts at the seed that caught it when it was added. A change to the schedule or the
 // node moves these seeds: `npm run sim -- --fault NAME --seeds 2000 [--from N]` finds the new one.
 const firstCatchingSeed: Partial<Record<(typeof historicalFaults)[number], number>> = {
-  "silent-received-loss": 310,
-  "wall-clock-time-advance": 534,
-  "join-past-stopped-member": 697,
-  "join-before-checkpoint": 697,
-  "no-trim-at-start": 1452,
-  "replay-before-durable": 1985,
+  "join-past-stopped-member": 460,
+  "no-trim-at-start": 4501,
+  "replay-before-durable": 4699,
 };
 for (const fault of historicalFaults) {
   void test(`whole-node simulation: the checker catches the historical fault ${fault}`, async () => {
