@@ -22,20 +22,18 @@ import { MetadataStore } from "../metadata/metadata-store.ts";
 import { httpPeerClient, type PeerClient } from "../transport/peer-client.ts";
 import { validateName } from "../core/names.ts";
 import { VolumeRegistry, type LiveVolume } from "../volumes/volume-registry.ts";
-import { type GroupRecord, type NodeMetadata, type SecondaryRecord } from "../metadata/metadata.ts";
+import { type GroupRecord, type NodeMetadata } from "../metadata/metadata.ts";
 import { PrimaryRole } from "../primary/primary-role.ts";
-import { emptySecondaryVolumes, saveWrittenMaps, volumeBytes } from "../volumes/volume-files.ts";
-import { Reflector } from "../secondary/reflector.ts";
-import { ReplServer, type SecondaryHost } from "../secondary/repl-server.ts";
-import { SecondaryGroup, type SecondaryVolume } from "../secondary/secondary-group.ts";
-import { positionZero } from "../core/position.ts";
+import { saveWrittenMaps } from "../volumes/volume-files.ts";
+import { ReplServer } from "../secondary/repl-server.ts";
+import type { SecondaryGroup } from "../secondary/secondary-group.ts";
+import { SecondaryRole, type RegistryVolume } from "../secondary/secondary-role.ts";
 import { NodeMetrics, type JournalFigures } from "./metrics.ts";
 import { startMgmtApi } from "../mgmt/mgmt-api.ts";
 import { startNbdServer, type NbdServer } from "../frontends/nbd-server.ts";
 import { NodeStamper, wallClockUs } from "../primary/stamper.ts";
 import { systemClock, type Clock, type Timer } from "./clock.ts";
 import { tcpTransport, type Transport } from "../transport/transport.ts";
-import { formatBytes } from "../cli/sizes.ts";
 import { isStorageError } from "./group-stop.ts";
 import { faultInjected } from "../core/faults.ts";
 
@@ -84,16 +82,13 @@ export interface NodeOptions {
   readonly journalSizing?: { readonly bytesMin: number; readonly secondaryBytesMax: number };
 }
 
-/** A secondary group that reflected only time advances is checkpointed at most this often (unless forced). */
-const secondaryIdleCheckpointIntervalMs = 30_000;
-
 /** At most one log line per this interval about host write times lowered to the clock's bound. */
 const hostTimeClampLogIntervalMs = 10_000;
 
 /** How often volume allocation (for status) is re-read from the files. */
 const allocationRefreshMs = 5000;
 
-export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
+export class TidemarkNode implements NodeControl, PairControl {
   private readonly options: NodeOptions;
   private readonly logger: Logger;
   /** Free bytes of the volumes' file system at the last look (statfs), for the overcommit warning. */
@@ -107,11 +102,10 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   private nbdServer: NbdServer | undefined;
   private hostServer: HostServer | undefined;
   private replServer: ReplServer | undefined;
-  /** Groups that are the secondary of a pair (secondary side). */
-  private readonly secondaryGroups = new Map<string, SecondaryGroup>();
+  /** The groups that are the secondary of a pair, their lifecycle and reflection (src/secondary/secondary-role.ts). */
+  readonly secondaries: SecondaryRole;
   /** The pairs this node is the primary of. */
   private readonly primary: PrimaryRole;
-  private readonly reflector: Reflector;
   /** Ids handed out but maybe not yet persisted (creates run concurrently). */
   private groupIdReserved = 0;
   /** Volumes a group create in progress has claimed, and group names being created. */
@@ -167,16 +161,46 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
       metadata: () => this.requireMetadata(),
       updateMetadata: (change, critical) => this.updateMetadata(change, critical),
       writer: (group) => this.groups.get(group),
-      isSecondary: (group) => this.secondaryGroups.has(group),
+      isSecondary: (group) => this.secondaries.has(group),
       volume: (volumeId) => this.volumesById.get(volumeId),
       prepareSecondary: (baseUrl, request) => this.peers.preparePairSecondary(baseUrl, request),
     });
-    this.reflector = new Reflector({
-      groups: () => [...this.secondaryGroups.values()],
-      logger: this.logger.child({ component: "reflector" }),
+    this.secondaries = new SecondaryRole({
+      nodeId: options.id,
+      logger: this.logger,
       clock: this.clock,
-      checkpointGroup: (group, force) => this.checkpointSecondary(group, force),
-      onReflected: (group) => this.replServer?.reportReflected(group),
+      fileSystem: this.fileSystem,
+      replAddress: () => {
+        const advertised = this.options.replAdvertise;
+        return advertised === undefined ? `${this.options.repl.host}:${this.ports.repl}` : `${advertised.host}:${advertised.port}`;
+      },
+      journalBytesMax: options.journalSizing?.secondaryBytesMax ?? journalBytesMaxDefault,
+      metadata: () => this.requireMetadata(),
+      updateMetadata: (change, critical) => this.updateMetadata(change, critical),
+      withSpaceReserve: (what, write) => this.withSpaceReserve(what, write),
+      volumes: {
+        byName: (name) => registryVolume(this.volumesByName.get(name)),
+        byId: (id) => registryVolume(this.volumesById.get(id)),
+        create: async (name, sizeBytes) => {
+          await this.createVolume(name, sizeBytes);
+        },
+        setSecondary: (volumeId, group) => {
+          const live = this.volumesById.get(volumeId);
+          if (live !== undefined) live.secondary = group;
+        },
+      },
+      reserveGroupId: () => this.reserveGroupId(),
+      journalDir: (record) => this.journalDir(record),
+      openJournal: (record, journalOptions) => this.openJournal(record, journalOptions),
+      becomeWritable: (record, journal) => {
+        const volumes = new Map<number, GroupVolume>();
+        for (const volumeId of record.volumeIds) {
+          const live = this.volumesById.get(volumeId);
+          assert(live !== undefined, "group volume exists");
+          volumes.set(volumeId, { id: asVolumeId(volumeId), file: live.file, order: live.order });
+        }
+        this.newWriter(record, journal, volumes, 1);
+      },
     });
   }
 
@@ -215,7 +239,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     await this.volumes.open();
     await this.recoverGroups();
     // A restarted secondary replays to the recomputed frontier before anyone reads its image.
-    if (!faultInjected("skip-recovery-replay")) await this.reflector.drain();
+    await this.secondaries.replayToFrontier();
     await this.startListeners();
     this.primary.start();
     await this.refreshAllocation();
@@ -254,7 +278,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     const metadata = this.requireMetadata();
     for (const record of metadata.groups) {
       if (record.secondary !== undefined && record.secondary.state !== "takeover") {
-        await this.recoverSecondary(record, record.secondary);
+        await this.secondaries.recover(record, record.secondary);
         continue;
       }
       const volumes = new Map<number, GroupVolume>();
@@ -354,42 +378,6 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     return writer;
   }
 
-  /** The secondary side of a pair: journal recovered (not replayed: the reflector does that), volumes read-only. */
-  private async recoverSecondary(record: GroupRecord, secondary: SecondaryRecord): Promise<void> {
-    const volumes: SecondaryVolume[] = record.volumeIds.map((volumeId) => {
-      const live = this.volumesById.get(volumeId);
-      assert(live !== undefined, `secondary ${record.name} names volume ${volumeId} that exists`);
-      return { volumeId, name: live.name, file: live.file };
-    });
-    const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: secondary.startSequence });
-    const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
-    const group = new SecondaryGroup({
-      groupId: record.id, name: record.name, record: structuredClone(secondary), journal, volumes, logger: this.logger.child({ component: "secondary", group: record.name }), lastRecordPosition,
-      clock: this.clock,
-      // Stopped: the domain is held where it is (nothing to do); resumed: reflect what waited.
-      onStateChange: () => this.reflector.kick(),
-    });
-    this.secondaryGroups.set(record.name, group);
-    for (const volume of volumes) {
-      const live = this.volumesById.get(volume.volumeId);
-      if (live !== undefined) live.secondary = group;
-    }
-    // A crash between a checkpoint's metadata save and its trim leaves records the checkpoint
-    // covers in the journal: trim them now. Nothing else would (a restarted reflector has
-    // nothing dirty to checkpoint), and a journal full of them refused every batch for ever
-    // (whole-node simulation, a crash point right after the save).
-    if (secondary.state === "replicating" && secondary.reflectedSequence >= journal.firstSequence && !faultInjected("no-trim-at-start")) {
-      try {
-        await group.trimThrough(secondary.reflectedSequence);
-      } catch (error) {
-        group.stopWith(error as Error, journal.dir);
-      }
-    }
-    if (report.records > 0 || report.tornBytesCut > 0) {
-      this.logger.info({ event: "secondary_journal_recovered", group: record.name, records: report.records, tornBytesCut: report.tornBytesCut, reflected: secondary.reflectedSequence, arrived: group.arrivedSequence }, "secondary journal recovered");
-    }
-  }
-
   private async startListeners(): Promise<void> {
     // A port another process holds (or one this user may not bind): one line naming the option.
     const listen = async <T>(flag: string, address: Address, open: () => Promise<T>): Promise<T> => {
@@ -401,7 +389,8 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     };
     const { nbd, host, repl, mgmt } = this.options;
     if ((this.options.serve ?? "all") === "replication") {
-      this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }), this.clock, this.transport);
+      this.replServer = new ReplServer(this.secondaries, this.logger.child({ component: "repl" }), this.clock, this.transport);
+    this.secondaries.connectStreams(this.replServer);
       const replServer = this.replServer;
       this.ports.repl = await listen("--repl", repl, () => replServer.listen(repl.host, repl.port));
       return;
@@ -417,7 +406,8 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
       onRequest: (op, bytes, latencySeconds, ok) => this.nodeMetrics.observe("host", op, bytes, latencySeconds, ok),
     }));
     this.ports.host = this.hostServer.port;
-    this.replServer = new ReplServer(this, this.logger.child({ component: "repl" }), this.clock, this.transport);
+    this.replServer = new ReplServer(this.secondaries, this.logger.child({ component: "repl" }), this.clock, this.transport);
+    this.secondaries.connectStreams(this.replServer);
     const replServer = this.replServer;
     this.ports.repl = await listen("--repl", repl, () => replServer.listen(repl.host, repl.port));
     this.mgmtApi = await listen("--mgmt", mgmt, () => startMgmtApi({ host: mgmt.host, port: mgmt.port, control: this, logger: this.logger.child({ component: "mgmt" }) }));
@@ -438,15 +428,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     await this.hostServer?.close();
     this.primary.stop();
     await this.replServer?.close();
-    await this.reflector.stop();
-    for (const secondary of this.secondaryGroups.values()) {
-      try {
-        await secondary.close();
-        await secondary.journal.close();
-      } catch (error) {
-        this.logger.error({ event: "secondary_close_failed", group: secondary.name, err: error }, "secondary journal did not close cleanly");
-      }
-    }
+    await this.secondaries.stop();
     for (const writer of this.groups.values()) {
       try {
         await writer.close();
@@ -502,12 +484,6 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     return this.options.journalSizing?.bytesMin ?? journalBytesMin;
   }
 
-  /** After a metadata save: the secondary's live record becomes what was saved. */
-  private secondaryRecordSaved(secondary: SecondaryGroup): void {
-    const saved = this.requireMetadata().groups.find((g) => g.id === secondary.groupId)?.secondary;
-    if (saved !== undefined) secondary.record = structuredClone(saved);
-  }
-
   /** A metadata change, saved before memory follows (MetadataStore.update). */
   private updateMetadata(change: (metadata: NodeMetadata) => void, critical = false): Promise<void> {
     return this.metadataStore.update(change, critical);
@@ -556,10 +532,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     for (const writer of this.groups.values()) {
       if (writer.heldWrites > 0 && writer.stopped === undefined && !this.primary.hasPair(writer.name)) reasons.push(`group ${writer.name}: ${this.heldReason(writer)}`);
     }
-    for (const secondary of this.secondaryGroups.values()) {
-      const reason = secondary.stopped === undefined ? secondary.spaceReason(this.frontierHolder(secondary)) : null;
-      if (reason !== null) reasons.push(`group ${secondary.name}: ${reason}`);
-    }
+    reasons.push(...this.secondaries.healthReasons());
     return { status: reasons.length === 0 ? "ok" : "degraded", reasons };
   }
 
@@ -574,23 +547,8 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   listGroups(): GroupInfo[] {
     const metadata = this.requireMetadata();
     return metadata.groups.map((record) => {
-      const secondary = this.secondaryGroups.get(record.name);
-      if (secondary !== undefined) {
-        return {
-          name: record.name,
-          volumes: record.volumeIds.map((id) => this.volumesById.get(id)?.name ?? `#${id}`),
-          nextSequence: secondary.arrivedSequence + 1,
-          appliedSequence: secondary.reflectedSequence,
-          durableSequence: secondary.journal.durableSequence,
-          journalBytes: secondary.journal.usedBytes,
-          journalBytesMax: secondary.journal.bytesMax,
-          journalSegments: secondary.journal.segmentCount,
-          lastWriteTimeUs: secondary.reflectedPosition.writeTimeUs,
-          state: secondary.stopped === undefined ? "ok" : "stopped",
-          heldWrites: 0,
-          reason: secondary.stopped?.reason ?? secondary.spaceReason(this.frontierHolder(secondary)),
-        };
-      }
+      const secondary = this.secondaries.groupInfo(record, (id) => this.volumesById.get(id)?.name ?? `#${id}`);
+      if (secondary !== undefined) return secondary;
       const writer = this.groups.get(record.name);
       assert(writer !== undefined, `group ${record.name} is live`);
       const journal = writer.journal;
@@ -613,8 +571,8 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
 
   async createGroup(name: string, volumeNames: readonly string[], journalBytesMax: number = journalBytesMaxDefault): Promise<GroupInfo> {
     validateName("group", name);
-    if (this.groups.has(name) || this.secondaryGroups.has(name) || this.groupsInCreation.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
-    if (this.groups.size + this.secondaryGroups.size >= groupsPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${groupsPerNodeMax} groups`);
+    if (this.groups.has(name) || this.secondaries.has(name) || this.groupsInCreation.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
+    if (this.groups.size + this.secondaries.size >= groupsPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${groupsPerNodeMax} groups`);
     if (volumeNames.length === 0) throw new ControlError("TM_ERR_INVALID", "a group needs at least one volume: --volumes V1[,V2...]");
     if (volumeNames.length > volumesPerGroupMax) throw new ControlError("TM_ERR_LIMIT", `a group holds at most ${volumesPerGroupMax} volumes`);
     if (new Set(volumeNames).size !== volumeNames.length) throw new ControlError("TM_ERR_INVALID", "a volume is named twice in --volumes");
@@ -683,19 +641,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   }
 
   private journalFigures(): JournalFigures[] {
-    const secondaries: JournalFigures[] = [...this.secondaryGroups.values()].map((secondary) => ({
-      group: secondary.name,
-      usedBytes: secondary.journal.usedBytes,
-      bytesMax: secondary.journal.bytesMax,
-      fsyncs: secondary.journal.fsyncCount,
-      bytesWritten: secondary.journal.bytesWritten,
-      nextSequence: secondary.arrivedSequence + 1,
-      appliedSequence: secondary.reflectedSequence,
-      heldWrites: 0,
-      stopped: secondary.stopped === undefined ? 0 : 1,
-      role: "secondary",
-    }));
-    return [...secondaries, ...[...this.groups.values()].map((writer): JournalFigures => ({
+    return [...this.secondaries.journalFigures(), ...[...this.groups.values()].map((writer): JournalFigures => ({
       group: writer.name,
       usedBytes: writer.journal.usedBytes,
       bytesMax: writer.journal.bytesMax,
@@ -718,7 +664,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
   listPairs(): readonly PairInfo[] {
     const pairs: PairInfo[] = this.primary.pairStatuses();
     for (const record of this.requireMetadata().groups) {
-      if (record.secondary !== undefined) pairs.push(this.secondaryStatus(record.name, record.secondary));
+      if (record.secondary !== undefined) pairs.push(this.secondaries.status(record, record.secondary));
     }
     return pairs;
   }
@@ -727,7 +673,7 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     const primary = this.primary.pairStatus(group);
     if (primary !== undefined) return primary;
     const record = this.requireMetadata().groups.find((g) => g.name === group);
-    if (record?.secondary !== undefined) return this.secondaryStatus(group, record.secondary);
+    if (record?.secondary !== undefined) return this.secondaries.status(record, record.secondary);
     if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} does not exist`);
     throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair; create one with: tidemark pair create ${group} --to SECONDARY_URL`);
   }
@@ -740,326 +686,27 @@ export class TidemarkNode implements NodeControl, PairControl, SecondaryHost {
     return this.primary.resumePair(group);
   }
 
-  // ---- PairControl (secondary side) ---------------------------------------------
+  // ---- PairControl (secondary side): src/secondary/secondary-role.ts ----------------
 
-  async preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
+  preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
     validateName("group", request.group);
-    if (request.primaryNode === this.options.id) {
-      // Before anything else: pairing a node with itself would find its own group and volumes.
-      throw new ControlError("TM_ERR_INVALID", `--to names node ${this.options.id}, the primary itself (or a node with the same --id): a pair needs two different nodes; give --to the secondary's management URL`);
-    }
-    const advertised = this.options.replAdvertise;
-    const replAddress = advertised === undefined ? `${this.options.repl.host}:${this.ports.repl}` : `${advertised.host}:${advertised.port}`;
-    const info: PairSecondaryInfo = { nodeId: this.options.id, group: request.group, replAddress };
-    const existing = this.requireMetadata().groups.find((g) => g.name === request.group);
-    if (existing !== undefined) {
-      if (existing.secondary !== undefined && existing.secondary.pairId === request.pairId) return info;
-      if (existing.secondary !== undefined && existing.secondary.state !== "takeover") {
-        throw new ControlError("TM_ERR_CONFLICT", `group ${request.group} on node ${this.options.id} is already the secondary of pair ${existing.secondary.pairId}`);
-      }
-      throw new ControlError("TM_ERR_CONFLICT", `group ${request.group} already exists on node ${this.options.id}; choose another --remote-group`);
-    }
-    const members: LiveVolume[] = [];
-    for (const volume of request.volumes) {
-      const live = this.volumesByName.get(volume.name);
-      if (live === undefined) continue;
-      if (live.sizeBytes !== volume.sizeBytes) {
-        throw new ControlError("TM_ERR_CONFLICT",
-          `volume ${volume.name} on the secondary (node ${this.options.id}) is ${formatBytes(live.sizeBytes)} (${live.sizeBytes} bytes) but the primary's ${volume.name} is ${formatBytes(volume.sizeBytes)} (${volume.sizeBytes} bytes); ` +
-          `a pair needs equal sizes: pair with a secondary that has no volume ${volume.name} (pair create makes it) or one of ${formatBytes(volume.sizeBytes)}`);
-      }
-      const owner = live.group?.name ?? live.secondary?.name;
-      if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volume.name} on node ${this.options.id} already belongs to group ${owner}`);
-      // The initial copy replaces every byte: data a user wrote there is lost unless they said so.
-      const heldBytes = live.file.written.markedBytes;
-      if (heldBytes > 0 && request.force !== true) {
-        throw new ControlError("TM_ERR_CONFLICT",
-          `volume ${volume.name} on node ${this.options.id} already holds data (up to ${formatBytes(heldBytes)} written); the initial copy would overwrite it. ` +
-          "To overwrite it, run pair create again with --force; to keep it, use --remote-group with another name or move the volume away");
-      }
-      if (heldBytes > 0) this.logger.warn({ event: "pair_target_overwrites_data", volume: volume.name, writtenBytes: heldBytes, primary: request.primaryNode }, "pair create --force: the initial copy overwrites data on this volume");
-    }
-    for (const volume of request.volumes) {
-      const live = this.volumesByName.get(volume.name);
-      if (live === undefined) await this.createVolume(volume.name, volume.sizeBytes);
-      const created = this.volumesByName.get(volume.name);
-      assert(created !== undefined, "secondary volume exists");
-      members.push(created);
-    }
-    const id = this.reserveGroupId();
-    const secondary: SecondaryRecord = {
-      pairId: request.pairId, primaryNode: request.primaryNode, primaryGroup: request.primaryGroup, transfer: request.transfer, streams: request.streams,
-      reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
-      volumes: [], takeover: null,
-    };
-    const record: GroupRecord = { id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: this.options.journalSizing?.secondaryBytesMax ?? journalBytesMaxDefault, createdAt: new Date(this.clock.wallMs()).toISOString(), secondary };
-    await makeDirectoryDurable(this.fileSystem, this.journalDir(record));
-    await this.updateMetadata((m) => {
-      m.nextGroupId = Math.max(m.nextGroupId, id + 1);
-      m.groups.push(record);
-    });
-    await this.recoverSecondary(record, secondary);
-    this.logger.info({ event: "pair_secondary_created", group: request.group, pairId: request.pairId, primary: request.primaryNode }, "pair secondary created");
-    return info;
+    return this.secondaries.prepare(request);
   }
 
+  takeover(groupNames: readonly string[]): Promise<readonly TakeoverResult[]> {
+    return this.secondaries.takeover(groupNames);
+  }
+
+  /** The live secondary group of that name (the simulation reads its consistency). */
   findSecondary(name: string): SecondaryGroup | undefined {
-    return this.secondaryGroups.get(name);
+    return this.secondaries.findSecondary(name);
   }
+}
 
-  takenOver(name: string, pairId: string): string | undefined {
-    const secondary = this.requireMetadata().groups.find((g) => g.name === name)?.secondary;
-    if (secondary === undefined || secondary.state !== "takeover" || secondary.pairId !== pairId) return undefined;
-    return secondary.takeover === null ? "taken over" : `at ${secondary.takeover.at}, kept through sequence ${secondary.takeover.keptSequence}`;
-  }
-
-  async beginCopy(secondary: SecondaryGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined> {
-    const mapping: { primaryVolumeId: number; volumeId: number }[] = [];
-    for (const volume of volumes) {
-      const local = secondary.volumes.find((v) => v.name === volume.name);
-      if (local === undefined || local.file.sizeBytes !== volume.sizeBytes) return `volume ${volume.name} (${volume.sizeBytes} bytes) is not in secondary group ${secondary.name}`;
-      mapping.push({ primaryVolumeId: volume.volumeId, volumeId: local.volumeId });
-    }
-    // The copy sends only the primary's written extents: every other byte of the secondary must be
-    // zero before `copying` is persisted (a crash part-way finishes the emptying on open).
-    await emptySecondaryVolumes(secondary, this.logger);
-    const record = groupRecordById(this.requireMetadata(), secondary.groupId);
-    // A fresh journal from the stream's first sequence, in a new directory.
-    await secondary.journal.close();
-    const generation = (record.journalGeneration ?? 0) + 1;
-    const nextRecord = { ...record, journalGeneration: generation };
-    await makeDirectoryDurable(this.fileSystem, this.journalDir(nextRecord));
-    const { journal } = await GroupJournal.open(this.journalDir(nextRecord), { fileSystem: this.fileSystem, bytesMax: record.journalBytesMax, nextSequence: startSequence });
-    const oldDir = this.journalDir(record);
-    await this.updateMetadata((m) => {
-      const group = groupRecordById(m, secondary.groupId);
-      assert(group.secondary !== undefined, "secondary group is in the metadata");
-      group.journalGeneration = generation;
-      group.secondary.state = "copying";
-      group.secondary.startSequence = startSequence;
-      group.secondary.consistentFromSequence = 0;
-      group.secondary.reflectedSequence = startSequence - 1;
-      group.secondary.reflectedWriteTimeUs = 0;
-      group.secondary.reflectedAcceptNumber = 0;
-      group.secondary.volumes = mapping;
-    });
-    this.secondaryRecordSaved(secondary);
-    await this.fileSystem.removeTree(oldDir);
-    secondary.volumesByPrimaryId.clear();
-    for (const m of mapping) {
-      const volume = secondary.volumes.find((v) => v.volumeId === m.volumeId);
-      assert(volume !== undefined, "mapped volume exists");
-      secondary.volumesByPrimaryId.set(m.primaryVolumeId, volume);
-    }
-    secondary.reflectedSequence = startSequence - 1;
-    secondary.reflectedPosition = positionZero;
-    secondary.resetJournal(journal);
-    secondary.copyBytes = 0;
-    secondary.zeroVolumes.clear();
-    for (const volume of secondary.volumes) secondary.zeroVolumes.add(volume.volumeId); // emptied above
-    this.logger.info({ event: "secondary_copy_started", group: secondary.name, startSequence }, "initial copy into secondary started");
-    return undefined;
-  }
-
-  async finishCopy(secondary: SecondaryGroup, consistentFromSequence: number): Promise<void> {
-    for (const volume of secondary.volumes) await volume.file.datasync();
-    // The copy's writes have no journal: their bits are durable before the copy counts as done
-    // (until then a crash restarts the copy, which rewrites every extent it sent).
-    await saveWrittenMaps(secondary.volumes);
-    // Replicating: the group joins its consistency domain, with the domain checkpointed first.
-    await this.reflector.beforeJoin(() => this.updateMetadata((m) => {
-      const group = groupRecordById(m, secondary.groupId);
-      assert(group.secondary !== undefined, "secondary group is in the metadata");
-      group.secondary.state = "replicating";
-      group.secondary.consistentFromSequence = consistentFromSequence;
-    }).then(() => this.secondaryRecordSaved(secondary)));
-    secondary.zeroVolumes.clear();
-    this.logger.info({ event: "secondary_copy_done", group: secondary.name, copiedBytes: secondary.copyBytes, consistentFromSequence }, "initial copy into secondary done");
-  }
-
-  kickReflector(): void {
-    this.reflector.kick();
-  }
-
-  frontierHolder(secondary: SecondaryGroup): string | undefined {
-    return this.reflector.frontierHolder(secondary)?.name;
-  }
-
-  /**
-   * Reflector checkpoint: volumes durable through the reflected sequence, then persisted,
-   * then the journal trimmed. Unless forced (a drain, a stop), a group that reflected only
-   * time advances since its last checkpoint is checkpointed at most every
-   * secondaryIdleCheckpointIntervalMs: an idle pair costs no metadata save per second (the
-   * records are replayed idempotently after a crash). False: not done now, ask again.
-   */
-  private async checkpointSecondary(secondary: SecondaryGroup, force: boolean): Promise<boolean> {
-    const sequence = secondary.reflectedSequence;
-    const position = secondary.reflectedPosition;
-    if (sequence <= secondary.record.reflectedSequence) return true;
-    // A group being taken over is checkpointed by the takeover itself.
-    if (this.secondaryGroups.get(secondary.name) !== secondary || secondary.takingOver) return true;
-    // Never while stopped or before it applied again after a resume: after a failed
-    // fdatasync the next one succeeds without the pages the failed one dropped, so a
-    // checkpoint then would record as durable what the volume lost (simulation seed 1829).
-    if (!secondary.checkpointable) return false;
-    const nowMs = this.clock.monotonicMs();
-    const volumesWritten = secondary.volumesWrittenSinceCheckpoint;
-    // A secondary waiting for journal room is checkpointed at once: the trim is what frees it.
-    if (!force && !volumesWritten && !secondary.waitingForSpace && nowMs - secondary.lastCheckpointMs < secondaryIdleCheckpointIntervalMs) return false;
-    secondary.volumesWrittenSinceCheckpoint = false;
-    try {
-      if (volumesWritten) {
-        for (const volume of secondary.volumes) await volume.file.datasync();
-        // Before the reflected sequence moves on (and the journal trims behind it): see docs/volumes.md.
-        await saveWrittenMaps(secondary.volumes);
-      }
-    } catch (error) {
-      secondary.volumesWrittenSinceCheckpoint = true;
-      throw error;
-    }
-    secondary.lastCheckpointMs = nowMs;
-    await this.updateMetadata((m) => {
-      const group = m.groups.find((g) => g.id === secondary.groupId);
-      if (group?.secondary === undefined) return; // taken over meanwhile
-      group.secondary.reflectedSequence = sequence;
-      group.secondary.reflectedWriteTimeUs = position.writeTimeUs;
-      group.secondary.reflectedAcceptNumber = position.acceptNumber;
-    });
-    this.secondaryRecordSaved(secondary);
-    await secondary.trimThrough(sequence);
-    return true;
-  }
-
-  async takeover(groupNames: readonly string[]): Promise<readonly TakeoverResult[]> {
-    if (groupNames.length === 0) throw new ControlError("TM_ERR_INVALID", "name at least one group to take over");
-    const results: TakeoverResult[] = [];
-    const taking: SecondaryGroup[] = [];
-    for (const name of groupNames) {
-      const record = this.requireMetadata().groups.find((g) => g.name === name);
-      if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${name} does not exist on node ${this.options.id}`);
-      if (record.secondary === undefined) throw new ControlError("TM_ERR_STATE", `group ${name} is not the secondary of a pair on node ${this.options.id}; run takeover against the secondary`);
-      if (record.secondary.state === "takeover") {
-        results.push({ group: name, reflectedSequence: record.secondary.takeover?.keptSequence ?? 0, droppedRecords: record.secondary.takeover?.droppedRecords ?? 0, state: "takeover" });
-        continue;
-      }
-      const secondary = this.secondaryGroups.get(name);
-      assert(secondary !== undefined, "a secondary group is live");
-      if (secondary.record.state !== "replicating") {
-        throw new ControlError("TM_ERR_STATE", `group ${name} is still in its initial copy (${secondary.record.state}); its image is not consistent and cannot be taken over`);
-      }
-      taking.push(secondary);
-    }
-    // Stop receiving, let what was appended become durable, reflect to the last consistent point.
-    for (const secondary of taking) {
-      secondary.takingOver = true;
-      this.replServer?.detachGroup(secondary, "taken over on the secondary");
-    }
-    for (const secondary of taking) {
-      while (secondary.pendingAppends > 0) await this.clock.sleep(2);
-    }
-    await this.reflector.drain();
-    // Frozen at the cut: whatever runs while the groups are converted one by one (a smaller
-    // domain would have a later frontier) must not apply anything more to them.
-    for (const secondary of taking) secondary.frozen = true;
-    for (const secondary of taking) {
-      if (secondary.reflectedSequence < secondary.record.consistentFromSequence) {
-        for (const t of taking) {
-          t.takingOver = false;
-          t.frozen = false;
-        }
-        throw new ControlError("TM_ERR_STATE", `group ${secondary.name} has reflected ${secondary.reflectedSequence} of the ${secondary.record.consistentFromSequence} records it needs after its initial copy; its image is not consistent yet`);
-      }
-    }
-    for (const secondary of taking) results.push(await this.convertSecondary(secondary));
-    this.reflector.kick();
-    return results;
-  }
-
-  /** Makes a reflected secondary an ordinary writable group: fresh journal, volumes writable. */
-  private async convertSecondary(secondary: SecondaryGroup): Promise<TakeoverResult> {
-    const kept = secondary.reflectedSequence;
-    const dropped = Math.max(0, secondary.arrivedSequence - kept) + secondary.receiver.reorderRecords;
-    // The secondary's own stop and resume end here: its journal is replaced below.
-    await secondary.close();
-    for (const volume of secondary.volumes) await volume.file.datasync();
-    // A takeover must work on a full disk (the secondary's disk filling is a reason to take over):
-    // its writes may use the space reserve.
-    await this.withSpaceReserve("take over", () => saveWrittenMaps(secondary.volumes)); // the old journal (which would mark again) goes below
-    // A stopped group's journal may be abandoned already; it is removed below either way.
-    await secondary.journal.close().catch((error: unknown) => this.logger.warn({ event: "takeover_journal_close_failed", group: secondary.name, err: error }, "the old journal did not close cleanly; it is removed"));
-    const record = groupRecordById(this.requireMetadata(), secondary.groupId);
-    assert(record.secondary !== undefined, "secondary group is in the metadata");
-    const oldDir = this.journalDir(record);
-    const generation = (record.journalGeneration ?? 0) + 1;
-    const fresh = { ...record, journalGeneration: generation };
-    const { journal } = await this.withSpaceReserve("take over", async () => {
-      await makeDirectoryDurable(this.fileSystem, this.journalDir(fresh));
-      return GroupJournal.open(this.journalDir(fresh), { fileSystem: this.fileSystem, bytesMax: record.journalBytesMax, nextSequence: 1 });
-    });
-    await this.updateMetadata((m) => {
-      const group = groupRecordById(m, secondary.groupId);
-      assert(group.secondary !== undefined, "secondary group is in the metadata");
-      group.journalGeneration = generation;
-      group.checkpointSequence = 0;
-      group.nextSequence = 1;
-      group.secondary.state = "takeover";
-      group.secondary.reflectedSequence = kept;
-      group.secondary.takeover = { keptSequence: kept, droppedRecords: dropped, at: new Date(this.clock.wallMs()).toISOString() };
-    }, true);
-    await this.fileSystem.removeTree(oldDir);
-    this.secondaryGroups.delete(secondary.name);
-    const updated = groupRecordById(this.requireMetadata(), secondary.groupId);
-    const volumes = new Map<number, GroupVolume>();
-    for (const volumeId of updated.volumeIds) {
-      const live = this.volumesById.get(volumeId);
-      assert(live !== undefined, "group volume exists");
-      volumes.set(volumeId, { id: asVolumeId(volumeId), file: live.file, order: live.order });
-    }
-    this.newWriter(updated, journal, volumes, 1);
-    this.logger.warn({ event: "takeover", group: secondary.name, keptSequence: kept, droppedRecords: dropped }, "group taken over: volumes are writable");
-    return { group: secondary.name, reflectedSequence: kept, droppedRecords: dropped, state: "takeover" };
-  }
-
-  private secondaryStatus(name: string, record: SecondaryRecord): PairInfo {
-    const secondary = this.secondaryGroups.get(name);
-    const reflected = secondary?.reflectedSequence ?? record.reflectedSequence;
-    const arrived = secondary?.arrivedSequence ?? record.reflectedSequence;
-    const stopped = secondary?.stopped;
-    const state = stopped !== undefined ? "stopped" : record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
-    let reason: string | null = null;
-    if (state === "replicating" && reflected < record.consistentFromSequence) reason = `catching up after the initial copy: consistent once sequence ${record.consistentFromSequence} is reflected`;
-    else if (state === "replicating" && secondary !== undefined && !secondary.consistent) reason = `applying again what was applied since the last checkpoint (a disk error may have lost it): the image is consistent again once sequence ${secondary.reapplyThrough} is reflected`;
-    if (state === "takeover" && record.takeover !== null) reason = `taken over at ${record.takeover.at}: kept through sequence ${record.takeover.keptSequence}, dropped ${record.takeover.droppedRecords} records`;
-    if (stopped !== undefined) reason = stopped.reason;
-    // A stopped member holds its time domain (DESIGN.md): every group it holds names it.
-    const holder = state === "replicating" && record.reflect === "time"
-      ? [...this.secondaryGroups.values()].find((other) => other !== secondary && other.stopped !== undefined && other.record.state === "replicating" && other.record.reflect === "time" && other.record.primaryNode === record.primaryNode)
-      : undefined;
-    if (holder !== undefined && arrived > reflected) reason = `reflection held by group ${holder.name} of the same consistency domain, which is stopped (${holder.stopped?.reason ?? ""})`;
-    if (reason === null && state === "replicating" && secondary !== undefined && secondary.streams.size === 0) {
-      const said = secondary.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${secondary.peerCloseText}`;
-      reason = `no replication stream from primary ${record.primaryNode}${secondary.noStreamSinceIso === undefined ? " since this node started" : ` since ${secondary.noStreamSinceIso}`} (${said})`;
-    }
-    if (secondary !== undefined && stopped === undefined && state !== "takeover") reason = secondary.spaceReason(this.frontierHolder(secondary)) ?? reason;
-    return {
-      group: name, role: "secondary", state, pairId: record.pairId, remoteNode: record.primaryNode, remoteUrl: null, remoteGroup: record.primaryGroup,
-      mode: "async", transfer: record.transfer, streams: record.streams, reflect: record.reflect,
-      acceptedSequence: arrived, sentSequence: arrived, arrivedSequence: arrived, reflectedSequence: reflected,
-      lagRecords: Math.max(0, arrived - reflected), lagBytes: 0,
-      // Write-time distance between what arrived and what is reflected; unknown (0) before the first stamped record.
-      lagSeconds: secondary === undefined || arrived <= reflected || secondary.reflectedPosition.writeTimeUs === 0
-        ? 0
-        : Math.max(0, (secondary.arrivedPosition.writeTimeUs - secondary.reflectedPosition.writeTimeUs) / 1e6),
-      journalBytes: secondary?.journal.usedBytes ?? 0, journalBytesMax: secondary?.journal.bytesMax ?? 0,
-      // The primary decides what it sends (its written extents) and says how much only in
-      // COPY_DONE: until then the secondary can only show the volumes' size as the total.
-      copy: state === "copying" && secondary !== undefined
-        ? { doneBytes: secondary.copyBytes, totalBytes: Math.max(secondary.copyBytes, volumeBytes(secondary.volumes)), volumeBytes: volumeBytes(secondary.volumes) }
-        : null,
-      heldWrites: 0, reason,
-      link: { connectedStreams: secondary?.streams.size ?? 0, reconnects: 0, lastError: secondary?.lastError ?? null },
-    };
-  }
+/** A volume of the registry as the secondary role sees it (undefined for a create's placeholder: no file yet). */
+function registryVolume(volume: LiveVolume | undefined): RegistryVolume | undefined {
+  if (volume === undefined || (volume.file as LiveVolume["file"] | undefined) === undefined) return undefined;
+  return { id: volume.id, name: volume.name, sizeBytes: volume.sizeBytes, file: volume.file, owner: volume.group?.name ?? volume.secondary?.name };
 }
 
 /**

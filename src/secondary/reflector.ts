@@ -3,11 +3,20 @@
 // position order across groups. `seq` groups apply their arrived prefix in sequence order
 // ([0046], [0053]). Progress is checkpointed (volumes fdatasync'd, reflected sequence
 // persisted, journal trimmed behind it) now and then, not per record.
+//
+// Which groups form a domain, how one joins (checkpoint before join) and leaves, and what
+// holds a domain (a stopped member) is the pure machine of core/consistency-domain.ts; this
+// class keeps one state per domain and executes its effects.
 import type { Logger } from "pino";
 import { comparePositions, type Position } from "../core/position.ts";
 import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
+import {
+  domainHolder, domainKeyOf, domainModeOf, emptyDomain, frontierHolder, reflectingMembers, stepDomain,
+  type DomainEvent, type DomainState, type NotDurableMember,
+} from "../core/consistency-domain.ts";
 import type { JournalRecord } from "../protocol/journal-record.ts";
 import { asAcceptNumber, asGroupId, asSequence } from "../core/types.ts";
+import { assert } from "../core/assert.ts";
 import { faultInjected } from "../core/faults.ts";
 import type { SecondaryGroup } from "./secondary-group.ts";
 import type { Clock, Timer } from "../node/clock.ts";
@@ -36,6 +45,8 @@ export class Reflector {
   private readonly dirty = new Set<SecondaryGroup>();
   private failure: Error | undefined;
   private checkpointing: Promise<void> | undefined;
+  /** One machine state per consistency domain (core/consistency-domain.ts), by domain key. */
+  private readonly domains = new Map<string, DomainState>();
 
   constructor(options: {
     groups: () => readonly SecondaryGroup[]; logger: Logger; clock: Clock;
@@ -115,87 +126,146 @@ export class Reflector {
     }
   }
 
-  /** One pass per mode: apply everything that may be applied now. */
+  /**
+   * One pass per domain: apply everything that may be applied now. Time mode: one domain per
+   * primary node (CONTRACT.md: groups of different primaries share a domain only when named
+   * so, which is not built yet). Positions of different primaries are not comparable (each
+   * numbers its own accepts; NBD writes under --write-time host carry time 0), so one shared
+   * frontier mixed them: the secondary hit the reflector's ordering assertion, or silently
+   * stopped applying one primary's groups.
+   */
   async cycle(): Promise<void> {
-    // Time mode: one consistency domain per primary node (CONTRACT.md: groups of different
-    // primaries share a domain only when named so, which is not built yet). Positions of
-    // different primaries are not comparable (each numbers its own accepts; NBD writes under
-    // --write-time host carry time 0), so one shared frontier mixed them: the secondary hit
-    // the reflector's ordering assertion, or silently stopped applying one primary's groups.
-    const time = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && g.record.reflect === "time");
-    for (const primary of new Set(time.map((g) => g.record.primaryNode))) {
-      await this.reflectDomain("time", time.filter((g) => g.record.primaryNode === primary));
-    }
-    const seq = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && (g.record.reflect === "seq" || g.record.reflect === "marker"));
-    if (seq.length > 0) await this.reflectDomain("seq", seq);
+    for (const key of [...this.domains.keys()]) await this.reflectDomain(key);
   }
 
-  /** A join in progress (see beforeJoin): no cycle runs until it is durable. */
+  // ---- membership (core/consistency-domain.ts) --------------------------------------------
+
+  private domainOf(group: SecondaryGroup): DomainState {
+    const key = domainKeyOf(group.record);
+    return this.domains.get(key) ?? emptyDomain(key, domainModeOf(group.record.reflect));
+  }
+
+  /** Steps a domain's machine; returns its effects for the caller to execute. */
+  private stepDomain(group: SecondaryGroup, event: DomainEvent): ReturnType<typeof stepDomain>["effects"] {
+    const { state, effects } = stepDomain(this.domainOf(group), event);
+    this.domains.set(state.key, state);
+    for (const effect of effects) {
+      if (effect.type === "log") this.logger[effect.level]({ event: effect.event, ...effect.fields }, effect.message);
+    }
+    return effects;
+  }
+
+  /** At start: a group node.json says replicates is a member of its domain. */
+  recovered(group: SecondaryGroup): void {
+    this.stepDomain(group, { type: "recovered", groupId: group.groupId, name: group.name, stoppedReason: group.stopped?.reason });
+  }
+
+  /** The group's disk stopped it (or it resumed): a stopped member holds its time domain. */
+  memberStopChanged(group: SecondaryGroup): void {
+    const stop = group.stopped;
+    this.stepDomain(group, stop === undefined ? { type: "memberResumed", groupId: group.groupId } : { type: "memberStopped", groupId: group.groupId, reason: stop.reason });
+  }
+
+  /** A takeover reflected the group to its cut: nothing more is applied to it. */
+  leave(group: SecondaryGroup, why: string): void {
+    this.stepDomain(group, { type: "left", groupId: group.groupId, why });
+  }
+
+  /** A join in progress (see join): no cycle runs until it is durable. */
   private joining: Promise<void> | undefined;
 
   /**
-   * Makes a group's joining the time domain durable (`persistJoin`, the metadata save that
-   * says its copy is done) with reflection held: everything the domain applied before is
-   * checkpointed first, and nothing more is applied until the join is saved. Otherwise a
-   * power loss after the save and before the reflector's own pre-join checkpoint
-   * (checkpointBeforeJoin) restarts the secondary with the new member's low arrived position
-   * as the frontier, below records the others applied but never checkpointed: they stay
-   * half written back. Found by the whole-node simulation (seed 209).
-   * Errors: those of the checkpoint and of `persistJoin`; an Error when a member of the
-   * domain is stopped or could not be checkpointed (the join is refused; the primary
-   * finishes the copy again later).
+   * A group whose initial copy is done joins its domain: the domain's machine decides
+   * (checkpoint before join, refused while a member is stopped or not checkpointed) and this
+   * executes it; `save` is the group's save of `replicating`, made with reflection held.
+   * Without the checkpoint first, a power loss after the save restarted the secondary with
+   * the new member's low arrived position as the frontier, below records the others applied
+   * but never checkpointed: they stayed half written back (simulation seed 209).
+   * Resolves with undefined once joined, or with why the join is refused (the primary ends
+   * the copy again later). Errors: the checkpoint's, when not the disk's (a bug).
    */
-  async beforeJoin(persistJoin: () => Promise<void>): Promise<void> {
-    if (faultInjected("join-before-checkpoint")) return persistJoin();
+  async join(group: SecondaryGroup, save: () => Promise<void>): Promise<string | undefined> {
     while (this.joining !== undefined) await this.joining;
     let release = (): void => undefined;
-    this.joining = new Promise<void>((resolve) => {
-      release = resolve;
-    });
+    let held = false;
+    let refusal: string | undefined;
     try {
-      while (this.running !== undefined) await this.running;
-      await this.checkpointing;
-      await this.checkpointAll(true);
-      // A member whose checkpoint could not be made (stopped by a disk error, or not done)
-      // may hold applies that are not durable: the join waits for it, or a power loss after
-      // the join would leave them half written back (simulation seed 3255).
-      const holding = this.groups().find((g) => g.record.state === "replicating" && g.record.reflect === "time" && (g.stopped !== undefined || this.dirty.has(g)));
-      if (holding !== undefined && !faultInjected("join-past-stopped-member")) {
-        throw new Error(`a group cannot join the consistency domain now: group ${holding.name} ${holding.stopped === undefined ? "could not be checkpointed" : `is stopped (${holding.stopped.reason})`}; the initial copy ends once it can`);
+      let effects = this.stepDomain(group, { type: "joinRequested", groupId: group.groupId, name: group.name });
+      while (effects.length > 0) {
+        let next: DomainEvent | undefined;
+        for (const effect of effects) {
+          assert(next === undefined, "an effect with a completion ends its list");
+          switch (effect.type) {
+            case "holdReflection":
+              // The machine holds the joiner's domain; this shell holds every domain (one loop
+              // reflects them all), which is more than needed and never less.
+              this.joining = new Promise<void>((resolve) => {
+                release = resolve;
+              });
+              held = true;
+              while (this.running !== undefined) await this.running;
+              await this.checkpointing;
+              break;
+            case "checkpointMembers":
+              await this.checkpointAll(true);
+              next = { type: "checkpointed", notDurable: this.notDurable(group) };
+              break;
+            case "saveJoin":
+              try {
+                await save();
+                next = { type: "joinSaved", stoppedReason: group.stopped?.reason };
+              } catch (error) {
+                next = { type: "joinSaveFailed", error: (error as Error).message };
+              }
+              break;
+            case "releaseReflection":
+              held = false;
+              this.releaseJoin(release);
+              break;
+            case "refuseJoin":
+              refusal = effect.reason;
+              break;
+            case "log":
+              break;
+          }
+        }
+        effects = next === undefined ? [] : this.stepDomain(group, next);
       }
-      await persistJoin();
+    } catch (error) {
+      this.stepDomain(group, { type: "joinAbandoned" });
+      throw error;
     } finally {
-      this.joining = undefined;
-      release();
-      if (this.again) this.kick();
+      if (held) this.releaseJoin(release);
     }
+    return refusal;
   }
 
-  /** The members of the time domain the last cycle reflected with. */
-  private timeMembers = new Map<string, Set<SecondaryGroup>>();
+  private releaseJoin(release: () => void): void {
+    this.joining = undefined;
+    release();
+    if (this.again) this.kick();
+  }
 
   /**
-   * A group joins the time domain (its initial copy is done): its arrived position may lie
-   * below what the others already applied, so from now on the frontier can be lower than
-   * before. After a power loss the secondary re-applies only up to the frontier it computes
-   * then: records the others applied before the join but after their last checkpoint would
-   * stay half written back. So everything applied before a join is checkpointed first
-   * (volumes fdatasync'd, reflected positions persisted). Found by the whole-node simulation.
+   * Members of `group`'s domain whose applies may not be durable after a forced checkpoint:
+   * stopped by a disk error, or not checkpointed (simulation seed 3255).
    */
-  private async checkpointBeforeJoin(domain: readonly SecondaryGroup[]): Promise<void> {
-    const primary = domain[0]?.record.primaryNode ?? "";
-    const previous = this.timeMembers.get(primary) ?? new Set<SecondaryGroup>();
-    const joined = domain.some((g) => !previous.has(g));
-    this.timeMembers.set(primary, new Set(domain));
-    if (!joined || ![...previous].some((g) => this.dirty.has(g))) return;
-    await this.checkpointing;
-    await this.checkpointAll(true);
+  private notDurable(group: SecondaryGroup): NotDurableMember[] {
+    const domain = this.domainOf(group);
+    const live = new Map(this.groups().map((g) => [g.groupId, g]));
+    const result: NotDurableMember[] = [];
+    for (const member of domain.members) {
+      const g = live.get(member.groupId);
+      if (g === undefined) continue;
+      if (g.stopped !== undefined) result.push({ groupId: g.groupId, name: g.name, why: `is stopped (${g.stopped.reason})` });
+      else if (this.dirty.has(g)) result.push({ groupId: g.groupId, name: g.name, why: "could not be checkpointed" });
+    }
+    return result;
   }
 
-  private trackerFor(mode: ReflectMode, domain: readonly SecondaryGroup[]): ReflectTracker {
+  private trackerFor(mode: ReflectMode, domainKey: string, domain: readonly SecondaryGroup[]): ReflectTracker {
     // A group joining or leaving starts a new tracker: its first records may lie before
     // what the others already reflected, which is right for it (it was not consistent yet).
-    const domainKey = mode === "time" ? `time/${domain[0]?.record.primaryNode ?? ""}` : mode;
     const current = this.trackers.get(domainKey);
     // A group that went back to its checkpoint (SecondaryGroup.rewindIfPending) starts one too.
     const members = domain.map((g) => `${g.groupId}.${g.reflectGeneration}`).join(",");
@@ -205,16 +275,23 @@ export class Reflector {
     return tracker;
   }
 
-  private async reflectDomain(mode: ReflectMode, allMembers: readonly SecondaryGroup[]): Promise<void> {
+  private async reflectDomain(key: string): Promise<void> {
+    const state = this.domains.get(key);
+    if (state === undefined || state.members.length === 0) return;
     // A stopped group (full disk, I/O error) holds its time domain where it is: nothing past
     // its next record may be applied anywhere in the domain (I1), so the domain waits for it.
     // In seq mode each group stands alone, and only the stopped one waits.
-    if (mode === "time" && allMembers.some((g) => g.stopped !== undefined)) return;
-    for (const group of allMembers) group.rewindIfPending();
-    const domain = mode === "time" ? allMembers : allMembers.filter((g) => g.stopped === undefined);
+    if (domainHolder(state) !== undefined) return;
+    const live = new Map(this.groups().map((g) => [g.groupId, g]));
+    const members = (ids: readonly { readonly groupId: number }[]): SecondaryGroup[] => ids.flatMap((m) => {
+      const g = live.get(m.groupId);
+      return g === undefined ? [] : [g];
+    });
+    for (const group of members(state.members)) group.rewindIfPending();
+    const domain = members(reflectingMembers(state));
     if (domain.length === 0) return;
-    if (mode === "time") await this.checkpointBeforeJoin(domain);
-    const tracker = this.trackerFor(mode, domain);
+    const mode: ReflectMode = state.mode;
+    const tracker = this.trackerFor(mode, key, domain);
     let frontierPosition = mode === "time" ? frontier(domain) : undefined;
     // The old fault: write times only; a tie let a later-accepted record of another group through.
     if (frontierPosition !== undefined && faultInjected("time-only-frontier")) frontierPosition = { writeTimeUs: frontierPosition.writeTimeUs, acceptNumber: asAcceptNumber(Number.MAX_SAFE_INTEGER) };
@@ -293,13 +370,14 @@ export class Reflector {
    * that is another group (time mode): reflection of `group` waits for it.
    */
   frontierHolder(group: SecondaryGroup): SecondaryGroup | undefined {
-    if (group.record.reflect !== "time" || group.record.state !== "replicating") return undefined;
-    const domain = this.groups().filter((g) => g.record.state === "replicating" && !g.frozen && g.record.reflect === "time" && g.record.primaryNode === group.record.primaryNode);
-    let holder: SecondaryGroup | undefined;
-    for (const g of domain) {
-      if (holder === undefined || comparePositions(g.arrivedPosition, holder.arrivedPosition) < 0) holder = g;
-    }
-    return holder === group ? undefined : holder;
+    return frontierHolder(this.domainOf(group), group.groupId, this.groups());
+  }
+
+  /** The stopped member that holds `group`'s domain, when another one (status names it). */
+  heldBy(group: SecondaryGroup): { readonly name: string; readonly reason: string } | undefined {
+    const holder = domainHolder(this.domainOf(group));
+    if (holder === undefined || holder.groupId === group.groupId || holder.stoppedReason === undefined) return undefined;
+    return { name: holder.name, reason: holder.stoppedReason };
   }
 
   /** Checkpoints every group that reflected something; `force` (drain, stop) also the ones that reflected only time advances lately. */

@@ -12,32 +12,71 @@
 // slot of a pool of its own (replHandshakesMax; when it is full the oldest is closed to admit the
 // new one; deadline replHelloTimeoutMs); one past HELLO counts against replConnectionsMax only,
 // and HELLO past that limit is refused. A slot is free the moment its connection is gone.
+//
+// What a group's message means in its state (refused, a copy begun or finished, a batch taken)
+// is the lifecycle machine's decision (core/secondary-group-machine.ts), run by the host
+// (SecondaryRole); this listener keeps the connections, the per-stream order, the pull
+// planning and the answers on the wire (PeerReply), and the group-wide stream actions the
+// lifecycle asks for (SecondaryStreams).
 import type { Logger } from "pino";
 import { ConnectionSlots } from "../core/connection-slots.ts";
 import {
   replConnectionsMax, replFrameBytesMax, replHandshakesMax, replHelloTimeoutMs, replPullAnswerGraceMs, replPullWaitMs,
 } from "../core/limits.ts";
 import { asSequence } from "../core/types.ts";
-import { encodedRecordBytes } from "../protocol/journal-record.ts";
-import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
+import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplErrorCode, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
+import { mayPull, openRefusal, reflects, type BatchOutcome, type PeerAnswer, type SecondaryGroupEffect, type SecondaryGroupEvent } from "../core/secondary-group-machine.ts";
 import { ReplConnection } from "../transport/repl-connection.ts";
 import { systemClock, type Clock, type Timer } from "../node/clock.ts";
+import { assert } from "../core/assert.ts";
 
 /** The secondary tells the primary how far it reflected at most this often per group (ms). */
 const reflectReportIntervalMs = 20;
 import { tcpTransport, type ByteStream, type Listener, type Transport } from "../transport/transport.ts";
-import type { SecondaryGroup } from "./secondary-group.ts";
+import type { SecondaryGroup, SecondaryReceiveResult } from "./secondary-group.ts";
 
-/** What the replication listener needs from the node. */
+/**
+ * How the lifecycle answers the stream a peer's message came on, and the stream data it
+ * carries: the listener implements it per message.
+ */
+export interface PeerReply {
+  answer(message: PeerAnswer): void;
+  refuse(effect: Extract<SecondaryGroupEffect, { type: "refusePeer" }>): void;
+  fail(code: ReplErrorCode, text: string): void;
+  /**
+   * Whether the stream is gone: a lifecycle step still waiting for its turn is dropped (its
+   * answer could not arrive, and the primary asks again on a new stream). Otherwise a
+   * COPY_DONE of a closed stream could end a copy a newer OPEN_GROUP had started over.
+   */
+  readonly gone: () => boolean;
+  /** BATCH: hands its records to the receiver and journal; resolves with the outcome. */
+  readonly receive?: () => Promise<SecondaryGroupEvent>;
+  /** COPY_DATA / COPY_ZEROES: writes the chunk the lifecycle accepted. */
+  readonly writeCopy?: (effect: Extract<SecondaryGroupEffect, { type: "writeCopyChunk" }>) => Promise<void>;
+}
+
+/** Group-wide stream actions the lifecycle asks for (the listener implements them). */
+export interface SecondaryStreams {
+  /** Journal room again: take what waited in memory, tell refused streams, pull again. */
+  roomAgain(secondary: SecondaryGroup): void;
+  schedulePulls(secondary: SecondaryGroup): void;
+  /** Close every stream of the group: ERROR TAKEN_OVER, or a close the primary answers by resending from what arrived. */
+  closeStreams(secondary: SecondaryGroup, why: "taken-over" | "resend", text: string): void;
+  /** Reflection moved on: tell the primary. */
+  reportReflected(secondary: SecondaryGroup): void;
+}
+
+/** What the replication listener needs from the node's secondary role. */
 export interface SecondaryHost {
   readonly nodeId: string;
   findSecondary(name: string): SecondaryGroup | undefined;
-  /** When `name` was the secondary of pair `pairId` and was taken over here: how (for the old primary). */
-  takenOver(name: string, pairId: string): string | undefined;
-  /** OPEN_GROUP for a secondary in state `empty` (or a copy to start over): persist `copying`, journal from startSequence. */
-  beginCopy(secondary: SecondaryGroup, startSequence: number, volumes: readonly { volumeId: number; name: string; sizeBytes: number }[]): Promise<string | undefined>;
-  /** COPY_DONE: volumes fdatasync'd, `replicating` persisted. */
-  finishCopy(secondary: SecondaryGroup, consistentFromSequence: number): Promise<void>;
+  /** OPEN_GROUP of a group that is no live secondary here: why (UNKNOWN_GROUP, or TAKEN_OVER for the pair it was). */
+  refuseOpen(name: string, pairId: string): { readonly code: ReplErrorCode; readonly text: string };
+  /** Runs one event of the group's lifecycle and its follow-ups, answering on `reply`. */
+  deliver(secondary: SecondaryGroup, event: SecondaryGroupEvent, reply: PeerReply): Promise<void>;
+  /** Like deliver, for a lifecycle step (OPEN_GROUP, COPY_DONE): one at a time per group. */
+  lifecycle(secondary: SecondaryGroup, event: SecondaryGroupEvent, reply: PeerReply): Promise<void>;
   kickReflector(): void;
   /** The group of `secondary`'s consistency domain that holds its reflection back, if another one (for status and NACK text). */
   frontierHolder(secondary: SecondaryGroup): string | undefined;
@@ -55,7 +94,7 @@ interface OpenGroup {
   refusedForSpace: boolean;
 }
 
-export class ReplServer {
+export class ReplServer implements SecondaryStreams {
   private readonly host: SecondaryHost;
   private readonly logger: Logger;
   private listener: Listener | undefined;
@@ -78,13 +117,20 @@ export class ReplServer {
     return this.listener.port;
   }
 
-  /** Closes every stream attached to a group (takeover). */
-  detachGroup(secondary: SecondaryGroup, why: string): void {
+  closeStreams(secondary: SecondaryGroup, why: "taken-over" | "resend", text: string): void {
+    if (why === "resend") {
+      this.closeStreamsOf(secondary, text);
+      return;
+    }
     for (const [connection, groups] of this.groupsByConnection) {
       for (const open of groups.values()) {
-        if (open.secondary === secondary) connection.fail("TAKEN_OVER", why);
+        if (open.secondary === secondary) connection.fail("TAKEN_OVER", text);
       }
     }
+  }
+
+  roomAgain(secondary: SecondaryGroup): void {
+    this.onJournalSpace(secondary);
   }
 
   private readonly groupsByConnection = new Map<ReplConnection, Map<number, OpenGroup>>();
@@ -181,7 +227,7 @@ export class ReplServer {
           pullId = open.secondary.pulls.answered(connectionId, last?.sequence, message.records.reduce((sum, r) => sum + encodedRecordBytes(r), 0));
           this.schedulePulls(open.secondary);
         }
-        this.chain(connection, open, logger, () => this.handleBatch(connection, open, message, logger, pullId));
+        this.chain(connection, open, logger, () => this.handleBatch(open, message, pullId));
         return;
       }
       case "COPY_DATA":
@@ -192,7 +238,7 @@ export class ReplServer {
           connection.fail("UNKNOWN_GROUP", `${message.type} for group handle ${message.groupHandle} that was not opened`);
           return;
         }
-        this.chain(connection, open, logger, () => this.handleGroupMessage(connection, open, message));
+        this.chain(connection, open, logger, () => this.handleGroupMessage(open, message));
         return;
       }
       case "ERROR":
@@ -221,18 +267,18 @@ export class ReplServer {
   }
 
   private openGroup(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessageOf<"OPEN_GROUP">, logger: Logger, connectionId: number): void {
-    const nack = (code: "UNKNOWN_GROUP" | "STALE_PAIR" | "TAKEN_OVER" | "VOLUME_MISMATCH" | "OUT_OF_RANGE" | "GROUP_BUSY", text: string): void => {
+    const nack = (code: ReplErrorCode, text: string): void => {
       logger.warn({ event: "repl_open_refused", group: message.secondaryGroup, code, reason: text }, "OPEN_GROUP refused");
       connection.send({ type: "NACK", groupHandle: message.groupHandle, code, refType: "OPEN_GROUP", refId: message.groupHandle, arrivedSequence: asSequence(0), text });
     };
     const secondary = this.host.findSecondary(message.secondaryGroup);
     if (secondary === undefined) {
-      const takeover = this.host.takenOver(message.secondaryGroup, message.pairId);
-      if (takeover !== undefined) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over on node ${this.host.nodeId} (${takeover}); it is no longer a pair secondary`);
-      return nack("UNKNOWN_GROUP", `group ${message.secondaryGroup} is not a pair secondary on node ${this.host.nodeId}`);
+      const refusal = this.host.refuseOpen(message.secondaryGroup, message.pairId);
+      return nack(refusal.code, refusal.text);
     }
-    if (secondary.record.pairId !== message.pairId) return nack("STALE_PAIR", `group ${message.secondaryGroup} belongs to pair ${secondary.record.pairId}, not ${message.pairId}`);
-    if (secondary.record.state === "takeover" || secondary.takingOver) return nack("TAKEN_OVER", `group ${message.secondaryGroup} was taken over; it is no longer a pair secondary`);
+    // Asked again by the lifecycle step below; here so a refused stream is never attached.
+    const early = openRefusal(secondary.lifecycle, message.pairId, this.host.nodeId);
+    if (early !== undefined) return nack(early.code, early.text);
     if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);
     const open: OpenGroup = { handle: message.groupHandle, secondary, transfer: message.transfer, connection, connectionId, chain: Promise.resolve(), refusedForSpace: false };
     groups.set(message.groupHandle, open);
@@ -245,82 +291,86 @@ export class ReplServer {
       this.opensBySecondary.set(secondary, opens);
     }
     opens.add(open);
-    secondary.onJournalSpace = () => this.onJournalSpace(secondary);
-    secondary.onReceivedLost = (why) => this.closeStreamsOf(secondary, why);
-    // Streams open a group concurrently: decide and (re)start the copy one at a time per group.
-    const opening = secondary.openChain.then(async () => {
-      const needsCopy = secondary.record.state !== "replicating";
-      if (!needsCopy) {
-        for (const volume of message.volumes) {
-          const local = secondary.volumesByPrimaryId.get(volume.volumeId);
-          if (local === undefined || local.name !== volume.name || local.file.sizeBytes !== volume.sizeBytes) {
-            groups.delete(message.groupHandle);
-            this.forgetOpen(open);
-            nack("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes, primary id ${volume.volumeId}) does not match the secondary group`);
-            return;
-          }
-        }
-      }
-      if (needsCopy && (secondary.record.state === "empty" || secondary.record.startSequence !== message.startSequence || secondary.volumesByPrimaryId.size === 0)) {
-        const problem = await this.host.beginCopy(secondary, message.startSequence, message.volumes);
-        if (problem !== undefined) {
-          groups.delete(message.groupHandle);
-          this.forgetOpen(open);
-          nack("VOLUME_MISMATCH", problem);
-          return;
-        }
-      }
-      connection.send({
-        type: "GROUP_STATE",
-        groupHandle: message.groupHandle,
-        state: secondary.record.state === "replicating" ? "replicating" : secondary.record.state === "copying" ? "copying" : "empty",
-        arrivedSequence: secondary.receiver.arrivedSequence,
-        reflectedSequence: asSequence(Math.min(secondary.reflectedSequence, secondary.arrivedSequence)),
-        arrivedWriteTimeUs: secondary.arrivedPosition.writeTimeUs,
-        arrivedAcceptNumber: secondary.arrivedPosition.acceptNumber,
-      });
-      if (open.transfer === "pull" && groups.get(message.groupHandle) === open && !connection.closed) secondary.pulls.addStream(connectionId);
-      this.schedulePulls(secondary);
-    });
-    secondary.openChain = opening.catch(() => undefined);
-    open.chain = opening.catch((error: unknown) => {
+    const reply: PeerReply = {
+      ...this.replyFor(open),
+      answer: (answer) => {
+        assert(answer.type === "GROUP_STATE", "OPEN_GROUP is answered with GROUP_STATE");
+        connection.send({
+          type: "GROUP_STATE",
+          groupHandle: message.groupHandle,
+          state: answer.state,
+          arrivedSequence: secondary.receiver.arrivedSequence,
+          reflectedSequence: asSequence(Math.min(secondary.reflectedSequence, secondary.arrivedSequence)),
+          arrivedWriteTimeUs: secondary.arrivedPosition.writeTimeUs,
+          arrivedAcceptNumber: secondary.arrivedPosition.acceptNumber,
+        });
+        if (open.transfer === "pull" && groups.get(message.groupHandle) === open && !connection.closed) secondary.pulls.addStream(connectionId);
+        this.schedulePulls(secondary);
+      },
+      refuse: (effect) => {
+        groups.delete(message.groupHandle);
+        this.forgetOpen(open);
+        connection.send({ type: "NACK", groupHandle: message.groupHandle, code: effect.code, refType: "OPEN_GROUP", refId: effect.refId, arrivedSequence: asSequence(0), text: effect.text });
+      },
+    };
+    // Streams open a group concurrently: the lifecycle decides (and begins a copy) one step at a time per group.
+    open.chain = this.host.lifecycle(secondary, {
+      type: "openGroup", groupHandle: message.groupHandle, pairId: message.pairId, startSequence: message.startSequence,
+      volumes: message.volumes.map((v) => ({ volumeId: v.volumeId, name: v.name, sizeBytes: v.sizeBytes })),
+    }, reply).catch((error: unknown) => {
       connection.fail("INTERNAL", (error as Error).message);
     });
   }
 
-  private async handleGroupMessage(connection: ReplConnection, open: OpenGroup, message: ReplMessage): Promise<void> {
+  /** How the lifecycle answers on `open`'s stream (batches and copy messages add their data). */
+  private replyFor(open: OpenGroup, pullId?: number): PeerReply {
+    const connection = open.connection;
     const secondary = open.secondary;
-    if (secondary.record.state === "takeover" || secondary.takingOver) {
-      connection.fail("TAKEN_OVER", `group ${secondary.name} was taken over`);
-      return;
-    }
+    return {
+      answer: (answer) => {
+        switch (answer.type) {
+          case "ACK":
+            this.sendAck(open, answer.batchId);
+            if (pullId !== undefined) secondary.pulls.journaled(pullId);
+            this.schedulePulls(secondary);
+            return;
+          case "COPY_ACK":
+            connection.send({ type: "COPY_ACK", groupHandle: open.handle, chunkId: answer.chunkId });
+            return;
+          case "GROUP_STATE":
+            assert(false, "GROUP_STATE answers OPEN_GROUP only");
+        }
+      },
+      refuse: (effect) => {
+        if (effect.resendWhenRoom) open.refusedForSpace = true;
+        connection.send({
+          type: "NACK", groupHandle: open.handle, code: effect.code, refType: effect.refType, refId: effect.refId,
+          arrivedSequence: effect.reportArrived ? secondary.receiver.arrivedSequence : asSequence(0), text: effect.text,
+        });
+      },
+      fail: (code, text) => {
+        connection.fail(code, text);
+      },
+      gone: () => connection.closed,
+    };
+  }
+
+  private async handleGroupMessage(open: OpenGroup, message: ReplMessage): Promise<void> {
+    const secondary = open.secondary;
     switch (message.type) {
       case "COPY_DATA":
       case "COPY_ZEROES": {
-        if (secondary.record.state === "replicating") {
-          connection.send({ type: "NACK", groupHandle: open.handle, code: "OUT_OF_RANGE", refType: message.type, refId: message.chunkId, arrivedSequence: secondary.receiver.arrivedSequence, text: "the initial copy is already done" });
-          return;
-        }
-        const volume = secondary.volumesByPrimaryId.get(message.volumeId);
+        const reply: PeerReply = {
+          ...this.replyFor(open),
+          writeCopy: (effect) => secondary.writeCopyChunk(effect.volumeId, effect.offsetBytes, effect.lengthBytes, message.type === "COPY_DATA" ? message.data : undefined),
+        };
         const lengthBytes = message.type === "COPY_DATA" ? message.data.length : message.lengthBytes;
-        if (volume === undefined || message.offsetBytes + lengthBytes > volume.file.sizeBytes) {
-          connection.send({ type: "NACK", groupHandle: open.handle, code: "OUT_OF_RANGE", refType: message.type, refId: message.chunkId, arrivedSequence: asSequence(0), text: `copy range ${message.offsetBytes}+${lengthBytes} outside volume ${message.volumeId}` });
-          return;
-        }
-        // The copy visits every range once, so a range of a volume that was all zeroes stays zero.
-        if (message.type === "COPY_DATA") await volume.file.write(message.offsetBytes, message.data);
-        else if (!secondary.zeroVolumes.has(volume.volumeId)) await volume.file.writeZeroes(message.offsetBytes, message.lengthBytes);
-        secondary.copyBytes += lengthBytes;
-        connection.send({ type: "COPY_ACK", groupHandle: open.handle, chunkId: message.chunkId });
+        await this.host.deliver(secondary, { type: "copyChunk", message: message.type, chunkId: message.chunkId, primaryVolumeId: message.volumeId, offsetBytes: message.offsetBytes, lengthBytes }, reply);
         return;
       }
-      case "COPY_DONE": {
-        await this.host.finishCopy(secondary, message.consistentFromSequence);
-        connection.send({ type: "COPY_ACK", groupHandle: open.handle, chunkId: message.chunkId });
-        this.host.kickReflector();
-        this.schedulePulls(secondary);
+      case "COPY_DONE":
+        await this.host.lifecycle(secondary, { type: "copyDone", chunkId: message.chunkId, consistentFromSequence: message.consistentFromSequence }, this.replyFor(open));
         return;
-      }
       default:
         return;
     }
@@ -340,43 +390,39 @@ export class ReplServer {
    * ACKed once durable, or refused whole: NO_SPACE (nothing taken; the primary sends it
    * again when told there is room), REORDER_FULL, or BAD_RECORD (the stream is closed).
    */
-  private async handleBatch(connection: ReplConnection, open: OpenGroup, message: ReplMessageOf<"BATCH">, logger: Logger, pullId: number | undefined): Promise<void> {
+  private async handleBatch(open: OpenGroup, message: ReplMessageOf<"BATCH">, pullId: number | undefined): Promise<void> {
     const secondary = open.secondary;
-    if (secondary.record.state === "takeover" || secondary.takingOver) {
-      connection.fail("TAKEN_OVER", `group ${secondary.name} was taken over`);
-      return;
-    }
-    if (message.records.length > 0) {
-      const result = await secondary.receiveBatch(message.records);
-      if (!result.ok && result.reason === "stopped") {
-        // Full disk or I/O error here: nothing taken; the primary keeps the records and sends
-        // them again once this group resumed (ACK batchId 0), or after its backoff.
-        open.refusedForSpace = true;
-        if (pullId !== undefined) secondary.pulls.refused(pullId, 0);
-        connection.send({ type: "NACK", groupHandle: open.handle, code: result.errno === "ENOSPC" ? "NO_SPACE" : "INTERNAL", refType: "BATCH", refId: message.batchId, arrivedSequence: secondary.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
-        return;
-      }
-      if (!result.ok) {
-        if (result.reason === "journal-full") {
-          open.refusedForSpace = true;
-          if (pullId !== undefined) secondary.pulls.refused(pullId, result.bytesNeeded ?? 0);
-          const text = secondary.spaceReason(this.host.frontierHolder(secondary)) ?? `journal full: ${result.detail}`;
-          connection.send({ type: "NACK", groupHandle: open.handle, code: "NO_SPACE", refType: "BATCH", refId: message.batchId, arrivedSequence: secondary.receiver.arrivedSequence, text: text.slice(0, 512) });
-          this.schedulePulls(secondary);
-          return;
+    let refusedBytesNeeded = 0;
+    const base = this.replyFor(open, pullId);
+    const reply: PeerReply = {
+      ...base,
+      refuse: (effect) => {
+        if (pullId !== undefined) {
+          if (effect.resendWhenRoom) secondary.pulls.refused(pullId, refusedBytesNeeded);
+          else secondary.pulls.journaled(pullId);
         }
-        if (pullId !== undefined) secondary.pulls.journaled(pullId);
-        logger.warn({ event: "repl_batch_refused", group: secondary.name, reason: result.reason, detail: result.detail }, "batch refused");
-        const code = result.reason === "bad-sequence" || result.reason === "position-not-increasing" ? "BAD_RECORD" : "REORDER_FULL";
-        connection.send({ type: "NACK", groupHandle: open.handle, code, refType: "BATCH", refId: message.batchId, arrivedSequence: secondary.receiver.arrivedSequence, text: result.detail.slice(0, 200) });
-        if (code === "BAD_RECORD") connection.fail("BAD_RECORD", result.detail);
-        return;
-      }
-      if (secondary.record.state === "replicating") this.host.kickReflector();
+        base.refuse(effect);
+      },
+      receive: async () => {
+        if (message.records.length === 0) return { type: "batchReceived", batchId: message.batchId, outcome: { ok: true, records: 0 } };
+        const result = await secondary.receiveBatch(message.records);
+        if (!result.ok && result.reason === "journal-full") refusedBytesNeeded = result.bytesNeeded ?? 0;
+        return { type: "batchReceived", batchId: message.batchId, outcome: this.batchOutcome(secondary, result, message.records) };
+      },
+    };
+    await this.host.deliver(secondary, { type: "batch", batchId: message.batchId }, reply);
+  }
+
+  private batchOutcome(secondary: SecondaryGroup, result: SecondaryReceiveResult, records: readonly JournalRecord[]): BatchOutcome {
+    if (result.ok) return { ok: true, records: records.length };
+    switch (result.reason) {
+      case "stopped":
+        return { ok: false, reason: "stopped", errno: result.errno, detail: result.detail };
+      case "journal-full":
+        return { ok: false, reason: "journal-full", detail: result.detail, roomText: secondary.spaceReason(this.host.frontierHolder(secondary)) ?? `journal full: ${result.detail}` };
+      default:
+        return { ok: false, reason: result.reason, detail: result.detail };
     }
-    this.sendAck(open, message.batchId);
-    if (pullId !== undefined) secondary.pulls.journaled(pullId);
-    this.schedulePulls(secondary);
   }
 
   /** ACK: the batch is durable (batchId 0: no batch, a progress report that also says "there is room again"). */
@@ -414,7 +460,7 @@ export class ReplServer {
   private onJournalSpace(secondary: SecondaryGroup): void {
     const arrivedBefore = secondary.receiver.arrivedSequence;
     secondary.drainParked().then(() => {
-      if (secondary.record.state === "replicating") this.host.kickReflector();
+      if (reflects(secondary.lifecycle)) this.host.kickReflector();
       this.schedulePulls(secondary);
       const progressed = secondary.receiver.arrivedSequence > arrivedBefore;
       for (const open of this.opensBySecondary.get(secondary) ?? []) {
@@ -470,8 +516,8 @@ export class ReplServer {
   }
 
   /** Pull mode: send the PULLs the planner wants (core/pull-planner.ts). */
-  private schedulePulls(secondary: SecondaryGroup): void {
-    if (secondary.record.state !== "replicating" || secondary.takingOver || secondary.stopped !== undefined) return;
+  schedulePulls(secondary: SecondaryGroup): void {
+    if (!mayPull(secondary.lifecycle)) return;
     for (;;) {
       const request = secondary.pulls.next({
         needSequence: secondary.receiver.nextSequence,

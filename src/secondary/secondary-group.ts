@@ -3,6 +3,12 @@
 // bounded buffer), the contiguous run is appended to this node's journal for the group,
 // made durable, and only then counted as arrived and acknowledged. The reflector reads
 // the journal back through a small read-ahead cursor.
+//
+// This is the data path. The group's lifecycle (copying, replicating, stopped, waiting for
+// journal room, taking over) is the pure machine of core/secondary-group-machine.ts, whose
+// state this object holds (`lifecycle`); the events the data path meets itself (the disk
+// stopped or resumed, the journal filled or freed room, received records were lost) are
+// stepped here and their effects handed to the observer, which executes them.
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { positionZero, type Position } from "../core/position.ts";
@@ -12,7 +18,10 @@ import { asAcceptNumber, asSequence, asWriteTimeUs } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
-import type { SecondaryRecord } from "../metadata/metadata.ts";
+import {
+  initialSecondaryState, isConsistent, reflects, roomWaitReason, stepSecondaryGroup, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryGroupState,
+  type SecondaryLifecycleRecord,
+} from "../core/secondary-group-machine.ts";
 import type { Clock } from "../node/clock.ts";
 import { faultInjected } from "../core/faults.ts";
 import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "../node/group-stop.ts";
@@ -34,11 +43,31 @@ export interface SecondaryVolume {
   readonly file: VolumeFile;
 }
 
+/**
+ * Who executes the effects of the steps a secondary group takes itself (SecondaryRole), and
+ * hears when records arrive. Typed observers instead of hook fields a downstream object sets.
+ */
+export interface SecondaryGroupObserver {
+  /** Effects of a step the group took itself (stop, resume, journal full or room again, received records lost): none has a completion. */
+  execute(group: SecondaryGroup, effects: readonly SecondaryGroupEffect[]): void;
+  /** Records became durable (arrived) while the group replicates: reflection may go on. */
+  arrived(group: SecondaryGroup): void;
+}
+
 export class SecondaryGroup {
   readonly groupId: number;
   readonly name: string;
   private readonly logger: Logger;
-  record: SecondaryRecord;
+  private readonly nodeId: string;
+  /** The lifecycle machine's state (core/secondary-group-machine.ts); changed only by `step`. */
+  private lifecycleState: SecondaryGroupState;
+  get lifecycle(): SecondaryGroupState {
+    return this.lifecycleState;
+  }
+  /** node.json's record of this secondary, as last saved. */
+  get record(): SecondaryLifecycleRecord {
+    return this.lifecycleState.record;
+  }
   private journalValue!: GroupJournal;
   /** The group's journal (replaced by a resume, a copy restart or a takeover). */
   get journal(): GroupJournal {
@@ -79,83 +108,94 @@ export class SecondaryGroup {
   copyBytes = 0;
   lastError: string | null = null;
   private readonly tail = new RecordTail(reflectTailBytesMax);
-  /** Set while a takeover runs: the replication listener refuses this group. */
-  takingOver = false;
   /** A host write or zeroes was applied since the last checkpoint (the volumes need an fdatasync). */
   volumesWrittenSinceCheckpoint = false;
-  /** When the last checkpoint was saved (monotonic ms). */
-  lastCheckpointMs = 0;
-  /** Set once a takeover has reflected this group to its last consistent point: nothing more is applied. */
-  frozen = false;
-  /** Serialises OPEN_GROUP handling across streams. */
-  openChain: Promise<void> = Promise.resolve();
+  /** Serialises the lifecycle steps of this group (OPEN_GROUP, COPY_DONE, a takeover's conversion) across streams. */
+  lifecycleChain: Promise<void> = Promise.resolve();
   private readonly stopControl: GroupStopControl;
   private readonly clock: Clock;
   private closed = false;
   /** Pull mode: which PULL goes out next (shared by the streams that opened the group). */
   readonly pulls = new PullPlanner();
-  /**
-   * Back-pressure: set while the journal could not take what arrived (a batch refused, or
-   * the next record parked in memory): since when (monotonic ms) and why.
-   */
-  private spaceWait: { readonly sinceMs: number; detail: string } | undefined;
-  /** Called after a trim freed journal space (the replication listener resumes the group). */
-  onJournalSpace: () => void = () => undefined;
-  /** Wakes the reflector: records arrived, or the group began waiting for journal room. */
-  private readonly kickReflection: () => void;
-  /**
-   * Called when records this node answered (ACKed as received) were dropped before they
-   * arrived: parked ones whose positions did not follow, or everything past the disk's last
-   * record when the group resumed after a stop. The primary counts them as answered and
-   * waits for their arrival, which never comes unless it sends them again: the replication
-   * listener closes the group's streams, and the handshake that follows rewinds the primary
-   * to what arrived here (docs/replication-protocol.md). Found by the whole-node simulation.
-   */
-  onReceivedLost: (why: string) => void = () => undefined;
+  private readonly observer: SecondaryGroupObserver;
 
+  /**
+   * Records this node answered (ACKed as received) were dropped before they arrived: parked
+   * ones whose positions did not follow, or everything past the disk's last record when the
+   * group resumed after a stop. The lifecycle closes the group's streams so the primary
+   * sends them again (docs/replication-protocol.md). Found by the whole-node simulation.
+   */
   private announceReceivedLost(why: string): void {
     if (faultInjected("silent-received-loss")) return;
-    this.onReceivedLost(why);
+    this.takeStep({ type: "receivedLost", why });
   }
 
   constructor(options: {
     groupId: number;
     name: string;
-    record: SecondaryRecord;
+    /** node.json's record of this secondary and its journal directory generation. */
+    record: SecondaryLifecycleRecord;
+    journalGeneration: number;
     journal: GroupJournal;
     volumes: readonly SecondaryVolume[];
     logger: Logger;
     clock: Clock;
-    /** Called when the group stops or resumes (the reflector goes on; status changes), when records arrive, and when it starts waiting for journal room. */
-    onStateChange: () => void;
+    /** This node's id (for the texts of refusals). */
+    nodeId: string;
+    observer: SecondaryGroupObserver;
     /** Position of the journal's last record (its newest), when it has one. */
     lastRecordPosition: Position | undefined;
   }) {
     this.groupId = options.groupId;
     this.name = options.name;
-    this.record = options.record;
+    this.nodeId = options.nodeId;
+    this.lifecycleState = initialSecondaryState({
+      groupId: options.groupId, name: options.name, record: options.record, journalGeneration: options.journalGeneration,
+      volumes: options.volumes.map((v) => ({ volumeId: v.volumeId, name: v.name, sizeBytes: v.file.sizeBytes })),
+    });
     this.clock = options.clock;
-    this.kickReflection = options.onStateChange;
+    this.observer = options.observer;
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
       attemptResume: () => this.attemptResume(),
       onStateChange: () => {
-        options.onStateChange();
-        // Resumed: like a trim, room again (parked records, the primary's refused batches, pulls).
-        if (this.stopped === undefined) this.onJournalSpace();
+        const stop = this.stopped;
+        this.takeStep(stop === undefined ? { type: "resumed" } : { type: "stopped", stop: { errno: stop.errno, reason: stop.reason } });
       },
     });
     this.journal = options.journal;
     this.volumes = options.volumes;
     this.logger = options.logger;
-    for (const mapping of options.record.volumes) {
-      const volume = options.volumes.find((v) => v.volumeId === mapping.volumeId);
-      assert(volume !== undefined, () => `secondary ${options.name} maps primary volume ${mapping.primaryVolumeId} to a volume it has`);
-      this.volumesByPrimaryId.set(mapping.primaryVolumeId, volume);
-    }
+    this.mapVolumes();
     this.reflectedSequence = options.record.reflectedSequence;
     this.reflectedPosition = { writeTimeUs: asWriteTimeUs(options.record.reflectedWriteTimeUs), acceptNumber: asAcceptNumber(options.record.reflectedAcceptNumber) };
     this.receiver = this.newReceiver(options.lastRecordPosition);
+  }
+
+  /** The primary's volume ids -> this node's volumes, from the saved record. */
+  private mapVolumes(): void {
+    this.volumesByPrimaryId.clear();
+    for (const mapping of this.record.volumes) {
+      const volume = this.volumes.find((v) => v.volumeId === mapping.volumeId);
+      assert(volume !== undefined, () => `secondary ${this.name} maps primary volume ${mapping.primaryVolumeId} to a volume it has`);
+      this.volumesByPrimaryId.set(mapping.primaryVolumeId, volume);
+    }
+  }
+
+  /**
+   * One step of the lifecycle machine: the new state is kept, the effects are returned for
+   * the caller to execute in order (SecondaryRole). The only place the state changes.
+   */
+  step(event: SecondaryGroupEvent): readonly SecondaryGroupEffect[] {
+    const { state, effects } = stepSecondaryGroup(this.lifecycleState, event, this.nodeId);
+    this.lifecycleState = state;
+    return effects;
+  }
+
+  /** A step the data path takes itself: its effects (no completions) go to the observer. */
+  private takeStep(event: SecondaryGroupEvent): void {
+    const effects = this.step(event);
+    if (effects.length > 0) this.observer.execute(this, effects);
   }
 
   /** A receiver that continues after the journal's last record (everything in it is durable after recovery). */
@@ -168,14 +208,34 @@ export class SecondaryGroup {
     return new GroupReceiver<JournalRecord>({ startSequence: asSequence(startSequence), startPosition, recordBytes: (r) => encodedRecordBytes(r) });
   }
 
-  /** Replaces the journal (after the copy's start sequence is known, or a takeover). */
-  resetJournal(journal: GroupJournal): void {
+  /**
+   * The initial copy starts over on a fresh journal (the saved record has its start sequence
+   * and volume map): receiver, read-ahead, reflected position and copy counters start over,
+   * and every volume counts as all zeroes (they were emptied before the record was saved).
+   */
+  startCopyOver(journal: GroupJournal): void {
     this.journal = journal;
     this.tail.clear();
     this.readAhead = [];
     this.readAheadHead = 0;
+    this.mapVolumes();
+    this.reflectedSequence = this.record.reflectedSequence;
+    this.reflectedPosition = positionZero;
     this.receiver = this.newReceiver(undefined);
     this.pulls.restart();
+    this.copyBytes = 0;
+    this.zeroVolumes.clear();
+    for (const volume of this.volumes) this.zeroVolumes.add(volume.volumeId);
+  }
+
+  /** One chunk of the initial copy (checked by the lifecycle): written, unless it is zeroes over a volume emptied for this copy. */
+  async writeCopyChunk(volumeId: number, offsetBytes: number, lengthBytes: number, data: Buffer | undefined): Promise<void> {
+    const volume = this.volumes.find((v) => v.volumeId === volumeId);
+    assert(volume !== undefined, "the lifecycle checked the copy's volume");
+    // The copy visits every range once, so a range of a volume that was all zeroes stays zero.
+    if (data !== undefined) await volume.file.write(offsetBytes, data);
+    else if (!this.zeroVolumes.has(volumeId)) await volume.file.writeZeroes(offsetBytes, lengthBytes);
+    this.copyBytes += lengthBytes;
   }
 
   get arrivedSequence(): number {
@@ -190,11 +250,15 @@ export class SecondaryGroup {
 
   /** Whether the secondary's image is dependent-write consistent (copy done and caught up). */
   get consistent(): boolean {
-    if (this.record.state === "takeover") return true;
-    // Stopped by a disk error, or applying again what a failed fdatasync may have dropped
-    // (rewindIfPending): the volumes may lack records counted as applied until then.
-    if (this.stopped !== undefined || this.rewindPending || this.reflectedSequence < this.reapplyThroughSequence) return false;
-    return this.record.state === "replicating" && this.reflectedSequence >= this.record.consistentFromSequence;
+    return isConsistent(this.lifecycleState, { reflectedSequence: this.reflectedSequence, rewinding: this.rewinding });
+  }
+
+  /**
+   * Applying again what a failed fdatasync may have dropped (rewindIfPending): the volumes
+   * may lack records counted as applied until reflection is back at reapplyThrough.
+   */
+  get rewinding(): boolean {
+    return this.rewindPending || this.reflectedSequence < this.reapplyThroughSequence;
   }
 
   /**
@@ -284,7 +348,7 @@ export class SecondaryGroup {
       // Whatever path brought them (a batch, parked records drained when a batch found the
       // journal full, a resume), arrived records wake the reflector: a drain inside a
       // refused batch once moved arrived with nobody to reflect it (simulation seed 3700).
-      if (this.record.state === "replicating") this.kickReflection();
+      if (reflects(this.lifecycleState)) this.observer.arrived(this);
     }
     assert(this.receiver.arrivedSequence >= last, "what this batch appended is arrived once durable");
     return undefined;
@@ -294,12 +358,12 @@ export class SecondaryGroup {
   async trimThrough(sequence: number): Promise<void> {
     const before = this.journal.usedBytes;
     await this.journal.trimThrough(sequence);
-    if (this.journal.usedBytes < before) this.onJournalSpace();
+    if (this.journal.usedBytes < before) this.takeStep({ type: "roomFreed" });
   }
 
   /** Whether the group waits for journal room (back-pressure on the primary). */
   get waitingForSpace(): boolean {
-    return this.spaceWait !== undefined;
+    return this.lifecycleState.roomWait !== undefined;
   }
 
   /**
@@ -308,32 +372,17 @@ export class SecondaryGroup {
    * when it is another one.
    */
   spaceReason(holder: string | undefined): string | null {
-    if (this.spaceWait === undefined) return null;
-    const usage = `${formatMiB(this.journal.usedBytes)} of ${formatMiB(this.journal.bytesMax)}`;
-    const why = holder === undefined ? "waiting for reflection to free space" : `waiting for reflection (held by group ${holder})`;
-    return `journal full (${usage}): ${why}`;
+    return roomWaitReason(this.lifecycleState, this.journal.usedBytes, this.journal.bytesMax, holder);
   }
 
-  /** The primary was told the journal is out of room (or what came was parked): log once per episode. */
+  /** The primary was told the journal is out of room (or what came was parked): the lifecycle logs once per episode. */
   noteSpaceWait(detail: string): void {
-    if (this.spaceWait !== undefined) {
-      this.spaceWait.detail = detail;
-      return;
-    }
-    this.spaceWait = { sinceMs: this.clock.monotonicMs(), detail };
-    // Reflected records free room only once checkpointed, and the reflector may have gone
-    // idle before the journal filled: wake it, so it checkpoints (on its timer) while the
-    // group waits. Without this a secondary whose last reflection ran just before the
-    // refusal waited for ever with every record reflected (whole-node simulation).
-    this.kickReflection();
-    this.logger.warn({ event: "secondary_journal_full", usedBytes: this.journal.usedBytes, bytesMax: this.journal.bytesMax, detail }, "secondary journal full: taking no more records until reflection frees space");
+    this.takeStep({ type: "journalFull", nowMs: this.clock.monotonicMs(), detail, usedBytes: this.journal.usedBytes, bytesMax: this.journal.bytesMax });
   }
 
   private noteSpaceFree(): void {
-    const wait = this.spaceWait;
-    if (wait === undefined) return;
-    this.spaceWait = undefined;
-    this.logger.info({ event: "secondary_journal_room", waitedMs: Math.round(this.clock.monotonicMs() - wait.sinceMs), usedBytes: this.journal.usedBytes }, "secondary journal has room again; receiving");
+    if (this.lifecycleState.roomWait === undefined) return;
+    this.takeStep({ type: "journalRoomBack", nowMs: this.clock.monotonicMs(), usedBytes: this.journal.usedBytes });
   }
 
 
@@ -508,6 +557,3 @@ export class SecondaryGroup {
   }
 }
 
-function formatMiB(bytes: number): string {
-  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
-}

@@ -129,11 +129,11 @@ class SimMachine {
   crashAfterSaves: number | undefined;
   /**
    * A crash point of the other kind: power is lost right after the save that records the
-   * next lifecycle transition (a pair's or a target group's state in node.json changes:
+   * next lifecycle transition (a pair's or a secondary group's state in node.json changes:
    * copying to replicating, suspended, taken over ...), the how-manyeth from now. Undefined: none armed.
    */
   crashAtTransition: number | undefined;
-  /** The pair and target states node.json held at its last save (to see a transition). */
+  /** The pair and secondary states node.json held at its last save (to see a transition). */
   savedStates = "";
   /** Lost power at a crash point; the schedule restarts it at its next step. */
   needsRestart = false;
@@ -500,13 +500,13 @@ export class NodeWorld {
     this.scheduler.schedule(forMs, () => machine.disk.healPath(path));
   }
 
-  /** The pair and target states in `machine`'s node.json as the page cache has it (what the last save wrote). */
+  /** The pair and secondary states in `machine`'s node.json as the page cache has it (what the last save wrote). */
   private savedStates(machine: SimMachine): string {
     const metadata = machine.disk.cachedView(`${machine.dataDir}/node.json`);
     if (metadata === undefined) return "";
     try {
-      const parsed = JSON.parse(metadata.toString("utf8")) as { groups?: { name: string; pair?: { state: string }; target?: { state: string } }[] };
-      return (parsed.groups ?? []).map((g) => `${g.name}:${g.pair?.state ?? ""}/${g.target?.state ?? ""}`).join(",");
+      const parsed = JSON.parse(metadata.toString("utf8")) as { groups?: { name: string; pair?: { state: string }; secondary?: { state: string } }[] };
+      return (parsed.groups ?? []).map((g) => `${g.name}:${g.pair?.state ?? ""}/${g.secondary?.state ?? ""}`).join(",");
     } catch {
       return "";
     }

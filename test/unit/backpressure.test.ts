@@ -202,8 +202,16 @@ void test("SecondaryGroup: a full journal refuses the batch, receiver and journa
     const journalBytes = 64 * 1024;
     const { journal } = await GroupJournal.open(join(dir, "journal"), { fileSystem: nodeFileSystem, bytesMax: journalBytes, nextSequence: 1 });
     const logger = pino({ level: "silent" });
+    // The lifecycle's effects of the steps the group takes itself: a trim that frees room asks for roomAgain.
+    let spaceEvents = 0;
     const target = new SecondaryGroup({
-      groupId: 1, name: "t", journal, logger, lastRecordPosition: undefined, clock: systemClock, onStateChange: () => undefined,
+      groupId: 1, name: "t", journal, logger, lastRecordPosition: undefined, clock: systemClock, nodeId: "S", journalGeneration: 0,
+      observer: {
+        execute: (_group, effects) => {
+          for (const effect of effects) if (effect.type === "roomAgain") spaceEvents += 1;
+        },
+        arrived: () => undefined,
+      },
       volumes: [{ volumeId: 1, name: "v", file }],
       record: {
         pairId: "p", primaryNode: "P", primaryGroup: "g", transfer: "push", streams: 1, reflect: "time", state: "replicating",
@@ -211,10 +219,6 @@ void test("SecondaryGroup: a full journal refuses the batch, receiver and journa
         volumes: [{ primaryVolumeId: 7, volumeId: 1 }], takeover: null,
       },
     });
-    let spaceEvents = 0;
-    target.onJournalSpace = () => {
-      spaceEvents += 1;
-    };
     const record = (n: number) => ({ ...makeRecord(n, 8 * 1024), offsetBytes: n * 8192 % (1024 * 1024 - 8192) });
     let next = 1;
     for (;;) {

@@ -55,15 +55,19 @@ for (const seed of [20, 136, 209, 869, 1267, 1331, 1354, 1829, 1875, 1978, 1985,
 // test starts at the seed that caught it when it was added. A change to the schedule or the
 // node moves these seeds: `npm run sim -- --fault NAME --seeds 2000 [--from N]` finds the new one.
 const firstCatchingSeed: Partial<Record<(typeof historicalFaults)[number], number>> = {
-  "silent-received-loss": 310,
   "wall-clock-time-advance": 534,
-  "join-past-stopped-member": 697,
+  "join-past-stopped-member": 460,
   "join-before-checkpoint": 697,
-  "no-trim-at-start": 1452,
-  "replay-before-durable": 1985,
-  "resume-keeps-last-write-sequence": 15167,
+  "no-trim-at-start": 4501,
+  "replay-before-durable": 4699,
 };
-for (const fault of historicalFaults) {
+// Faults the simulation found once but whose window its schedule no longer reaches within a
+// bounded scan; a deterministic test elsewhere puts each back and shows that it is caught.
+const caughtElsewhere: Partial<Record<(typeof historicalFaults)[number], string>> = {
+  // Seed 15167 found it; with the lifecycle machines the schedule moved and 20,000 seeds miss it.
+  "resume-keeps-last-write-sequence": "test/unit/storage-faults.test.ts",
+};
+for (const fault of historicalFaults.filter((f) => caughtElsewhere[f] === undefined)) {
   void test(`whole-node simulation: the checker catches the historical fault ${fault}`, async () => {
     const from = firstCatchingSeed[fault] ?? 1;
     const summary = await runSeeds({ from, count: 200, fault, failuresMax: 1 });

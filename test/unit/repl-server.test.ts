@@ -19,9 +19,9 @@ const quiet = pino({ level: "silent" });
 const noTargets: SecondaryHost = {
   nodeId: "secondary-under-test",
   findSecondary: () => undefined,
-  takenOver: () => undefined,
-  beginCopy: () => Promise.resolve("no targets here"),
-  finishCopy: () => Promise.resolve(),
+  refuseOpen: (name) => ({ code: "UNKNOWN_GROUP", text: `group ${name} is not a pair secondary here` }),
+  deliver: () => Promise.resolve(),
+  lifecycle: () => Promise.resolve(),
   kickReflector: () => undefined,
   frontierHolder: () => undefined,
 };

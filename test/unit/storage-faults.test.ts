@@ -14,6 +14,7 @@ import { systemClock } from "../../src/node/clock.ts";
 import { GroupWriter, type GroupVolume } from "../../src/primary/group-writer.ts";
 import { NodeStamper } from "../../src/primary/stamper.ts";
 import { asVolumeId } from "../../src/core/types.ts";
+import { injectedFaults } from "../../src/core/faults.ts";
 import { GroupJournal, type JournalOptions } from "../../src/storage/journal.ts";
 import { VolumeFile } from "../../src/storage/volume-file.ts";
 import type { FileSystem } from "../../src/storage/fs.ts";
@@ -77,6 +78,51 @@ void test("close and abandon wait for a trim in progress, and a trim after them 
   }
 });
 
+/** Writes, loses records 2 and 3 to a failed fdatasync, heals; returns the writer's last write sequence after it resumed. */
+async function lastWriteSequenceAfterLostSync(): Promise<number> {
+  const disk = new SimDisk({ seed: 13, schedule: realTimeSchedule, latency: { sync: { minMs: 30, maxMs: 30 } } });
+  const fs = disk.mount();
+  await fs.makeDirectory("/g");
+  const file = await VolumeFile.create(fs, "/g/v.vol", 1024 * 1024);
+  const { journal } = await GroupJournal.open("/g/journal", { fileSystem: fs, bytesMax: 1 << 30, nextSequence: 1 });
+  const writer = new GroupWriter({
+    groupId: 1, name: "g", journal, stamper: new NodeStamper("counter", () => 0),
+    volumes: new Map<number, GroupVolume>([[1, { id: asVolumeId(1), file, order: new ApplyOrder() }]]),
+    nextSequence: 1, appliedSequence: 0, checkpointSequence: 0, clock: systemClock,
+    logger: pino({ level: "silent" }), persistCheckpoint: () => Promise.resolve(),
+  });
+  const page = Buffer.alloc(pagePayloadBytes, 1);
+  await writer.write(1, 0, page, true, undefined);
+  disk.failPath("/g/journal", ["sync"]);
+  const lost = writer.write(1, 8192, page, true, undefined);
+  await new Promise((resolve) => setImmediate(resolve));
+  const later = writer.write(1, 16_384, page, false, undefined);
+  await lost.catch(() => undefined);
+  await later.catch(() => undefined);
+  disk.heal();
+  const deadline = performance.now() + 10_000;
+  while (writer.stopped !== undefined && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(writer.stopped, undefined, "the group resumed");
+  const last = writer.lastWriteSequence;
+  await writer.close();
+  await writer.journal.close();
+  await file.close();
+  return last;
+}
+
+// The historical fault resume-keeps-last-write-sequence (src/core/faults.ts) is rare in the
+// whole-node simulation (one seed in the first 20,000 found it), so this check, which catches it
+// every time, is where it is shown to be caught.
+void test("the check above catches the historical fault resume-keeps-last-write-sequence", async () => {
+  injectedFaults.add("resume-keeps-last-write-sequence");
+  try {
+    assert.equal(await lastWriteSequenceAfterLostSync(), 3, "with the fault put back, the lost records' write sequence stays");
+  } finally {
+    injectedFaults.delete("resume-keeps-last-write-sequence");
+  }
+  assert.equal(await lastWriteSequenceAfterLostSync(), 1, "without it, the journal's");
+});
+
 void test("a group whose journal's fdatasync failed resumes by itself even when records written later follow a lost page on the disk", async () => {
   // Real timers: the group's resume runs on the node's clock (first attempt after 500 ms).
   const disk = new SimDisk({ seed: 13, schedule: realTimeSchedule, latency: { sync: { minMs: 30, maxMs: 30 } } });
@@ -107,7 +153,12 @@ void test("a group whose journal's fdatasync failed resumes by itself even when 
   const stopped = writer.stopped;
   assert.equal(stopped, undefined, `the group resumed (old code: stopped for good: ${stopped?.reason ?? ""})`);
   assert.equal(writer.journal.lastSequence, 1, "the journal holds what the disk had: record 1, cut at the lost page");
+  // The last host write is one the journal still holds (old code: 3, a write that no longer
+  // existed, which pair status showed and pair wait waited for; simulation seed 15167).
+  assert.equal(writer.lastWriteSequence, 1, "the last write sequence is the journal's, not the lost records'");
+  assert.equal(writer.nextSequence, 2);
   await writer.write(1, 0, page, true, undefined); // and takes writes again
+  assert.equal(writer.lastWriteSequence, 2, "the next write takes the next sequence");
   await writer.close();
   await writer.journal.close();
   await file.close();

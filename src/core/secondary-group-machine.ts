@@ -1,0 +1,814 @@
+// A secondary group's lifecycle as a pure machine (issue 7 item 1; the shape is
+// ../../docs/architecture.md's "Lifecycle machines"): the primary's messages, the group's
+// disk and journal, the reflector's checkpoints and the operator's takeover come in as
+// events; the new state and the effects the shell executes, in order, come out. The shell
+// (src/secondary/: SecondaryGroup, ReplServer, SecondaryRole) keeps the I/O and the data
+// path (receiver, journal, read-ahead, copy writes, pull planning) and makes no lifecycle
+// decision of its own.
+//
+// States (persisted in node.json's `secondary.state`, the rest volatile):
+//   empty --OPEN_GROUP--> copying --COPY_DONE, synced, joined, saved--> replicating
+//   copying --OPEN_GROUP with another start--> copying (the copy starts over: volumes emptied, fresh journal)
+//   replicating: catching up (reflected < consistentFromSequence) or consistent
+//   any live state: stopped (a full disk or an I/O error; resumes by itself), waiting for journal room
+//   replicating --takeover--> taking over (streams closed, drained, left the domain) --converted, saved--> taken over
+//
+// Peer messages that do not fit the state are refused (NACK or ERROR with a protocol code and
+// a log line), never asserted. Assertions guard the shell's own contract: one lifecycle step
+// (an event and its follow-ups through the save) at a time per group, completions only for a
+// step in progress.
+import { assert, unreachable } from "./assert.ts";
+import { asAcceptNumber, asWriteTimeUs } from "./types.ts";
+import type { Position } from "./position.ts";
+import type { TmErrorCode } from "./errors.ts";
+import type { GroupState, NackableType, ReplErrorCode } from "../protocol/repl-protocol.ts";
+
+/** The persisted lifecycle of a secondary (metadata's SecondaryRecord has exactly these fields). */
+export interface SecondaryLifecycleRecord {
+  readonly pairId: string;
+  readonly primaryNode: string;
+  readonly primaryGroup: string;
+  readonly transfer: "push" | "pull";
+  readonly streams: number;
+  readonly reflect: "time" | "seq" | "marker";
+  readonly state: "empty" | "copying" | "replicating" | "takeover";
+  /** First sequence of the replicated stream (S0 + 1). */
+  readonly startSequence: number;
+  /** The image is consistent once reflection is through this sequence (set when the copy ends). */
+  readonly consistentFromSequence: number;
+  /** The last checkpoint: the volumes hold every record through it, fdatasync'd. */
+  readonly reflectedSequence: number;
+  readonly reflectedWriteTimeUs: number;
+  readonly reflectedAcceptNumber: number;
+  /** The primary's volume id (as in the records) -> this node's volume id. */
+  readonly volumes: readonly { readonly primaryVolumeId: number; readonly volumeId: number }[];
+  readonly takeover: { readonly keptSequence: number; readonly droppedRecords: number; readonly at: string } | null;
+}
+
+/** A change to node.json: fields of the group's `secondary` record, and of the group record itself. */
+export interface SecondaryRecordChange {
+  readonly secondary: Partial<SecondaryLifecycleRecord>;
+  /** A fresh journal's directory generation; after a takeover, the writable group's sequence start. */
+  readonly group?: { readonly journalGeneration?: number; readonly checkpointSequence?: number; readonly nextSequence?: number };
+}
+
+/** One of the group's volumes on this node. */
+export interface SecondaryVolumeInfo {
+  readonly volumeId: number;
+  readonly name: string;
+  readonly sizeBytes: number;
+}
+
+/** One volume as the primary names it in OPEN_GROUP. */
+export interface OpenVolume {
+  readonly volumeId: number;
+  readonly name: string;
+  readonly sizeBytes: number;
+}
+
+export interface SecondaryStop {
+  readonly errno: "ENOSPC" | "EIO";
+  readonly reason: string;
+}
+
+/** A lifecycle step waiting for an I/O completion (one at a time per group). */
+export type PendingStep =
+  | { readonly kind: "beginCopy"; readonly change: SecondaryRecordChange; readonly fromGeneration: number; readonly generation: number }
+  | { readonly kind: "finishCopy"; readonly chunkId: number; readonly consistentFromSequence: number; readonly phase: "syncing" | "joining" };
+
+/** A takeover in progress (volatile: a restart before its save leaves the group replicating). */
+export type TakeoverProgress =
+  /** Streams closed; the shell waits for appends in flight and drains reflection. */
+  | { readonly phase: "draining" }
+  /** Reflected to the cut and out of the domain: nothing more is applied. */
+  | { readonly phase: "leftDomain" }
+  | { readonly phase: "converting"; readonly fromGeneration: number; readonly generation: number; readonly change: SecondaryRecordChange; readonly result: TakeoverOutcome }
+  /** The conversion failed part-way: the group takes nothing until the node restarts. */
+  | { readonly phase: "abandoned" };
+
+export interface TakeoverOutcome {
+  readonly group: string;
+  readonly reflectedSequence: number;
+  readonly droppedRecords: number;
+  readonly state: "takeover";
+}
+
+export interface SecondaryGroupState {
+  readonly groupId: number;
+  readonly name: string;
+  readonly volumes: readonly SecondaryVolumeInfo[];
+  /** What node.json holds: changed only by a completed save (memory follows the save). */
+  readonly record: SecondaryLifecycleRecord;
+  /** node.json's journal directory generation of the group (persisted). */
+  readonly journalGeneration: number;
+  // ---- volatile (rebuilt at start) ----
+  readonly stop: SecondaryStop | undefined;
+  /** Waiting for journal room (back-pressure on the primary): since when (monotonic ms) and why. */
+  readonly roomWait: { readonly sinceMs: number; readonly detail: string } | undefined;
+  readonly takeover: TakeoverProgress | undefined;
+  readonly step: PendingStep | undefined;
+  /** A checkpoint whose save is in flight. */
+  readonly checkpoint: { readonly sequence: number; readonly position: Position } | undefined;
+  /** When the last checkpoint was taken (monotonic ms). */
+  readonly lastCheckpointMs: number;
+}
+
+/** The state after a start (or a prepare): node.json's record, nothing volatile yet. */
+export function initialSecondaryState(init: {
+  readonly groupId: number; readonly name: string; readonly volumes: readonly SecondaryVolumeInfo[];
+  readonly record: SecondaryLifecycleRecord; readonly journalGeneration: number;
+}): SecondaryGroupState {
+  return { ...init, stop: undefined, roomWait: undefined, takeover: undefined, step: undefined, checkpoint: undefined, lastCheckpointMs: 0 };
+}
+
+/** A batch as the receiver left it (the shell's SecondaryReceiveResult, without the records). */
+export type BatchOutcome =
+  | { readonly ok: true; readonly records: number }
+  | { readonly ok: false; readonly reason: "stopped"; readonly errno: "ENOSPC" | "EIO"; readonly detail: string }
+  | { readonly ok: false; readonly reason: "journal-full"; readonly detail: string; readonly roomText: string }
+  | { readonly ok: false; readonly reason: "bad-sequence" | "position-not-increasing" | "reorder-records-full" | "reorder-bytes-full" | "durable-pending-full"; readonly detail: string };
+
+export type SecondaryGroupEvent =
+  // ---- from the primary (decoded by the codec) ----
+  /** OPEN_GROUP (after the shell's per-stream checks); the shell runs these one at a time per group. */
+  | { readonly type: "openGroup"; readonly groupHandle: number; readonly pairId: string; readonly startSequence: number; readonly volumes: readonly OpenVolume[] }
+  | { readonly type: "copyChunk"; readonly message: "COPY_DATA" | "COPY_ZEROES"; readonly chunkId: number; readonly primaryVolumeId: number; readonly offsetBytes: number; readonly lengthBytes: number }
+  /** COPY_DONE; one lifecycle step at a time per group, like openGroup. */
+  | { readonly type: "copyDone"; readonly chunkId: number; readonly consistentFromSequence: number }
+  | { readonly type: "batch"; readonly batchId: number }
+  | { readonly type: "batchReceived"; readonly batchId: number; readonly outcome: BatchOutcome }
+  // ---- I/O completions ----
+  | { readonly type: "persisted" }
+  | { readonly type: "persistFailed"; readonly error: string }
+  | { readonly type: "copySynced" }
+  | { readonly type: "copySyncFailed"; readonly error: string }
+  /** The domain refused the join (a member stopped or not checkpointed, or its save failed). */
+  | { readonly type: "joinRefused"; readonly reason: string }
+  | { readonly type: "checkpointSaved" }
+  /** An effect of the step in progress threw: the step is over (the shell reports the error). */
+  | { readonly type: "stepAbandoned"; readonly error: string }
+  | { readonly type: "checkpointAbandoned" }
+  // ---- the group's disk and journal ----
+  | { readonly type: "stopped"; readonly stop: SecondaryStop }
+  | { readonly type: "resumed" }
+  | { readonly type: "journalFull"; readonly nowMs: number; readonly detail: string; readonly usedBytes: number; readonly bytesMax: number }
+  | { readonly type: "journalRoomBack"; readonly nowMs: number; readonly usedBytes: number }
+  /** A trim freed journal room (or the group resumed): what waited may come in. */
+  | { readonly type: "roomFreed" }
+  /** Records answered to the primary were dropped before they arrived. */
+  | { readonly type: "receivedLost"; readonly why: string }
+  // ---- the reflector ----
+  | {
+    readonly type: "checkpointDue"; readonly nowMs: number; readonly force: boolean;
+    readonly reflectedSequence: number; readonly reflectedPosition: Position;
+    /** A write or zeroes was applied since the last checkpoint: the volumes need an fdatasync. */
+    readonly volumesWritten: boolean;
+    /** False while the data path may not record what it applied (stopped, or a rewind waits). */
+    readonly checkpointable: boolean;
+  }
+  // ---- the operator: pair takeover (the shell checks every named group before any begins) ----
+  | { readonly type: "takeover" }
+  /** The streams are closed and reflection drained: check the cut. */
+  | { readonly type: "takeoverDrained"; readonly reflectedSequence: number }
+  /** Another group of the same takeover was refused: this one goes on replicating. */
+  | { readonly type: "takeoverAbort" }
+  | { readonly type: "takeoverConvert"; readonly keptSequence: number; readonly droppedRecords: number; readonly atIso: string };
+
+export type PeerAnswer =
+  | { readonly type: "GROUP_STATE"; readonly state: GroupState }
+  | { readonly type: "COPY_ACK"; readonly chunkId: number }
+  | { readonly type: "ACK"; readonly batchId: number };
+
+/** The stable codes (core/errors.ts) an operator's or a primary's request is refused with. */
+export type OperatorRefusalCode = Extract<TmErrorCode, "TM_ERR_STATE" | "TM_ERR_CONFLICT" | "TM_ERR_NOT_FOUND" | "TM_ERR_INTERNAL">;
+
+export interface LogEffect {
+  readonly type: "log";
+  readonly level: "info" | "warn" | "error";
+  readonly event: string;
+  readonly fields: Readonly<Record<string, string | number | boolean>>;
+  readonly message: string;
+}
+
+/**
+ * What the shell does, in order. Ordering rules:
+ * - Persist before announce: `answerPeer`/`answerOperator` of a step that saves come only
+ *   after its `persisted` event; a state the disk does not hold is never announced.
+ * - Every effect with a completion (`persist`, `syncCopiedVolumes`, `joinDomain`,
+ *   `persistCheckpoint`, `receiveBatch`) ends its list; the shell feeds the completion back.
+ * - Volumes emptied before `copying` is persisted (the copy sends only written extents).
+ * - Checkpoint before join: `joinDomain` hands the save to the consistency domain, which
+ *   checkpoints its members first (core/consistency-domain.ts).
+ * - Volumes synced (and their written maps saved) before a checkpoint's or a takeover's save.
+ */
+export type SecondaryGroupEffect =
+  /** Save `change` to node.json (`critical`: may use the space reserve). Completion: persisted / persistFailed. */
+  | { readonly type: "persist"; readonly change: SecondaryRecordChange; readonly critical: boolean }
+  /** Make every byte of the group's volumes zero (the copy sends only the written extents). */
+  | { readonly type: "emptyVolumes" }
+  /** Open a fresh, empty journal in directory `generation`, numbering from `nextSequence`, beside the live one. */
+  | { readonly type: "openJournal"; readonly generation: number; readonly nextSequence: number; readonly reserve: boolean }
+  /**
+   * The journal opened for `generation` becomes the group's, the one of `replacing` is kept
+   * aside (open); the receiver, read-ahead, volume map and copy counters start over from the
+   * saved record.
+   */
+  | { readonly type: "useJournal"; readonly generation: number; readonly replacing: number }
+  /** Close the journal of `generation` (if one is open aside) and remove its directory: node.json no longer names it. */
+  | { readonly type: "removeJournal"; readonly generation: number }
+  /** Close the journal opened for `generation` and keep its directory (a save that failed may still have landed). */
+  | { readonly type: "dropJournal"; readonly generation: number }
+  /** The initial copy's writes made durable: volumes fdatasync'd, written maps saved. Completion: copySynced / copySyncFailed. */
+  | { readonly type: "syncCopiedVolumes" }
+  /** Join the consistency domain: it saves `change` once its members are checkpointed. Completion: persisted / persistFailed / joinRefused. */
+  | { readonly type: "joinDomain"; readonly change: SecondaryRecordChange }
+  /** Leave the consistency domain (nothing more is applied to this group). */
+  | { readonly type: "leaveDomain"; readonly why: string }
+  | { readonly type: "domainMemberStopped"; readonly reason: string }
+  | { readonly type: "domainMemberResumed" }
+  /** Write one chunk of the initial copy to local volume `volumeId` (COPY_ZEROES of a volume emptied for this copy writes nothing). */
+  | { readonly type: "writeCopyChunk"; readonly message: "COPY_DATA" | "COPY_ZEROES"; readonly volumeId: number; readonly offsetBytes: number; readonly lengthBytes: number }
+  /** Hand the batch to the receiver and journal. Completion: batchReceived. */
+  | { readonly type: "receiveBatch" }
+  /** Volumes fdatasync'd and written maps saved, before a checkpoint is persisted. */
+  | { readonly type: "syncVolumes" }
+  /** Save the reflected checkpoint. Completion: checkpointSaved (a failure throws to the reflector). */
+  | { readonly type: "persistCheckpoint"; readonly change: SecondaryRecordChange }
+  | { readonly type: "trimJournal"; readonly throughSequence: number }
+  /** The reflector's checkpoint request is answered: done (true), or not now, ask again (false). */
+  | { readonly type: "checkpointAnswer"; readonly done: boolean }
+  | { readonly type: "kickReflection" }
+  /** Journal room again: take what waited in memory, tell the streams that were refused, pull again. */
+  | { readonly type: "roomAgain" }
+  /** Pull mode: ask for what the planner wants now. */
+  | { readonly type: "schedulePulls" }
+  /** Close every stream of the group: `taken-over` (ERROR TAKEN_OVER) or `resend` (the primary rewinds to what arrived). */
+  | { readonly type: "closeStreams"; readonly why: "taken-over" | "resend"; readonly text: string }
+  | { readonly type: "answerPeer"; readonly message: PeerAnswer }
+  /** NACK the message (the stream stays in step); `resendWhenRoom`: tell this stream when there is room again. */
+  | { readonly type: "refusePeer"; readonly code: ReplErrorCode; readonly refType: NackableType; readonly refId: number; readonly text: string; readonly reportArrived: boolean; readonly resendWhenRoom: boolean }
+  /** ERROR and close the stream. */
+  | { readonly type: "failStream"; readonly code: ReplErrorCode; readonly text: string }
+  /** The takeover's retirement of the secondary: stop control closed, volumes synced, maps saved (space reserve), old journal closed. */
+  | { readonly type: "retireSecondary" }
+  /** The taken-over group becomes an ordinary writable group over the journal of `generation`. */
+  | { readonly type: "becomeWritable"; readonly generation: number }
+  | { readonly type: "answerOperator"; readonly result: TakeoverOutcome }
+  | { readonly type: "refuseOperator"; readonly code: OperatorRefusalCode; readonly text: string }
+  | LogEffect;
+
+export interface SecondaryGroupStep {
+  readonly state: SecondaryGroupState;
+  readonly effects: readonly SecondaryGroupEffect[];
+}
+
+/** Effects whose completion the shell feeds back: each ends its effect list. */
+export const effectsWithCompletion: ReadonlySet<SecondaryGroupEffect["type"]> = new Set(["persist", "syncCopiedVolumes", "joinDomain", "persistCheckpoint", "receiveBatch"]);
+
+/** A secondary group that is not receiving may idle-checkpoint at most this often (unless forced). */
+export const secondaryIdleCheckpointIntervalMs = 30_000;
+
+/** node.json's record after `change` (what the shell's save writes). */
+export function applySecondaryChange(record: SecondaryLifecycleRecord, change: SecondaryRecordChange): SecondaryLifecycleRecord {
+  return { ...record, ...change.secondary };
+}
+
+/** Whether the group is taken over (persisted) or being taken over: it takes nothing from a primary. */
+export function takenOrTakingOver(state: SecondaryGroupState): boolean {
+  return state.record.state === "takeover" || state.takeover !== undefined;
+}
+
+/** Whether arrived records are reflected (the copy is done and joined): arrivals and freed room wake the reflector. */
+export function reflects(state: SecondaryGroupState): boolean {
+  return state.record.state === "replicating";
+}
+
+/** Pull mode: whether the group asks its primary for records now (replicating, not stopped, not being taken over). */
+export function mayPull(state: SecondaryGroupState): boolean {
+  return state.record.state === "replicating" && state.takeover === undefined && state.stop === undefined;
+}
+
+function log(level: LogEffect["level"], event: string, fields: LogEffect["fields"], message: string): LogEffect {
+  return { type: "log", level, event, fields, message };
+}
+
+function takenOverText(state: SecondaryGroupState): string {
+  const t = state.record.takeover;
+  return t === null ? "taken over" : `at ${t.at}, kept through sequence ${t.keptSequence}`;
+}
+
+/**
+ * Why OPEN_GROUP for pair `pairId` is refused before anything else happens, or undefined.
+ * The shell asks this on arrival (before it attaches the stream); the openGroup event asks again.
+ */
+export function openRefusal(state: SecondaryGroupState, pairId: string, nodeId: string): { readonly code: ReplErrorCode; readonly text: string } | undefined {
+  if (state.record.state === "takeover") {
+    if (state.record.pairId !== pairId) return { code: "UNKNOWN_GROUP", text: `group ${state.name} is not a pair secondary on node ${nodeId}` };
+    return { code: "TAKEN_OVER", text: `group ${state.name} was taken over on node ${nodeId} (${takenOverText(state)}); it is no longer a pair secondary` };
+  }
+  if (state.record.pairId !== pairId) return { code: "STALE_PAIR", text: `group ${state.name} belongs to pair ${state.record.pairId}, not ${pairId}` };
+  if (state.takeover !== undefined) return { code: "TAKEN_OVER", text: `group ${state.name} was taken over; it is no longer a pair secondary` };
+  return undefined;
+}
+
+/** NACK of an OPEN_GROUP (its refId is the group handle it asked for), with its log line. */
+export function refuseOpen(code: ReplErrorCode, text: string, name: string, groupHandle: number): SecondaryGroupEffect[] {
+  return [
+    log("warn", "repl_open_refused", { group: name, code, reason: text }, "OPEN_GROUP refused"),
+    { type: "refusePeer", code, refType: "OPEN_GROUP", refId: groupHandle, text, reportArrived: false, resendWhenRoom: false },
+  ];
+}
+
+function assertNoStep(state: SecondaryGroupState, what: string): void {
+  assert(state.step === undefined, () => `${what} for group ${state.name} while its ${state.step?.kind ?? ""} step is in progress: the shell runs one lifecycle step at a time`);
+}
+
+function openGroup(state: SecondaryGroupState, event: Extract<SecondaryGroupEvent, { type: "openGroup" }>, nodeId: string): SecondaryGroupStep {
+  assertNoStep(state, "OPEN_GROUP");
+  const early = openRefusal(state, event.pairId, nodeId);
+  if (early !== undefined) return { state, effects: refuseOpen(early.code, early.text, state.name, event.groupHandle) };
+  const record = state.record;
+  if (record.state === "replicating") {
+    for (const volume of event.volumes) {
+      const mapped = record.volumes.find((m) => m.primaryVolumeId === volume.volumeId);
+      const local = mapped === undefined ? undefined : state.volumes.find((v) => v.volumeId === mapped.volumeId);
+      if (local === undefined || local.name !== volume.name || local.sizeBytes !== volume.sizeBytes) {
+        return { state, effects: refuseOpen("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes, primary id ${volume.volumeId}) does not match the secondary group`, state.name, event.groupHandle) };
+      }
+    }
+    return { state, effects: [{ type: "answerPeer", message: { type: "GROUP_STATE", state: "replicating" } }] };
+  }
+  // empty, or copying: the same copy goes on, or it starts over from the primary's start sequence.
+  if (record.state === "copying" && record.startSequence === event.startSequence && record.volumes.length > 0) {
+    return { state, effects: [{ type: "answerPeer", message: { type: "GROUP_STATE", state: "copying" } }] };
+  }
+  const mapping: { primaryVolumeId: number; volumeId: number }[] = [];
+  for (const volume of event.volumes) {
+    const local = state.volumes.find((v) => v.name === volume.name);
+    if (local === undefined || local.sizeBytes !== volume.sizeBytes) {
+      return { state, effects: refuseOpen("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes) is not in secondary group ${state.name}`, state.name, event.groupHandle) };
+    }
+    mapping.push({ primaryVolumeId: volume.volumeId, volumeId: local.volumeId });
+  }
+  const generation = state.journalGeneration + 1;
+  const change: SecondaryRecordChange = {
+    secondary: {
+      state: "copying", startSequence: event.startSequence, consistentFromSequence: 0,
+      reflectedSequence: event.startSequence - 1, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0, volumes: mapping,
+    },
+    group: { journalGeneration: generation },
+  };
+  return {
+    state: { ...state, step: { kind: "beginCopy", change, fromGeneration: state.journalGeneration, generation } },
+    // The copy sends only the primary's written extents: every other byte must be zero before
+    // `copying` is saved (a crash part-way empties again on the next OPEN_GROUP).
+    effects: [
+      { type: "emptyVolumes" },
+      { type: "openJournal", generation, nextSequence: event.startSequence, reserve: false },
+      { type: "persist", change, critical: false },
+    ],
+  };
+}
+
+function copyChunk(state: SecondaryGroupState, event: Extract<SecondaryGroupEvent, { type: "copyChunk" }>): SecondaryGroupStep {
+  if (takenOrTakingOver(state)) return { state, effects: [{ type: "failStream", code: "TAKEN_OVER", text: `group ${state.name} was taken over` }] };
+  if (state.record.state === "replicating") {
+    return { state, effects: [{ type: "refusePeer", code: "OUT_OF_RANGE", refType: event.message, refId: event.chunkId, text: "the initial copy is already done", reportArrived: true, resendWhenRoom: false }] };
+  }
+  const mapped = state.record.volumes.find((m) => m.primaryVolumeId === event.primaryVolumeId);
+  const local = mapped === undefined ? undefined : state.volumes.find((v) => v.volumeId === mapped.volumeId);
+  if (local === undefined || event.offsetBytes + event.lengthBytes > local.sizeBytes) {
+    return {
+      state,
+      effects: [{
+        type: "refusePeer", code: "OUT_OF_RANGE", refType: event.message, refId: event.chunkId,
+        text: `copy range ${event.offsetBytes}+${event.lengthBytes} outside volume ${event.primaryVolumeId}`, reportArrived: false, resendWhenRoom: false,
+      }],
+    };
+  }
+  return {
+    state,
+    effects: [
+      { type: "writeCopyChunk", message: event.message, volumeId: local.volumeId, offsetBytes: event.offsetBytes, lengthBytes: event.lengthBytes },
+      { type: "answerPeer", message: { type: "COPY_ACK", chunkId: event.chunkId } },
+    ],
+  };
+}
+
+function copyDone(state: SecondaryGroupState, event: Extract<SecondaryGroupEvent, { type: "copyDone" }>): SecondaryGroupStep {
+  assertNoStep(state, "COPY_DONE");
+  if (takenOrTakingOver(state)) return { state, effects: [{ type: "failStream", code: "TAKEN_OVER", text: `group ${state.name} was taken over` }] };
+  const record = state.record;
+  if (record.state === "replicating") {
+    // A COPY_DONE the primary sent again: the copy is done and joined; its answer is the same.
+    const effects: SecondaryGroupEffect[] = [];
+    if (event.consistentFromSequence !== record.consistentFromSequence) {
+      effects.push(log("warn", "secondary_copy_done_again", { group: state.name, consistentFromSequence: record.consistentFromSequence, asked: event.consistentFromSequence },
+        "COPY_DONE for a copy already done; the secondary keeps its consistency point"));
+    }
+    effects.push({ type: "answerPeer", message: { type: "COPY_ACK", chunkId: event.chunkId } }, { type: "kickReflection" }, { type: "schedulePulls" });
+    return { state, effects };
+  }
+  if (record.state === "empty") {
+    return { state, effects: [{ type: "refusePeer", code: "OUT_OF_RANGE", refType: "COPY_DONE", refId: event.chunkId, text: "no initial copy was begun: send OPEN_GROUP first", reportArrived: false, resendWhenRoom: false }] };
+  }
+  return {
+    state: { ...state, step: { kind: "finishCopy", chunkId: event.chunkId, consistentFromSequence: event.consistentFromSequence, phase: "syncing" } },
+    // The copy's writes have no journal: they are durable before the copy counts as done
+    // (until then a crash restarts the copy, which rewrites every extent it sent).
+    effects: [{ type: "syncCopiedVolumes" }],
+  };
+}
+
+function batchReceived(state: SecondaryGroupState, event: Extract<SecondaryGroupEvent, { type: "batchReceived" }>): SecondaryGroupStep {
+  const outcome = event.outcome;
+  if (outcome.ok) {
+    const effects: SecondaryGroupEffect[] = [];
+    if (outcome.records > 0 && state.record.state === "replicating") effects.push({ type: "kickReflection" });
+    effects.push({ type: "answerPeer", message: { type: "ACK", batchId: event.batchId } });
+    return { state, effects };
+  }
+  switch (outcome.reason) {
+    case "stopped":
+      // Full disk or I/O error here: nothing taken; the primary keeps the records and sends
+      // them again once this group resumed (ACK batchId 0), or after its backoff.
+      return { state, effects: [{ type: "refusePeer", code: outcome.errno === "ENOSPC" ? "NO_SPACE" : "INTERNAL", refType: "BATCH", refId: event.batchId, text: outcome.detail.slice(0, 200), reportArrived: true, resendWhenRoom: true }] };
+    case "journal-full":
+      return { state, effects: [{ type: "refusePeer", code: "NO_SPACE", refType: "BATCH", refId: event.batchId, text: outcome.roomText.slice(0, 512), reportArrived: true, resendWhenRoom: true }, { type: "schedulePulls" }] };
+    case "bad-sequence":
+    case "position-not-increasing":
+      return {
+        state,
+        effects: [
+          log("warn", "repl_batch_refused", { group: state.name, reason: outcome.reason, detail: outcome.detail }, "batch refused"),
+          { type: "refusePeer", code: "BAD_RECORD", refType: "BATCH", refId: event.batchId, text: outcome.detail.slice(0, 200), reportArrived: true, resendWhenRoom: false },
+          { type: "failStream", code: "BAD_RECORD", text: outcome.detail },
+        ],
+      };
+    case "reorder-records-full":
+    case "reorder-bytes-full":
+    case "durable-pending-full":
+      return {
+        state,
+        effects: [
+          log("warn", "repl_batch_refused", { group: state.name, reason: outcome.reason, detail: outcome.detail }, "batch refused"),
+          { type: "refusePeer", code: "REORDER_FULL", refType: "BATCH", refId: event.batchId, text: outcome.detail.slice(0, 200), reportArrived: true, resendWhenRoom: false },
+        ],
+      };
+    default:
+      return unreachable(outcome, "batch outcome");
+  }
+}
+
+function persisted(state: SecondaryGroupState): SecondaryGroupStep {
+  const step = state.step;
+  const takeover = state.takeover;
+  if (step?.kind === "beginCopy") {
+    const record = applySecondaryChange(state.record, step.change);
+    return {
+      state: { ...state, record, journalGeneration: step.generation, step: undefined },
+      effects: [
+        { type: "useJournal", generation: step.generation, replacing: step.fromGeneration },
+        { type: "removeJournal", generation: step.fromGeneration },
+        log("info", "secondary_copy_started", { group: state.name, startSequence: record.startSequence }, "initial copy into secondary started"),
+        { type: "answerPeer", message: { type: "GROUP_STATE", state: "copying" } },
+      ],
+    };
+  }
+  if (step?.kind === "finishCopy") {
+    assert(step.phase === "joining", "the copy's join was being saved");
+    const record = applySecondaryChange(state.record, { secondary: { state: "replicating", consistentFromSequence: step.consistentFromSequence } });
+    return {
+      state: { ...state, record, step: undefined },
+      effects: [
+        log("info", "secondary_copy_done", { group: state.name, consistentFromSequence: step.consistentFromSequence }, "initial copy into secondary done"),
+        { type: "answerPeer", message: { type: "COPY_ACK", chunkId: step.chunkId } },
+        { type: "kickReflection" },
+        { type: "schedulePulls" },
+      ],
+    };
+  }
+  assert(takeover?.phase === "converting", () => `a save of group ${state.name} completed while no step of its lifecycle waited for one`);
+  const result = takeover.result;
+  return {
+    state: { ...state, record: applySecondaryChange(state.record, takeover.change), journalGeneration: takeover.generation, takeover: undefined, roomWait: undefined },
+    effects: [
+      { type: "removeJournal", generation: takeover.fromGeneration },
+      { type: "becomeWritable", generation: takeover.generation },
+      log("warn", "takeover", { group: state.name, keptSequence: result.reflectedSequence, droppedRecords: result.droppedRecords }, "group taken over: volumes are writable"),
+      { type: "answerOperator", result },
+    ],
+  };
+}
+
+function stepFailed(state: SecondaryGroupState, error: string): SecondaryGroupStep {
+  const step = state.step;
+  if (step?.kind === "beginCopy") {
+    return {
+      state: { ...state, step: undefined },
+      effects: [
+        log("error", "repl_group_error", { group: state.name, error }, "the initial copy could not begin"),
+        { type: "dropJournal", generation: step.generation },
+        { type: "failStream", code: "INTERNAL", text: error },
+      ],
+    };
+  }
+  if (step?.kind === "finishCopy") {
+    return {
+      state: { ...state, step: undefined },
+      effects: [log("error", "repl_group_error", { group: state.name, error }, "the initial copy could not end"), { type: "failStream", code: "INTERNAL", text: error }],
+    };
+  }
+  const takeover = state.takeover;
+  assert(takeover?.phase === "converting", () => `a failure of group ${state.name} came while no step of its lifecycle waited`);
+  // Converted in part: the group takes nothing more until a restart, which finds node.json as
+  // it was (replicating) and recovers it as a secondary.
+  return {
+    state: { ...state, takeover: { phase: "abandoned" } },
+    effects: [
+      log("error", "takeover_failed", { group: state.name, error }, "takeover failed; the group takes nothing more until the node restarts, which recovers it as a secondary"),
+      { type: "refuseOperator", code: "TM_ERR_INTERNAL", text: `takeover of group ${state.name} failed: ${error}; restart the node and take over again` },
+    ],
+  };
+}
+
+function checkpointDue(state: SecondaryGroupState, event: Extract<SecondaryGroupEvent, { type: "checkpointDue" }>): SecondaryGroupStep {
+  const done = (value: boolean): SecondaryGroupStep => ({ state, effects: [{ type: "checkpointAnswer", done: value }] });
+  if (event.reflectedSequence <= state.record.reflectedSequence) return done(true);
+  // A group being taken over is checkpointed by the takeover itself.
+  if (takenOrTakingOver(state)) return done(true);
+  assert(state.checkpoint === undefined, () => `one checkpoint of group ${state.name} at a time`);
+  // Never while stopped or before it applied again after a resume: after a failed fdatasync
+  // the next one succeeds without the pages the failed one dropped, so a checkpoint then
+  // would record as durable what the volume lost (simulation seed 1829).
+  if (!event.checkpointable || state.stop !== undefined) return done(false);
+  // An idle pair costs no metadata save per second (time advances are replayed idempotently
+  // after a crash); a group waiting for journal room is checkpointed at once: the trim frees it.
+  if (!event.force && !event.volumesWritten && state.roomWait === undefined && event.nowMs - state.lastCheckpointMs < secondaryIdleCheckpointIntervalMs) return done(false);
+  const change: SecondaryRecordChange = {
+    secondary: { reflectedSequence: event.reflectedSequence, reflectedWriteTimeUs: event.reflectedPosition.writeTimeUs, reflectedAcceptNumber: event.reflectedPosition.acceptNumber },
+  };
+  const effects: SecondaryGroupEffect[] = [];
+  // Before the reflected sequence moves on (and the journal trims behind it): docs/volumes.md.
+  if (event.volumesWritten) effects.push({ type: "syncVolumes" });
+  effects.push({ type: "persistCheckpoint", change });
+  return {
+    state: { ...state, checkpoint: { sequence: event.reflectedSequence, position: event.reflectedPosition }, lastCheckpointMs: event.nowMs },
+    effects,
+  };
+}
+
+function checkpointSaved(state: SecondaryGroupState): SecondaryGroupStep {
+  const checkpoint = state.checkpoint;
+  assert(checkpoint !== undefined, () => `a checkpoint of group ${state.name} was being saved`);
+  const record = applySecondaryChange(state.record, {
+    secondary: { reflectedSequence: checkpoint.sequence, reflectedWriteTimeUs: checkpoint.position.writeTimeUs, reflectedAcceptNumber: checkpoint.position.acceptNumber },
+  });
+  return {
+    state: { ...state, record, checkpoint: undefined },
+    effects: [{ type: "trimJournal", throughSequence: checkpoint.sequence }, { type: "checkpointAnswer", done: true }],
+  };
+}
+
+/** Why a takeover of this group is refused now, or undefined (checked for every named group before any begins). */
+export function takeoverRefusal(state: SecondaryGroupState): { readonly code: OperatorRefusalCode; readonly text: string } | undefined {
+  if (state.record.state === "takeover") return undefined;
+  if (state.takeover !== undefined) return { code: "TM_ERR_STATE", text: `group ${state.name} is being taken over already` };
+  if (state.record.state !== "replicating" || state.step !== undefined) {
+    return { code: "TM_ERR_STATE", text: `group ${state.name} is still in its initial copy (${state.record.state}); its image is not consistent and cannot be taken over` };
+  }
+  return undefined;
+}
+
+/** Why a drained takeover cannot keep this group's image (reflection did not reach the copy's consistency point), or undefined. */
+export function takeoverCutRefusal(state: SecondaryGroupState, reflectedSequence: number): { readonly code: OperatorRefusalCode; readonly text: string } | undefined {
+  if (reflectedSequence >= state.record.consistentFromSequence) return undefined;
+  return { code: "TM_ERR_STATE", text: `group ${state.name} has reflected ${reflectedSequence} of the ${state.record.consistentFromSequence} records it needs after its initial copy; its image is not consistent yet` };
+}
+
+function alreadyTakenOver(state: SecondaryGroupState): TakeoverOutcome {
+  return { group: state.name, reflectedSequence: state.record.takeover?.keptSequence ?? 0, droppedRecords: state.record.takeover?.droppedRecords ?? 0, state: "takeover" };
+}
+
+/**
+ * One step of a secondary group's lifecycle. `nodeId` is this node's id (for refusal texts).
+ * Assertions: completions with no step waiting for them, a lifecycle step while another is in
+ * progress, a checkpoint while another is saved: the shell's contract, never the peer's.
+ */
+export function stepSecondaryGroup(state: SecondaryGroupState, event: SecondaryGroupEvent, nodeId: string): SecondaryGroupStep {
+  switch (event.type) {
+    case "openGroup":
+      return openGroup(state, event, nodeId);
+    case "copyChunk":
+      return copyChunk(state, event);
+    case "copyDone":
+      return copyDone(state, event);
+    case "batch":
+      if (takenOrTakingOver(state)) return { state, effects: [{ type: "failStream", code: "TAKEN_OVER", text: `group ${state.name} was taken over` }] };
+      return { state, effects: [{ type: "receiveBatch" }] };
+    case "batchReceived":
+      return batchReceived(state, event);
+    case "persisted":
+      return persisted(state);
+    case "persistFailed":
+      return stepFailed(state, `could not save the group's state: ${event.error}`);
+    case "copySynced": {
+      const step = state.step;
+      assert(step?.kind === "finishCopy" && step.phase === "syncing", () => `group ${state.name} was syncing its copy`);
+      // Replicating: the group joins its consistency domain, with the domain checkpointed first.
+      return {
+        state: { ...state, step: { ...step, phase: "joining" } },
+        effects: [{ type: "joinDomain", change: { secondary: { state: "replicating", consistentFromSequence: step.consistentFromSequence } } }],
+      };
+    }
+    case "copySyncFailed":
+      return stepFailed(state, event.error);
+    case "joinRefused": {
+      assert(state.step?.kind === "finishCopy" && state.step.phase === "joining", () => `group ${state.name} was joining its domain`);
+      return stepFailed(state, event.reason);
+    }
+    case "stepAbandoned":
+      return stepFailed(state, event.error);
+    case "checkpointSaved":
+      return checkpointSaved(state);
+    case "checkpointAbandoned":
+      return { state: { ...state, checkpoint: undefined }, effects: [] };
+    case "stopped":
+      return { state: { ...state, stop: event.stop }, effects: [{ type: "domainMemberStopped", reason: event.stop.reason }, { type: "kickReflection" }] };
+    case "resumed":
+      // Resumed: like a trim, room again (parked records, the primary's refused batches, pulls).
+      return { state: { ...state, stop: undefined }, effects: [{ type: "domainMemberResumed" }, { type: "kickReflection" }, { type: "roomAgain" }] };
+    case "journalFull": {
+      if (state.roomWait !== undefined) return { state: { ...state, roomWait: { ...state.roomWait, detail: event.detail } }, effects: [] };
+      return {
+        state: { ...state, roomWait: { sinceMs: event.nowMs, detail: event.detail } },
+        effects: [
+          // Reflected records free room only once checkpointed, and the reflector may have gone
+          // idle before the journal filled: wake it, so it checkpoints (on its timer) while the
+          // group waits (whole-node simulation).
+          { type: "kickReflection" },
+          log("warn", "secondary_journal_full", { usedBytes: event.usedBytes, bytesMax: event.bytesMax, detail: event.detail }, "secondary journal full: taking no more records until reflection frees space"),
+        ],
+      };
+    }
+    case "journalRoomBack": {
+      const wait = state.roomWait;
+      if (wait === undefined) return { state, effects: [] };
+      return {
+        state: { ...state, roomWait: undefined },
+        effects: [log("info", "secondary_journal_room", { waitedMs: Math.round(event.nowMs - wait.sinceMs), usedBytes: event.usedBytes }, "secondary journal has room again; receiving")],
+      };
+    }
+    case "roomFreed":
+      return { state, effects: [{ type: "roomAgain" }] };
+    case "receivedLost":
+      // The primary counts them as answered and waits for their arrival, which never comes
+      // unless it sends them again: the streams close, and the handshake that follows rewinds
+      // the primary to what arrived here (docs/replication-protocol.md).
+      return { state, effects: [{ type: "closeStreams", why: "resend", text: event.why }] };
+    case "checkpointDue":
+      return checkpointDue(state, event);
+    case "takeover": {
+      if (state.record.state === "takeover") return { state, effects: [{ type: "answerOperator", result: alreadyTakenOver(state) }] };
+      const refusal = takeoverRefusal(state);
+      if (refusal !== undefined) return { state, effects: [{ type: "refuseOperator", code: refusal.code, text: refusal.text }] };
+      // Stop receiving; the shell lets what was appended become durable and reflects to the last consistent point.
+      return { state: { ...state, takeover: { phase: "draining" } }, effects: [{ type: "closeStreams", why: "taken-over", text: "taken over on the secondary" }] };
+    }
+    case "takeoverDrained": {
+      assert(state.takeover?.phase === "draining", () => `group ${state.name} was draining for a takeover`);
+      const refusal = takeoverCutRefusal(state, event.reflectedSequence);
+      if (refusal !== undefined) return { state: { ...state, takeover: undefined }, effects: [{ type: "refuseOperator", code: refusal.code, text: refusal.text }] };
+      // Frozen at the cut: whatever runs while the groups are converted one by one (a smaller
+      // domain would have a later frontier) applies nothing more to it.
+      return { state: { ...state, takeover: { phase: "leftDomain" } }, effects: [{ type: "leaveDomain", why: "taken over" }] };
+    }
+    case "takeoverAbort":
+      assert(state.takeover?.phase === "draining", () => `group ${state.name} was draining for a takeover`);
+      return { state: { ...state, takeover: undefined }, effects: [{ type: "kickReflection" }] };
+    case "takeoverConvert": {
+      assert(state.takeover?.phase === "leftDomain", () => `group ${state.name} left its domain for a takeover`);
+      const generation = state.journalGeneration + 1;
+      const result: TakeoverOutcome = { group: state.name, reflectedSequence: event.keptSequence, droppedRecords: event.droppedRecords, state: "takeover" };
+      const change: SecondaryRecordChange = {
+        secondary: { state: "takeover", reflectedSequence: event.keptSequence, takeover: { keptSequence: event.keptSequence, droppedRecords: event.droppedRecords, at: event.atIso } },
+        group: { journalGeneration: generation, checkpointSequence: 0, nextSequence: 1 },
+      };
+      return {
+        state: { ...state, takeover: { phase: "converting", fromGeneration: state.journalGeneration, generation, change, result } },
+        // A takeover must work on a full disk (the disk filling is a reason to take over): its writes may use the space reserve.
+        effects: [{ type: "retireSecondary" }, { type: "openJournal", generation, nextSequence: 1, reserve: true }, { type: "persist", change, critical: true }],
+      };
+    }
+    default:
+      return unreachable(event, "secondary group event");
+  }
+}
+
+/** The volumes' reflected checkpoint as a position. */
+export function checkpointPosition(record: SecondaryLifecycleRecord): Position {
+  return { writeTimeUs: asWriteTimeUs(record.reflectedWriteTimeUs), acceptNumber: asAcceptNumber(record.reflectedAcceptNumber) };
+}
+
+// ---- prepare (POST /v1/pair-secondaries) -------------------------------------------------
+
+export type PrepareDecision =
+  /** The same pair asked again: nothing to do, the same answer. */
+  | { readonly kind: "answer" }
+  | { readonly kind: "refuse"; readonly code: "TM_ERR_CONFLICT"; readonly text: string }
+  /** No group of that name: create it (volumes, journal directory, record), state `empty`. */
+  | { readonly kind: "create" };
+
+/**
+ * What a primary's request to prepare group `group` for pair `pairId` comes to, given what
+ * this node has under that name (undefined: nothing; `secondary` undefined: a writable group).
+ * The volume checks (sizes, owners, data held) are the shell's: they are about its registry.
+ */
+export function decidePrepare(existing: { readonly secondary?: { readonly pairId: string; readonly state: SecondaryLifecycleRecord["state"] } | undefined } | undefined, request: { readonly pairId: string; readonly group: string }, nodeId: string): PrepareDecision {
+  if (existing === undefined) return { kind: "create" };
+  const secondary = existing.secondary;
+  if (secondary !== undefined && secondary.pairId === request.pairId) return { kind: "answer" };
+  if (secondary !== undefined && secondary.state !== "takeover") {
+    return { kind: "refuse", code: "TM_ERR_CONFLICT", text: `group ${request.group} on node ${nodeId} is already the secondary of pair ${secondary.pairId}` };
+  }
+  return { kind: "refuse", code: "TM_ERR_CONFLICT", text: `group ${request.group} already exists on node ${nodeId}; choose another --remote-group` };
+}
+
+/** The record of a freshly prepared secondary: empty, waiting for the primary's OPEN_GROUP. */
+export function newSecondaryRecord(request: {
+  readonly pairId: string; readonly primaryNode: string; readonly primaryGroup: string;
+  readonly transfer: "push" | "pull"; readonly streams: number; readonly reflect: "time" | "seq" | "marker";
+}): SecondaryLifecycleRecord {
+  return {
+    pairId: request.pairId, primaryNode: request.primaryNode, primaryGroup: request.primaryGroup, transfer: request.transfer, streams: request.streams,
+    reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
+    volumes: [], takeover: null,
+  };
+}
+
+// ---- what status says --------------------------------------------------------------------
+
+/** What the data path knows that status needs (undefined for a group not live: taken over). */
+export interface SecondaryFacts {
+  readonly reflectedSequence: number;
+  readonly arrivedSequence: number;
+  /** Reflection applies again what a disk error may have lost (a rewind waits, or runs through `reapplyThrough`). */
+  readonly rewinding: boolean;
+  readonly reapplyThrough: number;
+  readonly streams: number;
+  readonly noStreamSinceIso: string | undefined;
+  readonly peerCloseText: string | undefined;
+  /** The stopped member of the group's domain that holds it, when another one. */
+  readonly heldBy: { readonly name: string; readonly reason: string } | undefined;
+  /** The member whose arrived position is the frontier, when another one (for the journal-full text). */
+  readonly frontierHolder: string | undefined;
+  readonly journalUsedBytes: number;
+  readonly journalBytesMax: number;
+}
+
+/** Whether the secondary's image is dependent-write consistent (copy done, caught up, nothing being applied again). */
+export function isConsistent(state: SecondaryGroupState, facts: { readonly reflectedSequence: number; readonly rewinding: boolean }): boolean {
+  if (state.record.state === "takeover") return true;
+  // Stopped by a disk error, or applying again what a failed fdatasync may have dropped: the
+  // volumes may lack records counted as applied until then.
+  if (state.stop !== undefined || facts.rewinding) return false;
+  return state.record.state === "replicating" && facts.reflectedSequence >= state.record.consistentFromSequence;
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+/** The status reason while the group waits for journal room; `holder`: the group holding reflection back, when another one. */
+export function roomWaitReason(state: SecondaryGroupState, usedBytes: number, bytesMax: number, holder: string | undefined): string | null {
+  if (state.roomWait === undefined) return null;
+  const why = holder === undefined ? "waiting for reflection to free space" : `waiting for reflection (held by group ${holder})`;
+  return `journal full (${formatMiB(usedBytes)} of ${formatMiB(bytesMax)}): ${why}`;
+}
+
+/** The pair state and the one-line reason status shows for a secondary group. */
+export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFacts | undefined): { readonly state: "copying" | "replicating" | "stopped" | "takeover"; readonly reason: string | null } {
+  const record = state.record;
+  const stop = facts === undefined ? undefined : state.stop;
+  const shown = stop !== undefined ? "stopped" : record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
+  let reason: string | null = null;
+  const reflected = facts?.reflectedSequence ?? record.reflectedSequence;
+  if (shown === "replicating" && reflected < record.consistentFromSequence) {
+    reason = `catching up after the initial copy: consistent once sequence ${record.consistentFromSequence} is reflected`;
+  } else if (shown === "replicating" && facts !== undefined && !isConsistent(state, facts)) {
+    reason = `applying again what was applied since the last checkpoint (a disk error may have lost it): the image is consistent again once sequence ${facts.reapplyThrough} is reflected`;
+  }
+  if (shown === "takeover" && record.takeover !== null) reason = `taken over at ${record.takeover.at}: kept through sequence ${record.takeover.keptSequence}, dropped ${record.takeover.droppedRecords} records`;
+  if (stop !== undefined) reason = stop.reason;
+  if (facts === undefined) return { state: shown, reason };
+  // A stopped member holds its time domain (DESIGN.md): every group it holds names it.
+  if (shown === "replicating" && facts.heldBy !== undefined && facts.arrivedSequence > facts.reflectedSequence) {
+    reason = `reflection held by group ${facts.heldBy.name} of the same consistency domain, which is stopped (${facts.heldBy.reason})`;
+  }
+  if (reason === null && shown === "replicating" && facts.streams === 0) {
+    const said = facts.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${facts.peerCloseText}`;
+    reason = `no replication stream from primary ${record.primaryNode}${facts.noStreamSinceIso === undefined ? " since this node started" : ` since ${facts.noStreamSinceIso}`} (${said})`;
+  }
+  if (stop === undefined && shown !== "takeover") reason = roomWaitReason(state, facts.journalUsedBytes, facts.journalBytesMax, facts.frontierHolder) ?? reason;
+  return { state: shown, reason };
+}

@@ -1,0 +1,679 @@
+// A node's secondary role (issue 7 item 5): the groups that are the secondary of a pair.
+// It owns them (SecondaryGroup: receiver, journal, read-ahead), their consistency domains
+// (the Reflector), and runs their lifecycle: the pure machine of
+// core/secondary-group-machine.ts decides, this class executes the effects in order and
+// feeds back their completions (persisted, synced, joined ...). It answers the primary's
+// POST /v1/pair-secondaries (prepare), recovers the secondaries at start, checkpoints for the
+// reflector, takes groups over for the operator, and says their status. node.ts only wires
+// it: node.json's store, the volume registry, the journal directories and the writable
+// groups a takeover hands groups to are injected (SecondaryRoleOptions).
+import type { Logger } from "pino";
+import { assert } from "../core/assert.ts";
+import { faultInjected } from "../core/faults.ts";
+import {
+  decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal, takeoverCutRefusal, takeoverRefusal,
+  type OperatorRefusalCode, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
+} from "../core/secondary-group-machine.ts";
+import { asAcceptNumber, asWriteTimeUs } from "../core/types.ts";
+import type { ReplErrorCode } from "../protocol/repl-protocol.ts";
+import { GroupJournal, type JournalOptions, type RecoveryReport } from "../storage/journal.ts";
+import { makeDirectoryDurable } from "../storage/durable-fs.ts";
+import type { FileSystem } from "../storage/fs.ts";
+import type { VolumeFile } from "../storage/volume-file.ts";
+import type { GroupRecord, NodeMetadata, SecondaryRecord } from "../metadata/metadata.ts";
+import { ControlError } from "../core/errors.ts";
+import type { GroupInfo, PairInfo, PairSecondaryInfo, PairSecondaryRequest, TakeoverResult } from "../mgmt/control.ts";
+import type { Clock } from "../node/clock.ts";
+import type { JournalFigures } from "../node/metrics.ts";
+import { emptySecondaryVolumes, saveWrittenMaps, volumeBytes } from "../volumes/volume-files.ts";
+import { formatBytes } from "../cli/sizes.ts";
+import { Reflector } from "./reflector.ts";
+import type { PeerReply, SecondaryHost, SecondaryStreams } from "./repl-server.ts";
+import { SecondaryGroup, type SecondaryGroupObserver, type SecondaryVolume } from "./secondary-group.ts";
+
+/** A volume of the node's registry, as the secondary role sees it. */
+export interface RegistryVolume {
+  readonly id: number;
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly file: VolumeFile;
+  /** The group it belongs to (writable or a pair's secondary), if any. */
+  readonly owner: string | undefined;
+}
+
+export interface SecondaryRoleOptions {
+  readonly nodeId: string;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly fileSystem: FileSystem;
+  /** HOST:PORT a primary is told to open its replication streams to. */
+  readonly replAddress: () => string;
+  /** A new secondary group's journal size (bytes). */
+  readonly journalBytesMax: number;
+  /** node.json as last saved. */
+  readonly metadata: () => NodeMetadata;
+  /**
+   * node.json's serialised read-modify-write (MetadataStore.update): `change` edits the draft
+   * only, and the role's state follows the save once it resolved; `critical` writes may use
+   * the space reserve.
+   */
+  readonly updateMetadata: (change: (metadata: NodeMetadata) => void, critical?: boolean) => Promise<void>;
+  /** Runs a write the node cannot do without; on a full disk the space reserve is given back and it is tried once more. */
+  readonly withSpaceReserve: <T>(what: string, write: () => Promise<T>) => Promise<T>;
+  readonly volumes: {
+    byName(name: string): RegistryVolume | undefined;
+    byId(id: number): RegistryVolume | undefined;
+    /** Creates a volume (the node's volume create, with its checks and errors). */
+    create(name: string, sizeBytes: number): Promise<void>;
+    /** The volume is the secondary of a pair now (read-only, the reflected image), or no longer (undefined). */
+    setSecondary(volumeId: number, group: SecondaryGroup | undefined): void;
+  };
+  /** A group id for a new group (unique even before it is saved). */
+  readonly reserveGroupId: () => number;
+  readonly journalDir: (record: Pick<GroupRecord, "id" | "journalGeneration">) => string;
+  /** Opens (recovers) a group's journal; one it cannot trust throws with what to do. */
+  readonly openJournal: (record: GroupRecord, options: Omit<JournalOptions, "fileSystem">) => Promise<{ journal: GroupJournal; report: RecoveryReport }>;
+  /** A taken-over group becomes an ordinary writable group over `journal` (the node's writer). */
+  readonly becomeWritable: (record: GroupRecord, journal: GroupJournal) => void;
+}
+
+/** What one run of a lifecycle event collects for its caller. */
+interface RunContext {
+  /** The stream of the peer's message (peer events only). */
+  readonly reply?: PeerReply;
+  /** The reflector's checkpoint request: done, or not now. */
+  checkpointDone?: boolean;
+  /** The operator's takeover: the result, or the refusal. */
+  result?: TakeoverOutcome;
+  refusal?: { readonly code: OperatorRefusalCode; readonly text: string };
+  /** The error behind the last failed completion (a takeover that fails throws it). */
+  error?: unknown;
+}
+
+export class SecondaryRole implements SecondaryHost {
+  private readonly options: SecondaryRoleOptions;
+  private readonly logger: Logger;
+  private readonly groups = new Map<string, SecondaryGroup>();
+  readonly reflector: Reflector;
+  private streams: SecondaryStreams | undefined;
+  /** Journals a lifecycle step opened (or retired) and that are not the group's live one, by generation. */
+  private readonly staged = new Map<SecondaryGroup, Map<number, GroupJournal>>();
+  private readonly observer: SecondaryGroupObserver = {
+    execute: (group, effects) => {
+      for (const effect of effects) {
+        const completion = this.execute(group, effect, {});
+        assert(completion === undefined, () => `a step group ${group.name} took itself has no completion (${effect.type})`);
+      }
+    },
+    arrived: () => this.reflector.kick(),
+  };
+
+  constructor(options: SecondaryRoleOptions) {
+    this.options = options;
+    this.logger = options.logger;
+    this.reflector = new Reflector({
+      groups: () => [...this.groups.values()],
+      logger: this.logger.child({ component: "reflector" }),
+      clock: options.clock,
+      checkpointGroup: (group, force) => this.checkpoint(group, force),
+      onReflected: (group) => this.streams?.reportReflected(group),
+    });
+  }
+
+  get nodeId(): string {
+    return this.options.nodeId;
+  }
+
+  /** The replication listener: the group-wide stream actions the lifecycle asks for go to it. */
+  connectStreams(streams: SecondaryStreams): void {
+    this.streams = streams;
+  }
+
+  findSecondary(name: string): SecondaryGroup | undefined {
+    return this.groups.get(name);
+  }
+
+  has(name: string): boolean {
+    return this.groups.has(name);
+  }
+
+  get size(): number {
+    return this.groups.size;
+  }
+
+  // ---- start and stop -------------------------------------------------------------------
+
+  /** A secondary from node.json: journal recovered (not replayed: the reflector does that), volumes read-only. */
+  async recover(record: GroupRecord, secondary: SecondaryRecord): Promise<void> {
+    const volumes: SecondaryVolume[] = record.volumeIds.map((volumeId) => {
+      const live = this.options.volumes.byId(volumeId);
+      assert(live !== undefined, `secondary ${record.name} names volume ${volumeId} that exists`);
+      return { volumeId, name: live.name, file: live.file };
+    });
+    const { journal, report } = await this.options.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: secondary.startSequence });
+    const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
+    const group = new SecondaryGroup({
+      groupId: record.id, name: record.name, record: structuredClone(secondary), journalGeneration: record.journalGeneration ?? 0, journal, volumes,
+      logger: this.logger.child({ component: "secondary", group: record.name }), lastRecordPosition, clock: this.options.clock, nodeId: this.options.nodeId,
+      observer: this.observer,
+    });
+    this.groups.set(record.name, group);
+    for (const volume of volumes) this.options.volumes.setSecondary(volume.volumeId, group);
+    if (secondary.state === "replicating") this.reflector.recovered(group);
+    // A crash between a checkpoint's metadata save and its trim leaves records the checkpoint
+    // covers in the journal: trim them now. Nothing else would (a restarted reflector has
+    // nothing dirty to checkpoint), and a journal full of them refused every batch for ever
+    // (whole-node simulation, a crash point right after the save).
+    if (secondary.state === "replicating" && secondary.reflectedSequence >= journal.firstSequence && !faultInjected("no-trim-at-start")) {
+      try {
+        await group.trimThrough(secondary.reflectedSequence);
+      } catch (error) {
+        group.stopWith(error as Error, journal.dir);
+      }
+    }
+    if (report.records > 0 || report.tornBytesCut > 0) {
+      this.logger.info({ event: "secondary_journal_recovered", group: record.name, records: report.records, tornBytesCut: report.tornBytesCut, reflected: secondary.reflectedSequence, arrived: group.arrivedSequence }, "secondary journal recovered");
+    }
+  }
+
+  /** At start: reflect to the recomputed frontier before anyone reads a secondary's image. */
+  async replayToFrontier(): Promise<void> {
+    if (!faultInjected("skip-recovery-replay")) await this.reflector.drain();
+  }
+
+  /** Clean stop: reflection checkpointed, journals closed. */
+  async stop(): Promise<void> {
+    await this.reflector.stop();
+    for (const secondary of this.groups.values()) {
+      try {
+        await secondary.close();
+        await secondary.journal.close();
+      } catch (error) {
+        this.logger.error({ event: "secondary_close_failed", group: secondary.name, err: error }, "secondary journal did not close cleanly");
+      }
+    }
+  }
+
+  // ---- prepare: the primary's POST /v1/pair-secondaries ----------------------------------
+
+  /** Makes (or checks) the secondary group of a pair; the group name is validated by the caller. */
+  async prepare(request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
+    const nodeId = this.options.nodeId;
+    if (request.primaryNode === nodeId) {
+      // Before anything else: pairing a node with itself would find its own group and volumes.
+      throw new ControlError("TM_ERR_INVALID", `--to names node ${nodeId}, the primary itself (or a node with the same --id): a pair needs two different nodes; give --to the secondary's management URL`);
+    }
+    const info: PairSecondaryInfo = { nodeId, group: request.group, replAddress: this.options.replAddress() };
+    const decision = decidePrepare(this.options.metadata().groups.find((g) => g.name === request.group), request, nodeId);
+    if (decision.kind === "answer") return info;
+    if (decision.kind === "refuse") throw new ControlError(decision.code, decision.text);
+    const registry = this.options.volumes;
+    for (const volume of request.volumes) {
+      const live = registry.byName(volume.name);
+      if (live === undefined) continue;
+      if (live.sizeBytes !== volume.sizeBytes) {
+        throw new ControlError("TM_ERR_CONFLICT",
+          `volume ${volume.name} on the secondary (node ${nodeId}) is ${formatBytes(live.sizeBytes)} (${live.sizeBytes} bytes) but the primary's ${volume.name} is ${formatBytes(volume.sizeBytes)} (${volume.sizeBytes} bytes); ` +
+          `a pair needs equal sizes: pair with a secondary that has no volume ${volume.name} (pair create makes it) or one of ${formatBytes(volume.sizeBytes)}`);
+      }
+      if (live.owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volume.name} on node ${nodeId} already belongs to group ${live.owner}`);
+      // The initial copy replaces every byte: data a user wrote there is lost unless they said so.
+      const heldBytes = live.file.written.markedBytes;
+      if (heldBytes > 0 && request.force !== true) {
+        throw new ControlError("TM_ERR_CONFLICT",
+          `volume ${volume.name} on node ${nodeId} already holds data (up to ${formatBytes(heldBytes)} written); the initial copy would overwrite it. ` +
+          "To overwrite it, run pair create again with --force; to keep it, use --remote-group with another name or move the volume away");
+      }
+      if (heldBytes > 0) this.logger.warn({ event: "pair_target_overwrites_data", volume: volume.name, writtenBytes: heldBytes, primary: request.primaryNode }, "pair create --force: the initial copy overwrites data on this volume");
+    }
+    const members: RegistryVolume[] = [];
+    for (const volume of request.volumes) {
+      if (registry.byName(volume.name) === undefined) await registry.create(volume.name, volume.sizeBytes);
+      const created = registry.byName(volume.name);
+      assert(created !== undefined, "secondary volume exists");
+      members.push(created);
+    }
+    const id = this.options.reserveGroupId();
+    const secondary: SecondaryRecord = structuredClone(newSecondaryRecord(request)) as SecondaryRecord;
+    const record: GroupRecord = {
+      id, name: request.group, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax: this.options.journalBytesMax,
+      createdAt: new Date(this.options.clock.wallMs()).toISOString(), secondary,
+    };
+    await makeDirectoryDurable(this.options.fileSystem, this.options.journalDir(record));
+    await this.options.updateMetadata((m) => {
+      m.nextGroupId = Math.max(m.nextGroupId, id + 1);
+      m.groups.push(record);
+    });
+    await this.recover(record, secondary);
+    this.logger.info({ event: "pair_secondary_created", group: request.group, pairId: request.pairId, primary: request.primaryNode }, "pair secondary created");
+    return info;
+  }
+
+  // ---- the replication listener (SecondaryHost) -----------------------------------------
+
+  refuseOpen(name: string, pairId: string): { readonly code: ReplErrorCode; readonly text: string } {
+    const record = this.options.metadata().groups.find((g) => g.name === name);
+    if (record?.secondary !== undefined) {
+      const refusal = openRefusal(this.stateOf(record, record.secondary), pairId, this.options.nodeId);
+      if (refusal !== undefined) return refusal;
+    }
+    return { code: "UNKNOWN_GROUP", text: `group ${name} is not a pair secondary on node ${this.options.nodeId}` };
+  }
+
+  async deliver(group: SecondaryGroup, event: SecondaryGroupEvent, reply: PeerReply): Promise<void> {
+    const context: RunContext = { reply };
+    try {
+      await this.run(group, event, context);
+    } catch (error) {
+      // An effect of a lifecycle step threw (not a disk refusal the machine hears of): the step
+      // is over, and the machine answers the peer; otherwise the stream's own handling fails it.
+      if (group.lifecycle.step === undefined) throw error;
+      await this.run(group, { type: "stepAbandoned", error: (error as Error).message }, context);
+    }
+  }
+
+  lifecycle(group: SecondaryGroup, event: SecondaryGroupEvent, reply: PeerReply): Promise<void> {
+    const running = group.lifecycleChain.then(() => (reply.gone() ? undefined : this.deliver(group, event, reply)));
+    group.lifecycleChain = running.catch(() => undefined);
+    return running;
+  }
+
+  kickReflector(): void {
+    this.reflector.kick();
+  }
+
+  frontierHolder(group: SecondaryGroup): string | undefined {
+    return this.reflector.frontierHolder(group)?.name;
+  }
+
+  // ---- running the machine ------------------------------------------------------------------
+
+  /**
+   * Steps `event` and executes the effects in order; an effect's completion (a save done, a
+   * copy synced, a batch received ...) is the next event. Effects with a completion end their
+   * list (the machine's contract, checked here).
+   */
+  private async run(group: SecondaryGroup, event: SecondaryGroupEvent, context: RunContext): Promise<void> {
+    let next: SecondaryGroupEvent | undefined = event;
+    while (next !== undefined) {
+      const effects = group.step(next);
+      next = undefined;
+      for (const effect of effects) {
+        assert(next === undefined, () => `an effect with a completion ends its list (group ${group.name}, then ${effect.type})`);
+        const completion = this.execute(group, effect, context);
+        next = completion instanceof Promise ? await completion : completion;
+      }
+    }
+  }
+
+  /** Executes one effect; returns its completion event (a promise of it when it does I/O). */
+  private execute(group: SecondaryGroup, effect: SecondaryGroupEffect, context: RunContext): SecondaryGroupEvent | undefined | Promise<SecondaryGroupEvent | undefined> {
+    switch (effect.type) {
+      case "persist":
+        return this.persist(group, effect.change, effect.critical).then(() => ({ type: "persisted" }), (error: unknown) => {
+          context.error = error;
+          return { type: "persistFailed", error: (error as Error).message };
+        });
+      case "emptyVolumes":
+        return emptySecondaryVolumes(group, this.logger).then(() => undefined);
+      case "openJournal":
+        return this.openJournal(group, effect.generation, effect.nextSequence, effect.reserve).then(() => undefined);
+      case "useJournal": {
+        const staged = this.stagedOf(group);
+        const journal = staged.get(effect.generation);
+        assert(journal !== undefined, () => `journal generation ${effect.generation} of ${group.name} was opened`);
+        staged.delete(effect.generation);
+        staged.set(effect.replacing, group.journal);
+        group.startCopyOver(journal);
+        return undefined;
+      }
+      case "removeJournal":
+        return this.removeJournal(group, effect.generation, true).then(() => undefined);
+      case "dropJournal":
+        return this.removeJournal(group, effect.generation, false).then(() => undefined);
+      case "syncCopiedVolumes":
+        return this.syncCopiedVolumes(group).then(() => ({ type: "copySynced" }), (error: unknown) => {
+          context.error = error;
+          return { type: "copySyncFailed", error: (error as Error).message };
+        });
+      case "joinDomain":
+        return this.reflector.join(group, () => this.persist(group, effect.change, false)).then((refusal) => (refusal === undefined ? { type: "persisted" } : { type: "joinRefused", reason: refusal }));
+      case "leaveDomain":
+        this.reflector.leave(group, effect.why);
+        return undefined;
+      case "domainMemberStopped":
+      case "domainMemberResumed":
+        this.reflector.memberStopChanged(group);
+        return undefined;
+      case "writeCopyChunk": {
+        const write = context.reply?.writeCopy;
+        assert(write !== undefined, "a copy chunk is written for the stream that sent it");
+        return write(effect).then(() => undefined);
+      }
+      case "receiveBatch": {
+        const receive = context.reply?.receive;
+        assert(receive !== undefined, "a batch is received for the stream that sent it");
+        return receive();
+      }
+      case "syncVolumes":
+        return this.syncReflectedVolumes(group).then(() => undefined);
+      case "persistCheckpoint":
+        return this.options.updateMetadata((m) => {
+          const record = m.groups.find((g) => g.id === group.groupId);
+          if (record?.secondary === undefined) return; // taken over meanwhile
+          Object.assign(record.secondary, structuredClone(effect.change.secondary));
+        }).then(() => ({ type: "checkpointSaved" }));
+      case "trimJournal":
+        return group.trimThrough(effect.throughSequence).then(() => undefined);
+      case "checkpointAnswer":
+        context.checkpointDone = effect.done;
+        return undefined;
+      case "kickReflection":
+        this.reflector.kick();
+        return undefined;
+      case "roomAgain":
+        this.streams?.roomAgain(group);
+        return undefined;
+      case "schedulePulls":
+        this.streams?.schedulePulls(group);
+        return undefined;
+      case "closeStreams":
+        this.streams?.closeStreams(group, effect.why, effect.text);
+        return undefined;
+      case "answerPeer":
+        assert(context.reply !== undefined, "a peer is answered on its stream");
+        context.reply.answer(effect.message);
+        return undefined;
+      case "refusePeer":
+        assert(context.reply !== undefined, "a peer is refused on its stream");
+        context.reply.refuse(effect);
+        return undefined;
+      case "failStream":
+        assert(context.reply !== undefined, "a stream is failed by its own message");
+        if (effect.code === "INTERNAL") group.lastError = effect.text;
+        context.reply.fail(effect.code, effect.text);
+        return undefined;
+      case "retireSecondary":
+        return this.retire(group).then(() => undefined);
+      case "becomeWritable": {
+        const staged = this.stagedOf(group);
+        const journal = staged.get(effect.generation);
+        assert(journal !== undefined, () => `journal generation ${effect.generation} of ${group.name} was opened`);
+        staged.delete(effect.generation);
+        this.staged.delete(group);
+        this.groups.delete(group.name);
+        this.options.becomeWritable(this.groupRecord(group), journal);
+        return undefined;
+      }
+      case "answerOperator":
+        context.result = effect.result;
+        return undefined;
+      case "refuseOperator":
+        context.refusal = { code: effect.code, text: effect.text };
+        return undefined;
+      case "log":
+        this.logger[effect.level]({ event: effect.event, ...effect.fields }, effect.message);
+        return undefined;
+    }
+  }
+
+  private stagedOf(group: SecondaryGroup): Map<number, GroupJournal> {
+    let staged = this.staged.get(group);
+    if (staged === undefined) {
+      staged = new Map();
+      this.staged.set(group, staged);
+    }
+    return staged;
+  }
+
+  private groupRecord(group: SecondaryGroup): GroupRecord {
+    const record = this.options.metadata().groups.find((g) => g.id === group.groupId);
+    assert(record !== undefined, () => `group ${group.name} is in the metadata`);
+    return record;
+  }
+
+  /** Saves a lifecycle change to node.json (the group's `secondary` record and its group fields). */
+  private persist(group: SecondaryGroup, change: SecondaryRecordChange, critical: boolean): Promise<void> {
+    return this.options.updateMetadata((m) => {
+      const record = m.groups.find((g) => g.id === group.groupId);
+      assert(record?.secondary !== undefined, "secondary group is in the metadata");
+      Object.assign(record.secondary, structuredClone(change.secondary));
+      const fields = change.group;
+      if (fields?.journalGeneration !== undefined) record.journalGeneration = fields.journalGeneration;
+      if (fields?.checkpointSequence !== undefined) record.checkpointSequence = fields.checkpointSequence;
+      if (fields?.nextSequence !== undefined) record.nextSequence = fields.nextSequence;
+    }, critical);
+  }
+
+  /** A fresh journal in the directory of `generation`, beside the live one. */
+  private async openJournal(group: SecondaryGroup, generation: number, nextSequence: number, reserve: boolean): Promise<void> {
+    const record = this.groupRecord(group);
+    const dir = this.options.journalDir({ id: group.groupId, journalGeneration: generation });
+    const open = async (): Promise<GroupJournal> => {
+      await makeDirectoryDurable(this.options.fileSystem, dir);
+      const { journal } = await GroupJournal.open(dir, { fileSystem: this.options.fileSystem, bytesMax: record.journalBytesMax, nextSequence });
+      return journal;
+    };
+    const journal = reserve ? await this.options.withSpaceReserve("take over", open) : await open();
+    this.stagedOf(group).set(generation, journal);
+  }
+
+  /** Closes the journal of `generation` if a step left it open aside, and (`removeDirectory`) removes its directory. */
+  private async removeJournal(group: SecondaryGroup, generation: number, removeDirectory: boolean): Promise<void> {
+    const staged = this.stagedOf(group);
+    const journal = staged.get(generation);
+    if (journal !== undefined) {
+      staged.delete(generation);
+      await journal.close().catch((error: unknown) => this.logger.warn({ event: "secondary_journal_close_failed", group: group.name, err: error }, "an old journal did not close cleanly; it is removed"));
+    }
+    if (removeDirectory) await this.options.fileSystem.removeTree(this.options.journalDir({ id: group.groupId, journalGeneration: generation }));
+  }
+
+  /** The copy's writes have no journal: volumes fdatasync'd and their written maps saved. */
+  private async syncCopiedVolumes(group: SecondaryGroup): Promise<void> {
+    for (const volume of group.volumes) await volume.file.datasync();
+    await saveWrittenMaps(group.volumes);
+  }
+
+  /** Before a checkpoint is saved: what reflection applied is durable (docs/volumes.md). */
+  private async syncReflectedVolumes(group: SecondaryGroup): Promise<void> {
+    group.volumesWrittenSinceCheckpoint = false;
+    try {
+      for (const volume of group.volumes) await volume.file.datasync();
+      await saveWrittenMaps(group.volumes);
+    } catch (error) {
+      group.volumesWrittenSinceCheckpoint = true;
+      throw error;
+    }
+  }
+
+  /** A takeover's end of the secondary: its stop and resume end, volumes synced, maps saved, journal closed (removed after the save). */
+  private async retire(group: SecondaryGroup): Promise<void> {
+    await group.close();
+    for (const volume of group.volumes) await volume.file.datasync();
+    // A takeover must work on a full disk (the secondary's disk filling is a reason to take over):
+    // its writes may use the space reserve.
+    await this.options.withSpaceReserve("take over", () => saveWrittenMaps(group.volumes));
+    // A stopped group's journal may be abandoned already; it is removed after the save either way.
+    await group.journal.close().catch((error: unknown) => this.logger.warn({ event: "takeover_journal_close_failed", group: group.name, err: error }, "the old journal did not close cleanly; it is removed"));
+  }
+
+  // ---- the reflector's checkpoints -------------------------------------------------------------
+
+  /**
+   * Reflector checkpoint of one group: volumes durable through the reflected sequence, then
+   * persisted, then the journal trimmed; the lifecycle decides whether now (idle groups at most
+   * every secondaryIdleCheckpointIntervalMs unless forced). False: not done now, ask again.
+   * Errors: the disk's (the reflector stops the group) and the save's.
+   */
+  private async checkpoint(group: SecondaryGroup, force: boolean): Promise<boolean> {
+    if (this.groups.get(group.name) !== group) return true; // taken over meanwhile
+    const context: RunContext = {};
+    try {
+      await this.run(group, {
+        type: "checkpointDue", nowMs: this.options.clock.monotonicMs(), force, reflectedSequence: group.reflectedSequence, reflectedPosition: group.reflectedPosition,
+        volumesWritten: group.volumesWrittenSinceCheckpoint, checkpointable: group.checkpointable,
+      }, context);
+    } catch (error) {
+      if (group.lifecycle.checkpoint !== undefined) group.step({ type: "checkpointAbandoned" });
+      throw error;
+    }
+    assert(context.checkpointDone !== undefined, "a checkpoint request is answered");
+    return context.checkpointDone;
+  }
+
+  // ---- the operator: pair takeover -------------------------------------------------------------
+
+  /**
+   * Takes the named groups over at one cut: every check first (nothing changes if one
+   * refuses), then their streams close, reflection drains to the frontier, each cut is
+   * checked, the groups leave their domain, and each is converted into a writable group.
+   */
+  async takeover(groupNames: readonly string[]): Promise<readonly TakeoverResult[]> {
+    const nodeId = this.options.nodeId;
+    if (groupNames.length === 0) throw new ControlError("TM_ERR_INVALID", "name at least one group to take over");
+    const results: TakeoverResult[] = [];
+    const taking: SecondaryGroup[] = [];
+    for (const name of groupNames) {
+      const record = this.options.metadata().groups.find((g) => g.name === name);
+      if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${name} does not exist on node ${nodeId}`);
+      if (record.secondary === undefined) throw new ControlError("TM_ERR_STATE", `group ${name} is not the secondary of a pair on node ${nodeId}; run takeover against the secondary`);
+      if (record.secondary.state === "takeover") {
+        results.push({ group: name, reflectedSequence: record.secondary.takeover?.keptSequence ?? 0, droppedRecords: record.secondary.takeover?.droppedRecords ?? 0, state: "takeover" });
+        continue;
+      }
+      const secondary = this.groups.get(name);
+      assert(secondary !== undefined, "a secondary group is live");
+      const refusal = takeoverRefusal(secondary.lifecycle);
+      if (refusal !== undefined) throw new ControlError(refusal.code, refusal.text);
+      taking.push(secondary);
+    }
+    // Stop receiving, let what was appended become durable, reflect to the last consistent point.
+    for (const secondary of taking) await this.runOperator(secondary, { type: "takeover" });
+    for (const secondary of taking) {
+      while (secondary.pendingAppends > 0) await this.options.clock.sleep(2);
+    }
+    await this.reflector.drain();
+    // Every cut is checked before any group leaves its domain: a refusal changes nothing.
+    for (const secondary of taking) {
+      const refusal = takeoverCutRefusal(secondary.lifecycle, secondary.reflectedSequence);
+      if (refusal === undefined) continue;
+      for (const t of taking) await this.runOperator(t, { type: "takeoverAbort" });
+      throw new ControlError(refusal.code, refusal.text);
+    }
+    // Frozen at the cut: whatever runs while the groups are converted one by one (a smaller
+    // domain would have a later frontier) applies nothing more to them.
+    for (const secondary of taking) await this.runOperator(secondary, { type: "takeoverDrained", reflectedSequence: secondary.reflectedSequence });
+    for (const secondary of taking) {
+      const kept = secondary.reflectedSequence;
+      const dropped = Math.max(0, secondary.arrivedSequence - kept) + secondary.receiver.reorderRecords;
+      const result = await this.runOperator(secondary, { type: "takeoverConvert", keptSequence: kept, droppedRecords: dropped, atIso: new Date(this.options.clock.wallMs()).toISOString() });
+      assert(result !== undefined, "a conversion ends with its result");
+      results.push(result);
+    }
+    this.reflector.kick();
+    return results;
+  }
+
+  /** Runs an operator's event; a refusal throws (a failed save or disk write with its own error). */
+  private async runOperator(group: SecondaryGroup, event: SecondaryGroupEvent): Promise<TakeoverOutcome | undefined> {
+    const context: RunContext = {};
+    try {
+      await this.run(group, event, context);
+    } catch (error) {
+      if (group.lifecycle.takeover?.phase !== "converting") throw error;
+      context.error = error;
+      await this.run(group, { type: "stepAbandoned", error: (error as Error).message }, context);
+    }
+    const refusal = context.refusal;
+    if (refusal !== undefined) {
+      if (context.error instanceof Error) throw context.error;
+      throw new ControlError(refusal.code, refusal.text);
+    }
+    return context.result;
+  }
+
+  // ---- status ---------------------------------------------------------------------------------
+
+  /** The lifecycle state of a group that is not live (taken over), from its record. */
+  private stateOf(record: GroupRecord, secondary: SecondaryRecord): ReturnType<typeof initialSecondaryState> {
+    return initialSecondaryState({ groupId: record.id, name: record.name, volumes: [], record: secondary, journalGeneration: record.journalGeneration ?? 0 });
+  }
+
+  status(record: GroupRecord, secondaryRecord: SecondaryRecord): PairInfo {
+    const name = record.name;
+    const secondary = this.groups.get(name);
+    const described = describeSecondary(secondary?.lifecycle ?? this.stateOf(record, secondaryRecord), secondary === undefined ? undefined : {
+      reflectedSequence: secondary.reflectedSequence, arrivedSequence: secondary.arrivedSequence, rewinding: secondary.rewinding, reapplyThrough: secondary.reapplyThrough,
+      streams: secondary.streams.size, noStreamSinceIso: secondary.noStreamSinceIso, peerCloseText: secondary.peerCloseText,
+      heldBy: this.reflector.heldBy(secondary), frontierHolder: this.frontierHolder(secondary),
+      journalUsedBytes: secondary.journal.usedBytes, journalBytesMax: secondary.journal.bytesMax,
+    });
+    const shown = secondary?.record ?? secondaryRecord;
+    const reflected = secondary?.reflectedSequence ?? secondaryRecord.reflectedSequence;
+    const arrived = secondary?.arrivedSequence ?? secondaryRecord.reflectedSequence;
+    return {
+      group: name, role: "secondary", state: described.state, pairId: shown.pairId, remoteNode: shown.primaryNode, remoteUrl: null, remoteGroup: shown.primaryGroup,
+      mode: "async", transfer: shown.transfer, streams: shown.streams, reflect: shown.reflect,
+      acceptedSequence: arrived, sentSequence: arrived, arrivedSequence: arrived, reflectedSequence: reflected,
+      lagRecords: Math.max(0, arrived - reflected), lagBytes: 0,
+      // Write-time distance between what arrived and what is reflected; unknown (0) before the first stamped record.
+      lagSeconds: secondary === undefined || arrived <= reflected || secondary.reflectedPosition.writeTimeUs === 0
+        ? 0
+        : Math.max(0, (secondary.arrivedPosition.writeTimeUs - secondary.reflectedPosition.writeTimeUs) / 1e6),
+      journalBytes: secondary?.journal.usedBytes ?? 0, journalBytesMax: secondary?.journal.bytesMax ?? 0,
+      // The primary decides what it sends (its written extents) and says how much only in
+      // COPY_DONE: until then the secondary can only show the volumes' size as the total.
+      copy: described.state === "copying" && secondary !== undefined
+        ? { doneBytes: secondary.copyBytes, totalBytes: Math.max(secondary.copyBytes, volumeBytes(secondary.volumes)), volumeBytes: volumeBytes(secondary.volumes) }
+        : null,
+      heldWrites: 0, reason: described.reason,
+      link: { connectedStreams: secondary?.streams.size ?? 0, reconnects: 0, lastError: secondary?.lastError ?? null },
+    };
+  }
+
+  /** `group list` for a live secondary group, undefined for any other. */
+  groupInfo(record: GroupRecord, volumeName: (id: number) => string): GroupInfo | undefined {
+    const secondary = this.groups.get(record.name);
+    if (secondary === undefined) return undefined;
+    return {
+      name: record.name,
+      volumes: record.volumeIds.map(volumeName),
+      nextSequence: secondary.arrivedSequence + 1,
+      appliedSequence: secondary.reflectedSequence,
+      durableSequence: secondary.journal.durableSequence,
+      journalBytes: secondary.journal.usedBytes,
+      journalBytesMax: secondary.journal.bytesMax,
+      journalSegments: secondary.journal.segmentCount,
+      lastWriteTimeUs: secondary.reflectedPosition.writeTimeUs,
+      state: secondary.stopped === undefined ? "ok" : "stopped",
+      heldWrites: 0,
+      reason: secondary.stopped?.reason ?? secondary.spaceReason(this.frontierHolder(secondary)),
+    };
+  }
+
+  /** Health: every secondary whose journal is full, with why. */
+  healthReasons(): string[] {
+    const reasons: string[] = [];
+    for (const secondary of this.groups.values()) {
+      const reason = secondary.stopped === undefined ? secondary.spaceReason(this.frontierHolder(secondary)) : null;
+      if (reason !== null) reasons.push(`group ${secondary.name}: ${reason}`);
+    }
+    return reasons;
+  }
+
+  journalFigures(): JournalFigures[] {
+    return [...this.groups.values()].map((secondary) => ({
+      group: secondary.name,
+      usedBytes: secondary.journal.usedBytes,
+      bytesMax: secondary.journal.bytesMax,
+      fsyncs: secondary.journal.fsyncCount,
+      bytesWritten: secondary.journal.bytesWritten,
+      nextSequence: secondary.arrivedSequence + 1,
+      appliedSequence: secondary.reflectedSequence,
+      heldWrites: 0,
+      stopped: secondary.stopped === undefined ? 0 : 1,
+      role: "secondary",
+    }));
+  }
+}
