@@ -93,22 +93,28 @@ export class VolumeIoError extends TidemarkError {
   }
 }
 
+/** A journal error at a place in a file: the path, the byte offset and what is wrong there. */
+abstract class JournalPlaceError extends TidemarkError {
+  readonly path: string;
+  readonly offsetBytes: number;
+  readonly reason: string;
+  constructor(code: TmErrorCode, message: string, path: string, offsetBytes: number, reason: string) {
+    super(code, message);
+    this.path = path;
+    this.offsetBytes = offsetBytes;
+    this.reason = reason;
+  }
+}
+
 /**
  * Real damage found in a journal: a bad record in a segment that is not the last one,
  * a sequence gap or a segment that does not start where its name says. Never a torn
  * tail (that is cut and reported). The node must not start the group on it.
  */
-export class JournalCorruptError extends TidemarkError {
+export class JournalCorruptError extends JournalPlaceError {
   override name = "JournalCorruptError";
-  override readonly code = "TM_ERR_JOURNAL_CORRUPT";
-  readonly path: string;
-  readonly offsetBytes: number;
-  readonly reason: string;
   constructor(path: string, offsetBytes: number, reason: string) {
-    super("TM_ERR_JOURNAL_CORRUPT", `journal damaged: ${path} at byte ${offsetBytes}: ${reason}`);
-    this.path = path;
-    this.offsetBytes = offsetBytes;
-    this.reason = reason;
+    super("TM_ERR_JOURNAL_CORRUPT", `journal damaged: ${path} at byte ${offsetBytes}: ${reason}`, path, offsetBytes, reason);
   }
 }
 
@@ -118,25 +124,17 @@ export class JournalCorruptError extends TidemarkError {
  * It may hold answered writes, so it is never cut off as a torn tail: the node refuses to
  * start the group and says what to do.
  */
-export class JournalFormatError extends TidemarkError {
+export class JournalFormatError extends JournalPlaceError {
   override name = "JournalFormatError";
-  override readonly code = "TM_ERR_JOURNAL_FORMAT";
-  readonly path: string;
-  readonly offsetBytes: number;
-  readonly reason: string;
   constructor(path: string, offsetBytes: number, reason: string) {
     super("TM_ERR_JOURNAL_FORMAT", `journal ${path} holds a record at byte ${offsetBytes} that this version of tidemark cannot read (${reason}); ` +
-      "it was probably written by a newer tidemark: start the node with that version again. Nothing was changed on disk.");
-    this.path = path;
-    this.offsetBytes = offsetBytes;
-    this.reason = reason;
+      "it was probably written by a newer tidemark: start the node with that version again. Nothing was changed on disk.", path, offsetBytes, reason);
   }
 }
 
 /** An append that would take the journal past its size limit; the sequence is not consumed. */
 export class JournalFullError extends TidemarkError {
   override name = "JournalFullError";
-  override readonly code = "TM_ERR_JOURNAL_FULL";
   readonly usedBytes: number;
   readonly bytesMax: number;
   constructor(usedBytes: number, recordBytes: number, bytesMax: number) {
@@ -149,7 +147,6 @@ export class JournalFullError extends TidemarkError {
 /** append/sync/readFrom after close(). */
 export class JournalClosedError extends TidemarkError {
   override name = "JournalClosedError";
-  override readonly code = "TM_ERR_JOURNAL_CLOSED";
   constructor(dir: string) {
     super("TM_ERR_JOURNAL_CLOSED", `journal ${dir} is closed`);
   }
@@ -158,7 +155,6 @@ export class JournalClosedError extends TidemarkError {
 /** A journal abandoned by a stop (appends and syncs waiting on it fail with this). */
 export class JournalAbandonedError extends TidemarkError {
   override name = "JournalAbandonedError";
-  override readonly code = "TM_ERR_JOURNAL_ABANDONED";
   constructor(dir: string) {
     super("TM_ERR_JOURNAL_ABANDONED", `journal ${dir} abandoned`);
   }
@@ -167,7 +163,6 @@ export class JournalAbandonedError extends TidemarkError {
 /** readFrom asked for records already trimmed away. */
 export class JournalTrimmedError extends TidemarkError {
   override name = "JournalTrimmedError";
-  override readonly code = "TM_ERR_JOURNAL_TRIMMED";
   readonly firstSequence: number;
   constructor(dir: string, sequence: number, firstSequence: number) {
     super("TM_ERR_JOURNAL_TRIMMED", `journal ${dir}: sequence ${sequence} is trimmed, the journal starts at ${firstSequence}`);

@@ -19,6 +19,7 @@
 // Peer messages that do not fit the state are ignored or refused with a log line, never
 // asserted. Assertions guard the shell's contract: completions (`persisted`, `timerFired`)
 // only for a save or a timer the machine asked for, stream indexes in range.
+import { log, type LogEffect } from "./log-effect.ts";
 import { assert, unreachable } from "./assert.ts";
 import type { TmErrorCode } from "./errors.ts";
 import { replBatchBytesMax, replNoSpaceRetryMsMax, replNoSpaceRetryMsMin, replReconnectDelayMsMax, replReconnectDelayMsMin } from "./limits.ts";
@@ -171,14 +172,6 @@ export type PrimaryPairEvent =
   | { readonly type: "fail"; readonly reason: string };
 
 export type OperatorRefusalCode = Extract<TmErrorCode, "TM_ERR_STATE" | "TM_ERR_NO_SPACE" | "TM_ERR_IO" | "TM_ERR_INTERNAL">;
-
-export interface LogEffect {
-  readonly type: "log";
-  readonly level: "info" | "warn" | "error";
-  readonly event: string;
-  readonly fields: Readonly<Record<string, string | number | boolean | null>>;
-  readonly message: string;
-}
 
 /** Why every stream is closed and opened again while the pair runs. */
 export type ReopenWhy = "copy-done" | "copy-done-not-saved";
@@ -605,6 +598,3 @@ function onFail(s: PrimaryPairState, reason: string, out: PrimaryPairEffect[]): 
   return persist(stopped, { record: { state: "failed", reason } }, { kind: "fail" }, out);
 }
 
-function log(level: LogEffect["level"], event: string, fields: LogEffect["fields"], message: string): LogEffect {
-  return { type: "log", level, event, fields, message };
-}

@@ -17,6 +17,7 @@
 // a log line), never asserted. Assertions guard the shell's own contract: one lifecycle step
 // (an event and its follow-ups through the save) at a time per group, completions only for a
 // step in progress.
+import { log, type LogEffect } from "./log-effect.ts";
 import { assert, unreachable } from "./assert.ts";
 import { asAcceptNumber, asWriteTimeUs } from "./types.ts";
 import type { Position } from "./position.ts";
@@ -182,14 +183,6 @@ export type PeerAnswer =
 /** The stable codes (core/errors.ts) an operator's or a primary's request is refused with. */
 export type OperatorRefusalCode = Extract<TmErrorCode, "TM_ERR_STATE" | "TM_ERR_CONFLICT" | "TM_ERR_NOT_FOUND" | "TM_ERR_INTERNAL">;
 
-export interface LogEffect {
-  readonly type: "log";
-  readonly level: "info" | "warn" | "error";
-  readonly event: string;
-  readonly fields: Readonly<Record<string, string | number | boolean>>;
-  readonly message: string;
-}
-
 /**
  * What the shell does, in order. Ordering rules:
  * - Persist before announce: `answerPeer`/`answerOperator` of a step that saves come only
@@ -288,9 +281,6 @@ export function mayPull(state: SecondaryGroupState): boolean {
   return state.record.state === "replicating" && state.takeover === undefined && state.stop === undefined;
 }
 
-function log(level: LogEffect["level"], event: string, fields: LogEffect["fields"], message: string): LogEffect {
-  return { type: "log", level, event, fields, message };
-}
 
 function takenOverText(state: SecondaryGroupState): string {
   const t = state.record.takeover;

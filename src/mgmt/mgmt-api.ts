@@ -54,13 +54,16 @@ const nameSchema = (kind: string) =>
     if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
   });
 
+/** A volume's size in a body: whole bytes within the node's limits. */
+const volumeSizeSchema = z
+  .number()
+  .int("must be a whole number of bytes")
+  .min(volumeBytesMin, `must be at least ${volumeBytesMin} bytes`)
+  .max(volumeBytesMax, `must be at most ${volumeBytesMax} bytes`);
+
 export const createVolumeBodySchema = z.strictObject({
   name: nameSchema("volume"),
-  sizeBytes: z
-    .number()
-    .int("must be a whole number of bytes")
-    .min(volumeBytesMin, `must be at least ${volumeBytesMin} bytes`)
-    .max(volumeBytesMax, `must be at most ${volumeBytesMax} bytes`),
+  sizeBytes: volumeSizeSchema,
 });
 
 export const createGroupBodySchema = z.strictObject({
@@ -141,11 +144,7 @@ export const pairSecondaryBodySchema = z.strictObject({
     .array(
       z.strictObject({
         name: nameSchema("volume"),
-        sizeBytes: z
-          .number()
-          .int("must be a whole number of bytes")
-          .min(volumeBytesMin, `must be at least ${volumeBytesMin} bytes`)
-          .max(volumeBytesMax, `must be at most ${volumeBytesMax} bytes`),
+        sizeBytes: volumeSizeSchema,
       }),
     )
     .min(1, "must list at least one volume")

@@ -58,6 +58,38 @@ export type ResumeOutcome =
   /** Resuming would pretend something is durable or consistent: the operator must act. */
   | { readonly kind: "final"; readonly reason: string };
 
+/**
+ * Reopens a stopped group's journal from the disk for a resume (both sides) and checks that it
+ * still holds every record through `mustHoldThrough` (made durable, or acknowledged to the
+ * primary). A storage error is a retry; a journal that lost such a record is final, with
+ * `lostReason(lastSequence)`; a group closed meanwhile is a retry. The journal is closed on
+ * every outcome but "opened". Other errors are thrown.
+ */
+export async function reopenJournalForResume<J extends { readonly lastSequence: number }, R extends { readonly lastSequence: number }>(options: {
+  readonly open: () => Promise<{ readonly journal: J & { close(): Promise<void> }; readonly report: R }>;
+  readonly closed: () => boolean;
+  readonly mustHoldThrough: number;
+  readonly lostReason: (lastSequence: number) => string;
+}): Promise<{ readonly kind: "opened"; readonly journal: J & { close(): Promise<void> }; readonly report: R } | Exclude<ResumeOutcome, { kind: "resumed" }>> {
+  let opened: { readonly journal: J & { close(): Promise<void> }; readonly report: R };
+  try {
+    opened = await options.open();
+  } catch (error) {
+    if (isStorageError(error)) return { kind: "retry", error };
+    throw error;
+  }
+  const { journal, report } = opened;
+  if (options.closed()) {
+    await journal.close().catch(() => undefined);
+    return { kind: "retry", error: new Error("closing") };
+  }
+  if (report.lastSequence < options.mustHoldThrough) {
+    await journal.close().catch(() => undefined);
+    return { kind: "final", reason: options.lostReason(report.lastSequence) };
+  }
+  return { kind: "opened", journal, report };
+}
+
 export interface GroupStopControlOptions {
   readonly name: string;
   readonly logger: Logger;
@@ -121,7 +153,7 @@ export class GroupStopControl {
 
   /**
    * A write to `path` succeeded (the file a spell began with, or a file in that directory;
-   * undefined: any): a spell that resumed is over.
+   * undefined: whichever): a spell that resumed is over.
    */
   noteProgress(path?: string): void {
     const spell = this.spell;

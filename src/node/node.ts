@@ -466,7 +466,7 @@ export class TidemarkNode implements NodeControl, PairControl {
   /**
    * Runs a write the node cannot do without (the lock at start, a takeover's journal files
    * and metadata); on a full disk the space reserve is given back and the write tried once
-   * more, with a log line. Only those: any other write that meets a full disk fails and
+   * more, with a log line. Only those: every other write that meets a full disk fails and
    * stops its group, so the reserve is still there when a takeover needs it.
    */
   private async withSpaceReserve<T>(what: string, write: () => Promise<T>): Promise<T> {

@@ -16,12 +16,12 @@ import { assert } from "../core/assert.ts";
 import { groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldLogIntervalMs, heldWritesPerGroupMax, ingestObserversPerGroupMax } from "../core/limits.ts";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs, type VolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord } from "../protocol/journal-record.ts";
-import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
+import { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { ApplyOrder } from "./apply-order.ts";
 import type { Clock, Timer } from "../node/clock.ts";
 import { faultInjected } from "../core/faults.ts";
-import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "../node/group-stop.ts";
+import { GroupStopControl, reopenJournalForResume, withPath, type GroupStop, type ResumeOutcome } from "../node/group-stop.ts";
 import type { NodeStamper } from "./stamper.ts";
 
 /** A host write or write-zeroes as the front ends hand it over. */
@@ -629,12 +629,11 @@ export class GroupWriter {
     await Promise.all([...this.volumes.values()].map((volume) => volume.order.drain()));
     await old.abandon();
     let replayed = 0;
-    let opened: { journal: GroupJournal; report: RecoveryReport };
-    try {
+    const opened = await reopenJournalForResume({
       // cutDamagedTail: a failed fdatasync may have dropped pages that later, written-back pages
       // follow on the disk (a hole, then whole records). Every record after such a hole came after
       // what was durable, and the check below refuses a journal that lost anything durable.
-      opened = await GroupJournal.open(old.dir, { fileSystem: old.fileSystem, bytesMax: old.bytesMax, nextSequence: this.checkpointSequenceValue + 1, directRead: true, cutDamagedTail: true }, async (record) => {
+      open: () => GroupJournal.open(old.dir, { fileSystem: old.fileSystem, bytesMax: old.bytesMax, nextSequence: this.checkpointSequenceValue + 1, directRead: true, cutDamagedTail: true }, async (record) => {
         if (record.sequence <= this.checkpointSequenceValue || record.kind === RecordKind.timeAdvance || record.kind === RecordKind.marker) return;
         const volume = this.volumes.get(record.volumeId);
         assert(volume !== undefined, "records of this group name its volumes (written by this process)");
@@ -645,24 +644,14 @@ export class GroupWriter {
           throw withPath(error as Error, volume.file.path);
         }
         replayed += 1;
-      });
-    } catch (error) {
-      if (isStorageError(error)) return { kind: "retry", error };
-      throw error;
-    }
+      }),
+      closed: () => this.closed,
+      mustHoldThrough: durableBefore,
+      lostReason: (lastSequence) => `after ${stop.reason.split(":")[0]}, the journal holds records only through sequence ${lastSequence} ` +
+        `but ${durableBefore} had been made durable: the disk lost acknowledged data. The group stays stopped; take over on the secondary or restore from a backup`,
+    });
+    if (opened.kind !== "opened") return opened;
     const { journal, report } = opened;
-    if (this.closed) {
-      await journal.close().catch(() => undefined);
-      return { kind: "retry", error: new Error("closing") };
-    }
-    if (report.lastSequence < durableBefore) {
-      await journal.close().catch(() => undefined);
-      return {
-        kind: "final",
-        reason: `after ${stop.reason.split(":")[0]}, the journal holds records only through sequence ${report.lastSequence} ` +
-          `but ${durableBefore} had been made durable: the disk lost acknowledged data. The group stays stopped; take over on the secondary or restore from a backup`,
-      };
-    }
     this.journalValue = journal;
     this.watchJournal(journal);
     this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });

@@ -16,7 +16,7 @@ import { PullPlanner } from "../core/pull-planner.ts";
 import { GroupReceiver, type ReceiveResult } from "../core/receiver.ts";
 import { asAcceptNumber, asSequence, asWriteTimeUs } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
-import { GroupJournal, type RecoveryReport } from "../storage/journal.ts";
+import { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import {
   initialSecondaryState, isConsistent, reflects, roomWaitReason, stepSecondaryGroup, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryGroupState,
@@ -24,7 +24,7 @@ import {
 } from "../core/secondary-group-machine.ts";
 import type { Clock } from "../node/clock.ts";
 import { faultInjected } from "../core/faults.ts";
-import { GroupStopControl, isStorageError, withPath, type GroupStop, type ResumeOutcome } from "../node/group-stop.ts";
+import { GroupStopControl, isStorageError, reopenJournalForResume, withPath, type GroupStop, type ResumeOutcome } from "../node/group-stop.ts";
 import { RecordTail } from "../storage/record-tail.ts";
 
 /** Bytes of journal the reflector reads ahead per group. */
@@ -419,28 +419,17 @@ export class SecondaryGroup {
     const acknowledged = this.receiver.arrivedSequence;
     const oldReceiver = this.receiver;
     await old.abandon();
-    let opened: { journal: GroupJournal; report: RecoveryReport };
-    try {
+    const opened = await reopenJournalForResume({
       // cutDamagedTail: after a failed fdatasync the disk may hold a hole followed by records written
-      // back later; all of them came after what was acknowledged, which the check below requires whole.
-      opened = await GroupJournal.open(old.dir, { fileSystem: old.fileSystem, bytesMax: old.bytesMax, nextSequence: this.record.startSequence, directRead: true, cutDamagedTail: true });
-    } catch (error) {
-      if (isStorageError(error)) return { kind: "retry", error };
-      throw error;
-    }
+      // back later; all of them came after what was acknowledged, which the check requires whole.
+      open: () => GroupJournal.open(old.dir, { fileSystem: old.fileSystem, bytesMax: old.bytesMax, nextSequence: this.record.startSequence, directRead: true, cutDamagedTail: true }),
+      closed: () => this.closed,
+      mustHoldThrough: acknowledged,
+      lostReason: (lastSequence) => `the journal holds records only through sequence ${lastSequence} but ${acknowledged} had been acknowledged to the primary: ` +
+        "the disk lost acknowledged data. The group stays stopped; recreate the pair (a new initial copy)",
+    });
+    if (opened.kind !== "opened") return opened;
     const { journal, report } = opened;
-    if (this.closed) {
-      await journal.close().catch(() => undefined);
-      return { kind: "retry", error: new Error("closing") };
-    }
-    if (report.lastSequence < acknowledged) {
-      await journal.close().catch(() => undefined);
-      return {
-        kind: "final",
-        reason: `the journal holds records only through sequence ${report.lastSequence} but ${acknowledged} had been acknowledged to the primary: ` +
-          "the disk lost acknowledged data. The group stays stopped; recreate the pair (a new initial copy)",
-      };
-    }
     const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
     this.journal = journal;
     this.tail.clear();

@@ -32,7 +32,7 @@ export interface ByteStream {
 
 export interface ListenAddress {
   readonly host: string;
-  /** 0: any free port. */
+  /** 0: a free port the system picks. */
   readonly port: number;
 }
 
