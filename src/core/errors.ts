@@ -6,8 +6,8 @@
 //
 // Not here, on purpose: InvariantError (core/assert.ts: a bug, the node stops), errors of
 // the file system itself (they keep their errno: ENOSPC, EIO, ... decide what stops a group,
-// group-stop.ts), FileTooLargeError (storage/volume-file.ts: it poses as an errno, EFBIG, for
-// the same reason), and the standalone host client's HostProtocolError (src/client/, a
+// group-stop.ts), FileTooLargeError and VolumeSyncLostError (storage/volume-file.ts: they pose
+// as an errno, EFBIG and EIO, for the same reason), and the standalone host client's HostProtocolError (src/client/, a
 // package of its own). The CLI's exit statuses are in cli/errors.ts.
 
 /** Every TM_ERR_* code: the HTTP status the management API answers it with, and what it means. */

@@ -34,6 +34,8 @@ export const historicalFaults = [
   "replay-before-durable",
   /** A primary group resumed after a failed fdatasync kept its last write sequence although the journal had lost those records: pair wait and status waited for a write that no longer existed (seed 15167). */
   "resume-keeps-last-write-sequence",
+  /** A checkpoint the pair started (the journal filling) that failed on a volume's fdatasync was only logged: the next one succeeded without the pages the failed fdatasync dropped, and the journal that held them was trimmed (seed 59474). */
+  "checkpoint-error-keeps-group",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];

@@ -199,6 +199,12 @@ export type SecondaryGroupEffect =
   | { readonly type: "persist"; readonly change: SecondaryRecordChange; readonly critical: boolean }
   /** Make every byte of the group's volumes zero (the copy sends only the written extents). */
   | { readonly type: "emptyVolumes" }
+  /**
+   * The same copy goes on: the primary runs it again from the start (docs/replication-protocol.md,
+   * GROUP_STATE `copying`), writing every extent again, so a volume whose fdatasync failed during
+   * the copy may prove durability again once it is done (storage/volume-file.ts).
+   */
+  | { readonly type: "copyRunsAgain" }
   /** Open a fresh, empty journal in directory `generation`, numbering from `nextSequence`, beside the live one. */
   | { readonly type: "openJournal"; readonly generation: number; readonly nextSequence: number; readonly reserve: boolean }
   /**
@@ -330,7 +336,7 @@ function openGroup(state: SecondaryGroupState, event: Extract<SecondaryGroupEven
   }
   // empty, or copying: the same copy goes on, or it starts over from the primary's start sequence.
   if (record.state === "copying" && record.startSequence === event.startSequence && record.volumes.length > 0) {
-    return { state, effects: [{ type: "answerPeer", message: { type: "GROUP_STATE", state: "copying" } }] };
+    return { state, effects: [{ type: "copyRunsAgain" }, { type: "answerPeer", message: { type: "GROUP_STATE", state: "copying" } }] };
   }
   const mapping: { primaryVolumeId: number; volumeId: number }[] = [];
   for (const volume of event.volumes) {

@@ -563,7 +563,18 @@ export class GroupWriter {
    */
   checkpoint(): Promise<CheckpointResult> {
     if (this.checkpointRunning !== undefined) return this.checkpointRunning;
-    const running = this.runCheckpoint(this.retainedThrough()).finally(() => {
+    const running = this.runCheckpoint(this.retainedThrough()).catch((error: unknown) => {
+      // Whoever asked for it (the pair's trim, a full journal, the bytes since the last one):
+      // a failed checkpoint stops the group. A failed fdatasync may have dropped applied pages,
+      // which only the resume's re-apply from the persisted checkpoint writes again (seed 59474:
+      // the pair's trim only logged the error, the next checkpoint succeeded without those pages,
+      // and the journal that held them was trimmed).
+      if (!faultInjected("checkpoint-error-keeps-group")) {
+        const errorPath = (error as { path?: unknown }).path;
+        this.fail(error as Error, typeof errorPath === "string" ? errorPath : this.journalValue.dir);
+      }
+      throw error;
+    }).finally(() => {
       this.checkpointRunning = undefined;
     });
     this.checkpointRunning = running;
@@ -652,6 +663,9 @@ export class GroupWriter {
     });
     if (opened.kind !== "opened") return opened;
     const { journal, report } = opened;
+    // Everything after the persisted checkpoint is written again: what a failed fdatasync of a
+    // volume dropped is back in the page cache, so the next checkpoint's fdatasync proves it.
+    for (const volume of this.volumes.values()) volume.file.syncFailureRepaired();
     this.journalValue = journal;
     this.watchJournal(journal);
     this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });

@@ -515,8 +515,11 @@ export class SecondaryGroup {
   rewindIfPending(): void {
     if (!this.rewindPending || this.readAheadFill !== undefined || faultInjected("resume-keeps-applied")) return;
     this.rewindPending = false;
+    // What follows the checkpoint is applied again before any checkpoint can claim it: a volume
+    // whose fdatasync failed may prove durability again (storage/volume-file.ts).
+    for (const volume of this.volumes) volume.file.syncFailureRepaired();
     if (this.reflectedSequence <= this.record.reflectedSequence) return;
-    this.logger.warn({ event: "target_reflect_rewound", group: this.name, fromSequence: this.reflectedSequence, toSequence: this.record.reflectedSequence },
+    this.logger.warn({ event: "secondary_reflect_rewound", group: this.name, fromSequence: this.reflectedSequence, toSequence: this.record.reflectedSequence },
       "applying again what was applied since the last checkpoint (a failed write or fdatasync may have lost it)");
     this.reapplyThroughSequence = this.reflectedSequence;
     this.reflectedSequence = this.record.reflectedSequence;

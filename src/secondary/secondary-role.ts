@@ -316,6 +316,10 @@ export class SecondaryRole implements SecondaryHost {
         });
       case "emptyVolumes":
         return emptySecondaryVolumes(group, this.logger).then(() => undefined);
+      case "copyRunsAgain":
+        // Matters only after the copy's own fdatasync failed (COPY_DONE): every extent comes again.
+        for (const volume of group.volumes) volume.file.syncFailureRepaired();
+        return undefined;
       case "openJournal":
         return this.openJournal(group, effect.generation, effect.nextSequence, effect.reserve).then(() => undefined);
       case "useJournal": {

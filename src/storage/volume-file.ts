@@ -5,6 +5,7 @@
 // marked extents zeroes are written from one shared zero buffer.
 import { dirname } from "node:path";
 import { assert } from "../core/assert.ts";
+import { faultInjected } from "../core/faults.ts";
 import { fileSystemSpace, probeFileBytesMax } from "./file-system.ts";
 import { errorCode, type File, type FileSystem } from "./fs.ts";
 import { WrittenMap } from "./written-map.ts";
@@ -44,6 +45,21 @@ export const syncReadBytesMax = 64 * 1024;
 /** writev takes at most this many buffers per call. */
 const zeroChunksPerWritevMax = 64;
 
+/**
+ * An fdatasync refused because an earlier one of the same file failed and nothing re-wrote what
+ * it may have dropped. errno EIO (code), so every caller treats it as the I/O error it stands for.
+ */
+export class VolumeSyncLostError extends Error {
+  readonly code = "EIO";
+  readonly errno = "EIO";
+  readonly path: string;
+  constructor(path: string, first: Error) {
+    super(`EIO: an earlier fdatasync of ${path} failed (${first.message}); the writes it covered may be lost, so no later fdatasync can prove them durable until they are written again`, { cause: first });
+    this.name = "VolumeSyncLostError";
+    this.path = path;
+  }
+}
+
 export class VolumeFile {
   /** The file system the volume file is on (the initial copy opens its own reader through it). */
   readonly fileSystem: FileSystem;
@@ -53,6 +69,13 @@ export class VolumeFile {
   readonly written: WrittenMap;
   private readonly handle: File;
   private closed = false;
+  /**
+   * The first fdatasync of this file that failed, until its owner wrote again everything the
+   * last good one did not cover (syncFailureRepaired). After a failed fdatasync the kernel may
+   * have dropped the dirty pages it was writing (the "fsyncgate" lesson): a later fdatasync
+   * succeeds without them, so it proves nothing and must fail too (simulation seed 59474).
+   */
+  private syncFailure: Error | undefined;
 
   private constructor(fs: FileSystem, path: string, sizeBytes: number, handle: File, written: WrittenMap) {
     this.fileSystem = fs;
@@ -130,6 +153,8 @@ export class VolumeFile {
     assert(!this.closed, `volume file ${this.path} emptied after close`);
     await this.written.beginReset();
     await VolumeFile.emptyFile(this.handle, this.sizeBytes, this.written);
+    // Emptied: nothing written before counts any more.
+    this.syncFailure = undefined;
   }
 
   private static async emptyFile(handle: File, sizeBytes: number, written: WrittenMap): Promise<void> {
@@ -239,9 +264,34 @@ export class VolumeFile {
     }
   }
 
+  /**
+   * fdatasync. Errors: the file system's (EIO, ENOSPC) as they are; after one failed, every later
+   * call fails with EIO too (VolumeSyncLostError) until syncFailureRepaired(), because what the
+   * failed one was writing may be gone from the page cache without reaching the disk.
+   */
   async datasync(): Promise<void> {
     assert(!this.closed, `volume file ${this.path} synced after close`);
-    await this.handle.datasync();
+    if (this.syncFailure !== undefined && !faultInjected("checkpoint-error-keeps-group")) throw new VolumeSyncLostError(this.path, this.syncFailure);
+    try {
+      await this.handle.datasync();
+    } catch (error) {
+      this.syncFailure ??= error as Error;
+      throw error;
+    }
+  }
+
+  /** Whether an fdatasync failed and no repair followed (what was written since the last good one may be lost). */
+  get syncFailed(): Error | undefined {
+    return this.syncFailure;
+  }
+
+  /**
+   * The owner wrote again everything written since the last fdatasync that succeeded (a group
+   * re-applied its journal from the checkpoint, a copy emptied the volume to start over): the
+   * next fdatasync may prove durability again.
+   */
+  syncFailureRepaired(): void {
+    this.syncFailure = undefined;
   }
 
   async allocatedBytes(): Promise<number> {

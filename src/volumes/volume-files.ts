@@ -66,7 +66,10 @@ export function volumeCreateError(error: unknown, name: string, sizeBytes: numbe
 export async function emptySecondaryVolumes(secondary: { readonly name: string; readonly volumes: readonly { readonly name: string; readonly file: VolumeFile }[] }, logger: Logger): Promise<void> {
   for (const volume of secondary.volumes) {
     const allocatedBytes = await volume.file.allocatedBytes();
-    if (allocatedBytes === 0 && volume.file.written.markedExtents === 0) continue;
+    if (allocatedBytes === 0 && volume.file.written.markedExtents === 0) {
+      volume.file.syncFailureRepaired(); // empty already: the copy writes everything it holds again
+      continue;
+    }
     logger.warn({ event: "secondary_volume_emptied", group: secondary.name, volume: volume.name, allocatedBytes, writtenBytes: volume.file.written.markedBytes },
       "secondary volume emptied for the initial copy: its earlier contents are replaced by the primary's");
     await volume.file.discardContents();

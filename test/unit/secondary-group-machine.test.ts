@@ -68,9 +68,9 @@ test("OPEN_GROUP whose save fails: the fresh journal is closed (its directory ke
   assert.deepEqual(failed.effects[1], { type: "dropJournal", generation: 1 });
 });
 
-test("OPEN_GROUP while copying: the same start goes on (no save); another start begins the copy again", () => {
+test("OPEN_GROUP while copying: the same start goes on (no save, the primary sends every extent again); another start begins the copy again", () => {
   const copying = state(record({ state: "copying", startSequence: 5, volumes: [{ primaryVolumeId: 1, volumeId: 10 }] }), 1);
-  assert.deepEqual(step(copying, open()).effects, [{ type: "answerPeer", message: { type: "GROUP_STATE", state: "copying" } }]);
+  assert.deepEqual(step(copying, open()).effects, [{ type: "copyRunsAgain" }, { type: "answerPeer", message: { type: "GROUP_STATE", state: "copying" } }]);
   const again = step(copying, open({ startSequence: 8 }));
   assert.deepEqual(types(again.effects), ["emptyVolumes", "openJournal", "persist"]);
   assert.deepEqual(again.effects[1], { type: "openJournal", generation: 2, nextSequence: 8, reserve: false });

@@ -163,3 +163,87 @@ void test("a group whose journal's fdatasync failed resumes by itself even when 
   await writer.journal.close();
   await file.close();
 });
+
+/**
+ * A checkpoint asked for from outside the writer's own paths (the pair's trim when the journal
+ * fills) fails on the volume's fdatasync, which drops the applied page; the disk heals and a
+ * checkpoint is asked for again. Returns whether the group stopped on the failure, and whether
+ * the disk itself holds the record once that later checkpoint succeeded.
+ */
+async function checkpointAfterFailedVolumeSync(): Promise<{ stopped: boolean; onDisk: boolean; laterSync: string }> {
+  const disk = new SimDisk({ seed: 14, schedule: realTimeSchedule, failedSyncPages: "evict" });
+  const fs = disk.mount();
+  await fs.makeDirectory("/g");
+  const file = await VolumeFile.create(fs, "/g/v.vol", 1024 * 1024);
+  const { journal } = await GroupJournal.open("/g/journal", { fileSystem: fs, bytesMax: 1 << 30, nextSequence: 1 });
+  const writer = new GroupWriter({
+    groupId: 1, name: "g", journal, stamper: new NodeStamper("counter", () => 0),
+    volumes: new Map<number, GroupVolume>([[1, { id: asVolumeId(1), file, order: new ApplyOrder() }]]),
+    nextSequence: 1, appliedSequence: 0, checkpointSequence: 0, clock: systemClock,
+    logger: pino({ level: "silent" }), persistCheckpoint: () => Promise.resolve(),
+  });
+  const page = Buffer.alloc(pagePayloadBytes, 7);
+  await writer.write(1, 8192, page, true, undefined); // record 1: durable in the journal, then applied
+  const applied = performance.now() + 10_000;
+  while (writer.appliedSequence < 1 && performance.now() < applied) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(writer.appliedSequence, 1, "record 1 is applied to the volume (its page is dirty in the cache)");
+  disk.failPath("/g/v.vol", ["sync"]);
+  await assert.rejects(writer.checkpoint(), { code: "EIO" });
+  const stopped = writer.stopped !== undefined;
+  // Straight after the heal, before any resume: a retried fdatasync must not call the dropped page durable.
+  disk.heal();
+  const laterSync = await file.datasync().then(() => "succeeded", (error: unknown) => (error as Error).name);
+  const deadline = performance.now() + 10_000;
+  while (writer.stopped !== undefined && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(writer.stopped, undefined, "the group resumed after the heal");
+  await writer.checkpoint();
+  const view = disk.directView("/g/v.vol");
+  const onDisk = view !== undefined && view.subarray(8192, 8192 + page.length).equals(page);
+  await writer.close();
+  await writer.journal.close();
+  await file.close();
+  return { stopped, onDisk, laterSync };
+}
+
+void test("a checkpoint that fails on a volume's fdatasync stops the group; its resume writes the dropped pages again before a checkpoint claims them (seed 59474)", async () => {
+  const outcome = await checkpointAfterFailedVolumeSync();
+  assert.equal(outcome.stopped, true, "the failed checkpoint stopped the group (old code: only the pair logged it)");
+  assert.equal(outcome.laterSync, "VolumeSyncLostError", "an fdatasync after the failed one fails too, until the pages are written again");
+  assert.equal(outcome.onDisk, true, "after the resume and a checkpoint that succeeded, the disk holds the record");
+});
+
+void test("the check above catches the historical fault checkpoint-error-keeps-group", async () => {
+  injectedFaults.add("checkpoint-error-keeps-group");
+  try {
+    const outcome = await checkpointAfterFailedVolumeSync();
+    assert.equal(outcome.stopped, false, "with the fault put back, the group goes on");
+    assert.equal(outcome.onDisk, false, "and the checkpoint that followed claimed a page the disk never got");
+  } finally {
+    injectedFaults.delete("checkpoint-error-keeps-group");
+  }
+});
+
+void test("a volume file whose fdatasync failed refuses every later one until its owner wrote the lost range again or emptied it", async () => {
+  const time = new VirtualTime();
+  const disk = new SimDisk({ seed: 15, schedule: time.schedule, failedSyncPages: "keep" });
+  const fs = disk.mount();
+  await time.until(fs.makeDirectory("/v"));
+  const file = await time.until(VolumeFile.create(fs, "/v/a.vol", 64 * 1024));
+  await time.until(file.write(0, Buffer.alloc(4096, 1)));
+  disk.failPath("/v/a.vol", ["sync"]);
+  await assert.rejects(time.until(file.datasync()), { code: "EIO" });
+  disk.heal();
+  // "keep": the page is still readable through the cache, clean, and the disk never got it.
+  await assert.rejects(time.until(file.datasync()), (error: Error) => error.name === "VolumeSyncLostError" && (error as { code?: string }).code === "EIO" && /earlier fdatasync/.test(error.message));
+  assert.ok(file.syncFailed !== undefined);
+  await time.until(file.write(0, Buffer.alloc(4096, 1))); // the owner writes the range again
+  file.syncFailureRepaired();
+  await time.until(file.datasync());
+  assert.ok(disk.directView("/v/a.vol")?.subarray(0, 4096).equals(Buffer.alloc(4096, 1)), "now the disk holds it");
+  disk.failPath("/v/a.vol", ["sync"]);
+  await assert.rejects(time.until(file.datasync()), { code: "EIO" });
+  disk.heal();
+  await time.until(file.discardContents()); // an initial copy starts over: nothing before counts
+  await time.until(file.datasync());
+  await time.until(file.close());
+});
