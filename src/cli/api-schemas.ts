@@ -2,7 +2,7 @@
 // Unknown keys are allowed (a newer node may say more); the compile-time checks at the
 // bottom keep these in step with the node's own types in src/mgmt/control.ts.
 import { z } from "zod";
-import type { GroupInfo, NodeStatus, PairInfo, TakeoverResult, VolumeInfo } from "../mgmt/control.ts";
+import { pairStates, type GroupInfo, type NodeStatus, type PairInfo, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
 
 const count = z.number().int().nonnegative();
 
@@ -46,7 +46,7 @@ export const nodeStatusSchema = z.object({
   connections: z.object({ nbd: count, host: count }),
 });
 
-const pairStateSchema = z.enum(["copying", "replicating", "suspended", "failed", "takeover", "stopped"]);
+const pairStateSchema = z.enum(pairStates);
 
 export const pairInfoSchema = z.object({
   group: z.string(),
@@ -74,7 +74,8 @@ export const pairInfoSchema = z.object({
   lastCopy: z.object({ doneBytes: count, totalBytes: count, volumeBytes: count, dataBytes: count.optional() }).nullable().optional(),
   heldWrites: count,
   reason: z.string().nullable(),
-  link: z.object({ connectedStreams: count, reconnects: count, lastError: z.string().nullable() }),
+  // sentBytes / receivedBytes: 0 from a node that predates them.
+  link: z.object({ connectedStreams: count, reconnects: count, lastError: z.string().nullable(), sentBytes: count.default(0), receivedBytes: count.default(0) }),
 });
 
 export const takeoverResultSchema = z.object({

@@ -71,9 +71,17 @@ export interface NodeHealth {
   readonly reasons: readonly string[];
 }
 
+/** GET /v1/ready: whether the node serves (started, not stopping); liveness is /v1/health. */
+export interface NodeReadiness {
+  readonly ready: boolean;
+  /** "ready", "starting" or "stopping". */
+  readonly status: "ready" | "starting" | "stopping";
+}
+
 export interface NodeControl {
   status(): NodeStatus;
   health(): NodeHealth;
+  ready(): NodeReadiness;
   listVolumes(): readonly VolumeInfo[];
   createVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
   listGroups(): readonly GroupInfo[];
@@ -86,7 +94,9 @@ export interface NodeControl {
 // ---- remote copy (pairs) ------------------------------------------------------------
 
 /** `stopped`: the group is stopped by a full disk or an I/O error on this node (it resumes by itself; `reason` says where). */
-export type PairState = "copying" | "replicating" | "suspended" | "failed" | "takeover" | "stopped";
+/** Every state a pair may show (pair status; one `tidemark_pair_state` series each). */
+export const pairStates = ["copying", "replicating", "suspended", "failed", "takeover", "stopped"] as const;
+export type PairState = (typeof pairStates)[number];
 export type PairRole = "primary" | "secondary";
 export type TransferMode = "push" | "pull";
 export type ReflectMode = "time" | "seq" | "marker";
@@ -135,7 +145,11 @@ export interface PairInfo {
   readonly heldWrites: number;
   /** Why the pair is slowed, held, suspended or failed; null when all is well. */
   readonly reason: string | null;
-  readonly link: { readonly connectedStreams: number; readonly reconnects: number; readonly lastError: string | null };
+  /**
+   * The replication link. sentBytes / receivedBytes: journal records (encoded) and initial-copy
+   * data this node sent / received for the pair since it started.
+   */
+  readonly link: { readonly connectedStreams: number; readonly reconnects: number; readonly lastError: string | null; readonly sentBytes: number; readonly receivedBytes: number };
 }
 
 export interface CreatePairRequest {

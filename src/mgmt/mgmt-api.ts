@@ -269,6 +269,11 @@ function registerNodeRoutes(app: MgmtApp, control: NodeControl): void {
     const health = control.health();
     return health.status === "ok" ? { status: "ok", id: control.status().id } : { status: health.status, id: control.status().id, reasons: health.reasons };
   });
+  // Readiness, apart from liveness (/v1/health): 503 while the node starts or stops.
+  app.get("/v1/ready", (_request, reply) => {
+    const readiness = control.ready();
+    return reply.code(readiness.ready ? 200 : 503).send({ status: readiness.status, id: control.status().id });
+  });
   app.get("/v1/status", () => control.status());
   app.get("/metrics", async (_request, reply) => {
     const { contentType, body } = await control.metrics();

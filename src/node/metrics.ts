@@ -1,6 +1,7 @@
 // Prometheus metrics of one node. Per-request observations go through pre-bound label
 // children so the hot path does no label lookups; journal figures are read on scrape.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { pairStates, type PairInfo } from "../mgmt/control.ts";
 
 export type FrontEnd = "nbd" | "host";
 
@@ -21,6 +22,9 @@ export interface JournalFigures {
   readonly role: "primary" | "secondary";
 }
 
+/** What the metrics read of a pair (mgmt/control.ts PairInfo). */
+export type PairFigures = Pick<PairInfo, "group" | "role" | "state" | "lagRecords" | "lagBytes" | "lagSeconds" | "link">;
+
 export class NodeMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter<"frontend" | "op" | "result">;
@@ -28,8 +32,11 @@ export class NodeMetrics {
   private readonly latency: Histogram<"frontend" | "op">;
   private readonly bound = new Map<string, { ok: Counter.Internal; error: Counter.Internal; bytes: Counter.Internal; latency: Histogram.Internal<"frontend" | "op"> }>();
 
-  /** `processMetrics`: also the process's own (CPU, memory, event loop): off where many nodes share one process (the simulation). */
-  constructor(nodeId: string, journals: () => readonly JournalFigures[], processMetrics = true) {
+  /**
+   * `journals` and `pairs` are read on every scrape. `processMetrics`: also the process's own
+   * (CPU, memory, event loop): off where many nodes share one process (the simulation).
+   */
+  constructor(nodeId: string, version: string, journals: () => readonly JournalFigures[], pairs: () => readonly PairFigures[], processMetrics = true) {
     this.registry.setDefaultLabels({ node: nodeId });
     if (processMetrics) collectDefaultMetrics({ register: this.registry, prefix: "tidemark_process_" });
     this.requests = new Counter({ name: "tidemark_requests_total", help: "Requests answered by the front ends", labelNames: ["frontend", "op", "result"], registers: [this.registry] });
@@ -37,27 +44,67 @@ export class NodeMetrics {
     this.latency = new Histogram({ name: "tidemark_request_duration_seconds", help: "Time from request decoded to reply sent", labelNames: ["frontend", "op"], buckets: latencyBucketsSeconds, registers: [this.registry] });
     const perGroup = (name: string, help: string, pick: (figures: JournalFigures) => number): void => {
       new Gauge({
-        name, help, labelNames: ["group"], registers: [this.registry],
+        name, help, labelNames: ["group", "role"], registers: [this.registry],
         collect() {
           this.reset();
-          for (const figures of journals()) this.set({ group: figures.group }, pick(figures));
+          for (const figures of journals()) this.set({ group: figures.group, role: figures.role }, pick(figures));
         },
       });
     };
-    perGroup("tidemark_journal_bytes", "Bytes held in the group's journal", (f) => f.usedBytes);
-    perGroup("tidemark_journal_bytes_max", "Size limit of the group's journal", (f) => f.bytesMax);
-    perGroup("tidemark_journal_fsyncs", "fdatasync calls on the group's journal since start", (f) => f.fsyncs);
-    perGroup("tidemark_journal_written_bytes", "Bytes written to the group's journal since start", (f) => f.bytesWritten);
+    // A total kept by the journal itself (since the node started): a Counter set on scrape.
+    const perGroupTotal = (name: string, help: string, pick: (figures: JournalFigures) => number): void => {
+      new Counter({
+        name, help, labelNames: ["group", "role"], registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const figures of journals()) this.inc({ group: figures.group, role: figures.role }, pick(figures));
+        },
+      });
+    };
+    perGroup("tidemark_journal_used_bytes", "Bytes held in the group's journal", (f) => f.usedBytes);
+    perGroup("tidemark_journal_limit_bytes", "Size limit of the group's journal (pair create --journal-size, group create)", (f) => f.bytesMax);
+    perGroupTotal("tidemark_journal_fsyncs_total", "fdatasync calls on the group's journal since the node started", (f) => f.fsyncs);
+    perGroupTotal("tidemark_journal_written_bytes_total", "Bytes written to the group's journal since the node started", (f) => f.bytesWritten);
     perGroup("tidemark_group_next_sequence", "Sequence number the next write in the group gets", (f) => f.nextSequence);
     perGroup("tidemark_group_applied_sequence", "Highest sequence applied to the group's volumes", (f) => f.appliedSequence);
+    perGroup("tidemark_group_stopped", "1 while the group is stopped by a full disk or an I/O error (it resumes by itself; the reason is in group list)", (f) => f.stopped);
+    perGroup("tidemark_group_held_writes", "Host writes held because the group's journal is full or filling (the reason is in group list and pair status)", (f) => f.heldWrites);
+
+    const perPair = (name: string, help: string, pick: (pair: PairFigures) => number): void => {
+      new Gauge({
+        name, help, labelNames: ["group", "role"], registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const pair of pairs()) this.set({ group: pair.group, role: pair.role }, pick(pair));
+        },
+      });
+    };
+    const perPairTotal = (name: string, help: string, pick: (pair: PairFigures) => number): void => {
+      new Counter({
+        name, help, labelNames: ["group", "role"], registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const pair of pairs()) this.inc({ group: pair.group, role: pair.role }, pick(pair));
+        },
+      });
+    };
     new Gauge({
-      name: "tidemark_group_stopped", help: "1 while the group is stopped by a full disk or an I/O error (it resumes by itself; the reason is in group list)", labelNames: ["group", "role"], registers: [this.registry],
+      name: "tidemark_pair_state", help: `1 for the pair's current state (one series per state: ${pairStates.join(", ")}); the reason is in pair status`,
+      labelNames: ["group", "role", "state"], registers: [this.registry],
       collect() {
         this.reset();
-        for (const figures of journals()) this.set({ group: figures.group, role: figures.role }, figures.stopped);
+        for (const pair of pairs()) for (const state of pairStates) this.set({ group: pair.group, role: pair.role, state }, pair.state === state ? 1 : 0);
       },
     });
-    perGroup("tidemark_group_held_writes", "Host writes held because the group's journal is full (the reason is in group list and pair status)", (f) => f.heldWrites);
+    perPair("tidemark_pair_lag_records", "Host-write records accepted on the primary and not yet reflected on the secondary (as this node knows)", (p) => p.lagRecords);
+    perPair("tidemark_pair_lag_bytes", "Bytes of those records", (p) => p.lagBytes);
+    perPair("tidemark_pair_lag_seconds", "Write time of the last accepted record minus that of the last reflected one", (p) => p.lagSeconds);
+    perPair("tidemark_pair_link_streams_connected", "Replication streams of the pair connected now", (p) => p.link.connectedStreams);
+    perPairTotal("tidemark_pair_reconnects_total", "Times a replication stream of the pair was lost and opened again, since the node started", (p) => p.link.reconnects);
+    perPairTotal("tidemark_pair_sent_bytes_total", "Journal records (encoded) and initial-copy data sent for the pair since the node started", (p) => p.link.sentBytes);
+    perPairTotal("tidemark_pair_received_bytes_total", "Journal records (encoded) and initial-copy data received for the pair since the node started", (p) => p.link.receivedBytes);
+    new Gauge({ name: "tidemark_build_info", help: "1, labelled with the version of tidemark and of Node.js the node runs", labelNames: ["version", "nodejs"], registers: [this.registry] })
+      .set({ version, nodejs: process.version }, 1);
   }
 
   observe(frontEnd: FrontEnd, op: string, bytes: number, latencySeconds: number, ok: boolean): void {

@@ -15,7 +15,7 @@ import { dataDirError, listenError } from "./start-errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
-import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
+import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
 import { GroupWriter, type GroupVolume } from "../primary/group-writer.ts";
 import { startHostServer, type HostServer } from "../frontends/host-server.ts";
 import { MetadataStore } from "../metadata/metadata-store.ts";
@@ -118,6 +118,8 @@ export class TidemarkNode implements NodeControl, PairControl {
   private readonly spaceReserve: SpaceReserve;
   private lockTaken = false;
   private stopping: Promise<void> | undefined;
+  /** start() finished: every listener is up and recovery is done (/v1/ready). */
+  private started = false;
   readonly ports = { mgmt: 0, nbd: 0, host: 0, repl: 0 };
   private readonly clock: Clock;
   private readonly transport: Transport;
@@ -143,7 +145,7 @@ export class TidemarkNode implements NodeControl, PairControl {
         clampsSinceLog = 0;
       },
     });
-    this.nodeMetrics = new NodeMetrics(options.id, () => this.journalFigures(), (options.serve ?? "all") === "all");
+    this.nodeMetrics = new NodeMetrics(options.id, tidemarkVersion, () => this.journalFigures(), () => this.listPairs(), (options.serve ?? "all") === "all");
     this.peers = options.peers ?? httpPeerClient;
     this.lockPath = join(options.dataDir, "lock");
     this.spaceReserve = new SpaceReserve(this.fileSystem, options.dataDir);
@@ -244,6 +246,7 @@ export class TidemarkNode implements NodeControl, PairControl {
     this.primary.start();
     await this.refreshAllocation();
     this.allocationTimer = this.clock.setInterval(() => void this.refreshAllocation(), allocationRefreshMs);
+    this.started = true;
     this.logger.info({ event: "node_started", id: this.options.id, dataDir: this.options.dataDir, ports: this.ports, volumes: this.volumesByName.size, groups: this.groups.size, writeTime: this.options.writeTimePolicy }, "node started");
   }
 
@@ -517,6 +520,11 @@ export class TidemarkNode implements NodeControl, PairControl {
       groups: this.listGroups(),
       connections: { nbd: this.nbdServer?.connections() ?? 0, host: this.hostServer?.connections() ?? 0 },
     };
+  }
+
+  ready(): NodeReadiness {
+    if (this.stopping !== undefined) return { ready: false, status: "stopping" };
+    return this.started ? { ready: true, status: "ready" } : { ready: false, status: "starting" };
   }
 
   health(): NodeHealth {

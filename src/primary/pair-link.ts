@@ -131,6 +131,8 @@ export class PairLink {
   private arrivedSequence = 0;
   private readonly lagSamples: { sequence: number; atMs: number }[] = [];
   reconnects = 0;
+  /** Journal records (encoded) and copy data sent for this pair since the node started (metrics). */
+  private sentBytes = 0;
   lastError: string | null = null;
   private readonly tail = new RecordTail(senderTailBytesMax);
   /** Pull mode: wakes the pump when a held PULL is due for an empty answer. */
@@ -622,6 +624,7 @@ export class PairLink {
       this.copyChunkIds.set(chunkId, run.lengthBytes + (index === 0 ? zeroBytes : 0));
       copy.dataBytes += run.lengthBytes;
       connection.send({ type: "COPY_DATA", groupHandle, chunkId, volumeId: asVolumeId(volumeId), offsetBytes: offsetBytes + run.offsetBytes, data: data.subarray(run.offsetBytes, run.offsetBytes + run.lengthBytes) });
+      this.sentBytes += run.lengthBytes;
       connection.expectAnswer();
     }
   }
@@ -792,6 +795,7 @@ export class PairLink {
     }
     if (!this.sender.commitBatch(plan, last.sequence, bytes)) return false;
     connection.send({ type: "BATCH", groupHandle, batchId: plan.batchId, records });
+    this.sentBytes += bytes;
     connection.expectAnswer();
     return true;
   }
@@ -923,7 +927,7 @@ export class PairLink {
       lastCopy: this.lastCopy ?? null,
       heldWrites: this.writer.heldWrites,
       reason: this.reason(),
-      link: { connectedStreams: this.streams.filter((s) => s.connection !== undefined && !s.connection.closed).length, reconnects: this.reconnects, lastError: this.lastError },
+      link: { connectedStreams: this.streams.filter((s) => s.connection !== undefined && !s.connection.closed).length, reconnects: this.reconnects, lastError: this.lastError, sentBytes: this.sentBytes, receivedBytes: 0 },
     };
   }
 }

@@ -227,6 +227,7 @@ export class ReplServer implements SecondaryStreams {
           pullId = open.secondary.pulls.answered(connectionId, last?.sequence, message.records.reduce((sum, r) => sum + encodedRecordBytes(r), 0));
           this.schedulePulls(open.secondary);
         }
+        for (const record of message.records) open.secondary.receivedBytes += encodedRecordBytes(record);
         this.chain(connection, open, logger, () => this.handleBatch(open, message, pullId));
         return;
       }
@@ -238,6 +239,7 @@ export class ReplServer implements SecondaryStreams {
           connection.fail("UNKNOWN_GROUP", `${message.type} for group handle ${message.groupHandle} that was not opened`);
           return;
         }
+        if (message.type === "COPY_DATA") open.secondary.receivedBytes += message.data.length;
         this.chain(connection, open, logger, () => this.handleGroupMessage(open, message));
         return;
       }

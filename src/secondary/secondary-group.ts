@@ -106,6 +106,8 @@ export class SecondaryGroup {
   readonly zeroVolumes = new Set<number>();
   /** Bytes received by the copy so far. */
   copyBytes = 0;
+  /** Journal records (encoded) and copy data received for this pair since the node started (metrics). */
+  receivedBytes = 0;
   lastError: string | null = null;
   private readonly tail = new RecordTail(reflectTailBytesMax);
   /** A host write or zeroes was applied since the last checkpoint (the volumes need an fdatasync). */

@@ -632,7 +632,7 @@ export class SecondaryRole implements SecondaryHost {
         ? { doneBytes: secondary.copyBytes, totalBytes: Math.max(secondary.copyBytes, volumeBytes(secondary.volumes)), volumeBytes: volumeBytes(secondary.volumes) }
         : null,
       heldWrites: 0, reason: described.reason,
-      link: { connectedStreams: secondary?.streams.size ?? 0, reconnects: 0, lastError: secondary?.lastError ?? null },
+      link: { connectedStreams: secondary?.streams.size ?? 0, reconnects: 0, lastError: secondary?.lastError ?? null, sentBytes: 0, receivedBytes: secondary?.receivedBytes ?? 0 },
     };
   }
 

@@ -139,9 +139,9 @@ void test("GET /metrics after NBD I/O: request counter, latency histogram, journ
   assert.ok(value(/^tidemark_request_duration_seconds_count\{.*op="write"/) >= writes, "write latencies observed");
   assert.ok(value(/^tidemark_request_duration_seconds_bucket\{.*le="\+Inf".*op="write"|^tidemark_request_duration_seconds_bucket\{.*op="write".*le="\+Inf"/) >= writes);
   assert.ok(value(/^tidemark_request_duration_seconds_sum\{.*op="write"/) > 0);
-  assert.ok(value(/^tidemark_journal_bytes\{.*group="g1"/) >= writes * 65536, "the journal holds the written bytes");
-  assert.ok(value(/^tidemark_journal_fsyncs\{.*group="g1"/) >= 1, "FLUSH synced the journal");
-  assert.ok(value(/^tidemark_journal_written_bytes\{.*group="g1"/) >= writes * 65536);
+  assert.ok(value(/^tidemark_journal_used_bytes\{.*group="g1"/) >= writes * 65536, "the journal holds the written bytes");
+  assert.ok(value(/^tidemark_journal_fsyncs_total\{.*group="g1"/) >= 1, "FLUSH synced the journal");
+  assert.ok(value(/^tidemark_journal_written_bytes_total\{.*group="g1"/) >= writes * 65536);
   assert.ok(value(/^tidemark_group_next_sequence\{.*group="g1"/) >= writes + 1);
 });
 

@@ -4,7 +4,7 @@
 // sequence numbers advance with wall time (see FakePairMotion), so `pair create` and
 // `pair wait` have something to watch.
 import { ControlError } from "../../src/core/errors.ts";
-import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../../src/mgmt/control.ts";
+import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../../src/mgmt/control.ts";
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
@@ -50,6 +50,10 @@ export class FakeControl implements NodeControl, PairControl {
   secondaryUnreachable = false;
   /** Motion given to pairs created from now on. */
   motion: FakePairMotion = { acceptedPerRead: 0, reflectedPerSecond: 0 };
+
+  ready(): NodeReadiness {
+    return { ready: true, status: "ready" };
+  }
 
   health(): NodeHealth {
     return { status: "ok", reasons: [] };
@@ -187,7 +191,7 @@ export class FakeControl implements NodeControl, PairControl {
       copy: null,
       heldWrites: 0,
       reason: null,
-      link: { connectedStreams: fields.streams ?? 4, reconnects: 0, lastError: null },
+      link: { connectedStreams: fields.streams ?? 4, reconnects: 0, lastError: null, sentBytes: 0, receivedBytes: 0 },
       ...fields,
     };
     const pair: FakePair = { info, motion: { ...motion }, movedAtMs: Date.now(), carryRecords: 0, copyReadsLeft: 0, copyStepBytes: 0 };
