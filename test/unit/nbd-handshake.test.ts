@@ -11,7 +11,7 @@ import {
 } from "../../src/protocol/nbd/constants.ts";
 import { ByteQueue } from "../../src/protocol/nbd/frame-assembler.ts";
 import {
-  decodeClientFlags, decodeInfoRequest, decodeName, decodeOptionHeader, decodeOptionReplyHeader, encodeGreeting,
+  decodeClientFlags, decodeInfoRequest, decodeName, decodeOptionHeader, nameProblem, decodeOptionReplyHeader, encodeGreeting,
   encodeInfoRequest, encodeOption, encodeOptionReply, NbdHandshake, type HandshakeLimits, type HandshakeStep,
 } from "../../src/protocol/nbd/handshake.ts";
 
@@ -126,6 +126,13 @@ void describe("handshake codecs", () => {
     assert.equal(decodeName(Buffer.from([0xc3, 0x28]), 100), undefined);
     assert.equal(decodeName(Buffer.alloc(5, 0x61), 4), undefined);
     assert.equal(decodeName(Buffer.from("vol-é"), 100), "vol-é");
+    // What the client hears says which rule the name broke (a 4097-byte name is too long, not "invalid").
+    const long = Buffer.alloc(4097, 0x61);
+    const request = Buffer.concat([Buffer.from([0, 0, 0x10, 0x01]), long, Buffer.from([0, 0])]);
+    assert.deepEqual(decodeInfoRequest(request, 4096), { ok: false, reason: "export name is 4097 bytes, longer than the 4096-byte limit (proto.md: strings of at most 4096 bytes)" });
+    assert.equal(nameProblem(Buffer.from("a\0b"), 100), "export name holds a NUL byte");
+    assert.equal(nameProblem(Buffer.from([0xc3, 0x28]), 100), "export name is not valid UTF-8");
+    assert.equal(nameProblem(Buffer.alloc(4096, 0x61), 4096), undefined);
   });
 });
 

@@ -102,12 +102,19 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Decodes a protocol string: valid UTF-8, no NUL, at most stringBytesMax bytes. */
 export function decodeName(bytes: Buffer, stringBytesMax: number): string | undefined {
-  if (bytes.length > stringBytesMax || bytes.includes(0)) return undefined;
+  return nameProblem(bytes, stringBytesMax) === undefined ? utf8.decode(bytes) : undefined;
+}
+
+/** Why `bytes` is not an export name decodeName takes (too long, a NUL, not UTF-8), or undefined when it is one. */
+export function nameProblem(bytes: Buffer, stringBytesMax: number): string | undefined {
+  if (bytes.length > stringBytesMax) return `export name is ${bytes.length} bytes, longer than the ${stringBytesMax}-byte limit (proto.md: strings of at most 4096 bytes)`;
+  if (bytes.includes(0)) return "export name holds a NUL byte";
   try {
-    return utf8.decode(bytes);
+    utf8.decode(bytes);
   } catch {
-    return undefined;
+    return "export name is not valid UTF-8";
   }
+  return undefined;
 }
 
 export interface InfoRequest {
@@ -127,8 +134,10 @@ export function decodeInfoRequest(data: Buffer, stringBytesMax: number): InfoReq
   if (nameBytes > data.length - 6) return { ok: false, reason: "export name length past the option data" };
   const count = data.readUInt16BE(4 + nameBytes);
   if (data.length !== 6 + nameBytes + 2 * count) return { ok: false, reason: "information request count does not match the option length" };
-  const name = decodeName(data.subarray(4, 4 + nameBytes), stringBytesMax);
-  if (name === undefined) return { ok: false, reason: "export name is not a valid string" };
+  const nameData = data.subarray(4, 4 + nameBytes);
+  const problem = nameProblem(nameData, stringBytesMax);
+  if (problem !== undefined) return { ok: false, reason: problem };
+  const name = utf8.decode(nameData);
   const infos: number[] = [];
   for (let i = 0; i < count; i++) infos.push(data.readUInt16BE(6 + nameBytes + 2 * i));
   return { ok: true, request: { name, infos } };
@@ -311,9 +320,11 @@ export class NbdHandshake {
   private handleOption(option: number, data: Buffer): HandshakeStep {
     switch (option) {
       case Opt.exportName: {
-        const name = decodeName(data, this.limits.stringBytesMax);
-        const exp = name === undefined ? undefined : this.resolve(name);
-        if (exp === undefined) return this.close([], `NBD_OPT_EXPORT_NAME: no export ${JSON.stringify(name ?? "<invalid>")}`, false);
+        const problem = nameProblem(data, this.limits.stringBytesMax);
+        if (problem !== undefined) return this.close([], `NBD_OPT_EXPORT_NAME: ${problem}`, false);
+        const name = utf8.decode(data);
+        const exp = this.resolve(name);
+        if (exp === undefined) return this.close([], `NBD_OPT_EXPORT_NAME: no export ${JSON.stringify(name)}`, false);
         return this.enter(option, [], exp, encodeExportNameReply(exp.sizeBytes, transmissionFlagsFor(exp), this.noZeroes));
       }
       case Opt.abort:
