@@ -1,41 +1,38 @@
 // One tidemark node: a storage system with an id and a data directory. It recovers its
-// volumes and journals, then serves NBD, the host protocol, replication and management.
-// This file wires the pieces; the write path is in group-writer.ts, the servers in their own files.
-import { ControlError, JournalCorruptError, JournalFormatError, NodeStartError } from "../core/errors.ts";
+// volumes and groups, then serves NBD, the host protocol, replication and management.
+// This file is wiring only (docs/architecture.md, "The rooms"): it builds the rooms from the
+// options (metadata store, volume registry, group registry, primary and secondary roles, the
+// listeners), starts and stops them in order, holds the data directory's lock, and answers
+// the management API by asking them. Group management is in primary/group-registry.ts.
+import { ControlError, NodeStartError } from "../core/errors.ts";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { assert, unreachable } from "../core/assert.ts";
-import { groupsPerNodeMax, hostWriteTimeAheadUsMax, journalBytesLimit, journalBytesMaxDefault, journalBytesMin, volumesPerGroupMax } from "../core/limits.ts";
-import { asAcceptNumber, asVolumeId, asWriteTimeUs, type WriteTimePolicy } from "../core/types.ts";
+import { journalBytesMaxDefault, journalBytesMin } from "../core/limits.ts";
+import { asAcceptNumber, asWriteTimeUs, type WriteTimePolicy } from "../core/types.ts";
 import { type VolumeCatalog } from "../core/volume-io.ts";
-import { RecordKind, type JournalRecord } from "../protocol/journal-record.ts";
-import { GroupJournal, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
 import { makeDirectoryDurable, readWholeFile, writeWholeFile } from "../storage/durable-fs.ts";
 import { dataDirError, listenError } from "./start-errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
 import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
-import { GroupWriter, type GroupVolume } from "../primary/group-writer.ts";
+import { GroupRegistry } from "../primary/group-registry.ts";
 import { startHostServer, type HostServer } from "../frontends/host-server.ts";
 import { MetadataStore } from "../metadata/metadata-store.ts";
 import { httpPeerClient, type PeerClient } from "../transport/peer-client.ts";
 import { validateName } from "../core/names.ts";
 import { VolumeRegistry, type LiveVolume } from "../volumes/volume-registry.ts";
-import { type GroupRecord, type NodeMetadata } from "../metadata/metadata.ts";
+import { type NodeMetadata } from "../metadata/metadata.ts";
 import { PrimaryRole } from "../primary/primary-role.ts";
-import { saveWrittenMaps } from "../volumes/volume-files.ts";
 import { ReplServer } from "../secondary/repl-server.ts";
 import type { SecondaryGroup } from "../secondary/secondary-group.ts";
 import { SecondaryRole, type RegistryVolume } from "../secondary/secondary-role.ts";
-import { NodeMetrics, type JournalFigures } from "./metrics.ts";
+import { NodeMetrics } from "./metrics.ts";
 import { startMgmtApi } from "../mgmt/mgmt-api.ts";
 import { startNbdServer, type NbdServer } from "../frontends/nbd-server.ts";
-import { NodeStamper, wallClockUs } from "../primary/stamper.ts";
+import { clampLogger, NodeStamper, wallClockUs } from "../primary/stamper.ts";
 import { systemClock, type Clock, type Timer } from "./clock.ts";
 import { tcpTransport, type Transport } from "../transport/transport.ts";
-import { isStorageError } from "./group-stop.ts";
-import { faultInjected } from "../core/faults.ts";
 
 export const tidemarkVersion = "0.1.0";
 
@@ -82,21 +79,17 @@ export interface NodeOptions {
   readonly journalSizing?: { readonly bytesMin: number; readonly secondaryBytesMax: number };
 }
 
-/** At most one log line per this interval about host write times lowered to the clock's bound. */
-const hostTimeClampLogIntervalMs = 10_000;
-
 /** How often volume allocation (for status) is re-read from the files. */
 const allocationRefreshMs = 5000;
 
 export class TidemarkNode implements NodeControl, PairControl {
   private readonly options: NodeOptions;
   private readonly logger: Logger;
-  /** Free bytes of the volumes' file system at the last look (statfs), for the overcommit warning. */
-  private freeBytes: number | undefined;
   private readonly stamper: NodeStamper;
   private readonly metadataStore: MetadataStore;
   private readonly volumes: VolumeRegistry;
-  private readonly groups = new Map<string, GroupWriter>();
+  /** The groups: the writable groups' writers, journal directories, group ids (src/primary/group-registry.ts). */
+  private readonly groups: GroupRegistry;
   readonly nodeMetrics: NodeMetrics;
   private allocationTimer: Timer | undefined;
   private nbdServer: NbdServer | undefined;
@@ -106,11 +99,6 @@ export class TidemarkNode implements NodeControl, PairControl {
   readonly secondaries: SecondaryRole;
   /** The pairs this node is the primary of. */
   private readonly primary: PrimaryRole;
-  /** Ids handed out but maybe not yet persisted (creates run concurrently). */
-  private groupIdReserved = 0;
-  /** Volumes a group create in progress has claimed, and group names being created. */
-  private readonly claimedVolumes = new Set<number>();
-  private readonly groupsInCreation = new Set<string>();
   private mgmtApi: { port: number; close(): Promise<void> } | undefined;
   private startedAt = new Date(0);
   private startedAtMs = 0;
@@ -132,20 +120,8 @@ export class TidemarkNode implements NodeControl, PairControl {
     this.clock = options.clock ?? systemClock;
     this.transport = options.transport ?? tcpTransport;
     this.fileSystem = options.fileSystem ?? nodeFileSystem;
-    let clampLoggedAtMs = -Infinity;
-    let clampsSinceLog = 0;
-    this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs(options.clock ?? systemClock), {
-      hostTimeClamped: (hostWriteTimeUs, boundUs) => {
-        clampsSinceLog += 1;
-        const nowMs = this.clock.monotonicMs();
-        if (nowMs - clampLoggedAtMs < hostTimeClampLogIntervalMs) return;
-        this.logger.warn({ event: "host_write_time_clamped", hostWriteTimeUs, recordedUs: boundUs, clamped: clampsSinceLog },
-          `a host sent write time ${new Date(hostWriteTimeUs / 1000).toISOString()}, more than ${hostWriteTimeAheadUsMax / 1e6} s ahead of this node's clock; recorded ${new Date(boundUs / 1000).toISOString()} instead (${clampsSinceLog} such writes since the last line): check the host's clock`);
-        clampLoggedAtMs = nowMs;
-        clampsSinceLog = 0;
-      },
-    });
-    this.nodeMetrics = new NodeMetrics(options.id, tidemarkVersion, () => this.journalFigures(), () => this.listPairs(), (options.serve ?? "all") === "all");
+    this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs(this.clock), clampLogger(this.logger, this.clock));
+    this.nodeMetrics = new NodeMetrics(options.id, tidemarkVersion, () => this.groups.journalFigures(), () => this.listPairs(), (options.serve ?? "all") === "all");
     this.peers = options.peers ?? httpPeerClient;
     this.lockPath = join(options.dataDir, "lock");
     this.spaceReserve = new SpaceReserve(this.fileSystem, options.dataDir);
@@ -162,7 +138,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       transport: this.transport,
       metadata: () => this.requireMetadata(),
       updateMetadata: (change, critical) => this.updateMetadata(change, critical),
-      writer: (group) => this.groups.get(group),
+      writer: (group) => this.groups.writer(group),
       isSecondary: (group) => this.secondaries.has(group),
       volume: (volumeId) => this.volumesById.get(volumeId),
       prepareSecondary: (baseUrl, request) => this.peers.preparePairSecondary(baseUrl, request),
@@ -191,18 +167,23 @@ export class TidemarkNode implements NodeControl, PairControl {
           if (live !== undefined) live.secondary = group;
         },
       },
-      reserveGroupId: () => this.reserveGroupId(),
-      journalDir: (record) => this.journalDir(record),
-      openJournal: (record, journalOptions) => this.openJournal(record, journalOptions),
-      becomeWritable: (record, journal) => {
-        const volumes = new Map<number, GroupVolume>();
-        for (const volumeId of record.volumeIds) {
-          const live = this.volumesById.get(volumeId);
-          assert(live !== undefined, "group volume exists");
-          volumes.set(volumeId, { id: asVolumeId(volumeId), file: live.file, order: live.order });
-        }
-        this.newWriter(record, journal, volumes, 1);
-      },
+      reserveGroupId: () => this.groups.reserveGroupId(),
+      journalDir: (record) => this.groups.journalDir(record),
+      openJournal: (record, journalOptions) => this.groups.openJournal(record, journalOptions),
+      becomeWritable: (record, journal) => this.groups.becomeWritable(record, journal),
+    });
+    this.groups = new GroupRegistry({
+      dataDir: options.dataDir,
+      fileSystem: this.fileSystem,
+      logger: this.logger,
+      clock: this.clock,
+      store: this.metadataStore,
+      volumes: this.volumes,
+      stamper: this.stamper,
+      primary: this.primary,
+      secondaries: this.secondaries,
+      journalBytesMin: this.journalBytesMinValue,
+      cutDamagedTail: options.truncateDamagedJournals === true,
     });
   }
 
@@ -239,7 +220,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       lastAcceptNumber: asAcceptNumber(metadata.writeTime.lastAcceptNumber),
     });
     await this.volumes.open();
-    await this.recoverGroups();
+    await this.groups.recover();
     // A restarted secondary replays to the recomputed frontier before anyone reads its image.
     await this.secondaries.replayToFrontier();
     await this.startListeners();
@@ -277,110 +258,6 @@ export class TidemarkNode implements NodeControl, PairControl {
     await this.takeLock();
   }
 
-  private async recoverGroups(): Promise<void> {
-    const metadata = this.requireMetadata();
-    for (const record of metadata.groups) {
-      if (record.secondary !== undefined && record.secondary.state !== "takeover") {
-        await this.secondaries.recover(record, record.secondary);
-        continue;
-      }
-      const volumes = new Map<number, GroupVolume>();
-      for (const volumeId of record.volumeIds) {
-        const live = this.volumesById.get(volumeId);
-        assert(live !== undefined, `group ${record.name} names volume ${volumeId} that exists`);
-        volumes.set(volumeId, { id: asVolumeId(volumeId), file: live.file, order: live.order });
-      }
-      let replayed = 0;
-      // A full disk or an I/O error while re-applying stops this group alone: the node starts,
-      // and the group replays again when it resumes (it keeps the journal, so nothing is lost).
-      let replayError: Error | undefined;
-      const replay = async (journalRecord: JournalRecord): Promise<void> => {
-        // Re-apply in sequence order: idempotent, whatever the volumes already held.
-        if (journalRecord.sequence <= record.checkpointSequence || replayError !== undefined) return;
-        try {
-          await replayRecord(record.name, volumes, journalRecord);
-        } catch (error) {
-          if (!isStorageError(error)) throw error;
-          replayError = error as Error;
-          return;
-        }
-        replayed += 1;
-      };
-      const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: record.checkpointSequence + 1 }, replay);
-      const lastSequence = report.lastSequence ?? 0;
-      const nextSequence = Math.max(lastSequence + 1, record.checkpointSequence + 1);
-      this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
-      const writer = this.newWriter(record, journal, volumes, nextSequence, report.lastWriteSequence > 0 ? report.lastWriteSequence : Math.min(record.checkpointSequence, nextSequence - 1));
-      if (replayError !== undefined) writer.stopAfterRecoveryError(replayError);
-      if (record.pair !== undefined) this.primary.openPair(record, record.pair, writer);
-      if (report.records > 0 || report.tornBytesCut > 0) {
-        this.logger.info({ event: "journal_recovered", group: record.name, replayed, records: report.records, tornBytesCut: report.tornBytesCut, nextSequence }, "journal recovered");
-      }
-    }
-  }
-
-  /** Opens (recovers) a group's journal; a journal it cannot trust stops the start with what to do. */
-  private async openJournal(record: GroupRecord, options: Omit<JournalOptions, "fileSystem">, onRecord?: RecordCallback): Promise<{ journal: GroupJournal; report: RecoveryReport }> {
-    try {
-      return await GroupJournal.open(this.journalDir(record), { ...options, fileSystem: this.fileSystem, cutDamagedTail: this.options.truncateDamagedJournals === true }, onRecord);
-    } catch (error) {
-      if (error instanceof JournalFormatError || error instanceof JournalCorruptError) {
-        throw new Error(`group ${record.name}: ${error.message}`, { cause: error });
-      }
-      throw error;
-    }
-  }
-
-  private reserveGroupId(): number {
-    const id = Math.max(this.requireMetadata().nextGroupId, this.groupIdReserved);
-    this.groupIdReserved = id + 1;
-    return id;
-  }
-
-  private journalDir(record: Pick<GroupRecord, "id" | "journalGeneration">): string {
-    const generation = record.journalGeneration ?? 0;
-    return join(this.options.dataDir, "journals", generation === 0 ? String(record.id) : `${record.id}.${generation}`);
-  }
-
-  /** A writable group: its write path, with checkpoints persisted in the metadata. */
-  private newWriter(record: GroupRecord, journal: GroupJournal, volumes: Map<number, GroupVolume>, nextSequence: number, lastWriteSequence = nextSequence - 1): GroupWriter {
-    const writer = new GroupWriter({
-      groupId: record.id,
-      name: record.name,
-      journal,
-      stamper: this.stamper,
-      volumes,
-      nextSequence,
-      appliedSequence: nextSequence - 1,
-      checkpointSequence: record.checkpointSequence,
-      lastWriteSequence,
-      clock: this.clock,
-      logger: this.logger.child({ component: "group", group: record.name }),
-      // The written maps first: once the checkpoint is persisted, the journal behind it (which
-      // recovery would replay, marking again) may be trimmed.
-      persistCheckpoint: async (result) => {
-        await saveWrittenMaps(volumes.values());
-        await this.updateMetadata((m) => {
-          const group = groupRecordById(m, record.id);
-          assert(result.checkpointSequence >= group.checkpointSequence, "checkpoints never go back");
-          group.checkpointSequence = result.checkpointSequence;
-          group.nextSequence = result.nextSequence;
-          const acked = this.primary.ackedSequence(record.name);
-          if (group.pair !== undefined && acked !== undefined) group.pair.ackedSequence = Math.max(group.pair.ackedSequence, acked);
-        });
-      },
-    });
-    this.groups.set(record.name, writer);
-    for (const volumeId of record.volumeIds) {
-      const live = this.volumesById.get(volumeId);
-      if (live !== undefined) {
-        live.group = writer;
-        live.secondary = undefined;
-      }
-    }
-    return writer;
-  }
-
   private async startListeners(): Promise<void> {
     // A port another process holds (or one this user may not bind): one line naming the option.
     const listen = async <T>(flag: string, address: Address, open: () => Promise<T>): Promise<T> => {
@@ -391,30 +268,31 @@ export class TidemarkNode implements NodeControl, PairControl {
       }
     };
     const { nbd, host, repl, mgmt } = this.options;
-    if ((this.options.serve ?? "all") === "replication") {
-      this.replServer = new ReplServer(this.secondaries, this.logger.child({ component: "repl" }), this.clock, this.transport);
-    this.secondaries.connectStreams(this.replServer);
-      const replServer = this.replServer;
-      this.ports.repl = await listen("--repl", repl, () => replServer.listen(repl.host, repl.port));
-      return;
+    // "replication": the replication listener alone (the simulation drives the rest directly).
+    const serveAll = (this.options.serve ?? "all") === "all";
+    if (serveAll) {
+      const catalog = this.catalog();
+      this.nbdServer = await listen("--nbd", nbd, () => startNbdServer({
+        host: nbd.host, port: nbd.port, catalog, logger: this.logger.child({ component: "nbd" }),
+        onRequest: (op, bytes, latencySeconds, errno) => this.nodeMetrics.observe("nbd", op, bytes, latencySeconds, errno === 0),
+      }));
+      this.ports.nbd = this.nbdServer.port;
+      this.hostServer = await listen("--host-port", host, () => startHostServer({
+        host: host.host, port: host.port, catalog, logger: this.logger.child({ component: "host" }),
+        onRequest: (op, bytes, latencySeconds, ok) => this.nodeMetrics.observe("host", op, bytes, latencySeconds, ok),
+      }));
+      this.ports.host = this.hostServer.port;
     }
-    const catalog = this.catalog();
-    this.nbdServer = await listen("--nbd", nbd, () => startNbdServer({
-      host: nbd.host, port: nbd.port, catalog, logger: this.logger.child({ component: "nbd" }),
-      onRequest: (op, bytes, latencySeconds, errno) => this.nodeMetrics.observe("nbd", op, bytes, latencySeconds, errno === 0),
-    }));
-    this.ports.nbd = this.nbdServer.port;
-    this.hostServer = await listen("--host-port", host, () => startHostServer({
-      host: host.host, port: host.port, catalog, logger: this.logger.child({ component: "host" }),
-      onRequest: (op, bytes, latencySeconds, ok) => this.nodeMetrics.observe("host", op, bytes, latencySeconds, ok),
-    }));
-    this.ports.host = this.hostServer.port;
-    this.replServer = new ReplServer(this.secondaries, this.logger.child({ component: "repl" }), this.clock, this.transport);
-    this.secondaries.connectStreams(this.replServer);
-    const replServer = this.replServer;
+    // Replication streams are accepted through the node's Transport; the front ends and the
+    // management API listen on their own (docs/architecture.md, "The transport seam").
+    const replServer = new ReplServer(this.secondaries, this.logger.child({ component: "repl" }), this.clock, this.transport);
+    this.replServer = replServer;
+    this.secondaries.connectStreams(replServer);
     this.ports.repl = await listen("--repl", repl, () => replServer.listen(repl.host, repl.port));
-    this.mgmtApi = await listen("--mgmt", mgmt, () => startMgmtApi({ host: mgmt.host, port: mgmt.port, control: this, logger: this.logger.child({ component: "mgmt" }) }));
-    this.ports.mgmt = this.mgmtApi.port;
+    if (serveAll) {
+      this.mgmtApi = await listen("--mgmt", mgmt, () => startMgmtApi({ host: mgmt.host, port: mgmt.port, control: this, logger: this.logger.child({ component: "mgmt" }) }));
+      this.ports.mgmt = this.mgmtApi.port;
+    }
   }
 
   /** Clean stop: no new connections, in-flight work finished, journals durable, checkpoint saved. */
@@ -432,25 +310,8 @@ export class TidemarkNode implements NodeControl, PairControl {
     this.primary.stop();
     await this.replServer?.close();
     await this.secondaries.stop();
-    for (const writer of this.groups.values()) {
-      try {
-        await writer.close();
-        // A stopped group's journal was abandoned: what is on disk is what a restart recovers.
-        if (writer.stopped === undefined) await writer.journal.close();
-      } catch (error) {
-        this.logger.error({ event: "group_close_failed", group: writer.name, err: error }, "group did not close cleanly");
-      }
-    }
-    for (const volume of this.volumesById.values()) {
-      // A disk that fails now loses nothing the journals do not hold: say so and go on stopping.
-      await volume.file.datasync().catch((error: unknown) => {
-        this.logger.error({ event: "volume_sync_failed", volume: volume.name, err: error }, "volume not synced at stop; the journal still covers it");
-      });
-      await volume.file.written.save().catch((error: unknown) => {
-        this.logger.error({ event: "written_map_save_failed", volume: volume.name, err: error }, "written map not saved at stop; the journal still covers it");
-      });
-      await volume.file.close();
-    }
+    await this.groups.close();
+    await this.volumes.close();
     if (this.metadataStore.loaded) {
       await this.updateMetadata(() => undefined).catch((error: unknown) => {
         this.logger.error({ event: "metadata_save_failed", err: error }, "metadata not saved at stop; the last saved checkpoint and the journals still cover it");
@@ -537,9 +398,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       else if (pair.heldWrites > 0) reasons.push(`group ${pair.group}: ${pair.heldWrites} host writes held: ${pair.reason ?? ""}`);
     }
     // Held writes of a group without a pair, and a pair's secondary whose journal is full.
-    for (const writer of this.groups.values()) {
-      if (writer.heldWrites > 0 && writer.stopped === undefined && !this.primary.hasPair(writer.name)) reasons.push(`group ${writer.name}: ${this.heldReason(writer)}`);
-    }
+    reasons.push(...this.groups.heldWithoutPairReasons());
     reasons.push(...this.secondaries.healthReasons());
     return { status: reasons.length === 0 ? "ok" : "degraded", reasons };
   }
@@ -553,78 +412,11 @@ export class TidemarkNode implements NodeControl, PairControl {
   }
 
   listGroups(): GroupInfo[] {
-    const metadata = this.requireMetadata();
-    return metadata.groups.map((record) => {
-      const secondary = this.secondaries.groupInfo(record, (id) => this.volumesById.get(id)?.name ?? `#${id}`);
-      if (secondary !== undefined) return secondary;
-      const writer = this.groups.get(record.name);
-      assert(writer !== undefined, `group ${record.name} is live`);
-      const journal = writer.journal;
-      return {
-        name: record.name,
-        volumes: record.volumeIds.map((id) => this.volumesById.get(id)?.name ?? `#${id}`),
-        nextSequence: writer.nextSequence,
-        appliedSequence: writer.appliedSequence,
-        durableSequence: journal.durableSequence,
-        journalBytes: journal.usedBytes,
-        journalBytesMax: journal.bytesMax,
-        journalSegments: journal.segmentCount,
-        lastWriteTimeUs: writer.lastWriteTimeUs,
-        state: writer.stopped === undefined ? "ok" : "stopped",
-        heldWrites: writer.heldWrites,
-        reason: writer.stopped?.reason ?? (writer.heldWrites > 0 ? this.heldReason(writer) : null),
-      };
-    });
+    return this.groups.list();
   }
 
-  async createGroup(name: string, volumeNames: readonly string[], journalBytesMax: number = journalBytesMaxDefault): Promise<GroupInfo> {
-    validateName("group", name);
-    if (this.groups.has(name) || this.secondaries.has(name) || this.groupsInCreation.has(name)) throw new ControlError("TM_ERR_EXISTS", `group ${name} already exists`);
-    if (this.groups.size + this.secondaries.size >= groupsPerNodeMax) throw new ControlError("TM_ERR_LIMIT", `a node holds at most ${groupsPerNodeMax} groups`);
-    if (volumeNames.length === 0) throw new ControlError("TM_ERR_INVALID", "a group needs at least one volume: --volumes V1[,V2...]");
-    if (volumeNames.length > volumesPerGroupMax) throw new ControlError("TM_ERR_LIMIT", `a group holds at most ${volumesPerGroupMax} volumes`);
-    if (new Set(volumeNames).size !== volumeNames.length) throw new ControlError("TM_ERR_INVALID", "a volume is named twice in --volumes");
-    if (!Number.isSafeInteger(journalBytesMax) || journalBytesMax < this.journalBytesMinValue || journalBytesMax > journalBytesLimit) {
-      throw new ControlError("TM_ERR_INVALID", `journal size ${journalBytesMax} is not valid: it must be between ${this.journalBytesMinValue} bytes (a full journal must still take the largest write) and ${journalBytesLimit} bytes`);
-    }
-    const members: LiveVolume[] = [];
-    for (const volumeName of volumeNames) {
-      const volume = this.volumesByName.get(volumeName);
-      if (volume === undefined || volume.file === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `volume ${volumeName} does not exist; create it with: tidemark volume create ${volumeName} --size SIZE`);
-      const owner = volume.group?.name ?? volume.secondary?.name;
-      if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} already belongs to group ${owner}; a volume belongs to at most one group`);
-      if (this.claimedVolumes.has(volume.id)) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} is being put into another group right now`);
-      members.push(volume);
-    }
-    // Claimed before the first await, so concurrent creates cannot both take a volume or a name.
-    for (const v of members) this.claimedVolumes.add(v.id);
-    this.groupsInCreation.add(name);
-    try {
-      return await this.createGroupClaimed(name, volumeNames, members, journalBytesMax);
-    } finally {
-      for (const v of members) this.claimedVolumes.delete(v.id);
-      this.groupsInCreation.delete(name);
-    }
-  }
-
-  private async createGroupClaimed(name: string, volumeNames: readonly string[], members: readonly LiveVolume[], journalBytesMax: number): Promise<GroupInfo> {
-    const id = this.reserveGroupId();
-    await makeDirectoryDurable(this.fileSystem, this.journalDir({ id }));
-    const { journal } = await GroupJournal.open(this.journalDir({ id }), { fileSystem: this.fileSystem, bytesMax: journalBytesMax, nextSequence: 1 }, () => undefined);
-    const volumes = new Map<number, GroupVolume>(members.map((v) => [v.id, { id: asVolumeId(v.id), file: v.file, order: v.order }]));
-    // Writes already in flight to these volumes finish outside the journal; later ones are journaled.
-    await Promise.all(members.map((v) => v.order.drain()));
-    for (const v of members) await v.file.datasync();
-    const record: GroupRecord = { id, name, volumeIds: members.map((v) => v.id), checkpointSequence: 0, nextSequence: 1, journalBytesMax, createdAt: new Date(this.clock.wallMs()).toISOString() };
-    await this.updateMetadata((m) => {
-      m.nextGroupId = Math.max(m.nextGroupId, id + 1);
-      m.groups.push(record);
-    });
-    this.newWriter(record, journal, volumes, 1);
-    this.logger.info({ event: "group_created", group: name, volumes: volumeNames }, "group created");
-    const info = this.listGroups().find((g) => g.name === name);
-    assert(info !== undefined, "new group is listed");
-    return info;
+  createGroup(name: string, volumeNames: readonly string[], journalBytesMax?: number): Promise<GroupInfo> {
+    return this.groups.create(name, volumeNames, journalBytesMax);
   }
 
   metrics(): Promise<{ contentType: string; body: string }> {
@@ -637,30 +429,6 @@ export class TidemarkNode implements NodeControl, PairControl {
       this.logger.info({ event: "space_reserve_made", path: this.spaceReserve.path }, "space reserve in place again");
     }
     await this.volumes.refreshAllocation();
-  }
-
-  /** Why a group's host writes are held (pair status says the same, with the pair's part). */
-  private heldReason(writer: GroupWriter): string {
-    const linkReason = this.primary.pairStatus(writer.name)?.reason ?? null;
-    if (linkReason !== null) return linkReason;
-    const journal = writer.journal;
-    const why = writer.holdReason === "apply-behind" ? "until the volumes catch up with the journal" : "until a checkpoint frees journal space";
-    return `journal ${Math.round((journal.usedBytes / journal.bytesMax) * 100)}% full: ${writer.heldWrites} host writes held ${why} (held, never failed)`;
-  }
-
-  private journalFigures(): JournalFigures[] {
-    return [...this.secondaries.journalFigures(), ...[...this.groups.values()].map((writer): JournalFigures => ({
-      group: writer.name,
-      usedBytes: writer.journal.usedBytes,
-      bytesMax: writer.journal.bytesMax,
-      fsyncs: writer.journal.fsyncCount,
-      bytesWritten: writer.journal.bytesWritten,
-      nextSequence: writer.nextSequence,
-      appliedSequence: writer.appliedSequence,
-      heldWrites: writer.heldWrites,
-      stopped: writer.stopped === undefined ? 0 : 1,
-      role: "primary",
-    }))];
   }
 
   // ---- PairControl (primary side) ------------------------------------------------
@@ -717,42 +485,6 @@ function registryVolume(volume: LiveVolume | undefined): RegistryVolume | undefi
   return { id: volume.id, name: volume.name, sizeBytes: volume.sizeBytes, file: volume.file, owner: volume.group?.name ?? volume.secondary?.name };
 }
 
-/**
- * Re-applies one recovered journal record of a writable group to its volume. Every record
- * kind the journal can hold is handled: markers and time advances change no volume.
- * A write for a volume the group does not have is damage, refused with what to do.
- */
-async function replayRecord(groupName: string, volumes: ReadonlyMap<number, GroupVolume>, record: JournalRecord): Promise<void> {
-  if (faultInjected("replay-unknown-record-kind") && record.kind !== RecordKind.write && record.kind !== RecordKind.zeroes) {
-    throw new Error(`journal of group ${groupName} has a record for unknown volume ${record.volumeId}`);
-  }
-  switch (record.kind) {
-    case RecordKind.timeAdvance:
-    case RecordKind.marker:
-      return;
-    case RecordKind.write:
-    case RecordKind.zeroes: {
-      const volume = volumes.get(record.volumeId);
-      if (volume === undefined || record.offsetBytes + record.lengthBytes > volume.file.sizeBytes) {
-        throw new Error(`journal of group ${groupName} has a record (sequence ${record.sequence}) for volume ${record.volumeId} range ` +
-          `${record.offsetBytes}+${record.lengthBytes}, which the group does not hold; the data directory is damaged or was edited: restore it from a backup`);
-      }
-      if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
-      else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);
-      return;
-    }
-    default:
-      unreachable(record.kind, "journal record kind");
-  }
-}
-
-/** The metadata record of a group that must exist (a live group always has one). */
-function groupRecordById(metadata: NodeMetadata, id: number): GroupRecord {
-  const group = metadata.groups.find((g) => g.id === id);
-  assert(group !== undefined, () => `group ${id} is in the metadata`);
-  return group;
-}
-
 /** Whether a process holds the lock: alive, and not a zombie waiting to be reaped. */
 async function processAlive(fs: FileSystem, pid: number): Promise<boolean> {
   try {
@@ -767,5 +499,3 @@ async function processAlive(fs: FileSystem, pid: number): Promise<boolean> {
     return true; // no /proc: trust kill(0)
   }
 }
-
-/** What a node asks of another node's management API (the secondary's, when a pair is created). */

@@ -2,6 +2,7 @@
 // shared by every group, so write times are monotonic across the whole node.
 import { stampWrite, mergeWriteTimeState, initialWriteTimeState, type Stamp, type WriteTimeState } from "../core/stamp.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
+import type { Logger } from "pino";
 import type { Clock } from "../node/clock.ts";
 import { hostWriteTimeAheadUsMax } from "../core/limits.ts";
 
@@ -84,5 +85,29 @@ export function wallClockUs(clock: Clock): () => number {
     baseUs = wallUs;
     baseMonotonicMs = monotonicMs;
     return Math.floor(wallUs);
+  };
+}
+
+/** At most one log line per this interval about host write times lowered to the clock's bound. */
+const hostTimeClampLogIntervalMs = 10_000;
+
+/**
+ * The node's observer of its stamper: a host write time it lowered to the clock's bound is
+ * logged (host_write_time_clamped, warn), at most once per hostTimeClampLogIntervalMs on the
+ * monotonic clock, with how many such writes there were since the last line.
+ */
+export function clampLogger(logger: Logger, clock: Clock): StamperObserver {
+  let clampLoggedAtMs = -Infinity;
+  let clampsSinceLog = 0;
+  return {
+    hostTimeClamped: (hostWriteTimeUs, boundUs) => {
+      clampsSinceLog += 1;
+      const nowMs = clock.monotonicMs();
+      if (nowMs - clampLoggedAtMs < hostTimeClampLogIntervalMs) return;
+      logger.warn({ event: "host_write_time_clamped", hostWriteTimeUs, recordedUs: boundUs, clamped: clampsSinceLog },
+        `a host sent write time ${new Date(hostWriteTimeUs / 1000).toISOString()}, more than ${hostWriteTimeAheadUsMax / 1e6} s ahead of this node's clock; recorded ${new Date(boundUs / 1000).toISOString()} instead (${clampsSinceLog} such writes since the last line): check the host's clock`);
+      clampLoggedAtMs = nowMs;
+      clampsSinceLog = 0;
+    },
   };
 }

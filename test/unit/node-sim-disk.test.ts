@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import pino from "pino";
 import { TidemarkNode } from "../../src/node/node.ts";
+import type { GroupRegistry } from "../../src/primary/group-registry.ts";
 import { SimDisk, type Schedule } from "../sim/sim-disk.ts";
 
 /** The disk's operations complete on the next turn of the event loop (latency does not matter here). */
@@ -62,7 +63,7 @@ void test("a journal fdatasync that fails under a caller other than the host wri
     const handle = node.catalog().open("v1");
     assert.ok(handle !== undefined);
     await handle.write(0, Buffer.alloc(4096, 1), { fua: true });
-    const writer = (node as unknown as { groups: Map<string, { journal: { sync(): Promise<void>; dir: string }; appendTimeAdvance(): void }> }).groups.get("g1");
+    const writer = (node as unknown as { groups: GroupRegistry }).groups.writer("g1");
     assert.ok(writer !== undefined);
     writer.appendTimeAdvance(); // what the pair does on an idle group: appended, not yet durable, nobody in the writer waits for it
     await new Promise((resolve) => setImmediate(resolve));
