@@ -113,7 +113,8 @@ export class ReplServer implements SecondaryStreams {
   }
 
   async listen(hostName: string, port: number): Promise<number> {
-    this.listener = await this.transport.listen({ host: hostName, port }, (stream) => this.accept(stream));
+    this.listener = await this.transport.listen({ host: hostName, port }, (stream) => this.accept(stream),
+      (error) => this.logger.error({ event: "repl_listener_error", err: error }, "replication listener error; it goes on accepting"));
     return this.listener.port;
   }
 

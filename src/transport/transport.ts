@@ -44,8 +44,12 @@ export interface Listener {
 }
 
 export interface Transport {
-  /** Accepts streams on `address`; rejects with the bind error (EADDRINUSE, EACCES...). */
-  listen(address: ListenAddress, onStream: (stream: ByteStream) => void): Promise<Listener>;
+  /**
+   * Accepts streams on `address`; rejects with the bind error (EADDRINUSE, EACCES...). Once
+   * bound, an error of the listener (an accept that failed: EMFILE, ENFILE) goes to `onError`,
+   * and the listener goes on: it never crashes the node.
+   */
+  listen(address: ListenAddress, onStream: (stream: ByteStream) => void, onError: (error: Error) => void): Promise<Listener>;
   /** Opens a stream to `address` ("host:port", IPv6 in brackets); it emits "connect" once open, or "error" and "close". */
   connect(address: string): ByteStream;
 }
@@ -60,12 +64,13 @@ export function splitHostPort(address: string): { host: string; port: number } {
 
 /** Plain TCP over node:net. */
 export const tcpTransport: Transport = {
-  listen(address, onStream) {
+  listen(address, onStream, onError) {
     const server: Server = createServer((socket: Socket) => onStream(socket));
     return new Promise((resolve, reject) => {
       server.once("error", reject);
       server.listen(address.port, address.host, () => {
         server.off("error", reject);
+        server.on("error", onError);
         const bound = server.address();
         assert(bound !== null && typeof bound === "object", "the listener is bound");
         resolve({
