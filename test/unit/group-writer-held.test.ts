@@ -269,7 +269,8 @@ void test("a hold that flaps many times a second is logged at most once per inte
       writes += 1;
     }
     const elapsedMs = performance.now() - startMs;
-    assert.ok(writes > 100, `many writes were slowed one by one (${writes})`);
+    // Many more holds than the log may have lines (not a speed check: a loaded machine does fewer).
+    assert.ok(writes > 4 * (Math.ceil(elapsedMs / heldLogIntervalMs) + 1), `many writes were slowed one by one (${writes})`);
     assert.ok(holdLines.length <= Math.ceil(elapsedMs / heldLogIntervalMs) + 1, `${holdLines.length} lines in ${Math.round(elapsedMs)} ms for ${writes} holds`);
     assertLinesTruthful(holdLines);
     await waitUntil("the log to end on released", () => holdLines.at(-1)?.event === "writes_released", 2 * heldLogIntervalMs + 1_000);
