@@ -99,6 +99,10 @@ export class ApiClient {
     return this.request("POST", path, body, schema, options);
   }
 
+  delete<T>(path: string, schema: z.ZodType<T>, options: RequestOptions = {}): Promise<ApiResult<T>> {
+    return this.request("DELETE", path, undefined, schema, options);
+  }
+
   /** Plain-text GET (for /metrics). */
   async getText(path: string, options: RequestOptions = {}): Promise<string> {
     const { status, statusText, contentType, text } = await this.exchange("GET", path, undefined);

@@ -93,6 +93,7 @@ export const volumeListSchema = z.object({ volumes: z.array(volumeInfoSchema) })
 export const volumeCreatedSchema = z.object({ volume: volumeInfoSchema });
 export const groupListSchema = z.object({ groups: z.array(groupInfoSchema) });
 export const groupCreatedSchema = z.object({ group: groupInfoSchema });
+export const groupDeletedSchema = z.object({ group: z.string(), deleted: z.boolean() });
 
 /** Every API error body: {error:{code,message}}. */
 export const apiErrorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });

@@ -1,7 +1,7 @@
 // `tidemark group create NAME --volumes V1[,V2...]` and `tidemark group list` (CONTRACT.md).
 import type { Command } from "commander";
 import type { GroupInfo } from "../mgmt/control.ts";
-import { groupCreatedSchema, groupListSchema } from "./api-schemas.ts";
+import { groupCreatedSchema, groupDeletedSchema, groupListSchema } from "./api-schemas.ts";
 import { journalBytesLimit, journalBytesMin } from "../core/limits.ts";
 import { checkName, mgmtContext, parseNameList, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { formatUsage, renderTable } from "./format.ts";
@@ -31,6 +31,21 @@ export function registerGroupCommands(program: Command, io: CliIo): void {
       },
     });
     context.print(raw, () => `created group ${value.group.name} with volumes ${value.group.volumes.join(", ")}\n`);
+  });
+
+  withMgmtOptions(
+    group
+      .command("delete")
+      .description("delete a group: what it took is applied to its volumes, which stay, in no group (not while it has a pair)")
+      .argument("<NAME>", "group name"),
+  ).action(async (nameText: string, _flags: unknown, command: Command) => {
+    const name = checkName("group", nameText);
+    const context = mgmtContext(command, io);
+    const { value, raw } = await context.client.delete(`/v1/groups/${encodeURIComponent(name)}`, groupDeletedSchema, {
+      what: `delete group '${name}'`,
+      hints: { TM_ERR_STATE: `see \`tidemark pair status ${name}\` and \`tidemark group list\`` },
+    });
+    context.print(raw, () => (value.deleted ? `deleted group ${name}; its volumes stay, in no group\n` : `group ${name} does not exist; nothing to delete\n`));
   });
 
   withMgmtOptions(group.command("list").description("list the node's consistency groups")).action(

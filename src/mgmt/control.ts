@@ -87,6 +87,11 @@ export interface NodeControl {
   listGroups(): readonly GroupInfo[];
   /** journalBytesMax: the journal's size limit (default journalBytesMaxDefault). */
   createGroup(name: string, volumes: readonly string[], journalBytesMax?: number): Promise<GroupInfo>;
+  /**
+   * Deletes a writable group (its volumes stay, in no group); false when there is no such group.
+   * TM_ERR_STATE while it has a pair, is a pair's secondary, or is stopped by its disk.
+   */
+  deleteGroup(name: string): Promise<boolean>;
   /** Prometheus text exposition of the node's metrics. */
   metrics(): Promise<{ contentType: string; body: string }>;
 }

@@ -297,6 +297,11 @@ function registerGroupRoutes(app: MgmtApp, control: NodeControl): void {
     const group = await control.createGroup(body.name, body.volumes, body.journalBytesMax);
     return reply.code(201).send({ group });
   });
+  // Idempotent: a group already gone answers 200 with deleted false.
+  app.delete("/v1/groups/:group", async (request) => {
+    const name = groupParam(request.params);
+    return { group: name, deleted: await control.deleteGroup(name) };
+  });
 }
 
 function registerPairRoutes(app: MgmtApp, control: PairControl): void {

@@ -419,6 +419,10 @@ export class TidemarkNode implements NodeControl, PairControl {
     return this.groups.create(name, volumeNames, journalBytesMax);
   }
 
+  deleteGroup(name: string): Promise<boolean> {
+    return this.groups.delete(name);
+  }
+
   metrics(): Promise<{ contentType: string; body: string }> {
     return this.nodeMetrics.text();
   }

@@ -62,6 +62,7 @@ export class GroupRegistry {
   /** Volumes a group create in progress has claimed, and group names being created. */
   private readonly claimedVolumes = new Set<number>();
   private readonly groupsInCreation = new Set<string>();
+  private readonly groupsInDeletion = new Set<string>();
 
   constructor(options: GroupRegistryOptions) {
     this.options = options;
@@ -216,6 +217,58 @@ export class GroupRegistry {
     const info = this.list().find((g) => g.name === name);
     assert(info !== undefined, "new group is listed");
     return info;
+  }
+
+  /**
+   * Deletes writable group `name`: its writer is closed (what it took is applied and
+   * checkpointed into the volumes), node.json forgets it, its volumes stay, ungrouped, and its
+   * journal directory is removed. Returns false when no such group exists (deleting again is
+   * not an error). Refuses with ControlError: TM_ERR_STATE (the group has a pair, is a pair's
+   * secondary, or is stopped by its disk: its journal may hold writes the volumes lack),
+   * TM_ERR_CONFLICT (a create or delete of that name runs now). Host writes to its volumes
+   * while it closes fail (ESHUTDOWN, "the group is being deleted"); later ones go straight to
+   * the volumes. The file system's error is thrown as it is (the group then stays, or is gone
+   * with its journal directory left behind, which nothing reads again: group ids are never reused).
+   */
+  async delete(name: string): Promise<boolean> {
+    validateName("group", name);
+    if (this.groupsInCreation.has(name) || this.groupsInDeletion.has(name)) throw new ControlError("TM_ERR_CONFLICT", `group ${name} is being created or deleted right now`);
+    if (this.options.secondaries.has(name)) {
+      throw new ControlError("TM_ERR_STATE", `group ${name} is the secondary of a pair: its volumes show the primary's image; it is deleted with the pair (or taken over first: tidemark pair takeover ${name})`);
+    }
+    const writer = this.writers.get(name);
+    if (writer === undefined) return false;
+    if (this.options.primary.hasPair(name)) throw new ControlError("TM_ERR_STATE", `group ${name} has a pair; a paired group cannot be deleted (see tidemark pair status ${name})`);
+    const stop = writer.stopped;
+    if (stop !== undefined) {
+      throw new ControlError("TM_ERR_STATE", `group ${name} is stopped (${stop.reason}); its journal may hold writes its volumes lack. It resumes by itself once the disk is back; delete it then`);
+    }
+    this.groupsInDeletion.add(name);
+    try {
+      const record = this.metadata().groups.find((g) => g.name === name);
+      assert(record !== undefined, `group ${name} is in node.json`);
+      // Closed first: the checkpoint puts every write it took into the volumes, durably. A crash
+      // before the save below finds the group as it was (the journal replays from the checkpoint).
+      await writer.close("the group is being deleted");
+      if (writer.stopped !== undefined) {
+        throw new ControlError("TM_ERR_IO", `group ${name} could not be closed (${writer.stopped.reason}); it stays, stopped, and resumes by itself`);
+      }
+      await writer.journal.close();
+      await this.options.store.update((m) => {
+        m.groups = m.groups.filter((g) => g.id !== record.id);
+      });
+      this.writers.delete(name);
+      for (const volumeId of record.volumeIds) {
+        const live = this.options.volumes.byId.get(volumeId);
+        if (live !== undefined && live.group === writer) live.group = undefined;
+      }
+      await this.options.fileSystem.removeTree(this.journalDir(record));
+      const volumes = record.volumeIds.map((id) => this.options.volumes.byId.get(id)?.name ?? `#${id}`);
+      this.logger.info({ event: "group_deleted", group: name, volumes }, "group deleted; its volumes stay, in no group");
+      return true;
+    } finally {
+      this.groupsInDeletion.delete(name);
+    }
   }
 
   // ---- status, health, metrics ----------------------------------------------------

@@ -688,16 +688,23 @@ export class GroupWriter {
     this.fail(error, this.journalValue.dir);
   }
 
-  /** Finishes what is in flight, makes it durable, checkpoints. Held writes fail: the node is stopping. */
-  async close(): Promise<CheckpointResult | undefined> {
+  /** Why writes are refused once closed (host errors say it). */
+  private closedBecause = "the node is stopping";
+
+  /**
+   * Finishes what is in flight, makes it durable, checkpoints. Held writes fail, and later ones,
+   * with ESHUTDOWN and `because` (default: the node is stopping; a group delete says so).
+   */
+  async close(because = "the node is stopping"): Promise<CheckpointResult | undefined> {
     if (this.closed) return undefined;
+    this.closedBecause = because;
     this.hurryApplies(); // answered writes still waiting for a group commit reach the volumes now
     this.closed = true;
     this.clock.clear(this.releaseTimer);
     this.clock.clear(this.applyDeadlineTimer);
     this.applyDeadlineTimer = undefined;
     const failed = this.held.splice(0);
-    for (const waiting of failed) waiting.fail(new VolumeIoError("ESHUTDOWN", `group ${this.name}: the node is stopping; the write was not accepted`));
+    for (const waiting of failed) waiting.fail(new VolumeIoError("ESHUTDOWN", `group ${this.name}: ${this.closedBecause}; the write was not accepted`));
     // The log's last word on held writes is the truth, whatever the interval (one line more at most).
     this.clock.clear(this.holdLogTimer);
     this.holdLogTimer = undefined;
@@ -715,7 +722,7 @@ export class GroupWriter {
   }
 
   private throwIfStopped(): void {
-    if (this.closed) throw new VolumeIoError("ESHUTDOWN", `group ${this.name}: the node is stopping`);
+    if (this.closed) throw new VolumeIoError("ESHUTDOWN", `group ${this.name}: ${this.closedBecause}`);
     if (this.stopped !== undefined) throw this.stoppedError();
   }
 

@@ -94,6 +94,16 @@ export class FakeControl implements NodeControl, PairControl {
     return [...this.groups.values()];
   }
 
+  deleteGroup(name: string): Promise<boolean> {
+    this.maybeFail();
+    const group = this.groups.get(name);
+    if (group === undefined) return Promise.resolve(false);
+    if (this.pairs.has(name)) return Promise.reject(new ControlError("TM_ERR_STATE", `group ${name} has a pair; a paired group cannot be deleted`));
+    for (const volume of this.volumes.values()) if (volume.group === name) volume.group = null;
+    this.groups.delete(name);
+    return Promise.resolve(true);
+  }
+
   createGroup(name: string, volumes: readonly string[]): Promise<GroupInfo> {
     this.maybeFail();
     if (this.groups.has(name)) return Promise.reject(new ControlError("TM_ERR_EXISTS", `group '${name}' already exists`));
