@@ -93,6 +93,7 @@ export const volumeListSchema = z.object({ volumes: z.array(volumeInfoSchema) })
 export const volumeCreatedSchema = z.object({ volume: volumeInfoSchema });
 export const groupListSchema = z.object({ groups: z.array(groupInfoSchema) });
 export const groupCreatedSchema = z.object({ group: groupInfoSchema });
+export const volumeDeletedSchema = z.object({ volume: z.string(), deleted: z.boolean() });
 export const groupDeletedSchema = z.object({ group: z.string(), deleted: z.boolean() });
 
 /** Every API error body: {error:{code,message}}. */

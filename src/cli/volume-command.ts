@@ -2,7 +2,7 @@
 import type { Command } from "commander";
 import { volumeBytesMax, volumeBytesMin } from "../core/limits.ts";
 import type { VolumeInfo } from "../mgmt/control.ts";
-import { volumeCreatedSchema, volumeListSchema } from "./api-schemas.ts";
+import { volumeCreatedSchema, volumeDeletedSchema, volumeListSchema } from "./api-schemas.ts";
 import { checkName, mgmtContext, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { oneLine } from "./errors.ts";
 import { formatBytes, renderTable, yesNo } from "./format.ts";
@@ -28,6 +28,23 @@ export function registerVolumeCommands(program: Command, io: CliIo): void {
     // On stderr, so stdout stays the answer (--json carries it as the volume's `warning`).
     const warning = value.volume.warning;
     if (warning !== undefined && warning !== null) io.stderr(`tidemark: warning: ${oneLine(warning)}\n`);
+  });
+
+  withMgmtOptions(
+    volume
+      .command("delete")
+      .description("delete a volume in no group, and its data (a volume that holds data only with --force)")
+      .argument("<NAME>", "volume name")
+      .option("--force", "delete it even though it holds data (what was written there is lost)"),
+  ).action(async (nameText: string, flags: { force?: boolean }, command: Command) => {
+    const name = checkName("volume", nameText);
+    const context = mgmtContext(command, io);
+    const force = flags.force === true;
+    const { value, raw } = await context.client.delete(`/v1/volumes/${encodeURIComponent(name)}${force ? "?force=true" : ""}`, volumeDeletedSchema, {
+      what: `delete volume '${name}'`,
+      hints: { TM_ERR_STATE: "see `tidemark volume list`" },
+    });
+    context.print(raw, () => (value.deleted ? `deleted volume ${name}\n` : `volume ${name} does not exist; nothing to delete\n`));
   });
 
   withMgmtOptions(volume.command("list").description("list the node's volumes")).action(

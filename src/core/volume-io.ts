@@ -41,6 +41,12 @@ export interface VolumeHandle {
   trim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void>;
   /** Every write answered before this call is durable once it resolves. */
   flush(): Promise<void>;
+  /**
+   * The front end is done with this handle (its connection, or its host-protocol slot, closed).
+   * Idempotent. A volume with handles not released cannot be deleted (volume delete says who
+   * holds it); operations already started through it finish.
+   */
+  release(): void;
 }
 
 export interface ExportDescription {

@@ -207,10 +207,17 @@ class HostConnection {
     switch (request.op) {
       case "hello": return this.#hello(request);
       case "open": return this.#open(request);
-      case "close":
-        if (this.#slots.delete(request.slot)) this.#send({ kind: "ok", op: "close", handle: request.handle });
-        else this.#sendError("close", request.handle, HostStatus.EBADF, `slot ${request.slot} is not open`);
+      case "close": {
+        const volume = this.#slots.get(request.slot);
+        if (volume === undefined) {
+          this.#sendError("close", request.handle, HostStatus.EBADF, `slot ${request.slot} is not open`);
+          return;
+        }
+        this.#slots.delete(request.slot);
+        volume.release();
+        this.#send({ kind: "ok", op: "close", handle: request.handle });
         return;
+      }
       case "write": return this.#write(request);
       case "read": return this.#read(request);
       case "flush": {
@@ -408,6 +415,7 @@ class HostConnection {
     this.#connectionSlots.release(this);
     clearTimeout(this.#helloTimer);
     clearTimeout(this.#graceTimer);
+    for (const volume of this.#slots.values()) volume.release();
     this.#slots.clear();
     this.#logger.debug({ event: "host_disconnected" }, "host disconnected");
   }

@@ -732,6 +732,7 @@ class NbdConnection {
   private onClose(): void {
     this.state = "closed";
     this.ctx.slots.release(this);
+    this.handle?.release(); // requests still running finish; the volume may be deleted now
     clearTimeout(this.lingerTimer);
     // A payload gathered part-way was never handed on: its slot can be reused.
     const partial = this.assembler?.abandonPayload();

@@ -3,7 +3,7 @@
 // Loading migrates what earlier versions wrote (metadata.ts), with a log line each.
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { NodeStartError } from "../core/errors.ts";
+import { ControlError, NodeStartError } from "../core/errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { emptyMetadata, loadMetadata, raiseSmallJournals, saveMetadata, type NodeMetadata } from "./metadata.ts";
 
@@ -84,6 +84,10 @@ export class MetadataStore {
     const run = async (): Promise<void> => {
       const next = structuredClone(this.current);
       change(next);
+      // Checked on the draft, inside the serialised update: commands racing each other (a group
+      // create and a volume delete) cannot both land and leave node.json naming what is gone.
+      const dangling = danglingVolume(next);
+      if (dangling !== undefined) throw new ControlError("TM_ERR_CONFLICT", dangling);
       const writeTime = this.writeTime();
       next.writeTime = { recordedWriteTimeUs: writeTime.recordedWriteTimeUs, lastAcceptNumber: writeTime.lastAcceptNumber };
       const save = (): Promise<void> => saveMetadata(this.fileSystem, this.dataDir, next);
@@ -94,4 +98,14 @@ export class MetadataStore {
     this.chain = result.catch(() => undefined);
     return result;
   }
+}
+
+/** Why `metadata` names a volume it does not hold (a group's member deleted meanwhile), or undefined. */
+function danglingVolume(metadata: NodeMetadata): string | undefined {
+  const volumeIds = new Set(metadata.volumes.map((v) => v.id));
+  for (const group of metadata.groups) {
+    const missing = group.volumeIds.find((id) => !volumeIds.has(id));
+    if (missing !== undefined) return `group ${group.name} would name volume #${missing}, which is deleted (or being deleted); try again`;
+  }
+  return undefined;
 }

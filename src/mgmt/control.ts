@@ -84,6 +84,12 @@ export interface NodeControl {
   ready(): NodeReadiness;
   listVolumes(): readonly VolumeInfo[];
   createVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
+  /**
+   * Deletes a volume in no group; false when there is no such volume. `force`: also when it
+   * holds data. TM_ERR_STATE (in a group, a pair's secondary, open by a host), TM_ERR_CONFLICT
+   * (it holds data and not `force`).
+   */
+  deleteVolume(name: string, force: boolean): Promise<boolean>;
   listGroups(): readonly GroupInfo[];
   /** journalBytesMax: the journal's size limit (default journalBytesMaxDefault). */
   createGroup(name: string, volumes: readonly string[], journalBytesMax?: number): Promise<GroupInfo>;

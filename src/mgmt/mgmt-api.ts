@@ -288,7 +288,20 @@ function registerVolumeRoutes(app: MgmtApp, control: NodeControl): void {
     const volume = await control.createVolume(body.name, body.sizeBytes);
     return reply.code(201).send({ volume });
   });
+  // Idempotent: a volume already gone answers 200 with deleted false.
+  app.delete("/v1/volumes/:volume", async (request) => {
+    const volume = (request.params as { volume?: unknown }).volume;
+    const name = typeof volume === "string" ? volume : "";
+    const problem = nameProblem("volume", name);
+    if (problem !== null) throw new ControlError("TM_ERR_INVALID", problem);
+    const query = parseBody(forceQuerySchema, request.query);
+    const force = query.force === "true" || query.force === "1";
+    return { volume: name, deleted: await control.deleteVolume(name, force) };
+  });
 }
+
+/** `?force=true` (or 1); anything else but absent is refused. */
+const forceQuerySchema = z.strictObject({ force: z.enum(["true", "false", "1", "0"]).optional() });
 
 function registerGroupRoutes(app: MgmtApp, control: NodeControl): void {
   app.get("/v1/groups", () => ({ groups: control.listGroups() }));

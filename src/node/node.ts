@@ -411,6 +411,10 @@ export class TidemarkNode implements NodeControl, PairControl {
     return this.volumes.create(name, sizeBytes);
   }
 
+  deleteVolume(name: string, force: boolean): Promise<boolean> {
+    return this.volumes.delete(name, force);
+  }
+
   listGroups(): GroupInfo[] {
     return this.groups.list();
   }

@@ -60,7 +60,6 @@ export class GroupRegistry {
   /** Ids handed out but maybe not yet persisted (creates run concurrently). */
   private groupIdReserved = 0;
   /** Volumes a group create in progress has claimed, and group names being created. */
-  private readonly claimedVolumes = new Set<number>();
   private readonly groupsInCreation = new Set<string>();
   private readonly groupsInDeletion = new Set<string>();
 
@@ -185,16 +184,16 @@ export class GroupRegistry {
       if (volume === undefined || volume.file === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `volume ${volumeName} does not exist; create it with: tidemark volume create ${volumeName} --size SIZE`);
       const owner = volume.group?.name ?? volume.secondary?.name;
       if (owner !== undefined) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} already belongs to group ${owner}; a volume belongs to at most one group`);
-      if (this.claimedVolumes.has(volume.id)) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} is being put into another group right now`);
+      if (this.options.volumes.claims.has(volume.id)) throw new ControlError("TM_ERR_CONFLICT", `volume ${volumeName} is being put into another group right now`);
       members.push(volume);
     }
     // Claimed before the first await, so concurrent creates cannot both take a volume or a name.
-    for (const v of members) this.claimedVolumes.add(v.id);
+    for (const v of members) this.options.volumes.claims.add(v.id);
     this.groupsInCreation.add(name);
     try {
       return await this.createClaimed(name, volumeNames, members, journalBytesMax);
     } finally {
-      for (const v of members) this.claimedVolumes.delete(v.id);
+      for (const v of members) this.options.volumes.claims.delete(v.id);
       this.groupsInCreation.delete(name);
     }
   }

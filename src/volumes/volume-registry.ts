@@ -16,6 +16,7 @@ import type { SecondaryGroup } from "../secondary/secondary-group.ts";
 import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { VolumeFile } from "../storage/volume-file.ts";
+import { WrittenMap } from "../storage/written-map.ts";
 import { createVolumeFile, logWrittenMapOrigins, undoVolumeFile, volumeCreateError } from "./volume-files.ts";
 
 /** A volume open on this node, and who writes it: its group's writer (primary) or nothing (secondary: read-only). */
@@ -29,12 +30,21 @@ export interface LiveVolume {
   /** Set while the volume is the secondary of a pair: read-only, shows the reflected image. */
   secondary: SecondaryGroup | undefined;
   allocatedBytes: number;
+  /** Front-end handles open on it (NBD connections, host-protocol slots): it cannot be deleted while any is. */
+  leases?: number;
+  /** Deleted: every operation through a handle still held answers EIO. */
+  deleted?: boolean;
 }
 
 export class VolumeRegistry {
   /** By name; during a create, a placeholder holds the name (it is not in byId yet). */
   readonly byName = new Map<string, LiveVolume>();
   readonly byId = new Map<number, LiveVolume>();
+  /**
+   * Volumes a command is putting into a group right now (group create): claimed before its first
+   * await, so a concurrent group create or a volume delete cannot take them meanwhile.
+   */
+  readonly claims = new Set<number>();
   /** Ids handed out but maybe not yet persisted (creates run concurrently). */
   private idReserved = 0;
   /** Free bytes of the volumes' file system at the last look (statfs), for the overcommit warning. */
@@ -86,14 +96,21 @@ export class VolumeRegistry {
     return {
       open: (name) => {
         const volume = this.byName.get(name);
-        return volume === undefined ? undefined : this.handleFor(volume);
+        if (volume === undefined || volume.file === undefined || volume.deleted === true) return undefined;
+        volume.leases = (volume.leases ?? 0) + 1;
+        return this.handleFor(volume);
       },
       list: (): ExportDescription[] => [...this.byId.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: v.secondary !== undefined })),
     };
   }
 
   private handleFor(volume: LiveVolume): VolumeHandle {
+    let released = false;
+    const checkLive = (): void => {
+      if (volume.deleted === true) throw new VolumeIoError("EIO", `volume ${volume.name} was deleted`);
+    };
     const checkRange = (offsetBytes: number, lengthBytes: number): void => {
+      checkLive();
       if (!(offsetBytes >= 0 && lengthBytes >= 0 && offsetBytes + lengthBytes <= volume.sizeBytes)) {
         throw new VolumeIoError("EINVAL", `range ${offsetBytes}+${lengthBytes} is outside volume ${volume.name} of ${volume.sizeBytes} bytes`);
       }
@@ -156,7 +173,13 @@ export class VolumeRegistry {
       },
       writeZeroes: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
       trim: (offsetBytes, lengthBytes, options) => writeRange(offsetBytes, lengthBytes, options, "zeroes"),
+      release: () => {
+        if (released) return;
+        released = true;
+        volume.leases = (volume.leases ?? 1) - 1;
+      },
       flush: async () => {
+        checkLive();
         const group = volume.group;
         if (volume.secondary !== undefined) return;
         if (group !== undefined) await group.flush();
@@ -225,6 +248,57 @@ export class VolumeRegistry {
       this.logger.warn({ event: "volume_overcommitted", volume: name, sizeBytes, freeBytes: this.freeBytes, dir: volumesDir }, info.warning);
     }
     return info;
+  }
+
+  /**
+   * Deletes volume `name`: node.json forgets it, then its file and written map are removed.
+   * Returns false when there is no such volume (deleting again is not an error). Refuses with
+   * ControlError: TM_ERR_STATE (in a group, a pair's secondary, being put into a group, or
+   * open by a host: an NBD connection or a host-protocol slot), TM_ERR_CONFLICT (it holds data
+   * and `force` is not set: deleting it loses what a user wrote). The file system's error is
+   * thrown as it is (node.json then still holds the volume, or no longer does and the file is
+   * left behind: a later start ignores files node.json does not name).
+   */
+  async delete(name: string, force: boolean): Promise<boolean> {
+    validateName("volume", name);
+    const volume = this.byName.get(name);
+    if (volume === undefined) return false;
+    if (volume.file === undefined || this.byId.get(volume.id) !== volume) throw new ControlError("TM_ERR_STATE", `volume ${name} is being created right now`);
+    const owner = volume.group?.name ?? volume.secondary?.name;
+    if (owner !== undefined) {
+      throw new ControlError("TM_ERR_STATE", volume.secondary !== undefined
+        ? `volume ${name} is the secondary of the pair of group ${owner}; it cannot be deleted while the pair lasts`
+        : `volume ${name} is in group ${owner}; delete the group first (tidemark group delete ${owner}: the volumes stay)`);
+    }
+    if (this.claims.has(volume.id)) throw new ControlError("TM_ERR_STATE", `volume ${name} is being put into a group right now`);
+    const leases = volume.leases ?? 0;
+    if (leases > 0) throw new ControlError("TM_ERR_STATE", `volume ${name} is open by ${leases} host connection${leases === 1 ? "" : "s"} (NBD or host protocol); disconnect them first`);
+    const writtenBytes = volume.file.written.markedBytes;
+    if (writtenBytes > 0 && !force) {
+      throw new ControlError("TM_ERR_CONFLICT", `volume ${name} holds data (up to ${writtenBytes} bytes written); deleting it loses that. To delete it anyway: tidemark volume delete ${name} --force`);
+    }
+    // Gone from the catalog at once: no new handle, no group create finds it.
+    volume.deleted = true;
+    this.byName.delete(name);
+    this.byId.delete(volume.id);
+    try {
+      await this.store.update((m) => {
+        m.volumes = m.volumes.filter((v) => v.id !== volume.id);
+      });
+    } catch (error) {
+      volume.deleted = false;
+      this.byName.set(name, volume);
+      this.byId.set(volume.id, volume);
+      throw error;
+    }
+    const path = volume.file.path;
+    await volume.order.drain();
+    await volume.file.close();
+    await this.fileSystem.unlink(path).catch((error: unknown) => this.logger.warn({ event: "volume_file_left", volume: name, path, err: error }, "the deleted volume's file could not be removed; nothing reads it again"));
+    await this.fileSystem.unlink(WrittenMap.pathFor(path)).catch(() => undefined); // a volume never written may have none
+    await this.fileSystem.syncDirectory(join(this.dataDir, "volumes")).catch(() => undefined);
+    this.logger.info({ event: "volume_deleted", volume: name, writtenBytes, forced: force && writtenBytes > 0 }, "volume deleted");
+    return true;
   }
 
   /** Allocation and the free space left for it, read off the files now and then, so status never waits on the disk. */

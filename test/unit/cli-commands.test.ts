@@ -165,7 +165,7 @@ void test("usage errors: exit 2 and one line that says what to do", async () => 
     /unknown command 'volumes' \(Did you mean volume\?\); see `tidemark --help`/,
     /unknown command 'resize'; see `tidemark volume --help`/,
     /unknown option '--colour'; see `tidemark volume create --help`/,
-    /`tidemark volume` needs a subcommand \(create, list\); see `tidemark volume --help`/,
+    /`tidemark volume` needs a subcommand \(create, delete, list\); see `tidemark volume --help`/,
     /`tidemark` needs a command \(node, volume, group, status, pair, demo\); see `tidemark --help`/,
     /volume name "bad\/name" may only hold letters, digits/,
     /--volumes "a,,b" has an empty name/,

@@ -142,3 +142,33 @@ void test("a create claims its volumes and its name before its first await: conc
     await closeParts(parts);
   }
 });
+
+void test("deletes racing creates: a volume being put into a group is not deleted, node.json never names a deleted volume, a deleted group's volumes are free again", async () => {
+  const disk = new SimDisk({ seed: 3, schedule: nextTurn });
+  const parts = await openParts(disk);
+  try {
+    for (const name of ["v1", "v2"]) await parts.volumes.create(name, volumeBytes);
+    const creating = parts.groups.create("g1", ["v1"], journalBytesMin);
+    await assert.rejects(parts.volumes.delete("v1", true),
+      (error: Error & { code?: string }) => error.code === "TM_ERR_STATE" && /being put into a group right now/.test(error.message));
+    await creating;
+    await assert.rejects(parts.volumes.delete("v1", true),
+      (error: Error & { code?: string }) => error.code === "TM_ERR_STATE" && /in group g1; delete the group first/.test(error.message));
+    // A delete that starts first: the create no longer finds the volume.
+    const deleting = parts.volumes.delete("v2", false);
+    await assert.rejects(parts.groups.create("g2", ["v2"], journalBytesMin), (error: Error & { code?: string }) => error.code === "TM_ERR_NOT_FOUND");
+    assert.equal(await deleting, true);
+    // The check inside the serialised save: a group naming a volume that is gone is never saved.
+    await assert.rejects(parts.store.update((m) => {
+      m.groups.push({ id: 99, name: "ghost", volumeIds: [2], checkpointSequence: 0, nextSequence: 1, journalBytesMax: journalBytesMin, createdAt: "2026-01-01T00:00:00.000Z" });
+    }), (error: Error & { code?: string }) => error.code === "TM_ERR_CONFLICT" && /volume #2, which is deleted/.test(error.message));
+    assert.deepEqual(parts.store.current.groups.map((g) => g.name), ["g1"], "memory as the disk: unchanged");
+    // Deleting the group frees its volume, which can then go too.
+    assert.equal(await parts.groups.delete("g1"), true);
+    assert.equal(await parts.groups.delete("g1"), false, "again: nothing to delete");
+    assert.equal(await parts.volumes.delete("v1", false), true, "never written: no --force needed");
+    assert.deepEqual(parts.store.current.volumes, []);
+  } finally {
+    await closeParts(parts);
+  }
+});

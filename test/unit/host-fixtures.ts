@@ -38,6 +38,12 @@ export class FileVolume implements VolumeHandle {
   async trim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
     await this.writeZeroes(offsetBytes, lengthBytes, options);
   }
+  /** Handles released by the front end (its connection or slot closed). */
+  releases = 0;
+  release(): void {
+    this.releases += 1;
+  }
+
   async flush(): Promise<void> {
     await this.#file.datasync();
   }

@@ -94,6 +94,16 @@ export class FakeControl implements NodeControl, PairControl {
     return [...this.groups.values()];
   }
 
+  deleteVolume(name: string, force: boolean): Promise<boolean> {
+    this.maybeFail();
+    const volume = this.volumes.get(name);
+    if (volume === undefined) return Promise.resolve(false);
+    if (volume.group !== null) return Promise.reject(new ControlError("TM_ERR_STATE", `volume ${name} is in group ${volume.group}`));
+    if (volume.allocatedBytes > 0 && !force) return Promise.reject(new ControlError("TM_ERR_CONFLICT", `volume ${name} holds data; tidemark volume delete ${name} --force`));
+    this.volumes.delete(name);
+    return Promise.resolve(true);
+  }
+
   deleteGroup(name: string): Promise<boolean> {
     this.maybeFail();
     const group = this.groups.get(name);

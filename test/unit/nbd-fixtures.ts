@@ -63,6 +63,12 @@ class FileVolume implements VolumeHandle {
   trim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
     return this.writeZeroes(offsetBytes, lengthBytes, options);
   }
+  /** Handles released by the front end (its connection or slot closed). */
+  releases = 0;
+  release(): void {
+    this.releases += 1;
+  }
+
   async flush(): Promise<void> {
     this.check();
     await this.file.datasync();

@@ -358,6 +358,7 @@ function gatedCatalog(inner: FileCatalog): { catalog: VolumeCatalog; open(): voi
     writeZeroes: (o, l, opt) => h.writeZeroes(o, l, opt),
     trim: (o, l, opt) => h.trim(o, l, opt),
     flush: () => h.flush(),
+    release: () => h.release(),
   });
   return {
     catalog: { open: (name) => { const h = inner.open(name); return h === undefined ? undefined : wrap(h); }, list: () => inner.list() },
