@@ -385,7 +385,8 @@ async function waitReflected(context: MgmtContext, group: string, timeoutMs: num
   const target = pair.writeSequence ?? pair.acceptedSequence;
   for (;;) {
     if (pair.reflectedSequence >= target) break;
-    if (pair.state === "failed" || pair.state === "takeover") {
+    // A fenced primary whose secondary took over sends nothing more: waiting cannot end.
+    if (pair.state === "failed" || pair.state === "takeover" || (pair.state === "fenced" && pair.fence?.peerTookOver === true)) {
       throw new OperationError(
         `the pair of group '${group}' is ${pair.state}${pair.reason === null ? "" : `: ${pair.reason}`}; reflected ${pair.reflectedSequence} of ${target}`,
       );
