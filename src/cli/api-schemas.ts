@@ -76,6 +76,10 @@ export const pairInfoSchema = z.object({
   reason: z.string().nullable(),
   // sentBytes / receivedBytes: 0 from a node that predates them.
   link: z.object({ connectedStreams: count, reconnects: count, lastError: z.string().nullable(), sentBytes: count.default(0), receivedBytes: count.default(0) }),
+  fence: z.object({
+    reason: z.string(), since: z.string(), fencedSequence: count, fencedWriteSequence: count, peerTookOver: z.boolean(),
+    cutSequence: count.nullable(), lateWrites: count.nullable(), lateWritesExact: z.boolean(),
+  }).nullable().optional(),
 });
 
 export const takeoverResultSchema = z.object({
@@ -83,6 +87,7 @@ export const takeoverResultSchema = z.object({
   reflectedSequence: count,
   droppedRecords: count,
   state: pairStateSchema,
+  primary: z.object({ fenced: z.boolean(), lastAcceptedSequence: count.nullable(), lastWriteSequence: count.nullable(), forced: z.boolean(), generation: count }).optional(),
 });
 
 export const pairListSchema = z.object({ pairs: z.array(pairInfoSchema) });

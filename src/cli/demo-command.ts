@@ -1,7 +1,8 @@
 // `tidemark demo` (also `npm start`), CONTRACT.md "The demonstration": a primary and a
 // secondary node on loopback, two groups paired to the secondary, a bank whose credits
 // (NBD, group accounts-b) depend on debits (host protocol with write times, group
-// accounts-a), a SIGKILL of the primary mid-stream, takeover on the secondary, and the
+// accounts-a), a SIGKILL of the primary mid-stream, takeover on the secondary (with --force:
+// the dead primary cannot be fenced, so its site is declared lost), and the
 // check that no credit reached the secondary without its debit. Exit 0 only if it held.
 import type { Command } from "commander";
 import { jsonFlag, type CliIo } from "./command-kit.ts";

@@ -230,8 +230,11 @@ async function demo(options: DemoOptions, dataDir: string, out: ReturnType<typeo
   out.line(`  killed the primary (SIGKILL) after ${(workloadMs / 1000).toFixed(1)}s with ${inFlight} transfers in flight; ${stats.acknowledged.toLocaleString("en-US")} transfers acknowledged`);
 
   // ---- takeover on the secondary ----
+  // The primary is dead, so it cannot be fenced: the takeover needs --force (the operator
+  // declares the primary site lost; a primary that came back would be refused and fence itself).
   const takeoverStartMs = Date.now();
-  const takeover = await secondary.api.post("/v1/takeover", { groups: groups.map((g) => g.group) }, takeoverAnswerSchema, { what: "take over both groups on the secondary" });
+  out.line("  taking over with --force: the primary was killed, so it cannot be fenced first; --force declares its site lost");
+  const takeover = await secondary.api.post("/v1/takeover", { groups: groups.map((g) => g.group), force: true }, takeoverAnswerSchema, { what: "take over both groups on the secondary" });
   const takeoverMs = Date.now() - takeoverStartMs;
   const volumes = await secondary.api.get("/v1/volumes", volumeListSchema, { what: "list the secondary's volumes" });
   const volumesWritable = groups.every(({ volume }) => volumes.value.volumes.some((v) => v.name === volume && !v.readOnly));

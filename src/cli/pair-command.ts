@@ -3,7 +3,7 @@
 // terminal, one final line otherwise) and leaves the pair running if interrupted; wait
 // notes the primary's accepted sequence once and returns when the secondary reflected it.
 import type { Command } from "commander";
-import { pairCreateLinkWaitMsMax, replStreamsDefault, replStreamsMax } from "../core/limits.ts";
+import { fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, pairCreateLinkWaitMsMax, replStreamsDefault, replStreamsMax, takeoverCommandMarginMs } from "../core/limits.ts";
 import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../mgmt/control.ts";
 import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
 import { pairInfoSchema, pairListSchema, takeoverAnswerSchema } from "./api-schemas.ts";
@@ -130,12 +130,15 @@ export function registerPairCommands(program: Command, io: CliIo): void {
   withMgmtOptions(
     pair
       .command("takeover")
-      .description("on the secondary: stop at the last consistent point, drop what lies beyond, make the volumes writable")
-      .argument("<GROUP[,GROUP...]>", "groups on this (secondary) node, comma-separated"),
-  ).action(async (groupsText: string, _flags: unknown, command: Command) => {
+      .description("on the secondary: fence the primary (its volumes read-only), stop at the last consistent point at or past what it accepted, make the volumes writable")
+      .argument("<GROUP[,GROUP...]>", "groups on this (secondary) node, comma-separated")
+      .option("--force", "the primary cannot be reached: declare its site lost and take over without fencing it (a primary that comes back is refused and fences itself)"),
+  ).action(async (groupsText: string, flags: { force?: boolean }, command: Command) => {
     const groups = parseGroupList(groupsText, "takeover");
     const context = mgmtContext(command, io);
-    const { value, raw } = await context.client.post("/v1/takeover", { groups }, takeoverAnswerSchema, {
+    // The takeover may wait for the primary's FENCED answer and for what it accepted to arrive.
+    const client = new ApiClient(context.client.baseUrl, { timeoutMs: Math.max(context.client.timeoutMs, fenceAnswerTimeoutMs + fenceArrivalTimeoutMs + takeoverCommandMarginMs) });
+    const { value, raw } = await client.post("/v1/takeover", flags.force === true ? { groups, force: true } : { groups }, takeoverAnswerSchema, {
       what: `take over ${groups.length === 1 ? "group" : "groups"} ${groups.map((name) => `'${name}'`).join(", ")}`,
       hints: {
         TM_ERR_NOT_FOUND: "see `tidemark pair status` on the secondary",
@@ -143,6 +146,25 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       },
     });
     context.print(raw, () => renderTakeover(value.results));
+  });
+
+  withMgmtOptions(
+    pair
+      .command("unfence")
+      .description("on a fenced primary: make the group writable again (--force when its secondary took over: it is then writable on its own, no longer replicated)")
+      .argument("<GROUP>", "the fenced group on this node")
+      .option("--force", "unfence although the secondary took over"),
+  ).action(async (groupText: string, flags: { force?: boolean }, command: Command) => {
+    const group = checkName("group", groupText);
+    const context = mgmtContext(command, io);
+    const { value, raw } = await context.client.post(`${pairPath(group)}/unfence`, flags.force === true ? { force: true } : {}, pairInfoSchema, {
+      what: `unfence group '${group}'`,
+      hints: {
+        TM_ERR_NOT_FOUND: "see `tidemark pair status`",
+        TM_ERR_STATE: `see \`tidemark pair status ${group}\``,
+      },
+    });
+    context.print(raw, () => `unfenced group ${value.group}: now ${value.state}${value.reason === null ? "" : ` (${value.reason})`}\n`);
   });
 }
 
@@ -363,7 +385,8 @@ async function waitReflected(context: MgmtContext, group: string, timeoutMs: num
   const target = pair.writeSequence ?? pair.acceptedSequence;
   for (;;) {
     if (pair.reflectedSequence >= target) break;
-    if (pair.state === "failed" || pair.state === "takeover") {
+    // A fenced primary whose secondary took over sends nothing more: waiting cannot end.
+    if (pair.state === "failed" || pair.state === "takeover" || (pair.state === "fenced" && pair.fence?.peerTookOver === true)) {
       throw new OperationError(
         `the pair of group '${group}' is ${pair.state}${pair.reason === null ? "" : `: ${pair.reason}`}; reflected ${pair.reflectedSequence} of ${target}`,
       );
@@ -421,8 +444,14 @@ export function renderPair(pair: PairInfo): string {
   return `pair ${pair.group} (${pair.role}, id ${pair.pairId})\n${lines.join("\n")}\n`;
 }
 
+function describePrimary(primary: TakeoverResult["primary"]): string {
+  if (primary === undefined) return "";
+  if (primary.fenced && !primary.forced) return `; the primary is fenced (it accepted through sequence ${String(primary.lastAcceptedSequence)}, all kept)`;
+  return `; forced: the primary was not fenced (pair generation ${primary.generation}; if it comes back it is refused and fences itself)`;
+}
+
 export function renderTakeover(results: readonly TakeoverResult[]): string {
   return results
-    .map((result) => `${result.group}: kept through sequence ${result.reflectedSequence}, dropped ${result.droppedRecords} record${result.droppedRecords === 1 ? "" : "s"} beyond it, now ${result.state}\n`)
+    .map((result) => `${result.group}: kept through sequence ${result.reflectedSequence}, dropped ${result.droppedRecords} record${result.droppedRecords === 1 ? "" : "s"} beyond it, now ${result.state}${describePrimary(result.primary)}\n`)
     .join("");
 }

@@ -36,6 +36,10 @@ export const historicalFaults = [
   "resume-keeps-last-write-sequence",
   /** A checkpoint the pair started (the journal filling) that failed on a volume's fdatasync was only logged: the next one succeeded without the pages the failed fdatasync dropped, and the journal that held them was trimmed (seed 59474). */
   "checkpoint-error-keeps-group",
+  /** A primary answered FENCED before `fenced` was on its disk: a crash in between brought it back writable after the secondary took over (split brain). */
+  "fence-after-answer",
+  /** A primary the secondary refused at the handshake (it took over) failed the pair and stayed writable, taking writes nobody would ever replicate. */
+  "stale-primary-resumes",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];

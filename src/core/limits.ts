@@ -129,6 +129,23 @@ export const replPairIdBytesMax = 64;
 export const replMessageTextBytesMax = 1024;
 /** A replication connection must complete HELLO / HELLO_OK within this time (monotonic), or it is closed. */
 export const replHelloTimeoutMs = 5_000;
+/** A takeover waits this long (monotonic) for the primary's FENCED answer to its FENCE, then refuses (or, with --force, goes on). */
+export const fenceAnswerTimeoutMs = 10_000;
+/**
+ * After FENCED, a takeover waits this long (monotonic) for the records through the primary's
+ * last accepted sequence to arrive (they are in flight); then it refuses, and the primary stays fenced.
+ */
+export const fenceArrivalTimeoutMs = 30_000;
+/**
+ * After FENCED, once every host write the primary accepted has arrived, a takeover waits at
+ * most this much longer (monotonic) for the time advances after it; without them the group
+ * may hold its domain's frontier, which only matters when the cut then misses a write.
+ */
+export const fenceTimeAdvanceGraceMs = 1_000;
+/** `pair takeover` waits for the node's answer this much longer than the fence's own deadlines (the conversion's saves). */
+export const takeoverCommandMarginMs = 30_000;
+/** A fenced group logs the host writes it refuses at most once per this interval (with their count). */
+export const fencedWriteLogIntervalMs = 1_000;
 /** Each side sends PING after this long without sending anything. */
 export const replPingIntervalMs = 1_000;
 /** A replication connection that received nothing for this long is dead: close it and reconnect. */

@@ -10,6 +10,10 @@
 //   copying --handshake says the secondary finished the copy, saved--> replicating
 //   copying | replicating --operator suspend, saved--> suspended --operator resume, saved--> copying | replicating
 //   any but failed --fail(reason) (refused by the secondary, a broken handshake), saved--> failed
+//   copying | replicating --FENCE from the secondary (a takeover), writer fenced, saved--> fenced, then FENCED answered
+//   any but failed --NACK TAKEN_OVER at the handshake (the secondary took over), writer fenced, saved--> fenced (peer took over)
+//   fenced --operator unfence, saved--> replicating | copying (writer unfenced after the save);
+//          with --force when the peer took over, saved--> failed (the group writable on its own)
 // and, while copying or replicating, the link: idle (streams closed: not started, the group
 // stopped by its disk, the node stopping), lowering the copy start (a save, see `start`), or
 // running (streams open or reconnecting on a backoff), with the secondary possibly out of
@@ -20,11 +24,31 @@
 // asserted. Assertions guard the shell's contract: completions (`persisted`, `timerFired`)
 // only for a save or a timer the machine asked for, stream indexes in range.
 import { log, type LogEffect } from "./log-effect.ts";
+import { faultInjected } from "./faults.ts";
 import { assert, unreachable } from "./assert.ts";
 import type { TmErrorCode } from "./errors.ts";
 import { replBatchBytesMax, replNoSpaceRetryMsMax, replNoSpaceRetryMsMin, replReconnectDelayMsMax, replReconnectDelayMsMin } from "./limits.ts";
 
-export type PrimaryPairPhase = "copying" | "replicating" | "suspended" | "failed";
+export type PrimaryPairPhase = "copying" | "replicating" | "suspended" | "failed" | "fenced";
+
+/** Why and since when a primary's group is fenced (docs/replication.md, "Fencing"): in node.json's pair record. */
+export interface PairFence {
+  readonly reason: string;
+  /** Wall-clock ISO time the fence was decided (status: since). */
+  readonly since: string;
+  /** The last sequence the group had accepted when it was fenced (nothing is accepted past it while fenced). */
+  readonly fencedSequence: number;
+  /** Its last host write then (<= fencedSequence; later records are time advances): a takeover keeps at least this far. */
+  readonly fencedWriteSequence: number;
+  /** The secondary took over (it refused this node at the handshake): unfence needs --force. */
+  readonly peerTookOver: boolean;
+  /** The takeover's cut: the last sequence the secondary kept, once known (its TAKEN_OVER refusal says it). */
+  readonly cutSequence: number | null;
+  /** Host writes this node accepted after the cut (what a failback must reconcile), once counted. */
+  readonly lateWrites: number | null;
+  /** False when the journal no longer held every record after the cut: lateWrites is a lower bound. */
+  readonly lateWritesExact: boolean;
+}
 
 /** The persisted lifecycle of a primary's pair: these fields of metadata's PairRecord. */
 export interface PrimaryPairRecord {
@@ -35,6 +59,8 @@ export interface PrimaryPairRecord {
   readonly consistentFromSequence: number;
   readonly copyDone: boolean;
   readonly reason: string | null;
+  /** Set while the state is `fenced` (and kept after an unfence --force for the record); null otherwise. */
+  readonly fence: PairFence | null;
 }
 
 /** A change to the pair's record in node.json. */
@@ -57,7 +83,13 @@ export type SavePurpose =
   | { readonly kind: "copyDoneAtHandshake"; readonly stream: number; readonly connectionId: number; readonly arrivedSequence: number }
   | { readonly kind: "suspend"; readonly commandId: number }
   | { readonly kind: "resume"; readonly commandId: number }
-  | { readonly kind: "fail" };
+  | { readonly kind: "fail" }
+  /** The secondary's FENCE: answered FENCED once `fenced` is on disk. */
+  | { readonly kind: "fence"; readonly stream: number; readonly connectionId: number; readonly fenceId: number; readonly fencedSequence: number; readonly fencedWriteSequence: number }
+  /** The secondary refused this node because it took over: once saved, the late writes are counted. */
+  | { readonly kind: "peerTookOver"; readonly cutSequence: number; readonly lastSequence: number }
+  | { readonly kind: "lateWrites" }
+  | { readonly kind: "unfence"; readonly commandId: number; readonly alone: boolean };
 
 export interface PendingSave {
   readonly saveId: number;
@@ -169,9 +201,17 @@ export type PrimaryPairEvent =
   /** Push, while the secondary is out of space: the probe of spell `episode` went out as `batchId`. */
   | { readonly type: "probeSent"; readonly batchId: number; readonly episode: number }
   /** The pair cannot go on (the secondary refused it, a handshake that cannot be, a refused record). */
-  | { readonly type: "fail"; readonly reason: string };
+  | { readonly type: "fail"; readonly reason: string }
+  /** FENCE from the secondary on a stream (a takeover with this node reachable). `lastSequence`: the group's last sequence now. */
+  | { readonly type: "fence"; readonly stream: number; readonly connectionId: number; readonly fenceId: number; readonly text: string; readonly lastSequence: number; readonly lastWriteSequence: number; readonly atIso: string }
+  /** NACK TAKEN_OVER of OPEN_GROUP: the secondary took over this pair at `cutSequence`. */
+  | { readonly type: "peerTookOver"; readonly text: string; readonly cutSequence: number; readonly lastSequence: number; readonly lastWriteSequence: number; readonly atIso: string }
+  /** The shell counted the host writes after the cut (countLateWrites). */
+  | { readonly type: "lateWritesCounted"; readonly lateWrites: number; readonly exact: boolean }
+  /** Operator: make a fenced group writable again; `force` when its peer took over. */
+  | { readonly type: "unfence"; readonly commandId: number; readonly force: boolean };
 
-export type OperatorRefusalCode = Extract<TmErrorCode, "TM_ERR_STATE" | "TM_ERR_NO_SPACE" | "TM_ERR_IO" | "TM_ERR_INTERNAL">;
+export type OperatorRefusalCode = Extract<TmErrorCode, "TM_ERR_STATE" | "TM_ERR_NO_SPACE" | "TM_ERR_IO" | "TM_ERR_INTERNAL" | "TM_ERR_PEER_TOOK_OVER">;
 
 /** Why every stream is closed and opened again while the pair runs. */
 export type ReopenWhy = "copy-done" | "copy-done-not-saved";
@@ -185,6 +225,9 @@ export type ReopenWhy = "copy-done" | "copy-done-not-saved";
  * - Close before save: suspend and fail close the streams before the save is asked for, so
  *   nothing is sent in a state that is being left.
  * - The journal is released (its retention hold dropped) only once `failed` is on disk.
+ * - Fence before save, save before answer: `fenceWriter` comes before the save of `fenced`
+ *   (nothing is accepted past the sequence the save records), and FENCED (`answerFence`) only
+ *   with the `persisted` of that save. `unfenceWriter` only once the unfence is on disk.
  */
 export type PrimaryPairEffect =
   /** Save `change` into the pair's record in node.json. Completion: persisted / persistFailed with `saveId`. */
@@ -214,6 +257,16 @@ export type PrimaryPairEffect =
   | { readonly type: "releaseJournal" }
   | { readonly type: "answerOperator"; readonly commandId: number }
   | { readonly type: "refuseOperator"; readonly commandId: number; readonly code: OperatorRefusalCode; readonly text: string }
+  /** The group's writer refuses every host write and time advance from now on (EPERM), held ones included. */
+  | { readonly type: "fenceWriter"; readonly reason: string }
+  /** The group's writer accepts writes again. */
+  | { readonly type: "unfenceWriter" }
+  /** FENCED on the stream's connection `connectionId` (if still current). */
+  | { readonly type: "answerFence"; readonly stream: number; readonly connectionId: number; readonly fenceId: number; readonly lastAcceptedSequence: number; readonly lastWriteSequence: number }
+  /** NACK of the FENCE on the stream's connection `connectionId` (if still current). */
+  | { readonly type: "refuseFence"; readonly stream: number; readonly connectionId: number; readonly fenceId: number; readonly text: string }
+  /** Count the host writes after `cutSequence` through `lastSequence` in the journal; completion: lateWritesCounted. */
+  | { readonly type: "countLateWrites"; readonly cutSequence: number; readonly lastSequence: number }
   | LogEffect;
 
 export interface PrimaryPairStep {
@@ -233,7 +286,12 @@ export function pairRunning(state: PrimaryPairState): boolean {
 
 /** An idle group may send a time advance now (the sender must be connected too). */
 export function timeAdvanceAllowed(state: PrimaryPairState): boolean {
-  return state.activity.kind === "running" && state.record.state === "replicating";
+  return state.activity.kind === "running" && state.record.state === "replicating" && !state.saves.some((save) => save.purpose.kind === "fence");
+}
+
+/** Why the group must refuse writes at start (node.json says fenced), else undefined. */
+export function fencedReason(state: PrimaryPairState): string | undefined {
+  return state.record.state === "fenced" ? (state.record.fence?.reason ?? "fenced") : undefined;
 }
 
 /** Whether the pair holds the group's journal (a failed pair, once saved, holds nothing). */
@@ -293,7 +351,7 @@ function step(s: PrimaryPairState, e: PrimaryPairEvent, out: PrimaryPairEffect[]
       return onGroupState(s, e, out);
     case "copyAcknowledged": {
       if (s.activity.kind !== "running") return s; // a late answer on a stream being closed
-      return persist(s, { record: { state: "replicating", copyDone: true, consistentFromSequence: e.consistentFromSequence, reason: null } },
+      return persist(s, { record: { state: s.record.state === "fenced" ? "fenced" : "replicating", copyDone: true, consistentFromSequence: e.consistentFromSequence, ...(s.record.state === "fenced" ? {} : { reason: null }) } },
         { kind: "copyDone", totalBytes: e.totalBytes, dataBytes: e.dataBytes, volumeBytes: e.volumeBytes }, out);
     }
     case "batchRefused":
@@ -307,6 +365,19 @@ function step(s: PrimaryPairState, e: PrimaryPairEvent, out: PrimaryPairEffect[]
     }
     case "fail":
       return onFail(s, e.reason, out);
+    case "fence":
+      return onFence(s, e, out);
+    case "peerTookOver":
+      return onPeerTookOver(s, e, out);
+    case "lateWritesCounted": {
+      const fence = s.record.fence;
+      if (s.record.state !== "fenced" || fence === null) return s; // unfenced meanwhile
+      out.push(log("error", "stale_primary_late_writes", { group: s.group, cutSequence: fence.cutSequence, lateWrites: e.lateWrites, exact: e.exact },
+        `the secondary took over at sequence ${String(fence.cutSequence)}; this node accepted ${e.exact ? "" : "at least "}${e.lateWrites} host writes after that cut (a failback must reconcile them)`));
+      return persist(s, { record: { fence: { ...fence, lateWrites: e.lateWrites, lateWritesExact: e.exact } } }, { kind: "lateWrites" }, out);
+    }
+    case "unfence":
+      return onUnfence(s, e.commandId, e.force, out);
     default:
       return unreachable(e, "primary pair event");
   }
@@ -314,8 +385,11 @@ function step(s: PrimaryPairState, e: PrimaryPairEvent, out: PrimaryPairEffect[]
 
 /** Whether the pair should run: copying or replicating on disk, and nothing on its way that stops it. */
 function wantsRunning(s: PrimaryPairState): boolean {
-  return (s.record.state === "copying" || s.record.state === "replicating") && !s.closing && s.failing === undefined &&
-    !s.saves.some((save) => save.purpose.kind === "suspend" || save.purpose.kind === "fail");
+  // A fenced pair keeps sending what it accepted before the fence (the takeover waits for it),
+  // and learns at its next handshake whether the secondary took over; once it knows, it stops.
+  const fencedRunning = s.record.state === "fenced" && s.record.fence?.peerTookOver !== true;
+  return (s.record.state === "copying" || s.record.state === "replicating" || fencedRunning) && !s.closing && s.failing === undefined &&
+    !s.saves.some((save) => save.purpose.kind === "suspend" || save.purpose.kind === "fail" || save.purpose.kind === "peerTookOver");
 }
 
 /**
@@ -366,6 +440,10 @@ function onSuspend(s: PrimaryPairState, commandId: number, out: PrimaryPairEffec
   }
   if (s.record.state === "failed" || s.failing !== undefined) {
     out.push({ type: "refuseOperator", commandId, code: "TM_ERR_STATE", text: `pair of ${s.group} has failed (${s.record.reason ?? s.failing ?? "unknown"}); it cannot be suspended` });
+    return s;
+  }
+  if (s.record.state === "fenced") {
+    out.push({ type: "refuseOperator", commandId, code: "TM_ERR_STATE", text: `pair of ${s.group} is fenced (${s.record.fence?.reason ?? "fenced"}); run pair unfence ${s.group} first` });
     return s;
   }
   const stopped = { ...stopLinks(s, "pair suspended", out), restartOnGroupResume: false };
@@ -437,6 +515,28 @@ function onPersisted(s: PrimaryPairState, saveId: number, lastSequence: number, 
       // The failed state is on disk: the pair no longer holds the journal.
       out.push({ type: "releaseJournal" });
       return saved;
+    case "fence":
+      // `fenced` is on disk: only now may the secondary hear it (fault fence-after-answer answered before).
+      if (!faultInjected("fence-after-answer")) {
+        out.push({ type: "answerFence", stream: purpose.stream, connectionId: purpose.connectionId, fenceId: purpose.fenceId, lastAcceptedSequence: purpose.fencedSequence, lastWriteSequence: purpose.fencedWriteSequence });
+      }
+      return saved;
+    case "peerTookOver":
+      out.push({ type: "countLateWrites", cutSequence: purpose.cutSequence, lastSequence: purpose.lastSequence });
+      return saved;
+    case "lateWrites":
+      return saved;
+    case "unfence": {
+      out.push({ type: "unfenceWriter" });
+      if (purpose.alone) {
+        out.push({ type: "releaseJournal" });
+        out.push({ type: "answerOperator", commandId: purpose.commandId });
+        return saved;
+      }
+      const started = tryStart(saved, lastSequence, out);
+      out.push({ type: "answerOperator", commandId: purpose.commandId });
+      return started;
+    }
     default:
       return unreachable(purpose, "save purpose");
   }
@@ -473,6 +573,22 @@ function onPersistFailed(s: PrimaryPairState, saveId: number, lastSequence: numb
     case "fail":
       // Not saved (a full disk): failed in memory, so nothing restarts it; the handshake refuses it again after a restart.
       out.push(notSaved("failed pair state", "could not save the failed pair state"));
+      return left;
+    case "fence":
+      // node.json does not say fenced: the secondary hears no FENCED (its takeover is refused) and the group is writable again.
+      out.push(notSaved("fence", "could not save the fence; the takeover that asked for it is refused"));
+      out.push({ type: "refuseFence", stream: purpose.stream, connectionId: purpose.connectionId, fenceId: purpose.fenceId, text: `could not save the fence: ${error.message}` });
+      if (left.record.state !== "fenced" && !left.saves.some((p) => p.purpose.kind === "fence" || p.purpose.kind === "peerTookOver")) out.push({ type: "unfenceWriter" });
+      return left;
+    case "peerTookOver":
+      // Fenced in memory (the writer refuses writes); the next handshake is refused again and saves it then.
+      out.push(notSaved("fence after the secondary took over", "could not save the fence; the group stays read-only and tries again at the next handshake"));
+      return tryStart(left, lastSequence, out);
+    case "lateWrites":
+      out.push(notSaved("late writes count", "could not save the count of late writes"));
+      return left;
+    case "unfence":
+      out.push(refusal(purpose.commandId, `could not save the unfencing of ${s.group}`, error));
       return left;
     default:
       return unreachable(purpose, "save purpose");
@@ -531,7 +647,7 @@ function onGroupState(s: PrimaryPairState, e: Extract<PrimaryPairEvent, { type: 
   if (e.state === "replicating" && !next.record.copyDone) {
     // The secondary finished the copy but this node crashed before recording it: record it, then send.
     const consistentFromSequence = Math.max(e.lastSequence, next.record.copyStartSequence);
-    return persist(next, { record: { state: "replicating", copyDone: true, consistentFromSequence, reason: null } },
+    return persist(next, { record: { state: next.record.state === "fenced" ? "fenced" : "replicating", copyDone: true, consistentFromSequence, ...(next.record.state === "fenced" ? {} : { reason: null }) } },
       { kind: "copyDoneAtHandshake", stream: e.stream, connectionId: e.connectionId, arrivedSequence: e.arrivedSequence }, out);
   }
   if (e.state === "replicating") out.push({ type: "streamReady", stream: e.stream, connectionId: e.connectionId, arrivedSequence: e.arrivedSequence });
@@ -598,3 +714,88 @@ function onFail(s: PrimaryPairState, reason: string, out: PrimaryPairEffect[]): 
   return persist(stopped, { record: { state: "failed", reason } }, { kind: "fail" }, out);
 }
 
+
+/**
+ * FENCE from the secondary (its takeover, with this node reachable): the writer refuses
+ * writes first, so the sequence it records is final; `fenced` is saved; FENCED answers with
+ * that sequence once it is on disk. The streams stay open: what was accepted before the fence
+ * still has to reach the secondary (its takeover waits for it). Already fenced: answered at once.
+ */
+function onFence(s: PrimaryPairState, e: Extract<PrimaryPairEvent, { type: "fence" }>, out: PrimaryPairEffect[]): PrimaryPairState {
+  const fence = s.record.fence;
+  if (s.record.state === "fenced" && fence !== null) {
+    out.push({ type: "answerFence", stream: e.stream, connectionId: e.connectionId, fenceId: e.fenceId, lastAcceptedSequence: fence.fencedSequence, lastWriteSequence: fence.fencedWriteSequence });
+    return s;
+  }
+  if ((s.record.state !== "copying" && s.record.state !== "replicating") || s.failing !== undefined || s.activity.kind !== "running") {
+    out.push(log("warn", "fence_refused", { group: s.group, state: s.record.state }, "FENCE refused: the pair is not running"));
+    out.push({ type: "refuseFence", stream: e.stream, connectionId: e.connectionId, fenceId: e.fenceId, text: `pair of ${s.group} is ${s.failing === undefined ? s.record.state : "failing"}; it cannot be fenced now` });
+    return s;
+  }
+  const pending = s.saves.find((p) => p.purpose.kind === "fence");
+  const fencedSequence = pending?.purpose.kind === "fence" ? pending.purpose.fencedSequence : e.lastSequence;
+  const fencedWriteSequence = Math.min(fencedSequence, pending?.purpose.kind === "fence" ? pending.purpose.fencedWriteSequence : e.lastWriteSequence);
+  const reason = `fenced by a takeover on the secondary (${e.text === "" ? "no reason given" : e.text}) at sequence ${fencedSequence}`;
+  out.push(log("warn", "pair_fenced", { group: s.group, fencedSequence, reason: e.text }, "the secondary fences this group for a takeover: writes are refused from now on"));
+  out.push({ type: "fenceWriter", reason });
+  if (faultInjected("fence-after-answer")) {
+    // The historical fault: the answer goes out before the save is on disk.
+    out.push({ type: "answerFence", stream: e.stream, connectionId: e.connectionId, fenceId: e.fenceId, lastAcceptedSequence: fencedSequence, lastWriteSequence: fencedWriteSequence });
+  }
+  const record: PairFence = { reason, since: e.atIso, fencedSequence, fencedWriteSequence, peerTookOver: false, cutSequence: null, lateWrites: null, lateWritesExact: true };
+  return persist(s, { record: { state: "fenced", fence: record } }, { kind: "fence", stream: e.stream, connectionId: e.connectionId, fenceId: e.fenceId, fencedSequence, fencedWriteSequence }, out);
+}
+
+/**
+ * The secondary refused this node's OPEN_GROUP because it took the pair over (a forced
+ * takeover while this node was away, or the end of a planned one): this node fences itself
+ * (writer first, then saved) and counts the host writes it accepted after the cut. The
+ * streams close for good: nothing more is ever replicated from here over the new data.
+ */
+function onPeerTookOver(s: PrimaryPairState, e: Extract<PrimaryPairEvent, { type: "peerTookOver" }>, out: PrimaryPairEffect[]): PrimaryPairState {
+  if (faultInjected("stale-primary-resumes")) return onFail(s, `secondary refused the pair: ${e.text}`, out);
+  const fence = s.record.fence;
+  if (s.record.state === "fenced" && fence?.peerTookOver === true) return s.activity.kind === "running" ? stopLinks(s, "the secondary took over", out) : s;
+  if (s.saves.some((p) => p.purpose.kind === "peerTookOver")) return s;
+  if (s.record.state === "failed" || s.failing !== undefined) return s;
+  const fencedSequence = fence?.fencedSequence ?? e.lastSequence;
+  const reason = `the secondary took over this pair (it kept sequences through ${e.cutSequence}): this group is fenced, its writes are refused; ` +
+    `pair unfence ${s.group} --force makes it writable on its own`;
+  out.push(log("error", "stale_primary_fenced", { group: s.group, cutSequence: e.cutSequence, lastSequence: e.lastSequence, refusal: e.text },
+    "the secondary refused this node at the handshake: it took over; this group fences itself"));
+  out.push({ type: "fenceWriter", reason });
+  const stopped = s.activity.kind === "idle" ? s : stopLinks(s, "the secondary took over", out);
+  const fencedWriteSequence = fence?.fencedWriteSequence ?? Math.min(fencedSequence, e.lastWriteSequence);
+  const record: PairFence = { reason, since: fence?.since ?? e.atIso, fencedSequence, fencedWriteSequence, peerTookOver: true, cutSequence: e.cutSequence, lateWrites: null, lateWritesExact: true };
+  return persist({ ...stopped, restartOnGroupResume: false }, { record: { state: "fenced", fence: record, reason } }, { kind: "peerTookOver", cutSequence: e.cutSequence, lastSequence: e.lastSequence }, out);
+}
+
+/**
+ * The operator unfences: a pair whose peer did not take over goes back to replicating (or
+ * copying); one whose peer took over only with --force, and then it ends (`failed`, the
+ * group writable on its own: nothing it takes is replicated). The writer accepts writes
+ * once the change is on disk.
+ */
+function onUnfence(s: PrimaryPairState, commandId: number, force: boolean, out: PrimaryPairEffect[]): PrimaryPairState {
+  const fence = s.record.fence;
+  if (s.record.state !== "fenced" || fence === null) {
+    out.push({ type: "refuseOperator", commandId, code: "TM_ERR_STATE", text: `pair of ${s.group} is ${s.record.state}, not fenced` });
+    return s;
+  }
+  if (s.saves.some((p) => p.purpose.kind === "unfence")) {
+    out.push({ type: "refuseOperator", commandId, code: "TM_ERR_STATE", text: `pair of ${s.group} is being unfenced already` });
+    return s;
+  }
+  if (fence.peerTookOver && !force) {
+    out.push({ type: "refuseOperator", commandId, code: "TM_ERR_PEER_TOOK_OVER",
+      text: `the secondary took over ${s.group} (it kept sequences through ${String(fence.cutSequence)}); unfencing makes this copy writable on its own, and nothing written to it is replicated. To do that, run pair unfence ${s.group} --force` });
+    return s;
+  }
+  if (fence.peerTookOver) {
+    const reason = `unfenced with --force after the secondary took over (cut at sequence ${String(fence.cutSequence)}): writable on its own, no longer replicated; pair delete ends the pair`;
+    out.push(log("warn", "pair_unfenced", { group: s.group, force: true, peerTookOver: true }, "fenced group unfenced with --force: writable on its own"));
+    return persist(s, { record: { state: "failed", reason } }, { kind: "unfence", commandId, alone: true }, out);
+  }
+  out.push(log("warn", "pair_unfenced", { group: s.group, force, peerTookOver: false }, "fenced group unfenced: writable and replicating again"));
+  return persist(s, { record: { state: s.record.copyDone ? "replicating" : "copying", fence: null, reason: null } }, { kind: "unfence", commandId, alone: false }, out);
+}

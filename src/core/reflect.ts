@@ -20,11 +20,24 @@ import { asSequence, type GroupId, type SequenceNumber } from "./types.ts";
 
 export type ReflectMode = "time" | "seq";
 
-/** The frontier: the minimum arrived position over the domain; undefined for an empty domain. */
-export function frontier(groups: Iterable<{ readonly arrivedPosition: Position }>): Position | undefined {
+/**
+ * The frontier: the minimum arrived position over the domain; undefined for an empty domain.
+ * A `complete` group (its primary is fenced and everything it accepted has arrived: nothing
+ * more can come, docs/replication.md "Fencing") does not hold it: no record of it is still on
+ * its way, so none can lie at or before the others' arrived positions. When every member is
+ * complete, the frontier is the latest arrived position: everything there is, is here.
+ */
+export function frontier(groups: Iterable<{ readonly arrivedPosition: Position; readonly complete?: boolean }>): Position | undefined {
   const positions: Position[] = [];
-  for (const g of groups) positions.push(g.arrivedPosition);
-  return minPosition(positions);
+  let latestComplete: Position | undefined;
+  for (const g of groups) {
+    if (g.complete === true) {
+      if (latestComplete === undefined || comparePositions(g.arrivedPosition, latestComplete) > 0) latestComplete = g.arrivedPosition;
+    } else {
+      positions.push(g.arrivedPosition);
+    }
+  }
+  return positions.length > 0 ? minPosition(positions) : latestComplete;
 }
 
 /** A group's next unreflected record, as the shell sees it in the group's journal. */

@@ -44,6 +44,8 @@ export interface SecondaryLifecycleRecord {
   /** The primary's volume id (as in the records) -> this node's volume id. */
   readonly volumes: readonly { readonly primaryVolumeId: number; readonly volumeId: number }[];
   readonly takeover: { readonly keptSequence: number; readonly droppedRecords: number; readonly at: string } | null;
+  /** The pair's generation (1 when absent); a forced takeover raises it (docs/replication.md, "Fencing"). */
+  readonly generation?: number;
 }
 
 /** A change to node.json: fields of the group's `secondary` record, and of the group record itself. */
@@ -297,13 +299,15 @@ function takenOverText(state: SecondaryGroupState): string {
  * Why OPEN_GROUP for pair `pairId` is refused before anything else happens, or undefined.
  * The shell asks this on arrival (before it attaches the stream); the openGroup event asks again.
  */
-export function openRefusal(state: SecondaryGroupState, pairId: string, nodeId: string): { readonly code: ReplErrorCode; readonly text: string } | undefined {
+export function openRefusal(state: SecondaryGroupState, pairId: string, nodeId: string): { readonly code: ReplErrorCode; readonly text: string; readonly cutSequence?: number } | undefined {
   if (state.record.state === "takeover") {
     if (state.record.pairId !== pairId) return { code: "UNKNOWN_GROUP", text: `group ${state.name} is not a pair secondary on node ${nodeId}` };
-    return { code: "TAKEN_OVER", text: `group ${state.name} was taken over on node ${nodeId} (${takenOverText(state)}); it is no longer a pair secondary` };
+    // The NACK's arrivedSequence carries the cut: the primary fences itself and counts its writes past it (docs/replication.md, "Fencing").
+    return { code: "TAKEN_OVER", text: `group ${state.name} was taken over on node ${nodeId} (${takenOverText(state)}, pair generation ${state.record.generation ?? 1}); it is no longer a pair secondary`, cutSequence: state.record.takeover?.keptSequence ?? state.record.reflectedSequence };
   }
   if (state.record.pairId !== pairId) return { code: "STALE_PAIR", text: `group ${state.name} belongs to pair ${state.record.pairId}, not ${pairId}` };
-  if (state.takeover !== undefined) return { code: "TAKEN_OVER", text: `group ${state.name} was taken over; it is no longer a pair secondary` };
+  // Not over yet (it may still be refused): the primary tries again after a backoff and learns how it ended.
+  if (state.takeover !== undefined) return { code: "GROUP_BUSY", text: `group ${state.name} is being taken over; try again` };
   return undefined;
 }
 

@@ -33,7 +33,7 @@ const pairRecordSchema = z.strictObject({
   transfer: transferModeSchema,
   streams: nonNegativeInteger.min(1),
   reflect: reflectModeSchema,
-  state: z.enum(["copying", "replicating", "suspended", "failed"]),
+  state: z.enum(["copying", "replicating", "suspended", "failed", "fenced"]),
   /** S0: the last sequence the initial copy covers; the stream starts at S0 + 1. */
   copyStartSequence: nonNegativeInteger,
   /** The secondary is consistent once it reflected this far (set when the copy ends). */
@@ -43,6 +43,20 @@ const pairRecordSchema = z.strictObject({
   /** Last acknowledged (durable on the secondary) sequence seen; a hint, the handshake wins. */
   ackedSequence: nonNegativeInteger,
   reason: z.string().nullable(),
+  /**
+   * Why and since when the group is fenced (state `fenced`, docs/replication.md "Fencing"),
+   * null otherwise; absent in node.json written before fencing existed (read as null).
+   */
+  fence: z.strictObject({
+    reason: z.string(),
+    since: z.string(),
+    fencedSequence: nonNegativeInteger,
+    fencedWriteSequence: nonNegativeInteger,
+    peerTookOver: z.boolean(),
+    cutSequence: nonNegativeInteger.nullable(),
+    lateWrites: nonNegativeInteger.nullable(),
+    lateWritesExact: z.boolean(),
+  }).nullable().optional(),
   /** Remote volume information (patent 320): this node's volume id -> the secondary's volume name. */
   volumes: z.array(z.strictObject({ volumeId: nonNegativeInteger, remoteVolume: z.string() })),
 });
@@ -65,6 +79,12 @@ const secondaryRecordSchema = z.strictObject({
   reflectedAcceptNumber: nonNegativeInteger,
   /** The primary's volume id (as in the records) -> this node's volume id. */
   volumes: z.array(z.strictObject({ primaryVolumeId: nonNegativeInteger, volumeId: nonNegativeInteger })),
+  /**
+   * The pair's generation as this secondary knows it: 1 at pair create (absent in older
+   * node.json), one more with every forced takeover (the primary was not fenced). A primary
+   * that comes back is refused at the handshake by the taken-over state (docs/replication.md, "Fencing").
+   */
+  generation: nonNegativeInteger.min(1).optional(),
   /** After a takeover: the last sequence kept and how many received records were dropped. */
   takeover: z.strictObject({ keptSequence: nonNegativeInteger, droppedRecords: nonNegativeInteger, at: z.string() }).nullable(),
 });

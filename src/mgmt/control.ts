@@ -106,8 +106,26 @@ export interface NodeControl {
 
 /** `stopped`: the group is stopped by a full disk or an I/O error on this node (it resumes by itself; `reason` says where). */
 /** Every state a pair may show (pair status; one `tidemark_pair_state` series each). */
-export const pairStates = ["copying", "replicating", "suspended", "failed", "takeover", "stopped"] as const;
+export const pairStates = ["copying", "replicating", "suspended", "failed", "takeover", "stopped", "fenced"] as const;
 export type PairState = (typeof pairStates)[number];
+
+/** A fenced primary group (docs/replication.md, "Fencing"): why, since when, and what a failback must know. */
+export interface PairFenceInfo {
+  readonly reason: string;
+  /** ISO wall time the fence was decided. */
+  readonly since: string;
+  /** The last sequence the group accepted before it was fenced. */
+  readonly fencedSequence: number;
+  /** Its last host write then (a takeover keeps at least this far). */
+  readonly fencedWriteSequence: number;
+  /** The secondary took over: unfence needs --force. */
+  readonly peerTookOver: boolean;
+  /** The last sequence the takeover kept, once known. */
+  readonly cutSequence: number | null;
+  /** Host writes accepted here after the cut, once counted (a lower bound when lateWritesExact is false). */
+  readonly lateWrites: number | null;
+  readonly lateWritesExact: boolean;
+}
 export type PairRole = "primary" | "secondary";
 export type TransferMode = "push" | "pull";
 export type ReflectMode = "time" | "seq" | "marker";
@@ -161,6 +179,8 @@ export interface PairInfo {
    * data this node sent / received for the pair since it started.
    */
   readonly link: { readonly connectedStreams: number; readonly reconnects: number; readonly lastError: string | null; readonly sentBytes: number; readonly receivedBytes: number };
+  /** Set while the pair's group is fenced (primary side). */
+  readonly fence?: PairFenceInfo | null;
 }
 
 export interface CreatePairRequest {
@@ -205,6 +225,14 @@ export interface TakeoverResult {
   /** Records received but beyond the last consistent point, dropped. */
   readonly droppedRecords: number;
   readonly state: PairState;
+  /** How the primary was dealt with: fenced (its answer's last accepted sequence is kept), or forced (not fenced: the site was declared lost). */
+  readonly primary?: { readonly fenced: boolean; readonly lastAcceptedSequence: number | null; readonly lastWriteSequence: number | null; readonly forced: boolean; readonly generation: number } | undefined;
+}
+
+/** `pair takeover` options. */
+export interface TakeoverOptions {
+  /** The operator declares the primary site lost: take over without fencing it if it cannot be reached. */
+  readonly force?: boolean | undefined;
 }
 
 /** The pair operations; the node implements them alongside NodeControl. */
@@ -215,6 +243,8 @@ export interface PairControl {
   pair(group: string): PairInfo;
   suspendPair(group: string): Promise<PairInfo>;
   resumePair(group: string): Promise<PairInfo>;
-  takeover(groups: readonly string[]): Promise<readonly TakeoverResult[]>;
+  takeover(groups: readonly string[], options?: TakeoverOptions): Promise<readonly TakeoverResult[]>;
+  /** Makes a fenced primary group writable again; `force` when its secondary took over. */
+  unfencePair(group: string, force: boolean): Promise<PairInfo>;
   preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo>;
 }

@@ -133,7 +133,12 @@ export const takeoverBodySchema = z.strictObject({
     .min(1, "must list at least one group")
     .max(groupsPerNodeMax, `must list at most ${groupsPerNodeMax} groups`)
     .refine(uniqueNames, "must not list a group twice"),
+  /** The primary site is declared lost: take over without fencing the primary when it cannot be reached. */
+  force: z.boolean().optional(),
 });
+
+/** `pair unfence GROUP [--force]`. */
+export const unfenceBodySchema = z.strictObject({ force: z.boolean().optional() }).optional();
 
 export const pairSecondaryBodySchema = z.strictObject({
   pairId: z.string().regex(pairIdPattern, `must be 1 to ${replPairIdBytesMax} printable ASCII characters without spaces`),
@@ -335,7 +340,11 @@ function registerPairRoutes(app: MgmtApp, control: PairControl): void {
   });
   app.post("/v1/takeover", async (request) => {
     const body = parseBody(takeoverBodySchema, request.body);
-    return { results: await control.takeover(body.groups) };
+    return { results: await control.takeover(body.groups, { force: body.force }) };
+  });
+  app.post("/v1/pairs/:group/unfence", (request) => {
+    const body = parseBody(unfenceBodySchema, request.body);
+    return control.unfencePair(groupParam(request.params), body?.force === true);
   });
   // A primary asks this (secondary) node to make or check the secondary group of a new pair.
   app.post("/v1/pair-secondaries", (request) => control.preparePairSecondary(parseBody(pairSecondaryBodySchema, request.body)));

@@ -15,7 +15,7 @@ import { dataDirError, listenError } from "./start-errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
-import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
+import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverOptions, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
 import { GroupRegistry } from "../primary/group-registry.ts";
 import { startHostServer, type HostServer } from "../frontends/host-server.ts";
 import { MetadataStore } from "../metadata/metadata-store.ts";
@@ -395,6 +395,7 @@ export class TidemarkNode implements NodeControl, PairControl {
     }
     for (const pair of this.listPairs()) {
       if (pair.state === "failed") reasons.push(`pair of group ${pair.group} failed: ${pair.reason ?? ""}`);
+      else if (pair.state === "fenced") reasons.push(`group ${pair.group} is fenced (host writes refused): ${pair.reason ?? ""}`);
       else if (pair.heldWrites > 0) reasons.push(`group ${pair.group}: ${pair.heldWrites} host writes held: ${pair.reason ?? ""}`);
     }
     // Held writes of a group without a pair, and a pair's secondary whose journal is full.
@@ -470,6 +471,10 @@ export class TidemarkNode implements NodeControl, PairControl {
     return this.primary.resumePair(group);
   }
 
+  unfencePair(group: string, force: boolean): Promise<PairInfo> {
+    return this.primary.unfencePair(group, force);
+  }
+
   // ---- PairControl (secondary side): src/secondary/secondary-role.ts ----------------
 
   preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
@@ -477,8 +482,8 @@ export class TidemarkNode implements NodeControl, PairControl {
     return this.secondaries.prepare(request);
   }
 
-  takeover(groupNames: readonly string[]): Promise<readonly TakeoverResult[]> {
-    return this.secondaries.takeover(groupNames);
+  takeover(groupNames: readonly string[], options: TakeoverOptions = {}): Promise<readonly TakeoverResult[]> {
+    return this.secondaries.takeover(groupNames, options);
   }
 
   /** The live secondary group of that name (the simulation reads its consistency). */

@@ -13,7 +13,7 @@ import { VolumeIoError } from "../core/errors.ts";
 import { errorCode } from "../storage/fs.ts";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldLogIntervalMs, heldWritesPerGroupMax, ingestObserversPerGroupMax } from "../core/limits.ts";
+import { fencedWriteLogIntervalMs, groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldLogIntervalMs, heldWritesPerGroupMax, ingestObserversPerGroupMax } from "../core/limits.ts";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs, type VolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal } from "../storage/journal.ts";
@@ -247,6 +247,57 @@ export class GroupWriter {
   get stopped(): GroupStop | undefined {
     return this.stopControl.stop;
   }
+  /** Why the group is fenced (read-only: host writes get EPERM), or undefined while it is writable. */
+  get fenced(): string | undefined {
+    return this.fencedReason;
+  }
+
+  private fencedReason: string | undefined;
+  /** Host writes refused since the last log line about them, and when that line was written (monotonic ms). */
+  private fencedRefusals = 0;
+  private fencedLineAtMs = Number.NEGATIVE_INFINITY;
+
+  /**
+   * The pair fenced the group (docs/replication.md, "Fencing"): from now on every host write
+   * (and time advance) is refused with EPERM, held writes included; the sequence stops here.
+   * Reads and FLUSH go on. Idempotent (the reason is updated).
+   */
+  fence(reason: string): void {
+    const was = this.fencedReason;
+    this.fencedReason = reason;
+    if (was === undefined) {
+      this.fencedRefusals = 0;
+      this.fencedLineAtMs = Number.NEGATIVE_INFINITY;
+      this.logger.warn({ event: "group_fenced", group: this.name, reason, lastSequence: this.nextSequence - 1 }, "group fenced: host writes are refused (EPERM) until pair unfence");
+    }
+    const held = this.held.splice(0);
+    for (const waiting of held) waiting.fail(this.fencedError());
+    if (held.length > 0) this.noteHoldReason();
+  }
+
+  /** The group is writable again (pair unfence, saved first). */
+  unfence(): void {
+    if (this.fencedReason === undefined) return;
+    this.fencedReason = undefined;
+    this.logger.warn({ event: "group_unfenced", group: this.name, refusedWrites: this.fencedRefusals }, "group unfenced: host writes are accepted again");
+  }
+
+  private fencedError(): VolumeIoError {
+    return new VolumeIoError("EPERM", `group ${this.name} is fenced (${this.fencedReason ?? "fenced"}); its writes are refused. Run tidemark pair unfence ${this.name} on this node to make it writable again`);
+  }
+
+  /** A host write refused by the fence: one log line per fencedWriteLogIntervalMs, with the count. */
+  private refuseFenced(write: HostWrite): Promise<void> {
+    write.onPayloadFree?.();
+    this.fencedRefusals += 1;
+    const nowMs = this.clock.monotonicMs();
+    if (nowMs - this.fencedLineAtMs >= fencedWriteLogIntervalMs) {
+      this.fencedLineAtMs = nowMs;
+      this.logger.warn({ event: "fenced_write_refused", group: this.name, volumeId: write.volumeId, offsetBytes: write.offsetBytes, refusedWrites: this.fencedRefusals, reason: this.fencedReason }, "host write refused with EPERM: the group is fenced");
+    }
+    return Promise.reject(this.fencedError());
+  }
+
   /** Writes waiting (journal full, slowed, or the volumes behind), oldest first. */
   get heldWrites(): number {
     return this.held.length;
@@ -288,6 +339,7 @@ export class GroupWriter {
   }
 
   private acceptOrHold(write: HostWrite): Promise<void> {
+    if (this.fencedReason !== undefined && !this.closed && this.stopped === undefined) return this.refuseFenced(write);
     if (write.onPayloadFree !== undefined && (this.closed || this.stopped !== undefined)) write.onPayloadFree();
     this.throwIfStopped();
     const recordBytes = journalHeaderBytes + write.payload.length;
@@ -381,7 +433,7 @@ export class GroupWriter {
    * volume. It moves an idle group's arrived position on at the secondary.
    */
   appendTimeAdvance(): void {
-    if (this.stopped !== undefined || this.closed || this.held.length > 0 || this.journalValue.freeBytes < journalHeaderBytes) return;
+    if (this.fencedReason !== undefined || this.stopped !== undefined || this.closed || this.held.length > 0 || this.journalValue.freeBytes < journalHeaderBytes) return;
     const record = this.nextRecord(RecordKind.timeAdvance, asVolumeId(0), 0, 0, emptyPayload, undefined);
     const appended = this.journalValue.append(record);
     this.recordAppended(record);
@@ -442,6 +494,7 @@ export class GroupWriter {
   }
 
   private acceptNow(write: HostWrite): Promise<void> {
+    if (this.fencedReason !== undefined && !this.closed && this.stopped === undefined) return this.refuseFenced(write);
     if (write.onPayloadFree !== undefined && (this.closed || this.stopped !== undefined)) write.onPayloadFree();
     this.throwIfStopped();
     const { kind, offsetBytes, lengthBytes } = write;

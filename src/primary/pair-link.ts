@@ -22,11 +22,11 @@ import type { ExtentMap } from "../core/extent-map.ts";
 import { nonZeroRuns } from "../core/data-runs.ts";
 import { PairSender, timeAdvanceDue, type BatchPlan } from "../core/sender.ts";
 import {
-  holdsJournal, initialPrimaryPair, pairRunning, pushAllowance, stepPrimaryPair, timeAdvanceAllowed,
+  fencedReason, holdsJournal, initialPrimaryPair, pairRunning, pushAllowance, stepPrimaryPair, timeAdvanceAllowed,
   type PairTimer, type PrimaryPairChange, type PrimaryPairEffect, type PrimaryPairEvent, type PrimaryPairRecord, type PrimaryPairState, type ReopenWhy,
 } from "../core/primary-pair.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
-import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { replProtocolVersionMax, replProtocolVersionMin, type ReplMessage } from "../protocol/repl-protocol.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
@@ -151,7 +151,7 @@ export class PairLink {
   }) {
     this.clock = options.clock;
     this.transport = options.transport;
-    const { state: _state, copyStartSequence: _start, consistentFromSequence: _from, copyDone: _done, reason: _reason, ackedSequence: _acked, ...settings } = structuredClone(options.record);
+    const { state: _state, copyStartSequence: _start, consistentFromSequence: _from, copyDone: _done, reason: _reason, ackedSequence: _acked, fence: _fence, ...settings } = structuredClone(options.record);
     this.config = settings;
     this.groupName = options.groupName;
     this.nodeId = options.nodeId;
@@ -162,8 +162,11 @@ export class PairLink {
     const record = options.record;
     this.machine = initialPrimaryPair({
       group: options.groupName, transfer: record.transfer, streams: record.streams, groupStopped: options.writer.stopped !== undefined,
-      record: { state: record.state, copyStartSequence: record.copyStartSequence, consistentFromSequence: record.consistentFromSequence, copyDone: record.copyDone, reason: record.reason },
+      record: { state: record.state, copyStartSequence: record.copyStartSequence, consistentFromSequence: record.consistentFromSequence, copyDone: record.copyDone, reason: record.reason, fence: record.fence ?? null },
     });
+    // A group node.json says is fenced refuses writes from the start, before any host can write.
+    const fenced = fencedReason(this.machine);
+    if (fenced !== undefined) this.writer.fence(fenced);
     this.sender = new PairSender({ streams: record.streams, ackedSequence: asSequence(Math.max(record.ackedSequence, record.copyStartSequence)) });
     this.arrivedSequence = this.sender.ackedSequence;
     this.streams = Array.from({ length: record.streams }, (_, index) => ({ index, connection: undefined, connectionId: 0, ready: false, pulls: [] }));
@@ -213,6 +216,11 @@ export class PairLink {
   /** Resolves once the pair is saved as running again and its streams open; a ControlError if it is not suspended or the save failed. */
   resume(): Promise<void> {
     return this.command((commandId) => ({ type: "resume", commandId }));
+  }
+
+  /** Resolves once the unfence is saved and the group writable; a ControlError if it is not fenced, its peer took over and `force` is false, or the save failed. */
+  unfence(force: boolean): Promise<void> {
+    return this.command((commandId) => ({ type: "unfence", commandId, force }));
   }
 
   private command(event: (commandId: number) => PrimaryPairEvent): Promise<void> {
@@ -332,6 +340,29 @@ export class PairLink {
       case "log":
         this.logger[effect.level]({ ...effect.fields, event: effect.event }, effect.message);
         return;
+      case "fenceWriter":
+        this.writer.fence(effect.reason);
+        return;
+      case "unfenceWriter":
+        this.writer.unfence();
+        return;
+      case "answerFence":
+        this.currentConnection(effect.stream, effect.connectionId)?.send({ type: "FENCED", groupHandle, fenceId: effect.fenceId, lastAcceptedSequence: asSequence(effect.lastAcceptedSequence), lastWriteSequence: asSequence(effect.lastWriteSequence) });
+        return;
+      case "refuseFence":
+        this.currentConnection(effect.stream, effect.connectionId)?.send({ type: "NACK", groupHandle, code: "INTERNAL", refType: "FENCE", refId: effect.fenceId, arrivedSequence: asSequence(0), text: effect.text.slice(0, 512) });
+        return;
+      case "countLateWrites": {
+        const { cutSequence, lastSequence } = effect;
+        this.countLateWrites(cutSequence, lastSequence).then(
+          (counted) => this.step({ type: "lateWritesCounted", lateWrites: counted.writes, exact: counted.exact }),
+          (error: unknown) => {
+            this.logger.error({ event: "late_writes_not_counted", group: this.groupName, err: error }, "could not count the writes after the takeover's cut");
+            this.step({ type: "lateWritesCounted", lateWrites: 0, exact: false });
+          },
+        );
+        return;
+      }
       default:
         unreachable(effect, "primary pair effect");
     }
@@ -461,8 +492,13 @@ export class PairLink {
         return;
       case "ERROR":
         this.lastError = `${message.code}: ${message.text}`;
-        if (message.code === "TAKEN_OVER" || message.code === "STALE_PAIR") this.failPair(`secondary refused the pair: ${message.text}`);
+        // TAKEN_OVER as ERROR: a takeover began and closed the streams (it may still be refused);
+        // the reconnect's OPEN_GROUP learns how it ended (NACK TAKEN_OVER with the cut, or GROUP_STATE).
+        if (message.code === "STALE_PAIR") this.failPair(`secondary refused the pair: ${message.text}`);
         connection.close("peer error");
+        return;
+      case "FENCE":
+        this.step({ type: "fence", stream: stream.index, connectionId, fenceId: message.fenceId, text: message.text, lastSequence: this.lastSequence(), lastWriteSequence: this.writer.lastWriteSequence, atIso: new Date(this.clock.wallMs()).toISOString() });
         return;
       case "CLOSE":
         connection.close("peer closed");
@@ -485,6 +521,12 @@ export class PairLink {
       return;
     }
     this.lastError = `${message.code}: ${message.text}`;
+    if (message.code === "TAKEN_OVER" && message.refType === "OPEN_GROUP") {
+      // The secondary took this pair over (its arrivedSequence field is the cut): fence this group.
+      this.step({ type: "peerTookOver", text: message.text, cutSequence: message.arrivedSequence, lastSequence: this.lastSequence(), lastWriteSequence: this.writer.lastWriteSequence, atIso: new Date(this.clock.wallMs()).toISOString() });
+      connection.close("the secondary took over");
+      return;
+    }
     switch (message.code) {
       case "REORDER_FULL":
       case "GROUP_BUSY":
@@ -851,6 +893,30 @@ export class PairLink {
     return cut;
   }
 
+  /**
+   * Host writes (and zeroes) in the journal after `cutSequence` through `lastSequence`: what
+   * this node accepted that the takeover did not keep. Records the journal no longer holds
+   * (trimmed once the secondary had them) are not counted: `exact` is false then.
+   */
+  private async countLateWrites(cutSequence: number, lastSequence: number): Promise<{ writes: number; exact: boolean }> {
+    let writes = 0;
+    const first = Math.max(cutSequence + 1, this.journal.firstSequence);
+    const exact = first <= cutSequence + 1 || lastSequence <= cutSequence;
+    let next = first;
+    while (next <= lastSequence && next <= this.journal.lastSequence) {
+      const records = await this.journal.readFrom(next, replCopyChunkBytesMax);
+      if (records.length === 0) break;
+      for (const record of records) {
+        if (record.sequence > lastSequence) break;
+        if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) writes += 1;
+      }
+      const last = records[records.length - 1];
+      if (last === undefined || last.sequence < next) break;
+      next = last.sequence + 1;
+    }
+    return { writes, exact };
+  }
+
   // ---- backpressure and status ----------------------------------------------------
 
   private slowdownMs(): number {
@@ -861,6 +927,11 @@ export class PairLink {
 
   private reason(): string | null {
     const record = this.machine.record;
+    const fence = record.fence;
+    if (record.state === "fenced" && fence !== null) {
+      const late = fence.lateWrites === null ? "" : `; ${fence.lateWritesExact ? "" : "at least "}${fence.lateWrites} host writes were accepted here after the takeover's cut`;
+      return `${fence.reason} (since ${fence.since})${late}`;
+    }
     if (record.reason !== null) return record.reason;
     const stopped = this.writer.stopped;
     if (stopped !== undefined) return stopped.reason;
@@ -928,6 +999,7 @@ export class PairLink {
       heldWrites: this.writer.heldWrites,
       reason: this.reason(),
       link: { connectedStreams: this.streams.filter((s) => s.connection !== undefined && !s.connection.closed).length, reconnects: this.reconnects, lastError: this.lastError, sentBytes: this.sentBytes, receivedBytes: 0 },
+      fence: record.state === "fenced" ? record.fence : null,
     };
   }
 }

@@ -169,6 +169,13 @@ export class PrimaryRole {
     return link.status();
   }
 
+  /** Makes a fenced group writable again once saved; refused (TM_ERR_STATE) if it is not fenced, (TM_ERR_PEER_TOOK_OVER) without `force` when its secondary took over. */
+  async unfencePair(group: string, force: boolean): Promise<PairInfo> {
+    const link = this.primaryLink(group);
+    await link.unfence(force);
+    return link.status();
+  }
+
   private primaryLink(group: string): PairLink {
     const link = this.links.get(group);
     if (link !== undefined) return link;

@@ -59,6 +59,8 @@ export const ReplType = {
   PONG: 14,
   ERROR: 15,
   CLOSE: 16,
+  FENCE: 17,
+  FENCED: 18,
 } as const;
 export type ReplMessageType = keyof typeof ReplType;
 const typeNames = new Map<number, ReplMessageType>(Object.entries(ReplType).map(([name, code]) => [code, name as ReplMessageType]));
@@ -82,6 +84,8 @@ export const replReceiver: Readonly<Record<ReplMessageType, ReplRole | "both">> 
   PONG: "both",
   ERROR: "both",
   CLOSE: "both",
+  FENCE: "primary",
+  FENCED: "secondary",
 };
 
 /** Error codes carried by ERROR (connection-fatal) and NACK (one message refused, stream in step). */
@@ -122,7 +126,7 @@ export type GroupState = keyof typeof GroupState;
 const groupStateNames = new Map<number, GroupState>([[1, "empty"], [2, "copying"], [3, "replicating"]]);
 
 /** Message types a NACK may refuse. */
-export const nackableTypes = ["OPEN_GROUP", "BATCH", "PULL", "COPY_DATA", "COPY_ZEROES", "COPY_DONE"] as const satisfies readonly ReplMessageType[];
+export const nackableTypes = ["OPEN_GROUP", "BATCH", "PULL", "COPY_DATA", "COPY_ZEROES", "COPY_DONE", "FENCE"] as const satisfies readonly ReplMessageType[];
 export type NackableType = (typeof nackableTypes)[number];
 const nackable = new Set<ReplMessageType>(nackableTypes);
 
@@ -143,6 +147,8 @@ const copyAckBytes = 16;
 const pingBytes = 16;
 const pongBytes = 24;
 const errorFixedBytes = 2;
+const fenceFixedBytes = 16;
+const fencedBytes = 32;
 const strPrefix = 2;
 
 assert(replFrameBytesMax >= replHeaderBytes + replBatchFixedBytes + journalHeaderBytes + journalRecordPayloadBytesMax, "a BATCH frame holds one largest record");
@@ -208,7 +214,17 @@ export type ReplMessage =
   | { readonly type: "PING"; readonly pingId: number; readonly sendTimeUs: number }
   | { readonly type: "PONG"; readonly pingId: number; readonly echoTimeUs: number; readonly replyTimeUs: number }
   | { readonly type: "ERROR"; readonly code: ReplErrorCode; readonly text: string }
-  | { readonly type: "CLOSE"; readonly text: string };
+  | { readonly type: "CLOSE"; readonly text: string }
+  /**
+   * The secondary asks the primary to fence its group (a takeover with the primary reachable):
+   * the primary persists `fenced`, makes the group read-only, then answers FENCED.
+   */
+  | { readonly type: "FENCE"; readonly groupHandle: number; readonly fenceId: number; readonly text: string }
+  /**
+   * The primary's group is fenced (saved before this answer): it accepted nothing past
+   * `lastAcceptedSequence`; `lastWriteSequence` (<= it) is its last host write (the rest are time advances).
+   */
+  | { readonly type: "FENCED"; readonly groupHandle: number; readonly fenceId: number; readonly lastAcceptedSequence: SequenceNumber; readonly lastWriteSequence: SequenceNumber };
 
 export type ReplMessageOf<T extends ReplMessageType> = Extract<ReplMessage, { readonly type: T }>;
 
@@ -297,6 +313,8 @@ export function replPayloadBytesMax(type: ReplMessageType, frameBytesMax = replF
     case "PONG": return pongBytes;
     case "ERROR": return errorFixedBytes + str(replMessageTextBytesMax);
     case "CLOSE": return str(replMessageTextBytesMax);
+    case "FENCE": return fenceFixedBytes + str(replMessageTextBytesMax);
+    case "FENCED": return fencedBytes;
   }
 }
 
@@ -546,6 +564,26 @@ export function encodeMessage(msg: ReplMessage): Buffer[] {
       const text = replTextBytes(msg.text);
       const out = new Out(strPrefix + text.length);
       out.str(text);
+      return simpleFrame(msg.type, out.done());
+    }
+    case "FENCE": {
+      assert(msg.groupHandle > 0 && msg.fenceId >= 1, "FENCE group handle and fence id");
+      const text = replTextBytes(msg.text);
+      const out = new Out(fenceFixedBytes + strPrefix + text.length);
+      out.u32(msg.groupHandle);
+      out.u32(0);
+      out.u64(msg.fenceId);
+      out.str(text);
+      return simpleFrame(msg.type, out.done());
+    }
+    case "FENCED": {
+      assert(msg.groupHandle > 0 && msg.fenceId >= 1 && msg.lastWriteSequence <= msg.lastAcceptedSequence, "FENCED group handle, fence id, last write at or before last accepted");
+      const out = new Out(fencedBytes);
+      out.u32(msg.groupHandle);
+      out.u32(0);
+      out.u64(msg.fenceId);
+      out.u64(msg.lastAcceptedSequence);
+      out.u64(msg.lastWriteSequence);
       return simpleFrame(msg.type, out.done());
     }
   }
@@ -843,6 +881,24 @@ function decodePayload(type: ReplMessageType, r: In): ReplMessage {
       const text = r.text("text");
       r.end(type);
       return { type, text };
+    }
+    case "FENCE": {
+      const groupHandle = positive(r.u32("groupHandle"), "groupHandle");
+      r.zero(4, "reserved");
+      const fenceId = positive(r.u64("fenceId"), "fenceId");
+      const text = r.text("text");
+      r.end(type);
+      return { type, groupHandle, fenceId, text };
+    }
+    case "FENCED": {
+      const groupHandle = positive(r.u32("groupHandle"), "groupHandle");
+      r.zero(4, "reserved");
+      const fenceId = positive(r.u64("fenceId"), "fenceId");
+      const lastAcceptedSequence = asSequence(r.u64("lastAcceptedSequence"));
+      const lastWriteSequence = asSequence(r.u64("lastWriteSequence"));
+      if (lastWriteSequence > lastAcceptedSequence) throw new Malformed(`lastWriteSequence ${lastWriteSequence} past lastAcceptedSequence ${lastAcceptedSequence}`);
+      r.end(type);
+      return { type, groupHandle, fenceId, lastAcceptedSequence, lastWriteSequence };
     }
   }
 }

@@ -65,14 +65,27 @@ export interface SecondaryStreams {
   closeStreams(secondary: SecondaryGroup, why: "taken-over" | "resend", text: string): void;
   /** Reflection moved on: tell the primary. */
   reportReflected(secondary: SecondaryGroup): void;
+  /**
+   * Sends FENCE on one of the group's open streams; resolves with the primary's answer, or
+   * `no-stream` at once when none is open, or `closed` when the stream closes first. The
+   * caller keeps the deadline (core/limits.ts fenceAnswerTimeoutMs) and calls `cancel`.
+   */
+  fence(secondary: SecondaryGroup, text: string): { readonly answer: Promise<FenceAnswer>; readonly cancel: () => void };
 }
+
+/** The primary's answer to FENCE. */
+export type FenceAnswer =
+  | { readonly kind: "fenced"; readonly lastAcceptedSequence: number; readonly lastWriteSequence: number }
+  | { readonly kind: "refused"; readonly text: string }
+  | { readonly kind: "closed"; readonly text: string }
+  | { readonly kind: "no-stream" };
 
 /** What the replication listener needs from the node's secondary role. */
 export interface SecondaryHost {
   readonly nodeId: string;
   findSecondary(name: string): SecondaryGroup | undefined;
-  /** OPEN_GROUP of a group that is no live secondary here: why (UNKNOWN_GROUP, or TAKEN_OVER for the pair it was). */
-  refuseOpen(name: string, pairId: string): { readonly code: ReplErrorCode; readonly text: string };
+  /** OPEN_GROUP of a group that is no live secondary here: why (UNKNOWN_GROUP, or TAKEN_OVER with its cut for the pair it was). */
+  refuseOpen(name: string, pairId: string): { readonly code: ReplErrorCode; readonly text: string; readonly cutSequence?: number };
   /** Runs one event of the group's lifecycle and its follow-ups, answering on `reply`. */
   deliver(secondary: SecondaryGroup, event: SecondaryGroupEvent, reply: PeerReply): Promise<void>;
   /** Like deliver, for a lifecycle step (OPEN_GROUP, COPY_DONE): one at a time per group. */
@@ -128,6 +141,38 @@ export class ReplServer implements SecondaryStreams {
         if (open.secondary === secondary) connection.fail("TAKEN_OVER", text);
       }
     }
+  }
+
+  private nextFenceId = 1;
+  /** FENCEs sent and not answered, per connection, by fence id. */
+  private readonly fences = new Map<ReplConnection, Map<number, (answer: FenceAnswer) => void>>();
+
+  fence(secondary: SecondaryGroup, text: string): { readonly answer: Promise<FenceAnswer>; readonly cancel: () => void } {
+    const open = [...(this.opensBySecondary.get(secondary) ?? [])].find((o) => !o.connection.closed);
+    if (open === undefined) return { answer: Promise.resolve({ kind: "no-stream" }), cancel: () => undefined };
+    const fenceId = this.nextFenceId++;
+    const connection = open.connection;
+    let pending = this.fences.get(connection);
+    if (pending === undefined) {
+      pending = new Map();
+      this.fences.set(connection, pending);
+    }
+    const waiting = pending;
+    const answer = new Promise<FenceAnswer>((resolve) => waiting.set(fenceId, resolve));
+    connection.send({ type: "FENCE", groupHandle: open.handle, fenceId, text });
+    this.logger.info({ event: "fence_sent", group: secondary.name, fenceId, replConnection: open.connectionId }, "asked the primary to fence its group");
+    return { answer, cancel: () => { waiting.delete(fenceId); } };
+  }
+
+  /** The answer to a FENCE (FENCED, or NACK of it) on `connection`. */
+  private fenceAnswered(connection: ReplConnection, fenceId: number, answer: FenceAnswer, logger: Logger): void {
+    const resolve = this.fences.get(connection)?.get(fenceId);
+    if (resolve === undefined) {
+      logger.warn({ event: "fence_answer_unexpected", fenceId, answer: answer.kind }, "an answer to a FENCE this node is not waiting for: ignored");
+      return;
+    }
+    this.fences.get(connection)?.delete(fenceId);
+    resolve(answer);
   }
 
   roomAgain(secondary: SecondaryGroup): void {
@@ -196,6 +241,9 @@ export class ReplServer implements SecondaryStreams {
         this.clock.clear(helloTimer);
         this.slots.release(connection);
         this.groupsByConnection.delete(connection);
+        const fences = this.fences.get(connection);
+        this.fences.delete(connection);
+        for (const resolve of fences?.values() ?? []) resolve({ kind: "closed", text: reason });
         for (const open of groups.values()) {
           open.secondary.streams.delete(connectionId);
           if (open.secondary.streams.size === 0) open.secondary.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
@@ -253,8 +301,15 @@ export class ReplServer implements SecondaryStreams {
         for (const open of groups.values()) open.secondary.peerCloseText = message.text === "" ? undefined : message.text;
         connection.close("peer closed");
         return;
+      case "FENCED":
+        this.fenceAnswered(connection, message.fenceId, { kind: "fenced", lastAcceptedSequence: message.lastAcceptedSequence, lastWriteSequence: message.lastWriteSequence }, logger);
+        return;
       case "NACK":
         logger.warn({ event: "repl_peer_nack", code: message.code, refType: message.refType, reason: message.text }, "primary refused a message");
+        if (message.refType === "FENCE") {
+          this.fenceAnswered(connection, message.refId, { kind: "refused", text: `${message.code}: ${message.text}` }, logger);
+          return;
+        }
         if (message.refType === "PULL") {
           // The primary cannot serve the range (it is gone there, or past its journal): the
           // pair needs a new copy. Asking again at once would only repeat the refusal; the
@@ -270,18 +325,21 @@ export class ReplServer implements SecondaryStreams {
   }
 
   private openGroup(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessageOf<"OPEN_GROUP">, logger: Logger, connectionId: number): void {
-    const nack = (code: ReplErrorCode, text: string): void => {
-      logger.warn({ event: "repl_open_refused", group: message.secondaryGroup, code, reason: text }, "OPEN_GROUP refused");
-      connection.send({ type: "NACK", groupHandle: message.groupHandle, code, refType: "OPEN_GROUP", refId: message.groupHandle, arrivedSequence: asSequence(0), text });
+    // TAKEN_OVER carries the takeover's cut in arrivedSequence (the primary counts its writes past it).
+    const nack = (code: ReplErrorCode, text: string, cutSequence?: number): void => {
+      logger.warn({ event: "repl_open_refused", group: message.secondaryGroup, code, reason: text, primary: connection.remote }, "OPEN_GROUP refused");
+      connection.send({ type: "NACK", groupHandle: message.groupHandle, code, refType: "OPEN_GROUP", refId: message.groupHandle, arrivedSequence: asSequence(cutSequence ?? 0), text });
     };
     const secondary = this.host.findSecondary(message.secondaryGroup);
     if (secondary === undefined) {
       const refusal = this.host.refuseOpen(message.secondaryGroup, message.pairId);
-      return nack(refusal.code, refusal.text);
+      return nack(refusal.code, refusal.text, refusal.cutSequence);
     }
     // Asked again by the lifecycle step below; here so a refused stream is never attached.
     const early = openRefusal(secondary.lifecycle, message.pairId, this.host.nodeId);
-    if (early !== undefined) return nack(early.code, early.text);
+    if (early !== undefined) return nack(early.code, early.text, early.cutSequence);
+    // A primary that opens the group again may send more (an unfenced primary): the group no longer counts as complete.
+    secondary.primaryFencedThrough = undefined;
     if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);
     const open: OpenGroup = { handle: message.groupHandle, secondary, transfer: message.transfer, connection, connectionId, chain: Promise.resolve(), refusedForSpace: false };
     groups.set(message.groupHandle, open);

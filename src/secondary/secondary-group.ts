@@ -100,6 +100,17 @@ export class SecondaryGroup {
   /** Streams attached to this group (connections that opened it). */
   readonly streams = new Set<number>();
   /**
+   * A takeover fenced the primary's group, which accepted nothing past this sequence, and
+   * every record through it has arrived: nothing more can come, so the group no longer holds
+   * its domain's frontier (docs/replication.md, "Fencing"). Cleared when a primary opens the
+   * group again.
+   */
+  primaryFencedThrough: number | undefined;
+  /** Whether nothing more can arrive (see primaryFencedThrough). */
+  get complete(): boolean {
+    return this.primaryFencedThrough !== undefined && this.arrivedSequence >= this.primaryFencedThrough;
+  }
+  /**
    * Volumes (this node's ids) that held no allocated block when the copy began: all zeroes,
    * so COPY_ZEROES for them is skipped (no zero pages written, the file stays sparse).
    */

@@ -22,12 +22,13 @@ import type { FileSystem } from "../storage/fs.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { GroupRecord, NodeMetadata, SecondaryRecord } from "../metadata/metadata.ts";
 import { ControlError } from "../core/errors.ts";
-import type { GroupInfo, PairInfo, PairSecondaryInfo, PairSecondaryRequest, TakeoverResult } from "../mgmt/control.ts";
+import type { GroupInfo, PairInfo, PairSecondaryInfo, PairSecondaryRequest, TakeoverOptions, TakeoverResult } from "../mgmt/control.ts";
 import type { Clock } from "../node/clock.ts";
 import type { JournalFigures } from "../node/metrics.ts";
 import { emptySecondaryVolumes, saveWrittenMaps, volumeBytes } from "../volumes/volume-files.ts";
 import { formatBytes } from "../cli/sizes.ts";
 import { Reflector } from "./reflector.ts";
+import { fenceCutRefusal, fencePrimary } from "./fence-primary.ts";
 import type { PeerReply, SecondaryHost, SecondaryStreams } from "./repl-server.ts";
 import { SecondaryGroup, type SecondaryGroupObserver, type SecondaryVolume } from "./secondary-group.ts";
 
@@ -251,7 +252,7 @@ export class SecondaryRole implements SecondaryHost {
 
   // ---- the replication listener (SecondaryHost) -----------------------------------------
 
-  refuseOpen(name: string, pairId: string): { readonly code: ReplErrorCode; readonly text: string } {
+  refuseOpen(name: string, pairId: string): { readonly code: ReplErrorCode; readonly text: string; readonly cutSequence?: number } {
     const record = this.options.metadata().groups.find((g) => g.name === name);
     if (record?.secondary !== undefined) {
       const refusal = openRefusal(this.stateOf(record, record.secondary), pairId, this.options.nodeId);
@@ -533,7 +534,7 @@ export class SecondaryRole implements SecondaryHost {
    * refuses), then their streams close, reflection drains to the frontier, each cut is
    * checked, the groups leave their domain, and each is converted into a writable group.
    */
-  async takeover(groupNames: readonly string[]): Promise<readonly TakeoverResult[]> {
+  async takeover(groupNames: readonly string[], options: TakeoverOptions = {}): Promise<readonly TakeoverResult[]> {
     const nodeId = this.options.nodeId;
     if (groupNames.length === 0) throw new ControlError("TM_ERR_INVALID", "name at least one group to take over");
     const results: TakeoverResult[] = [];
@@ -552,6 +553,10 @@ export class SecondaryRole implements SecondaryHost {
       if (refusal !== undefined) throw new ControlError(refusal.code, refusal.text);
       taking.push(secondary);
     }
+    // The primary is fenced first (or, with --force, declared lost): docs/replication.md, "Fencing".
+    const fences = await fencePrimary(taking, {
+      streams: this.streams, clock: this.options.clock, logger: this.logger, nodeId, force: options.force === true, raiseGeneration: (g) => this.raiseGeneration(g),
+    });
     // Stop receiving, let what was appended become durable, reflect to the last consistent point.
     for (const secondary of taking) await this.runOperator(secondary, { type: "takeover" });
     for (const secondary of taking) {
@@ -560,7 +565,7 @@ export class SecondaryRole implements SecondaryHost {
     await this.reflector.drain();
     // Every cut is checked before any group leaves its domain: a refusal changes nothing.
     for (const secondary of taking) {
-      const refusal = takeoverCutRefusal(secondary.lifecycle, secondary.reflectedSequence);
+      const refusal = takeoverCutRefusal(secondary.lifecycle, secondary.reflectedSequence) ?? fenceCutRefusal(secondary, fences.get(secondary), secondary.reflectedSequence);
       if (refusal === undefined) continue;
       for (const t of taking) await this.runOperator(t, { type: "takeoverAbort" });
       throw new ControlError(refusal.code, refusal.text);
@@ -573,10 +578,22 @@ export class SecondaryRole implements SecondaryHost {
       const dropped = Math.max(0, secondary.arrivedSequence - kept) + secondary.receiver.reorderRecords;
       const result = await this.runOperator(secondary, { type: "takeoverConvert", keptSequence: kept, droppedRecords: dropped, atIso: new Date(this.options.clock.wallMs()).toISOString() });
       assert(result !== undefined, "a conversion ends with its result");
-      results.push(result);
+      results.push({ ...result, primary: fences.get(secondary) });
     }
     this.reflector.kick();
     return results;
+  }
+
+  /** A forced takeover: the pair's generation one higher, saved (the group's `secondary` record). */
+  private async raiseGeneration(group: SecondaryGroup): Promise<number> {
+    const saved = this.options.metadata().groups.find((g) => g.id === group.groupId)?.secondary?.generation;
+    const generation = (saved ?? group.record.generation ?? 1) + 1;
+    await this.options.withSpaceReserve("take over", () => this.options.updateMetadata((m) => {
+      const record = m.groups.find((g) => g.id === group.groupId);
+      assert(record?.secondary !== undefined, "secondary group is in the metadata");
+      record.secondary.generation = generation;
+    }, true));
+    return generation;
   }
 
   /** Runs an operator's event; a refusal throws (a failed save or disk write with its own error). */

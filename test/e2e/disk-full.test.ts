@@ -106,6 +106,8 @@ void test("the secondary's disk fills: it stays up, the group stops on both side
   await b.stop();
   await b.restart();
   t.diagnostic(`B started again on the full disk: gbig ${(await groupView(b, "gbig")).state}`);
+  // The primary is alive: the takeover fences it over a replication stream, so wait for one.
+  await waitFor("A's gsmall reconnected to B", async () => ((await pairInfo(b, "gsmall")).link.connectedStreams > 0 ? true : undefined), { timeoutMs: 30_000 });
   const takeover = await cliOk(["pair", "takeover", "gsmall"], { node: b.mgmtUrl });
   t.diagnostic(`takeover of the healthy group on the full disk: ${takeover.stdout.trim()}`);
   assert.equal((await pairInfo(b, "gsmall")).state, "takeover");

@@ -152,7 +152,7 @@ for (const variant of variants) {
     assert.ok(result.failure !== "", "the writer stopped because A died, not because it ran out of blocks");
 
     phase("A killed");
-    const takeoverText = await takeover(b, ["ga", "gb"]);
+    const takeoverText = await takeover(b, ["ga", "gb"], { force: true }); // A was killed: its site is declared lost
     phase("takeover done");
     t.diagnostic(`takeover: ${takeoverText.replaceAll("\n", "; ")}`);
 

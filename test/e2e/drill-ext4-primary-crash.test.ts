@@ -153,7 +153,7 @@ void test("drill 4: ext4 on a paired volume, cp -r running, kill -9 the primary;
     const cpExit = await job.done;
     phase(`A's mount torn down; cp job ended (exit ${String(cpExit)})`);
 
-    const takeoverText = await takeover(b, ["gfs"]);
+    const takeoverText = await takeover(b, ["gfs"], { force: true }); // A was killed: its site is declared lost
     phase(`takeover: ${takeoverText}`);
 
     // Before journal replay, for the record only (an unreplayed journal may show problems).

@@ -310,26 +310,31 @@ export async function pairWait(primary: RunningNode, group: string, timeout = "6
   return result.stdout.trim();
 }
 
-/** `tidemark pair takeover G1,G2` on the secondary; returns its output. */
-export async function takeover(secondary: RunningNode, groups: readonly string[]): Promise<string> {
-  const result = await cliOk(["pair", "takeover", groups.join(",")], { node: secondary.mgmtUrl, timeoutMs: 120_000 });
+/**
+ * `tidemark pair takeover G1,G2` on the secondary; returns its output. `force`: the primary
+ * was killed, so it cannot be fenced: the operator declares its site lost (`--force`).
+ */
+export async function takeover(secondary: RunningNode, groups: readonly string[], options: { readonly force?: boolean } = {}): Promise<string> {
+  const result = await cliOk(["pair", "takeover", groups.join(","), ...(options.force === true ? ["--force"] : [])], { node: secondary.mgmtUrl, timeoutMs: 120_000 });
   return result.stdout.trim();
 }
 
 /**
  * Every drill that kills a node restarts it: after a takeover the killed primary starts
  * again on its data directory, serves again, and learns its pair was taken over (the
- * secondary refuses it at the handshake) instead of replicating into the taken-over copy.
+ * secondary refuses it at the handshake): it fences itself instead of replicating into the
+ * taken-over copy, and reports the writes it accepted after the cut.
  */
 export async function restartOldPrimary(primary: RunningNode, groups: readonly string[]): Promise<string> {
   await primary.restart();
   const states: string[] = [];
   for (const group of groups) {
-    const info = await waitFor(`the restarted primary learns that ${group} was taken over`, async () => {
+    // Refused at the handshake, it fences itself (writes refused) and counts its writes past the cut.
+    const info = await waitFor(`the restarted primary learns that ${group} was taken over and fences itself`, async () => {
       const view = await pairInfo(primary, group);
-      return view.state === "failed" && /taken over/i.test(view.reason ?? "") ? view : undefined;
+      return view.state === "fenced" && view.fence?.peerTookOver === true && view.fence.lateWrites !== null ? view : undefined;
     }, { timeoutMs: 30_000 });
-    states.push(`${group}: ${info.state} (${String(info.reason)})`);
+    states.push(`${group}: ${info.state}, ${String(info.fence?.lateWrites)} late writes (${String(info.reason)})`);
   }
   return states.join("; ");
 }

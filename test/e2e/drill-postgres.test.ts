@@ -184,7 +184,7 @@ void test("drill 5: PostgreSQL with data and WAL in two paired groups, pgbench, 
     const progress = fs.readFileSync(pgbenchLog, "utf8").split("\n").filter((l) => l.startsWith("progress:")).slice(-2).join(" | ");
     phase(`postgres and pgbench on A gone, mounts torn down; pgbench last said: ${progress}`);
 
-    const takeoverText = await takeover(b, ["gdata", "gwal"]);
+    const takeoverText = await takeover(b, ["gdata", "gwal"], { force: true }); // A was killed: its site is declared lost
     phase(`takeover: ${takeoverText.replaceAll("\n", "; ")}`);
 
     // B's copies at the same paths, so the pg_wal symlink in the data directory still points right.

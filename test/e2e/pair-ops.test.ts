@@ -2,7 +2,7 @@
 // during the initial copy are neither lost nor reordered (pull mode, 3 streams); the target is
 // exported read-only (qemu-io's write fails with EPERM) and shows the reflected image;
 // suspend keeps changes in the journal and resume sends them; takeover makes the target
-// writable and the old primary learns its pair was taken over.
+// writable, the primary is fenced first (its writes get EPERM) and learns its pair was taken over.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -87,15 +87,19 @@ test("pair operations: copy under writes, read-only target, suspend/resume, take
   assert.equal(await image(secondary, "v2"), await image(primary, "v2"), "changes made while suspended are sent on resume");
   await client.close();
 
-  // Takeover with the primary alive: the target becomes writable, the primary's pair fails with the reason.
+  // Takeover with the primary alive: the primary is fenced first (its writes get EPERM), the
+  // target becomes writable, and the primary learns the secondary took over.
   const takeover = await cliOk(["pair", "takeover", "g"], { node: secondary.mgmtUrl });
   assert.match(takeover.stdout, /takeover/);
+  assert.match(takeover.stdout, /the primary is fenced/);
   await runOk("qemu-io", ["-f", "raw", `nbd://127.0.0.1:${secondary.nbdPort}/v1`, "-c", "write -P 0x55 0 4k", "-c", "read -P 0x55 0 4k"], { timeoutMs: 30_000 });
-  const failed = await waitFor("the primary to learn of the takeover", async () => {
+  const fenced = await waitFor("the primary to learn of the takeover", async () => {
     const s = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g")) as PairInfo;
-    return s.state === "failed" ? s : undefined;
+    return s.state === "fenced" && s.fence?.peerTookOver === true ? s : undefined;
   }, { timeoutMs: 30_000 });
-  assert.match(failed.reason ?? "", /taken over/i);
+  assert.match(fenced.reason ?? "", /took over/i);
+  const refusedOnPrimary = await run("qemu-io", ["-f", "raw", `nbd://127.0.0.1:${primary.nbdPort}/v1`, "-c", "write -P 0x55 0 4k"], { timeoutMs: 30_000 });
+  assert.match(refusedOnPrimary.stdout + refusedOnPrimary.stderr, /Operation not permitted/i, "the fenced primary refuses writes");
   const again = await cli(["pair", "takeover", "g"], { node: secondary.mgmtUrl });
   assert.equal(again.code, 0, "takeover is idempotent");
   await primary.stop();

@@ -48,6 +48,10 @@ export interface EventCounts {
   suspends: number;
   resumes: number;
   takeovers: number;
+  /** Takeovers with the primary up: it was fenced first. */
+  fencedTakeovers: number;
+  /** Old primaries that came back after a takeover and fenced themselves. */
+  oldPrimariesFenced: number;
   restarts: { primary: number; secondary: number };
   processCrashes: { primary: number; secondary: number };
   powerLosses: { primary: number; secondary: number };
@@ -78,7 +82,7 @@ export interface EventCounts {
 
 export function emptyCounts(): EventCounts {
   return {
-    seeds: 0, hostWrites: 0, hostWritesFailed: 0, flushes: 0, pairsCreated: 0, pairsCreatedLater: 0, initialCopies: 0, suspends: 0, resumes: 0, takeovers: 0,
+    seeds: 0, hostWrites: 0, hostWritesFailed: 0, flushes: 0, pairsCreated: 0, pairsCreatedLater: 0, initialCopies: 0, suspends: 0, resumes: 0, takeovers: 0, fencedTakeovers: 0, oldPrimariesFenced: 0,
     restarts: { primary: 0, secondary: 0 }, processCrashes: { primary: 0, secondary: 0 }, powerLosses: { primary: 0, secondary: 0 },
     crashPoints: 0, streamCuts: 0, silentStreams: 0, partitions: 0, clockSteps: 0, diskFullEpisodes: { primary: 0, secondary: 0 }, ioErrorEpisodes: { primary: 0, secondary: 0 },
     groupStops: 0, secondaryJournalFull: 0, primaryWritesHeld: 0, smallJournals: 0, pullPairs: 0, pushPairs: 0, checks: 0, tornWritesSeen: 0, operatorCuts: 0, virtualMs: 0, events: 0,
@@ -252,10 +256,13 @@ export class NodeWorld {
   /** Some seeds keep one group of several idle (no host writes to it after setup). */
   private idleGroup: SimGroup | undefined;
   private readonly crashPointRng: Prng;
+  /** The fencing scenarios' own choices (the other seeds keep their schedules). */
+  private readonly fenceRng: Prng;
 
   constructor(seed: number) {
     this.rng = new Prng(seed);
     this.crashPointRng = new Prng(seed ^ 0x43525348);
+    this.fenceRng = new Prng(seed ^ 0x46454e43);
     const sizing = new Prng(seed ^ 0x4a524e4c);
     if (sizing.chance(0.35)) {
       this.journalSizing = { bytesMin: 64 * 1024, secondaryBytesMax: sizing.int(24, 128) * 4096 };
@@ -318,7 +325,9 @@ export class NodeWorld {
     for (const group of this.groups) if (group.suspended) await this.resume(group);
     await this.stopHosts();
     await this.heal(healMsMax);
+    // The end of some runs: a takeover, with the primary lost (--force) or alive (fenced first).
     if (this.rng.chance(0.3)) await this.takeoverAtEnd();
+    else if (this.fenceRng.chance(0.35)) await this.takeoverWithPrimaryAlive();
   }
 
   // ---- setup -------------------------------------------------------------------------
@@ -873,16 +882,217 @@ export class NodeWorld {
     }
   }
 
-  /** Some runs end with the primary lost and every paired group taken over on the secondary. */
+  /**
+   * Some runs end with the primary lost and every paired group taken over on the secondary:
+   * with --force (the primary cannot be reached; without it the takeover is refused). Some
+   * of those first cut the link and have the primary accept writes the secondary never gets,
+   * and then start the old primary again: it must be refused, fence itself, report those
+   * writes, and replicate nothing over the new data.
+   */
   async takeoverAtEnd(): Promise<void> {
     const groups = this.groups.filter((g) => g.paired && !g.late && !g.takenOver);
     if (groups.length === 0) return;
-    this.primary.crash(this.rng.chance(0.5) ? "process" : "power");
+    const comesBack = this.fenceRng.chance(0.6);
+    let lateWrites = 0;
+    if (comesBack) {
+      this.network.partition("A", "B");
+      this.trace("A and B partitioned before the primary is lost");
+      lateWrites = await this.lateWrites(groups);
+    }
+    const kind = this.rng.chance(0.5) ? "process" : "power";
+    this.primary.crash(comesBack ? "process" : kind);
     const b = this.requireNode(this.secondary);
-    await this.until(b.takeover(groups.map((g) => g.name)), 10_000, "the takeover");
+    // Without --force the primary's absence refuses the takeover, and nothing changes.
+    if (this.fenceRng.chance(0.3)) {
+      try {
+        await this.until(b.takeover(groups.map((g) => g.name)), 30_000, "the takeover without --force");
+        throw new SimFailure("fence", "a takeover without --force went on while the primary could not be reached");
+      } catch (error) {
+        if (!(error instanceof ControlError) || error.code !== "TM_ERR_PRIMARY_UNREACHABLE") throw error;
+      }
+    }
+    const results = await this.until(b.takeover(groups.map((g) => g.name), { force: true }), 10_000, "the takeover");
+    this.trace(`forced takeover of ${groups.map((g) => g.name).join(",")}: ${results.map((r) => `${r.group} kept ${r.reflectedSequence}`).join(", ")}`);
     for (const group of groups) group.takenOver = true;
     this.counts.takeovers += 1;
     this.checkSecondary();
+    if (comesBack) {
+      this.network.healAll();
+      await this.oldPrimaryReturns(groups, lateWrites);
+    }
+  }
+
+  /** Writes the primary accepts while it is cut off (FUA: durable there), never replicated; returns how many. */
+  private async lateWrites(groups: readonly SimGroup[]): Promise<number> {
+    const a = this.requireNode(this.primary);
+    let written = 0;
+    for (const group of groups) {
+      const volume = group.volumes[0];
+      if (volume === undefined) continue;
+      const count = this.fenceRng.int(0, 3);
+      for (let i = 0; i < count; i++) {
+        const first = this.nextBlock.get(volume) ?? 0;
+        if (first + 1 > volumeBlocks) break;
+        this.nextBlock.set(volume, first + 1);
+        const handle = a.catalog().open(volume);
+        if (handle === undefined) continue;
+        try {
+          await this.until(handle.write(first * simBlockBytes, Buffer.alloc(simBlockBytes, 0x6c), { fua: true, hostWriteTimeUs: undefined }), 5_000, "a late write");
+          written += 1;
+        } catch (error) {
+          if (!(error instanceof Timeout) && !isStorageError(error) && !(error instanceof Error)) throw error;
+        }
+      }
+    }
+    this.trace(`the cut-off primary accepted ${written} late writes`);
+    return written;
+  }
+
+  /** A digest of the secondary's images of `groups` (they must not change when an old primary comes back). */
+  private secondaryImagesDigest(groups: readonly SimGroup[]): string {
+    const hash = createHash("sha256");
+    for (const volume of groups.flatMap((g) => g.volumes)) {
+      hash.update(`${volume}:`);
+      const image = this.imagePages(this.secondary, volume);
+      if (image !== undefined) eachCachedPage(image, (bytes) => hash.update(bytes));
+    }
+    return hash.digest("hex");
+  }
+
+  /**
+   * The old primary starts again after the secondary took its groups over: it is refused at
+   * the handshake, fences itself (saved), reports the writes it took after the cut, refuses
+   * host writes with EPERM, and nothing of it reaches the secondary's images.
+   */
+  private async oldPrimaryReturns(groups: readonly SimGroup[], lateWritesAtLeast: number, before = this.secondaryImagesDigest(groups)): Promise<void> {
+    if (this.primary.node === undefined) await this.restart(this.primary);
+    const a = this.requireNode(this.primary);
+    const fenced = async (): Promise<void> => {
+      for (;;) {
+        const pending = groups.filter((g) => {
+          const fence = safePair(a, g.name)?.fence;
+          return fence?.peerTookOver !== true || fence.lateWrites === null;
+        });
+        if (pending.length === 0) return;
+        await this.sleep(20);
+      }
+    };
+    try {
+      await this.until(fenced(), 30_000, "the old primary fences itself");
+    } catch (error) {
+      if (error instanceof Timeout) {
+        throw new SimFailure("fence", `the old primary did not fence itself within 30 s of coming back after the takeover: ${groups.map((g) => `${g.name} ${describe(safePair(a, g.name))}`).join("; ")}`);
+      }
+      throw error;
+    }
+    let reported = 0;
+    for (const group of groups) reported += safePair(a, group.name)?.fence?.lateWrites ?? 0;
+    if (reported < lateWritesAtLeast) throw new SimFailure("fence", `the old primary reports ${reported} writes after the cut; it accepted at least ${lateWritesAtLeast}`);
+    await this.expectWritesRefused(groups, "the old primary, refused by the secondary");
+    // Time for anything it might still send.
+    await this.sleep(500);
+    await this.expectWritesRefused(groups, "the old primary, refused by the secondary");
+    if (this.secondaryImagesDigest(groups) !== before) throw new SimFailure("fence", "the secondary's images changed after the old primary came back (something was replicated over the new data)");
+    this.counts.oldPrimariesFenced += 1;
+  }
+
+  /** A write to each of `groups`' volumes on the primary must be refused with EPERM. */
+  private async expectWritesRefused(groups: readonly SimGroup[], who: string): Promise<void> {
+    const a = this.requireNode(this.primary);
+    for (const group of groups) {
+      const volume = group.volumes[0];
+      const handle = volume === undefined ? undefined : a.catalog().open(volume);
+      if (handle === undefined || volume === undefined) continue;
+      const first = this.nextBlock.get(volume) ?? 0;
+      if (first + 1 > volumeBlocks) continue;
+      this.nextBlock.set(volume, first + 1);
+      try {
+        await this.until(handle.write(first * simBlockBytes, Buffer.alloc(simBlockBytes, 0x73), { fua: false, hostWriteTimeUs: undefined }), 5_000, "a write to a fenced group");
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "EPERM") continue;
+        if (error instanceof Timeout) throw new SimFailure("fence", `${who}: a write to ${volume} neither succeeded nor failed`);
+        continue; // a stopped group refuses for its own reason
+      }
+      throw new SimFailure("fence", `${who}: a write to ${volume} of group ${group.name} was accepted (two writable copies)`);
+    }
+  }
+
+  /**
+   * Some runs end with a takeover while the primary is up and hosts write to it: the takeover
+   * fences the primary first. Every write the primary answered before the fence must be on the
+   * secondary afterwards; the primary refuses writes from then on, also after a power loss right
+   * when the secondary heard FENCED (fault fence-after-answer); an unfenced old primary that
+   * reconnects is refused and stays fenced.
+   */
+  async takeoverWithPrimaryAlive(): Promise<void> {
+    const groups = this.groups.filter((g) => g.paired && !g.takenOver);
+    const b = this.secondary.node;
+    if (groups.length === 0 || b === undefined || this.primary.node === undefined) return;
+    const uncertainBefore = new Set(this.history.all().filter((w) => w.uncertain).map((w) => w.id));
+    this.startHosts(this.fenceRng.int(1, 2));
+    await this.sleep(this.fenceRng.int(5, 200));
+    const crashWhenFenced = this.fenceRng.chance(0.5);
+    let crashed = false;
+    let takeoverDone = false;
+    const watcher = async (): Promise<void> => {
+      // Power off the primary the moment the secondary holds FENCED and what it promised.
+      while (!takeoverDone && crashWhenFenced) {
+        if (groups.some((g) => b.findSecondary(g.name)?.primaryFencedThrough !== undefined) && this.primary.up) {
+          this.primary.crash("power");
+          this.history.primaryMayHaveLost();
+          crashed = true;
+          this.trace("A lost power right when the secondary held its FENCED answer");
+          return;
+        }
+        await this.sleep(0.2);
+      }
+    };
+    const watching = watcher();
+    this.trace(`takeover of ${groups.map((g) => g.name).join(",")} with the primary alive`);
+    let results: Awaited<ReturnType<TidemarkNode["takeover"]>>;
+    try {
+      results = await this.until(b.takeover(groups.map((g) => g.name)), 60_000, "the takeover with the primary alive");
+    } catch (error) {
+      takeoverDone = true;
+      await watching;
+      await this.stopHosts();
+      if (!(error instanceof ControlError)) throw error;
+      // Refused (the primary lost power before it saved the fence, a group not consistent yet ...): nothing was taken over.
+      this.trace(`takeover refused: ${error.message}`);
+      if (this.primary.node === undefined) await this.restart(this.primary);
+      const a = this.requireNode(this.primary);
+      for (const group of groups) {
+        if (safePair(a, group.name)?.state === "fenced") await this.tryControl(a.unfencePair(group.name, false));
+      }
+      return;
+    }
+    takeoverDone = true;
+    await watching;
+    for (const group of groups) group.takenOver = true;
+    await this.stopHosts();
+    this.counts.takeovers += 1;
+    this.counts.fencedTakeovers += 1;
+    if (results.some((r) => r.primary?.fenced !== true)) throw new SimFailure("fence", `a takeover without --force did not fence the primary: ${JSON.stringify(results)}`);
+    // Nothing the primary answered before the fence is lost.
+    const volumes = groups.flatMap((g) => g.volumes);
+    const present = this.present(this.secondary, volumes);
+    const lost = this.history.all().filter((w) => volumes.includes(w.volume) && w.answeredAtMs !== undefined && !w.failed && !uncertainBefore.has(w.id) && !present.has(w.id));
+    if (lost.length > 0) {
+      const w = lost[0] as HostWrite;
+      throw new SimFailure("fence", `${lost.length} write(s) the primary answered before the fence are not on the secondary after the takeover, e.g. write ${w.id} (${w.volume} block ${w.firstBlock}); ${JSON.stringify(results)}`);
+    }
+    this.checkSecondary();
+    if (crashed) {
+      // It answered FENCED: it must come back fenced, before it hears anything from the secondary.
+      const before = this.secondaryImagesDigest(groups);
+      this.network.partition("A", "B");
+      await this.restart(this.primary);
+      await this.expectWritesRefused(groups, "the primary after a power loss right after it answered FENCED");
+      this.network.healAll();
+      await this.oldPrimaryReturns(groups, 0, before);
+    } else if (this.primary.node !== undefined) {
+      await this.expectWritesRefused(groups, "the fenced primary");
+    }
   }
 
   // ---- virtual time --------------------------------------------------------------------

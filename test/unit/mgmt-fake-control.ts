@@ -260,9 +260,20 @@ export class FakeControl implements NodeControl, PairControl {
     return Promise.resolve({ ...pair.info });
   }
 
-  takeover(groups: readonly string[]): Promise<readonly TakeoverResult[]> {
+  unfencePair(group: string, force: boolean): Promise<PairInfo> {
     this.maybeFail();
-    this.pairRequests.push({ takeover: groups });
+    const pair = this.findPair(group);
+    if (pair.info.state !== "fenced") return Promise.reject(new ControlError("TM_ERR_STATE", `pair of group '${group}' is ${pair.info.state}, not fenced`));
+    if (pair.info.fence?.peerTookOver === true && !force) return Promise.reject(new ControlError("TM_ERR_PEER_TOOK_OVER", `the secondary took over ${group}; run pair unfence ${group} --force`));
+    pair.info.state = pair.info.fence?.peerTookOver === true ? "failed" : "replicating";
+    pair.info.fence = null;
+    pair.info.reason = null;
+    return Promise.resolve({ ...pair.info });
+  }
+
+  takeover(groups: readonly string[], options: { readonly force?: boolean | undefined } = {}): Promise<readonly TakeoverResult[]> {
+    this.maybeFail();
+    this.pairRequests.push({ takeover: groups, ...(options.force === true ? { force: true } : {}) });
     const pairs: FakePair[] = [];
     for (const group of groups) {
       const pair = this.pairs.get(group);

@@ -18,8 +18,8 @@ import {
   type PairTimer, type PrimaryPairEffect, type PrimaryPairEvent, type PrimaryPairRecord, type PrimaryPairState,
 } from "../../src/core/primary-pair.ts";
 
-const replicating: PrimaryPairRecord = { state: "replicating", copyStartSequence: 10, consistentFromSequence: 12, copyDone: true, reason: null };
-const copying: PrimaryPairRecord = { state: "copying", copyStartSequence: 10, consistentFromSequence: 0, copyDone: false, reason: null };
+const replicating: PrimaryPairRecord = { state: "replicating", copyStartSequence: 10, consistentFromSequence: 12, copyDone: true, reason: null, fence: null };
+const copying: PrimaryPairRecord = { state: "copying", copyStartSequence: 10, consistentFromSequence: 0, copyDone: false, reason: null, fence: null };
 
 function pair(record: PrimaryPairRecord = replicating, options: { transfer?: "push" | "pull"; streams?: number; groupStopped?: boolean } = {}): PrimaryPairState {
   return initialPrimaryPair({ group: "g", transfer: options.transfer ?? "push", streams: options.streams ?? 2, record, groupStopped: options.groupStopped ?? false });
@@ -254,6 +254,63 @@ void test("completions the machine did not ask for are the shell's bug: an asser
   assert.throws(() => stepPrimaryPair(started(), { type: "streamClosed", stream: 5, reason: "x", wasReady: false }), InvariantError);
 });
 
+void test("FENCE: the writer is fenced, `fenced` saved, and only then FENCED answered with the last sequence; the streams keep running; again: answered at once", () => {
+  const s = started();
+  const fence = stepPrimaryPair(s, { type: "fence", stream: 1, connectionId: 7, fenceId: 3, text: "takeover", lastSequence: 20, lastWriteSequence: 18, atIso: "T" });
+  assert.deepEqual(kinds(fence.effects), ["log:pair_fenced", "fenceWriter", "persist"]);
+  assert.equal(fence.state.record.state, "replicating", "memory follows the save");
+  assert.ok(!timeAdvanceAllowed(fence.state), "no time advance while the fence is saved");
+  const save = persistOf(fence.effects);
+  const saved = stepPrimaryPair(fence.state, { type: "persisted", saveId: save.saveId, lastSequence: 20 });
+  assert.deepEqual(saved.effects, [{ type: "answerFence", stream: 1, connectionId: 7, fenceId: 3, lastAcceptedSequence: 20, lastWriteSequence: 18 }]);
+  assert.equal(saved.state.record.state, "fenced");
+  assert.ok(pairRunning(saved.state), "what was accepted before the fence is still sent");
+  assert.ok(!timeAdvanceAllowed(saved.state));
+  const again = stepPrimaryPair(saved.state, { type: "fence", stream: 0, connectionId: 9, fenceId: 4, text: "again", lastSequence: 20, lastWriteSequence: 18, atIso: "T2" });
+  assert.deepEqual(again.effects, [{ type: "answerFence", stream: 0, connectionId: 9, fenceId: 4, lastAcceptedSequence: 20, lastWriteSequence: 18 }]);
+  // A fence whose save fails is refused and the writer accepts writes again.
+  const failed = stepPrimaryPair(fence.state, { type: "persistFailed", saveId: save.saveId, lastSequence: 20, error: { code: "ENOSPC", message: "full" } });
+  assert.deepEqual(kinds(failed.effects), ["log:pair_state_not_saved", "refuseFence", "unfenceWriter"]);
+  // A suspended pair (no streams) cannot be fenced.
+  const suspended = run(pair({ ...replicating, state: "suspended" }), { type: "start", lastSequence: 20 }).state;
+  assert.deepEqual(kinds(stepPrimaryPair(suspended, { type: "fence", stream: 0, connectionId: 1, fenceId: 1, text: "", lastSequence: 20, lastWriteSequence: 20, atIso: "T" }).effects), ["log:fence_refused", "refuseFence"]);
+});
+
+void test("the secondary took over (NACK TAKEN_OVER): fenced, saved, streams closed for good, the late writes counted and saved; unfence needs --force and then the pair ends", () => {
+  const s = started();
+  const refused = stepPrimaryPair(s, { type: "peerTookOver", text: "taken over", cutSequence: 15, lastSequence: 20, lastWriteSequence: 19, atIso: "T" });
+  assert.deepEqual(kinds(refused.effects), ["log:stale_primary_fenced", "fenceWriter", "closeStreams", "persist"]);
+  assert.ok(!pairRunning(refused.state));
+  const saved = stepPrimaryPair(refused.state, { type: "persisted", saveId: persistOf(refused.effects).saveId, lastSequence: 20 });
+  assert.deepEqual(saved.effects, [{ type: "countLateWrites", cutSequence: 15, lastSequence: 20 }]);
+  assert.equal(saved.state.record.fence?.peerTookOver, true);
+  const counted = stepPrimaryPair(saved.state, { type: "lateWritesCounted", lateWrites: 4, exact: true });
+  assert.deepEqual(kinds(counted.effects), ["log:stale_primary_late_writes", "persist"]);
+  const final = stepPrimaryPair(counted.state, { type: "persisted", saveId: persistOf(counted.effects).saveId, lastSequence: 20 }).state;
+  assert.equal(final.record.fence?.lateWrites, 4);
+  assert.deepEqual(stepPrimaryPair(final, { type: "start", lastSequence: 20 }).effects, [], "a restarted fenced primary whose peer took over stays idle");
+  const plain = stepPrimaryPair(final, { type: "unfence", commandId: 1, force: false });
+  assert.deepEqual(plain.effects.map((e) => (e.type === "refuseOperator" ? e.code : e.type)), ["TM_ERR_PEER_TOOK_OVER"]);
+  const forced = stepPrimaryPair(final, { type: "unfence", commandId: 2, force: true });
+  assert.deepEqual(kinds(forced.effects), ["log:pair_unfenced", "persist"]);
+  const done = stepPrimaryPair(forced.state, { type: "persisted", saveId: persistOf(forced.effects).saveId, lastSequence: 20 });
+  assert.deepEqual(kinds(done.effects), ["unfenceWriter", "releaseJournal", "answerOperator"]);
+  assert.equal(done.state.record.state, "failed");
+});
+
+void test("unfence of a pair whose peer did not take over: saved, then writable and replicating again", () => {
+  const s = started();
+  const fence = stepPrimaryPair(s, { type: "fence", stream: 0, connectionId: 1, fenceId: 1, text: "", lastSequence: 20, lastWriteSequence: 20, atIso: "T" });
+  const fenced = stepPrimaryPair(fence.state, { type: "persisted", saveId: persistOf(fence.effects).saveId, lastSequence: 20 }).state;
+  const unfence = stepPrimaryPair(fenced, { type: "unfence", commandId: 5, force: false });
+  assert.deepEqual(kinds(unfence.effects), ["log:pair_unfenced", "persist"]);
+  assert.deepEqual(persistOf(unfence.effects).change, { record: { state: "replicating", fence: null, reason: null } });
+  const done = stepPrimaryPair(unfence.state, { type: "persisted", saveId: persistOf(unfence.effects).saveId, lastSequence: 20 });
+  assert.deepEqual(kinds(done.effects), ["unfenceWriter", "answerOperator"]);
+  assert.ok(timeAdvanceAllowed(done.state));
+  assert.deepEqual(stepPrimaryPair(started(), { type: "unfence", commandId: 6, force: true }).effects.map((e) => (e.type === "refuseOperator" ? e.code : e.type)), ["TM_ERR_STATE"]);
+});
+
 // ---- properties over random event sequences -------------------------------------------
 
 /** An event as generated: completions pick among what is pending when they run. */
@@ -278,6 +335,10 @@ const genEvent: fc.Arbitrary<Gen> = fc.oneof(
     fc.record({ type: fc.constant("ackReceived" as const), batchId: fc.nat({ max: 20 }), nowMs: fc.nat() }),
     fc.record({ type: fc.constant("probeSent" as const), batchId: fc.nat({ max: 20 }), episode: fc.nat({ max: 5 }) }),
     fc.record({ type: fc.constant("fail" as const), reason: fc.string() }),
+    fc.record({ type: fc.constant("fence" as const), stream: fc.nat({ max: 1 }), connectionId: fc.nat(), fenceId: fc.integer({ min: 1, max: 5 }), text: fc.constant("takeover"), lastSequence: sequence, lastWriteSequence: sequence, atIso: fc.constant("2026-01-01T00:00:00.000Z") }),
+    fc.record({ type: fc.constant("peerTookOver" as const), text: fc.constant("taken over"), cutSequence: sequence, lastSequence: sequence, lastWriteSequence: sequence, atIso: fc.constant("2026-01-01T00:00:00.000Z") }),
+    fc.record({ type: fc.constant("lateWritesCounted" as const), lateWrites: fc.nat({ max: 9 }), exact: fc.boolean() }),
+    fc.record({ type: fc.constant("unfence" as const), commandId: fc.constant(0), force: fc.boolean() }),
   ) }),
   fc.record({ kind: fc.constant("complete" as const), pick: fc.nat(), ok: fc.boolean(), code: fc.constantFrom("ENOSPC", "EIO", "EPERM") }),
   fc.record({ kind: fc.constant("fire" as const), pick: fc.nat() }),
@@ -296,7 +357,8 @@ void test("property: random events never throw, the record follows only the save
       let s = pair(record, { transfer, groupStopped });
       const pending = new Set<number>(); // saves asked for, not yet answered
       const armed = new Set<string>();
-      const waiting = new Map<number, "suspend" | "resume">();
+      const waiting = new Map<number, "suspend" | "resume" | "unfence">();
+      let writerFenced = s.record.state === "fenced";
       let nextCommand = 1;
       const apply = (event: PrimaryPairEvent): void => {
         const before = s;
@@ -330,7 +392,7 @@ void test("property: random events never throw, the record follows only the save
             case "openStreams":
             case "connectStream":
               assert.ok(pairRunning(s), "streams open only while running");
-              assert.ok(s.record.state === "copying" || s.record.state === "replicating", `streams open while ${s.record.state}`);
+              assert.ok(s.record.state === "copying" || s.record.state === "replicating" || (s.record.state === "fenced" && s.record.fence?.peerTookOver !== true), `streams open while ${s.record.state}`);
               assert.ok(!s.groupStopped && s.failing === undefined && !s.closing);
               break;
             case "releaseJournal":
@@ -342,9 +404,23 @@ void test("property: random events never throw, the record follows only the save
               waiting.delete(effect.commandId);
               // Never announced before the disk holds it.
               if (command === "suspend") assert.equal(s.record.state, "suspended");
+              else if (command === "unfence") assert.ok(s.record.state !== "fenced" && !writerFenced, "unfenced on disk and in the writer before the answer");
               else assert.ok(s.record.state === "copying" || s.record.state === "replicating");
               break;
             }
+            case "answerFence":
+              // FENCED is never sent before `fenced` is on disk, nor for a sequence past the fence.
+              assert.equal(s.record.state, "fenced", "FENCED only once fenced is saved");
+              assert.equal(effect.lastAcceptedSequence, s.record.fence?.fencedSequence);
+              assert.ok(writerFenced, "the writer refuses writes before FENCED");
+              break;
+            case "fenceWriter":
+              writerFenced = true;
+              break;
+            case "unfenceWriter":
+              assert.ok(s.record.state !== "fenced", "the writer accepts writes only once the disk no longer says fenced");
+              writerFenced = false;
+              break;
             case "refuseOperator":
               assert.ok(waiting.delete(effect.commandId), "a refusal for a waiting command, once");
               break;
@@ -357,7 +433,7 @@ void test("property: random events never throw, the record follows only the save
         switch (gen.kind) {
           case "event": {
             const event = gen.event;
-            if (event.type === "suspend" || event.type === "resume") {
+            if (event.type === "suspend" || event.type === "resume" || event.type === "unfence") {
               const commandId = nextCommand++;
               waiting.set(commandId, event.type);
               apply({ ...event, commandId });
@@ -396,6 +472,8 @@ void test("property: random events never throw, the record follows only the save
         apply({ type: "persisted", saveId, lastSequence: 50 });
       }
       assert.deepEqual([...waiting.keys()], [], "every command answered or refused");
+      // A group the disk says is fenced refuses writes.
+      if (s.record.state === "fenced") assert.ok(writerFenced, "a fenced pair's writer refuses writes");
       assert.equal(s.saves.length, 0);
     },
   ), { numRuns: 2000 });

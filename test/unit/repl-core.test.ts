@@ -164,6 +164,13 @@ void test("frontier is the minimum arrived position; an empty domain has none", 
   assert.equal(nextToReflect([head(1, 1, pos(1, 1), 5)], f, "time"), undefined);
 });
 
+void test("frontier: a complete group (its primary fenced, everything it accepted here) holds nothing; all complete: the latest arrived position", () => {
+  // The fenced group's arrived position (5, 4) no longer holds the others back.
+  assert.deepEqual(frontier([{ arrivedPosition: pos(5, 4), complete: true }, { arrivedPosition: pos(7, 1) }, { arrivedPosition: pos(6, 1), complete: false }]), pos(6, 1));
+  assert.deepEqual(frontier([{ arrivedPosition: pos(5, 4), complete: true }, { arrivedPosition: pos(9, 2), complete: true }]), pos(9, 2));
+  assert.deepEqual(frontier([{ arrivedPosition: pos(9, 2), complete: true }, { arrivedPosition: positionZero }]), positionZero, "a member still receiving holds it");
+});
+
 void test("nextToReflect: time mode goes in position order up to the frontier, ties broken by accept number", () => {
   const heads = [head(1, 4, pos(5, 12), 9), head(2, 7, pos(5, 11), 7), head(3, 2, pos(4, 30), 1)];
   // Group 3's head is past its arrived sequence: never chosen.

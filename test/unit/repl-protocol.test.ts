@@ -98,6 +98,9 @@ const messageArbitraries: { [T in ReplMessageType]: fc.Arbitrary<Extract<ReplMes
   PONG: fc.record({ pingId: u53, echoTimeUs: u53, replyTimeUs: u53 }).map((m) => ({ type: "PONG" as const, ...m })),
   ERROR: fc.record({ code: errorCode, text }).map((m) => ({ type: "ERROR" as const, ...m })),
   CLOSE: fc.record({ text }).map((m) => ({ type: "CLOSE" as const, ...m })),
+  FENCE: fc.record({ groupHandle: handle, fenceId: pos53, text }).map((m) => ({ type: "FENCE" as const, ...m })),
+  FENCED: fc.record({ groupHandle: handle, fenceId: pos53, seqs: sequencePair })
+    .map((m) => ({ type: "FENCED" as const, groupHandle: m.groupHandle, fenceId: m.fenceId, lastAcceptedSequence: asSequence(m.seqs[1]), lastWriteSequence: asSequence(m.seqs[0]) })),
 };
 const anyMessage: fc.Arbitrary<ReplMessage> = fc.oneof(...Object.values(messageArbitraries) as fc.Arbitrary<ReplMessage>[]);
 
@@ -256,6 +259,61 @@ void test("BATCH is the frame header, the fixed part and journal records exactly
   assert.equal(pieces[1], recs[0]!.payload);
   assert.equal(pieces[3], recs[3]!.payload);
   assert.equal(pieces[2]!.length, 3 * journalHeaderBytes);
+});
+
+void test("FENCE and FENCED have the documented bytes, go one way each, and refuse a zero fence id or handle", () => {
+  const withPayload = (type: number, payload: Buffer): Buffer => Buffer.concat([rawHeader(type, payload.length, checksum(payload)), payload]);
+  const fence = Buffer.alloc(16 + 2 + 8);
+  fence.writeUInt32LE(5, 0);
+  fence.writeBigUInt64LE(3n, 8);
+  fence.writeUInt16LE(8, 16);
+  fence.write("takeover", 18, "utf8");
+  const fenceFrame = frameOf({ type: "FENCE", groupHandle: 5, fenceId: 3, text: "takeover" });
+  assert.deepEqual(fenceFrame, withPayload(17, fence));
+  const fenced = Buffer.alloc(32);
+  fenced.writeUInt32LE(5, 0);
+  fenced.writeBigUInt64LE(3n, 8);
+  fenced.writeBigUInt64LE(4242n, 16);
+  fenced.writeBigUInt64LE(4200n, 24);
+  const fencedFrame = frameOf({ type: "FENCED", groupHandle: 5, fenceId: 3, lastAcceptedSequence: asSequence(4242), lastWriteSequence: asSequence(4200) });
+  assert.deepEqual(fencedFrame, withPayload(18, fenced));
+  assert.equal(replPayloadBytesMax("FENCE"), 16 + 2 + replMessageTextBytesMax);
+  assert.equal(replPayloadBytesMax("FENCED"), 32);
+  // FENCE goes to the primary, FENCED to the secondary.
+  assert.ok(decodeFrame(fenceFrame, { receiver: "primary" }).ok);
+  const wrongFence = decodeFrame(fenceFrame, { receiver: "secondary" });
+  assert.ok(!wrongFence.ok && wrongFence.fatal && wrongFence.code === "PROTOCOL");
+  assert.ok(decodeFrame(fencedFrame, { receiver: "secondary" }).ok);
+  const wrongFenced = decodeFrame(fencedFrame, { receiver: "primary" });
+  assert.ok(!wrongFenced.ok && wrongFenced.fatal && wrongFenced.code === "PROTOCOL");
+  // Zero fence id, zero handle, non-zero reserved, a trailing byte, a sequence at 2^53: malformed.
+  const bad: Buffer[] = [];
+  const zeroId = Buffer.from(fenced);
+  zeroId.writeBigUInt64LE(0n, 8);
+  bad.push(withPayload(18, zeroId));
+  const zeroHandle = Buffer.from(fence);
+  zeroHandle.writeUInt32LE(0, 0);
+  bad.push(withPayload(17, zeroHandle));
+  const reserved = Buffer.from(fenced);
+  reserved[4] = 1;
+  bad.push(withPayload(18, reserved));
+  bad.push(withPayload(18, Buffer.concat([fenced, Buffer.alloc(1)])));
+  bad.push(withPayload(17, Buffer.concat([fence, Buffer.alloc(1)])));
+  const huge = Buffer.from(fenced);
+  huge.writeBigUInt64LE(2n ** 53n, 16);
+  bad.push(withPayload(18, huge));
+  bad.push(withPayload(18, fenced.subarray(0, 24)));
+  const writePastAccepted = Buffer.from(fenced);
+  writePastAccepted.writeBigUInt64LE(4243n, 24);
+  bad.push(withPayload(18, writePastAccepted));
+  for (const f of bad) {
+    const r = decodeFrame(f);
+    // A FENCED one byte long is over its fixed size: refused from the header (TOO_LARGE).
+    assert.ok(!r.ok && r.fatal && (r.code === "PROTOCOL" || r.code === "TOO_LARGE"), JSON.stringify(r));
+  }
+  // A NACK may refuse a FENCE (the primary could not save it).
+  const nack = decodeFrame(frameOf({ type: "NACK", groupHandle: 5, code: "INTERNAL", refType: "FENCE", refId: 3, arrivedSequence: asSequence(0), text: "disk full" }));
+  assert.ok(nack.ok && nack.message.type === "NACK" && nack.message.refType === "FENCE");
 });
 
 void test("a frame inside one chunk decodes to views of that chunk (no copy)", () => {

@@ -231,7 +231,7 @@ test("takeover: refused while copying or in progress; streams closed, the cut ch
   assert.deepEqual(draining.effects, [{ type: "closeStreams", why: "taken-over", text: "taken over on the secondary" }]);
   assert.equal(mayPull(draining.state), false);
   assert.equal(takeoverRefusal(draining.state)?.code, "TM_ERR_STATE");
-  assert.equal(openRefusal(draining.state, "p1", node)?.code, "TAKEN_OVER");
+  assert.equal(openRefusal(draining.state, "p1", node)?.code, "GROUP_BUSY"); // not over yet: the primary tries again and learns how it ended (fencing)
   assert.equal((step(draining.state, { type: "batch", batchId: 1 }).effects[0] as { code: string }).code, "TAKEN_OVER");
   assert.equal(takeoverCutRefusal(draining.state, 8)?.code, "TM_ERR_STATE");
   const left = step(draining.state, { type: "takeoverDrained", reflectedSequence: 15 });
@@ -266,7 +266,7 @@ test("a takeover whose save fails is abandoned: the group takes nothing until a 
   assert.equal(failed.state.record.state, "replicating");
   assert.deepEqual(failed.state.takeover, { phase: "abandoned" });
   assert.equal(failed.effects.at(-1)?.type, "refuseOperator");
-  assert.equal(openRefusal(failed.state, "p1", node)?.code, "TAKEN_OVER");
+  assert.equal(openRefusal(failed.state, "p1", node)?.code, "GROUP_BUSY");
 });
 
 // ---- prepare and status ------------------------------------------------------------------------
