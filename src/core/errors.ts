@@ -31,6 +31,7 @@ export const tmErrorCodes = {
   TM_ERR_JOURNAL_TRIMMED: { httpStatus: 500, meaning: "records were asked for that the journal already trimmed" },
   TM_ERR_DATA_DIR: { httpStatus: 500, meaning: "the node cannot make or use its data directory" },
   TM_ERR_LISTEN: { httpStatus: 500, meaning: "the node cannot listen on an address it was given" },
+  TM_ERR_DOMAIN_INCOMPARABLE: { httpStatus: 409, meaning: "pair create --domain: the named consistency domain would hold groups of primaries whose write times are not comparable (each primary needs --max-clock-skew and --write-time clock or host)" },
 } as const satisfies Record<string, { readonly httpStatus: number; readonly meaning: string }>;
 
 export type TmErrorCode = keyof typeof tmErrorCodes;

@@ -36,6 +36,8 @@ export const historicalFaults = [
   "resume-keeps-last-write-sequence",
   /** A checkpoint the pair started (the journal filling) that failed on a volume's fdatasync was only logged: the next one succeeded without the pages the failed fdatasync dropped, and the journal that held them was trimmed (seed 59474). */
   "checkpoint-error-keeps-group",
+  /** Groups of different primaries shared one time domain by default, and positions of different primaries compared without the node order: an exact tie (hosts that send no write time) was asserted, the secondary stopped and never started again (two-primaries-position-tie.ts). */
+  "position-tie-asserts",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];

@@ -21,6 +21,7 @@ import { log, type LogEffect } from "./log-effect.ts";
 import { assert, unreachable } from "./assert.ts";
 import { asAcceptNumber, asWriteTimeUs } from "./types.ts";
 import type { Position } from "./position.ts";
+import type { NamedDomainDeclaration } from "./named-domain.ts";
 import type { TmErrorCode } from "./errors.ts";
 import type { GroupState, NackableType, ReplErrorCode } from "../protocol/repl-protocol.ts";
 
@@ -44,6 +45,8 @@ export interface SecondaryLifecycleRecord {
   /** The primary's volume id (as in the records) -> this node's volume id. */
   readonly volumes: readonly { readonly primaryVolumeId: number; readonly volumeId: number }[];
   readonly takeover: { readonly keptSequence: number; readonly droppedRecords: number; readonly at: string } | null;
+  /** `pair create --domain NAME`: the named domain and the primary's write-time declaration (core/named-domain.ts); absent: the primary's own domain. */
+  readonly domain?: NamedDomainDeclaration | undefined;
 }
 
 /** A change to node.json: fields of the group's `secondary` record, and of the group record itself. */
@@ -734,11 +737,13 @@ export function decidePrepare(existing: { readonly secondary?: { readonly pairId
 export function newSecondaryRecord(request: {
   readonly pairId: string; readonly primaryNode: string; readonly primaryGroup: string;
   readonly transfer: "push" | "pull"; readonly streams: number; readonly reflect: "time" | "seq" | "marker";
+  readonly domain?: NamedDomainDeclaration | undefined;
 }): SecondaryLifecycleRecord {
   return {
     pairId: request.pairId, primaryNode: request.primaryNode, primaryGroup: request.primaryGroup, transfer: request.transfer, streams: request.streams,
     reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
     volumes: [], takeover: null,
+    ...(request.domain === undefined ? {} : { domain: { name: request.domain.name, writeTimePolicy: request.domain.writeTimePolicy, maxClockSkewMs: request.domain.maxClockSkewMs } }),
   };
 }
 

@@ -67,6 +67,8 @@ const secondaryRecordSchema = z.strictObject({
   volumes: z.array(z.strictObject({ primaryVolumeId: nonNegativeInteger, volumeId: nonNegativeInteger })),
   /** After a takeover: the last sequence kept and how many received records were dropped. */
   takeover: z.strictObject({ keptSequence: nonNegativeInteger, droppedRecords: nonNegativeInteger, at: z.string() }).nullable(),
+  /** `pair create --domain NAME`: the named consistency domain and what the primary declared of its write times (absent: the primary's own domain). */
+  domain: z.strictObject({ name: z.string().min(1), writeTimePolicy: z.enum(["host", "clock", "counter"]), maxClockSkewMs: nonNegativeInteger }).optional(),
 });
 
 const groupRecordSchema = z.strictObject({

@@ -10,6 +10,7 @@
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { faultInjected } from "../core/faults.ts";
+import { namedDomainRefusal, type NamedDomainMember } from "../core/named-domain.ts";
 import {
   decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal, takeoverCutRefusal, takeoverRefusal,
   type OperatorRefusalCode, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
@@ -207,6 +208,7 @@ export class SecondaryRole implements SecondaryHost {
     const decision = decidePrepare(this.options.metadata().groups.find((g) => g.name === request.group), request, nodeId);
     if (decision.kind === "answer") return info;
     if (decision.kind === "refuse") throw new ControlError(decision.code, decision.text);
+    this.checkNamedDomain(request);
     const registry = this.options.volumes;
     for (const volume of request.volumes) {
       const live = registry.byName(volume.name);
@@ -247,6 +249,26 @@ export class SecondaryRole implements SecondaryHost {
     await this.recover(record, secondary);
     this.logger.info({ event: "pair_secondary_created", group: request.group, pairId: request.pairId, primary: request.primaryNode }, "pair secondary created");
     return info;
+  }
+
+  /**
+   * `pair create --domain NAME`: groups of several primaries share a domain only when their
+   * write times are comparable (core/named-domain.ts); refused before anything is made.
+   * Errors: ControlError TM_ERR_DOMAIN_INCOMPARABLE.
+   */
+  private checkNamedDomain(request: PairSecondaryRequest): void {
+    const domain = request.domain;
+    if (domain === undefined || request.reflect !== "time") return;
+    const members: NamedDomainMember[] = [];
+    for (const g of this.options.metadata().groups) {
+      const s = g.secondary;
+      if (s?.domain === undefined || s.state === "takeover" || s.reflect !== "time") continue;
+      members.push({ group: g.name, primaryNode: s.primaryNode, domain: s.domain });
+    }
+    const refusal = namedDomainRefusal(request.primaryNode, request.group, domain, members);
+    if (refusal === undefined) return;
+    this.logger.warn({ event: "pair_domain_refused", group: request.group, domain: domain.name, primary: request.primaryNode, writeTime: domain.writeTimePolicy, maxClockSkewMs: domain.maxClockSkewMs, code: "TM_ERR_DOMAIN_INCOMPARABLE" }, refusal);
+    throw new ControlError("TM_ERR_DOMAIN_INCOMPARABLE", refusal);
   }
 
   // ---- the replication listener (SecondaryHost) -----------------------------------------
