@@ -25,6 +25,7 @@
 import { assert, unreachable } from "./assert.ts";
 import { atNode, comparePositions, formatPosition, minPosition, positionOf, type Position } from "./position.ts";
 import { asSequence, type GroupId, type SequenceNumber } from "./types.ts";
+import { faultInjected } from "./faults.ts";
 
 export type ReflectMode = "time" | "seq";
 
@@ -73,7 +74,8 @@ export function nextToReflect(heads: readonly ReflectHead[], frontierPosition: P
 /** The reflection order: position, then group id (a total order whatever the peers sent). */
 export function compareHeads(a: { readonly groupId: GroupId; readonly position: Position }, b: { readonly groupId: GroupId; readonly position: Position }): number {
   const byPosition = comparePositions(a.position, b.position);
-  if (byPosition !== 0) return byPosition;
+  // The old fault: no tie-break past the position, so an exact tie of two groups was asserted.
+  if (byPosition !== 0 || faultInjected("position-tie-asserts")) return byPosition;
   return a.groupId === b.groupId ? 0 : a.groupId < b.groupId ? -1 : 1;
 }
 
