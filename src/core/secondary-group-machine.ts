@@ -763,6 +763,11 @@ export interface SecondaryFacts {
   readonly heldBy: { readonly name: string; readonly reason: string } | undefined;
   /** The member whose arrived position is the frontier, when another one (for the journal-full text). */
   readonly frontierHolder: string | undefined;
+  /**
+   * In a domain named over several primaries: the frontier holder's primary node, when it is
+   * another primary than this group's (status names who holds; undefined otherwise).
+   */
+  readonly frontierHolderPrimary?: string | undefined;
   readonly journalUsedBytes: number;
   readonly journalBytesMax: number;
 }
@@ -805,6 +810,10 @@ export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFa
   // A stopped member holds its time domain (DESIGN.md): every group it holds names it.
   if (shown === "replicating" && facts.heldBy !== undefined && facts.arrivedSequence > facts.reflectedSequence) {
     reason = `reflection held by group ${facts.heldBy.name} of the same consistency domain, which is stopped (${facts.heldBy.reason})`;
+  }
+  // A group of another primary holds the frontier of a named domain (its write times are behind): say who.
+  if (reason === null && shown === "replicating" && facts.frontierHolderPrimary !== undefined && facts.frontierHolder !== undefined && facts.arrivedSequence > facts.reflectedSequence) {
+    reason = `reflection waits for group ${facts.frontierHolder} of primary ${facts.frontierHolderPrimary} (domain ${record.domain?.name ?? "?"}): nothing written after its last arrived write time may be applied before it`;
   }
   if (reason === null && shown === "replicating" && facts.streams === 0) {
     const said = facts.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${facts.peerCloseText}`;

@@ -308,6 +308,12 @@ export class SecondaryRole implements SecondaryHost {
     return this.reflector.frontierHolder(group)?.name;
   }
 
+  /** The frontier holder's primary node, when another primary than `group`'s (a named domain). */
+  private frontierHolderPrimary(group: SecondaryGroup): string | undefined {
+    const holder = this.reflector.frontierHolder(group)?.record.primaryNode;
+    return holder === group.record.primaryNode ? undefined : holder;
+  }
+
   // ---- running the machine ------------------------------------------------------------------
 
   /**
@@ -632,7 +638,7 @@ export class SecondaryRole implements SecondaryHost {
     const described = describeSecondary(secondary?.lifecycle ?? this.stateOf(record, secondaryRecord), secondary === undefined ? undefined : {
       reflectedSequence: secondary.reflectedSequence, arrivedSequence: secondary.arrivedSequence, rewinding: secondary.rewinding, reapplyThrough: secondary.reapplyThrough,
       streams: secondary.streams.size, noStreamSinceIso: secondary.noStreamSinceIso, peerCloseText: secondary.peerCloseText,
-      heldBy: this.reflector.heldBy(secondary), frontierHolder: this.frontierHolder(secondary),
+      heldBy: this.reflector.heldBy(secondary), frontierHolder: this.frontierHolder(secondary), frontierHolderPrimary: this.frontierHolderPrimary(secondary),
       journalUsedBytes: secondary.journal.usedBytes, journalBytesMax: secondary.journal.bytesMax,
     });
     const shown = secondary?.record ?? secondaryRecord;

@@ -14,6 +14,7 @@ import fc from "fast-check";
 import pino from "pino";
 import { InvariantError } from "../../src/core/assert.ts";
 import { domainKeyOf } from "../../src/core/consistency-domain.ts";
+import { describeSecondary, initialSecondaryState, newSecondaryRecord } from "../../src/core/secondary-group-machine.ts";
 import { injectedFaults } from "../../src/core/faults.ts";
 import { incomparableWhy, namedDomainRefusal, type NamedDomainDeclaration, type NamedDomainMember } from "../../src/core/named-domain.ts";
 import { atNode, comparePositions, type Position } from "../../src/core/position.ts";
@@ -205,4 +206,19 @@ void test("commit wait: every wait has a deadline (EIO past it), and a stop fail
   wait.close();
   assert.equal(await stopped, "ESHUTDOWN");
   void clock;
+});
+
+void test("status: a group held at the frontier by a group of another primary (a named domain) names it", () => {
+  const record = {
+    ...newSecondaryRecord({ pairId: "p1", primaryNode: "A", primaryGroup: "g", transfer: "push", streams: 1, reflect: "time", domain: { name: "shared", writeTimePolicy: "clock", maxClockSkewMs: 5 } }),
+    state: "replicating" as const, startSequence: 1, consistentFromSequence: 1, reflectedSequence: 12,
+  };
+  const state = initialSecondaryState({ groupId: 1, name: "g", volumes: [], record, journalGeneration: 0 });
+  const facts = {
+    reflectedSequence: 12, arrivedSequence: 20, rewinding: false, reapplyThrough: 0, streams: 1, noStreamSinceIso: undefined, peerCloseText: undefined,
+    heldBy: undefined, frontierHolder: "c0", frontierHolderPrimary: "C", journalUsedBytes: 0, journalBytesMax: 1 << 20,
+  };
+  assert.match(describeSecondary(state, facts).reason ?? "", /^reflection waits for group c0 of primary C \(domain shared\)/);
+  assert.equal(describeSecondary(state, { ...facts, arrivedSequence: 12 }).reason, null, "nothing waits: nothing to say");
+  assert.equal(describeSecondary(state, { ...facts, frontierHolderPrimary: undefined }).reason, null, "a holder of the same primary: the ordinary order, not a hold");
 });
