@@ -45,6 +45,8 @@ const pairRecordSchema = z.strictObject({
   reason: z.string().nullable(),
   /** Remote volume information (patent 320): this node's volume id -> the secondary's volume name. */
   volumes: z.array(z.strictObject({ volumeId: nonNegativeInteger, remoteVolume: z.string() })),
+  /** `pair create --domain NAME`: the named domain and the --max-clock-skew (ms) this node declared for it; a restart keeps waiting it out. */
+  domain: z.strictObject({ name: z.string().min(1), maxClockSkewMs: nonNegativeInteger }).optional(),
 });
 
 /** The secondary's side of a pair. */

@@ -93,8 +93,10 @@ export class TidemarkNode implements NodeControl, PairControl {
   private readonly options: NodeOptions;
   private readonly logger: Logger;
   private readonly stamper: NodeStamper;
-  /** `--max-clock-skew`: write answers wait out the skew (undefined without it). */
-  private readonly commitWait: CommitWait | undefined;
+  /** `--max-clock-skew` (or a skew declared earlier, keepDeclaredClockSkew): write answers wait out the skew (undefined without it). */
+  private commitWait: CommitWait | undefined;
+  /** The clock write times are stamped from (microseconds since the epoch, never back). */
+  private readonly stampClockUs: () => number;
   private readonly metadataStore: MetadataStore;
   private readonly volumes: VolumeRegistry;
   /** The groups: the writable groups' writers, journal directories, group ids (src/primary/group-registry.ts). */
@@ -130,6 +132,7 @@ export class TidemarkNode implements NodeControl, PairControl {
     this.transport = options.transport ?? tcpTransport;
     this.fileSystem = options.fileSystem ?? nodeFileSystem;
     const stampClockUs = wallClockUs(this.clock);
+    this.stampClockUs = stampClockUs;
     const skewMs = options.maxClockSkewMs ?? 0;
     this.commitWait = skewMs > 0 ? new CommitWait({ skewMs, clock: this.clock, clockUs: stampClockUs, logger: this.logger }) : undefined;
     this.stamper = new NodeStamper(options.writeTimePolicy, stampClockUs, clampLogger(this.logger, this.clock), this.commitWait);
@@ -154,7 +157,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       isSecondary: (group) => this.secondaries.has(group),
       volume: (volumeId) => this.volumesById.get(volumeId),
       prepareSecondary: (baseUrl, request) => this.peers.preparePairSecondary(baseUrl, request),
-      writeTimes: () => ({ writeTimePolicy: options.writeTimePolicy, maxClockSkewMs: skewMs }),
+      writeTimes: () => ({ writeTimePolicy: options.writeTimePolicy, maxClockSkewMs: this.commitWait === undefined ? 0 : this.commitWait.skewUs / 1000 }),
     });
     this.secondaries = new SecondaryRole({
       nodeId: options.id,
@@ -232,6 +235,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       recordedWriteTimeUs: asWriteTimeUs(metadata.writeTime.recordedWriteTimeUs),
       lastAcceptNumber: asAcceptNumber(metadata.writeTime.lastAcceptNumber),
     });
+    this.keepDeclaredClockSkew(metadata);
     await this.volumes.open();
     await this.groups.recover();
     // A restarted secondary replays to the recomputed frontier before anyone reads its image.
@@ -365,6 +369,31 @@ export class TidemarkNode implements NodeControl, PairControl {
   /** A metadata change, saved before memory follows (MetadataStore.update). */
   private updateMetadata(change: (metadata: NodeMetadata) => void, critical = false): Promise<void> {
     return this.metadataStore.update(change, critical);
+  }
+
+  /**
+   * A pair of this node in a named domain was created with --max-clock-skew D: its secondary
+   * reflects the domain by write time on the promise that this node waits D out. Started
+   * without the flag, or with less, the node keeps waiting the declared D (and says so):
+   * dropping it silently would break the domain's consistency.
+   */
+  private keepDeclaredClockSkew(metadata: NodeMetadata): void {
+    let declaredMs = 0;
+    let group = "";
+    for (const g of metadata.groups) {
+      const skewMs = g.pair?.domain?.maxClockSkewMs ?? 0;
+      if (skewMs > declaredMs) {
+        declaredMs = skewMs;
+        group = g.name;
+      }
+    }
+    const givenMs = this.options.maxClockSkewMs ?? 0;
+    if (declaredMs <= givenMs) return;
+    this.logger.warn({ event: "clock_skew_kept", declaredMs, givenMs, group },
+      `group ${group}'s pair joined a named consistency domain with --max-clock-skew ${declaredMs}ms; this node keeps waiting it out (start it with --max-clock-skew ${declaredMs}ms or more to say so)`);
+    this.commitWait?.close();
+    this.commitWait = new CommitWait({ skewMs: declaredMs, clock: this.clock, clockUs: this.stampClockUs, logger: this.logger });
+    this.stamper.useCommitWait(this.commitWait);
   }
 
   // ---- front ends -----------------------------------------------------------------

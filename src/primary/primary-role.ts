@@ -148,6 +148,7 @@ export class PrimaryRole {
       transfer: request.transfer, streams: request.streams, reflect: request.reflect, state: "copying",
       copyStartSequence, consistentFromSequence: 0, copyDone: false, ackedSequence: copyStartSequence, reason: null,
       volumes: members.map((v) => ({ volumeId: v.id, remoteVolume: v.name })),
+      ...(request.domain === undefined ? {} : { domain: { name: request.domain, maxClockSkewMs: this.options.writeTimes().maxClockSkewMs } }),
     };
     await this.options.updateMetadata((m) => {
       groupRecordById(m, record.id).pair = pair;

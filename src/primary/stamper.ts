@@ -34,14 +34,23 @@ export class NodeStamper {
    * skew (group-writer.ts asks it); undefined without the flag (the write path then pays one
    * check). With it, under `host`, writes without a host time are stamped from the clock.
    */
-  readonly commitWait: CommitWait | undefined;
+  get commitWait(): CommitWait | undefined {
+    return this.commitWaitValue;
+  }
+
+  private commitWaitValue: CommitWait | undefined;
 
   /** `observer`: hears of what the stamper changed on a host's behalf (the node logs it, rate-limited). */
   constructor(policy: WriteTimePolicy, clockUs: () => number, observer?: StamperObserver, commitWait?: CommitWait) {
     this.policy = policy;
     this.clockUs = clockUs;
     this.observer = observer;
-    this.commitWait = commitWait;
+    this.commitWaitValue = commitWait;
+  }
+
+  /** At start, before any write: commit wait for a skew this node declared to a named domain earlier (node.json), when the flag is missing now. */
+  useCommitWait(commitWait: CommitWait): void {
+    this.commitWaitValue = commitWait;
   }
 
   stamp(hostWriteTimeUs: number | undefined): Stamp {

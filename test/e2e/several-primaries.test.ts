@@ -6,7 +6,8 @@
 // asserted (docs/replication.md, "Several primaries on one secondary"). Also: a named domain
 // across two primaries whose write times are not comparable (no --max-clock-skew) is refused
 // at pair create, and one across two primaries that run --max-clock-skew (commit wait) is
-// taken and replicates, through a kill -9 and restart of the secondary.
+// taken and replicates, through a kill -9 and restart of the secondary; a primary of it started
+// again without the flag keeps waiting out the skew it declared.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { readFileSync } from "node:fs";
@@ -113,4 +114,13 @@ void test("pair create --domain over two primaries: refused without comparable w
   assert.equal(saved.groups.find((g) => g.name === "GA1")?.secondary?.domain?.name, "shared");
   await assertSameImages(p3, s, "c1");
   await assertSameImages(p4, s, "d1");
+
+  // A primary of the domain started again without --max-clock-skew keeps waiting out the skew it declared (node.json), and says so.
+  await p3.stop();
+  const p3again = await startNode({ id: "sd-p3", dataDir: p3.dataDir, writeTime: "clock" });
+  assert.match(p3again.logTail(50), /"event":"clock_skew_kept","declaredMs":5,"givenMs":0,"group":"GC1"/);
+  await writeInStep(p3again, "c1", p4, "d1", 3);
+  await pairWait(p3again, "GC1");
+  await pairWait(p4, "GD1");
+  await assertSameImages(p3again, s, "c1");
 });
