@@ -245,7 +245,7 @@ export class TidemarkNode implements NodeControl, PairControl {
     await this.refreshAllocation();
     this.allocationTimer = this.clock.setInterval(() => void this.refreshAllocation(), allocationRefreshMs);
     this.started = true;
-    this.logger.info({ event: "node_started", id: this.options.id, dataDir: this.options.dataDir, ports: this.ports, volumes: this.volumesByName.size, groups: this.groups.size, writeTime: this.options.writeTimePolicy, maxClockSkewMs: this.options.maxClockSkewMs ?? 0 }, "node started");
+    this.logger.info({ event: "node_started", id: this.options.id, dataDir: this.options.dataDir, ports: this.ports, volumes: this.volumesByName.size, groups: this.groups.size, writeTime: this.options.writeTimePolicy, maxClockSkewMs: (this.commitWait?.skewUs ?? 0) / 1000 }, "node started");
   }
 
   private async takeLock(): Promise<void> {
