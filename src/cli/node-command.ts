@@ -10,6 +10,8 @@ import { OperationError, UsageError } from "./errors.ts";
 import { checkLogLevel, configLabel, configPath, logLevels, readNodeConfig, type NodeConfig, type NodeConfigKey } from "./node-config.ts";
 import { installNodeSignals } from "./node-signals.ts";
 import { resolve } from "node:path";
+import { parseDuration } from "./durations.ts";
+import { maxClockSkewMsMax } from "../core/limits.ts";
 
 interface NodeFlags {
   id?: string;
@@ -20,6 +22,7 @@ interface NodeFlags {
   repl: string;
   replAdvertise?: string;
   writeTime: string;
+  maxClockSkew?: string;
   config?: string;
   logLevel?: string;
   truncateDamagedJournals?: boolean;
@@ -41,6 +44,7 @@ export function registerNodeCommand(program: Command): void {
     .option("--repl <HOST:PORT>", "replication listener", "127.0.0.1:7400")
     .option("--repl-advertise <HOST:PORT>", "address primaries should connect to for replication (behind NAT or a proxy); default: the --repl address")
     .option("--write-time <POLICY>", `write-time policy: ${writeTimePolicies.join("|")}`, "host")
+    .option("--max-clock-skew <DURATION>", `the most this node's clock may differ from the other primaries' of a named consistency domain (e.g. 5ms, at most ${maxClockSkewMsMax} ms); host writes are answered only after waiting it out (commit wait)`)
     .option("--config <FILE>", "read these settings from a TOML file (keys: the flags without --, e.g. host-port = \"0.0.0.0:7410\"); flags given here override it")
     .option("--log-level <LEVEL>", `${logLevels.join("|")} (default: $TIDEMARK_LOG_LEVEL, else the --config file's, else info)`)
     .option("--insecure-mgmt", "let the management API (no authentication yet) listen on a non-loopback --mgmt address")
@@ -60,6 +64,8 @@ interface NodeSettings {
   readonly repl: ListenAddress;
   readonly replAdvertise: ListenAddress | undefined;
   readonly writeTimePolicy: WriteTimePolicy;
+  /** `--max-clock-skew` in ms; undefined: none (no commit wait). */
+  readonly maxClockSkewMs: number | undefined;
   readonly truncateDamagedJournals: boolean;
   readonly logLevel: string;
 }
@@ -100,6 +106,15 @@ export function nodeSettings(command: Command, env: NodeJS.ProcessEnv = process.
   if (!writeTimePolicies.includes(writeTime.value as WriteTimePolicy)) {
     throw new UsageError(`${writeTime.label} "${writeTime.value}" is not one of ${writeTimePolicies.join(", ")}`);
   }
+  const skewGiven = take<string>("maxClockSkew", "--max-clock-skew", "max-clock-skew");
+  let maxClockSkewMs: number | undefined;
+  if (skewGiven !== undefined) {
+    const parsed = parseDuration(skewGiven.value);
+    if (!parsed.ok) throw new UsageError(`${skewGiven.label}: ${parsed.reason}`);
+    if (parsed.ms <= 0 || parsed.ms > maxClockSkewMsMax) throw new UsageError(`${skewGiven.label} "${skewGiven.value}" must be more than 0 and at most ${maxClockSkewMsMax} ms (every host write's answer waits it out)`);
+    if (writeTime.value === "counter") throw new UsageError(`${skewGiven.label} needs --write-time clock or host: counter write times are no time, and a clock skew says nothing of them`);
+    maxClockSkewMs = parsed.ms;
+  }
   const id = idGiven.value.trim();
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) {
     throw new UsageError(`${idGiven.label} "${idGiven.value}" is not valid: use 1-64 letters, digits, '.', '_' or '-'`);
@@ -131,6 +146,7 @@ export function nodeSettings(command: Command, env: NodeJS.ProcessEnv = process.
     repl: repl.address,
     replAdvertise: replAdvertise?.address,
     writeTimePolicy: writeTime.value as WriteTimePolicy,
+    maxClockSkewMs,
     truncateDamagedJournals: flags.truncateDamagedJournals === true,
     logLevel: checkLogLevel(levelGiven.value, levelGiven.label),
   };

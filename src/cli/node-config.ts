@@ -28,6 +28,7 @@ export const nodeConfigSchema = z.strictObject({
   repl: z.string(),
   "repl-advertise": z.string(),
   "write-time": z.string(),
+  "max-clock-skew": z.string(),
   "log-level": z.string(),
   "insecure-mgmt": z.boolean(),
 }).partial();

@@ -29,6 +29,7 @@ interface CreateFlags {
   streams: string;
   reflect: string;
   force?: boolean;
+  domain?: string;
 }
 
 export function registerPairCommands(program: Command, io: CliIo): void {
@@ -46,6 +47,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       .option("--transfer <HOW>", "push (the primary sends) or pull (the secondary asks)", "push")
       .option("--streams <N>", `parallel connections, 1 to ${replStreamsMax}`, String(replStreamsDefault))
       .option("--reflect <ORDER>", "time (consistent across the groups of a domain) or seq (this group alone)", "time")
+      .option("--domain <NAME>", "consistency domain on the secondary shared with groups of other primaries (their write times must be comparable: every primary runs --max-clock-skew); default: one domain per primary")
       .option("--force", "overwrite secondary volumes of the same names that already hold data"),
   ).action(async (groupText: string, flags: CreateFlags, command: Command) => {
     const group = checkName("group", groupText);
@@ -60,6 +62,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       streams: parseStreams(flags.streams),
       reflect: pickOne("--reflect", flags.reflect, reflectModes),
       ...(flags.force === true ? { force: true } : {}),
+      ...(flags.domain === undefined ? {} : { domain: checkName("domain", flags.domain) }),
     };
     const context = mgmtContext(command, io);
     const created = await context.client.post("/v1/pairs", body, pairInfoSchema, {
@@ -68,6 +71,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
         TM_ERR_NOT_FOUND: "create the group first with `tidemark group create`, or see `tidemark group list`",
         TM_ERR_EXISTS: `see \`tidemark pair status ${group}\``,
         TM_ERR_STATE: `see \`tidemark pair status ${group}\``,
+        TM_ERR_DOMAIN_INCOMPARABLE: "run every primary of the domain with --max-clock-skew, or pair without --domain",
       },
     });
     await watchInitialCopy(context, created.value, created.raw);

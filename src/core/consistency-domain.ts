@@ -9,8 +9,8 @@
 // (or at start, when node.json says it replicates), and stops being one when a takeover has
 // reflected it to its cut. One domain per primary node in time mode (CONTRACT.md: each
 // primary is its own domain unless named otherwise); seq groups each stand alone and share
-// the key "seq" only for bookkeeping. A named shared domain (issue 8, `--domain`) is one
-// more key from domainKeyOf.
+// the key "seq" only for bookkeeping. A named shared domain (`pair create --domain`,
+// core/named-domain.ts) is one more key from domainKeyOf.
 //
 // The join rule (found by the whole-node simulation, seeds 209 and 3255): a join lowers the
 // frontier the domain may compute after a restart (the joiner's arrived position may lie
@@ -25,12 +25,17 @@ import { comparePositions, type Position } from "./position.ts";
 export type DomainMode = "time" | "seq";
 
 /**
- * The domain a group belongs to. Time mode: the groups replicated from one primary node
- * (positions of different primaries are not comparable unless the operator names a shared
- * domain, which is not built yet). Seq and marker: each group is consistent on its own.
+ * The domain a group belongs to, from its persisted secondary record (so a restart keeps it).
+ * Time mode: the groups replicated from one primary node, unless the pair was created with
+ * `--domain NAME` (then every group of that name, of any primary whose write times are
+ * comparable: core/named-domain.ts checks that at pair create). Seq and marker: each group is
+ * consistent on its own.
  */
-export function domainKeyOf(group: { readonly reflect: "time" | "seq" | "marker"; readonly primaryNode: string }): string {
-  return group.reflect === "time" ? `time/${group.primaryNode}` : "seq";
+export function domainKeyOf(group: { readonly reflect: "time" | "seq" | "marker"; readonly primaryNode: string; readonly domain?: { readonly name: string } | undefined }): string {
+  if (group.reflect !== "time") return "seq";
+  // The old fault: every primary's groups in one time domain by default.
+  if (faultInjected("position-tie-asserts")) return group.domain === undefined ? "time" : `named/${group.domain.name}`;
+  return group.domain === undefined ? `time/${group.primaryNode}` : `named/${group.domain.name}`;
 }
 
 export function domainModeOf(reflect: "time" | "seq" | "marker"): DomainMode {

@@ -33,6 +33,7 @@ export const tmErrorCodes = {
   TM_ERR_LISTEN: { httpStatus: 500, meaning: "the node cannot listen on an address it was given" },
   TM_ERR_PRIMARY_UNREACHABLE: { httpStatus: 409, meaning: "a takeover could not fence the primary (no replication stream from it, or no answer in time); `--force` declares the primary site lost" },
   TM_ERR_PEER_TOOK_OVER: { httpStatus: 409, meaning: "the group is fenced because its secondary took over; `pair unfence --force` makes it writable on its own (no longer replicated)" },
+  TM_ERR_DOMAIN_INCOMPARABLE: { httpStatus: 409, meaning: "pair create --domain: the named consistency domain would hold groups of primaries whose write times are not comparable (each primary needs --max-clock-skew and --write-time clock or host)" },
 } as const satisfies Record<string, { readonly httpStatus: number; readonly meaning: string }>;
 
 export type TmErrorCode = keyof typeof tmErrorCodes;

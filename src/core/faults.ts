@@ -40,6 +40,8 @@ export const historicalFaults = [
   "fence-after-answer",
   /** A primary the secondary refused at the handshake (it took over) failed the pair and stayed writable, taking writes nobody would ever replicate. */
   "stale-primary-resumes",
+  /** Groups of different primaries shared one time domain by default, and positions of different primaries compared without the node order: an exact tie (hosts that send no write time) was asserted, the secondary stopped and never started again (two-primaries-position-tie.ts). */
+  "position-tie-asserts",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];

@@ -174,6 +174,17 @@ export const replReconnectDelayMsMax = 5_000;
 
 /** A host write time more than this far ahead of the node's clock is lowered to it (never recorded for good). */
 export const hostWriteTimeAheadUsMax = 60 * 1_000_000;
+/** `tidemark node --max-clock-skew`: at most this (every host write answer waits it out: more is a typo, or clocks no one should compare). */
+export const maxClockSkewMsMax = 1_000;
+/** Write answers waiting out the clock skew (commit wait) on a node at once: every request the front ends let be in flight. */
+export const commitWaitsPendingMax = nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax;
+/**
+ * A commit wait never lasts longer than this: the skew plus how far a host time may be ahead
+ * of the clock (wallClockUs never goes back, so a write time is at most that far ahead).
+ * Past it the write is answered with EIO and a log line (its record stays: a write answered
+ * with an error may or may not be there, like any failed write).
+ */
+export const commitWaitMsMax = maxClockSkewMsMax + hostWriteTimeAheadUsMax / 1000 + 1_000;
 
 /** Volume size limits. */
 export const volumeBytesMin = 4 * KiB;
@@ -215,6 +226,7 @@ assert(journalBytesMin / 4 + journalRecordBytesMax <= journalBytesMin, "a full j
 assert(journalBytesMin <= journalBytesMaxDefault && journalBytesMaxDefault <= journalBytesLimit, "the default journal size is allowed");
 assert(hostInFlightBytesMax >= hostRequestBytesMax, "one largest host request always fits in flight");
 assert(groupApplyPendingBytesMax >= nbdRequestBytesMax && groupApplyPendingBytesMax >= hostRequestBytesMax, "one largest write always fits between answer and apply");
+assert(commitWaitsPendingMax >= nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax, "every request the front ends let be in flight can wait out the clock skew");
 assert(heldWritesPerGroupMax >= nbdConnectionsMax * nbdRequestsInFlightMax + hostConnectionsMax * hostRequestsInFlightMax, "a group can hold every request the front ends let be in flight");
 assert(groupResumeDelayMsMin <= groupResumeDelayMsMax, "resume backoff range");
 // A burst of well-formed clients up to the limit is accepted in one go before any of them has

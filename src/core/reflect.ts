@@ -14,9 +14,18 @@
 //
 // Seq mode: each group applies its contiguous arrived prefix in sequence order without
 // waiting for the others (consistent per group only).
+//
+// Order: positions compare by (write time, primary node, accept number) (position.ts); the
+// reflector gives every position of a domain its primary node, so a domain named over
+// several primaries has one total order, and equal write times of different primaries are
+// broken by the node id. Records are then taken in (position, group id) order: two groups
+// of one primary never share a position (accept numbers are node-wide), but that is the
+// peer's promise, not this node's, so the group id keeps the order total whatever arrives;
+// nothing a peer sends can make it assert.
 import { assert, unreachable } from "./assert.ts";
-import { comparePositions, formatPosition, minPosition, positionOf, type Position } from "./position.ts";
+import { atNode, comparePositions, formatPosition, minPosition, positionOf, type Position } from "./position.ts";
 import { asSequence, type GroupId, type SequenceNumber } from "./types.ts";
+import { faultInjected } from "./faults.ts";
 
 export type ReflectMode = "time" | "seq";
 
@@ -70,9 +79,17 @@ export function nextToReflect(heads: readonly ReflectHead[], frontierPosition: P
       default:
         unreachable(mode, "reflect mode");
     }
-    if (best === undefined || comparePositions(head.position, best.position) < 0) best = head;
+    if (best === undefined || compareHeads(head, best) < 0) best = head;
   }
   return best;
+}
+
+/** The reflection order: position, then group id (a total order whatever the peers sent). */
+export function compareHeads(a: { readonly groupId: GroupId; readonly position: Position }, b: { readonly groupId: GroupId; readonly position: Position }): number {
+  const byPosition = comparePositions(a.position, b.position);
+  // The old fault: no tie-break past the position, so an exact tie of two groups was asserted.
+  if (byPosition !== 0 || faultInjected("position-tie-asserts")) return byPosition;
+  return a.groupId === b.groupId ? 0 : a.groupId < b.groupId ? -1 : 1;
 }
 
 /**
@@ -84,7 +101,7 @@ export function nextToReflect(heads: readonly ReflectHead[], frontierPosition: P
 export class ReflectTracker {
   readonly mode: ReflectMode;
   private readonly reflected = new Map<GroupId, number>();
-  private lastPosition: Position | undefined;
+  private last: { readonly groupId: GroupId; readonly position: Position } | undefined;
 
   constructor(mode: ReflectMode, groups: Iterable<{ readonly groupId: GroupId; readonly reflectedSequence: SequenceNumber }>) {
     this.mode = mode;
@@ -103,7 +120,7 @@ export class ReflectTracker {
 
   /** The position of the last record reflected by this tracker (time mode order check). */
   get lastReflectedPosition(): Position | undefined {
-    return this.lastPosition;
+    return this.last?.position;
   }
 
   /** Call after applying (or skipping, for markers and time advances) one record. */
@@ -111,15 +128,18 @@ export class ReflectTracker {
     const prev = this.reflected.get(groupId);
     assert(prev !== undefined, () => `group ${groupId} is in the domain`);
     assert(sequence === prev + 1, () => `I2: group ${groupId} reflects ${sequence} right after ${prev}`);
-    const last = this.lastPosition;
+    const last = this.last;
+    const current = { groupId, position: positionOf(position) };
     if (this.mode === "time" && last !== undefined) {
+      // The node's own order (peer input was checked on arrival: positions increase within a
+      // group; across groups and primaries the order is total), so an assertion.
       assert(
-        comparePositions(position, last) > 0,
-        () => `time mode reflects in position order: ${formatPosition(position)} after ${formatPosition(last)}`,
+        compareHeads(current, last) > 0,
+        () => `time mode reflects in position order: ${formatPosition(position)} of group ${groupId} after ${formatPosition(last.position)} of group ${last.groupId}`,
       );
     }
     this.reflected.set(groupId, sequence);
-    this.lastPosition = positionOf(position);
+    this.last = current;
   }
 }
 
@@ -135,16 +155,18 @@ export interface SequencedPosition {
  * (so in position order). Keeps every record at or before the frontier; never less than
  * what is already reflected (in seq mode the volumes may already hold more than the
  * frontier; that cannot be undone, and is only consistent per group). Everything after
- * the returned sequence is dropped from the journal.
+ * the returned sequence is dropped from the journal. `node`: the group's primary node, when
+ * the frontier is a domain position (its entries are that node's).
  */
-export function keepThroughSequence(reflectedSequence: SequenceNumber, entries: readonly SequencedPosition[], frontierPosition: Position | undefined): SequenceNumber {
+export function keepThroughSequence(reflectedSequence: SequenceNumber, entries: readonly SequencedPosition[], frontierPosition: Position | undefined, node?: string): SequenceNumber {
   let keep: number = reflectedSequence;
   let prev: SequencedPosition | undefined;
   for (const entry of entries) {
     assert(entry.sequence === (prev === undefined ? reflectedSequence + 1 : prev.sequence + 1), "takeover entries are contiguous after the reflected sequence");
     assert(prev === undefined || comparePositions(entry.position, prev.position) > 0, "positions increase with the sequence in a group");
     prev = entry;
-    if (frontierPosition === undefined || comparePositions(entry.position, frontierPosition) > 0) break;
+    const position = node === undefined ? entry.position : atNode(entry.position, node);
+    if (frontierPosition === undefined || comparePositions(position, frontierPosition) > 0) break;
     keep = entry.sequence;
   }
   return asSequence(keep);
@@ -152,6 +174,8 @@ export function keepThroughSequence(reflectedSequence: SequenceNumber, entries: 
 
 export interface TakeoverGroup {
   readonly groupId: GroupId;
+  /** The group's primary node: positions of a domain over several primaries compare with it (position.ts). */
+  readonly node?: string | undefined;
   readonly reflectedSequence: SequenceNumber;
   readonly arrivedSequence: SequenceNumber;
   readonly arrivedPosition: Position;
@@ -172,10 +196,10 @@ export interface TakeoverPlanEntry {
  * persists, drops the rest, and makes the volumes writable.
  */
 export function takeoverPlan(groups: readonly TakeoverGroup[]): { readonly frontier: Position | undefined; readonly keep: readonly TakeoverPlanEntry[] } {
-  const f = frontier(groups);
+  const f = frontier(groups.map((g) => ({ arrivedPosition: g.node === undefined ? g.arrivedPosition : atNode(g.arrivedPosition, g.node) })));
   const keep = groups.map((g) => {
     assert(g.entries.length === g.arrivedSequence - g.reflectedSequence, "takeover gets every journal record after reflected through arrived");
-    const k = keepThroughSequence(g.reflectedSequence, g.entries, f);
+    const k = keepThroughSequence(g.reflectedSequence, g.entries, f, g.node);
     assert(k <= g.arrivedSequence, "takeover never keeps past arrived");
     return { groupId: g.groupId, keepThroughSequence: k };
   });

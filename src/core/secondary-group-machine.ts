@@ -21,6 +21,7 @@ import { log, type LogEffect } from "./log-effect.ts";
 import { assert, unreachable } from "./assert.ts";
 import { asAcceptNumber, asWriteTimeUs } from "./types.ts";
 import type { Position } from "./position.ts";
+import type { NamedDomainDeclaration } from "./named-domain.ts";
 import type { TmErrorCode } from "./errors.ts";
 import type { GroupState, NackableType, ReplErrorCode } from "../protocol/repl-protocol.ts";
 
@@ -46,6 +47,8 @@ export interface SecondaryLifecycleRecord {
   readonly takeover: { readonly keptSequence: number; readonly droppedRecords: number; readonly at: string } | null;
   /** The pair's generation (1 when absent); a forced takeover raises it (docs/replication.md, "Fencing"). */
   readonly generation?: number;
+  /** `pair create --domain NAME`: the named domain and the primary's write-time declaration (core/named-domain.ts); absent: the primary's own domain. */
+  readonly domain?: NamedDomainDeclaration | undefined;
 }
 
 /** A change to node.json: fields of the group's `secondary` record, and of the group record itself. */
@@ -738,11 +741,13 @@ export function decidePrepare(existing: { readonly secondary?: { readonly pairId
 export function newSecondaryRecord(request: {
   readonly pairId: string; readonly primaryNode: string; readonly primaryGroup: string;
   readonly transfer: "push" | "pull"; readonly streams: number; readonly reflect: "time" | "seq" | "marker";
+  readonly domain?: NamedDomainDeclaration | undefined;
 }): SecondaryLifecycleRecord {
   return {
     pairId: request.pairId, primaryNode: request.primaryNode, primaryGroup: request.primaryGroup, transfer: request.transfer, streams: request.streams,
     reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
     volumes: [], takeover: null,
+    ...(request.domain === undefined ? {} : { domain: { name: request.domain.name, writeTimePolicy: request.domain.writeTimePolicy, maxClockSkewMs: request.domain.maxClockSkewMs } }),
   };
 }
 
@@ -762,6 +767,11 @@ export interface SecondaryFacts {
   readonly heldBy: { readonly name: string; readonly reason: string } | undefined;
   /** The member whose arrived position is the frontier, when another one (for the journal-full text). */
   readonly frontierHolder: string | undefined;
+  /**
+   * In a domain named over several primaries: the frontier holder's primary node, when it is
+   * another primary than this group's (status names who holds; undefined otherwise).
+   */
+  readonly frontierHolderPrimary?: string | undefined;
   readonly journalUsedBytes: number;
   readonly journalBytesMax: number;
 }
@@ -804,6 +814,10 @@ export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFa
   // A stopped member holds its time domain (DESIGN.md): every group it holds names it.
   if (shown === "replicating" && facts.heldBy !== undefined && facts.arrivedSequence > facts.reflectedSequence) {
     reason = `reflection held by group ${facts.heldBy.name} of the same consistency domain, which is stopped (${facts.heldBy.reason})`;
+  }
+  // A group of another primary holds the frontier of a named domain (its write times are behind): say who.
+  if (reason === null && shown === "replicating" && facts.frontierHolderPrimary !== undefined && facts.frontierHolder !== undefined && facts.arrivedSequence > facts.reflectedSequence) {
+    reason = `reflection waits for group ${facts.frontierHolder} of primary ${facts.frontierHolderPrimary} (domain ${record.domain?.name ?? "?"}): nothing written after its last arrived write time may be applied before it`;
   }
   if (reason === null && shown === "replicating" && facts.streams === 0) {
     const said = facts.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${facts.peerCloseText}`;

@@ -39,6 +39,13 @@ export interface StampInput {
    * keeps stamps monotonic and in acceptance order, so consistency is unchanged.
    */
   readonly hostWriteTimeMaxUs?: number | undefined;
+  /**
+   * `host` on a node with --max-clock-skew: a write without a host time (every NBD write) is
+   * stamped from the node's clock (this, microseconds since the epoch), never below the
+   * recorded time, instead of with the recorded time alone, so that it is comparable with
+   * other primaries' write times (core/named-domain.ts). Undefined: the recorded time.
+   */
+  readonly untimedNowUs?: number | undefined;
 }
 
 /** Pure: the stamp for one write and the state after it. */
@@ -57,7 +64,7 @@ export function stampWrite(state: WriteTimeState, input: StampInput): { state: W
         hostTimeClamped = true;
       }
       if (hostUs === undefined) {
-        writeTimeUs = recorded;
+        writeTimeUs = input.untimedNowUs === undefined ? recorded : Math.max(Math.floor(input.untimedNowUs), recorded);
       } else {
         hostTimeRaised = hostUs < recorded;
         writeTimeUs = Math.max(hostUs, recorded);

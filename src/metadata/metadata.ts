@@ -59,6 +59,8 @@ const pairRecordSchema = z.strictObject({
   }).nullable().optional(),
   /** Remote volume information (patent 320): this node's volume id -> the secondary's volume name. */
   volumes: z.array(z.strictObject({ volumeId: nonNegativeInteger, remoteVolume: z.string() })),
+  /** `pair create --domain NAME`: the named domain and the --max-clock-skew (ms) this node declared for it; a restart keeps waiting it out. */
+  domain: z.strictObject({ name: z.string().min(1), maxClockSkewMs: nonNegativeInteger }).optional(),
 });
 
 /** The secondary's side of a pair. */
@@ -87,6 +89,8 @@ const secondaryRecordSchema = z.strictObject({
   generation: nonNegativeInteger.min(1).optional(),
   /** After a takeover: the last sequence kept and how many received records were dropped. */
   takeover: z.strictObject({ keptSequence: nonNegativeInteger, droppedRecords: nonNegativeInteger, at: z.string() }).nullable(),
+  /** `pair create --domain NAME`: the named consistency domain and what the primary declared of its write times (absent: the primary's own domain). */
+  domain: z.strictObject({ name: z.string().min(1), writeTimePolicy: z.enum(["host", "clock", "counter"]), maxClockSkewMs: nonNegativeInteger }).optional(),
 });
 
 const groupRecordSchema = z.strictObject({

@@ -2,6 +2,7 @@
 // The node implements it; the HTTP layer only validates, calls and serialises.
 
 import type { TmErrorCode } from "../core/errors.ts";
+import type { WriteTimePolicy } from "../core/types.ts";
 
 export interface VolumeInfo {
   readonly name: string;
@@ -194,6 +195,8 @@ export interface CreatePairRequest {
   readonly reflect: ReflectMode;
   /** Overwrite secondary volumes of the same names that already hold data (CONTRACT.md: `--force`). */
   readonly force?: boolean | undefined;
+  /** The named consistency domain the group joins on the secondary (`--domain`); absent: the primary's own domain. */
+  readonly domain?: string | undefined;
 }
 
 /** Sent by a primary to the secondary's management API: make (or check) the secondary group. */
@@ -209,6 +212,11 @@ export interface PairSecondaryRequest {
   readonly streams: number;
   /** The operator allowed overwriting existing volumes that hold data (`pair create --force`). */
   readonly force?: boolean | undefined;
+  /**
+   * `pair create --domain NAME`: the named domain, with the primary's write-time policy and
+   * `--max-clock-skew` in ms (0: none), which the secondary checks (core/named-domain.ts).
+   */
+  readonly domain?: { readonly name: string; readonly writeTimePolicy: WriteTimePolicy; readonly maxClockSkewMs: number } | undefined;
 }
 
 export interface PairSecondaryInfo {

@@ -15,9 +15,10 @@ import type { Logger } from "pino";
 import { isStorageError } from "../node/group-stop.ts";
 import { z } from "zod";
 import {
-  groupsPerNodeMax, mgmtBodyBytesMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
+  groupsPerNodeMax, maxClockSkewMsMax, mgmtBodyBytesMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
   volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin, journalRecordPayloadBytesMax } from "../core/limits.ts";
 import { nameProblem } from "../core/names.ts";
+import type { WriteTimePolicy } from "../core/types.ts";
 import { tmErrorCodes } from "../core/errors.ts";
 import { type ControlErrorCode, type CopyMode, type CreatePairRequest, type NodeControl, type PairControl, type PairSecondaryRequest, type ReflectMode, type TransferMode } from "./control.ts";
 
@@ -80,6 +81,7 @@ export const createGroupBodySchema = z.strictObject({
 const copyModes = ["async", "sync"] as const satisfies readonly CopyMode[];
 const transferModes = ["push", "pull"] as const satisfies readonly TransferMode[];
 const reflectModes = ["time", "seq", "marker"] as const satisfies readonly ReflectMode[];
+const writeTimePolicies = ["host", "clock", "counter"] as const satisfies readonly WriteTimePolicy[];
 
 const enumSchema = <T extends string>(values: readonly [T, ...T[]]) =>
   z.enum(values, { error: () => `must be one of ${values.map((value) => `"${value}"`).join(", ")}` });
@@ -122,6 +124,7 @@ export const createPairBodySchema = z.strictObject({
   streams: streamsSchema.default(replStreamsDefault),
   reflect: enumSchema(reflectModes).default("time"),
   force: z.boolean().optional(),
+  domain: nameSchema("domain").optional(),
 }) satisfies z.ZodType<CreatePairRequest, unknown>;
 
 /** suspend and resume take no options: no body, or an empty object. */
@@ -159,6 +162,11 @@ export const pairSecondaryBodySchema = z.strictObject({
   transfer: enumSchema(transferModes),
   streams: streamsSchema,
   force: z.boolean().optional(),
+  domain: z.strictObject({
+    name: nameSchema("domain"),
+    writeTimePolicy: enumSchema(writeTimePolicies),
+    maxClockSkewMs: z.number().int().min(0).max(maxClockSkewMsMax),
+  }).optional(),
 }) satisfies z.ZodType<PairSecondaryRequest, unknown>;
 
 /** A group name in a path (/v1/pairs/:group), checked like one in a body. */

@@ -31,6 +31,7 @@ import { NodeMetrics } from "./metrics.ts";
 import { startMgmtApi } from "../mgmt/mgmt-api.ts";
 import { startNbdServer, type NbdServer } from "../frontends/nbd-server.ts";
 import { clampLogger, NodeStamper, wallClockUs } from "../primary/stamper.ts";
+import { CommitWait } from "../primary/commit-wait.ts";
 import { systemClock, type Clock, type Timer } from "./clock.ts";
 import { tcpTransport, type Transport } from "../transport/transport.ts";
 
@@ -51,6 +52,12 @@ export interface NodeOptions {
   /** Replication address told to primaries, when it differs from the listener (NAT, proxy). */
   readonly replAdvertise?: Address | undefined;
   readonly writeTimePolicy: WriteTimePolicy;
+  /**
+   * `--max-clock-skew` in ms (0 or undefined: none): the most this node's clock may differ
+   * from the other primaries' of a named domain; host writes are answered only once the clock
+   * passed their time + this (commit wait, primary/commit-wait.ts).
+   */
+  readonly maxClockSkewMs?: number | undefined;
   readonly logger: Logger;
   /** The clocks (default: the system's). */
   readonly clock?: Clock;
@@ -86,6 +93,10 @@ export class TidemarkNode implements NodeControl, PairControl {
   private readonly options: NodeOptions;
   private readonly logger: Logger;
   private readonly stamper: NodeStamper;
+  /** `--max-clock-skew` (or a skew declared earlier, keepDeclaredClockSkew): write answers wait out the skew (undefined without it). */
+  private commitWait: CommitWait | undefined;
+  /** The clock write times are stamped from (microseconds since the epoch, never back). */
+  private readonly stampClockUs: () => number;
   private readonly metadataStore: MetadataStore;
   private readonly volumes: VolumeRegistry;
   /** The groups: the writable groups' writers, journal directories, group ids (src/primary/group-registry.ts). */
@@ -120,7 +131,11 @@ export class TidemarkNode implements NodeControl, PairControl {
     this.clock = options.clock ?? systemClock;
     this.transport = options.transport ?? tcpTransport;
     this.fileSystem = options.fileSystem ?? nodeFileSystem;
-    this.stamper = new NodeStamper(options.writeTimePolicy, wallClockUs(this.clock), clampLogger(this.logger, this.clock));
+    const stampClockUs = wallClockUs(this.clock);
+    this.stampClockUs = stampClockUs;
+    const skewMs = options.maxClockSkewMs ?? 0;
+    this.commitWait = skewMs > 0 ? new CommitWait({ skewMs, clock: this.clock, clockUs: stampClockUs, logger: this.logger }) : undefined;
+    this.stamper = new NodeStamper(options.writeTimePolicy, stampClockUs, clampLogger(this.logger, this.clock), this.commitWait);
     this.nodeMetrics = new NodeMetrics(options.id, tidemarkVersion, () => this.groups.journalFigures(), () => this.listPairs(), (options.serve ?? "all") === "all");
     this.peers = options.peers ?? httpPeerClient;
     this.lockPath = join(options.dataDir, "lock");
@@ -142,6 +157,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       isSecondary: (group) => this.secondaries.has(group),
       volume: (volumeId) => this.volumesById.get(volumeId),
       prepareSecondary: (baseUrl, request) => this.peers.preparePairSecondary(baseUrl, request),
+      writeTimes: () => ({ writeTimePolicy: options.writeTimePolicy, maxClockSkewMs: this.commitWait === undefined ? 0 : this.commitWait.skewUs / 1000 }),
     });
     this.secondaries = new SecondaryRole({
       nodeId: options.id,
@@ -219,6 +235,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       recordedWriteTimeUs: asWriteTimeUs(metadata.writeTime.recordedWriteTimeUs),
       lastAcceptNumber: asAcceptNumber(metadata.writeTime.lastAcceptNumber),
     });
+    this.keepDeclaredClockSkew(metadata);
     await this.volumes.open();
     await this.groups.recover();
     // A restarted secondary replays to the recomputed frontier before anyone reads its image.
@@ -228,7 +245,7 @@ export class TidemarkNode implements NodeControl, PairControl {
     await this.refreshAllocation();
     this.allocationTimer = this.clock.setInterval(() => void this.refreshAllocation(), allocationRefreshMs);
     this.started = true;
-    this.logger.info({ event: "node_started", id: this.options.id, dataDir: this.options.dataDir, ports: this.ports, volumes: this.volumesByName.size, groups: this.groups.size, writeTime: this.options.writeTimePolicy }, "node started");
+    this.logger.info({ event: "node_started", id: this.options.id, dataDir: this.options.dataDir, ports: this.ports, volumes: this.volumesByName.size, groups: this.groups.size, writeTime: this.options.writeTimePolicy, maxClockSkewMs: (this.commitWait?.skewUs ?? 0) / 1000 }, "node started");
   }
 
   private async takeLock(): Promise<void> {
@@ -307,6 +324,7 @@ export class TidemarkNode implements NodeControl, PairControl {
     await this.mgmtApi?.close();
     await this.nbdServer?.close();
     await this.hostServer?.close();
+    this.commitWait?.close();
     this.primary.stop();
     await this.replServer?.close();
     await this.secondaries.stop();
@@ -351,6 +369,31 @@ export class TidemarkNode implements NodeControl, PairControl {
   /** A metadata change, saved before memory follows (MetadataStore.update). */
   private updateMetadata(change: (metadata: NodeMetadata) => void, critical = false): Promise<void> {
     return this.metadataStore.update(change, critical);
+  }
+
+  /**
+   * A pair of this node in a named domain was created with --max-clock-skew D: its secondary
+   * reflects the domain by write time on the promise that this node waits D out. Started
+   * without the flag, or with less, the node keeps waiting the declared D (and says so):
+   * dropping it silently would break the domain's consistency.
+   */
+  private keepDeclaredClockSkew(metadata: NodeMetadata): void {
+    let declaredMs = 0;
+    let group = "";
+    for (const g of metadata.groups) {
+      const skewMs = g.pair?.domain?.maxClockSkewMs ?? 0;
+      if (skewMs > declaredMs) {
+        declaredMs = skewMs;
+        group = g.name;
+      }
+    }
+    const givenMs = this.options.maxClockSkewMs ?? 0;
+    if (declaredMs <= givenMs) return;
+    this.logger.warn({ event: "clock_skew_kept", declaredMs, givenMs, group },
+      `group ${group}'s pair joined a named consistency domain with --max-clock-skew ${declaredMs}ms; this node keeps waiting it out (start it with --max-clock-skew ${declaredMs}ms or more to say so)`);
+    this.commitWait?.close();
+    this.commitWait = new CommitWait({ skewMs: declaredMs, clock: this.clock, clockUs: this.stampClockUs, logger: this.logger });
+    this.stamper.useCommitWait(this.commitWait);
   }
 
   // ---- front ends -----------------------------------------------------------------

@@ -537,7 +537,12 @@ export class GroupWriter {
       },
     );
     this.recordAppended(record);
-    return this.complete(appended, journal, write.fua);
+    const answer = this.complete(appended, journal, write.fua);
+    // --max-clock-skew: the answer waits until the clock passed the write's time + the skew.
+    const commitWait = this.stamper.commitWait;
+    if (commitWait === undefined) return answer;
+    const writeTimeUs = record.writeTimeUs;
+    return answer.then(() => commitWait.wait(writeTimeUs));
   }
 
   /** Stamps and sequences the next record, synchronously, in acceptance order: nothing may interleave here. */

@@ -4,6 +4,7 @@
 // (core/primary-pair.ts, run by each PairLink), runs the one time-advance ticker for every
 // pair, and answers their status. node.ts wires it: the groups' writers, the volumes and
 // node.json's serialised saves are given to it, never reached for.
+import type { WriteTimePolicy } from "../core/types.ts";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
@@ -41,6 +42,8 @@ export interface PrimaryRoleOptions {
   readonly volume: (volumeId: number) => PrimaryVolume | undefined;
   /** Asks the secondary's management API at `baseUrl` to prepare its side (ControlError naming it on failure). */
   readonly prepareSecondary: (baseUrl: string, request: PairSecondaryRequest) => Promise<PairSecondaryInfo>;
+  /** What this node declares of its write times to a named domain's secondary (`--write-time`, `--max-clock-skew` in ms, 0: none). */
+  readonly writeTimes: () => { readonly writeTimePolicy: WriteTimePolicy; readonly maxClockSkewMs: number };
 }
 
 export class PrimaryRole {
@@ -134,6 +137,7 @@ export class PrimaryRole {
       pairId, primaryNode: nodeId, primaryGroup: request.group, group: remoteGroup,
       volumes: members.map((v) => ({ name: v.name, sizeBytes: v.sizeBytes })), reflect: request.reflect, transfer: request.transfer, streams: request.streams,
       ...(request.force === true ? { force: true } : {}),
+      ...(request.domain === undefined ? {} : { domain: { name: request.domain, ...this.options.writeTimes() } }),
     };
     const secondary = await this.options.prepareSecondary(request.to, secondaryRequest);
     if (secondary.nodeId === nodeId) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
@@ -144,6 +148,7 @@ export class PrimaryRole {
       transfer: request.transfer, streams: request.streams, reflect: request.reflect, state: "copying",
       copyStartSequence, consistentFromSequence: 0, copyDone: false, ackedSequence: copyStartSequence, reason: null,
       volumes: members.map((v) => ({ volumeId: v.id, remoteVolume: v.name })),
+      ...(request.domain === undefined ? {} : { domain: { name: request.domain, maxClockSkewMs: this.options.writeTimes().maxClockSkewMs } }),
     };
     await this.options.updateMetadata((m) => {
       groupRecordById(m, record.id).pair = pair;

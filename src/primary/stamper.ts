@@ -5,6 +5,7 @@ import type { WriteTimePolicy } from "../core/types.ts";
 import type { Logger } from "pino";
 import type { Clock } from "../node/clock.ts";
 import { hostWriteTimeAheadUsMax } from "../core/limits.ts";
+import type { CommitWait } from "./commit-wait.ts";
 
 /** What the stamper tells whoever watches it (a typed observer, given at construction). */
 export interface StamperObserver {
@@ -28,12 +29,28 @@ export class NodeStamper {
    */
   lastHostWriteAcceptNumber = 0;
   private readonly observer: StamperObserver | undefined;
+  /**
+   * `--max-clock-skew`: a host write is answered only once the clock passed its time + the
+   * skew (group-writer.ts asks it); undefined without the flag (the write path then pays one
+   * check). With it, under `host`, writes without a host time are stamped from the clock.
+   */
+  get commitWait(): CommitWait | undefined {
+    return this.commitWaitValue;
+  }
+
+  private commitWaitValue: CommitWait | undefined;
 
   /** `observer`: hears of what the stamper changed on a host's behalf (the node logs it, rate-limited). */
-  constructor(policy: WriteTimePolicy, clockUs: () => number, observer?: StamperObserver) {
+  constructor(policy: WriteTimePolicy, clockUs: () => number, observer?: StamperObserver, commitWait?: CommitWait) {
     this.policy = policy;
     this.clockUs = clockUs;
     this.observer = observer;
+    this.commitWaitValue = commitWait;
+  }
+
+  /** At start, before any write: commit wait for a skew this node declared to a named domain earlier (node.json), when the flag is missing now. */
+  useCommitWait(commitWait: CommitWait): void {
+    this.commitWaitValue = commitWait;
   }
 
   stamp(hostWriteTimeUs: number | undefined): Stamp {
@@ -41,6 +58,7 @@ export class NodeStamper {
       policy: this.policy,
       nowUs: this.policy === "clock" ? this.clockUs() : 0,
       hostWriteTimeUs,
+      untimedNowUs: this.commitWait !== undefined && this.policy === "host" && hostWriteTimeUs === undefined ? this.clockUs() : undefined,
       hostWriteTimeMaxUs: hostWriteTimeUs === undefined ? undefined : this.clockUs() + hostWriteTimeAheadUsMax,
     });
     this.current = state;

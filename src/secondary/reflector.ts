@@ -8,8 +8,8 @@
 // holds a domain (a stopped member) is the pure machine of core/consistency-domain.ts; this
 // class keeps one state per domain and executes its effects.
 import type { Logger } from "pino";
-import { comparePositions, type Position } from "../core/position.ts";
-import { frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
+import { atNode, comparePositions, type DomainPosition } from "../core/position.ts";
+import { compareHeads, frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
 import {
   domainHolder, domainKeyOf, domainModeOf, emptyDomain, frontierHolder, reflectingMembers, stepDomain,
   type DomainEvent, type DomainState, type NotDurableMember,
@@ -292,9 +292,11 @@ export class Reflector {
     if (domain.length === 0) return;
     const mode: ReflectMode = state.mode;
     const tracker = this.trackerFor(mode, key, domain);
-    let frontierPosition = mode === "time" ? frontier(domain) : undefined;
+    // Every position of the domain names its primary node: a domain named over several
+    // primaries orders them (write time, node, accept number); ties are never asserted.
+    let frontierPosition = mode === "time" ? frontier(domain.map((g) => ({ arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode) }))) : undefined;
     // The old fault: write times only; a tie let a later-accepted record of another group through.
-    if (frontierPosition !== undefined && faultInjected("time-only-frontier")) frontierPosition = { writeTimeUs: frontierPosition.writeTimeUs, acceptNumber: asAcceptNumber(Number.MAX_SAFE_INTEGER) };
+    if (frontierPosition !== undefined && faultInjected("time-only-frontier")) frontierPosition = { writeTimeUs: frontierPosition.writeTimeUs, acceptNumber: asAcceptNumber(Number.MAX_SAFE_INTEGER), node: "\u{10FFFF}" };
     let applied = 0;
     for (;;) {
       // Every group with arrived records must show its head before choosing: an unread
@@ -311,7 +313,7 @@ export class Reflector {
         heads.push({
           groupId: asGroupId(group.groupId),
           sequence: record.sequence,
-          position: { writeTimeUs: record.writeTimeUs, acceptNumber: record.acceptNumber },
+          position: atNode(record, group.record.primaryNode),
           arrivedSequence: asSequence(group.arrivedSequence),
         });
       }
@@ -323,15 +325,15 @@ export class Reflector {
       // The chosen group may run on alone while its records come before every other head
       // (and, by time, before the frontier): the same order nextToReflect would pick, one
       // choice per run instead of one per record.
-      let bound: Position | undefined;
+      let bound: ReflectHead | undefined;
       for (const head of heads) {
-        if (head.groupId !== chosen.groupId && (bound === undefined || comparePositions(head.position, bound) < 0)) bound = head.position;
+        if (head.groupId !== chosen.groupId && (bound === undefined || compareHeads(head, bound) < 0)) bound = head;
       }
       let next: JournalRecord | undefined = record;
       while (next !== undefined) {
-        const position: Position = { writeTimeUs: next.writeTimeUs, acceptNumber: next.acceptNumber };
+        const position: DomainPosition = atNode(next, group.record.primaryNode);
         if (next !== record) {
-          if (bound !== undefined && comparePositions(position, bound) >= 0) break;
+          if (bound !== undefined && compareHeads({ groupId: chosen.groupId, position }, bound) >= 0) break;
           if (frontierPosition !== undefined && comparePositions(position, frontierPosition) > 0) break;
         }
         try {
@@ -370,7 +372,8 @@ export class Reflector {
    * that is another group (time mode): reflection of `group` waits for it.
    */
   frontierHolder(group: SecondaryGroup): SecondaryGroup | undefined {
-    return frontierHolder(this.domainOf(group), group.groupId, this.groups());
+    const members = this.groups().map((g) => ({ groupId: g.groupId, arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode), group: g }));
+    return frontierHolder(this.domainOf(group), group.groupId, members)?.group;
   }
 
   /** The stopped member that holds `group`'s domain, when another one (status names it). */

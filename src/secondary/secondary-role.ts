@@ -10,6 +10,7 @@
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { faultInjected } from "../core/faults.ts";
+import { namedDomainRefusal, type NamedDomainMember } from "../core/named-domain.ts";
 import {
   decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal, takeoverCutRefusal, takeoverRefusal,
   type OperatorRefusalCode, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
@@ -208,6 +209,7 @@ export class SecondaryRole implements SecondaryHost {
     const decision = decidePrepare(this.options.metadata().groups.find((g) => g.name === request.group), request, nodeId);
     if (decision.kind === "answer") return info;
     if (decision.kind === "refuse") throw new ControlError(decision.code, decision.text);
+    this.checkNamedDomain(request);
     const registry = this.options.volumes;
     for (const volume of request.volumes) {
       const live = registry.byName(volume.name);
@@ -250,6 +252,26 @@ export class SecondaryRole implements SecondaryHost {
     return info;
   }
 
+  /**
+   * `pair create --domain NAME`: groups of several primaries share a domain only when their
+   * write times are comparable (core/named-domain.ts); refused before anything is made.
+   * Errors: ControlError TM_ERR_DOMAIN_INCOMPARABLE.
+   */
+  private checkNamedDomain(request: PairSecondaryRequest): void {
+    const domain = request.domain;
+    if (domain === undefined || request.reflect !== "time") return;
+    const members: NamedDomainMember[] = [];
+    for (const g of this.options.metadata().groups) {
+      const s = g.secondary;
+      if (s?.domain === undefined || s.state === "takeover" || s.reflect !== "time") continue;
+      members.push({ group: g.name, primaryNode: s.primaryNode, domain: s.domain });
+    }
+    const refusal = namedDomainRefusal(request.primaryNode, request.group, domain, members);
+    if (refusal === undefined) return;
+    this.logger.warn({ event: "pair_domain_refused", group: request.group, domain: domain.name, primary: request.primaryNode, writeTime: domain.writeTimePolicy, maxClockSkewMs: domain.maxClockSkewMs, code: "TM_ERR_DOMAIN_INCOMPARABLE" }, refusal);
+    throw new ControlError("TM_ERR_DOMAIN_INCOMPARABLE", refusal);
+  }
+
   // ---- the replication listener (SecondaryHost) -----------------------------------------
 
   refuseOpen(name: string, pairId: string): { readonly code: ReplErrorCode; readonly text: string; readonly cutSequence?: number } {
@@ -285,6 +307,12 @@ export class SecondaryRole implements SecondaryHost {
 
   frontierHolder(group: SecondaryGroup): string | undefined {
     return this.reflector.frontierHolder(group)?.name;
+  }
+
+  /** The frontier holder's primary node, when another primary than `group`'s (a named domain). */
+  private frontierHolderPrimary(group: SecondaryGroup): string | undefined {
+    const holder = this.reflector.frontierHolder(group)?.record.primaryNode;
+    return holder === group.record.primaryNode ? undefined : holder;
   }
 
   // ---- running the machine ------------------------------------------------------------------
@@ -627,7 +655,7 @@ export class SecondaryRole implements SecondaryHost {
     const described = describeSecondary(secondary?.lifecycle ?? this.stateOf(record, secondaryRecord), secondary === undefined ? undefined : {
       reflectedSequence: secondary.reflectedSequence, arrivedSequence: secondary.arrivedSequence, rewinding: secondary.rewinding, reapplyThrough: secondary.reapplyThrough,
       streams: secondary.streams.size, noStreamSinceIso: secondary.noStreamSinceIso, peerCloseText: secondary.peerCloseText,
-      heldBy: this.reflector.heldBy(secondary), frontierHolder: this.frontierHolder(secondary),
+      heldBy: this.reflector.heldBy(secondary), frontierHolder: this.frontierHolder(secondary), frontierHolderPrimary: this.frontierHolderPrimary(secondary),
       journalUsedBytes: secondary.journal.usedBytes, journalBytesMax: secondary.journal.bytesMax,
     });
     const shown = secondary?.record ?? secondaryRecord;

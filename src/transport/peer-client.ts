@@ -7,7 +7,7 @@ import { peerRequestTimeoutMs } from "../core/limits.ts";
 import type { PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
 
 export interface PeerClient {
-  /** POST /v1/pair-secondaries on the node at `baseUrl`; ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT, TM_ERR_INVALID) naming it on failure. */
+  /** POST /v1/pair-secondaries on the node at `baseUrl`; ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT, TM_ERR_INVALID, TM_ERR_DOMAIN_INCOMPARABLE) naming it on failure. */
   preparePairSecondary(baseUrl: string, request: PairSecondaryRequest): Promise<PairSecondaryInfo>;
 }
 
@@ -34,8 +34,11 @@ async function postJson<T>(baseUrl: string, path: string, body: unknown): Promis
     throw new ControlError("TM_ERR_UNREACHABLE", `${baseUrl} answered HTTP ${response.status} with something that is not JSON: it is not a tidemark node's management API; give --to the secondary's management URL (its --mgmt address, http://HOST:PORT)`);
   }
   if (!response.ok) {
-    const message = (parsed as { error?: { message?: string } }).error?.message ?? `HTTP ${response.status}`;
-    throw new ControlError(response.status === 409 ? "TM_ERR_CONFLICT" : response.status === 400 ? "TM_ERR_INVALID" : "TM_ERR_UNREACHABLE", `secondary ${baseUrl}: ${message}`);
+    const error = (parsed as { error?: { message?: string; code?: unknown } }).error;
+    const message = error?.message ?? `HTTP ${response.status}`;
+    // A refusal the operator acts on by its own code keeps it (a named domain whose write times are not comparable).
+    const code = error?.code === "TM_ERR_DOMAIN_INCOMPARABLE" ? error.code : response.status === 409 ? "TM_ERR_CONFLICT" : response.status === 400 ? "TM_ERR_INVALID" : "TM_ERR_UNREACHABLE";
+    throw new ControlError(code, `secondary ${baseUrl}: ${message}`);
   }
   return parsed as T;
 }

@@ -180,12 +180,13 @@ class SimMachine {
       host: { host: this.name, port: 7410 },
       repl: { host: this.name, port: 7400 },
       writeTimePolicy: this.world.writeTimePolicy,
+      maxClockSkewMs: this.role === "primary" ? this.world.maxClockSkewMs : undefined,
       logger: nodeLogger(this.name, this.world.scheduler),
       clock,
       transport: this.world.network.transportFor(this.name, this.incarnation),
       fileSystem: this.disk.mount(),
       serve: "replication",
-      peers: this.world.peers,
+      peers: this.world.peersFor(this.name),
       truncateDamagedJournals: this.truncateDamagedJournals,
       ...(this.world.journalSizing === undefined ? {} : { journalSizing: this.world.journalSizing }),
     });
@@ -244,6 +245,24 @@ export class NodeWorld {
   readonly peers: PeerClient;
   readonly config: string;
   /**
+   * Some seeds (a PRNG of its own) add a second primary, C, replicating its own groups into
+   * B (issue 8 kind 5): NBD-like hosts (no write times) write to it, so its positions tie
+   * with A's (0/1, 0/2, ... under `host`; 1/1, 2/2, ... under `counter`). By default each
+   * primary is its own time domain on B; on some of those seeds (policy host or clock) every
+   * pair names one domain and both primaries run --max-clock-skew (commit wait), so A's and
+   * C's groups are reflected together by write time and I1 is checked across both.
+   */
+  readonly third: SimMachine | undefined;
+  /** C's groups (kept apart from `groups`, which are A's: the schedule's operator actions stay A's). */
+  readonly thirdGroups: SimGroup[] = [];
+  /** The named domain of every pair (A's and C's), when this seed names one. */
+  readonly namedDomain: string | undefined;
+  /** --max-clock-skew of both primaries on named-domain seeds. */
+  readonly maxClockSkewMs: number | undefined;
+  private readonly thirdRng: Prng;
+  private thirdHostsRunning = false;
+  private readonly thirdHosts: Promise<void>[] = [];
+  /**
    * Some seeds run small journals (a few hundred KiB), so that a full journal on either node
    * (held host writes, a secondary refusing batches, back-pressure) happens within the
    * schedule. Drawn from a PRNG of its own: the other seeds keep their schedules.
@@ -288,26 +307,63 @@ export class NodeWorld {
         this.nextBlock.set(volume, 0);
       }
     }
-    this.peers = {
+    this.peers = this.peersFor("A");
+    if (this.groups.length > 1 && new Prng(seed ^ 0x49444c45).chance(0.3)) this.idleGroup = this.groups[this.groups.length - 1];
+    this.thirdRng = new Prng(seed ^ 0x50524d32);
+    if (this.thirdRng.chance(0.3)) {
+      this.third = new SimMachine(this, "C", "primary", (seed ^ 0x43434343) * 2 + 1);
+      this.third.disk.onDirectorySynced = (path) => {
+        if (this.third !== undefined) this.onSaved(this.third, path);
+      };
+      const volumes = Array.from({ length: this.thirdRng.int(1, 2) }, (_, v) => `c0${String(v)}`);
+      this.thirdGroups.push({ name: "c0", volumes, paired: false, late: false, suspended: false, takenOver: false });
+      for (const volume of volumes) {
+        this.volumeTags.set(volume, this.volumeTags.size + 1);
+        this.nextBlock.set(volume, 0);
+      }
+      if (this.writeTimePolicy !== "counter" && this.thirdRng.chance(0.5)) {
+        this.namedDomain = "shared";
+        this.maxClockSkewMs = this.thirdRng.int(1, 5);
+      } else {
+        this.namedDomain = undefined;
+        this.maxClockSkewMs = undefined;
+      }
+    } else {
+      this.third = undefined;
+      this.namedDomain = undefined;
+      this.maxClockSkewMs = undefined;
+    }
+    this.config = `policy ${this.writeTimePolicy}, ${this.transfer} x${String(this.streams)}, groups ${this.groups.map((g) => `${g.name}[${g.volumes.join(",")}]`).join(" ")}` +
+      (this.idleGroup === undefined ? "" : `, ${this.idleGroup.name} idle`) +
+      (this.journalSizing === undefined ? "" : `, journals ${(this.primaryJournalBytes ?? 0) / 1024} KiB / ${this.journalSizing.secondaryBytesMax / 1024} KiB`) +
+      (this.third === undefined ? "" : `, second primary C ${this.thirdGroups.map((g) => `${g.name}[${g.volumes.join(",")}]`).join(" ")}` +
+        (this.namedDomain === undefined ? " (own domain)" : ` (domain ${this.namedDomain}, --max-clock-skew ${String(this.maxClockSkewMs)}ms)`));
+    if (this.journalSizing !== undefined) this.counts.smallJournals = 1;
+  }
+
+  /** How node `from` reaches another node's management API (unreachable across a partition). */
+  peersFor(from: string): PeerClient {
+    return {
       preparePairSecondary: async (baseUrl, request) => {
-        const machine = baseUrl === this.secondary.url ? this.secondary : baseUrl === this.primary.url ? this.primary : undefined;
-        if (machine?.node === undefined || !machine.up || this.network.partitioned("A", "B")) {
+        const machine = [this.secondary, this.primary, this.third].find((m) => m !== undefined && baseUrl === m.url);
+        if (machine?.node === undefined || !machine.up || this.network.partitioned(from, machine.name)) {
           throw new ControlError("TM_ERR_UNREACHABLE", `cannot reach node at ${baseUrl}`);
         }
         return machine.node.preparePairSecondary(request);
       },
     };
-    if (this.groups.length > 1 && new Prng(seed ^ 0x49444c45).chance(0.3)) this.idleGroup = this.groups[this.groups.length - 1];
-    this.config = `policy ${this.writeTimePolicy}, ${this.transfer} x${String(this.streams)}, groups ${this.groups.map((g) => `${g.name}[${g.volumes.join(",")}]`).join(" ")}` +
-      (this.idleGroup === undefined ? "" : `, ${this.idleGroup.name} idle`) +
-      (this.journalSizing === undefined ? "" : `, journals ${(this.primaryJournalBytes ?? 0) / 1024} KiB / ${this.journalSizing.secondaryBytesMax / 1024} KiB`);
-    if (this.journalSizing !== undefined) this.counts.smallJournals = 1;
+  }
+
+  /** Every machine of the seed (A, B, and C when the seed has it). */
+  private get machines(): SimMachine[] {
+    return this.third === undefined ? [this.primary, this.secondary] : [this.primary, this.secondary, this.third];
   }
 
   /** The whole run: setup, the faulty phase with checks after every step, heal and converge, maybe a takeover. */
   async run(faultyMs: number, healMsMax: number): Promise<void> {
     await this.setup();
     this.startHosts(this.rng.int(1, 3));
+    this.startThirdHosts();
     const faultyEndMs = this.scheduler.nowMs + faultyMs;
     while (this.scheduler.nowMs < faultyEndMs) {
       await this.until(this.step(), 60_000, "a step of the schedule");
@@ -316,7 +372,7 @@ export class NodeWorld {
     }
     // A machine that lost power at a crash point after the last step is started again first:
     // a host write held for journal room waits for its secondary.
-    for (const machine of [this.primary, this.secondary]) {
+    for (const machine of this.machines) {
       machine.crashAfterSaves = undefined;
       machine.crashAtTransition = undefined;
     }
@@ -324,6 +380,7 @@ export class NodeWorld {
     // A pair left suspended (its resume met a dead primary) holds host writes once its journal fills.
     for (const group of this.groups) if (group.suspended) await this.resume(group);
     await this.stopHosts();
+    await this.stopThirdHosts();
     await this.heal(healMsMax);
     // The end of some runs: a takeover, with the primary lost (--force) or alive (fenced first).
     if (this.rng.chance(0.3)) await this.takeoverAtEnd();
@@ -344,8 +401,10 @@ export class NodeWorld {
       if (this.groups.length > 1 && this.rng.chance(0.3)) continue;
       await this.pair(group, false);
     }
+    await this.setupThird();
     // The domain is consistent before the hosts write: every initial copy done and reflected.
     await this.until(this.converged(this.groups.filter((g) => g.paired)), 30_000, "the initial copies");
+    await this.until(this.convergedThird(), 30_000, "the initial copies of C");
   }
 
   /** Resolves once every pair of `groups` replicates and the secondary reflected every host write accepted. */
@@ -375,7 +434,7 @@ export class NodeWorld {
     const a = this.primary.node;
     if (a === undefined || !this.primary.up || group.paired) return;
     try {
-      await this.until(a.createPair({ group: group.name, to: this.secondary.url, mode: "async", transfer: this.transfer, streams: this.streams, reflect: "time" }), 5_000, `pair ${group.name} is created`);
+      await this.until(a.createPair({ group: group.name, to: this.secondary.url, mode: "async", transfer: this.transfer, streams: this.streams, reflect: "time", domain: this.namedDomain }), 5_000, `pair ${group.name} is created`);
     } catch (error) {
       if (commandFailed(error)) return; // the secondary is down or cut off, or a disk refused: later
       throw error;
@@ -552,7 +611,7 @@ export class NodeWorld {
 
   /** Restarts the machines that lost power at a crash point. */
   private async restartCrashed(): Promise<void> {
-    for (const machine of [this.primary, this.secondary]) {
+    for (const machine of this.machines) {
       if (!machine.needsRestart) continue;
       machine.needsRestart = false;
       await this.sleep(this.rng.int(1, 300));
@@ -563,6 +622,10 @@ export class NodeWorld {
   /** One random fault or operator action. */
   async step(): Promise<void> {
     await this.restartCrashed();
+    if (this.third !== undefined && this.thirdRng.chance(0.2)) {
+      await this.stepThird(this.third);
+      return;
+    }
     const roll = this.rng.float();
     const machine = this.rng.chance(0.5) ? this.primary : this.secondary;
     if (roll < 0.08) {
@@ -614,7 +677,8 @@ export class NodeWorld {
         await this.pair(group, true);
       }
     } else if (roll < 0.46) {
-      if (machine.clock === undefined) return;
+      // A named domain's primaries declared their clocks within --max-clock-skew of each other.
+      if (machine.clock === undefined || (this.namedDomain !== undefined && machine.role === "primary")) return;
       const stepMs = (this.rng.chance(0.5) ? -1 : 1) * this.rng.int(1_000, 3_600_000);
       machine.clock.stepWall(stepMs);
       this.trace(`${machine.name}'s wall clock steps ${stepMs} ms`);
@@ -665,7 +729,7 @@ export class NodeWorld {
         machine.truncateDamagedJournals = false;
         this.trace(`${machine.name} restarted${machine.node?.listGroups().some((g) => g.state === "stopped") === true ? " (a group is stopped)" : ""}`);
         this.counts.restarts[machine.role] += 1;
-        if (machine.role === "primary") this.checkFlushedKept();
+        if (machine === this.primary) this.checkFlushedKept();
         return;
       } catch (error) {
         if (error instanceof SimFailure || error instanceof InvariantError) throw error;
@@ -705,8 +769,8 @@ export class NodeWorld {
   /** A digest of every image at the end (both nodes): two runs of one seed must agree on it. */
   imagesDigest(): string {
     const hash = createHash("sha256");
-    for (const machine of [this.primary, this.secondary]) {
-      for (const volume of this.groups.flatMap((g) => g.volumes)) {
+    for (const machine of this.machines) {
+      for (const volume of [...this.groups, ...this.thirdGroups].flatMap((g) => g.volumes)) {
         hash.update(`${machine.name}/${volume}:`);
         const image = this.imagePages(machine, volume);
         if (image !== undefined) eachCachedPage(image, (bytes) => hash.update(bytes));
@@ -820,7 +884,14 @@ export class NodeWorld {
   checkSecondary(): void {
     this.counts.checks += 1;
     const stopped = new Set(this.secondary.node?.listGroups().filter((g) => g.state === "stopped").map((g) => g.name) ?? []);
-    const domain = this.groups.filter((g) => g.paired && !g.late && !stopped.has(g.name));
+    // C's groups: in A's domain when the seed names one, else a domain of their own.
+    const thirdDomain = this.thirdGroups.filter((g) => g.paired && !g.late && !g.takenOver && !stopped.has(g.name));
+    const domain = [...this.groups.filter((g) => g.paired && !g.late && !stopped.has(g.name)), ...(this.namedDomain === undefined ? [] : thirdDomain)];
+    if (this.namedDomain === undefined && thirdDomain.length > 0 && !thirdDomain.some((g) => this.secondary.node?.findSecondary(g.name)?.consistent === false)) {
+      const volumesC = thirdDomain.flatMap((g) => g.volumes);
+      const own = this.history.checkDependentWrites(this.present(this.secondary, volumesC), new Set(volumesC));
+      if (own.length > 0) throw new SimFailure("I1", `C's domain: ${own.join("; ")}; B: ${this.secondaryView()}`);
+    }
     const volumes = domain.flatMap((g) => g.volumes);
     if (volumes.length === 0) return;
     // A member that says its image is not consistent now (applying again after a disk error)
@@ -856,15 +927,17 @@ export class NodeWorld {
 
   async heal(healMsMax: number): Promise<void> {
     this.network.healAll();
-    for (const machine of [this.primary, this.secondary]) {
+    for (const machine of this.machines) {
       machine.disk.heal();
       machine.disk.setCapacity(1024 * 1024 * 1024 * 1024);
       if (machine.node === undefined) await this.restart(machine);
     }
     for (const group of this.groups) if (group.suspended) await this.resume(group);
     for (const group of this.groups) if (!group.paired) await this.pair(group, true);
+    for (const group of this.thirdGroups) if (!group.paired) await this.pairThird(group, true);
     try {
       await this.until(this.converged(this.groups.filter((g) => g.paired && !g.takenOver)), healMsMax, "convergence");
+      await this.until(this.convergedThird(), healMsMax, "convergence of C");
     } catch (error) {
       if (error instanceof Timeout) throw new SimFailure("I4", `the pairs did not converge within ${healMsMax} ms of healing: ${this.lastConvergence}`);
       throw error;
@@ -880,6 +953,17 @@ export class NodeWorld {
         }
       }
     }
+    const c = this.third;
+    for (const group of this.thirdGroups.filter((g) => g.paired && !g.takenOver)) {
+      for (const volume of group.volumes) {
+        const onC = c === undefined ? undefined : this.imagePages(c, volume);
+        const onB = this.imagePages(this.secondary, volume);
+        if (c === undefined || onC === undefined || onB === undefined || !samePages(onC, onB)) {
+          const first = c === undefined ? -1 : firstDifference(this.image(c, volume), this.image(this.secondary, volume));
+          throw new SimFailure("I4", `${volume} (C): the images differ after convergence (first difference at byte ${first})`);
+        }
+      }
+    }
   }
 
   /**
@@ -890,9 +974,11 @@ export class NodeWorld {
    * writes, and replicate nothing over the new data.
    */
   async takeoverAtEnd(): Promise<void> {
-    const groups = this.groups.filter((g) => g.paired && !g.late && !g.takenOver);
+    const named = this.namedDomain === undefined ? [] : this.thirdGroups.filter((g) => g.paired && !g.late && !g.takenOver);
+    const groups = [...this.groups.filter((g) => g.paired && !g.late && !g.takenOver), ...named];
     if (groups.length === 0) return;
-    const comesBack = this.fenceRng.chance(0.6);
+    // The old primary's return is checked on A's groups alone (C's group of a named domain is lost with its node).
+    const comesBack = this.fenceRng.chance(0.6) && named.length === 0;
     let lateWrites = 0;
     if (comesBack) {
       this.network.partition("A", "B");
@@ -901,6 +987,7 @@ export class NodeWorld {
     }
     const kind = this.rng.chance(0.5) ? "process" : "power";
     this.primary.crash(comesBack ? "process" : kind);
+    if (named.length > 0) this.third?.crash("process");
     const b = this.requireNode(this.secondary);
     // Without --force the primary's absence refuses the takeover, and nothing changes.
     if (this.fenceRng.chance(0.3)) {
@@ -1092,6 +1179,140 @@ export class NodeWorld {
       await this.oldPrimaryReturns(groups, 0, before);
     } else if (this.primary.node !== undefined) {
       await this.expectWritesRefused(groups, "the fenced primary");
+    }
+  }
+
+  // ---- the second primary, C (issue 8 kind 5) ----------------------------------------------
+
+  /** C's volumes and group, and its pair into B (own domain, or the seed's named one). */
+  private async setupThird(): Promise<void> {
+    const c = this.third;
+    if (c === undefined) return;
+    await this.until(c.start(), 10_000, "C starts");
+    const node = this.requireNode(c);
+    for (const group of this.thirdGroups) {
+      for (const volume of group.volumes) await this.until(node.createVolume(volume, volumeBytes), 5_000, `volume ${volume} is created`);
+      await this.until(node.createGroup(group.name, group.volumes, this.primaryJournalBytes), 5_000, `group ${group.name} is created`);
+      await this.pairThird(group, false);
+    }
+  }
+
+  private async pairThird(group: SimGroup, late: boolean): Promise<void> {
+    const c = this.third?.node;
+    if (c === undefined || this.third?.up !== true || group.paired) return;
+    try {
+      await this.until(c.createPair({ group: group.name, to: this.secondary.url, mode: "async", transfer: this.transfer, streams: this.streams, reflect: "time", domain: this.namedDomain }), 5_000, `pair ${group.name} is created`);
+    } catch (error) {
+      if (commandFailed(error)) return;
+      throw error;
+    }
+    group.paired = true;
+    group.late = late;
+    this.counts.pairsCreated += 1;
+    this.counts.initialCopies += 1;
+  }
+
+  /** Resolves once C's paired groups replicate and B reflected every write C accepted. */
+  private async convergedThird(): Promise<void> {
+    const groups = this.thirdGroups.filter((g) => g.paired && !g.takenOver);
+    for (;;) {
+      const c = this.third?.node;
+      const b = this.secondary.node;
+      if (groups.length === 0) return;
+      if (c !== undefined && b !== undefined && this.third?.up === true && this.secondary.up) {
+        let done = true;
+        const views: string[] = [];
+        for (const group of groups) {
+          const onC = safePair(c, group.name);
+          const onB = safePair(b, group.name);
+          views.push(`${group.name}: C ${describe(onC)} / B ${describe(onB)}`);
+          if (onC?.state !== "replicating" || onB === undefined || onB.reflectedSequence < (onC.writeSequence ?? onC.acceptedSequence)) done = false;
+        }
+        this.lastConvergence = views.join("; ");
+        if (done) return;
+      }
+      await this.sleep(20);
+    }
+  }
+
+  /** One fault of C: a crash of its process and a restart, a cut stream, or a partition from B. */
+  private async stepThird(c: SimMachine): Promise<void> {
+    const roll = this.thirdRng.float();
+    if (roll < 0.3) {
+      if (!c.up) return;
+      // A process crash keeps the page cache: nothing C answered is lost.
+      c.crash("process");
+      this.trace("C killed");
+      this.counts.processCrashes.primary += 1;
+      await this.sleep(this.thirdRng.int(1, 300));
+      await this.restart(c);
+    } else if (roll < 0.6) {
+      const streams = this.network.streamsOf(c.name);
+      const stream = streams[this.thirdRng.int(0, streams.length - 1)];
+      if (stream === undefined) return;
+      this.network.cut(stream);
+      this.trace("cut a stream of C");
+      this.counts.streamCuts += 1;
+    } else if (roll < 0.75) {
+      this.network.partition("C", "B");
+      this.trace("C and B partitioned");
+      this.counts.partitions += 1;
+      await this.sleep(this.thirdRng.int(100, 1_500));
+      this.network.heal("C", "B");
+    } else {
+      const group = this.thirdGroups.find((g) => !g.paired);
+      if (group !== undefined) {
+        this.trace(`pair ${group.name} (late)`);
+        await this.pairThird(group, true);
+      } else {
+        await this.sleep(this.thirdRng.int(5, 100));
+      }
+    }
+  }
+
+  startThirdHosts(): void {
+    if (this.third === undefined) return;
+    this.thirdHostsRunning = true;
+    for (let host = 1; host <= this.thirdRng.int(1, 2); host++) this.thirdHosts.push(this.runThirdHost(100 + host));
+  }
+
+  async stopThirdHosts(): Promise<void> {
+    this.thirdHostsRunning = false;
+    await this.until(Promise.all(this.thirdHosts), 30_000, "C's hosts stop");
+  }
+
+  /** An NBD-like host of C (no write times): one write at a time to C's groups, like runHost. */
+  private async runThirdHost(host: number): Promise<void> {
+    while (this.thirdHostsRunning) {
+      await this.sleep(this.thirdRng.int(1, 20));
+      const c = this.third;
+      const node = c?.node;
+      if (c === undefined || node === undefined || !c.up) continue;
+      const groups = this.thirdGroups.filter((g) => !g.takenOver);
+      const group = groups[this.thirdRng.int(0, groups.length - 1)];
+      if (group === undefined) return;
+      const volume = group.volumes[this.thirdRng.int(0, group.volumes.length - 1)];
+      if (volume === undefined) continue;
+      const handle = node.catalog().open(volume);
+      if (handle === undefined) continue;
+      const first = this.nextBlock.get(volume) ?? 0;
+      const blocks = this.thirdRng.int(1, 4);
+      if (first + blocks > volumeBlocks) continue;
+      this.nextBlock.set(volume, first + blocks);
+      const write = this.history.add({ host, volume, firstBlock: first, blocks, issuedAtMs: this.scheduler.nowMs });
+      const tag = this.volumeTags.get(volume) ?? 0;
+      const data = Buffer.allocUnsafe(blocks * simBlockBytes);
+      for (let k = 0; k < blocks; k++) encodeSimBlockInto(data, k * simBlockBytes, this.history.runId, write.id, tag, first + k);
+      this.writeData.set(write.id, data);
+      this.counts.hostWrites += 1;
+      try {
+        await Promise.race([handle.write(first * simBlockBytes, data, { fua: false, hostWriteTimeUs: undefined }), c.died]);
+        write.answeredAtMs = this.scheduler.nowMs;
+        write.answeredStep = this.history.nextStep();
+      } catch {
+        write.failed = write.answeredAtMs === undefined;
+        this.counts.hostWritesFailed += 1;
+      }
     }
   }
 

@@ -45,7 +45,7 @@ async function openParts(disk: SimDisk): Promise<Parts> {
   const metadata = () => store.current;
   const updateMetadata = (change: Parameters<MetadataStore["update"]>[0], critical?: boolean): Promise<void> => store.update(change, critical);
   const primary: PrimaryRole = new PrimaryRole({
-    nodeId: "node-a", logger, clock, transport: tcpTransport, metadata, updateMetadata,
+    nodeId: "node-a", logger, clock, transport: tcpTransport, metadata, updateMetadata, writeTimes: () => ({ writeTimePolicy: "counter", maxClockSkewMs: 0 }),
     writer: (group): GroupWriter | undefined => groups.writer(group),
     isSecondary: (group) => secondaries.has(group),
     volume: (volumeId) => volumes.byId.get(volumeId),

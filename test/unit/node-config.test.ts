@@ -87,7 +87,7 @@ void test("readNodeConfig: unknown keys named with the nearest known key, wrong 
   const dir = await mkdtemp(path.join(os.tmpdir(), "tidemark-config-"));
   try {
     const cases: Array<[string, string, RegExp]> = [
-      ["a.toml", "id = \"a\"\ncolour = \"red\"\n", /a\.toml:2: unknown key 'colour'; the keys are id, data, mgmt, nbd, host-port, repl, repl-advertise, write-time, log-level, insecure-mgmt$/],
+      ["a.toml", "id = \"a\"\ncolour = \"red\"\n", /a\.toml:2: unknown key 'colour'; the keys are id, data, mgmt, nbd, host-port, repl, repl-advertise, write-time, max-clock-skew, log-level, insecure-mgmt$/],
       ["b.toml", "host_port = \"127.0.0.1:1\"\n", /b\.toml:1: unknown key 'host_port' \(did you mean 'host-port'\?\)/],
       ["c.toml", "log-levle = \"debug\"\n", /unknown key 'log-levle' \(did you mean 'log-level'\?\)/],
       ["d.toml", "\nmgmt = 7480\n", /d\.toml:2: mgmt must be a string in quotes, e\.g\. mgmt = "\.\.\."/],
@@ -117,9 +117,9 @@ void test("readNodeConfig: unknown keys named with the nearest known key, wrong 
   }
 });
 
-void test("the example config in contrib/ reads without error, sets every key but insecure-mgmt and repl-advertise (commented out), and names them all", () => {
+void test("the example config in contrib/ reads without error, sets every key but insecure-mgmt, repl-advertise and max-clock-skew (commented out), and names them all", () => {
   const config = readNodeConfig(exampleConfig);
-  assert.deepEqual(Object.keys(config.values).sort(), nodeConfigKeys.filter((key) => key !== "insecure-mgmt" && key !== "repl-advertise").sort());
+  assert.deepEqual(Object.keys(config.values).sort(), nodeConfigKeys.filter((key) => key !== "insecure-mgmt" && key !== "repl-advertise" && key !== "max-clock-skew").sort());
   assert.equal(config.values.data, "/var/lib/tidemark");
   assert.equal(config.values.mgmt, "127.0.0.1:7480", "the example keeps the management API on loopback");
   assert.equal(config.values["log-level"], "info");
