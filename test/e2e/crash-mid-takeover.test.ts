@@ -4,7 +4,7 @@
 //
 // GA's pair is suspended on the primary, a1 (GA) is written and answered, then b1 (GB): b1
 // reaches the secondary, a1 never does, and the frontier holds b1 back. The primary is lost.
-// `takeover GA,GB` starts, and the secondary is SIGSTOP'ed and SIGKILL'ed as soon as its
+// `takeover GA,GB --force` starts (the primary is gone: the operator declares its site lost), and the secondary is SIGSTOP'ed and SIGKILL'ed as soon as its
 // node.json holds the takeover's intent and shows GA converted and GB not (the repro read the
 // group's `target`, now `secondary`; the last attempts accept any crash after the intent's save).
 // Before the fix the restarted node reflected GB alone past the cut (b1 without a1).
@@ -102,7 +102,7 @@ async function attempt(placement: Placement, t: { diagnostic(message: string): v
   };
   const watcher = fs.watch(b.dataDir, () => check());
   const poll = setInterval(check, 1);
-  const answer = fetch(`${b.mgmtUrl}/v1/takeover`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ groups: ["GA", "GB"] }) })
+  const answer = fetch(`${b.mgmtUrl}/v1/takeover`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ groups: ["GA", "GB"], force: true }) })
     .then(async (r) => `${r.status} ${await r.text()}`, (error: unknown) => `no answer (${String(error)})`);
   await waitFor("the crash placed or the takeover answered", () => placed !== undefined || !b.running(), { timeoutMs: 20_000, intervalMs: 5 }).catch(() => undefined);
   watcher.close();
@@ -130,7 +130,7 @@ async function attempt(placement: Placement, t: { diagnostic(message: string): v
   for (const g of intent.groups) assert.equal((await pair(b, g.name)).reflectedSequence, g.keepThroughSequence, `${g.name} kept exactly through its saved cut`);
 
   // Taking over again answers with what was kept; the node restarts again and carries on, writable.
-  const again = await mgmtJson(b.mgmtUrl, "/v1/takeover", { groups: ["GA", "GB"] }) as { results?: unknown } | unknown[];
+  const again = await mgmtJson(b.mgmtUrl, "/v1/takeover", { groups: ["GA", "GB"], force: true }) as { results?: unknown } | unknown[];
   t.diagnostic(`takeover asked again: ${JSON.stringify(again)}`);
   await b.restart();
   const client = await HostClient.connect({ port: b.hostPort });

@@ -75,7 +75,7 @@ void test("an active pair's data directories from c1cab4b, both killed -9: they 
   // The old secondary's data directory takes over (issue 8: the takeover's intent is saved in
   // node.json, a field the old version never wrote) and starts again afterwards.
   await a.kill();
-  const taken = await mgmtJson(b.mgmtUrl, "/v1/takeover", { groups: ["fg"] }) as { results: { state: string }[] };
+  const taken = await mgmtJson(b.mgmtUrl, "/v1/takeover", { groups: ["fg"], force: true }) as { results: { state: string }[] };
   assert.equal(taken.results[0]?.state, "takeover");
   const after = JSON.parse(await readFile(join(root, "secondary", "node.json"), "utf8")) as Record<string, unknown>;
   assert.ok(!("takeoverIntent" in after), "a finished takeover leaves no intent behind");
