@@ -60,7 +60,7 @@ const firstCatchingSeed: Partial<Record<(typeof historicalFaults)[number], numbe
   "join-past-stopped-member": 460,
   "join-before-checkpoint": 697,
   "no-trim-at-start": 5126,
-  "replay-before-durable": 4699,
+  "replay-before-durable": 7422,
   // The second primary C (issue 8 kind 5) moved the schedule of three seeds in ten.
   "silent-received-loss": 201,
 };
