@@ -42,6 +42,10 @@ export const historicalFaults = [
   "stale-primary-resumes",
   /** Groups of different primaries shared one time domain by default, and positions of different primaries compared without the node order: an exact tie (hosts that send no write time) was asserted, the secondary stopped and never started again (two-primaries-position-tie.ts). */
   "position-tie-asserts",
+  /** A takeover converted its groups one by one with no intent saved first, and a start did not finish it: a crash between two conversions let the rest reflect on alone past the cut (repro crash-mid-takeover.ts). */
+  "takeover-not-durable",
+  /** A takeover held (and refused to the primary) each group as it checked it: a later refusal left the earlier groups' pairs failed. */
+  "refused-takeover-fails-pair",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];

@@ -176,10 +176,16 @@ export interface TakeoverGroup {
   readonly groupId: GroupId;
   /** The group's primary node: positions of a domain over several primaries compare with it (position.ts). */
   readonly node?: string | undefined;
+  /** Nothing more can arrive (its primary is fenced and all it accepted is here): it does not hold the frontier (see frontier()). */
+  readonly complete?: boolean | undefined;
   readonly reflectedSequence: SequenceNumber;
   readonly arrivedSequence: SequenceNumber;
   readonly arrivedPosition: Position;
-  /** Journal records after reflectedSequence through arrivedSequence, in sequence order. */
+  /**
+   * Journal records after reflectedSequence in sequence order: through arrivedSequence, or
+   * through the first one past the frontier of the groups (none after it can be kept, so the
+   * shell need not read them).
+   */
   readonly entries: readonly SequencedPosition[];
 }
 
@@ -196,9 +202,12 @@ export interface TakeoverPlanEntry {
  * persists, drops the rest, and makes the volumes writable.
  */
 export function takeoverPlan(groups: readonly TakeoverGroup[]): { readonly frontier: Position | undefined; readonly keep: readonly TakeoverPlanEntry[] } {
-  const f = frontier(groups.map((g) => ({ arrivedPosition: g.node === undefined ? g.arrivedPosition : atNode(g.arrivedPosition, g.node) })));
+  const f = frontier(groups.map((g) => ({ arrivedPosition: g.node === undefined ? g.arrivedPosition : atNode(g.arrivedPosition, g.node), complete: g.complete === true })));
   const keep = groups.map((g) => {
-    assert(g.entries.length === g.arrivedSequence - g.reflectedSequence, "takeover gets every journal record after reflected through arrived");
+    const last = g.entries[g.entries.length - 1];
+    const lastPosition = last === undefined ? undefined : g.node === undefined ? last.position : atNode(last.position, g.node);
+    assert(g.entries.length === g.arrivedSequence - g.reflectedSequence || (lastPosition !== undefined && g.entries.length < g.arrivedSequence - g.reflectedSequence && (f === undefined || comparePositions(lastPosition, f) > 0)),
+      "takeover gets every journal record after reflected through arrived, or through the first past the frontier");
     const k = keepThroughSequence(g.reflectedSequence, g.entries, f, g.node);
     assert(k <= g.arrivedSequence, "takeover never keeps past arrived");
     return { groupId: g.groupId, keepThroughSequence: k };

@@ -86,8 +86,12 @@ export type PendingStep =
 export type TakeoverProgress =
   /** Streams closed; the shell waits for appends in flight and drains reflection. */
   | { readonly phase: "draining" }
-  /** Reflected to the cut and out of the domain: nothing more is applied. */
-  | { readonly phase: "leftDomain" }
+  /**
+   * Out of the domain: nothing more is applied by the reflector. `decided`: the takeover's
+   * intent is saved (core/takeover.ts) and the primary was told; until then the primary is
+   * only asked to wait (GROUP_BUSY), so a takeover refused or failed before its save ends no pair.
+   */
+  | { readonly phase: "leftDomain"; readonly decided: boolean }
   | { readonly phase: "converting"; readonly fromGeneration: number; readonly generation: number; readonly change: SecondaryRecordChange; readonly result: TakeoverOutcome }
   /** The conversion failed part-way: the group takes nothing until the node restarts. */
   | { readonly phase: "abandoned" };
@@ -178,6 +182,10 @@ export type SecondaryGroupEvent =
   | { readonly type: "takeoverDrained"; readonly reflectedSequence: number }
   /** Another group of the same takeover was refused: this one goes on replicating. */
   | { readonly type: "takeoverAbort" }
+  /** The takeover's intent is saved: the primary is told the group is taken over. */
+  | { readonly type: "takeoverDecided" }
+  /** At start, node.json holds an unfinished takeover of this group: held outside its domain, decided. */
+  | { readonly type: "takeoverResumed" }
   | { readonly type: "takeoverConvert"; readonly keptSequence: number; readonly droppedRecords: number; readonly atIso: string };
 
 export type PeerAnswer =
@@ -246,8 +254,12 @@ export type SecondaryGroupEffect =
   | { readonly type: "roomAgain" }
   /** Pull mode: ask for what the planner wants now. */
   | { readonly type: "schedulePulls" }
-  /** Close every stream of the group: `taken-over` (ERROR TAKEN_OVER) or `resend` (the primary rewinds to what arrived). */
-  | { readonly type: "closeStreams"; readonly why: "taken-over" | "resend"; readonly text: string }
+  /**
+   * Close every stream of the group: `taken-over` (ERROR TAKEN_OVER: the primary's pair ends),
+   * `resend` (the primary rewinds to what arrived), `hold` (a takeover is being decided: the
+   * primary reconnects and is asked to wait, GROUP_BUSY).
+   */
+  | { readonly type: "closeStreams"; readonly why: "taken-over" | "resend" | "hold"; readonly text: string }
   | { readonly type: "answerPeer"; readonly message: PeerAnswer }
   /** NACK the message (the stream stays in step); `resendWhenRoom`: tell this stream when there is room again. */
   | { readonly type: "refusePeer"; readonly code: ReplErrorCode; readonly refType: NackableType; readonly refId: number; readonly text: string; readonly reportArrived: boolean; readonly resendWhenRoom: boolean }
@@ -280,6 +292,18 @@ export function applySecondaryChange(record: SecondaryLifecycleRecord, change: S
 /** Whether the group is taken over (persisted) or being taken over: it takes nothing from a primary. */
 export function takenOrTakingOver(state: SecondaryGroupState): boolean {
   return state.record.state === "takeover" || state.takeover !== undefined;
+}
+
+/** Whether a takeover of the group is decided (saved) or done: the primary may be told it is taken over. */
+function takeoverDecided(state: SecondaryGroupState): boolean {
+  const t = state.takeover;
+  return state.record.state === "takeover" || (t !== undefined && t.phase !== "draining" && (t.phase !== "leftDomain" || t.decided));
+}
+
+/** ERROR for a primary's message to a group taken over or being taken over: TAKEN_OVER once decided, else GROUP_BUSY (try again). */
+function takenOverFailure(state: SecondaryGroupState): SecondaryGroupEffect {
+  if (takeoverDecided(state)) return { type: "failStream", code: "TAKEN_OVER", text: `group ${state.name} was taken over` };
+  return { type: "failStream", code: "GROUP_BUSY", text: `a takeover of group ${state.name} is being decided; try again` };
 }
 
 /** Whether arrived records are reflected (the copy is done and joined): arrivals and freed room wake the reflector. */
@@ -374,7 +398,7 @@ function openGroup(state: SecondaryGroupState, event: Extract<SecondaryGroupEven
 }
 
 function copyChunk(state: SecondaryGroupState, event: Extract<SecondaryGroupEvent, { type: "copyChunk" }>): SecondaryGroupStep {
-  if (takenOrTakingOver(state)) return { state, effects: [{ type: "failStream", code: "TAKEN_OVER", text: `group ${state.name} was taken over` }] };
+  if (takenOrTakingOver(state)) return { state, effects: [takenOverFailure(state)] };
   if (state.record.state === "replicating") {
     return { state, effects: [{ type: "refusePeer", code: "OUT_OF_RANGE", refType: event.message, refId: event.chunkId, text: "the initial copy is already done", reportArrived: true, resendWhenRoom: false }] };
   }
@@ -400,7 +424,7 @@ function copyChunk(state: SecondaryGroupState, event: Extract<SecondaryGroupEven
 
 function copyDone(state: SecondaryGroupState, event: Extract<SecondaryGroupEvent, { type: "copyDone" }>): SecondaryGroupStep {
   assertNoStep(state, "COPY_DONE");
-  if (takenOrTakingOver(state)) return { state, effects: [{ type: "failStream", code: "TAKEN_OVER", text: `group ${state.name} was taken over` }] };
+  if (takenOrTakingOver(state)) return { state, effects: [takenOverFailure(state)] };
   const record = state.record;
   if (record.state === "replicating") {
     // A COPY_DONE the primary sent again: the copy is done and joined; its answer is the same.
@@ -607,7 +631,7 @@ export function stepSecondaryGroup(state: SecondaryGroupState, event: SecondaryG
     case "copyDone":
       return copyDone(state, event);
     case "batch":
-      if (takenOrTakingOver(state)) return { state, effects: [{ type: "failStream", code: "TAKEN_OVER", text: `group ${state.name} was taken over` }] };
+      if (takenOrTakingOver(state)) return { state, effects: [takenOverFailure(state)] };
       return { state, effects: [{ type: "receiveBatch" }] };
     case "batchReceived":
       return batchReceived(state, event);
@@ -675,8 +699,9 @@ export function stepSecondaryGroup(state: SecondaryGroupState, event: SecondaryG
       if (state.record.state === "takeover") return { state, effects: [{ type: "answerOperator", result: alreadyTakenOver(state) }] };
       const refusal = takeoverRefusal(state);
       if (refusal !== undefined) return { state, effects: [{ type: "refuseOperator", code: refusal.code, text: refusal.text }] };
-      // Stop receiving; the shell lets what was appended become durable and reflects to the last consistent point.
-      return { state: { ...state, takeover: { phase: "draining" } }, effects: [{ type: "closeStreams", why: "taken-over", text: "taken over on the secondary" }] };
+      // Stop receiving; the shell lets what was appended become durable and reflects to the last
+      // consistent point. The primary is only told to wait: the takeover is not decided yet.
+      return { state: { ...state, takeover: { phase: "draining" } }, effects: [{ type: "closeStreams", why: "hold", text: "a takeover is being decided on the secondary" }] };
     }
     case "takeoverDrained": {
       assert(state.takeover?.phase === "draining", () => `group ${state.name} was draining for a takeover`);
@@ -684,8 +709,14 @@ export function stepSecondaryGroup(state: SecondaryGroupState, event: SecondaryG
       if (refusal !== undefined) return { state: { ...state, takeover: undefined }, effects: [{ type: "refuseOperator", code: refusal.code, text: refusal.text }] };
       // Frozen at the cut: whatever runs while the groups are converted one by one (a smaller
       // domain would have a later frontier) applies nothing more to it.
-      return { state: { ...state, takeover: { phase: "leftDomain" } }, effects: [{ type: "leaveDomain", why: "taken over" }] };
+      return { state: { ...state, takeover: { phase: "leftDomain", decided: false } }, effects: [{ type: "leaveDomain", why: "taken over" }] };
     }
+    case "takeoverDecided":
+      assert(state.takeover?.phase === "leftDomain", () => `group ${state.name} left its domain for a takeover`);
+      return { state: { ...state, takeover: { phase: "leftDomain", decided: true } }, effects: [{ type: "closeStreams", why: "taken-over", text: "taken over on the secondary" }] };
+    case "takeoverResumed":
+      assert(state.record.state === "replicating" && state.takeover === undefined && state.step === undefined, () => `group ${state.name} is recovered as a replicating secondary for an unfinished takeover`);
+      return { state: { ...state, takeover: { phase: "leftDomain", decided: true } }, effects: [] };
     case "takeoverAbort":
       assert(state.takeover?.phase === "draining", () => `group ${state.name} was draining for a takeover`);
       return { state: { ...state, takeover: undefined }, effects: [{ type: "kickReflection" }] };

@@ -111,6 +111,25 @@ const groupRecordSchema = z.strictObject({
   journalGeneration: nonNegativeInteger.optional(),
 });
 
+/**
+ * A takeover decided and not finished yet (docs/replication.md, "Takeover"): saved once,
+ * before any named group is converted; a start finds it and finishes the conversion at
+ * exactly these cuts. Absent when no takeover is unfinished (earlier versions never wrote it:
+ * their node.json opens unchanged).
+ */
+const takeoverIntentSchema = z.strictObject({
+  /** When the takeover was decided (wall clock, ISO 8601): the groups' `takeover.at`. */
+  at: z.string(),
+  groups: z.array(z.strictObject({
+    groupId: nonNegativeInteger,
+    name: z.string().min(1),
+    /** The cut: the volumes keep every record through this sequence and none after it. */
+    keepThroughSequence: nonNegativeInteger,
+    /** Records received past the cut (and past a gap) that the takeover drops. */
+    droppedRecords: nonNegativeInteger,
+  })).min(1),
+});
+
 export const nodeMetadataSchema = z.strictObject({
   formatVersion: z.literal(metadataFormatVersion),
   nodeId: z.string().min(1),
@@ -123,6 +142,7 @@ export const nodeMetadataSchema = z.strictObject({
     recordedWriteTimeUs: nonNegativeInteger,
     lastAcceptNumber: nonNegativeInteger,
   }),
+  takeoverIntent: takeoverIntentSchema.optional(),
 });
 
 export type NodeMetadata = z.infer<typeof nodeMetadataSchema>;
@@ -130,6 +150,7 @@ export type VolumeRecord = z.infer<typeof volumeRecordSchema>;
 export type GroupRecord = z.infer<typeof groupRecordSchema>;
 export type PairRecord = z.infer<typeof pairRecordSchema>;
 export type SecondaryRecord = z.infer<typeof secondaryRecordSchema>;
+export type TakeoverIntentRecord = z.infer<typeof takeoverIntentSchema>;
 
 export function emptyMetadata(nodeId: string, nowIso: string): NodeMetadata {
   return {

@@ -238,6 +238,8 @@ export class TidemarkNode implements NodeControl, PairControl {
     this.keepDeclaredClockSkew(metadata);
     await this.volumes.open();
     await this.groups.recover();
+    // A takeover a crash interrupted after its intent was saved is finished at its saved cuts.
+    await this.secondaries.finishTakeover();
     // A restarted secondary replays to the recomputed frontier before anyone reads its image.
     await this.secondaries.replayToFrontier();
     await this.startListeners();

@@ -89,6 +89,14 @@ export class Reflector {
     await this.checkpointAll();
   }
 
+  /** Resolves once no cycle or checkpoint runs (a group that left its domain is then touched by nobody else). */
+  async idle(): Promise<void> {
+    while (this.running !== undefined || this.checkpointing !== undefined) {
+      while (this.running !== undefined) await this.running;
+      await this.checkpointing;
+    }
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.clock.clear(this.checkpointTimer);

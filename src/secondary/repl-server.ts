@@ -62,7 +62,7 @@ export interface SecondaryStreams {
   roomAgain(secondary: SecondaryGroup): void;
   schedulePulls(secondary: SecondaryGroup): void;
   /** Close every stream of the group: ERROR TAKEN_OVER, or a close the primary answers by resending from what arrived. */
-  closeStreams(secondary: SecondaryGroup, why: "taken-over" | "resend", text: string): void;
+  closeStreams(secondary: SecondaryGroup, why: "taken-over" | "resend" | "hold", text: string): void;
   /** Reflection moved on: tell the primary. */
   reportReflected(secondary: SecondaryGroup): void;
   /**
@@ -131,9 +131,15 @@ export class ReplServer implements SecondaryStreams {
     return this.listener.port;
   }
 
-  closeStreams(secondary: SecondaryGroup, why: "taken-over" | "resend", text: string): void {
+  closeStreams(secondary: SecondaryGroup, why: "taken-over" | "resend" | "hold", text: string): void {
     if (why === "resend") {
       this.closeStreamsOf(secondary, text);
+      return;
+    }
+    if (why === "hold") {
+      // A takeover is being decided: the streams close without refusing the pair; the
+      // primary reconnects and its OPEN_GROUP is answered GROUP_BUSY until it is decided.
+      for (const open of this.opensBySecondary.get(secondary) ?? []) if (!open.connection.closed) open.connection.close(`secondary holds the group: ${text}`);
       return;
     }
     for (const [connection, groups] of this.groupsByConnection) {

@@ -542,6 +542,23 @@ export class SecondaryGroup {
     this.reflectGeneration += 1;
   }
 
+  /**
+   * A takeover applies the journal through its cut from the saved checkpoint (core/takeover.ts):
+   * what was applied since may not be on the volumes (a failed fdatasync drops pages), and
+   * applying it again is idempotent. Call only once the reflector no longer touches the group.
+   */
+  async rewindToCheckpoint(): Promise<void> {
+    while (this.readAheadFill !== undefined) await this.readAheadFill;
+    // Every range applied since the checkpoint is written again before the takeover's fdatasync.
+    for (const volume of this.volumes) volume.file.syncFailureRepaired();
+    this.rewindPending = false;
+    this.reflectedSequence = this.record.reflectedSequence;
+    this.reflectedPosition = { writeTimeUs: asWriteTimeUs(this.record.reflectedWriteTimeUs), acceptNumber: asAcceptNumber(this.record.reflectedAcceptNumber) };
+    this.readAhead = [];
+    this.readAheadHead = 0;
+    this.reflectGeneration += 1;
+  }
+
   /** Applies the peeked record to the volume (markers and time advances change nothing). */
   async applyNext(record: JournalRecord): Promise<void> {
     assert(record.sequence === this.reflectedSequence + 1, () => `I2: ${this.name} reflects ${record.sequence} right after ${this.reflectedSequence}`);

@@ -8,28 +8,36 @@
 // it: node.json's store, the volume registry, the journal directories and the writable
 // groups a takeover hands groups to are injected (SecondaryRoleOptions).
 import type { Logger } from "pino";
-import { assert } from "../core/assert.ts";
+import { assert, unreachable } from "../core/assert.ts";
 import { faultInjected } from "../core/faults.ts";
 import { namedDomainRefusal, type NamedDomainMember } from "../core/named-domain.ts";
 import {
-  decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal, takeoverCutRefusal, takeoverRefusal,
+  decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal,
   type OperatorRefusalCode, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
 } from "../core/secondary-group-machine.ts";
 import { asAcceptNumber, asWriteTimeUs } from "../core/types.ts";
+import { domainKeyOf, domainModeOf } from "../core/consistency-domain.ts";
+import { atNode, comparePositions, type Position } from "../core/position.ts";
+import { frontier, type SequencedPosition } from "../core/reflect.ts";
+import {
+  idleTakeover, stepTakeover, type DrainedGroup, type TakeoverRefusalCode, type NamedGroup, type TakeoverEffect, type TakeoverEvent, type TakeoverIntentGroup, type TakeoverState,
+} from "../core/takeover.ts";
+import { isStorageError } from "../node/group-stop.ts";
+import type { JournalRecord } from "../protocol/journal-record.ts";
 import type { ReplErrorCode } from "../protocol/repl-protocol.ts";
 import { GroupJournal, type JournalOptions, type RecoveryReport } from "../storage/journal.ts";
 import { makeDirectoryDurable } from "../storage/durable-fs.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
-import type { GroupRecord, NodeMetadata, SecondaryRecord } from "../metadata/metadata.ts";
-import { ControlError } from "../core/errors.ts";
+import type { GroupRecord, NodeMetadata, SecondaryRecord, TakeoverIntentRecord } from "../metadata/metadata.ts";
+import { ControlError, JournalClosedError } from "../core/errors.ts";
 import type { GroupInfo, PairInfo, PairSecondaryInfo, PairSecondaryRequest, TakeoverOptions, TakeoverResult } from "../mgmt/control.ts";
 import type { Clock } from "../node/clock.ts";
 import type { JournalFigures } from "../node/metrics.ts";
 import { emptySecondaryVolumes, saveWrittenMaps, volumeBytes } from "../volumes/volume-files.ts";
 import { formatBytes } from "../cli/sizes.ts";
 import { Reflector } from "./reflector.ts";
-import { fenceCutRefusal, fencePrimary } from "./fence-primary.ts";
+import { fencePrimary, type PrimaryFence } from "./fence-primary.ts";
 import type { PeerReply, SecondaryHost, SecondaryStreams } from "./repl-server.ts";
 import { SecondaryGroup, type SecondaryGroupObserver, type SecondaryVolume } from "./secondary-group.ts";
 
@@ -79,6 +87,17 @@ export interface SecondaryRoleOptions {
   readonly becomeWritable: (record: GroupRecord, journal: GroupJournal) => void;
 }
 
+/** A takeover's journal reads (to compute its cut) take at most this much at a time (bytes). */
+const takeoverReadBytes = 4 * 1024 * 1024;
+
+/** What one run of the takeover machine collects for its caller. */
+interface TakeoverRun {
+  results?: readonly TakeoverResult[];
+  /** How the takeover dealt with each group's primary (fence-primary.ts), by group name. */
+  fences?: Map<string, PrimaryFence>;
+  refusal?: { readonly code: TakeoverRefusalCode; readonly text: string };
+}
+
 /** What one run of a lifecycle event collects for its caller. */
 interface RunContext {
   /** The stream of the peer's message (peer events only). */
@@ -98,6 +117,8 @@ export class SecondaryRole implements SecondaryHost {
   private readonly groups = new Map<string, SecondaryGroup>();
   readonly reflector: Reflector;
   private streams: SecondaryStreams | undefined;
+  /** The operator's takeover (core/takeover.ts): one at a time. */
+  private takeoverState: TakeoverState = idleTakeover;
   /** Journals a lifecycle step opened (or retired) and that are not the group's live one, by generation. */
   private readonly staged = new Map<SecondaryGroup, Map<number, GroupJournal>>();
   private readonly observer: SecondaryGroupObserver = {
@@ -161,7 +182,8 @@ export class SecondaryRole implements SecondaryHost {
     });
     this.groups.set(record.name, group);
     for (const volume of volumes) this.options.volumes.setSecondary(volume.volumeId, group);
-    if (secondary.state === "replicating") this.reflector.recovered(group);
+    // A group of an unfinished takeover stays out of its domain: it is applied only through its cut (finishTakeover).
+    if (secondary.state === "replicating" && !this.heldForTakeover(record)) this.reflector.recovered(group);
     // A crash between a checkpoint's metadata save and its trim leaves records the checkpoint
     // covers in the journal: trim them now. Nothing else would (a restarted reflector has
     // nothing dirty to checkpoint), and a journal full of them refused every batch for ever
@@ -558,58 +580,258 @@ export class SecondaryRole implements SecondaryHost {
   // ---- the operator: pair takeover -------------------------------------------------------------
 
   /**
-   * Takes the named groups over at one cut: every check first (nothing changes if one
-   * refuses), then their streams close, reflection drains to the frontier, each cut is
-   * checked, the groups leave their domain, and each is converted into a writable group.
+   * Takes the named groups over at one cut, all or nothing (core/takeover.ts decides; the
+   * rules: docs/replication.md, "Takeover"): every check first (a refusal changes nothing),
+   * then the groups are held, reflection drains, the cut is computed and saved as the
+   * intent in node.json before anything is converted; then each group is applied through its
+   * cut and converted into a writable group. A crash after the intent's save is finished at
+   * the next start (finishTakeover). Errors: ControlError with the refusal's code.
    */
   async takeover(groupNames: readonly string[], options: TakeoverOptions = {}): Promise<readonly TakeoverResult[]> {
-    const nodeId = this.options.nodeId;
-    if (groupNames.length === 0) throw new ControlError("TM_ERR_INVALID", "name at least one group to take over");
-    const results: TakeoverResult[] = [];
-    const taking: SecondaryGroup[] = [];
-    for (const name of groupNames) {
-      const record = this.options.metadata().groups.find((g) => g.name === name);
-      if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${name} does not exist on node ${nodeId}`);
-      if (record.secondary === undefined) throw new ControlError("TM_ERR_STATE", `group ${name} is not the secondary of a pair on node ${nodeId}; run takeover against the secondary`);
+    const metadata = this.options.metadata();
+    const groups = groupNames.map((name): NamedGroup => {
+      const record = metadata.groups.find((g) => g.name === name);
+      if (record === undefined) return { kind: "missing", name };
+      if (record.secondary === undefined) return { kind: "writable", name };
       if (record.secondary.state === "takeover") {
-        results.push({ group: name, reflectedSequence: record.secondary.takeover?.keptSequence ?? 0, droppedRecords: record.secondary.takeover?.droppedRecords ?? 0, state: "takeover" });
-        continue;
+        return { kind: "takenOver", name, result: { group: name, reflectedSequence: record.secondary.takeover?.keptSequence ?? 0, droppedRecords: record.secondary.takeover?.droppedRecords ?? 0, state: "takeover" } };
       }
       const secondary = this.groups.get(name);
-      assert(secondary !== undefined, "a secondary group is live");
-      const refusal = takeoverRefusal(secondary.lifecycle);
-      if (refusal !== undefined) throw new ControlError(refusal.code, refusal.text);
-      taking.push(secondary);
-    }
-    // The primary is fenced first (or, with --force, declared lost): docs/replication.md, "Fencing".
-    const fences = await fencePrimary(taking, {
-      streams: this.streams, clock: this.options.clock, logger: this.logger, nodeId, force: options.force === true, raiseGeneration: (g) => this.raiseGeneration(g),
+      assert(secondary !== undefined, () => `secondary group ${name} is live`);
+      return { kind: "secondary", name, lifecycle: secondary.lifecycle, arrivedSequence: secondary.arrivedSequence };
     });
-    // Stop receiving, let what was appended become durable, reflect to the last consistent point.
-    for (const secondary of taking) await this.runOperator(secondary, { type: "takeover" });
-    for (const secondary of taking) {
-      while (secondary.pendingAppends > 0) await this.options.clock.sleep(2);
+    const run = await this.runTakeover({ type: "requested", groups, force: options.force === true, atIso: new Date(this.options.clock.wallMs()).toISOString() });
+    this.reflector.kick();
+    if (run.refusal !== undefined) throw new ControlError(run.refusal.code, run.refusal.text);
+    assert(run.results !== undefined, "a takeover ends with its results or its refusal");
+    const fences = run.fences;
+    return run.results.map((r) => {
+      const primary = fences?.get(r.group);
+      return primary === undefined ? r : { ...r, primary };
+    });
+  }
+
+  /**
+   * At start, after the groups are recovered and before reflection replays: node.json holds
+   * an unfinished takeover (a crash after its intent was saved), and it is finished at exactly
+   * the saved cuts. Throws when it cannot be finished now (the disk's error): the node cannot
+   * decide anything else for those groups, and a start after the cause is fixed finishes it.
+   */
+  async finishTakeover(): Promise<void> {
+    const metadata = this.options.metadata();
+    const intent = metadata.takeoverIntent;
+    if (intent === undefined || faultInjected("takeover-not-durable")) return;
+    // Converted: node.json says it is taken over, or it is no secondary any more (deleted since, a clear of the intent having failed).
+    const convertedNames = intent.groups.filter((g) => {
+      const secondary = metadata.groups.find((r) => r.id === g.groupId)?.secondary;
+      return secondary === undefined || secondary.state === "takeover";
+    }).map((g) => g.name);
+    const run = await this.runTakeover({ type: "restarted", intent, convertedNames });
+    if (run.refusal !== undefined) throw new Error(`the unfinished takeover of ${intent.groups.map((g) => g.name).join(",")} could not be finished: ${run.refusal.text}`);
+  }
+
+  /** Whether node.json holds an unfinished takeover of this group: it is recovered outside its domain. */
+  heldForTakeover(record: GroupRecord): boolean {
+    return this.options.metadata().takeoverIntent?.groups.some((g) => g.groupId === record.id) === true && !faultInjected("takeover-not-durable");
+  }
+
+  /** Steps the takeover machine from `first` and executes its effects in order, feeding back completions. */
+  private async runTakeover(first: TakeoverEvent): Promise<TakeoverRun> {
+    const run: TakeoverRun = {};
+    let next: TakeoverEvent | undefined = first;
+    while (next !== undefined) {
+      const { state, effects } = stepTakeover(this.takeoverState, next, this.options.nodeId);
+      this.takeoverState = state;
+      next = undefined;
+      for (const effect of effects) {
+        assert(next === undefined, () => `a takeover effect with a completion ends its list (then ${effect.type})`);
+        next = await this.executeTakeover(effect, run);
+      }
+    }
+    return run;
+  }
+
+  private liveGroup(name: string): SecondaryGroup {
+    const group = this.groups.get(name);
+    assert(group !== undefined, () => `group ${name} of the takeover is a live secondary`);
+    return group;
+  }
+
+  /** Runs one of a held group's takeover steps; the machine checked it can take it (a refusal here is a bug). */
+  private async stepHeld(name: string, event: SecondaryGroupEvent): Promise<void> {
+    const context: RunContext = {};
+    await this.run(this.liveGroup(name), event, context);
+    assert(context.refusal === undefined, () => `group ${name} takes the takeover's ${event.type}: ${context.refusal?.text ?? ""}`);
+  }
+
+  private async executeTakeover(effect: TakeoverEffect, run: TakeoverRun): Promise<TakeoverEvent | undefined> {
+    switch (effect.type) {
+      case "fence":
+        // The primary is fenced first (or, with --force, declared lost): docs/replication.md, "Fencing".
+        try {
+          const fences = await fencePrimary(effect.names.map((name) => this.liveGroup(name)), {
+            streams: this.streams, clock: this.options.clock, logger: this.logger, nodeId: this.options.nodeId, force: effect.force, raiseGeneration: (g) => this.raiseGeneration(g),
+          });
+          run.fences = new Map([...fences].map(([g, f]) => [g.name, f]));
+          return { type: "fenced", keepAtLeast: [...fences].flatMap(([g, f]) => (f.fenced && !f.forced && f.lastWriteSequence !== null ? [{ name: g.name, sequence: f.lastWriteSequence }] : [])) };
+        } catch (error) {
+          if (!(error instanceof ControlError)) throw error;
+          return { type: "fenceRefused", code: error.code, text: error.message };
+        }
+      case "hold":
+        await this.stepHeld(effect.name, { type: "takeover" });
+        return undefined;
+      case "release":
+        await this.stepHeld(effect.name, { type: "takeoverAbort" });
+        return undefined;
+      case "drain":
+        try {
+          return await this.drainForTakeover(effect.names.map((name) => this.liveGroup(name)));
+        } catch (error) {
+          if (!isStorageError(error) && !(error instanceof JournalClosedError)) throw error;
+          return { type: "drainFailed", error: (error as Error).message };
+        }
+      case "leaveDomain":
+        await this.stepHeld(effect.name, { type: "takeoverDrained", reflectedSequence: effect.keepThroughSequence });
+        return undefined;
+      case "persistIntent":
+        return this.options.updateMetadata((m) => {
+          m.takeoverIntent = structuredClone(effect.intent) as TakeoverIntentRecord;
+        }, true).then((): TakeoverEvent => ({ type: "intentSaved" }), (error: unknown): TakeoverEvent => ({ type: "intentSaveFailed", error: (error as Error).message }));
+      case "adopt":
+        await this.stepHeld(effect.name, { type: "takeoverResumed" });
+        return undefined;
+      case "tellPrimary":
+        await this.stepHeld(effect.name, { type: "takeoverDecided" });
+        return undefined;
+      case "reflectToCut":
+        try {
+          await this.reflectToCut(effect.groups);
+          return { type: "reflectedToCut" };
+        } catch (error) {
+          // A disk error, or a group stopped by one meanwhile (its journal closed until it resumes).
+          if (!isStorageError(error) && !(error instanceof JournalClosedError)) throw error;
+          return { type: "reflectFailed", error: (error as Error).message };
+        }
+      case "convert": {
+        const group = this.liveGroup(effect.group.name);
+        try {
+          const result = await this.runOperator(group, { type: "takeoverConvert", keptSequence: effect.group.keepThroughSequence, droppedRecords: effect.group.droppedRecords, atIso: effect.atIso });
+          assert(result !== undefined, "a conversion ends with its result");
+          return { type: "converted", result };
+        } catch (error) {
+          return { type: "convertFailed", name: effect.group.name, error: (error as Error).message };
+        }
+      }
+      case "clearIntent":
+        return this.options.updateMetadata((m) => {
+          delete m.takeoverIntent;
+        }, true).then((): TakeoverEvent => ({ type: "intentCleared" }), (error: unknown): TakeoverEvent => ({ type: "intentClearFailed", error: (error as Error).message }));
+      case "answer":
+        run.results = effect.results;
+        return undefined;
+      case "refuse":
+        run.refusal = { code: effect.code, text: effect.text };
+        return undefined;
+      case "log":
+        this.logger[effect.level]({ event: effect.event, ...effect.fields }, effect.message);
+        return undefined;
+      default:
+        return unreachable(effect, "takeover effect");
+    }
+  }
+
+  /**
+   * The held groups once nothing more arrives: appends in flight done, reflection drained,
+   * and what the cut needs read from each journal (time mode: the records after the reflected
+   * one through the first past the frontier of the named groups of its domain).
+   */
+  private async drainForTakeover(groups: readonly SecondaryGroup[]): Promise<TakeoverEvent> {
+    for (const group of groups) {
+      while (group.pendingAppends > 0) await this.options.clock.sleep(2);
     }
     await this.reflector.drain();
-    // Every cut is checked before any group leaves its domain: a refusal changes nothing.
-    for (const secondary of taking) {
-      const refusal = takeoverCutRefusal(secondary.lifecycle, secondary.reflectedSequence) ?? fenceCutRefusal(secondary, fences.get(secondary), secondary.reflectedSequence);
-      if (refusal === undefined) continue;
-      for (const t of taking) await this.runOperator(t, { type: "takeoverAbort" });
-      throw new ControlError(refusal.code, refusal.text);
+    // A group stopped by a full disk or an I/O error is taken over like any other (its cut is
+    // applied again from its checkpoint), unless its journal is closed while a resume re-reads it.
+    // Positions of a domain over several primaries compare with their node (position.ts); a group whose
+    // fenced primary's records all arrived is complete and holds no frontier (docs/replication.md, "Fencing").
+    const frontiers = new Map<string, Position | undefined>();
+    for (const group of groups) {
+      const key = domainKeyOf(group.record);
+      if (!frontiers.has(key)) {
+        frontiers.set(key, frontier(groups.filter((g) => domainKeyOf(g.record) === key).map((g) => ({ arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode), complete: g.complete }))));
+      }
     }
-    // Frozen at the cut: whatever runs while the groups are converted one by one (a smaller
-    // domain would have a later frontier) applies nothing more to them.
-    for (const secondary of taking) await this.runOperator(secondary, { type: "takeoverDrained", reflectedSequence: secondary.reflectedSequence });
-    for (const secondary of taking) {
-      const kept = secondary.reflectedSequence;
-      const dropped = Math.max(0, secondary.arrivedSequence - kept) + secondary.receiver.reorderRecords;
-      const result = await this.runOperator(secondary, { type: "takeoverConvert", keptSequence: kept, droppedRecords: dropped, atIso: new Date(this.options.clock.wallMs()).toISOString() });
-      assert(result !== undefined, "a conversion ends with its result");
-      results.push({ ...result, primary: fences.get(secondary) });
+    const drained: DrainedGroup[] = [];
+    for (const group of groups) {
+      const mode = domainModeOf(group.record.reflect);
+      const key = domainKeyOf(group.record);
+      const entries: SequencedPosition[] = [];
+      const bound = frontiers.get(key);
+      let next = group.reflectedSequence + 1;
+      while (mode === "time" && next <= group.arrivedSequence) {
+        let records: JournalRecord[];
+        try {
+          records = await group.journal.readFrom(next, takeoverReadBytes);
+        } catch (error) {
+          if (!(error instanceof JournalClosedError)) throw error;
+          return { type: "drainFailed", error: `group ${group.name} is stopped (${group.stopped?.reason ?? "its journal is closed"}) and its journal is being re-read; take over once it resumed, or restart the node (a start recovers its journal)` };
+        }
+        assert(records.length > 0, () => `the journal of ${group.name} holds its arrived records`);
+        let past = false;
+        for (const record of records) {
+          if (record.sequence > group.arrivedSequence) break;
+          const position: Position = { writeTimeUs: record.writeTimeUs, acceptNumber: record.acceptNumber };
+          entries.push({ sequence: record.sequence, position });
+          next = record.sequence + 1;
+          if (bound === undefined || comparePositions(atNode(position, group.record.primaryNode), bound) > 0) {
+            past = true;
+            break;
+          }
+        }
+        if (past) break;
+      }
+      drained.push({
+        groupId: group.groupId, name: group.name, node: group.record.primaryNode, complete: group.complete, domainKey: key, mode, consistentFromSequence: group.record.consistentFromSequence,
+        reflectedSequence: group.reflectedSequence, arrivedSequence: group.arrivedSequence, arrivedPosition: group.arrivedPosition,
+        entries, reorderRecords: group.receiver.reorderRecords,
+      });
     }
-    this.reflector.kick();
-    return results;
+    return { type: "drained", groups: drained };
+  }
+
+  /**
+   * Applies each group's journal from its saved checkpoint through its cut, in position order
+   * across the groups (what was applied since the checkpoint again: idempotent, and a failed
+   * fdatasync may have dropped it). The groups are out of their domains: nobody else applies.
+   * Errors: the disk's (the takeover is then finished by the next start).
+   */
+  private async reflectToCut(cut: readonly TakeoverIntentGroup[]): Promise<void> {
+    await this.reflector.idle();
+    const members = cut.map((c) => ({ group: this.liveGroup(c.name), keep: c.keepThroughSequence }));
+    for (const m of members) {
+      await m.group.rewindToCheckpoint();
+      assert(m.group.reflectedSequence <= m.keep, () => `group ${m.group.name}'s checkpoint (${m.group.reflectedSequence}) is not past its cut (${m.keep})`);
+      assert(m.group.arrivedSequence >= m.keep, () => `the journal of ${m.group.name} holds its records through its cut (${m.group.arrivedSequence} < ${m.keep})`);
+    }
+    let applied = 0;
+    for (;;) {
+      const unread = members.filter((m) => m.group.reflectedSequence < m.keep && m.group.needsFill);
+      if (unread.length > 0) await Promise.all(unread.map((m) => m.group.fill()));
+      let best: { readonly group: SecondaryGroup; readonly record: JournalRecord } | undefined;
+      for (const m of members) {
+        if (m.group.reflectedSequence >= m.keep) continue;
+        const record = m.group.peek();
+        assert(record !== undefined, () => `group ${m.group.name} reads its next record before its cut`);
+        if (best === undefined || comparePositions(atNode(record, m.group.record.primaryNode), atNode(best.record, best.group.record.primaryNode)) < 0) {
+          best = { group: m.group, record };
+        }
+      }
+      if (best === undefined) break;
+      await best.group.applyNext(best.record);
+      applied += 1;
+    }
+    this.logger.info({ event: "takeover_reflected_to_cut", applied, groups: members.map((m) => ({ group: m.group.name, keepThroughSequence: m.keep })) }, "takeover: every group applied through its cut");
   }
 
   /** A forced takeover: the pair's generation one higher, saved (the group's `secondary` record). */

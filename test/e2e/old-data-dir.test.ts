@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { assertSameImages, describePair, pairInfo, pairWait, readExport } from "./drill-lib.ts";
-import { freePorts, runOk, startNode, tmpDir } from "./harness.ts";
+import { freePorts, mgmtJson, runOk, startNode, tmpDir } from "./harness.ts";
 
 const fixture = fileURLToPath(new URL("../fixtures/c1cab4b-pair.tar.gz", import.meta.url));
 const mib = 1024 * 1024;
@@ -71,4 +71,18 @@ void test("an active pair's data directories from c1cab4b, both killed -9: they 
   }
   assert.equal((await pairInfo(a, "fg")).state, "replicating");
   for (const volume of ["fv1", "fv2"]) await assertSameImages(a, b, volume);
+
+  // The old secondary's data directory takes over (issue 8: the takeover's intent is saved in
+  // node.json, a field the old version never wrote) and starts again afterwards.
+  await a.kill();
+  const taken = await mgmtJson(b.mgmtUrl, "/v1/takeover", { groups: ["fg"], force: true }) as { results: { state: string }[] };
+  assert.equal(taken.results[0]?.state, "takeover");
+  const after = JSON.parse(await readFile(join(root, "secondary", "node.json"), "utf8")) as Record<string, unknown>;
+  assert.ok(!("takeoverIntent" in after), "a finished takeover leaves no intent behind");
+  await b.kill();
+  await b.restart();
+  for (const volume of ["fv1", "fv2"]) {
+    const image = await readExport(b, volume);
+    assert.ok(image.equals(expectedImage(volume, image.length)), `${volume} taken over on the old secondary holds what c1cab4b was given`);
+  }
 });

@@ -52,6 +52,13 @@ export interface EventCounts {
   fencedTakeovers: number;
   /** Old primaries that came back after a takeover and fenced themselves. */
   oldPrimariesFenced: number;
+  /** Takeovers during the faulty phase (the whole domain or part of it), and those of part of a domain. */
+  takeoversMidRun: number;
+  partialTakeovers: number;
+  /** Takeovers the secondary crashed in (process or power), finished or undone by its restart. */
+  takeoverCrashes: number;
+  /** Takeovers refused (a group that does not exist, one still copying ...): the pairs carry on. */
+  takeoversRefused: number;
   restarts: { primary: number; secondary: number };
   processCrashes: { primary: number; secondary: number };
   powerLosses: { primary: number; secondary: number };
@@ -82,7 +89,7 @@ export interface EventCounts {
 
 export function emptyCounts(): EventCounts {
   return {
-    seeds: 0, hostWrites: 0, hostWritesFailed: 0, flushes: 0, pairsCreated: 0, pairsCreatedLater: 0, initialCopies: 0, suspends: 0, resumes: 0, takeovers: 0, fencedTakeovers: 0, oldPrimariesFenced: 0,
+    seeds: 0, hostWrites: 0, hostWritesFailed: 0, flushes: 0, pairsCreated: 0, pairsCreatedLater: 0, initialCopies: 0, suspends: 0, resumes: 0, takeovers: 0, fencedTakeovers: 0, oldPrimariesFenced: 0, takeoversMidRun: 0, partialTakeovers: 0, takeoverCrashes: 0, takeoversRefused: 0,
     restarts: { primary: 0, secondary: 0 }, processCrashes: { primary: 0, secondary: 0 }, powerLosses: { primary: 0, secondary: 0 },
     crashPoints: 0, streamCuts: 0, silentStreams: 0, partitions: 0, clockSteps: 0, diskFullEpisodes: { primary: 0, secondary: 0 }, ioErrorEpisodes: { primary: 0, secondary: 0 },
     groupStops: 0, secondaryJournalFull: 0, primaryWritesHeld: 0, smallJournals: 0, pullPairs: 0, pushPairs: 0, checks: 0, tornWritesSeen: 0, operatorCuts: 0, virtualMs: 0, events: 0,
@@ -137,6 +144,8 @@ class SimMachine {
    * copying to replicating, suspended, taken over ...), the how-manyeth from now. Undefined: none armed.
    */
   crashAtTransition: number | undefined;
+  /** How an armed crash point crashes the machine (default: power). */
+  crashPointKind: "process" | "power" | undefined;
   /** The pair and secondary states node.json held at its last save (to see a transition). */
   savedStates = "";
   /** Lost power at a crash point; the schedule restarts it at its next step. */
@@ -219,6 +228,8 @@ interface SimGroup {
   late: boolean;
   suspended: boolean;
   takenOver: boolean;
+  /** The takeover that took it (groups taken over together are one consistency domain: I1 is checked over them). */
+  takeoverBatch?: number;
 }
 
 const volumeBlocks = 2048;
@@ -277,11 +288,17 @@ export class NodeWorld {
   private readonly crashPointRng: Prng;
   /** The fencing scenarios' own choices (the other seeds keep their schedules). */
   private readonly fenceRng: Prng;
+  /** Takeovers during the faulty phase: their own PRNG (the other seeds keep their schedules), and when each is due (virtual ms). */
+  private readonly takeoverRng: Prng;
+  private takeoverDueMs: number | undefined;
+  private refusedTakeoverDueMs: number | undefined;
+  private takeoverBatches = 0;
 
   constructor(seed: number) {
     this.rng = new Prng(seed);
     this.crashPointRng = new Prng(seed ^ 0x43525348);
     this.fenceRng = new Prng(seed ^ 0x46454e43);
+    this.takeoverRng = new Prng(seed ^ 0x54414b45);
     const sizing = new Prng(seed ^ 0x4a524e4c);
     if (sizing.chance(0.35)) {
       this.journalSizing = { bytesMin: 64 * 1024, secondaryBytesMax: sizing.int(24, 128) * 4096 };
@@ -365,6 +382,8 @@ export class NodeWorld {
     this.startHosts(this.rng.int(1, 3));
     this.startThirdHosts();
     const faultyEndMs = this.scheduler.nowMs + faultyMs;
+    if (this.takeoverRng.chance(0.35)) this.takeoverDueMs = this.scheduler.nowMs + this.takeoverRng.float() * faultyMs;
+    if (this.takeoverRng.chance(0.25)) this.refusedTakeoverDueMs = this.scheduler.nowMs + this.takeoverRng.float() * faultyMs;
     while (this.scheduler.nowMs < faultyEndMs) {
       await this.until(this.step(), 60_000, "a step of the schedule");
       if (this.secondary.up) this.checkSecondary();
@@ -598,14 +617,16 @@ export class NodeWorld {
       machine.crashAfterSaves = undefined;
     }
     // Right after the save completes, before the node's next disk operation does.
+    const kind = machine.crashPointKind ?? "power";
+    machine.crashPointKind = undefined;
     this.scheduler.schedule(0, () => {
       if (!machine.up) return;
-      machine.crash("power");
-      if (machine.role === "primary") this.history.primaryMayHaveLost();
+      machine.crash(kind);
+      if (machine.role === "primary" && kind === "power") this.history.primaryMayHaveLost();
       machine.needsRestart = true;
-      this.trace(`${machine.name} lost power right after a save (${path})`);
+      this.trace(`${machine.name} ${kind === "power" ? "lost power" : "was killed"} right after a save (${path})`);
       this.counts.crashPoints += 1;
-      this.counts.powerLosses[machine.role] += 1;
+      this.counts[kind === "power" ? "powerLosses" : "processCrashes"][machine.role] += 1;
     });
   }
 
@@ -626,6 +647,8 @@ export class NodeWorld {
       await this.stepThird(this.third);
       return;
     }
+    if (this.refusedTakeoverDueMs !== undefined && this.scheduler.nowMs >= this.refusedTakeoverDueMs) return this.refusedTakeover();
+    if (this.takeoverDueMs !== undefined && this.scheduler.nowMs >= this.takeoverDueMs) return this.midRunTakeover();
     const roll = this.rng.float();
     const machine = this.rng.chance(0.5) ? this.primary : this.secondary;
     if (roll < 0.08) {
@@ -884,9 +907,17 @@ export class NodeWorld {
   checkSecondary(): void {
     this.counts.checks += 1;
     const stopped = new Set(this.secondary.node?.listGroups().filter((g) => g.state === "stopped").map((g) => g.name) ?? []);
+    // Groups taken over together are a domain of their own, frozen at their cut.
+    for (let batch = 1; batch <= this.takeoverBatches; batch++) {
+      const taken = this.groups.filter((g) => g.takeoverBatch === batch);
+      const takenVolumes = taken.flatMap((g) => g.volumes);
+      if (takenVolumes.length === 0) continue;
+      const violations = this.history.checkDependentWrites(this.present(this.secondary, takenVolumes), new Set(takenVolumes));
+      if (violations.length > 0) throw new SimFailure("I1", `groups taken over together (${taken.map((g) => g.name).join(",")}): ${violations.join("; ")}; B: ${this.secondaryView()}`);
+    }
     // C's groups: in A's domain when the seed names one, else a domain of their own.
     const thirdDomain = this.thirdGroups.filter((g) => g.paired && !g.late && !g.takenOver && !stopped.has(g.name));
-    const domain = [...this.groups.filter((g) => g.paired && !g.late && !stopped.has(g.name)), ...(this.namedDomain === undefined ? [] : thirdDomain)];
+    const domain = [...this.groups.filter((g) => g.paired && !g.late && !g.takenOver && !stopped.has(g.name)), ...(this.namedDomain === undefined ? [] : thirdDomain)];
     if (this.namedDomain === undefined && thirdDomain.length > 0 && !thirdDomain.some((g) => this.secondary.node?.findSecondary(g.name)?.consistent === false)) {
       const volumesC = thirdDomain.flatMap((g) => g.volumes);
       const own = this.history.checkDependentWrites(this.present(this.secondary, volumesC), new Set(volumesC));
@@ -1000,8 +1031,7 @@ export class NodeWorld {
     }
     const results = await this.until(b.takeover(groups.map((g) => g.name), { force: true }), 10_000, "the takeover");
     this.trace(`forced takeover of ${groups.map((g) => g.name).join(",")}: ${results.map((r) => `${r.group} kept ${r.reflectedSequence}`).join(", ")}`);
-    for (const group of groups) group.takenOver = true;
-    this.counts.takeovers += 1;
+    this.markTakenOver(groups);
     this.checkSecondary();
     if (comesBack) {
       this.network.healAll();
@@ -1155,9 +1185,8 @@ export class NodeWorld {
     }
     takeoverDone = true;
     await watching;
-    for (const group of groups) group.takenOver = true;
+    this.markTakenOver(groups);
     await this.stopHosts();
-    this.counts.takeovers += 1;
     this.counts.fencedTakeovers += 1;
     if (results.some((r) => r.primary?.fenced !== true)) throw new SimFailure("fence", `a takeover without --force did not fence the primary: ${JSON.stringify(results)}`);
     // Nothing the primary answered before the fence is lost.
@@ -1313,6 +1342,199 @@ export class NodeWorld {
         write.failed = write.answeredAtMs === undefined;
         this.counts.hostWritesFailed += 1;
       }
+    }
+  }
+
+  private markTakenOver(groups: readonly SimGroup[]): void {
+    this.takeoverBatches += 1;
+    for (const group of groups) {
+      group.takenOver = true;
+      group.takeoverBatch = this.takeoverBatches;
+    }
+    this.counts.takeovers += 1;
+  }
+
+  // ---- takeovers during the faulty phase (issue 8 kind 1) -------------------------------------
+
+  /** The named groups' states on the secondary, or undefined while it is down. */
+  private takenOverCount(groups: readonly SimGroup[]): number | undefined {
+    const b = this.secondary.node;
+    if (b === undefined || !this.secondary.up) return undefined;
+    return groups.filter((g) => safePair(b, g.name)?.state === "takeover").length;
+  }
+
+  /**
+   * A takeover of the whole domain or of part of it, with the primary alive or lost, often
+   * after one named group was suspended on the primary (its records stop arriving while the
+   * others' go on: the cut matters), and often with a crash of the secondary (process or power)
+   * right after one of the takeover's saves. After the restart the takeover is done for every
+   * named group, at one cut (I1 over them), or for none (the operator takes over again).
+   */
+  private async midRunTakeover(): Promise<void> {
+    const rng = this.takeoverRng;
+    if (!this.secondary.up || !this.primary.up) {
+      await this.sleep(20); // due: tried again at the next step
+      return;
+    }
+    this.takeoverDueMs = undefined;
+    const candidates = this.groups.filter((g) => g.paired && !g.late && !g.takenOver);
+    if (candidates.length === 0) return;
+    const whole = candidates.length === 1 || rng.chance(0.5);
+    const named = whole ? [...candidates] : candidates.filter(() => rng.chance(0.5));
+    if (named.length === 0) named.push(candidates[rng.int(0, candidates.length - 1)] as SimGroup);
+    for (let i = named.length - 1; i > 0; i--) {
+      const j = rng.int(0, i);
+      [named[i], named[j]] = [named[j] as SimGroup, named[i] as SimGroup];
+    }
+    const names = named.map((g) => g.name);
+    const a = this.requireNode(this.primary);
+    const gap = named.find((g) => !g.suspended);
+    let suspendedOne = named.some((g) => g.suspended);
+    if (gap !== undefined && rng.chance(0.5)) {
+      suspendedOne = true;
+      this.trace(`suspend ${gap.name} before the takeover`);
+      await this.tryControl(a.suspendPair(gap.name));
+      gap.suspended = true;
+      await this.sleep(rng.int(20, 300));
+    }
+    // A crash point armed by an earlier step may have fired meanwhile: the machines are up again first.
+    await this.restartCrashed();
+    for (const machine of [this.primary, this.secondary]) {
+      machine.crashAfterSaves = undefined;
+      machine.crashAtTransition = undefined;
+      if (!machine.up) await this.restart(machine);
+    }
+    const primaryLost = rng.chance(0.6);
+    // The primary lost, or a suspended pair (no stream to fence it over): the operator declares the site lost (--force).
+    const force = primaryLost || suspendedOne;
+    if (primaryLost && this.primary.up) {
+      const kind = rng.chance(0.5) ? "process" : "power";
+      this.primary.crash(kind);
+      if (kind === "power") this.history.primaryMayHaveLost();
+      this.counts[kind === "process" ? "processCrashes" : "powerLosses"].primary += 1;
+    }
+    const crash = rng.int(0, 3);
+    if (crash > 0 && crash < 3) {
+      this.secondary.crashAfterSaves = rng.int(1, 12);
+      this.secondary.crashPointKind = crash === 1 ? "power" : "process";
+    }
+    let delayedCrash: { cancel(): void } | undefined;
+    if (crash === 3) {
+      const delayMs = rng.float() * 30;
+      const incarnation = this.secondary.node;
+      delayedCrash = this.scheduler.schedule(delayMs, () => {
+        if (this.secondary.node !== incarnation || !this.secondary.up) return;
+        this.secondary.crash("process");
+        this.secondary.needsRestart = true;
+        this.counts.processCrashes.secondary += 1;
+      });
+    }
+    this.trace(`takeover of ${names.join(",")}${whole ? " (the whole domain)" : " (part of the domain)"}${primaryLost ? ", the primary lost" : ""}${crash === 0 ? "" : `, the secondary crashes in it (${String(crash)})`}`);
+    const b = this.requireNode(this.secondary);
+    const died = this.secondary.died;
+    let answer: string;
+    try {
+      await this.until(Promise.race([b.takeover(names, { force }), died]), 60_000, "the takeover");
+      answer = "done";
+    } catch (error) {
+      if (this.secondary.up && !commandFailed(error)) throw error;
+      answer = error instanceof Error ? error.message : String(error);
+    }
+    this.secondary.crashAfterSaves = undefined;
+    this.secondary.crashPointKind = undefined;
+    delayedCrash?.cancel();
+    const crashed = !this.secondary.up;
+    if (crashed) {
+      this.counts.takeoverCrashes += 1;
+      this.secondary.needsRestart = false;
+      await this.sleep(rng.int(1, 100));
+      await this.restart(this.secondary);
+    } else if (/restart the node/.test(answer)) {
+      // A takeover that failed part-way (a disk error): the operator restarts the node, which finishes it.
+      this.secondary.crash("process");
+      await this.restart(this.secondary);
+    }
+    this.trace(`takeover of ${names.join(",")}: ${answer.slice(0, 160)}${crashed ? " (the secondary crashed in it and restarted)" : ""}`);
+    let taken = this.takenOverCount(named) ?? 0;
+    if (taken !== 0 && taken !== named.length) {
+      throw new SimFailure("takeover", `takeover of ${names.join(",")} is not all or nothing after ${crashed ? "a crash and a restart" : "its answer"}: ${this.secondaryView()}`);
+    }
+    // Nothing was taken over (a crash before the intent was saved, a refusal): the operator asks again.
+    for (let attempt = 0; attempt < 3 && taken === 0; attempt++) {
+      if (!this.secondary.up) await this.restart(this.secondary);
+      try {
+        await this.until(this.requireNode(this.secondary).takeover(names, { force }), 60_000, "the takeover, again");
+      } catch (error) {
+        if (!commandFailed(error)) throw error;
+        this.trace(`takeover again: ${error instanceof Error ? error.message.slice(0, 160) : String(error)}`);
+        if (error instanceof Error && /restart the node/.test(error.message)) {
+          this.secondary.crash("process");
+          await this.restart(this.secondary);
+        } else {
+          await this.sleep(100);
+        }
+      }
+      taken = this.takenOverCount(named) ?? 0;
+      if (taken !== 0 && taken !== named.length) throw new SimFailure("takeover", `takeover of ${names.join(",")} is not all or nothing: ${this.secondaryView()}`);
+    }
+    if (taken === named.length) {
+      this.markTakenOver(named);
+      this.counts.takeoversMidRun += 1;
+      if (!whole) this.counts.partialTakeovers += 1;
+    } else if (this.primary.up) {
+      // Not taken over: a primary fenced by an attempt is unfenced by the operator, and the pairs carry on.
+      const a2 = this.requireNode(this.primary);
+      for (const group of named) if (safePair(a2, group.name)?.state === "fenced") await this.tryControl(a2.unfencePair(group.name, false));
+    }
+    // A pair suspended on the primary is resumed (its journal would hold host writes once full):
+    // a group taken over meanwhile is then refused by the secondary and its pair ends there.
+    if (!this.primary.up) {
+      await this.sleep(rng.int(1, 200));
+      await this.restart(this.primary);
+    }
+    for (const group of named) if (group.suspended) await this.resume(group);
+    if (this.secondary.up) this.checkSecondary();
+  }
+
+  /**
+   * A takeover the secondary must refuse (a group that does not exist, or one still in its
+   * initial copy, named with replicating ones): nothing changes on either node, and the pairs
+   * carry on (none is failed on the primary, none leaves its domain).
+   */
+  private async refusedTakeover(): Promise<void> {
+    const rng = this.takeoverRng;
+    this.refusedTakeoverDueMs = undefined;
+    const a = this.primary.node;
+    const b = this.secondary.node;
+    if (a === undefined || b === undefined || !this.primary.up || !this.secondary.up) return;
+    const replicating = this.groups.filter((g) => g.paired && !g.takenOver && safePair(b, g.name)?.state === "replicating");
+    const copying = this.groups.filter((g) => g.paired && !g.takenOver && safePair(b, g.name)?.state === "copying");
+    const bad = copying.length > 0 && rng.chance(0.5) ? (copying[0] as SimGroup).name : "nosuch";
+    const names = [...replicating.filter(() => rng.chance(0.7)).map((g) => g.name), bad];
+    const failedBefore = new Set(this.groups.filter((g) => ["failed", "fenced", "suspended"].includes(safePair(a, g.name)?.state ?? "")).map((g) => g.name));
+    this.trace(`takeover of ${names.join(",")} (must be refused)`);
+    try {
+      await this.until(b.takeover(names), 10_000, "a takeover that is refused");
+    } catch (error) {
+      if (!commandFailed(error)) throw error;
+      this.counts.takeoversRefused += 1;
+      this.trace(`refused: ${error instanceof Error ? error.message.slice(0, 160) : String(error)}`);
+    }
+    const named = this.groups.filter((g) => names.includes(g.name));
+    const taken = this.takenOverCount(named);
+    if (taken !== undefined && taken === named.length && named.length > 0) {
+      // The copy finished meanwhile: a takeover like any other.
+      this.markTakenOver(named);
+      return;
+    }
+    if (taken !== undefined && taken > 0) throw new SimFailure("refused-takeover", `a refused takeover of ${names.join(",")} took some of them over: ${this.secondaryView()}`);
+    // The primary hears of whatever the secondary did within a few round trips.
+    await this.sleep(300);
+    const a2 = this.primary.node;
+    if (a2 === undefined || a2 !== a) return;
+    const failed = named.filter((g) => !failedBefore.has(g.name) && ["failed", "fenced", "suspended"].includes(safePair(a2, g.name)?.state ?? ""));
+    if (failed.length > 0) {
+      throw new SimFailure("refused-takeover", `a refused takeover of ${names.join(",")} changed the pair of ${failed.map((g) => g.name).join(",")} on the primary: ${describe(safePair(a2, (failed[0] as SimGroup).name))}`);
     }
   }
 

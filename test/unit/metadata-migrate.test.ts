@@ -26,3 +26,17 @@ void test("input that is not metadata is left for the schema to refuse", () => {
   assert.deepEqual(migrateMetadata(both), [], "a record with both names is not guessed at");
   assert.equal(nodeMetadataSchema.safeParse(both).success, false);
 });
+
+void test("takeoverIntent (issue 8) is optional: node.json without it (every earlier version) is valid unchanged, with it too; an intent naming no group is refused", () => {
+  const old = {
+    formatVersion: 1, nodeId: "b", createdAt: "T", nextVolumeId: 1, nextGroupId: 1, volumes: [], groups: [],
+    writeTime: { recordedWriteTimeUs: 0, lastAcceptNumber: 0 },
+  };
+  assert.deepEqual(migrateMetadata(structuredClone(old)), [], "nothing to migrate");
+  const parsed = nodeMetadataSchema.parse(structuredClone(old));
+  assert.ok(!("takeoverIntent" in parsed));
+  const intent = { at: "T", groups: [{ groupId: 1, name: "g1", keepThroughSequence: 7, droppedRecords: 2 }] };
+  assert.deepEqual(nodeMetadataSchema.parse({ ...old, takeoverIntent: intent }).takeoverIntent, intent);
+  assert.equal(nodeMetadataSchema.safeParse({ ...old, takeoverIntent: { at: "T", groups: [] } }).success, false);
+  assert.equal(nodeMetadataSchema.safeParse({ ...old, takeoverIntent: { ...intent, extra: 1 } }).success, false);
+});

@@ -33,7 +33,8 @@ void test(`whole-node simulation: I1, I3 and I4 hold over ${seedsTarget} seeds (
   // The schedules really did what they claim (a generator that stopped injecting faults would pass anything).
   for (const [what, n] of Object.entries({ hostWrites: c.hostWrites, flushes: c.flushes, initialCopies: c.initialCopies, takeovers: c.takeovers, suspends: c.suspends,
     primaryRestarts: c.restarts.primary, secondaryRestarts: c.restarts.secondary, primaryPowerLosses: c.powerLosses.primary, secondaryPowerLosses: c.powerLosses.secondary,
-    streamCuts: c.streamCuts, silentStreams: c.silentStreams, partitions: c.partitions, clockSteps: c.clockSteps, groupStops: c.groupStops, pullPairs: c.pullPairs })) {
+    streamCuts: c.streamCuts, silentStreams: c.silentStreams, partitions: c.partitions, clockSteps: c.clockSteps, groupStops: c.groupStops, pullPairs: c.pullPairs,
+    takeoversMidRun: c.takeoversMidRun, partialTakeovers: c.partialTakeovers, takeoverCrashes: c.takeoverCrashes, takeoversRefused: c.takeoversRefused })) {
     assert.ok(n > 0, `no ${what} in ${summary.seedsRun} seeds`);
   }
   console.log(`# whole-node simulation: ${summary.seedsRun} seeds from ${firstSeed} in ${(summary.realMs / 1000).toFixed(1)} s; ${JSON.stringify(c)}`);
@@ -42,7 +43,7 @@ void test(`whole-node simulation: I1, I3 and I4 hold over ${seedsTarget} seeds (
 // Seeds that once failed, each for a bug since fixed (the commit that fixed it names the seed).
 // The schedule a seed makes depends on the code, so these keep the exact cases only while it
 // stays close; the window above is what keeps the kinds covered.
-for (const seed of [20, 136, 209, 869, 1267, 1331, 1354, 1829, 1875, 1978, 1985, 637, 3255, 3700, 6300, 15167, 59474]) {
+for (const seed of [20, 136, 209, 869, 1267, 1331, 1354, 1829, 1875, 1978, 1985, 637, 3255, 3700, 6300, 15167, 59474, 1411]) {
   void test(`whole-node simulation: seed ${seed}, once a failure, holds`, async () => {
     const result = await runNodeSimulation({ seed });
     assert.ok(result.ok, failureText(result));
@@ -59,7 +60,7 @@ const firstCatchingSeed: Partial<Record<(typeof historicalFaults)[number], numbe
   "join-past-stopped-member": 460,
   "join-before-checkpoint": 697,
   "no-trim-at-start": 5126,
-  "replay-before-durable": 4699,
+  "replay-before-durable": 7422,
   // The second primary C (issue 8 kind 5) moved the schedule of three seeds in ten.
   "silent-received-loss": 201,
 };

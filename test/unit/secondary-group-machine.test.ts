@@ -225,17 +225,23 @@ test("a checkpoint syncs the volumes before its save, and trims only after it", 
 
 // ---- takeover ------------------------------------------------------------------------------------
 
-test("takeover: refused while copying or in progress; streams closed, the cut checked, the domain left, the conversion saved before it is answered", () => {
+test("takeover: refused while copying or in progress; streams held (the primary waits), the cut checked, the domain left, the primary told once decided, the conversion saved before it is answered", () => {
   assert.equal(takeoverRefusal(state(record({ state: "copying" })))?.code, "TM_ERR_STATE");
   const draining = step(state(replicatingRecord, 2), { type: "takeover" });
-  assert.deepEqual(draining.effects, [{ type: "closeStreams", why: "taken-over", text: "taken over on the secondary" }]);
+  assert.deepEqual(draining.effects, [{ type: "closeStreams", why: "hold", text: "a takeover is being decided on the secondary" }]);
   assert.equal(mayPull(draining.state), false);
   assert.equal(takeoverRefusal(draining.state)?.code, "TM_ERR_STATE");
-  assert.equal(openRefusal(draining.state, "p1", node)?.code, "GROUP_BUSY"); // not over yet: the primary tries again and learns how it ended (fencing)
-  assert.equal((step(draining.state, { type: "batch", batchId: 1 }).effects[0] as { code: string }).code, "TAKEN_OVER");
+  // Not decided yet: the primary is asked to wait, never told its pair is over.
+  assert.equal(openRefusal(draining.state, "p1", node)?.code, "GROUP_BUSY");
+  assert.equal((step(draining.state, { type: "batch", batchId: 1 }).effects[0] as { code: string }).code, "GROUP_BUSY");
   assert.equal(takeoverCutRefusal(draining.state, 8)?.code, "TM_ERR_STATE");
-  const left = step(draining.state, { type: "takeoverDrained", reflectedSequence: 15 });
-  assert.deepEqual(left.effects, [{ type: "leaveDomain", why: "taken over" }]);
+  const undecided = step(draining.state, { type: "takeoverDrained", reflectedSequence: 15 });
+  assert.deepEqual(undecided.effects, [{ type: "leaveDomain", why: "taken over" }]);
+  assert.equal(openRefusal(undecided.state, "p1", node)?.code, "GROUP_BUSY");
+  const left = step(undecided.state, { type: "takeoverDecided" });
+  assert.deepEqual(left.effects, [{ type: "closeStreams", why: "taken-over", text: "taken over on the secondary" }]);
+  assert.equal(openRefusal(left.state, "p1", node)?.code, "GROUP_BUSY", "until it is converted: then NACK TAKEN_OVER with the cut");
+  assert.equal((step(left.state, { type: "batch", batchId: 1 }).effects[0] as { code: string }).code, "TAKEN_OVER");
   const converting = step(left.state, { type: "takeoverConvert", keptSequence: 15, droppedRecords: 3, atIso: "2026-01-01T00:00:00.000Z" });
   assert.deepEqual(types(converting.effects), ["retireSecondary", "openJournal", "persist"]);
   assert.deepEqual(converting.effects[1], { type: "openJournal", generation: 3, nextSequence: 1, reserve: true });
@@ -456,6 +462,7 @@ class ModelShell {
         }
         this.run({ type: "takeoverDrained", reflectedSequence: action.reflectedSequence });
         if (phase() !== "leftDomain") return;
+        this.run({ type: "takeoverDecided" });
         this.run({ type: "takeoverConvert", keptSequence: action.reflectedSequence, droppedRecords: 0, atIso: "T" });
         return;
       }
