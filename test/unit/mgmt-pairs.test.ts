@@ -153,7 +153,8 @@ void test("POST /v1/takeover validates the group list and answers {results}", as
     [{ groups: ["a", "a"] }, /^groups: must not list a group twice/],
     [{ groups: "a,b" }, /^groups: /],
     [{ groups: ["ok", "b c"] }, /^groups\.1: group name "b c"/],
-    [{ groups: ["a"], force: true }, /unknown field 'force'/],
+    [{ groups: ["a"], force: "yes" }, /^force: /],
+    [{ groups: ["a"], forceIt: true }, /unknown field 'forceIt'/],
     [{}, /^groups: /],
   ];
   for (const [payload, pattern] of cases) {
