@@ -181,6 +181,41 @@ export class PrimaryRole {
     return link.status();
   }
 
+  /**
+   * `pair suspend g1,g2` (issue 8): the pairs of every listed group, suspended together so the
+   * secondary holds none of them behind another: every name is checked first (a pair on this
+   * node, not failed), then each is suspended. Errors: ControlError before anything changed,
+   * or a save's (the ones before it are suspended).
+   */
+  async suspendPairs(groups: readonly string[]): Promise<PairInfo[]> {
+    const links = groups.map((group) => this.primaryLink(group));
+    for (const link of links) {
+      const info = link.status();
+      if (info.state === "failed") throw new ControlError("TM_ERR_STATE", `pair of ${info.group} has failed (${info.reason ?? "unknown"}); it cannot be suspended, so none of ${groups.join(", ")} is`);
+    }
+    const result: PairInfo[] = [];
+    for (const link of links) {
+      await link.suspend();
+      result.push(link.status());
+    }
+    return result;
+  }
+
+  /** `pair resume g1,g2`: every listed pair must be suspended (checked first), then each resumes. Errors as suspendPairs. */
+  async resumePairs(groups: readonly string[]): Promise<PairInfo[]> {
+    const links = groups.map((group) => this.primaryLink(group));
+    for (const link of links) {
+      const info = link.status();
+      if (info.state !== "suspended") throw new ControlError("TM_ERR_STATE", `pair of ${info.group} is ${info.state}, not suspended; none of ${groups.join(", ")} was resumed`);
+    }
+    const result: PairInfo[] = [];
+    for (const link of links) {
+      await link.resume();
+      result.push(link.status());
+    }
+    return result;
+  }
+
   private primaryLink(group: string): PairLink {
     const link = this.links.get(group);
     if (link !== undefined) return link;
