@@ -404,12 +404,13 @@ export class Reflector {
     return result;
   }
 
-  private trackerFor(mode: ReflectMode, domainKey: string, domain: readonly SecondaryGroup[]): ReflectTracker {
+  private trackerFor(mode: ReflectMode, domainKey: string, epoch: number, domain: readonly SecondaryGroup[]): ReflectTracker {
     // A group joining or leaving starts a new tracker: its first records may lie before
     // what the others already reflected, which is right for it (it was not consistent yet).
+    // (The epoch too: a group detached and attached again comes back with the same members.)
     const current = this.trackers.get(domainKey);
     // A group that went back to its checkpoint (SecondaryGroup.rewindIfPending) starts one too.
-    const members = domain.map((g) => `${g.groupId}.${g.reflectGeneration}`).join(",");
+    const members = `${epoch}|${domain.map((g) => `${g.groupId}.${g.reflectGeneration}`).join(",")}`;
     if (current !== undefined && current.key === members) return current.tracker;
     const tracker = new ReflectTracker(mode, domain.map((g) => ({ groupId: asGroupId(g.groupId), reflectedSequence: asSequence(g.reflectedSequence) })));
     this.trackers.set(domainKey, { key: members, tracker });
@@ -432,7 +433,7 @@ export class Reflector {
     const domain = members(reflectingMembers(state));
     if (domain.length === 0) return;
     const mode: ReflectMode = state.mode;
-    const tracker = this.trackerFor(mode, key, domain);
+    const tracker = this.trackerFor(mode, key, state.epoch, domain);
     // Every position of the domain names its primary node: a domain named over several
     // primaries orders them (write time, node, accept number); ties are never asserted.
     let frontierPosition = mode === "time" ? frontier(domain.map((g) => ({ arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode) }))) : undefined;

@@ -272,6 +272,11 @@ export class SecondaryGroup {
    * Whether the secondary's image is dependent-write consistent (copy done and caught up)
    * and, as a member of its domain, consistent with the other members (past its join point).
    */
+  /** Whether the image is dependent-write consistent on its own (copy done and caught up, nothing applied again), whatever its domain. */
+  get consistentAlone(): boolean {
+    return isConsistent(this.lifecycleState, { reflectedSequence: this.reflectedSequence, rewinding: this.rewinding });
+  }
+
   get consistent(): boolean {
     return isConsistent(this.lifecycleState, { reflectedSequence: this.reflectedSequence, rewinding: this.rewinding }) &&
       !joinPending(this.domainJoinPoint, { reflectedSequence: this.reflectedSequence, reflectedPosition: this.reflectedPosition });
