@@ -821,12 +821,8 @@ export class NodeWorld {
     this.counts.domainSuspends += 1;
     this.counts.suspends += groups.length;
     await this.sleep(this.rng.int(50, 800));
-    for (const group of groups) {
-      // One the list's refusal left running needs no resume.
-      const onA = this.primary.up && this.primary.node !== undefined ? safePair(this.primary.node, group.name) : undefined;
-      if (onA !== undefined && onA.state !== "suspended") group.suspended = false;
-      else await this.resume(group);
-    }
+    // Each one, as after a single suspend (a suspend cut short may still land meanwhile).
+    for (const group of groups) await this.resume(group);
   }
 
   /** One host write to `group` from a host of its own (the scenario's), answered; undefined if it failed. */
@@ -905,8 +901,8 @@ export class NodeWorld {
   /**
    * Takes `groups` over on the secondary (the primary is gone) and checks I1 over what was
    * taken: all of them at one cut, or, when the takeover is refused because a group is not
-   * consistent with the others yet (a pending join), the others without it (a partial
-   * takeover), and the one left out on its own.
+   * consistent yet (with the others: a pending join; or catching up after its copy), the
+   * others without it (a partial takeover), and the one left out on its own.
    */
   private async takeoverOnSecondary(groups: readonly SimGroup[], options: { readonly force?: boolean } = {}): Promise<readonly SimGroup[]> {
     if (groups.length === 0) return [];
@@ -916,8 +912,9 @@ export class NodeWorld {
       const results = await this.until(b.takeover(taking.map((g) => g.name), options), 20_000, "the takeover");
       this.trace(`${options.force === true ? "forced " : ""}takeover of ${taking.map((g) => g.name).join(",")}: ${results.map((r) => `${r.group} kept ${r.reflectedSequence}`).join(", ")}`);
     } catch (error) {
-      if (!(error instanceof ControlError) || !/is not consistent with .* yet/.test(error.message)) throw error;
-      this.counts.takeoversRefusedJoinPending += 1;
+      // Refused because a group is not consistent yet: with the others (a pending join), or at all (catching up after its copy).
+      if (!(error instanceof ControlError) || !/is not consistent with .* yet|its image is not consistent yet/.test(error.message)) throw error;
+      if (/is not consistent with .* yet/.test(error.message)) this.counts.takeoversRefusedJoinPending += 1;
       this.trace(`takeover refused: ${error.message}`);
       const pending = groups.filter((g) => b.findSecondary(g.name)?.consistent === false);
       if (pending.length === 0) throw new SimFailure("takeover", `refused for a pending join, but every group says it is consistent: ${error.message}`);
