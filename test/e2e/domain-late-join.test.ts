@@ -15,7 +15,6 @@ import { readRange } from "./drill-lib.ts";
 import { cli, cliOk, mgmtJson, startNode, waitFor, type RunningNode } from "./harness.ts";
 import { ReplProxy } from "./repl-proxy.ts";
 
-const MiB = 1024 * 1024;
 const copyDoneType = 11;
 
 async function pair(node: RunningNode, group: string): Promise<PairInfo> {
