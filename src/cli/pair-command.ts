@@ -120,14 +120,25 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       // suspended together, so the secondary holds none of its groups behind another).
       const groups = parseGroupList(groupsText, verb);
       const context = mgmtContext(command, io);
+      const line = (info: PairInfo): string => `${past} pair of group ${info.group}: now ${info.state}${info.reason === null ? "" : ` (${info.reason})`}\n`;
+      const [only] = groups;
+      if (groups.length === 1 && only !== undefined) {
+        // One group: its own route (the --json answer is its PairInfo, as before lists).
+        const { value, raw } = await context.client.post(`${pairPath(only)}/${verb}`, {}, pairInfoSchema, {
+          what: `${verb} the pair of group '${only}'`,
+          hints: { TM_ERR_NOT_FOUND: "see `tidemark pair status`", TM_ERR_STATE: `see \`tidemark pair status ${only}\`` },
+        });
+        context.print(raw, () => line(value));
+        return;
+      }
       const { value, raw } = await context.client.post(`/v1/pairs/${verb}`, { groups }, pairListSchema, {
-        what: `${verb} the pair${groups.length === 1 ? "" : "s"} of ${groups.map((name) => `'${name}'`).join(", ")}`,
+        what: `${verb} the pairs of ${groups.map((name) => `'${name}'`).join(", ")}`,
         hints: {
           TM_ERR_NOT_FOUND: "see `tidemark pair status`",
           TM_ERR_STATE: "see `tidemark pair status`; run it against the primary",
         },
       });
-      context.print(raw, () => value.pairs.map((info) => `${past} pair of group ${info.group}: now ${info.state}${info.reason === null ? "" : ` (${info.reason})`}\n`).join(""));
+      context.print(raw, () => value.pairs.map(line).join(""));
     });
   }
 

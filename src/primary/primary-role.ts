@@ -188,7 +188,7 @@ export class PrimaryRole {
    * or a save's (the ones before it are suspended).
    */
   async suspendPairs(groups: readonly string[]): Promise<PairInfo[]> {
-    const links = groups.map((group) => this.primaryLink(group));
+    const links = this.primaryLinks(groups);
     for (const link of links) {
       const info = link.status();
       if (info.state === "failed") throw new ControlError("TM_ERR_STATE", `pair of ${info.group} has failed (${info.reason ?? "unknown"}); it cannot be suspended, so none of ${groups.join(", ")} is`);
@@ -203,7 +203,7 @@ export class PrimaryRole {
 
   /** `pair resume g1,g2`: every listed pair must be suspended (checked first), then each resumes. Errors as suspendPairs. */
   async resumePairs(groups: readonly string[]): Promise<PairInfo[]> {
-    const links = groups.map((group) => this.primaryLink(group));
+    const links = this.primaryLinks(groups);
     for (const link of links) {
       const info = link.status();
       if (info.state !== "suspended") throw new ControlError("TM_ERR_STATE", `pair of ${info.group} is ${info.state}, not suspended; none of ${groups.join(", ")} was resumed`);
@@ -214,6 +214,16 @@ export class PrimaryRole {
       result.push(link.status());
     }
     return result;
+  }
+
+  /** The links of every listed group; the first refusal says that none was changed. */
+  private primaryLinks(groups: readonly string[]): PairLink[] {
+    try {
+      return groups.map((group) => this.primaryLink(group));
+    } catch (error) {
+      if (error instanceof ControlError) throw new ControlError(error.code, `${error.message}; none of ${groups.join(", ")} was changed`);
+      throw error;
+    }
   }
 
   private primaryLink(group: string): PairLink {
