@@ -43,6 +43,7 @@ void test("a suspended group holds the others visibly; detach lets them go on, a
   }, { timeoutMs: 30_000 });
   assert.match(held.reason ?? "", /reflection held since \d{4}-\d\d-\d\dT\S+ by group g1 of the same consistency domain \(no replication stream from its primary .*pair suspended.*\): \d+ records wait/, JSON.stringify(held));
   await waitFor("the lag counts the wait", async () => (await pair(secondary, "g2")).lagSeconds > 0, { timeoutMs: 10_000 });
+  assert.match((await pair(primary, "g2")).reason ?? "", /may be held behind g1 \(suspended\) of the same consistency domain/, "the primary points at g1 too");
   const groups = await mgmtJson(secondary.mgmtUrl, "/v1/groups") as { groups: { name: string; reason: string | null }[] };
   assert.match(groups.groups.find((g) => g.name === "g2")?.reason ?? "", /held since .* by group g1/, "group list says it too");
   const health = await mgmtJson(secondary.mgmtUrl, "/v1/health") as { status: string; reasons?: string[] };
