@@ -430,7 +430,8 @@ async function waitReflected(context: MgmtContext, group: string, timeoutMs: num
     }
     const leftMs = deadlineMs - performance.now();
     if (leftMs <= 0) {
-      const note = pair.state === "replicating" ? "" : ` (pair is ${pair.state}${pair.reason === null ? "" : `: ${pair.reason}`})`;
+      // A replicating pair may still say why it is behind (held behind another group of its domain: issue 8).
+      const note = pair.state === "replicating" ? (pair.reason === null ? "" : ` (${pair.reason})`) : ` (pair is ${pair.state}${pair.reason === null ? "" : `: ${pair.reason}`})`;
       throw new OperationError(
         `timed out: reflected ${pair.reflectedSequence} of ${target} after ${formatElapsed(performance.now() - startMs)}${note}; see \`tidemark pair status ${group}\``,
       );

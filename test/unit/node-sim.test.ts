@@ -34,7 +34,8 @@ void test(`whole-node simulation: I1, I3 and I4 hold over ${seedsTarget} seeds (
   for (const [what, n] of Object.entries({ hostWrites: c.hostWrites, flushes: c.flushes, initialCopies: c.initialCopies, takeovers: c.takeovers, suspends: c.suspends,
     primaryRestarts: c.restarts.primary, secondaryRestarts: c.restarts.secondary, primaryPowerLosses: c.powerLosses.primary, secondaryPowerLosses: c.powerLosses.secondary,
     streamCuts: c.streamCuts, silentStreams: c.silentStreams, partitions: c.partitions, clockSteps: c.clockSteps, groupStops: c.groupStops, pullPairs: c.pullPairs,
-    takeoversMidRun: c.takeoversMidRun, partialTakeovers: c.partialTakeovers, takeoverCrashes: c.takeoverCrashes, takeoversRefused: c.takeoversRefused })) {
+    takeoversMidRun: c.takeoversMidRun, partialTakeovers: c.partialTakeovers, takeoverCrashes: c.takeoverCrashes, takeoversRefused: c.takeoversRefused,
+    detaches: c.detaches, attaches: c.attaches, domainSuspends: c.domainSuspends, latePairDisasters: c.latePairDisasters, takeoversRefusedJoinPending: c.takeoversRefusedJoinPending })) {
     assert.ok(n > 0, `no ${what} in ${summary.seedsRun} seeds`);
   }
   console.log(`# whole-node simulation: ${summary.seedsRun} seeds from ${firstSeed} in ${(summary.realMs / 1000).toFixed(1)} s; ${JSON.stringify(c)}`);
