@@ -66,7 +66,8 @@ void test("a group paired late is not consistent with the domain until it reflec
   const gb = await pair(secondary, "GB");
   assert.match(gb.reason ?? "", /joined its consistency domain at .*: not consistent with the other groups until it has reflected a record past sequence \d+ at or past position/, JSON.stringify(gb));
 
-  const both = await cli(["pair", "takeover", "GA,GB"], { node: secondary.mgmtUrl, timeoutMs: 60_000 });
+  // --force: the primary is gone (the site is declared lost); the join rule is checked first.
+  const both = await cli(["pair", "takeover", "GA,GB", "--force"], { node: secondary.mgmtUrl, timeoutMs: 60_000 });
   assert.notEqual(both.code, 0, `a takeover of both is refused: ${both.stdout}`);
   assert.match(both.stderr, /group GB is not consistent with GA yet: .*Take it over without the others .*\[TM_ERR_STATE\]/s, both.stderr);
   // Nothing changed: both still secondaries.
@@ -74,9 +75,9 @@ void test("a group paired late is not consistent with the domain until it reflec
   assert.notEqual((await pair(secondary, "GB")).state, "takeover");
 
   // Each alone is consistent; taking GA over without GB detaches it and says so.
-  const ga = await cliOk(["pair", "takeover", "GA"], { node: secondary.mgmtUrl, timeoutMs: 60_000 });
-  assert.match(ga.stdout, /GA: kept through sequence \d+.*now takeover; taken over without the rest of its consistency domain: detached from GB/, ga.stdout);
-  const gbAlone = await cliOk(["pair", "takeover", "GB"], { node: secondary.mgmtUrl, timeoutMs: 60_000 });
+  const ga = await cliOk(["pair", "takeover", "GA", "--force"], { node: secondary.mgmtUrl, timeoutMs: 60_000 });
+  assert.match(ga.stdout, /GA: kept through sequence \d+.*now takeover.*; taken over without the rest of its consistency domain: detached from GB/, ga.stdout);
+  const gbAlone = await cliOk(["pair", "takeover", "GB", "--force"], { node: secondary.mgmtUrl, timeoutMs: 60_000 });
   assert.match(gbAlone.stdout, /GB: kept through sequence \d+/, gbAlone.stdout);
   // The verdict of the reproducer: no one image of both holds a1 without b1 (they were not taken at one cut).
   assert.equal((await readRange(secondary, "a", 0, 1))[0], 1, "GA alone keeps a1");
