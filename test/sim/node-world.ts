@@ -1207,10 +1207,13 @@ export class NodeWorld {
    */
   async takeoverAtEnd(): Promise<void> {
     const named = this.namedDomain === undefined ? [] : this.thirdGroups.filter((g) => g.paired && !g.late && !g.takenOver);
-    const groups = [...this.groups.filter((g) => g.paired && !g.takenOver), ...named];
-    if (groups.length === 0) return;
+    if (!this.groups.some((g) => g.paired && !g.takenOver) && named.length === 0) return;
     // The old primary's return is checked on A's groups alone (C's group of a named domain is lost with its node).
     const comesBack = this.fenceRng.chance(0.6) && named.length === 0;
+    // Groups that joined late are taken over too (issue 8: a takeover of all after a late pair),
+    // except in runs whose old primary comes back (its late writes are counted over all of them).
+    const groups = [...this.groups.filter((g) => g.paired && !g.takenOver && (!comesBack || !g.late)), ...named];
+    if (groups.length === 0) return;
     let lateWrites = 0;
     if (comesBack) {
       this.network.partition("A", "B");
@@ -1233,7 +1236,8 @@ export class NodeWorld {
     }
     const taken = await this.takeoverOnSecondary(groups, { force: true });
     this.checkSecondary();
-    if (comesBack && taken.length > 0) {
+    // (A takeover left some group out, its join pending: the late writes counted over all of them do not apply.)
+    if (comesBack && taken.length === groups.length) {
       this.network.healAll();
       await this.oldPrimaryReturns(taken, lateWrites);
     }
