@@ -1551,9 +1551,13 @@ export class NodeWorld {
 
   private markTakenOver(groups: readonly SimGroup[]): void {
     this.takeoverBatches += 1;
+    const together = this.takeoverBatches;
     for (const group of groups) {
       group.takenOver = true;
-      group.takeoverBatch = this.takeoverBatches;
+      // A group detached from its domain is not consistent with the others (the takeover's
+      // answer says so: issue 8): it is a batch of its own.
+      if (group.detached) this.takeoverBatches += 1;
+      group.takeoverBatch = group.detached ? this.takeoverBatches : together;
     }
     this.counts.takeovers += 1;
   }
