@@ -913,7 +913,7 @@ export class NodeWorld {
       this.trace(`${options.force === true ? "forced " : ""}takeover of ${taking.map((g) => g.name).join(",")}: ${results.map((r) => `${r.group} kept ${r.reflectedSequence}`).join(", ")}`);
     } catch (error) {
       // Refused because a group is not consistent yet: with the others (a pending join), or at all (catching up after its copy).
-      if (!(error instanceof ControlError) || !/is not consistent with .* yet|its image is not consistent yet/.test(error.message)) throw error;
+      if (!(error instanceof ControlError) || !/is not consistent with .* yet|not consistent yet/.test(error.message)) throw error;
       if (/is not consistent with .* yet/.test(error.message)) this.counts.takeoversRefusedJoinPending += 1;
       this.trace(`takeover refused: ${error.message}`);
       const pending = groups.filter((g) => b.findSecondary(g.name)?.consistent === false);

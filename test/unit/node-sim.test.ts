@@ -59,10 +59,10 @@ for (const seed of [20, 136, 209, 869, 1267, 1331, 1354, 1829, 1875, 1978, 1985,
 const firstCatchingSeed: Partial<Record<(typeof historicalFaults)[number], number>> = {
   "wall-clock-time-advance": 534,
   // Issue 8's domain steps (detach/attach, a domain suspended together, a late pair then the
-  // primary lost) moved the schedule: join-past-stopped-member 460 -> 5595, no-trim-at-start
-  // 4501 -> 3914, silent-received-loss from seed 1 -> 310 (npm run sim -- --fault NAME --seeds N --from F).
+  // primary lost) moved the schedule: join-before-checkpoint is caught by seed 12 (was 697),
+  // join-past-stopped-member as below (npm run sim -- --fault NAME --seeds N --from F).
   "join-past-stopped-member": 5595,
-  "join-before-checkpoint": 697,
+  "join-before-checkpoint": 12,
   "no-trim-at-start": 5126,
   "replay-before-durable": 7422,
   // The second primary C (issue 8 kind 5) moved the schedule of three seeds in ten.
