@@ -60,8 +60,8 @@ const firstCatchingSeed: Partial<Record<(typeof historicalFaults)[number], numbe
   "wall-clock-time-advance": 534,
   // Issue 8's domain steps (detach/attach, a domain suspended together, a late pair then the
   // primary lost) moved the schedule: join-before-checkpoint is caught by seed 12 (was 697),
-  // join-past-stopped-member as below (npm run sim -- --fault NAME --seeds N --from F).
-  "join-past-stopped-member": 5595,
+  // join-past-stopped-member by seed 6865 (was 460) (npm run sim -- --fault NAME --seeds N --from F).
+  "join-past-stopped-member": 6865,
   "join-before-checkpoint": 12,
   "no-trim-at-start": 5126,
   "replay-before-durable": 7422,
