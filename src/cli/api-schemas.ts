@@ -88,6 +88,7 @@ export const takeoverResultSchema = z.object({
   droppedRecords: count,
   state: pairStateSchema,
   primary: z.object({ fenced: z.boolean(), lastAcceptedSequence: count.nullable(), lastWriteSequence: count.nullable(), forced: z.boolean(), generation: count }).optional(),
+  domainNote: z.string().optional(),
 });
 
 export const pairListSchema = z.object({ pairs: z.array(pairInfoSchema) });

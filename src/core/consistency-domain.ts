@@ -12,6 +12,18 @@
 // the key "seq" only for bookkeeping. A named shared domain (`pair create --domain`,
 // core/named-domain.ts) is one more key from domainKeyOf.
 //
+// The join point (issue 8, kind 3; docs/replication.md "Consistency domains: joining and
+// leaving"): a group that joins (its initial copy done, or `pair attach`) is consistent with
+// the others only once every member has reflected through the later of its own cut and the
+// highest position any other member had reflected when it joined. The machine records that
+// point when the join is checkpointed (reflection is held then, so nothing moves past it) and
+// the shell saves it with the membership; joinPending() says whether it is still ahead.
+// Reflection runs in position order across the domain, so once the joiner applies a record
+// past its cut at or past that position, every member has applied everything before it.
+//
+// Leaving: a takeover, or `pair detach` (the group then reflects alone, in a domain of its
+// own, and is no longer consistent with the others).
+//
 // The join rule (found by the whole-node simulation, seeds 209 and 3255): a join lowers the
 // frontier the domain may compute after a restart (the joiner's arrived position may lie
 // below what the others applied), and a restarted secondary re-applies only up to the
@@ -20,7 +32,8 @@
 // member is stopped or could not be checkpointed (its applies may not be durable).
 import { assert, unreachable } from "./assert.ts";
 import { faultInjected } from "./faults.ts";
-import { comparePositions, type Position } from "./position.ts";
+import { comparePositions, formatPosition, type Position } from "./position.ts";
+import { asAcceptNumber, asWriteTimeUs } from "./types.ts";
 
 export type DomainMode = "time" | "seq";
 
@@ -42,11 +55,34 @@ export function domainModeOf(reflect: "time" | "seq" | "marker"): DomainMode {
   return reflect === "time" ? "time" : "seq";
 }
 
+/**
+ * Where a group joined its domain (persisted with the membership: node.json's
+ * `secondary.domainJoin`). The joiner is consistent with the other members once it has
+ * reflected a record past `afterSequence` at or past (`writeTimeUs`, `acceptNumber`).
+ */
+export interface JoinPoint {
+  /** The joiner's cut: its reflected sequence when it joined, at least its copy's consistentFromSequence. */
+  readonly afterSequence: number;
+  /** The highest position any other member had reflected when it joined. */
+  readonly writeTimeUs: number;
+  readonly acceptNumber: number;
+  /** When it joined (wall clock, ISO 8601; for status only). */
+  readonly at: string;
+}
+
 export interface DomainMember {
   readonly groupId: number;
   readonly name: string;
   /** Why the member is stopped (a full disk or an I/O error), while it is. */
   readonly stoppedReason: string | undefined;
+  /** Where it joined; null: consistent with the others from the start (the first member, seq mode, or joined before issue 8). */
+  readonly joinPoint: JoinPoint | null;
+}
+
+/** What the shell knows of a member's reflection (its volumes, not the checkpoint). */
+export interface MemberReflected {
+  readonly groupId: number;
+  readonly position: Position;
 }
 
 /** A join being made durable; reflection of the domain is held meanwhile (when `held`). */
@@ -55,6 +91,11 @@ export interface DomainJoin {
   readonly name: string;
   readonly phase: "checkpointing" | "saving";
   readonly held: boolean;
+  /** The joiner's cut (see JoinPoint.afterSequence) and when it asked. */
+  readonly afterSequence: number;
+  readonly at: string;
+  /** Computed once the members are checkpointed (reflection held): what the save records. */
+  readonly joinPoint: JoinPoint | null;
 }
 
 export interface DomainState {
@@ -80,12 +121,20 @@ export interface NotDurableMember {
 }
 
 export type DomainEvent =
-  /** At start: a group node.json says replicates (nothing it applied is past its checkpoint). */
-  | { readonly type: "recovered"; readonly groupId: number; readonly name: string; readonly stoppedReason: string | undefined }
-  /** A group's initial copy is done and synced: it asks to join. */
-  | { readonly type: "joinRequested"; readonly groupId: number; readonly name: string }
-  /** The checkpoint a join asked for is done; `notDurable`: members of this domain whose applies are not durable. */
-  | { readonly type: "checkpointed"; readonly notDurable: readonly NotDurableMember[] }
+  /** At start: a group node.json says replicates (nothing it applied is past its checkpoint), with its saved join point; also a group detached into a domain of its own. */
+  | { readonly type: "recovered"; readonly groupId: number; readonly name: string; readonly stoppedReason: string | undefined; readonly joinPoint: JoinPoint | null }
+  /**
+   * A group's initial copy is done and synced, or the operator attaches it: it asks to join.
+   * `afterSequence`: its cut (see JoinPoint); `at`: the wall time, for status; `reflected`:
+   * the members' reflected positions now (used only when the join holds nothing: seq mode).
+   */
+  | { readonly type: "joinRequested"; readonly groupId: number; readonly name: string; readonly afterSequence: number; readonly at: string; readonly reflected: readonly MemberReflected[] }
+  /**
+   * The checkpoint a join asked for is done; `notDurable`: members of this domain whose
+   * applies are not durable; `reflected`: the members' reflected positions (reflection is
+   * held: they stay there until the join is saved).
+   */
+  | { readonly type: "checkpointed"; readonly notDurable: readonly NotDurableMember[]; readonly reflected: readonly MemberReflected[] }
   /** The join is saved; `stoppedReason`: the joiner's stop, if its disk stopped it meanwhile (it holds the domain from now on). */
   | { readonly type: "joinSaved"; readonly stoppedReason: string | undefined }
   | { readonly type: "joinSaveFailed"; readonly error: string }
@@ -109,8 +158,8 @@ export type DomainEffect =
   | { readonly type: "releaseReflection" }
   /** Checkpoint every member (forced), then report the ones whose applies are not durable. */
   | { readonly type: "checkpointMembers" }
-  /** Save the joiner's `replicating` state (its lifecycle's persist). */
-  | { readonly type: "saveJoin" }
+  /** Save the joiner's membership (its lifecycle's persist) with its join point (null: none to wait for). */
+  | { readonly type: "saveJoin"; readonly joinPoint: JoinPoint | null }
   /** The join is refused; the joiner's initial copy ends later (the primary sends COPY_DONE again). */
   | { readonly type: "refuseJoin"; readonly reason: string }
   | { readonly type: "log"; readonly level: "info" | "warn"; readonly event: string; readonly fields: Readonly<Record<string, string | number>>; readonly message: string };
@@ -137,17 +186,19 @@ function updateMember(state: DomainState, groupId: number, change: (m: DomainMem
 export function stepDomain(state: DomainState, event: DomainEvent): DomainStep {
   switch (event.type) {
     case "recovered":
-      return { state: withMember(state, { groupId: event.groupId, name: event.name, stoppedReason: event.stoppedReason }), effects: [] };
+      return { state: withMember(state, { groupId: event.groupId, name: event.name, stoppedReason: event.stoppedReason, joinPoint: state.mode === "time" ? event.joinPoint : null }), effects: [] };
     case "joinRequested": {
       assert(state.joining === undefined, () => `one join at a time in domain ${state.key}`);
       assert(!state.members.some((m) => m.groupId === event.groupId), () => `group ${event.name} asks to join domain ${state.key}, of which it is a member`);
       // Seq mode has no shared frontier: a join lowers nothing, so nothing needs a checkpoint first.
       // The old fault: the join was saved before the domain was checkpointed (seed 209).
+      const base = { groupId: event.groupId, name: event.name, afterSequence: event.afterSequence, at: event.at };
       if (state.mode === "seq" || faultInjected("join-before-checkpoint")) {
-        return { state: { ...state, joining: { groupId: event.groupId, name: event.name, phase: "saving", held: false } }, effects: [{ type: "saveJoin" }] };
+        const joinPoint = joinPointOf(state, base, event.reflected);
+        return { state: { ...state, joining: { ...base, phase: "saving", held: false, joinPoint } }, effects: [{ type: "saveJoin", joinPoint }] };
       }
       return {
-        state: { ...state, joining: { groupId: event.groupId, name: event.name, phase: "checkpointing", held: true } },
+        state: { ...state, joining: { ...base, phase: "checkpointing", held: true, joinPoint: null } },
         effects: [{ type: "holdReflection" }, { type: "checkpointMembers" }],
       };
     }
@@ -165,14 +216,20 @@ export function stepDomain(state: DomainState, event: DomainEvent): DomainStep {
           effects: [{ type: "releaseReflection" }, { type: "refuseJoin", reason }],
         };
       }
-      return { state: { ...state, joining: { ...joining, phase: "saving" } }, effects: [{ type: "saveJoin" }] };
+      const joinPoint = joinPointOf(state, joining, event.reflected);
+      return { state: { ...state, joining: { ...joining, phase: "saving", joinPoint } }, effects: [{ type: "saveJoin", joinPoint }] };
     }
     case "joinSaved": {
       const joining = state.joining;
       assert(joining?.phase === "saving", () => `a join of domain ${state.key} was being saved`);
-      const joined = withMember({ ...state, joining: undefined }, { groupId: joining.groupId, name: joining.name, stoppedReason: event.stoppedReason });
+      const joined = withMember({ ...state, joining: undefined }, { groupId: joining.groupId, name: joining.name, stoppedReason: event.stoppedReason, joinPoint: joining.joinPoint });
       const effects: DomainEffect[] = joining.held ? [{ type: "releaseReflection" }] : [];
-      effects.push({ type: "log", level: "info", event: "domain_joined", fields: { domain: state.key, group: joining.name, members: joined.members.length }, message: "group joined its consistency domain" });
+      const point = joining.joinPoint;
+      effects.push({
+        type: "log", level: "info", event: "domain_joined",
+        fields: { domain: state.key, group: joining.name, members: joined.members.length, ...(point === null ? {} : { joinAfterSequence: point.afterSequence, joinPosition: `${point.writeTimeUs}/${point.acceptNumber}` }) },
+        message: point === null ? "group joined its consistency domain" : "group joined its consistency domain: consistent with the others once it reflected past its join point",
+      });
       return { state: joined, effects };
     }
     case "joinSaveFailed": {
@@ -238,4 +295,82 @@ export function frontierHolder<G extends { readonly groupId: number; readonly ar
     if (holder === undefined || comparePositions(g.arrivedPosition, holder.arrivedPosition) < 0) holder = g;
   }
   return holder === undefined || holder.groupId === groupId ? undefined : holder;
+}
+
+/**
+ * The join point of `joiner` given the members' reflected positions (issue 8, kind 3): the
+ * highest position any member reflected, and the joiner's cut. Null when there is nothing
+ * to be consistent with: seq mode (each group stands alone) or no other member. The old
+ * fault `late-join-counts-consistent` records none: the joiner counted as consistent with
+ * the others as soon as its own copy was caught up.
+ */
+function joinPointOf(state: DomainState, joiner: { readonly afterSequence: number; readonly at: string }, reflected: readonly MemberReflected[]): JoinPoint | null {
+  if (state.mode !== "time" || faultInjected("late-join-counts-consistent")) return null;
+  let highest: Position | undefined;
+  for (const member of state.members) {
+    const position = reflected.find((r) => r.groupId === member.groupId)?.position;
+    if (position !== undefined && (highest === undefined || comparePositions(position, highest) > 0)) highest = position;
+  }
+  if (state.members.length === 0) return null;
+  return { afterSequence: joiner.afterSequence, writeTimeUs: highest?.writeTimeUs ?? 0, acceptNumber: highest?.acceptNumber ?? 0, at: joiner.at };
+}
+
+/** The join point as a position. */
+export function joinPosition(point: JoinPoint): Position {
+  return { writeTimeUs: asWriteTimeUs(point.writeTimeUs), acceptNumber: asAcceptNumber(point.acceptNumber) };
+}
+
+/**
+ * Whether a member with join point `point` is not yet consistent with the other members:
+ * it has not reflected a record past `afterSequence` at or past the join position.
+ * (`reflectedSequence`, `reflectedPosition`: what its volumes hold, as the reflector applied it.)
+ */
+export function joinPending(point: JoinPoint | null, reflected: { readonly reflectedSequence: number; readonly reflectedPosition: Position }): boolean {
+  if (point === null) return false;
+  return reflected.reflectedSequence <= point.afterSequence || comparePositions(reflected.reflectedPosition, joinPosition(point)) < 0;
+}
+
+/** What status says of a member whose join is pending. */
+export function joinPendingText(point: JoinPoint, reflected: { readonly reflectedSequence: number; readonly reflectedPosition: Position }): string {
+  const needsRecord = reflected.reflectedSequence <= point.afterSequence ? `a record past sequence ${point.afterSequence}` : "a record";
+  return `joined its consistency domain at ${point.at}: not consistent with the other groups until it has reflected ${needsRecord} at or past position ${point.writeTimeUs}/${point.acceptNumber} ` +
+    `(the highest any other member had reflected when it joined; it has reflected sequence ${reflected.reflectedSequence} at ${formatPosition(reflected.reflectedPosition)})`;
+}
+
+/**
+ * Why a takeover of the named groups may not keep them at one cut, or undefined. A member
+ * whose join is pending is not consistent with the other members yet: a takeover that names
+ * it together with another member of its domain is refused (alone it is consistent with
+ * itself, once its copy is caught up). `facts` gives each named member's reflection.
+ */
+export function takeoverJoinRefusal(state: DomainState, named: ReadonlySet<number>, facts: (groupId: number) => { readonly reflectedSequence: number; readonly reflectedPosition: Position } | undefined): string | undefined {
+  const namedMembers = state.members.filter((m) => named.has(m.groupId));
+  if (namedMembers.length < 2) return undefined;
+  for (const member of namedMembers) {
+    const f = facts(member.groupId);
+    if (member.joinPoint === null || f === undefined || !joinPending(member.joinPoint, f)) continue;
+    const others = namedMembers.filter((m) => m.groupId !== member.groupId).map((m) => m.name).join(", ");
+    return `group ${member.name} is not consistent with ${others} yet: it ${joinPendingText(member.joinPoint, f)}. ` +
+      `Take it over without the others (its own image is consistent), or the others without it, or wait until it has reflected past its join point`;
+  }
+  return undefined;
+}
+
+/**
+ * Refusal text when a new pair's group would mix reflect modes in one consistency domain
+ * (CONTRACT.md: all groups of a domain use one reflect mode), or undefined. `existing`: the
+ * live secondary groups of this node (not taken over). A domain is the groups of one primary
+ * node, or the groups named into one `--domain`; its time groups and seq groups would be
+ * two orderings of what the operator sees as one domain.
+ */
+export function reflectModeConflict(
+  existing: readonly { readonly name: string; readonly reflect: "time" | "seq" | "marker"; readonly primaryNode: string; readonly domain?: { readonly name: string } | undefined }[],
+  request: { readonly group: string; readonly reflect: "time" | "seq" | "marker"; readonly primaryNode: string; readonly domain?: { readonly name: string } | undefined },
+): string | undefined {
+  const identity = (g: { readonly primaryNode: string; readonly domain?: { readonly name: string } | undefined }): string => (g.domain === undefined ? `primary ${g.primaryNode}` : `domain ${g.domain.name}`);
+  const other = existing.find((g) => identity(g) === identity(request) && g.name !== request.group && domainModeOf(g.reflect) !== domainModeOf(request.reflect));
+  if (other === undefined) return undefined;
+  const where = request.domain === undefined ? `the consistency domain of primary ${request.primaryNode}` : `consistency domain ${request.domain.name}`;
+  return `group ${request.group} would reflect by ${request.reflect} in ${where}, whose group ${other.name} reflects by ${other.reflect}; ` +
+    `all groups of a domain use one reflect mode: create the pair with --reflect ${other.reflect}`;
 }

@@ -46,6 +46,8 @@ export const historicalFaults = [
   "takeover-not-durable",
   /** A takeover held (and refused to the primary) each group as it checked it: a later refusal left the earlier groups' pairs failed. */
   "refused-takeover-fails-pair",
+  /** A group that joined its time domain later (a new pair, `pair attach`) counted as consistent with the others as soon as its own copy was caught up, while another member had already reflected past its cut: a takeover of both kept a later write without an earlier one (issue 8, late-pair-copy-window). */
+  "late-join-counts-consistent",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];

@@ -275,6 +275,12 @@ export const timeAdvanceIntervalMs = 100;
 export const timeAdvanceIdleIntervalMs = 5_000;
 /** A call to another node's management API (a primary asking the secondary to make the pair's group) gives up after this long. */
 export const peerRequestTimeoutMs = 30_000;
+/** A secondary group whose records wait behind another member of its consistency domain that still receives is shown `held` after this long without reflecting (at once when the holder is stopped or has no stream). */
+export const domainHeldShownAfterMs = 5_000;
+/** A takeover that names a group whose join of its consistency domain is pending waits at most this long for it to reflect past its join point (its next record: at worst an idle heartbeat, timeAdvanceIdleIntervalMs), then is refused with the reason. */
+export const takeoverJoinWaitMsMax = 10_000;
+/** How often that wait looks again. */
+export const takeoverJoinPollMs = 20;
 
 assert(replReorderBytesMax >= replInFlightBytesMax + journalRecordPayloadBytesMax + 64, "the reorder buffer holds the whole send window plus one largest record");
 assert(replReorderRecordsMax >= replInFlightRecordsMax, "the reorder buffer holds every record of the send window");
@@ -282,4 +288,5 @@ assert(replBatchBytesMax * replBatchesInFlightPerStreamMax * replStreamsMax <= r
 assert(replBatchRecordsMax <= replInFlightRecordsMax, "one batch fits the record window");
 assert(replPullBytesMax * replPullsInHandMax <= replInFlightBytesMax, "pulled batches in hand stay within a push window");
 assert(replStreamsDefault >= 1 && replStreamsDefault <= replStreamsMax, "the default stream count is allowed");
+assert(takeoverJoinWaitMsMax > timeAdvanceIdleIntervalMs, "a takeover waits long enough for an idle joiner's next heartbeat");
 assert(replHandshakesMax >= replConnectionsMax, "every stream of a burst of reconnecting pairs fits the handshake pool");

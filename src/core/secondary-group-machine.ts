@@ -49,6 +49,10 @@ export interface SecondaryLifecycleRecord {
   readonly generation?: number;
   /** `pair create --domain NAME`: the named domain and the primary's write-time declaration (core/named-domain.ts); absent: the primary's own domain. */
   readonly domain?: NamedDomainDeclaration | undefined;
+  /** Where it joined its consistency domain (core/consistency-domain.ts JoinPoint); saved by the domain's join, read at start. */
+  readonly domainJoin?: { readonly afterSequence: number; readonly writeTimeUs: number; readonly acceptNumber: number; readonly at: string } | null | undefined;
+  /** Detached from its consistency domain by the operator (`pair detach`); saved by the role, read at start. */
+  readonly detached?: boolean | undefined;
 }
 
 /** A change to node.json: fields of the group's `secondary` record, and of the group record itself. */
@@ -794,8 +798,16 @@ export interface SecondaryFacts {
   readonly streams: number;
   readonly noStreamSinceIso: string | undefined;
   readonly peerCloseText: string | undefined;
-  /** The stopped member of the group's domain that holds it, when another one. */
-  readonly heldBy: { readonly name: string; readonly reason: string } | undefined;
+  /**
+   * The member of the group's domain that holds its waiting records back, when another one
+   * (issue 8, kind 4): its name, why (stopped, no stream, ...), since when reflection of this
+   * group has not moved, and whether status calls the group `held` yet.
+   */
+  readonly held: { readonly holder: string; readonly why: string; readonly sinceIso: string; readonly shown: boolean } | undefined;
+  /** Status text while its join of the domain is pending (core/consistency-domain.ts joinPendingText). */
+  readonly joinPendingText: string | undefined;
+  /** Detached from its domain (`pair detach`): the other members' names it is no longer consistent with. */
+  readonly detachedFrom: readonly string[] | undefined;
   /** The member whose arrived position is the frontier, when another one (for the journal-full text). */
   readonly frontierHolder: string | undefined;
   /**
@@ -828,10 +840,10 @@ export function roomWaitReason(state: SecondaryGroupState, usedBytes: number, by
 }
 
 /** The pair state and the one-line reason status shows for a secondary group. */
-export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFacts | undefined): { readonly state: "copying" | "replicating" | "stopped" | "takeover"; readonly reason: string | null } {
+export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFacts | undefined): { readonly state: "copying" | "replicating" | "held" | "stopped" | "takeover"; readonly reason: string | null } {
   const record = state.record;
   const stop = facts === undefined ? undefined : state.stop;
-  const shown = stop !== undefined ? "stopped" : record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
+  let shown: "copying" | "replicating" | "held" | "stopped" | "takeover" = stop !== undefined ? "stopped" : record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
   let reason: string | null = null;
   const reflected = facts?.reflectedSequence ?? record.reflectedSequence;
   if (shown === "replicating" && reflected < record.consistentFromSequence) {
@@ -842,9 +854,20 @@ export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFa
   if (shown === "takeover" && record.takeover !== null) reason = `taken over at ${record.takeover.at}: kept through sequence ${record.takeover.keptSequence}, dropped ${record.takeover.droppedRecords} records`;
   if (stop !== undefined) reason = stop.reason;
   if (facts === undefined) return { state: shown, reason };
-  // A stopped member holds its time domain (DESIGN.md): every group it holds names it.
-  if (shown === "replicating" && facts.heldBy !== undefined && facts.arrivedSequence > facts.reflectedSequence) {
-    reason = `reflection held by group ${facts.heldBy.name} of the same consistency domain, which is stopped (${facts.heldBy.reason})`;
+  if (reason === null && shown === "replicating" && facts.joinPendingText !== undefined) reason = facts.joinPendingText;
+  if (reason === null && shown === "replicating" && facts.detachedFrom !== undefined) {
+    reason = `detached from its consistency domain: reflects alone and is not consistent with ${facts.detachedFrom.length === 0 ? "the other groups" : facts.detachedFrom.join(", ")} (\`tidemark pair attach ${state.name}\` brings it back)`;
+  }
+  // A member that holds the domain (stopped, suspended, cut off, or just behind): every group
+  // it holds says so, naming it, since when (DESIGN.md).
+  if (shown === "replicating" && facts.held !== undefined && facts.arrivedSequence > facts.reflectedSequence) {
+    const waiting = facts.arrivedSequence - facts.reflectedSequence;
+    const text = `reflection held since ${facts.held.sinceIso} by group ${facts.held.holder} of the same consistency domain (${facts.held.why}): ${waiting} records wait. ` +
+      `To let this group go on: bring ${facts.held.holder} back (resume it on the primary), or \`tidemark pair detach ${facts.held.holder}\` on this node (it is then no longer consistent with the others)`;
+    if (facts.held.shown) {
+      shown = "held";
+      reason = text;
+    }
   }
   // A group of another primary holds the frontier of a named domain (its write times are behind): say who.
   if (reason === null && shown === "replicating" && facts.frontierHolderPrimary !== undefined && facts.frontierHolder !== undefined && facts.arrivedSequence > facts.reflectedSequence) {

@@ -91,6 +91,14 @@ const secondaryRecordSchema = z.strictObject({
   takeover: z.strictObject({ keptSequence: nonNegativeInteger, droppedRecords: nonNegativeInteger, at: z.string() }).nullable(),
   /** `pair create --domain NAME`: the named consistency domain and what the primary declared of its write times (absent: the primary's own domain). */
   domain: z.strictObject({ name: z.string().min(1), writeTimePolicy: z.enum(["host", "clock", "counter"]), maxClockSkewMs: nonNegativeInteger }).optional(),
+  /**
+   * Where the group joined its consistency domain (issue 8): consistent with the other
+   * members once it reflected a record past `afterSequence` at or past the position
+   * (core/consistency-domain.ts JoinPoint). Absent or null: consistent with them from the start.
+   */
+  domainJoin: z.strictObject({ afterSequence: nonNegativeInteger, writeTimeUs: nonNegativeInteger, acceptNumber: nonNegativeInteger, at: z.string() }).nullable().optional(),
+  /** `pair detach`: the group left its consistency domain and reflects alone until `pair attach`. Absent: attached. */
+  detached: z.boolean().optional(),
 });
 
 const groupRecordSchema = z.strictObject({

@@ -105,9 +105,12 @@ export interface NodeControl {
 
 // ---- remote copy (pairs) ------------------------------------------------------------
 
-/** `stopped`: the group is stopped by a full disk or an I/O error on this node (it resumes by itself; `reason` says where). */
+/**
+ * `held` (secondary): its records wait behind another group of its consistency domain; `reason` names it and says since when.
+ * `stopped`: the group is stopped by a full disk or an I/O error on this node (it resumes by itself; `reason` says where).
+ */
 /** Every state a pair may show (pair status; one `tidemark_pair_state` series each). */
-export const pairStates = ["copying", "replicating", "suspended", "failed", "takeover", "stopped", "fenced"] as const;
+export const pairStates = ["copying", "replicating", "suspended", "failed", "takeover", "stopped", "fenced", "held"] as const;
 export type PairState = (typeof pairStates)[number];
 
 /** A fenced primary group (docs/replication.md, "Fencing"): why, since when, and what a failback must know. */
@@ -235,6 +238,8 @@ export interface TakeoverResult {
   readonly state: PairState;
   /** How the primary was dealt with: fenced (its answer's last accepted sequence is kept), or forced (not fenced: the site was declared lost). */
   readonly primary?: { readonly fenced: boolean; readonly lastAcceptedSequence: number | null; readonly lastWriteSequence: number | null; readonly forced: boolean; readonly generation: number } | undefined;
+  /** A takeover of part of a consistency domain: from which groups this one is detached (issue 8). */
+  readonly domainNote?: string;
 }
 
 /** `pair takeover` options. */
@@ -254,5 +259,11 @@ export interface PairControl {
   takeover(groups: readonly string[], options?: TakeoverOptions): Promise<readonly TakeoverResult[]>;
   /** Makes a fenced primary group writable again; `force` when its secondary took over. */
   unfencePair(group: string, force: boolean): Promise<PairInfo>;
+  /** Suspends (resumes) the pairs of every listed group together: every name is checked before any is changed (on the primary). */
+  suspendPairs(groups: readonly string[]): Promise<readonly PairInfo[]>;
+  resumePairs(groups: readonly string[]): Promise<readonly PairInfo[]>;
+  /** On the secondary: the group leaves (rejoins) its consistency domain (issue 8). */
+  detachPair(group: string): Promise<PairInfo>;
+  attachPair(group: string): Promise<PairInfo>;
   preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo>;
 }

@@ -130,6 +130,15 @@ export const createPairBodySchema = z.strictObject({
 /** suspend and resume take no options: no body, or an empty object. */
 const noOptionsBodySchema = z.strictObject({}).optional();
 
+/** `pair suspend|resume g1,g2`: the groups, each once. */
+export const groupListBodySchema = z.strictObject({
+  groups: z
+    .array(nameSchema("group"))
+    .min(1, "must list at least one group")
+    .max(groupsPerNodeMax, `must list at most ${groupsPerNodeMax} groups`)
+    .refine(uniqueNames, "must not list a group twice"),
+});
+
 export const takeoverBodySchema = z.strictObject({
   groups: z
     .array(nameSchema("group"))
@@ -345,6 +354,24 @@ function registerPairRoutes(app: MgmtApp, control: PairControl): void {
   app.post("/v1/pairs/:group/resume", (request) => {
     parseBody(noOptionsBodySchema, request.body);
     return control.resumePair(groupParam(request.params));
+  });
+  // Lists (issue 8): `pair suspend g1,g2` / `pair resume g1,g2` on the primary, checked before any changes.
+  app.post("/v1/pairs/suspend", async (request) => {
+    const body = parseBody(groupListBodySchema, request.body);
+    return { pairs: await control.suspendPairs(body.groups) };
+  });
+  app.post("/v1/pairs/resume", async (request) => {
+    const body = parseBody(groupListBodySchema, request.body);
+    return { pairs: await control.resumePairs(body.groups) };
+  });
+  // On the secondary: the group leaves (rejoins) its consistency domain.
+  app.post("/v1/pairs/:group/detach", (request) => {
+    parseBody(noOptionsBodySchema, request.body);
+    return control.detachPair(groupParam(request.params));
+  });
+  app.post("/v1/pairs/:group/attach", (request) => {
+    parseBody(noOptionsBodySchema, request.body);
+    return control.attachPair(groupParam(request.params));
   });
   app.post("/v1/takeover", async (request) => {
     const body = parseBody(takeoverBodySchema, request.body);

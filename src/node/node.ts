@@ -520,6 +520,22 @@ export class TidemarkNode implements NodeControl, PairControl {
     return this.primary.unfencePair(group, force);
   }
 
+  suspendPairs(groups: readonly string[]): Promise<readonly PairInfo[]> {
+    return this.primary.suspendPairs(groups);
+  }
+
+  resumePairs(groups: readonly string[]): Promise<readonly PairInfo[]> {
+    return this.primary.resumePairs(groups);
+  }
+
+  detachPair(group: string): Promise<PairInfo> {
+    return this.secondaries.detach(group);
+  }
+
+  attachPair(group: string): Promise<PairInfo> {
+    return this.secondaries.attach(group);
+  }
+
   // ---- PairControl (secondary side): src/secondary/secondary-role.ts ----------------
 
   preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
@@ -528,7 +544,7 @@ export class TidemarkNode implements NodeControl, PairControl {
   }
 
   takeover(groupNames: readonly string[], options: TakeoverOptions = {}): Promise<readonly TakeoverResult[]> {
-    return this.secondaries.takeover(groupNames, options);
+    return this.secondaries.takeoverInDomains(groupNames, options);
   }
 
   /** The live secondary group of that name (the simulation reads its consistency). */

@@ -105,11 +105,31 @@ export class PrimaryRole {
 
   /** Status of the pair of `group` if this node is its primary. */
   pairStatus(group: string): PairInfo | undefined {
-    return this.links.get(group)?.status();
+    const info = this.links.get(group)?.status();
+    return info === undefined ? undefined : this.withDomainHolders(info, [...this.links.values()].map((link) => link.status()));
   }
 
   pairStatuses(): PairInfo[] {
-    return [...this.links.values()].map((link) => link.status());
+    const all = [...this.links.values()].map((link) => link.status());
+    return all.map((info) => this.withDomainHolders(info, all));
+  }
+
+  /**
+   * Issue 8, kind 4: a pair whose records wait on the secondary while another pair of its
+   * consistency domain there (same secondary node, time mode) is suspended or failed here
+   * says which one may be holding its reflection, and what the operator can do. The
+   * secondary's own status says for sure (it may have detached that group).
+   */
+  private withDomainHolders(info: PairInfo, all: readonly PairInfo[]): PairInfo {
+    if (info.reason !== null || info.state !== "replicating" || info.reflect !== "time" || info.reflectedSequence >= (info.writeSequence ?? info.acceptedSequence)) return info;
+    const holders = all.filter((o) => o.group !== info.group && o.remoteNode === info.remoteNode && o.reflect === "time" && (o.state === "suspended" || o.state === "failed"));
+    if (holders.length === 0) return info;
+    const names = holders.map((h) => `${h.group} (${h.state})`).join(", ");
+    return {
+      ...info,
+      reason: `its reflection on ${info.remoteNode} may be held behind ${names} of the same consistency domain (see pair status there): resume it, or suspend them together ` +
+        `(tidemark pair suspend ${[info.group, ...holders.map((h) => h.group)].join(",")}), or detach it on the secondary (tidemark pair detach ${holders[0]?.remoteGroup ?? ""})`,
+    };
   }
 
   async createPair(request: CreatePairRequest): Promise<PairInfo> {
@@ -179,6 +199,51 @@ export class PrimaryRole {
     const link = this.primaryLink(group);
     await link.unfence(force);
     return link.status();
+  }
+
+  /**
+   * `pair suspend g1,g2` (issue 8): the pairs of every listed group, suspended together so the
+   * secondary holds none of them behind another: every name is checked first (a pair on this
+   * node, not failed), then each is suspended. Errors: ControlError before anything changed,
+   * or a save's (the ones before it are suspended).
+   */
+  async suspendPairs(groups: readonly string[]): Promise<PairInfo[]> {
+    const links = this.primaryLinks(groups);
+    for (const link of links) {
+      const info = link.status();
+      if (info.state === "failed") throw new ControlError("TM_ERR_STATE", `pair of ${info.group} has failed (${info.reason ?? "unknown"}); it cannot be suspended, so none of ${groups.join(", ")} is`);
+    }
+    const result: PairInfo[] = [];
+    for (const link of links) {
+      await link.suspend();
+      result.push(link.status());
+    }
+    return result;
+  }
+
+  /** `pair resume g1,g2`: every listed pair must be suspended (checked first), then each resumes. Errors as suspendPairs. */
+  async resumePairs(groups: readonly string[]): Promise<PairInfo[]> {
+    const links = this.primaryLinks(groups);
+    for (const link of links) {
+      const info = link.status();
+      if (info.state !== "suspended") throw new ControlError("TM_ERR_STATE", `pair of ${info.group} is ${info.state}, not suspended; none of ${groups.join(", ")} was resumed`);
+    }
+    const result: PairInfo[] = [];
+    for (const link of links) {
+      await link.resume();
+      result.push(link.status());
+    }
+    return result;
+  }
+
+  /** The links of every listed group; the first refusal says that none was changed. */
+  private primaryLinks(groups: readonly string[]): PairLink[] {
+    try {
+      return groups.map((group) => this.primaryLink(group));
+    } catch (error) {
+      if (error instanceof ControlError) throw new ControlError(error.code, `${error.message}; none of ${groups.join(", ")} was changed`);
+      throw error;
+    }
   }
 
   private primaryLink(group: string): PairLink {

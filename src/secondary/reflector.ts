@@ -11,9 +11,10 @@ import type { Logger } from "pino";
 import { atNode, comparePositions, type DomainPosition } from "../core/position.ts";
 import { compareHeads, frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
 import {
-  domainHolder, domainKeyOf, domainModeOf, emptyDomain, frontierHolder, reflectingMembers, stepDomain,
-  type DomainEvent, type DomainState, type NotDurableMember,
+  domainHolder, domainKeyOf, domainModeOf, emptyDomain, frontierHolder, isMember, reflectingMembers, stepDomain, takeoverJoinRefusal,
+  type DomainEvent, type DomainState, type JoinPoint, type MemberReflected, type NotDurableMember,
 } from "../core/consistency-domain.ts";
+import { domainHeldShownAfterMs } from "../core/limits.ts";
 import type { JournalRecord } from "../protocol/journal-record.ts";
 import { asAcceptNumber, asGroupId, asSequence } from "../core/types.ts";
 import { assert } from "../core/assert.ts";
@@ -47,6 +48,12 @@ export class Reflector {
   private checkpointing: Promise<void> | undefined;
   /** One machine state per consistency domain (core/consistency-domain.ts), by domain key. */
   private readonly domains = new Map<string, DomainState>();
+  /**
+   * Groups with records waiting that another member holds back (issue 8, kind 4), by group
+   * id: the holder, and since when reflection of the group has not moved (monotonic ms for
+   * durations, wall ISO for status), at which reflected sequence.
+   */
+  private readonly held = new Map<number, { holder: string; sinceMs: number; sinceIso: string; reflectedAt: number }>();
 
   constructor(options: {
     groups: () => readonly SecondaryGroup[]; logger: Logger; clock: Clock;
@@ -143,29 +150,89 @@ export class Reflector {
    * stopped applying one primary's groups.
    */
   async cycle(): Promise<void> {
-    for (const key of [...this.domains.keys()]) await this.reflectDomain(key);
+    for (const key of [...this.domains.keys()]) {
+      await this.reflectDomain(key);
+      this.noteHeld(key);
+    }
+  }
+
+  /**
+   * After a pass over a domain: which members have records waiting that another member holds
+   * back (a stopped member, or the one whose arrived position is the frontier), and since
+   * when reflection of each has not moved (issue 8, kind 4: every held group says so).
+   */
+  private noteHeld(key: string): void {
+    const state = this.domains.get(key);
+    if (state === undefined) return;
+    const live = this.groups().filter((g) => isMember(state, g.groupId));
+    for (const group of live) {
+      const stopped = domainHolder(state);
+      const holder = stopped !== undefined && stopped.groupId !== group.groupId ? stopped.name : frontierHolder(state, group.groupId, live)?.name;
+      if (holder === undefined || group.arrivedSequence <= group.reflectedSequence || group.stopped !== undefined) {
+        this.held.delete(group.groupId);
+        continue;
+      }
+      const entry = this.held.get(group.groupId);
+      if (entry !== undefined && entry.reflectedAt === group.reflectedSequence) {
+        entry.holder = holder;
+        continue;
+      }
+      this.held.set(group.groupId, { holder, sinceMs: this.clock.monotonicMs(), sinceIso: new Date(this.clock.wallMs()).toISOString(), reflectedAt: group.reflectedSequence });
+    }
+  }
+
+  /**
+   * The member holding `group`'s reflection back while its records wait, since when, and
+   * for how long (ms, monotonic); `shown` once status calls it held: at once when the holder
+   * is stopped or has no stream from its primary, else after domainHeldShownAfterMs.
+   */
+  heldState(group: SecondaryGroup): { readonly holder: SecondaryGroup | undefined; readonly holderName: string; readonly sinceIso: string; readonly forMs: number; readonly shown: boolean } | undefined {
+    const entry = this.held.get(group.groupId);
+    if (entry === undefined || group.arrivedSequence <= group.reflectedSequence) return undefined;
+    const holder = this.groups().find((g) => g.name === entry.holder);
+    const forMs = Math.max(0, this.clock.monotonicMs() - entry.sinceMs);
+    const shown = holder === undefined || holder.stopped !== undefined || holder.streams.size === 0 || forMs >= domainHeldShownAfterMs;
+    return { holder, holderName: entry.holder, sinceIso: entry.sinceIso, forMs, shown };
   }
 
   // ---- membership (core/consistency-domain.ts) --------------------------------------------
 
-  private domainOf(group: SecondaryGroup): DomainState {
-    const key = domainKeyOf(group.record);
+  /** The key of `group`'s domain: its primary's (domainKeyOf), or one of its own while detached (`pair detach`). */
+  private keyOf(group: SecondaryGroup, detached = this.detached.has(group.groupId)): string {
+    return detached ? `detached/${group.name}` : domainKeyOf(group.record);
+  }
+
+  /** Groups detached from their domain (`pair detach`; node.json's `secondary.detached`). */
+  private readonly detached = new Set<number>();
+
+  private domainOf(group: SecondaryGroup, detached?: boolean): DomainState {
+    const key = this.keyOf(group, detached);
     return this.domains.get(key) ?? emptyDomain(key, domainModeOf(group.record.reflect));
   }
 
   /** Steps a domain's machine; returns its effects for the caller to execute. */
-  private stepDomain(group: SecondaryGroup, event: DomainEvent): ReturnType<typeof stepDomain>["effects"] {
-    const { state, effects } = stepDomain(this.domainOf(group), event);
+  private stepDomain(group: SecondaryGroup, event: DomainEvent, detached?: boolean): ReturnType<typeof stepDomain>["effects"] {
+    const { state, effects } = stepDomain(this.domainOf(group, detached), event);
     this.domains.set(state.key, state);
     for (const effect of effects) {
       if (effect.type === "log") this.logger[effect.level]({ event: effect.event, ...effect.fields }, effect.message);
     }
+    // The data path's view of the join point (SecondaryGroup.consistent, status).
+    const member = state.members.find((m) => m.groupId === group.groupId);
+    group.domainJoinPoint = member?.joinPoint ?? null;
     return effects;
   }
 
-  /** At start: a group node.json says replicates is a member of its domain. */
+  /** At start: a group node.json says replicates is a member of its domain (or of its own, when detached), with its saved join point. */
   recovered(group: SecondaryGroup): void {
-    this.stepDomain(group, { type: "recovered", groupId: group.groupId, name: group.name, stoppedReason: group.stopped?.reason });
+    if (group.record.detached === true) this.detached.add(group.groupId);
+    this.stepDomain(group, { type: "recovered", groupId: group.groupId, name: group.name, stoppedReason: group.stopped?.reason, joinPoint: group.record.domainJoin ?? null });
+  }
+
+  /** The members' reflected positions (what their volumes hold), for a join point. */
+  private reflectedOf(group: SecondaryGroup): MemberReflected[] {
+    const domain = this.domainOf(group);
+    return this.groups().filter((g) => isMember(domain, g.groupId)).map((g) => ({ groupId: g.groupId, position: g.reflectedPosition }));
   }
 
   /** The group's disk stopped it (or it resumed): a stopped member holds its time domain. */
@@ -177,6 +244,71 @@ export class Reflector {
   /** A takeover reflected the group to its cut: nothing more is applied to it. */
   leave(group: SecondaryGroup, why: string): void {
     this.stepDomain(group, { type: "left", groupId: group.groupId, why });
+    this.held.delete(group.groupId);
+  }
+
+  /** Whether `group` is detached from its domain (`pair detach`). */
+  isDetached(group: SecondaryGroup): boolean {
+    return this.detached.has(group.groupId);
+  }
+
+  /** The other members of `group`'s domain, by name. */
+  otherMembers(group: SecondaryGroup): string[] {
+    return this.domainOf(group).members.filter((m) => m.groupId !== group.groupId).map((m) => m.name);
+  }
+
+  /**
+   * `pair detach`: the group leaves its domain and reflects alone in one of its own; the
+   * others are no longer held by it. `save` persists `detached` first (persist before
+   * change: a restart must not find it a member with the others reflected past it). Errors: the save's.
+   */
+  async detach(group: SecondaryGroup, save: () => Promise<void>): Promise<void> {
+    while (this.joining !== undefined) await this.joining;
+    await save();
+    this.stepDomain(group, { type: "left", groupId: group.groupId, why: "detached by the operator" });
+    this.detached.add(group.groupId);
+    this.stepDomain(group, { type: "recovered", groupId: group.groupId, name: group.name, stoppedReason: group.stopped?.reason, joinPoint: null });
+    this.held.delete(group.groupId);
+    this.kick();
+  }
+
+  /**
+   * `pair attach`: a detached group joins its domain again, under the join rule (checkpoint
+   * before join, and a join point: it is consistent with the others once it reflected past
+   * it). Resolves with why the join is refused, or undefined. `save` persists the membership
+   * (detached no more, the join point).
+   */
+  async attach(group: SecondaryGroup, save: (joinPoint: JoinPoint | null) => Promise<void>): Promise<string | undefined> {
+    while (this.joining !== undefined) await this.joining;
+    this.stepDomain(group, { type: "left", groupId: group.groupId, why: "attaching to its consistency domain" }, true);
+    this.detached.delete(group.groupId);
+    let refusal: string | undefined;
+    try {
+      refusal = await this.join(group, save, group.reflectedSequence);
+    } finally {
+      if (!isMember(this.domainOf(group), group.groupId)) {
+        this.detached.add(group.groupId);
+        this.stepDomain(group, { type: "recovered", groupId: group.groupId, name: group.name, stoppedReason: group.stopped?.reason, joinPoint: null });
+      }
+      this.kick();
+    }
+    return refusal;
+  }
+
+  /**
+   * Why a takeover of `named` together may not keep them at one cut (a member whose join is
+   * pending, named with another member of its domain), or undefined.
+   */
+  takeoverRefusal(named: readonly SecondaryGroup[]): string | undefined {
+    const ids = new Set(named.map((g) => g.groupId));
+    const byId = new Map(named.map((g) => [g.groupId, g]));
+    for (const key of new Set(named.map((g) => this.keyOf(g)))) {
+      const state = this.domains.get(key);
+      if (state === undefined) continue;
+      const refusal = takeoverJoinRefusal(state, ids, (id) => byId.get(id));
+      if (refusal !== undefined) return refusal;
+    }
+    return undefined;
   }
 
   /** A join in progress (see join): no cycle runs until it is durable. */
@@ -192,13 +324,14 @@ export class Reflector {
    * Resolves with undefined once joined, or with why the join is refused (the primary ends
    * the copy again later). Errors: the checkpoint's, when not the disk's (a bug).
    */
-  async join(group: SecondaryGroup, save: () => Promise<void>): Promise<string | undefined> {
+  async join(group: SecondaryGroup, save: (joinPoint: JoinPoint | null) => Promise<void>, afterSequence: number): Promise<string | undefined> {
     while (this.joining !== undefined) await this.joining;
     let release = (): void => undefined;
     let held = false;
     let refusal: string | undefined;
     try {
-      let effects = this.stepDomain(group, { type: "joinRequested", groupId: group.groupId, name: group.name });
+      const at = new Date(this.clock.wallMs()).toISOString();
+      let effects = this.stepDomain(group, { type: "joinRequested", groupId: group.groupId, name: group.name, afterSequence, at, reflected: this.reflectedOf(group) });
       while (effects.length > 0) {
         let next: DomainEvent | undefined;
         for (const effect of effects) {
@@ -216,11 +349,11 @@ export class Reflector {
               break;
             case "checkpointMembers":
               await this.checkpointAll(true);
-              next = { type: "checkpointed", notDurable: this.notDurable(group) };
+              next = { type: "checkpointed", notDurable: this.notDurable(group), reflected: this.reflectedOf(group) };
               break;
             case "saveJoin":
               try {
-                await save();
+                await save(effect.joinPoint);
                 next = { type: "joinSaved", stoppedReason: group.stopped?.reason };
               } catch (error) {
                 next = { type: "joinSaveFailed", error: (error as Error).message };
@@ -271,12 +404,13 @@ export class Reflector {
     return result;
   }
 
-  private trackerFor(mode: ReflectMode, domainKey: string, domain: readonly SecondaryGroup[]): ReflectTracker {
+  private trackerFor(mode: ReflectMode, domainKey: string, epoch: number, domain: readonly SecondaryGroup[]): ReflectTracker {
     // A group joining or leaving starts a new tracker: its first records may lie before
     // what the others already reflected, which is right for it (it was not consistent yet).
+    // (The epoch too: a group detached and attached again comes back with the same members.)
     const current = this.trackers.get(domainKey);
     // A group that went back to its checkpoint (SecondaryGroup.rewindIfPending) starts one too.
-    const members = domain.map((g) => `${g.groupId}.${g.reflectGeneration}`).join(",");
+    const members = `${epoch}|${domain.map((g) => `${g.groupId}.${g.reflectGeneration}`).join(",")}`;
     if (current !== undefined && current.key === members) return current.tracker;
     const tracker = new ReflectTracker(mode, domain.map((g) => ({ groupId: asGroupId(g.groupId), reflectedSequence: asSequence(g.reflectedSequence) })));
     this.trackers.set(domainKey, { key: members, tracker });
@@ -299,7 +433,7 @@ export class Reflector {
     const domain = members(reflectingMembers(state));
     if (domain.length === 0) return;
     const mode: ReflectMode = state.mode;
-    const tracker = this.trackerFor(mode, key, domain);
+    const tracker = this.trackerFor(mode, key, state.epoch, domain);
     // Every position of the domain names its primary node: a domain named over several
     // primaries orders them (write time, node, accept number); ties are never asserted.
     let frontierPosition = mode === "time" ? frontier(domain.map((g) => ({ arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode) }))) : undefined;
@@ -382,13 +516,6 @@ export class Reflector {
   frontierHolder(group: SecondaryGroup): SecondaryGroup | undefined {
     const members = this.groups().map((g) => ({ groupId: g.groupId, arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode), group: g }));
     return frontierHolder(this.domainOf(group), group.groupId, members)?.group;
-  }
-
-  /** The stopped member that holds `group`'s domain, when another one (status names it). */
-  heldBy(group: SecondaryGroup): { readonly name: string; readonly reason: string } | undefined {
-    const holder = domainHolder(this.domainOf(group));
-    if (holder === undefined || holder.groupId === group.groupId || holder.stoppedReason === undefined) return undefined;
-    return { name: holder.name, reason: holder.stoppedReason };
   }
 
   /** Checkpoints every group that reflected something; `force` (drain, stop) also the ones that reflected only time advances lately. */

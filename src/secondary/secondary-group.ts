@@ -24,6 +24,7 @@ import {
 } from "../core/secondary-group-machine.ts";
 import type { Clock } from "../node/clock.ts";
 import { faultInjected } from "../core/faults.ts";
+import { joinPending, type JoinPoint } from "../core/consistency-domain.ts";
 import { GroupStopControl, isStorageError, reopenJournalForResume, withPath, type GroupStop, type ResumeOutcome } from "../node/group-stop.ts";
 import { RecordTail } from "../storage/record-tail.ts";
 
@@ -261,9 +262,24 @@ export class SecondaryGroup {
     return this.receiver.arrivedPosition;
   }
 
-  /** Whether the secondary's image is dependent-write consistent (copy done and caught up). */
-  get consistent(): boolean {
+  /**
+   * Where this group joined its consistency domain, while it is a member (set by the
+   * Reflector from the domain's machine; null: consistent with the others from the start).
+   */
+  domainJoinPoint: JoinPoint | null = null;
+
+  /**
+   * Whether the secondary's image is dependent-write consistent (copy done and caught up)
+   * and, as a member of its domain, consistent with the other members (past its join point).
+   */
+  /** Whether the image is dependent-write consistent on its own (copy done and caught up, nothing applied again), whatever its domain. */
+  get consistentAlone(): boolean {
     return isConsistent(this.lifecycleState, { reflectedSequence: this.reflectedSequence, rewinding: this.rewinding });
+  }
+
+  get consistent(): boolean {
+    return isConsistent(this.lifecycleState, { reflectedSequence: this.reflectedSequence, rewinding: this.rewinding }) &&
+      !joinPending(this.domainJoinPoint, { reflectedSequence: this.reflectedSequence, reflectedPosition: this.reflectedPosition });
   }
 
   /**

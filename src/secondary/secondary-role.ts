@@ -11,13 +11,15 @@ import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
 import { faultInjected } from "../core/faults.ts";
 import { namedDomainRefusal, type NamedDomainMember } from "../core/named-domain.ts";
+import { joinPending, joinPendingText, reflectModeConflict, type JoinPoint } from "../core/consistency-domain.ts";
+import { takeoverJoinPollMs, takeoverJoinWaitMsMax } from "../core/limits.ts";
 import {
   decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal,
-  type OperatorRefusalCode, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
+  type OperatorRefusalCode, type SecondaryFacts, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
 } from "../core/secondary-group-machine.ts";
 import { asAcceptNumber, asWriteTimeUs } from "../core/types.ts";
 import { domainKeyOf, domainModeOf } from "../core/consistency-domain.ts";
-import { atNode, comparePositions, type Position } from "../core/position.ts";
+import { atNode, comparePositions, formatPosition, type Position } from "../core/position.ts";
 import { frontier, type SequencedPosition } from "../core/reflect.ts";
 import {
   idleTakeover, stepTakeover, type DrainedGroup, type TakeoverRefusalCode, type NamedGroup, type TakeoverEffect, type TakeoverEvent, type TakeoverIntentGroup, type TakeoverState,
@@ -232,6 +234,9 @@ export class SecondaryRole implements SecondaryHost {
     if (decision.kind === "answer") return info;
     if (decision.kind === "refuse") throw new ControlError(decision.code, decision.text);
     this.checkNamedDomain(request);
+    // All groups of a consistency domain use one reflect mode (CONTRACT.md, issue 8).
+    const mixed = reflectModeConflict(this.liveSecondaryRecords(), { group: request.group, reflect: request.reflect, primaryNode: request.primaryNode, domain: request.domain });
+    if (mixed !== undefined) throw new ControlError("TM_ERR_CONFLICT", mixed);
     const registry = this.options.volumes;
     for (const volume of request.volumes) {
       const live = registry.byName(volume.name);
@@ -391,8 +396,12 @@ export class SecondaryRole implements SecondaryHost {
           context.error = error;
           return { type: "copySyncFailed", error: (error as Error).message };
         });
-      case "joinDomain":
-        return this.reflector.join(group, () => this.persist(group, effect.change, false)).then((refusal) => (refusal === undefined ? { type: "persisted" } : { type: "joinRefused", reason: refusal }));
+      case "joinDomain": {
+        // The membership is saved with the join point the domain's machine recorded (issue 8, kind 3).
+        const save = (joinPoint: JoinPoint | null): Promise<void> => this.persist(group, { ...effect.change, secondary: { ...effect.change.secondary, domainJoin: joinPoint } }, false);
+        const afterSequence = Math.max(effect.change.secondary.consistentFromSequence ?? 0, group.reflectedSequence);
+        return this.reflector.join(group, save, afterSequence).then((refusal) => (refusal === undefined ? { type: "persisted" } : { type: "joinRefused", reason: refusal }));
+      }
       case "leaveDomain":
         this.reflector.leave(group, effect.why);
         return undefined;
@@ -864,6 +873,154 @@ export class SecondaryRole implements SecondaryHost {
     return context.result;
   }
 
+  // ---- consistency domains: detach, attach, takeover of part of one (issue 8, kind 3 and 4) -----
+
+  /** The live secondary groups' records (not taken over), for the reflect-mode check of a new pair. */
+  private liveSecondaryRecords(): { readonly name: string; readonly reflect: "time" | "seq" | "marker"; readonly primaryNode: string; readonly domain: { readonly name: string } | undefined }[] {
+    return this.options.metadata().groups.flatMap((g) => (g.secondary === undefined || g.secondary.state === "takeover" ? [] : [{ name: g.name, reflect: g.secondary.reflect, primaryNode: g.secondary.primaryNode, domain: g.secondary.domain }]));
+  }
+
+  /** The live replicating group of that name, for an operator's domain command; refusals as ControlError. */
+  private domainCommandGroup(name: string, verb: "detach" | "attach"): SecondaryGroup {
+    const nodeId = this.options.nodeId;
+    const record = this.options.metadata().groups.find((g) => g.name === name);
+    if (record === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `group ${name} does not exist on node ${nodeId}`);
+    if (record.secondary === undefined) throw new ControlError("TM_ERR_STATE", `group ${name} is not the secondary of a pair on node ${nodeId}; run pair ${verb} against the secondary, where its consistency domain is`);
+    const group = this.groups.get(name);
+    if (record.secondary.state === "takeover" || group === undefined) throw new ControlError("TM_ERR_STATE", `group ${name} was taken over on node ${nodeId}; it is in no consistency domain`);
+    if (group.lifecycle.takeover !== undefined) throw new ControlError("TM_ERR_STATE", `group ${name} is being taken over`);
+    if (record.secondary.state !== "replicating") throw new ControlError("TM_ERR_STATE", `group ${name} is still in its initial copy (${record.secondary.state}); it joins its consistency domain when the copy is done`);
+    return group;
+  }
+
+  /** Saves the group's domain membership fields (`detached`, `domainJoin`) to node.json. */
+  private saveMembership(group: SecondaryGroup, fields: { readonly detached: boolean; readonly domainJoin: JoinPoint | null }): Promise<void> {
+    return this.options.updateMetadata((m) => {
+      const record = m.groups.find((g) => g.id === group.groupId);
+      assert(record?.secondary !== undefined, "secondary group is in the metadata");
+      record.secondary.detached = fields.detached;
+      record.secondary.domainJoin = fields.domainJoin === null ? null : { ...fields.domainJoin };
+    });
+  }
+
+  /** Other groups of the domain a detached group left (same primary node and reflect mode, not taken over, not detached). */
+  private formerMembers(group: SecondaryGroup): string[] {
+    const key = domainKeyOf(group.record);
+    return [...this.groups.values()].filter((g) => g !== group && domainKeyOf(g.record) === key && g.record.state === "replicating" && !this.reflector.isDetached(g)).map((g) => g.name);
+  }
+
+  /**
+   * `pair detach GROUP` (on the secondary): the group leaves its consistency domain; the
+   * others are no longer held by it, and it is no longer consistent with them (status and
+   * takeover say so). Detaching a detached group changes nothing. Errors: ControlError
+   * (TM_ERR_NOT_FOUND, TM_ERR_STATE), the save's.
+   */
+  async detach(name: string): Promise<PairInfo> {
+    const group = this.domainCommandGroup(name, "detach");
+    if (!this.reflector.isDetached(group)) {
+      const others = this.reflector.otherMembers(group);
+      await this.reflector.detach(group, () => this.saveMembership(group, { detached: true, domainJoin: null }));
+      this.logger.warn({ event: "domain_detached", group: name, others: others.join(",") }, "group detached from its consistency domain: the others go on without it, and it is no longer consistent with them");
+    }
+    return this.statusOf(group);
+  }
+
+  /**
+   * `pair attach GROUP` (on the secondary): a detached group joins its domain again, under
+   * the join rule (checkpoint first; consistent with the others once it reflected past its
+   * join point). Attaching an attached group changes nothing. Errors: ControlError
+   * (TM_ERR_NOT_FOUND, TM_ERR_STATE when the domain refuses the join now), the save's.
+   */
+  async attach(name: string): Promise<PairInfo> {
+    const group = this.domainCommandGroup(name, "attach");
+    if (this.reflector.isDetached(group)) {
+      const refusal = await this.reflector.attach(group, (joinPoint) => this.saveMembership(group, { detached: false, domainJoin: joinPoint }));
+      if (refusal !== undefined) throw new ControlError("TM_ERR_STATE", refusal.replace("the initial copy ends once it can", `run pair attach ${name} again once it can`));
+      this.logger.info({ event: "domain_attached", group: name }, "group attached to its consistency domain again");
+    }
+    return this.statusOf(group);
+  }
+
+  private statusOf(group: SecondaryGroup): PairInfo {
+    const record = this.groupRecord(group);
+    assert(record.secondary !== undefined, "a live secondary has its record");
+    return this.status(record, record.secondary);
+  }
+
+  /**
+   * A takeover of `groupNames` with the consistency domains' rules around it (issue 8): a
+   * group whose join of its domain is pending, named with another member, is waited for (up
+   * to takeoverJoinWaitMsMax, while it can still get there) and the takeover is refused with
+   * the reason if it does not get there; before anything is taken. A takeover of part of a
+   * domain detaches the named groups from the rest: each result says from which groups.
+   */
+  async takeoverInDomains(groupNames: readonly string[], options: TakeoverOptions = {}): Promise<readonly TakeoverResult[]> {
+    const named = groupNames.flatMap((name) => {
+      const group = this.groups.get(name);
+      return group === undefined || group.record.state !== "replicating" ? [] : [group];
+    });
+    const deadlineMs = this.options.clock.monotonicMs() + takeoverJoinWaitMsMax;
+    for (;;) {
+      const refusal = this.reflector.takeoverRefusal(named);
+      if (refusal === undefined) break;
+      // It can still get there while its primary sends or records wait to be reflected.
+      const moving = named.some((g) => g.domainJoinPoint !== null && (g.streams.size > 0 || g.arrivedSequence > g.reflectedSequence));
+      if (!moving || this.options.clock.monotonicMs() >= deadlineMs) {
+        this.logger.warn({ event: "takeover_refused_join_pending", groups: groupNames.join(","), reason: refusal }, "takeover refused: a group is not consistent with the others yet");
+        throw new ControlError("TM_ERR_STATE", refusal);
+      }
+      await this.options.clock.sleep(takeoverJoinPollMs);
+    }
+    const names = new Set(groupNames);
+    const leftBehind = new Map(named.map((g) => [g.name, (this.reflector.isDetached(g) ? this.formerMembers(g) : this.reflector.otherMembers(g)).filter((n) => !names.has(n))]));
+    const detachedBefore = new Set(named.filter((g) => this.reflector.isDetached(g)).map((g) => g.name));
+    const results = await this.takeover(groupNames, options);
+    return results.map((result) => {
+      const rest = leftBehind.get(result.group);
+      if (rest === undefined || rest.length === 0) return result;
+      const domainNote = detachedBefore.has(result.group)
+        ? `was detached from its consistency domain before: not consistent with ${rest.join(", ")}`
+        : `taken over without the rest of its consistency domain: detached from ${rest.join(", ")}, which go on replicating`;
+      if (!detachedBefore.has(result.group)) this.logger.warn({ event: "takeover_detached", group: result.group, others: rest.join(",") }, "takeover of part of a consistency domain: the group is detached from the rest");
+      return { ...result, domainNote };
+    });
+  }
+
+  /** The held fact of status: the holder, why it holds, since when. */
+  private heldFact(group: SecondaryGroup | undefined): SecondaryFacts["held"] {
+    if (group === undefined) return undefined;
+    const held = this.reflector.heldState(group);
+    if (held === undefined) return undefined;
+    const holder = held.holder;
+    let why: string;
+    if (holder === undefined) why = "no longer live";
+    else if (holder.stopped !== undefined) why = `stopped: ${holder.stopped.reason}`;
+    else if (holder.streams.size === 0) {
+      const said = holder.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${holder.peerCloseText}`;
+      why = `no replication stream from its primary${holder.noStreamSinceIso === undefined ? " since this node started" : ` since ${holder.noStreamSinceIso}`}: ${said}`;
+    } else {
+      why = `its records have arrived only up to sequence ${holder.arrivedSequence}, position ${formatPosition(holder.arrivedPosition)}`;
+    }
+    return { holder: held.holderName, why, sinceIso: held.sinceIso, shown: held.shown };
+  }
+
+  /** The status reason of a held group (group list, health), or null. */
+  private heldReason(group: SecondaryGroup): string | null {
+    const described = describeSecondary(group.lifecycle, this.facts(group));
+    return described.state === "held" ? described.reason : null;
+  }
+
+  private facts(secondary: SecondaryGroup): SecondaryFacts {
+    return {
+      reflectedSequence: secondary.reflectedSequence, arrivedSequence: secondary.arrivedSequence, rewinding: secondary.rewinding, reapplyThrough: secondary.reapplyThrough,
+      streams: secondary.streams.size, noStreamSinceIso: secondary.noStreamSinceIso, peerCloseText: secondary.peerCloseText,
+      held: this.heldFact(secondary), frontierHolder: this.frontierHolder(secondary), frontierHolderPrimary: this.frontierHolderPrimary(secondary),
+      joinPendingText: secondary.domainJoinPoint !== null && joinPending(secondary.domainJoinPoint, secondary) ? joinPendingText(secondary.domainJoinPoint, secondary) : undefined,
+      detachedFrom: this.reflector.isDetached(secondary) ? this.formerMembers(secondary) : undefined,
+      journalUsedBytes: secondary.journal.usedBytes, journalBytesMax: secondary.journal.bytesMax,
+    };
+  }
+
   // ---- status ---------------------------------------------------------------------------------
 
   /** The lifecycle state of a group that is not live (taken over), from its record. */
@@ -874,12 +1031,8 @@ export class SecondaryRole implements SecondaryHost {
   status(record: GroupRecord, secondaryRecord: SecondaryRecord): PairInfo {
     const name = record.name;
     const secondary = this.groups.get(name);
-    const described = describeSecondary(secondary?.lifecycle ?? this.stateOf(record, secondaryRecord), secondary === undefined ? undefined : {
-      reflectedSequence: secondary.reflectedSequence, arrivedSequence: secondary.arrivedSequence, rewinding: secondary.rewinding, reapplyThrough: secondary.reapplyThrough,
-      streams: secondary.streams.size, noStreamSinceIso: secondary.noStreamSinceIso, peerCloseText: secondary.peerCloseText,
-      heldBy: this.reflector.heldBy(secondary), frontierHolder: this.frontierHolder(secondary), frontierHolderPrimary: this.frontierHolderPrimary(secondary),
-      journalUsedBytes: secondary.journal.usedBytes, journalBytesMax: secondary.journal.bytesMax,
-    });
+    const described = describeSecondary(secondary?.lifecycle ?? this.stateOf(record, secondaryRecord), secondary === undefined ? undefined : this.facts(secondary));
+    const heldForMs = secondary === undefined ? 0 : this.reflector.heldState(secondary)?.forMs ?? 0;
     const shown = secondary?.record ?? secondaryRecord;
     const reflected = secondary?.reflectedSequence ?? secondaryRecord.reflectedSequence;
     const arrived = secondary?.arrivedSequence ?? secondaryRecord.reflectedSequence;
@@ -888,10 +1041,13 @@ export class SecondaryRole implements SecondaryHost {
       mode: "async", transfer: shown.transfer, streams: shown.streams, reflect: shown.reflect,
       acceptedSequence: arrived, sentSequence: arrived, arrivedSequence: arrived, reflectedSequence: reflected,
       lagRecords: Math.max(0, arrived - reflected), lagBytes: 0,
-      // Write-time distance between what arrived and what is reflected; unknown (0) before the first stamped record.
-      lagSeconds: secondary === undefined || arrived <= reflected || secondary.reflectedPosition.writeTimeUs === 0
+      // Write-time distance between what arrived and what is reflected (unknown before the first
+      // stamped record, and NBD writes under --write-time host carry none), and at least how long
+      // reflection has not moved while records wait behind another member (issue 8: never 0 s
+      // with records waiting for seconds).
+      lagSeconds: secondary === undefined || arrived <= reflected
         ? 0
-        : Math.max(0, (secondary.arrivedPosition.writeTimeUs - secondary.reflectedPosition.writeTimeUs) / 1e6),
+        : Math.max(heldForMs / 1000, secondary.reflectedPosition.writeTimeUs === 0 ? 0 : (secondary.arrivedPosition.writeTimeUs - secondary.reflectedPosition.writeTimeUs) / 1e6),
       journalBytes: secondary?.journal.usedBytes ?? 0, journalBytesMax: secondary?.journal.bytesMax ?? 0,
       // The primary decides what it sends (its written extents) and says how much only in
       // COPY_DONE: until then the secondary can only show the volumes' size as the total.
@@ -919,7 +1075,7 @@ export class SecondaryRole implements SecondaryHost {
       lastWriteTimeUs: secondary.reflectedPosition.writeTimeUs,
       state: secondary.stopped === undefined ? "ok" : "stopped",
       heldWrites: 0,
-      reason: secondary.stopped?.reason ?? secondary.spaceReason(this.frontierHolder(secondary)),
+      reason: secondary.stopped?.reason ?? secondary.spaceReason(this.frontierHolder(secondary)) ?? this.heldReason(secondary),
     };
   }
 
@@ -927,7 +1083,7 @@ export class SecondaryRole implements SecondaryHost {
   healthReasons(): string[] {
     const reasons: string[] = [];
     for (const secondary of this.groups.values()) {
-      const reason = secondary.stopped === undefined ? secondary.spaceReason(this.frontierHolder(secondary)) : null;
+      const reason = secondary.stopped === undefined ? secondary.spaceReason(this.frontierHolder(secondary)) ?? this.heldReason(secondary) : null;
       if (reason !== null) reasons.push(`group ${secondary.name}: ${reason}`);
     }
     return reasons;

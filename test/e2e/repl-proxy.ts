@@ -21,6 +21,8 @@ export interface ProxiedConnection {
   group: string | undefined;
   /** Once set, every later frame of that direction is held (a silent path). */
   readonly holdAll: { toSecondary: boolean; toPrimary: boolean };
+  /** Frames held so far, per direction, while the proxy keeps them (`keepHeld`): `release` sends them on. */
+  readonly heldFrames: Record<Direction, Buffer[]>;
   /** Frames of each type seen so far, per direction (before the verdict). */
   readonly seen: Record<Direction, Map<number, number>>;
   readonly client: net.Socket;
@@ -38,6 +40,8 @@ export class ReplProxy {
   readonly connections: ProxiedConnection[] = [];
   /** Decides each frame; forwards everything until set. */
   policy: FramePolicy = () => "forward";
+  /** Keep held frames for `release` (they are dropped otherwise, as on a black-holed path). */
+  keepHeld = false;
 
   private constructor() {}
 
@@ -74,6 +78,14 @@ export class ReplProxy {
     }
   }
 
+  /** Sends on what `conn` held in `direction` (kept with `keepHeld`), in order, and forwards from then on. */
+  release(conn: ProxiedConnection, direction: Direction): void {
+    const to = direction === "toSecondary" ? conn.upstream : conn.client;
+    conn.holdAll[direction] = false;
+    const frames = conn.heldFrames[direction].splice(0);
+    if (!to.destroyed) for (const frame of frames) to.write(frame);
+  }
+
   async close(): Promise<void> {
     this.resetAll();
     const server = this.#server;
@@ -90,7 +102,7 @@ export class ReplProxy {
     client.setNoDelay(true);
     upstream.setNoDelay(true);
     const conn: ProxiedConnection = {
-      index: this.connections.length, group: undefined, holdAll: { toSecondary: false, toPrimary: false },
+      index: this.connections.length, group: undefined, holdAll: { toSecondary: false, toPrimary: false }, heldFrames: { toSecondary: [], toPrimary: [] },
       seen: { toSecondary: new Map(), toPrimary: new Map() }, client, upstream,
     };
     this.connections.push(conn);
@@ -133,6 +145,7 @@ export class ReplProxy {
         }
         const verdict: Verdict = conn.holdAll[direction] ? "hold" : this.policy(conn, direction, type);
         if (verdict === "hold") conn.holdAll[direction] = true; // TCP keeps order: nothing passes behind a held frame
+        if (verdict === "hold" && this.keepHeld) conn.heldFrames[direction].push(Buffer.from(frame));
         if (verdict === "forward" && !to.destroyed) to.write(frame);
       }
     });

@@ -260,7 +260,7 @@ void test("pair suspend and resume print the new state; the wrong state exits 1"
   });
 });
 
-void test("pair suspend and resume take a comma list (CONTRACT.md): every name checked first, then each in order, stopping at the first refusal", async () => {
+void test("pair suspend and resume take a comma list (CONTRACT.md, issue 8): the node checks every name first and changes nothing if one is refused, then each in order", async () => {
   await withNode(async (control, node) => {
     control.addPair({ group: "g1" });
     control.addPair({ group: "g2" });
@@ -271,8 +271,9 @@ void test("pair suspend and resume take a comma list (CONTRACT.md): every name c
     assertFailure(await tidemark("pair", "resume", "g1,g1", "--node", node), 2, /listed twice/);
     const partly = await tidemark("pair", "resume", "g1,g9,g2", "--node", node);
     assert.equal(partly.code, 1);
-    assert.match(partly.stderr, /cannot resume the pair of group 'g9'.*\[TM_ERR_NOT_FOUND\]/);
-    assert.equal(partly.stdout, "resumed pair of group g1: now replicating\n", "g1 was resumed before g9 was refused; g2 was not tried");
+    assert.match(partly.stderr, /cannot resume the pairs of 'g1', 'g9', 'g2': .*'g9'.*\[TM_ERR_NOT_FOUND\]/);
+    assert.equal(partly.stdout, "");
+    assert.equal(control.pairs.get("g1")?.info.state, "suspended", "g1 was not resumed: g9 was refused first");
   });
 });
 
@@ -329,7 +330,7 @@ void test("wrong input: exit 2 with one line that says what to do, and nothing s
     const runs = await Promise.all(cases.map(([args]) => tidemark(...args, "--node", node)));
     runs.forEach((run, index) => assertFailure(run, 2, cases[index]![1]));
     const [bare, before] = await Promise.all([tidemark("pair"), tidemark("pair", "--node", node, "--json", "status")]);
-    assertFailure(bare, 2, /`tidemark pair` needs a subcommand \(create, status, wait, suspend, resume, takeover, unfence\); see `tidemark pair --help`/);
+    assertFailure(bare, 2, /`tidemark pair` needs a subcommand \(create, status, wait, suspend, resume, detach, attach, takeover, unfence\); see `tidemark pair --help`/);
     assertOk(before);
     assert.deepEqual(Object.keys(JSON.parse(before.stdout) as object), ["pairs"], "--node and --json before the subcommand are taken");
     assert.equal(control.pairRequests.length, 0, "no usage error reached the node");

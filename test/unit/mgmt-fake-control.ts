@@ -260,6 +260,38 @@ export class FakeControl implements NodeControl, PairControl {
     return Promise.resolve({ ...pair.info });
   }
 
+  async suspendPairs(groups: readonly string[]): Promise<readonly PairInfo[]> {
+    for (const group of groups) this.findPair(group);
+    const result: PairInfo[] = [];
+    for (const group of groups) result.push(await this.suspendPair(group));
+    return result;
+  }
+
+  async resumePairs(groups: readonly string[]): Promise<readonly PairInfo[]> {
+    for (const group of groups) {
+      if (this.findPair(group).info.state !== "suspended") throw new ControlError("TM_ERR_STATE", `pair of group '${group}' is not suspended`);
+    }
+    const result: PairInfo[] = [];
+    for (const group of groups) result.push(await this.resumePair(group));
+    return result;
+  }
+
+  detachPair(group: string): Promise<PairInfo> {
+    this.maybeFail();
+    const pair = this.findPair(group);
+    if (pair.info.role !== "secondary") return Promise.reject(new ControlError("TM_ERR_STATE", `group '${group}' is the primary of its pair; run pair detach on the secondary`));
+    pair.info.reason = "detached from its consistency domain";
+    return Promise.resolve({ ...pair.info });
+  }
+
+  attachPair(group: string): Promise<PairInfo> {
+    this.maybeFail();
+    const pair = this.findPair(group);
+    if (pair.info.role !== "secondary") return Promise.reject(new ControlError("TM_ERR_STATE", `group '${group}' is the primary of its pair; run pair attach on the secondary`));
+    pair.info.reason = null;
+    return Promise.resolve({ ...pair.info });
+  }
+
   unfencePair(group: string, force: boolean): Promise<PairInfo> {
     this.maybeFail();
     const pair = this.findPair(group);

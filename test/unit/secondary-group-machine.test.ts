@@ -287,7 +287,7 @@ test("prepare: the same pair is answered again, another pair or a writable group
 
 const facts = (overrides: Partial<SecondaryFacts> = {}): SecondaryFacts => ({
   reflectedSequence: 12, arrivedSequence: 12, rewinding: false, reapplyThrough: 0, streams: 1, noStreamSinceIso: undefined, peerCloseText: undefined,
-  heldBy: undefined, frontierHolder: undefined, journalUsedBytes: 0, journalBytesMax: 1 << 20, ...overrides,
+  held: undefined, joinPendingText: undefined, detachedFrom: undefined, frontierHolder: undefined, journalUsedBytes: 0, journalBytesMax: 1 << 20, ...overrides,
 });
 
 test("status: catching up, applying again, held by a stopped member, no stream, journal full, stopped, taken over", () => {
@@ -297,7 +297,11 @@ test("status: catching up, applying again, held by a stopped member, no stream, 
   assert.match(describeSecondary(s, facts({ reflectedSequence: 8 })).reason ?? "", /catching up after the initial copy: consistent once sequence 9/);
   assert.equal(isConsistent(s, facts({ reflectedSequence: 8 })), false);
   assert.match(describeSecondary(s, facts({ rewinding: true, reapplyThrough: 40 })).reason ?? "", /consistent again once sequence 40/);
-  assert.match(describeSecondary(s, facts({ arrivedSequence: 20, heldBy: { name: "h", reason: "out of space" } })).reason ?? "", /held by group h .* stopped \(out of space\)/);
+  assert.match(describeSecondary(s, facts({ arrivedSequence: 20, held: { holder: "h", why: "stopped: out of space", sinceIso: "T0", shown: true } })).reason ?? "", /held since T0 by group h .*\(stopped: out of space\): 8 records wait/);
+  assert.equal(describeSecondary(s, facts({ arrivedSequence: 20, held: { holder: "h", why: "stopped: out of space", sinceIso: "T0", shown: true } })).state, "held");
+  assert.equal(describeSecondary(s, facts({ arrivedSequence: 20, held: { holder: "h", why: "behind", sinceIso: "T0", shown: false } })).state, "replicating", "a member just behind is not called held at once");
+  assert.match(describeSecondary(s, facts({ detachedFrom: ["g2"] })).reason ?? "", /detached from its consistency domain: reflects alone and is not consistent with g2/);
+  assert.match(describeSecondary(s, facts({ joinPendingText: "joined its consistency domain at T" })).reason ?? "", /joined its consistency domain at T/);
   assert.match(describeSecondary(s, facts({ streams: 0, peerCloseText: "group stopped" })).reason ?? "", /no replication stream from primary A since this node started \(the primary said: group stopped\)/);
   const full = { ...s, roomWait: { sinceMs: 0, detail: "d" } };
   assert.match(describeSecondary(full, facts({ frontierHolder: "h", journalUsedBytes: 1 << 20 })).reason ?? "", /journal full \(1.0 MiB of 1.0 MiB\): waiting for reflection \(held by group h\)/);
