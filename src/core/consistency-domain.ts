@@ -208,7 +208,7 @@ export function stepDomain(state: DomainState, event: DomainEvent): DomainStep {
       const members = new Set(state.members.map((m) => m.groupId));
       // A member stopped by a disk error, or whose checkpoint could not be made, may hold
       // applies that are not durable: the join waits for it (seed 3255).
-      const holding = event.notDurable.find((m) => members.has(m.groupId));
+      const holding = event.notDurable.find((m) => members.has(m.groupId) || m.groupId === joining.groupId);
       if (holding !== undefined && !faultInjected("join-past-stopped-member")) {
         const reason = `a group cannot join the consistency domain now: group ${holding.name} ${holding.why}; the initial copy ends once it can`;
         return {

@@ -75,6 +75,14 @@ test("a join is refused while a member is stopped or could not be checkpointed (
   assert.deepEqual(types(stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 9, name: "other", why: "is stopped" }], reflected: [] }).effects), ["saveJoin"]);
 });
 
+test("a joiner whose own applies could not be checkpointed (attached again after reflecting alone) is not saved into the domain (seeds 5060, 9947)", () => {
+  const s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 40, at: "T", reflected: [] }).state;
+  const refused = stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 3, name: "g3", why: "could not be checkpointed" }], reflected: [] });
+  assert.deepEqual(types(refused.effects), ["releaseReflection", "refuseJoin"]);
+  assert.match((refused.effects[1] as { reason: string }).reason, /group g3 could not be checkpointed/);
+  assert.equal(isMember(refused.state, 3), false);
+});
+
 test("a join whose save fails is refused and releases the hold; an abandoned join too", () => {
   let s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 0, at: "T", reflected: [] }).state;
   s = stepDomain(s, { type: "checkpointed", notDurable: [], reflected: [] }).state;
