@@ -764,11 +764,20 @@ export class SecondaryRole implements SecondaryHost {
     // applied again from its checkpoint), unless its journal is closed while a resume re-reads it.
     // Positions of a domain over several primaries compare with their node (position.ts); a group whose
     // fenced primary's records all arrived is complete and holds no frontier (docs/replication.md, "Fencing").
+    // One snapshot of what arrived: the journal reads below await, and the core's plan must see
+    // the very facts the reads were bounded by (seeds 7422, 8904: a group that became complete
+    // meanwhile raised the core's frontier past where the reads had stopped, and it asserted).
+    const facts = new Map(groups.map((g) => [g.groupId, { reflectedSequence: g.reflectedSequence, arrivedSequence: g.arrivedSequence, arrivedPosition: g.arrivedPosition, complete: g.complete }] as const));
+    const factsOf = (group: SecondaryGroup): { reflectedSequence: number; arrivedSequence: number; arrivedPosition: Position; complete: boolean } => {
+      const fact = facts.get(group.groupId);
+      assert(fact !== undefined, () => `group ${group.name} is one of the takeover's`);
+      return fact;
+    };
     const frontiers = new Map<string, Position | undefined>();
     for (const group of groups) {
       const key = domainKeyOf(group.record);
       if (!frontiers.has(key)) {
-        frontiers.set(key, frontier(groups.filter((g) => domainKeyOf(g.record) === key).map((g) => ({ arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode), complete: g.complete }))));
+        frontiers.set(key, frontier(groups.filter((g) => domainKeyOf(g.record) === key).map((g) => ({ arrivedPosition: atNode(factsOf(g).arrivedPosition, g.record.primaryNode), complete: factsOf(g).complete }))));
       }
     }
     const drained: DrainedGroup[] = [];
@@ -777,8 +786,9 @@ export class SecondaryRole implements SecondaryHost {
       const key = domainKeyOf(group.record);
       const entries: SequencedPosition[] = [];
       const bound = frontiers.get(key);
-      let next = group.reflectedSequence + 1;
-      while (mode === "time" && next <= group.arrivedSequence) {
+      const { reflectedSequence, arrivedSequence, arrivedPosition, complete } = factsOf(group);
+      let next = reflectedSequence + 1;
+      while (mode === "time" && next <= arrivedSequence) {
         let records: JournalRecord[];
         try {
           records = await group.journal.readFrom(next, takeoverReadBytes);
@@ -789,7 +799,7 @@ export class SecondaryRole implements SecondaryHost {
         assert(records.length > 0, () => `the journal of ${group.name} holds its arrived records`);
         let past = false;
         for (const record of records) {
-          if (record.sequence > group.arrivedSequence) break;
+          if (record.sequence > arrivedSequence) break;
           const position: Position = { writeTimeUs: record.writeTimeUs, acceptNumber: record.acceptNumber };
           entries.push({ sequence: record.sequence, position });
           next = record.sequence + 1;
@@ -801,8 +811,8 @@ export class SecondaryRole implements SecondaryHost {
         if (past) break;
       }
       drained.push({
-        groupId: group.groupId, name: group.name, node: group.record.primaryNode, complete: group.complete, domainKey: key, mode, consistentFromSequence: group.record.consistentFromSequence,
-        reflectedSequence: group.reflectedSequence, arrivedSequence: group.arrivedSequence, arrivedPosition: group.arrivedPosition,
+        groupId: group.groupId, name: group.name, node: group.record.primaryNode, complete, domainKey: key, mode, consistentFromSequence: group.record.consistentFromSequence,
+        reflectedSequence, arrivedSequence, arrivedPosition,
         entries, reorderRecords: group.receiver.reorderRecords,
       });
     }
