@@ -2,6 +2,7 @@
 // The node implements it; the HTTP layer only validates, calls and serialises.
 
 import type { TmErrorCode } from "../core/errors.ts";
+import type { PairFence } from "../core/primary-pair.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
 
 export interface VolumeInfo {
@@ -113,23 +114,8 @@ export interface NodeControl {
 export const pairStates = ["copying", "replicating", "suspended", "failed", "takeover", "stopped", "fenced", "held"] as const;
 export type PairState = (typeof pairStates)[number];
 
-/** A fenced primary group (docs/replication.md, "Fencing"): why, since when, and what a failback must know. */
-export interface PairFenceInfo {
-  readonly reason: string;
-  /** ISO wall time the fence was decided. */
-  readonly since: string;
-  /** The last sequence the group accepted before it was fenced. */
-  readonly fencedSequence: number;
-  /** Its last host write then (a takeover keeps at least this far). */
-  readonly fencedWriteSequence: number;
-  /** The secondary took over: unfence needs --force. */
-  readonly peerTookOver: boolean;
-  /** The last sequence the takeover kept, once known. */
-  readonly cutSequence: number | null;
-  /** Host writes accepted here after the cut, once counted (a lower bound when lateWritesExact is false). */
-  readonly lateWrites: number | null;
-  readonly lateWritesExact: boolean;
-}
+/** A fenced primary group (docs/replication.md, "Fencing"): why, since when, and what a failback must know; as node.json keeps it. */
+export type PairFenceInfo = PairFence;
 export type PairRole = "primary" | "secondary";
 export type TransferMode = "push" | "pull";
 export type ReflectMode = "time" | "seq" | "marker";

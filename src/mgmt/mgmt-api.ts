@@ -179,12 +179,17 @@ export const pairSecondaryBodySchema = z.strictObject({
 }) satisfies z.ZodType<PairSecondaryRequest, unknown>;
 
 /** A group name in a path (/v1/pairs/:group), checked like one in a body. */
-function groupParam(params: unknown): string {
-  const group = (params as { group?: unknown }).group;
-  const name = typeof group === "string" ? group : "";
-  const problem = nameProblem("group", name);
+/** The `:group` or `:volume` of a path, validated as such a name (TM_ERR_INVALID). */
+function nameParam(kind: "group" | "volume", params: unknown): string {
+  const value = (params as Record<string, unknown>)[kind];
+  const name = typeof value === "string" ? value : "";
+  const problem = nameProblem(kind, name);
   if (problem !== null) throw new ControlError("TM_ERR_INVALID", problem);
   return name;
+}
+
+function groupParam(params: unknown): string {
+  return nameParam("group", params);
 }
 
 /** One line naming the field and what is wrong with it. */
@@ -312,10 +317,7 @@ function registerVolumeRoutes(app: MgmtApp, control: NodeControl): void {
   });
   // Idempotent: a volume already gone answers 200 with deleted false.
   app.delete("/v1/volumes/:volume", async (request) => {
-    const volume = (request.params as { volume?: unknown }).volume;
-    const name = typeof volume === "string" ? volume : "";
-    const problem = nameProblem("volume", name);
-    if (problem !== null) throw new ControlError("TM_ERR_INVALID", problem);
+    const name = nameParam("volume", request.params);
     const query = parseBody(forceQuerySchema, request.query);
     const force = query.force === "true" || query.force === "1";
     return { volume: name, deleted: await control.deleteVolume(name, force) };

@@ -1,6 +1,7 @@
 // JSON lines on stderr (CONTRACT.md). Synchronous writes: logs are rare (never per
 // request) and a crash must not swallow the lines that explain it.
 import { pino, type Logger } from "pino";
+import type { LogEffect } from "../core/log-effect.ts";
 
 /** Log bytes kept while stderr cannot take them; past it lines are dropped, never the node. */
 const logBufferBytesMax = 1024 * 1024;
@@ -14,4 +15,9 @@ export function createNodeLogger(nodeId: string, level = process.env.TIDEMARK_LO
   const destination = pino.destination({ fd: 2, sync: true, maxLength: logBufferBytesMax });
   destination.on("error", () => undefined);
   return pino({ level, base: { node: nodeId, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
+}
+
+/** Writes the log line a lifecycle machine asked for (core/log-effect.ts): level, its fields, `event`, the message. */
+export function writeLogEffect(logger: Logger, effect: Omit<LogEffect, "type">): void {
+  logger[effect.level]({ ...effect.fields, event: effect.event }, effect.message);
 }

@@ -42,52 +42,36 @@ export class NodeMetrics {
     this.requests = new Counter({ name: "tidemark_requests_total", help: "Requests answered by the front ends", labelNames: ["frontend", "op", "result"], registers: [this.registry] });
     this.requestBytes = new Counter({ name: "tidemark_request_bytes_total", help: "Payload bytes read or written by the front ends", labelNames: ["frontend", "op"], registers: [this.registry] });
     this.latency = new Histogram({ name: "tidemark_request_duration_seconds", help: "Time from request decoded to reply sent", labelNames: ["frontend", "op"], buckets: latencyBucketsSeconds, registers: [this.registry] });
-    const perGroup = (name: string, help: string, pick: (figures: JournalFigures) => number): void => {
-      new Gauge({
-        name, help, labelNames: ["group", "role"], registers: [this.registry],
-        collect() {
+    const registry = this.registry;
+    /**
+     * One series per group (labels group, role), read on scrape from `rows`. A "counter" is a
+     * total kept elsewhere since the node started (the journal, the pair link), set on scrape.
+     */
+    function perGroupOf<T extends { readonly group: string; readonly role: string }>(rows: () => readonly T[]) {
+      return (name: string, help: string, pick: (row: T) => number, type: "gauge" | "counter" = "gauge"): void => {
+        const collect = function (this: Gauge | Counter): void {
           this.reset();
-          for (const figures of journals()) this.set({ group: figures.group, role: figures.role }, pick(figures));
-        },
-      });
-    };
-    // A total kept by the journal itself (since the node started): a Counter set on scrape.
-    const perGroupTotal = (name: string, help: string, pick: (figures: JournalFigures) => number): void => {
-      new Counter({
-        name, help, labelNames: ["group", "role"], registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const figures of journals()) this.inc({ group: figures.group, role: figures.role }, pick(figures));
-        },
-      });
-    };
+          for (const row of rows()) {
+            if (this instanceof Gauge) this.set({ group: row.group, role: row.role }, pick(row));
+            else this.inc({ group: row.group, role: row.role }, pick(row));
+          }
+        };
+        const options = { name, help, labelNames: ["group", "role"], registers: [registry], collect };
+        if (type === "gauge") new Gauge(options);
+        else new Counter(options);
+      };
+    }
+    const perGroup = perGroupOf(journals);
+    const perPair = perGroupOf(pairs);
     perGroup("tidemark_journal_used_bytes", "Bytes held in the group's journal", (f) => f.usedBytes);
     perGroup("tidemark_journal_limit_bytes", "Size limit of the group's journal (pair create --journal-size, group create)", (f) => f.bytesMax);
-    perGroupTotal("tidemark_journal_fsyncs_total", "fdatasync calls on the group's journal since the node started", (f) => f.fsyncs);
-    perGroupTotal("tidemark_journal_written_bytes_total", "Bytes written to the group's journal since the node started", (f) => f.bytesWritten);
+    perGroup("tidemark_journal_fsyncs_total", "fdatasync calls on the group's journal since the node started", (f) => f.fsyncs, "counter");
+    perGroup("tidemark_journal_written_bytes_total", "Bytes written to the group's journal since the node started", (f) => f.bytesWritten, "counter");
     perGroup("tidemark_group_next_sequence", "Sequence number the next write in the group gets", (f) => f.nextSequence);
     perGroup("tidemark_group_applied_sequence", "Highest sequence applied to the group's volumes", (f) => f.appliedSequence);
     perGroup("tidemark_group_stopped", "1 while the group is stopped by a full disk or an I/O error (it resumes by itself; the reason is in group list)", (f) => f.stopped);
     perGroup("tidemark_group_held_writes", "Host writes held because the group's journal is full or filling (the reason is in group list and pair status)", (f) => f.heldWrites);
 
-    const perPair = (name: string, help: string, pick: (pair: PairFigures) => number): void => {
-      new Gauge({
-        name, help, labelNames: ["group", "role"], registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const pair of pairs()) this.set({ group: pair.group, role: pair.role }, pick(pair));
-        },
-      });
-    };
-    const perPairTotal = (name: string, help: string, pick: (pair: PairFigures) => number): void => {
-      new Counter({
-        name, help, labelNames: ["group", "role"], registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const pair of pairs()) this.inc({ group: pair.group, role: pair.role }, pick(pair));
-        },
-      });
-    };
     new Gauge({
       name: "tidemark_pair_state", help: `1 for the pair's current state (one series per state: ${pairStates.join(", ")}); the reason is in pair status`,
       labelNames: ["group", "role", "state"], registers: [this.registry],
@@ -100,9 +84,9 @@ export class NodeMetrics {
     perPair("tidemark_pair_lag_bytes", "Bytes of those records", (p) => p.lagBytes);
     perPair("tidemark_pair_lag_seconds", "Write time of the last accepted record minus that of the last reflected one", (p) => p.lagSeconds);
     perPair("tidemark_pair_link_streams_connected", "Replication streams of the pair connected now", (p) => p.link.connectedStreams);
-    perPairTotal("tidemark_pair_reconnects_total", "Times a replication stream of the pair was lost and opened again, since the node started", (p) => p.link.reconnects);
-    perPairTotal("tidemark_pair_sent_bytes_total", "Journal records (encoded) and initial-copy data sent for the pair since the node started", (p) => p.link.sentBytes);
-    perPairTotal("tidemark_pair_received_bytes_total", "Journal records (encoded) and initial-copy data received for the pair since the node started", (p) => p.link.receivedBytes);
+    perPair("tidemark_pair_reconnects_total", "Times a replication stream of the pair was lost and opened again, since the node started", (p) => p.link.reconnects, "counter");
+    perPair("tidemark_pair_sent_bytes_total", "Journal records (encoded) and initial-copy data sent for the pair since the node started", (p) => p.link.sentBytes, "counter");
+    perPair("tidemark_pair_received_bytes_total", "Journal records (encoded) and initial-copy data received for the pair since the node started", (p) => p.link.receivedBytes, "counter");
     new Gauge({ name: "tidemark_build_info", help: "1, labelled with the version of tidemark and of Node.js the node runs", labelNames: ["version", "nodejs"], registers: [this.registry] })
       .set({ version, nodejs: process.version }, 1);
   }

@@ -13,6 +13,7 @@
 // backoff or at once when the secondary reports room (ACK batchId 0), and says so in its
 // status. Pull: each PULL is answered with a batch starting exactly at its fromSequence, or
 // after replPullWaitMs with an empty one.
+import { writeLogEffect } from "../node/logger.ts";
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
 import {
@@ -338,7 +339,7 @@ export class PairLink {
         return;
       }
       case "log":
-        this.logger[effect.level]({ ...effect.fields, event: effect.event }, effect.message);
+        writeLogEffect(this.logger, effect);
         return;
       case "fenceWriter":
         this.writer.fence(effect.reason);

@@ -7,6 +7,7 @@
 // Which groups form a domain, how one joins (checkpoint before join) and leaves, and what
 // holds a domain (a stopped member) is the pure machine of core/consistency-domain.ts; this
 // class keeps one state per domain and executes its effects.
+import { writeLogEffect } from "../node/logger.ts";
 import type { Logger } from "pino";
 import { atNode, comparePositions, type DomainPosition } from "../core/position.ts";
 import { compareHeads, frontier, nextToReflect, ReflectTracker, type ReflectHead, type ReflectMode } from "../core/reflect.ts";
@@ -215,7 +216,7 @@ export class Reflector {
     const { state, effects } = stepDomain(this.domainOf(group, detached), event);
     this.domains.set(state.key, state);
     for (const effect of effects) {
-      if (effect.type === "log") this.logger[effect.level]({ event: effect.event, ...effect.fields }, effect.message);
+      if (effect.type === "log") writeLogEffect(this.logger, effect);
     }
     // The data path's view of the join point (SecondaryGroup.consistent, status).
     const member = state.members.find((m) => m.groupId === group.groupId);

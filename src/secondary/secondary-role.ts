@@ -7,6 +7,7 @@
 // reflector, takes groups over for the operator, and says their status. node.ts only wires
 // it: node.json's store, the volume registry, the journal directories and the writable
 // groups a takeover hands groups to are injected (SecondaryRoleOptions).
+import { writeLogEffect } from "../node/logger.ts";
 import type { Logger } from "pino";
 import { assert, unreachable } from "../core/assert.ts";
 import { faultInjected } from "../core/faults.ts";
@@ -476,7 +477,7 @@ export class SecondaryRole implements SecondaryHost {
         context.refusal = { code: effect.code, text: effect.text };
         return undefined;
       case "log":
-        this.logger[effect.level]({ event: effect.event, ...effect.fields }, effect.message);
+        writeLogEffect(this.logger, effect);
         return undefined;
     }
   }
@@ -743,7 +744,7 @@ export class SecondaryRole implements SecondaryHost {
         run.refusal = { code: effect.code, text: effect.text };
         return undefined;
       case "log":
-        this.logger[effect.level]({ event: effect.event, ...effect.fields }, effect.message);
+        writeLogEffect(this.logger, effect);
         return undefined;
       default:
         return unreachable(effect, "takeover effect");

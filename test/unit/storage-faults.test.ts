@@ -78,9 +78,8 @@ void test("close and abandon wait for a trim in progress, and a trim after them 
   }
 });
 
-/** Writes, loses records 2 and 3 to a failed fdatasync, heals; returns the writer's last write sequence after it resumed. */
-async function lastWriteSequenceAfterLostSync(): Promise<number> {
-  const disk = new SimDisk({ seed: 13, schedule: realTimeSchedule, latency: { sync: { minMs: 30, maxMs: 30 } } });
+/** Group "g" of one 1 MiB volume (id 1) with its journal, on the simulated disk (real timers). */
+async function groupOnSimDisk(disk: SimDisk, logger = pino({ level: "silent" })): Promise<{ writer: GroupWriter; file: VolumeFile }> {
   const fs = disk.mount();
   await fs.makeDirectory("/g");
   const file = await VolumeFile.create(fs, "/g/v.vol", 1024 * 1024);
@@ -89,8 +88,15 @@ async function lastWriteSequenceAfterLostSync(): Promise<number> {
     groupId: 1, name: "g", journal, stamper: new NodeStamper("counter", () => 0),
     volumes: new Map<number, GroupVolume>([[1, { id: asVolumeId(1), file, order: new ApplyOrder() }]]),
     nextSequence: 1, appliedSequence: 0, checkpointSequence: 0, clock: systemClock,
-    logger: pino({ level: "silent" }), persistCheckpoint: () => Promise.resolve(),
+    logger, persistCheckpoint: () => Promise.resolve(),
   });
+  return { writer, file };
+}
+
+/** Writes, loses records 2 and 3 to a failed fdatasync, heals; returns the writer's last write sequence after it resumed. */
+async function lastWriteSequenceAfterLostSync(): Promise<number> {
+  const disk = new SimDisk({ seed: 13, schedule: realTimeSchedule, latency: { sync: { minMs: 30, maxMs: 30 } } });
+  const { writer, file } = await groupOnSimDisk(disk);
   const page = Buffer.alloc(pagePayloadBytes, 1);
   await writer.write(1, 0, page, true, undefined);
   disk.failPath("/g/journal", ["sync"]);
@@ -126,18 +132,8 @@ void test("the check above catches the historical fault resume-keeps-last-write-
 void test("a group whose journal's fdatasync failed resumes by itself even when records written later follow a lost page on the disk", async () => {
   // Real timers: the group's resume runs on the node's clock (first attempt after 500 ms).
   const disk = new SimDisk({ seed: 13, schedule: realTimeSchedule, latency: { sync: { minMs: 30, maxMs: 30 } } });
-  const fs = disk.mount();
-  await fs.makeDirectory("/g");
-  const file = await VolumeFile.create(fs, "/g/v.vol", 1024 * 1024);
-  const { journal } = await GroupJournal.open("/g/journal", { fileSystem: fs, bytesMax: 1 << 30, nextSequence: 1 });
   const lines: string[] = [];
-  const writer = new GroupWriter({
-    groupId: 1, name: "g", journal, stamper: new NodeStamper("counter", () => 0),
-    volumes: new Map<number, GroupVolume>([[1, { id: asVolumeId(1), file, order: new ApplyOrder() }]]),
-    nextSequence: 1, appliedSequence: 0, checkpointSequence: 0, clock: systemClock,
-    logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
-    persistCheckpoint: () => Promise.resolve(),
-  });
+  const { writer, file } = await groupOnSimDisk(disk, pino({ level: "info" }, { write: (line: string) => lines.push(line) }));
   const page = Buffer.alloc(pagePayloadBytes, 1);
   await writer.write(1, 0, page, true, undefined); // record 1, durable, page 0 of the segment
   disk.failPath("/g/journal", ["sync"]);
@@ -172,16 +168,7 @@ void test("a group whose journal's fdatasync failed resumes by itself even when 
  */
 async function checkpointAfterFailedVolumeSync(): Promise<{ stopped: boolean; onDisk: boolean; laterSync: string }> {
   const disk = new SimDisk({ seed: 14, schedule: realTimeSchedule, failedSyncPages: "evict" });
-  const fs = disk.mount();
-  await fs.makeDirectory("/g");
-  const file = await VolumeFile.create(fs, "/g/v.vol", 1024 * 1024);
-  const { journal } = await GroupJournal.open("/g/journal", { fileSystem: fs, bytesMax: 1 << 30, nextSequence: 1 });
-  const writer = new GroupWriter({
-    groupId: 1, name: "g", journal, stamper: new NodeStamper("counter", () => 0),
-    volumes: new Map<number, GroupVolume>([[1, { id: asVolumeId(1), file, order: new ApplyOrder() }]]),
-    nextSequence: 1, appliedSequence: 0, checkpointSequence: 0, clock: systemClock,
-    logger: pino({ level: "silent" }), persistCheckpoint: () => Promise.resolve(),
-  });
+  const { writer, file } = await groupOnSimDisk(disk);
   const page = Buffer.alloc(pagePayloadBytes, 7);
   await writer.write(1, 8192, page, true, undefined); // record 1: durable in the journal, then applied
   const applied = performance.now() + 10_000;
