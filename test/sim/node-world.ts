@@ -17,6 +17,7 @@ import type { PairInfo } from "../../src/mgmt/control.ts";
 import { TidemarkNode } from "../../src/node/node.ts";
 import { type PeerClient } from "../../src/transport/peer-client.ts";
 import type { WriteTimePolicy } from "../../src/core/types.ts";
+import type { VolumeHandle } from "../../src/core/volume-io.ts";
 import { encodeSimBlockInto, History, isSimBlockOf, simBlockBytes, type HostWrite } from "./history.ts";
 import { createHash } from "node:crypto";
 import { isStorageError } from "../../src/node/group-stop.ts";
@@ -511,24 +512,11 @@ export class NodeWorld {
       const node = this.primary.node;
       if (node === undefined || !this.primary.up) continue;
       // An idle group (some seeds): its domain moves on only by its time advances.
-      const groups = this.groups.filter((g) => !g.takenOver && g !== this.idleGroup && !g.quiet);
-      const group = groups[this.rng.int(0, groups.length - 1)];
-      if (group === undefined) return;
-      const volume = group.volumes[this.rng.int(0, group.volumes.length - 1)];
-      if (volume === undefined) continue;
-      const handle = node.catalog().open(volume);
-      if (handle === undefined) continue;
-      const first = this.nextBlock.get(volume) ?? 0;
-      const blocks = this.rng.int(1, 4);
-      if (first + blocks > volumeBlocks) continue;
-      this.nextBlock.set(volume, first + blocks);
-      const write = this.history.add({ host, volume, firstBlock: first, blocks, issuedAtMs: this.scheduler.nowMs });
-      const tag = this.volumeTags.get(volume) ?? 0;
-      const data = Buffer.allocUnsafe(blocks * simBlockBytes); // every byte is written
-      for (let k = 0; k < blocks; k++) encodeSimBlockInto(data, k * simBlockBytes, this.history.runId, write.id, tag, first + k);
-      this.writeData.set(write.id, data);
+      const next = this.nextHostWrite(this.rng, node, this.groups.filter((g) => !g.takenOver && g !== this.idleGroup && !g.quiet), host);
+      if (next === "stop") return;
+      if (next === "skip") continue;
+      const { group, volume, handle, first, blocks, write, data } = next;
       const fua = this.rng.chance(0.05);
-      this.counts.hostWrites += 1;
       try {
         const hostWriteTimeUs = withTimes && this.rng.chance(0.7) ? Math.floor((this.primary.clock?.wallMs() ?? 0) * 1000) : undefined;
         const died = this.primary.died;
@@ -553,7 +541,37 @@ export class NodeWorld {
         write.failed = write.answeredAtMs === undefined;
         this.counts.hostWritesFailed += 1;
       }
+      handle.release();
     }
+  }
+
+  /**
+   * The next write of a host: a group of `groups` and one of its volumes (drawn from `rng`),
+   * fresh blocks of it, the write in the history and its self-describing data; "stop" when no
+   * group is left to write, "skip" when this turn cannot write (no export, the volume is full).
+   */
+  private nextHostWrite(rng: Prng, node: TidemarkNode, groups: readonly SimGroup[], host: number):
+    { group: SimGroup; volume: string; handle: VolumeHandle; first: number; blocks: number; write: HostWrite; data: Buffer } | "stop" | "skip" {
+    const group = groups[rng.int(0, groups.length - 1)];
+    if (group === undefined) return "stop";
+    const volume = group.volumes[rng.int(0, group.volumes.length - 1)];
+    if (volume === undefined) return "skip";
+    const handle = node.catalog().open(volume);
+    if (handle === undefined) return "skip";
+    const first = this.nextBlock.get(volume) ?? 0;
+    const blocks = rng.int(1, 4);
+    if (first + blocks > volumeBlocks) {
+      handle.release();
+      return "skip";
+    }
+    this.nextBlock.set(volume, first + blocks);
+    const write = this.history.add({ host, volume, firstBlock: first, blocks, issuedAtMs: this.scheduler.nowMs });
+    const tag = this.volumeTags.get(volume) ?? 0;
+    const data = Buffer.allocUnsafe(blocks * simBlockBytes); // every byte is written
+    for (let k = 0; k < blocks; k++) encodeSimBlockInto(data, k * simBlockBytes, this.history.runId, write.id, tag, first + k);
+    this.writeData.set(write.id, data);
+    this.counts.hostWrites += 1;
+    return { group, volume, handle, first, blocks, write, data };
   }
 
   /** A FLUSH (or FUA) that succeeded covers every write of the group answered before it was issued (any host). */
@@ -1521,23 +1539,10 @@ export class NodeWorld {
       const c = this.third;
       const node = c?.node;
       if (c === undefined || node === undefined || !c.up) continue;
-      const groups = this.thirdGroups.filter((g) => !g.takenOver);
-      const group = groups[this.thirdRng.int(0, groups.length - 1)];
-      if (group === undefined) return;
-      const volume = group.volumes[this.thirdRng.int(0, group.volumes.length - 1)];
-      if (volume === undefined) continue;
-      const handle = node.catalog().open(volume);
-      if (handle === undefined) continue;
-      const first = this.nextBlock.get(volume) ?? 0;
-      const blocks = this.thirdRng.int(1, 4);
-      if (first + blocks > volumeBlocks) continue;
-      this.nextBlock.set(volume, first + blocks);
-      const write = this.history.add({ host, volume, firstBlock: first, blocks, issuedAtMs: this.scheduler.nowMs });
-      const tag = this.volumeTags.get(volume) ?? 0;
-      const data = Buffer.allocUnsafe(blocks * simBlockBytes);
-      for (let k = 0; k < blocks; k++) encodeSimBlockInto(data, k * simBlockBytes, this.history.runId, write.id, tag, first + k);
-      this.writeData.set(write.id, data);
-      this.counts.hostWrites += 1;
+      const next = this.nextHostWrite(this.thirdRng, node, this.thirdGroups.filter((g) => !g.takenOver), host);
+      if (next === "stop") return;
+      if (next === "skip") continue;
+      const { handle, first, write, data } = next;
       try {
         await Promise.race([handle.write(first * simBlockBytes, data, { fua: false, hostWriteTimeUs: undefined }), c.died]);
         write.answeredAtMs = this.scheduler.nowMs;
@@ -1546,6 +1551,7 @@ export class NodeWorld {
         write.failed = write.answeredAtMs === undefined;
         this.counts.hostWritesFailed += 1;
       }
+      handle.release();
     }
   }
 
