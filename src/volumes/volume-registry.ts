@@ -31,9 +31,9 @@ export interface LiveVolume {
   secondary: SecondaryGroup | undefined;
   allocatedBytes: number;
   /** Front-end handles open on it (NBD connections, host-protocol slots): it cannot be deleted while any is. */
-  leases?: number;
+  leases: number;
   /** Deleted: every operation through a handle still held answers EIO. */
-  deleted?: boolean;
+  deleted: boolean;
 }
 
 export class VolumeRegistry {
@@ -68,7 +68,7 @@ export class VolumeRegistry {
     const metadata = this.store.current;
     for (const record of metadata.volumes) {
       const file = await VolumeFile.open(this.fileSystem, join(this.dataDir, "volumes", record.fileName), record.sizeBytes);
-      const live: LiveVolume = { id: record.id, name: record.name, sizeBytes: record.sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0 };
+      const live: LiveVolume = { id: record.id, name: record.name, sizeBytes: record.sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0, leases: 0, deleted: false };
       this.byName.set(record.name, live);
       this.byId.set(record.id, live);
     }
@@ -96,8 +96,8 @@ export class VolumeRegistry {
     return {
       open: (name) => {
         const volume = this.byName.get(name);
-        if (volume === undefined || volume.file === undefined || volume.deleted === true) return undefined;
-        volume.leases = (volume.leases ?? 0) + 1;
+        if (volume === undefined || volume.file === undefined || volume.deleted) return undefined;
+        volume.leases += 1;
         return this.handleFor(volume);
       },
       list: (): ExportDescription[] => [...this.byId.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: v.secondary !== undefined })),
@@ -107,7 +107,7 @@ export class VolumeRegistry {
   private handleFor(volume: LiveVolume): VolumeHandle {
     let released = false;
     const checkLive = (): void => {
-      if (volume.deleted === true) throw new VolumeIoError("EIO", `volume ${volume.name} was deleted`);
+      if (volume.deleted) throw new VolumeIoError("EIO", `volume ${volume.name} was deleted`);
     };
     const checkRange = (offsetBytes: number, lengthBytes: number): void => {
       checkLive();
@@ -176,7 +176,7 @@ export class VolumeRegistry {
       release: () => {
         if (released) return;
         released = true;
-        volume.leases = (volume.leases ?? 1) - 1;
+        volume.leases -= 1;
       },
       flush: async () => {
         checkLive();
@@ -237,7 +237,7 @@ export class VolumeRegistry {
       if (file !== undefined) await undoVolumeFile(file, this.dataDir, this.logger);
       throw volumeCreateError(error, name, sizeBytes);
     }
-    const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0 };
+    const live: LiveVolume = { id, name, sizeBytes, file, order: new ApplyOrder(), group: undefined, secondary: undefined, allocatedBytes: 0, leases: 0, deleted: false };
     this.byName.set(name, live);
     this.byId.set(id, live);
     const space = await fileSystemSpace(this.fileSystem, volumesDir).catch(() => undefined);
@@ -271,7 +271,7 @@ export class VolumeRegistry {
         : `volume ${name} is in group ${owner}; delete the group first (tidemark group delete ${owner}: the volumes stay)`);
     }
     if (this.claims.has(volume.id)) throw new ControlError("TM_ERR_STATE", `volume ${name} is being put into a group right now`);
-    const leases = volume.leases ?? 0;
+    const leases = volume.leases;
     if (leases > 0) throw new ControlError("TM_ERR_STATE", `volume ${name} is open by ${leases} host connection${leases === 1 ? "" : "s"} (NBD or host protocol); disconnect them first`);
     const writtenBytes = volume.file.written.markedBytes;
     if (writtenBytes > 0 && !force) {
