@@ -17,7 +17,7 @@ export function createNodeLogger(nodeId: string, level = process.env.TIDEMARK_LO
   return pino({ level, base: { node: nodeId, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
 }
 
-/** Writes the log line a lifecycle machine asked for (core/log-effect.ts): level, its fields, `event`, the message. */
+/** Writes the log line a lifecycle machine asked for (core/log-effect.ts): level, `event` first, its fields, the message. */
 export function writeLogEffect(logger: Logger, effect: Omit<LogEffect, "type">): void {
-  logger[effect.level]({ ...effect.fields, event: effect.event }, effect.message);
+  logger[effect.level]({ event: effect.event, ...effect.fields }, effect.message);
 }
