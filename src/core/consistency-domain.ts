@@ -132,9 +132,11 @@ export type DomainEvent =
   /**
    * The checkpoint a join asked for is done; `notDurable`: members of this domain whose
    * applies are not durable; `reflected`: the members' reflected positions (reflection is
-   * held: they stay there until the join is saved).
+   * held: they stay there until the join is saved); `joinerReflectedSequence`: the joiner's
+   * reflected sequence now (a detached group reflects alone until the hold takes effect, so
+   * the one it asked with may be behind: seeds 5060, 10358, 11241).
    */
-  | { readonly type: "checkpointed"; readonly notDurable: readonly NotDurableMember[]; readonly reflected: readonly MemberReflected[] }
+  | { readonly type: "checkpointed"; readonly notDurable: readonly NotDurableMember[]; readonly reflected: readonly MemberReflected[]; readonly joinerReflectedSequence: number }
   /** The join is saved; `stoppedReason`: the joiner's stop, if its disk stopped it meanwhile (it holds the domain from now on). */
   | { readonly type: "joinSaved"; readonly stoppedReason: string | undefined }
   | { readonly type: "joinSaveFailed"; readonly error: string }
@@ -216,8 +218,12 @@ export function stepDomain(state: DomainState, event: DomainEvent): DomainStep {
           effects: [{ type: "releaseReflection" }, { type: "refuseJoin", reason }],
         };
       }
-      const joinPoint = joinPointOf(state, joining, event.reflected);
-      return { state: { ...state, joining: { ...joining, phase: "saving", joinPoint } }, effects: [{ type: "saveJoin", joinPoint }] };
+      // The cut is where the joiner is with reflection held, not where it was when it asked:
+      // a group attached again went on reflecting alone until the hold, and a cut below
+      // what it reflected counts it consistent while the others are still behind it.
+      const afterSequence = faultInjected("join-cut-before-hold") ? joining.afterSequence : Math.max(joining.afterSequence, event.joinerReflectedSequence);
+      const joinPoint = joinPointOf(state, { ...joining, afterSequence }, event.reflected);
+      return { state: { ...state, joining: { ...joining, afterSequence, phase: "saving", joinPoint } }, effects: [{ type: "saveJoin", joinPoint }] };
     }
     case "joinSaved": {
       const joining = state.joining;

@@ -48,6 +48,10 @@ export const historicalFaults = [
   "refused-takeover-fails-pair",
   /** A group that joined its time domain later (a new pair, `pair attach`) counted as consistent with the others as soon as its own copy was caught up, while another member had already reflected past its cut: a takeover of both kept a later write without an earlier one (issue 8, late-pair-copy-window). */
   "late-join-counts-consistent",
+  /** `pair attach` took the joiner's cut when asked, not once reflection was held: the group, reflecting alone meanwhile, counted as consistent with members still behind what it reflected (seeds 5060, 10358, 11241). */
+  "join-cut-before-hold",
+  /** A takeover counted a fenced group as complete (no longer holding the frontier) only once the others' records had all arrived too: a group fenced early held the frontier, the secondary's journal filled with the others' records, and the takeover waited for them until it was refused (seed 8050). */
+  "fenced-group-holds-frontier",
 ] as const;
 
 export type HistoricalFault = (typeof historicalFaults)[number];

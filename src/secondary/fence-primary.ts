@@ -10,6 +10,7 @@
 //
 // Called once, from SecondaryRole.takeover(), after every check that can refuse the takeover
 // and before anything is converted.
+import { faultInjected } from "../core/faults.ts";
 import type { Logger } from "pino";
 import { ControlError } from "../core/errors.ts";
 import { fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, fenceTimeAdvanceGraceMs } from "../core/limits.ts";
@@ -85,6 +86,14 @@ export async function fencePrimary(groups: readonly SecondaryGroup[], options: F
       writesThrough.set(g, answer.lastWriteSequence);
     }
   });
+  // From the answer on, a fenced group whose records have all arrived no longer holds its
+  // domain's frontier, so the others' records, which are still arriving, are reflected and
+  // free their journal meanwhile. Without this, the wait below could never end: a group fenced
+  // early (nothing more to send) held the frontier, the secondary's journal filled with the
+  // others' records, and the rest of them could not arrive (seed 8050). The takeover clears
+  // these marks when it ends without converting the group (SecondaryRole.takeover).
+  const holdsUntilArrived = faultInjected("fenced-group-holds-frontier");
+  if (!holdsUntilArrived) for (const [g, through] of fencedThrough) g.primaryFencedThrough = through;
   let writesInSinceMs: number | undefined;
   for (;;) {
     const behind = [...writesThrough].filter(([g, through]) => g.arrivedSequence < through);
@@ -98,6 +107,7 @@ export async function fencePrimary(groups: readonly SecondaryGroup[], options: F
     if (clock.monotonicMs() >= deadlineMs) {
       const detail = behind.map(([g, through]) => `${g.name} has ${g.arrivedSequence} of ${through}`).join(", ");
       if (!force) {
+        for (const [g] of fencedThrough) g.primaryFencedThrough = undefined;
         logger.warn({ event: "takeover_refused_not_arrived", detail }, "takeover refused: what the fenced primary accepted did not arrive in time");
         throw new ControlError("TM_ERR_STATE",
           `the primary is fenced, but the records it accepted did not all arrive within ${fenceArrivalTimeoutMs / 1000} s (${detail}); nothing was taken over and the primary stays fenced: ` +
@@ -105,6 +115,7 @@ export async function fencePrimary(groups: readonly SecondaryGroup[], options: F
       }
       logger.warn({ event: "takeover_forced_not_arrived", detail }, "forced takeover: not every record the fenced primary accepted arrived; the cut is before them");
       for (const [g] of behind) {
+        g.primaryFencedThrough = undefined;
         fencedThrough.delete(g);
         writesThrough.delete(g);
       }
@@ -117,8 +128,7 @@ export async function fencePrimary(groups: readonly SecondaryGroup[], options: F
     const through = fencedThrough.get(g);
     const answer = answers[i];
     if (through !== undefined) {
-      // Complete (no longer holding the frontier) once everything it accepted is here.
-      g.primaryFencedThrough = through;
+      if (holdsUntilArrived) g.primaryFencedThrough = through;
       outcome.set(g, { fenced: true, lastAcceptedSequence: through, lastWriteSequence: answer?.kind === "fenced" ? answer.lastWriteSequence : through, forced: false, generation: g.record.generation ?? 1 });
       logger.info({ event: "primary_fenced", group: g.name, lastAcceptedSequence: through }, "the primary fenced its group; everything it accepted has arrived");
       continue;

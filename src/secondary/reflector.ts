@@ -350,7 +350,7 @@ export class Reflector {
               break;
             case "checkpointMembers":
               await this.checkpointAll(true);
-              next = { type: "checkpointed", notDurable: this.notDurable(group), reflected: this.reflectedOf(group) };
+              next = { type: "checkpointed", notDurable: this.notDurable(group), reflected: this.reflectedOf(group), joinerReflectedSequence: group.reflectedSequence };
               break;
             case "saveJoin":
               try {
@@ -441,7 +441,8 @@ export class Reflector {
     const tracker = this.trackerFor(mode, key, state.epoch, domain);
     // Every position of the domain names its primary node: a domain named over several
     // primaries orders them (write time, node, accept number); ties are never asserted.
-    let frontierPosition = mode === "time" ? frontier(domain.map((g) => ({ arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode) }))) : undefined;
+    // A group a takeover fenced, whose records have all arrived, holds no frontier (core/reflect.ts frontier).
+    let frontierPosition = mode === "time" ? frontier(domain.map((g) => ({ arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode), complete: g.complete }))) : undefined;
     // The old fault: write times only; a tie let a later-accepted record of another group through.
     if (frontierPosition !== undefined && faultInjected("time-only-frontier")) frontierPosition = { writeTimeUs: frontierPosition.writeTimeUs, acceptNumber: asAcceptNumber(Number.MAX_SAFE_INTEGER), node: "\u{10FFFF}" };
     let applied = 0;
@@ -519,7 +520,7 @@ export class Reflector {
    * that is another group (time mode): reflection of `group` waits for it.
    */
   frontierHolder(group: SecondaryGroup): SecondaryGroup | undefined {
-    const members = this.groups().map((g) => ({ groupId: g.groupId, arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode), group: g }));
+    const members = this.groups().filter((g) => !g.complete).map((g) => ({ groupId: g.groupId, arrivedPosition: atNode(g.arrivedPosition, g.record.primaryNode), group: g }));
     return frontierHolder(this.domainOf(group), group.groupId, members)?.group;
   }
 

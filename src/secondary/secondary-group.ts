@@ -103,13 +103,18 @@ export class SecondaryGroup {
   /**
    * A takeover fenced the primary's group, which accepted nothing past this sequence, and
    * every record through it has arrived: nothing more can come, so the group no longer holds
-   * its domain's frontier (docs/replication.md, "Fencing"). Cleared when a primary opens the
-   * group again.
+   * its domain's frontier (docs/replication.md, "Fencing"). Set from the primary's FENCED
+   * answer for the length of one takeover: cleared when it ends without converting the group,
+   * and when a primary opens the group again.
    */
   primaryFencedThrough: number | undefined;
-  /** Whether nothing more can arrive (see primaryFencedThrough). */
+  /**
+   * Whether nothing more can arrive (see primaryFencedThrough). Exactly through it: a record
+   * past it means the primary accepts again (unfenced meanwhile), and the group holds the
+   * frontier again like any other.
+   */
   get complete(): boolean {
-    return this.primaryFencedThrough !== undefined && this.arrivedSequence >= this.primaryFencedThrough;
+    return this.primaryFencedThrough !== undefined && this.arrivedSequence === this.primaryFencedThrough;
   }
   /**
    * Volumes (this node's ids) that held no allocated block when the copy began: all zeroes,

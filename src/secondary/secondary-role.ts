@@ -611,6 +611,14 @@ export class SecondaryRole implements SecondaryHost {
       return { kind: "secondary", name, lifecycle: secondary.lifecycle, arrivedSequence: secondary.arrivedSequence };
     });
     const run = await this.runTakeover({ type: "requested", groups, force: options.force === true, atIso: new Date(this.options.clock.wallMs()).toISOString() });
+    if (run.refusal !== undefined) {
+      // Its fenced groups hold their frontier again: an unfence on the primary (which may not
+      // open the group again) sends more, and nothing may be reflected past what it sends.
+      for (const name of groupNames) {
+        const group = this.groups.get(name);
+        if (group !== undefined) group.primaryFencedThrough = undefined;
+      }
+    }
     this.reflector.kick();
     if (run.refusal !== undefined) throw new ControlError(run.refusal.code, run.refusal.text);
     assert(run.results !== undefined, "a takeover ends with its results or its refusal");

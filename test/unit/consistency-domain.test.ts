@@ -47,7 +47,7 @@ test("a join in time mode: reflection held, every member checkpointed, then the 
   const asked = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 0, at: "T", reflected: [] });
   assert.deepEqual(types(asked.effects), ["holdReflection", "checkpointMembers"]);
   assert.equal(isMember(asked.state, 3), false);
-  const checked = stepDomain(asked.state, { type: "checkpointed", notDurable: [], reflected: [] });
+  const checked = stepDomain(asked.state, { type: "checkpointed", notDurable: [], reflected: [], joinerReflectedSequence: 0 });
   assert.deepEqual(types(checked.effects), ["saveJoin"]);
   const saved = stepDomain(checked.state, { type: "joinSaved", stoppedReason: undefined });
   assert.deepEqual(types(saved.effects), ["releaseReflection", "log"]);
@@ -58,7 +58,7 @@ test("a join in time mode: reflection held, every member checkpointed, then the 
 
 test("a joiner its disk stopped while the join was saved holds the domain from the start", () => {
   let s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 0, at: "T", reflected: [] }).state;
-  s = stepDomain(s, { type: "checkpointed", notDurable: [], reflected: [] }).state;
+  s = stepDomain(s, { type: "checkpointed", notDurable: [], reflected: [], joinerReflectedSequence: 0 }).state;
   s = stepDomain(s, { type: "joinSaved", stoppedReason: "I/O error" }).state;
   assert.equal(domainHolder(s)?.name, "g3");
   assert.deepEqual(reflectingMembers(s), []);
@@ -66,18 +66,18 @@ test("a joiner its disk stopped while the join was saved holds the domain from t
 
 test("a join is refused while a member is stopped or could not be checkpointed (seed 3255), and releases the hold", () => {
   let s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 0, at: "T", reflected: [] }).state;
-  const refused = stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 2, name: "g2", why: "is stopped (out of space)" }], reflected: [] });
+  const refused = stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 2, name: "g2", why: "is stopped (out of space)" }], reflected: [], joinerReflectedSequence: 0 });
   assert.deepEqual(types(refused.effects), ["releaseReflection", "refuseJoin"]);
   assert.match((refused.effects[1] as { reason: string }).reason, /group g2 is stopped \(out of space\); the initial copy ends once it can/);
   assert.equal(isMember(refused.state, 3), false);
   // A group that is not a member (another domain's) does not hold this join.
   s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 0, at: "T", reflected: [] }).state;
-  assert.deepEqual(types(stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 9, name: "other", why: "is stopped" }], reflected: [] }).effects), ["saveJoin"]);
+  assert.deepEqual(types(stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 9, name: "other", why: "is stopped" }], reflected: [], joinerReflectedSequence: 0 }).effects), ["saveJoin"]);
 });
 
 test("a joiner whose own applies could not be checkpointed (attached again after reflecting alone) is not saved into the domain (seeds 5060, 9947)", () => {
   const s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 40, at: "T", reflected: [] }).state;
-  const refused = stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 3, name: "g3", why: "could not be checkpointed" }], reflected: [] });
+  const refused = stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 3, name: "g3", why: "could not be checkpointed" }], reflected: [], joinerReflectedSequence: 0 });
   assert.deepEqual(types(refused.effects), ["releaseReflection", "refuseJoin"]);
   assert.match((refused.effects[1] as { reason: string }).reason, /group g3 could not be checkpointed/);
   assert.equal(isMember(refused.state, 3), false);
@@ -85,7 +85,7 @@ test("a joiner whose own applies could not be checkpointed (attached again after
 
 test("a join whose save fails is refused and releases the hold; an abandoned join too", () => {
   let s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 0, at: "T", reflected: [] }).state;
-  s = stepDomain(s, { type: "checkpointed", notDurable: [], reflected: [] }).state;
+  s = stepDomain(s, { type: "checkpointed", notDurable: [], reflected: [], joinerReflectedSequence: 0 }).state;
   const failed = stepDomain(s, { type: "joinSaveFailed", error: "EIO" });
   assert.deepEqual(types(failed.effects), ["releaseReflection", "refuseJoin"]);
   assert.equal(isMember(failed.state, 3), false);
@@ -106,7 +106,7 @@ test("the historical faults of the join, put back, skip exactly the checkpoint (
     injectedFaults.clear();
     injectedFaults.add("join-past-stopped-member");
     const s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 0, at: "T", reflected: [] }).state;
-    assert.deepEqual(types(stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 2, name: "g2", why: "is stopped" }], reflected: [] }).effects), ["saveJoin"]);
+    assert.deepEqual(types(stepDomain(s, { type: "checkpointed", notDurable: [{ groupId: 2, name: "g2", why: "is stopped" }], reflected: [], joinerReflectedSequence: 0 }).effects), ["saveJoin"]);
   } finally {
     injectedFaults.clear();
   }
@@ -146,7 +146,7 @@ test("the frontier holder is the member with the smallest arrived position, when
 /** g3 joins withMembers (g1 reflected at 10/1, g2 at 30/2): the join's effects and end state. */
 function joinG3(reflected = [{ groupId: 1, position: at(10, 1) }, { groupId: 2, position: at(30, 2) }], afterSequence = 7): { state: DomainState; saveJoin: JoinPoint | null } {
   let s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence, at: "T1", reflected: [] }).state;
-  const checked = stepDomain(s, { type: "checkpointed", notDurable: [], reflected });
+  const checked = stepDomain(s, { type: "checkpointed", notDurable: [], reflected, joinerReflectedSequence: 0 });
   const save = checked.effects.find((e) => e.type === "saveJoin");
   assert.ok(save?.type === "saveJoin");
   s = stepDomain(checked.state, { type: "joinSaved", stoppedReason: undefined }).state;
@@ -159,11 +159,11 @@ test("a join records its join point: the joiner's cut and the highest position a
   assert.deepEqual(state.members.find((m) => m.groupId === 3)?.joinPoint, saveJoin, "the member carries what was saved");
   // The positions of the request are not used in time mode (reflection was not held yet): the checkpointed ones are.
   const early = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 7, at: "T1", reflected: [{ groupId: 2, position: at(99, 9) }] }).state;
-  const late = stepDomain(early, { type: "checkpointed", notDurable: [], reflected: [{ groupId: 2, position: at(40, 4) }] });
+  const late = stepDomain(early, { type: "checkpointed", notDurable: [], reflected: [{ groupId: 2, position: at(40, 4) }], joinerReflectedSequence: 0 });
   assert.deepEqual(late.effects, [{ type: "saveJoin", joinPoint: { afterSequence: 7, writeTimeUs: 40, acceptNumber: 4, at: "T1" } }]);
   // The first member of a domain, and seq mode: nothing to be consistent with.
   const first = stepDomain(emptyDomain("time/A", "time"), { type: "joinRequested", groupId: 1, name: "g1", afterSequence: 0, at: "T", reflected: [] }).state;
-  assert.deepEqual(stepDomain(first, { type: "checkpointed", notDurable: [], reflected: [] }).effects, [{ type: "saveJoin", joinPoint: null }]);
+  assert.deepEqual(stepDomain(first, { type: "checkpointed", notDurable: [], reflected: [], joinerReflectedSequence: 0 }).effects, [{ type: "saveJoin", joinPoint: null }]);
   const seq = stepDomain(run(emptyDomain("seq", "seq"), [{ type: "recovered", groupId: 1, name: "s1", stoppedReason: undefined, joinPoint: null }]).state,
     { type: "joinRequested", groupId: 2, name: "s2", afterSequence: 3, at: "T", reflected: [{ groupId: 1, position: at(5, 5) }] });
   assert.deepEqual(seq.effects, [{ type: "saveJoin", joinPoint: null }]);
@@ -193,6 +193,30 @@ test("a takeover naming a joiner with another member is refused while its join i
   assert.equal(takeoverJoinRefusal(state, new Set([3]), () => behind), undefined, "alone it is consistent with itself");
   assert.equal(takeoverJoinRefusal(state, new Set([1, 2]), () => behind), undefined, "the others without it");
   assert.equal(takeoverJoinRefusal(state, new Set([1, 2, 3]), () => past), undefined);
+});
+
+test("a group attached again takes its cut where it is once reflection is held, not where it was when asked (seeds 5060, 10358, 11241); the fault join-cut-before-hold, put back, keeps the stale one", () => {
+  // g3 asked at sequence 9 while it reflected alone (detached); by the time reflection was
+  // held it had reflected through 211, far past where g1 and g2 are. With the stale cut,
+  // sequence 211 counted as "past the cut at or past the join position": consistent at once.
+  const attach = (): JoinPoint | null => {
+    const s = stepDomain(withMembers, { type: "joinRequested", groupId: 3, name: "g3", afterSequence: 9, at: "T1", reflected: [] }).state;
+    const checked = stepDomain(s, { type: "checkpointed", notDurable: [], reflected: [{ groupId: 1, position: at(10, 1) }, { groupId: 2, position: at(30, 2) }], joinerReflectedSequence: 211 });
+    const save = checked.effects.find((e) => e.type === "saveJoin");
+    assert.ok(save?.type === "saveJoin");
+    return save.joinPoint;
+  };
+  const point = attach();
+  assert.equal(point?.afterSequence, 211);
+  assert.equal(joinPending(point, { reflectedSequence: 211, reflectedPosition: at(2900, 15) }), true, "not consistent with members still at 30/2");
+  try {
+    injectedFaults.add("join-cut-before-hold");
+    const stale = attach();
+    assert.equal(stale?.afterSequence, 9);
+    assert.equal(joinPending(stale, { reflectedSequence: 211, reflectedPosition: at(2900, 15) }), false, "the fault counts it consistent");
+  } finally {
+    injectedFaults.clear();
+  }
 });
 
 test("the historical fault late-join-counts-consistent, put back, records no join point", () => {
@@ -272,7 +296,7 @@ test("property: random joins, stops, resumes and leaves never throw, holds are r
           if (last?.type === "checkpointMembers") {
             checkpointed = true;
             const stopped = state.members.filter((m) => m.stoppedReason !== undefined).map((m) => ({ groupId: m.groupId, name: m.name, why: "is stopped" }));
-            effects = step({ type: "checkpointed", notDurable: action.outcome === "notDurable" ? [...stopped, ...state.members.slice(0, 1).map((m) => ({ groupId: m.groupId, name: m.name, why: "could not be checkpointed" }))] : stopped, reflected });
+            effects = step({ type: "checkpointed", notDurable: action.outcome === "notDurable" ? [...stopped, ...state.members.slice(0, 1).map((m) => ({ groupId: m.groupId, name: m.name, why: "could not be checkpointed" }))] : stopped, reflected, joinerReflectedSequence: 0 });
           } else if (last?.type === "saveJoin") {
             if (mode === "time") assert.equal(checkpointed, true, "checkpoint before join");
             // The join point: the highest position any member reflected (time mode, with members), none otherwise.
