@@ -281,6 +281,10 @@ export const domainHeldShownAfterMs = 5_000;
 export const takeoverJoinWaitMsMax = 10_000;
 /** How often that wait looks again. */
 export const takeoverJoinPollMs = 20;
+/** A takeover's journal reads (to compute its cut) take at most this much at a time (bytes). */
+export const takeoverReadBytes = 4 * 1024 * 1024;
+/** A takeover waits at most this long for the appends in flight of its groups to become durable (a disk that hangs), then is refused with the reason. */
+export const takeoverAppendsWaitMsMax = 30_000;
 
 assert(replReorderBytesMax >= replInFlightBytesMax + journalRecordPayloadBytesMax + 64, "the reorder buffer holds the whole send window plus one largest record");
 assert(replReorderRecordsMax >= replInFlightRecordsMax, "the reorder buffer holds every record of the send window");

@@ -13,7 +13,7 @@ import { assert, unreachable } from "../core/assert.ts";
 import { faultInjected } from "../core/faults.ts";
 import { namedDomainRefusal, type NamedDomainMember } from "../core/named-domain.ts";
 import { joinPending, joinPendingText, reflectModeConflict, type JoinPoint } from "../core/consistency-domain.ts";
-import { takeoverJoinPollMs, takeoverJoinWaitMsMax } from "../core/limits.ts";
+import { takeoverAppendsWaitMsMax, takeoverJoinPollMs, takeoverJoinWaitMsMax, takeoverReadBytes } from "../core/limits.ts";
 import {
   decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal,
   type OperatorRefusalCode, type SecondaryFacts, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
@@ -89,9 +89,6 @@ export interface SecondaryRoleOptions {
   /** A taken-over group becomes an ordinary writable group over `journal` (the node's writer). */
   readonly becomeWritable: (record: GroupRecord, journal: GroupJournal) => void;
 }
-
-/** A takeover's journal reads (to compute its cut) take at most this much at a time (bytes). */
-const takeoverReadBytes = 4 * 1024 * 1024;
 
 /** What one run of the takeover machine collects for its caller. */
 interface TakeoverRun {
@@ -765,8 +762,14 @@ export class SecondaryRole implements SecondaryHost {
    * one through the first past the frontier of the named groups of its domain).
    */
   private async drainForTakeover(groups: readonly SecondaryGroup[]): Promise<TakeoverEvent> {
+    const appendsDeadlineMs = this.options.clock.monotonicMs() + takeoverAppendsWaitMsMax;
     for (const group of groups) {
-      while (group.pendingAppends > 0) await this.options.clock.sleep(2);
+      while (group.pendingAppends > 0) {
+        if (this.options.clock.monotonicMs() >= appendsDeadlineMs) {
+          return { type: "drainFailed", error: `group ${group.name} still has ${group.pendingAppends} records being written to its journal after ${takeoverAppendsWaitMsMax / 1000} s (the disk does not answer); take over once it does, or restart the node` };
+        }
+        await this.options.clock.sleep(2);
+      }
     }
     await this.reflector.drain();
     // A group stopped by a full disk or an I/O error is taken over like any other (its cut is
