@@ -4,6 +4,7 @@
 // options (metadata store, volume registry, group registry, primary and secondary roles, the
 // listeners), starts and stops them in order, holds the data directory's lock, and answers
 // the management API by asking them. Group management is in primary/group-registry.ts.
+import { removeDeletedLeftovers } from "./deleted-leftovers.ts";
 import { ControlError, NodeStartError } from "../core/errors.ts";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -236,6 +237,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       lastAcceptNumber: asAcceptNumber(metadata.writeTime.lastAcceptNumber),
     });
     this.keepDeclaredClockSkew(metadata);
+    await removeDeletedLeftovers(this.fileSystem, this.options.dataDir, metadata, this.logger);
     await this.volumes.open();
     await this.groups.recover();
     // A takeover a crash interrupted after its intent was saved is finished at its saved cuts.

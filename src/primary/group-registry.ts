@@ -227,7 +227,7 @@ export class GroupRegistry {
    * TM_ERR_CONFLICT (a create or delete of that name runs now). Host writes to its volumes
    * while it closes fail (ESHUTDOWN, "the group is being deleted"); later ones go straight to
    * the volumes. The file system's error is thrown as it is (the group then stays, or is gone
-   * with its journal directory left behind, which nothing reads again: group ids are never reused).
+   * with its journal directory left behind, which the next start removes: src/node/deleted-leftovers.ts).
    */
   async delete(name: string): Promise<boolean> {
     validateName("group", name);

@@ -257,7 +257,7 @@ export class VolumeRegistry {
    * open by a host: an NBD connection or a host-protocol slot), TM_ERR_CONFLICT (it holds data
    * and `force` is not set: deleting it loses what a user wrote). The file system's error is
    * thrown as it is (node.json then still holds the volume, or no longer does and the file is
-   * left behind: a later start ignores files node.json does not name).
+   * left behind: the next start removes it, src/node/deleted-leftovers.ts).
    */
   async delete(name: string, force: boolean): Promise<boolean> {
     validateName("volume", name);
