@@ -3,7 +3,7 @@
 // not answer in time, something that is not a tidemark node answered, or the API refused.
 import type { z } from "zod";
 import { mgmtRequestTimeoutMsDefault, mgmtResponseBytesMax } from "../core/limits.ts";
-import { apiErrorSchema } from "./api-schemas.ts";
+import { apiErrorSchema } from "../mgmt/contract.ts";
 import { OperationError, UsageError, oneLine } from "./errors.ts";
 
 export const defaultNodeUrl = "http://127.0.0.1:7480";

@@ -7,7 +7,7 @@ import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApiClient } from "./api-client.ts";
-import { healthSchema } from "./api-schemas.ts";
+import { healthSchema } from "../mgmt/contract.ts";
 import { OperationError } from "./errors.ts";
 
 /** How long a node may take to answer GET /v1/health after it was spawned. */

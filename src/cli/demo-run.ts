@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { HostClient, type HostVolume } from "../client/host-client.ts";
 import type { ApiClient } from "./api-client.ts";
-import { groupCreatedSchema, pairInfoSchema, pairListSchema, takeoverAnswerSchema, volumeCreatedSchema, volumeListSchema } from "./api-schemas.ts";
+import { groupCreatedSchema, pairInfoSchema, pairListSchema, takeoverAnswerSchema, volumeCreatedSchema, volumeListSchema } from "../mgmt/contract.ts";
 import type { CliIo } from "./command-kit.ts";
 import { killAll, killAllNow, nodesGoneUnexpectedly, startNode, type DemoNode } from "./demo-cluster.ts";
 import { checkLedgers, decodeSlot, encodeLedgerHeader, ledgerCapacity, ledgerSlotBytes, slotOffsetBytes } from "./demo-ledger.ts";

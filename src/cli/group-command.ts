@@ -1,7 +1,7 @@
 // `tidemark group create NAME --volumes V1[,V2...]` and `tidemark group list` (CONTRACT.md).
 import type { Command } from "commander";
 import type { GroupInfo } from "../mgmt/control.ts";
-import { groupCreatedSchema, groupDeletedSchema, groupListSchema } from "./api-schemas.ts";
+import { groupCreatedSchema, groupDeletedSchema, groupListSchema } from "../mgmt/contract.ts";
 import { journalBytesLimit, journalBytesMin } from "../core/limits.ts";
 import { checkName, mgmtContext, parseNameList, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { formatUsage, renderTable } from "./format.ts";

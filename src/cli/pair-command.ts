@@ -6,7 +6,7 @@ import type { Command } from "commander";
 import { fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, pairCreateLinkWaitMsMax, replStreamsDefault, replStreamsMax, takeoverCommandMarginMs } from "../core/limits.ts";
 import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../mgmt/control.ts";
 import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
-import { pairInfoSchema, pairListSchema, takeoverAnswerSchema } from "./api-schemas.ts";
+import { pairInfoSchema, pairListSchema, takeoverAnswerSchema } from "../mgmt/contract.ts";
 import { checkName, mgmtContext, withMgmtOptions, type CliIo, type MgmtContext } from "./command-kit.ts";
 import { parseDuration } from "./durations.ts";
 import { OperationError, UsageError } from "./errors.ts";

@@ -1,7 +1,7 @@
 // `tidemark status`: the node (id, policy, listeners, uptime, recorded write time), then its
 // volumes and groups as tables. `--json` prints GET /v1/status as the node answered it.
 import type { Command } from "commander";
-import { nodeStatusSchema } from "./api-schemas.ts";
+import { nodeStatusSchema } from "../mgmt/contract.ts";
 import { mgmtContext, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { formatSeconds, formatWriteTimeUs, renderFields } from "./format.ts";
 import { renderGroups } from "./group-command.ts";

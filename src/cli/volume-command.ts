@@ -2,7 +2,7 @@
 import type { Command } from "commander";
 import { volumeBytesMax, volumeBytesMin } from "../core/limits.ts";
 import type { VolumeInfo } from "../mgmt/control.ts";
-import { volumeCreatedSchema, volumeDeletedSchema, volumeListSchema } from "./api-schemas.ts";
+import { volumeCreatedSchema, volumeDeletedSchema, volumeListSchema } from "../mgmt/contract.ts";
 import { checkName, mgmtContext, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { oneLine } from "./errors.ts";
 import { formatBytes, renderTable, yesNo } from "./format.ts";

@@ -13,14 +13,14 @@ import Fastify, {
 } from "fastify";
 import type { Logger } from "pino";
 import { isStorageError } from "../node/group-stop.ts";
-import { z } from "zod";
-import {
-  groupsPerNodeMax, maxClockSkewMsMax, mgmtBodyBytesMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
-  volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin, journalRecordPayloadBytesMax } from "../core/limits.ts";
+import type { z } from "zod";
+import { mgmtBodyBytesMax } from "../core/limits.ts";
 import { nameProblem } from "../core/names.ts";
-import type { WriteTimePolicy } from "../core/types.ts";
 import { tmErrorCodes } from "../core/errors.ts";
-import { type ControlErrorCode, type CopyMode, type CreatePairRequest, type NodeControl, type PairControl, type PairSecondaryRequest, type ReflectMode, type TransferMode } from "./control.ts";
+import { type ControlErrorCode, type NodeControl, type PairControl } from "./control.ts";
+import {
+  createGroupBodySchema, createPairBodySchema, createVolumeBodySchema, forceQuerySchema, groupListBodySchema, noOptionsBodySchema, pairSecondaryBodySchema,
+  takeoverBodySchema, unfenceBodySchema } from "./contract.ts";
 
 export interface MgmtApiOptions {
   readonly host: string;
@@ -48,135 +48,6 @@ export interface ApiErrorBody {
 export function statusForCode(code: ControlErrorCode): number {
   return tmErrorCodes[code].httpStatus;
 }
-
-const nameSchema = (kind: string) =>
-  z.string().superRefine((value, ctx) => {
-    const problem = nameProblem(kind, value);
-    if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
-  });
-
-/** A volume's size in a body: whole bytes within the node's limits. */
-const volumeSizeSchema = z
-  .number()
-  .int("must be a whole number of bytes")
-  .min(volumeBytesMin, `must be at least ${volumeBytesMin} bytes`)
-  .max(volumeBytesMax, `must be at most ${volumeBytesMax} bytes`);
-
-export const createVolumeBodySchema = z.strictObject({
-  name: nameSchema("volume"),
-  sizeBytes: volumeSizeSchema,
-});
-
-export const createGroupBodySchema = z.strictObject({
-  name: nameSchema("group"),
-  volumes: z
-    .array(nameSchema("volume"))
-    .min(1, "must list at least one volume")
-    .max(volumesPerGroupMax, `must list at most ${volumesPerGroupMax} volumes`)
-    .refine((names) => new Set(names).size === names.length, "must not list a volume twice"),
-  /** Size limit of the group's journal; default journalBytesMaxDefault. */
-  journalBytesMax: z.number().int().min(journalBytesMin, `must be at least ${journalBytesMin} bytes (a full journal must still take the largest write of ${journalRecordPayloadBytesMax} bytes)`).max(journalBytesLimit, `must be at most ${journalBytesLimit} bytes`).optional(),
-});
-
-const copyModes = ["async", "sync"] as const satisfies readonly CopyMode[];
-const transferModes = ["push", "pull"] as const satisfies readonly TransferMode[];
-const reflectModes = ["time", "seq", "marker"] as const satisfies readonly ReflectMode[];
-const writeTimePolicies = ["host", "clock", "counter"] as const satisfies readonly WriteTimePolicy[];
-
-const enumSchema = <T extends string>(values: readonly [T, ...T[]]) =>
-  z.enum(values, { error: () => `must be one of ${values.map((value) => `"${value}"`).join(", ")}` });
-
-const streamsSchema = z
-  .number({ error: "must be a whole number" })
-  .int("must be a whole number")
-  .min(1, `must be between 1 and ${replStreamsMax}`)
-  .max(replStreamsMax, `must be between 1 and ${replStreamsMax}`);
-
-/** Management URL of another node: http(s), no user, query or fragment. */
-const nodeUrlSchema = z
-  .string()
-  .max(mgmtUrlLengthMax, `must be at most ${mgmtUrlLengthMax} characters`)
-  .superRefine((value, ctx) => {
-    let url: URL;
-    try {
-      url = new URL(value);
-    } catch {
-      ctx.addIssue({ code: "custom", message: "must be an http:// or https:// URL, e.g. http://10.0.0.2:7480" });
-      return;
-    }
-    if (url.protocol !== "http:" && url.protocol !== "https:") {
-      ctx.addIssue({ code: "custom", message: "must use http:// or https://" });
-    } else if (url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "") {
-      ctx.addIssue({ code: "custom", message: "must not carry a user, query or fragment" });
-    }
-  });
-
-const pairIdPattern = new RegExp(`^[\\x21-\\x7e]{1,${replPairIdBytesMax}}$`);
-
-const uniqueNames = (names: readonly string[]): boolean => new Set(names).size === names.length;
-
-export const createPairBodySchema = z.strictObject({
-  group: nameSchema("group"),
-  to: nodeUrlSchema,
-  remoteGroup: nameSchema("group").optional(),
-  mode: enumSchema(copyModes).default("async"),
-  transfer: enumSchema(transferModes).default("push"),
-  streams: streamsSchema.default(replStreamsDefault),
-  reflect: enumSchema(reflectModes).default("time"),
-  force: z.boolean().optional(),
-  domain: nameSchema("domain").optional(),
-}) satisfies z.ZodType<CreatePairRequest, unknown>;
-
-/** suspend and resume take no options: no body, or an empty object. */
-const noOptionsBodySchema = z.strictObject({}).optional();
-
-/** `pair suspend|resume g1,g2`: the groups, each once. */
-export const groupListBodySchema = z.strictObject({
-  groups: z
-    .array(nameSchema("group"))
-    .min(1, "must list at least one group")
-    .max(groupsPerNodeMax, `must list at most ${groupsPerNodeMax} groups`)
-    .refine(uniqueNames, "must not list a group twice"),
-});
-
-export const takeoverBodySchema = z.strictObject({
-  groups: z
-    .array(nameSchema("group"))
-    .min(1, "must list at least one group")
-    .max(groupsPerNodeMax, `must list at most ${groupsPerNodeMax} groups`)
-    .refine(uniqueNames, "must not list a group twice"),
-  /** The primary site is declared lost: take over without fencing the primary when it cannot be reached. */
-  force: z.boolean().optional(),
-});
-
-/** `pair unfence GROUP [--force]`. */
-export const unfenceBodySchema = z.strictObject({ force: z.boolean().optional() }).optional();
-
-export const pairSecondaryBodySchema = z.strictObject({
-  pairId: z.string().regex(pairIdPattern, `must be 1 to ${replPairIdBytesMax} printable ASCII characters without spaces`),
-  primaryNode: nameSchema("node"),
-  primaryGroup: nameSchema("group"),
-  group: nameSchema("group"),
-  volumes: z
-    .array(
-      z.strictObject({
-        name: nameSchema("volume"),
-        sizeBytes: volumeSizeSchema,
-      }),
-    )
-    .min(1, "must list at least one volume")
-    .max(volumesPerGroupMax, `must list at most ${volumesPerGroupMax} volumes`)
-    .refine((volumes) => uniqueNames(volumes.map((volume) => volume.name)), "must not list a volume twice"),
-  reflect: enumSchema(reflectModes),
-  transfer: enumSchema(transferModes),
-  streams: streamsSchema,
-  force: z.boolean().optional(),
-  domain: z.strictObject({
-    name: nameSchema("domain"),
-    writeTimePolicy: enumSchema(writeTimePolicies),
-    maxClockSkewMs: z.number().int().min(0).max(maxClockSkewMsMax),
-  }).optional(),
-}) satisfies z.ZodType<PairSecondaryRequest, unknown>;
 
 /** A group name in a path (/v1/pairs/:group), checked like one in a body. */
 /** The `:group` or `:volume` of a path, validated as such a name (TM_ERR_INVALID). */
@@ -324,8 +195,6 @@ function registerVolumeRoutes(app: MgmtApp, control: NodeControl): void {
   });
 }
 
-/** `?force=true` (or 1); anything else but absent is refused. */
-const forceQuerySchema = z.strictObject({ force: z.enum(["true", "false", "1", "0"]).optional() });
 
 function registerGroupRoutes(app: MgmtApp, control: NodeControl): void {
   app.get("/v1/groups", () => ({ groups: control.listGroups() }));

@@ -4,7 +4,9 @@
 // that says what is wrong and what to check (docs/errors.md: TM_ERR_UNREACHABLE, ...).
 import { ControlError } from "../core/errors.ts";
 import { peerRequestTimeoutMs } from "../core/limits.ts";
+import type { z } from "zod";
 import type { PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
+import { apiErrorSchema, pairSecondaryInfoSchema } from "../mgmt/contract.ts";
 
 export interface PeerClient {
   /** POST /v1/pair-secondaries on the node at `baseUrl`; ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT, TM_ERR_INVALID, TM_ERR_DOMAIN_INCOMPARABLE) naming it on failure. */
@@ -13,11 +15,15 @@ export interface PeerClient {
 
 /** The management API over HTTP. */
 export const httpPeerClient: PeerClient = {
-  preparePairSecondary: (baseUrl, request) => postJson<PairSecondaryInfo>(baseUrl, "/v1/pair-secondaries", request),
+  preparePairSecondary: (baseUrl, request) => postJson(baseUrl, "/v1/pair-secondaries", request, pairSecondaryInfoSchema),
 };
 
-/** POSTs JSON to another node's management API; errors become ControlErrors that say which node. */
-async function postJson<T>(baseUrl: string, path: string, body: unknown): Promise<T> {
+/**
+ * POSTs JSON to another node's management API and checks its answer against the contract's
+ * schema (a peer's answer is input, never an assertion); errors become ControlErrors that say
+ * which node.
+ */
+async function postJson<T>(baseUrl: string, path: string, body: unknown, schema: z.ZodType<T>): Promise<T> {
   let response: Response;
   try {
     response = await fetch(new URL(path, baseUrl), {
@@ -34,13 +40,20 @@ async function postJson<T>(baseUrl: string, path: string, body: unknown): Promis
     throw new ControlError("TM_ERR_UNREACHABLE", `${baseUrl} answered HTTP ${response.status} with something that is not JSON: it is not a tidemark node's management API; give --to the secondary's management URL (its --mgmt address, http://HOST:PORT)`);
   }
   if (!response.ok) {
-    const error = (parsed as { error?: { message?: string; code?: unknown } }).error;
+    const refusal = apiErrorSchema.safeParse(parsed);
+    const error = refusal.success ? refusal.data.error : undefined;
     const message = error?.message ?? `HTTP ${response.status}`;
     // A refusal the operator acts on by its own code keeps it (a named domain whose write times are not comparable).
     const code = error?.code === "TM_ERR_DOMAIN_INCOMPARABLE" ? error.code : response.status === 409 ? "TM_ERR_CONFLICT" : response.status === 400 ? "TM_ERR_INVALID" : "TM_ERR_UNREACHABLE";
     throw new ControlError(code, `secondary ${baseUrl}: ${message}`);
   }
-  return parsed as T;
+  const answer = schema.safeParse(parsed);
+  if (!answer.success) {
+    const issue = answer.error.issues[0];
+    const where = issue === undefined ? "" : ` (${issue.path.join(".") || "body"}: ${issue.message})`;
+    throw new ControlError("TM_ERR_UNREACHABLE", `${baseUrl} answered ${path} with an unexpected body${where}: is it a tidemark node of the same version? give --to the secondary's management URL`);
+  }
+  return answer.data;
 }
 
 /**

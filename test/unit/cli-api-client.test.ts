@@ -9,7 +9,7 @@ import { pino } from "pino";
 import { z } from "zod";
 import { ApiClient, ApiError, parseNodeUrl } from "../../src/cli/api-client.ts";
 import { OperationError, UsageError } from "../../src/cli/errors.ts";
-import { healthSchema, volumeListSchema } from "../../src/cli/api-schemas.ts";
+import { healthSchema, volumeListSchema } from "../../src/mgmt/contract.ts";
 import { mgmtResponseBytesMax } from "../../src/core/limits.ts";
 import { startMgmtApi } from "../../src/mgmt/mgmt-api.ts";
 import { FakeControl } from "./mgmt-fake-control.ts";
