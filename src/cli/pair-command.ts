@@ -9,6 +9,7 @@ import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
 import { pairInfoSchema, pairListSchema, takeoverAnswerSchema } from "../mgmt/contract.ts";
 import { checkName, mgmtContext, withMgmtOptions, type CliIo, type MgmtContext } from "./command-kit.ts";
 import { parseDuration } from "./durations.ts";
+import { registerPairAdminCommands } from "./pair-admin-command.ts";
 import { OperationError, UsageError } from "./errors.ts";
 import { formatBytes, formatPercent, formatSeconds, formatUsage } from "./format.ts";
 
@@ -203,6 +204,8 @@ export function registerPairCommands(program: Command, io: CliIo): void {
     });
     context.print(raw, () => `unfenced group ${value.group}: now ${value.state}${value.reason === null ? "" : ` (${value.reason})`}\n`);
   });
+  // delete and set: pair-admin-command.ts.
+  registerPairAdminCommands(pair, io);
 }
 
 // ---- command-line values ----

@@ -285,6 +285,13 @@ export const takeoverJoinPollMs = 20;
 export const takeoverReadBytes = 4 * 1024 * 1024;
 /** A takeover waits at most this long for the appends in flight of its groups to become durable (a disk that hangs), then is refused with the reason. */
 export const takeoverAppendsWaitMsMax = 30_000;
+/**
+ * `pair delete` (without --force) waits at most this long for the secondary to acknowledge
+ * every record accepted when the command began, then refuses, saying how many are missing.
+ */
+export const pairDeleteAckWaitMsMax = 10_000;
+/** How often that wait looks again. */
+export const pairDeleteAckPollMs = 50;
 
 assert(replReorderBytesMax >= replInFlightBytesMax + journalRecordPayloadBytesMax + 64, "the reorder buffer holds the whole send window plus one largest record");
 assert(replReorderRecordsMax >= replInFlightRecordsMax, "the reorder buffer holds every record of the send window");
@@ -293,4 +300,5 @@ assert(replBatchRecordsMax <= replInFlightRecordsMax, "one batch fits the record
 assert(replPullBytesMax * replPullsInHandMax <= replInFlightBytesMax, "pulled batches in hand stay within a push window");
 assert(replStreamsDefault >= 1 && replStreamsDefault <= replStreamsMax, "the default stream count is allowed");
 assert(takeoverJoinWaitMsMax > timeAdvanceIdleIntervalMs, "a takeover waits long enough for an idle joiner's next heartbeat");
+assert(pairDeleteAckWaitMsMax < peerRequestTimeoutMs, "pair delete's wait for the secondary ends before a peer call would time out");
 assert(replHandshakesMax >= replConnectionsMax, "every stream of a burst of reconnecting pairs fits the handshake pool");

@@ -99,6 +99,12 @@ const secondaryRecordSchema = z.strictObject({
   domainJoin: z.strictObject({ afterSequence: nonNegativeInteger, writeTimeUs: nonNegativeInteger, acceptNumber: nonNegativeInteger, at: z.string() }).nullable().optional(),
   /** `pair detach`: the group left its consistency domain and reflects alone until `pair attach`. Absent: attached. */
   detached: z.boolean().optional(),
+  /**
+   * `pair delete` decided on this side (docs/replication.md, "Ending a pair"): the group left its
+   * domain and keeps every record through `keepThroughSequence`; a start finishes the conversion
+   * into an ordinary group (read-only unless `promote`). Absent: no delete in progress.
+   */
+  ending: z.strictObject({ keepThroughSequence: nonNegativeInteger, promote: z.boolean(), at: z.string() }).optional(),
 });
 
 const groupRecordSchema = z.strictObject({
@@ -117,6 +123,12 @@ const groupRecordSchema = z.strictObject({
   secondary: secondaryRecordSchema.optional(),
   /** Journal directory generation: a takeover starts a fresh journal in a new directory. */
   journalGeneration: nonNegativeInteger.optional(),
+  /**
+   * Host writes are refused (EPERM): the group was the secondary of a pair deleted without
+   * `--promote` (its volumes keep the image the pair left). `pair delete GROUP --promote` clears
+   * it. Absent: writable.
+   */
+  readOnly: z.strictObject({ reason: z.string(), since: z.string() }).optional(),
 });
 
 /**

@@ -10,7 +10,7 @@ import {
 import { nameProblem } from "../core/names.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
 import {
-  pairStates, type CopyMode, type CreatePairRequest, type GroupInfo, type NodeStatus, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest,
+  pairStates, type CopyMode, type CreatePairRequest, type GroupInfo, type NodeStatus, type PairInfo, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest,
   type ReflectMode, type TakeoverResult, type TransferMode, type VolumeInfo } from "./control.ts";
 
 // ---- requests (the server validates them; unknown keys are refused) ------------------
@@ -148,6 +148,17 @@ export const pairSecondaryBodySchema = z.strictObject({
 /** `?force=true` (or 1); anything else but absent is refused. */
 export const forceQuerySchema = z.strictObject({ force: z.enum(["true", "false", "1", "0"]).optional() });
 
+/** A primary asks the secondary to end its side of a pair (`pair delete`). */
+export const pairSecondaryEndBodySchema = z.strictObject({
+  pairId: z.string().regex(pairIdPattern, `must be 1 to ${replPairIdBytesMax} printable ASCII characters without spaces`),
+  primaryNode: nameSchema("node"),
+  group: nameSchema("group"),
+  promote: z.boolean(),
+}) satisfies z.ZodType<PairSecondaryEndRequest, unknown>;
+
+/** `DELETE /v1/pairs/:group?force=true&promote=true`. */
+export const pairDeleteQuerySchema = z.strictObject({ force: z.enum(["true", "false", "1", "0"]).optional(), promote: z.enum(["true", "false", "1", "0"]).optional() });
+
 // ---- answers (the CLI and peers check them; unknown keys are allowed: a newer node may say more) ----
 
 const count = z.number().int().nonnegative();
@@ -249,6 +260,15 @@ export const groupCreatedSchema = z.object({ group: groupInfoSchema });
 export const pairSecondaryInfoSchema = z.object({ nodeId: z.string().min(1), group: z.string().min(1), replAddress: z.string().min(1) });
 export const volumeDeletedSchema = z.object({ volume: z.string(), deleted: z.boolean() });
 export const groupDeletedSchema = z.object({ group: z.string(), deleted: z.boolean() });
+/** `pair delete` (DELETE /v1/pairs/:group), and a secondary's answer to its primary (POST /v1/pair-secondaries/end). */
+export const pairEndSchema = z.object({
+  group: z.string(),
+  deleted: z.boolean(),
+  role: z.enum(["primary", "secondary"]).nullable(),
+  readOnly: z.boolean(),
+  keptSequence: z.number().int().nonnegative().nullable(),
+  secondary: z.object({ deleted: z.boolean(), note: z.string().nullable() }).optional(),
+});
 
 /** Every API error body: {error:{code,message}}. */
 export const apiErrorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });

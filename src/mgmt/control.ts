@@ -215,6 +215,32 @@ export interface PairSecondaryInfo {
   readonly replAddress: string;
 }
 
+/** Sent by a primary to the secondary's management API: end the pair on that side, keeping its image (`pair delete`). */
+export interface PairSecondaryEndRequest {
+  readonly pairId: string;
+  /** The primary node (checked against the pair's). */
+  readonly primaryNode: string;
+  /** Group name on the secondary. */
+  readonly group: string;
+  /** The secondary's volumes become an ordinary writable group (else they stay read-only). */
+  readonly promote: boolean;
+}
+
+/** What ending a pair did on one node (`pair delete`, on either side). */
+export interface PairEndInfo {
+  readonly group: string;
+  /** The pair was there and is gone now; false: there was no such pair (nothing to do). */
+  readonly deleted: boolean;
+  /** This node's role in the pair that ended, or null when there was none. */
+  readonly role: PairRole | null;
+  /** The group's volumes refuse host writes (a secondary's image kept without --promote). */
+  readonly readOnly: boolean;
+  /** On a secondary: the last sequence of the primary's the image holds, else null. */
+  readonly keptSequence: number | null;
+  /** On a primary: what became of the secondary's side (the call's answer, or why it was left as it is with --force). */
+  readonly secondary?: { readonly deleted: boolean; readonly note: string | null } | undefined;
+}
+
 export interface TakeoverResult {
   readonly group: string;
   /** Last sequence kept (reflected) on the secondary. */
@@ -252,4 +278,12 @@ export interface PairControl {
   detachPair(group: string): Promise<PairInfo>;
   attachPair(group: string): Promise<PairInfo>;
   preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo>;
+  /**
+   * `pair delete GROUP`: on the primary, ends the pair on both sides (the secondary through
+   * endPairSecondary); on the secondary only with `force` (this side only). `promote`: the
+   * secondary's volumes become writable. A pair already gone answers deleted false.
+   */
+  deletePair(group: string, options: { readonly force: boolean; readonly promote: boolean }): Promise<PairEndInfo>;
+  /** A primary asks this node to end its side of pair `pairId` (node to node). */
+  endPairSecondary(request: PairSecondaryEndRequest): Promise<PairEndInfo>;
 }

@@ -19,7 +19,7 @@ import { nameProblem } from "../core/names.ts";
 import { tmErrorCodes } from "../core/errors.ts";
 import { type ControlErrorCode, type NodeControl, type PairControl } from "./control.ts";
 import {
-  createGroupBodySchema, createPairBodySchema, createVolumeBodySchema, forceQuerySchema, groupListBodySchema, noOptionsBodySchema, pairSecondaryBodySchema,
+  createGroupBodySchema, createPairBodySchema, createVolumeBodySchema, forceQuerySchema, groupListBodySchema, noOptionsBodySchema, pairDeleteQuerySchema, pairSecondaryBodySchema, pairSecondaryEndBodySchema,
   takeoverBodySchema, unfenceBodySchema } from "./contract.ts";
 
 export interface MgmtApiOptions {
@@ -252,6 +252,15 @@ function registerPairRoutes(app: MgmtApp, control: PairControl): void {
     const body = parseBody(unfenceBodySchema, request.body);
     return control.unfencePair(groupParam(request.params), body?.force === true);
   });
+  // `pair delete`: idempotent, a pair already gone answers 200 with deleted false.
+  app.delete("/v1/pairs/:group", (request) => {
+    const name = groupParam(request.params);
+    const query = parseBody(pairDeleteQuerySchema, request.query);
+    const yes = (value: string | undefined): boolean => value === "true" || value === "1";
+    return control.deletePair(name, { force: yes(query.force), promote: yes(query.promote) });
+  });
+  // A primary asks this (secondary) node to end its side of a pair it deletes.
+  app.post("/v1/pair-secondaries/end", (request) => control.endPairSecondary(parseBody(pairSecondaryEndBodySchema, request.body)));
   // A primary asks this (secondary) node to make or check the secondary group of a new pair.
   app.post("/v1/pair-secondaries", (request) => control.preparePairSecondary(parseBody(pairSecondaryBodySchema, request.body)));
   // The path before the vocabulary was settled: a primary of the previous version still calls it.

@@ -16,7 +16,7 @@ import { dataDirError, listenError } from "./start-errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
-import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverOptions, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
+import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairEndInfo, type PairInfo, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverOptions, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
 import { GroupRegistry } from "../primary/group-registry.ts";
 import { startHostServer, type HostServer } from "../frontends/host-server.ts";
 import { MetadataStore } from "../metadata/metadata-store.ts";
@@ -158,6 +158,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       isSecondary: (group) => this.secondaries.has(group),
       volume: (volumeId) => this.volumesById.get(volumeId),
       prepareSecondary: (baseUrl, request) => this.peers.preparePairSecondary(baseUrl, request),
+      endSecondary: (baseUrl, request) => this.peers.endPairSecondary(baseUrl, request),
       writeTimes: () => ({ writeTimePolicy: options.writeTimePolicy, maxClockSkewMs: this.commitWait === undefined ? 0 : this.commitWait.skewUs / 1000 }),
     });
     this.secondaries = new SecondaryRole({
@@ -242,6 +243,8 @@ export class TidemarkNode implements NodeControl, PairControl {
     await this.groups.recover();
     // A takeover a crash interrupted after its intent was saved is finished at its saved cuts.
     await this.secondaries.finishTakeover();
+    // So is a pair delete decided on this (secondary) side.
+    await this.secondaries.finishPairEnds();
     // A restarted secondary replays to the recomputed frontier before anyone reads its image.
     await this.secondaries.replayToFrontier();
     await this.startListeners();
@@ -543,6 +546,32 @@ export class TidemarkNode implements NodeControl, PairControl {
   preparePairSecondary(request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
     validateName("group", request.group);
     return this.secondaries.prepare(request);
+  }
+
+  /**
+   * `pair delete GROUP` (docs/replication.md, "Ending a pair"): on the primary both sides end;
+   * on the secondary only with `force` (this side only: the primary gone or unreachable). A
+   * group a pair delete left read-only becomes writable with `promote`. No pair: deleted false.
+   */
+  async deletePair(group: string, options: { readonly force: boolean; readonly promote: boolean }): Promise<PairEndInfo> {
+    validateName("group", group);
+    if (this.primary.hasPair(group)) return this.primary.deletePair(group, options);
+    const record = this.requireMetadata().groups.find((g) => g.name === group);
+    const secondary = record?.secondary;
+    if (secondary !== undefined) {
+      if (!options.force) {
+        throw new ControlError("TM_ERR_STATE", `group ${group} is the secondary of a pair from node ${secondary.primaryNode}: run pair delete against the primary, which ends both sides; ` +
+          `to end it on this node only (the primary gone or unreachable): tidemark pair delete ${group} --force${options.promote ? " --promote" : ""}`);
+      }
+      return this.secondaries.endPair(group, { promote: options.promote, force: true });
+    }
+    const promoted = options.promote && (await this.groups.makeWritable(group));
+    return { group, deleted: false, role: null, readOnly: record?.readOnly !== undefined && !promoted, keptSequence: null };
+  }
+
+  endPairSecondary(request: PairSecondaryEndRequest): Promise<PairEndInfo> {
+    validateName("group", request.group);
+    return this.secondaries.endPair(request.group, { pairId: request.pairId, primaryNode: request.primaryNode, promote: request.promote, force: false });
   }
 
   takeover(groupNames: readonly string[], options: TakeoverOptions = {}): Promise<readonly TakeoverResult[]> {

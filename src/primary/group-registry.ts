@@ -101,6 +101,7 @@ export class GroupRegistry {
       this.options.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
       const writer = this.newWriter(record, journal, volumes, nextSequence, report.lastWriteSequence > 0 ? report.lastWriteSequence : Math.min(record.checkpointSequence, nextSequence - 1));
       if (replay.error !== undefined) writer.stopAfterRecoveryError(replay.error);
+      writer.readOnlyReason = record.readOnly?.reason;
       if (record.pair !== undefined) this.options.primary.openPair(record, record.pair, writer);
       if (report.records > 0 || report.tornBytesCut > 0) {
         this.logger.info({ event: "journal_recovered", group: record.name, replayed: replay.replayed, records: report.records, tornBytesCut: report.tornBytesCut, nextSequence }, "journal recovered");
@@ -153,7 +154,25 @@ export class GroupRegistry {
 
   /** A taken-over group becomes an ordinary writable group over `journal` (the secondary role's takeover). */
   becomeWritable(record: GroupRecord, journal: GroupJournal): void {
-    this.newWriter(record, journal, this.groupVolumes(record, () => "group volume exists"), 1);
+    const writer = this.newWriter(record, journal, this.groupVolumes(record, () => "group volume exists"), 1);
+    writer.readOnlyReason = record.readOnly?.reason;
+  }
+
+  /**
+   * `pair delete GROUP --promote` on a group a pair delete left read-only: node.json forgets
+   * `readOnly`, then host writes are accepted. Returns whether it was read-only (false: nothing
+   * to do, or no such writable group). The save's error is thrown as it is.
+   */
+  async makeWritable(name: string): Promise<boolean> {
+    const writer = this.writers.get(name);
+    const record = this.metadata().groups.find((g) => g.name === name);
+    if (writer === undefined || record?.readOnly === undefined) return false;
+    await this.options.store.update((m) => {
+      delete groupRecordById(m, record.id).readOnly;
+    });
+    writer.readOnlyReason = undefined;
+    this.logger.info({ event: "group_promoted", group: name }, "group is writable: the image its deleted pair left is promoted");
+    return true;
   }
 
   // ---- the operator's groups ------------------------------------------------------
@@ -293,7 +312,7 @@ export class GroupRegistry {
         lastWriteTimeUs: writer.lastWriteTimeUs,
         state: writer.stopped === undefined ? "ok" : "stopped",
         heldWrites: writer.heldWrites,
-        reason: writer.stopped?.reason ?? (writer.heldWrites > 0 ? this.heldReason(writer) : null),
+        reason: writer.stopped?.reason ?? (writer.heldWrites > 0 ? this.heldReason(writer) : null) ?? (writer.readOnlyReason === undefined ? null : `read-only: ${writer.readOnlyReason}`),
       };
     });
   }

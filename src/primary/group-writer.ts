@@ -247,6 +247,13 @@ export class GroupWriter {
   get stopped(): GroupStop | undefined {
     return this.stopControl.stop;
   }
+  /**
+   * Set while the group is read-only because the pair it was the secondary of was deleted
+   * without --promote (node.json's `readOnly`): its volumes refuse host writes with EPERM
+   * (volumes/volume-registry.ts) and are exported read-only. Undefined: writable.
+   */
+  readOnlyReason: string | undefined = undefined;
+
   /** Why the group is fenced (read-only: host writes get EPERM), or undefined while it is writable. */
   get fenced(): string | undefined {
     return this.fencedReason;

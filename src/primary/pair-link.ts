@@ -209,6 +209,21 @@ export class PairLink {
     this.step({ type: "stop", reason });
   }
 
+  /**
+   * The pair is deleted (`pair delete`): streams close, nothing starts again, and the group's
+   * journal is no longer held for it (its records are trimmed by the group's checkpoints alone).
+   */
+  end(reason: string): void {
+    this.stop(reason);
+    for (const key of [...this.timers.keys()]) this.clock.clear(this.timers.get(key));
+    this.timers.clear();
+    this.clock.clear(this.pumpRetryTimer);
+    this.clock.clear(this.pullWaitTimer);
+    const detach = this.detachIngest;
+    this.detachIngest = undefined;
+    detach?.();
+  }
+
   /** Resolves once `suspended` is saved; a ControlError if the pair cannot be suspended (failed) or the save failed. */
   suspend(): Promise<void> {
     return this.command((commandId) => ({ type: "suspend", commandId }));

@@ -8,10 +8,10 @@ import type { WriteTimePolicy } from "../core/types.ts";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { timeAdvanceIntervalMs } from "../core/limits.ts";
+import { pairDeleteAckPollMs, pairDeleteAckWaitMsMax, timeAdvanceIntervalMs } from "../core/limits.ts";
 import type { PrimaryPairChange } from "../core/primary-pair.ts";
 import { ControlError } from "../core/errors.ts";
-import type { CreatePairRequest, PairInfo, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
+import type { CreatePairRequest, PairEndInfo, PairInfo, PairSecondaryEndRequest, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
 import type { GroupRecord, NodeMetadata, PairRecord } from "../metadata/metadata.ts";
 import type { Clock, Timer } from "../node/clock.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
@@ -42,6 +42,8 @@ export interface PrimaryRoleOptions {
   readonly volume: (volumeId: number) => PrimaryVolume | undefined;
   /** Asks the secondary's management API at `baseUrl` to prepare its side (ControlError naming it on failure). */
   readonly prepareSecondary: (baseUrl: string, request: PairSecondaryRequest) => Promise<PairSecondaryInfo>;
+  /** Asks the secondary's management API at `baseUrl` to end its side of a pair (ControlError naming it on failure). */
+  readonly endSecondary: (baseUrl: string, request: PairSecondaryEndRequest) => Promise<PairEndInfo>;
   /** What this node declares of its write times to a named domain's secondary (`--write-time`, `--max-clock-skew` in ms, 0: none). */
   readonly writeTimes: () => { readonly writeTimePolicy: WriteTimePolicy; readonly maxClockSkewMs: number };
 }
@@ -236,6 +238,74 @@ export class PrimaryRole {
     return result;
   }
 
+  /**
+   * `pair delete GROUP` on the primary (docs/replication.md, "Ending a pair"): ends the pair on
+   * both sides and keeps both images; the group stays an ordinary writable group. Without
+   * `force` it first waits (up to pairDeleteAckWaitMsMax) until the secondary holds every record
+   * accepted when the command began, and refuses when it does not (saying how many are
+   * missing), when the initial copy is not done, when the group is fenced, or when the
+   * secondary cannot be reached or refuses (nothing changed then). With `force` this side ends
+   * whatever the secondary says (its answer is in `secondary.note`). Then the link stops and
+   * node.json forgets the pair (saved before the answer). No pair on this node: deleted false.
+   * Errors: ControlError (TM_ERR_STATE, TM_ERR_UNREACHABLE and the secondary's codes), the save's.
+   */
+  async deletePair(group: string, options: { readonly force: boolean; readonly promote: boolean }): Promise<PairEndInfo> {
+    const link = this.links.get(group);
+    if (link === undefined) return { group, deleted: false, role: null, readOnly: false, keptSequence: null };
+    const writer = this.options.writer(group);
+    assert(writer !== undefined, "a pair's group has its writer");
+    const info = link.status();
+    const { force } = options;
+    const record = this.options.metadata().groups.find((g) => g.name === group);
+    const pair = record?.pair;
+    assert(record !== undefined && pair !== undefined, "a live pair is in node.json");
+    const again = `tidemark pair delete ${group} --force`;
+    if (!force && info.state === "fenced") {
+      throw new ControlError("TM_ERR_STATE", `group ${group} is fenced (${info.reason ?? "its secondary took over or is taking over"}): ending the pair here makes it writable beside the secondary's copy. To do so anyway: ${again}`);
+    }
+    if (!force && info.state === "copying") {
+      const copy = info.copy === null ? "" : ` (${info.copy.doneBytes} of ${info.copy.totalBytes} bytes copied)`;
+      throw new ControlError("TM_ERR_STATE", `the initial copy of ${group} is not done${copy}: the secondary holds no consistent image yet. Wait for it (tidemark pair status ${group}), or end the pair on this node only: ${again}`);
+    }
+    if (!force) await this.waitForSecondary(link, group, info.writeSequence ?? info.acceptedSequence);
+    let secondary: { deleted: boolean; note: string | null };
+    try {
+      const answer = await this.options.endSecondary(pair.remoteUrl, { pairId: pair.pairId, primaryNode: this.options.nodeId, group: pair.remoteGroup, promote: options.promote });
+      secondary = { deleted: answer.deleted, note: answer.deleted ? null : `node ${pair.remoteNode} had no pair ${pair.pairId} (deleted there before)` };
+    } catch (error) {
+      if (!(error instanceof ControlError)) throw error;
+      if (!force) {
+        const thisSideOnly = `To end the pair on this node only: ${again} (then run tidemark pair delete ${pair.remoteGroup} --force against node ${pair.remoteNode} once it is back)`;
+        throw new ControlError(error.code, `${error.message}; nothing was deleted. ${thisSideOnly}`);
+      }
+      secondary = { deleted: false, note: `left as it is: ${error.message}; end it there with tidemark pair delete ${pair.remoteGroup} --force` };
+    }
+    link.end("pair deleted");
+    this.links.delete(group);
+    await this.options.updateMetadata((m) => {
+      delete groupRecordById(m, record.id).pair;
+    });
+    if (writer.fenced !== undefined) writer.unfence();
+    this.options.logger.info({ event: "pair_deleted", group, role: "primary", pairId: pair.pairId, secondary: pair.remoteNode, secondaryDeleted: secondary.deleted, forced: force }, "pair deleted: replication ended, the group stays writable");
+    return { group, deleted: true, role: "primary", readOnly: false, keptSequence: null, secondary };
+  }
+
+  /** Waits until the secondary acknowledged `throughSequence`; refuses (TM_ERR_STATE, how many are missing) after pairDeleteAckWaitMsMax. */
+  private async waitForSecondary(link: PairLink, group: string, throughSequence: number): Promise<void> {
+    const deadlineMs = this.options.clock.monotonicMs() + pairDeleteAckWaitMsMax;
+    while (link.ackedSequence < throughSequence) {
+      // Only a running pair can catch up: a suspended, failed or stopped one is refused at once.
+      const moving = link.status().state === "replicating";
+      if (!moving || this.options.clock.monotonicMs() >= deadlineMs || this.links.get(group) !== link) {
+        const missing = throughSequence - link.ackedSequence;
+        throw new ControlError("TM_ERR_STATE",
+          `${missing} record${missing === 1 ? "" : "s"} accepted here (through sequence ${throughSequence}) ${missing === 1 ? "is" : "are"} not on the secondary yet (it holds through ${link.ackedSequence}): ` +
+          `deleting the pair now would leave it behind. Let it catch up (tidemark pair status ${group}; pair resume if suspended) and run this again, or leave it behind: tidemark pair delete ${group} --force`);
+      }
+      await this.options.clock.sleep(pairDeleteAckPollMs);
+    }
+  }
+
   /** The links of every listed group; the first refusal says that none was changed. */
   private primaryLinks(groups: readonly string[]): PairLink[] {
     try {
@@ -256,8 +326,9 @@ export class PrimaryRole {
 
 /** Writes a pair machine's change into the draft of node.json. */
 function applyToPair(metadata: NodeMetadata, groupId: number, change: PrimaryPairChange): void {
-  const pair = groupRecordById(metadata, groupId).pair;
-  assert(pair !== undefined, "the pair is in the metadata");
+  const pair = metadata.groups.find((g) => g.id === groupId)?.pair;
+  if (pair === undefined) return; // deleted meanwhile (pair delete): a save the link queued before it ended
+
   Object.assign(pair, change.record);
   if (change.ackedSequenceAtMost !== undefined) pair.ackedSequence = Math.min(pair.ackedSequence, change.ackedSequenceAtMost);
 }

@@ -34,7 +34,7 @@ import type { FileSystem } from "../storage/fs.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { GroupRecord, NodeMetadata, SecondaryRecord, TakeoverIntentRecord } from "../metadata/metadata.ts";
 import { ControlError, JournalClosedError } from "../core/errors.ts";
-import type { GroupInfo, PairInfo, PairSecondaryInfo, PairSecondaryRequest, TakeoverOptions, TakeoverResult } from "../mgmt/control.ts";
+import type { GroupInfo, PairEndInfo, PairInfo, PairSecondaryInfo, PairSecondaryRequest, TakeoverOptions, TakeoverResult } from "../mgmt/control.ts";
 import type { Clock } from "../node/clock.ts";
 import type { JournalFigures } from "../node/metrics.ts";
 import { emptySecondaryVolumes, saveWrittenMaps, volumeBytes } from "../volumes/volume-files.ts";
@@ -183,7 +183,8 @@ export class SecondaryRole implements SecondaryHost {
     this.groups.set(record.name, group);
     for (const volume of volumes) this.options.volumes.setSecondary(volume.volumeId, group);
     // A group of an unfinished takeover stays out of its domain: it is applied only through its cut (finishTakeover).
-    if (secondary.state === "replicating" && !this.heldForTakeover(record)) this.reflector.recovered(group);
+    // A group of an unfinished pair delete, too (finishPairEnds).
+    if (secondary.state === "replicating" && !this.heldForTakeover(record) && secondary.ending === undefined) this.reflector.recovered(group);
     // A crash between a checkpoint's metadata save and its trim leaves records the checkpoint
     // covers in the journal: trim them now. Nothing else would (a restarted reflector has
     // nothing dirty to checkpoint), and a journal full of them refused every batch for ever
@@ -837,7 +838,7 @@ export class SecondaryRole implements SecondaryHost {
    * fdatasync may have dropped it). The groups are out of their domains: nobody else applies.
    * Errors: the disk's (the takeover is then finished by the next start).
    */
-  private async reflectToCut(cut: readonly TakeoverIntentGroup[]): Promise<void> {
+  private async reflectToCut(cut: readonly Pick<TakeoverIntentGroup, "name" | "keepThroughSequence">[]): Promise<void> {
     await this.reflector.idle();
     const members = cut.map((c) => ({ group: this.liveGroup(c.name), keep: c.keepThroughSequence }));
     for (const m of members) {
@@ -893,6 +894,128 @@ export class SecondaryRole implements SecondaryHost {
       throw new ControlError(refusal.code, refusal.text);
     }
     return context.result;
+  }
+
+  // ---- the pair's end: pair delete (issue 9; docs/replication.md, "Ending a pair") ------------
+
+  /**
+   * Ends the pair of secondary group `name` on this node and keeps its image: the primary is
+   * told to wait (its streams closed, GROUP_BUSY), every record that arrived (the contiguous
+   * prefix, durable here) is reflected, and the group becomes an ordinary group over a fresh
+   * journal, read-only unless `promote` (node.json's `readOnly`). Durable in two saves: the
+   * decision (`secondary.ending`, with the last sequence kept) before the group leaves its
+   * consistency domain, and the conversion; a start between them finishes it
+   * (finishPairEnds). A group of the pair's domain is no longer held by it.
+   * `pairId`: only that pair (a primary's call): another pair, or none, answers deleted false.
+   * `force`: a group taken over earlier forgets its takeover too (its old primary is then no
+   * longer refused and fenced when it comes back, only its pair fails).
+   * Errors: ControlError TM_ERR_STATE (still in its initial copy, not consistent yet, taken over
+   * without `force`, being taken over), the disk's and the saves' (before the first save nothing
+   * changed; after it a restart finishes).
+   */
+  async endPair(name: string, options: { readonly pairId?: string | undefined; readonly primaryNode?: string | undefined; readonly promote: boolean; readonly force: boolean }): Promise<PairEndInfo> {
+    const nodeId = this.options.nodeId;
+    const none: PairEndInfo = { group: name, deleted: false, role: null, readOnly: false, keptSequence: null };
+    const record = this.options.metadata().groups.find((g) => g.name === name);
+    const secondary = record?.secondary;
+    if (record === undefined || secondary === undefined) return none;
+    if (options.pairId !== undefined && (secondary.pairId !== options.pairId || (options.primaryNode !== undefined && secondary.primaryNode !== options.primaryNode))) return none;
+    if (secondary.state === "takeover") {
+      if (!options.force) {
+        throw new ControlError("TM_ERR_STATE", `group ${name} was taken over on node ${nodeId}; while this node remembers it, its old primary (node ${secondary.primaryNode}) is refused and fences itself if it comes back. ` +
+          `Delete the pair on the old primary first (tidemark pair delete ${secondary.primaryGroup} --force there), or forget the takeover here anyway: tidemark pair delete ${name} --force`);
+      }
+      await this.options.updateMetadata((m) => {
+        const saved = m.groups.find((g) => g.id === record.id);
+        if (saved !== undefined) delete saved.secondary;
+      });
+      this.logger.warn({ event: "pair_deleted", group: name, role: "secondary", pairId: secondary.pairId, takenOver: true }, "pair deleted: the taken-over group forgets its pair");
+      return { group: name, deleted: true, role: "secondary", readOnly: false, keptSequence: secondary.takeover?.keptSequence ?? null };
+    }
+    const group = this.groups.get(name);
+    assert(group !== undefined, () => `secondary group ${name} is live`);
+    if (secondary.ending !== undefined || group.lifecycle.takeover !== undefined || this.takeoverState.phase !== "idle") {
+      throw new ControlError("TM_ERR_STATE", `group ${name} is being taken over or its pair deleted right now; try again in a moment (tidemark pair status ${name})`);
+    }
+    if (secondary.state !== "replicating" || group.lifecycle.step !== undefined) {
+      throw new ControlError("TM_ERR_STATE", `group ${name} on node ${nodeId} is still in its initial copy (${secondary.state}): its volumes hold no consistent image yet, so its pair is not ended; wait until it replicates (tidemark pair status ${name})`);
+    }
+    // Held: the primary's streams close and it is told to wait (GROUP_BUSY), as for a takeover.
+    const held: RunContext = {};
+    await this.run(group, { type: "takeover" }, held);
+    if (held.refusal !== undefined) throw new ControlError(held.refusal.code, held.refusal.text);
+    let keep: number;
+    try {
+      while (group.pendingAppends > 0) await this.options.clock.sleep(2);
+      keep = group.arrivedSequence;
+      if (keep < secondary.consistentFromSequence) {
+        throw new ControlError("TM_ERR_STATE", `group ${name} holds ${keep} of the ${secondary.consistentFromSequence} records it needs after its initial copy: its image is not consistent yet; try again once the primary sent them (tidemark pair status ${name})`);
+      }
+      const ending = { keepThroughSequence: keep, promote: options.promote, at: new Date(this.options.clock.wallMs()).toISOString() };
+      await this.options.updateMetadata((m) => {
+        const saved = m.groups.find((g) => g.id === record.id);
+        assert(saved?.secondary !== undefined, "secondary group is in the metadata");
+        saved.secondary.ending = ending;
+      }, true);
+    } catch (error) {
+      await this.run(group, { type: "takeoverAbort" }, {});
+      throw error;
+    }
+    // Decided (saved): out of its domain; the others are no longer held by it.
+    await this.run(group, { type: "takeoverDrained", reflectedSequence: keep }, {});
+    return this.finishEnd(group, keep, options.promote);
+  }
+
+  /** At start, after finishTakeover: a pair delete a crash interrupted after its decision was saved is finished. */
+  async finishPairEnds(): Promise<void> {
+    for (const record of this.options.metadata().groups) {
+      const ending = record.secondary?.ending;
+      const group = this.groups.get(record.name);
+      if (ending === undefined || group === undefined) continue;
+      this.logger.warn({ event: "pair_delete_resumed", group: record.name, keepThroughSequence: ending.keepThroughSequence }, "a pair delete the node did not finish before it stopped is finished now");
+      await this.run(group, { type: "takeoverResumed" }, {});
+      await this.finishEnd(group, ending.keepThroughSequence, ending.promote);
+    }
+  }
+
+  /** The decided end of a group out of its domain: reflected through `keep`, converted, saved; then an ordinary group. */
+  private async finishEnd(group: SecondaryGroup, keep: number, promote: boolean): Promise<PairEndInfo> {
+    const name = group.name;
+    await this.reflectToCut([{ name, keepThroughSequence: keep }]);
+    await this.retire(group);
+    const record = this.groupRecord(group);
+    const fromGeneration = record.journalGeneration ?? 0;
+    const generation = fromGeneration + 1;
+    const dir = this.options.journalDir({ id: group.groupId, journalGeneration: generation });
+    const journal = await this.options.withSpaceReserve("delete the pair", async () => {
+      await makeDirectoryDurable(this.options.fileSystem, dir);
+      return (await GroupJournal.open(dir, { fileSystem: this.options.fileSystem, bytesMax: record.journalBytesMax, nextSequence: 1 })).journal;
+    });
+    const primaryNode = group.record.primaryNode;
+    const readOnly = promote ? undefined : { reason: `the image its pair from node ${primaryNode} left (pair deleted); make it writable with: tidemark pair delete ${name} --promote`, since: new Date(this.options.clock.wallMs()).toISOString() };
+    try {
+      await this.options.updateMetadata((m) => {
+        const saved = m.groups.find((g) => g.id === group.groupId);
+        assert(saved !== undefined, "secondary group is in the metadata");
+        delete saved.secondary;
+        saved.journalGeneration = generation;
+        saved.checkpointSequence = 0;
+        saved.nextSequence = 1;
+        if (readOnly === undefined) delete saved.readOnly;
+        else saved.readOnly = readOnly;
+      }, true);
+    } catch (error) {
+      await journal.close().catch(() => undefined);
+      throw error;
+    }
+    this.groups.delete(name);
+    this.staged.delete(group);
+    await this.options.fileSystem.removeTree(this.options.journalDir({ id: group.groupId, journalGeneration: fromGeneration }))
+      .catch((error: unknown) => this.logger.warn({ event: "secondary_journal_left", group: name, err: error }, "the ended pair's journal directory could not be removed; nothing reads it again"));
+    this.options.becomeWritable(this.groupRecord(group), journal);
+    this.reflector.kick();
+    this.logger.info({ event: "pair_deleted", group: name, role: "secondary", keptSequence: keep, promoted: promote }, promote ? "pair deleted: the image is kept and the group is writable" : "pair deleted: the image is kept, read-only");
+    return { group: name, deleted: true, role: "secondary", readOnly: !promote, keptSequence: keep };
   }
 
   // ---- consistency domains: detach, attach, takeover of part of one (issue 8, kind 3 and 4) -----

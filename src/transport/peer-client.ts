@@ -5,17 +5,20 @@
 import { ControlError } from "../core/errors.ts";
 import { peerRequestTimeoutMs } from "../core/limits.ts";
 import type { z } from "zod";
-import type { PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
-import { apiErrorSchema, pairSecondaryInfoSchema } from "../mgmt/contract.ts";
+import type { PairEndInfo, PairSecondaryEndRequest, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
+import { apiErrorSchema, pairEndSchema, pairSecondaryInfoSchema } from "../mgmt/contract.ts";
 
 export interface PeerClient {
   /** POST /v1/pair-secondaries on the node at `baseUrl`; ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT, TM_ERR_INVALID, TM_ERR_DOMAIN_INCOMPARABLE) naming it on failure. */
   preparePairSecondary(baseUrl: string, request: PairSecondaryRequest): Promise<PairSecondaryInfo>;
+  /** POST /v1/pair-secondaries/end on the node at `baseUrl` (`pair delete`); ControlError (TM_ERR_UNREACHABLE, TM_ERR_STATE, TM_ERR_INVALID) naming it on failure. */
+  endPairSecondary(baseUrl: string, request: PairSecondaryEndRequest): Promise<PairEndInfo>;
 }
 
 /** The management API over HTTP. */
 export const httpPeerClient: PeerClient = {
   preparePairSecondary: (baseUrl, request) => postJson(baseUrl, "/v1/pair-secondaries", request, pairSecondaryInfoSchema),
+  endPairSecondary: (baseUrl, request) => postJson(baseUrl, "/v1/pair-secondaries/end", request, pairEndSchema),
 };
 
 /**
@@ -44,7 +47,7 @@ async function postJson<T>(baseUrl: string, path: string, body: unknown, schema:
     const error = refusal.success ? refusal.data.error : undefined;
     const message = error?.message ?? `HTTP ${response.status}`;
     // A refusal the operator acts on by its own code keeps it (a named domain whose write times are not comparable).
-    const code = error?.code === "TM_ERR_DOMAIN_INCOMPARABLE" ? error.code : response.status === 409 ? "TM_ERR_CONFLICT" : response.status === 400 ? "TM_ERR_INVALID" : "TM_ERR_UNREACHABLE";
+    const code = error?.code === "TM_ERR_DOMAIN_INCOMPARABLE" || error?.code === "TM_ERR_STATE" ? error.code : response.status === 409 ? "TM_ERR_CONFLICT" : response.status === 400 ? "TM_ERR_INVALID" : "TM_ERR_UNREACHABLE";
     throw new ControlError(code, `secondary ${baseUrl}: ${message}`);
   }
   const answer = schema.safeParse(parsed);

@@ -100,7 +100,7 @@ export class VolumeRegistry {
         volume.leases += 1;
         return this.handleFor(volume);
       },
-      list: (): ExportDescription[] => [...this.byId.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: v.secondary !== undefined })),
+      list: (): ExportDescription[] => [...this.byId.values()].map((v) => ({ name: v.name, sizeBytes: v.sizeBytes, readOnly: isReadOnly(v) })),
     };
   }
 
@@ -120,6 +120,8 @@ export class VolumeRegistry {
       if (volume.secondary !== undefined) {
         return Promise.reject(new VolumeIoError("EPERM", `volume ${volume.name} is the secondary of a pair and read-only; take it over first (tidemark pair takeover ${volume.secondary.name})`));
       }
+      const readOnly = volume.group?.readOnlyReason;
+      if (readOnly !== undefined) return Promise.reject(new VolumeIoError("EPERM", `volume ${volume.name} is read-only: ${readOnly}`));
       if (lengthBytes === 0) return Promise.resolve();
       const group = volume.group;
       if (group !== undefined) {
@@ -140,7 +142,7 @@ export class VolumeRegistry {
       name: volume.name,
       sizeBytes: volume.sizeBytes,
       get readOnly() {
-        return volume.secondary !== undefined;
+        return isReadOnly(volume);
       },
       read: async (offsetBytes, lengthBytes, into) => {
         checkRange(offsetBytes, lengthBytes);
@@ -157,7 +159,7 @@ export class VolumeRegistry {
         const group = volume.group;
         // A lent payload: the group's writer frees it once the volume has it; every other path
         // is done with it when the write settles (or throws at the edge).
-        if (free !== undefined && volume.secondary === undefined && group !== undefined && data.length > 0 &&
+        if (free !== undefined && volume.secondary === undefined && group !== undefined && group.readOnlyReason === undefined && data.length > 0 &&
           offsetBytes >= 0 && offsetBytes + data.length <= volume.sizeBytes) {
           return group.write(volume.id, offsetBytes, data, options.fua, options.hostWriteTimeUs, free);
         }
@@ -196,7 +198,7 @@ export class VolumeRegistry {
 
   private info(volume: LiveVolume): VolumeInfo {
     return {
-      name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? volume.secondary?.name ?? null, readOnly: volume.secondary !== undefined,
+      name: volume.name, sizeBytes: volume.sizeBytes, allocatedBytes: volume.allocatedBytes, group: volume.group?.name ?? volume.secondary?.name ?? null, readOnly: isReadOnly(volume),
       writtenBytes: volume.file.written.markedBytes,
       warning: this.freeBytes === undefined ? null : overcommitWarning(volume, this.freeBytes, join(this.dataDir, "volumes")),
     };
@@ -313,4 +315,9 @@ export class VolumeRegistry {
       }
     }
   }
+}
+
+/** A pair's secondary, or a group left read-only by a pair delete without --promote: exported read-only, host writes refused (EPERM). */
+function isReadOnly(volume: LiveVolume): boolean {
+  return volume.secondary !== undefined || volume.group?.readOnlyReason !== undefined;
 }

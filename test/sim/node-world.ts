@@ -384,6 +384,13 @@ export class NodeWorld {
         }
         return machine.node.preparePairSecondary(request);
       },
+      endPairSecondary: async (baseUrl, request) => {
+        const machine = [this.secondary, this.primary, this.third].find((m) => m !== undefined && baseUrl === m.url);
+        if (machine?.node === undefined || !machine.up || this.network.partitioned(from, machine.name)) {
+          throw new ControlError("TM_ERR_UNREACHABLE", `cannot reach node at ${baseUrl}`);
+        }
+        return machine.node.endPairSecondary(request);
+      },
     };
   }
 

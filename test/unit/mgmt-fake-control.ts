@@ -4,7 +4,7 @@
 // sequence numbers advance with wall time (see FakePairMotion), so `pair create` and
 // `pair wait` have something to watch.
 import { ControlError } from "../../src/core/errors.ts";
-import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairInfo, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../../src/mgmt/control.ts";
+import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairEndInfo, type PairInfo, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../../src/mgmt/control.ts";
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
@@ -340,6 +340,20 @@ export class FakeControl implements NodeControl, PairControl {
     if (!this.groups.has(request.group)) await this.createGroup(request.group, request.volumes.map((volume) => volume.name));
     this.addPair({ group: request.group, role: "secondary", pairId: request.pairId, remoteNode: request.primaryNode, remoteGroup: request.primaryGroup, state: "copying" });
     return { nodeId: "fake-a", group: request.group, replAddress: "127.0.0.1:7400" };
+  }
+
+  deletePair(group: string, options: { readonly force: boolean; readonly promote: boolean }): Promise<PairEndInfo> {
+    this.maybeFail();
+    const pair = this.pairs.get(group);
+    if (pair === undefined) return Promise.resolve({ group, deleted: false, role: null, readOnly: false, keptSequence: null });
+    if (pair.info.role === "secondary" && !options.force) return Promise.reject(new ControlError("TM_ERR_STATE", `group ${group} is the secondary of a pair: run pair delete against the primary`));
+    this.pairs.delete(group);
+    const secondary = pair.info.role === "primary";
+    return Promise.resolve({ group, deleted: true, role: pair.info.role, readOnly: !secondary && !options.promote, keptSequence: secondary ? null : pair.info.reflectedSequence, ...(secondary ? { secondary: { deleted: true, note: null } } : {}) });
+  }
+
+  endPairSecondary(request: PairSecondaryEndRequest): Promise<PairEndInfo> {
+    return this.deletePair(request.group, { force: true, promote: request.promote });
   }
 
   private findPair(group: string): FakePair {

@@ -1,0 +1,45 @@
+// `tidemark pair delete` and `tidemark pair set` (CONTRACT.md, "Pairs"; issue 9 item 4): ending a
+// pair while keeping both images, and pointing a pair at a secondary that moved.
+import type { Command } from "commander";
+import type { z } from "zod";
+import { pairEndSchema } from "../mgmt/contract.ts";
+import { checkName, mgmtContext, withMgmtOptions, type CliIo } from "./command-kit.ts";
+
+export function registerPairAdminCommands(pair: Command, io: CliIo): void {
+  withMgmtOptions(
+    pair
+      .command("delete")
+      .description("end a pair and keep both images: run against the primary, it ends both sides and the group stays writable; the secondary's volumes stay read-only unless --promote")
+      .argument("<GROUP>", "the paired group on this node")
+      .option("--promote", "the secondary's volumes become an ordinary writable group (also later, on a group a pair delete left read-only)")
+      .option("--force", "end it although the secondary would be left behind, is unreachable or refuses (this side only), or run on the secondary (this side only)"),
+  ).action(async (groupText: string, flags: { force?: boolean; promote?: boolean }, command: Command) => {
+    const group = checkName("group", groupText);
+    const context = mgmtContext(command, io);
+    const query = [flags.force === true ? "force=true" : "", flags.promote === true ? "promote=true" : ""].filter((q) => q !== "").join("&");
+    const { value, raw } = await context.client.delete(`${pairPath(group)}${query === "" ? "" : `?${query}`}`, pairEndSchema, {
+      what: `delete the pair of group '${group}'`,
+      hints: { TM_ERR_NOT_FOUND: "see `tidemark pair status`" },
+    });
+    context.print(raw, () => renderPairEnd(value));
+  });
+}
+
+/** One line: what the delete did on this node (and on the secondary, run on the primary). */
+export function renderPairEnd(end: z.infer<typeof pairEndSchema>): string {
+  if (!end.deleted) {
+    const state = end.readOnly ? "; it is read-only (writable with --promote)" : "";
+    return `group ${end.group} has no pair; nothing to delete${state}\n`;
+  }
+  if (end.role === "primary") {
+    const secondary = end.secondary;
+    const there = secondary === undefined ? "" : secondary.deleted ? "; the secondary's side is deleted too" : secondary.note === null ? "" : `; the secondary's side: ${secondary.note}`;
+    return `deleted the pair of group ${end.group}: replication ended, the group stays writable${there}\n`;
+  }
+  const kept = end.keptSequence === null ? "" : ` (through the primary's sequence ${end.keptSequence})`;
+  return `deleted the pair of group ${end.group} on this node: its volumes keep the image${kept}, ${end.readOnly ? "read-only (writable with: tidemark pair delete " + end.group + " --promote)" : "writable"}\n`;
+}
+
+function pairPath(group: string): string {
+  return `/v1/pairs/${encodeURIComponent(group)}`;
+}

@@ -1,0 +1,76 @@
+// Proves the management API's `pair delete` routes and the CLI's rendering of their answers:
+// DELETE /v1/pairs/:group takes only force/promote in its query (400 naming the key otherwise),
+// answers deleted false for a pair already gone (idempotent), refuses the secondary's side
+// without force (409 TM_ERR_STATE); POST /v1/pair-secondaries/end validates its body (unknown keys,
+// pair id); renderPairEnd says in one line what happened on each side. Driven with inject over
+// the in-memory fake control (the real nodes: test/e2e/pair-delete.test.ts).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { pino } from "pino";
+import type { PairEndInfo } from "../../src/mgmt/control.ts";
+import { buildMgmtApp } from "../../src/mgmt/mgmt-api.ts";
+import { renderPairEnd } from "../../src/cli/pair-admin-command.ts";
+import { FakeControl } from "./mgmt-fake-control.ts";
+
+const logger = pino({ level: "silent" });
+
+async function setup() {
+  const control = new FakeControl();
+  await control.createVolume("v1", 1 << 20);
+  await control.createGroup("g1", ["v1"]);
+  const app = buildMgmtApp(control, logger);
+  return { control, app };
+}
+
+void test("DELETE /v1/pairs/:group: deletes, then answers deleted false; a bad query or name is 400", async () => {
+  const { app } = await setup();
+  const created = await app.inject({ method: "POST", url: "/v1/pairs", payload: { group: "g1", to: "http://127.0.0.1:7481" } });
+  assert.equal(created.statusCode, 201, created.body);
+  const first = await app.inject({ method: "DELETE", url: "/v1/pairs/g1" });
+  assert.equal(first.statusCode, 200, first.body);
+  assert.deepEqual(first.json<PairEndInfo>(), { group: "g1", deleted: true, role: "primary", readOnly: false, keptSequence: null, secondary: { deleted: true, note: null } });
+  const again = await app.inject({ method: "DELETE", url: "/v1/pairs/g1" });
+  assert.equal(again.statusCode, 200, again.body);
+  assert.equal(again.json<PairEndInfo>().deleted, false);
+  const badQuery = await app.inject({ method: "DELETE", url: "/v1/pairs/g1?forse=true" });
+  assert.equal(badQuery.statusCode, 400, badQuery.body);
+  assert.match(badQuery.body, /forse/);
+  const badValue = await app.inject({ method: "DELETE", url: "/v1/pairs/g1?promote=yes" });
+  assert.equal(badValue.statusCode, 400, badValue.body);
+  const badName = await app.inject({ method: "DELETE", url: "/v1/pairs/-x" });
+  assert.equal(badName.statusCode, 400, badName.body);
+});
+
+void test("DELETE /v1/pairs/:group on a secondary: 409 without force, deleted with force and promote", async () => {
+  const { app, control } = await setup();
+  await control.preparePairSecondary({ pairId: "a/g2/1", primaryNode: "a", primaryGroup: "g2", group: "g2", volumes: [{ name: "v2", sizeBytes: 1 << 20 }], reflect: "time", transfer: "push", streams: 1 });
+  const refused = await app.inject({ method: "DELETE", url: "/v1/pairs/g2" });
+  assert.equal(refused.statusCode, 409, refused.body);
+  assert.match(refused.body, /TM_ERR_STATE/);
+  const forced = await app.inject({ method: "DELETE", url: "/v1/pairs/g2?force=true&promote=true" });
+  assert.equal(forced.statusCode, 200, forced.body);
+  assert.equal(forced.json<PairEndInfo>().readOnly, false);
+});
+
+void test("POST /v1/pair-secondaries/end validates its body", async () => {
+  const { app } = await setup();
+  const unknown = await app.inject({ method: "POST", url: "/v1/pair-secondaries/end", payload: { pairId: "a/g/1", primaryNode: "a", group: "g1", promote: false, extra: 1 } });
+  assert.equal(unknown.statusCode, 400, unknown.body);
+  assert.match(unknown.body, /extra/);
+  const badId = await app.inject({ method: "POST", url: "/v1/pair-secondaries/end", payload: { pairId: "has space", primaryNode: "a", group: "g1", promote: false } });
+  assert.equal(badId.statusCode, 400, badId.body);
+  const none = await app.inject({ method: "POST", url: "/v1/pair-secondaries/end", payload: { pairId: "a/g/1", primaryNode: "a", group: "g1", promote: false } });
+  assert.equal(none.statusCode, 200, none.body);
+  assert.equal(none.json<PairEndInfo>().deleted, false);
+});
+
+void test("renderPairEnd: one line per outcome", () => {
+  assert.equal(renderPairEnd({ group: "g", deleted: false, role: null, readOnly: false, keptSequence: null }), "group g has no pair; nothing to delete\n");
+  assert.equal(renderPairEnd({ group: "g", deleted: false, role: null, readOnly: true, keptSequence: null }), "group g has no pair; nothing to delete; it is read-only (writable with --promote)\n");
+  assert.equal(renderPairEnd({ group: "g", deleted: true, role: "primary", readOnly: false, keptSequence: null, secondary: { deleted: true, note: null } }),
+    "deleted the pair of group g: replication ended, the group stays writable; the secondary's side is deleted too\n");
+  assert.equal(renderPairEnd({ group: "g", deleted: true, role: "secondary", readOnly: true, keptSequence: 42 }),
+    "deleted the pair of group g on this node: its volumes keep the image (through the primary's sequence 42), read-only (writable with: tidemark pair delete g --promote)\n");
+  assert.equal(renderPairEnd({ group: "g", deleted: true, role: "secondary", readOnly: false, keptSequence: 42 }),
+    "deleted the pair of group g on this node: its volumes keep the image (through the primary's sequence 42), writable\n");
+});
