@@ -2,7 +2,8 @@
 // pair while keeping both images, and pointing a pair at a secondary that moved.
 import type { Command } from "commander";
 import type { z } from "zod";
-import { pairEndSchema } from "../mgmt/contract.ts";
+import { parseNodeUrl } from "./api-client.ts";
+import { pairEndSchema, pairInfoSchema } from "../mgmt/contract.ts";
 import { checkName, mgmtContext, withMgmtOptions, type CliIo } from "./command-kit.ts";
 
 export function registerPairAdminCommands(pair: Command, io: CliIo): void {
@@ -22,6 +23,26 @@ export function registerPairAdminCommands(pair: Command, io: CliIo): void {
       hints: { TM_ERR_NOT_FOUND: "see `tidemark pair status`" },
     });
     context.print(raw, () => renderPairEnd(value));
+  });
+  registerPairSet(pair, io);
+}
+
+function registerPairSet(pair: Command, io: CliIo): void {
+  withMgmtOptions(
+    pair
+      .command("set")
+      .description("the secondary moved (new addresses, same data directory): point the pair at it; same pair, no new copy (run against the primary)")
+      .argument("<GROUP>", "the paired group on this node (the primary)")
+      .requiredOption("--to <SECONDARY_MGMT_URL>", "the secondary's new management URL, e.g. http://10.0.0.3:7480"),
+  ).action(async (groupText: string, flags: { to: string }, command: Command) => {
+    const group = checkName("group", groupText);
+    const to = parseNodeUrl(flags.to, "--to").href.replace(/\/$/, "");
+    const context = mgmtContext(command, io);
+    const { value, raw } = await context.client.post(`${pairPath(group)}/set`, { to }, pairInfoSchema, {
+      what: `point the pair of group '${group}' at ${to}`,
+      hints: { TM_ERR_NOT_FOUND: "see `tidemark pair status`", TM_ERR_CONFLICT: "give --to the management URL of the pair's own secondary node" },
+    });
+    context.print(raw, () => `pair of group ${value.group} now replicates to node ${value.remoteNode} at ${value.remoteUrl ?? to} (same pair ${value.pairId}; no new copy)\n`);
   });
 }
 

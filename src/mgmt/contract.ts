@@ -10,7 +10,7 @@ import {
 import { nameProblem } from "../core/names.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
 import {
-  pairStates, type CopyMode, type CreatePairRequest, type GroupInfo, type NodeStatus, type PairInfo, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest,
+  pairStates, type CopyMode, type CreatePairRequest, type GroupInfo, type NodeStatus, type PairInfo, type PairSecondaryCheckRequest, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest,
   type ReflectMode, type TakeoverResult, type TransferMode, type VolumeInfo } from "./control.ts";
 
 // ---- requests (the server validates them; unknown keys are refused) ------------------
@@ -155,6 +155,16 @@ export const pairSecondaryEndBodySchema = z.strictObject({
   group: nameSchema("group"),
   promote: z.boolean(),
 }) satisfies z.ZodType<PairSecondaryEndRequest, unknown>;
+
+/** A primary asks a secondary's (new) address whether it holds the pair (`pair set`). */
+export const pairSecondaryCheckBodySchema = z.strictObject({
+  pairId: z.string().regex(pairIdPattern, `must be 1 to ${replPairIdBytesMax} printable ASCII characters without spaces`),
+  primaryNode: nameSchema("node"),
+  group: nameSchema("group"),
+}) satisfies z.ZodType<PairSecondaryCheckRequest, unknown>;
+
+/** `pair set GROUP --to URL`. */
+export const pairSetBodySchema = z.strictObject({ to: nodeUrlSchema });
 
 /** `DELETE /v1/pairs/:group?force=true&promote=true`. */
 export const pairDeleteQuerySchema = z.strictObject({ force: z.enum(["true", "false", "1", "0"]).optional(), promote: z.enum(["true", "false", "1", "0"]).optional() });

@@ -226,6 +226,14 @@ export interface PairSecondaryEndRequest {
   readonly promote: boolean;
 }
 
+/** Sent by a primary to a secondary's (new) management address: do you hold this pair? (`pair set`). */
+export interface PairSecondaryCheckRequest {
+  readonly pairId: string;
+  readonly primaryNode: string;
+  /** Group name on the secondary. */
+  readonly group: string;
+}
+
 /** What ending a pair did on one node (`pair delete`, on either side). */
 export interface PairEndInfo {
   readonly group: string;
@@ -284,6 +292,13 @@ export interface PairControl {
    * secondary's volumes become writable. A pair already gone answers deleted false.
    */
   deletePair(group: string, options: { readonly force: boolean; readonly promote: boolean }): Promise<PairEndInfo>;
+  /**
+   * `pair set GROUP --to URL` on the primary: the secondary moved; the node at `to` must be the
+   * same node holding the same pair. Saved, then the pair reconnects to its new replication address.
+   */
+  setPairSecondary(group: string, to: string): Promise<PairInfo>;
+  /** A primary asks this node whether it holds its side of pair `pairId` (node to node): its id and replication address, or a refusal. */
+  checkPairSecondary(request: PairSecondaryCheckRequest): PairSecondaryInfo;
   /** A primary asks this node to end its side of pair `pairId` (node to node). */
   endPairSecondary(request: PairSecondaryEndRequest): Promise<PairEndInfo>;
 }

@@ -19,7 +19,7 @@ import { nameProblem } from "../core/names.ts";
 import { tmErrorCodes } from "../core/errors.ts";
 import { type ControlErrorCode, type NodeControl, type PairControl } from "./control.ts";
 import {
-  createGroupBodySchema, createPairBodySchema, createVolumeBodySchema, forceQuerySchema, groupListBodySchema, noOptionsBodySchema, pairDeleteQuerySchema, pairSecondaryBodySchema, pairSecondaryEndBodySchema,
+  createGroupBodySchema, createPairBodySchema, createVolumeBodySchema, forceQuerySchema, groupListBodySchema, noOptionsBodySchema, pairDeleteQuerySchema, pairSecondaryBodySchema, pairSecondaryCheckBodySchema, pairSecondaryEndBodySchema, pairSetBodySchema,
   takeoverBodySchema, unfenceBodySchema } from "./contract.ts";
 
 export interface MgmtApiOptions {
@@ -259,6 +259,12 @@ function registerPairRoutes(app: MgmtApp, control: PairControl): void {
     const yes = (value: string | undefined): boolean => value === "true" || value === "1";
     return control.deletePair(name, { force: yes(query.force), promote: yes(query.promote) });
   });
+  // `pair set GROUP --to URL`: the secondary moved.
+  app.post("/v1/pairs/:group/set", (request) => {
+    const body = parseBody(pairSetBodySchema, request.body);
+    return control.setPairSecondary(groupParam(request.params), body.to);
+  });
+  app.post("/v1/pair-secondaries/check", (request) => control.checkPairSecondary(parseBody(pairSecondaryCheckBodySchema, request.body)));
   // A primary asks this (secondary) node to end its side of a pair it deletes.
   app.post("/v1/pair-secondaries/end", (request) => control.endPairSecondary(parseBody(pairSecondaryEndBodySchema, request.body)));
   // A primary asks this (secondary) node to make or check the secondary group of a new pair.

@@ -16,7 +16,7 @@ import { dataDirError, listenError } from "./start-errors.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { nodeFileSystem } from "../storage/node-fs.ts";
 import { SpaceReserve } from "../storage/space-reserve.ts";
-import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairEndInfo, type PairInfo, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverOptions, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
+import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairEndInfo, type PairInfo, type PairSecondaryCheckRequest, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverOptions, type TakeoverResult, type VolumeInfo } from "../mgmt/control.ts";
 import { GroupRegistry } from "../primary/group-registry.ts";
 import { startHostServer, type HostServer } from "../frontends/host-server.ts";
 import { MetadataStore } from "../metadata/metadata-store.ts";
@@ -159,6 +159,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       volume: (volumeId) => this.volumesById.get(volumeId),
       prepareSecondary: (baseUrl, request) => this.peers.preparePairSecondary(baseUrl, request),
       endSecondary: (baseUrl, request) => this.peers.endPairSecondary(baseUrl, request),
+      checkSecondary: (baseUrl, request) => this.peers.checkPairSecondary(baseUrl, request),
       writeTimes: () => ({ writeTimePolicy: options.writeTimePolicy, maxClockSkewMs: this.commitWait === undefined ? 0 : this.commitWait.skewUs / 1000 }),
     });
     this.secondaries = new SecondaryRole({
@@ -567,6 +568,16 @@ export class TidemarkNode implements NodeControl, PairControl {
     }
     const promoted = options.promote && (await this.groups.makeWritable(group));
     return { group, deleted: false, role: null, readOnly: record?.readOnly !== undefined && !promoted, keptSequence: null };
+  }
+
+  setPairSecondary(group: string, to: string): Promise<PairInfo> {
+    validateName("group", group);
+    return this.primary.setSecondary(group, to);
+  }
+
+  checkPairSecondary(request: PairSecondaryCheckRequest): PairSecondaryInfo {
+    validateName("group", request.group);
+    return this.secondaries.check(request);
   }
 
   endPairSecondary(request: PairSecondaryEndRequest): Promise<PairEndInfo> {

@@ -11,7 +11,7 @@ import { assert } from "../core/assert.ts";
 import { pairDeleteAckPollMs, pairDeleteAckWaitMsMax, timeAdvanceIntervalMs } from "../core/limits.ts";
 import type { PrimaryPairChange } from "../core/primary-pair.ts";
 import { ControlError } from "../core/errors.ts";
-import type { CreatePairRequest, PairEndInfo, PairInfo, PairSecondaryEndRequest, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
+import type { CreatePairRequest, PairEndInfo, PairInfo, PairSecondaryCheckRequest, PairSecondaryEndRequest, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
 import type { GroupRecord, NodeMetadata, PairRecord } from "../metadata/metadata.ts";
 import type { Clock, Timer } from "../node/clock.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
@@ -44,6 +44,8 @@ export interface PrimaryRoleOptions {
   readonly prepareSecondary: (baseUrl: string, request: PairSecondaryRequest) => Promise<PairSecondaryInfo>;
   /** Asks the secondary's management API at `baseUrl` to end its side of a pair (ControlError naming it on failure). */
   readonly endSecondary: (baseUrl: string, request: PairSecondaryEndRequest) => Promise<PairEndInfo>;
+  /** Asks the management API at `baseUrl` whether it holds the secondary side of a pair (ControlError naming it on failure). */
+  readonly checkSecondary: (baseUrl: string, request: PairSecondaryCheckRequest) => Promise<PairSecondaryInfo>;
   /** What this node declares of its write times to a named domain's secondary (`--write-time`, `--max-clock-skew` in ms, 0: none). */
   readonly writeTimes: () => { readonly writeTimePolicy: WriteTimePolicy; readonly maxClockSkewMs: number };
 }
@@ -288,6 +290,42 @@ export class PrimaryRole {
     if (writer.fenced !== undefined) writer.unfence();
     this.options.logger.info({ event: "pair_deleted", group, role: "primary", pairId: pair.pairId, secondary: pair.remoteNode, secondaryDeleted: secondary.deleted, forced: force }, "pair deleted: replication ended, the group stays writable");
     return { group, deleted: true, role: "primary", readOnly: false, keptSequence: null, secondary };
+  }
+
+  /**
+   * `pair set GROUP --to URL`: the secondary moved (new addresses, same data directory). The
+   * node at `to` must answer that it is the pair's secondary node and holds this very pair;
+   * then node.json's management URL and replication address are saved, and the pair's link
+   * starts again from the saved record toward the new address: the handshake resumes from
+   * what the secondary holds (no new copy). Errors: ControlError TM_ERR_NOT_FOUND / TM_ERR_STATE
+   * (no pair here, a secondary), TM_ERR_CONFLICT (another node, or it does not hold this pair),
+   * TM_ERR_UNREACHABLE, the save's.
+   */
+  async setSecondary(group: string, to: string): Promise<PairInfo> {
+    const link = this.primaryLink(group);
+    const writer = this.options.writer(group);
+    const record = this.options.metadata().groups.find((g) => g.name === group);
+    const pair = record?.pair;
+    assert(writer !== undefined && record !== undefined && pair !== undefined, "a live pair has its writer and its record");
+    const answer = await this.options.checkSecondary(to, { pairId: pair.pairId, primaryNode: this.options.nodeId, group: pair.remoteGroup });
+    if (answer.nodeId !== pair.remoteNode) {
+      throw new ControlError("TM_ERR_CONFLICT", `the node at ${to} is ${answer.nodeId}, not ${pair.remoteNode}, the secondary of this pair; give --to the management URL of node ${pair.remoteNode}`);
+    }
+    if (this.links.get(group) !== link) throw new ControlError("TM_ERR_CONFLICT", `the pair of ${group} changed meanwhile; see tidemark pair status ${group}`);
+    const from = { url: pair.remoteUrl, repl: pair.remoteReplAddress };
+    await this.options.updateMetadata((m) => {
+      const saved = groupRecordById(m, record.id).pair;
+      assert(saved !== undefined, "the pair is in node.json");
+      saved.remoteUrl = to;
+      saved.remoteReplAddress = answer.replAddress;
+    });
+    link.end("the secondary moved (pair set)");
+    const updated = groupRecordById(this.options.metadata(), record.id);
+    assert(updated.pair !== undefined, "the pair is in node.json");
+    const moved = this.openPair(updated, structuredClone(updated.pair), writer);
+    moved.start();
+    this.options.logger.info({ event: "pair_secondary_moved", group, pairId: pair.pairId, fromUrl: from.url, toUrl: to, fromRepl: from.repl, toRepl: answer.replAddress }, "pair set: the secondary's new address is saved; the pair reconnects there");
+    return moved.status();
   }
 
   /** Waits until the secondary acknowledged `throughSequence`; refuses (TM_ERR_STATE, how many are missing) after pairDeleteAckWaitMsMax. */

@@ -34,7 +34,7 @@ import type { FileSystem } from "../storage/fs.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { GroupRecord, NodeMetadata, SecondaryRecord, TakeoverIntentRecord } from "../metadata/metadata.ts";
 import { ControlError, JournalClosedError } from "../core/errors.ts";
-import type { GroupInfo, PairEndInfo, PairInfo, PairSecondaryInfo, PairSecondaryRequest, TakeoverOptions, TakeoverResult } from "../mgmt/control.ts";
+import type { GroupInfo, PairEndInfo, PairInfo, PairSecondaryCheckRequest, PairSecondaryInfo, PairSecondaryRequest, TakeoverOptions, TakeoverResult } from "../mgmt/control.ts";
 import type { Clock } from "../node/clock.ts";
 import type { JournalFigures } from "../node/metrics.ts";
 import { emptySecondaryVolumes, saveWrittenMaps, volumeBytes } from "../volumes/volume-files.ts";
@@ -894,6 +894,24 @@ export class SecondaryRole implements SecondaryHost {
       throw new ControlError(refusal.code, refusal.text);
     }
     return context.result;
+  }
+
+  // ---- pair set: the primary checks the secondary's new address ---------------------------
+
+  /**
+   * `pair set` (the primary asks the secondary's new management address): this node's id and
+   * replication address when it holds the secondary side of `pairId` from `primaryNode` under
+   * `group` (taken over or not: the primary learns that at its handshake). ControlError
+   * TM_ERR_CONFLICT naming what it holds instead.
+   */
+  check(request: PairSecondaryCheckRequest): PairSecondaryInfo {
+    const nodeId = this.options.nodeId;
+    const secondary = this.options.metadata().groups.find((g) => g.name === request.group)?.secondary;
+    if (secondary === undefined) throw new ControlError("TM_ERR_CONFLICT", `node ${nodeId} holds no pair secondary named ${request.group}`);
+    if (secondary.pairId !== request.pairId || secondary.primaryNode !== request.primaryNode) {
+      throw new ControlError("TM_ERR_CONFLICT", `group ${request.group} on node ${nodeId} is the secondary of pair ${secondary.pairId} from node ${secondary.primaryNode}, not of pair ${request.pairId}`);
+    }
+    return { nodeId, group: request.group, replAddress: this.options.replAddress() };
   }
 
   // ---- the pair's end: pair delete (issue 9; docs/replication.md, "Ending a pair") ------------

@@ -5,7 +5,7 @@
 import { ControlError } from "../core/errors.ts";
 import { peerRequestTimeoutMs } from "../core/limits.ts";
 import type { z } from "zod";
-import type { PairEndInfo, PairSecondaryEndRequest, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
+import type { PairEndInfo, PairSecondaryCheckRequest, PairSecondaryEndRequest, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
 import { apiErrorSchema, pairEndSchema, pairSecondaryInfoSchema } from "../mgmt/contract.ts";
 
 export interface PeerClient {
@@ -13,12 +13,15 @@ export interface PeerClient {
   preparePairSecondary(baseUrl: string, request: PairSecondaryRequest): Promise<PairSecondaryInfo>;
   /** POST /v1/pair-secondaries/end on the node at `baseUrl` (`pair delete`); ControlError (TM_ERR_UNREACHABLE, TM_ERR_STATE, TM_ERR_INVALID) naming it on failure. */
   endPairSecondary(baseUrl: string, request: PairSecondaryEndRequest): Promise<PairEndInfo>;
+  /** POST /v1/pair-secondaries/check on the node at `baseUrl` (`pair set`); ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT) naming it on failure. */
+  checkPairSecondary(baseUrl: string, request: PairSecondaryCheckRequest): Promise<PairSecondaryInfo>;
 }
 
 /** The management API over HTTP. */
 export const httpPeerClient: PeerClient = {
   preparePairSecondary: (baseUrl, request) => postJson(baseUrl, "/v1/pair-secondaries", request, pairSecondaryInfoSchema),
   endPairSecondary: (baseUrl, request) => postJson(baseUrl, "/v1/pair-secondaries/end", request, pairEndSchema),
+  checkPairSecondary: (baseUrl, request) => postJson(baseUrl, "/v1/pair-secondaries/check", request, pairSecondaryInfoSchema),
 };
 
 /**

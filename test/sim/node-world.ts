@@ -391,6 +391,13 @@ export class NodeWorld {
         }
         return machine.node.endPairSecondary(request);
       },
+      checkPairSecondary: (baseUrl, request) => {
+        const machine = [this.secondary, this.primary, this.third].find((m) => m !== undefined && baseUrl === m.url);
+        if (machine?.node === undefined || !machine.up || this.network.partitioned(from, machine.name)) {
+          return Promise.reject(new ControlError("TM_ERR_UNREACHABLE", `cannot reach node at ${baseUrl}`));
+        }
+        return Promise.resolve(machine.node.checkPairSecondary(request));
+      },
     };
   }
 

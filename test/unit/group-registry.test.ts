@@ -51,6 +51,7 @@ async function openParts(disk: SimDisk): Promise<Parts> {
     volume: (volumeId) => volumes.byId.get(volumeId),
     prepareSecondary: () => Promise.reject(new Error("no other node in this test")),
     endSecondary: () => Promise.reject(new Error("no other node in this test")),
+    checkSecondary: () => Promise.reject(new Error("no other node in this test")),
   });
   const secondaries = new SecondaryRole({
     nodeId: "node-a", logger, clock, fileSystem, replAddress: () => "127.0.0.1:1", journalBytesMax: journalBytesMin, metadata, updateMetadata,

@@ -4,7 +4,7 @@
 // sequence numbers advance with wall time (see FakePairMotion), so `pair create` and
 // `pair wait` have something to watch.
 import { ControlError } from "../../src/core/errors.ts";
-import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairEndInfo, type PairInfo, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../../src/mgmt/control.ts";
+import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairEndInfo, type PairInfo, type PairSecondaryCheckRequest, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../../src/mgmt/control.ts";
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
@@ -350,6 +350,19 @@ export class FakeControl implements NodeControl, PairControl {
     this.pairs.delete(group);
     const secondary = pair.info.role === "primary";
     return Promise.resolve({ group, deleted: true, role: pair.info.role, readOnly: !secondary && !options.promote, keptSequence: secondary ? null : pair.info.reflectedSequence, ...(secondary ? { secondary: { deleted: true, note: null } } : {}) });
+  }
+
+  setPairSecondary(group: string, to: string): Promise<PairInfo> {
+    this.maybeFail();
+    const pair = this.findPair(group);
+    pair.info.remoteUrl = to;
+    return Promise.resolve({ ...pair.info });
+  }
+
+  checkPairSecondary(request: PairSecondaryCheckRequest): PairSecondaryInfo {
+    const pair = this.pairs.get(request.group);
+    if (pair?.info.pairId !== request.pairId) throw new ControlError("TM_ERR_CONFLICT", `no pair ${request.pairId} here`);
+    return { nodeId: "fake-a", group: request.group, replAddress: "127.0.0.1:7400" };
   }
 
   endPairSecondary(request: PairSecondaryEndRequest): Promise<PairEndInfo> {

@@ -74,3 +74,19 @@ void test("renderPairEnd: one line per outcome", () => {
   assert.equal(renderPairEnd({ group: "g", deleted: true, role: "secondary", readOnly: false, keptSequence: 42 }),
     "deleted the pair of group g on this node: its volumes keep the image (through the primary's sequence 42), writable\n");
 });
+
+void test("POST /v1/pairs/:group/set takes only a management URL; POST /v1/pair-secondaries/check refuses another pair", async () => {
+  const { app } = await setup();
+  await app.inject({ method: "POST", url: "/v1/pairs", payload: { group: "g1", to: "http://127.0.0.1:7481" } });
+  const badUrl = await app.inject({ method: "POST", url: "/v1/pairs/g1/set", payload: { to: "ftp://x" } });
+  assert.equal(badUrl.statusCode, 400, badUrl.body);
+  assert.match(badUrl.body, /to: must use http/);
+  const extra = await app.inject({ method: "POST", url: "/v1/pairs/g1/set", payload: { to: "http://127.0.0.1:7482", force: true } });
+  assert.equal(extra.statusCode, 400, extra.body);
+  const ok = await app.inject({ method: "POST", url: "/v1/pairs/g1/set", payload: { to: "http://127.0.0.1:7482" } });
+  assert.equal(ok.statusCode, 200, ok.body);
+  assert.equal(ok.json<{ remoteUrl: string }>().remoteUrl, "http://127.0.0.1:7482");
+  const other = await app.inject({ method: "POST", url: "/v1/pair-secondaries/check", payload: { pairId: "z/g1/1", primaryNode: "z", group: "g1" } });
+  assert.equal(other.statusCode, 409, other.body);
+  assert.match(other.body, /TM_ERR_CONFLICT/);
+});
