@@ -330,7 +330,7 @@ void test("wrong input: exit 2 with one line that says what to do, and nothing s
     const runs = await Promise.all(cases.map(([args]) => tidemark(...args, "--node", node)));
     runs.forEach((run, index) => assertFailure(run, 2, cases[index]![1]));
     const [bare, before] = await Promise.all([tidemark("pair"), tidemark("pair", "--node", node, "--json", "status")]);
-    assertFailure(bare, 2, /`tidemark pair` needs a subcommand \(create, status, wait, suspend, resume, detach, attach, takeover, unfence\); see `tidemark pair --help`/);
+    assertFailure(bare, 2, /`tidemark pair` needs a subcommand \(create, status, wait, suspend, resume, detach, attach, takeover, unfence, delete, set\); see `tidemark pair --help`/);
     assertOk(before);
     assert.deepEqual(Object.keys(JSON.parse(before.stdout) as object), ["pairs"], "--node and --json before the subcommand are taken");
     assert.equal(control.pairRequests.length, 0, "no usage error reached the node");
