@@ -3,7 +3,7 @@
 // not answer in time, something that is not a tidemark node answered, or the API refused.
 import type { z } from "zod";
 import { mgmtRequestTimeoutMsDefault, mgmtResponseBytesMax } from "../core/limits.ts";
-import { apiErrorSchema } from "../mgmt/contract.ts";
+import { apiErrorSchema, routePath, type MgmtRoute, type RouteCall, type RouteResult } from "../mgmt/contract.ts";
 import { OperationError, UsageError, oneLine } from "./errors.ts";
 
 export const defaultNodeUrl = "http://127.0.0.1:7480";
@@ -89,6 +89,21 @@ export class ApiClient {
   /** The node's address as people typed it, without a trailing slash. */
   get label(): string {
     return this.baseUrl.href.replace(/\/$/, "");
+  }
+
+  /**
+   * Calls a route of the management contract (src/mgmt/contract.ts): its method, its path with
+   * `params` filled in, `query` and `body`; the answer is checked against the route's schema
+   * (a text route answers the text).
+   */
+  async call<R extends MgmtRoute>(route: R, input: RouteCall<R>, options: RequestOptions = {}): Promise<ApiResult<RouteResult<R>>> {
+    const path = routePath(route, input.params as Readonly<Record<string, unknown>> | undefined, input.query as Readonly<Record<string, unknown>> | undefined);
+    if (!("safeParse" in route.answer)) {
+      const text = await this.getText(path, options);
+      return { value: text as RouteResult<R>, raw: text, status: 200 };
+    }
+    const schema = route.answer as z.ZodType<RouteResult<R>>;
+    return this.request(route.method, path, input.body, schema, options);
   }
 
   get<T>(path: string, schema: z.ZodType<T>, options: RequestOptions = {}): Promise<ApiResult<T>> {

@@ -7,7 +7,7 @@ import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApiClient } from "./api-client.ts";
-import { healthSchema } from "../mgmt/contract.ts";
+import { mgmtRoutes } from "../mgmt/contract.ts";
 import { OperationError } from "./errors.ts";
 
 /** How long a node may take to answer GET /v1/health after it was spawned. */
@@ -133,7 +133,7 @@ async function tryStartNode(id: string, baseDir: string, attempt: number, signal
       return "interrupted";
     }
     try {
-      await api.get("/v1/health", healthSchema);
+      await api.call(mgmtRoutes.health, {});
       break;
     } catch {
       if (Date.now() > deadline) {

@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { HostClient, type HostVolume } from "../client/host-client.ts";
 import type { ApiClient } from "./api-client.ts";
-import { groupCreatedSchema, pairInfoSchema, pairListSchema, takeoverAnswerSchema, volumeCreatedSchema, volumeListSchema } from "../mgmt/contract.ts";
+import { mgmtRoutes } from "../mgmt/contract.ts";
 import type { CliIo } from "./command-kit.ts";
 import { killAll, killAllNow, nodesGoneUnexpectedly, startNode, type DemoNode } from "./demo-cluster.ts";
 import { checkLedgers, decodeSlot, encodeLedgerHeader, ledgerCapacity, ledgerSlotBytes, slotOffsetBytes } from "./demo-ledger.ts";
@@ -234,9 +234,9 @@ async function demo(options: DemoOptions, dataDir: string, out: ReturnType<typeo
   // declares the primary site lost; a primary that came back would be refused and fence itself).
   const takeoverStartMs = Date.now();
   out.line("  taking over with --force: the primary was killed, so it cannot be fenced first; --force declares its site lost");
-  const takeover = await secondary.api.post("/v1/takeover", { groups: groups.map((g) => g.group), force: true }, takeoverAnswerSchema, { what: "take over both groups on the secondary" });
+  const takeover = await secondary.api.call(mgmtRoutes.takeover, { body: { groups: groups.map((g) => g.group), force: true } }, { what: "take over both groups on the secondary" });
   const takeoverMs = Date.now() - takeoverStartMs;
-  const volumes = await secondary.api.get("/v1/volumes", volumeListSchema, { what: "list the secondary's volumes" });
+  const volumes = await secondary.api.call(mgmtRoutes.listVolumes, {}, { what: "list the secondary's volumes" });
   const volumesWritable = groups.every(({ volume }) => volumes.value.volumes.some((v) => v.name === volume && !v.readOnly));
   out.line(`  took over ${groups.map((g) => g.group).join(" and ")} on the secondary in ${takeoverMs} ms`);
 
@@ -315,8 +315,8 @@ function sleepOrAbort(ms: number, signal: AbortSignal): Promise<void> {
 /** Volumes, groups and ledger headers on the primary; the clients the bank writes through. */
 async function setUpPrimary(primary: DemoNode, volumeBytes: number): Promise<{ hostClient: HostClient; debitLedger: HostVolume; creditLedger: NbdClient }> {
   for (const { group, volume } of groups) {
-    await primary.api.post("/v1/volumes", { name: volume, sizeBytes: volumeBytes }, volumeCreatedSchema, { what: `create volume '${volume}'` });
-    await primary.api.post("/v1/groups", { name: group, volumes: [volume] }, groupCreatedSchema, { what: `create group '${group}'` });
+    await primary.api.call(mgmtRoutes.createVolume, { body: { name: volume, sizeBytes: volumeBytes } }, { what: `create volume '${volume}'` });
+    await primary.api.call(mgmtRoutes.createGroup, { body: { name: group, volumes: [volume] } }, { what: `create group '${group}'` });
   }
   const hostClient = await HostClient.connect({ host: primary.hostPort.host, port: primary.hostPort.port });
   const debitLedger = await hostClient.open("ledger-a");
@@ -331,13 +331,13 @@ async function setUpPrimary(primary: DemoNode, volumeBytes: number): Promise<{ h
 /** POST /v1/pairs for both groups, then wait until both replicate and the secondary's images are consistent. */
 async function pairAll(primary: DemoNode, secondary: DemoNode, out: { line(text: string): void }): Promise<void> {
   for (const { group } of groups) {
-    await primary.api.post("/v1/pairs", { group, to: secondary.mgmtUrl }, pairInfoSchema, { what: `pair group '${group}' with the secondary` });
+    await primary.api.call(mgmtRoutes.createPair, { body: { group, to: secondary.mgmtUrl } }, { what: `pair group '${group}' with the secondary` });
   }
   const deadline = Date.now() + pairReadyTimeoutMs;
   for (;;) {
     const [onPrimary, onSecondary] = await Promise.all([
-      primary.api.get("/v1/pairs", pairListSchema, { what: "list the primary's pairs" }),
-      secondary.api.get("/v1/pairs", pairListSchema, { what: "list the secondary's pairs" }),
+      primary.api.call(mgmtRoutes.listPairs, {}, { what: "list the primary's pairs" }),
+      secondary.api.call(mgmtRoutes.listPairs, {}, { what: "list the secondary's pairs" }),
     ]);
     const failed = onPrimary.value.pairs.find((p) => p.state === "failed" || p.state === "suspended");
     if (failed !== undefined) throw new OperationError(`the pair of group ${failed.group} is ${failed.state}: ${failed.reason ?? "no reason given"}`);
@@ -353,7 +353,7 @@ async function pairAll(primary: DemoNode, secondary: DemoNode, out: { line(text:
 
 async function samplePairs(api: ApiClient): Promise<PairSample[] | null> {
   try {
-    const { value } = await api.get("/v1/pairs", pairListSchema);
+    const { value } = await api.call(mgmtRoutes.listPairs, {});
     return value.pairs.map((p) => ({ group: p.group, state: p.state, lagRecords: p.lagRecords, lagSeconds: p.lagSeconds, reason: p.reason }));
   } catch {
     return null;

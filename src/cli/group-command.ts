@@ -1,7 +1,7 @@
 // `tidemark group create NAME --volumes V1[,V2...]` and `tidemark group list` (CONTRACT.md).
 import type { Command } from "commander";
 import type { GroupInfo } from "../mgmt/control.ts";
-import { groupCreatedSchema, groupDeletedSchema, groupListSchema } from "../mgmt/contract.ts";
+import { mgmtRoutes } from "../mgmt/contract.ts";
 import { journalBytesLimit, journalBytesMin } from "../core/limits.ts";
 import { checkName, mgmtContext, parseNameList, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { formatUsage, renderTable } from "./format.ts";
@@ -22,7 +22,7 @@ export function registerGroupCommands(program: Command, io: CliIo): void {
     const journalBytesMax = flags.journalSize === undefined ? undefined : parseSizeFlag("--journal-size", flags.journalSize, journalBytesMin, journalBytesLimit);
     const context = mgmtContext(command, io);
     const body = journalBytesMax === undefined ? { name, volumes } : { name, volumes, journalBytesMax };
-    const { value, raw } = await context.client.post("/v1/groups", body, groupCreatedSchema, {
+    const { value, raw } = await context.client.call(mgmtRoutes.createGroup, { body }, {
       what: `create group '${name}'`,
       hints: {
         TM_ERR_EXISTS: "pick another name, or see `tidemark group list`",
@@ -41,7 +41,7 @@ export function registerGroupCommands(program: Command, io: CliIo): void {
   ).action(async (nameText: string, _flags: unknown, command: Command) => {
     const name = checkName("group", nameText);
     const context = mgmtContext(command, io);
-    const { value, raw } = await context.client.delete(`/v1/groups/${encodeURIComponent(name)}`, groupDeletedSchema, {
+    const { value, raw } = await context.client.call(mgmtRoutes.deleteGroup, { params: { group: name } }, {
       what: `delete group '${name}'`,
       hints: { TM_ERR_STATE: `see \`tidemark pair status ${name}\` and \`tidemark group list\`` },
     });
@@ -51,7 +51,7 @@ export function registerGroupCommands(program: Command, io: CliIo): void {
   withMgmtOptions(group.command("list").description("list the node's consistency groups")).action(
     async (_flags: unknown, command: Command) => {
       const context = mgmtContext(command, io);
-      const { value, raw } = await context.client.get("/v1/groups", groupListSchema, { what: "list groups" });
+      const { value, raw } = await context.client.call(mgmtRoutes.listGroups, {}, { what: "list groups" });
       context.print(raw, () => renderGroups(value.groups));
     },
   );

@@ -3,7 +3,7 @@
 import type { Command } from "commander";
 import type { z } from "zod";
 import { parseNodeUrl } from "./api-client.ts";
-import { pairEndSchema, pairInfoSchema } from "../mgmt/contract.ts";
+import { mgmtRoutes, type pairEndSchema } from "../mgmt/contract.ts";
 import { checkName, mgmtContext, withMgmtOptions, type CliIo } from "./command-kit.ts";
 
 export function registerPairAdminCommands(pair: Command, io: CliIo): void {
@@ -17,8 +17,8 @@ export function registerPairAdminCommands(pair: Command, io: CliIo): void {
   ).action(async (groupText: string, flags: { force?: boolean; promote?: boolean }, command: Command) => {
     const group = checkName("group", groupText);
     const context = mgmtContext(command, io);
-    const query = [flags.force === true ? "force=true" : "", flags.promote === true ? "promote=true" : ""].filter((q) => q !== "").join("&");
-    const { value, raw } = await context.client.delete(`${pairPath(group)}${query === "" ? "" : `?${query}`}`, pairEndSchema, {
+    const query = { ...(flags.force === true ? { force: "true" as const } : {}), ...(flags.promote === true ? { promote: "true" as const } : {}) };
+    const { value, raw } = await context.client.call(mgmtRoutes.deletePair, { params: { group }, query }, {
       what: `delete the pair of group '${group}'`,
       hints: { TM_ERR_NOT_FOUND: "see `tidemark pair status`" },
     });
@@ -38,7 +38,7 @@ function registerPairSet(pair: Command, io: CliIo): void {
     const group = checkName("group", groupText);
     const to = parseNodeUrl(flags.to, "--to").href.replace(/\/$/, "");
     const context = mgmtContext(command, io);
-    const { value, raw } = await context.client.post(`${pairPath(group)}/set`, { to }, pairInfoSchema, {
+    const { value, raw } = await context.client.call(mgmtRoutes.setPair, { params: { group }, body: { to } }, {
       what: `point the pair of group '${group}' at ${to}`,
       hints: { TM_ERR_NOT_FOUND: "see `tidemark pair status`", TM_ERR_CONFLICT: "give --to the management URL of the pair's own secondary node" },
     });
@@ -59,8 +59,4 @@ export function renderPairEnd(end: z.infer<typeof pairEndSchema>): string {
   }
   const kept = end.keptSequence === null ? "" : ` (through the primary's sequence ${end.keptSequence})`;
   return `deleted the pair of group ${end.group} on this node: its volumes keep the image${kept}, ${end.readOnly ? "read-only (writable with: tidemark pair delete " + end.group + " --promote)" : "writable"}\n`;
-}
-
-function pairPath(group: string): string {
-  return `/v1/pairs/${encodeURIComponent(group)}`;
 }

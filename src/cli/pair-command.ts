@@ -6,7 +6,7 @@ import type { Command } from "commander";
 import { fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, pairCreateLinkWaitMsMax, replStreamsDefault, replStreamsMax, takeoverCommandMarginMs } from "../core/limits.ts";
 import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../mgmt/control.ts";
 import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
-import { pairInfoSchema, pairListSchema, takeoverAnswerSchema } from "../mgmt/contract.ts";
+import { mgmtRoutes } from "../mgmt/contract.ts";
 import { checkName, mgmtContext, withMgmtOptions, type CliIo, type MgmtContext } from "./command-kit.ts";
 import { parseDuration } from "./durations.ts";
 import { registerPairAdminCommands } from "./pair-admin-command.ts";
@@ -66,7 +66,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       ...(flags.domain === undefined ? {} : { domain: checkName("domain", flags.domain) }),
     };
     const context = mgmtContext(command, io);
-    const created = await context.client.post("/v1/pairs", body, pairInfoSchema, {
+    const created = await context.client.call(mgmtRoutes.createPair, { body }, {
       what: `create a pair for group '${group}'`,
       hints: {
         TM_ERR_NOT_FOUND: "create the group first with `tidemark group create`, or see `tidemark group list`",
@@ -86,12 +86,12 @@ export function registerPairCommands(program: Command, io: CliIo): void {
   ).action(async (groupText: string | undefined, _flags: unknown, command: Command) => {
     const context = mgmtContext(command, io);
     if (groupText === undefined) {
-      const { value, raw } = await context.client.get("/v1/pairs", pairListSchema, { what: "list pairs" });
+      const { value, raw } = await context.client.call(mgmtRoutes.listPairs, {}, { what: "list pairs" });
       context.print(raw, () => renderPairs(value.pairs));
       return;
     }
     const group = checkName("group", groupText);
-    const { value, raw } = await context.client.get(pairPath(group), pairInfoSchema, getPairOptions(group));
+    const { value, raw } = await context.client.call(mgmtRoutes.pair, { params: { group } }, getPairOptions(group));
     context.print(raw, () => renderPair(value));
   });
 
@@ -125,14 +125,14 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       const [only] = groups;
       if (groups.length === 1 && only !== undefined) {
         // One group: its own route (the --json answer is its PairInfo, as before lists).
-        const { value, raw } = await context.client.post(`${pairPath(only)}/${verb}`, {}, pairInfoSchema, {
+        const { value, raw } = await context.client.call(verb === "suspend" ? mgmtRoutes.suspendPair : mgmtRoutes.resumePair, { params: { group: only }, body: {} }, {
           what: `${verb} the pair of group '${only}'`,
           hints: { TM_ERR_NOT_FOUND: "see `tidemark pair status`", TM_ERR_STATE: `see \`tidemark pair status ${only}\`` },
         });
         context.print(raw, () => line(value));
         return;
       }
-      const { value, raw } = await context.client.post(`/v1/pairs/${verb}`, { groups }, pairListSchema, {
+      const { value, raw } = await context.client.call(verb === "suspend" ? mgmtRoutes.suspendPairs : mgmtRoutes.resumePairs, { body: { groups } }, {
         what: `${verb} the pairs of ${groups.map((name) => `'${name}'`).join(", ")}`,
         hints: {
           TM_ERR_NOT_FOUND: "see `tidemark pair status`",
@@ -154,7 +154,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
     ).action(async (groupText: string, _flags: unknown, command: Command) => {
       const group = checkName("group", groupText);
       const context = mgmtContext(command, io);
-      const { value, raw } = await context.client.post(`${pairPath(group)}/${verb}`, {}, pairInfoSchema, {
+      const { value, raw } = await context.client.call(verb === "detach" ? mgmtRoutes.detachPair : mgmtRoutes.attachPair, { params: { group }, body: {} }, {
         what: `${verb} group '${group}'`,
         hints: {
           TM_ERR_NOT_FOUND: "see `tidemark pair status` on the secondary",
@@ -176,7 +176,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
     const context = mgmtContext(command, io);
     // The takeover may wait for the primary's FENCED answer and for what it accepted to arrive.
     const client = new ApiClient(context.client.baseUrl, { timeoutMs: Math.max(context.client.timeoutMs, fenceAnswerTimeoutMs + fenceArrivalTimeoutMs + takeoverCommandMarginMs) });
-    const { value, raw } = await client.post("/v1/takeover", flags.force === true ? { groups, force: true } : { groups }, takeoverAnswerSchema, {
+    const { value, raw } = await client.call(mgmtRoutes.takeover, { body: flags.force === true ? { groups, force: true } : { groups } }, {
       what: `take over ${groups.length === 1 ? "group" : "groups"} ${groups.map((name) => `'${name}'`).join(", ")}`,
       hints: {
         TM_ERR_NOT_FOUND: "see `tidemark pair status` on the secondary",
@@ -195,7 +195,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
   ).action(async (groupText: string, flags: { force?: boolean }, command: Command) => {
     const group = checkName("group", groupText);
     const context = mgmtContext(command, io);
-    const { value, raw } = await context.client.post(`${pairPath(group)}/unfence`, flags.force === true ? { force: true } : {}, pairInfoSchema, {
+    const { value, raw } = await context.client.call(mgmtRoutes.unfencePair, { params: { group }, body: flags.force === true ? { force: true } : {} }, {
       what: `unfence group '${group}'`,
       hints: {
         TM_ERR_NOT_FOUND: "see `tidemark pair status`",
@@ -234,10 +234,6 @@ function parseGroupList(text: string, verb: "takeover" | "suspend" | "resume"): 
   const twice = names.find((name, index) => names.indexOf(name) !== index);
   if (twice !== undefined) throw new UsageError(`group '${twice}' is listed twice`);
   return names;
-}
-
-function pairPath(group: string): string {
-  return `/v1/pairs/${encodeURIComponent(group)}`;
 }
 
 function getPairOptions(group: string): RequestOptions {
@@ -381,7 +377,7 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
       }
       let answer;
       try {
-        answer = await context.client.get(pairPath(group), pairInfoSchema, getPairOptions(group));
+        answer = await context.client.call(mgmtRoutes.pair, { params: { group } }, getPairOptions(group));
       } catch (error) {
         const message = error instanceof Error ? error.message : String(error);
         throw new OperationError(`the pair of group '${group}' was created, but following its initial copy failed: ${message}`);
@@ -418,7 +414,7 @@ async function waitReflected(context: MgmtContext, group: string, timeoutMs: num
   const deadlineMs = startMs + timeoutMs;
   // One request must not outlast the whole wait by much.
   const client = new ApiClient(context.client.baseUrl, { timeoutMs: Math.min(context.client.timeoutMs, Math.max(1000, timeoutMs)) });
-  let { value: pair, raw } = await client.get(pairPath(group), pairInfoSchema, getPairOptions(group));
+  let { value: pair, raw } = await client.call(mgmtRoutes.pair, { params: { group } }, getPairOptions(group));
   if (pair.role !== "primary") {
     throw new OperationError(`group '${group}' on ${client.label} is the secondary of its pair; run \`tidemark pair wait\` against the primary`);
   }
@@ -440,7 +436,7 @@ async function waitReflected(context: MgmtContext, group: string, timeoutMs: num
       );
     }
     await sleep(Math.min(pairPollIntervalMs, leftMs));
-    ({ value: pair, raw } = await client.get(pairPath(group), pairInfoSchema, getPairOptions(group)));
+    ({ value: pair, raw } = await client.call(mgmtRoutes.pair, { params: { group } }, getPairOptions(group)));
   }
   const tookMs = performance.now() - startMs;
   context.print(raw, () => `reflected through sequence ${target} on the secondary after ${formatElapsed(tookMs)}\n`);

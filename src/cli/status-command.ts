@@ -1,7 +1,7 @@
 // `tidemark status`: the node (id, policy, listeners, uptime, recorded write time), then its
 // volumes and groups as tables. `--json` prints GET /v1/status as the node answered it.
 import type { Command } from "commander";
-import { nodeStatusSchema } from "../mgmt/contract.ts";
+import { mgmtRoutes } from "../mgmt/contract.ts";
 import { mgmtContext, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { formatSeconds, formatWriteTimeUs, renderFields } from "./format.ts";
 import { renderGroups } from "./group-command.ts";
@@ -12,7 +12,7 @@ export function registerStatusCommand(program: Command, io: CliIo): void {
   withMgmtOptions(program.command("status").description("show a node: listeners, uptime, write time, volumes and groups")).action(
     async (_flags: unknown, command: Command) => {
       const context = mgmtContext(command, io);
-      const { value, raw } = await context.client.get("/v1/status", nodeStatusSchema, { what: "get the node's status" });
+      const { value, raw } = await context.client.call(mgmtRoutes.status, {}, { what: "get the node's status" });
       context.print(raw, () => renderStatus(value));
     },
   );

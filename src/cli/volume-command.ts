@@ -2,7 +2,7 @@
 import type { Command } from "commander";
 import { volumeBytesMax, volumeBytesMin } from "../core/limits.ts";
 import type { VolumeInfo } from "../mgmt/control.ts";
-import { volumeCreatedSchema, volumeDeletedSchema, volumeListSchema } from "../mgmt/contract.ts";
+import { mgmtRoutes } from "../mgmt/contract.ts";
 import { checkName, mgmtContext, parseSizeFlag, withMgmtOptions, type CliIo } from "./command-kit.ts";
 import { oneLine } from "./errors.ts";
 import { formatBytes, renderTable, yesNo } from "./format.ts";
@@ -20,7 +20,7 @@ export function registerVolumeCommands(program: Command, io: CliIo): void {
     const name = checkName("volume", nameText);
     const sizeBytes = parseSizeFlag("--size", flags.size, volumeBytesMin, volumeBytesMax);
     const context = mgmtContext(command, io);
-    const { value, raw } = await context.client.post("/v1/volumes", { name, sizeBytes }, volumeCreatedSchema, {
+    const { value, raw } = await context.client.call(mgmtRoutes.createVolume, { body: { name, sizeBytes } }, {
       what: `create volume '${name}'`,
       hints: { TM_ERR_EXISTS: "pick another name, or see `tidemark volume list`" },
     });
@@ -40,7 +40,7 @@ export function registerVolumeCommands(program: Command, io: CliIo): void {
     const name = checkName("volume", nameText);
     const context = mgmtContext(command, io);
     const force = flags.force === true;
-    const { value, raw } = await context.client.delete(`/v1/volumes/${encodeURIComponent(name)}${force ? "?force=true" : ""}`, volumeDeletedSchema, {
+    const { value, raw } = await context.client.call(mgmtRoutes.deleteVolume, { params: { volume: name }, query: force ? { force: "true" } : {} }, {
       what: `delete volume '${name}'`,
       hints: { TM_ERR_STATE: "see `tidemark volume list`" },
     });
@@ -50,7 +50,7 @@ export function registerVolumeCommands(program: Command, io: CliIo): void {
   withMgmtOptions(volume.command("list").description("list the node's volumes")).action(
     async (_flags: unknown, command: Command) => {
       const context = mgmtContext(command, io);
-      const { value, raw } = await context.client.get("/v1/volumes", volumeListSchema, { what: "list volumes" });
+      const { value, raw } = await context.client.call(mgmtRoutes.listVolumes, {}, { what: "list volumes" });
       context.print(raw, () => renderVolumes(value.volumes));
     },
   );

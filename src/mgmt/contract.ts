@@ -1,13 +1,17 @@
-// The management contract: the one place where the management API's requests and answers
-// are declared. The node's HTTP server validates request bodies with the request schemas,
-// the CLI checks answers with the response schemas, and a node that calls another node
-// (a primary asking its secondary) checks the answer with them too. docs/cli.md
+// The management contract: the one place where the management API's routes, requests and
+// answers are declared. Each route (mgmtRoutes, at the bottom) is declared once: method,
+// path, path/query/body schemas, answer schema, success status and the TM_ERR_* codes it
+// may answer. The node's HTTP server (mgmt-api.ts) registers exactly these routes and
+// validates requests with their schemas; the CLI (cli/api-client.ts) and a node calling
+// another node (transport/peer-client.ts) check the answers with them; the OpenAPI document
+// (openapi.ts, served at GET /v1/openapi.json) is generated from them. docs/cli.md
 // ("The management API") describes the rules.
 import { z } from "zod";
+import type { TmErrorCode } from "../core/errors.ts";
 import {
   groupsPerNodeMax, maxClockSkewMsMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
   volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin, journalRecordPayloadBytesMax } from "../core/limits.ts";
-import { nameProblem } from "../core/names.ts";
+import { nameProblem, namePattern } from "../core/names.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
 import {
   pairStates, type CopyMode, type CreatePairRequest, type GroupInfo, type NodeStatus, type PairInfo, type PairSecondaryCheckRequest, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest,
@@ -16,10 +20,14 @@ import {
 // ---- requests (the server validates them; unknown keys are refused) ------------------
 
 export const nameSchema = (kind: string) =>
-  z.string().superRefine((value, ctx) => {
-    const problem = nameProblem(kind, value);
-    if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
-  });
+  z
+    .string()
+    .superRefine((value, ctx) => {
+      const problem = nameProblem(kind, value);
+      if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
+    })
+    // What the check above enforces, for the OpenAPI document (the check gives the messages).
+    .meta({ description: `a ${kind} name`, pattern: namePattern.source });
 
 /** A volume's size in a body: whole bytes within the node's limits. */
 export const volumeSizeSchema = z
@@ -261,7 +269,10 @@ export const takeoverResultSchema = z.object({
 export const pairListSchema = z.object({ pairs: z.array(pairInfoSchema) });
 export const takeoverAnswerSchema = z.object({ results: z.array(takeoverResultSchema) });
 
-export const healthSchema = z.object({ status: z.string(), id: z.string() });
+/** GET /v1/health: "ok", or "degraded" with one reason per unhealthy group. */
+export const healthSchema = z.object({ status: z.string(), id: z.string(), reasons: z.array(z.string()).optional() });
+/** GET /v1/ready: 200 when ready, 503 while starting or stopping (the same body). */
+export const readinessSchema = z.object({ status: z.enum(["ready", "starting", "stopping"]), id: z.string() });
 export const volumeListSchema = z.object({ volumes: z.array(volumeInfoSchema) });
 export const volumeCreatedSchema = z.object({ volume: volumeInfoSchema });
 export const groupListSchema = z.object({ groups: z.array(groupInfoSchema) });
@@ -291,3 +302,122 @@ export type CheckedStatus = Assignable<NodeStatus, z.infer<typeof nodeStatusSche
 export type CheckedPair = Assignable<PairInfo, z.infer<typeof pairInfoSchema>>;
 export type CheckedPairSecondary = Assignable<PairSecondaryInfo, z.infer<typeof pairSecondaryInfoSchema>>;
 export type CheckedTakeover = Assignable<TakeoverResult, z.infer<typeof takeoverResultSchema>>;
+
+// ---- routes ---------------------------------------------------------------------------
+
+/** A route whose answer is not JSON: its media type. */
+export interface TextAnswer {
+  readonly contentType: string;
+}
+
+/** One management API route, as the server registers it and clients call it. */
+export interface MgmtRoute {
+  readonly method: "GET" | "POST" | "DELETE";
+  /** Fastify's form: `:name` for a path parameter. */
+  readonly path: `/${string}`;
+  readonly summary: string;
+  readonly params?: z.ZodType;
+  readonly query?: z.ZodType;
+  readonly body?: z.ZodType;
+  /** The status of a success. */
+  readonly status: 200 | 201;
+  /** The success answer: a JSON schema, or a media type for text. */
+  readonly answer: z.ZodType | TextAnswer;
+  /** Other statuses answered with the same body (GET /v1/ready: 503 while not ready). */
+  readonly alsoAnswers?: readonly number[];
+  /** The TM_ERR_* codes the route answers on purpose, besides TM_ERR_INVALID (any route with input) and TM_ERR_INTERNAL. */
+  readonly errors: readonly TmErrorCode[];
+  /** Called by another tidemark node, not by people. */
+  readonly peer?: boolean;
+  /** Kept for nodes of an older version; do not call. */
+  readonly deprecated?: boolean;
+}
+
+const groupParams = z.strictObject({ group: nameSchema("group") });
+const volumeParams = z.strictObject({ volume: nameSchema("volume") });
+
+/** The storage errors any command that writes metadata may meet. */
+const diskErrors = ["TM_ERR_NO_SPACE", "TM_ERR_IO"] as const satisfies readonly TmErrorCode[];
+
+/** GET /v1/openapi.json: an OpenAPI 3.1 document (openapi.ts); checked loosely here. */
+export const openApiDocumentSchema = z.object({ openapi: z.string(), info: z.object({ title: z.string(), version: z.string() }), paths: z.record(z.string(), z.unknown()) });
+
+/** Every management API route, each once. */
+export const mgmtRoutes = {
+  health: { method: "GET", path: "/v1/health", summary: "Liveness: 200 while the node runs; degraded (with reasons) while a group is held, stopped, failed or fenced", status: 200, answer: healthSchema, errors: [] },
+  ready: { method: "GET", path: "/v1/ready", summary: "Readiness: 200 once every listener is up and recovery is done, 503 while starting or stopping", status: 200, answer: readinessSchema, alsoAnswers: [503], errors: [] },
+  status: { method: "GET", path: "/v1/status", summary: "The node: listeners, volumes, groups and connections", status: 200, answer: nodeStatusSchema, errors: [] },
+  metrics: { method: "GET", path: "/metrics", summary: "Prometheus text exposition of the node's metrics (docs/metrics.md)", status: 200, answer: { contentType: "text/plain; version=0.0.4; charset=utf-8" }, errors: [] },
+  openApi: { method: "GET", path: "/v1/openapi.json", summary: "This document: the management API in OpenAPI 3.1, generated from src/mgmt/contract.ts", status: 200, answer: openApiDocumentSchema, errors: [] },
+
+  listVolumes: { method: "GET", path: "/v1/volumes", summary: "Every volume on the node", status: 200, answer: volumeListSchema, errors: [] },
+  createVolume: { method: "POST", path: "/v1/volumes", summary: "Create a volume (a sparse file)", body: createVolumeBodySchema, status: 201, answer: volumeCreatedSchema, errors: ["TM_ERR_EXISTS", "TM_ERR_LIMIT", ...diskErrors] },
+  deleteVolume: { method: "DELETE", path: "/v1/volumes/:volume", summary: "Delete a volume in no group; one holding data only with ?force=true. Idempotent: deleted false when already gone", params: volumeParams, query: forceQuerySchema, status: 200, answer: volumeDeletedSchema, errors: ["TM_ERR_STATE", "TM_ERR_CONFLICT", ...diskErrors] },
+
+  listGroups: { method: "GET", path: "/v1/groups", summary: "Every group on the node", status: 200, answer: groupListSchema, errors: [] },
+  createGroup: { method: "POST", path: "/v1/groups", summary: "Create a group of volumes with one journal", body: createGroupBodySchema, status: 201, answer: groupCreatedSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_EXISTS", "TM_ERR_CONFLICT", "TM_ERR_LIMIT", "TM_ERR_STATE", ...diskErrors] },
+  deleteGroup: { method: "DELETE", path: "/v1/groups/:group", summary: "Delete a group; its volumes stay, ungrouped. Refused while paired. Idempotent: deleted false when already gone", params: groupParams, status: 200, answer: groupDeletedSchema, errors: ["TM_ERR_STATE", ...diskErrors] },
+
+  listPairs: { method: "GET", path: "/v1/pairs", summary: "Every pair on the node, primary or secondary side", status: 200, answer: pairListSchema, errors: [] },
+  createPair: { method: "POST", path: "/v1/pairs", summary: "Pair a group with a secondary node: make the remote group, copy, then replicate", body: createPairBodySchema, status: 201, answer: pairInfoSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_EXISTS", "TM_ERR_CONFLICT", "TM_ERR_STATE", "TM_ERR_LIMIT", "TM_ERR_UNREACHABLE", "TM_ERR_DOMAIN_INCOMPARABLE", ...diskErrors] },
+  pair: { method: "GET", path: "/v1/pairs/:group", summary: "One pair's status", params: groupParams, status: 200, answer: pairInfoSchema, errors: ["TM_ERR_NOT_FOUND"] },
+  suspendPairs: { method: "POST", path: "/v1/pairs/suspend", summary: "Suspend the pairs of several groups together (on the primary); every name is checked first", body: groupListBodySchema, status: 200, answer: pairListSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", ...diskErrors] },
+  resumePairs: { method: "POST", path: "/v1/pairs/resume", summary: "Resume the pairs of several groups together (on the primary); every name is checked first", body: groupListBodySchema, status: 200, answer: pairListSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", ...diskErrors] },
+  suspendPair: { method: "POST", path: "/v1/pairs/:group/suspend", summary: "Suspend a pair: the primary keeps accepting writes and journals them", params: groupParams, body: noOptionsBodySchema, status: 200, answer: pairInfoSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", ...diskErrors] },
+  resumePair: { method: "POST", path: "/v1/pairs/:group/resume", summary: "Resume a suspended pair", params: groupParams, body: noOptionsBodySchema, status: 200, answer: pairInfoSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", ...diskErrors] },
+  detachPair: { method: "POST", path: "/v1/pairs/:group/detach", summary: "On the secondary: the group leaves its consistency domain", params: groupParams, body: noOptionsBodySchema, status: 200, answer: pairInfoSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", ...diskErrors] },
+  attachPair: { method: "POST", path: "/v1/pairs/:group/attach", summary: "On the secondary: the group rejoins its consistency domain", params: groupParams, body: noOptionsBodySchema, status: 200, answer: pairInfoSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", ...diskErrors] },
+  unfencePair: { method: "POST", path: "/v1/pairs/:group/unfence", summary: "Make a fenced group writable again (force: when its secondary took over)", params: groupParams, body: unfenceBodySchema, status: 200, answer: pairInfoSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", "TM_ERR_PEER_TOOK_OVER", ...diskErrors] },
+  deletePair: { method: "DELETE", path: "/v1/pairs/:group", summary: "End a pair and keep both images: on the primary both sides end; on the secondary only with ?force=true (this side only); ?promote=true makes the secondary's volumes writable. Idempotent: deleted false when already gone", params: groupParams, query: pairDeleteQuerySchema, status: 200, answer: pairEndSchema, errors: ["TM_ERR_STATE", "TM_ERR_CONFLICT", "TM_ERR_UNREACHABLE", ...diskErrors] },
+  setPair: { method: "POST", path: "/v1/pairs/:group/set", summary: "The secondary moved: point the pair at its new management URL (the same node holding the same pair; no new copy)", params: groupParams, body: pairSetBodySchema, status: 200, answer: pairInfoSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", "TM_ERR_CONFLICT", "TM_ERR_UNREACHABLE", ...diskErrors] },
+  takeover: { method: "POST", path: "/v1/takeover", summary: "On the secondary: take over groups at one consistent cut (the primary fenced first, or force)", body: takeoverBodySchema, status: 200, answer: takeoverAnswerSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", "TM_ERR_CONFLICT", "TM_ERR_PRIMARY_UNREACHABLE", ...diskErrors] },
+
+  preparePairSecondary: { method: "POST", path: "/v1/pair-secondaries", summary: "Node to node: a primary asks this node to make (or check) the secondary group of a pair", body: pairSecondaryBodySchema, status: 200, answer: pairSecondaryInfoSchema, errors: ["TM_ERR_EXISTS", "TM_ERR_CONFLICT", "TM_ERR_STATE", "TM_ERR_LIMIT", "TM_ERR_DOMAIN_INCOMPARABLE", ...diskErrors], peer: true },
+  checkPairSecondary: { method: "POST", path: "/v1/pair-secondaries/check", summary: "Node to node (pair set): a primary asks this node whether it holds its side of the pair", body: pairSecondaryCheckBodySchema, status: 200, answer: pairSecondaryInfoSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_CONFLICT", "TM_ERR_STATE"], peer: true },
+  endPairSecondary: { method: "POST", path: "/v1/pair-secondaries/end", summary: "Node to node (pair delete): a primary asks this node to end its side of the pair, keeping its image", body: pairSecondaryEndBodySchema, status: 200, answer: pairEndSchema, errors: ["TM_ERR_CONFLICT", "TM_ERR_STATE", ...diskErrors], peer: true },
+  preparePairTarget: { method: "POST", path: "/v1/pair-targets", summary: "The path of /v1/pair-secondaries before the vocabulary was settled: a primary of the previous version still calls it", body: pairSecondaryBodySchema, status: 200, answer: pairSecondaryInfoSchema, errors: ["TM_ERR_EXISTS", "TM_ERR_CONFLICT", "TM_ERR_STATE", "TM_ERR_LIMIT", "TM_ERR_DOMAIN_INCOMPARABLE", ...diskErrors], peer: true, deprecated: true },
+} as const satisfies Record<string, MgmtRoute>;
+
+export type MgmtRouteName = keyof typeof mgmtRoutes;
+
+/** The parsed (output) type of a route's part, or undefined when the route has none. */
+type Parsed<S> = S extends z.ZodType ? z.output<S> : undefined;
+/** What a caller sends for a route's part (input type: defaults may be left out). */
+type Sent<S> = S extends z.ZodType ? z.input<S> : undefined;
+
+/** What a handler receives: the route's path parameters, query and body, validated. */
+export interface RouteInput<R extends MgmtRoute> {
+  readonly params: Parsed<R["params"]>;
+  readonly query: Parsed<R["query"]>;
+  readonly body: Parsed<R["body"]>;
+}
+
+/** T with every array and object read-only (what the node's own types hand out). */
+type DeepReadonly<T> = T extends ReadonlyArray<infer E> ? ReadonlyArray<DeepReadonly<E>> : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
+
+/** What a handler answers: the answer schema's input type (its defaults may be left out), or text. */
+export type RouteAnswer<R extends MgmtRoute> = R["answer"] extends z.ZodType ? DeepReadonly<z.input<R["answer"]>> : string;
+
+/** What a client gets back: the answer schema's output type. */
+export type RouteResult<R extends MgmtRoute> = R["answer"] extends z.ZodType ? z.output<R["answer"]> : string;
+
+/** What a client passes to call a route: only the parts the route declares. */
+export type RouteCall<R extends MgmtRoute> = (R["params"] extends z.ZodType ? { readonly params: DeepReadonly<Sent<R["params"]>> } : { readonly params?: undefined }) &
+  (R["query"] extends z.ZodType ? { readonly query?: DeepReadonly<Sent<R["query"]>> } : { readonly query?: undefined }) &
+  (R["body"] extends z.ZodType ? { readonly body: DeepReadonly<Sent<R["body"]>> } : { readonly body?: undefined });
+
+/** The path with its parameters filled in (each URL-encoded): `/v1/pairs/:group` → `/v1/pairs/db`. */
+export function routePath(route: MgmtRoute, params: Readonly<Record<string, unknown>> | undefined, query?: Readonly<Record<string, unknown>>): string {
+  const path = route.path.replace(/:([A-Za-z]+)/g, (_match, name: string) => {
+    const value = params?.[name];
+    if (typeof value !== "string") throw new TypeError(`${route.method} ${route.path}: path parameter '${name}' missing`);
+    return encodeURIComponent(value);
+  });
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(query ?? {})) {
+    if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") search.set(key, String(value));
+    else if (value !== undefined) throw new TypeError(`${route.method} ${route.path}: query parameter '${key}' must be a string, number or boolean`);
+  }
+  const text = search.toString();
+  return text === "" ? path : `${path}?${text}`;
+}

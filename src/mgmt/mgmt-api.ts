@@ -15,12 +15,10 @@ import type { Logger } from "pino";
 import { isStorageError } from "../node/group-stop.ts";
 import type { z } from "zod";
 import { mgmtBodyBytesMax } from "../core/limits.ts";
-import { nameProblem } from "../core/names.ts";
 import { tmErrorCodes } from "../core/errors.ts";
 import { type ControlErrorCode, type NodeControl, type PairControl } from "./control.ts";
-import {
-  createGroupBodySchema, createPairBodySchema, createVolumeBodySchema, forceQuerySchema, groupListBodySchema, noOptionsBodySchema, pairDeleteQuerySchema, pairSecondaryBodySchema, pairSecondaryCheckBodySchema, pairSecondaryEndBodySchema, pairSetBodySchema,
-  takeoverBodySchema, unfenceBodySchema } from "./contract.ts";
+import { mgmtRoutes, type MgmtRoute, type RouteAnswer, type RouteInput } from "./contract.ts";
+import { openApiDocument } from "./openapi.ts";
 
 export interface MgmtApiOptions {
   readonly host: string;
@@ -49,20 +47,6 @@ export function statusForCode(code: ControlErrorCode): number {
   return tmErrorCodes[code].httpStatus;
 }
 
-/** A group name in a path (/v1/pairs/:group), checked like one in a body. */
-/** The `:group` or `:volume` of a path, validated as such a name (TM_ERR_INVALID). */
-function nameParam(kind: "group" | "volume", params: unknown): string {
-  const value = (params as Record<string, unknown>)[kind];
-  const name = typeof value === "string" ? value : "";
-  const problem = nameProblem(kind, name);
-  if (problem !== null) throw new ControlError("TM_ERR_INVALID", problem);
-  return name;
-}
-
-function groupParam(params: unknown): string {
-  return nameParam("group", params);
-}
-
 /** One line naming the field and what is wrong with it. */
 export function describeIssues(error: z.ZodError): string {
   const issue = error.issues[0];
@@ -79,6 +63,40 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   const result = schema.safeParse(body);
   if (!result.success) throw new ControlError("TM_ERR_INVALID", describeIssues(result.error));
   return result.data;
+}
+
+/** A path parameter (`:group`, `:volume`): the name check's own line, e.g. "group name is empty". */
+function parseParams<T>(schema: z.ZodType<T>, params: unknown): T {
+  const result = schema.safeParse(params);
+  if (!result.success) throw new ControlError("TM_ERR_INVALID", result.error.issues[0]?.message ?? "invalid path");
+  return result.data;
+}
+
+/** Handles one route of the contract: gets its validated input, answers its answer type. */
+type RouteHandler<R extends MgmtRoute> = (input: RouteInput<R>, reply: FastifyReply) => RouteAnswer<R> | Promise<RouteAnswer<R>>;
+
+/**
+ * Registers `route` exactly as the contract declares it (method, path, success status) and
+ * validates its path parameters, query and body with the contract's schemas before `handler`
+ * runs; a refusal is TM_ERR_INVALID naming the field. A text answer goes out with the route's
+ * media type. The handler may set another status the route declares (alsoAnswers).
+ */
+function serve<R extends MgmtRoute>(app: MgmtApp, route: R, handler: RouteHandler<R>): void {
+  app.route({
+    method: route.method,
+    url: route.path,
+    handler: async (request, reply) => {
+      const input = {
+        params: route.params === undefined ? undefined : parseParams(route.params, request.params),
+        query: route.query === undefined ? undefined : parseBody(route.query, request.query),
+        body: route.body === undefined ? undefined : parseBody(route.body, request.body),
+      } as RouteInput<R>; // each part is its schema's output, as RouteInput says
+      reply.code(route.status);
+      const answer = await handler(input, reply);
+      if (!("safeParse" in route.answer)) reply.type(route.answer.contentType);
+      return reply.send(answer);
+    },
+  });
 }
 
 function sendError(reply: FastifyReply, status: number, code: ControlErrorCode, message: string): FastifyReply {
@@ -163,114 +181,73 @@ export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
 }
 
 function registerNodeRoutes(app: MgmtApp, control: NodeControl): void {
-  app.get("/v1/health", () => {
+  const r = mgmtRoutes;
+  serve(app, r.health, () => {
     const health = control.health();
-    return health.status === "ok" ? { status: "ok", id: control.status().id } : { status: health.status, id: control.status().id, reasons: health.reasons };
+    return health.status === "ok" ? { status: "ok", id: control.status().id } : { status: health.status, id: control.status().id, reasons: [...health.reasons] };
   });
   // Readiness, apart from liveness (/v1/health): 503 while the node starts or stops.
-  app.get("/v1/ready", (_request, reply) => {
+  serve(app, r.ready, (_input, reply) => {
     const readiness = control.ready();
-    return reply.code(readiness.ready ? 200 : 503).send({ status: readiness.status, id: control.status().id });
+    if (!readiness.ready) reply.code(503);
+    return { status: readiness.status, id: control.status().id };
   });
-  app.get("/v1/status", () => control.status());
-  app.get("/metrics", async (_request, reply) => {
+  serve(app, r.status, () => control.status());
+  serve(app, r.metrics, async (_input, reply) => {
     const { contentType, body } = await control.metrics();
-    return reply.type(contentType).send(body);
+    reply.type(contentType);
+    return body;
   });
+  serve(app, r.openApi, () => openApiDocument(control.status().version));
 }
 
 function registerVolumeRoutes(app: MgmtApp, control: NodeControl): void {
-  app.get("/v1/volumes", () => ({ volumes: control.listVolumes() }));
-  app.post("/v1/volumes", async (request, reply) => {
-    const body = parseBody(createVolumeBodySchema, request.body);
-    const volume = await control.createVolume(body.name, body.sizeBytes);
-    return reply.code(201).send({ volume });
-  });
+  const r = mgmtRoutes;
+  serve(app, r.listVolumes, () => ({ volumes: control.listVolumes() }));
+  serve(app, r.createVolume, async ({ body }) => ({ volume: await control.createVolume(body.name, body.sizeBytes) }));
   // Idempotent: a volume already gone answers 200 with deleted false.
-  app.delete("/v1/volumes/:volume", async (request) => {
-    const name = nameParam("volume", request.params);
-    const query = parseBody(forceQuerySchema, request.query);
+  serve(app, r.deleteVolume, async ({ params, query }) => {
     const force = query.force === "true" || query.force === "1";
-    return { volume: name, deleted: await control.deleteVolume(name, force) };
+    return { volume: params.volume, deleted: await control.deleteVolume(params.volume, force) };
   });
 }
 
-
 function registerGroupRoutes(app: MgmtApp, control: NodeControl): void {
-  app.get("/v1/groups", () => ({ groups: control.listGroups() }));
-  app.post("/v1/groups", async (request, reply) => {
-    const body = parseBody(createGroupBodySchema, request.body);
-    const group = await control.createGroup(body.name, body.volumes, body.journalBytesMax);
-    return reply.code(201).send({ group });
-  });
+  const r = mgmtRoutes;
+  serve(app, r.listGroups, () => ({ groups: control.listGroups() }));
+  serve(app, r.createGroup, async ({ body }) => ({ group: await control.createGroup(body.name, body.volumes, body.journalBytesMax) }));
   // Idempotent: a group already gone answers 200 with deleted false.
-  app.delete("/v1/groups/:group", async (request) => {
-    const name = groupParam(request.params);
-    return { group: name, deleted: await control.deleteGroup(name) };
-  });
+  serve(app, r.deleteGroup, async ({ params }) => ({ group: params.group, deleted: await control.deleteGroup(params.group) }));
 }
 
 function registerPairRoutes(app: MgmtApp, control: PairControl): void {
-  app.get("/v1/pairs", () => ({ pairs: control.listPairs() }));
-  app.post("/v1/pairs", async (request, reply) => {
-    const body = parseBody(createPairBodySchema, request.body);
-    const pair = await control.createPair(body);
-    return reply.code(201).send(pair);
-  });
-  app.get("/v1/pairs/:group", (request) => control.pair(groupParam(request.params)));
-  app.post("/v1/pairs/:group/suspend", (request) => {
-    parseBody(noOptionsBodySchema, request.body);
-    return control.suspendPair(groupParam(request.params));
-  });
-  app.post("/v1/pairs/:group/resume", (request) => {
-    parseBody(noOptionsBodySchema, request.body);
-    return control.resumePair(groupParam(request.params));
-  });
+  const r = mgmtRoutes;
+  serve(app, r.listPairs, () => ({ pairs: control.listPairs() }));
+  serve(app, r.createPair, ({ body }) => control.createPair(body));
+  serve(app, r.pair, ({ params }) => control.pair(params.group));
+  serve(app, r.suspendPair, ({ params }) => control.suspendPair(params.group));
+  serve(app, r.resumePair, ({ params }) => control.resumePair(params.group));
   // Lists (issue 8): `pair suspend g1,g2` / `pair resume g1,g2` on the primary, checked before any changes.
-  app.post("/v1/pairs/suspend", async (request) => {
-    const body = parseBody(groupListBodySchema, request.body);
-    return { pairs: await control.suspendPairs(body.groups) };
-  });
-  app.post("/v1/pairs/resume", async (request) => {
-    const body = parseBody(groupListBodySchema, request.body);
-    return { pairs: await control.resumePairs(body.groups) };
-  });
+  serve(app, r.suspendPairs, async ({ body }) => ({ pairs: await control.suspendPairs(body.groups) }));
+  serve(app, r.resumePairs, async ({ body }) => ({ pairs: await control.resumePairs(body.groups) }));
   // On the secondary: the group leaves (rejoins) its consistency domain.
-  app.post("/v1/pairs/:group/detach", (request) => {
-    parseBody(noOptionsBodySchema, request.body);
-    return control.detachPair(groupParam(request.params));
-  });
-  app.post("/v1/pairs/:group/attach", (request) => {
-    parseBody(noOptionsBodySchema, request.body);
-    return control.attachPair(groupParam(request.params));
-  });
-  app.post("/v1/takeover", async (request) => {
-    const body = parseBody(takeoverBodySchema, request.body);
-    return { results: await control.takeover(body.groups, { force: body.force }) };
-  });
-  app.post("/v1/pairs/:group/unfence", (request) => {
-    const body = parseBody(unfenceBodySchema, request.body);
-    return control.unfencePair(groupParam(request.params), body?.force === true);
-  });
+  serve(app, r.detachPair, ({ params }) => control.detachPair(params.group));
+  serve(app, r.attachPair, ({ params }) => control.attachPair(params.group));
+  serve(app, r.takeover, async ({ body }) => ({ results: await control.takeover(body.groups, { force: body.force }) }));
+  serve(app, r.unfencePair, ({ params, body }) => control.unfencePair(params.group, body?.force === true));
   // `pair delete`: idempotent, a pair already gone answers 200 with deleted false.
-  app.delete("/v1/pairs/:group", (request) => {
-    const name = groupParam(request.params);
-    const query = parseBody(pairDeleteQuerySchema, request.query);
+  serve(app, r.deletePair, ({ params, query }) => {
     const yes = (value: string | undefined): boolean => value === "true" || value === "1";
-    return control.deletePair(name, { force: yes(query.force), promote: yes(query.promote) });
+    return control.deletePair(params.group, { force: yes(query.force), promote: yes(query.promote) });
   });
   // `pair set GROUP --to URL`: the secondary moved.
-  app.post("/v1/pairs/:group/set", (request) => {
-    const body = parseBody(pairSetBodySchema, request.body);
-    return control.setPairSecondary(groupParam(request.params), body.to);
-  });
-  app.post("/v1/pair-secondaries/check", (request) => control.checkPairSecondary(parseBody(pairSecondaryCheckBodySchema, request.body)));
-  // A primary asks this (secondary) node to end its side of a pair it deletes.
-  app.post("/v1/pair-secondaries/end", (request) => control.endPairSecondary(parseBody(pairSecondaryEndBodySchema, request.body)));
+  serve(app, r.setPair, ({ params, body }) => control.setPairSecondary(params.group, body.to));
+  // A primary asks this (secondary) node whether it holds the pair (pair set), or to end its side of a pair it deletes.
+  serve(app, r.checkPairSecondary, ({ body }) => control.checkPairSecondary(body));
+  serve(app, r.endPairSecondary, ({ body }) => control.endPairSecondary(body));
   // A primary asks this (secondary) node to make or check the secondary group of a new pair.
-  app.post("/v1/pair-secondaries", (request) => control.preparePairSecondary(parseBody(pairSecondaryBodySchema, request.body)));
-  // The path before the vocabulary was settled: a primary of the previous version still calls it.
-  app.post("/v1/pair-targets", (request) => control.preparePairSecondary(parseBody(pairSecondaryBodySchema, request.body)));
+  serve(app, r.preparePairSecondary, ({ body }) => control.preparePairSecondary(body));
+  serve(app, r.preparePairTarget, ({ body }) => control.preparePairSecondary(body));
 }
 
 export async function startMgmtApi(options: MgmtApiOptions): Promise<MgmtApi> {

@@ -4,9 +4,8 @@
 // that says what is wrong and what to check (docs/errors.md: TM_ERR_UNREACHABLE, ...).
 import { ControlError } from "../core/errors.ts";
 import { peerRequestTimeoutMs } from "../core/limits.ts";
-import type { z } from "zod";
 import type { PairEndInfo, PairSecondaryCheckRequest, PairSecondaryEndRequest, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
-import { apiErrorSchema, pairEndSchema, pairSecondaryInfoSchema } from "../mgmt/contract.ts";
+import { apiErrorSchema, mgmtRoutes, routePath, type MgmtRoute, type RouteCall, type RouteResult } from "../mgmt/contract.ts";
 
 export interface PeerClient {
   /** POST /v1/pair-secondaries on the node at `baseUrl`; ControlError (TM_ERR_UNREACHABLE, TM_ERR_CONFLICT, TM_ERR_INVALID, TM_ERR_DOMAIN_INCOMPARABLE) naming it on failure. */
@@ -19,21 +18,25 @@ export interface PeerClient {
 
 /** The management API over HTTP. */
 export const httpPeerClient: PeerClient = {
-  preparePairSecondary: (baseUrl, request) => postJson(baseUrl, "/v1/pair-secondaries", request, pairSecondaryInfoSchema),
-  endPairSecondary: (baseUrl, request) => postJson(baseUrl, "/v1/pair-secondaries/end", request, pairEndSchema),
-  checkPairSecondary: (baseUrl, request) => postJson(baseUrl, "/v1/pair-secondaries/check", request, pairSecondaryInfoSchema),
+  preparePairSecondary: (baseUrl, request) => callPeer(baseUrl, mgmtRoutes.preparePairSecondary, { body: request }),
+  endPairSecondary: (baseUrl, request) => callPeer(baseUrl, mgmtRoutes.endPairSecondary, { body: request }),
+  checkPairSecondary: (baseUrl, request) => callPeer(baseUrl, mgmtRoutes.checkPairSecondary, { body: request }),
 };
 
 /**
- * POSTs JSON to another node's management API and checks its answer against the contract's
- * schema (a peer's answer is input, never an assertion); errors become ControlErrors that say
- * which node.
+ * Calls a route of another node's management API (src/mgmt/contract.ts) and checks its answer
+ * against the route's schema (a peer's answer is input, never an assertion); errors become
+ * ControlErrors that say which node. Only JSON routes.
  */
-async function postJson<T>(baseUrl: string, path: string, body: unknown, schema: z.ZodType<T>): Promise<T> {
+export async function callPeer<R extends MgmtRoute>(baseUrl: string, route: R, input: RouteCall<R>): Promise<RouteResult<R>> {
+  const path = routePath(route, input.params as Readonly<Record<string, unknown>> | undefined, input.query as Readonly<Record<string, unknown>> | undefined);
+  if (!("safeParse" in route.answer)) throw new TypeError(`callPeer: ${route.method} ${route.path} does not answer JSON`);
   let response: Response;
   try {
     response = await fetch(new URL(path, baseUrl), {
-      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal: AbortSignal.timeout(peerRequestTimeoutMs),
+      method: route.method,
+      ...(input.body === undefined ? {} : { headers: { "content-type": "application/json" }, body: JSON.stringify(input.body) }),
+      signal: AbortSignal.timeout(peerRequestTimeoutMs),
     });
   } catch (error) {
     throw new ControlError("TM_ERR_UNREACHABLE", peerUnreachable(baseUrl, error));
@@ -53,13 +56,13 @@ async function postJson<T>(baseUrl: string, path: string, body: unknown, schema:
     const code = error?.code === "TM_ERR_DOMAIN_INCOMPARABLE" || error?.code === "TM_ERR_STATE" ? error.code : response.status === 409 ? "TM_ERR_CONFLICT" : response.status === 400 ? "TM_ERR_INVALID" : "TM_ERR_UNREACHABLE";
     throw new ControlError(code, `secondary ${baseUrl}: ${message}`);
   }
-  const answer = schema.safeParse(parsed);
+  const answer = route.answer.safeParse(parsed);
   if (!answer.success) {
     const issue = answer.error.issues[0];
     const where = issue === undefined ? "" : ` (${issue.path.join(".") || "body"}: ${issue.message})`;
     throw new ControlError("TM_ERR_UNREACHABLE", `${baseUrl} answered ${path} with an unexpected body${where}: is it a tidemark node of the same version? give --to the secondary's management URL`);
   }
-  return answer.data;
+  return answer.data as RouteResult<R>;
 }
 
 /**
