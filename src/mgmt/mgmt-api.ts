@@ -124,6 +124,19 @@ function clientErrorMessage(error: FastifyError): string {
   }
 }
 
+/** A route the app serves, as fastify registered it (HEAD routes of GETs included). */
+export interface RegisteredRoute {
+  readonly method: string;
+  readonly url: string;
+}
+
+const registeredRoutes = new WeakMap<MgmtApp, RegisteredRoute[]>();
+
+/** Every route `app` serves: a test checks each is in the contract and the OpenAPI document. */
+export function routesOf(app: MgmtApp): readonly RegisteredRoute[] {
+  return registeredRoutes.get(app) ?? [];
+}
+
 /** Builds the app without listening; tests drive it with `inject`. */
 export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
   const app = Fastify({
@@ -133,6 +146,12 @@ export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
     // Names travel in bodies, never in paths, so a short limit on path parameters is enough.
     routerOptions: { maxParamLength: 256 },
     return503OnClosing: true,
+  });
+
+  const routes: RegisteredRoute[] = [];
+  registeredRoutes.set(app, routes);
+  app.addHook("onRoute", (options) => {
+    for (const method of [options.method].flat()) routes.push({ method, url: options.url });
   });
 
   // Bodies are JSON only: a text/plain body would otherwise reach the handlers as a string.
