@@ -3,7 +3,7 @@
 // terminal, one final line otherwise) and leaves the pair running if interrupted; wait
 // notes the primary's accepted sequence once and returns when the secondary reflected it.
 import type { Command } from "commander";
-import { fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, pairCreateLinkWaitMsMax, replStreamsDefault, replStreamsMax, takeoverCommandMarginMs } from "../core/limits.ts";
+import { fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, pairCreateLinkWaitMsMax, pairResumeLinkWaitMsMax, replStreamsDefault, replStreamsMax, takeoverCommandMarginMs } from "../core/limits.ts";
 import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../mgmt/control.ts";
 import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
 import { mgmtRoutes } from "../mgmt/contract.ts";
@@ -129,7 +129,8 @@ export function registerPairCommands(program: Command, io: CliIo): void {
           what: `${verb} the pair of group '${only}'`,
           hints: { TM_ERR_NOT_FOUND: "see `tidemark pair status`", TM_ERR_STATE: `see \`tidemark pair status ${only}\`` },
         });
-        context.print(raw, () => line(value));
+        const [settled] = verb === "resume" ? await awaitLinks(context, [value]) : [value];
+        context.print(raw, () => line(settled ?? value));
         return;
       }
       const { value, raw } = await context.client.call(verb === "suspend" ? mgmtRoutes.suspendPairs : mgmtRoutes.resumePairs, { body: { groups } }, {
@@ -139,7 +140,8 @@ export function registerPairCommands(program: Command, io: CliIo): void {
           TM_ERR_STATE: "see `tidemark pair status`; run it against the primary",
         },
       });
-      context.print(raw, () => value.pairs.map(line).join(""));
+      const settled = verb === "resume" ? await awaitLinks(context, value.pairs) : value.pairs;
+      context.print(raw, () => settled.map(line).join(""));
     });
   }
 
@@ -333,6 +335,29 @@ async function openBar(stream: NodeJS.WriteStream, group: string): Promise<Progr
       if (started) bar.stop();
     },
   };
+}
+
+/**
+ * After a resume: the node answers before the replication streams reconnected, so its answer
+ * may call a reachable secondary unreachable. Polls each pair until the node gives no reason
+ * (or it is no longer replicating or copying), or pairResumeLinkWaitMsMax passed; returns what
+ * the node says then: a reason still there after the wait is a true one. `--json` prints the
+ * resume answer itself; this is for the human line.
+ */
+async function awaitLinks(context: MgmtContext, pairs: readonly PairInfo[]): Promise<PairInfo[]> {
+  const deadlineMs = performance.now() + pairResumeLinkWaitMsMax;
+  const settled = (pair: PairInfo): boolean => pair.reason === null || (pair.state !== "replicating" && pair.state !== "copying");
+  const out = [...pairs];
+  if (context.json) return out;
+  for (let index = 0; index < out.length; index += 1) {
+    let pair = out[index];
+    while (pair !== undefined && !settled(pair) && performance.now() < deadlineMs) {
+      await sleep(pairPollIntervalMs);
+      pair = (await context.client.call(mgmtRoutes.pair, { params: { group: pair.group } }, getPairOptions(pair.group))).value;
+    }
+    if (pair !== undefined) out[index] = pair;
+  }
+  return out;
 }
 
 /** After POST /v1/pairs: follow the initial copy until the pair replicates, fails, or Ctrl-C. */

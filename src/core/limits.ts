@@ -108,6 +108,13 @@ export const heldLogIntervalMs = 2_000;
  * following and says so, with what to check; the pair stays and keeps retrying.
  */
 export const pairCreateLinkWaitMsMax = 20_000;
+/**
+ * `pair resume` waits at most this long for a replication stream of each resumed pair to
+ * connect before it prints the pair's state: right after a resume no stream is connected yet,
+ * and "secondary unreachable" would be printed for a secondary that is reachable. A pair whose
+ * stream does not connect in time is printed as the node reports it (it keeps retrying).
+ */
+export const pairResumeLinkWaitMsMax = 5_000;
 /** A stopped group (ENOSPC, EIO) tries to resume after this long, doubling up to the maximum. */
 export const groupResumeDelayMsMin = 500;
 export const groupResumeDelayMsMax = 5_000;

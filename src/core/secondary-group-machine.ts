@@ -606,7 +606,13 @@ export function takeoverRefusal(state: SecondaryGroupState): { readonly code: Op
   if (state.record.state === "takeover") return undefined;
   if (state.takeover !== undefined) return { code: "TM_ERR_STATE", text: `group ${state.name} is being taken over already` };
   if (state.record.state !== "replicating" || state.step !== undefined) {
-    return { code: "TM_ERR_STATE", text: `group ${state.name} is still in its initial copy (${state.record.state}); its image is not consistent and cannot be taken over` };
+    const phase = state.step !== undefined ? (state.step.kind === "finishCopy" ? "finishing" : "starting")
+      : state.record.state === "empty" ? "not begun: nothing has arrived from the primary yet" : state.record.state;
+    return {
+      code: "TM_ERR_STATE",
+      text: `group ${state.name} is still in its initial copy (${phase}): its image is partly old, partly new, consistent with no point in time, so it cannot be taken over; ` +
+        `wait until \`tidemark pair status ${state.name}\` here shows replicating, then take over`,
+    };
   }
   return undefined;
 }

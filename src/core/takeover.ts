@@ -214,7 +214,11 @@ export function namedGroupRefusal(group: NamedGroup, nodeId: string): { readonly
       if (refusal !== undefined) return refusal;
       const needed = group.lifecycle.record.consistentFromSequence;
       if (group.arrivedSequence < needed) {
-        return { code: "TM_ERR_STATE", text: `group ${group.name} has received ${group.arrivedSequence} of the ${needed} records its image needs after its initial copy; it is not consistent yet and cannot be taken over` };
+        return {
+          code: "TM_ERR_STATE",
+          text: `group ${group.name} has received ${group.arrivedSequence} of the ${needed} records its image needs after its initial copy; it is not consistent yet and cannot be taken over; ` +
+            `wait until \`tidemark pair status ${group.name}\` here shows replicating, then take over`,
+        };
       }
       return undefined;
     }
