@@ -109,10 +109,10 @@ export const heldLogIntervalMs = 2_000;
  */
 export const pairCreateLinkWaitMsMax = 20_000;
 /**
- * `pair resume` waits at most this long for a replication stream of each resumed pair to
- * connect before it prints the pair's state: right after a resume no stream is connected yet,
- * and "secondary unreachable" would be printed for a secondary that is reachable. A pair whose
- * stream does not connect in time is printed as the node reports it (it keeps retrying).
+ * `pair resume` waits at most this long for the node to drop its reason for each resumed pair
+ * before it prints the pair's state: right after a resume no stream is connected yet, and
+ * "secondary unreachable" would be printed for a secondary that is reachable. A reason still
+ * there after the wait is printed as the node reports it (the pair keeps retrying).
  */
 export const pairResumeLinkWaitMsMax = 5_000;
 /** A stopped group (ENOSPC, EIO) tries to resume after this long, doubling up to the maximum. */
