@@ -1,4 +1,5 @@
-// `tidemark node --config FILE`: the node's settings from a TOML file (config-toml.ts), checked
+// `tidemark node --config FILE`: the node's settings from a TOML file (config-toml.ts) or, for a
+// name ending .yaml or .yml, a YAML file (config-yaml.ts), checked
 // with zod: unknown keys are refused with the key named (and the nearest known key), each value
 // must have its setting's type. The values are then checked exactly as the flags are (node-command.ts),
 // and a flag given on the command line overrides the file's value. Every problem is a UsageError
@@ -8,6 +9,7 @@ import { dirname, extname, resolve } from "node:path";
 import { z } from "zod";
 import { nodeConfigBytesMax } from "../core/limits.ts";
 import { ConfigSyntaxError, parseConfigToml, type ConfigScalar } from "./config-toml.ts";
+import { parseConfigYaml } from "./config-yaml.ts";
 import { UsageError } from "./errors.ts";
 
 /** The log levels `--log-level` and `log-level` take, least to most severe (pino's names). */
@@ -72,9 +74,10 @@ export function readNodeConfig(file: string): NodeConfig {
   const path = resolve(file);
   const where = `--config ${file}`;
   const extension = extname(path).toLowerCase();
-  if (extension === ".yaml" || extension === ".yml" || extension === ".json") {
-    throw new UsageError(`${where}: tidemark reads its config as TOML, not ${extension.slice(1).toUpperCase()}; write each setting as key = "value" (see contrib/tidemark.toml)`);
+  if (extension === ".json") {
+    throw new UsageError(`${where}: tidemark reads its config as TOML or YAML (.yaml, .yml), not JSON; write each setting as key = "value" (see contrib/tidemark.toml)`);
   }
+  const yaml = extension === ".yaml" || extension === ".yml";
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
@@ -93,7 +96,7 @@ export function readNodeConfig(file: string): NodeConfig {
   }
   let entries: Map<string, { value: ConfigScalar; line: number }>;
   try {
-    entries = parseConfigToml(text);
+    entries = yaml ? parseConfigYaml(text) : parseConfigToml(text);
   } catch (error) {
     if (error instanceof ConfigSyntaxError) throw new UsageError(`${path}:${String(error.line)}: ${error.message.replace(/^line \d+: /, "")}`);
     throw error;

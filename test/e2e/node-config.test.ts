@@ -70,11 +70,13 @@ interface ConfigNode {
  * `tidemark node --config FILE ...extraArgs` with `env` until GET /v1/health answers. Another
  * process taking a port first (EADDRINUSE) means fresh ports and another try.
  */
-async function startFromConfig(dir: string, name: string, settings: Record<string, string | boolean>, extraArgs: readonly string[] = [], env: Record<string, string> = {}): Promise<ConfigNode> {
+async function startFromConfig(dir: string, name: string, settings: Record<string, string | boolean>, extraArgs: readonly string[] = [], env: Record<string, string> = {}, format: "toml" | "yaml" = "toml"): Promise<ConfigNode> {
   for (let attempt = 1; ; attempt += 1) {
     const [mgmt, nbd, host, repl] = await freePorts(4);
-    const file = path.join(dir, `${name}.toml`);
-    await writeFile(file, configFrom({ mgmt: `127.0.0.1:${mgmt}`, nbd: `127.0.0.1:${nbd}`, "host-port": `127.0.0.1:${host}`, repl: `127.0.0.1:${repl}`, ...settings }));
+    const file = path.join(dir, `${name}.${format}`);
+    const toml = configFrom({ mgmt: `127.0.0.1:${mgmt}`, nbd: `127.0.0.1:${nbd}`, "host-port": `127.0.0.1:${host}`, repl: `127.0.0.1:${repl}`, ...settings });
+    // The example's lines are `key = "text"` or `key = true`: as YAML, `key: "text"`.
+    await writeFile(file, format === "toml" ? toml : toml.replace(/^(#\s*)?([a-z-]+) = /gm, "$1$2: "));
     const logFile = path.join(dir, `${name}.log`);
     const logFd = openSync(logFile, "a");
     const child = spawn(nodeBin, [tidemarkBin, "node", "--config", file, ...extraArgs], { cwd: repoRoot, env: envWith(env), stdio: ["ignore", logFd, logFd] });
@@ -130,12 +132,13 @@ function logLevelsIn(logFile: string): Set<number> {
   return levels;
 }
 
-void test("two nodes run from config files made from contrib/tidemark.toml pair and replicate; flags override the file; data is relative to the file", async () => {
+void test("two nodes run from config files made from contrib/tidemark.toml (one as YAML) pair and replicate; flags override the file; data is relative to the file", async () => {
   const dir = await tmpDir("tidemark-config-");
   await mkdir(path.join(dir, "etc"));
   const a = await startFromConfig(path.join(dir, "etc"), "site-a", { id: "site-a", data: "../state/a" });
   // The file says clock and warn; the flags say counter and debug, and win.
-  const b = await startFromConfig(dir, "site-b", { id: "site-b", data: "state-b", "write-time": "clock", "log-level": "warn" }, ["--write-time", "counter", "--log-level", "debug"]);
+  // site-b's file is YAML (the same settings, `key: value`).
+  const b = await startFromConfig(dir, "site-b", { id: "site-b", data: "state-b", "write-time": "clock", "log-level": "warn" }, ["--write-time", "counter", "--log-level", "debug"], {}, "yaml");
 
   const statusA = await mgmtJson(a.mgmtUrl, "/v1/status") as NodeStatus;
   assert.equal(statusA.id, "site-a");

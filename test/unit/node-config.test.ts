@@ -93,7 +93,17 @@ void test("readNodeConfig: unknown keys named with the nearest known key, wrong 
       ["d.toml", "\nmgmt = 7480\n", /d\.toml:2: mgmt must be a string in quotes, e\.g\. mgmt = "\.\.\."/],
       ["e.toml", "insecure-mgmt = \"yes\"\n", /e\.toml:1: insecure-mgmt must be true or false/],
       ["f.toml", "[node]\n", /f\.toml:1: tables \(\[node\]\) are not used/],
-      ["g.yaml", "id: a\n", /--config .*g\.yaml: tidemark reads its config as TOML, not YAML/],
+      ["g.json", "{}", /--config .*g\.json: tidemark reads its config as TOML or YAML \(\.yaml, \.yml\), not JSON/],
+      ["i.yaml", "id: a\ncolour: red\n", /i\.yaml:2: unknown key 'colour'/],
+      ["j.yml", "node:\n  id: a\n", /j\.yml:1: nested mappings are not used/],
+      ["k.yaml", "id: a\nid: b\n", /k\.yaml:2: a key is set twice; keep one/],
+      ["l.yaml", "id: a\nmgmt: [1, 2]\n", /l\.yaml:2: lists are not used/],
+      ["m.yaml", "id: a\nmax-clock-skew: 2.5\n", /m\.yaml:2: the value of 'max-clock-skew' \(2\.5\) is not one tidemark reads.*put text in quotes/],
+      ["n.yaml", "id: a\ndata:\n", /n\.yaml:2: 'data' has no value/],
+      ["o.yaml", "- id\n", /o\.yaml:1: the file must be a mapping of settings/],
+      ["p.yaml", "id: &x a\nnbd: *x\n", /p\.yaml:1: anchors and aliases are not used/],
+      ["q.yaml", "id: a\n---\nid: b\n", /q\.yaml:2: several YAML documents/],
+      ["r.yaml", "id: \"a\n", /r\.yaml:\d: not valid YAML \(Missing closing "quote\)/],
       ["h.toml", "\u00ff", /unknown|expected key/],
     ];
     for (const [name, text, pattern] of cases) {
@@ -117,6 +127,22 @@ void test("readNodeConfig: unknown keys named with the nearest known key, wrong 
   }
 });
 
+void test("a YAML config (.yaml, .yml) means what the same TOML means; YAML 1.2's yes is text, not true", async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "tidemark-config-"));
+  try {
+    const toml = path.join(dir, "node.toml");
+    const yaml = path.join(dir, "node.yaml");
+    await writeFile(toml, 'id = "a"\ndata = "/srv/tm"\nmgmt = "127.0.0.1:7480"\ninsecure-mgmt = false\nlog-level = "debug"\n');
+    await writeFile(yaml, "# the same settings\nid: a\ndata: /srv/tm\nmgmt: \"127.0.0.1:7480\"\ninsecure-mgmt: false\nlog-level: debug\n");
+    assert.deepEqual(readNodeConfig(yaml).values, readNodeConfig(toml).values);
+    assert.equal(readNodeConfig(yaml).lines.get("mgmt"), 4, "lines for messages");
+    await writeFile(yaml, "id: a\ninsecure-mgmt: yes\n");
+    assert.throws(() => readNodeConfig(yaml), /node\.yaml:2: insecure-mgmt must be true or false/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 void test("the example config in contrib/ reads without error, sets every key but insecure-mgmt, repl-advertise and max-clock-skew (commented out), and names them all", () => {
   const config = readNodeConfig(exampleConfig);
   assert.deepEqual(Object.keys(config.values).sort(), nodeConfigKeys.filter((key) => key !== "insecure-mgmt" && key !== "repl-advertise" && key !== "max-clock-skew").sort());
@@ -125,6 +151,11 @@ void test("the example config in contrib/ reads without error, sets every key bu
   assert.equal(config.values["log-level"], "info");
   const text = readFileSync(exampleConfig, "utf8");
   for (const key of nodeConfigKeys) assert.match(text, new RegExp(`^(# )?${key} = `, "m"), `the example shows ${key}`);
+  // Its YAML form says the same.
+  const yamlExample = fileURLToPath(new URL("../../contrib/tidemark.yaml", import.meta.url));
+  assert.deepEqual(readNodeConfig(yamlExample).values, config.values);
+  const yamlText = readFileSync(yamlExample, "utf8");
+  for (const key of nodeConfigKeys) assert.match(yamlText, new RegExp(`^(# )?${key}: `, "m"), `the YAML example shows ${key}`);
 });
 
 void test("log levels: pino's names, any case; anything else is one line naming where it came from", () => {
