@@ -16,6 +16,7 @@ import { isStorageError } from "../node/group-stop.ts";
 import type { z } from "zod";
 import { mgmtBodyBytesMax } from "../core/limits.ts";
 import { tmErrorCodes } from "../core/errors.ts";
+import { registerDashboardRoute } from "./dashboard.ts";
 import { type ControlErrorCode, type NodeControl, type PairControl } from "./control.ts";
 import { mgmtRoutes, type MgmtRoute, type RouteAnswer, type RouteInput } from "./contract.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -196,6 +197,7 @@ export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
   registerVolumeRoutes(app, control);
   registerGroupRoutes(app, control);
   registerPairRoutes(app, control);
+  registerDashboardRoute(app);
   return app;
 }
 
