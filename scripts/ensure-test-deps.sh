@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian tools the end-to-end tests drive (real NBD clients and servers, FUSE,
-# loop devices, ext4, PostgreSQL), but only when one is missing: quiet when all are present.
+# loop devices, ext4, PostgreSQL, headless Chromium for the dashboard), but only when one is
+# missing: quiet when all are present.
 # As root it runs `apt-get update` once and `apt-get install -y --no-install-recommends`;
 # as another user it prints what to install and exits non-zero.
 # It also makes sure /dev/loop-control and /dev/fuse exist (modprobe, else mknod).
@@ -24,6 +25,7 @@ declare -A need=(
   [sha256sum]=coreutils
   [pgbench]=postgresql-contrib
   [systemd-analyze]=systemd
+  [chromium]=chromium
 )
 
 has_cmd() {

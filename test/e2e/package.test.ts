@@ -6,7 +6,8 @@
 // "tidemark"` in an ES module, writing and reading that volume over the host protocol. Also: the
 // tarball holds no tests, sources or CI files, its dependencies do not carry the `node` binary, and
 // with an old Node (the machine's Node 20) both the installed bin and the checkout's say in one
-// line which Node to use (issue 9, item 8), not a stack trace.
+// line which Node to use (issue 9, item 8), not a stack trace. The installed node serves the
+// dashboard (its HTML file ships in dist/).
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, openSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
@@ -102,7 +103,7 @@ void test("npm pack gives a package that installs into another project: npx tide
   // What is in the tarball: the bin, the compiled JavaScript with declarations, contrib/ and docs/;
   // no tests, TypeScript sources, CI or build files.
   const files = (await runOk("tar", ["-tzf", tarball])).stdout.split("\n").filter((line) => line !== "").map((line) => line.replace(/^package\//, ""));
-  for (const wanted of ["package.json", "README.md", "bin/tidemark.js", "dist/cli/main.js", "dist/index.js", "dist/index.d.ts", "dist/client/host-client.js", "contrib/tidemark.service", "contrib/tidemark.toml"]) {
+  for (const wanted of ["package.json", "README.md", "bin/tidemark.js", "dist/cli/main.js", "dist/index.js", "dist/index.d.ts", "dist/client/host-client.js", "dist/mgmt/dashboard.html", "docs/dashboard.png", "contrib/tidemark.service", "contrib/tidemark.toml"]) {
     assert.ok(files.includes(wanted), `the tarball holds ${wanted}`);
   }
   const strays = files.filter((file) => /^(test|src|bench|scripts|\.ci)\//.test(file) || /^tsconfig|^eslint|\.test\.[jt]s$/.test(file) || (file.endsWith(".ts") && !file.endsWith(".d.ts")));
@@ -128,6 +129,12 @@ void test("npm pack gives a package that installs into another project: npx tide
     return response.status === 200 ? (await response.json()) : undefined;
   }, { timeoutMs: 60_000 });
   await runOk("npx", ["--no-install", "tidemark", "volume", "create", "accounts", "--size", "1M", "--node", mgmtUrl], { cwd: project, env: userEnv() });
+  // The dashboard, read beside the installed module (dist/mgmt/dashboard.html).
+  const dashboard = await fetch(`${mgmtUrl}/`, { signal: AbortSignal.timeout(5_000) });
+  assert.equal(dashboard.status, 200, "the installed node serves the dashboard");
+  assert.equal(dashboard.headers.get("content-type"), "text/html; charset=utf-8");
+  assert.match(dashboard.headers.get("content-security-policy") ?? "", /script-src 'sha256-/);
+  assert.match(await dashboard.text(), /<title>tidemark<\/title>/);
 
   // 3. import { HostClient } from "tidemark" in the user's ES module, against that node.
   const script = path.join(project, "use-client.mjs");
