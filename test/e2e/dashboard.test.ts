@@ -34,6 +34,7 @@ interface RenderedPair {
   readonly journal: string;
   readonly held: string;
   readonly lagSeconds: string;
+  readonly lagWrites: string;
   readonly reason: string | null;
   readonly chartPoints: number;
 }
@@ -56,7 +57,7 @@ const readPage = `(() => {
     return {
       group: text(row, ".c-group .group"), role: text(row, ".c-role"), state: text(row, ".c-state .state"),
       consistent: text(row, ".c-consistent .consistent-time"), journal: text(row, ".c-journal .journal-text"),
-      held: text(row, ".c-held"), lagSeconds: text(row, ".c-lag .lag-seconds"),
+      held: text(row, ".c-held"), lagSeconds: text(row, ".c-lag .lag-seconds"), lagWrites: text(row, ".c-lag .sub"),
       reason: reasonRow ? text(reasonRow, ".reason") : null, chartPoints: points === "" ? 0 : points.split(" ").length,
     };
   });
@@ -106,6 +107,7 @@ function differences(rendered: RenderedPair | undefined, pair: PairStatus): stri
   expect("role", rendered.role, pair.role);
   expect("state", rendered.state, pair.state);
   expect("held writes", rendered.held, String(pair.heldWrites));
+  expect("lag", rendered.lagWrites, `${pair.lagRecords} writes · ${bytesText(pair.lagBytes)}`);
   expect("journal", rendered.journal, `${bytesText(pair.journalBytes)} of ${bytesText(pair.journalBytesMax)}`);
   expect("consistent as of", rendered.consistent, typeof pair.consistentAsOf === "string" ? localTimeText(pair.consistentAsOf) : "—");
   if (pair.reason !== null) expect("reason", rendered.reason, pair.reason);
@@ -158,7 +160,8 @@ void test("the dashboard in headless Chromium shows every pair of the node with 
   const volumes = { accounts: await client.open("accounts-v"), ledger: await client.open("ledger-v"), orders: await client.open("orders-v") };
   for (const volume of Object.values(volumes)) await volume.write(0, Buffer.alloc(MiB, 1));
   await cliOk(["pair", "create", "accounts", "--to", secondary.mgmtUrl], { ...a, timeoutMs: 60_000 });
-  await cliOk(["pair", "create", "ledger", "--to", secondary.mgmtUrl, "--streams", "2"], { ...a, timeoutMs: 60_000 });
+  // Its own consistency domain on the secondary: suspending it does not hold accounts there.
+  await cliOk(["pair", "create", "ledger", "--to", secondary.mgmtUrl, "--streams", "2", "--domain", "ledger-only"], { ...a, timeoutMs: 60_000 });
   await cliOk(["pair", "create", "orders", "--to", lostSecondary.mgmtUrl], { ...a, timeoutMs: 60_000 });
   for (let i = 0; i < 8; i++) await volumes.accounts.write(MiB + i * 65536, Buffer.alloc(65536, 2 + i));
   await volumes.accounts.flush();
@@ -189,6 +192,9 @@ void test("the dashboard in headless Chromium shows every pair of the node with 
   assert.deepEqual([...byGroup.keys()], ["accounts", "ledger", "orders"], "one row per pair, by name");
   assert.equal(byGroup.get("accounts")?.state, "replicating");
   assert.equal(byGroup.get("accounts")?.reason, null, "a healthy pair has no reason line");
+  assert.equal(byGroup.get("accounts")?.lagWrites, "0 writes · 0 B", "and no lag");
+  assert.equal(byGroup.get("accounts")?.lagSeconds, "0 s");
+  assert.match(byGroup.get("orders")?.lagWrites ?? "", /^6 writes · /, "the writes taken since its secondary went are its lag");
   assert.notEqual(byGroup.get("ledger")?.held, "0", "the suspended pair's held host writes are shown");
   assert.match(byGroup.get("ledger")?.reason ?? "", /suspended|journal full|held/, "the suspended pair holding writes says why");
   assert.match(byGroup.get("orders")?.reason ?? "", /unreachable/, "the pair whose secondary is gone says so");
