@@ -348,6 +348,7 @@ export const mgmtRoutes = {
   ready: { method: "GET", path: "/v1/ready", summary: "Readiness: 200 once every listener is up and recovery is done, 503 while starting or stopping", status: 200, answer: readinessSchema, alsoAnswers: [503], errors: [] },
   status: { method: "GET", path: "/v1/status", summary: "The node: listeners, volumes, groups and connections", status: 200, answer: nodeStatusSchema, errors: [] },
   metrics: { method: "GET", path: "/metrics", summary: "Prometheus text exposition of the node's metrics (docs/metrics.md)", status: 200, answer: { contentType: "text/plain; version=0.0.4; charset=utf-8" }, errors: [] },
+  dashboard: { method: "GET", path: "/", summary: "The live dashboard of the node's pairs, for a browser (docs/dashboard.md): one HTML page that polls /v1/health and /v1/pairs", status: 200, answer: { contentType: "text/html; charset=utf-8" }, errors: [] },
   openApi: { method: "GET", path: "/v1/openapi.json", summary: "This document: the management API in OpenAPI 3.1, generated from src/mgmt/contract.ts", status: 200, answer: openApiDocumentSchema, errors: [] },
 
   listVolumes: { method: "GET", path: "/v1/volumes", summary: "Every volume on the node", status: 200, answer: volumeListSchema, errors: [] },

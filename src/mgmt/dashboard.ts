@@ -9,7 +9,6 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { assert } from "../core/assert.ts";
-import type { MgmtApp } from "./mgmt-api.ts";
 
 /** Where the page is: beside this module, in src/mgmt/ in a checkout and dist/mgmt/ in the package. */
 export const dashboardFile: string = fileURLToPath(new URL("./dashboard.html", import.meta.url));
@@ -58,15 +57,15 @@ export function loadDashboard(): DashboardPage {
   return loaded;
 }
 
-/** GET `/`: the page, never cached (a node upgrade brings a new one), not sniffed, no referrer. */
-export function registerDashboardRoute(app: MgmtApp): void {
-  const page = loadDashboard();
-  app.get("/", (_request, reply) =>
-    reply
-      .type("text/html; charset=utf-8")
-      .header("content-security-policy", page.contentSecurityPolicy)
-      .header("x-content-type-options", "nosniff")
-      .header("referrer-policy", "no-referrer")
-      .header("cache-control", "no-cache")
-      .send(page.html));
+/**
+ * The headers of GET `/` besides its media type (src/mgmt/contract.ts): the policy, no type
+ * sniffing, no referrer, and no caching without asking (a node upgrade brings a new page).
+ */
+export function dashboardHeaders(page: DashboardPage): Record<string, string> {
+  return {
+    "content-security-policy": page.contentSecurityPolicy,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-cache",
+  };
 }

@@ -16,7 +16,7 @@ import { isStorageError } from "../node/group-stop.ts";
 import type { z } from "zod";
 import { mgmtBodyBytesMax } from "../core/limits.ts";
 import { tmErrorCodes } from "../core/errors.ts";
-import { registerDashboardRoute } from "./dashboard.ts";
+import { dashboardHeaders, loadDashboard } from "./dashboard.ts";
 import { type ControlErrorCode, type NodeControl, type PairControl } from "./control.ts";
 import { mgmtRoutes, type MgmtRoute, type RouteAnswer, type RouteInput } from "./contract.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -197,7 +197,6 @@ export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
   registerVolumeRoutes(app, control);
   registerGroupRoutes(app, control);
   registerPairRoutes(app, control);
-  registerDashboardRoute(app);
   return app;
 }
 
@@ -220,6 +219,12 @@ function registerNodeRoutes(app: MgmtApp, control: NodeControl): void {
     return body;
   });
   serve(app, r.openApi, () => openApiDocument(control.status().version));
+  // Read when the app is built: a package without its page fails at start, not on the first visit.
+  const dashboard = loadDashboard();
+  serve(app, r.dashboard, (_input, reply) => {
+    reply.headers(dashboardHeaders(dashboard));
+    return dashboard.html;
+  });
 }
 
 function registerVolumeRoutes(app: MgmtApp, control: NodeControl): void {
