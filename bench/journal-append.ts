@@ -19,7 +19,7 @@ const payload = Buffer.alloc(payloadBytes, 0xab);
 function record(sequence: number): JournalRecord {
   return {
     kind: RecordKind.write, volumeId: asVolumeId(1), offsetBytes: (sequence % 1000) * payloadBytes, lengthBytes: payloadBytes,
-    sequence: asSequence(sequence), writeTimeUs: asWriteTimeUs(sequence), acceptNumber: asAcceptNumber(sequence), markerNumber: asMarkerNumber(0), payload,
+    sequence: asSequence(sequence), writeTimeUs: asWriteTimeUs(sequence), acceptNumber: asAcceptNumber(sequence), markerNumber: asMarkerNumber(0), wallTimeUs: 1_700_000_000_000_000 + sequence, payload,
   };
 }
 

@@ -280,6 +280,15 @@ export const replDurablePendingRecordsMax = replInFlightRecordsMax;
 export const timeAdvanceIntervalMs = 100;
 /** With nothing accepted anywhere on the node, an idle group sends a time advance this often (a heartbeat: no write waits for it, so it can be slow; each costs an fdatasync on both nodes). */
 export const timeAdvanceIdleIntervalMs = 5_000;
+/**
+ * Host writes one side of a pair tracks, unreflected, for exact lag figures (core/pair-view.ts);
+ * past it neighbouring entries merge and the figures never understate (about 40 bytes each).
+ */
+export const pairLagWritesTrackedMax = 262_144;
+/** `pair status --watch`: the default refresh interval, and the shortest and longest allowed. */
+export const pairWatchIntervalMsDefault = 1_000;
+export const pairWatchIntervalMsMin = 100;
+export const pairWatchIntervalMsMax = 3_600_000;
 /** A call to another node's management API (a primary asking the secondary to make the pair's group) gives up after this long. */
 export const peerRequestTimeoutMs = 30_000;
 /** A secondary group whose records wait behind another member of its consistency domain that still receives is shown `held` after this long without reflecting (at once when the holder is stopped or has no stream). */

@@ -27,6 +27,7 @@ import { log, type LogEffect } from "./log-effect.ts";
 import { faultInjected } from "./faults.ts";
 import { assert, unreachable } from "./assert.ts";
 import type { TmErrorCode } from "./errors.ts";
+import type { LinkDown } from "./pair-view.ts";
 import { replBatchBytesMax, replNoSpaceRetryMsMax, replNoSpaceRetryMsMin, replReconnectDelayMsMax, replReconnectDelayMsMin } from "./limits.ts";
 
 export type PrimaryPairPhase = "copying" | "replicating" | "suspended" | "failed" | "fenced";
@@ -125,6 +126,8 @@ export interface StreamLink {
   /** The next reconnect waits this long (doubles to replReconnectDelayMsMax; reset by a handshake). */
   readonly reconnectDelayMs: number;
   readonly reconnectArmed: boolean;
+  /** Its connection finished the handshake (GROUP_STATE) and has not closed since. */
+  readonly up: boolean;
 }
 
 export type PairActivity =
@@ -154,6 +157,12 @@ export interface PrimaryPairState {
   readonly streams: readonly StreamLink[];
   readonly noSpace: NoSpaceState | undefined;
   readonly nextEpisode: number;
+  /**
+   * While the pair runs: no stream is up since a stream closed that was not closed on purpose
+   * (since when, the last error; status shows `disconnected`). One log line when the link goes
+   * down and one when it is back, none per reconnect attempt.
+   */
+  readonly linkDown: LinkDown | undefined;
 }
 
 /** The state at start: node.json's record, nothing volatile yet. */
@@ -165,8 +174,8 @@ export function initialPrimaryPair(init: {
     group: init.group, transfer: init.transfer, record: init.record,
     activity: { kind: "idle" }, groupStopped: init.groupStopped, restartOnGroupResume: false, closing: false, failing: undefined,
     saves: [], nextSaveId: 1,
-    streams: Array.from({ length: init.streams }, () => ({ reconnectDelayMs: replReconnectDelayMsMin, reconnectArmed: false })),
-    noSpace: undefined, nextEpisode: 1,
+    streams: Array.from({ length: init.streams }, () => ({ reconnectDelayMs: replReconnectDelayMsMin, reconnectArmed: false, up: false })),
+    noSpace: undefined, nextEpisode: 1, linkDown: undefined,
   };
 }
 
@@ -187,8 +196,12 @@ export type PrimaryPairEvent =
   | { readonly type: "persisted"; readonly saveId: number; readonly lastSequence: number }
   /** A save asked for by `persist` failed; node.json holds what it held before. */
   | { readonly type: "persistFailed"; readonly saveId: number; readonly lastSequence: number; readonly error: { readonly code: string | undefined; readonly message: string } }
-  /** A stream's connection closed (the link, the peer, a deadline, or this node). `wasReady`: it carried batches. */
-  | { readonly type: "streamClosed"; readonly stream: number; readonly reason: string; readonly wasReady: boolean }
+  /**
+   * A stream's connection closed (the link, the peer, a deadline, or this node). `wasReady`: it
+   * carried batches. `planned`: closed to be opened again at once (the end of the initial copy),
+   * not a loss of the link. `atIso`: the wall time now (status: down since).
+   */
+  | { readonly type: "streamClosed"; readonly stream: number; readonly reason: string; readonly wasReady: boolean; readonly planned: boolean; readonly atIso: string }
   | { readonly type: "timerFired"; readonly timer: PairTimer }
   /** The secondary's answer to OPEN_GROUP on a stream. `lastSequence`: the group's last sequence now. */
   | { readonly type: "groupState"; readonly stream: number; readonly connectionId: number; readonly state: SecondaryGroupPhase; readonly arrivedSequence: number; readonly lastSequence: number }
@@ -344,7 +357,7 @@ function step(s: PrimaryPairState, e: PrimaryPairEvent, out: PrimaryPairEffect[]
     case "persistFailed":
       return onPersistFailed(s, e.saveId, e.lastSequence, e.error, out);
     case "streamClosed":
-      return onStreamClosed(s, e.stream, e.reason, e.wasReady, out);
+      return onStreamClosed(s, e, out);
     case "timerFired":
       return onTimer(s, e.timer, out);
     case "groupState":
@@ -422,8 +435,8 @@ function stopLinks(s: PrimaryPairState, reason: string, out: PrimaryPairEffect[]
   if (s.noSpace?.retryArmed === true) out.push({ type: "cancelTimer", timer: { kind: "noSpaceRetry" } });
   out.push({ type: "closeStreams", reason });
   return {
-    ...s, activity: { kind: "idle" }, noSpace: undefined,
-    streams: s.streams.map((link) => (link.reconnectArmed ? { ...link, reconnectArmed: false } : link)),
+    ...s, activity: { kind: "idle" }, noSpace: undefined, linkDown: undefined,
+    streams: s.streams.map((link) => (link.reconnectArmed || link.up ? { ...link, reconnectArmed: false, up: false } : link)),
   };
 }
 
@@ -602,17 +615,30 @@ function refusal(commandId: number, what: string, error: { readonly code: string
   return { type: "refuseOperator", commandId, code, text: `${what}: ${error.message}; nothing changed, try again` };
 }
 
-function onStreamClosed(s: PrimaryPairState, stream: number, reason: string, wasReady: boolean, out: PrimaryPairEffect[]): PrimaryPairState {
+/**
+ * A stream closed: it reconnects on its backoff. When no stream is up any more and this was
+ * not a planned reopen, the link is down: logged once, with since when and why; the retries
+ * that follow log nothing (their errors show in status as the last error).
+ */
+function onStreamClosed(s: PrimaryPairState, e: Extract<PrimaryPairEvent, { type: "streamClosed" }>, out: PrimaryPairEffect[]): PrimaryPairState {
+  const { stream, reason } = e;
   const link = s.streams[stream];
   assert(link !== undefined, () => `stream ${stream} of pair ${s.group} exists`);
   assert(!link.reconnectArmed, "a stream with a connection has no reconnect armed");
-  let next = s;
+  let next = link.up ? withStream(s, stream, { ...link, up: false }) : s;
   // A probe lost with the stream is sent again with the other lost batches.
-  if (wasReady && next.noSpace !== undefined) next = { ...next, noSpace: { ...next.noSpace, probeBatchId: undefined } };
+  if (e.wasReady && next.noSpace !== undefined) next = { ...next, noSpace: { ...next.noSpace, probeBatchId: undefined } };
   if (next.activity.kind !== "running") return next;
-  out.push(log("warn", "repl_stream_lost", { group: s.group, stream, reason, retryInMs: link.reconnectDelayMs }, "replication stream lost; reconnecting"));
+  if (!e.planned && !next.streams.some((l) => l.up)) {
+    if (next.linkDown === undefined) {
+      out.push(log("warn", "pair_disconnected", { group: s.group, reason }, "replication link down: no stream to the secondary; retrying"));
+      next = { ...next, linkDown: { sinceIso: e.atIso, lastError: reason } };
+    } else {
+      next = { ...next, linkDown: { ...next.linkDown, lastError: reason } };
+    }
+  }
   out.push({ type: "armTimer", timer: { kind: "reconnect", stream }, delayMs: link.reconnectDelayMs });
-  return withStream(next, stream, { reconnectArmed: true, reconnectDelayMs: Math.min(replReconnectDelayMsMax, link.reconnectDelayMs * 2) });
+  return withStream(next, stream, { up: false, reconnectArmed: true, reconnectDelayMs: Math.min(replReconnectDelayMsMax, link.reconnectDelayMs * 2) });
 }
 
 function withStream(s: PrimaryPairState, stream: number, link: StreamLink): PrimaryPairState {
@@ -643,7 +669,11 @@ function onGroupState(s: PrimaryPairState, e: Extract<PrimaryPairEvent, { type: 
   const link = s.streams[e.stream];
   assert(link !== undefined, () => `stream ${e.stream} of pair ${s.group} exists`);
   if (s.activity.kind !== "running") return s; // an answer on a stream being closed
-  const next = withStream(s, e.stream, { ...link, reconnectDelayMs: replReconnectDelayMsMin });
+  let next = withStream(s, e.stream, { ...link, reconnectDelayMs: replReconnectDelayMsMin, up: true });
+  if (next.linkDown !== undefined) {
+    out.push(log("info", "pair_reconnected", { group: s.group, downSince: next.linkDown.sinceIso }, "replication link back"));
+    next = { ...next, linkDown: undefined };
+  }
   if (e.state === "replicating" && !next.record.copyDone) {
     // The secondary finished the copy but this node crashed before recording it: record it, then send.
     const consistentFromSequence = Math.max(e.lastSequence, next.record.copyStartSequence);

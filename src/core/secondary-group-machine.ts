@@ -42,6 +42,8 @@ export interface SecondaryLifecycleRecord {
   readonly reflectedSequence: number;
   readonly reflectedWriteTimeUs: number;
   readonly reflectedAcceptNumber: number;
+  /** The primary's wall time of the last record through the checkpoint (record format 2; absent or 0: unknown). */
+  readonly reflectedWallTimeUs?: number | undefined;
   /** The primary's volume id (as in the records) -> this node's volume id. */
   readonly volumes: readonly { readonly primaryVolumeId: number; readonly volumeId: number }[];
   readonly takeover: { readonly keptSequence: number; readonly droppedRecords: number; readonly at: string } | null;
@@ -122,7 +124,7 @@ export interface SecondaryGroupState {
   readonly takeover: TakeoverProgress | undefined;
   readonly step: PendingStep | undefined;
   /** A checkpoint whose save is in flight. */
-  readonly checkpoint: { readonly sequence: number; readonly position: Position } | undefined;
+  readonly checkpoint: { readonly sequence: number; readonly position: Position; readonly wallTimeUs: number } | undefined;
   /** When the last checkpoint was taken (monotonic ms). */
   readonly lastCheckpointMs: number;
 }
@@ -175,6 +177,8 @@ export type SecondaryGroupEvent =
   | {
     readonly type: "checkpointDue"; readonly nowMs: number; readonly force: boolean;
     readonly reflectedSequence: number; readonly reflectedPosition: Position;
+    /** The primary's wall time of the last record reflected (0: unknown). */
+    readonly reflectedWallTimeUs: number;
     /** A write or zeroes was applied since the last checkpoint: the volumes need an fdatasync. */
     readonly volumesWritten: boolean;
     /** False while the data path may not record what it applied (stopped, or a rewind waits). */
@@ -577,14 +581,17 @@ function checkpointDue(state: SecondaryGroupState, event: Extract<SecondaryGroup
   // after a crash); a group waiting for journal room is checkpointed at once: the trim frees it.
   if (!event.force && !event.volumesWritten && state.roomWait === undefined && event.nowMs - state.lastCheckpointMs < secondaryIdleCheckpointIntervalMs) return done(false);
   const change: SecondaryRecordChange = {
-    secondary: { reflectedSequence: event.reflectedSequence, reflectedWriteTimeUs: event.reflectedPosition.writeTimeUs, reflectedAcceptNumber: event.reflectedPosition.acceptNumber },
+    secondary: {
+      reflectedSequence: event.reflectedSequence, reflectedWriteTimeUs: event.reflectedPosition.writeTimeUs, reflectedAcceptNumber: event.reflectedPosition.acceptNumber,
+      ...(event.reflectedWallTimeUs > 0 ? { reflectedWallTimeUs: event.reflectedWallTimeUs } : {}),
+    },
   };
   const effects: SecondaryGroupEffect[] = [];
   // Before the reflected sequence moves on (and the journal trims behind it): docs/volumes.md.
   if (event.volumesWritten) effects.push({ type: "syncVolumes" });
   effects.push({ type: "persistCheckpoint", change });
   return {
-    state: { ...state, checkpoint: { sequence: event.reflectedSequence, position: event.reflectedPosition }, lastCheckpointMs: event.nowMs },
+    state: { ...state, checkpoint: { sequence: event.reflectedSequence, position: event.reflectedPosition, wallTimeUs: event.reflectedWallTimeUs }, lastCheckpointMs: event.nowMs },
     effects,
   };
 }
@@ -593,7 +600,10 @@ function checkpointSaved(state: SecondaryGroupState): SecondaryGroupStep {
   const checkpoint = state.checkpoint;
   assert(checkpoint !== undefined, () => `a checkpoint of group ${state.name} was being saved`);
   const record = applySecondaryChange(state.record, {
-    secondary: { reflectedSequence: checkpoint.sequence, reflectedWriteTimeUs: checkpoint.position.writeTimeUs, reflectedAcceptNumber: checkpoint.position.acceptNumber },
+    secondary: {
+      reflectedSequence: checkpoint.sequence, reflectedWriteTimeUs: checkpoint.position.writeTimeUs, reflectedAcceptNumber: checkpoint.position.acceptNumber,
+      ...(checkpoint.wallTimeUs > 0 ? { reflectedWallTimeUs: checkpoint.wallTimeUs } : {}),
+    },
   });
   return {
     state: { ...state, record, checkpoint: undefined },
@@ -823,7 +833,12 @@ export interface SecondaryFacts {
   readonly frontierHolderPrimary?: string | undefined;
   readonly journalUsedBytes: number;
   readonly journalBytesMax: number;
+  /** The last error seen on the group's link (a refused batch, a closed stream), or null. */
+  readonly lastError: string | null;
 }
+
+/** The states a secondary shows (mgmt/control.ts pairStates). */
+export type SecondaryShownState = "copying" | "replicating" | "disconnected" | "held" | "stopped" | "takeover";
 
 /** Whether the secondary's image is dependent-write consistent (copy done, caught up, nothing being applied again). */
 export function isConsistent(state: SecondaryGroupState, facts: { readonly reflectedSequence: number; readonly rewinding: boolean }): boolean {
@@ -846,10 +861,10 @@ export function roomWaitReason(state: SecondaryGroupState, usedBytes: number, by
 }
 
 /** The pair state and the one-line reason status shows for a secondary group. */
-export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFacts | undefined): { readonly state: "copying" | "replicating" | "held" | "stopped" | "takeover"; readonly reason: string | null } {
+export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFacts | undefined): { readonly state: SecondaryShownState; readonly reason: string | null } {
   const record = state.record;
   const stop = facts === undefined ? undefined : state.stop;
-  let shown: "copying" | "replicating" | "held" | "stopped" | "takeover" = stop !== undefined ? "stopped" : record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
+  let shown: SecondaryShownState = stop !== undefined ? "stopped" : record.state === "takeover" ? "takeover" : record.state === "replicating" ? "replicating" : "copying";
   let reason: string | null = null;
   const reflected = facts?.reflectedSequence ?? record.reflectedSequence;
   if (shown === "replicating" && reflected < record.consistentFromSequence) {
@@ -879,9 +894,13 @@ export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFa
   if (reason === null && shown === "replicating" && facts.frontierHolderPrimary !== undefined && facts.frontierHolder !== undefined && facts.arrivedSequence > facts.reflectedSequence) {
     reason = `reflection waits for group ${facts.frontierHolder} of primary ${facts.frontierHolderPrimary} (domain ${record.domain?.name ?? "?"}): nothing written after its last arrived write time may be applied before it`;
   }
-  if (reason === null && shown === "replicating" && facts.streams === 0) {
+  // Cut off: no stream from the primary (the link, or the primary, is down; it reconnects by
+  // itself). Shown as its own state: the consistent-as-of time stops moving meanwhile.
+  if ((shown === "replicating" || shown === "copying") && facts.streams === 0 && state.takeover === undefined) {
     const said = facts.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${facts.peerCloseText}`;
-    reason = `no replication stream from primary ${record.primaryNode}${facts.noStreamSinceIso === undefined ? " since this node started" : ` since ${facts.noStreamSinceIso}`} (${said})`;
+    const cutOff = `no replication stream from primary ${record.primaryNode}${facts.noStreamSinceIso === undefined ? " since this node started" : ` since ${facts.noStreamSinceIso}`} (${said}${facts.lastError === null ? "" : `; last error: ${facts.lastError}`}); the primary reconnects by itself`;
+    reason = reason === null ? cutOff : `${cutOff}; ${reason}`;
+    shown = "disconnected";
   }
   if (stop === undefined && shown !== "takeover") reason = roomWaitReason(state, facts.journalUsedBytes, facts.journalBytesMax, facts.frontierHolder) ?? reason;
   return { state: shown, reason };

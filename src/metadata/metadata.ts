@@ -79,6 +79,8 @@ const secondaryRecordSchema = z.strictObject({
   reflectedSequence: nonNegativeInteger,
   reflectedWriteTimeUs: nonNegativeInteger,
   reflectedAcceptNumber: nonNegativeInteger,
+  /** The primary's wall time (Unix µs) of the last record reflected through the checkpoint: the consistent-as-of time after a restart (absent before issue 9: unknown until the next record). */
+  reflectedWallTimeUs: nonNegativeInteger.optional(),
   /** The primary's volume id (as in the records) -> this node's volume id. */
   volumes: z.array(z.strictObject({ primaryVolumeId: nonNegativeInteger, volumeId: nonNegativeInteger })),
   /**

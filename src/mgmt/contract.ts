@@ -243,6 +243,9 @@ export const pairInfoSchema = z.object({
   lagRecords: z.number().int(),
   lagBytes: z.number().int(),
   lagSeconds: z.number(),
+  // null from a node that predates them (issue 9).
+  consistentAsOf: z.string().nullable().default(null),
+  lastContact: z.string().nullable().default(null),
   journalBytes: count,
   journalBytesMax: count,
   copy: z.object({ doneBytes: count, totalBytes: count, volumeBytes: count.optional(), dataBytes: count.optional() }).nullable(),
@@ -250,7 +253,7 @@ export const pairInfoSchema = z.object({
   heldWrites: count,
   reason: z.string().nullable(),
   // sentBytes / receivedBytes: 0 from a node that predates them.
-  link: z.object({ connectedStreams: count, reconnects: count, lastError: z.string().nullable(), sentBytes: count.default(0), receivedBytes: count.default(0) }),
+  link: z.object({ connectedStreams: count, reconnects: count, lastError: z.string().nullable(), sentBytes: count.default(0), receivedBytes: count.default(0), downSince: z.string().nullable().default(null) }),
   fence: z.object({
     reason: z.string(), since: z.string(), fencedSequence: count, fencedWriteSequence: count, peerTookOver: z.boolean(),
     cutSequence: count.nullable(), lateWrites: count.nullable(), lateWritesExact: z.boolean(),

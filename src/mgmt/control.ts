@@ -107,11 +107,14 @@ export interface NodeControl {
 // ---- remote copy (pairs) ------------------------------------------------------------
 
 /**
- * `held` (secondary): its records wait behind another group of its consistency domain; `reason` names it and says since when.
+ * Every state a pair may show (pair status; one `tidemark_pair_state` series each; docs/operations.md, "Pair states"):
+ * `held`: host writes held on the primary (its journal is full), or (secondary) its records wait behind another group
+ * of its consistency domain; `reason` names it and says since when.
  * `stopped`: the group is stopped by a full disk or an I/O error on this node (it resumes by itself; `reason` says where).
+ * `disconnected`: the pair should run but no replication stream is up (primary: since `link.downSince`, with the last
+ * error, retrying; secondary: no stream from the primary).
  */
-/** Every state a pair may show (pair status; one `tidemark_pair_state` series each). */
-export const pairStates = ["copying", "replicating", "suspended", "failed", "takeover", "stopped", "fenced", "held"] as const;
+export const pairStates = ["copying", "replicating", "disconnected", "suspended", "failed", "takeover", "stopped", "fenced", "held"] as const;
 export type PairState = (typeof pairStates)[number];
 
 /** A fenced primary group (docs/replication.md, "Fencing"): why, since when, and what a failback must know; as node.json keeps it. */
@@ -147,8 +150,16 @@ export interface PairInfo {
   readonly reflectedSequence: number;
   readonly lagRecords: number;
   readonly lagBytes: number;
-  /** Write time of the last accepted record minus that of the last reflected one. */
+  /** Age of the oldest accepted host write not yet reflected (as this node knows); on a secondary cut off from its primary, at least the age of consistentAsOf. */
   readonly lagSeconds: number;
+  /**
+   * ISO 8601: the latest primary wall time T such that every write the primary accepted by T
+   * is in the secondary's image (as this node knows); null while the image is not consistent
+   * (copying, catching up) or not known yet.
+   */
+  readonly consistentAsOf: string | null;
+  /** ISO 8601: when this node last heard from the peer of the pair (any replication message); null if not since it started. */
+  readonly lastContact: string | null;
   readonly journalBytes: number;
   readonly journalBytesMax: number;
   /**
@@ -168,7 +179,11 @@ export interface PairInfo {
    * The replication link. sentBytes / receivedBytes: journal records (encoded) and initial-copy
    * data this node sent / received for the pair since it started.
    */
-  readonly link: { readonly connectedStreams: number; readonly reconnects: number; readonly lastError: string | null; readonly sentBytes: number; readonly receivedBytes: number };
+  readonly link: {
+    readonly connectedStreams: number; readonly reconnects: number; readonly lastError: string | null; readonly sentBytes: number; readonly receivedBytes: number;
+    /** ISO 8601: since when the link is down while the state is `disconnected`, else null. */
+    readonly downSince: string | null;
+  };
   /** Set while the pair's group is fenced (primary side). */
   readonly fence?: PairFenceInfo | null;
 }

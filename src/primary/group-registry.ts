@@ -11,6 +11,8 @@ import { assert } from "../core/assert.ts";
 import { ControlError, JournalCorruptError, JournalFormatError } from "../core/errors.ts";
 import { groupsPerNodeMax, journalBytesLimit, journalBytesMaxDefault, volumesPerGroupMax } from "../core/limits.ts";
 import { validateName } from "../core/names.ts";
+import { HostWriteLedger } from "../core/pair-view.ts";
+import { RecordKind, recordPayloadBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { asAcceptNumber, asVolumeId, asWriteTimeUs } from "../core/types.ts";
 import type { GroupRecord, NodeMetadata } from "../metadata/metadata.ts";
 import type { MetadataStore } from "../metadata/metadata-store.ts";
@@ -95,14 +97,20 @@ export class GroupRegistry {
       }
       const volumes = this.groupVolumes(record, (volumeId) => `group ${record.name} names volume ${volumeId} that exists`);
       const replay = new JournalReplay(record.name, record.checkpointSequence, volumes);
-      const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: record.checkpointSequence + 1 }, replay.onRecord);
+      // A pair's lag counts the host writes its journal holds (core/pair-view.ts): noted while it is read.
+      const hostWrites = record.pair === undefined ? undefined : new HostWriteLedger();
+      const onRecord = hostWrites === undefined ? replay.onRecord : (journalRecord: JournalRecord): Promise<void> | void => {
+        if (journalRecord.kind === RecordKind.write || journalRecord.kind === RecordKind.zeroes) hostWrites.note(journalRecord.sequence, recordPayloadBytes(journalRecord.kind, journalRecord.lengthBytes), journalRecord.wallTimeUs, undefined);
+        return replay.onRecord(journalRecord);
+      };
+      const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: record.checkpointSequence + 1 }, onRecord);
       const lastSequence = report.lastSequence ?? 0;
       const nextSequence = Math.max(lastSequence + 1, record.checkpointSequence + 1);
       this.options.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
-      const writer = this.newWriter(record, journal, volumes, nextSequence, report.lastWriteSequence > 0 ? report.lastWriteSequence : Math.min(record.checkpointSequence, nextSequence - 1));
+      const writer = this.newWriter(record, journal, volumes, nextSequence, report.lastWriteSequence > 0 ? report.lastWriteSequence : Math.min(record.checkpointSequence, nextSequence - 1), report.maxWallTimeUs);
       if (replay.error !== undefined) writer.stopAfterRecoveryError(replay.error);
       writer.readOnlyReason = record.readOnly?.reason;
-      if (record.pair !== undefined) this.options.primary.openPair(record, record.pair, writer);
+      if (record.pair !== undefined) this.options.primary.openPair(record, record.pair, writer, hostWrites);
       if (report.records > 0 || report.tornBytesCut > 0) {
         this.logger.info({ event: "journal_recovered", group: record.name, replayed: replay.replayed, records: report.records, tornBytesCut: report.tornBytesCut, nextSequence }, "journal recovered");
       }
@@ -354,7 +362,7 @@ export class GroupRegistry {
   // ---- writers --------------------------------------------------------------------
 
   /** A writable group: its write path, with checkpoints persisted in the metadata; its volumes now write through it. */
-  private newWriter(record: GroupRecord, journal: GroupJournal, volumes: Map<number, GroupVolume>, nextSequence: number, lastWriteSequence = nextSequence - 1): GroupWriter {
+  private newWriter(record: GroupRecord, journal: GroupJournal, volumes: Map<number, GroupVolume>, nextSequence: number, lastWriteSequence = nextSequence - 1, lastWallTimeUs = 0): GroupWriter {
     const writer = new GroupWriter({
       groupId: record.id,
       name: record.name,
@@ -365,6 +373,7 @@ export class GroupRegistry {
       appliedSequence: nextSequence - 1,
       checkpointSequence: record.checkpointSequence,
       lastWriteSequence,
+      lastWallTimeUs,
       clock: this.options.clock,
       logger: this.logger.child({ component: "group", group: record.name }),
       persistCheckpoint: (result) => this.persistCheckpoint(record, volumes, result),

@@ -99,6 +99,8 @@ export interface GroupWriterOptions {
   readonly checkpointSequence: number;
   /** Sequence of the newest host write the journal holds (recovery), or the checkpoint when it holds none. */
   readonly lastWriteSequence?: number;
+  /** The newest primary wall time the journal holds (recovery's maxWallTimeUs): records are stamped above it. */
+  readonly lastWallTimeUs?: number;
   readonly clock: Clock;
   readonly logger: Logger;
   /** Persists a checkpoint in the node metadata. */
@@ -122,6 +124,8 @@ export class GroupWriter {
   /** Payload bytes accepted and not yet applied to the volumes (owned copies held meanwhile). */
   private applyPendingBytes = 0;
   private lastWriteTimeUsValue = 0;
+  /** The primary wall time (Unix µs) of the last record: strictly increasing per group (consistent-as-of, core/pair-view.ts). */
+  private lastWallTimeUsValue = 0;
   private bytesSinceCheckpoint = 0;
   private checkpointRunning: Promise<CheckpointResult> | undefined;
   private readonly held: Held[] = [];
@@ -163,6 +167,7 @@ export class GroupWriter {
     this.appliedSequenceValue = options.appliedSequence;
     this.checkpointSequenceValue = options.checkpointSequence;
     this.lastWriteSequenceValue = options.lastWriteSequence ?? options.nextSequence - 1;
+    this.lastWallTimeUsValue = options.lastWallTimeUs ?? 0;
     this.persistCheckpoint = options.persistCheckpoint;
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
@@ -232,6 +237,11 @@ export class GroupWriter {
     return this.lastWriteTimeUsValue;
   }
   /** Sequence of the newest host write: once the secondary reflected it, it holds every write accepted so far (time advances need no reflection). */
+  /** The primary wall time (Unix µs) stamped on the group's last record (0 before any). */
+  get lastWallTimeUs(): number {
+    return this.lastWallTimeUsValue;
+  }
+
   get lastWriteSequence(): number {
     return this.lastWriteSequenceValue;
   }
@@ -558,6 +568,10 @@ export class GroupWriter {
     const sequence = this.nextSequenceValue;
     this.nextSequenceValue = sequence + 1;
     this.lastWriteTimeUsValue = stamp.writeTimeUs;
+    // The wall time of acceptance, strictly increasing per group whatever the clock does: a
+    // secondary's consistent-as-of time is the wall time of the last record it reflected.
+    const wallTimeUs = kind === RecordKind.marker ? 0 : Math.max(this.lastWallTimeUsValue + 1, Math.floor(this.clock.wallMs() * 1000));
+    if (wallTimeUs > 0) this.lastWallTimeUsValue = wallTimeUs;
     this.lastRecordAtMs = this.clock.monotonicMs();
     // Only the simulation's wall-clock fault reads it: no clock read per write otherwise.
     if (faultInjected("wall-clock-time-advance")) this.lastRecordAtWallMs = this.clock.wallMs();
@@ -568,7 +582,7 @@ export class GroupWriter {
     }
     const record: JournalRecord = {
       kind, volumeId, offsetBytes, lengthBytes, sequence: asSequence(sequence),
-      writeTimeUs: stamp.writeTimeUs, acceptNumber: stamp.acceptNumber, markerNumber: asMarkerNumber(0), payload,
+      writeTimeUs: stamp.writeTimeUs, acceptNumber: stamp.acceptNumber, markerNumber: asMarkerNumber(0), wallTimeUs, payload,
     };
     this.bytesSinceCheckpoint += encodedRecordBytes(record);
     return record;
@@ -734,6 +748,7 @@ export class GroupWriter {
     this.journalValue = journal;
     this.watchJournal(journal);
     this.stamper.raiseTo({ recordedWriteTimeUs: asWriteTimeUs(report.maxWriteTimeUs), lastAcceptNumber: asAcceptNumber(report.maxAcceptNumber) });
+    this.lastWallTimeUsValue = Math.max(this.lastWallTimeUsValue, report.maxWallTimeUs);
     this.nextSequenceValue = Math.max(report.lastSequence + 1, this.checkpointSequenceValue + 1);
     // What the failed fdatasync dropped is gone from the journal: the last host write is what
     // the journal still holds (a write sequence past it would be waited for for ever: pair

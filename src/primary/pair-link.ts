@@ -27,8 +27,9 @@ import {
   type PairTimer, type PrimaryPairChange, type PrimaryPairEffect, type PrimaryPairEvent, type PrimaryPairRecord, type PrimaryPairState, type ReopenWhy,
 } from "../core/primary-pair.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
-import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
-import { replProtocolVersionMax, replProtocolVersionMin, type ReplMessage } from "../protocol/repl-protocol.ts";
+import { RecordKind, encodedRecordBytes, recordPayloadBytes, withoutWallTime, type JournalRecord } from "../protocol/journal-record.ts";
+import { replProtocolVersionMax, replProtocolVersionMin, replVersionWallTime, type ReplMessage } from "../protocol/repl-protocol.ts";
+import { HostWriteLedger, disconnectedReason, isoOfWallUs, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState } from "../core/pair-view.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import { DirectReader } from "../storage/direct-reader.ts";
@@ -48,9 +49,6 @@ export const journalSlowdownFraction = 0.8;
 const slowdownDelayMsMax = 20;
 /** Copy chunks in flight on the copy stream. */
 const copyChunksInFlightMax = replBatchesInFlightPerStreamMax * 2;
-/** (sequence, accepted-at) samples kept to tell the lag in seconds. */
-const lagSamplesMax = 4096;
-const lagSampleIntervalMs = 10;
 const groupHandle = 1;
 /** Newest records kept in memory for the sender (beyond it, batches are read from the journal). */
 export const senderTailBytesMax = 16 * 1024 * 1024;
@@ -89,6 +87,8 @@ interface Stream {
   connectionId: number;
   /** OPEN_GROUP answered and the pair is replicating on it. */
   ready: boolean;
+  /** The replication protocol version agreed in HELLO_OK (1: records go without their wall time). */
+  version: number;
   /** Pull mode: the secondary's PULLs, answered in order (at most replBatchesInFlightPerStreamMax). */
   pulls: { readonly fromSequence: number; readonly maxBytes: number; readonly sinceMs: number }[];
 }
@@ -130,7 +130,10 @@ export class PairLink {
   private lastCopy: { doneBytes: number; totalBytes: number; volumeBytes: number; dataBytes: number } | undefined;
   private reflectedSequence = 0;
   private arrivedSequence = 0;
-  private readonly lagSamples: { sequence: number; atMs: number }[] = [];
+  /** Host writes accepted and not known to be reflected on the secondary: exact lag (core/pair-view.ts). */
+  private readonly hostWrites: HostWriteLedger;
+  /** Wall time of the last message from the secondary (status: lastContact), or null. */
+  private lastContactIso: string | null = null;
   reconnects = 0;
   /** Journal records (encoded) and copy data sent for this pair since the node started (metrics). */
   private sentBytes = 0;
@@ -149,6 +152,8 @@ export class PairLink {
     persist: (change: PrimaryPairChange) => Promise<void>;
     clock: Clock;
     transport: Transport;
+    /** The host writes the group's journal held at start (recovery), for the lag figures. */
+    hostWrites?: HostWriteLedger | undefined;
   }) {
     this.clock = options.clock;
     this.transport = options.transport;
@@ -170,7 +175,8 @@ export class PairLink {
     if (fenced !== undefined) this.writer.fence(fenced);
     this.sender = new PairSender({ streams: record.streams, ackedSequence: asSequence(Math.max(record.ackedSequence, record.copyStartSequence)) });
     this.arrivedSequence = this.sender.ackedSequence;
-    this.streams = Array.from({ length: record.streams }, (_, index) => ({ index, connection: undefined, connectionId: 0, ready: false, pulls: [] }));
+    this.streams = Array.from({ length: record.streams }, (_, index) => ({ index, connection: undefined, connectionId: 0, ready: false, version: replProtocolVersionMin, pulls: [] }));
+    this.hostWrites = options.hostWrites ?? new HostWriteLedger();
     // A failed pair holds nothing: it hears no records and keeps no journal.
     if (holdsJournal(this.machine)) {
       this.detachIngest = this.writer.attach({
@@ -435,12 +441,13 @@ export class PairLink {
           else this.sender.onConnectionLost();
         }
         if (stream.index === 0 && this.copy?.running === true) this.copy.running = false;
-        if (pairRunning(this.machine) && !reason.startsWith(copyDoneReopen)) {
+        const planned = Object.values(reopenText).some((text) => reason.startsWith(text));
+        if (pairRunning(this.machine) && !planned) {
           this.lastError = reason;
           if (opened) this.reconnects += 1;
         }
-        // The machine decides whether and when it reconnects.
-        this.step({ type: "streamClosed", stream: stream.index, reason, wasReady });
+        // The machine decides whether and when it reconnects, and whether the link is down.
+        this.step({ type: "streamClosed", stream: stream.index, reason, wasReady, planned, atIso: new Date(this.clock.wallMs()).toISOString() });
         this.pump();
       },
     }, { clock: this.clock });
@@ -453,8 +460,10 @@ export class PairLink {
   }
 
   private onMessage(stream: Stream, connection: ReplConnection, connectionId: number, message: ReplMessage): void {
+    this.lastContactIso = new Date(this.clock.wallMs()).toISOString();
     switch (message.type) {
       case "HELLO_OK":
+        stream.version = message.version;
         connection.send({
           type: "OPEN_GROUP",
           groupHandle,
@@ -586,6 +595,7 @@ export class PairLink {
   private noteProgress(arrived: number, reflected: number): void {
     this.arrivedSequence = Math.max(this.arrivedSequence, arrived);
     this.reflectedSequence = Math.max(this.reflectedSequence, reflected);
+    this.hostWrites.dropThrough(this.reflectedSequence);
   }
 
   // ---- initial copy ---------------------------------------------------------------
@@ -716,13 +726,10 @@ export class PairLink {
   private onRecord(record: JournalRecord): void {
     // Kept in memory only while the sender keeps up; a backlog is read from the journal.
     if (this.sender.connected) this.tail.push(record);
-    const now = this.clock.monotonicMs();
-    const last = this.lagSamples[this.lagSamples.length - 1];
-    if (last === undefined || now - last.atMs >= lagSampleIntervalMs) {
-      this.lagSamples.push({ sequence: this.writer.nextSequence - 1, atMs: now });
-      if (this.lagSamples.length > lagSamplesMax) this.lagSamples.splice(0, this.lagSamples.length - lagSamplesMax);
-    } else {
-      last.sequence = this.writer.nextSequence - 1;
+    if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
+      // A group resumed after a stop gives again the sequences its journal lost: forget those first.
+      if (record.sequence <= this.hostWrites.lastNoted) this.hostWrites.dropAfter(record.sequence - 1);
+      this.hostWrites.note(record.sequence, recordPayloadBytes(record.kind, record.lengthBytes), record.wallTimeUs, this.clock.monotonicMs());
     }
     this.pump();
   }
@@ -852,7 +859,8 @@ export class PairLink {
       return false;
     }
     if (!this.sender.commitBatch(plan, last.sequence, bytes)) return false;
-    connection.send({ type: "BATCH", groupHandle, batchId: plan.batchId, records });
+    // A peer of protocol version 1 reads record format 1 only: the wall times stay here.
+    connection.send({ type: "BATCH", groupHandle, batchId: plan.batchId, records: stream.version >= replVersionWallTime ? records : records.map(withoutWallTime) });
     this.sentBytes += bytes;
     connection.expectAnswer();
     return true;
@@ -970,9 +978,8 @@ export class PairLink {
     }
     if (noSpace !== undefined) return noSpace;
     if (fraction >= journalSlowdownFraction) return `journal ${formatPercent(fraction)} full: host writes slowed while the secondary catches up`;
-    if (pairRunning(this.machine) && !this.streams.some((s) => s.connection !== undefined && (s.ready || this.copy?.running === true))) {
-      return `secondary unreachable at ${this.config.remoteReplAddress}${this.lastError === null ? "" : ` (${this.lastError})`}; retrying`;
-    }
+    const down = this.machine.linkDown;
+    if (down !== undefined && pairRunning(this.machine)) return `${disconnectedReason(`${this.config.remoteNode} at ${this.config.remoteReplAddress}`, down)}`;
     return null;
   }
 
@@ -980,18 +987,23 @@ export class PairLink {
     const accepted = this.writer.nextSequence - 1;
     const record = this.machine.record;
     const reflected = Math.max(this.reflectedSequence, record.copyStartSequence);
-    const lagRecords = Math.max(0, accepted - reflected);
-    let lagSeconds = 0;
-    if (lagRecords > 0) {
-      const firstUnreflected = this.lagSamples.find((s) => s.sequence > reflected);
-      if (firstUnreflected !== undefined) lagSeconds = (this.clock.monotonicMs() - firstUnreflected.atMs) / 1000;
-    }
-    let lagBytes = 0;
-    if (lagRecords > 0) lagBytes = Math.round(this.journal.usedBytes * Math.min(1, lagRecords / Math.max(1, this.journal.lastSequence - this.journal.firstSequence + 1)));
+    // Exact: the host writes accepted after what the secondary reported reflected (core/pair-view.ts).
+    this.hostWrites.dropThrough(reflected);
+    const lag = this.hostWrites.figures(accepted);
+    const state = primaryShownState({
+      recordState: record.state, groupStopped: this.writer.stopped !== undefined,
+      writesHeldForJournal: this.writer.heldWrites > 0 && this.writer.holdReason === "journal-full",
+      linkDown: pairRunning(this.machine) ? this.machine.linkDown : undefined,
+    });
+    const consistentAsOfUs = primaryConsistentAsOfUs({
+      consistent: record.copyDone && reflected >= record.consistentFromSequence,
+      oldestUnreflectedWallTimeUs: lag.records > 0 ? lag.oldestWallTimeUs : undefined,
+      nowWallUs: Math.floor(this.clock.wallMs() * 1000), lastStampedWallTimeUs: this.writer.lastWallTimeUs,
+    });
     return {
       group: this.groupName,
       role: "primary",
-      state: this.writer.stopped !== undefined ? "stopped" : record.state,
+      state,
       pairId: this.config.pairId,
       remoteNode: this.config.remoteNode,
       remoteUrl: this.config.remoteUrl,
@@ -1005,16 +1017,21 @@ export class PairLink {
       sentSequence: Math.max(this.sender.sentSequence, record.copyStartSequence),
       arrivedSequence: Math.max(this.arrivedSequence, this.sender.ackedSequence),
       reflectedSequence: reflected,
-      lagRecords,
-      lagBytes,
-      lagSeconds: Math.round(lagSeconds * 1000) / 1000,
+      lagRecords: lag.records,
+      lagBytes: lag.bytes,
+      lagSeconds: primaryLagSeconds(this.clock.monotonicMs(), lag.oldestAtMs),
+      consistentAsOf: isoOfWallUs(consistentAsOfUs),
+      lastContact: this.lastContactIso,
       journalBytes: this.journal.usedBytes,
       journalBytesMax: this.journal.bytesMax,
       copy: this.copy === undefined ? null : { doneBytes: this.copy.doneBytes, totalBytes: this.copy.totalBytes, volumeBytes: this.copy.volumeBytes, dataBytes: this.copy.dataBytes },
       lastCopy: this.lastCopy ?? null,
       heldWrites: this.writer.heldWrites,
       reason: this.reason(),
-      link: { connectedStreams: this.streams.filter((s) => s.connection !== undefined && !s.connection.closed).length, reconnects: this.reconnects, lastError: this.lastError, sentBytes: this.sentBytes, receivedBytes: 0 },
+      link: {
+        connectedStreams: this.streams.filter((s) => s.connection !== undefined && !s.connection.closed).length, reconnects: this.reconnects, lastError: this.lastError, sentBytes: this.sentBytes, receivedBytes: 0,
+        downSince: state === "disconnected" ? (this.machine.linkDown?.sinceIso ?? null) : null,
+      },
       fence: record.state === "fenced" ? record.fence : null,
     };
   }

@@ -4,6 +4,7 @@
 // (core/primary-pair.ts, run by each PairLink), runs the one time-advance ticker for every
 // pair, and answers their status. node.ts wires it: the groups' writers, the volumes and
 // node.json's serialised saves are given to it, never reached for.
+import type { HostWriteLedger } from "../core/pair-view.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
@@ -77,7 +78,7 @@ export class PrimaryRole {
   }
 
   /** Opens the pair of a recovered writable group (started with the role). */
-  openPair(record: GroupRecord, pair: PairRecord, writer: GroupWriter): PairLink {
+  openPair(record: GroupRecord, pair: PairRecord, writer: GroupWriter, hostWrites?: HostWriteLedger): PairLink {
     const volumes = pair.volumes.map((mapping) => {
       const volume = this.options.volume(mapping.volumeId);
       assert(volume !== undefined, `pair of ${record.name} maps volume ${mapping.volumeId} that exists`);
@@ -93,6 +94,7 @@ export class PrimaryRole {
       clock: this.options.clock,
       transport: this.options.transport,
       persist: (change) => this.options.updateMetadata((m) => applyToPair(m, record.id, change)),
+      hostWrites,
     });
     this.links.set(record.name, link);
     return link;

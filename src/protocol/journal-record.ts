@@ -4,14 +4,23 @@
 // so a record is self-describing wherever it is.
 //
 //   0  u32 magic 'TMJR'          32 u64 writeTimeUs
-//   4  u8  version (1)           40 u64 acceptNumber
-//   5  u8  kind                  48 u64 markerNumber (0 unless kind = marker)
-//   6  u16 reserved (0)          56 u32 payload CRC-32 (0 when there is no payload)
-//   8  u32 volumeId              60 u32 header CRC-32 of bytes 0..59
-//  12  u32 lengthBytes
+//   4  u8  version (1 or 2)      40 u64 acceptNumber
+//   5  u8  kind                  48 u64 version 1: markerNumber (0 unless kind = marker)
+//   6  u16 reserved (0)                 version 2: wallTimeUs (never a marker)
+//   8  u32 volumeId              56 u32 payload CRC-32 (0 when there is no payload)
+//  12  u32 lengthBytes           60 u32 header CRC-32 of bytes 0..59
 //  16  u64 offsetBytes
 //  24  u64 sequence
 // All little-endian. A write's payload has lengthBytes bytes; other kinds have none.
+//
+// Version 2 (issue 9) carries the primary's wall time when it accepted the record
+// (`wallTimeUs`, Unix µs, strictly increasing per group): what a secondary's consistent-as-of
+// time is made of (docs/journal.md, "Record format versions"). Bytes 48..55 hold it, where
+// version 1 held a marker number that only markers use; a marker, and any record whose wall
+// time is unknown (0), is still written as version 1, byte for byte as before. Both versions
+// decode: journals written before issue 9 open unchanged (their records' wallTimeUs is 0),
+// and a replication peer that speaks protocol version 1 is sent version-1 records only
+// (repl-protocol.ts, `recordForPeer`).
 import { journalRecordBytesMax, journalRecordPayloadBytesMax } from "../core/limits.ts";
 import { assert } from "../core/assert.ts";
 import {
@@ -21,7 +30,10 @@ import {
 import { checksum, readU64LE, writeU64LE } from "./bytes.ts";
 
 export const journalRecordMagic = 0x524a4d54; // "TMJR" read little-endian
-export const journalRecordVersion = 1;
+/** The newest record format version this build writes and reads (it reads every version from 1). */
+export const journalRecordVersion = 2;
+/** The format of records without a wall time (markers, records from before issue 9, records for a version-1 peer). */
+export const journalRecordVersionNoWallTime = 1;
 export const journalHeaderBytes = 64;
 assert(journalHeaderBytes + journalRecordPayloadBytesMax === journalRecordBytesMax, "limits.ts counts the record header right");
 
@@ -47,6 +59,11 @@ export interface JournalRecord {
   readonly writeTimeUs: WriteTimeUs;
   readonly acceptNumber: AcceptNumber;
   readonly markerNumber: MarkerNumber;
+  /**
+   * The primary's wall clock when it accepted the record (Unix µs, strictly increasing per
+   * group); 0 when unknown: markers, records written before issue 9, or sent to a version-1 peer.
+   */
+  readonly wallTimeUs: number;
   /** The data of a write; empty for the other kinds. */
   readonly payload: Buffer;
 }
@@ -76,8 +93,10 @@ export function encodeRecordHeader(record: JournalRecord, out: Buffer = Buffer.a
   const payloadBytes = recordPayloadBytes(record.kind, record.lengthBytes);
   if (record.payload.length !== payloadBytes) throw new RangeError(`payload is ${record.payload.length} bytes, kind ${record.kind} needs ${payloadBytes}`);
   if (record.lengthBytes > journalRecordPayloadBytesMax && record.kind === RecordKind.write) throw new RangeError("record payload over the limit");
+  const withWallTime = record.wallTimeUs > 0;
+  if (withWallTime && (record.kind === RecordKind.marker || record.markerNumber !== 0)) throw new RangeError("a marker carries no wall time");
   out.writeUInt32LE(journalRecordMagic, at);
-  out.writeUInt8(journalRecordVersion, at + 4);
+  out.writeUInt8(withWallTime ? journalRecordVersion : journalRecordVersionNoWallTime, at + 4);
   out.writeUInt8(record.kind, at + 5);
   out.writeUInt16LE(0, at + 6);
   out.writeUInt32LE(record.volumeId, at + 8);
@@ -86,10 +105,15 @@ export function encodeRecordHeader(record: JournalRecord, out: Buffer = Buffer.a
   writeU64LE(out, record.sequence, at + 24);
   writeU64LE(out, record.writeTimeUs, at + 32);
   writeU64LE(out, record.acceptNumber, at + 40);
-  writeU64LE(out, record.markerNumber, at + 48);
+  writeU64LE(out, withWallTime ? record.wallTimeUs : record.markerNumber, at + 48);
   out.writeUInt32LE(payloadBytes === 0 ? 0 : checksum(record.payload), at + 56);
   out.writeUInt32LE(checksum(out, at, at + 60), at + 60);
   return out;
+}
+
+/** The record as a peer that knows only version 1 (no wall time) may be sent it. */
+export function withoutWallTime(record: JournalRecord): JournalRecord {
+  return record.wallTimeUs === 0 ? record : { ...record, wallTimeUs: 0 };
 }
 
 /** Header and payload in one buffer (for tests and small frames; the hot path uses writev). */
@@ -112,7 +136,9 @@ export function decodeRecord(buf: Buffer, at = 0): DecodeResult {
   if (checksum(buf, at, at + 60) !== buf.readUInt32LE(at + 60)) return { ok: false, reason: "corrupt", detail: "header checksum mismatch" };
   // From here on the header is known to be whole: what does not fit is "unsupported", not torn.
   const version = buf.readUInt8(at + 4);
-  if (version !== journalRecordVersion) return { ok: false, reason: "unsupported", detail: `record format version ${version} (this tidemark reads version ${journalRecordVersion})` };
+  if (version !== journalRecordVersion && version !== journalRecordVersionNoWallTime) {
+    return { ok: false, reason: "unsupported", detail: `record format version ${version} (this tidemark reads versions ${journalRecordVersionNoWallTime} to ${journalRecordVersion})` };
+  }
   const kind = buf.readUInt8(at + 5);
   if (!kinds.has(kind)) return { ok: false, reason: "unsupported", detail: `unknown record kind ${kind}` };
   const lengthBytes = buf.readUInt32LE(at + 12);
@@ -120,11 +146,15 @@ export function decodeRecord(buf: Buffer, at = 0): DecodeResult {
   const sequence = readU64LE(buf, at + 24);
   const writeTimeUs = readU64LE(buf, at + 32);
   const acceptNumber = readU64LE(buf, at + 40);
-  const markerNumber = readU64LE(buf, at + 48);
-  if (offsetBytes === undefined || sequence === undefined || writeTimeUs === undefined || acceptNumber === undefined || markerNumber === undefined) {
+  const field48 = readU64LE(buf, at + 48);
+  if (offsetBytes === undefined || sequence === undefined || writeTimeUs === undefined || acceptNumber === undefined || field48 === undefined) {
     return { ok: false, reason: "unsupported", detail: "64-bit field out of range" };
   }
   const recordKind = kind as RecordKind;
+  const withWallTime = version === journalRecordVersion;
+  if (withWallTime && (recordKind === RecordKind.marker || field48 === 0)) {
+    return { ok: false, reason: "unsupported", detail: recordKind === RecordKind.marker ? "a version-2 marker" : "a version-2 record without a wall time" };
+  }
   if (recordKind === RecordKind.write && (lengthBytes === 0 || lengthBytes > journalRecordPayloadBytesMax)) {
     return { ok: false, reason: "unsupported", detail: `write length ${lengthBytes} out of range` };
   }
@@ -149,7 +179,8 @@ export function decodeRecord(buf: Buffer, at = 0): DecodeResult {
       sequence: asSequence(sequence),
       writeTimeUs: asWriteTimeUs(writeTimeUs),
       acceptNumber: asAcceptNumber(acceptNumber),
-      markerNumber: asMarkerNumber(markerNumber),
+      markerNumber: asMarkerNumber(withWallTime ? 0 : field48),
+      wallTimeUs: withWallTime ? field48 : 0,
       payload,
     },
   };

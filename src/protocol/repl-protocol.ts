@@ -39,7 +39,14 @@ export const replHeaderBytes = 20;
 export const replHelloMagic = Buffer.from("tidemark", "latin1");
 /** Protocol versions this build speaks (negotiated in HELLO / HELLO_OK). */
 export const replProtocolVersionMin = 1;
-export const replProtocolVersionMax = 1;
+/**
+ * 2 (issue 9): BATCH records may be record format 2 (journal-record.ts: the primary's wall
+ * time). A primary sends format-1 records only (`withoutWallTime`) on a connection that agreed
+ * on version 1, so a secondary from before issue 9 is served as before.
+ */
+export const replProtocolVersionMax = 2;
+/** The first protocol version whose BATCH records carry the primary's wall time. */
+export const replVersionWallTime = 2;
 
 /** Message type codes (header byte 5). */
 export const ReplType = {

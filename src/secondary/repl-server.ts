@@ -233,7 +233,8 @@ export class ReplServer implements SecondaryStreams {
           }
           helloDone = true;
           this.clock.clear(helloTimer);
-          logger.info({ event: "repl_hello", remote: connection.remote, primary: message.primaryNodeId, stream: message.streamIndex, streams: message.streamCount }, "replication stream attached");
+          // Per connection: debug. What an operator needs is the group's state change (pair_disconnected / pair_reconnected).
+          logger.debug({ event: "repl_hello", remote: connection.remote, primary: message.primaryNodeId, stream: message.streamIndex, streams: message.streamCount }, "replication stream attached");
           connection.send({ type: "HELLO_OK", version, secondaryNodeId: this.host.nodeId, frameBytesMax: replFrameBytesMax });
           return;
         }
@@ -252,10 +253,14 @@ export class ReplServer implements SecondaryStreams {
         for (const resolve of fences?.values() ?? []) resolve({ kind: "closed", text: reason });
         for (const open of groups.values()) {
           open.secondary.streams.delete(connectionId);
-          if (open.secondary.streams.size === 0) open.secondary.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
+          if (open.secondary.streams.size === 0) {
+            open.secondary.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
+            // One line when the last stream of the group goes (pair status: disconnected), none per retry.
+            this.logger.info({ event: "pair_disconnected", group: open.secondary.name, reason }, "no replication stream from the primary; it reconnects by itself");
+          }
         }
         for (const open of groups.values()) this.forgetOpen(open);
-        logger.info({ event: "repl_stream_closed", reason }, "replication stream closed");
+        logger.debug({ event: "repl_stream_closed", reason }, "replication stream closed");
       },
     }, { answerTimeoutMs: replPullWaitMs + replPullAnswerGraceMs, clock: this.clock });
     this.groupsByConnection.set(connection, groups);
@@ -264,6 +269,11 @@ export class ReplServer implements SecondaryStreams {
   }
 
   private dispatch(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessage, logger: Logger, connectionId: number): void {
+    if (groups.size > 0) {
+      // Status: the last message from the primary (lastContact).
+      const nowIso = new Date(this.clock.wallMs()).toISOString();
+      for (const open of groups.values()) open.secondary.lastContactIso = nowIso;
+    }
     switch (message.type) {
       case "OPEN_GROUP":
         this.openGroup(connection, groups, message, logger, connectionId);
@@ -349,7 +359,11 @@ export class ReplServer implements SecondaryStreams {
     if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);
     const open: OpenGroup = { handle: message.groupHandle, secondary, transfer: message.transfer, connection, connectionId, chain: Promise.resolve(), refusedForSpace: false };
     groups.set(message.groupHandle, open);
+    if (secondary.streams.size === 0 && secondary.noStreamSinceIso !== undefined) {
+      this.logger.info({ event: "pair_reconnected", group: secondary.name, downSince: secondary.noStreamSinceIso }, "a replication stream from the primary is back");
+    }
     secondary.streams.add(connectionId);
+    secondary.lastContactIso = new Date(this.clock.wallMs()).toISOString();
     secondary.noStreamSinceIso = undefined;
     secondary.peerCloseText = undefined;
     let opens = this.opensBySecondary.get(secondary);

@@ -15,7 +15,8 @@ import { positionZero, type Position } from "../core/position.ts";
 import { PullPlanner } from "../core/pull-planner.ts";
 import { GroupReceiver, type ReceiveResult } from "../core/receiver.ts";
 import { asAcceptNumber, asSequence, asWriteTimeUs } from "../core/types.ts";
-import { RecordKind, encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import { RecordKind, encodedRecordBytes, recordPayloadBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import { HostWriteLedger } from "../core/pair-view.ts";
 import { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import {
@@ -88,6 +89,12 @@ export class SecondaryGroup {
   /** Sequence applied to the volumes (may be ahead of the persisted checkpoint). */
   reflectedSequence: number;
   reflectedPosition: Position;
+  /** The primary's wall time (Unix µs) of the last record applied: the consistent-as-of time (0: unknown, core/pair-view.ts). */
+  reflectedWallTimeUs: number;
+  /** Host writes arrived (durable here) and not reflected yet: exact lag (core/pair-view.ts). */
+  readonly hostWrites: HostWriteLedger;
+  /** Wall time of the last message from the primary for this group (status: lastContact), or null. */
+  lastContactIso: string | null = null;
   /** Records read ahead from the journal for the reflector, in sequence order. */
   private readAhead: JournalRecord[] = [];
   private readAheadHead = 0;
@@ -164,7 +171,10 @@ export class SecondaryGroup {
     observer: SecondaryGroupObserver;
     /** Position of the journal's last record (its newest), when it has one. */
     lastRecordPosition: Position | undefined;
+    /** The host writes the journal held at start, past the checkpoint (recovery). */
+    hostWrites?: HostWriteLedger | undefined;
   }) {
+    this.hostWrites = options.hostWrites ?? new HostWriteLedger();
     this.groupId = options.groupId;
     this.name = options.name;
     this.nodeId = options.nodeId;
@@ -188,6 +198,7 @@ export class SecondaryGroup {
     this.mapVolumes();
     this.reflectedSequence = options.record.reflectedSequence;
     this.reflectedPosition = { writeTimeUs: asWriteTimeUs(options.record.reflectedWriteTimeUs), acceptNumber: asAcceptNumber(options.record.reflectedAcceptNumber) };
+    this.reflectedWallTimeUs = options.record.reflectedWallTimeUs ?? 0;
     this.receiver = this.newReceiver(options.lastRecordPosition);
   }
 
@@ -240,6 +251,8 @@ export class SecondaryGroup {
     this.mapVolumes();
     this.reflectedSequence = this.record.reflectedSequence;
     this.reflectedPosition = positionZero;
+    this.reflectedWallTimeUs = 0;
+    this.hostWrites.clear();
     this.receiver = this.newReceiver(undefined);
     this.pulls.restart();
     this.copyBytes = 0;
@@ -359,6 +372,7 @@ export class SecondaryGroup {
           throw new Error(`journal of ${this.name} did not take sequence ${record.sequence} the receiver handed out (it holds through ${journal.lastSequence})`);
         }
         this.tail.push(record);
+        this.noteHostWrite(record);
         last = record.sequence;
       }
       await journal.sync();
@@ -386,6 +400,14 @@ export class SecondaryGroup {
     }
     assert(this.receiver.arrivedSequence >= last, "what this batch appended is arrived once durable");
     return undefined;
+  }
+
+  /** A record in the journal (appended, or read at start or resume): a host write counts in the lag until reflected. */
+  noteHostWrite(record: JournalRecord): void {
+    if (record.kind !== RecordKind.write && record.kind !== RecordKind.zeroes) return;
+    if (record.sequence <= this.reflectedSequence) return;
+    if (record.sequence <= this.hostWrites.lastNoted) this.hostWrites.dropAfter(record.sequence - 1);
+    this.hostWrites.note(record.sequence, recordPayloadBytes(record.kind, record.lengthBytes), record.wallTimeUs, undefined);
   }
 
   /** Reflector checkpoint: trims the journal behind the reflected sequence; freed room resumes the group. */
@@ -456,7 +478,7 @@ export class SecondaryGroup {
     const opened = await reopenJournalForResume({
       // cutDamagedTail: after a failed fdatasync the disk may hold a hole followed by records written
       // back later; all of them came after what was acknowledged, which the check requires whole.
-      open: () => GroupJournal.open(old.dir, { fileSystem: old.fileSystem, bytesMax: old.bytesMax, nextSequence: this.record.startSequence, directRead: true, cutDamagedTail: true }),
+      open: () => GroupJournal.open(old.dir, { fileSystem: old.fileSystem, bytesMax: old.bytesMax, nextSequence: this.record.startSequence, directRead: true, cutDamagedTail: true }, (record) => this.noteHostWrite(record)),
       closed: () => this.closed,
       mustHoldThrough: acknowledged,
       lostReason: (lastSequence) => `the journal holds records only through sequence ${lastSequence} but ${acknowledged} had been acknowledged to the primary: ` +
@@ -470,6 +492,7 @@ export class SecondaryGroup {
     this.readAhead = [];
     this.readAheadHead = 0;
     this.receiver = this.newReceiver(lastRecordPosition);
+    this.hostWrites.dropAfter(this.receiver.arrivedSequence);
     this.pulls.restart();
     this.logger.info({ event: "group_journal_reread", group: this.name, arrived: this.receiver.arrivedSequence, reflected: this.reflectedSequence }, "journal re-read from disk and verified");
     // A failed volume write or fdatasync may have dropped applied pages from the page cache:
@@ -558,6 +581,7 @@ export class SecondaryGroup {
     this.reapplyThroughSequence = this.reflectedSequence;
     this.reflectedSequence = this.record.reflectedSequence;
     this.reflectedPosition = { writeTimeUs: asWriteTimeUs(this.record.reflectedWriteTimeUs), acceptNumber: asAcceptNumber(this.record.reflectedAcceptNumber) };
+    this.reflectedWallTimeUs = this.record.reflectedWallTimeUs ?? 0;
     this.readAhead = [];
     this.readAheadHead = 0;
     this.reflectGeneration += 1;
@@ -575,6 +599,7 @@ export class SecondaryGroup {
     this.rewindPending = false;
     this.reflectedSequence = this.record.reflectedSequence;
     this.reflectedPosition = { writeTimeUs: asWriteTimeUs(this.record.reflectedWriteTimeUs), acceptNumber: asAcceptNumber(this.record.reflectedAcceptNumber) };
+    this.reflectedWallTimeUs = this.record.reflectedWallTimeUs ?? 0;
     this.readAhead = [];
     this.readAheadHead = 0;
     this.reflectGeneration += 1;
@@ -597,6 +622,8 @@ export class SecondaryGroup {
     this.readAheadHead += 1;
     this.reflectedSequence = record.sequence;
     this.reflectedPosition = { writeTimeUs: record.writeTimeUs, acceptNumber: record.acceptNumber };
+    if (record.wallTimeUs > this.reflectedWallTimeUs) this.reflectedWallTimeUs = record.wallTimeUs;
+    this.hostWrites.dropThrough(record.sequence);
   }
 }
 

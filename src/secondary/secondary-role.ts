@@ -26,9 +26,10 @@ import {
   idleTakeover, stepTakeover, type DrainedGroup, type TakeoverRefusalCode, type NamedGroup, type TakeoverEffect, type TakeoverEvent, type TakeoverIntentGroup, type TakeoverState,
 } from "../core/takeover.ts";
 import { isStorageError } from "../node/group-stop.ts";
-import type { JournalRecord } from "../protocol/journal-record.ts";
+import { RecordKind, recordPayloadBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import { HostWriteLedger, isoOfWallUs, noLag, secondaryConsistentAsOfUs, secondaryLagSeconds } from "../core/pair-view.ts";
 import type { ReplErrorCode } from "../protocol/repl-protocol.ts";
-import { GroupJournal, type JournalOptions, type RecoveryReport } from "../storage/journal.ts";
+import { GroupJournal, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
 import { makeDirectoryDurable } from "../storage/durable-fs.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
@@ -85,7 +86,7 @@ export interface SecondaryRoleOptions {
   readonly reserveGroupId: () => number;
   readonly journalDir: (record: Pick<GroupRecord, "id" | "journalGeneration">) => string;
   /** Opens (recovers) a group's journal; one it cannot trust throws with what to do. */
-  readonly openJournal: (record: GroupRecord, options: Omit<JournalOptions, "fileSystem">) => Promise<{ journal: GroupJournal; report: RecoveryReport }>;
+  readonly openJournal: (record: GroupRecord, options: Omit<JournalOptions, "fileSystem">, onRecord?: RecordCallback) => Promise<{ journal: GroupJournal; report: RecoveryReport }>;
   /** A taken-over group becomes an ordinary writable group over `journal` (the node's writer). */
   readonly becomeWritable: (record: GroupRecord, journal: GroupJournal) => void;
 }
@@ -173,12 +174,19 @@ export class SecondaryRole implements SecondaryHost {
       assert(live !== undefined, `secondary ${record.name} names volume ${volumeId} that exists`);
       return { volumeId, name: live.name, file: live.file };
     });
-    const { journal, report } = await this.options.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: secondary.startSequence });
+    // The host writes the journal holds past the checkpoint are the lag until reflected (core/pair-view.ts).
+    const recovered = new HostWriteLedger();
+    const { journal, report } = await this.options.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: secondary.startSequence }, (journalRecord) => {
+      if ((journalRecord.kind === RecordKind.write || journalRecord.kind === RecordKind.zeroes) && journalRecord.sequence > secondary.reflectedSequence) {
+        recovered.note(journalRecord.sequence, recordPayloadBytes(journalRecord.kind, journalRecord.lengthBytes), journalRecord.wallTimeUs, undefined);
+      }
+    });
     const lastRecordPosition = report.records > 0 ? { writeTimeUs: asWriteTimeUs(report.maxWriteTimeUs), acceptNumber: asAcceptNumber(report.maxAcceptNumber) } : undefined;
     const group = new SecondaryGroup({
       groupId: record.id, name: record.name, record: structuredClone(secondary), journalGeneration: record.journalGeneration ?? 0, journal, volumes,
       logger: this.logger.child({ component: "secondary", group: record.name }), lastRecordPosition, clock: this.options.clock, nodeId: this.options.nodeId,
       observer: this.observer,
+      hostWrites: recovered,
     });
     this.groups.set(record.name, group);
     for (const volume of volumes) this.options.volumes.setSecondary(volume.volumeId, group);
@@ -574,7 +582,7 @@ export class SecondaryRole implements SecondaryHost {
     const context: RunContext = {};
     try {
       await this.run(group, {
-        type: "checkpointDue", nowMs: this.options.clock.monotonicMs(), force, reflectedSequence: group.reflectedSequence, reflectedPosition: group.reflectedPosition,
+        type: "checkpointDue", nowMs: this.options.clock.monotonicMs(), force, reflectedSequence: group.reflectedSequence, reflectedPosition: group.reflectedPosition, reflectedWallTimeUs: group.reflectedWallTimeUs,
         volumesWritten: group.volumesWrittenSinceCheckpoint, checkpointable: group.checkpointable,
       }, context);
     } catch (error) {
@@ -1180,7 +1188,7 @@ export class SecondaryRole implements SecondaryHost {
       held: this.heldFact(secondary), frontierHolder: this.frontierHolder(secondary), frontierHolderPrimary: this.frontierHolderPrimary(secondary),
       joinPendingText: secondary.domainJoinPoint !== null && joinPending(secondary.domainJoinPoint, secondary) ? joinPendingText(secondary.domainJoinPoint, secondary) : undefined,
       detachedFrom: this.reflector.isDetached(secondary) ? this.formerMembers(secondary) : undefined,
-      journalUsedBytes: secondary.journal.usedBytes, journalBytesMax: secondary.journal.bytesMax,
+      journalUsedBytes: secondary.journal.usedBytes, journalBytesMax: secondary.journal.bytesMax, lastError: secondary.lastError,
     };
   }
 
@@ -1199,18 +1207,25 @@ export class SecondaryRole implements SecondaryHost {
     const shown = secondary?.record ?? secondaryRecord;
     const reflected = secondary?.reflectedSequence ?? secondaryRecord.reflectedSequence;
     const arrived = secondary?.arrivedSequence ?? secondaryRecord.reflectedSequence;
+    // Exact: the host writes arrived here and not reflected yet (core/pair-view.ts).
+    secondary?.hostWrites.dropThrough(reflected);
+    const lag = secondary?.hostWrites.figures(arrived) ?? noLag;
+    const nowWallUs = Math.floor(this.options.clock.wallMs() * 1000);
+    const consistentAsOfUs = secondary === undefined ? undefined : secondaryConsistentAsOfUs({ consistent: secondary.consistent, reflectedWallTimeUs: secondary.reflectedWallTimeUs });
     return {
       group: name, role: "secondary", state: described.state, pairId: shown.pairId, remoteNode: shown.primaryNode, remoteUrl: null, remoteGroup: shown.primaryGroup,
       mode: "async", transfer: shown.transfer, streams: shown.streams, reflect: shown.reflect,
       acceptedSequence: arrived, sentSequence: arrived, arrivedSequence: arrived, reflectedSequence: reflected,
-      lagRecords: Math.max(0, arrived - reflected), lagBytes: 0,
-      // Write-time distance between what arrived and what is reflected (unknown before the first
-      // stamped record, and NBD writes under --write-time host carry none), and at least how long
-      // reflection has not moved while records wait behind another member (issue 8: never 0 s
-      // with records waiting for seconds).
-      lagSeconds: secondary === undefined || arrived <= reflected
-        ? 0
-        : Math.max(heldForMs / 1000, secondary.reflectedPosition.writeTimeUs === 0 ? 0 : (secondary.arrivedPosition.writeTimeUs - secondary.reflectedPosition.writeTimeUs) / 1e6),
+      lagRecords: lag.records, lagBytes: lag.bytes,
+      // The age of the oldest host write held here unreflected (by the primary's wall time); cut
+      // off from the primary, at least the age of consistent-as-of; and at least how long
+      // reflection has not moved while records wait behind another member (issue 8).
+      lagSeconds: secondary === undefined ? 0 : secondaryLagSeconds({
+        nowWallUs, oldestUnreflectedWallTimeUs: lag.records > 0 ? lag.oldestWallTimeUs : undefined,
+        cutOff: described.state === "disconnected", consistentAsOfUs, heldForMs: arrived > reflected ? heldForMs : 0,
+      }),
+      consistentAsOf: isoOfWallUs(consistentAsOfUs),
+      lastContact: secondary?.lastContactIso ?? null,
       journalBytes: secondary?.journal.usedBytes ?? 0, journalBytesMax: secondary?.journal.bytesMax ?? 0,
       // The primary decides what it sends (its written extents) and says how much only in
       // COPY_DONE: until then the secondary can only show the volumes' size as the total.
@@ -1218,7 +1233,10 @@ export class SecondaryRole implements SecondaryHost {
         ? { doneBytes: secondary.copyBytes, totalBytes: Math.max(secondary.copyBytes, volumeBytes(secondary.volumes)), volumeBytes: volumeBytes(secondary.volumes) }
         : null,
       heldWrites: 0, reason: described.reason,
-      link: { connectedStreams: secondary?.streams.size ?? 0, reconnects: 0, lastError: secondary?.lastError ?? null, sentBytes: 0, receivedBytes: secondary?.receivedBytes ?? 0 },
+      link: {
+        connectedStreams: secondary?.streams.size ?? 0, reconnects: 0, lastError: secondary?.lastError ?? null, sentBytes: 0, receivedBytes: secondary?.receivedBytes ?? 0,
+        downSince: described.state === "disconnected" ? (secondary?.noStreamSinceIso ?? null) : null,
+      },
     };
   }
 

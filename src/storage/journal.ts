@@ -76,6 +76,8 @@ export interface RecoveryReport {
   readonly tornReason: string | undefined;
   /** Largest write time and accept number seen (0 with no records): the stamper resumes above them. */
   readonly maxWriteTimeUs: number;
+  /** Largest primary wall time (record format 2; 0 with none): a primary's next records are stamped above it. */
+  readonly maxWallTimeUs: number;
   readonly maxAcceptNumber: number;
   /** Highest marker number among marker records (0 if none). */
   readonly maxMarkerNumber: number;
@@ -258,7 +260,7 @@ export class GroupJournal {
       const journal = new GroupJournal(dir, options, [segment], handle, 0);
       const report: RecoveryReport = {
         firstSequence: asSequence(options.nextSequence), lastSequence: asSequence(options.nextSequence - 1), records: 0, bytes: 0,
-        tornBytesCut: 0, tornReason: undefined, maxWriteTimeUs: 0, maxAcceptNumber: 0, maxMarkerNumber: 0, lastWriteSequence: 0, segments: 1,
+        tornBytesCut: 0, tornReason: undefined, maxWriteTimeUs: 0, maxWallTimeUs: 0, maxAcceptNumber: 0, maxMarkerNumber: 0, lastWriteSequence: 0, segments: 1,
       };
       return { journal, report };
     }
@@ -275,6 +277,7 @@ export class GroupJournal {
     let tornBytesCut = 0;
     let tornReason: string | undefined;
     let maxWriteTimeUs = 0;
+    let maxWallTimeUs = 0;
     let maxAcceptNumber = 0;
     let maxMarkerNumber = 0;
     let lastWriteSequence = 0;
@@ -342,6 +345,7 @@ export class GroupJournal {
             records += 1;
             bytes += step.bytes;
             if (record.writeTimeUs > maxWriteTimeUs) maxWriteTimeUs = record.writeTimeUs;
+            if (record.wallTimeUs > maxWallTimeUs) maxWallTimeUs = record.wallTimeUs;
             if (record.acceptNumber > maxAcceptNumber) maxAcceptNumber = record.acceptNumber;
             if (record.kind === RecordKind.marker && record.markerNumber > maxMarkerNumber) maxMarkerNumber = record.markerNumber;
             if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) lastWriteSequence = record.sequence;
@@ -380,7 +384,7 @@ export class GroupJournal {
     if (last.sizeBytes >= journal.segmentBytesMax) await journal.roll();
     const report: RecoveryReport = {
       firstSequence: asSequence(first.firstSequence), lastSequence: asSequence(last.lastSequence), records, bytes,
-      tornBytesCut, tornReason, maxWriteTimeUs, maxAcceptNumber, maxMarkerNumber, lastWriteSequence, segments: segments.length,
+      tornBytesCut, tornReason, maxWriteTimeUs, maxWallTimeUs, maxAcceptNumber, maxMarkerNumber, lastWriteSequence, segments: segments.length,
     };
     assert(report.lastSequence - report.firstSequence + 1 === records, "recovered records are contiguous");
     return { journal, report };

@@ -155,7 +155,7 @@ void test("pair status: every field for one pair and for all, --json as the API 
       group: "g1", remoteUrl: secondaryUrl, remoteGroup: "g1-dr", streams: 8, transfer: "pull", reflect: "marker", state: "copying",
       acceptedSequence: 1500, sentSequence: 1450, arrivedSequence: 1300, reflectedSequence: 1200, heldWrites: 3,
       reason: "journal 92% full: writes are slowed", copy: { doneBytes: 256 * 1024, totalBytes: MiB },
-      link: { connectedStreams: 6, reconnects: 2, lastError: "ECONNRESET from 127.0.0.1:7400", sentBytes: 0, receivedBytes: 0 },
+      link: { connectedStreams: 6, reconnects: 2, lastError: "ECONNRESET from 127.0.0.1:7400", sentBytes: 0, downSince: null, receivedBytes: 0 },
     });
     control.addPair({ group: "s1", role: "secondary", remoteNode: "node-a", acceptedSequence: 9, arrivedSequence: 9, reflectedSequence: 9 });
     const one = await tidemark("pair", "status", "g1", "--node", node);

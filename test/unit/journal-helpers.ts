@@ -19,6 +19,7 @@ export function makeRecord(sequence: number, payloadBytes = 100): JournalRecord 
     writeTimeUs: asWriteTimeUs(1_000_000 + sequence),
     acceptNumber: asAcceptNumber(sequence * 2),
     markerNumber: asMarkerNumber(0),
+    wallTimeUs: 1_700_000_000_000_000 + sequence,
     payload,
   };
 }

@@ -22,6 +22,8 @@ const recordArbitrary: fc.Arbitrary<JournalRecord> = fc
     writeTimeUs: u53,
     acceptNumber: u53,
     markerNumber: u53,
+    // Record format 2 carries the primary's wall time (never on a marker); 0: format 1.
+    wallTimeUs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER })),
     payload: fc.uint8Array({ minLength: 1, maxLength: 300 }),
     zeroLength: fc.integer({ min: 0, max: 0xffff_ffff }),
   })
@@ -33,7 +35,8 @@ const recordArbitrary: fc.Arbitrary<JournalRecord> = fc
     sequence: asSequence(r.sequence),
     writeTimeUs: asWriteTimeUs(r.writeTimeUs),
     acceptNumber: asAcceptNumber(r.acceptNumber),
-    markerNumber: asMarkerNumber(r.markerNumber),
+    markerNumber: asMarkerNumber(r.kind !== RecordKind.marker && r.wallTimeUs > 0 ? 0 : r.markerNumber),
+    wallTimeUs: r.kind === RecordKind.marker ? 0 : r.wallTimeUs,
     payload: r.kind === RecordKind.write ? Buffer.from(r.payload) : Buffer.alloc(0),
   }));
 
@@ -85,7 +88,7 @@ test("random garbage never decodes and never throws", () => {
 test("a checksummed header declaring an oversized write is rejected before reading the payload", () => {
   const record: JournalRecord = {
     kind: RecordKind.write, volumeId: asVolumeId(1), offsetBytes: 0, lengthBytes: 4, sequence: asSequence(1),
-    writeTimeUs: asWriteTimeUs(1), acceptNumber: asAcceptNumber(1), markerNumber: asMarkerNumber(0), payload: Buffer.alloc(4),
+    writeTimeUs: asWriteTimeUs(1), acceptNumber: asAcceptNumber(1), markerNumber: asMarkerNumber(0), wallTimeUs: 0, payload: Buffer.alloc(4),
   };
   const bytes = encodeRecord(record);
   bytes.writeUInt32LE(journalRecordPayloadBytesMax + 1, 12);

@@ -51,7 +51,7 @@ function versionedRecord(sequence: number, version: number, payloadBytes: number
   return {
     kind: payloadBytes === 0 ? RecordKind.timeAdvance : RecordKind.write,
     volumeId: asVolumeId(1), offsetBytes: sequence * 512, lengthBytes: payloadBytes, sequence: asSequence(sequence),
-    writeTimeUs: asWriteTimeUs(1_000_000 + sequence), acceptNumber: asAcceptNumber(version), markerNumber: asMarkerNumber(0), payload,
+    writeTimeUs: asWriteTimeUs(1_000_000 + sequence), acceptNumber: asAcceptNumber(version), markerNumber: asMarkerNumber(0), wallTimeUs: 0, payload,
   };
 }
 

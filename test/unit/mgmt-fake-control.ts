@@ -206,12 +206,14 @@ export class FakeControl implements NodeControl, PairControl {
       lagRecords: 0,
       lagBytes: 0,
       lagSeconds: 0,
+      consistentAsOf: null,
+      lastContact: null,
       journalBytes: 12 * 1024 * 1024,
       journalBytesMax: 4 * 1024 * 1024 * 1024,
       copy: null,
       heldWrites: 0,
       reason: null,
-      link: { connectedStreams: fields.streams ?? 4, reconnects: 0, lastError: null, sentBytes: 0, receivedBytes: 0 },
+      link: { connectedStreams: fields.streams ?? 4, reconnects: 0, lastError: null, sentBytes: 0, downSince: null, receivedBytes: 0 },
       ...fields,
     };
     const pair: FakePair = { info, motion: { ...motion }, movedAtMs: Date.now(), carryRecords: 0, copyReadsLeft: 0, copyStepBytes: 0 };

@@ -157,17 +157,23 @@ void test("the end of the copy is saved, then logged, and every stream reopens; 
 
 void test("a lost stream reconnects on a backoff that doubles; the handshake resets it; an idle pair does not reconnect", () => {
   const s = started();
-  const lost = run(s, { type: "streamClosed", stream: 1, reason: "peer silent", wasReady: true });
-  assert.deepEqual(kinds(last(lost.effects)), ["log:repl_stream_lost", "armTimer"]);
+  const lost = run(s, { type: "streamClosed", stream: 1, reason: "peer silent", wasReady: true, planned: false, atIso: "2026-01-01T00:00:00.000Z" });
+  // No stream was up: the link is down, said once.
+  assert.deepEqual(kinds(last(lost.effects)), ["log:pair_disconnected", "armTimer"]);
+  assert.deepEqual(lost.state.linkDown, { sinceIso: "2026-01-01T00:00:00.000Z", lastError: "peer silent" });
   assert.deepEqual(last(lost.effects)[1], { type: "armTimer", timer: { kind: "reconnect", stream: 1 }, delayMs: replReconnectDelayMsMin });
-  const fired = run(lost.state, { type: "timerFired", timer: { kind: "reconnect", stream: 1 } }, { type: "streamClosed", stream: 1, reason: "refused", wasReady: false });
+  const fired = run(lost.state, { type: "timerFired", timer: { kind: "reconnect", stream: 1 } }, { type: "streamClosed", stream: 1, reason: "refused", wasReady: false, planned: false, atIso: "2026-01-01T00:00:00.000Z" });
   assert.deepEqual(fired.effects[0], [{ type: "connectStream", stream: 1 }]);
-  assert.deepEqual(last(fired.effects)[1], { type: "armTimer", timer: { kind: "reconnect", stream: 1 }, delayMs: 2 * replReconnectDelayMsMin });
+  // The retry that fails logs nothing; its error is the last one.
+  assert.deepEqual(last(fired.effects), [{ type: "armTimer", timer: { kind: "reconnect", stream: 1 }, delayMs: 2 * replReconnectDelayMsMin }]);
+  assert.equal(fired.state.linkDown?.lastError, "refused");
   const reset = run(fired.state, { type: "timerFired", timer: { kind: "reconnect", stream: 1 } },
     { type: "groupState", stream: 1, connectionId: 2, state: "replicating", arrivedSequence: 20, lastSequence: 20 });
   assert.equal(reset.state.streams[1]?.reconnectDelayMs, replReconnectDelayMsMin);
+  assert.deepEqual(kinds(last(reset.effects)), ["log:pair_reconnected", "streamReady"], "the link is back: one line");
+  assert.equal(reset.state.linkDown, undefined);
   // Suspend cancels the armed reconnect, and a close after it arms nothing.
-  const suspended = run(lost.state, { type: "suspend", commandId: 1 }, { type: "streamClosed", stream: 0, reason: "pair suspended", wasReady: true });
+  const suspended = run(lost.state, { type: "suspend", commandId: 1 }, { type: "streamClosed", stream: 0, reason: "pair suspended", wasReady: true, planned: false, atIso: "2026-01-01T00:00:00.000Z" });
   assert.deepEqual(kinds(suspended.effects[0] ?? []), ["cancelTimer", "closeStreams", "persist"]);
   assert.deepEqual(last(suspended.effects), []);
 });
@@ -251,7 +257,7 @@ void test("completions the machine did not ask for are the shell's bug: an asser
   assert.throws(() => stepPrimaryPair(started(), { type: "persisted", saveId: 42, lastSequence: 1 }), InvariantError);
   assert.throws(() => stepPrimaryPair(started(), { type: "timerFired", timer: { kind: "noSpaceRetry" } }), InvariantError);
   assert.throws(() => stepPrimaryPair(started(), { type: "timerFired", timer: { kind: "reconnect", stream: 0 } }), InvariantError);
-  assert.throws(() => stepPrimaryPair(started(), { type: "streamClosed", stream: 5, reason: "x", wasReady: false }), InvariantError);
+  assert.throws(() => stepPrimaryPair(started(), { type: "streamClosed", stream: 5, reason: "x", wasReady: false, planned: false, atIso: "2026-01-01T00:00:00.000Z" }), InvariantError);
 });
 
 void test("FENCE: the writer is fenced, `fenced` saved, and only then FENCED answered with the last sequence; the streams keep running; again: answered at once", () => {
@@ -462,7 +468,7 @@ void test("property: random events never throw, the record follows only the save
           case "close":
             // The shell reports a close only for a stream with a connection (none while its reconnect is armed).
             if (armed.has(`reconnect:${gen.stream}`)) break;
-            apply({ type: "streamClosed", stream: gen.stream, reason: "lost", wasReady: gen.wasReady });
+            apply({ type: "streamClosed", stream: gen.stream, reason: "lost", wasReady: gen.wasReady, planned: false, atIso: "2026-01-01T00:00:00.000Z" });
             break;
         }
       }

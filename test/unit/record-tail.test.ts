@@ -13,7 +13,7 @@ function record(sequence: number, payload: Buffer): JournalRecord {
   return {
     kind: RecordKind.write, volumeId: asVolumeId(1), offsetBytes: sequence * 4096, lengthBytes: payload.length,
     sequence: asSequence(sequence), writeTimeUs: asWriteTimeUs(sequence), acceptNumber: asAcceptNumber(sequence),
-    markerNumber: asMarkerNumber(0), payload,
+    markerNumber: asMarkerNumber(0), wallTimeUs: 1_700_000_000_000_000 + sequence, payload,
   };
 }
 

@@ -47,6 +47,7 @@ function recordsFrom(start: number, shapes: readonly { kind: Kind; payload: Uint
     writeTimeUs: asWriteTimeUs(s.time),
     acceptNumber: asAcceptNumber(start + i),
     markerNumber: asMarkerNumber(s.kind === RecordKind.marker ? s.marker : 0),
+    wallTimeUs: s.kind === RecordKind.marker ? 0 : Math.max(1, s.time),
     payload: s.kind === RecordKind.write ? Buffer.from(s.payload) : Buffer.alloc(0),
   }));
 }
@@ -549,9 +550,11 @@ void test("COPY_DATA with corrupted data is BAD_RECORD naming its chunk; a corru
 // Version negotiation and encoder guards
 
 void test("version negotiation picks the highest common version", () => {
+  // A primary from before issue 9 (1..1) gets version 1; a new one version 2 (records with wall times).
   assert.equal(chooseReplVersion(1, 1), 1);
-  assert.equal(chooseReplVersion(1, 9), 1);
-  assert.equal(chooseReplVersion(2, 3), undefined);
+  assert.equal(chooseReplVersion(1, 9), 2);
+  assert.equal(chooseReplVersion(2, 3), 2);
+  assert.equal(chooseReplVersion(3, 4), undefined);
   assert.equal(chooseReplVersion(1, 5, 3, 7), 5);
   assert.equal(chooseReplVersion(6, 9, 3, 7), 7);
   assert.equal(chooseReplVersion(8, 9, 3, 7), undefined);

@@ -197,7 +197,7 @@ test("the disk stops and resumes the group: the domain hears of it, reflection i
 
 const position = { writeTimeUs: asWriteTimeUs(500), acceptNumber: asAcceptNumber(44) };
 const due = (overrides: Partial<Extract<SecondaryGroupEvent, { type: "checkpointDue" }>> = {}): SecondaryGroupEvent =>
-  ({ type: "checkpointDue", nowMs: 1000, force: false, reflectedSequence: 20, reflectedPosition: position, volumesWritten: true, checkpointable: true, ...overrides });
+  ({ type: "checkpointDue", nowMs: 1000, force: false, reflectedSequence: 20, reflectedPosition: position, reflectedWallTimeUs: 0, volumesWritten: true, checkpointable: true, ...overrides });
 
 test("checkpoints: nothing new is done; a group not checkpointable waits; an idle group is checkpointed at most every interval unless forced", () => {
   const s = state(replicatingRecord);
@@ -287,7 +287,7 @@ test("prepare: the same pair is answered again, another pair or a writable group
 
 const facts = (overrides: Partial<SecondaryFacts> = {}): SecondaryFacts => ({
   reflectedSequence: 12, arrivedSequence: 12, rewinding: false, reapplyThrough: 0, streams: 1, noStreamSinceIso: undefined, peerCloseText: undefined,
-  held: undefined, joinPendingText: undefined, detachedFrom: undefined, frontierHolder: undefined, journalUsedBytes: 0, journalBytesMax: 1 << 20, ...overrides,
+  held: undefined, joinPendingText: undefined, detachedFrom: undefined, frontierHolder: undefined, journalUsedBytes: 0, journalBytesMax: 1 << 20, lastError: null, ...overrides,
 });
 
 test("status: catching up, applying again, held by a stopped member, no stream, journal full, stopped, taken over", () => {
@@ -454,7 +454,7 @@ class ModelShell {
         }
       case "checkpoint":
         if (s.checkpoint !== undefined) return;
-        this.run({ type: "checkpointDue", nowMs: 50_000, force: action.force, reflectedSequence: action.reflectedSequence, reflectedPosition: position, volumesWritten: action.volumesWritten, checkpointable: action.checkpointable });
+        this.run({ type: "checkpointDue", nowMs: 50_000, force: action.force, reflectedSequence: action.reflectedSequence, reflectedPosition: position, reflectedWallTimeUs: 0, volumesWritten: action.volumesWritten, checkpointable: action.checkpointable });
         return;
       case "takeover": {
         const phase = (): string | undefined => this.state.takeover?.phase;

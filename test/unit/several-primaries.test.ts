@@ -216,7 +216,7 @@ void test("status: a group held at the frontier by a group of another primary (a
   const state = initialSecondaryState({ groupId: 1, name: "g", volumes: [], record, journalGeneration: 0 });
   const facts = {
     reflectedSequence: 12, arrivedSequence: 20, rewinding: false, reapplyThrough: 0, streams: 1, noStreamSinceIso: undefined, peerCloseText: undefined,
-    held: undefined, joinPendingText: undefined, detachedFrom: undefined, frontierHolder: "c0", frontierHolderPrimary: "C", journalUsedBytes: 0, journalBytesMax: 1 << 20,
+    held: undefined, joinPendingText: undefined, detachedFrom: undefined, frontierHolder: "c0", frontierHolderPrimary: "C", journalUsedBytes: 0, journalBytesMax: 1 << 20, lastError: null,
   };
   assert.match(describeSecondary(state, facts).reason ?? "", /^reflection waits for group c0 of primary C \(domain shared\)/);
   assert.equal(describeSecondary(state, { ...facts, arrivedSequence: 12 }).reason, null, "nothing waits: nothing to say");

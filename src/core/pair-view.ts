@@ -1,0 +1,261 @@
+// What pair status says, decided by pure functions (issue 9 item 1; docs/operations.md,
+// "Pair states"): the state each side shows, its consistent-as-of time, and the lag in host
+// writes, records, bytes and seconds. The shells (src/primary/pair-link.ts,
+// src/secondary/secondary-role.ts) gather the facts; nothing here reads a clock or a file.
+//
+// Lag counts host writes only (writes and zeroes; time advances and markers carry no data):
+// the ledger below keeps one entry per host write a side knows of and the other side has not
+// reflected yet, so the figures are exact, not estimated from journal use (an idle pair shows
+// 0). Beyond pairLagWritesTrackedMax entries, neighbouring entries are merged: the figures
+// stay exact at every merged boundary and never understate in between.
+import { assert } from "./assert.ts";
+import { pairLagWritesTrackedMax } from "./limits.ts";
+
+/** The lag of one side as far as it knows: host writes it knows of that are not reflected. */
+export interface LagFigures {
+  /** Host writes (writes and zeroes). */
+  readonly records: number;
+  /** Their payload bytes (a write's data; zeroes and trims carry none). */
+  readonly bytes: number;
+  /** The oldest one's primary wall time (Unix µs; 0 when not known: an old record format). */
+  readonly oldestWallTimeUs: number;
+  /** The oldest one's acceptance on this node's monotonic clock (ms), when this side accepted it. */
+  readonly oldestAtMs: number | undefined;
+}
+
+export const noLag: LagFigures = { records: 0, bytes: 0, oldestWallTimeUs: 0, oldestAtMs: undefined };
+
+/**
+ * Host writes in sequence order, each with its payload bytes, primary wall time and (on the
+ * primary) monotonic accept time. Entries are runs of host writes: one write each, until the
+ * limit is reached and neighbours are merged.
+ */
+export class HostWriteLedger {
+  private lastSequence: number[] = [];
+  private cumulativeRecords: number[] = [];
+  private cumulativeBytes: number[] = [];
+  private firstWallTimeUs: number[] = [];
+  private firstAtMs: (number | undefined)[] = [];
+  private head = 0;
+  /** Totals through the last dropped entry. */
+  private droppedRecords = 0;
+  private droppedBytes = 0;
+  private totalRecords = 0;
+  private totalBytes = 0;
+  private readonly entriesMax: number;
+
+  constructor(entriesMax = pairLagWritesTrackedMax) {
+    assert(entriesMax >= 2, "a ledger holds at least two entries");
+    this.entriesMax = entriesMax;
+  }
+
+  /** Entries held (runs of host writes). */
+  get size(): number {
+    return this.lastSequence.length - this.head;
+  }
+
+  /** The highest sequence noted, 0 if none. */
+  get lastNoted(): number {
+    return this.lastSequence[this.lastSequence.length - 1] ?? 0;
+  }
+
+  /** Notes a host write; sequences must increase (a repeated or older one is ignored: recovery and a resend may see it twice). */
+  note(sequence: number, payloadBytes: number, wallTimeUs: number, atMs: number | undefined): void {
+    if (sequence <= this.lastNoted) return;
+    if (this.size >= this.entriesMax) this.merge();
+    this.totalRecords += 1;
+    this.totalBytes += payloadBytes;
+    this.lastSequence.push(sequence);
+    this.cumulativeRecords.push(this.totalRecords);
+    this.cumulativeBytes.push(this.totalBytes);
+    this.firstWallTimeUs.push(wallTimeUs);
+    this.firstAtMs.push(atMs);
+  }
+
+  /** Forgets the host writes through `sequence` (reflected on the other side). */
+  dropThrough(sequence: number): void {
+    while (this.head < this.lastSequence.length && (this.lastSequence[this.head] ?? 0) <= sequence) {
+      this.droppedRecords = this.cumulativeRecords[this.head] ?? this.droppedRecords;
+      this.droppedBytes = this.cumulativeBytes[this.head] ?? this.droppedBytes;
+      this.head += 1;
+    }
+    if (this.head > 1024 && this.head * 2 > this.lastSequence.length) this.compact();
+  }
+
+  /** Forgets every host write after `sequence` (a resumed journal holds less than was noted). */
+  dropAfter(sequence: number): void {
+    while (this.lastSequence.length > this.head && (this.lastSequence[this.lastSequence.length - 1] ?? 0) > sequence) {
+      this.lastSequence.pop();
+      this.cumulativeRecords.pop();
+      this.cumulativeBytes.pop();
+      this.firstWallTimeUs.pop();
+      this.firstAtMs.pop();
+    }
+    this.totalRecords = this.cumulativeRecords[this.cumulativeRecords.length - 1] ?? this.droppedRecords;
+    this.totalBytes = this.cumulativeBytes[this.cumulativeBytes.length - 1] ?? this.droppedBytes;
+  }
+
+  clear(): void {
+    this.lastSequence = [];
+    this.cumulativeRecords = [];
+    this.cumulativeBytes = [];
+    this.firstWallTimeUs = [];
+    this.firstAtMs = [];
+    this.head = 0;
+    this.droppedRecords = 0;
+    this.droppedBytes = 0;
+    this.totalRecords = 0;
+    this.totalBytes = 0;
+  }
+
+  /** The host writes noted that are past what was dropped and at or before `throughSequence`. */
+  figures(throughSequence: number): LagFigures {
+    // Last entry with lastSequence <= throughSequence (binary search over the live part).
+    let low = this.head;
+    let high = this.lastSequence.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if ((this.lastSequence[middle] ?? 0) <= throughSequence) low = middle + 1;
+      else high = middle;
+    }
+    const end = low; // entries [head, end) count
+    if (end === this.head) return noLag;
+    return {
+      records: (this.cumulativeRecords[end - 1] ?? 0) - this.droppedRecords,
+      bytes: (this.cumulativeBytes[end - 1] ?? 0) - this.droppedBytes,
+      oldestWallTimeUs: this.firstWallTimeUs[this.head] ?? 0,
+      oldestAtMs: this.firstAtMs[this.head],
+    };
+  }
+
+  /** The first host write noted that is not dropped (its primary wall time), when there is one. */
+  get oldest(): { readonly wallTimeUs: number; readonly atMs: number | undefined } | undefined {
+    if (this.size === 0) return undefined;
+    return { wallTimeUs: this.firstWallTimeUs[this.head] ?? 0, atMs: this.firstAtMs[this.head] };
+  }
+
+  private compact(): void {
+    this.lastSequence = this.lastSequence.slice(this.head);
+    this.cumulativeRecords = this.cumulativeRecords.slice(this.head);
+    this.cumulativeBytes = this.cumulativeBytes.slice(this.head);
+    this.firstWallTimeUs = this.firstWallTimeUs.slice(this.head);
+    this.firstAtMs = this.firstAtMs.slice(this.head);
+    this.head = 0;
+  }
+
+  /** Halves the entries: each pair of neighbours becomes one run (the later end, the earlier start). */
+  private merge(): void {
+    this.compact();
+    const keep = (i: number): number => Math.min(i * 2 + 1, this.lastSequence.length - 1);
+    const count = Math.ceil(this.lastSequence.length / 2);
+    const pick = <T>(values: readonly T[], at: (i: number) => number): T[] => Array.from({ length: count }, (_, i) => values[at(i)] as T);
+    this.firstWallTimeUs = pick(this.firstWallTimeUs, (i) => i * 2);
+    this.firstAtMs = pick(this.firstAtMs, (i) => i * 2);
+    this.lastSequence = pick(this.lastSequence, keep);
+    this.cumulativeRecords = pick(this.cumulativeRecords, keep);
+    this.cumulativeBytes = pick(this.cumulativeBytes, keep);
+  }
+}
+
+// ---- consistent-as-of -----------------------------------------------------------------
+
+/**
+ * The primary's view of the secondary's consistent-as-of time (Unix µs), or undefined while
+ * the secondary's image is not consistent (copying, catching up). Every host write the
+ * primary accepted by T is reflected: T is just before the oldest host write not known to be
+ * reflected, or now when there is none (the primary knows every write it accepted).
+ */
+export function primaryConsistentAsOfUs(input: {
+  readonly consistent: boolean;
+  readonly oldestUnreflectedWallTimeUs: number | undefined;
+  readonly nowWallUs: number;
+  /** The newest wall time the group stamped (a clock stepped back must not make T go back past it). */
+  readonly lastStampedWallTimeUs: number;
+}): number | undefined {
+  if (!input.consistent) return undefined;
+  if (input.oldestUnreflectedWallTimeUs !== undefined) return input.oldestUnreflectedWallTimeUs > 0 ? input.oldestUnreflectedWallTimeUs - 1 : undefined;
+  return Math.max(input.nowWallUs, input.lastStampedWallTimeUs);
+}
+
+/**
+ * The secondary's consistent-as-of time (Unix µs): the primary wall time of the last record
+ * it reflected (wall times increase strictly per group, so every write the primary accepted
+ * by then has a sequence at or before it). Undefined while the image is not consistent, or
+ * before any record with a wall time (record format 2) was reflected.
+ */
+export function secondaryConsistentAsOfUs(input: { readonly consistent: boolean; readonly reflectedWallTimeUs: number }): number | undefined {
+  if (!input.consistent || input.reflectedWallTimeUs <= 0) return undefined;
+  return input.reflectedWallTimeUs;
+}
+
+/**
+ * Lag in seconds on the secondary: the age of the oldest host write it holds unreflected
+ * (by the primary's wall time), and, while no stream comes from the primary, at least the
+ * age of the consistent-as-of time (writes may wait on the primary that it cannot know of).
+ * Also at least how long reflection has been held behind another member of its domain.
+ */
+export function secondaryLagSeconds(input: {
+  readonly nowWallUs: number;
+  readonly oldestUnreflectedWallTimeUs: number | undefined;
+  readonly cutOff: boolean;
+  readonly consistentAsOfUs: number | undefined;
+  readonly heldForMs: number;
+}): number {
+  let lagUs = 0;
+  if (input.oldestUnreflectedWallTimeUs !== undefined && input.oldestUnreflectedWallTimeUs > 0) lagUs = input.nowWallUs - input.oldestUnreflectedWallTimeUs;
+  if (input.cutOff && input.consistentAsOfUs !== undefined) lagUs = Math.max(lagUs, input.nowWallUs - input.consistentAsOfUs);
+  return roundSeconds(Math.max(0, lagUs / 1e6, input.heldForMs / 1000));
+}
+
+/** Lag in seconds on the primary: the age of the oldest accepted host write not known to be reflected (monotonic clock). */
+export function primaryLagSeconds(nowMs: number, oldestAtMs: number | undefined): number {
+  return oldestAtMs === undefined ? 0 : roundSeconds(Math.max(0, (nowMs - oldestAtMs) / 1000));
+}
+
+function roundSeconds(seconds: number): number {
+  return Math.round(seconds * 1000) / 1000;
+}
+
+/** A Unix µs time as ISO 8601 (ms precision, rounded down: never later than the truth), or null. */
+export function isoOfWallUs(wallUs: number | undefined): string | null {
+  return wallUs === undefined || wallUs <= 0 ? null : new Date(Math.floor(wallUs / 1000)).toISOString();
+}
+
+// ---- the state shown --------------------------------------------------------------------
+
+/** The link of a pair while it should run: down since when (wall ISO), with the last error. */
+export interface LinkDown {
+  readonly sinceIso: string;
+  readonly lastError: string | null;
+}
+
+export type PrimaryShownState = "copying" | "replicating" | "suspended" | "failed" | "fenced" | "stopped" | "held" | "disconnected";
+
+/**
+ * The state the primary shows, most important first: what the operator decided or the pair's
+ * record says (fenced, failed, suspended), the group's disk (stopped), host writes held
+ * because the journal is full (held), the link down while the pair should run
+ * (disconnected), then copying or replicating.
+ */
+export function primaryShownState(input: {
+  readonly recordState: "copying" | "replicating" | "suspended" | "failed" | "fenced";
+  readonly groupStopped: boolean;
+  readonly writesHeldForJournal: boolean;
+  readonly linkDown: LinkDown | undefined;
+}): PrimaryShownState {
+  if (input.recordState === "fenced" || input.recordState === "failed" || input.recordState === "suspended") return input.recordState;
+  if (input.groupStopped) return "stopped";
+  if (input.writesHeldForJournal) return "held";
+  if (input.linkDown !== undefined) return "disconnected";
+  return input.recordState;
+}
+
+/** The reason a disconnected pair shows: since when, the last error, and that it retries. */
+export function disconnectedReason(peer: string, down: LinkDown): string {
+  return `link to ${peer} down since ${down.sinceIso}${down.lastError === null ? "" : ` (last error: ${down.lastError})`}; retrying`;
+}
+
+/** Whether a pair in this state needs an operator's eye (`pair status --check`, health). */
+export function pairHealthy(state: string): boolean {
+  return state === "replicating" || state === "copying";
+}
