@@ -3,14 +3,18 @@
 // terminal, one final line otherwise) and leaves the pair running if interrupted; wait
 // notes the primary's accepted sequence once and returns when the secondary reflected it.
 import type { Command } from "commander";
-import { fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, pairCreateLinkWaitMsMax, pairResumeLinkWaitMsMax, replStreamsDefault, replStreamsMax, takeoverCommandMarginMs } from "../core/limits.ts";
+import {
+  fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, pairCreateLinkWaitMsMax, pairResumeLinkWaitMsMax, pairWatchIntervalMsDefault, pairWatchIntervalMsMax, pairWatchIntervalMsMin,
+  replStreamsDefault, replStreamsMax, takeoverCommandMarginMs,
+} from "../core/limits.ts";
+import { pairHealthy } from "../core/pair-view.ts";
 import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../mgmt/control.ts";
 import { ApiClient, parseNodeUrl, type RequestOptions } from "./api-client.ts";
 import { mgmtRoutes } from "../mgmt/contract.ts";
 import { checkName, mgmtContext, withMgmtOptions, type CliIo, type MgmtContext } from "./command-kit.ts";
 import { parseDuration } from "./durations.ts";
 import { registerPairAdminCommands } from "./pair-admin-command.ts";
-import { OperationError, UsageError } from "./errors.ts";
+import { OperationError, UsageError, oneLine } from "./errors.ts";
 import { formatBytes, formatPercent, formatSeconds, formatUsage } from "./format.ts";
 
 /** How often create and wait ask the node how far the pair got. */
@@ -21,6 +25,12 @@ const rateWindowMs = 5_000;
 const copyModes: readonly CopyMode[] = ["async", "sync"];
 const transferModes: readonly TransferMode[] = ["push", "pull"];
 const reflectModes: readonly ReflectMode[] = ["time", "seq", "marker"];
+
+interface StatusFlags {
+  check?: boolean;
+  watch?: boolean;
+  interval: string;
+}
 
 interface CreateFlags {
   to: string;
@@ -81,18 +91,41 @@ export function registerPairCommands(program: Command, io: CliIo): void {
   withMgmtOptions(
     pair
       .command("status")
-      .description("show pairs: state, role, sequence numbers, lag, journal use, link")
-      .argument("[GROUP]", "only this group's pair"),
-  ).action(async (groupText: string | undefined, _flags: unknown, command: Command) => {
+      .description("show pairs: state, role, sequence numbers, lag, consistent-as-of time, journal use, link")
+      .argument("[GROUP]", "only this group's pair")
+      .option("--check", "exit 0 when every pair is healthy (copying or replicating), else 1 with one line per unhealthy pair (for cron and monitoring)")
+      .option("--watch", "refresh in place until Ctrl-C (a new block each time when stdout is not a terminal)")
+      .option("--interval <DURATION>", `with --watch: how often, e.g. 1s, 500ms (${formatElapsed(pairWatchIntervalMsMin)} to ${formatSeconds(pairWatchIntervalMsMax / 1000)})`, `${pairWatchIntervalMsDefault / 1000}s`),
+  ).action(async (groupText: string | undefined, flags: StatusFlags, command: Command) => {
     const context = mgmtContext(command, io);
-    if (groupText === undefined) {
-      const { value, raw } = await context.client.call(mgmtRoutes.listPairs, {}, { what: "list pairs" });
-      context.print(raw, () => renderPairs(value.pairs));
+    const group = groupText === undefined ? undefined : checkName("group", groupText);
+    if (flags.check === true && flags.watch === true) throw new UsageError("--check and --watch do not go together; use one of them");
+    const fetchPairs = async (): Promise<{ pairs: readonly PairInfo[]; raw: unknown; one: boolean }> => {
+      if (group === undefined) {
+        const { value, raw } = await context.client.call(mgmtRoutes.listPairs, {}, { what: "list pairs" });
+        return { pairs: value.pairs, raw, one: false };
+      }
+      const { value, raw } = await context.client.call(mgmtRoutes.pair, { params: { group } }, getPairOptions(group));
+      return { pairs: [value], raw, one: true };
+    };
+    if (flags.watch === true) {
+      const interval = parseDuration(flags.interval);
+      if (!interval.ok) throw new UsageError(interval.reason.replace(/^duration /, "--interval "));
+      if (interval.ms < pairWatchIntervalMsMin || interval.ms > pairWatchIntervalMsMax) {
+        throw new UsageError(`--interval ${flags.interval} is out of range; use ${formatElapsed(pairWatchIntervalMsMin)} to ${formatSeconds(pairWatchIntervalMsMax / 1000)}`);
+      }
+      await watchPairs(context, fetchPairs, interval.ms);
       return;
     }
-    const group = checkName("group", groupText);
-    const { value, raw } = await context.client.call(mgmtRoutes.pair, { params: { group } }, getPairOptions(group));
-    context.print(raw, () => renderPair(value));
+    const { pairs, raw, one } = await fetchPairs();
+    if (flags.check === true) {
+      const unhealthy = pairs.filter((p) => !pairHealthy(p.state));
+      context.print(raw, () => unhealthy.map(checkLine).join(""));
+      if (unhealthy.length > 0) throw new OperationError(`${unhealthy.length} of ${pairs.length} ${pairs.length === 1 ? "pair is" : "pairs are"} not healthy`);
+      return;
+    }
+    const [only] = pairs;
+    context.print(raw, () => (one && only !== undefined ? renderPair(only) : renderPairs(pairs)));
   });
 
   withMgmtOptions(
@@ -377,7 +410,7 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
   // Since when no replication stream of the pair is connected (a wait with a deadline).
   let noLinkSinceMs: number | undefined;
   try {
-    while (pair.state === "copying") {
+    while (pair.state === "copying" || (pair.state === "disconnected" && pair.lastCopy === null)) {
       const nowMs = performance.now();
       if (pair.link.connectedStreams > 0) noLinkSinceMs = undefined;
       else noLinkSinceMs ??= nowMs;
@@ -467,11 +500,60 @@ async function waitReflected(context: MgmtContext, group: string, timeoutMs: num
   context.print(raw, () => `reflected through sequence ${target} on the secondary after ${formatElapsed(tookMs)}\n`);
 }
 
+// ---- status --check and --watch ----
+
+/** One line of `pair status --check` for an unhealthy pair. */
+export function checkLine(pair: PairInfo): string {
+  return `${pair.group} (${pair.role}): ${pair.state}${pair.reason === null ? "" : `: ${oneLine(pair.reason)}`}\n`;
+}
+
+/** Clears the terminal and puts the cursor home: the next block is drawn in place. */
+const redraw = "\u001b[H\u001b[2J";
+
+/**
+ * `pair status --watch`: the status every `intervalMs` (monotonic), drawn in place on a
+ * terminal, a new block headed by the time otherwise; until SIGINT. A failed request is shown
+ * in the block and tried again at the next interval (the node may be restarting).
+ */
+async function watchPairs(context: MgmtContext, fetchPairs: () => Promise<{ pairs: readonly PairInfo[]; raw: unknown; one: boolean }>, intervalMs: number): Promise<void> {
+  const terminal = context.io.progressStream?.() ?? null;
+  const interrupt = new AbortController();
+  const onSigint = (): void => interrupt.abort();
+  process.once("SIGINT", onSigint);
+  try {
+    while (!interrupt.signal.aborted) {
+      const startMs = performance.now();
+      let body: string;
+      try {
+        const { pairs, raw, one } = await fetchPairs();
+        const [only] = pairs;
+        body = context.json ? `${JSON.stringify(raw)}\n` : one && only !== undefined ? renderPair(only) : renderPairs(pairs);
+      } catch (error) {
+        body = `${oneLine(error instanceof Error ? error.message : String(error))}; trying again in ${formatElapsed(intervalMs)}\n`;
+      }
+      if (interrupt.signal.aborted) break;
+      const heading = `${new Date().toISOString()}  every ${formatElapsed(intervalMs)}, Ctrl-C to stop\n`;
+      if (context.json) context.io.stdout(body);
+      else if (terminal !== null) context.io.stdout(`${redraw}${heading}\n${body}`);
+      else context.io.stdout(`--- ${heading}${body}\n`);
+      await sleep(Math.max(0, intervalMs - (performance.now() - startMs)), interrupt.signal);
+    }
+  } finally {
+    process.off("SIGINT", onSigint);
+  }
+}
+
 // ---- rendering ----
 
 export function renderPairs(pairs: readonly PairInfo[]): string {
   if (pairs.length === 0) return "no pairs; create one with `tidemark pair create GROUP --to SECONDARY_MGMT_URL`\n";
   return pairs.map(renderPair).join("\n");
+}
+
+/** " (3.2s ago)" for an ISO time in the past, by this machine's clock (human-readable only). */
+function ago(iso: string): string {
+  const ms = Date.now() - Date.parse(iso);
+  return Number.isFinite(ms) ? ` (${formatElapsed(Math.max(0, ms))} ago)` : "";
 }
 
 function formatLagSeconds(seconds: number): string {
@@ -492,12 +574,15 @@ export function renderPair(pair: PairInfo): string {
     ["journal", formatUsage(pair.journalBytes, pair.journalBytesMax)],
     ["held writes", String(pair.heldWrites)],
   ];
+  if (pair.consistentAsOf !== null) fields.push(["consistent as of", `${pair.consistentAsOf}${ago(pair.consistentAsOf)}`]);
   if (pair.reason !== null) fields.push(["reason", pair.reason]);
   const { link } = pair;
   fields.push([
     "link",
-    `${link.connectedStreams}/${pair.streams} streams connected, ${link.reconnects} reconnect${link.reconnects === 1 ? "" : "s"}, last error: ${link.lastError ?? "none"}`,
+    `${link.connectedStreams}/${pair.streams} streams connected, ${link.reconnects} reconnect${link.reconnects === 1 ? "" : "s"}, last error: ${link.lastError ?? "none"}` +
+    `${link.downSince === null ? "" : `, down since ${link.downSince}${ago(link.downSince)}`}`,
   ]);
+  if (pair.lastContact !== null) fields.push(["last contact", `${pair.lastContact}${ago(pair.lastContact)}`]);
   if (pair.copy !== null) {
     fields.push(["copy", `${formatPercent(pair.copy.doneBytes, pair.copy.totalBytes)} (${formatBytes(pair.copy.doneBytes)} / ${copyAmount(pair.copy)})`]);
   }

@@ -31,6 +31,7 @@ export const noLag: LagFigures = { records: 0, bytes: 0, oldestWallTimeUs: 0, ol
  * limit is reached and neighbours are merged.
  */
 export class HostWriteLedger {
+  private firstSequence: number[] = [];
   private lastSequence: number[] = [];
   private cumulativeRecords: number[] = [];
   private cumulativeBytes: number[] = [];
@@ -65,6 +66,7 @@ export class HostWriteLedger {
     if (this.size >= this.entriesMax) this.merge();
     this.totalRecords += 1;
     this.totalBytes += payloadBytes;
+    this.firstSequence.push(sequence);
     this.lastSequence.push(sequence);
     this.cumulativeRecords.push(this.totalRecords);
     this.cumulativeBytes.push(this.totalBytes);
@@ -85,6 +87,7 @@ export class HostWriteLedger {
   /** Forgets every host write after `sequence` (a resumed journal holds less than was noted). */
   dropAfter(sequence: number): void {
     while (this.lastSequence.length > this.head && (this.lastSequence[this.lastSequence.length - 1] ?? 0) > sequence) {
+      this.firstSequence.pop();
       this.lastSequence.pop();
       this.cumulativeRecords.pop();
       this.cumulativeBytes.pop();
@@ -96,6 +99,7 @@ export class HostWriteLedger {
   }
 
   clear(): void {
+    this.firstSequence = [];
     this.lastSequence = [];
     this.cumulativeRecords = [];
     this.cumulativeBytes = [];
@@ -110,12 +114,13 @@ export class HostWriteLedger {
 
   /** The host writes noted that are past what was dropped and at or before `throughSequence`. */
   figures(throughSequence: number): LagFigures {
-    // Last entry with lastSequence <= throughSequence (binary search over the live part).
+    // Entries that begin at or before throughSequence (binary search over the live part): a
+    // merged run that ends after it counts whole, so the figures never understate.
     let low = this.head;
     let high = this.lastSequence.length;
     while (low < high) {
       const middle = (low + high) >>> 1;
-      if ((this.lastSequence[middle] ?? 0) <= throughSequence) low = middle + 1;
+      if ((this.firstSequence[middle] ?? 0) <= throughSequence) low = middle + 1;
       else high = middle;
     }
     const end = low; // entries [head, end) count
@@ -135,6 +140,7 @@ export class HostWriteLedger {
   }
 
   private compact(): void {
+    this.firstSequence = this.firstSequence.slice(this.head);
     this.lastSequence = this.lastSequence.slice(this.head);
     this.cumulativeRecords = this.cumulativeRecords.slice(this.head);
     this.cumulativeBytes = this.cumulativeBytes.slice(this.head);
@@ -149,6 +155,7 @@ export class HostWriteLedger {
     const keep = (i: number): number => Math.min(i * 2 + 1, this.lastSequence.length - 1);
     const count = Math.ceil(this.lastSequence.length / 2);
     const pick = <T>(values: readonly T[], at: (i: number) => number): T[] => Array.from({ length: count }, (_, i) => values[at(i)] as T);
+    this.firstSequence = pick(this.firstSequence, (i) => i * 2);
     this.firstWallTimeUs = pick(this.firstWallTimeUs, (i) => i * 2);
     this.firstAtMs = pick(this.firstAtMs, (i) => i * 2);
     this.lastSequence = pick(this.lastSequence, keep);

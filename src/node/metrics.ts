@@ -23,7 +23,7 @@ export interface JournalFigures {
 }
 
 /** What the metrics read of a pair (mgmt/control.ts PairInfo). */
-export type PairFigures = Pick<PairInfo, "group" | "role" | "state" | "lagRecords" | "lagBytes" | "lagSeconds" | "link">;
+export type PairFigures = Pick<PairInfo, "group" | "role" | "state" | "lagRecords" | "lagBytes" | "lagSeconds" | "consistentAsOf" | "link">;
 
 export class NodeMetrics {
   readonly registry = new Registry();
@@ -80,9 +80,22 @@ export class NodeMetrics {
         for (const pair of pairs()) for (const state of pairStates) this.set({ group: pair.group, role: pair.role, state }, pair.state === state ? 1 : 0);
       },
     });
-    perPair("tidemark_pair_lag_records", "Host-write records accepted on the primary and not yet reflected on the secondary (as this node knows)", (p) => p.lagRecords);
-    perPair("tidemark_pair_lag_bytes", "Bytes of those records", (p) => p.lagBytes);
-    perPair("tidemark_pair_lag_seconds", "Write time of the last accepted record minus that of the last reflected one", (p) => p.lagSeconds);
+    perPair("tidemark_pair_lag_records", "Host writes accepted on the primary and not yet reflected on the secondary (as this node knows; time advances and markers not counted)", (p) => p.lagRecords);
+    perPair("tidemark_pair_lag_bytes", "Payload bytes of those host writes", (p) => p.lagBytes);
+    perPair("tidemark_pair_lag_seconds", "Age of the oldest accepted host write not yet reflected (as this node knows); a secondary cut off from its primary: at least the age of its consistent-as-of time", (p) => p.lagSeconds);
+    // No series while the image is not consistent (copying, catching up): absent, not 0.
+    new Gauge({
+      name: "tidemark_pair_consistent_as_of_seconds", help: "Unix time: every write the primary accepted by then is in the secondary's image (as this node knows); absent while not consistent",
+      labelNames: ["group", "role"], registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const pair of pairs()) {
+          if (pair.consistentAsOf === null) continue;
+          const ms = Date.parse(pair.consistentAsOf);
+          if (Number.isFinite(ms)) this.set({ group: pair.group, role: pair.role }, ms / 1000);
+        }
+      },
+    });
     perPair("tidemark_pair_link_streams_connected", "Replication streams of the pair connected now", (p) => p.link.connectedStreams);
     perPair("tidemark_pair_reconnects_total", "Times a replication stream of the pair was lost and opened again, since the node started", (p) => p.link.reconnects, "counter");
     perPair("tidemark_pair_sent_bytes_total", "Journal records (encoded) and initial-copy data sent for the pair since the node started", (p) => p.link.sentBytes, "counter");

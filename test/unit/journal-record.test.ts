@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
-  RecordKind, decodeRecord, encodeRecord, journalHeaderBytes, type JournalRecord, type RecordKind as Kind,
+  RecordKind, decodeRecord, encodeRecord, journalHeaderBytes, withoutWallTime, type JournalRecord, type RecordKind as Kind,
 } from "../../src/protocol/journal-record.ts";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs } from "../../src/core/types.ts";
 import { journalRecordPayloadBytesMax } from "../../src/core/limits.ts";
@@ -97,4 +97,36 @@ test("a checksummed header declaring an oversized write is rejected before readi
   const decoded = decodeRecord(bytes.subarray(0, journalHeaderBytes));
   assert.equal(decoded.ok, false);
   assert.ok(!decoded.ok && decoded.reason === "unsupported" && /out of range/.test(decoded.detail));
+});
+
+test("record format 2 carries the primary's wall time; format 1 (journals before issue 9, version-1 peers) still decodes, with none", () => {
+  const base: JournalRecord = {
+    kind: RecordKind.write, volumeId: asVolumeId(3), offsetBytes: 8192, lengthBytes: 4, sequence: asSequence(42),
+    writeTimeUs: asWriteTimeUs(77), acceptNumber: asAcceptNumber(9), markerNumber: asMarkerNumber(0), wallTimeUs: 1_750_000_000_000_001, payload: Buffer.from([1, 2, 3, 4]),
+  };
+  const v2 = encodeRecord(base);
+  assert.equal(v2.readUInt8(4), 2, "written as format 2");
+  const decoded = decodeRecord(v2);
+  assert.ok(decoded.ok);
+  assert.equal(decoded.record.wallTimeUs, base.wallTimeUs);
+  // What a version-1 peer is sent: byte for byte the record as tidemark before issue 9 wrote it.
+  const v1 = encodeRecord(withoutWallTime(base));
+  assert.equal(v1.readUInt8(4), 1);
+  const old = Buffer.alloc(v1.length);
+  old.writeUInt32LE(0x524a4d54, 0); old.writeUInt8(1, 4); old.writeUInt8(1, 5); old.writeUInt32LE(3, 8); old.writeUInt32LE(4, 12);
+  old.writeBigUInt64LE(8192n, 16); old.writeBigUInt64LE(42n, 24); old.writeBigUInt64LE(77n, 32); old.writeBigUInt64LE(9n, 40);
+  old.writeUInt32LE(checksum(Buffer.from([1, 2, 3, 4])), 56); old.writeUInt32LE(checksum(old, 0, 60), 60); Buffer.from([1, 2, 3, 4]).copy(old, 64);
+  assert.ok(v1.equals(old), "format 1 is unchanged");
+  const decodedOld = decodeRecord(old);
+  assert.ok(decodedOld.ok);
+  assert.equal(decodedOld.record.wallTimeUs, 0, "an old record's wall time is unknown");
+  // A marker keeps format 1 (its marker number sits where format 2 has the wall time).
+  const marker = encodeRecord({ ...base, kind: RecordKind.marker, lengthBytes: 0, payload: Buffer.alloc(0), markerNumber: asMarkerNumber(5), wallTimeUs: 0 });
+  assert.equal(marker.readUInt8(4), 1);
+  assert.throws(() => encodeRecord({ ...base, kind: RecordKind.marker, lengthBytes: 0, payload: Buffer.alloc(0), markerNumber: asMarkerNumber(5) }), RangeError);
+  // A format-2 header that claims to be a marker, or has no wall time, is whole but unreadable: unsupported, not torn.
+  const bad = Buffer.from(v2);
+  bad.writeBigUInt64LE(0n, 48);
+  bad.writeUInt32LE(checksum(bad, 0, 60), 60);
+  assert.deepEqual(decodeRecord(bad), { ok: false, reason: "unsupported", detail: "a version-2 record without a wall time" });
 });

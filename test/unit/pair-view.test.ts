@@ -1,0 +1,109 @@
+// Proves the pure decisions of pair status (core/pair-view.ts): the exact host-write lag
+// ledger (counts and bytes exact, time advances not counted, never understating once merged),
+// the consistent-as-of time on each side, lag seconds (a cut-off secondary lags at least the
+// age of its consistent-as-of time), and which state each side shows.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import fc from "fast-check";
+import {
+  HostWriteLedger, disconnectedReason, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState,
+  secondaryConsistentAsOfUs, secondaryLagSeconds,
+} from "../../src/core/pair-view.ts";
+
+void test("the ledger counts exactly the host writes after what was dropped and through the sequence asked", () => {
+  const ledger = new HostWriteLedger();
+  assert.deepEqual(ledger.figures(100), { records: 0, bytes: 0, oldestWallTimeUs: 0, oldestAtMs: undefined }, "an idle pair shows 0");
+  // Sequences 2, 3 and 6 are time advances (not noted): only host writes count.
+  ledger.note(1, 4096, 1_000, 10);
+  ledger.note(4, 512, 4_000, 40);
+  ledger.note(5, 0, 5_000, 50); // zeroes: a record, no payload bytes
+  ledger.note(7, 65536, 7_000, 70);
+  assert.deepEqual(ledger.figures(7), { records: 4, bytes: 4096 + 512 + 65536, oldestWallTimeUs: 1_000, oldestAtMs: 10 });
+  assert.deepEqual(ledger.figures(5), { records: 3, bytes: 4096 + 512, oldestWallTimeUs: 1_000, oldestAtMs: 10 }, "what the other side knows of: through 5");
+  ledger.dropThrough(3);
+  assert.deepEqual(ledger.figures(9), { records: 3, bytes: 512 + 65536, oldestWallTimeUs: 4_000, oldestAtMs: 40 });
+  ledger.note(4, 512, 4_000, 40);
+  assert.equal(ledger.figures(9).records, 3, "a sequence seen again (recovery, a resend) is not counted twice");
+  ledger.dropAfter(4);
+  assert.deepEqual(ledger.figures(9), { records: 1, bytes: 512, oldestWallTimeUs: 4_000, oldestAtMs: 40 }, "a resumed journal that lost 5 and 7");
+  ledger.dropThrough(9);
+  assert.deepEqual(ledger.figures(9), { records: 0, bytes: 0, oldestWallTimeUs: 0, oldestAtMs: undefined });
+});
+
+void test("against a plain list: exact below the limit; past it merged runs never understate and are exact at their ends", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ gap: fc.integer({ min: 1, max: 4 }), bytes: fc.integer({ min: 0, max: 1 << 20 }) }), { maxLength: 200 }),
+      fc.array(fc.integer({ min: 0, max: 900 }), { maxLength: 6 }),
+      fc.integer({ min: 2, max: 300 }),
+      (writes, drops, limit) => {
+        const ledger = new HostWriteLedger(limit);
+        const plain: { sequence: number; bytes: number }[] = [];
+        let sequence = 0;
+        for (const w of writes) {
+          sequence += w.gap;
+          ledger.note(sequence, w.bytes, sequence * 10, sequence);
+          plain.push({ sequence, bytes: w.bytes });
+        }
+        let dropped = 0;
+        for (const d of [...drops].sort((a, b) => a - b)) {
+          ledger.dropThrough(d);
+          dropped = d;
+          for (const through of [d, d + 3, sequence]) {
+            const expected = plain.filter((p) => p.sequence > dropped && p.sequence <= through);
+            const got = ledger.figures(through);
+            const expectedBytes = expected.reduce((sum, p) => sum + p.bytes, 0);
+            if (writes.length <= limit) {
+              assert.equal(got.records, expected.length);
+              assert.equal(got.bytes, expectedBytes);
+            } else {
+              // Merged: a run partly reflected still counts whole (never understated).
+              assert.ok(got.records >= expected.length, `records ${got.records} >= ${expected.length}`);
+              assert.ok(got.bytes >= expectedBytes, `bytes ${got.bytes} >= ${expectedBytes}`);
+            }
+          }
+        }
+        assert.ok(ledger.size <= limit);
+      },
+    ),
+  );
+});
+
+void test("consistent-as-of: the primary says just before its oldest unreflected host write, or now; the secondary the wall time it reflected", () => {
+  assert.equal(primaryConsistentAsOfUs({ consistent: false, oldestUnreflectedWallTimeUs: undefined, nowWallUs: 9_000, lastStampedWallTimeUs: 0 }), undefined, "copying: not consistent");
+  assert.equal(primaryConsistentAsOfUs({ consistent: true, oldestUnreflectedWallTimeUs: undefined, nowWallUs: 9_000, lastStampedWallTimeUs: 8_000 }), 9_000, "nothing unreflected: every write accepted by now is there");
+  assert.equal(primaryConsistentAsOfUs({ consistent: true, oldestUnreflectedWallTimeUs: undefined, nowWallUs: 9_000, lastStampedWallTimeUs: 9_500 }), 9_500, "a clock stepped back does not move it back");
+  assert.equal(primaryConsistentAsOfUs({ consistent: true, oldestUnreflectedWallTimeUs: 5_000, nowWallUs: 9_000, lastStampedWallTimeUs: 8_000 }), 4_999);
+  assert.equal(primaryConsistentAsOfUs({ consistent: true, oldestUnreflectedWallTimeUs: 0, nowWallUs: 9_000, lastStampedWallTimeUs: 8_000 }), undefined, "an old-format write: unknown");
+  assert.equal(secondaryConsistentAsOfUs({ consistent: true, reflectedWallTimeUs: 7_000 }), 7_000);
+  assert.equal(secondaryConsistentAsOfUs({ consistent: false, reflectedWallTimeUs: 7_000 }), undefined);
+  assert.equal(secondaryConsistentAsOfUs({ consistent: true, reflectedWallTimeUs: 0 }), undefined, "nothing with a wall time reflected yet");
+  assert.equal(isoOfWallUs(1_700_000_000_123_999), "2023-11-14T22:13:20.123Z", "rounded down to the ms: never later than the truth");
+  assert.equal(isoOfWallUs(undefined), null);
+});
+
+void test("lag seconds: the oldest host write's age; a cut-off secondary lags at least its consistent-as-of age; held time counts", () => {
+  assert.equal(primaryLagSeconds(5_000, undefined), 0, "idle");
+  assert.equal(primaryLagSeconds(5_000, 2_500), 2.5);
+  const now = 100_000_000;
+  assert.equal(secondaryLagSeconds({ nowWallUs: now, oldestUnreflectedWallTimeUs: undefined, cutOff: false, consistentAsOfUs: now - 4_000_000, heldForMs: 0 }), 0,
+    "connected and nothing waiting: 0, though an idle pair's consistent-as-of is a heartbeat old");
+  assert.equal(secondaryLagSeconds({ nowWallUs: now, oldestUnreflectedWallTimeUs: now - 1_500_000, cutOff: false, consistentAsOfUs: now - 4_000_000, heldForMs: 0 }), 1.5);
+  assert.equal(secondaryLagSeconds({ nowWallUs: now, oldestUnreflectedWallTimeUs: undefined, cutOff: true, consistentAsOfUs: now - 30_000_000, heldForMs: 0 }), 30, "cut off: at least the age of consistent-as-of");
+  assert.equal(secondaryLagSeconds({ nowWallUs: now, oldestUnreflectedWallTimeUs: now - 1_000_000, cutOff: false, consistentAsOfUs: undefined, heldForMs: 7_000 }), 7);
+});
+
+void test("the state shown: the record's own states first, then stopped, held, disconnected", () => {
+  const down = { sinceIso: "2026-01-01T00:00:00.000Z", lastError: "connect ECONNREFUSED 127.0.0.1:7400" };
+  const shown = (over: Partial<Parameters<typeof primaryShownState>[0]>): string =>
+    primaryShownState({ recordState: "replicating", groupStopped: false, writesHeldForJournal: false, linkDown: undefined, ...over });
+  assert.equal(shown({}), "replicating");
+  assert.equal(shown({ recordState: "copying" }), "copying");
+  assert.equal(shown({ linkDown: down }), "disconnected");
+  assert.equal(shown({ linkDown: down, recordState: "copying" }), "disconnected");
+  assert.equal(shown({ linkDown: down, writesHeldForJournal: true }), "held");
+  assert.equal(shown({ linkDown: down, writesHeldForJournal: true, groupStopped: true }), "stopped");
+  for (const own of ["suspended", "failed", "fenced"] as const) assert.equal(shown({ recordState: own, groupStopped: true, linkDown: down }), own);
+  assert.equal(disconnectedReason("node-b at 127.0.0.1:7400", down), "link to node-b at 127.0.0.1:7400 down since 2026-01-01T00:00:00.000Z (last error: connect ECONNREFUSED 127.0.0.1:7400); retrying");
+  assert.deepEqual(["copying", "replicating", "disconnected", "held", "stopped", "suspended", "failed", "fenced", "takeover"].filter(pairHealthy), ["copying", "replicating"]);
+});
