@@ -410,7 +410,7 @@ async function watchInitialCopy(context: MgmtContext, created: PairInfo, created
   // Since when no replication stream of the pair is connected (a wait with a deadline).
   let noLinkSinceMs: number | undefined;
   try {
-    while (pair.state === "copying" || (pair.state === "disconnected" && pair.lastCopy === null)) {
+    while (pair.state === "copying") {
       const nowMs = performance.now();
       if (pair.link.connectedStreams > 0) noLinkSinceMs = undefined;
       else noLinkSinceMs ??= nowMs;

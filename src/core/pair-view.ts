@@ -241,7 +241,7 @@ export type PrimaryShownState = "copying" | "replicating" | "suspended" | "faile
 /**
  * The state the primary shows, most important first: what the operator decided or the pair's
  * record says (fenced, failed, suspended), the group's disk (stopped), host writes held
- * because the journal is full (held), the link down while the pair should run
+ * because the journal is full (held), the link down while the pair replicates
  * (disconnected), then copying or replicating.
  */
 export function primaryShownState(input: {
@@ -253,7 +253,8 @@ export function primaryShownState(input: {
   if (input.recordState === "fenced" || input.recordState === "failed" || input.recordState === "suspended") return input.recordState;
   if (input.groupStopped) return "stopped";
   if (input.writesHeldForJournal) return "held";
-  if (input.linkDown !== undefined) return "disconnected";
+  // During the initial copy the state stays `copying` (the reason says the link is down).
+  if (input.linkDown !== undefined && input.recordState === "replicating") return "disconnected";
   return input.recordState;
 }
 

@@ -896,11 +896,12 @@ export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFa
   }
   // Cut off: no stream from the primary (the link, or the primary, is down; it reconnects by
   // itself). Shown as its own state: the consistent-as-of time stops moving meanwhile.
+  // (During the initial copy the state stays `copying`, with this reason: the copy is what is missing.)
   if ((shown === "replicating" || shown === "copying") && facts.streams === 0 && state.takeover === undefined) {
     const said = facts.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${facts.peerCloseText}`;
     const cutOff = `no replication stream from primary ${record.primaryNode}${facts.noStreamSinceIso === undefined ? " since this node started" : ` since ${facts.noStreamSinceIso}`} (${said}${facts.lastError === null ? "" : `; last error: ${facts.lastError}`}); the primary reconnects by itself`;
     reason = reason === null ? cutOff : `${cutOff}; ${reason}`;
-    shown = "disconnected";
+    if (shown === "replicating") shown = "disconnected";
   }
   if (stop === undefined && shown !== "takeover") reason = roomWaitReason(state, facts.journalUsedBytes, facts.journalBytesMax, facts.frontierHolder) ?? reason;
   return { state: shown, reason };

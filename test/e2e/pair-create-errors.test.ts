@@ -73,7 +73,7 @@ void test("pair create to a secondary whose replication address the primary cann
   assert.equal(result.code, 1, context);
   const lines = result.stderr.split("\n").filter((line) => line !== "");
   assert.equal(lines.length, 1, context);
-  assert.match(lines[0] ?? "", new RegExp(`^tidemark: the pair of group 'g' was created, but in \\d+(\\.\\d+)?s the primary could not open a replication stream to the secondary: secondary unreachable at 127\\.0\\.0\\.1:${String(deadPort)} \\(.*ECONNREFUSED`), context);
+  assert.match(lines[0] ?? "", new RegExp(`^tidemark: the pair of group 'g' was created, but in \\d+(\\.\\d+)?s the primary could not open a replication stream to the secondary: link to \\S+ at 127\\.0\\.0\\.1:${String(deadPort)} down since \\S+ \\(last error: .*ECONNREFUSED`), context);
   assert.match(lines[0] ?? "", /Check the secondary's --repl address \(and --repl-advertise behind NAT or a proxy\) and the firewalls between the nodes; the pair keeps retrying: follow it with `tidemark pair status g/, context);
   assert.ok(elapsedMs >= pairCreateLinkWaitMsMax, `it waited the bound first (${Math.round(elapsedMs)} ms)`);
   assert.equal((await pairsOf(primary)).length, 1, "the pair stays, retrying");

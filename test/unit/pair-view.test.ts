@@ -100,7 +100,7 @@ void test("the state shown: the record's own states first, then stopped, held, d
   assert.equal(shown({}), "replicating");
   assert.equal(shown({ recordState: "copying" }), "copying");
   assert.equal(shown({ linkDown: down }), "disconnected");
-  assert.equal(shown({ linkDown: down, recordState: "copying" }), "disconnected");
+  assert.equal(shown({ linkDown: down, recordState: "copying" }), "copying", "the copy is what is missing: the reason says the link is down");
   assert.equal(shown({ linkDown: down, writesHeldForJournal: true }), "held");
   assert.equal(shown({ linkDown: down, writesHeldForJournal: true, groupStopped: true }), "stopped");
   for (const own of ["suspended", "failed", "fenced"] as const) assert.equal(shown({ recordState: own, groupStopped: true, linkDown: down }), own);
