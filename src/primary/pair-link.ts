@@ -28,7 +28,7 @@ import {
 } from "../core/primary-pair.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, recordPayloadBytes, withoutWallTime, type JournalRecord } from "../protocol/journal-record.ts";
-import { replProtocolVersionMax, replProtocolVersionMin, replVersionWallTime, type ReplMessage } from "../protocol/repl-protocol.ts";
+import { replProtocolVersionMax, replProtocolVersionMin, replReopenCloseText, replVersionWallTime, type ReplMessage } from "../protocol/repl-protocol.ts";
 import { HostWriteLedger, disconnectedReason, isoOfWallUs, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState } from "../core/pair-view.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
@@ -53,7 +53,7 @@ const groupHandle = 1;
 /** Newest records kept in memory for the sender (beyond it, batches are read from the journal). */
 export const senderTailBytesMax = 16 * 1024 * 1024;
 /** Why streams are closed (and reopened) once the initial copy is done. */
-const copyDoneReopen = "initial copy done; reopening";
+const copyDoneReopen = replReopenCloseText;
 const reopenText: Readonly<Record<ReopenWhy, string>> = {
   "copy-done": copyDoneReopen,
   "copy-done-not-saved": "could not save the end of the initial copy",

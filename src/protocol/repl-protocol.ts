@@ -45,6 +45,11 @@ export const replProtocolVersionMin = 1;
  * on version 1, so a secondary from before issue 9 is served as before.
  */
 export const replProtocolVersionMax = 2;
+/**
+ * The CLOSE text with which a primary closes its streams to open them again at once (the end
+ * of the initial copy): not a loss of the link, so neither side reports the pair disconnected.
+ */
+export const replReopenCloseText = "initial copy done; reopening";
 /** The first protocol version whose BATCH records carry the primary's wall time. */
 export const replVersionWallTime = 2;
 

@@ -25,7 +25,7 @@ import {
 } from "../core/limits.ts";
 import { asSequence } from "../core/types.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
-import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, type ReplErrorCode, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
+import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, replReopenCloseText, type ReplErrorCode, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
 import { mayPull, openRefusal, reflects, type BatchOutcome, type PeerAnswer, type SecondaryGroupEffect, type SecondaryGroupEvent } from "../core/secondary-group-machine.ts";
 import { ReplConnection } from "../transport/repl-connection.ts";
 import { systemClock, type Clock, type Timer } from "../node/clock.ts";
@@ -255,7 +255,9 @@ export class ReplServer implements SecondaryStreams {
           open.secondary.streams.delete(connectionId);
           if (open.secondary.streams.size === 0) {
             open.secondary.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
-            // One line when the last stream of the group goes (pair status: disconnected), none per retry.
+            // One line when the last stream of the group goes (pair status: disconnected), none per
+            // retry, and none when the primary reopens its streams at once (the end of the copy).
+            if (open.secondary.peerCloseText?.startsWith(replReopenCloseText) === true) continue;
             this.logger.info({ event: "pair_disconnected", group: open.secondary.name, reason }, "no replication stream from the primary; it reconnects by itself");
           }
         }
@@ -359,7 +361,7 @@ export class ReplServer implements SecondaryStreams {
     if (groups.has(message.groupHandle)) return nack("GROUP_BUSY", `group handle ${message.groupHandle} is already open on this stream`);
     const open: OpenGroup = { handle: message.groupHandle, secondary, transfer: message.transfer, connection, connectionId, chain: Promise.resolve(), refusedForSpace: false };
     groups.set(message.groupHandle, open);
-    if (secondary.streams.size === 0 && secondary.noStreamSinceIso !== undefined) {
+    if (secondary.streams.size === 0 && secondary.noStreamSinceIso !== undefined && secondary.peerCloseText?.startsWith(replReopenCloseText) !== true) {
       this.logger.info({ event: "pair_reconnected", group: secondary.name, downSince: secondary.noStreamSinceIso }, "a replication stream from the primary is back");
     }
     secondary.streams.add(connectionId);
