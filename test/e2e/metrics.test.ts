@@ -63,6 +63,13 @@ test("metrics: pair state, lag, link and byte totals on both nodes, in replicati
   assert.ok(sent1 >= MiB + 8 * 65536, `the copy (1 MiB of data) and 8 records of 64 KiB were sent: ${sent1}`);
   assert.equal(received1, sent1, "the secondary received every byte the primary sent (one run, nothing lost)");
   assert.equal(value(a1, "tidemark_pair_reconnects_total", { group: "g", role: "primary" }), 0);
+  // Consistent-as-of (Unix seconds) on both sides: recent, not in the future, the primary's at or past the secondary's.
+  const nowSeconds = Date.now() / 1000;
+  const asOfA1 = value(a1, "tidemark_pair_consistent_as_of_seconds", { group: "g", role: "primary" });
+  const asOfB1 = value(b1, "tidemark_pair_consistent_as_of_seconds", { group: "g", role: "secondary" });
+  assert.ok(asOfB1 > nowSeconds - 30 && asOfB1 <= nowSeconds + 1, `the secondary is consistent as of a recent time: ${asOfB1} (now ${nowSeconds})`);
+  assert.ok(asOfA1 >= asOfB1 && asOfA1 <= nowSeconds + 1, `the primary knows it at least as far: ${asOfA1}`);
+  assert.match(a1, /# TYPE tidemark_pair_consistent_as_of_seconds gauge/);
   assert.ok(value(a1, "tidemark_journal_used_bytes", { group: "g", role: "primary" }) > 0);
   assert.ok(value(a1, "tidemark_journal_limit_bytes", { group: "g", role: "primary" }) >= value(a1, "tidemark_journal_used_bytes", { group: "g", role: "primary" }));
   assert.ok(value(b1, "tidemark_journal_limit_bytes", { group: "g", role: "secondary" }) > 0, "the secondary's journal is there too, role secondary");
@@ -77,6 +84,8 @@ test("metrics: pair state, lag, link and byte totals on both nodes, in replicati
   assert.equal(value(a2, "tidemark_pair_lag_records", { group: "g", role: "primary" }), 5, "five host writes wait");
   assert.ok(value(a2, "tidemark_pair_lag_bytes", { group: "g", role: "primary" }) >= 5 * 4096);
   assert.equal(value(a2, "tidemark_pair_link_streams_connected", { group: "g", role: "primary" }), 0);
+  assert.ok(value(a2, "tidemark_pair_lag_seconds", { group: "g", role: "primary" }) > 0, "the oldest unreflected write has an age");
+  assert.ok(value(a2, "tidemark_pair_consistent_as_of_seconds", { group: "g", role: "primary" }) < Date.now() / 1000, "suspended with writes waiting: consistent as of before the first of them");
   await mgmtJson(primary.mgmtUrl, "/v1/pairs/g/resume", {});
   await cliOk(["pair", "wait", "g", "--timeout", "30s"], { node: primary.mgmtUrl, timeoutMs: 60_000 });
 
@@ -94,5 +103,6 @@ test("metrics: pair state, lag, link and byte totals on both nodes, in replicati
   assert.ok(value(a3, "tidemark_pair_sent_bytes_total", { group: "g", role: "primary" }) > sent1, "the primary's total goes on");
   assert.ok(value(b3, "tidemark_pair_received_bytes_total", { group: "g", role: "secondary" }) >= 65536, "the restarted secondary counts from its start");
   assert.equal(value(a3, "tidemark_pair_lag_records", { group: "g", role: "primary" }), 0);
+  assert.ok(value(b3, "tidemark_pair_consistent_as_of_seconds", { group: "g", role: "secondary" }) > asOfB1, "the restarted secondary's consistent-as-of moved on");
   await client.close();
 });

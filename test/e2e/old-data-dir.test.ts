@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { assertSameImages, describePair, pairInfo, pairWait, readExport } from "./drill-lib.ts";
-import { freePorts, mgmtJson, runOk, startNode, tmpDir } from "./harness.ts";
+import { freePorts, mgmtJson, runOk, startNode, tmpDir, waitFor } from "./harness.ts";
 
 const fixture = fileURLToPath(new URL("../fixtures/c1cab4b-pair.tar.gz", import.meta.url));
 const mib = 1024 * 1024;
@@ -71,6 +71,10 @@ void test("an active pair's data directories from c1cab4b, both killed -9: they 
   }
   assert.equal((await pairInfo(a, "fg")).state, "replicating");
   for (const volume of ["fv1", "fv2"]) await assertSameImages(a, b, volume);
+  // Issue 9: the old journals hold record format 1 (no wall time); what this version stamps
+  // since carries it, and the secondary's consistent-as-of time is known once one is reflected.
+  const consistent = await waitFor("the old secondary to know its consistent-as-of time", async () => (await pairInfo(b, "fg")).consistentAsOf ?? undefined, { timeoutMs: 30_000 });
+  assert.ok(Math.abs(Date.parse(consistent) - Date.now()) < 60_000, `consistent as of a time this version stamped: ${consistent}`);
 
   // The old secondary's data directory takes over (issue 8: the takeover's intent is saved in
   // node.json, a field the old version never wrote) and starts again afterwards.
