@@ -61,15 +61,17 @@ const firstCatchingSeed: Partial<Record<(typeof historicalFaults)[number], numbe
   // Issue 8's domain steps (detach/attach, a domain suspended together, a late pair then the
   // primary lost) moved the schedule: join-before-checkpoint is caught by seed 12 (was 697),
   // join-past-stopped-member by seed 6865 (was 460) (npm run sim -- --fault NAME --seeds N --from F).
-  "join-past-stopped-member": 6865,
+  // Issue 9 (pair delete / set, record format 2 and the pair states) moved five windows again; at
+  // b539862 main itself no longer caught them where they were: new first seeds from scans of 3,000.
+  "join-past-stopped-member": 5477,
   "join-before-checkpoint": 12,
-  "no-trim-at-start": 5126,
+  "no-trim-at-start": 2349,
   // The second primary C (issue 8 kind 5) moved the schedule of three seeds in ten.
-  "silent-received-loss": 201,
+  "silent-received-loss": 671,
   // Found by seeds 5060, 10358 and 11241 of a 20,000-seed run (a detach then an attach within milliseconds).
-  "join-cut-before-hold": 5060,
+  "join-cut-before-hold": 838,
   // Found by seed 8050: a takeover of part of a domain, the primary's disk full, one group fenced long before the other.
-  "fenced-group-holds-frontier": 8050,
+  "fenced-group-holds-frontier": 2736,
 };
 // Faults the simulation found once but whose window its schedule no longer reaches within a
 // bounded scan; a deterministic test elsewhere puts each back and shows that it is caught.
