@@ -51,6 +51,14 @@ test("metrics: pair state, lag, link and byte totals on both nodes, in replicati
   const a1 = await scrape(primary);
   const b1 = await scrape(secondary);
   assert.match(a1, /^tidemark_build_info\{[^}]*version="\d+\.\d+\.\d+"[^}]*\} 1$/m);
+  // Prometheus conventions: every series under one tidemark_ prefix, never a doubled one
+  // (the process series were tidemark_process_process_*).
+  const names = new Set(a1.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(line)?.[0] ?? line));
+  for (const name of names) {
+    assert.match(name, /^tidemark_/, `${name} is under the tidemark_ prefix`);
+    assert.doesNotMatch(name, /^tidemark_([a-z]+)_\1_/, `${name} has a doubled prefix`);
+  }
+  assert.ok(names.has("tidemark_process_cpu_seconds_total") && names.has("tidemark_nodejs_eventloop_lag_seconds"), "the process and runtime series");
   assert.match(a1, /# TYPE tidemark_pair_sent_bytes_total counter/);
   assert.match(a1, /# TYPE tidemark_journal_fsyncs_total counter/);
   assert.equal(stateOf(a1, "g", "primary"), "replicating");

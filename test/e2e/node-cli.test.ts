@@ -129,7 +129,7 @@ void test("GET /metrics after NBD I/O: request counter, latency histogram, journ
   const text = await response.text();
   const value = (pattern: RegExp): number => {
     const line = text.split("\n").find((l) => pattern.test(l));
-    assert.ok(line !== undefined, `no line matching ${String(pattern)} in\n${text.split("\n").filter((l) => l.startsWith("tidemark_") && !l.startsWith("tidemark_process_")).join("\n")}`);
+    assert.ok(line !== undefined, `no line matching ${String(pattern)} in\n${text.split("\n").filter((l) => l.startsWith("tidemark_") && !l.startsWith("tidemark_process_") && !l.startsWith("tidemark_nodejs_")).join("\n")}`);
     return Number(line.split(" ").at(-1));
   };
   assert.match(text, /# TYPE tidemark_requests_total counter/);
