@@ -464,6 +464,16 @@ function onSuspend(s: PrimaryPairState, commandId: number, out: PrimaryPairEffec
 }
 
 function onResume(s: PrimaryPairState, commandId: number, out: PrimaryPairEffect[]): PrimaryPairState {
+  // Resuming a pair that runs changes nothing and succeeds (issue 9: idempotent where
+  // repeating is natural), unless a suspend is being saved: that one ends suspended.
+  if ((s.record.state === "replicating" || s.record.state === "copying") && s.failing === undefined) {
+    if (s.saves.some((p) => p.purpose.kind === "suspend")) {
+      out.push({ type: "refuseOperator", commandId, code: "TM_ERR_STATE", text: `pair of ${s.group} is being suspended right now; resume it once that is done` });
+    } else {
+      out.push({ type: "answerOperator", commandId });
+    }
+    return s;
+  }
   if (s.record.state !== "suspended") {
     out.push({ type: "refuseOperator", commandId, code: "TM_ERR_STATE", text: `pair of ${s.group} is ${s.record.state}, not suspended` });
     return s;

@@ -193,7 +193,7 @@ export class PrimaryRole {
     return link.status();
   }
 
-  /** Resumes a suspended pair once saved; any other is refused (TM_ERR_STATE). */
+  /** Resumes a suspended pair once saved; one that runs already answers as it is; a failed or fenced one is refused (TM_ERR_STATE). */
   async resumePair(group: string): Promise<PairInfo> {
     const link = this.primaryLink(group);
     await link.resume();
@@ -227,12 +227,15 @@ export class PrimaryRole {
     return result;
   }
 
-  /** `pair resume g1,g2`: every listed pair must be suspended (checked first), then each resumes. Errors as suspendPairs. */
+  /** `pair resume g1,g2`: no listed pair may be failed or fenced (checked first), then each resumes (one that runs already stays as it is). Errors as suspendPairs. */
   async resumePairs(groups: readonly string[]): Promise<PairInfo[]> {
     const links = this.primaryLinks(groups);
     for (const link of links) {
       const info = link.status();
-      if (info.state !== "suspended") throw new ControlError("TM_ERR_STATE", `pair of ${info.group} is ${info.state}, not suspended; none of ${groups.join(", ")} was resumed`);
+      // A pair that runs already is resumed as it is (idempotent); a failed or fenced one refuses the list.
+      if (info.state === "failed" || info.state === "fenced" || info.state === "takeover") {
+        throw new ControlError("TM_ERR_STATE", `pair of ${info.group} is ${info.state}, not suspended; none of ${groups.join(", ")} was resumed`);
+      }
     }
     const result: PairInfo[] = [];
     for (const link of links) {

@@ -106,9 +106,16 @@ void test("suspend closes the streams, saves, and only then answers; resume save
 
 void test("commands that do not fit the state are refused with TM_ERR_STATE and change nothing", () => {
   const running = started();
+  // Resuming a pair that runs is idempotent: answered, nothing saved, nothing changed.
   const notSuspended = run(running, { type: "resume", commandId: 1 });
-  assert.deepEqual(last(notSuspended.effects), [{ type: "refuseOperator", commandId: 1, code: "TM_ERR_STATE", text: "pair of g is replicating, not suspended" }]);
+  assert.deepEqual(last(notSuspended.effects), [{ type: "answerOperator", commandId: 1 }]);
   assert.equal(notSuspended.state, running);
+  // ... unless a suspend is being saved: that one ends suspended, so the resume is refused.
+  const suspending = run(running, { type: "suspend", commandId: 5 });
+  const resumedMeanwhile = run(suspending.state, { type: "resume", commandId: 6 });
+  assert.deepEqual(last(resumedMeanwhile.effects), [{ type: "refuseOperator", commandId: 6, code: "TM_ERR_STATE", text: "pair of g is being suspended right now; resume it once that is done" }]);
+  const failedResume = run(pair({ ...replicating, state: "failed", reason: "x" }), { type: "resume", commandId: 7 });
+  assert.deepEqual(last(failedResume.effects), [{ type: "refuseOperator", commandId: 7, code: "TM_ERR_STATE", text: "pair of g is failed, not suspended" }]);
   const failed = run(pair({ ...replicating, state: "failed", reason: "secondary refused the pair: taken over" }), { type: "suspend", commandId: 2 });
   assert.deepEqual(last(failed.effects), [{ type: "refuseOperator", commandId: 2, code: "TM_ERR_STATE", text: "pair of g has failed (secondary refused the pair: taken over); it cannot be suspended" }]);
 });
