@@ -260,11 +260,23 @@ export class GroupRegistry {
     validateName("group", name);
     if (this.groupsInCreation.has(name) || this.groupsInDeletion.has(name)) throw new ControlError("TM_ERR_CONFLICT", `group ${name} is being created or deleted right now`);
     if (this.options.secondaries.has(name)) {
-      throw new ControlError("TM_ERR_STATE", `group ${name} is the secondary of a pair: its volumes show the primary's image; it is deleted with the pair (or taken over first: tidemark pair takeover ${name})`);
+      throw new ControlError("TM_ERR_STATE", `group ${name} is the secondary of a pair: its volumes show the primary's image. End the pair first (tidemark pair delete ${name}, against the primary: the group stays here, read-only), then delete the group`);
     }
     const writer = this.writers.get(name);
     if (writer === undefined) return false;
-    if (this.options.primary.hasPair(name)) throw new ControlError("TM_ERR_STATE", `group ${name} has a pair; a paired group cannot be deleted (see tidemark pair status ${name})`);
+    if (this.options.primary.hasPair(name)) throw new ControlError("TM_ERR_STATE", `group ${name} has a pair; end it first (tidemark pair delete ${name}), then delete the group`);
+    if (writer.readOnlyReason !== undefined) {
+      // Its volumes would leave the group writable: that is --promote's decision, not a delete's.
+      throw new ControlError("TM_ERR_STATE", `group ${name} is read-only (${writer.readOnlyReason}); deleting it would make its volumes writable. To make them writable: tidemark pair delete ${name} --promote; to keep them as they are, keep the group`);
+    }
+    // As volume delete: a host connection open on a member would see its writes fail mid-way.
+    const open = (this.metadata().groups.find((g) => g.name === name)?.volumeIds ?? []).flatMap((id) => {
+      const volume = this.options.volumes.byId.get(id);
+      return volume !== undefined && volume.leases > 0 ? [`${volume.name} (${volume.leases})`] : [];
+    });
+    if (open.length > 0) {
+      throw new ControlError("TM_ERR_STATE", `group ${name} has volumes open by host connections (NBD or host protocol): ${open.join(", ")}; disconnect them first`);
+    }
     const stop = writer.stopped;
     if (stop !== undefined) {
       throw new ControlError("TM_ERR_STATE", `group ${name} is stopped (${stop.reason}); its journal may hold writes its volumes lack. It resumes by itself once the disk is back; delete it then`);

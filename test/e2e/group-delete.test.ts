@@ -1,11 +1,12 @@
 // `tidemark group delete` against real nodes (issue 9 item 4): what the group took is in its
 // volumes, which stay, writable, in no group, also after a restart; deleting again is not an
-// error; a paired group, a pair's secondary and a bad name are refused with one line.
+// error; a paired group, a pair's secondary, a group with a volume open by a host and a bad name are refused with one line.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { cli, cliOk, requireTool, runOk, startNode } from "./harness.ts";
+import { cli, cliOk, requireTool, runOk, startNode, waitFor } from "./harness.ts";
+import { handshakeExportName, RawConnection } from "./node-nbd-raw.ts";
 
 const MiB = 1024 * 1024;
 
@@ -19,6 +20,20 @@ test("group delete: volumes keep what the group took and stay writable; again is
   await cliOk(["group", "create", "p", "--volumes", "v2"], { node: a.mgmtUrl });
   // Written through the group's journal, no flush: the delete must put it into the volume.
   await runOk("qemu-io", ["-f", "raw", a.nbdUri("v1"), "-c", "write -P 0x5a 1M 256k"], { timeoutMs: 30_000 });
+
+  // A host connection open on a member: refused, as volume delete refuses (its writes would fail mid-way).
+  const host = await RawConnection.connect(a.nbdPort);
+  await handshakeExportName(host, "v1");
+  const busy = await cli(["group", "delete", "g"], { node: a.mgmtUrl });
+  assert.notEqual(busy.code, 0);
+  assert.equal(busy.stderr.trim().split("\n").length, 1, busy.stderr);
+  assert.match(busy.stderr, /volumes open by host connections \(NBD or host protocol\): v1 \(1\); disconnect them first/);
+  host.socket.destroy();
+  await host.closed;
+  await waitFor("the NBD connection to be gone from the node", async () => {
+    const status = JSON.parse((await cliOk(["status", "--json"], { node: a.mgmtUrl })).stdout) as { connections: { nbd: number } };
+    return status.connections.nbd === 0;
+  });
 
   const deleted = await cliOk(["group", "delete", "g"], { node: a.mgmtUrl });
   assert.equal(deleted.stdout, "deleted group g; its volumes stay, in no group\n");
@@ -43,7 +58,7 @@ test("group delete: volumes keep what the group took and stay writable; again is
     assert.notEqual(refused.code, 0);
     assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
     assert.match(refused.stderr, /TM_ERR_STATE/);
-    assert.match(refused.stderr, node === a ? /has a pair/ : /secondary of a pair/);
+    assert.match(refused.stderr, node === a ? /has a pair; end it first \(tidemark pair delete p\)/ : /secondary of a pair.*End the pair first \(tidemark pair delete p, against the primary/);
   }
 
   // A kill and a restart: the group stays gone, the volume holds both writes, the pair carries on.

@@ -174,3 +174,27 @@ void test("deletes racing creates: a volume being put into a group is not delete
     await closeParts(parts);
   }
 });
+
+void test("a read-only group (left by a pair delete) is not deleted: that would make its volumes writable, which is --promote's decision", async () => {
+  const disk = new SimDisk({ seed: 4, schedule: nextTurn });
+  const parts = await openParts(disk);
+  try {
+    await parts.volumes.create("v1", 64 * 1024);
+    await parts.groups.create("g1", ["v1"], journalBytesMin);
+    // As a pair delete leaves it: readOnly saved in node.json, the writer refusing host writes.
+    await parts.store.update((m) => {
+      const record = m.groups.find((g) => g.name === "g1");
+      assert.ok(record !== undefined);
+      record.readOnly = { reason: "the secondary of a deleted pair", since: "2026-01-01T00:00:00.000Z" };
+    });
+    const writer = parts.groups.writer("g1");
+    assert.ok(writer !== undefined);
+    writer.readOnlyReason = "the secondary of a deleted pair";
+    await assert.rejects(parts.groups.delete("g1"), (error: Error & { code?: string }) =>
+      error.code === "TM_ERR_STATE" && /read-only \(the secondary of a deleted pair\); deleting it would make its volumes writable\. To make them writable: tidemark pair delete g1 --promote/.test(error.message));
+    assert.equal(await parts.groups.makeWritable("g1"), true);
+    assert.equal(await parts.groups.delete("g1"), true, "once promoted, it is an ordinary group");
+  } finally {
+    await closeParts(parts);
+  }
+});
