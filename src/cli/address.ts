@@ -15,6 +15,11 @@ export function parseListenAddress(flag: string, text: string): ListenAddress {
   return { host, port };
 }
 
+/** HOST:PORT as an operator types it back: an IPv6 host in brackets ([::]:7480, not :::7480). */
+export function formatListenAddress(address: ListenAddress): string {
+  return address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
 /** Whether `host` is this machine only: "localhost", 127.0.0.0/8 or ::1. */
 export function isLoopbackHost(host: string): boolean {
   const h = host.trim().toLowerCase();
@@ -27,7 +32,7 @@ export function isLoopbackHost(host: string): boolean {
  */
 export function checkMgmtExposure(address: ListenAddress, insecureMgmt: boolean, label = "--mgmt"): void {
   if (insecureMgmt || isLoopbackHost(address.host)) return;
-  throw new UsageError(`${label} ${address.host}:${address.port} would let anyone who can reach it create, pair, take over and empty volumes: ` +
+  throw new UsageError(`${label} ${formatListenAddress(address)} would let anyone who can reach it create, pair, take over and empty volumes: ` +
     "the management API has no authentication yet, so it listens only on a loopback address (127.0.0.1, ::1, localhost) unless you add --insecure-mgmt " +
     "(or insecure-mgmt = true in the --config file; then keep the port behind a firewall or an authenticating proxy)");
 }

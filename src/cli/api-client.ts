@@ -43,6 +43,11 @@ export class ApiError extends OperationError {
  */
 export function parseNodeUrl(text: string, flag = "--node"): URL {
   const trimmed = text.trim();
+  // A scheme with a slash missing or mistyped (htp:/x, http:x) would read as a host named
+  // after the scheme: refuse it, while host:port (a digit after the colon) is a node address.
+  if (/^[a-z][a-z0-9+.-]*:(?!\/\/)(?!\d)/i.test(trimmed) || (trimmed.includes("://") && !/^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed))) {
+    throw new UsageError(`${flag} ${JSON.stringify(text)} is not a URL (a scheme needs ://); use one like ${defaultNodeUrl}`);
+  }
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) ? trimmed : `http://${trimmed}`;
   let url: URL;
   try {
@@ -196,7 +201,7 @@ export class ApiClient {
       code === "ECONNREFUSED"
         ? "is `tidemark node` running? use --node URL"
         : code === "ENOTFOUND" || code === "EAI_AGAIN"
-          ? "check the host in --node URL"
+          ? "check the host of the node URL (--node, or $TIDEMARK_NODE when --node is not given)"
           : "check that the node is running and use --node URL";
     return new OperationError(oneLine(`cannot reach node at ${this.label} (${reason}); ${advice}`));
   }

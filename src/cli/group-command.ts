@@ -7,7 +7,7 @@ import { checkName, mgmtContext, parseNameList, parseSizeFlag, withMgmtOptions, 
 import { formatUsage, renderTable } from "./format.ts";
 
 export function registerGroupCommands(program: Command, io: CliIo): void {
-  const group = program.command("group").description("create and list consistency groups (volumes that share one write order)");
+  const group = program.command("group").description("create, list and delete consistency groups (volumes that share one write order)");
 
   withMgmtOptions(
     group

@@ -83,7 +83,7 @@ export function readNodeConfig(file: string): NodeConfig {
     bytes = readFileSync(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? "";
-    throw new UsageError(`${where}: cannot read it (${readErrors[code] ?? (error as Error).message}${code === "" ? "" : `, ${code}`}); give the path of the node's TOML file, e.g. --config /etc/tidemark/node.toml`);
+    throw new UsageError(`${where}: cannot read it (${readErrors[code] ?? (error as Error).message}${code === "" ? "" : `, ${code}`}); give the path of the node's config file (TOML, or YAML named .yaml or .yml), e.g. --config /etc/tidemark/node.toml`);
   }
   if (bytes.length > nodeConfigBytesMax) {
     throw new UsageError(`${where}: is ${String(bytes.length)} bytes, more than a config file's ${String(nodeConfigBytesMax)}; is it the right file?`);
@@ -111,8 +111,10 @@ export function readNodeConfig(file: string): NodeConfig {
       throw new UsageError(`${path}:${String(lines.get(key) ?? 0)}: unknown key '${key}'${near === null ? "" : ` (did you mean '${near}'?)`}; the keys are ${nodeConfigKeys.join(", ")}`);
     }
     const key = String(issue?.path[0] ?? "");
-    const example = key === "insecure-mgmt" ? `${key} = true` : `${key} = "${key === "id" ? "site-a" : "..."}"`;
-    throw new UsageError(`${path}:${String(lines.get(key) ?? 0)}: ${key} must be ${key === "insecure-mgmt" ? "true or false" : "a string in quotes"}, e.g. ${example}`);
+    // The example in the file's own syntax (YAML text needs no quotes, but quoting is safe).
+    const assign = yaml ? ": " : " = ";
+    const example = key === "insecure-mgmt" ? `${key}${assign}true` : `${key}${assign}"${key === "id" ? "site-a" : "..."}"`;
+    throw new UsageError(`${path}:${String(lines.get(key) ?? 0)}: ${key} must be ${key === "insecure-mgmt" ? "true or false" : yaml ? "text" : "a string in quotes"}, e.g. ${example}`);
   }
   return { path, values: parsed.data, lines };
 }

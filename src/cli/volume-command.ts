@@ -8,7 +8,7 @@ import { oneLine } from "./errors.ts";
 import { formatBytes, renderTable, yesNo } from "./format.ts";
 
 export function registerVolumeCommands(program: Command, io: CliIo): void {
-  const volume = program.command("volume").description("create and list volumes (exported over NBD under their names)");
+  const volume = program.command("volume").description("create, list, grow and delete volumes (exported over NBD under their names)");
 
   withMgmtOptions(
     volume

@@ -13,7 +13,7 @@ import type { VolumeInfo } from "../mgmt/control.ts";
 import { ApplyOrder } from "../primary/apply-order.ts";
 import type { GroupWriter } from "../primary/group-writer.ts";
 import type { SecondaryGroup } from "../secondary/secondary-group.ts";
-import { fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
+import { binaryBytes, fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
 import type { FileSystem } from "../storage/fs.ts";
 import { VolumeFile } from "../storage/volume-file.ts";
 import { WrittenMap } from "../storage/written-map.ts";
@@ -277,7 +277,7 @@ export class VolumeRegistry {
     if (leases > 0) throw new ControlError("TM_ERR_STATE", `volume ${name} is open by ${leases} host connection${leases === 1 ? "" : "s"} (NBD or host protocol); disconnect them first`);
     const writtenBytes = volume.file.written.markedBytes;
     if (writtenBytes > 0 && !force) {
-      throw new ControlError("TM_ERR_CONFLICT", `volume ${name} holds data (up to ${writtenBytes} bytes written); deleting it loses that. To delete it anyway: tidemark volume delete ${name} --force`);
+      throw new ControlError("TM_ERR_CONFLICT", `volume ${name} holds data (up to ${binaryBytes(writtenBytes)} written); deleting it loses that. To delete it anyway: tidemark volume delete ${name} --force`);
     }
     // Gone from the catalog at once: no new handle, no group create finds it.
     volume.deleted = true;

@@ -194,7 +194,7 @@ void test("--config wrong input: one line naming the file (and line) or the flag
   ]);
   const patterns = [
     ...cases.map((c) => c.pattern),
-    /--config .*missing\.toml: cannot read it \(no such file, ENOENT\); give the path of the node's TOML file/,
+    /--config .*missing\.toml: cannot read it \(no such file, ENOENT\); give the path of the node's config file/,
     /--config .*node\.yaml: tidemark reads its config as TOML, not YAML/,
     /cannot read it \(it is a directory, EISDIR\)/,
     /option '--config <FILE>' argument missing/,

@@ -17,6 +17,7 @@ void test("--mgmt beyond loopback is refused with one line naming --insecure-mgm
     assert.throws(() => checkMgmtExposure(parseListenAddress("--mgmt", text), false), (error: unknown) => {
       assert.ok(error instanceof UsageError);
       assert.match(error.message, /--insecure-mgmt/);
+      assert.ok(error.message.startsWith(`--mgmt ${text} would let anyone`), `the address as typed: ${error.message}`);
       assert.ok(!error.message.includes("\n"), "one line");
       return true;
     });

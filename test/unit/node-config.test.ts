@@ -117,7 +117,7 @@ void test("readNodeConfig: unknown keys named with the nearest known key, wrong 
         return true;
       });
     }
-    assert.throws(() => readNodeConfig(path.join(dir, "missing.toml")), /cannot read it \(no such file, ENOENT\); give the path of the node's TOML file/);
+    assert.throws(() => readNodeConfig(path.join(dir, "missing.toml")), /cannot read it \(no such file, ENOENT\); give the path of the node's config file/);
     assert.throws(() => readNodeConfig(dir), /cannot read it \(it is a directory, EISDIR\)/);
     const big = path.join(dir, "big.toml");
     await writeFile(big, "# x\n".repeat(20_000));
@@ -137,7 +137,9 @@ void test("a YAML config (.yaml, .yml) means what the same TOML means; YAML 1.2'
     assert.deepEqual(readNodeConfig(yaml).values, readNodeConfig(toml).values);
     assert.equal(readNodeConfig(yaml).lines.get("mgmt"), 4, "lines for messages");
     await writeFile(yaml, "id: a\ninsecure-mgmt: yes\n");
-    assert.throws(() => readNodeConfig(yaml), /node\.yaml:2: insecure-mgmt must be true or false/);
+    assert.throws(() => readNodeConfig(yaml), /node\.yaml:2: insecure-mgmt must be true or false, e\.g\. insecure-mgmt: true$/);
+    await writeFile(yaml, "id: a\nmgmt: 7480\n");
+    assert.throws(() => readNodeConfig(yaml), /node\.yaml:2: mgmt must be text, e\.g\. mgmt: "\.\.\."$/, "the example in YAML's syntax, not TOML's");
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
