@@ -347,7 +347,7 @@ export const openApiDocumentSchema = z.object({ openapi: z.string(), info: z.obj
 
 /** Every management API route, each once. */
 export const mgmtRoutes = {
-  health: { method: "GET", path: "/v1/health", summary: "Liveness: 200 while the node runs; degraded (with reasons) while a group is held, stopped, failed or fenced", status: 200, answer: healthSchema, errors: [] },
+  health: { method: "GET", path: "/v1/health", summary: "Liveness: 200 while the node runs; degraded (with reasons) while a group is held, stopped, failed or fenced, or a pair disconnected", status: 200, answer: healthSchema, errors: [] },
   ready: { method: "GET", path: "/v1/ready", summary: "Readiness: 200 once every listener is up and recovery is done, 503 while starting or stopping", status: 200, answer: readinessSchema, alsoAnswers: [503], errors: [] },
   status: { method: "GET", path: "/v1/status", summary: "The node: listeners, volumes, groups and connections", status: 200, answer: nodeStatusSchema, errors: [] },
   metrics: { method: "GET", path: "/metrics", summary: "Prometheus text exposition of the node's metrics (docs/metrics.md)", status: 200, answer: { contentType: "text/plain; version=0.0.4; charset=utf-8" }, errors: [] },

@@ -66,7 +66,7 @@ export interface NodeStatus {
 /** The codes the control surface reports: core/errors.ts has the table (and their HTTP statuses). */
 export type ControlErrorCode = TmErrorCode;
 
-/** GET /v1/health: 200 either way; `degraded` while any group is held, stopped, failed or fenced. */
+/** GET /v1/health: 200 either way; `degraded` while any group is held, stopped, failed or fenced, or a pair disconnected. */
 export interface NodeHealth {
   readonly status: "ok" | "degraded";
   /** One line per group that is not healthy, saying why. */

@@ -448,6 +448,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       if (pair.state === "failed") reasons.push(`pair of group ${pair.group} failed: ${pair.reason ?? ""}`);
       else if (pair.state === "fenced") reasons.push(`group ${pair.group} is fenced (host writes refused): ${pair.reason ?? ""}`);
       else if (pair.heldWrites > 0) reasons.push(`group ${pair.group}: ${pair.heldWrites} host writes held: ${pair.reason ?? ""}`);
+      else if (pair.state === "disconnected") reasons.push(`pair of group ${pair.group} disconnected (${pair.role}): ${pair.reason ?? ""}`);
     }
     // Held writes of a group without a pair, and a pair's secondary whose journal is full.
     reasons.push(...this.groups.heldWithoutPairReasons());

@@ -11,7 +11,7 @@ import { spawn } from "node:child_process";
 import { test } from "node:test";
 import { HostClient } from "../../src/index.ts";
 import { describePair, makeGroup, pairCreate, pairInfo, pairWait, startPairNodes, type PairInfoView } from "./drill-lib.ts";
-import { cli, nodeBin, onCleanup, repoRoot, sleep, tidemarkBin, waitFor, type RunningNode } from "./harness.ts";
+import { cli, mgmtJson, nodeBin, onCleanup, repoRoot, sleep, tidemarkBin, waitFor, type RunningNode } from "./harness.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
 
 function logEvents(node: RunningNode, event: string): string[] {
@@ -132,6 +132,12 @@ void test("pair states on both sides: idle and healthy, then the link cut (disco
   const checkB = await cli(["pair", "status", "g1", "--check"], { node: b.mgmtUrl });
   assert.equal(checkB.code, 1);
   assert.match(checkB.stdout, /^g1 \(secondary\): disconnected: no replication stream from primary drill-a/);
+  // /v1/health is degraded on both nodes, naming the disconnected pair.
+  for (const [node, role] of [[a, "primary"], [b, "secondary"]] as const) {
+    const health = await mgmtJson(node.mgmtUrl, "/v1/health") as { status: string; reasons: string[] };
+    assert.equal(health.status, "degraded", `${role}: ${JSON.stringify(health)}`);
+    assert.ok(health.reasons.some((r) => r.startsWith(`pair of group g1 disconnected (${role}): `)), `${role}: ${JSON.stringify(health.reasons)}`);
+  }
   assert.equal(logEvents(a, "pair_disconnected").length, 1, `the primary logs the link going down once, not per retry:\n${logEvents(a, "pair_disconnected").join("\n")}`);
   assert.equal(logEvents(b, "pair_disconnected").length, 1, "the secondary too");
 
