@@ -291,8 +291,15 @@ export const pairWatchIntervalMsMin = 100;
 export const pairWatchIntervalMsMax = 3_600_000;
 /** A call to another node's management API (a primary asking the secondary to make the pair's group) gives up after this long. */
 export const peerRequestTimeoutMs = 30_000;
-/** A secondary group whose records wait behind another member of its consistency domain that still receives is shown `held` after this long without reflecting (at once when the holder is stopped or has no stream). */
-export const domainHeldShownAfterMs = 5_000;
+/**
+ * A secondary group whose records wait behind another member of its consistency domain that
+ * still receives is shown `held` after this long without reflecting (at once when the holder
+ * is stopped or has no stream). Well past timeAdvanceIdleIntervalMs: in an idle domain in step
+ * a group's last record waits for the holder's next heartbeat, which comes that long after the
+ * holder's last record, plus a tick and its delivery (at 5 s, the interval itself, a healthy
+ * idle domain showed `held` for a moment at every heartbeat).
+ */
+export const domainHeldShownAfterMs = 10_000;
 /** A takeover that names a group whose join of its consistency domain is pending waits at most this long for it to reflect past its join point (its next record: at worst an idle heartbeat, timeAdvanceIdleIntervalMs), then is refused with the reason. */
 export const takeoverJoinWaitMsMax = 10_000;
 /** How often that wait looks again. */
@@ -316,5 +323,6 @@ assert(replBatchRecordsMax <= replInFlightRecordsMax, "one batch fits the record
 assert(replPullBytesMax * replPullsInHandMax <= replInFlightBytesMax, "pulled batches in hand stay within a push window");
 assert(replStreamsDefault >= 1 && replStreamsDefault <= replStreamsMax, "the default stream count is allowed");
 assert(takeoverJoinWaitMsMax > timeAdvanceIdleIntervalMs, "a takeover waits long enough for an idle joiner's next heartbeat");
+assert(domainHeldShownAfterMs >= 2 * timeAdvanceIdleIntervalMs, "an idle domain in step is not shown held while a group waits for the holder's next heartbeat");
 assert(pairDeleteAckWaitMsMax < peerRequestTimeoutMs, "pair delete's wait for the secondary ends before a peer call would time out");
 assert(replHandshakesMax >= replConnectionsMax, "every stream of a burst of reconnecting pairs fits the handshake pool");

@@ -9,7 +9,7 @@
 // 0). Beyond pairLagWritesTrackedMax entries, neighbouring entries are merged: the figures
 // stay exact at every merged boundary and never understate in between.
 import { assert } from "./assert.ts";
-import { pairLagWritesTrackedMax } from "./limits.ts";
+import { domainHeldShownAfterMs, pairLagWritesTrackedMax } from "./limits.ts";
 
 /** The lag of one side as far as it knows: host writes it knows of that are not reflected. */
 export interface LagFigures {
@@ -261,6 +261,24 @@ export function primaryShownState(input: {
 /** The reason a disconnected pair shows: since when, the last error, and that it retries. */
 export function disconnectedReason(peer: string, down: LinkDown): string {
   return `link to ${peer} down since ${down.sinceIso}${down.lastError === null ? "" : ` (last error: ${down.lastError})`}; retrying`;
+}
+
+/**
+ * Whether a secondary group whose records wait behind another member of its consistency
+ * domain (the holder) is shown `held` (pair status, group list, health, `pair status
+ * --check`): at once when the holder is gone, stopped by its disk or has no stream from its
+ * primary; a holder that still receives only once the group has not reflected for
+ * `domainHeldShownAfterMs` (ms), so a domain in step, idle ones included (a group's last record
+ * waits for the holder's next heartbeat), is not shown held.
+ */
+export function domainHeldShown(input: {
+  readonly holderPresent: boolean;
+  readonly holderStopped: boolean;
+  readonly holderStreams: number;
+  /** How long the group's reflection has not moved while it is held (ms, monotonic). */
+  readonly heldForMs: number;
+}): boolean {
+  return !input.holderPresent || input.holderStopped || input.holderStreams === 0 || input.heldForMs >= domainHeldShownAfterMs;
 }
 
 /** Whether a pair in this state needs an operator's eye (`pair status --check`, health). */

@@ -15,7 +15,7 @@ import {
   domainHolder, domainKeyOf, domainModeOf, emptyDomain, frontierHolder, isMember, reflectingMembers, stepDomain, takeoverJoinRefusal,
   type DomainEvent, type DomainState, type JoinPoint, type MemberReflected, type NotDurableMember,
 } from "../core/consistency-domain.ts";
-import { domainHeldShownAfterMs } from "../core/limits.ts";
+import { domainHeldShown } from "../core/pair-view.ts";
 import type { JournalRecord } from "../protocol/journal-record.ts";
 import { asAcceptNumber, asGroupId, asSequence } from "../core/types.ts";
 import { assert } from "../core/assert.ts";
@@ -185,14 +185,14 @@ export class Reflector {
   /**
    * The member holding `group`'s reflection back while its records wait, since when, and
    * for how long (ms, monotonic); `shown` once status calls it held: at once when the holder
-   * is stopped or has no stream from its primary, else after domainHeldShownAfterMs.
+   * is stopped or has no stream from its primary, else after domainHeldShownAfterMs (core/pair-view.ts, domainHeldShown).
    */
   heldState(group: SecondaryGroup): { readonly holder: SecondaryGroup | undefined; readonly holderName: string; readonly sinceIso: string; readonly forMs: number; readonly shown: boolean } | undefined {
     const entry = this.held.get(group.groupId);
     if (entry === undefined || group.arrivedSequence <= group.reflectedSequence) return undefined;
     const holder = this.groups().find((g) => g.name === entry.holder);
     const forMs = Math.max(0, this.clock.monotonicMs() - entry.sinceMs);
-    const shown = holder === undefined || holder.stopped !== undefined || holder.streams.size === 0 || forMs >= domainHeldShownAfterMs;
+    const shown = domainHeldShown({ holderPresent: holder !== undefined, holderStopped: holder?.stopped !== undefined, holderStreams: holder?.streams.size ?? 0, heldForMs: forMs });
     return { holder, holderName: entry.holder, sinceIso: entry.sinceIso, forMs, shown };
   }
 

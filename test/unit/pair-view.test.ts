@@ -1,12 +1,14 @@
 // Proves the pure decisions of pair status (core/pair-view.ts): the exact host-write lag
 // ledger (counts and bytes exact, time advances not counted, never understating once merged),
 // the consistent-as-of time on each side, lag seconds (a cut-off secondary lags at least the
-// age of its consistent-as-of time), and which state each side shows.
+// age of its consistent-as-of time), which state each side shows, and when a group waiting
+// behind another member of its consistency domain is shown held.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
+import { domainHeldShownAfterMs, timeAdvanceIdleIntervalMs, timeAdvanceIntervalMs } from "../../src/core/limits.ts";
 import {
-  HostWriteLedger, disconnectedReason, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState,
+  HostWriteLedger, disconnectedReason, domainHeldShown, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState,
   secondaryConsistentAsOfUs, secondaryLagSeconds,
 } from "../../src/core/pair-view.ts";
 
@@ -106,4 +108,21 @@ void test("the state shown: the record's own states first, then stopped, held, d
   for (const own of ["suspended", "failed", "fenced"] as const) assert.equal(shown({ recordState: own, groupStopped: true, linkDown: down }), own);
   assert.equal(disconnectedReason("node-b at 127.0.0.1:7400", down), "link to node-b at 127.0.0.1:7400 down since 2026-01-01T00:00:00.000Z (last error: connect ECONNREFUSED 127.0.0.1:7400); retrying");
   assert.deepEqual(["copying", "replicating", "disconnected", "held", "stopped", "suspended", "failed", "fenced", "takeover"].filter(pairHealthy), ["copying", "replicating"]);
+});
+
+void test("a group waiting behind a member of its domain is shown held at once when the holder is gone, stopped or cut off; behind one that receives, not while an idle domain waits for a heartbeat", () => {
+  const receiving = { holderPresent: true, holderStopped: false, holderStreams: 2 };
+  assert.equal(domainHeldShown({ ...receiving, holderPresent: false, heldForMs: 0 }), true, "holder gone");
+  assert.equal(domainHeldShown({ ...receiving, holderStopped: true, heldForMs: 0 }), true, "holder stopped by its disk");
+  assert.equal(domainHeldShown({ ...receiving, holderStreams: 0, heldForMs: 0 }), true, "no stream from the holder's primary");
+  // An idle domain in step: a group's last record waits for the holder's next heartbeat, due
+  // timeAdvanceIdleIntervalMs after the holder's last record, found on the primary's ticker
+  // (every timeAdvanceIntervalMs / 2), then made durable on both nodes and reflected. With the
+  // threshold equal to the interval, a healthy idle domain of two groups whose heartbeats fell
+  // in one tick (after a restart) showed `held`, and `pair status --check` failed, at every
+  // heartbeat (the 010f61e old-data-dir e2e).
+  const heartbeatLateMs = timeAdvanceIdleIntervalMs + timeAdvanceIntervalMs / 2 + 2_000;
+  assert.equal(domainHeldShown({ ...receiving, heldForMs: heartbeatLateMs }), false, "waiting for an idle holder's heartbeat, a tick and 2 s of delivery late");
+  assert.equal(domainHeldShown({ ...receiving, heldForMs: domainHeldShownAfterMs - 1 }), false);
+  assert.equal(domainHeldShown({ ...receiving, heldForMs: domainHeldShownAfterMs }), true, "a holder that receives but stays behind is named");
 });
