@@ -152,8 +152,12 @@ export class HostWriteLedger {
   /** Halves the entries: each pair of neighbours becomes one run (the later end, the earlier start). */
   private merge(): void {
     this.compact();
-    const keep = (i: number): number => Math.min(i * 2 + 1, this.lastSequence.length - 1);
-    const count = Math.ceil(this.lastSequence.length / 2);
+    // The length before any array is replaced: keep() must not see a halved lastSequence
+    // (it did, and the cumulative counts of a merged run came from its first write: lag
+    // understated, found by the property test).
+    const length = this.lastSequence.length;
+    const keep = (i: number): number => Math.min(i * 2 + 1, length - 1);
+    const count = Math.ceil(length / 2);
     const pick = <T>(values: readonly T[], at: (i: number) => number): T[] => Array.from({ length: count }, (_, i) => values[at(i)] as T);
     this.firstSequence = pick(this.firstSequence, (i) => i * 2);
     this.firstWallTimeUs = pick(this.firstWallTimeUs, (i) => i * 2);
