@@ -210,9 +210,10 @@ export class PairLink {
     this.step({ type: "start", lastSequence: this.lastSequence() });
   }
 
-  /** The node stops: streams close, nothing starts again. */
+  /** The node stops: streams close, nothing starts again, and the copy's volume handles close. */
   stop(reason: string): void {
     this.step({ type: "stop", reason });
+    this.dropCopyReaders();
   }
 
   /**
@@ -221,6 +222,8 @@ export class PairLink {
    */
   end(reason: string): void {
     this.stop(reason);
+    // The copy (if one ran) is over for good: no read of it may be answered any more.
+    this.copy = undefined;
     for (const key of [...this.timers.keys()]) this.clock.clear(this.timers.get(key));
     this.timers.clear();
     this.clock.clear(this.pumpRetryTimer);
@@ -330,7 +333,7 @@ export class PairLink {
       }
       case "copyFinished":
         this.copy = undefined;
-        void this.closeCopyReaders();
+        this.dropCopyReaders();
         return;
       case "streamReady": {
         const stream = this.streams[effect.stream];
@@ -417,6 +420,8 @@ export class PairLink {
     this.sender.onConnectionLost();
     this.tail.clear();
     this.writer.releaseHeld();
+    // Suspended, failed, fenced, stopped: a copy that runs again starts over and opens its own.
+    this.dropCopyReaders();
   }
 
   // ---- streams --------------------------------------------------------------------
@@ -440,7 +445,11 @@ export class PairLink {
           if (this.streams.some((s) => s.ready)) this.sender.onStreamLost(stream.index);
           else this.sender.onConnectionLost();
         }
-        if (stream.index === 0 && this.copy?.running === true) this.copy.running = false;
+        if (stream.index === 0 && this.copy?.running === true) {
+          this.copy.running = false;
+          // The copy starts over on the next connection (startCopy): its handles close now, not at a GC.
+          this.dropCopyReaders();
+        }
         const planned = Object.values(reopenText).some((text) => reason.startsWith(text));
         if (pairRunning(this.machine) && !planned) {
           this.lastError = reason;
@@ -607,6 +616,12 @@ export class PairLink {
   private copyDoneChunk = 0;
   /** Per volume, an O_DIRECT reader for the copy (so the copy leaves no pages in the cache). */
   private copyReaders: (DirectReader | undefined)[] = [];
+  /**
+   * Bumped whenever the copy's readers are dropped: readers whose open finishes after a drop
+   * (the pair ended or the stream closed meanwhile) are closed at once, never left to the
+   * garbage collector (Node closes a FileHandle it collects and treats that as fatal).
+   */
+  private copyReadersEpoch = 0;
 
   private startCopy(connection: ReplConnection): void {
     const volumeBytes = this.volumes.reduce((sum, v) => sum + v.file.sizeBytes, 0);
@@ -617,22 +632,46 @@ export class PairLink {
     this.copyConnection = connection;
     this.copyDoneChunk = 0;
     void this.closeCopyReaders()
-      .then(() => this.waitApplied())
+      .then(() => this.waitApplied(copy))
       .then(async () => {
+        if (this.copy !== copy || !copy.running) return;
         // Only the extents ever written (docs/volumes.md): every record through S0 is applied,
         // so marked, now. The secondary's other bytes are zero (it empties its volumes first).
         copy.plans = this.volumes.map((v) => v.file.written.snapshot());
         copy.totalBytes = copy.plans.reduce((sum, plan) => sum + plan.markedBytes, 0);
         this.logger.info({ event: "copy_started", group: this.groupName, totalBytes: copy.totalBytes, volumeBytes, copyStartSequence: this.machine.record.copyStartSequence }, "initial copy started");
-        this.copyReaders = await Promise.all(this.volumes.map((v) => DirectReader.open(v.file.fileSystem, v.file.path, replCopyChunkBytesMax)));
+        await this.openCopyReaders(copy);
       })
       .then(() => this.copyMore())
       .catch((error: unknown) => connection.fail("INTERNAL", (error as Error).message));
   }
 
-  /** Every record up to S0 must be in the volumes before the copy reads them. */
-  private async waitApplied(): Promise<void> {
-    while (this.writer.appliedSequence < this.machine.record.copyStartSequence) await this.clock.sleep(5);
+  /** Every record up to S0 must be in the volumes before the copy reads them (or the copy is over meanwhile). */
+  private async waitApplied(copy: CopyProgress): Promise<void> {
+    while (this.writer.appliedSequence < this.machine.record.copyStartSequence && this.copy === copy && copy.running) await this.clock.sleep(5);
+  }
+
+  /**
+   * Opens the copy's readers, one per volume. Every handle opened is owned by the link or closed
+   * here: when one open fails the others close, and when the copy ended while they opened (the
+   * pair deleted, suspended, its stream closed) they close at once.
+   */
+  private async openCopyReaders(copy: CopyProgress): Promise<void> {
+    const epoch = this.copyReadersEpoch;
+    const opened = await Promise.allSettled(this.volumes.map((v) => DirectReader.open(v.file.fileSystem, v.file.path, replCopyChunkBytesMax)));
+    const readers = opened.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
+    const failed = opened.find((result) => result.status === "rejected");
+    if (failed !== undefined || epoch !== this.copyReadersEpoch || this.copy !== copy || !copy.running) {
+      await Promise.all(readers.map((reader) => reader.close().catch((error: unknown) => this.logger.warn({ event: "copy_reader_close_failed", group: this.groupName, err: error }, "a volume handle of the initial copy did not close cleanly"))));
+      if (failed !== undefined) throw failed.reason;
+      return;
+    }
+    this.copyReaders = readers;
+  }
+
+  /** Closes the copy's readers now (in the background; a close that fails is logged). */
+  private dropCopyReaders(): void {
+    this.closeCopyReaders().catch((error: unknown) => this.logger.warn({ event: "copy_reader_close_failed", group: this.groupName, err: error }, "a volume handle of the initial copy did not close cleanly"));
   }
 
   private copyMore(): void {
@@ -698,6 +737,7 @@ export class PairLink {
   }
 
   private async closeCopyReaders(): Promise<void> {
+    this.copyReadersEpoch += 1;
     const readers = this.copyReaders;
     this.copyReaders = [];
     await Promise.all(readers.map((r) => (r === undefined ? Promise.resolve() : r.close())));
