@@ -3,6 +3,7 @@
 // before anything is sent. New commands (pair, snapshot, consistency-point, ...) use these.
 import type { Command } from "commander";
 import { nameProblem } from "../core/names.ts";
+import { cliDeadlineMs } from "../core/limits.ts";
 import { ApiClient, defaultNodeUrl, parseNodeUrl } from "./api-client.ts";
 import { UsageError } from "./errors.ts";
 import { formatBytes, formatJson } from "./format.ts";
@@ -28,6 +29,12 @@ export interface MgmtContext {
   readonly io: CliIo;
   /** Prints the API's answer with --json, or the human text otherwise. */
   print(raw: unknown, human: () => string): void;
+  /**
+   * A client for a command the node answers only after waiting itself (at most `nodeWaitMsMax`,
+   * src/core/limits.ts): its deadline outlasts the node's, so the node's own answer (a refusal
+   * that says why) arrives instead of "did not answer".
+   */
+  waitingClient(nodeWaitMsMax: number): ApiClient;
 }
 
 /** `--node URL`'s help: where the default comes from. */
@@ -81,6 +88,9 @@ export function mgmtContext(command: Command, io: CliIo): MgmtContext {
     io,
     print(raw, human) {
       io.stdout(json ? formatJson(raw) : human());
+    },
+    waitingClient(nodeWaitMsMax) {
+      return new ApiClient(target.url, { timeoutMs: Math.max(client.timeoutMs, cliDeadlineMs(nodeWaitMsMax)) });
     },
   };
 }

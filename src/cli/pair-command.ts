@@ -4,8 +4,8 @@
 // notes the primary's accepted sequence once and returns when the secondary reflected it.
 import type { Command } from "commander";
 import {
-  fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, pairCreateLinkWaitMsMax, pairResumeLinkWaitMsMax, pairWatchIntervalMsDefault, pairWatchIntervalMsMax, pairWatchIntervalMsMin,
-  replStreamsDefault, replStreamsMax, takeoverCommandMarginMs,
+  pairCreateLinkWaitMsMax, pairCreateNodeWaitMsMax, pairResumeLinkWaitMsMax, pairWatchIntervalMsDefault, pairWatchIntervalMsMax, pairWatchIntervalMsMin,
+  replStreamsDefault, replStreamsMax, takeoverNodeWaitMsMax,
 } from "../core/limits.ts";
 import { pairHealthy } from "../core/pair-view.ts";
 import type { CopyMode, PairInfo, ReflectMode, TakeoverResult, TransferMode } from "../mgmt/control.ts";
@@ -76,7 +76,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       ...(flags.domain === undefined ? {} : { domain: checkName("domain", flags.domain) }),
     };
     const context = mgmtContext(command, io);
-    const created = await context.client.call(mgmtRoutes.createPair, { body }, {
+    const created = await context.waitingClient(pairCreateNodeWaitMsMax).call(mgmtRoutes.createPair, { body }, {
       what: `create a pair for group '${group}'`,
       hints: {
         TM_ERR_NOT_FOUND: "create the group first with `tidemark group create`, or see `tidemark group list`",
@@ -210,7 +210,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
     const groups = parseGroupList(groupsText, "takeover");
     const context = mgmtContext(command, io);
     // The takeover may wait for the primary's FENCED answer and for what it accepted to arrive.
-    const client = new ApiClient(context.client.baseUrl, { timeoutMs: Math.max(context.client.timeoutMs, fenceAnswerTimeoutMs + fenceArrivalTimeoutMs + takeoverCommandMarginMs) });
+    const client = context.waitingClient(takeoverNodeWaitMsMax);
     const { value, raw } = await client.call(mgmtRoutes.takeover, { body: flags.force === true ? { groups, force: true } : { groups } }, {
       what: `take over ${groups.length === 1 ? "group" : "groups"} ${groups.map((name) => `'${name}'`).join(", ")}`,
       hints: {

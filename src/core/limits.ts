@@ -315,6 +315,19 @@ export const takeoverAppendsWaitMsMax = 30_000;
 export const pairDeleteAckWaitMsMax = 10_000;
 /** How often that wait looks again. */
 export const pairDeleteAckPollMs = 50;
+/**
+ * `pair delete` on the secondary waits at most this long for the group's writes in flight (the
+ * journal's appends, the initial copy's chunks) before it converts the group (a disk that hangs),
+ * then refuses with the reason: well within the primary's call to it (peerRequestTimeoutMs).
+ */
+export const pairEndWritesWaitMsMax = 10_000;
+/**
+ * A secondary in its initial copy with no stream from its primary for this long says so in its
+ * status and makes /v1/health degraded (the copy does not move: the primary's pair may be
+ * deleted or its site lost; ending this side is `pair delete --force` there). At once when the
+ * primary said it deleted the pair.
+ */
+export const secondaryCopyStalledMs = 60_000;
 
 assert(replReorderBytesMax >= replInFlightBytesMax + journalRecordPayloadBytesMax + 64, "the reorder buffer holds the whole send window plus one largest record");
 assert(replReorderRecordsMax >= replInFlightRecordsMax, "the reorder buffer holds every record of the send window");
@@ -325,4 +338,30 @@ assert(replStreamsDefault >= 1 && replStreamsDefault <= replStreamsMax, "the def
 assert(takeoverJoinWaitMsMax > timeAdvanceIdleIntervalMs, "a takeover waits long enough for an idle joiner's next heartbeat");
 assert(domainHeldShownAfterMs >= 2 * timeAdvanceIdleIntervalMs, "an idle domain in step is not shown held while a group waits for the holder's next heartbeat");
 assert(pairDeleteAckWaitMsMax < peerRequestTimeoutMs, "pair delete's wait for the secondary ends before a peer call would time out");
+assert(pairEndWritesWaitMsMax * 2 < peerRequestTimeoutMs, "the secondary's pair delete answers the primary's call before it times out");
 assert(replHandshakesMax >= replConnectionsMax, "every stream of a burst of reconnecting pairs fits the handshake pool");
+
+// ---- how long the CLI waits for commands the node answers only after waiting itself --------
+// Each CLI deadline is derived from the node's own longest wait for that command, plus a
+// margin for its saves and the answer's way back: a CLI that gave up at the very moment the
+// node answered (both 10 s for `pair delete`) told the user the node was stuck when it was
+// about to say why it refused (docs/cli.md, "Deadlines").
+/** What the CLI waits beyond the node's own longest wait for a command (its saves, the answer's way back). */
+export const mgmtCommandMarginMs = 10_000;
+/** `pair create`: the node asks the secondary to prepare its side (one peer call). */
+export const pairCreateNodeWaitMsMax = peerRequestTimeoutMs;
+/** `pair delete` on the primary: the wait for the secondary's acknowledgements, then the secondary's end (one peer call). */
+export const pairDeleteNodeWaitMsMax = pairDeleteAckWaitMsMax + peerRequestTimeoutMs;
+/** `pair set`: the node asks the node at the new address whether it holds the pair (one peer call). */
+export const pairSetNodeWaitMsMax = peerRequestTimeoutMs;
+/** `pair takeover`: the fence's answer and arrival, a pending domain join, the appends in flight, the conversion's saves (takeoverCommandMarginMs). */
+export const takeoverNodeWaitMsMax = fenceAnswerTimeoutMs + fenceArrivalTimeoutMs + takeoverJoinWaitMsMax + takeoverAppendsWaitMsMax + takeoverCommandMarginMs;
+
+/** The CLI's deadline for one call whose node-side handling waits at most `nodeWaitMsMax`. */
+export function cliDeadlineMs(nodeWaitMsMax: number): number {
+  return Math.max(mgmtRequestTimeoutMsDefault, nodeWaitMsMax + mgmtCommandMarginMs);
+}
+
+assert(cliDeadlineMs(pairDeleteNodeWaitMsMax) > pairDeleteNodeWaitMsMax, "the CLI waits longer than pair delete on the node");
+assert(cliDeadlineMs(pairCreateNodeWaitMsMax) > pairCreateNodeWaitMsMax && cliDeadlineMs(pairSetNodeWaitMsMax) > pairSetNodeWaitMsMax, "the CLI waits longer than the node's peer call");
+assert(cliDeadlineMs(takeoverNodeWaitMsMax) > takeoverNodeWaitMsMax, "the CLI waits longer than a takeover on the node");

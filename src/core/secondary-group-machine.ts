@@ -24,6 +24,8 @@ import type { Position } from "./position.ts";
 import type { NamedDomainDeclaration } from "./named-domain.ts";
 import type { TmErrorCode } from "./errors.ts";
 import type { GroupState, NackableType, ReplErrorCode } from "../protocol/repl-protocol.ts";
+import { replPairDeletedCloseText } from "../protocol/repl-protocol.ts";
+import { secondaryCopyStalledMs } from "./limits.ts";
 
 /** The persisted lifecycle of a secondary (metadata's SecondaryRecord has exactly these fields). */
 export interface SecondaryLifecycleRecord {
@@ -190,6 +192,14 @@ export type SecondaryGroupEvent =
   | { readonly type: "takeoverDrained"; readonly reflectedSequence: number }
   /** Another group of the same takeover was refused: this one goes on replicating. */
   | { readonly type: "takeoverAbort" }
+  /**
+   * `pair delete --force` on the secondary during the initial copy (or before it began): the
+   * group stops receiving (its streams close, the primary is told to wait) while the shell
+   * waits for the copy's writes in flight and converts it into an ordinary group that holds an
+   * incomplete copy. Refused once the copy is done (the ordinary end applies) or while a step
+   * runs. `takeoverAbort` undoes it when the conversion fails before its save.
+   */
+  | { readonly type: "abandonCopy" }
   /** The takeover's intent is saved: the primary is told the group is taken over. */
   | { readonly type: "takeoverDecided" }
   /** At start, node.json holds an unfinished takeover of this group: held outside its domain, decided. */
@@ -737,6 +747,13 @@ export function stepSecondaryGroup(state: SecondaryGroupState, event: SecondaryG
     case "takeoverResumed":
       assert(state.record.state === "replicating" && state.takeover === undefined && state.step === undefined, () => `group ${state.name} is recovered as a replicating secondary for an unfinished takeover`);
       return { state: { ...state, takeover: { phase: "leftDomain", decided: true } }, effects: [] };
+    case "abandonCopy": {
+      if (state.record.state === "replicating" || state.record.state === "takeover" || state.takeover !== undefined || state.step !== undefined) {
+        const what = state.step !== undefined ? `its initial copy is ${state.step.kind === "finishCopy" ? "finishing" : "starting"}` : state.takeover !== undefined ? "it is being taken over or its pair deleted" : `it is ${state.record.state === "takeover" ? "taken over" : "past its initial copy"}`;
+        return { state, effects: [{ type: "refuseOperator", code: "TM_ERR_STATE", text: `group ${state.name} cannot end its initial copy now: ${what}; try again in a moment (tidemark pair status ${state.name})` }] };
+      }
+      return { state: { ...state, takeover: { phase: "draining" } }, effects: [{ type: "closeStreams", why: "hold", text: "the pair is being deleted on the secondary" }] };
+    }
     case "takeoverAbort":
       assert(state.takeover?.phase === "draining", () => `group ${state.name} was draining for a takeover`);
       return { state: { ...state, takeover: undefined }, effects: [{ type: "kickReflection" }] };
@@ -814,6 +831,8 @@ export interface SecondaryFacts {
   readonly streams: number;
   readonly noStreamSinceIso: string | undefined;
   readonly peerCloseText: string | undefined;
+  /** How long no stream of the primary has been attached (0 while one is). */
+  readonly noStreamForMs?: number | undefined;
   /**
    * The member of the group's domain that holds its waiting records back, when another one
    * (issue 8, kind 4): its name, why (stopped, no stream, ...), since when reflection of this
@@ -860,6 +879,27 @@ export function roomWaitReason(state: SecondaryGroupState, usedBytes: number, by
   return `journal full (${formatMiB(usedBytes)} of ${formatMiB(bytesMax)}): ${why}`;
 }
 
+/**
+ * Why a secondary's initial copy (or its wait for one) will not move on by itself, or undefined:
+ * the primary said it deleted the pair, or no stream came for secondaryCopyStalledMs (the
+ * primary's pair deleted while this node was away, or its site lost). Status shows it as the
+ * reason and /v1/health as degraded: only `pair delete --force` here ends such a group.
+ */
+export function copyStalledReason(state: SecondaryGroupState, facts: Pick<SecondaryFacts, "streams" | "peerCloseText" | "noStreamForMs" | "noStreamSinceIso">): string | undefined {
+  const record = state.record;
+  if ((record.state !== "copying" && record.state !== "empty") || facts.streams > 0 || state.takeover !== undefined) return undefined;
+  const endHere = `end this side with: tidemark pair delete ${state.name} --force (its volumes then keep an incomplete copy, consistent with no point in time, read-only unless --promote)`;
+  if (facts.peerCloseText?.startsWith(replPairDeletedCloseText) === true) {
+    return `the primary ${record.primaryNode} ended the pair during the initial copy (it said: ${facts.peerCloseText}): nothing more arrives and the copy will not finish; ${endHere}`;
+  }
+  if ((facts.noStreamForMs ?? 0) >= secondaryCopyStalledMs) {
+    const since = facts.noStreamSinceIso === undefined ? "since this node started" : `since ${facts.noStreamSinceIso}`;
+    return `the initial copy has not moved for ${Math.floor((facts.noStreamForMs ?? 0) / 1000)} s: no replication stream from primary ${record.primaryNode} ${since}. ` +
+      `If that node runs, check the link (it reconnects by itself); if its pair was deleted or its site is lost, ${endHere}`;
+  }
+  return undefined;
+}
+
 /** The pair state and the one-line reason status shows for a secondary group. */
 export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFacts | undefined): { readonly state: SecondaryShownState; readonly reason: string | null } {
   const record = state.record;
@@ -898,9 +938,15 @@ export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFa
   // itself). Shown as its own state: the consistent-as-of time stops moving meanwhile.
   // (During the initial copy the state stays `copying`, with this reason: the copy is what is missing.)
   if ((shown === "replicating" || shown === "copying") && facts.streams === 0 && state.takeover === undefined) {
-    const said = facts.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${facts.peerCloseText}`;
-    const cutOff = `no replication stream from primary ${record.primaryNode}${facts.noStreamSinceIso === undefined ? " since this node started" : ` since ${facts.noStreamSinceIso}`} (${said}${facts.lastError === null ? "" : `; last error: ${facts.lastError}`}); the primary reconnects by itself`;
-    reason = reason === null ? cutOff : `${cutOff}; ${reason}`;
+    const since = facts.noStreamSinceIso === undefined ? " since this node started" : ` since ${facts.noStreamSinceIso}`;
+    const stalled = copyStalledReason(state, facts);
+    if (stalled !== undefined) {
+      reason = stalled;
+    } else {
+      const said = facts.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${facts.peerCloseText}`;
+      const cutOff = `no replication stream from primary ${record.primaryNode}${since} (${said}${facts.lastError === null ? "" : `; last error: ${facts.lastError}`}); the primary reconnects by itself`;
+      reason = reason === null ? cutOff : `${cutOff}; ${reason}`;
+    }
     if (shown === "replicating") shown = "disconnected";
   }
   if (stop === undefined && shown !== "takeover") reason = roomWaitReason(state, facts.journalUsedBytes, facts.journalBytesMax, facts.frontierHolder) ?? reason;

@@ -131,6 +131,12 @@ const groupRecordSchema = z.strictObject({
    * it. Absent: writable.
    */
   readOnly: z.strictObject({ reason: z.string(), since: z.string() }).optional(),
+  /**
+   * The group was the secondary of a pair ended during its initial copy (`pair delete --force`
+   * there): its volumes hold an incomplete copy from `primaryNode`, consistent with no point in
+   * time. Kept after `--promote` (status says so); absent otherwise.
+   */
+  incompleteCopy: z.strictObject({ primaryNode: z.string(), pairId: z.string(), at: z.string() }).optional(),
 });
 
 /**

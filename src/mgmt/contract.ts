@@ -291,7 +291,12 @@ export const pairEndSchema = z.object({
   role: z.enum(["primary", "secondary"]).nullable(),
   readOnly: z.boolean(),
   keptSequence: z.number().int().nonnegative().nullable(),
-  secondary: z.object({ deleted: z.boolean(), note: z.string().nullable() }).optional(),
+  secondary: z.object({
+    deleted: z.boolean(), note: z.string().nullable(), readOnly: z.boolean().optional(), takenOver: z.boolean().optional(), node: z.string().optional(), url: z.string().optional(),
+  }).optional(),
+  promoted: z.boolean().optional(),
+  incompleteCopy: z.boolean().optional(),
+  takenOver: z.boolean().optional(),
 });
 
 /** Every API error body: {error:{code,message}}. */

@@ -260,8 +260,23 @@ export interface PairEndInfo {
   readonly readOnly: boolean;
   /** On a secondary: the last sequence of the primary's the image holds, else null. */
   readonly keptSequence: number | null;
-  /** On a primary: what became of the secondary's side (the call's answer, or why it was left as it is with --force). */
-  readonly secondary?: { readonly deleted: boolean; readonly note: string | null } | undefined;
+  /** On a primary: what became of the secondary's side (the call's answer, or why it was left as it is with --force); `readOnly`: its volumes' state after it, when it answered. */
+  readonly secondary?: {
+    readonly deleted: boolean;
+    readonly note: string | null;
+    readonly readOnly?: boolean | undefined;
+    /** The secondary had taken the group over: it only forgot the pair (its group was writable already). */
+    readonly takenOver?: boolean | undefined;
+    /** The secondary's node id and management URL (for what to type there). */
+    readonly node?: string | undefined;
+    readonly url?: string | undefined;
+  } | undefined;
+  /** This call made the group's volumes writable (`--promote`). */
+  readonly promoted?: boolean | undefined;
+  /** The volumes hold an initial copy that never finished: consistent with no point in time. */
+  readonly incompleteCopy?: boolean | undefined;
+  /** On a secondary: the group had been taken over (it was writable before; only the pair is forgotten). */
+  readonly takenOver?: boolean | undefined;
 }
 
 export interface TakeoverResult {

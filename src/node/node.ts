@@ -561,14 +561,24 @@ export class TidemarkNode implements NodeControl, PairControl {
     const record = this.requireMetadata().groups.find((g) => g.name === group);
     const secondary = record?.secondary;
     if (secondary !== undefined) {
+      // A taken-over group: its own rules (the old primary's side, asked or told): secondary-role.ts.
+      if (secondary.state === "takeover") return this.secondaries.endPair(group, { promote: options.promote, force: options.force });
       if (!options.force) {
+        const promote = options.promote ? " --promote" : "";
+        if (secondary.state !== "replicating") {
+          throw new ControlError("TM_ERR_STATE", `group ${group} is the secondary of a pair from node ${secondary.primaryNode}, still in its initial copy (${secondary.state}): run pair delete against the primary, which ends its side; ` +
+            `to end it on this node (the primary's pair deleted already, or its site lost): tidemark pair delete ${group} --force${promote} (its volumes then keep an incomplete copy, consistent with no point in time)`);
+        }
         throw new ControlError("TM_ERR_STATE", `group ${group} is the secondary of a pair from node ${secondary.primaryNode}: run pair delete against the primary, which ends both sides; ` +
-          `to end it on this node only (the primary gone or unreachable): tidemark pair delete ${group} --force${options.promote ? " --promote" : ""}`);
+          `to end it on this node only (the primary gone or unreachable): tidemark pair delete ${group} --force${promote}`);
       }
       return this.secondaries.endPair(group, { promote: options.promote, force: true });
     }
     const promoted = options.promote && (await this.groups.makeWritable(group));
-    return { group, deleted: false, role: null, readOnly: record?.readOnly !== undefined && !promoted, keptSequence: null };
+    return {
+      group, deleted: false, role: null, readOnly: record?.readOnly !== undefined && !promoted, keptSequence: null,
+      ...(promoted ? { promoted: true } : {}), ...(record?.incompleteCopy === undefined ? {} : { incompleteCopy: true }),
+    };
   }
 
   setPairSecondary(group: string, to: string): Promise<PairInfo> {

@@ -332,7 +332,8 @@ export class GroupRegistry {
         lastWriteTimeUs: writer.lastWriteTimeUs,
         state: writer.stopped === undefined ? "ok" : "stopped",
         heldWrites: writer.heldWrites,
-        reason: writer.stopped?.reason ?? (writer.heldWrites > 0 ? this.heldReason(writer) : null) ?? (writer.readOnlyReason === undefined ? null : `read-only: ${writer.readOnlyReason}`),
+        reason: writer.stopped?.reason ?? (writer.heldWrites > 0 ? this.heldReason(writer) : null) ?? (writer.readOnlyReason === undefined ? null : `read-only: ${writer.readOnlyReason}`) ??
+          (record.incompleteCopy === undefined ? null : `holds an incomplete initial copy from node ${record.incompleteCopy.primaryNode} (its pair was deleted during the copy, ${record.incompleteCopy.at}): consistent with no point in time`),
       };
     });
   }

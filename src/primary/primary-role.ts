@@ -19,6 +19,7 @@ import type { VolumeFile } from "../storage/volume-file.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { GroupWriter } from "./group-writer.ts";
 import { PairLink } from "./pair-link.ts";
+import { replPairDeletedCloseText } from "../protocol/repl-protocol.ts";
 
 /** A volume of this node, as the primary role needs it. */
 export interface PrimaryVolume {
@@ -275,19 +276,25 @@ export class PrimaryRole {
       throw new ControlError("TM_ERR_STATE", `the initial copy of ${group} is not done${copy}: the secondary holds no consistent image yet. Wait for it (tidemark pair status ${group}), or end the pair on this node only: ${again}`);
     }
     if (!force) await this.waitForSecondary(link, group, info.writeSequence ?? info.acceptedSequence);
-    let secondary: { deleted: boolean; note: string | null };
+    let secondary: { deleted: boolean; note: string | null; readOnly?: boolean; takenOver?: boolean; node: string; url: string };
+    // Whatever is to be typed on the secondary names it (--node), never "there".
+    const there = `tidemark pair delete ${pair.remoteGroup} --force --node ${pair.remoteUrl}`;
+    const copying = info.state === "copying" ? " (its volumes then keep an incomplete copy, consistent with no point in time)" : "";
     try {
       const answer = await this.options.endSecondary(pair.remoteUrl, { pairId: pair.pairId, primaryNode: this.options.nodeId, group: pair.remoteGroup, promote: options.promote });
-      secondary = { deleted: answer.deleted, note: answer.deleted ? null : `node ${pair.remoteNode} had no pair ${pair.pairId} (deleted there before)` };
+      secondary = {
+        deleted: answer.deleted, note: answer.deleted ? null : `node ${pair.remoteNode} had no pair ${pair.pairId} (deleted there before)`, node: pair.remoteNode, url: pair.remoteUrl,
+        ...(answer.deleted ? { readOnly: answer.readOnly } : {}), ...(answer.takenOver === true ? { takenOver: true } : {}),
+      };
     } catch (error) {
       if (!(error instanceof ControlError)) throw error;
       if (!force) {
-        const thisSideOnly = `To end the pair on this node only: ${again} (then run tidemark pair delete ${pair.remoteGroup} --force against node ${pair.remoteNode} once it is back)`;
+        const thisSideOnly = `To end the pair on this node only: ${again} (then, once node ${pair.remoteNode} is back: ${there})`;
         throw new ControlError(error.code, `${error.message}; nothing was deleted. ${thisSideOnly}`);
       }
-      secondary = { deleted: false, note: `left as it is: ${error.message}; end it there with tidemark pair delete ${pair.remoteGroup} --force` };
+      secondary = { deleted: false, note: `left as it is: ${error.message}; end it on node ${pair.remoteNode} with: ${there}${copying}`, node: pair.remoteNode, url: pair.remoteUrl };
     }
-    link.end("pair deleted");
+    link.end(replPairDeletedCloseText);
     this.links.delete(group);
     await this.options.updateMetadata((m) => {
       delete groupRecordById(m, record.id).pair;
@@ -342,7 +349,7 @@ export class PrimaryRole {
       if (!moving || this.options.clock.monotonicMs() >= deadlineMs || this.links.get(group) !== link) {
         const missing = throughSequence - link.ackedSequence;
         throw new ControlError("TM_ERR_STATE",
-          `${missing} record${missing === 1 ? "" : "s"} accepted here (through sequence ${throughSequence}) ${missing === 1 ? "is" : "are"} not on the secondary yet (it holds through ${link.ackedSequence}): ` +
+          `${missing} record${missing === 1 ? "" : "s"} accepted here (through sequence ${throughSequence}) ${missing === 1 ? "is" : "are"} not on the secondary yet (it holds through ${link.ackedSequence})${whySecondaryBehind(link.status())}: ` +
           `deleting the pair now would leave it behind. Let it catch up (tidemark pair status ${group}; pair resume if suspended) and run this again, or leave it behind: tidemark pair delete ${group} --force`);
       }
       await this.options.clock.sleep(pairDeleteAckPollMs);
@@ -365,6 +372,20 @@ export class PrimaryRole {
     if (this.options.isSecondary(group)) throw new ControlError("TM_ERR_STATE", `group ${group} is the secondary of its pair; run this against the primary`);
     throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair on this node`);
   }
+}
+
+/**
+ * Why the secondary of a pair does not acknowledge: it cannot be reached (no stream, the link's
+ * last error, the last contact), the pair is suspended or failed, or "" while it replicates.
+ */
+export function whySecondaryBehind(info: PairInfo): string {
+  const node = `node ${info.remoteNode}${info.remoteUrl === null ? "" : ` (${info.remoteUrl})`}`;
+  const contact = info.lastContact === null ? "no contact since this node started" : `last contact ${info.lastContact}`;
+  if (info.state === "suspended" || info.state === "failed" || info.state === "fenced") return ` (the pair is ${info.state})`;
+  if (info.state === "disconnected" || info.link.connectedStreams === 0) {
+    return `: the secondary ${node} cannot be reached (${info.link.lastError ?? "no replication stream is connected"}; ${contact})`;
+  }
+  return info.state === "replicating" ? ` (the secondary ${node} did not acknowledge them in time; ${contact})` : ` (the pair is ${info.state})`;
 }
 
 /** Writes a pair machine's change into the draft of node.json. */

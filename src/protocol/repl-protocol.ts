@@ -50,6 +50,12 @@ export const replProtocolVersionMax = 2;
  * of the initial copy): not a loss of the link, so neither side reports the pair disconnected.
  */
 export const replReopenCloseText = "initial copy done; reopening";
+/**
+ * The CLOSE text with which a primary closes its streams when its side of the pair is deleted
+ * (`pair delete`, with --force during the copy or with the secondary refusing): nothing more
+ * comes, and the secondary's status says so and what ends its side.
+ */
+export const replPairDeletedCloseText = "the pair was deleted on the primary";
 /** The first protocol version whose BATCH records carry the primary's wall time. */
 export const replVersionWallTime = 2;
 

@@ -255,6 +255,7 @@ export class ReplServer implements SecondaryStreams {
           open.secondary.streams.delete(connectionId);
           if (open.secondary.streams.size === 0) {
             open.secondary.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
+            open.secondary.noStreamSinceMs = this.clock.monotonicMs();
             // One line when the last stream of the group goes (pair status: disconnected), none per
             // retry, and none when the primary reopens its streams at once (the end of the copy).
             if (open.secondary.peerCloseText?.startsWith(replReopenCloseText) === true) continue;

@@ -105,6 +105,8 @@ export class SecondaryGroup {
   peerCloseText: string | undefined;
   /** Since when no stream of the primary is attached (for status); undefined while one is, or before the first. */
   noStreamSinceIso: string | undefined;
+  /** Monotonic ms since when no stream of the primary is attached (from the group's start until the first). */
+  noStreamSinceMs: number;
   /** Streams attached to this group (connections that opened it). */
   readonly streams = new Set<number>();
   /**
@@ -183,6 +185,7 @@ export class SecondaryGroup {
       volumes: options.volumes.map((v) => ({ volumeId: v.volumeId, name: v.name, sizeBytes: v.file.sizeBytes })),
     });
     this.clock = options.clock;
+    this.noStreamSinceMs = options.clock.monotonicMs();
     this.observer = options.observer;
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
@@ -264,11 +267,19 @@ export class SecondaryGroup {
   async writeCopyChunk(volumeId: number, offsetBytes: number, lengthBytes: number, data: Buffer | undefined): Promise<void> {
     const volume = this.volumes.find((v) => v.volumeId === volumeId);
     assert(volume !== undefined, "the lifecycle checked the copy's volume");
-    // The copy visits every range once, so a range of a volume that was all zeroes stays zero.
-    if (data !== undefined) await volume.file.write(offsetBytes, data);
-    else if (!this.zeroVolumes.has(volumeId)) await volume.file.writeZeroes(offsetBytes, lengthBytes);
-    this.copyBytes += lengthBytes;
+    this.copyWritesInFlight += 1;
+    try {
+      // The copy visits every range once, so a range of a volume that was all zeroes stays zero.
+      if (data !== undefined) await volume.file.write(offsetBytes, data);
+      else if (!this.zeroVolumes.has(volumeId)) await volume.file.writeZeroes(offsetBytes, lengthBytes);
+      this.copyBytes += lengthBytes;
+    } finally {
+      this.copyWritesInFlight -= 1;
+    }
   }
+
+  /** Copy chunks being written to the volumes now (a pair delete during the copy waits for them). */
+  copyWritesInFlight = 0;
 
   get arrivedSequence(): number {
     return this.receiver.arrivedSequence;

@@ -13,9 +13,9 @@ import { assert, unreachable } from "../core/assert.ts";
 import { faultInjected } from "../core/faults.ts";
 import { namedDomainRefusal, type NamedDomainMember } from "../core/named-domain.ts";
 import { joinPending, joinPendingText, reflectModeConflict, type JoinPoint } from "../core/consistency-domain.ts";
-import { takeoverAppendsWaitMsMax, takeoverJoinPollMs, takeoverJoinWaitMsMax, takeoverReadBytes } from "../core/limits.ts";
+import { pairEndWritesWaitMsMax, takeoverAppendsWaitMsMax, takeoverJoinPollMs, takeoverJoinWaitMsMax, takeoverReadBytes } from "../core/limits.ts";
 import {
-  decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal,
+  copyStalledReason, decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal,
   type OperatorRefusalCode, type SecondaryFacts, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
 } from "../core/secondary-group-machine.ts";
 import { asAcceptNumber, asWriteTimeUs } from "../core/types.ts";
@@ -947,16 +947,23 @@ export class SecondaryRole implements SecondaryHost {
     if (record === undefined || secondary === undefined) return none;
     if (options.pairId !== undefined && (secondary.pairId !== options.pairId || (options.primaryNode !== undefined && secondary.primaryNode !== options.primaryNode))) return none;
     if (secondary.state === "takeover") {
-      if (!options.force) {
-        throw new ControlError("TM_ERR_STATE", `group ${name} was taken over on node ${nodeId}; while this node remembers it, its old primary (node ${secondary.primaryNode}) is refused and fences itself if it comes back. ` +
-          `Delete the pair on the old primary first (tidemark pair delete ${secondary.primaryGroup} --force there), or forget the takeover here anyway: tidemark pair delete ${name} --force`);
+      // The old primary's own call (its pair delete): its side is gone, so nothing can come back
+      // with this pair; the takeover is forgotten without asking. The operator here needs --force:
+      // this node cannot know whether the old primary still holds its side.
+      const fromOldPrimary = options.pairId !== undefined;
+      if (!options.force && !fromOldPrimary) {
+        const at = secondary.takeover === null ? "" : ` at ${secondary.takeover.at}`;
+        throw new ControlError("TM_ERR_STATE", `group ${name} was taken over on node ${nodeId}${at} (pair ${secondary.pairId} from node ${secondary.primaryNode}): it is an ordinary writable group here already, and deleting the pair only forgets the takeover. ` +
+          `While this node remembers it, the old primary (node ${secondary.primaryNode}) is refused if it comes back with its pair and fences itself; once forgotten, it only fails. ` +
+          `Delete the pair on node ${secondary.primaryNode} first (tidemark pair delete ${secondary.primaryGroup} --force --node <management URL of node ${secondary.primaryNode}>): it tells this node, which then forgets the takeover by itself; or forget it here anyway: tidemark pair delete ${name} --force`);
       }
       await this.options.updateMetadata((m) => {
         const saved = m.groups.find((g) => g.id === record.id);
         if (saved !== undefined) delete saved.secondary;
       });
-      this.logger.warn({ event: "pair_deleted", group: name, role: "secondary", pairId: secondary.pairId, takenOver: true }, "pair deleted: the taken-over group forgets its pair");
-      return { group: name, deleted: true, role: "secondary", readOnly: false, keptSequence: secondary.takeover?.keptSequence ?? null };
+      this.logger.warn({ event: "pair_deleted", group: name, role: "secondary", pairId: secondary.pairId, takenOver: true, byOldPrimary: fromOldPrimary },
+        fromOldPrimary ? "pair deleted by its old primary: the taken-over group forgets its pair" : "pair deleted: the taken-over group forgets its pair; a returning old primary now only fails");
+      return { group: name, deleted: true, role: "secondary", readOnly: false, keptSequence: secondary.takeover?.keptSequence ?? null, takenOver: true };
     }
     const group = this.groups.get(name);
     assert(group !== undefined, () => `secondary group ${name} is live`);
@@ -964,7 +971,12 @@ export class SecondaryRole implements SecondaryHost {
       throw new ControlError("TM_ERR_STATE", `group ${name} is being taken over or its pair deleted right now; try again in a moment (tidemark pair status ${name})`);
     }
     if (secondary.state !== "replicating" || group.lifecycle.step !== undefined) {
-      throw new ControlError("TM_ERR_STATE", `group ${name} on node ${nodeId} is still in its initial copy (${secondary.state}): its volumes hold no consistent image yet, so its pair is not ended; wait until it replicates (tidemark pair status ${name})`);
+      if (!options.force) {
+        // The primary's own call (its --force): this side holds no consistent image, so it is not
+        // ended with the primary's; only the operator here ends it, knowing what it keeps.
+        throw new ControlError("TM_ERR_STATE", `group ${name} on node ${nodeId} is still in its initial copy (${secondary.state}): its volumes hold no consistent image, so its side is not ended with the primary's`);
+      }
+      return this.abandonCopy(group, options.promote);
     }
     // Held: the primary's streams close and it is told to wait (GROUP_BUSY), as for a takeover.
     const held: RunContext = {};
@@ -972,7 +984,13 @@ export class SecondaryRole implements SecondaryHost {
     if (held.refusal !== undefined) throw new ControlError(held.refusal.code, held.refusal.text);
     let keep: number;
     try {
-      while (group.pendingAppends > 0) await this.options.clock.sleep(2);
+      const deadlineMs = this.options.clock.monotonicMs() + pairEndWritesWaitMsMax;
+      while (group.pendingAppends > 0) {
+        if (this.options.clock.monotonicMs() >= deadlineMs) {
+          throw new ControlError("TM_ERR_STATE", `group ${name} still has ${group.pendingAppends} records being written to its journal after ${pairEndWritesWaitMsMax / 1000} s (the disk does not answer); nothing was deleted: try again once it does, or restart the node`);
+        }
+        await this.options.clock.sleep(2);
+      }
       keep = group.arrivedSequence;
       if (keep < secondary.consistentFromSequence) {
         throw new ControlError("TM_ERR_STATE", `group ${name} holds ${keep} of the ${secondary.consistentFromSequence} records it needs after its initial copy: its image is not consistent yet; try again once the primary sent them (tidemark pair status ${name})`);
@@ -990,6 +1008,80 @@ export class SecondaryRole implements SecondaryHost {
     // Decided (saved): out of its domain; the others are no longer held by it.
     await this.run(group, { type: "takeoverDrained", reflectedSequence: keep }, {});
     return this.finishEnd(group, keep, options.promote);
+  }
+
+  /**
+   * `pair delete --force` on the secondary during its initial copy (or before it began): the
+   * group stops receiving (the primary is told to wait), the copy's chunks and appends in flight
+   * finish (at most pairEndWritesWaitMsMax), the volumes are fdatasync'd and their written maps
+   * saved, and one save makes it an ordinary group over a fresh journal, marked `incompleteCopy`
+   * and read-only unless `promote`: its image is partly old, partly new, consistent with no point
+   * in time. Before that save nothing changed (the group goes on copying); a crash after it
+   * leaves at most the old journal's directory behind. Errors: ControlError TM_ERR_STATE (a step
+   * of the copy runs, writes that do not finish), the disk's and the save's.
+   */
+  private async abandonCopy(group: SecondaryGroup, promote: boolean): Promise<PairEndInfo> {
+    const name = group.name;
+    const held: RunContext = {};
+    await this.run(group, { type: "abandonCopy" }, held);
+    if (held.refusal !== undefined) throw new ControlError(held.refusal.code, held.refusal.text);
+    const record = this.groupRecord(group);
+    const secondary = record.secondary;
+    assert(secondary !== undefined, "a secondary group has its record");
+    const fromGeneration = record.journalGeneration ?? 0;
+    const generation = fromGeneration + 1;
+    const dir = this.options.journalDir({ id: group.groupId, journalGeneration: generation });
+    let journal: GroupJournal | undefined;
+    const at = new Date(this.options.clock.wallMs()).toISOString();
+    try {
+      const deadlineMs = this.options.clock.monotonicMs() + pairEndWritesWaitMsMax;
+      while (group.copyWritesInFlight > 0 || group.pendingAppends > 0) {
+        if (this.options.clock.monotonicMs() >= deadlineMs) {
+          throw new ControlError("TM_ERR_STATE", `group ${name} still has ${group.copyWritesInFlight} copy chunks and ${group.pendingAppends} records being written after ${pairEndWritesWaitMsMax / 1000} s (the disk does not answer); nothing was deleted: try again once it does, or restart the node`);
+        }
+        await this.options.clock.sleep(2);
+      }
+      // What the copy wrote is durable and its written maps saved before the group counts as
+      // ordinary: a later pair from this node copies only the extents they mark.
+      for (const volume of group.volumes) await volume.file.datasync();
+      await this.options.withSpaceReserve("delete the pair", () => saveWrittenMaps(group.volumes));
+      journal = await this.options.withSpaceReserve("delete the pair", async () => {
+        await makeDirectoryDurable(this.options.fileSystem, dir);
+        return (await GroupJournal.open(dir, { fileSystem: this.options.fileSystem, bytesMax: record.journalBytesMax, nextSequence: 1 })).journal;
+      });
+      const readOnly = promote ? undefined : {
+        reason: `it holds an incomplete initial copy from node ${secondary.primaryNode} (its pair was deleted during the copy): consistent with no point in time; make it writable with: tidemark pair delete ${name} --promote`,
+        since: at,
+      };
+      await this.options.updateMetadata((m) => {
+        const saved = m.groups.find((g) => g.id === group.groupId);
+        assert(saved !== undefined, "secondary group is in the metadata");
+        delete saved.secondary;
+        saved.journalGeneration = generation;
+        saved.checkpointSequence = 0;
+        saved.nextSequence = 1;
+        saved.incompleteCopy = { primaryNode: secondary.primaryNode, pairId: secondary.pairId, at };
+        if (readOnly === undefined) delete saved.readOnly;
+        else saved.readOnly = readOnly;
+      }, true);
+    } catch (error) {
+      if (journal !== undefined) await journal.close().catch(() => undefined);
+      await this.options.fileSystem.removeTree(dir).catch(() => undefined);
+      await this.run(group, { type: "takeoverAbort" }, {});
+      throw error;
+    }
+    // Saved: an ordinary group now. The old journal (records that arrived during the copy) goes.
+    await group.close();
+    await group.journal.close().catch((error: unknown) => this.logger.warn({ event: "secondary_journal_close_failed", group: name, err: error }, "the ended copy's journal did not close cleanly; it is removed"));
+    this.groups.delete(name);
+    this.staged.delete(group);
+    await this.options.fileSystem.removeTree(this.options.journalDir({ id: group.groupId, journalGeneration: fromGeneration }))
+      .catch((error: unknown) => this.logger.warn({ event: "secondary_journal_left", group: name, err: error }, "the ended pair's journal directory could not be removed; nothing reads it again"));
+    this.options.becomeWritable(this.groupRecord(group), journal);
+    this.reflector.kick();
+    this.logger.warn({ event: "pair_deleted", group: name, role: "secondary", pairId: secondary.pairId, incompleteCopy: true, copiedBytes: group.copyBytes, promoted: promote },
+      `pair deleted during its initial copy: the volumes keep an incomplete copy, consistent with no point in time${promote ? "" : " (read-only)"}`);
+    return { group: name, deleted: true, role: "secondary", readOnly: !promote, keptSequence: null, incompleteCopy: true, promoted: promote };
   }
 
   /** At start, after finishTakeover: a pair delete a crash interrupted after its decision was saved is finished. */
@@ -1185,6 +1277,7 @@ export class SecondaryRole implements SecondaryHost {
     return {
       reflectedSequence: secondary.reflectedSequence, arrivedSequence: secondary.arrivedSequence, rewinding: secondary.rewinding, reapplyThrough: secondary.reapplyThrough,
       streams: secondary.streams.size, noStreamSinceIso: secondary.noStreamSinceIso, peerCloseText: secondary.peerCloseText,
+      noStreamForMs: secondary.streams.size === 0 ? this.options.clock.monotonicMs() - secondary.noStreamSinceMs : 0,
       held: this.heldFact(secondary), frontierHolder: this.frontierHolder(secondary), frontierHolderPrimary: this.frontierHolderPrimary(secondary),
       joinPendingText: secondary.domainJoinPoint !== null && joinPending(secondary.domainJoinPoint, secondary) ? joinPendingText(secondary.domainJoinPoint, secondary) : undefined,
       detachedFrom: this.reflector.isDetached(secondary) ? this.formerMembers(secondary) : undefined,
@@ -1260,11 +1353,11 @@ export class SecondaryRole implements SecondaryHost {
     };
   }
 
-  /** Health: every secondary whose journal is full, with why. */
+  /** Health: every secondary whose journal is full, that is held, or whose initial copy will not move on by itself, with why. */
   healthReasons(): string[] {
     const reasons: string[] = [];
     for (const secondary of this.groups.values()) {
-      const reason = secondary.stopped === undefined ? secondary.spaceReason(this.frontierHolder(secondary)) ?? this.heldReason(secondary) : null;
+      const reason = secondary.stopped === undefined ? secondary.spaceReason(this.frontierHolder(secondary)) ?? this.heldReason(secondary) ?? copyStalledReason(secondary.lifecycle, this.facts(secondary)) ?? null : null;
       if (reason !== null) reasons.push(`group ${secondary.name}: ${reason}`);
     }
     return reasons;
