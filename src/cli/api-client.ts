@@ -58,6 +58,10 @@ export function parseNodeUrl(text: string, flag = "--node"): URL {
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new UsageError(`${flag} ${JSON.stringify(text)} must use http:// or https://, e.g. ${defaultNodeUrl}`);
   }
+  // A host name (letters, digits, dots, hyphens, underscores as container names have) or an IP address; WHATWG URLs allow more (ht!tp).
+  if (!/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$/i.test(url.hostname) && !/^\[[0-9a-f:.]+\]$/i.test(url.hostname)) {
+    throw new UsageError(`${flag} ${JSON.stringify(text)} has no valid host name (${JSON.stringify(url.hostname)}); use one like ${defaultNodeUrl}`);
+  }
   if (url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "") {
     throw new UsageError(`${flag} ${JSON.stringify(text)} must not carry a user, query or fragment; use one like ${defaultNodeUrl}`);
   }

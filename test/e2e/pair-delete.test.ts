@@ -65,6 +65,10 @@ void test("pair delete: both sides end, both images stay; refusals say what to t
   await pairCreate(a, "h", b, { streams: 2 });
   await makeGroup(a, "k", [{ name: "v3", size: "8M" }]);
   await pairCreate(a, "k", b, { streams: 1 });
+  await makeGroup(a, "p", [{ name: "v4", size: "8M" }]);
+  await pairCreate(a, "p", b, { streams: 1 });
+  await makeGroup(a, "gf", [{ name: "v5", size: "8M" }]);
+  await pairCreate(a, "gf", b, { streams: 1 });
   await write(a, "v1", 1024 * kib, pattern(0x5a));
   await write(a, "v2", 1024 * kib, pattern(0x6b));
   await pairWait(a, "g");
@@ -85,7 +89,24 @@ void test("pair delete: both sides end, both images stay; refusals say what to t
 
   // The delete: both sides, the primary writable, the secondary's image read-only.
   const deleted = await cliOk(["pair", "delete", "g"], { node: a.mgmtUrl, timeoutMs: 60_000 });
-  assert.equal(deleted.stdout, "deleted the pair of group g: replication ended, the group stays writable; the secondary's side is deleted too\n");
+  assert.equal(deleted.stdout, `deleted the pair of group g: replication ended, the group stays writable; the secondary's side is deleted too on node ${b.id}: ` +
+    `its volumes keep the image, read-only (writable with: tidemark pair delete g --promote --node ${b.mgmtUrl})\n`);
+  // --promote on the primary says what became of the secondary's volumes.
+  const promotedBoth = await cliOk(["pair", "delete", "p", "--promote"], { node: a.mgmtUrl, timeoutMs: 60_000 });
+  assert.equal(promotedBoth.stdout, `deleted the pair of group p: replication ended, the group stays writable; the secondary's side is deleted too on node ${b.id}: its volumes are writable (promoted)\n`);
+
+  // A takeover on B: its delete says the group was taken over (not "run it on the primary");
+  // the old primary's forced delete tells B, which forgets the pair without --force there.
+  await cliOk(["pair", "takeover", "gf"], { node: b.mgmtUrl, timeoutMs: 120_000 });
+  oneLineRefusal(await cli(["pair", "delete", "gf"], { node: b.mgmtUrl }),
+    new RegExp(`was taken over on node ${b.id}.*only forgets the takeover.*fences itself; once forgotten, it only fails.*tidemark pair delete gf --force --node .*TM_ERR_STATE`));
+  const oldPrimary = await cliOk(["pair", "delete", "gf", "--force"], { node: a.mgmtUrl, timeoutMs: 60_000 });
+  assert.equal(oldPrimary.stdout, `deleted the pair of group gf: replication ended, the group stays writable; the secondary on node ${b.id} had taken the group over: it forgot the pair (its group stays writable there)\n`);
+  assert.doesNotMatch(oldPrimary.stdout, /there\)?$|--force there/);
+  assert.equal((await cliOk(["pair", "delete", "gf"], { node: b.mgmtUrl })).stdout, "group gf has no pair; nothing to delete\n");
+  await write(a, "v5", 0, pattern(0x33));
+  await write(b, "v5", 0, pattern(0x44));
+
   assert.deepEqual(await pairGroups(a), ["h", "k"]);
   assert.deepEqual(await pairGroups(b), ["h", "k"]);
   await write(a, "v1", 0, pattern(0x11));
@@ -103,16 +124,34 @@ void test("pair delete: both sides end, both images stay; refusals say what to t
   assert.deepEqual(await read(b, "v1", 1024 * kib, 64 * kib), pattern(0x5a));
   assert.match(await writeRefused(b, "v1"), /read-only/);
   const promoted = await cliOk(["pair", "delete", "g", "--promote"], { node: b.mgmtUrl });
-  assert.equal(promoted.stdout, "group g has no pair; nothing to delete\n");
+  assert.equal(promoted.stdout, "group g has no pair; its volumes are writable now (the image its deleted pair left)\n");
+  assert.equal((await cliOk(["pair", "delete", "g", "--promote"], { node: b.mgmtUrl })).stdout, "group g has no pair; nothing to delete\n");
   await write(b, "v1", 0, pattern(0x22));
   assert.deepEqual(await read(b, "v1", 0, 64 * kib), pattern(0x22));
 
-  // The secondary down: refused with what to type; --force ends the primary's side only.
+  // The secondary frozen (SIGSTOP: its sockets stay open, nothing answers) with a record it
+  // lacks: the node waits pairDeleteAckWaitMsMax (10 s) and refuses; the CLI waits longer than
+  // that (before, it gave up at the same 10 s and said the node was stuck).
+  await cliOk(["pair", "resume", "h"], { node: a.mgmtUrl, timeoutMs: 60_000 });
+  await pairWait(a, "h");
+  process.kill(b.pid, "SIGSTOP");
+  try {
+    await write(a, "v2", 3072 * kib, pattern(0x6d));
+    const frozen = await cli(["pair", "delete", "h"], { node: a.mgmtUrl, timeoutMs: 120_000 });
+    oneLineRefusal(frozen, new RegExp(`not on the secondary yet.*node ${b.id} \\(${b.mgmtUrl.replace(/\./g, "\\.")}\\) (cannot be reached|did not acknowledge them in time).*TM_ERR_STATE`));
+    assert.doesNotMatch(frozen.stderr, /did not answer/);
+  } finally {
+    process.kill(b.pid, "SIGCONT");
+  }
+
+  // The secondary down: refused with what to type, naming it; --force ends the primary's side only.
   await b.stop();
-  oneLineRefusal(await cli(["pair", "delete", "h"], { node: a.mgmtUrl }), /not on the secondary yet.*TM_ERR_STATE/);
-  oneLineRefusal(await cli(["pair", "delete", "k"], { node: a.mgmtUrl, timeoutMs: 60_000 }), /refused the connection.*nothing was deleted\. To end the pair on this node only: tidemark pair delete k --force.*TM_ERR_UNREACHABLE/);
+  await write(a, "v2", 4096 * kib, pattern(0x6e));
+  oneLineRefusal(await cli(["pair", "delete", "h"], { node: a.mgmtUrl }), new RegExp(`not on the secondary yet: the secondary node ${b.id} .* cannot be reached.*TM_ERR_STATE`));
+  oneLineRefusal(await cli(["pair", "delete", "k"], { node: a.mgmtUrl, timeoutMs: 60_000 }),
+    new RegExp(`refused the connection.*nothing was deleted\\. To end the pair on this node only: tidemark pair delete k --force \\(then, once node ${b.id} is back: tidemark pair delete k --force --node ${b.mgmtUrl.replace(/\./g, "\\.")}\\).*TM_ERR_UNREACHABLE`));
   const forced = await cliOk(["pair", "delete", "h", "--force"], { node: a.mgmtUrl, timeoutMs: 60_000 });
-  assert.match(forced.stdout, /^deleted the pair of group h: replication ended, the group stays writable; the secondary's side: left as it is: .*tidemark pair delete h --force\n$/);
+  assert.match(forced.stdout, new RegExp(`^deleted the pair of group h: replication ended, the group stays writable; the secondary's side: left as it is: .*end it on node ${b.id} with: tidemark pair delete h --force --node http://127\\.0\\.0\\.1:\\d+\n$`));
   assert.deepEqual(await pairGroups(a), ["k"]);
 
   // The secondary back: its side of h is still there; ended there with --force, kept read-only.

@@ -56,9 +56,12 @@ void test("pair set: a moved secondary, same pair, no new copy, replication resu
   assert.notEqual(moved.mgmtUrl, b.mgmtUrl);
   await write(a, "v1", 2048 * kib, 0x6b); // accepted while the secondary is away
 
-  const bad = await cli(["pair", "set", "g", "--to", "not a url"], { node: a.mgmtUrl });
-  assert.equal(bad.code, 2, bad.stderr);
-  assert.equal(bad.stderr.trim().split("\n").length, 1, bad.stderr);
+  for (const url of ["not a url", "ht!tp://x", "http://ht!tp"]) {
+    const bad = await cli(["pair", "set", "g", "--to", url], { node: a.mgmtUrl });
+    assert.equal(bad.code, 2, `${url}: ${bad.stderr}`);
+    assert.equal(bad.stderr.trim().split("\n").length, 1, bad.stderr);
+    assert.match(bad.stderr, /--to .* (is not a URL|has no valid host name)/);
+  }
   oneLineRefusal(await cli(["pair", "set", "g", "--to", a.mgmtUrl], { node: a.mgmtUrl }), /holds no pair secondary named g.*TM_ERR_CONFLICT/);
   oneLineRefusal(await cli(["pair", "set", "h", "--to", moved.mgmtUrl], { node: a.mgmtUrl }), /TM_ERR_NOT_FOUND/);
   oneLineRefusal(await cli(["pair", "set", "g", "--to", moved.mgmtUrl], { node: moved.mgmtUrl }), /run this against the primary.*TM_ERR_STATE/);
