@@ -52,7 +52,9 @@ void test("parseNodeUrl accepts http(s) URLs and HOST:PORT, and refuses the rest
   assert.equal(parseNodeUrl("127.0.0.1:7481").href, "http://127.0.0.1:7481/");
   assert.equal(parseNodeUrl("https://node.example:8443/tm/").href, "https://node.example:8443/tm/");
   assert.equal(parseNodeUrl("localhost:7480").href, "http://localhost:7480/");
-  for (const bad of ["ftp://x", "http://a:b@host:1", "http://h:1/?q=1", "not a url", "host:port", "htp:/bad", "http:x", "ht!tp://x"]) {
+  assert.equal(parseNodeUrl("http://[::1]:7480").href, "http://[::1]:7480/");
+  assert.equal(parseNodeUrl("http://tidemark_b:7480").href, "http://tidemark_b:7480/");
+  for (const bad of ["ftp://x", "http://a:b@host:1", "http://h:1/?q=1", "not a url", "host:port", "htp:/bad", "http:x", "ht!tp://x", "http://ht!tp", "1http://x"]) {
     assert.throws(() => parseNodeUrl(bad, "--to"), (error: unknown) => error instanceof UsageError && /^--to /.test(error.message), bad);
   }
 });

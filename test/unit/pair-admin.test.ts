@@ -11,6 +11,9 @@ import type { PairEndInfo } from "../../src/mgmt/control.ts";
 import { buildMgmtApp } from "../../src/mgmt/mgmt-api.ts";
 import { renderPairEnd } from "../../src/cli/pair-admin-command.ts";
 import { FakeControl } from "./mgmt-fake-control.ts";
+import {
+  cliDeadlineMs, mgmtRequestTimeoutMsDefault, pairCreateNodeWaitMsMax, pairDeleteAckWaitMsMax, pairDeleteNodeWaitMsMax, pairSetNodeWaitMsMax, peerRequestTimeoutMs, takeoverNodeWaitMsMax,
+} from "../../src/core/limits.ts";
 
 const logger = pino({ level: "silent" });
 
@@ -73,6 +76,28 @@ void test("renderPairEnd: one line per outcome", () => {
     "deleted the pair of group g on this node: its volumes keep the image (through the primary's sequence 42), read-only (writable with: tidemark pair delete g --promote)\n");
   assert.equal(renderPairEnd({ group: "g", deleted: true, role: "secondary", readOnly: false, keptSequence: 42 }),
     "deleted the pair of group g on this node: its volumes keep the image (through the primary's sequence 42), writable\n");
+  // What --promote did, on either side; a taken-over group; a copy ended on the secondary.
+  assert.equal(renderPairEnd({ group: "g", deleted: false, role: null, readOnly: false, keptSequence: null, promoted: true }),
+    "group g has no pair; its volumes are writable now (the image its deleted pair left)\n");
+  assert.equal(renderPairEnd({ group: "g", deleted: false, role: null, readOnly: false, keptSequence: null, promoted: true, incompleteCopy: true }),
+    "group g has no pair; its volumes are writable now (they hold an incomplete initial copy, consistent with no point in time)\n");
+  assert.equal(renderPairEnd({ group: "g", deleted: true, role: "primary", readOnly: false, keptSequence: null, secondary: { deleted: true, note: null, readOnly: false, node: "B", url: "http://b:7480" } }),
+    "deleted the pair of group g: replication ended, the group stays writable; the secondary's side is deleted too on node B: its volumes are writable (promoted)\n");
+  assert.equal(renderPairEnd({ group: "g", deleted: true, role: "primary", readOnly: false, keptSequence: null, secondary: { deleted: true, note: null, readOnly: true, node: "B", url: "http://b:7480" } }),
+    "deleted the pair of group g: replication ended, the group stays writable; the secondary's side is deleted too on node B: its volumes keep the image, read-only (writable with: tidemark pair delete g --promote --node http://b:7480)\n");
+  assert.equal(renderPairEnd({ group: "g", deleted: true, role: "primary", readOnly: false, keptSequence: null, secondary: { deleted: true, note: null, takenOver: true, node: "B" } }),
+    "deleted the pair of group g: replication ended, the group stays writable; the secondary on node B had taken the group over: it forgot the pair (its group stays writable there)\n");
+  assert.match(renderPairEnd({ group: "g", deleted: true, role: "secondary", readOnly: false, keptSequence: 3, takenOver: true }), /had taken the group over and forgets that now \(a returning old primary then only fails/);
+  assert.equal(renderPairEnd({ group: "g", deleted: true, role: "secondary", readOnly: true, keptSequence: null, incompleteCopy: true }),
+    "deleted the pair of group g on this node during its initial copy: its volumes hold an incomplete copy, consistent with no point in time, read-only (writable with: tidemark pair delete g --promote)\n");
+});
+
+void test("CLI deadlines outlast the node's own waits (a refusal arrives instead of 'did not answer')", () => {
+  assert.ok(cliDeadlineMs(pairDeleteNodeWaitMsMax) > pairDeleteAckWaitMsMax + peerRequestTimeoutMs);
+  assert.ok(cliDeadlineMs(pairSetNodeWaitMsMax) > peerRequestTimeoutMs);
+  assert.ok(cliDeadlineMs(pairCreateNodeWaitMsMax) > peerRequestTimeoutMs);
+  assert.ok(cliDeadlineMs(takeoverNodeWaitMsMax) > takeoverNodeWaitMsMax);
+  assert.ok(cliDeadlineMs(0) >= mgmtRequestTimeoutMsDefault);
 });
 
 void test("POST /v1/pairs/:group/set takes only a management URL; POST /v1/pair-secondaries/check refuses another pair", async () => {

@@ -10,11 +10,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
-  applySecondaryChange, decidePrepare, describeSecondary, effectsWithCompletion, initialSecondaryState, isConsistent, mayPull, newSecondaryRecord,
+  applySecondaryChange, copyStalledReason, decidePrepare, describeSecondary, effectsWithCompletion, initialSecondaryState, isConsistent, mayPull, newSecondaryRecord,
   openRefusal, secondaryIdleCheckpointIntervalMs, stepSecondaryGroup, takeoverCutRefusal, takeoverRefusal,
   type BatchOutcome, type SecondaryFacts, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryGroupState, type SecondaryLifecycleRecord,
 } from "../../src/core/secondary-group-machine.ts";
 import { asAcceptNumber, asWriteTimeUs } from "../../src/core/types.ts";
+import { secondaryCopyStalledMs } from "../../src/core/limits.ts";
+import { replPairDeletedCloseText } from "../../src/protocol/repl-protocol.ts";
 
 const node = "B";
 const volumes = [{ volumeId: 10, name: "v1", sizeBytes: 1 << 20 }, { volumeId: 11, name: "v2", sizeBytes: 2 << 20 }];
@@ -516,4 +518,35 @@ test("property: a copy reaches replicating only through COPY_DONE, its sync and 
     }),
     { numRuns: 300 },
   );
+});
+
+// ---- pair delete --force during the initial copy (issue 9 item 4: a copy the primary abandoned) ----
+
+test("abandonCopy: a copying or empty group stops receiving (streams closed, the primary told to wait); refused once replicating or while a step runs; takeoverAbort undoes it", () => {
+  const copying = state(record({ state: "copying", startSequence: 5, volumes: [{ primaryVolumeId: 1, volumeId: 10 }, { primaryVolumeId: 2, volumeId: 11 }] }));
+  for (const s of [copying, state()]) {
+    const held = step(s, { type: "abandonCopy" });
+    assert.deepEqual(types(held.effects), ["closeStreams"]);
+    // Chunks, OPEN_GROUP and COPY_DONE that still come are refused (GROUP_BUSY): nothing more is written.
+    assert.deepEqual(types(step(held.state, { type: "copyChunk", message: "COPY_DATA", chunkId: 1, primaryVolumeId: 1, offsetBytes: 0, lengthBytes: 4096 }).effects), ["failStream"]);
+    assert.equal(openRefusal(held.state, "p1", node)?.code, "GROUP_BUSY");
+    assert.equal(step(held.state, { type: "takeoverAbort" }).state.takeover, undefined);
+  }
+  const refused = step(state(replicatingRecord), { type: "abandonCopy" });
+  assert.deepEqual(types(refused.effects), ["refuseOperator"]);
+  const starting = step(state(), open());
+  assert.deepEqual(types(step(starting.state, { type: "abandonCopy" }).effects), ["refuseOperator"]);
+});
+
+test("status: a copy whose primary deleted the pair, or with no stream for long, says so and what ends it (health degraded); a short cut does not", () => {
+  const copying = state(record({ state: "copying", startSequence: 5 }));
+  assert.equal(copyStalledReason(copying, { streams: 1, peerCloseText: undefined, noStreamForMs: 0, noStreamSinceIso: undefined }), undefined);
+  assert.equal(copyStalledReason(copying, { streams: 0, peerCloseText: undefined, noStreamForMs: 1_000, noStreamSinceIso: undefined }), undefined);
+  const deleted = copyStalledReason(copying, { streams: 0, peerCloseText: replPairDeletedCloseText, noStreamForMs: 10, noStreamSinceIso: "T" });
+  assert.match(deleted ?? "", /primary A ended the pair during the initial copy.*tidemark pair delete g --force/);
+  assert.match(copyStalledReason(copying, { streams: 0, peerCloseText: undefined, noStreamForMs: secondaryCopyStalledMs, noStreamSinceIso: "T" }) ?? "", /has not moved for 60 s.*tidemark pair delete g --force/);
+  assert.equal(copyStalledReason(state(replicatingRecord), { streams: 0, peerCloseText: replPairDeletedCloseText, noStreamForMs: 10, noStreamSinceIso: "T" }), undefined);
+  const shown = describeSecondary(copying, facts({ streams: 0, peerCloseText: replPairDeletedCloseText }));
+  assert.equal(shown.state, "copying");
+  assert.equal(shown.reason, deleted?.replace("(it said: the pair was deleted on the primary)", `(it said: ${replPairDeletedCloseText})`));
 });
