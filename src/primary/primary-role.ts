@@ -134,8 +134,8 @@ export class PrimaryRole {
     const names = holders.map((h) => `${h.group} (${h.state})`).join(", ");
     return {
       ...info,
-      reason: `its reflection on ${info.remoteNode} may be held behind ${names} of the same consistency domain (see pair status there): resume it, or suspend them together ` +
-        `(tidemark pair suspend ${[info.group, ...holders.map((h) => h.group)].join(",")}), or detach it on the secondary (tidemark pair detach ${holders[0]?.remoteGroup ?? ""})`,
+      reason: `its reflection on ${info.remoteNode} may be held behind ${names} of the same consistency domain (see tidemark pair status${secondaryNode(info)}): resume it, or suspend them together ` +
+        `(tidemark pair suspend ${[info.group, ...holders.map((h) => h.group)].join(",")}), or detach it on the secondary (tidemark pair detach ${holders[0]?.remoteGroup ?? ""}${secondaryNode(info)})`,
     };
   }
 
@@ -372,6 +372,11 @@ export class PrimaryRole {
     if (this.options.isSecondary(group)) throw new ControlError("TM_ERR_STATE", `group ${group} is the secondary of its pair; run this against the primary`);
     throw new ControlError("TM_ERR_NOT_FOUND", `group ${group} has no pair on this node`);
   }
+}
+
+/** ` --node URL` of a pair's secondary (what to type to run a command there), or "" when unknown. */
+function secondaryNode(info: PairInfo): string {
+  return info.remoteUrl === null ? "" : ` --node ${info.remoteUrl}`;
 }
 
 /**

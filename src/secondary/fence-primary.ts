@@ -68,10 +68,12 @@ export async function fencePrimary(groups: readonly SecondaryGroup[], options: F
   const failed = groups.flatMap((g, i) => (answers[i]?.kind === "fenced" ? [] : [{ group: g, answer: answers[i] }]));
   if (failed.length > 0 && !force) {
     const detail = failed.map(({ group, answer }) => `${group.name}: ${describe(answer)}`).join("; ");
-    const fencedNames = groups.filter((_, i) => answers[i]?.kind === "fenced").map((g) => g.name);
+    const fencedGroups = groups.filter((_, i) => answers[i]?.kind === "fenced");
+    const fencedNames = fencedGroups.map((g) => g.name);
+    const unfence = fencedGroups.map((g) => `tidemark pair unfence ${g.record.primaryGroup} --node <management URL of node ${g.record.primaryNode}>`).join("; ");
     logger.warn({ event: "takeover_refused_unreachable", detail }, "takeover refused: the primary did not fence its group");
     throw new ControlError("TM_ERR_PRIMARY_UNREACHABLE",
-      `the primary could not be fenced (${detail}); nothing was taken over${fencedNames.length > 0 ? ` (${fencedNames.join(", ")} stay fenced on the primary: pair unfence there)` : ""}. ${forceMeans}`);
+      `the primary could not be fenced (${detail}); nothing was taken over${fencedNames.length > 0 ? ` (${fencedNames.join(", ")} stay fenced on the primary: ${unfence})` : ""}. ${forceMeans}`);
   }
   // What the fenced primary accepted is on its way: wait for every host write of it (the cut
   // must keep them), and a little longer for the time advances after the last one.
