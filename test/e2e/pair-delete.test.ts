@@ -137,7 +137,9 @@ void test("pair delete: both sides end, both images stay; refusals say what to t
   process.kill(b.pid, "SIGSTOP");
   try {
     await write(a, "v2", 3072 * kib, pattern(0x6d));
+    const frozenAtMs = performance.now();
     const frozen = await cli(["pair", "delete", "h"], { node: a.mgmtUrl, timeoutMs: 120_000 });
+    t.diagnostic(`pair delete against a frozen secondary answered after ${Math.round(performance.now() - frozenAtMs)} ms: ${frozen.stderr.trim()}`);
     oneLineRefusal(frozen, new RegExp(`not on the secondary yet.*node ${b.id} \\(${b.mgmtUrl.replace(/\./g, "\\.")}\\) (cannot be reached|did not acknowledge them in time).*TM_ERR_STATE`));
     assert.doesNotMatch(frozen.stderr, /did not answer/);
   } finally {

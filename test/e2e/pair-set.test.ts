@@ -4,6 +4,7 @@
 // copy (one copy_started in the primary's log, the same pair id), data written after the move
 // arrives, and a kill and restart of the primary keeps the new address. A URL of another node (or
 // one not holding this pair), a group without a pair and a malformed URL are refused with one line.
+import * as net from "node:net";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { HostClient } from "../../src/client/host-client.ts";
@@ -65,6 +66,18 @@ void test("pair set: a moved secondary, same pair, no new copy, replication resu
   oneLineRefusal(await cli(["pair", "set", "g", "--to", a.mgmtUrl], { node: a.mgmtUrl }), /holds no pair secondary named g.*TM_ERR_CONFLICT/);
   oneLineRefusal(await cli(["pair", "set", "h", "--to", moved.mgmtUrl], { node: a.mgmtUrl }), /TM_ERR_NOT_FOUND/);
   oneLineRefusal(await cli(["pair", "set", "g", "--to", moved.mgmtUrl], { node: moved.mgmtUrl }), /run this against the primary.*TM_ERR_STATE/);
+
+  // A --to that accepts connections and never answers: the node's own call gives up after
+  // peerRequestTimeoutMs (30 s) and says so; the CLI waits longer than that (before, it gave up
+  // after its 10 s and said the node itself did not answer).
+  const silent = net.createServer(() => undefined);
+  await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  try {
+    const silentUrl = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+    oneLineRefusal(await cli(["pair", "set", "g", "--to", silentUrl], { node: a.mgmtUrl, timeoutMs: 120_000 }), /the secondary at .* did not answer within 30 s.*TM_ERR_UNREACHABLE/);
+  } finally {
+    silent.close();
+  }
 
   const set = await cliOk(["pair", "set", "g", "--to", moved.mgmtUrl], { node: a.mgmtUrl, timeoutMs: 60_000 });
   assert.equal(set.stdout, `pair of group g now replicates to node ${b.id} at ${moved.mgmtUrl} (same pair ${before.pairId}; no new copy)\n`);
