@@ -184,7 +184,7 @@ void test("--config wrong input: one line naming the file (and line) or the flag
     { name: "flag-over", text: configFrom(base), args: ["--nbd", "nowhere"], pattern: /^tidemark: --nbd "nowhere" is not HOST:PORT/ },
   ];
   await Promise.all(cases.map(({ name, text }) => writeFile(path.join(dir, `${name}.toml`), text)));
-  await writeFile(path.join(dir, "node.yaml"), "id: a\n");
+  await writeFile(path.join(dir, "node.yaml"), "id: a\ncolour: red\n");
   const runs = await Promise.all([
     ...cases.map(({ name, args }) => tm(["node", "--config", path.join(dir, `${name}.toml`), ...(args ?? [])])),
     tm(["node", "--config", path.join(dir, "missing.toml")]),
@@ -195,7 +195,7 @@ void test("--config wrong input: one line naming the file (and line) or the flag
   const patterns = [
     ...cases.map((c) => c.pattern),
     /--config .*missing\.toml: cannot read it \(no such file, ENOENT\); give the path of the node's config file/,
-    /--config .*node\.yaml: tidemark reads its config as TOML, not YAML/,
+    /node\.yaml:2: unknown key 'colour'; the keys are id, data/,
     /cannot read it \(it is a directory, EISDIR\)/,
     /option '--config <FILE>' argument missing/,
   ];
