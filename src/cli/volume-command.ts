@@ -1,4 +1,5 @@
-// `tidemark volume create NAME --size SIZE` and `tidemark volume list` (CONTRACT.md).
+// `tidemark volume create NAME --size SIZE`, `volume list`, `volume resize NAME --size SIZE`
+// and `volume delete NAME [--force]` (CONTRACT.md).
 import type { Command } from "commander";
 import { volumeBytesMax, volumeBytesMin } from "../core/limits.ts";
 import type { VolumeInfo } from "../mgmt/control.ts";
@@ -28,6 +29,26 @@ export function registerVolumeCommands(program: Command, io: CliIo): void {
     // On stderr, so stdout stays the answer (--json carries it as the volume's `warning`).
     const warning = value.volume.warning;
     if (warning !== undefined && warning !== null) io.stderr(`tidemark: warning: ${oneLine(warning)}\n`);
+  });
+
+  withMgmtOptions(
+    volume
+      .command("resize")
+      .description("grow a volume (grow only; in a pair the secondary grows too, at the same point of the history)")
+      .argument("<NAME>", "volume name")
+      .requiredOption("--size <SIZE>", "the new size, at least the current one: bytes, or with a K, M, G or T suffix (powers of 1024), e.g. 20G"),
+  ).action(async (nameText: string, flags: { size: string }, command: Command) => {
+    const name = checkName("volume", nameText);
+    const sizeBytes = parseSizeFlag("--size", flags.size, volumeBytesMin, volumeBytesMax);
+    const context = mgmtContext(command, io);
+    const { value, raw } = await context.client.call(mgmtRoutes.resizeVolume, { params: { volume: name }, body: { sizeBytes } }, {
+      what: `resize volume '${name}'`,
+      hints: { TM_ERR_NOT_FOUND: "see `tidemark volume list`" },
+    });
+    // NBD clients connected now keep the size they were given until they reconnect (docs/volumes.md).
+    context.print(raw, () => (value.changed
+      ? `volume ${name} is now ${formatBytes(value.volume.sizeBytes)}; NBD clients connected now see the new size once they reconnect\n`
+      : `volume ${name} is ${formatBytes(value.volume.sizeBytes)} already; nothing to do\n`));
   });
 
   withMgmtOptions(

@@ -124,6 +124,19 @@ export class ExtentMap {
     this.markedCount = count;
   }
 
+  /**
+   * A copy for the volume grown to `sizeBytes` (at least this size): the same bits, the new
+   * extents clear. Right because a grown volume's new bytes are zeroes (a sparse file made
+   * longer), and the last extent of the old size, which now reaches past the old end, holds
+   * zeroes there too: a clear bit stays true, a set one stays a superset.
+   */
+  grownTo(sizeBytes: number): ExtentMap {
+    assert(Number.isSafeInteger(sizeBytes) && sizeBytes >= this.sizeBytes, () => `a map grows (${this.sizeBytes} -> ${sizeBytes} bytes), never shrinks`);
+    const bits = new Uint8Array(ExtentMap.bitsBytes(sizeBytes, this.extentBytes));
+    bits.set(this.bits);
+    return new ExtentMap(sizeBytes, this.extentBytes, bits);
+  }
+
   clone(): ExtentMap {
     return new ExtentMap(this.sizeBytes, this.extentBytes, this.bits.slice());
   }

@@ -175,6 +175,8 @@ export type SecondaryGroupEvent =
   | { readonly type: "roomFreed" }
   /** Records answered to the primary were dropped before they arrived. */
   | { readonly type: "receivedLost"; readonly why: string }
+  /** A volume of the group grew (a resize record reflected, or before a copy): its size is this now. */
+  | { readonly type: "volumeGrown"; readonly volumeId: number; readonly sizeBytes: number }
   // ---- the reflector ----
   | {
     readonly type: "checkpointDue"; readonly nowMs: number; readonly force: boolean;
@@ -230,6 +232,11 @@ export type SecondaryGroupEffect =
   | { readonly type: "persist"; readonly change: SecondaryRecordChange; readonly critical: boolean }
   /** Make every byte of the group's volumes zero (the copy sends only the written extents). */
   | { readonly type: "emptyVolumes" }
+  /**
+   * Grow these volumes of the group (this node's ids) to these sizes before an initial copy of
+   * larger primary volumes (node.json first; a `volumeGrown` event follows each). Idempotent.
+   */
+  | { readonly type: "growVolumes"; readonly volumes: readonly { readonly volumeId: number; readonly sizeBytes: number }[] }
   /**
    * The same copy goes on: the primary runs it again from the start (docs/replication-protocol.md,
    * GROUP_STATE `copying`), writing every extent again, so a volume whose fdatasync failed during
@@ -377,23 +384,30 @@ function openGroup(state: SecondaryGroupState, event: Extract<SecondaryGroupEven
     for (const volume of event.volumes) {
       const mapped = record.volumes.find((m) => m.primaryVolumeId === volume.volumeId);
       const local = mapped === undefined ? undefined : state.volumes.find((v) => v.volumeId === mapped.volumeId);
-      if (local === undefined || local.name !== volume.name || local.sizeBytes !== volume.sizeBytes) {
+      // Larger on the primary: it grew (volume resize), and this group grows when it reflects
+      // the resize record, at the same point of the history (docs/replication.md, "Growing a volume").
+      if (local === undefined || local.name !== volume.name || local.sizeBytes > volume.sizeBytes) {
         return { state, effects: refuseOpen("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes, primary id ${volume.volumeId}) does not match the secondary group`, state.name, event.groupHandle) };
       }
     }
     return { state, effects: [{ type: "answerPeer", message: { type: "GROUP_STATE", state: "replicating" } }] };
   }
-  // empty, or copying: the same copy goes on, or it starts over from the primary's start sequence.
-  if (record.state === "copying" && record.startSequence === event.startSequence && record.volumes.length > 0) {
-    return { state, effects: [{ type: "copyRunsAgain" }, { type: "answerPeer", message: { type: "GROUP_STATE", state: "copying" } }] };
-  }
+  // empty, or copying: the copy writes the primary's volumes whole, at their size now: a
+  // volume smaller here (the primary grew it before this copy began) grows first.
+  const grow: { volumeId: number; sizeBytes: number }[] = [];
   const mapping: { primaryVolumeId: number; volumeId: number }[] = [];
   for (const volume of event.volumes) {
     const local = state.volumes.find((v) => v.name === volume.name);
-    if (local === undefined || local.sizeBytes !== volume.sizeBytes) {
+    if (local === undefined || local.sizeBytes > volume.sizeBytes) {
       return { state, effects: refuseOpen("VOLUME_MISMATCH", `volume ${volume.name} (${volume.sizeBytes} bytes) is not in secondary group ${state.name}`, state.name, event.groupHandle) };
     }
+    if (local.sizeBytes < volume.sizeBytes) grow.push({ volumeId: local.volumeId, sizeBytes: volume.sizeBytes });
     mapping.push({ primaryVolumeId: volume.volumeId, volumeId: local.volumeId });
+  }
+  const growEffects: SecondaryGroupEffect[] = grow.length === 0 ? [] : [{ type: "growVolumes", volumes: grow }];
+  // The same copy goes on (the same start sequence): the primary runs it again from the start.
+  if (record.state === "copying" && record.startSequence === event.startSequence && record.volumes.length > 0) {
+    return { state, effects: [...growEffects, { type: "copyRunsAgain" }, { type: "answerPeer", message: { type: "GROUP_STATE", state: "copying" } }] };
   }
   const generation = state.journalGeneration + 1;
   const change: SecondaryRecordChange = {
@@ -408,6 +422,7 @@ function openGroup(state: SecondaryGroupState, event: Extract<SecondaryGroupEven
     // The copy sends only the primary's written extents: every other byte must be zero before
     // `copying` is saved (a crash part-way empties again on the next OPEN_GROUP).
     effects: [
+      ...growEffects,
       { type: "emptyVolumes" },
       { type: "openJournal", generation, nextSequence: event.startSequence, reserve: false },
       { type: "persist", change, critical: false },
@@ -690,6 +705,8 @@ export function stepSecondaryGroup(state: SecondaryGroupState, event: SecondaryG
       return checkpointSaved(state);
     case "checkpointAbandoned":
       return { state: { ...state, checkpoint: undefined }, effects: [] };
+    case "volumeGrown":
+      return { state: { ...state, volumes: state.volumes.map((v) => (v.volumeId === event.volumeId && v.sizeBytes < event.sizeBytes ? { ...v, sizeBytes: event.sizeBytes } : v)) }, effects: [] };
     case "stopped":
       return { state: { ...state, stop: event.stop }, effects: [{ type: "domainMemberStopped", reason: event.stop.reason }, { type: "kickReflection" }] };
     case "resumed":

@@ -41,6 +41,11 @@ export const createVolumeBodySchema = z.strictObject({
   sizeBytes: volumeSizeSchema,
 });
 
+/** POST /v1/volumes/:volume/resize: the new size (grow only). */
+export const resizeVolumeBodySchema = z.strictObject({
+  sizeBytes: volumeSizeSchema,
+});
+
 export const createGroupBodySchema = z.strictObject({
   name: nameSchema("group"),
   volumes: z
@@ -278,6 +283,8 @@ export const healthSchema = z.object({ status: z.string(), id: z.string(), reaso
 export const readinessSchema = z.object({ status: z.enum(["ready", "starting", "stopping"]), id: z.string() });
 export const volumeListSchema = z.object({ volumes: z.array(volumeInfoSchema) });
 export const volumeCreatedSchema = z.object({ volume: volumeInfoSchema });
+/** POST /v1/volumes/:volume/resize: the volume as it is now, and whether it grew (false: it had that size already). */
+export const volumeResizedSchema = z.object({ volume: volumeInfoSchema, changed: z.boolean() });
 export const groupListSchema = z.object({ groups: z.array(groupInfoSchema) });
 export const groupCreatedSchema = z.object({ group: groupInfoSchema });
 /** The secondary's answer to POST /v1/pair-secondaries (a primary checks it before it trusts it). */
@@ -361,6 +368,7 @@ export const mgmtRoutes = {
 
   listVolumes: { method: "GET", path: "/v1/volumes", summary: "Every volume on the node", status: 200, answer: volumeListSchema, errors: [] },
   createVolume: { method: "POST", path: "/v1/volumes", summary: "Create a volume (a sparse file)", body: createVolumeBodySchema, status: 201, answer: volumeCreatedSchema, errors: ["TM_ERR_EXISTS", "TM_ERR_LIMIT", ...diskErrors] },
+  resizeVolume: { method: "POST", path: "/v1/volumes/:volume/resize", summary: "Grow a volume (grow only); in a group at a point of its sequence, and a pair's secondary with it. Idempotent: changed false when it has that size already", params: volumeParams, body: resizeVolumeBodySchema, status: 200, answer: volumeResizedSchema, errors: ["TM_ERR_NOT_FOUND", "TM_ERR_STATE", "TM_ERR_CONFLICT", "TM_ERR_LIMIT", ...diskErrors] },
   deleteVolume: { method: "DELETE", path: "/v1/volumes/:volume", summary: "Delete a volume in no group; one holding data only with ?force=true. Idempotent: deleted false when already gone", params: volumeParams, query: forceQuerySchema, status: 200, answer: volumeDeletedSchema, errors: ["TM_ERR_STATE", "TM_ERR_CONFLICT", ...diskErrors] },
 
   listGroups: { method: "GET", path: "/v1/groups", summary: "Every group on the node", status: 200, answer: groupListSchema, errors: [] },

@@ -92,6 +92,14 @@ export interface NodeControl {
    * (it holds data and not `force`).
    */
   deleteVolume(name: string, force: boolean): Promise<boolean>;
+  /**
+   * Grows a volume to `sizeBytes` (grow only; the same size again changes nothing: `changed`
+   * false). A volume in a group grows at a point of its sequence, and a pair's secondary with
+   * it (docs/volumes.md, "Growing a volume"). TM_ERR_INVALID (smaller, not a volume size),
+   * TM_ERR_NOT_FOUND, TM_ERR_STATE (a pair's secondary, the pair copying, the group stopped,
+   * fenced or holding writes), TM_ERR_CONFLICT (a resize of it runs), TM_ERR_LIMIT / TM_ERR_NO_SPACE.
+   */
+  resizeVolume(name: string, sizeBytes: number): Promise<{ readonly volume: VolumeInfo; readonly changed: boolean }>;
   listGroups(): readonly GroupInfo[];
   /** journalBytesMax: the journal's size limit (default journalBytesMaxDefault). */
   createGroup(name: string, volumes: readonly string[], journalBytesMax?: number): Promise<GroupInfo>;

@@ -236,6 +236,8 @@ function registerVolumeRoutes(app: MgmtApp, control: NodeControl): void {
     const force = query.force === "true" || query.force === "1";
     return { volume: params.volume, deleted: await control.deleteVolume(params.volume, force) };
   });
+  // Idempotent: the same size again answers 200 with changed false.
+  serve(app, r.resizeVolume, async ({ params, body }) => control.resizeVolume(params.volume, body.sizeBytes));
 }
 
 function registerGroupRoutes(app: MgmtApp, control: NodeControl): void {

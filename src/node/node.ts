@@ -185,6 +185,7 @@ export class TidemarkNode implements NodeControl, PairControl {
           const live = this.volumesById.get(volumeId);
           if (live !== undefined) live.secondary = group;
         },
+        grow: (volumeId, sizeBytes) => this.volumes.grow(volumeId, sizeBytes),
       },
       reserveGroupId: () => this.groups.reserveGroupId(),
       journalDir: (record) => this.groups.journalDir(record),
@@ -462,6 +463,10 @@ export class TidemarkNode implements NodeControl, PairControl {
 
   createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
     return this.volumes.create(name, sizeBytes);
+  }
+
+  resizeVolume(name: string, sizeBytes: number): Promise<{ volume: VolumeInfo; changed: boolean }> {
+    return this.volumes.resize(name, sizeBytes, (group) => this.primary.resizeRefusal(group));
   }
 
   deleteVolume(name: string, force: boolean): Promise<boolean> {

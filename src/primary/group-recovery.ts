@@ -5,7 +5,7 @@
 // so nothing is lost). GroupRegistry.recover runs it through the journal's record callback.
 import { unreachable } from "../core/assert.ts";
 import { faultInjected } from "../core/faults.ts";
-import { RecordKind, type JournalRecord } from "../protocol/journal-record.ts";
+import { RecordKind, resizeSizeBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { isStorageError } from "../node/group-stop.ts";
 import type { GroupVolume } from "./group-writer.ts";
 
@@ -18,11 +18,13 @@ export class JournalReplay {
   private readonly groupName: string;
   private readonly checkpointSequence: number;
   private readonly volumes: ReadonlyMap<number, GroupVolume>;
+  private readonly growVolume: GrowVolume;
 
-  constructor(groupName: string, checkpointSequence: number, volumes: ReadonlyMap<number, GroupVolume>) {
+  constructor(groupName: string, checkpointSequence: number, volumes: ReadonlyMap<number, GroupVolume>, growVolume: GrowVolume) {
     this.groupName = groupName;
     this.checkpointSequence = checkpointSequence;
     this.volumes = volumes;
+    this.growVolume = growVolume;
   }
 
   /**
@@ -33,7 +35,7 @@ export class JournalReplay {
   readonly onRecord = async (record: JournalRecord): Promise<void> => {
     if (record.sequence <= this.checkpointSequence || this.error !== undefined) return;
     try {
-      await replayRecord(this.groupName, this.volumes, record);
+      await replayRecord(this.groupName, this.volumes, record, this.growVolume);
     } catch (error) {
       if (!isStorageError(error)) throw error;
       this.error = error as Error;
@@ -43,12 +45,18 @@ export class JournalReplay {
   };
 }
 
+/** Grows a volume to a size, idempotently (node.json's size first, then the file and its map): VolumeRegistry.grow. */
+export type GrowVolume = (volumeId: number, sizeBytes: number) => Promise<void>;
+
 /**
  * Re-applies one recovered journal record of a writable group to its volume. Every record
- * kind the journal can hold is handled: markers and time advances change no volume.
- * A write for a volume the group does not have is damage, refused with what to do.
+ * kind the journal can hold is handled: markers and time advances change no volume; a resize
+ * grows the volume (again: a crash may have come between the record and node.json's save;
+ * a size at or below the volume's is nothing to do, as when a later resize was saved).
+ * A record for a volume the group does not have, or a range past its end, is damage,
+ * refused with what to do.
  */
-export async function replayRecord(groupName: string, volumes: ReadonlyMap<number, GroupVolume>, record: JournalRecord): Promise<void> {
+export async function replayRecord(groupName: string, volumes: ReadonlyMap<number, GroupVolume>, record: JournalRecord, growVolume: GrowVolume): Promise<void> {
   if (faultInjected("replay-unknown-record-kind") && record.kind !== RecordKind.write && record.kind !== RecordKind.zeroes) {
     throw new Error(`journal of group ${groupName} has a record for unknown volume ${record.volumeId}`);
   }
@@ -56,6 +64,13 @@ export async function replayRecord(groupName: string, volumes: ReadonlyMap<numbe
     case RecordKind.timeAdvance:
     case RecordKind.marker:
       return;
+    case RecordKind.resize: {
+      if (!volumes.has(record.volumeId)) {
+        throw new Error(`journal of group ${groupName} has a resize (sequence ${record.sequence}) of volume ${record.volumeId}, which the group does not hold; the data directory is damaged or was edited: restore it from a backup`);
+      }
+      await growVolume(record.volumeId, resizeSizeBytes(record));
+      return;
+    }
     case RecordKind.write:
     case RecordKind.zeroes: {
       const volume = volumes.get(record.volumeId);

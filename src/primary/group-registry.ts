@@ -96,7 +96,7 @@ export class GroupRegistry {
         continue;
       }
       const volumes = this.groupVolumes(record, (volumeId) => `group ${record.name} names volume ${volumeId} that exists`);
-      const replay = new JournalReplay(record.name, record.checkpointSequence, volumes);
+      const replay = new JournalReplay(record.name, record.checkpointSequence, volumes, (volumeId, sizeBytes) => this.options.volumes.grow(volumeId, sizeBytes));
       // A pair's lag counts the host writes its journal holds (core/pair-view.ts): noted while it is read.
       const hostWrites = record.pair === undefined ? undefined : new HostWriteLedger();
       const onRecord = hostWrites === undefined ? replay.onRecord : (journalRecord: JournalRecord): Promise<void> | void => {
@@ -390,6 +390,7 @@ export class GroupRegistry {
       clock: this.options.clock,
       logger: this.logger.child({ component: "group", group: record.name }),
       persistCheckpoint: (result) => this.persistCheckpoint(record, volumes, result),
+      growVolume: (volumeId, sizeBytes) => this.options.volumes.grow(volumeId, sizeBytes),
     });
     this.writers.set(record.name, writer);
     for (const volumeId of record.volumeIds) {

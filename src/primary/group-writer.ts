@@ -9,13 +9,13 @@
 // (state `stopped`, with the path and the reason); it resumes by itself: the journal is
 // re-read from the disk with O_DIRECT, re-verified and re-applied before writes are taken
 // again (docs/out-of-space.md).
-import { VolumeIoError } from "../core/errors.ts";
+import { ControlError, VolumeIoError } from "../core/errors.ts";
 import { errorCode } from "../storage/fs.ts";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
 import { fencedWriteLogIntervalMs, groupApplyDelayMsMax, journalCheckpointBytes, groupApplyPendingBytesMax, heldLogIntervalMs, heldWritesPerGroupMax, ingestObserversPerGroupMax } from "../core/limits.ts";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs, type VolumeId } from "../core/types.ts";
-import { RecordKind, encodedRecordBytes, journalHeaderBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import { RecordKind, encodedRecordBytes, journalHeaderBytes, resizeSizeBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { ApplyOrder } from "./apply-order.ts";
@@ -105,6 +105,12 @@ export interface GroupWriterOptions {
   readonly logger: Logger;
   /** Persists a checkpoint in the node metadata. */
   readonly persistCheckpoint: (result: CheckpointResult) => Promise<void>;
+  /**
+   * Grows a volume of the group to `sizeBytes` (a resize record's effect: node.json's size,
+   * then the file, the written map and the size in memory; idempotent). VolumeRegistry.grow.
+   * Default (a writer with no node around it, in tests): the volume file alone grows.
+   */
+  readonly growVolume?: (volumeId: number, sizeBytes: number) => Promise<void>;
 }
 
 export class GroupWriter {
@@ -151,6 +157,7 @@ export class GroupWriter {
   private readonly stopControl: GroupStopControl;
   private closed = false;
   private readonly persistCheckpoint: (result: CheckpointResult) => Promise<void>;
+  private readonly growVolume: (volumeId: number, sizeBytes: number) => Promise<void>;
 
   constructor(options: GroupWriterOptions) {
     assert(options.nextSequence >= 1, "sequence numbers start at 1");
@@ -169,6 +176,11 @@ export class GroupWriter {
     this.lastWriteSequenceValue = options.lastWriteSequence ?? options.nextSequence - 1;
     this.lastWallTimeUsValue = options.lastWallTimeUs ?? 0;
     this.persistCheckpoint = options.persistCheckpoint;
+    this.growVolume = options.growVolume ?? (async (volumeId, sizeBytes) => {
+      const volume = this.volumes.get(volumeId);
+      assert(volume !== undefined, () => `volume ${volumeId} belongs to group ${this.name}`);
+      await volume.file.grow(sizeBytes);
+    });
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
       attemptResume: (stop) => this.attemptResume(stop),
@@ -457,6 +469,63 @@ export class GroupWriter {
     appended.then(() => this.markApplied(record.sequence), (error: unknown) => this.fail(error as Error, this.journalValue.dir));
   }
 
+  /**
+   * Why a resize of `volumeId` cannot be recorded now (ControlError TM_ERR_STATE, with what to
+   * do), checked before anything changes: the group is closing, stopped, fenced or read-only,
+   * or host writes are held (a resize waits for nobody: run it again once they flow).
+   */
+  checkResize(volumeId: number): void {
+    assert(this.volumes.has(volumeId), () => `volume ${volumeId} belongs to group ${this.name}`);
+    const refuse = (why: string): never => {
+      throw new ControlError("TM_ERR_STATE", `group ${this.name} cannot record a resize now: ${why}`);
+    };
+    if (this.closed) refuse(this.closedBecause);
+    if (this.stopped !== undefined) refuse(`it is stopped (${this.stopped.reason})`);
+    if (this.fencedReason !== undefined) refuse(`it is fenced (${this.fencedReason}); see tidemark pair status ${this.name}`);
+    if (this.readOnlyReason !== undefined) refuse(`it is read-only (${this.readOnlyReason})`);
+    if (this.held.length > 0 || this.journalValue.freeBytes < journalHeaderBytes) {
+      refuse(`${this.held.length} host writes are held (${this.holdReason ?? "journal-full"}); run the resize again once they flow (tidemark pair status ${this.name})`);
+    }
+  }
+
+  /**
+   * Records that volume `volumeId` grows to `sizeBytes` (the caller extended its file and ran
+   * checkResize): a resize record (kind 5) takes the next sequence, is appended and made
+   * durable, then the volume grows (growVolume: node.json first). Writes past the old end are
+   * accepted only once this resolves, so in the sequence they all come after the record, and
+   * a secondary grows at the same point of the history. The record counts as applied only
+   * once the volume grew: no checkpoint passes it before node.json holds the new size, so
+   * recovery always finds it in the journal or the size in node.json. Errors: the journal's
+   * (the group stops), or the grow's (the group stops; its resume replays the record, which
+   * grows the volume again).
+   */
+  async resize(volumeId: number, sizeBytes: number): Promise<void> {
+    this.checkResize(volumeId);
+    const record = this.nextRecord(RecordKind.resize, asVolumeId(volumeId), sizeBytes, 0, emptyPayload, undefined);
+    // A change the secondary must reflect: `pair wait` waits for it, a fence keeps it.
+    this.lastWriteSequenceValue = record.sequence;
+    const journal = this.journalValue;
+    const appended = journal.append(record);
+    this.recordAppended(record);
+    try {
+      await appended;
+      await journal.sync();
+    } catch (error) {
+      this.fail(error as Error, journal.dir);
+      throw this.ioError(error as Error);
+    }
+    const volume = this.volumes.get(volumeId);
+    assert(volume !== undefined, "checked by checkResize");
+    try {
+      await this.growVolume(volumeId, sizeBytes);
+    } catch (error) {
+      this.fail(error as Error, (error as { path?: unknown }).path === undefined ? volume.file.path : String((error as { path?: unknown }).path));
+      throw error;
+    }
+    this.markApplied(record.sequence);
+    this.afterApply();
+  }
+
   /** Frees journal space (checkpoint and trim), then releases held writes in order. */
   private requestSpace(): void {
     if (this.spaceRequested) return;
@@ -728,7 +797,8 @@ export class GroupWriter {
         const volume = this.volumes.get(record.volumeId);
         assert(volume !== undefined, "records of this group name its volumes (written by this process)");
         try {
-          if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
+          if (record.kind === RecordKind.resize) await this.growVolume(record.volumeId, resizeSizeBytes(record));
+          else if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);
           else await volume.file.writeZeroes(record.offsetBytes, record.lengthBytes);
         } catch (error) {
           throw withPath(error as Error, volume.file.path);

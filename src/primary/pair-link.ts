@@ -28,7 +28,7 @@ import {
 } from "../core/primary-pair.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, recordPayloadBytes, withoutWallTime, type JournalRecord } from "../protocol/journal-record.ts";
-import { replProtocolVersionMax, replProtocolVersionMin, replReopenCloseText, replVersionWallTime, type ReplMessage } from "../protocol/repl-protocol.ts";
+import { replProtocolVersionMax, replProtocolVersionMin, replReopenCloseText, replVersionWallTime, replResizeVersion, type ReplMessage } from "../protocol/repl-protocol.ts";
 import { HostWriteLedger, disconnectedReason, isoOfWallUs, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState } from "../core/pair-view.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
@@ -473,6 +473,7 @@ export class PairLink {
     switch (message.type) {
       case "HELLO_OK":
         stream.version = message.version;
+        this.peerVersion = message.version;
         connection.send({
           type: "OPEN_GROUP",
           groupHandle,
@@ -898,6 +899,14 @@ export class PairLink {
       this.sender.abandonPlan(plan);
       return false;
     }
+    if (stream.version < replResizeVersion && records.some((r) => r.kind === RecordKind.resize)) {
+      // An older secondary would refuse the record (an unknown kind) and the stream would
+      // resend it for ever: the pair fails once, saying why and what to do.
+      this.sender.abandonPlan(plan);
+      this.failPair(`the secondary runs a tidemark that cannot grow volumes (replication protocol ${stream.version}; resize needs ${replResizeVersion}), ` +
+        `and a volume of group ${this.groupName} was resized: upgrade the secondary, then tidemark pair delete ${this.groupName} and pair create it again (a new initial copy)`);
+      return false;
+    }
     if (!this.sender.commitBatch(plan, last.sequence, bytes)) return false;
     // A peer of protocol version 1 reads record format 1 only: the wall times stay here.
     connection.send({ type: "BATCH", groupHandle, batchId: plan.batchId, records: stream.version >= replVersionWallTime ? records : records.map(withoutWallTime) });
@@ -1021,6 +1030,23 @@ export class PairLink {
     const down = this.machine.linkDown;
     if (down !== undefined && pairRunning(this.machine)) return `${disconnectedReason(`${this.config.remoteNode} at ${this.config.remoteReplAddress}`, down)}`;
     return null;
+  }
+
+  /** The protocol version the secondary last chose (undefined before a stream reached it since the start). */
+  private peerVersion: number | undefined;
+
+  /**
+   * Why a volume of this pair's group cannot be resized now, or undefined: while the initial
+   * copy runs (it copies the volumes at their size when it began), or when the secondary speaks
+   * a protocol that cannot carry a resize (it would refuse the record).
+   */
+  resizeRefusal(): string | undefined {
+    const state = this.machine.record.state;
+    if (state === "copying") return `the pair of group ${this.groupName} is in its initial copy; resize once it is replicating (tidemark pair status ${this.groupName})`;
+    if (this.peerVersion !== undefined && this.peerVersion < replResizeVersion) {
+      return `the secondary of group ${this.groupName} runs a tidemark that cannot grow volumes (replication protocol ${this.peerVersion}); upgrade it first`;
+    }
+    return undefined;
   }
 
   status(): PairInfo {

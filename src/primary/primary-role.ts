@@ -105,6 +105,11 @@ export class PrimaryRole {
     return this.links.has(group);
   }
 
+  /** Why a volume of `group` cannot be resized now because of its pair (PairLink.resizeRefusal), or undefined. */
+  resizeRefusal(group: string): string | undefined {
+    return this.links.get(group)?.resizeRefusal();
+  }
+
   /** The pair's acknowledged sequence (what the secondary holds durably), for the group's checkpoint. */
   ackedSequence(group: string): number | undefined {
     return this.links.get(group)?.ackedSequence;

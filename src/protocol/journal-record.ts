@@ -21,7 +21,10 @@
 // decode: journals written before issue 9 open unchanged (their records' wallTimeUs is 0),
 // and a replication peer that speaks protocol version 1 is sent version-1 records only
 // (repl-protocol.ts, `recordForPeer`).
-import { journalRecordBytesMax, journalRecordPayloadBytesMax } from "../core/limits.ts";
+//
+// A resize (kind 5) grows volume volumeId to offsetBytes bytes (its new size; lengthBytes 0);
+// replication protocol version 3 carries it (repl-protocol.ts, replResizeVersion).
+import { journalRecordBytesMax, journalRecordPayloadBytesMax, volumeBytesMax, volumeBytesMin } from "../core/limits.ts";
 import { assert } from "../core/assert.ts";
 import {
   asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs,
@@ -46,6 +49,12 @@ export const RecordKind = {
   marker: 3,
   /** Moves a group's arrived write time on when it has no writes (heartbeat). */
   timeAdvance: 4,
+  /**
+   * Volume `volumeId` grows to `offsetBytes` bytes (its new size; `lengthBytes` 0, no payload).
+   * Ordered in the group's sequence like a write: a write past the old end comes after it
+   * (docs/journal.md, "Resize"). Replication protocol version 2 and later carry it.
+   */
+  resize: 5,
 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 const kinds = new Set<number>(Object.values(RecordKind));
@@ -79,6 +88,16 @@ export type DecodeResult =
    */
   | { readonly ok: false; readonly reason: "unsupported"; readonly detail: string };
 
+/** A resize record's new volume size, bytes (its offsetBytes field). */
+export function resizeSizeBytes(record: Pick<JournalRecord, "kind" | "offsetBytes">): number {
+  return record.offsetBytes;
+}
+
+/** Whether `sizeBytes` is a size a volume may have (and so a resize may ask for): whole 512-byte sectors within the limits. */
+export function validVolumeSize(sizeBytes: number): boolean {
+  return Number.isSafeInteger(sizeBytes) && sizeBytes >= volumeBytesMin && sizeBytes <= volumeBytesMax && sizeBytes % 512 === 0;
+}
+
 export function recordPayloadBytes(kind: RecordKind, lengthBytes: number): number {
   return kind === RecordKind.write ? lengthBytes : 0;
 }
@@ -95,6 +114,7 @@ export function encodeRecordHeader(record: JournalRecord, out: Buffer = Buffer.a
   if (record.lengthBytes > journalRecordPayloadBytesMax && record.kind === RecordKind.write) throw new RangeError("record payload over the limit");
   const withWallTime = record.wallTimeUs > 0;
   if (withWallTime && (record.kind === RecordKind.marker || record.markerNumber !== 0)) throw new RangeError("a marker carries no wall time");
+  if (record.kind === RecordKind.resize && (record.lengthBytes !== 0 || !validVolumeSize(record.offsetBytes))) throw new RangeError(`resize to ${record.offsetBytes} bytes is not a valid volume size`);
   out.writeUInt32LE(journalRecordMagic, at);
   out.writeUInt8(withWallTime ? journalRecordVersion : journalRecordVersionNoWallTime, at + 4);
   out.writeUInt8(record.kind, at + 5);
@@ -157,6 +177,9 @@ export function decodeRecord(buf: Buffer, at = 0): DecodeResult {
   }
   if (recordKind === RecordKind.write && (lengthBytes === 0 || lengthBytes > journalRecordPayloadBytesMax)) {
     return { ok: false, reason: "unsupported", detail: `write length ${lengthBytes} out of range` };
+  }
+  if (recordKind === RecordKind.resize && (lengthBytes !== 0 || !validVolumeSize(offsetBytes))) {
+    return { ok: false, reason: "unsupported", detail: `resize to ${offsetBytes} bytes (length ${lengthBytes}) out of range` };
   }
   if (sequence === 0) return { ok: false, reason: "unsupported", detail: "sequence 0" };
   const payloadBytes = recordPayloadBytes(recordKind, lengthBytes);

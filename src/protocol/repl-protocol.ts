@@ -37,14 +37,17 @@ export const replFrameVersion = 1;
 export const replHeaderBytes = 20;
 /** Carried at the start of the HELLO payload: the 8 ASCII bytes "tidemark". */
 export const replHelloMagic = Buffer.from("tidemark", "latin1");
-/** Protocol versions this build speaks (negotiated in HELLO / HELLO_OK). */
+/** Protocol versions this build speaks (negotiated in HELLO / HELLO_OK; docs/replication-protocol.md, "Version negotiation"). */
 export const replProtocolVersionMin = 1;
 /**
  * 2 (issue 9): BATCH records may be record format 2 (journal-record.ts: the primary's wall
  * time). A primary sends format-1 records only (`withoutWallTime`) on a connection that agreed
  * on version 1, so a secondary from before issue 9 is served as before.
+ * 3 (issue 9, volume resize): BATCH may carry resize records (journal record kind 5). A
+ * primary never sends one on a connection that agreed on 1 or 2: such a secondary would not
+ * know the kind (pair-link.ts fails the pair once instead, saying to upgrade it).
  */
-export const replProtocolVersionMax = 2;
+export const replProtocolVersionMax = 3;
 /**
  * The CLOSE text with which a primary closes its streams to open them again at once (the end
  * of the initial copy): not a loss of the link, so neither side reports the pair disconnected.
@@ -58,6 +61,8 @@ export const replReopenCloseText = "initial copy done; reopening";
 export const replPairDeletedCloseText = "the pair was deleted on the primary";
 /** The first protocol version whose BATCH records carry the primary's wall time. */
 export const replVersionWallTime = 2;
+/** The first protocol version whose BATCH may carry resize records (journal record kind 5). */
+export const replResizeVersion = 3;
 
 /** Message type codes (header byte 5). */
 export const ReplType = {

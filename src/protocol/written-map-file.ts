@@ -43,6 +43,15 @@ export function encodeWrittenMap(map: ExtentMap, flags: number): Buffer {
   return out;
 }
 
+/**
+ * The volume size a written-map file says it was made for, when its header is whole and its
+ * checksum right (else undefined: decodeWrittenMap says what is wrong).
+ */
+export function writtenMapSizeBytes(buf: Buffer): number | undefined {
+  if (buf.length < writtenMapHeaderBytes || !buf.subarray(0, 8).equals(magic) || checksum(buf, 0, 60) !== buf.readUInt32LE(60)) return undefined;
+  return readU64LE(buf, 16);
+}
+
 export type DecodedWrittenMap =
   | { readonly ok: true; readonly map: ExtentMap; readonly flags: number }
   | { readonly ok: false; readonly reason: string };

@@ -15,8 +15,9 @@ import { positionZero, type Position } from "../core/position.ts";
 import { PullPlanner } from "../core/pull-planner.ts";
 import { GroupReceiver, type ReceiveResult } from "../core/receiver.ts";
 import { asAcceptNumber, asSequence, asWriteTimeUs } from "../core/types.ts";
-import { RecordKind, encodedRecordBytes, recordPayloadBytes, type JournalRecord } from "../protocol/journal-record.ts";
+import { RecordKind, encodedRecordBytes, recordPayloadBytes, resizeSizeBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { HostWriteLedger } from "../core/pair-view.ts";
+import { volumeBytesMax } from "../core/limits.ts";
 import { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import {
@@ -146,6 +147,22 @@ export class SecondaryGroup {
   /** Pull mode: which PULL goes out next (shared by the streams that opened the group). */
   readonly pulls = new PullPlanner();
   private readonly observer: SecondaryGroupObserver;
+  private readonly growVolumeOf: (volumeId: number, sizeBytes: number) => Promise<void>;
+
+  /**
+   * Grows one of the group's volumes (this node's id): node.json, the file, its map and the
+   * size in memory (VolumeRegistry.grow), then the lifecycle's view of it. Idempotent.
+   */
+  async growVolume(volumeId: number, sizeBytes: number): Promise<void> {
+    const volume = this.volumes.find((v) => v.volumeId === volumeId);
+    assert(volume !== undefined, () => `volume ${volumeId} belongs to secondary ${this.name}`);
+    try {
+      await this.growVolumeOf(volumeId, sizeBytes);
+    } catch (error) {
+      throw withPath(error as Error, volume.file.path);
+    }
+    this.step({ type: "volumeGrown", volumeId, sizeBytes: volume.file.sizeBytes });
+  }
 
   /**
    * Records this node answered (ACKed as received) were dropped before they arrived: parked
@@ -175,6 +192,11 @@ export class SecondaryGroup {
     lastRecordPosition: Position | undefined;
     /** The host writes the journal held at start, past the checkpoint (recovery). */
     hostWrites?: HostWriteLedger | undefined;
+    /**
+     * Grows one of the group's volumes (this node's id) to a size, idempotently: node.json first
+     * (VolumeRegistry.grow). Default (a group with no node around it, in tests): the file alone.
+     */
+    growVolume?: (volumeId: number, sizeBytes: number) => Promise<void>;
   }) {
     this.hostWrites = options.hostWrites ?? new HostWriteLedger();
     this.groupId = options.groupId;
@@ -187,6 +209,9 @@ export class SecondaryGroup {
     this.clock = options.clock;
     this.noStreamSinceMs = options.clock.monotonicMs();
     this.observer = options.observer;
+    this.growVolumeOf = options.growVolume ?? (async (volumeId, sizeBytes) => {
+      await options.volumes.find((v) => v.volumeId === volumeId)?.file.grow(sizeBytes);
+    });
     this.stopControl = new GroupStopControl({
       name: options.name, logger: options.logger, clock: options.clock, fileSystem: options.journal.fileSystem,
       attemptResume: () => this.attemptResume(),
@@ -327,10 +352,14 @@ export class SecondaryGroup {
     const stop = this.stopped;
     if (stop !== undefined) return { ok: false, reason: "stopped", detail: stop.reason, errno: stop.errno };
     for (const record of records) {
-      if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
+      if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes || record.kind === RecordKind.resize) {
+        // A write may lie past the volume's end here when a resize record before it (maybe
+        // still on its way on another stream) grows the volume: checked against the largest
+        // size a volume may have now, and against the size the volume has when it is applied
+        // (applyNext), where every resize before it has been.
         const volume = this.volumesByPrimaryId.get(record.volumeId);
-        if (volume === undefined || record.offsetBytes + record.lengthBytes > volume.file.sizeBytes) {
-          return { ok: false, reason: "bad-sequence", detail: `record ${record.sequence} secondaries volume ${record.volumeId} range ${record.offsetBytes}+${record.lengthBytes}, outside this group` };
+        if (volume === undefined || record.offsetBytes + record.lengthBytes > volumeBytesMax) {
+          return { ok: false, reason: "bad-sequence", detail: `record ${record.sequence} names volume ${record.volumeId} range ${record.offsetBytes}+${record.lengthBytes}, outside this group` };
         }
       }
     }
@@ -616,12 +645,27 @@ export class SecondaryGroup {
     this.reflectGeneration += 1;
   }
 
-  /** Applies the peeked record to the volume (markers and time advances change nothing). */
+  /**
+   * Applies the peeked record to the volume (markers and time advances change nothing; a
+   * resize grows the volume, node.json first, before the reflected sequence passes it, so no
+   * checkpoint passes the record before the new size is saved). A write past the volume's end
+   * (no resize before it) is the primary's damage, never asserted: an EIO error that stops
+   * the group, with the reason.
+   */
   async applyNext(record: JournalRecord): Promise<void> {
     assert(record.sequence === this.reflectedSequence + 1, () => `I2: ${this.name} reflects ${record.sequence} right after ${this.reflectedSequence}`);
-    if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
+    if (record.kind === RecordKind.resize) {
       const volume = this.volumesByPrimaryId.get(record.volumeId);
       assert(volume !== undefined, "received records were checked against the volume map");
+      this.volumesWrittenSinceCheckpoint = true;
+      await this.growVolume(volume.volumeId, resizeSizeBytes(record));
+    } else if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) {
+      const volume = this.volumesByPrimaryId.get(record.volumeId);
+      assert(volume !== undefined, "received records were checked against the volume map");
+      if (record.offsetBytes + record.lengthBytes > volume.file.sizeBytes) {
+        throw Object.assign(new Error(`record ${record.sequence} from the primary writes ${record.offsetBytes}+${record.lengthBytes} past the end of volume ${volume.name} ` +
+          `(${volume.file.sizeBytes} bytes) with no resize before it: the primary's journal is damaged; the group reflects nothing more (recreate the pair)`), { code: "EIO", path: volume.file.path });
+      }
       this.volumesWrittenSinceCheckpoint = true;
       try {
         if (record.kind === RecordKind.write) await volume.file.write(record.offsetBytes, record.payload);

@@ -81,6 +81,8 @@ export interface SecondaryRoleOptions {
     create(name: string, sizeBytes: number): Promise<void>;
     /** The volume is the secondary of a pair now (read-only, the reflected image), or no longer (undefined). */
     setSecondary(volumeId: number, group: SecondaryGroup | undefined): void;
+    /** Grows a volume to a size, idempotently: node.json first, then its file and map (VolumeRegistry.grow). */
+    grow(volumeId: number, sizeBytes: number): Promise<void>;
   };
   /** A group id for a new group (unique even before it is saved). */
   readonly reserveGroupId: () => number;
@@ -187,6 +189,7 @@ export class SecondaryRole implements SecondaryHost {
       logger: this.logger.child({ component: "secondary", group: record.name }), lastRecordPosition, clock: this.options.clock, nodeId: this.options.nodeId,
       observer: this.observer,
       hostWrites: recovered,
+      growVolume: (volumeId, sizeBytes) => this.options.volumes.grow(volumeId, sizeBytes),
     });
     this.groups.set(record.name, group);
     for (const volume of volumes) this.options.volumes.setSecondary(volume.volumeId, group);
@@ -379,6 +382,11 @@ export class SecondaryRole implements SecondaryHost {
         });
       case "emptyVolumes":
         return emptySecondaryVolumes(group, this.logger).then(() => undefined);
+      case "growVolumes":
+        return (async () => {
+          for (const volume of effect.volumes) await group.growVolume(volume.volumeId, volume.sizeBytes);
+          return undefined;
+        })();
       case "copyRunsAgain":
         // Matters only after the copy's own fdatasync failed (COPY_DONE): every extent comes again.
         for (const volume of group.volumes) volume.file.syncFailureRepaired();

@@ -64,7 +64,13 @@ export class VolumeFile {
   /** The file system the volume file is on (the initial copy opens its own reader through it). */
   readonly fileSystem: FileSystem;
   readonly path: string;
-  readonly sizeBytes: number;
+  private sizeBytesValue: number;
+  /** The file's length: the size, or more after a grow that extended the file and did not finish. */
+  private fileBytes: number;
+  /** The volume's size, bytes (grows with `grow`, never shrinks). */
+  get sizeBytes(): number {
+    return this.sizeBytesValue;
+  }
   /** Which extents were ever written (marked by write(), saved by the rules of written-map.ts). */
   readonly written: WrittenMap;
   private readonly handle: File;
@@ -80,7 +86,8 @@ export class VolumeFile {
   private constructor(fs: FileSystem, path: string, sizeBytes: number, handle: File, written: WrittenMap) {
     this.fileSystem = fs;
     this.path = path;
-    this.sizeBytes = sizeBytes;
+    this.sizeBytesValue = sizeBytes;
+    this.fileBytes = sizeBytes;
     this.handle = handle;
     this.written = written;
   }
@@ -134,12 +141,49 @@ export class VolumeFile {
       const written = await WrittenMap.load(fs, WrittenMap.pathFor(path), sizeBytes, async () => (await handle.stat()).allocatedBytes);
       if (written.resetPending) await VolumeFile.emptyFile(handle, sizeBytes, written);
       const { sizeBytes: fileBytes } = await handle.stat();
-      if (fileBytes !== sizeBytes) throw new Error(`volume file ${path} is ${fileBytes} bytes, metadata says ${sizeBytes}`);
-      return new VolumeFile(fs, path, sizeBytes, handle, written);
+      // Longer than node.json says: a grow (volume resize) made the file longer first and
+      // stopped before it saved the new size. Nothing was written past the old end (writes
+      // there come only after the grow is done): the volume keeps node.json's size, and a
+      // grow (the journal's resize record at replay, or the operator's next resize) takes it
+      // from there. Shorter is never made by a grow: refused.
+      if (fileBytes < sizeBytes) throw new Error(`volume file ${path} is ${fileBytes} bytes, metadata says ${sizeBytes}`);
+      const file = new VolumeFile(fs, path, sizeBytes, handle, written);
+      file.fileBytes = fileBytes;
+      return file;
     } catch (error) {
       await handle.close();
       throw error;
     }
+  }
+
+  /**
+   * Grows the volume to `sizeBytes` (volume resize): the file is made longer (the new bytes
+   * read as zeroes, nothing allocated) and that is made durable, then the written map grows
+   * (clear there; saved with the next save). Idempotent: a size at or below the current one
+   * does nothing. The caller saves the new size in node.json first, so a crash part-way leaves
+   * a file open() finishes. Errors: the file system's (ENOSPC, EFBIG, EIO), as they are.
+   */
+  async grow(sizeBytes: number): Promise<void> {
+    assert(!this.closed, `volume file ${this.path} grown after close`);
+    if (sizeBytes <= this.sizeBytesValue) return;
+    await this.extendFile(sizeBytes);
+    this.written.grow(sizeBytes);
+    this.sizeBytesValue = sizeBytes;
+  }
+
+  /**
+   * Step 1 of a grow: the file is made at least `sizeBytes` long, durably (a sparse extension:
+   * zeroes, nothing allocated), while the volume keeps its size. Done before anything is
+   * recorded (journal, node.json), so a size the file system refuses (EFBIG, ENOSPC) is
+   * refused with nothing changed; a crash after it leaves a longer file, which open() accepts.
+   */
+  async extendFile(sizeBytes: number): Promise<void> {
+    assert(!this.closed, `volume file ${this.path} extended after close`);
+    assert(Number.isSafeInteger(sizeBytes), "a volume size is a whole number of bytes");
+    if (sizeBytes <= this.fileBytes) return;
+    await this.handle.truncate(sizeBytes);
+    await this.handle.sync();
+    this.fileBytes = sizeBytes;
   }
 
   /**
@@ -152,7 +196,8 @@ export class VolumeFile {
   async discardContents(): Promise<void> {
     assert(!this.closed, `volume file ${this.path} emptied after close`);
     await this.written.beginReset();
-    await VolumeFile.emptyFile(this.handle, this.sizeBytes, this.written);
+    await VolumeFile.emptyFile(this.handle, this.sizeBytesValue, this.written);
+    this.fileBytes = this.sizeBytesValue;
     // Emptied: nothing written before counts any more.
     this.syncFailure = undefined;
   }

@@ -18,7 +18,7 @@
 // volume file has no block allocated at all, which proves it all zeroes).
 import { ExtentMap, type ByteRange } from "../core/extent-map.ts";
 import { writtenMapExtentBytes } from "../core/limits.ts";
-import { WrittenMapFlag, decodeWrittenMap, encodeWrittenMap } from "../protocol/written-map-file.ts";
+import { WrittenMapFlag, decodeWrittenMap, encodeWrittenMap, writtenMapSizeBytes } from "../protocol/written-map-file.ts";
 import { readWholeFile, writeFileAtomic } from "./durable-fs.ts";
 import { errorCode, type FileSystem } from "./fs.ts";
 
@@ -42,7 +42,7 @@ export class WrittenMap {
   /** Why the file was not trusted (origin "untrusted"). */
   readonly problem: string | undefined;
   /** What the volume holds (a superset: bits are set before the bytes are written). */
-  private readonly map: ExtentMap;
+  private map: ExtentMap;
   /** The map as of the last completed save: what a crash now would leave. */
   private durable: ExtentMap;
   /** Bumped whenever a bit is set or the flags change; a save covers the generation it started at. */
@@ -86,6 +86,19 @@ export class WrittenMap {
       if (errorCode(error) !== "ENOENT") throw error;
     }
     if (bytes !== undefined) {
+      // A map made for a smaller size: a grow (volume resize) saved node.json's new size and
+      // stopped before it saved the map. The new extents were never written (writes past the
+      // old end come only after the grow is done): the map grows, clear there.
+      const madeForBytes = writtenMapSizeBytes(bytes);
+      if (madeForBytes !== undefined && madeForBytes < sizeBytes) {
+        const smaller = decodeWrittenMap(bytes, madeForBytes, writtenMapExtentBytes);
+        if (smaller.ok) {
+          const grown = new WrittenMap(fs, path, smaller.map.grownTo(sizeBytes), smaller.map.grownTo(sizeBytes), smaller.flags, "loaded");
+          grown.generation = 1; // the file still says the old size
+          await grown.save();
+          return grown;
+        }
+      }
       const decoded = decodeWrittenMap(bytes, sizeBytes, writtenMapExtentBytes);
       if (decoded.ok) return new WrittenMap(fs, path, decoded.map, decoded.map.clone(), decoded.flags, "loaded");
       // Kept for a post-mortem; a later damaged map replaces an earlier one.
@@ -121,6 +134,22 @@ export class WrittenMap {
         if (errorCode(error) !== "ENOENT") throw error;
       });
     }
+  }
+
+  /**
+   * The volume grew to `sizeBytes` (volume resize): the new extents are clear (a grown sparse
+   * file reads as zeroes there). In memory; the next save writes the new size (the caller
+   * saves before anything is written past the old end).
+   */
+  grow(sizeBytes: number): void {
+    if (sizeBytes <= this.map.sizeBytes) return;
+    this.map = this.map.grownTo(sizeBytes);
+    this.durable = this.durable.grownTo(sizeBytes);
+    this.generation += 1;
+  }
+
+  get sizeBytes(): number {
+    return this.map.sizeBytes;
   }
 
   /** Marks the extents [offsetBytes, offsetBytes + lengthBytes) touches, in memory. */

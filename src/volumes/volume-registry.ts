@@ -14,7 +14,9 @@ import { ApplyOrder } from "../primary/apply-order.ts";
 import type { GroupWriter } from "../primary/group-writer.ts";
 import type { SecondaryGroup } from "../secondary/secondary-group.ts";
 import { binaryBytes, fileSystemSpace, overcommitWarning } from "../storage/file-system.ts";
-import type { FileSystem } from "../storage/fs.ts";
+import { errorCode, type FileSystem } from "../storage/fs.ts";
+import { validVolumeSize } from "../protocol/journal-record.ts";
+import { assert } from "../core/assert.ts";
 import { VolumeFile } from "../storage/volume-file.ts";
 import { WrittenMap } from "../storage/written-map.ts";
 import { createVolumeFile, logWrittenMapOrigins, undoVolumeFile, volumeCreateError } from "./volume-files.ts";
@@ -23,7 +25,8 @@ import { createVolumeFile, logWrittenMapOrigins, undoVolumeFile, volumeCreateErr
 export interface LiveVolume {
   readonly id: number;
   readonly name: string;
-  readonly sizeBytes: number;
+  /** Grows with a volume resize (finishGrow), never shrinks; handles opened before keep the size they were opened with. */
+  sizeBytes: number;
   readonly file: VolumeFile;
   readonly order: ApplyOrder;
   group: GroupWriter | undefined;
@@ -45,6 +48,8 @@ export class VolumeRegistry {
    * await, so a concurrent group create or a volume delete cannot take them meanwhile.
    */
   readonly claims = new Set<number>();
+  /** Volumes a resize runs on now (one at a time per volume). */
+  private readonly resizing = new Set<number>();
   /** Ids handed out but maybe not yet persisted (creates run concurrently). */
   private idReserved = 0;
   /** Free bytes of the volumes' file system at the last look (statfs), for the overcommit warning. */
@@ -301,6 +306,100 @@ export class VolumeRegistry {
     await this.fileSystem.syncDirectory(join(this.dataDir, "volumes")).catch(() => undefined);
     this.logger.info({ event: "volume_deleted", volume: name, writtenBytes, forced: force && writtenBytes > 0 }, "volume deleted");
     return true;
+  }
+
+  /**
+   * `volume resize NAME --size SIZE`: grows a volume (docs/volumes.md, "Growing a volume").
+   * The same size again is a success that changes nothing (`changed` false). A volume in no
+   * group grows here: the file is extended (durably), node.json saves the new size, then the
+   * written map and the size in memory grow, and the answer comes after. A volume in a
+   * writable group grows through its group's writer, which records the resize in the group's
+   * sequence between the file's extension and the save (`pairRefusal` first says whether the
+   * group's pair can carry it). Refuses with ControlError: TM_ERR_INVALID (name, a size that
+   * is no volume size, a smaller size), TM_ERR_NOT_FOUND, TM_ERR_STATE (a pair's secondary,
+   * being created or put into a group, a group that cannot record it now), TM_ERR_CONFLICT (a
+   * resize of it runs now), TM_ERR_LIMIT / TM_ERR_NO_SPACE (the file system refused the size).
+   */
+  async resize(name: string, sizeBytes: number, pairRefusal: (group: string) => string | undefined): Promise<{ volume: VolumeInfo; changed: boolean }> {
+    validateName("volume", name);
+    if (!validVolumeSize(sizeBytes)) {
+      throw new ControlError("TM_ERR_INVALID", `volume size ${sizeBytes} is not valid: it must be a multiple of 512 bytes between ${volumeBytesMin} and ${volumeBytesMax} bytes`);
+    }
+    const volume = this.byName.get(name);
+    if (volume === undefined) throw new ControlError("TM_ERR_NOT_FOUND", `volume ${name} does not exist; see tidemark volume list`);
+    if (volume.file === undefined || this.byId.get(volume.id) !== volume) throw new ControlError("TM_ERR_STATE", `volume ${name} is being created right now; try again`);
+    if (sizeBytes < volume.sizeBytes) {
+      throw new ControlError("TM_ERR_INVALID", `volume ${name} is ${binaryBytes(volume.sizeBytes)} (${volume.sizeBytes} bytes); a volume only grows, it cannot shrink to ${binaryBytes(sizeBytes)} (${sizeBytes} bytes)`);
+    }
+    if (sizeBytes === volume.sizeBytes) return { volume: this.info(volume), changed: false };
+    if (volume.secondary !== undefined) {
+      throw new ControlError("TM_ERR_STATE", `volume ${name} is the secondary of the pair of group ${volume.secondary.name}: resize it on the primary, and this one grows with it`);
+    }
+    if (this.claims.has(volume.id)) throw new ControlError("TM_ERR_STATE", `volume ${name} is being put into a group right now; try again`);
+    if (this.resizing.has(volume.id)) throw new ControlError("TM_ERR_CONFLICT", `a resize of volume ${name} runs now; wait for it, then see tidemark volume list`);
+    this.resizing.add(volume.id);
+    try {
+      const group = volume.group;
+      if (group !== undefined) {
+        const refusal = pairRefusal(group.name);
+        if (refusal !== undefined) throw new ControlError("TM_ERR_STATE", refusal);
+        // The writer checks what it must (stopped, fenced, read-only, writes held) before anything changes.
+        group.checkResize(volume.id);
+        await this.extend(volume, sizeBytes);
+        await group.resize(volume.id, sizeBytes);
+      } else {
+        await this.grow(volume.id, sizeBytes);
+      }
+    } finally {
+      this.resizing.delete(volume.id);
+    }
+    return { volume: this.info(volume), changed: true };
+  }
+
+  /**
+   * A whole grow of volume `volumeId` to `sizeBytes` (nothing when it is that large already):
+   * the file extended, node.json saved, then the map and the size in memory. What a journal's
+   * resize record does at replay and on a pair's secondary, and a resize of a volume in no group.
+   * Errors: ControlError for a size the file system refuses, else the file system's or node.json's.
+   */
+  async grow(volumeId: number, sizeBytes: number): Promise<void> {
+    const volume = this.byId.get(volumeId);
+    assert(volume !== undefined, () => `volume ${volumeId} to grow exists`);
+    if (sizeBytes <= volume.sizeBytes) return;
+    await this.extend(volume, sizeBytes);
+    await this.finishGrow(volumeId, sizeBytes);
+  }
+
+  /** Step 1: the file extended durably (a size the file system refuses is refused here, before anything is recorded). */
+  private async extend(volume: LiveVolume, sizeBytes: number): Promise<void> {
+    try {
+      await volume.file.extendFile(sizeBytes);
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === "EFBIG") throw new ControlError("TM_ERR_LIMIT", `volume ${volume.name} cannot grow to ${sizeBytes} bytes (${binaryBytes(sizeBytes)}): the file system of ${join(this.dataDir, "volumes")} holds no file that large; use a smaller --size`);
+      if (code === "ENOSPC") throw new ControlError("TM_ERR_NO_SPACE", `no space to grow volume ${volume.name}`);
+      throw error;
+    }
+  }
+
+  /**
+   * Steps 3 and 4 (after the group's resize record is durable, if it has a group): node.json
+   * saves the new size, then the written map and the size in memory grow, so writes past the
+   * old end are accepted from now on. Idempotent. Errors: node.json's or the file system's.
+   */
+  async finishGrow(volumeId: number, sizeBytes: number): Promise<void> {
+    const volume = this.byId.get(volumeId);
+    assert(volume !== undefined, () => `volume ${volumeId} to grow exists`);
+    const fromBytes = volume.sizeBytes;
+    if (sizeBytes <= fromBytes) return;
+    await this.store.update((m) => {
+      const record = m.volumes.find((v) => v.id === volumeId);
+      assert(record !== undefined, () => `volume ${volumeId} is in node.json`);
+      record.sizeBytes = Math.max(record.sizeBytes, sizeBytes);
+    });
+    await volume.file.grow(sizeBytes);
+    volume.sizeBytes = sizeBytes;
+    this.logger.info({ event: "volume_resized", volume: volume.name, fromBytes, sizeBytes, group: volume.group?.name ?? volume.secondary?.name }, "volume grown");
   }
 
   /** Allocation and the free space left for it, read off the files now and then, so status never waits on the disk. */

@@ -61,6 +61,7 @@ async function openParts(disk: SimDisk): Promise<Parts> {
       byId: () => undefined,
       create: () => Promise.reject(new Error("no secondaries in this test")),
       setSecondary: () => undefined,
+      grow: () => Promise.reject(new Error("no secondaries in this test")),
     },
     reserveGroupId: () => groups.reserveGroupId(),
     journalDir: (record) => groups.journalDir(record),

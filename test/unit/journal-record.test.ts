@@ -5,17 +5,17 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
-  RecordKind, decodeRecord, encodeRecord, journalHeaderBytes, withoutWallTime, type JournalRecord, type RecordKind as Kind,
+  RecordKind, decodeRecord, encodeRecord, journalHeaderBytes, resizeSizeBytes, withoutWallTime, type JournalRecord, type RecordKind as Kind,
 } from "../../src/protocol/journal-record.ts";
 import { asAcceptNumber, asMarkerNumber, asSequence, asVolumeId, asWriteTimeUs } from "../../src/core/types.ts";
-import { journalRecordPayloadBytesMax } from "../../src/core/limits.ts";
+import { journalRecordPayloadBytesMax, volumeBytesMax, volumeBytesMin } from "../../src/core/limits.ts";
 import { checksum } from "../../src/protocol/bytes.ts";
 
 const u53 = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 
 const recordArbitrary: fc.Arbitrary<JournalRecord> = fc
   .record({
-    kind: fc.constantFrom<Kind>(RecordKind.write, RecordKind.zeroes, RecordKind.marker, RecordKind.timeAdvance),
+    kind: fc.constantFrom<Kind>(RecordKind.write, RecordKind.zeroes, RecordKind.marker, RecordKind.timeAdvance, RecordKind.resize),
     volumeId: fc.integer({ min: 0, max: 0xffff_ffff }),
     offsetBytes: u53,
     sequence: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
@@ -26,12 +26,14 @@ const recordArbitrary: fc.Arbitrary<JournalRecord> = fc
     wallTimeUs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER })),
     payload: fc.uint8Array({ minLength: 1, maxLength: 300 }),
     zeroLength: fc.integer({ min: 0, max: 0xffff_ffff }),
+    resizeSectors: fc.integer({ min: volumeBytesMin / 512, max: volumeBytesMax / 512 }),
   })
   .map((r) => ({
     kind: r.kind,
     volumeId: asVolumeId(r.volumeId),
-    offsetBytes: r.offsetBytes,
-    lengthBytes: r.kind === RecordKind.write ? r.payload.length : r.zeroLength,
+    // A resize carries the new size in offsetBytes, and no length.
+    offsetBytes: r.kind === RecordKind.resize ? r.resizeSectors * 512 : r.offsetBytes,
+    lengthBytes: r.kind === RecordKind.write ? r.payload.length : r.kind === RecordKind.resize ? 0 : r.zeroLength,
     sequence: asSequence(r.sequence),
     writeTimeUs: asWriteTimeUs(r.writeTimeUs),
     acceptNumber: asAcceptNumber(r.acceptNumber),
@@ -129,4 +131,44 @@ test("record format 2 carries the primary's wall time; format 1 (journals before
   bad.writeBigUInt64LE(0n, 48);
   bad.writeUInt32LE(checksum(bad, 0, 60), 60);
   assert.deepEqual(decodeRecord(bad), { ok: false, reason: "unsupported", detail: "a version-2 record without a wall time" });
+});
+
+/** A record whose header says `kind`, with `lengthBytes` and `offsetBytes` set and the header checksum sealed again. */
+function sealedHeader(kind: number, offsetBytes: number, lengthBytes: number): Buffer {
+  const bytes = encodeRecord({
+    kind: RecordKind.timeAdvance, volumeId: asVolumeId(1), offsetBytes: 0, lengthBytes: 0, sequence: asSequence(7),
+    writeTimeUs: asWriteTimeUs(1), acceptNumber: asAcceptNumber(1), markerNumber: asMarkerNumber(0), wallTimeUs: 0, payload: Buffer.alloc(0),
+  });
+  bytes.writeUInt8(kind, 5);
+  bytes.writeUInt32LE(lengthBytes, 12);
+  bytes.writeUInt32LE(offsetBytes % 2 ** 32, 16);
+  bytes.writeUInt32LE(Math.floor(offsetBytes / 2 ** 32), 20);
+  bytes.writeUInt32LE(checksum(bytes, 0, 60), 60);
+  return bytes;
+}
+
+test("a resize record carries the new size in offsetBytes and round-trips; sizes that no volume may have are refused as unsupported", () => {
+  const resize: JournalRecord = {
+    kind: RecordKind.resize, volumeId: asVolumeId(3), offsetBytes: 3 * 1024 * 1024 * 1024, lengthBytes: 0, sequence: asSequence(9),
+    writeTimeUs: asWriteTimeUs(5), acceptNumber: asAcceptNumber(6), markerNumber: asMarkerNumber(0), wallTimeUs: 1_700_000_000_000_000, payload: Buffer.alloc(0),
+  };
+  const decoded = decodeRecord(encodeRecord(resize));
+  assert.ok(decoded.ok);
+  assert.equal(decoded.record.kind, RecordKind.resize);
+  assert.equal(resizeSizeBytes(decoded.record), 3 * 1024 * 1024 * 1024);
+  assert.equal(decoded.bytes, journalHeaderBytes);
+  for (const [offsetBytes, lengthBytes] of [[0, 0], [volumeBytesMin - 512, 0], [volumeBytesMax + 512, 0], [volumeBytesMin + 1, 0], [volumeBytesMin, 4096]] as const) {
+    const bad = decodeRecord(sealedHeader(RecordKind.resize, offsetBytes, lengthBytes));
+    assert.ok(!bad.ok && bad.reason === "unsupported" && /resize/.test(bad.detail), `resize to ${offsetBytes} (length ${lengthBytes}) refused`);
+    assert.throws(() => encodeRecord({ ...resize, offsetBytes, lengthBytes }), RangeError);
+  }
+});
+
+test("a whole header of a kind this version does not know (as an older tidemark meets kind 5) is unsupported, never torn and never a record", () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 255 }).filter((kind) => !(Object.values(RecordKind) as number[]).includes(kind)), (kind) => {
+      const decoded = decodeRecord(sealedHeader(kind, 4096, 0));
+      assert.ok(!decoded.ok && decoded.reason === "unsupported" && decoded.detail === `unknown record kind ${kind}`);
+    }),
+  );
 });

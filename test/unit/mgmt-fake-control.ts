@@ -89,6 +89,16 @@ export class FakeControl implements NodeControl, PairControl {
     return Promise.resolve({ ...volume });
   }
 
+  resizeVolume(name: string, sizeBytes: number): Promise<{ volume: VolumeInfo; changed: boolean }> {
+    this.maybeFail();
+    const volume = this.volumes.get(name);
+    if (volume === undefined) return Promise.reject(new ControlError("TM_ERR_NOT_FOUND", `volume ${name} does not exist`));
+    if (sizeBytes < volume.sizeBytes) return Promise.reject(new ControlError("TM_ERR_INVALID", `volume ${name} cannot shrink`));
+    const changed = sizeBytes > volume.sizeBytes;
+    volume.sizeBytes = sizeBytes;
+    return Promise.resolve({ volume: { ...volume }, changed });
+  }
+
   listGroups(): readonly GroupInfo[] {
     this.maybeFail();
     return [...this.groups.values()];
