@@ -98,6 +98,26 @@ test("OPEN_GROUP on a replicating secondary whose volumes match: GROUP_STATE rep
   assert.deepEqual(step(state(replicatingRecord), open()).effects, [{ type: "answerPeer", message: { type: "GROUP_STATE", state: "replicating" } }]);
 });
 
+test("OPEN_GROUP after the primary grew a volume (volume resize): replicating goes on (the resize record grows it here); a copy grows the volume first, then empties it", () => {
+  const grown = [{ volumeId: 1, name: "v1", sizeBytes: 8 << 20 }, { volumeId: 2, name: "v2", sizeBytes: 2 << 20 }];
+  assert.deepEqual(step(state(replicatingRecord), open({ volumes: grown })).effects, [{ type: "answerPeer", message: { type: "GROUP_STATE", state: "replicating" } }]);
+  const fresh = step(state(), open({ volumes: grown }));
+  assert.deepEqual(types(fresh.effects), ["growVolumes", "emptyVolumes", "openJournal", "persist"]);
+  assert.deepEqual(fresh.effects[0], { type: "growVolumes", volumes: [{ volumeId: 10, sizeBytes: 8 << 20 }] });
+  const copying = state(record({ state: "copying", startSequence: 5, volumes: [{ primaryVolumeId: 1, volumeId: 10 }] }), 1);
+  assert.deepEqual(types(step(copying, open({ volumes: grown })).effects), ["growVolumes", "copyRunsAgain", "answerPeer"]);
+  // Once grown (the shell's event), a copy chunk past the old end is taken.
+  const chunk = { type: "copyChunk", message: "COPY_DATA", chunkId: 3, primaryVolumeId: 1, offsetBytes: 4 << 20, lengthBytes: 4096 } as const;
+  assert.equal(types(step(copying, chunk).effects)[0], "refusePeer", "past the end before the grow");
+  const after = step(copying, { type: "volumeGrown", volumeId: 10, sizeBytes: 8 << 20 });
+  assert.deepEqual(after.effects, []);
+  assert.equal(after.state.volumes.find((v) => v.volumeId === 10)?.sizeBytes, 8 << 20);
+  assert.equal(types(step(after.state, chunk).effects)[0], "writeCopyChunk");
+  // Smaller on the primary than here: never a grow in reverse.
+  const shrunk = step(state(replicatingRecord), open({ volumes: [{ volumeId: 1, name: "v1", sizeBytes: 1 << 19 }, primaryVolumes[1]!] }));
+  assert.equal((shrunk.effects[1] as { code: string }).code, "VOLUME_MISMATCH");
+});
+
 // ---- the initial copy ------------------------------------------------------------------------
 
 test("copy chunks: written and acknowledged while copying; refused (NACK OUT_OF_RANGE) outside a volume or once the copy is done", () => {

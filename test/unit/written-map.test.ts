@@ -363,3 +363,46 @@ void test("CLI: the copy's amount names the written part (an upper bound: whole 
     "",
   ].join("\n"));
 });
+
+void test("grow (volume resize): the map keeps its bits and the new extents are clear; a map file of the old size loads grown; a file longer than node.json (a grow that did not finish) opens at node.json's size", async () => {
+  // The pure map: a short last extent becomes whole, its bit kept.
+  const map = new ExtentMap(2 * MiB + 512, MiB);
+  map.mark(2 * MiB, 512);
+  map.mark(0, 1);
+  const grown = map.grownTo(5 * MiB);
+  assert.deepEqual([grown.extentCount, grown.markedExtents, grown.has(0), grown.has(2), grown.has(3), grown.has(4)], [5, 2, true, true, false, false]);
+  assert.equal(map.grownTo(map.sizeBytes).markedExtents, 2, "growing to the same size copies");
+  assert.throws(() => map.grownTo(MiB), /never shrinks/);
+
+  await withDir(async (dir) => {
+    const path = join(dir, "1.vol");
+    const file = await VolumeFile.create(nodeFileSystem, path, 2 * MiB);
+    await file.write(MiB, Buffer.alloc(4096, 7));
+    await file.written.save();
+    // Extended first (the file only), as a resize does before it records anything.
+    await file.extendFile(6 * MiB);
+    assert.equal(file.sizeBytes, 2 * MiB, "extending the file does not grow the volume");
+    assert.equal((await stat(path)).size, 6 * MiB);
+    await file.close();
+    // A crash now: node.json still says 2 MiB; the longer file opens at that size.
+    const reopened = await VolumeFile.open(nodeFileSystem, path, 2 * MiB);
+    assert.equal(reopened.sizeBytes, 2 * MiB);
+    await reopened.grow(6 * MiB);
+    assert.deepEqual([reopened.sizeBytes, reopened.written.sizeBytes, reopened.written.markedExtents], [6 * MiB, 6 * MiB, 1]);
+    await reopened.write(5 * MiB, Buffer.alloc(4096, 9));
+    assert.ok((await reopened.read(4 * MiB, 4096)).equals(Buffer.alloc(4096)), "the grown part reads zeroes");
+    await reopened.close();
+    // node.json says 6 MiB, the map file still says 2 MiB (saved before the grow): it loads grown, clear past the old end.
+    const beforeGrow = await VolumeFile.create(nodeFileSystem, join(dir, "2.vol"), 2 * MiB);
+    await beforeGrow.write(0, Buffer.alloc(512, 1));
+    await beforeGrow.written.save();
+    await beforeGrow.extendFile(6 * MiB);
+    await beforeGrow.close();
+    const loaded = await VolumeFile.open(nodeFileSystem, join(dir, "2.vol"), 6 * MiB);
+    assert.deepEqual([loaded.written.origin, loaded.written.sizeBytes, loaded.written.markedExtents], ["loaded", 6 * MiB, 1]);
+    assert.equal(decodeWrittenMap(await readFile(WrittenMap.pathFor(join(dir, "2.vol"))), 6 * MiB, writtenMapExtentBytes).ok, true, "saved again at the new size");
+    await loaded.close();
+    // A file shorter than node.json says is never made by a grow: refused.
+    await assert.rejects(VolumeFile.open(nodeFileSystem, join(dir, "2.vol"), 8 * MiB), /is 6291456 bytes, metadata says 8388608/);
+  });
+});
