@@ -142,14 +142,17 @@ export class VolumeFile {
       if (written.resetPending) await VolumeFile.emptyFile(handle, sizeBytes, written);
       const { sizeBytes: fileBytes } = await handle.stat();
       // Longer than node.json says: a grow (volume resize) made the file longer first and
-      // stopped before it saved the new size. Nothing was written past the old end (writes
-      // there come only after the grow is done): the volume keeps node.json's size, and a
-      // grow (the journal's resize record at replay, or the operator's next resize) takes it
-      // from there. Shorter is never made by a grow: refused.
+      // stopped before it saved the new size. Nothing was ever written past node.json's size
+      // (writes there are accepted only after that save): those bytes are zeroes nobody wrote,
+      // and the file is cut back to the volume's size, so file and volume agree again; a grow
+      // (the journal's resize record at replay, or the operator's next resize) extends it
+      // again. Shorter is never made by a grow: refused.
       if (fileBytes < sizeBytes) throw new Error(`volume file ${path} is ${fileBytes} bytes, metadata says ${sizeBytes}`);
-      const file = new VolumeFile(fs, path, sizeBytes, handle, written);
-      file.fileBytes = fileBytes;
-      return file;
+      if (fileBytes > sizeBytes) {
+        await handle.truncate(sizeBytes);
+        await handle.sync();
+      }
+      return new VolumeFile(fs, path, sizeBytes, handle, written);
     } catch (error) {
       await handle.close();
       throw error;
@@ -175,7 +178,7 @@ export class VolumeFile {
    * Step 1 of a grow: the file is made at least `sizeBytes` long, durably (a sparse extension:
    * zeroes, nothing allocated), while the volume keeps its size. Done before anything is
    * recorded (journal, node.json), so a size the file system refuses (EFBIG, ENOSPC) is
-   * refused with nothing changed; a crash after it leaves a longer file, which open() accepts.
+   * refused with nothing changed; a crash after it leaves a longer file, which open() cuts back.
    */
   async extendFile(sizeBytes: number): Promise<void> {
     assert(!this.closed, `volume file ${this.path} extended after close`);

@@ -364,7 +364,7 @@ void test("CLI: the copy's amount names the written part (an upper bound: whole 
   ].join("\n"));
 });
 
-void test("grow (volume resize): the map keeps its bits and the new extents are clear; a map file of the old size loads grown; a file longer than node.json (a grow that did not finish) opens at node.json's size", async () => {
+void test("grow (volume resize): the map keeps its bits and the new extents are clear; a map file of the old size loads grown; a file longer than node.json (a grow that did not finish) is cut back to node.json's size", async () => {
   // The pure map: a short last extent becomes whole, its bit kept.
   const map = new ExtentMap(2 * MiB + 512, MiB);
   map.mark(2 * MiB, 512);
@@ -384,9 +384,11 @@ void test("grow (volume resize): the map keeps its bits and the new extents are 
     assert.equal(file.sizeBytes, 2 * MiB, "extending the file does not grow the volume");
     assert.equal((await stat(path)).size, 6 * MiB);
     await file.close();
-    // A crash now: node.json still says 2 MiB; the longer file opens at that size.
+    // A crash now: node.json still says 2 MiB; the longer file opens at that size, cut back to it.
     const reopened = await VolumeFile.open(nodeFileSystem, path, 2 * MiB);
     assert.equal(reopened.sizeBytes, 2 * MiB);
+    assert.equal((await stat(path)).size, 2 * MiB, "the unfinished grow is undone");
+    assert.ok((await reopened.read(MiB, 4096)).equals(Buffer.alloc(4096, 7)), "data inside the size kept");
     await reopened.grow(6 * MiB);
     assert.deepEqual([reopened.sizeBytes, reopened.written.sizeBytes, reopened.written.markedExtents], [6 * MiB, 6 * MiB, 1]);
     await reopened.write(5 * MiB, Buffer.alloc(4096, 9));
