@@ -348,7 +348,8 @@ export class VolumeRegistry {
         await this.extend(volume, sizeBytes);
         await group.resize(volume.id, sizeBytes);
       } else {
-        await this.grow(volume.id, sizeBytes);
+        await this.extend(volume, sizeBytes);
+        await this.finishGrow(volume.id, sizeBytes);
       }
     } finally {
       this.resizing.delete(volume.id);
@@ -360,17 +361,18 @@ export class VolumeRegistry {
    * A whole grow of volume `volumeId` to `sizeBytes` (nothing when it is that large already):
    * the file extended, node.json saved, then the map and the size in memory. What a journal's
    * resize record does at replay and on a pair's secondary, and a resize of a volume in no group.
-   * Errors: ControlError for a size the file system refuses, else the file system's or node.json's.
+   * Errors: the file system's (ENOSPC, EIO ...) and node.json's, as they are: the group that
+   * applies the record stops and resumes by itself (a replay, a reflection).
    */
   async grow(volumeId: number, sizeBytes: number): Promise<void> {
     const volume = this.byId.get(volumeId);
     assert(volume !== undefined, () => `volume ${volumeId} to grow exists`);
     if (sizeBytes <= volume.sizeBytes) return;
-    await this.extend(volume, sizeBytes);
+    await volume.file.extendFile(sizeBytes);
     await this.finishGrow(volumeId, sizeBytes);
   }
 
-  /** Step 1: the file extended durably (a size the file system refuses is refused here, before anything is recorded). */
+  /** Step 1 for the operator: the file extended durably (a size the file system refuses is refused here, before anything is recorded, with what to do). */
   private async extend(volume: LiveVolume, sizeBytes: number): Promise<void> {
     try {
       await volume.file.extendFile(sizeBytes);

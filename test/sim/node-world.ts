@@ -65,6 +65,8 @@ export interface EventCounts {
   attaches: number;
   domainSuspends: number;
   latePairDisasters: number;
+  /** Volumes grown (`volume resize`, answered) on the primary while hosts write. */
+  resizes: number;
   /** Takeovers refused because a group named was not consistent with the others yet (its join pending). */
   takeoversRefusedJoinPending: number;
   restarts: { primary: number; secondary: number };
@@ -97,7 +99,7 @@ export interface EventCounts {
 
 export function emptyCounts(): EventCounts {
   return {
-    seeds: 0, hostWrites: 0, hostWritesFailed: 0, flushes: 0, pairsCreated: 0, pairsCreatedLater: 0, initialCopies: 0, suspends: 0, resumes: 0, takeovers: 0, fencedTakeovers: 0, oldPrimariesFenced: 0, takeoversMidRun: 0, partialTakeovers: 0, takeoverCrashes: 0, takeoversRefused: 0, detaches: 0, attaches: 0, domainSuspends: 0, latePairDisasters: 0, takeoversRefusedJoinPending: 0,
+    seeds: 0, hostWrites: 0, hostWritesFailed: 0, flushes: 0, pairsCreated: 0, pairsCreatedLater: 0, initialCopies: 0, suspends: 0, resumes: 0, takeovers: 0, fencedTakeovers: 0, oldPrimariesFenced: 0, takeoversMidRun: 0, partialTakeovers: 0, takeoverCrashes: 0, takeoversRefused: 0, detaches: 0, attaches: 0, domainSuspends: 0, latePairDisasters: 0, resizes: 0, takeoversRefusedJoinPending: 0,
     restarts: { primary: 0, secondary: 0 }, processCrashes: { primary: 0, secondary: 0 }, powerLosses: { primary: 0, secondary: 0 },
     crashPoints: 0, streamCuts: 0, silentStreams: 0, partitions: 0, clockSteps: 0, diskFullEpisodes: { primary: 0, secondary: 0 }, ioErrorEpisodes: { primary: 0, secondary: 0 },
     groupStops: 0, secondaryJournalFull: 0, primaryWritesHeld: 0, smallJournals: 0, pullPairs: 0, pushPairs: 0, checks: 0, tornWritesSeen: 0, operatorCuts: 0, virtualMs: 0, events: 0,
@@ -304,6 +306,11 @@ export class NodeWorld {
   private readonly crashPointRng: Prng;
   /** The fencing scenarios' own choices (the other seeds keep their schedules). */
   private readonly fenceRng: Prng;
+  /** Seeds that grow volumes (`volume resize`) in their schedule, and the PRNG of those steps. */
+  private readonly resizes: boolean;
+  private readonly resizeRng: Prng;
+  /** Each volume's size in blocks as the primary last answered a resize (hosts write up to it). */
+  private readonly blocksOf = new Map<string, number>();
   /** Takeovers during the faulty phase: their own PRNG (the other seeds keep their schedules), and when each is due (virtual ms). */
   private readonly takeoverRng: Prng;
   private takeoverDueMs: number | undefined;
@@ -343,6 +350,9 @@ export class NodeWorld {
     this.peers = this.peersFor("A");
     if (this.groups.length > 1 && new Prng(seed ^ 0x49444c45).chance(0.3)) this.idleGroup = this.groups[this.groups.length - 1];
     this.thirdRng = new Prng(seed ^ 0x50524d32);
+    // Some seeds grow volumes while hosts write (a PRNG of its own: the other seeds keep their schedules).
+    this.resizeRng = new Prng(seed ^ 0x5253495a);
+    this.resizes = this.resizeRng.chance(0.5);
     if (this.thirdRng.chance(0.3)) {
       this.third = new SimMachine(this, "C", "primary", (seed ^ 0x43434343) * 2 + 1);
       this.third.disk.onDirectorySynced = (path) => {
@@ -574,7 +584,7 @@ export class NodeWorld {
     if (handle === undefined) return "skip";
     const first = this.nextBlock.get(volume) ?? 0;
     const blocks = rng.int(1, 4);
-    if (first + blocks > volumeBlocks) {
+    if (first + blocks > this.volumeBlocksOf(volume)) {
       handle.release();
       return "skip";
     }
@@ -699,6 +709,7 @@ export class NodeWorld {
       await this.stepThird(this.third);
       return;
     }
+    if (this.resizes && this.resizeRng.chance(0.05)) return this.resizeVolume();
     if (this.refusedTakeoverDueMs !== undefined && this.scheduler.nowMs >= this.refusedTakeoverDueMs) return this.refusedTakeover();
     if (this.takeoverDueMs !== undefined && this.scheduler.nowMs >= this.takeoverDueMs) return this.midRunTakeover();
     const roll = this.rng.float();
@@ -785,6 +796,39 @@ export class NodeWorld {
     }
   }
 
+  /** Blocks of `volume` the hosts may write: its size as last grown (volume resize), or the size it was created with. */
+  private volumeBlocksOf(volume: string): number {
+    return this.blocksOf.get(volume) ?? volumeBlocks;
+  }
+
+  /**
+   * `volume resize` of one of A's volumes while hosts write (maybe with a crash point armed):
+   * once answered, hosts write past the old end. Paired or not, the secondary must grow at the
+   * same point of the history: the images are compared at convergence, sizes included.
+   */
+  private async resizeVolume(): Promise<void> {
+    const a = this.primary.node;
+    const candidates = this.groups.filter((g) => !g.takenOver);
+    const group = candidates[this.resizeRng.int(0, Math.max(0, candidates.length - 1))];
+    const volume = group?.volumes[this.resizeRng.int(0, Math.max(0, (group?.volumes.length ?? 1) - 1))];
+    if (a === undefined || !this.primary.up || group === undefined || volume === undefined) return;
+    const blocks = this.volumeBlocksOf(volume) + this.resizeRng.int(1, 4) * 256;
+    if (blocks > 4 * volumeBlocks) return;
+    this.trace(`resize ${volume} of ${group.name} to ${blocks} blocks`);
+    this.armCrashPoint();
+    try {
+      const oldBlocks = this.volumeBlocksOf(volume);
+      await this.until(a.resizeVolume(volume, blocks * simBlockBytes), 5_000, `volume ${volume} grows`);
+      this.blocksOf.set(volume, blocks);
+      // The hosts' next writes to it go past the old end (blocks skipped stay zero: no write overwrites another).
+      this.nextBlock.set(volume, Math.max(this.nextBlock.get(volume) ?? 0, oldBlocks));
+      this.counts.resizes += 1;
+    } catch (error) {
+      if (!commandFailed(error)) throw error;
+      this.trace(`resize of ${volume} refused or cut short: ${(error as Error).message}`);
+    }
+  }
+
   private async resume(group: SimGroup): Promise<void> {
     for (let attempt = 0; attempt < 50 && group.suspended; attempt++) {
       const a = this.primary.node;
@@ -864,7 +908,7 @@ export class NodeWorld {
     if (node === undefined || volume === undefined) return undefined;
     const handle = node.catalog().open(volume);
     const first = this.nextBlock.get(volume) ?? 0;
-    if (handle === undefined || first + 1 > volumeBlocks) return undefined;
+    if (handle === undefined || first + 1 > this.volumeBlocksOf(volume)) return undefined;
     this.nextBlock.set(volume, first + 1);
     const write = this.history.add({ host: 99, volume, firstBlock: first, blocks: 1, issuedAtMs: this.scheduler.nowMs });
     const data = Buffer.allocUnsafe(simBlockBytes);
@@ -1285,7 +1329,7 @@ export class NodeWorld {
       const count = this.fenceRng.int(0, 3);
       for (let i = 0; i < count; i++) {
         const first = this.nextBlock.get(volume) ?? 0;
-        if (first + 1 > volumeBlocks) break;
+        if (first + 1 > this.volumeBlocksOf(volume)) break;
         this.nextBlock.set(volume, first + 1);
         const handle = a.catalog().open(volume);
         if (handle === undefined) continue;
@@ -1357,7 +1401,7 @@ export class NodeWorld {
       const handle = volume === undefined ? undefined : a.catalog().open(volume);
       if (handle === undefined || volume === undefined) continue;
       const first = this.nextBlock.get(volume) ?? 0;
-      if (first + 1 > volumeBlocks) continue;
+      if (first + 1 > this.volumeBlocksOf(volume)) continue;
       this.nextBlock.set(volume, first + 1);
       try {
         await this.until(handle.write(first * simBlockBytes, Buffer.alloc(simBlockBytes, 0x73), { fua: false, hostWriteTimeUs: undefined }), 5_000, "a write to a fenced group");
