@@ -52,7 +52,7 @@ export const RecordKind = {
   /**
    * Volume `volumeId` grows to `offsetBytes` bytes (its new size; `lengthBytes` 0, no payload).
    * Ordered in the group's sequence like a write: a write past the old end comes after it
-   * (docs/journal.md, "Resize"). Replication protocol version 2 and later carry it.
+   * (docs/journal.md, "Resize"). Replication protocol version 3 and later carry it.
    */
   resize: 5,
 } as const;

@@ -6,7 +6,7 @@
 // records, which c1cab4b itself could not recover) and test/fixtures/010f61e-pair.md (record
 // format 1 and replication protocol 1 on disk, a consistency domain of two groups, one of
 // them with two volumes, a third group detached from it on the secondary, writes the
-// secondary never got).
+// secondary never got); a paired volume of the 010f61e pair then grows (volume resize) on both.
 import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -219,6 +219,21 @@ void test("an active pair's data directories from 010f61e, both killed -9 with w
     await node.restart();
     await check010Pairs(t, a, b, expected, `${node.id} killed and restarted`, true);
   }
+  // A paired volume of the old data directories grows (volume resize: a journal record kind
+  // 010f61e never wrote, protocol version 3): the secondary grows with it, a write past the old end arrives.
+  const listed = await mgmtJson(a.mgmtUrl, "/v1/volumes") as { volumes: { name: string; sizeBytes: number }[] };
+  const oldBytes = listed.volumes.find((v) => v.name === "fv3")?.sizeBytes ?? 0;
+  await cliOk(["volume", "resize", "fv3", "--size", String(oldBytes + 4 * mib)], { node: a.mgmtUrl });
+  const pastOldEnd: Written = { offsetBytes: oldBytes + mib, lengthBytes: 64 * kib, byte: 0x3e };
+  const nbd = await NbdClient.connect(a.nbdPort, "fv3");
+  try {
+    await nbd.write(pastOldEnd.offsetBytes, Buffer.alloc(pastOldEnd.lengthBytes, pastOldEnd.byte), { fua: true });
+  } finally {
+    await nbd.close();
+  }
+  await check010Pairs(t, a, b, { ...expected, fv3: [...(expected.fv3 ?? []), pastOldEnd] }, "after a resize", true);
+  assert.equal((await readExport(b, "fv3")).length, oldBytes + 4 * mib, "the secondary's fv3 grew");
+
   for (const node of [a, b]) {
     assert.deepEqual(migrationLines(node), [], `${node.id}: no metadata_migrated line at any start`);
     assert.deepEqual(errorLines(node), [], `${node.id}: no error logged`);
