@@ -552,9 +552,12 @@ void test("COPY_DATA with corrupted data is BAD_RECORD naming its chunk; a corru
 void test("version negotiation picks the highest common version", () => {
   // A primary from before issue 9 (1..1) gets version 1; a new one version 2 (records with wall times).
   assert.equal(chooseReplVersion(1, 1), 1);
-  assert.equal(chooseReplVersion(1, 9), 2);
-  assert.equal(chooseReplVersion(2, 3), 2);
-  assert.equal(chooseReplVersion(3, 4), undefined);
+  assert.equal(chooseReplVersion(1, 9), 3, "this build speaks 1..3 (2: wall times, 3: resize records)");
+  assert.equal(chooseReplVersion(2, 3), 3);
+  assert.equal(chooseReplVersion(4, 5), undefined);
+  // A secondary of an earlier version (1..1, or 1..2) and a primary of this one agree on it: no resize record is sent.
+  assert.equal(chooseReplVersion(1, 3, 1, 1), 1);
+  assert.equal(chooseReplVersion(1, 3, 1, 2), 2);
   assert.equal(chooseReplVersion(1, 5, 3, 7), 5);
   assert.equal(chooseReplVersion(6, 9, 3, 7), 7);
   assert.equal(chooseReplVersion(8, 9, 3, 7), undefined);
