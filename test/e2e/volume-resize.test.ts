@@ -6,11 +6,15 @@
 // while a host writes grows on the secondary too (the resize travels in the group's sequence),
 // a write past the old end reflects after it, and both images end equal byte for byte (sha256
 // of the whole volumes) — also after kill -9 of the primary right after a resize, and with the
-// secondary killed while the resize and the writes past the old end happen.
+// secondary killed while the resize and the writes past the old end happen. A secondary that
+// speaks replication protocol 1 (an older tidemark, made so by a proxy that offers only version
+// 1 in its HELLO): the resize is refused up front, or the pair fails once when it would meet it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { cli, cliOk, mgmtJson, requireTool, runOk, startNode, waitFor, type RunningNode } from "./harness.ts";
+import * as net from "node:net";
+import { decodeFrame, encodeMessage, replHeaderBytes } from "../../src/protocol/repl-protocol.ts";
+import { cli, cliOk, freePorts, mgmtJson, onCleanup, requireTool, runOk, startNode, waitFor, type RunningNode } from "./harness.ts";
 import { NbdClient, Prng, drillSeed, makeGroup, pairCreate, pairInfo, pairWait, readExport, runDrill, startLoad, startPairNodes } from "./drill-lib.ts";
 
 const MiB = 1024 * 1024;
@@ -147,4 +151,67 @@ test("volume resize of a paired volume while writing: the secondary grows at the
     const info = await mgmtJson(b.mgmtUrl, "/v1/pairs/g") as { state: string };
     assert.equal(info.state, "replicating");
   });
+});
+
+/**
+ * A TCP proxy in front of a secondary's replication port that makes it look like a tidemark of
+ * the previous version: the HELLO it forwards offers protocol versions 1..1 only, so the
+ * secondary chooses 1, as an older secondary would (everything else passes unchanged).
+ */
+async function versionOneProxy(targetPort: () => number): Promise<{ port: number; close: () => void }> {
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort(), "127.0.0.1");
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+    upstream.pipe(client);
+    let pending = Buffer.alloc(0);
+    const onFirst = (chunk: Buffer): void => {
+      pending = Buffer.concat([pending, chunk]);
+      if (pending.length < replHeaderBytes || pending.length < replHeaderBytes + pending.readUInt32LE(8)) return;
+      client.off("data", onFirst);
+      const frameBytes = replHeaderBytes + pending.readUInt32LE(8);
+      const decoded = decodeFrame(pending.subarray(0, frameBytes));
+      const first = decoded.ok && decoded.message.type === "HELLO" ? Buffer.concat(encodeMessage({ ...decoded.message, versionMax: 1 })) : pending.subarray(0, frameBytes);
+      upstream.write(Buffer.concat([first, pending.subarray(frameBytes)]));
+      client.pipe(upstream);
+    };
+    client.on("data", onFirst);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === "object");
+  onCleanup("version-one proxy", () => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { port: address.port, close: () => server.close() };
+}
+
+test("volume resize with a secondary that speaks replication protocol 1 (an older tidemark): refused up front; a resize it would meet fails the pair once, saying to upgrade", { timeout: 180_000 }, async () => {
+  const [bMgmt, bNbd, bHost, bRepl] = await freePorts(4);
+  const proxy = await versionOneProxy(() => bRepl!);
+  const b = await startNode({ id: "v1-b", ports: [bMgmt!, bNbd!, bHost!, bRepl!] as const, extraArgs: ["--repl-advertise", `127.0.0.1:${proxy.port}`] });
+  const a = await startNode({ id: "v1-a" });
+  await makeGroup(a, "g", [{ name: "v1", size: "8M" }]);
+  await pairCreate(a, "g", b, { streams: 2 });
+
+  const refused = await cli(["volume", "resize", "v1", "--size", "16M"], { node: a.mgmtUrl });
+  assert.notEqual(refused.code, 0);
+  oneLine(refused.stderr);
+  assert.match(refused.stderr, /cannot grow volumes \(replication protocol 1\); upgrade it first/);
+  assert.equal((await volumeSizes(a)).v1, 8 * MiB, "nothing changed");
+
+  // The primary restarted while the secondary is down does not know its version yet: the resize
+  // is recorded; when the old secondary comes back, the record is never sent to it: the pair fails once.
+  await b.kill();
+  await a.kill();
+  await a.restart();
+  await cliOk(["volume", "resize", "v1", "--size", "16M"], { node: a.mgmtUrl });
+  await b.restart();
+  const failed = await waitFor("the pair fails, saying the secondary must be upgraded", async () => {
+    const info = await pairInfo(a, "g");
+    return info.state === "failed" && /cannot grow volumes/.test(JSON.stringify(info)) ? info : undefined;
+  }, { timeoutMs: 60_000 });
+  assert.match(JSON.stringify(failed), /upgrade the secondary/);
+  assert.equal((await volumeSizes(b)).v1, 8 * MiB, "the secondary never got the resize");
+  assert.ok(!b.logTail(100_000).includes("unknown record kind"), "no record of a kind it cannot read reached the secondary");
 });
