@@ -7,8 +7,8 @@
 // a write past the old end reflects after it, and both images end equal byte for byte (sha256
 // of the whole volumes) — also after kill -9 of the primary right after a resize, and with the
 // secondary killed while the resize and the writes past the old end happen. A secondary that
-// speaks replication protocol 1 (an older tidemark, made so by a proxy that offers only version
-// 1 in its HELLO): the resize is refused up front, or the pair fails once when it would meet it.
+// speaks replication protocol 1 or 2 (an older tidemark, made so by a proxy that offers no more
+// in its HELLO): the resize is refused up front, or the pair fails once when it would meet it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -154,11 +154,11 @@ test("volume resize of a paired volume while writing: the secondary grows at the
 });
 
 /**
- * A TCP proxy in front of a secondary's replication port that makes it look like a tidemark of
- * the previous version: the HELLO it forwards offers protocol versions 1..1 only, so the
- * secondary chooses 1, as an older secondary would (everything else passes unchanged).
+ * A TCP proxy in front of a secondary's replication port that makes it look like an older
+ * tidemark: the HELLO it forwards offers protocol versions 1..versionMax only, so the secondary
+ * chooses versionMax, as an older secondary would (everything else passes unchanged).
  */
-async function versionOneProxy(targetPort: () => number): Promise<{ port: number; close: () => void }> {
+async function olderVersionProxy(versionMax: number, targetPort: () => number): Promise<{ port: number; close: () => void }> {
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort(), "127.0.0.1");
     upstream.on("error", () => client.destroy());
@@ -173,7 +173,7 @@ async function versionOneProxy(targetPort: () => number): Promise<{ port: number
       client.off("data", onFirst);
       const frameBytes = replHeaderBytes + pending.readUInt32LE(8);
       const decoded = decodeFrame(pending.subarray(0, frameBytes));
-      const first = decoded.ok && decoded.message.type === "HELLO" ? Buffer.concat(encodeMessage({ ...decoded.message, versionMax: 1 })) : pending.subarray(0, frameBytes);
+      const first = decoded.ok && decoded.message.type === "HELLO" ? Buffer.concat(encodeMessage({ ...decoded.message, versionMax })) : pending.subarray(0, frameBytes);
       upstream.write(Buffer.concat([first, pending.subarray(frameBytes)]));
       client.pipe(upstream);
     };
@@ -186,32 +186,34 @@ async function versionOneProxy(targetPort: () => number): Promise<{ port: number
   return { port: address.port, close: () => server.close() };
 }
 
-test("volume resize with a secondary that speaks replication protocol 1 (an older tidemark): refused up front; a resize it would meet fails the pair once, saying to upgrade", { timeout: 180_000 }, async () => {
-  const [bMgmt, bNbd, bHost, bRepl] = await freePorts(4);
-  const proxy = await versionOneProxy(() => bRepl!);
-  const b = await startNode({ id: "v1-b", ports: [bMgmt!, bNbd!, bHost!, bRepl!] as const, extraArgs: ["--repl-advertise", `127.0.0.1:${proxy.port}`] });
-  const a = await startNode({ id: "v1-a" });
-  await makeGroup(a, "g", [{ name: "v1", size: "8M" }]);
-  await pairCreate(a, "g", b, { streams: 2 });
+for (const olderVersion of [1, 2]) {
+  test(`volume resize with a secondary that speaks replication protocol ${olderVersion} (an older tidemark): refused up front; a resize it would meet fails the pair once, saying to upgrade`, { timeout: 180_000 }, async () => {
+    const [bMgmt, bNbd, bHost, bRepl] = await freePorts(4);
+    const proxy = await olderVersionProxy(olderVersion, () => bRepl!);
+    const b = await startNode({ id: `v${olderVersion}-b`, ports: [bMgmt!, bNbd!, bHost!, bRepl!] as const, extraArgs: ["--repl-advertise", `127.0.0.1:${proxy.port}`] });
+    const a = await startNode({ id: `v${olderVersion}-a` });
+    await makeGroup(a, "g", [{ name: "v1", size: "8M" }]);
+    await pairCreate(a, "g", b, { streams: 2 });
 
-  const refused = await cli(["volume", "resize", "v1", "--size", "16M"], { node: a.mgmtUrl });
-  assert.notEqual(refused.code, 0);
-  oneLine(refused.stderr);
-  assert.match(refused.stderr, /cannot grow volumes \(replication protocol 1\); upgrade it first/);
-  assert.equal((await volumeSizes(a)).v1, 8 * MiB, "nothing changed");
+    const refused = await cli(["volume", "resize", "v1", "--size", "16M"], { node: a.mgmtUrl });
+    assert.notEqual(refused.code, 0);
+    oneLine(refused.stderr);
+    assert.match(refused.stderr, new RegExp(`cannot grow volumes \\(replication protocol ${olderVersion}\\); upgrade it first`));
+    assert.equal((await volumeSizes(a)).v1, 8 * MiB, "nothing changed");
 
-  // The primary restarted while the secondary is down does not know its version yet: the resize
-  // is recorded; when the old secondary comes back, the record is never sent to it: the pair fails once.
-  await b.kill();
-  await a.kill();
-  await a.restart();
-  await cliOk(["volume", "resize", "v1", "--size", "16M"], { node: a.mgmtUrl });
-  await b.restart();
-  const failed = await waitFor("the pair fails, saying the secondary must be upgraded", async () => {
-    const info = await pairInfo(a, "g");
-    return info.state === "failed" && /cannot grow volumes/.test(JSON.stringify(info)) ? info : undefined;
-  }, { timeoutMs: 60_000 });
-  assert.match(JSON.stringify(failed), /upgrade the secondary/);
-  assert.equal((await volumeSizes(b)).v1, 8 * MiB, "the secondary never got the resize");
-  assert.ok(!b.logTail(100_000).includes("unknown record kind"), "no record of a kind it cannot read reached the secondary");
-});
+    // The primary restarted while the secondary is down does not know its version yet: the resize
+    // is recorded; when the old secondary comes back, the record is never sent to it: the pair fails once.
+    await b.kill();
+    await a.kill();
+    await a.restart();
+    await cliOk(["volume", "resize", "v1", "--size", "16M"], { node: a.mgmtUrl });
+    await b.restart();
+    const failed = await waitFor("the pair fails, saying the secondary must be upgraded", async () => {
+      const info = await pairInfo(a, "g");
+      return info.state === "failed" && /cannot grow volumes/.test(JSON.stringify(info)) ? info : undefined;
+    }, { timeoutMs: 60_000 });
+    assert.match(JSON.stringify(failed), /upgrade the secondary/);
+    assert.equal((await volumeSizes(b)).v1, 8 * MiB, "the secondary never got the resize");
+    assert.ok(!b.logTail(100_000).includes("unknown record kind"), "no record of a kind it cannot read reached the secondary");
+  });
+}
