@@ -166,12 +166,14 @@ export class VolumeFile {
    * does nothing. The caller saves the new size in node.json first, so a crash part-way leaves
    * a file open() finishes. Errors: the file system's (ENOSPC, EFBIG, EIO), as they are.
    */
-  async grow(sizeBytes: number): Promise<void> {
+  grow(sizeBytes: number): Promise<void> {
     assert(!this.closed, `volume file ${this.path} grown after close`);
-    if (sizeBytes <= this.sizeBytesValue) return;
-    await this.extendFile(sizeBytes);
-    this.written.grow(sizeBytes);
-    this.sizeBytesValue = sizeBytes;
+    return this.changeLength(async () => {
+      if (sizeBytes <= this.sizeBytesValue) return;
+      await this.lengthen(sizeBytes);
+      this.written.grow(sizeBytes);
+      this.sizeBytesValue = sizeBytes;
+    });
   }
 
   /**
@@ -180,13 +182,40 @@ export class VolumeFile {
    * recorded (journal, node.json), so a size the file system refuses (EFBIG, ENOSPC) is
    * refused with nothing changed; a crash after it leaves a longer file, which open() cuts back.
    */
-  async extendFile(sizeBytes: number): Promise<void> {
+  extendFile(sizeBytes: number): Promise<void> {
     assert(!this.closed, `volume file ${this.path} extended after close`);
     assert(Number.isSafeInteger(sizeBytes), "a volume size is a whole number of bytes");
+    return this.changeLength(() => this.lengthen(sizeBytes));
+  }
+
+  /**
+   * Undoes an extendFile whose grow was refused before anything recorded it (a group that
+   * could not take the resize record): the file is cut back to the volume's size. Nothing was
+   * ever written past that size (writes there come only after a grow), so nothing is lost.
+   */
+  cutBackExtension(): Promise<void> {
+    assert(!this.closed, `volume file ${this.path} cut back after close`);
+    return this.changeLength(async () => {
+      if (this.fileBytes <= this.sizeBytesValue) return;
+      await this.handle.truncate(this.sizeBytesValue);
+      await this.handle.sync();
+      this.fileBytes = this.sizeBytesValue;
+    });
+  }
+
+  private async lengthen(sizeBytes: number): Promise<void> {
     if (sizeBytes <= this.fileBytes) return;
     await this.handle.truncate(sizeBytes);
     await this.handle.sync();
     this.fileBytes = sizeBytes;
+  }
+
+  /** Changes of the file's length run one at a time, in call order (a grow, an extension, a cut back). */
+  private lengthChain: Promise<void> = Promise.resolve();
+  private changeLength(change: () => Promise<void>): Promise<void> {
+    const next = this.lengthChain.then(change);
+    this.lengthChain = next.catch(() => undefined);
+    return next;
   }
 
   /**

@@ -346,7 +346,15 @@ export class VolumeRegistry {
         // The writer checks what it must (stopped, fenced, read-only, writes held) before anything changes.
         group.checkResize(volume.id);
         await this.extend(volume, sizeBytes);
-        await group.resize(volume.id, sizeBytes);
+        try {
+          await group.resize(volume.id, sizeBytes);
+        } catch (error) {
+          // Refused before the record was appended (the group's state changed meanwhile, e.g.
+          // writes became held): nothing records the grow, so the extension is undone. After the
+          // append the record is the truth (a resume's replay grows the volume): left as it is.
+          if (error instanceof ControlError) await volume.file.cutBackExtension().catch(() => undefined);
+          throw error;
+        }
       } else {
         await this.extend(volume, sizeBytes);
         await this.finishGrow(volume.id, sizeBytes);
