@@ -81,7 +81,7 @@ export interface RecoveryReport {
   readonly maxAcceptNumber: number;
   /** Highest marker number among marker records (0 if none). */
   readonly maxMarkerNumber: number;
-  /** Sequence of the last host write (write or zeroes record) recovered; 0 with none. */
+  /** Sequence of the last host-visible change (a write, zeroes or resize record) recovered; 0 with none. */
   readonly lastWriteSequence: number;
   readonly segments: number;
 }
@@ -348,7 +348,8 @@ export class GroupJournal {
             if (record.wallTimeUs > maxWallTimeUs) maxWallTimeUs = record.wallTimeUs;
             if (record.acceptNumber > maxAcceptNumber) maxAcceptNumber = record.acceptNumber;
             if (record.kind === RecordKind.marker && record.markerNumber > maxMarkerNumber) maxMarkerNumber = record.markerNumber;
-            if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes) lastWriteSequence = record.sequence;
+            // A resize changes what a host sees too: `pair wait` and a fence wait for it like a write (GroupWriter.resize).
+            if (record.kind === RecordKind.write || record.kind === RecordKind.zeroes || record.kind === RecordKind.resize) lastWriteSequence = record.sequence;
             const pending = onRecord(record);
             if (pending !== undefined) await pending;
           }
