@@ -352,7 +352,7 @@ export class NodeWorld {
     this.thirdRng = new Prng(seed ^ 0x50524d32);
     // Some seeds grow volumes while hosts write (a PRNG of its own: the other seeds keep their schedules).
     this.resizeRng = new Prng(seed ^ 0x5253495a);
-    this.resizes = this.resizeRng.chance(0.5);
+    this.resizes = this.resizeRng.chance(0.3);
     if (this.thirdRng.chance(0.3)) {
       this.third = new SimMachine(this, "C", "primary", (seed ^ 0x43434343) * 2 + 1);
       this.third.disk.onDirectorySynced = (path) => {

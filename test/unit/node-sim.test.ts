@@ -57,8 +57,7 @@ for (const seed of [20, 136, 209, 869, 1267, 1331, 1354, 1829, 1875, 1978, 1985,
 // test starts at the seed that caught it when it was added. A change to the schedule or the
 // node moves these seeds: `npm run sim -- --fault NAME --seeds 2000 [--from N]` finds the new one.
 const firstCatchingSeed: Partial<Record<(typeof historicalFaults)[number], number>> = {
-  // The resize step (issue 9, volume resize, on half the seeds) moved two windows: wall-clock-time-advance
-  // is caught by seed 30 (was 534), fenced-group-holds-frontier further on (was 2736).
+  // The resize step (issue 9, volume resize, on three seeds in ten) moved its window: caught by seed 30 (was 534).
   "wall-clock-time-advance": 30,
   // Issue 8's domain steps (detach/attach, a domain suspended together, a late pair then the
   // primary lost) moved the schedule: join-before-checkpoint is caught by seed 12 (was 697),
