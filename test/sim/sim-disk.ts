@@ -750,6 +750,12 @@ class DiskState {
     for (let i = 0; i < indexes.length; i += 1) {
       const page = indexes[i] as number;
       const content = contents[i];
+      // Written back meanwhile with newer content (an O_DIRECT read flushes the range's dirty
+      // pages): clean, and the cache no longer holds what this call captured. Writing the
+      // capture now would put older bytes on the disk under a clean page, which no later
+      // fdatasync writes again; a kernel writes a page's current content (seed 9410: a copy's
+      // O_DIRECT read during a checkpoint's fdatasync lost a write the next checkpoint covered).
+      if (!node.dirty.has(page) && node.cache.get(page) !== content) continue;
       if (content === undefined) node.disk.delete(page);
       else node.disk.set(page, content);
       if (node.cache.get(page) === content) node.dirty.delete(page);

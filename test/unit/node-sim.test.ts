@@ -44,7 +44,7 @@ void test(`whole-node simulation: I1, I3 and I4 hold over ${seedsTarget} seeds (
 // Seeds that once failed, each for a bug since fixed (the commit that fixed it names the seed).
 // The schedule a seed makes depends on the code, so these keep the exact cases only while it
 // stays close; the window above is what keeps the kinds covered.
-for (const seed of [20, 136, 209, 869, 1267, 1331, 1354, 1829, 1875, 1978, 1985, 637, 3255, 3700, 6300, 15167, 59474, 1411, 9947, 7422, 8904, 5060, 10358, 11241, 8050]) {
+for (const seed of [20, 136, 209, 869, 1267, 1331, 1354, 1829, 1875, 1978, 1985, 637, 3255, 3700, 6300, 15167, 59474, 1411, 9947, 7422, 8904, 5060, 10358, 11241, 8050, 9410]) {
   void test(`whole-node simulation: seed ${seed}, once a failure, holds`, async () => {
     const result = await runNodeSimulation({ seed });
     assert.ok(result.ok, failureText(result));
