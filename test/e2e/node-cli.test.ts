@@ -67,9 +67,9 @@ void test("volume and group commands: wrong input fails with one line that says 
     { args: ["group", "create", "g2"], reason: /--volumes/, remedy: /--help/, exitCode: 2 },
     { args: ["frobnicate"], reason: /unknown command 'frobnicate'/, remedy: /--help/, exitCode: 2 },
     { args: ["volume", "grow", "v1"], reason: /grow|unknown/, remedy: /--help/, exitCode: 2 },
-    { args: ["volume"], reason: /needs a subcommand/, remedy: /create, delete, list/, exitCode: 2, withoutNode: true },
+    { args: ["volume"], reason: /needs a subcommand/, remedy: /create, resize, delete, list/, exitCode: 2, withoutNode: true },
     // --node (the harness puts it after) is taken before or after the subcommand; the subcommand is still missing.
-    { args: ["volume"], reason: /needs a subcommand/, remedy: /create, delete, list/, exitCode: 2 },
+    { args: ["volume"], reason: /needs a subcommand/, remedy: /create, resize, delete, list/, exitCode: 2 },
   ]);
   // Nothing above changed anything.
   const volumes = JSON.parse((await cliOk(["volume", "list", "--json"], { node: node.mgmtUrl })).stdout) as { volumes: VolumeInfo[] };
