@@ -1053,25 +1053,12 @@ export class SecondaryRole implements SecondaryHost {
       // ordinary: a later pair from this node copies only the extents they mark.
       for (const volume of group.volumes) await volume.file.datasync();
       await this.options.withSpaceReserve("delete the pair", () => saveWrittenMaps(group.volumes));
-      journal = await this.options.withSpaceReserve("delete the pair", async () => {
-        await makeDirectoryDurable(this.options.fileSystem, dir);
-        return (await GroupJournal.open(dir, { fileSystem: this.options.fileSystem, bytesMax: record.journalBytesMax, nextSequence: 1 })).journal;
-      });
+      journal = await this.openEndedJournal(dir, record);
       const readOnly = promote ? undefined : {
         reason: `it holds an incomplete initial copy from node ${secondary.primaryNode} (its pair was deleted during the copy): consistent with no point in time; make it writable with: tidemark pair delete ${name} --promote`,
         since: at,
       };
-      await this.options.updateMetadata((m) => {
-        const saved = m.groups.find((g) => g.id === group.groupId);
-        assert(saved !== undefined, "secondary group is in the metadata");
-        delete saved.secondary;
-        saved.journalGeneration = generation;
-        saved.checkpointSequence = 0;
-        saved.nextSequence = 1;
-        saved.incompleteCopy = { primaryNode: secondary.primaryNode, pairId: secondary.pairId, at };
-        if (readOnly === undefined) delete saved.readOnly;
-        else saved.readOnly = readOnly;
-      }, true);
+      await this.saveEnded(group, generation, readOnly, { primaryNode: secondary.primaryNode, pairId: secondary.pairId, at });
     } catch (error) {
       if (journal !== undefined) await journal.close().catch(() => undefined);
       await this.options.fileSystem.removeTree(dir).catch(() => undefined);
@@ -1081,15 +1068,43 @@ export class SecondaryRole implements SecondaryHost {
     // Saved: an ordinary group now. The old journal (records that arrived during the copy) goes.
     await group.close();
     await group.journal.close().catch((error: unknown) => this.logger.warn({ event: "secondary_journal_close_failed", group: name, err: error }, "the ended copy's journal did not close cleanly; it is removed"));
-    this.groups.delete(name);
-    this.staged.delete(group);
-    await this.options.fileSystem.removeTree(this.options.journalDir({ id: group.groupId, journalGeneration: fromGeneration }))
-      .catch((error: unknown) => this.logger.warn({ event: "secondary_journal_left", group: name, err: error }, "the ended pair's journal directory could not be removed; nothing reads it again"));
-    this.options.becomeWritable(this.groupRecord(group), journal);
-    this.reflector.kick();
+    await this.becomeOrdinary(group, fromGeneration, journal);
     this.logger.warn({ event: "pair_deleted", group: name, role: "secondary", pairId: secondary.pairId, incompleteCopy: true, copiedBytes: group.copyBytes, promoted: promote },
       `pair deleted during its initial copy: the volumes keep an incomplete copy, consistent with no point in time${promote ? "" : " (read-only)"}`);
     return { group: name, deleted: true, role: "secondary", readOnly: !promote, keptSequence: null, incompleteCopy: true, promoted: promote };
+  }
+
+  /** The fresh journal an ended pair's group writes to as an ordinary group (generation `dir`), made within the space reserve. */
+  private async openEndedJournal(dir: string, record: GroupRecord): Promise<GroupJournal> {
+    return this.options.withSpaceReserve("delete the pair", async () => {
+      await makeDirectoryDurable(this.options.fileSystem, dir);
+      return (await GroupJournal.open(dir, { fileSystem: this.options.fileSystem, bytesMax: record.journalBytesMax, nextSequence: 1 })).journal;
+    });
+  }
+
+  /** Saves the group as an ordinary one over journal `generation` (read-only unless `readOnly` is undefined); the save's error is thrown. */
+  private async saveEnded(group: SecondaryGroup, generation: number, readOnly: GroupRecord["readOnly"], incompleteCopy: GroupRecord["incompleteCopy"]): Promise<void> {
+    await this.options.updateMetadata((m) => {
+      const saved = m.groups.find((g) => g.id === group.groupId);
+      assert(saved !== undefined, "secondary group is in the metadata");
+      delete saved.secondary;
+      saved.journalGeneration = generation;
+      saved.checkpointSequence = 0;
+      saved.nextSequence = 1;
+      if (incompleteCopy !== undefined) saved.incompleteCopy = incompleteCopy;
+      if (readOnly === undefined) delete saved.readOnly;
+      else saved.readOnly = readOnly;
+    }, true);
+  }
+
+  /** Once saved: the group leaves this role, the ended pair's journal directory goes, and the node writes it as an ordinary group. */
+  private async becomeOrdinary(group: SecondaryGroup, fromGeneration: number, journal: GroupJournal): Promise<void> {
+    this.groups.delete(group.name);
+    this.staged.delete(group);
+    await this.options.fileSystem.removeTree(this.options.journalDir({ id: group.groupId, journalGeneration: fromGeneration }))
+      .catch((error: unknown) => this.logger.warn({ event: "secondary_journal_left", group: group.name, err: error }, "the ended pair's journal directory could not be removed; nothing reads it again"));
+    this.options.becomeWritable(this.groupRecord(group), journal);
+    this.reflector.kick();
   }
 
   /** At start, after finishTakeover: a pair delete a crash interrupted after its decision was saved is finished. */
@@ -1113,33 +1128,16 @@ export class SecondaryRole implements SecondaryHost {
     const fromGeneration = record.journalGeneration ?? 0;
     const generation = fromGeneration + 1;
     const dir = this.options.journalDir({ id: group.groupId, journalGeneration: generation });
-    const journal = await this.options.withSpaceReserve("delete the pair", async () => {
-      await makeDirectoryDurable(this.options.fileSystem, dir);
-      return (await GroupJournal.open(dir, { fileSystem: this.options.fileSystem, bytesMax: record.journalBytesMax, nextSequence: 1 })).journal;
-    });
+    const journal = await this.openEndedJournal(dir, record);
     const primaryNode = group.record.primaryNode;
     const readOnly = promote ? undefined : { reason: `the image its pair from node ${primaryNode} left (pair deleted); make it writable with: tidemark pair delete ${name} --promote`, since: new Date(this.options.clock.wallMs()).toISOString() };
     try {
-      await this.options.updateMetadata((m) => {
-        const saved = m.groups.find((g) => g.id === group.groupId);
-        assert(saved !== undefined, "secondary group is in the metadata");
-        delete saved.secondary;
-        saved.journalGeneration = generation;
-        saved.checkpointSequence = 0;
-        saved.nextSequence = 1;
-        if (readOnly === undefined) delete saved.readOnly;
-        else saved.readOnly = readOnly;
-      }, true);
+      await this.saveEnded(group, generation, readOnly, undefined);
     } catch (error) {
       await journal.close().catch(() => undefined);
       throw error;
     }
-    this.groups.delete(name);
-    this.staged.delete(group);
-    await this.options.fileSystem.removeTree(this.options.journalDir({ id: group.groupId, journalGeneration: fromGeneration }))
-      .catch((error: unknown) => this.logger.warn({ event: "secondary_journal_left", group: name, err: error }, "the ended pair's journal directory could not be removed; nothing reads it again"));
-    this.options.becomeWritable(this.groupRecord(group), journal);
-    this.reflector.kick();
+    await this.becomeOrdinary(group, fromGeneration, journal);
     this.logger.info({ event: "pair_deleted", group: name, role: "secondary", keptSequence: keep, promoted: promote }, promote ? "pair deleted: the image is kept and the group is writable" : "pair deleted: the image is kept, read-only");
     return { group: name, deleted: true, role: "secondary", readOnly: !promote, keptSequence: keep };
   }
