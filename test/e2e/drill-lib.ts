@@ -265,6 +265,23 @@ export async function pairInfo(node: RunningNode, group: string): Promise<PairIn
   return await mgmtJson(node.mgmtUrl, `/v1/pairs/${group}`) as PairInfoView;
 }
 
+/**
+ * Waits (up to `timeoutMs`) until `node` shows the pair of `group` in `state`, and returns its
+ * view. `pair wait` returns as soon as nothing accepted is outstanding, which after a restart
+ * can be before the link is back; a test that then means "the pair carries on" waits for this.
+ */
+export async function waitPairState(node: RunningNode, group: string, state: PairInfoView["state"], timeoutMs = 30_000): Promise<PairInfoView> {
+  let last: PairInfoView | undefined;
+  try {
+    return await waitFor(`the pair of ${group} on ${node.id} to be ${state}`, async () => {
+      last = await pairInfo(node, group);
+      return last.state === state ? last : undefined;
+    }, { timeoutMs });
+  } catch (error) {
+    throw new Error(`${(error as Error).message}; last seen: ${last === undefined ? "nothing" : describePair(last)}`, { cause: error });
+  }
+}
+
 export interface VolumeSpec {
   readonly name: string;
   readonly size: string;
