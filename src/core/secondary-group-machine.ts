@@ -32,6 +32,8 @@ export interface SecondaryLifecycleRecord {
   readonly pairId: string;
   readonly primaryNode: string;
   readonly primaryGroup: string;
+  /** The primary's management URL as its operator reaches it (absent: unknown), for hints that name it. */
+  readonly primaryUrl?: string | undefined;
   readonly transfer: "push" | "pull";
   readonly streams: number;
   readonly reflect: "time" | "seq" | "marker";
@@ -822,9 +824,17 @@ export function decidePrepare(existing: { readonly secondary?: { readonly pairId
   return { kind: "refuse", code: "TM_ERR_CONFLICT", text: `group ${request.group} already exists on node ${nodeId}; choose another --remote-group` };
 }
 
+/**
+ * `--node URL` for a command an operator runs against this pair's primary: its management URL
+ * when the primary sent it at pair create, else a placeholder naming the node.
+ */
+export function primaryNodeOption(record: Pick<SecondaryLifecycleRecord, "primaryNode" | "primaryUrl">): string {
+  return `--node ${record.primaryUrl ?? `<management URL of node ${record.primaryNode}>`}`;
+}
+
 /** The record of a freshly prepared secondary: empty, waiting for the primary's OPEN_GROUP. */
 export function newSecondaryRecord(request: {
-  readonly pairId: string; readonly primaryNode: string; readonly primaryGroup: string;
+  readonly pairId: string; readonly primaryNode: string; readonly primaryGroup: string; readonly primaryUrl?: string | undefined;
   readonly transfer: "push" | "pull"; readonly streams: number; readonly reflect: "time" | "seq" | "marker";
   readonly domain?: NamedDomainDeclaration | undefined;
 }): SecondaryLifecycleRecord {
@@ -832,6 +842,7 @@ export function newSecondaryRecord(request: {
     pairId: request.pairId, primaryNode: request.primaryNode, primaryGroup: request.primaryGroup, transfer: request.transfer, streams: request.streams,
     reflect: request.reflect, state: "empty", startSequence: 1, consistentFromSequence: 0, reflectedSequence: 0, reflectedWriteTimeUs: 0, reflectedAcceptNumber: 0,
     volumes: [], takeover: null,
+    ...(request.primaryUrl === undefined ? {} : { primaryUrl: request.primaryUrl }),
     ...(request.domain === undefined ? {} : { domain: { name: request.domain.name, writeTimePolicy: request.domain.writeTimePolicy, maxClockSkewMs: request.domain.maxClockSkewMs } }),
   };
 }

@@ -68,6 +68,8 @@ const secondaryRecordSchema = z.strictObject({
   pairId: z.string().min(1),
   primaryNode: z.string(),
   primaryGroup: z.string(),
+  /** The primary's management URL, for hints (absent before issue 9's last stop, or when the primary could not tell). */
+  primaryUrl: z.string().optional(),
   transfer: transferModeSchema,
   streams: nonNegativeInteger.min(1),
   reflect: reflectModeSchema,

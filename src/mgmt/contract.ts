@@ -135,6 +135,7 @@ export const pairSecondaryBodySchema = z.strictObject({
   pairId: z.string().regex(pairIdPattern, `must be 1 to ${replPairIdBytesMax} printable ASCII characters without spaces`),
   primaryNode: nameSchema("node"),
   primaryGroup: nameSchema("group"),
+  primaryUrl: nodeUrlSchema.optional(),
   group: nameSchema("group"),
   volumes: z
     .array(

@@ -216,6 +216,11 @@ export interface PairSecondaryRequest {
   readonly pairId: string;
   readonly primaryNode: string;
   readonly primaryGroup: string;
+  /**
+   * The primary's management URL as its operator reaches it (absent from primaries before this
+   * field, and when the primary could not tell): named in the secondary's hints after a takeover.
+   */
+  readonly primaryUrl?: string | undefined;
   /** Group name on the secondary. */
   readonly group: string;
   readonly volumes: readonly { readonly name: string; readonly sizeBytes: number }[];
@@ -308,7 +313,8 @@ export interface TakeoverOptions {
 
 /** The pair operations; the node implements them alongside NodeControl. */
 export interface PairControl {
-  createPair(request: CreatePairRequest): Promise<PairInfo>;
+  /** `seenAs`: how the caller reached this node (the request's Host header), for the URL the secondary records. */
+  createPair(request: CreatePairRequest, seenAs?: { readonly host?: string | undefined }): Promise<PairInfo>;
   listPairs(): readonly PairInfo[];
   /** Throws ControlError TM_ERR_NOT_FOUND when the group has no pair. */
   pair(group: string): PairInfo;

@@ -251,7 +251,7 @@ function registerGroupRoutes(app: MgmtApp, control: NodeControl): void {
 function registerPairRoutes(app: MgmtApp, control: PairControl): void {
   const r = mgmtRoutes;
   serve(app, r.listPairs, () => ({ pairs: control.listPairs() }));
-  serve(app, r.createPair, ({ body }) => control.createPair(body));
+  serve(app, r.createPair, ({ body }, reply) => control.createPair(body, { host: reply.request.headers.host }));
   serve(app, r.pair, ({ params }) => control.pair(params.group));
   serve(app, r.suspendPair, ({ params }) => control.suspendPair(params.group));
   serve(app, r.resumePair, ({ params }) => control.resumePair(params.group));

@@ -499,8 +499,21 @@ export class TidemarkNode implements NodeControl, PairControl {
 
   // ---- PairControl (primary side) ------------------------------------------------
 
-  createPair(request: CreatePairRequest): Promise<PairInfo> {
-    return this.primary.createPair(request);
+  createPair(request: CreatePairRequest, seenAs?: { readonly host?: string | undefined }): Promise<PairInfo> {
+    return this.primary.createPair(request, this.mgmtUrlFor(seenAs?.host));
+  }
+
+  /**
+   * This node's management URL as an operator reaches it, for the secondary's hints: the
+   * listening address when it is one address, else the Host the request came in on (a wildcard
+   * listener has no one address); undefined when neither says.
+   */
+  private mgmtUrlFor(hostHeader: string | undefined): string | undefined {
+    const host = this.options.mgmt.host;
+    const port = this.ports.mgmt;
+    if (host !== "" && host !== "0.0.0.0" && host !== "::" && port !== 0) return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+    if (hostHeader === undefined || !/^[A-Za-z0-9.:[\]-]{1,255}$/.test(hostHeader)) return undefined;
+    return `http://${hostHeader}`;
   }
 
   listPairs(): readonly PairInfo[] {

@@ -144,7 +144,24 @@ export class PrimaryRole {
     };
   }
 
-  async createPair(request: CreatePairRequest): Promise<PairInfo> {
+  /** `primaryUrl`: this node's management URL as its operator reaches it, recorded by the secondary for its hints. */
+  /**
+   * Asks the secondary to make its group. A secondary older than the `primaryUrl` field refuses
+   * it as unknown (its schema is strict): asked again without it, it pairs, and its hints keep a
+   * placeholder for this node's URL.
+   */
+  private async prepareSecondary(to: string, request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
+    try {
+      return await this.options.prepareSecondary(to, request);
+    } catch (error) {
+      if (request.primaryUrl === undefined || !(error instanceof ControlError) || error.code !== "TM_ERR_INVALID" || !error.message.includes("primaryUrl")) throw error;
+      const { primaryUrl: _older, ...without } = request;
+      this.options.logger.info({ event: "pair_secondary_older", to }, "the secondary does not know the primaryUrl field (an older tidemark): asked again without it");
+      return await this.options.prepareSecondary(to, without);
+    }
+  }
+
+  async createPair(request: CreatePairRequest, primaryUrl?: string): Promise<PairInfo> {
     const writer = this.options.writer(request.group);
     if (writer === undefined) {
       if (this.options.isSecondary(request.group)) throw new ControlError("TM_ERR_STATE", `group ${request.group} is itself the secondary of a pair; create pairs from the primary`);
@@ -166,12 +183,12 @@ export class PrimaryRole {
       return { id, ...volume };
     });
     const secondaryRequest: PairSecondaryRequest = {
-      pairId, primaryNode: nodeId, primaryGroup: request.group, group: remoteGroup,
+      pairId, primaryNode: nodeId, primaryGroup: request.group, group: remoteGroup, ...(primaryUrl === undefined ? {} : { primaryUrl }),
       volumes: members.map((v) => ({ name: v.name, sizeBytes: v.sizeBytes })), reflect: request.reflect, transfer: request.transfer, streams: request.streams,
       ...(request.force === true ? { force: true } : {}),
       ...(request.domain === undefined ? {} : { domain: { name: request.domain, ...this.options.writeTimes() } }),
     };
-    const secondary = await this.options.prepareSecondary(request.to, secondaryRequest);
+    const secondary = await this.prepareSecondary(request.to, secondaryRequest);
     if (secondary.nodeId === nodeId) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
     // S0: everything accepted so far is covered by the initial copy; the stream starts after it.
     const copyStartSequence = writer.nextSequence - 1;

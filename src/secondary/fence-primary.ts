@@ -14,6 +14,7 @@ import { faultInjected } from "../core/faults.ts";
 import type { Logger } from "pino";
 import { ControlError } from "../core/errors.ts";
 import { fenceAnswerTimeoutMs, fenceArrivalTimeoutMs, fenceTimeAdvanceGraceMs } from "../core/limits.ts";
+import { primaryNodeOption } from "../core/secondary-group-machine.ts";
 import type { Clock } from "../node/clock.ts";
 import type { FenceAnswer, SecondaryStreams } from "./repl-server.ts";
 import type { SecondaryGroup } from "./secondary-group.ts";
@@ -70,7 +71,7 @@ export async function fencePrimary(groups: readonly SecondaryGroup[], options: F
     const detail = failed.map(({ group, answer }) => `${group.name}: ${describe(answer)}`).join("; ");
     const fencedGroups = groups.filter((_, i) => answers[i]?.kind === "fenced");
     const fencedNames = fencedGroups.map((g) => g.name);
-    const unfence = fencedGroups.map((g) => `tidemark pair unfence ${g.record.primaryGroup} --node <management URL of node ${g.record.primaryNode}>`).join("; ");
+    const unfence = fencedGroups.map((g) => `tidemark pair unfence ${g.record.primaryGroup} ${primaryNodeOption(g.record)}`).join("; ");
     logger.warn({ event: "takeover_refused_unreachable", detail }, "takeover refused: the primary did not fence its group");
     throw new ControlError("TM_ERR_PRIMARY_UNREACHABLE",
       `the primary could not be fenced (${detail}); nothing was taken over${fencedNames.length > 0 ? ` (${fencedNames.join(", ")} stay fenced on the primary: ${unfence})` : ""}. ${forceMeans}`);

@@ -15,7 +15,7 @@ import { namedDomainRefusal, type NamedDomainMember } from "../core/named-domain
 import { joinPending, joinPendingText, reflectModeConflict, type JoinPoint } from "../core/consistency-domain.ts";
 import { pairEndWritesWaitMsMax, takeoverAppendsWaitMsMax, takeoverJoinPollMs, takeoverJoinWaitMsMax, takeoverReadBytes } from "../core/limits.ts";
 import {
-  copyStalledReason, decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal,
+  copyStalledReason, decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal, primaryNodeOption,
   type OperatorRefusalCode, type SecondaryFacts, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
 } from "../core/secondary-group-machine.ts";
 import { asAcceptNumber, asWriteTimeUs } from "../core/types.ts";
@@ -963,7 +963,7 @@ export class SecondaryRole implements SecondaryHost {
         const at = secondary.takeover === null ? "" : ` at ${secondary.takeover.at}`;
         throw new ControlError("TM_ERR_STATE", `group ${name} was taken over on node ${nodeId}${at} (pair ${secondary.pairId} from node ${secondary.primaryNode}): it is an ordinary writable group here already, and deleting the pair only forgets the takeover. ` +
           `While this node remembers it, the old primary (node ${secondary.primaryNode}) is refused if it comes back with its pair and fences itself; once forgotten, it only fails. ` +
-          `Delete the pair on node ${secondary.primaryNode} first (tidemark pair delete ${secondary.primaryGroup} --force --node <management URL of node ${secondary.primaryNode}>): it tells this node, which then forgets the takeover by itself; or forget it here anyway: tidemark pair delete ${name} --force`);
+          `Delete the pair on node ${secondary.primaryNode} first (tidemark pair delete ${secondary.primaryGroup} --force ${primaryNodeOption(secondary)}): it tells this node, which then forgets the takeover by itself; or forget it here anyway: tidemark pair delete ${name} --force`);
       }
       await this.options.updateMetadata((m) => {
         const saved = m.groups.find((g) => g.id === record.id);

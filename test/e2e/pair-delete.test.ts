@@ -99,7 +99,7 @@ void test("pair delete: both sides end, both images stay; refusals say what to t
   // the old primary's forced delete tells B, which forgets the pair without --force there.
   await cliOk(["pair", "takeover", "gf"], { node: b.mgmtUrl, timeoutMs: 120_000 });
   oneLineRefusal(await cli(["pair", "delete", "gf"], { node: b.mgmtUrl }),
-    new RegExp(`was taken over on node ${b.id}.*only forgets the takeover.*fences itself; once forgotten, it only fails.*tidemark pair delete gf --force --node .*TM_ERR_STATE`));
+    new RegExp(`was taken over on node ${b.id}.*only forgets the takeover.*fences itself; once forgotten, it only fails.*tidemark pair delete gf --force --node ${a.mgmtUrl}\\).*TM_ERR_STATE`));
   const oldPrimary = await cliOk(["pair", "delete", "gf", "--force"], { node: a.mgmtUrl, timeoutMs: 60_000 });
   assert.equal(oldPrimary.stdout, `deleted the pair of group gf: replication ended, the group stays writable; the secondary on node ${b.id} had taken the group over: it forgot the pair (its group stays writable there)\n`);
   assert.doesNotMatch(oldPrimary.stdout, /there\)?$|--force there/);
