@@ -45,7 +45,7 @@ export function registerNodeCommand(program: Command): void {
     .option("--repl-advertise <HOST:PORT>", "address primaries should connect to for replication (behind NAT or a proxy); default: the --repl address")
     .option("--write-time <POLICY>", `write-time policy: ${writeTimePolicies.join("|")}`, "host")
     .option("--max-clock-skew <DURATION>", `the most this node's clock may differ from the other primaries' of a named consistency domain (e.g. 5ms, at most ${maxClockSkewMsMax} ms); host writes are answered only after waiting it out (commit wait)`)
-    .option("--config <FILE>", "read these settings from a TOML file (keys: the flags without --, e.g. host-port = \"0.0.0.0:7410\"); flags given here override it")
+    .option("--config <FILE>", "read these settings from a TOML file, or YAML when it is named .yaml or .yml (keys: the flags without --, e.g. host-port = \"0.0.0.0:7410\"); flags given here override it")
     .option("--log-level <LEVEL>", `${logLevels.join("|")} (default: $TIDEMARK_LOG_LEVEL, else the --config file's, else info)`)
     .option("--insecure-mgmt", "let the management API (no authentication yet) listen on a non-loopback --mgmt address")
     .option("--truncate-damaged-journals", "after a power loss: cut a journal at damaged bytes even when whole records follow (they are dropped); only when start-up says so")
