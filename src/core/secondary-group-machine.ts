@@ -965,7 +965,9 @@ export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFa
   // Cut off: no stream from the primary (the link, or the primary, is down; it reconnects by
   // itself). Shown as its own state: the consistent-as-of time stops moving meanwhile.
   // (During the initial copy the state stays `copying`, with this reason: the copy is what is missing.)
-  if ((shown === "replicating" || shown === "copying") && facts.streams === 0 && state.takeover === undefined) {
+  // A group that is cut off itself is `disconnected` even when another member holds it too: the
+  // link is what the operator fixes first, and the hold stays in the reason.
+  if ((shown === "replicating" || shown === "copying" || shown === "held") && facts.streams === 0 && state.takeover === undefined) {
     const since = facts.noStreamSinceIso === undefined ? " since this node started" : ` since ${facts.noStreamSinceIso}`;
     const stalled = copyStalledReason(state, facts);
     if (stalled !== undefined) {
@@ -975,7 +977,7 @@ export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFa
       const cutOff = `no replication stream from primary ${record.primaryNode}${since} (${said}${facts.lastError === null ? "" : `; last error: ${facts.lastError}`}); the primary reconnects by itself`;
       reason = reason === null ? cutOff : `${cutOff}; ${reason}`;
     }
-    if (shown === "replicating") shown = "disconnected";
+    if (shown === "replicating" || shown === "held") shown = "disconnected";
   }
   if (stop === undefined && shown !== "takeover") reason = roomWaitReason(state, facts.journalUsedBytes, facts.journalBytesMax, facts.frontierHolder) ?? reason;
   return { state: shown, reason };

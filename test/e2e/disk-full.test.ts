@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { NbdClient, NbdError, assertSameImages, describePair, pairInfo, pairWait, readExport } from "./drill-lib.ts";
 import { cliOk, mgmtJson, onCleanup, requireRoot, requireTool, run, runOk, startNode, tmpDir, waitFor, type RunningNode } from "./harness.ts";
+import { stateOf } from "./metrics-lib.ts";
 
 const mib = 1024 * 1024;
 
@@ -102,6 +103,7 @@ void test("the secondary's disk fills: it stays up, the group stops on both side
   assert.ok(degraded.reasons?.some((reason) => reason.includes("gbig")), JSON.stringify(degraded));
   assert.equal(logEvents(b, "group_stopped") >= 1, true, "a log line said so at once");
   assert.match(await metricsText(b), /tidemark_group_stopped\{[^}]*group="gbig"[^}]*role="secondary"[^}]*\} 1/, "and a metric");
+  assert.equal(stateOf(await metricsText(b), "gbig", "secondary"), "stopped", "tidemark_pair_state says stopped");
 
   await b.stop();
   await b.restart();

@@ -5,29 +5,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { HostClient } from "../../src/index.ts";
-import { cliOk, mgmtJson, startNode, waitFor, type RunningNode } from "./harness.ts";
+import { cliOk, mgmtJson, startNode, waitFor } from "./harness.ts";
 import type { PairInfo } from "../../src/mgmt/control.ts";
+import { scrape, stateOf, value } from "./metrics-lib.ts";
 
 const MiB = 1024 * 1024;
-
-/** Every `name{...}` series of the node with labels containing `labels`, as number values. */
-async function scrape(node: RunningNode): Promise<string> {
-  const response = await fetch(`${node.mgmtUrl}/metrics`);
-  assert.equal(response.status, 200);
-  return response.text();
-}
-
-function value(text: string, name: string, labels: Record<string, string>): number {
-  const lines = text.split("\n").filter((line) => line.startsWith(`${name}{`) && Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`)));
-  assert.equal(lines.length, 1, `one series ${name}${JSON.stringify(labels)}; found:\n${lines.join("\n") || text.split("\n").filter((l) => l.startsWith(name)).join("\n")}`);
-  return Number((lines[0] as string).split(" ").at(-1));
-}
-
-function stateOf(text: string, group: string, role: string): string {
-  const on = text.split("\n").filter((line) => line.startsWith("tidemark_pair_state{") && line.includes(`group="${group}"`) && line.includes(`role="${role}"`) && line.endsWith(" 1"));
-  assert.equal(on.length, 1, `exactly one state is 1 for ${group}/${role}: ${on.join(" | ")}`);
-  return /state="([a-z]+)"/.exec(on[0] as string)?.[1] ?? "";
-}
 
 test("metrics: pair state, lag, link and byte totals on both nodes, in replicating, suspended and after a secondary restart; readiness", { timeout: 180_000 }, async () => {
   const primary = await startNode({ id: "met-a" });

@@ -19,6 +19,7 @@ import type { GroupInfo, PairInfo } from "../../src/mgmt/control.ts";
 import { NbdClient, assertSameImages, pairWait } from "./drill-lib.ts";
 import { cli, cliOk, mgmtJson, sleep, startNode, waitFor, type RunningNode } from "./harness.ts";
 import { FrameType, ReplProxy } from "./repl-proxy.ts";
+import { scrape, stateOf } from "./metrics-lib.ts";
 
 const MiB = 1024 * 1024;
 const largestWriteBytes = 32 * MiB;
@@ -150,6 +151,8 @@ void test("writes held for a full journal are released when the handshake shows 
   const listed = await groupInfo(primary, "g");
   assert.ok(listed.heldWrites > 0 && listed.reason !== null, `group list says why (${JSON.stringify(listed)})`);
   assert.ok(await heldMetric(primary, "g") > 0, "the held-writes metric shows it");
+  assert.equal(held.state, "held");
+  assert.equal(stateOf(await scrape(primary), "g", "primary"), "held", "tidemark_pair_state says held");
   const health = await mgmtJson(primary.mgmtUrl, "/v1/health") as { status: string; reasons?: string[] };
   assert.equal(health.status, "degraded", JSON.stringify(health));
   assert.equal(logEvents(primary, "writes_held"), 1, "one log line when writes start being held");

@@ -322,6 +322,10 @@ test("status: catching up, applying again, held by a stopped member, no stream, 
   assert.match(describeSecondary(s, facts({ arrivedSequence: 20, held: { holder: "h", why: "stopped: out of space", sinceIso: "T0", shown: true } })).reason ?? "", /held since T0 by group h .*\(stopped: out of space\): 8 records wait/);
   assert.equal(describeSecondary(s, facts({ arrivedSequence: 20, held: { holder: "h", why: "stopped: out of space", sinceIso: "T0", shown: true } })).state, "held");
   assert.equal(describeSecondary(s, facts({ arrivedSequence: 20, held: { holder: "h", why: "behind", sinceIso: "T0", shown: false } })).state, "replicating", "a member just behind is not called held at once");
+  // Held by a member, and cut off itself (its primary is down): disconnected, the hold in the reason.
+  const cutAndHeld = describeSecondary(s, facts({ arrivedSequence: 20, streams: 0, noStreamSinceIso: "T1", held: { holder: "h", why: "no replication stream from its primary", sinceIso: "T0", shown: true } }));
+  assert.equal(cutAndHeld.state, "disconnected");
+  assert.match(cutAndHeld.reason ?? "", /^no replication stream from primary .* since T1 .*; reflection held since T0 by group h/);
   assert.match(describeSecondary(s, facts({ detachedFrom: ["g2"] })).reason ?? "", /detached from its consistency domain: reflects alone and is not consistent with g2/);
   assert.match(describeSecondary(s, facts({ joinPendingText: "joined its consistency domain at T" })).reason ?? "", /joined its consistency domain at T/);
   assert.match(describeSecondary(s, facts({ streams: 0, peerCloseText: "group stopped" })).reason ?? "", /no replication stream from primary A since this node started \(the primary said: group stopped\)/);
