@@ -365,3 +365,8 @@ export function cliDeadlineMs(nodeWaitMsMax: number): number {
 assert(cliDeadlineMs(pairDeleteNodeWaitMsMax) > pairDeleteNodeWaitMsMax, "the CLI waits longer than pair delete on the node");
 assert(cliDeadlineMs(pairCreateNodeWaitMsMax) > pairCreateNodeWaitMsMax && cliDeadlineMs(pairSetNodeWaitMsMax) > pairSetNodeWaitMsMax, "the CLI waits longer than the node's peer call");
 assert(cliDeadlineMs(takeoverNodeWaitMsMax) > takeoverNodeWaitMsMax, "the CLI waits longer than a takeover on the node");
+
+/** The node samples every pair's lag in seconds this often for the dashboard's chart (GET /v1/lag-history). */
+export const lagHistoryIntervalMs = 5_000;
+/** Lag samples kept per pair: 5 minutes at lagHistoryIntervalMs. */
+export const lagHistorySamplesMax = 60;

@@ -10,7 +10,7 @@ import { z } from "zod";
 import type { TmErrorCode } from "../core/errors.ts";
 import {
   groupsPerNodeMax, maxClockSkewMsMax, mgmtUrlLengthMax, replPairIdBytesMax, replStreamsDefault, replStreamsMax, volumeBytesMax,
-  volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin, journalRecordPayloadBytesMax } from "../core/limits.ts";
+  volumeBytesMin, volumesPerGroupMax, journalBytesLimit, journalBytesMin, journalRecordPayloadBytesMax, lagHistoryIntervalMs, lagHistorySamplesMax } from "../core/limits.ts";
 import { nameProblem, namePattern } from "../core/names.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
 import {
@@ -278,6 +278,16 @@ export const takeoverResultSchema = z.object({
 export const pairListSchema = z.object({ pairs: z.array(pairInfoSchema) });
 export const takeoverAnswerSchema = z.object({ results: z.array(takeoverResultSchema) });
 
+/** GET /v1/lag-history: each pair's lag samples of the last minutes, oldest first, each with its age in ms at the answer. */
+export const lagHistorySchema = z.object({
+  intervalMs: z.number(),
+  pairs: z.array(z.object({
+    group: z.string(),
+    role: z.enum(["primary", "secondary"]),
+    samples: z.array(z.object({ agoMs: z.number(), lagSeconds: z.number() })),
+  })),
+});
+
 /** GET /v1/health: "ok", or "degraded" with one reason per unhealthy group. */
 export const healthSchema = z.object({ status: z.string(), id: z.string(), reasons: z.array(z.string()).optional() });
 /** GET /v1/ready: 200 when ready, 503 while starting or stopping (the same body). */
@@ -365,6 +375,7 @@ export const mgmtRoutes = {
   status: { method: "GET", path: "/v1/status", summary: "The node: listeners, volumes, groups and connections", status: 200, answer: nodeStatusSchema, errors: [] },
   metrics: { method: "GET", path: "/metrics", summary: "Prometheus text exposition of the node's metrics (docs/metrics.md)", status: 200, answer: { contentType: "text/plain; version=0.0.4; charset=utf-8" }, errors: [] },
   dashboard: { method: "GET", path: "/", summary: "The live dashboard of the node's pairs, for a browser (docs/dashboard.md): one HTML page that polls /v1/health and /v1/pairs", status: 200, answer: { contentType: "text/html; charset=utf-8" }, errors: [] },
+  lagHistory: { method: "GET", path: "/v1/lag-history", summary: `Every pair's lag in seconds, sampled by the node every ${lagHistoryIntervalMs / 1000} s over the last ${(lagHistoryIntervalMs * lagHistorySamplesMax) / 60_000} minutes (the dashboard's chart)`, status: 200, answer: lagHistorySchema, errors: [] },
   openApi: { method: "GET", path: "/v1/openapi.json", summary: "This document: the management API in OpenAPI 3.1, generated from src/mgmt/contract.ts", status: 200, answer: openApiDocumentSchema, errors: [] },
 
   listVolumes: { method: "GET", path: "/v1/volumes", summary: "Every volume on the node", status: 200, answer: volumeListSchema, errors: [] },

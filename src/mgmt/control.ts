@@ -1,6 +1,7 @@
 // What the management API (and through it the CLI) may ask of a running node.
 // The node implements it; the HTTP layer only validates, calls and serialises.
 
+import type { LagHistoryView } from "../core/lag-history.ts";
 import type { TmErrorCode } from "../core/errors.ts";
 import type { PairFence } from "../core/primary-pair.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
@@ -82,6 +83,8 @@ export interface NodeReadiness {
 
 export interface NodeControl {
   status(): NodeStatus;
+  /** Every pair's lag in seconds over the last minutes, sampled by the node (core/lag-history.ts). */
+  lagHistory(): readonly LagHistoryView[];
   health(): NodeHealth;
   ready(): NodeReadiness;
   listVolumes(): readonly VolumeInfo[];

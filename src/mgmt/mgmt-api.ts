@@ -14,7 +14,7 @@ import Fastify, {
 import type { Logger } from "pino";
 import { isStorageError } from "../node/group-stop.ts";
 import type { z } from "zod";
-import { mgmtBodyBytesMax } from "../core/limits.ts";
+import { lagHistoryIntervalMs, mgmtBodyBytesMax } from "../core/limits.ts";
 import { tmErrorCodes } from "../core/errors.ts";
 import { dashboardHeaders, loadDashboard } from "./dashboard.ts";
 import { type ControlErrorCode, type NodeControl, type PairControl } from "./control.ts";
@@ -213,6 +213,7 @@ function registerNodeRoutes(app: MgmtApp, control: NodeControl): void {
     return { status: readiness.status, id: control.status().id };
   });
   serve(app, r.status, () => control.status());
+  serve(app, r.lagHistory, () => ({ intervalMs: lagHistoryIntervalMs, pairs: control.lagHistory() }));
   serve(app, r.metrics, async (_input, reply) => {
     const { contentType, body } = await control.metrics();
     reply.type(contentType);

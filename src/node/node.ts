@@ -8,7 +8,8 @@ import { removeDeletedLeftovers } from "./deleted-leftovers.ts";
 import { ControlError, NodeStartError } from "../core/errors.ts";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { journalBytesMaxDefault, journalBytesMin } from "../core/limits.ts";
+import { journalBytesMaxDefault, journalBytesMin, lagHistoryIntervalMs, lagHistorySamplesMax } from "../core/limits.ts";
+import { LagHistory, type LagHistoryView } from "../core/lag-history.ts";
 import { asAcceptNumber, asWriteTimeUs, type WriteTimePolicy } from "../core/types.ts";
 import { type VolumeCatalog } from "../core/volume-io.ts";
 import { makeDirectoryDurable, readWholeFile, writeWholeFile } from "../storage/durable-fs.ts";
@@ -104,6 +105,8 @@ export class TidemarkNode implements NodeControl, PairControl {
   private readonly groups: GroupRegistry;
   readonly nodeMetrics: NodeMetrics;
   private allocationTimer: Timer | undefined;
+  private lagTimer: Timer | undefined;
+  private readonly lagSamples = new LagHistory(lagHistorySamplesMax);
   private nbdServer: NbdServer | undefined;
   private hostServer: HostServer | undefined;
   private replServer: ReplServer | undefined;
@@ -253,6 +256,8 @@ export class TidemarkNode implements NodeControl, PairControl {
     this.primary.start();
     await this.refreshAllocation();
     this.allocationTimer = this.clock.setInterval(() => void this.refreshAllocation(), allocationRefreshMs);
+    this.sampleLag();
+    this.lagTimer = this.clock.setInterval(() => this.sampleLag(), lagHistoryIntervalMs);
     this.started = true;
     this.logger.info({ event: "node_started", id: this.options.id, dataDir: this.options.dataDir, ports: this.ports, volumes: this.volumesByName.size, groups: this.groups.size, writeTime: this.options.writeTimePolicy, maxClockSkewMs: (this.commitWait?.skewUs ?? 0) / 1000 }, "node started");
   }
@@ -330,6 +335,7 @@ export class TidemarkNode implements NodeControl, PairControl {
   private async runStop(): Promise<void> {
     this.logger.info({ event: "node_stopping" }, "stopping");
     this.clock.clear(this.allocationTimer);
+    this.clock.clear(this.lagTimer);
     await this.mgmtApi?.close();
     await this.nbdServer?.close();
     await this.hostServer?.close();
@@ -495,6 +501,15 @@ export class TidemarkNode implements NodeControl, PairControl {
       this.logger.info({ event: "space_reserve_made", path: this.spaceReserve.path }, "space reserve in place again");
     }
     await this.volumes.refreshAllocation();
+  }
+
+  /** One lag sample of every pair, for the dashboard's chart (GET /v1/lag-history). */
+  private sampleLag(): void {
+    this.lagSamples.record(this.clock.monotonicMs(), this.listPairs().map((pair) => ({ group: pair.group, role: pair.role, lagSeconds: pair.lagSeconds })));
+  }
+
+  lagHistory(): readonly LagHistoryView[] {
+    return this.lagSamples.view(this.clock.monotonicMs());
   }
 
   // ---- PairControl (primary side) ------------------------------------------------

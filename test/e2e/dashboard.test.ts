@@ -202,7 +202,18 @@ void test("the dashboard in headless Chromium shows every pair of the node with 
   for (const pair of rendered.pairs) assert.ok(pair.chartPoints >= 2, `${pair.group}: the lag chart has the samples of several refreshes (${pair.chartPoints})`);
 
   // The secondary's own view: role secondary, its consistent-as-of time when the node gives one.
+  // Opened once the node has sampled each pair's lag twice (every 5 s): its charts start from
+  // those samples (GET /v1/lag-history), not empty.
+  await waitFor("two lag samples of each pair on the secondary", async () => {
+    const history = await mgmtJson(secondary.mgmtUrl, "/v1/lag-history") as { pairs: { samples: unknown[] }[] };
+    return history.pairs.length === 2 && history.pairs.every((pair) => pair.samples.length >= 2) ? true : undefined;
+  }, { timeoutMs: 30_000 });
   const secondaryPage = await browser.open(`${secondary.mgmtUrl}/`, screenshotSize);
+  const fresh = await waitFor("the fresh page's first refresh", async () => {
+    const shown = await secondaryPage.evaluate<Rendered>(readPage);
+    return shown.refreshes >= 1 ? shown : undefined;
+  }, { timeoutMs: 30_000 });
+  for (const pair of fresh.pairs) assert.ok(pair.chartPoints >= fresh.refreshes + 2, `${pair.group}: a fresh page's chart starts from the node's samples (${pair.chartPoints} points after ${fresh.refreshes} refreshes)`);
   const fromSecondary = await pageAgrees(secondaryPage, secondary, "its two secondary pairs");
   assert.deepEqual(fromSecondary.rendered.pairs.map((pair) => `${pair.group}/${pair.role}`), ["accounts/secondary", "ledger/secondary"]);
   secondaryPage.close();

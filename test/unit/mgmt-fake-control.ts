@@ -4,6 +4,7 @@
 // sequence numbers advance with wall time (see FakePairMotion), so `pair create` and
 // `pair wait` have something to watch.
 import { ControlError } from "../../src/core/errors.ts";
+import type { LagHistoryView } from "../../src/core/lag-history.ts";
 import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairEndInfo, type PairInfo, type PairSecondaryCheckRequest, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../../src/mgmt/control.ts";
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -57,6 +58,10 @@ export class FakeControl implements NodeControl, PairControl {
 
   health(): NodeHealth {
     return { status: "ok", reasons: [] };
+  }
+
+  lagHistory(): readonly LagHistoryView[] {
+    return [];
   }
 
   status(): NodeStatus {
