@@ -3,7 +3,9 @@
 // Pairs move when read: the initial copy advances one step per GET of the pair, and the
 // sequence numbers advance with wall time (see FakePairMotion), so `pair create` and
 // `pair wait` have something to watch.
+import pino from "pino";
 import { ControlError } from "../../src/core/errors.ts";
+import { buildMgmtApp } from "../../src/mgmt/mgmt-api.ts";
 import type { LagHistoryView } from "../../src/core/lag-history.ts";
 import { type CreatePairRequest, type GroupInfo, type NodeControl, type NodeHealth, type NodeReadiness, type NodeStatus, type PairControl, type PairEndInfo, type PairInfo, type PairSecondaryCheckRequest, type PairSecondaryEndRequest, type PairSecondaryInfo, type PairSecondaryRequest, type TakeoverResult, type VolumeInfo } from "../../src/mgmt/control.ts";
 
@@ -427,4 +429,12 @@ export class FakeControl implements NodeControl, PairControl {
   private maybeFail(): void {
     if (this.failWith !== null) throw this.failWith;
   }
+}
+
+/** A FakeControl holding volume v1 in group g1, and the management app over it (silent log). */
+export async function fakeAppWithGroup(): Promise<{ control: FakeControl; app: ReturnType<typeof buildMgmtApp> }> {
+  const control = new FakeControl();
+  await control.createVolume("v1", 1 << 20);
+  await control.createGroup("g1", ["v1"]);
+  return { control, app: buildMgmtApp(control, pino({ level: "silent" })) };
 }

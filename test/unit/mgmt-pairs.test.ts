@@ -5,21 +5,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { pino } from "pino";
 import { replStreamsMax } from "../../src/core/limits.ts";
 import type { PairInfo, TakeoverResult } from "../../src/mgmt/control.ts";
-import { buildMgmtApp } from "../../src/mgmt/mgmt-api.ts";
-import { FakeControl } from "./mgmt-fake-control.ts";
+import { fakeAppWithGroup } from "./mgmt-fake-control.ts";
 
-const logger = pino({ level: "silent" });
 
-async function setup() {
-  const control = new FakeControl();
-  await control.createVolume("v1", 1 << 20);
-  await control.createGroup("g1", ["v1"]);
-  const app = buildMgmtApp(control, logger);
-  return { control, app };
-}
+const setup = fakeAppWithGroup;
 
 function errorOf(body: string): { code: string; message: string } {
   const parsed = JSON.parse(body) as { error: { code: string; message: string } };

@@ -6,24 +6,15 @@
 // the in-memory fake control (the real nodes: test/e2e/pair-delete.test.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { pino } from "pino";
 import type { PairEndInfo } from "../../src/mgmt/control.ts";
-import { buildMgmtApp } from "../../src/mgmt/mgmt-api.ts";
 import { renderPairEnd } from "../../src/cli/pair-admin-command.ts";
-import { FakeControl } from "./mgmt-fake-control.ts";
+import { fakeAppWithGroup } from "./mgmt-fake-control.ts";
 import {
   cliDeadlineMs, mgmtRequestTimeoutMsDefault, pairCreateNodeWaitMsMax, pairDeleteAckWaitMsMax, pairDeleteNodeWaitMsMax, pairSetNodeWaitMsMax, peerRequestTimeoutMs, takeoverNodeWaitMsMax,
 } from "../../src/core/limits.ts";
 
-const logger = pino({ level: "silent" });
 
-async function setup() {
-  const control = new FakeControl();
-  await control.createVolume("v1", 1 << 20);
-  await control.createGroup("g1", ["v1"]);
-  const app = buildMgmtApp(control, logger);
-  return { control, app };
-}
+const setup = fakeAppWithGroup;
 
 void test("DELETE /v1/pairs/:group: deletes, then answers deleted false; a bad query or name is 400", async () => {
   const { app } = await setup();
