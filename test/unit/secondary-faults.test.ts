@@ -2,8 +2,9 @@
 // situation that exposes it, where the whole-node simulation reaches it only on rare seeds
 // (their windows move whenever the schedule changes). The REAL secondary role
 // (src/secondary/secondary-role.ts: its groups, receivers, journals, reflector, checkpoints and
-// metadata store) runs over the simulated disk on virtual time; a few lines of test play the
-// primary. Each scenario is checked without the fault (the invariant holds) and with it put
+// metadata store; for a takeover, its fence step, secondary/fence-primary.ts, called as the
+// role's takeover calls it) runs over the simulated disk on virtual time; a few lines of test
+// play the primary and the replication listener. Each scenario is checked without the fault (the invariant holds) and with it put
 // back (the same check fails):
 // - no-trim-at-start (seed 1267): a restart between a checkpoint's save and its trim must trim
 //   at start, or a journal full of checkpointed records refuses every batch for ever;
@@ -60,6 +61,8 @@ class Secondary {
   readonly closed: { readonly group: string; readonly why: string }[] = [];
   /** What the primary answers to FENCE, by group name. */
   readonly fenceAnswers = new Map<string, FenceAnswer>();
+  /** The replication listener as the role sees it (FENCE answered from fenceAnswers). */
+  readonly streams: SecondaryStreams;
   private readonly volumes = new Map<number, RegistryVolume>();
   private readonly store: MetadataStore;
   readonly role: SecondaryRole;
@@ -90,7 +93,7 @@ class Secondary {
         throw new Error("no takeover conversion in this test");
       },
     });
-    const streams: SecondaryStreams = {
+    this.streams = {
       roomAgain: () => undefined,
       schedulePulls: () => undefined,
       closeStreams: (group, why) => {
@@ -99,7 +102,7 @@ class Secondary {
       reportReflected: () => undefined,
       fence: (group) => ({ answer: Promise.resolve(this.fenceAnswers.get(group.name) ?? { kind: "no-stream" }), cancel: () => undefined }),
     };
-    this.role.connectStreams(streams);
+    this.role.connectStreams(this.streams);
   }
 
   /** Runs the simulation until `promise` settles. */
@@ -289,7 +292,7 @@ async function takeoverWaitsForFencedRecords(): Promise<{ fences?: Map<Secondary
   secondary.fenceAnswers.set("g1", { kind: "fenced", lastAcceptedSequence: 3, lastWriteSequence: 3 });
   secondary.fenceAnswers.set("g2", { kind: "fenced", lastAcceptedSequence: 30, lastWriteSequence: 30 });
   const fencing = fencePrimary([g1, g2], {
-    streams: { fence: (group) => ({ answer: Promise.resolve(secondary.fenceAnswers.get(group.name) ?? { kind: "no-stream" }), cancel: () => undefined }) },
+    streams: secondary.streams,
     clock: secondary.clock, logger: pino({ level: "silent" }), nodeId: "B", force: false,
     raiseGeneration: () => Promise.reject(new Error("not forced")),
   });
