@@ -2,7 +2,7 @@
 // create and wait poll GET /v1/pairs/GROUP: create shows the initial copy (a bar on a
 // terminal, one final line otherwise) and leaves the pair running if interrupted; wait
 // notes the primary's accepted sequence once and returns when the secondary reflected it.
-import type { Command } from "commander";
+import { Option, type Command } from "commander";
 import {
   pairCreateLinkWaitMsMax, pairCreateNodeWaitMsMax, pairResumeLinkWaitMsMax, pairWatchIntervalMsDefault, pairWatchIntervalMsMax, pairWatchIntervalMsMin,
   replStreamsDefault, replStreamsMax, takeoverNodeWaitMsMax,
@@ -41,6 +41,7 @@ interface CreateFlags {
   reflect: string;
   force?: boolean;
   domain?: string;
+  onLinkLoss?: string;
 }
 
 export function registerPairCommands(program: Command, io: CliIo): void {
@@ -59,8 +60,13 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       .option("--streams <N>", `parallel connections, 1 to ${replStreamsMax}`, String(replStreamsDefault))
       .option("--reflect <ORDER>", "time (consistent across the groups of a domain) or seq (this group alone)", "time")
       .option("--domain <NAME>", "consistency domain on the secondary shared with groups of other primaries (their write times must be comparable: every primary runs --max-clock-skew); default: one domain per primary")
-      .option("--force", "overwrite secondary volumes of the same names that already hold data"),
+      .option("--force", "overwrite secondary volumes of the same names that already hold data")
+      // CONTRACT.md: later, with --mode sync; taken only to say so.
+      .addOption(new Option("--on-link-loss <WHAT>").hideHelp()),
   ).action(async (groupText: string, flags: CreateFlags, command: Command) => {
+    if (flags.onLinkLoss !== undefined) throw new UsageError("--on-link-loss is not available yet: it comes with --mode sync (the synchronous cascade hop) in a later version of tidemark; pairs are asynchronous now (--mode async)");
+    if (flags.mode === "sync") throw new UsageError("--mode sync is not available yet: the synchronous cascade hop comes with a later version of tidemark; use --mode async (the default)");
+    if (flags.reflect === "marker") throw new UsageError("--reflect marker is not available yet: it needs consistency points, which come with a later version of tidemark; use --reflect time (the default) or seq");
     const group = checkName("group", groupText);
     const to = parseNodeUrl(flags.to, "--to").href.replace(/\/$/, "");
     const remoteGroup = flags.remoteGroup === undefined ? undefined : checkName("group", flags.remoteGroup);

@@ -31,10 +31,28 @@ void test("pair create refuses --mode sync and --reflect marker in one line and 
   const help = await cliOk(["pair", "create", "--help"], node);
   assert.doesNotMatch(help.stdout, /\bsync\b/, "help does not offer --mode sync");
   assert.doesNotMatch(help.stdout, /\bmarker\b/, "help does not offer --reflect marker");
-  for (const [flag, value, pattern] of [["--mode", "sync", /--mode sync .*not supported yet; use --mode async/], ["--reflect", "marker", /--reflect marker .*not supported yet; use --reflect time or seq/]] as const) {
+  // CONTRACT.md's later flags and commands: one line, not available yet (exit 2), nothing sent.
+  for (const [flag, value, pattern] of [
+    ["--mode", "sync", /--mode sync is not available yet.*use --mode async/],
+    ["--reflect", "marker", /--reflect marker is not available yet.*use --reflect time \(the default\) or seq/],
+    ["--on-link-loss", "continue", /--on-link-loss is not available yet: it comes with --mode sync/],
+  ] as const) {
     const refused = await cli(["pair", "create", "g1", "--to", secondary.mgmtUrl, flag, value], node);
-    assert.equal(refused.code, 1, refused.stderr);
+    assert.equal(refused.code, 2, refused.stderr);
     assert.match(oneLine(refused, `${flag} ${value}`), pattern);
+  }
+  for (const later of [["consistency-point", "--primary", primary.mgmtUrl, "--secondary", secondary.mgmtUrl], ["snapshot", "list"], ["snapshot", "clone", "s1", "c1"], ["recover", "--secondary", secondary.mgmtUrl, "--to-marker", "3"]]) {
+    const refused = await cli(later, {});
+    assert.equal(refused.code, 2, refused.stderr);
+    const named = later[0] === "snapshot" ? `${later[0]} ${later[1] ?? ""}` : later[0] ?? "";
+    assert.ok(oneLine(refused, later.join(" ")).startsWith(`tidemark: \`tidemark ${named}\` is not available yet: `), refused.stderr);
+  }
+  assert.doesNotMatch((await cliOk(["--help"], {})).stdout, /snapshot|recover|consistency-point/, "--help offers none of them");
+  // The node refuses them too, for a caller of the API.
+  for (const body of [{ group: "g1", to: secondary.mgmtUrl, mode: "sync" }, { group: "g1", to: secondary.mgmtUrl, reflect: "marker" }]) {
+    const answer = await fetch(`${primary.mgmtUrl}/v1/pairs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    assert.equal(answer.status, 400);
+    assert.match(((await answer.json()) as { error: { message: string } }).error.message, /not supported yet/);
   }
   assert.deepEqual((await mgmtJson(primary.mgmtUrl, "/v1/pairs") as { pairs: unknown[] }).pairs, [], "nothing was paired");
 
