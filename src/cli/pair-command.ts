@@ -125,7 +125,7 @@ export function registerPairCommands(program: Command, io: CliIo): void {
     }
     const { pairs, raw, one } = await fetchPairs();
     if (flags.check === true) {
-      const unhealthy = pairs.filter((p) => !pairHealthy(p.state));
+      const unhealthy = pairs.filter((p) => !(p.healthy ?? pairHealthy(p.state)));
       context.print(raw, () => unhealthy.map(checkLine).join(""));
       if (unhealthy.length > 0) throw new OperationError(`${unhealthy.length} of ${pairs.length} ${pairs.length === 1 ? "pair is" : "pairs are"} not healthy`);
       return;

@@ -245,18 +245,23 @@ export type PrimaryShownState = "copying" | "replicating" | "suspended" | "faile
 /**
  * The state the primary shows, most important first: what the operator decided or the pair's
  * record says (fenced, failed, suspended), the group's disk (stopped), host writes held
- * because the journal is full (held), the link down while the pair replicates
- * (disconnected), then copying or replicating.
+ * because the journal is full (held), the secondary's group stopped by its disk (stopped:
+ * it refuses records, saying so), the link down while the pair replicates (disconnected),
+ * then copying or replicating.
  */
 export function primaryShownState(input: {
   readonly recordState: "copying" | "replicating" | "suspended" | "failed" | "fenced";
   readonly groupStopped: boolean;
+  /** The secondary's group is stopped (out of space or an I/O error there: it refuses records until it resumes by itself). */
+  readonly peerStopped?: boolean;
   readonly writesHeldForJournal: boolean;
   readonly linkDown: LinkDown | undefined;
 }): PrimaryShownState {
   if (input.recordState === "fenced" || input.recordState === "failed" || input.recordState === "suspended") return input.recordState;
   if (input.groupStopped) return "stopped";
   if (input.writesHeldForJournal) return "held";
+  // What the primary knows of its peer: the copy is not being kept up, visibly, on both sides.
+  if (input.peerStopped === true) return "stopped";
   // During the initial copy the state stays `copying` (the reason says the link is down).
   if (input.linkDown !== undefined && input.recordState === "replicating") return "disconnected";
   return input.recordState;

@@ -233,6 +233,7 @@ export const pairInfoSchema = z.object({
   group: z.string(),
   role: z.enum(["primary", "secondary"]),
   state: pairStateSchema,
+  healthy: z.boolean().optional(),
   pairId: z.string(),
   remoteNode: z.string(),
   remoteUrl: z.string().nullable(),

@@ -140,9 +140,15 @@ export interface PairInfo {
   readonly group: string;
   readonly role: PairRole;
   readonly state: PairState;
+  /**
+   * Whether the pair runs as it should (`pair status --check`, health): its state is copying or
+   * replicating, and on a secondary its initial copy has not stalled (no stream from the
+   * primary for secondaryCopyStalledMs). Absent from nodes before it: judge by the state.
+   */
+  readonly healthy?: boolean;
   readonly pairId: string;
   readonly remoteNode: string;
-  /** Management URL of the other node when known (the primary knows the secondary's). */
+  /** Management URL of the other node when known (the primary knows the secondary's; the secondary knows the primary's when it sent it at pair create). */
   readonly remoteUrl: string | null;
   readonly remoteGroup: string;
   readonly mode: CopyMode;

@@ -456,6 +456,8 @@ export class TidemarkNode implements NodeControl, PairControl {
       else if (pair.state === "fenced") reasons.push(`group ${pair.group} is fenced (host writes refused): ${pair.reason ?? ""}`);
       else if (pair.heldWrites > 0) reasons.push(`group ${pair.group}: ${pair.heldWrites} host writes held: ${pair.reason ?? ""}`);
       else if (pair.state === "disconnected") reasons.push(`pair of group ${pair.group} disconnected (${pair.role}): ${pair.reason ?? ""}`);
+      // Stopped on the secondary, as the primary knows it (the group's own stop is listed above).
+      else if (pair.state === "stopped" && pair.role === "primary" && !this.listGroups().some((g) => g.name === pair.group && g.state === "stopped")) reasons.push(`pair of group ${pair.group} stopped on the secondary: ${pair.reason ?? ""}`);
     }
     // Held writes of a group without a pair, and a pair's secondary whose journal is full.
     reasons.push(...this.groups.heldWithoutPairReasons());

@@ -29,7 +29,7 @@ import {
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, recordPayloadBytes, withoutWallTime, type JournalRecord } from "../protocol/journal-record.ts";
 import { replProtocolVersionMax, replProtocolVersionMin, replReopenCloseText, replVersionWallTime, replResizeVersion, type ReplMessage } from "../protocol/repl-protocol.ts";
-import { HostWriteLedger, disconnectedReason, isoOfWallUs, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState } from "../core/pair-view.ts";
+import { HostWriteLedger, disconnectedReason, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState } from "../core/pair-view.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import { DirectReader } from "../storage/direct-reader.ts";
@@ -1058,6 +1058,8 @@ export class PairLink {
     const lag = this.hostWrites.figures(accepted);
     const state = primaryShownState({
       recordState: record.state, groupStopped: this.writer.stopped !== undefined,
+      // Refused for space or an I/O error other than a full journal there (that one drains by itself as it reflects).
+      peerStopped: this.machine.noSpace !== undefined && !/journal full/.test(this.machine.noSpace.text),
       writesHeldForJournal: this.writer.heldWrites > 0 && this.writer.holdReason === "journal-full",
       linkDown: pairRunning(this.machine) ? this.machine.linkDown : undefined,
     });
@@ -1070,6 +1072,7 @@ export class PairLink {
       group: this.groupName,
       role: "primary",
       state,
+      healthy: pairHealthy(state),
       pairId: this.config.pairId,
       remoteNode: this.config.remoteNode,
       remoteUrl: this.config.remoteUrl,

@@ -27,7 +27,7 @@ import {
 } from "../core/takeover.ts";
 import { isStorageError } from "../node/group-stop.ts";
 import { RecordKind, recordPayloadBytes, type JournalRecord } from "../protocol/journal-record.ts";
-import { HostWriteLedger, isoOfWallUs, noLag, secondaryConsistentAsOfUs, secondaryLagSeconds } from "../core/pair-view.ts";
+import { HostWriteLedger, isoOfWallUs, noLag, pairHealthy, secondaryConsistentAsOfUs, secondaryLagSeconds } from "../core/pair-view.ts";
 import type { ReplErrorCode } from "../protocol/repl-protocol.ts";
 import { GroupJournal, type JournalOptions, type RecordCallback, type RecoveryReport } from "../storage/journal.ts";
 import { makeDirectoryDurable } from "../storage/durable-fs.ts";
@@ -1312,7 +1312,9 @@ export class SecondaryRole implements SecondaryHost {
     const nowWallUs = Math.floor(this.options.clock.wallMs() * 1000);
     const consistentAsOfUs = secondary === undefined ? undefined : secondaryConsistentAsOfUs({ consistent: secondary.consistent, reflectedWallTimeUs: secondary.reflectedWallTimeUs });
     return {
-      group: name, role: "secondary", state: described.state, pairId: shown.pairId, remoteNode: shown.primaryNode, remoteUrl: null, remoteGroup: shown.primaryGroup,
+      group: name, role: "secondary", state: described.state,
+      healthy: pairHealthy(described.state) && (secondary === undefined || copyStalledReason(secondary.lifecycle, this.facts(secondary)) === undefined),
+      pairId: shown.pairId, remoteNode: shown.primaryNode, remoteUrl: shown.primaryUrl ?? null, remoteGroup: shown.primaryGroup,
       mode: "async", transfer: shown.transfer, streams: shown.streams, reflect: shown.reflect,
       acceptedSequence: arrived, sentSequence: arrived, arrivedSequence: arrived, reflectedSequence: reflected,
       lagRecords: lag.records, lagBytes: lag.bytes,

@@ -10,7 +10,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { NbdClient, NbdError, assertSameImages, describePair, pairInfo, pairWait, readExport } from "./drill-lib.ts";
-import { cliOk, mgmtJson, onCleanup, requireRoot, requireTool, run, runOk, startNode, tmpDir, waitFor, type RunningNode } from "./harness.ts";
+import { cli, cliOk, mgmtJson, onCleanup, requireRoot, requireTool, run, runOk, startNode, tmpDir, waitFor, type RunningNode } from "./harness.ts";
 import { stateOf } from "./metrics-lib.ts";
 
 const mib = 1024 * 1024;
@@ -98,6 +98,16 @@ void test("the secondary's disk fills: it stays up, the group stops on both side
     return /cannot store records/.test(info.reason ?? "") ? info : undefined;
   }, { timeoutMs: 15_000 });
   t.diagnostic(`A: ${describePair(onA)}`);
+  // The primary shows what it knows of its peer: stopped there, not replicating; unhealthy.
+  assert.equal(onA.state, "stopped", "the primary says the secondary's group is stopped");
+  const primaryHealth = await health(a);
+  assert.equal(primaryHealth.status, "degraded");
+  assert.ok(primaryHealth.reasons?.some((reason) => /pair of group gbig stopped on the secondary/.test(reason)), JSON.stringify(primaryHealth));
+  for (const node of [a, b]) {
+    const check = await cli(["pair", "status", "--check"], { node: node.mgmtUrl });
+    assert.equal(check.code, 1, `${node.id}: pair status --check exits 1 while gbig is stopped`);
+    assert.match(check.stdout, /^gbig \((primary|secondary)\): stopped: /m);
+  }
   const degraded = await health(b);
   assert.equal(degraded.status, "degraded");
   assert.ok(degraded.reasons?.some((reason) => reason.includes("gbig")), JSON.stringify(degraded));

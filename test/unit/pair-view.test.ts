@@ -105,6 +105,8 @@ void test("the state shown: the record's own states first, then stopped, held, d
   assert.equal(shown({ linkDown: down, recordState: "copying" }), "copying", "the copy is what is missing: the reason says the link is down");
   assert.equal(shown({ linkDown: down, writesHeldForJournal: true }), "held");
   assert.equal(shown({ linkDown: down, writesHeldForJournal: true, groupStopped: true }), "stopped");
+  assert.equal(shown({ peerStopped: true }), "stopped", "the secondary's group stopped by its disk: the primary says so too");
+  assert.equal(shown({ peerStopped: true, writesHeldForJournal: true }), "held", "host writes held come first");
   for (const own of ["suspended", "failed", "fenced"] as const) assert.equal(shown({ recordState: own, groupStopped: true, linkDown: down }), own);
   assert.equal(disconnectedReason("node-b at 127.0.0.1:7400", down), "link to node-b at 127.0.0.1:7400 down since 2026-01-01T00:00:00.000Z (last error: connect ECONNREFUSED 127.0.0.1:7400); retrying");
   assert.deepEqual(["copying", "replicating", "disconnected", "held", "stopped", "suspended", "failed", "fenced", "takeover"].filter(pairHealthy), ["copying", "replicating"]);
