@@ -370,3 +370,11 @@ assert(cliDeadlineMs(takeoverNodeWaitMsMax) > takeoverNodeWaitMsMax, "the CLI wa
 export const lagHistoryIntervalMs = 5_000;
 /** Lag samples kept per pair: 5 minutes at lagHistoryIntervalMs. */
 export const lagHistorySamplesMax = 60;
+
+/**
+ * Pair ends a primary still owes a secondary it could not reach at `pair delete --force`
+ * (node.json `pairEndsOwed`), retried every pairEndRetryMs until delivered; past the maximum
+ * the oldest is dropped with a log line (its secondary then needs `pair delete --force` there).
+ */
+export const pairEndsOwedMax = 64;
+export const pairEndRetryMs = 15_000;

@@ -160,6 +160,23 @@ const takeoverIntentSchema = z.strictObject({
   })).min(1),
 });
 
+/**
+ * A pair end this primary owes its secondary (docs/replication.md, "Ending a pair"): `pair
+ * delete --force` ended the pair here while the secondary could not be reached; the primary
+ * tells it once it can (PrimaryRole), so the secondary's group does not wait for a primary
+ * that will never come, holding its consistency domain. Absent in earlier node.json.
+ */
+const pairEndOwedSchema = z.strictObject({
+  pairId: z.string().min(1),
+  /** The group on this node whose pair it was. */
+  group: z.string().min(1),
+  remoteNode: z.string(),
+  remoteUrl: z.string(),
+  remoteGroup: z.string(),
+  /** When the pair was ended here (wall clock, ISO 8601). */
+  since: z.string(),
+});
+
 export const nodeMetadataSchema = z.strictObject({
   formatVersion: z.literal(metadataFormatVersion),
   nodeId: z.string().min(1),
@@ -173,6 +190,7 @@ export const nodeMetadataSchema = z.strictObject({
     lastAcceptNumber: nonNegativeInteger,
   }),
   takeoverIntent: takeoverIntentSchema.optional(),
+  pairEndsOwed: z.array(pairEndOwedSchema).optional(),
 });
 
 export type NodeMetadata = z.infer<typeof nodeMetadataSchema>;
@@ -181,6 +199,7 @@ export type GroupRecord = z.infer<typeof groupRecordSchema>;
 export type PairRecord = z.infer<typeof pairRecordSchema>;
 export type SecondaryRecord = z.infer<typeof secondaryRecordSchema>;
 export type TakeoverIntentRecord = z.infer<typeof takeoverIntentSchema>;
+export type PairEndOwedRecord = z.infer<typeof pairEndOwedSchema>;
 
 export function emptyMetadata(nodeId: string, nowIso: string): NodeMetadata {
   return {

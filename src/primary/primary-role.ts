@@ -9,11 +9,11 @@ import type { WriteTimePolicy } from "../core/types.ts";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { pairDeleteAckPollMs, pairDeleteAckWaitMsMax, timeAdvanceIntervalMs } from "../core/limits.ts";
+import { pairDeleteAckPollMs, pairDeleteAckWaitMsMax, pairEndRetryMs, pairEndsOwedMax, timeAdvanceIntervalMs } from "../core/limits.ts";
 import type { PrimaryPairChange } from "../core/primary-pair.ts";
 import { ControlError } from "../core/errors.ts";
 import type { CreatePairRequest, PairEndInfo, PairInfo, PairSecondaryCheckRequest, PairSecondaryEndRequest, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
-import type { GroupRecord, NodeMetadata, PairRecord } from "../metadata/metadata.ts";
+import type { GroupRecord, NodeMetadata, PairEndOwedRecord, PairRecord } from "../metadata/metadata.ts";
 import type { Clock, Timer } from "../node/clock.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import type { Transport } from "../transport/transport.ts";
@@ -57,6 +57,9 @@ export class PrimaryRole {
   /** Pairs by the name of the group they replicate (one per group in node.json today). */
   private readonly links = new Map<string, PairLink>();
   private timeAdvanceTimer: Timer | undefined;
+  private pairEndTimer: Timer | undefined;
+  /** The delivery of owed pair ends running now (one at a time). */
+  private delivering: Promise<void> | undefined;
 
   constructor(options: PrimaryRoleOptions) {
     this.options = options;
@@ -69,12 +72,62 @@ export class PrimaryRole {
     this.timeAdvanceTimer = this.options.clock.setInterval(() => {
       for (const link of this.links.values()) link.maybeTimeAdvance();
     }, Math.max(10, Math.floor(timeAdvanceIntervalMs / 2)));
+    this.pairEndTimer = this.options.clock.setInterval(() => void this.deliverOwedEnds(), pairEndRetryMs);
+    void this.deliverOwedEnds();
+  }
+
+  /**
+   * Tells each secondary this node owes a pair end (node.json `pairEndsOwed`: `pair delete
+   * --force` could not reach it) that the pair is deleted, when it can be reached: the
+   * secondary then keeps its image read-only and stops holding its consistency domain. An
+   * unreachable secondary is tried again every pairEndRetryMs; one that answers anything else
+   * is forgotten, with a log line saying what to type there. `onlyUrl`: just the ends owed to
+   * that management URL (before a new pair with it). Never throws.
+   */
+  deliverOwedEnds(onlyUrl?: string): Promise<void> {
+    const run = async (): Promise<void> => {
+      for (const owed of this.options.metadata().pairEndsOwed ?? []) {
+        if (onlyUrl !== undefined && owed.remoteUrl !== onlyUrl) continue;
+        const there = `tidemark pair delete ${owed.remoteGroup} --force --node ${owed.remoteUrl}`;
+        let keep = false;
+        try {
+          const answer = await this.options.endSecondary(owed.remoteUrl, { pairId: owed.pairId, primaryNode: this.options.nodeId, group: owed.remoteGroup, promote: false });
+          this.options.logger.info({ event: "pair_end_delivered", group: owed.group, pairId: owed.pairId, secondary: owed.remoteNode, deletedThere: answer.deleted },
+            answer.deleted ? "told the secondary that the pair deleted here is deleted: it keeps its image" : "the secondary had no such pair any more");
+        } catch (error) {
+          if (error instanceof ControlError && error.code === "TM_ERR_UNREACHABLE") {
+            keep = true;
+          } else {
+            this.options.logger.warn({ event: "pair_end_refused", group: owed.group, pairId: owed.pairId, secondary: owed.remoteNode, err: error instanceof Error ? error.message : String(error) },
+              `the secondary did not take the end of the pair deleted here; end it there with: ${there}`);
+          }
+        }
+        if (keep) continue;
+        try {
+          await this.options.updateMetadata((m) => {
+            m.pairEndsOwed = (m.pairEndsOwed ?? []).filter((o) => o.pairId !== owed.pairId);
+            if (m.pairEndsOwed.length === 0) delete m.pairEndsOwed;
+          });
+        } catch (error) {
+          // The disk refused the save: it is tried again with the next round (the end is idempotent there).
+          this.options.logger.warn({ event: "pair_end_save_failed", pairId: owed.pairId, err: error instanceof Error ? error.message : String(error) }, "could not save that the pair end was delivered; trying again later");
+        }
+      }
+    };
+    const previous = this.delivering ?? Promise.resolve();
+    const next = previous.then(run, run).finally(() => {
+      if (this.delivering === next) this.delivering = undefined;
+    });
+    this.delivering = next;
+    return next;
   }
 
   /** The node stops: no more time advances, every pair's streams close. */
   stop(): void {
     this.options.clock.clear(this.timeAdvanceTimer);
     this.timeAdvanceTimer = undefined;
+    this.options.clock.clear(this.pairEndTimer);
+    this.pairEndTimer = undefined;
     for (const link of this.links.values()) link.stop("node stopping");
   }
 
@@ -188,6 +241,8 @@ export class PrimaryRole {
       ...(request.force === true ? { force: true } : {}),
       ...(request.domain === undefined ? {} : { domain: { name: request.domain, ...this.options.writeTimes() } }),
     };
+    // A pair end still owed to that node goes first: its group there may be the one asked for again.
+    await this.deliverOwedEnds(request.to);
     const secondary = await this.prepareSecondary(request.to, secondaryRequest);
     if (secondary.nodeId === nodeId) throw new ControlError("TM_ERR_INVALID", `--to ${request.to} is this node itself; pair with another node`);
     // S0: everything accepted so far is covered by the initial copy; the stream starts after it.
@@ -299,6 +354,7 @@ export class PrimaryRole {
     }
     if (!force) await this.waitForSecondary(link, group, info.writeSequence ?? info.acceptedSequence);
     let secondary: { deleted: boolean; note: string | null; readOnly?: boolean; takenOver?: boolean; node: string; url: string };
+    let owed = false;
     // Whatever is to be typed on the secondary names it (--node), never "there".
     const there = `tidemark pair delete ${pair.remoteGroup} --force --node ${pair.remoteUrl}`;
     const copying = info.state === "copying" ? " (its volumes then keep an incomplete copy, consistent with no point in time)" : "";
@@ -314,12 +370,25 @@ export class PrimaryRole {
         const thisSideOnly = `To end the pair on this node only: ${again} (then, once node ${pair.remoteNode} is back: ${there})`;
         throw new ControlError(error.code, `${error.message}; nothing was deleted. ${thisSideOnly}`);
       }
-      secondary = { deleted: false, note: `left as it is: ${error.message}; end it on node ${pair.remoteNode} with: ${there}${copying}`, node: pair.remoteNode, url: pair.remoteUrl };
+      owed = error.code === "TM_ERR_UNREACHABLE";
+      secondary = {
+        deleted: false, node: pair.remoteNode, url: pair.remoteUrl,
+        note: owed
+          ? `not reached (${error.message}): this node tells it once it can (every ${pairEndRetryMs / 1000} s); to end it there now: ${there}${copying}`
+          : `left as it is: ${error.message}; end it on node ${pair.remoteNode} with: ${there}${copying}`,
+      };
     }
     link.end(replPairDeletedCloseText);
     this.links.delete(group);
+    const owedEnd: PairEndOwedRecord = { pairId: pair.pairId, group, remoteNode: pair.remoteNode, remoteUrl: pair.remoteUrl, remoteGroup: pair.remoteGroup, since: new Date(this.options.clock.wallMs()).toISOString() };
     await this.options.updateMetadata((m) => {
       delete groupRecordById(m, record.id).pair;
+      if (owed) {
+        const list = [...(m.pairEndsOwed ?? []), owedEnd];
+        const dropped = list.splice(0, Math.max(0, list.length - pairEndsOwedMax));
+        for (const old of dropped) this.options.logger.warn({ event: "pair_end_dropped", pairId: old.pairId, secondary: old.remoteNode }, `too many pair ends owed: no longer telling node ${old.remoteNode}; end it there with: tidemark pair delete ${old.remoteGroup} --force --node ${old.remoteUrl}`);
+        m.pairEndsOwed = list;
+      }
     });
     if (writer.fenced !== undefined) writer.unfence();
     this.options.logger.info({ event: "pair_deleted", group, role: "primary", pairId: pair.pairId, secondary: pair.remoteNode, secondaryDeleted: secondary.deleted, forced: force }, "pair deleted: replication ended, the group stays writable");
