@@ -814,14 +814,15 @@ export type PrepareDecision =
  * this node has under that name (undefined: nothing; `secondary` undefined: a writable group).
  * The volume checks (sizes, owners, data held) are the shell's: they are about its registry.
  */
-export function decidePrepare(existing: { readonly secondary?: { readonly pairId: string; readonly state: SecondaryLifecycleRecord["state"] } | undefined } | undefined, request: { readonly pairId: string; readonly group: string }, nodeId: string): PrepareDecision {
+export function decidePrepare(existing: { readonly secondary?: { readonly pairId: string; readonly state: SecondaryLifecycleRecord["state"] } | undefined; readonly readOnly?: object | undefined } | undefined, request: { readonly pairId: string; readonly group: string }, nodeId: string): PrepareDecision {
   if (existing === undefined) return { kind: "create" };
   const secondary = existing.secondary;
   if (secondary !== undefined && secondary.pairId === request.pairId) return { kind: "answer" };
   if (secondary !== undefined && secondary.state !== "takeover") {
     return { kind: "refuse", code: "TM_ERR_CONFLICT", text: `group ${request.group} on node ${nodeId} is already the secondary of pair ${secondary.pairId}` };
   }
-  return { kind: "refuse", code: "TM_ERR_CONFLICT", text: `group ${request.group} already exists on node ${nodeId}; choose another --remote-group` };
+  // The primary adds what to type there (it knows this node's URL): PrimaryRole.prepareSecondary.
+  return { kind: "refuse", code: "TM_ERR_CONFLICT", text: `group ${request.group} already exists on node ${nodeId}${existing.readOnly !== undefined ? " (read-only: the image a deleted pair left)" : ""}; choose another --remote-group` };
 }
 
 /**

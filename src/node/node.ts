@@ -477,8 +477,13 @@ export class TidemarkNode implements NodeControl, PairControl {
     return this.volumes.resize(name, sizeBytes, (group) => this.primary.resizeRefusal(group));
   }
 
-  deleteVolume(name: string, force: boolean): Promise<boolean> {
-    return this.volumes.delete(name, force);
+  async deleteVolume(name: string, force: boolean): Promise<boolean> {
+    // In a group with a pair: the whole way out, in order (the registry alone would name only the group's delete, which the pair refuses).
+    const group = this.listGroups().find((g) => g.volumes.includes(name));
+    if (group !== undefined && this.primary.hasPair(group.name)) {
+      throw new ControlError("TM_ERR_STATE", `volume ${name} is in group ${group.name}, which has a pair: end it first, then delete the group (its volumes stay), then the volume: tidemark pair delete ${group.name}; tidemark group delete ${group.name}; tidemark volume delete ${name}${force ? " --force" : ""}`);
+    }
+    return await this.volumes.delete(name, force);
   }
 
   listGroups(): GroupInfo[] {

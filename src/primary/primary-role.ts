@@ -205,6 +205,20 @@ export class PrimaryRole {
    */
   private async prepareSecondary(to: string, request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
     try {
+      return await this.prepareSecondaryOnce(to, request);
+    } catch (error) {
+      // A group of that name is there already (a pair deleted before left it): say what to type, in order, on which node.
+      if (error instanceof ControlError && error.code === "TM_ERR_CONFLICT" && error.message.includes(`group ${request.group} already exists on node`)) {
+        const g = request.group;
+        const steps = `${error.message.includes("read-only") ? `tidemark pair delete ${g} --promote --node ${to}, then ` : ""}tidemark group delete ${g} --node ${to} (its volumes stay), then this pair create again with --force (the copy overwrites them)`;
+        throw new ControlError(error.code, `${error.message}. To pair into it: ${steps}`);
+      }
+      throw error;
+    }
+  }
+
+  private async prepareSecondaryOnce(to: string, request: PairSecondaryRequest): Promise<PairSecondaryInfo> {
+    try {
       return await this.options.prepareSecondary(to, request);
     } catch (error) {
       if (request.primaryUrl === undefined || !(error instanceof ControlError) || error.code !== "TM_ERR_INVALID" || !error.message.includes("primaryUrl")) throw error;
