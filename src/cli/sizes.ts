@@ -3,7 +3,7 @@
 
 export type ParseSizeResult =
   | { readonly ok: true; readonly bytes: number }
-  | { readonly ok: false; readonly reason: string };
+  | { readonly ok: false; readonly reason: string; readonly tooLarge?: boolean };
 
 const unitShift: Readonly<Record<string, number>> = { "": 0, b: 0, k: 10, m: 20, g: 30, t: 40, p: 50 };
 
@@ -48,7 +48,7 @@ function scale(trimmed: string, numberText: string, shift: number): ParseSizeRes
   }
   const bytes = numerator / denominator;
   if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) {
-    return { ok: false, reason: `size '${trimmed}' is too large` };
+    return { ok: false, reason: `size '${trimmed}' is too large (more than ${formatBytes(Number.MAX_SAFE_INTEGER)})`, tooLarge: true };
   }
   return { ok: true, bytes: Number(bytes) };
 }

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { formatBytes, parseSize } from "../../src/cli/sizes.ts";
 import { formatSeconds, parseDuration } from "../../src/cli/durations.ts";
+import { parseSizeFlag } from "../../src/cli/command-kit.ts";
 
 const KiB = 1024;
 const MiB = KiB * 1024;
@@ -128,4 +129,14 @@ void test("durations: formatSeconds shows the two largest units", () => {
   assert.equal(formatSeconds(3725), "1h 2m");
   assert.equal(formatSeconds(200), "3m 20s");
   assert.equal(formatSeconds(4 * 86_400 + 3 * 3600 + 5), "4d 3h");
+});
+
+void test("size flags: one line with the maximum, also past what a number holds (100P), and below the minimum", () => {
+  const max = 16 * 2 ** 40;
+  assert.throws(() => parseSizeFlag("--size", "100P", 4096, max), /^UsageError: --size 100P is above the maximum of 16\.0 TiB$/);
+  assert.throws(() => parseSizeFlag("--size", "17T", 4096, max), /^UsageError: --size 17T is above the maximum of 16\.0 TiB$/);
+  assert.throws(() => parseSizeFlag("--size", "1K", 4096, max), /below the minimum of 4\.0 KiB/);
+  assert.equal(parseSizeFlag("--size", "16T", 4096, max), max);
+  const huge = parseSize("100P");
+  assert.ok(!huge.ok && huge.tooLarge === true && /too large \(more than 8\.0 PiB\)/.test(huge.reason));
 });
