@@ -133,6 +133,12 @@ export interface RegisteredRoute {
 
 const registeredRoutes = new WeakMap<MgmtApp, RegisteredRoute[]>();
 
+/** A registered route's URL (`/v1/pairs/:group`) as a pattern of the paths it serves. */
+function routePattern(url: string): RegExp {
+  const escaped = url.split("/").map((part) => (part.startsWith(":") ? "[^/]+" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))).join("/");
+  return new RegExp(`^${escaped}/?$`);
+}
+
 /** Every route `app` serves: a test checks each is in the contract and the OpenAPI document. */
 export function routesOf(app: MgmtApp): readonly RegisteredRoute[] {
   return registeredRoutes.get(app) ?? [];
@@ -167,6 +173,13 @@ export function buildMgmtApp(control: MgmtControl, logger: Logger): MgmtApp {
   });
 
   app.setNotFoundHandler((request, reply) => {
+    // A path the API has, asked with another method: 405 with the methods it takes (RFC 9110 15.5.6).
+    const path = request.url.split("?")[0] ?? "";
+    const allowed = [...new Set(routes.filter((route) => routePattern(route.url).test(path)).map((route) => route.method))].sort();
+    if (allowed.length > 0) {
+      void sendError(reply.header("allow", allowed.join(", ")), 405, "TM_ERR_INVALID", `${request.method} is not a method of ${path.slice(0, 200)}; it takes ${allowed.join(", ")}`);
+      return;
+    }
     void sendError(reply, 404, "TM_ERR_NOT_FOUND", `no such endpoint: ${request.method} ${request.url.slice(0, 200)}`);
   });
 

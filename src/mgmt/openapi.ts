@@ -6,6 +6,7 @@
 // field with a default may be missing from an older one).
 import { z } from "zod";
 import { tmErrorCodes, type TmErrorCode } from "../core/errors.ts";
+import { mgmtBodyBytesMax } from "../core/limits.ts";
 import {
   apiErrorSchema, groupInfoSchema, groupListBodySchema, noOptionsBodySchema, pairSecondaryBodySchema, mgmtRoutes, nodeStatusSchema, pairInfoSchema, pairSecondaryInfoSchema, takeoverResultSchema, volumeInfoSchema,
   type MgmtRoute } from "./contract.ts";
@@ -97,6 +98,12 @@ function errorResponses(route: MgmtRoute): Record<string, Json> {
       "x-tidemark-error-codes": list,
       content: { "application/json": { schema: { $ref: `${componentPrefix}ApiError` } } },
     };
+  }
+  // The body itself refused before it is read as this route's input (fastify, mgmt-api.ts).
+  if (route.body !== undefined) {
+    for (const [status, why] of [["413", `TM_ERR_INVALID: the body is larger than ${mgmtBodyBytesMax} bytes (mgmtBodyBytesMax)`], ["415", "TM_ERR_INVALID: the body is not application/json"]] as const) {
+      out[status] = { description: why, "x-tidemark-error-codes": ["TM_ERR_INVALID"], content: { "application/json": { schema: { $ref: `${componentPrefix}ApiError` } } } };
+    }
   }
   return out;
 }

@@ -141,10 +141,17 @@ void test("a body over mgmtBodyBytesMax is refused with 413", async () => {
   await app.close();
 });
 
-void test("unknown routes and methods are 404 TM_ERR_NOT_FOUND", async () => {
+void test("a path the API has, with a method it does not take, is 405 with Allow; an unknown path is 404 TM_ERR_NOT_FOUND", async () => {
   const { app } = setup();
-  // GET / is the dashboard (test/unit/dashboard.test.ts); other methods on it are unknown.
-  for (const [method, url] of [["GET", "/v1/nope"], ["DELETE", "/v1/volumes"], ["POST", "/"], ["GET", "/index.html"]] as const) {
+  for (const [method, url, allow] of [["DELETE", "/v1/volumes", "GET, HEAD, POST"], ["PUT", "/v1/volumes", "GET, HEAD, POST"], ["POST", "/", "GET, HEAD"], ["GET", "/v1/pairs/g1/suspend", "POST"], ["PUT", "/v1/volumes/v1?force=true", "DELETE"]] as const) {
+    const response = await app.inject({ method, url });
+    assert.equal(response.statusCode, 405, `${method} ${url}`);
+    assert.equal(response.headers.allow, allow);
+    const error = errorOf(response.body);
+    assert.equal(error.code, "TM_ERR_INVALID");
+    assert.match(error.message, new RegExp(`^${method} is not a method of ${url.split("?")[0] ?? ""}; it takes ${allow}$`));
+  }
+  for (const [method, url] of [["GET", "/v1/nope"], ["GET", "/index.html"], ["DELETE", "/v1/volumes/a/b"]] as const) {
     const response = await app.inject({ method, url });
     assert.equal(response.statusCode, 404);
     const error = errorOf(response.body);

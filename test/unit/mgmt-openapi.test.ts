@@ -113,7 +113,9 @@ void test("the OpenAPI document is structurally valid: responses everywhere, pat
           assert.ok(Array.isArray(codes) && codes.length > 0, `${where} ${status}: error codes`);
           for (const code of codes as string[]) {
             assert.ok(Object.hasOwn(tmErrorCodes, code), `${where} ${status}: ${code} is not a TM_ERR_* code`);
-            assert.equal(String(tmErrorCodes[code as TmErrorCode].httpStatus), status, `${where}: ${code} is answered with another status`);
+            // A body too large or not JSON is refused before it is read: TM_ERR_INVALID with HTTP's own status.
+            const bodyRefused = (status === "413" || status === "415") && code === "TM_ERR_INVALID";
+            if (!bodyRefused) assert.equal(String(tmErrorCodes[code as TmErrorCode].httpStatus), status, `${where}: ${code} is answered with another status`);
           }
         }
       }

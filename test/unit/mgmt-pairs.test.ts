@@ -133,7 +133,7 @@ void test("suspend and resume answer the PairInfo; the wrong state is 409 TM_ERR
   const withOption = await app.inject({ method: "POST", url: "/v1/pairs/g1/suspend", payload: { force: true } });
   assert.equal(withOption.statusCode, 400);
   assert.match(errorOf(withOption.body).message, /unknown field 'force'/);
-  assert.equal((await app.inject({ method: "GET", url: "/v1/pairs/g1/suspend" })).statusCode, 404, "suspend is a POST");
+  assert.equal((await app.inject({ method: "GET", url: "/v1/pairs/g1/suspend" })).statusCode, 405, "suspend is a POST");
   await app.close();
 });
 
