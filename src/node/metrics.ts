@@ -38,7 +38,12 @@ export class NodeMetrics {
    */
   constructor(nodeId: string, version: string, journals: () => readonly JournalFigures[], pairs: () => readonly PairFigures[], processMetrics = true) {
     this.registry.setDefaultLabels({ node: nodeId });
-    if (processMetrics) collectDefaultMetrics({ register: this.registry, prefix: "tidemark_" });
+    if (processMetrics) {
+      collectDefaultMetrics({ register: this.registry, prefix: "tidemark_" });
+      // prom-client names three gauges *_total, which Prometheus keeps for counters; their
+      // per-type series (tidemark_nodejs_active_handles{type} ...) say the same and stay.
+      for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(`tidemark_${name}`);
+    }
     this.requests = new Counter({ name: "tidemark_requests_total", help: "Requests answered by the front ends", labelNames: ["frontend", "op", "result"], registers: [this.registry] });
     this.requestBytes = new Counter({ name: "tidemark_request_bytes_total", help: "Payload bytes read or written by the front ends", labelNames: ["frontend", "op"], registers: [this.registry] });
     this.latency = new Histogram({ name: "tidemark_request_duration_seconds", help: "Time from request decoded to reply sent", labelNames: ["frontend", "op"], buckets: latencyBucketsSeconds, registers: [this.registry] });

@@ -36,6 +36,9 @@ test("metrics: pair state, lag, link and byte totals on both nodes, in replicati
   // Prometheus conventions: every series under one tidemark_ prefix, never a doubled one
   // (the process series were tidemark_process_process_*).
   const names = new Set(a1.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(line)?.[0] ?? line));
+  for (const [, name, type] of a1.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    if (type !== "counter") assert.doesNotMatch(name ?? "", /_total$/, `${name} is a ${type}: _total is for counters`);
+  }
   for (const name of names) {
     assert.match(name, /^tidemark_/, `${name} is under the tidemark_ prefix`);
     assert.doesNotMatch(name, /^tidemark_([a-z]+)_\1_/, `${name} has a doubled prefix`);
