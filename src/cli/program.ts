@@ -74,8 +74,9 @@ function configureTree(command: Command, io: CliIo, report: { last: CommanderRep
   for (const sub of command.commands) configureTree(sub, io, report);
 }
 
+/** The subcommands help shows (not those CONTRACT.md marks later: they are hidden). */
 function subcommandNames(command: Command): string {
-  return command.commands.map((sub) => sub.name()).join(", ");
+  return command.createHelp().visibleCommands(command).map((sub) => sub.name()).filter((name) => name !== "help").join(", ");
 }
 
 function commanderLine(error: CommanderError, report: CommanderReport | null): string {

@@ -341,6 +341,19 @@ assert(pairDeleteAckWaitMsMax < peerRequestTimeoutMs, "pair delete's wait for th
 assert(pairEndWritesWaitMsMax * 2 < peerRequestTimeoutMs, "the secondary's pair delete answers the primary's call before it times out");
 assert(replHandshakesMax >= replConnectionsMax, "every stream of a burst of reconnecting pairs fits the handshake pool");
 
+/** The node samples every pair's lag in seconds this often for the dashboard's chart (GET /v1/lag-history). */
+export const lagHistoryIntervalMs = 5_000;
+/** Lag samples kept per pair: 5 minutes at lagHistoryIntervalMs. */
+export const lagHistorySamplesMax = 60;
+
+/**
+ * Pair ends a primary still owes a secondary it could not reach at `pair delete --force`
+ * (node.json `pairEndsOwed`), retried every pairEndRetryMs until delivered; past the maximum
+ * the oldest is dropped with a log line (its secondary then needs `pair delete --force` there).
+ */
+export const pairEndsOwedMax = 64;
+export const pairEndRetryMs = 15_000;
+
 // ---- how long the CLI waits for commands the node answers only after waiting itself --------
 // Each CLI deadline is derived from the node's own longest wait for that command, plus a
 // margin for its saves and the answer's way back: a CLI that gave up at the very moment the
@@ -366,15 +379,3 @@ assert(cliDeadlineMs(pairDeleteNodeWaitMsMax) > pairDeleteNodeWaitMsMax, "the CL
 assert(cliDeadlineMs(pairCreateNodeWaitMsMax) > pairCreateNodeWaitMsMax && cliDeadlineMs(pairSetNodeWaitMsMax) > pairSetNodeWaitMsMax, "the CLI waits longer than the node's peer call");
 assert(cliDeadlineMs(takeoverNodeWaitMsMax) > takeoverNodeWaitMsMax, "the CLI waits longer than a takeover on the node");
 
-/** The node samples every pair's lag in seconds this often for the dashboard's chart (GET /v1/lag-history). */
-export const lagHistoryIntervalMs = 5_000;
-/** Lag samples kept per pair: 5 minutes at lagHistoryIntervalMs. */
-export const lagHistorySamplesMax = 60;
-
-/**
- * Pair ends a primary still owes a secondary it could not reach at `pair delete --force`
- * (node.json `pairEndsOwed`), retried every pairEndRetryMs until delivered; past the maximum
- * the oldest is dropped with a log line (its secondary then needs `pair delete --force` there).
- */
-export const pairEndsOwedMax = 64;
-export const pairEndRetryMs = 15_000;

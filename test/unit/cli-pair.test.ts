@@ -96,7 +96,7 @@ void test("pair create passes every option, and --json prints the final PairInfo
   });
 });
 
-void test("pair create: a failed copy, an unreachable secondary, sync mode and an existing pair exit 1 with one line", async () => {
+void test("pair create: a failed copy, an unreachable secondary and an existing pair exit 1 with one line; sync mode exits 2 (not available yet)", async () => {
   await withNode(async (control, node) => {
     control.copyReads = 2;
     control.copyFailure = "secondary volume v1 could not be written (ENOSPC)";
@@ -118,7 +118,10 @@ void test("pair create: a failed copy, an unreachable secondary, sync mode and a
       /refused the connection \(ECONNREFUSED\): nothing listens there; check that `tidemark node` runs on the secondary and that --to is its management address \(its --mgmt, not --repl or --nbd\) \[TM_ERR_UNREACHABLE\]\n$/,
     );
     control.secondaryUnreachable = false;
-    assertFailure(await tidemark("pair", "create", "g1", "--to", secondaryUrl, "--mode", "sync", "--node", node), 1, /sync.*\[TM_ERR_INVALID\]/);
+    // Later (CONTRACT.md): refused by the CLI itself, exit 2, nothing sent.
+    const asked = control.pairRequests.length;
+    assertFailure(await tidemark("pair", "create", "g1", "--to", secondaryUrl, "--mode", "sync", "--node", node), 2, /^tidemark: --mode sync is not available yet: .*use --mode async \(the default\)\n$/);
+    assert.equal(control.pairRequests.length, asked, "nothing was sent to the node");
     assertFailure(
       await tidemark("pair", "create", "nope", "--to", secondaryUrl, "--node", node),
       1,
