@@ -156,10 +156,14 @@ void test("the primary's disk fills: the group stops (writes fail with ENOSPC, n
   assert.equal((await health(a)).status, "degraded");
   assert.match(await metricsText(a), /tidemark_group_stopped\{[^}]*group="g1"[^}]*role="primary"[^}]*\} 1/);
   // The secondary says so too: the primary's streams closed with the reason.
+  let lastOnB = "";
   const onB = await waitFor("the secondary names the primary's stop", async () => {
     const info = await pairInfo(b, "g1");
+    lastOnB = describePair(info);
     return /primary said: group stopped: out of space/.test(info.reason ?? "") ? info : undefined;
-  }, { timeoutMs: 15_000 });
+  }, { timeoutMs: 15_000 }).catch((error: unknown) => {
+    throw new Error(`${(error as Error).message}; B showed: ${lastOnB}`, { cause: error });
+  });
   t.diagnostic(`B: ${String(onB.reason)}`);
   assert.ok((await readExport(a, "v2")).equals(before), "the other group still serves reads");
 
