@@ -200,22 +200,61 @@ export function secondaryConsistentAsOfUs(input: { readonly consistent: boolean;
 }
 
 /**
- * Lag in seconds on the secondary: the age of the oldest host write it holds unreflected
- * (by the primary's wall time), and, while no stream comes from the primary, at least the
- * age of the consistent-as-of time (writes may wait on the primary that it cannot know of).
- * Also at least how long reflection has been held behind another member of its domain.
+ * Lag in seconds on the secondary: the age of the oldest host write it holds unreflected (by
+ * the primary's wall time); time advances and markers never count, so an idle member of a
+ * domain whose last time advance waits for another member's next one shows 0. While it is cut
+ * off (no stream from the primary) or stopped (it takes no records), at least the age of the
+ * primary wall time of the last record it reflected (its consistent-as-of time): the primary
+ * may hold writes it cannot know of. `heldForMs` (how long reflection has waited behind another
+ * member) stands in only for a waiting host write whose wall time is unknown (record format 1).
  */
 export function secondaryLagSeconds(input: {
   readonly nowWallUs: number;
+  /** The oldest unreflected host write's primary wall time (0: unknown), undefined when none waits. */
   readonly oldestUnreflectedWallTimeUs: number | undefined;
+  /** No stream from the primary, or the group is stopped: it hears of no new writes. */
   readonly cutOff: boolean;
-  readonly consistentAsOfUs: number | undefined;
+  /** The primary wall time of the last record reflected (Unix µs; 0 when not known). */
+  readonly reflectedWallTimeUs: number;
   readonly heldForMs: number;
 }): number {
   let lagUs = 0;
-  if (input.oldestUnreflectedWallTimeUs !== undefined && input.oldestUnreflectedWallTimeUs > 0) lagUs = input.nowWallUs - input.oldestUnreflectedWallTimeUs;
-  if (input.cutOff && input.consistentAsOfUs !== undefined) lagUs = Math.max(lagUs, input.nowWallUs - input.consistentAsOfUs);
-  return roundSeconds(Math.max(0, lagUs / 1e6, input.heldForMs / 1000));
+  const oldest = input.oldestUnreflectedWallTimeUs;
+  if (oldest !== undefined && oldest > 0) lagUs = input.nowWallUs - oldest;
+  if (oldest === 0) lagUs = input.heldForMs * 1000;
+  if (input.cutOff && input.reflectedWallTimeUs > 0) lagUs = Math.max(lagUs, input.nowWallUs - input.reflectedWallTimeUs);
+  return roundSeconds(Math.max(0, lagUs / 1e6));
+}
+
+/**
+ * The reflected sequence the primary shows and counts its lag from: the highest of what the
+ * secondary reported (this process), the hint saved in node.json (what the node last knew
+ * before a restart; saved with every checkpoint, the stop's last one included, so after a crash
+ * it may be behind and the lag overstates, never understates, until the secondary reports in),
+ * the copy's start (the copy carries everything through it) and, once a takeover on the
+ * secondary fenced this group, its cut (the takeover applied every record through it).
+ */
+export function primaryReflectedSequence(input: {
+  readonly reported: number;
+  readonly savedHint: number;
+  readonly copyStartSequence: number;
+  readonly fence: { readonly peerTookOver: boolean; readonly cutSequence: number | null } | null;
+}): number {
+  const cut = input.fence !== null && input.fence.peerTookOver && input.fence.cutSequence !== null ? input.fence.cutSequence : 0;
+  return Math.max(input.reported, input.savedHint, input.copyStartSequence, cut);
+}
+
+/**
+ * The monotonic accept time (ms) given to a host write read back from the journal at start:
+ * the previous process's monotonic clock is gone, and the primary's wall time of acceptance in
+ * the record is the only clock that outlives a restart (the same node's clock stamped it). Its
+ * age by that clock now is carried onto this process's monotonic clock, so that later steps of
+ * the wall clock do not move the lag. A wall clock now behind the record (stepped back) gives
+ * age 0; a record without a wall time (format 1) gives undefined (age unknown).
+ */
+export function recoveredAcceptedAtMs(input: { readonly nowMs: number; readonly nowWallUs: number; readonly wallTimeUs: number }): number | undefined {
+  if (input.wallTimeUs <= 0) return undefined;
+  return input.nowMs - Math.max(0, (input.nowWallUs - input.wallTimeUs) / 1000);
 }
 
 /** Lag in seconds on the primary: the age of the oldest accepted host write not known to be reflected (monotonic clock). */

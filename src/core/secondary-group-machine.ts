@@ -889,11 +889,13 @@ export interface SecondaryFacts {
 export type SecondaryShownState = "copying" | "replicating" | "disconnected" | "held" | "stopped" | "takeover";
 
 /** Whether the secondary's image is dependent-write consistent (copy done, caught up, nothing being applied again). */
-export function isConsistent(state: SecondaryGroupState, facts: { readonly reflectedSequence: number; readonly rewinding: boolean }): boolean {
+export function isConsistent(state: SecondaryGroupState, facts: { readonly reflectedSequence: number; readonly rewinding: boolean; readonly volumesSuspect?: boolean }): boolean {
   if (state.record.state === "takeover") return true;
-  // Stopped by a disk error, or applying again what a failed fdatasync may have dropped: the
-  // volumes may lack records counted as applied until then.
-  if (state.stop !== undefined || facts.rewinding) return false;
+  // A failed volume write or fdatasync (the stop that came of it, then applying again what it
+  // may have dropped): the volumes may lack records counted as applied until then. A stop that
+  // touched no volume (the journal's disk full, a journal I/O error) leaves the image as it was:
+  // consistent as of the last record reflected.
+  if (facts.volumesSuspect === true || facts.rewinding) return false;
   return state.record.state === "replicating" && facts.reflectedSequence >= state.record.consistentFromSequence;
 }
 

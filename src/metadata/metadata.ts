@@ -42,6 +42,12 @@ const pairRecordSchema = z.strictObject({
   copyDone: z.boolean(),
   /** Last acknowledged (durable on the secondary) sequence seen; a hint, the handshake wins. */
   ackedSequence: nonNegativeInteger,
+  /**
+   * Last sequence the secondary reported reflected, as this node last knew it (saved with every
+   * checkpoint and at stop; absent before issue 9's lag fix: 0): a restart counts the lag from
+   * it. A hint too: the secondary's next report wins (docs/operations.md, "Consistent as of").
+   */
+  reflectedSequence: nonNegativeInteger.optional(),
   reason: z.string().nullable(),
   /**
    * Why and since when the group is fenced (state `fenced`, docs/replication.md "Fencing"),

@@ -11,10 +11,10 @@ import { assert } from "../core/assert.ts";
 import { ControlError, JournalCorruptError, JournalFormatError } from "../core/errors.ts";
 import { groupsPerNodeMax, journalBytesLimit, journalBytesMaxDefault, volumesPerGroupMax } from "../core/limits.ts";
 import { validateName } from "../core/names.ts";
-import { HostWriteLedger } from "../core/pair-view.ts";
+import { HostWriteLedger, recoveredAcceptedAtMs } from "../core/pair-view.ts";
 import { RecordKind, recordPayloadBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { asAcceptNumber, asVolumeId, asWriteTimeUs } from "../core/types.ts";
-import type { GroupRecord, NodeMetadata } from "../metadata/metadata.ts";
+import type { GroupRecord, NodeMetadata, PairRecord } from "../metadata/metadata.ts";
 import type { MetadataStore } from "../metadata/metadata-store.ts";
 import type { GroupInfo } from "../mgmt/control.ts";
 import type { Clock } from "../node/clock.ts";
@@ -31,7 +31,7 @@ import type { PrimaryRole } from "./primary-role.ts";
 import type { NodeStamper } from "./stamper.ts";
 
 /** What the registry asks of the primary role: a recovered group's pair, its acknowledged sequence, why its writes are held. */
-export type RegistryPrimary = Pick<PrimaryRole, "openPair" | "ackedSequence" | "pairStatus" | "hasPair">;
+export type RegistryPrimary = Pick<PrimaryRole, "openPair" | "ackedSequence" | "reflectedSequence" | "pairStatus" | "hasPair">;
 
 /** What the registry asks of the secondary role: the groups that are the secondary of a pair. */
 export type RegistrySecondaries = Pick<SecondaryRole, "recover" | "has" | "size" | "groupInfo" | "journalFigures">;
@@ -97,10 +97,17 @@ export class GroupRegistry {
       }
       const volumes = this.groupVolumes(record, (volumeId) => `group ${record.name} names volume ${volumeId} that exists`);
       const replay = new JournalReplay(record.name, record.checkpointSequence, volumes, (volumeId, sizeBytes) => this.options.volumes.grow(volumeId, sizeBytes));
-      // A pair's lag counts the host writes its journal holds (core/pair-view.ts): noted while it is read.
+      // A pair's lag counts the host writes its journal holds past what the secondary was last
+      // known to have reflected (core/pair-view.ts; the link drops the rest): noted while it is
+      // read, each aged by the primary's wall time in it (the only clock that outlives a restart).
       const hostWrites = record.pair === undefined ? undefined : new HostWriteLedger();
+      const nowMs = this.options.clock.monotonicMs();
+      const nowWallUs = Math.floor(this.options.clock.wallMs() * 1000);
       const onRecord = hostWrites === undefined ? replay.onRecord : (journalRecord: JournalRecord): Promise<void> | void => {
-        if (journalRecord.kind === RecordKind.write || journalRecord.kind === RecordKind.zeroes) hostWrites.note(journalRecord.sequence, recordPayloadBytes(journalRecord.kind, journalRecord.lengthBytes), journalRecord.wallTimeUs, undefined);
+        if (journalRecord.kind === RecordKind.write || journalRecord.kind === RecordKind.zeroes) {
+          const atMs = recoveredAcceptedAtMs({ nowMs, nowWallUs, wallTimeUs: journalRecord.wallTimeUs });
+          hostWrites.note(journalRecord.sequence, recordPayloadBytes(journalRecord.kind, journalRecord.lengthBytes), journalRecord.wallTimeUs, atMs);
+        }
         return replay.onRecord(journalRecord);
       };
       const { journal, report } = await this.openJournal(record, { bytesMax: record.journalBytesMax, nextSequence: record.checkpointSequence + 1 }, onRecord);
@@ -123,6 +130,17 @@ export class GroupRegistry {
    * A writer that fails to close is logged and the stop goes on.
    */
   async close(): Promise<void> {
+    // What each pair last knew acknowledged and reflected, for the next start's lag (a stopped
+    // group takes no checkpoint at close, so it is saved here for every pair).
+    if (this.writers.size > 0) {
+      try {
+        await this.options.store.update((m) => {
+          for (const group of m.groups) if (group.pair !== undefined && this.writers.has(group.name)) savePairProgress(group.pair, this.options.primary, group.name);
+        });
+      } catch (error) {
+        this.logger.error({ event: "pair_progress_save_failed", err: error }, "could not save the pairs' progress at stop; the next start shows more lag until the secondaries report in");
+      }
+    }
     for (const writer of this.writers.values()) {
       try {
         await writer.close();
@@ -415,8 +433,7 @@ export class GroupRegistry {
       assert(result.checkpointSequence >= group.checkpointSequence, "checkpoints never go back");
       group.checkpointSequence = result.checkpointSequence;
       group.nextSequence = result.nextSequence;
-      const acked = this.options.primary.ackedSequence(record.name);
-      if (group.pair !== undefined && acked !== undefined) group.pair.ackedSequence = Math.max(group.pair.ackedSequence, acked);
+      if (group.pair !== undefined) savePairProgress(group.pair, this.options.primary, record.name);
     });
   }
 
@@ -441,4 +458,16 @@ function groupRecordById(metadata: NodeMetadata, id: number): GroupRecord {
   const group = metadata.groups.find((g) => g.id === id);
   assert(group !== undefined, () => `group ${id} is in the metadata`);
   return group;
+}
+
+/**
+ * Saves in a pair's record what the node knows of its secondary: the acknowledged sequence and
+ * the reflected one (the next start counts its lag from it, core/pair-view.ts primaryReflectedSequence).
+ * Both only move up, and reflected never passes acknowledged.
+ */
+function savePairProgress(pair: PairRecord, primary: RegistryPrimary, group: string): void {
+  const acked = primary.ackedSequence(group);
+  if (acked !== undefined) pair.ackedSequence = Math.max(pair.ackedSequence, acked);
+  const reflected = primary.reflectedSequence(group);
+  if (reflected !== undefined) pair.reflectedSequence = Math.min(pair.ackedSequence, Math.max(pair.reflectedSequence ?? 0, reflected));
 }

@@ -29,7 +29,7 @@ import {
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, recordPayloadBytes, withoutWallTime, type JournalRecord } from "../protocol/journal-record.ts";
 import { replProtocolVersionMax, replProtocolVersionMin, replReopenCloseText, replVersionWallTime, replResizeVersion, type ReplMessage } from "../protocol/repl-protocol.ts";
-import { HostWriteLedger, disconnectedReason, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState } from "../core/pair-view.ts";
+import { HostWriteLedger, disconnectedReason, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryReflectedSequence, primaryShownState } from "../core/pair-view.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import { DirectReader } from "../storage/direct-reader.ts";
@@ -94,7 +94,7 @@ interface Stream {
 }
 
 /** A pair's settings, fixed when it is created (its lifecycle fields are the machine's record). */
-type PairSettings = Omit<PairRecord, keyof PrimaryPairRecord | "ackedSequence">;
+type PairSettings = Omit<PairRecord, keyof PrimaryPairRecord | "ackedSequence" | "reflectedSequence">;
 
 export class PairLink {
   private readonly config: PairSettings;
@@ -128,6 +128,7 @@ export class PairLink {
   private copy: CopyProgress | undefined;
   /** The figures of the last initial copy that finished (this process), for status. */
   private lastCopy: { doneBytes: number; totalBytes: number; volumeBytes: number; dataBytes: number } | undefined;
+  /** The highest sequence the secondary reported reflected (this process, or node.json's hint from the last one). */
   private reflectedSequence = 0;
   private arrivedSequence = 0;
   /** Host writes accepted and not known to be reflected on the secondary: exact lag (core/pair-view.ts). */
@@ -157,7 +158,7 @@ export class PairLink {
   }) {
     this.clock = options.clock;
     this.transport = options.transport;
-    const { state: _state, copyStartSequence: _start, consistentFromSequence: _from, copyDone: _done, reason: _reason, ackedSequence: _acked, fence: _fence, ...settings } = structuredClone(options.record);
+    const { state: _state, copyStartSequence: _start, consistentFromSequence: _from, copyDone: _done, reason: _reason, ackedSequence: _acked, reflectedSequence: _reflected, fence: _fence, ...settings } = structuredClone(options.record);
     this.config = settings;
     this.groupName = options.groupName;
     this.nodeId = options.nodeId;
@@ -177,11 +178,19 @@ export class PairLink {
     this.arrivedSequence = this.sender.ackedSequence;
     this.streams = Array.from({ length: record.streams }, (_, index) => ({ index, connection: undefined, connectionId: 0, ready: false, version: replProtocolVersionMin, pulls: [] }));
     this.hostWrites = options.hostWrites ?? new HostWriteLedger();
+    // After a restart: what the node last knew reflected, not 0 (the ledger was rebuilt from the
+    // whole journal; the secondary's next report moves it on).
+    this.reflectedSequence = record.reflectedSequence ?? 0;
+    this.hostWrites.dropThrough(this.reflectedNow());
     // A failed pair holds nothing: it hears no records and keeps no journal.
     if (holdsJournal(this.machine)) {
       this.detachIngest = this.writer.attach({
         recordAppended: (journalRecord) => this.onRecord(journalRecord),
         groupStateChanged: (stopped) => {
+          // Host writes whose append failed (ENOSPC, EIO) are not in the journal and their hosts
+          // got the error: no lag. The stop is called before the journal is abandoned, in the same
+          // turn, so what it wrote is final. A resumed journal holds what the disk gave back.
+          this.hostWrites.dropAfter(stopped !== undefined ? this.journal.writtenSequence : this.lastSequence());
           if (stopped !== undefined) this.step({ type: "groupStopped", reason: stopped.reason });
           else this.step({ type: "groupResumed", lastSequence: this.lastSequence() });
         },
@@ -198,6 +207,12 @@ export class PairLink {
 
   get ackedSequence(): number {
     return this.sender.ackedSequence;
+  }
+
+  /** The reflected sequence as this node knows it (saved in node.json as the next start's hint). */
+  reflectedNow(): number {
+    const record = this.machine.record;
+    return primaryReflectedSequence({ reported: this.reflectedSequence, savedHint: 0, copyStartSequence: record.copyStartSequence, fence: record.state === "fenced" ? record.fence : null });
   }
 
   private lastSequence(): number {
@@ -1052,7 +1067,7 @@ export class PairLink {
   status(): PairInfo {
     const accepted = this.writer.nextSequence - 1;
     const record = this.machine.record;
-    const reflected = Math.max(this.reflectedSequence, record.copyStartSequence);
+    const reflected = this.reflectedNow();
     // Exact: the host writes accepted after what the secondary reported reflected (core/pair-view.ts).
     this.hostWrites.dropThrough(reflected);
     const lag = this.hostWrites.figures(accepted);

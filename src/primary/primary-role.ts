@@ -168,6 +168,11 @@ export class PrimaryRole {
     return this.links.get(group)?.ackedSequence;
   }
 
+  /** The pair's reflected sequence as this node knows it, for the group's checkpoint (the next start's lag counts from it). */
+  reflectedSequence(group: string): number | undefined {
+    return this.links.get(group)?.reflectedNow();
+  }
+
   /** Status of the pair of `group` if this node is its primary. */
   pairStatus(group: string): PairInfo | undefined {
     const info = this.links.get(group)?.status();
@@ -505,6 +510,7 @@ function applyToPair(metadata: NodeMetadata, groupId: number, change: PrimaryPai
 
   Object.assign(pair, change.record);
   if (change.ackedSequenceAtMost !== undefined) pair.ackedSequence = Math.min(pair.ackedSequence, change.ackedSequenceAtMost);
+  if (pair.reflectedSequence !== undefined) pair.reflectedSequence = Math.min(pair.reflectedSequence, pair.ackedSequence);
 }
 
 /** The metadata record of a group that must exist (a live group always has one). */

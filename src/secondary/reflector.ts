@@ -487,7 +487,7 @@ export class Reflector {
         try {
           await group.applyNext(next);
         } catch (error) {
-          this.stopOnStorageError(group, error, group.journal.dir);
+          this.stopOnStorageError(group, error, group.journal.dir, true);
           this.dirty.add(group);
           return;
         }
@@ -533,14 +533,15 @@ export class Reflector {
       try {
         if (!(await this.checkpointGroup(group, force))) this.dirty.add(group);
       } catch (error) {
-        this.stopOnStorageError(group, error, group.journal.dir);
+        // The checkpoint's fdatasync of the volumes may be what failed.
+        this.stopOnStorageError(group, error, group.journal.dir, true);
       }
     }
   }
 
-  /** The disk refused (ENOSPC, EIO): that group stops and resumes by itself; anything else is a bug and stops the node. */
-  private stopOnStorageError(group: SecondaryGroup, error: unknown, path: string): void {
+  /** The disk refused (ENOSPC, EIO): that group stops and resumes by itself; anything else is a bug and stops the node. `volumesTouched`: a volume write or fdatasync may be what failed. */
+  private stopOnStorageError(group: SecondaryGroup, error: unknown, path: string, volumesTouched = false): void {
     if (!isStorageError(error)) throw error;
-    group.stopWith(error as Error, path);
+    group.stopWith(error as Error, path, volumesTouched);
   }
 }

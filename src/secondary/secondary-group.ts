@@ -328,12 +328,11 @@ export class SecondaryGroup {
    */
   /** Whether the image is dependent-write consistent on its own (copy done and caught up, nothing applied again), whatever its domain. */
   get consistentAlone(): boolean {
-    return isConsistent(this.lifecycleState, { reflectedSequence: this.reflectedSequence, rewinding: this.rewinding });
+    return isConsistent(this.lifecycleState, { reflectedSequence: this.reflectedSequence, rewinding: this.rewinding, volumesSuspect: this.volumesSuspect });
   }
 
   get consistent(): boolean {
-    return isConsistent(this.lifecycleState, { reflectedSequence: this.reflectedSequence, rewinding: this.rewinding }) &&
-      !joinPending(this.domainJoinPoint, { reflectedSequence: this.reflectedSequence, reflectedPosition: this.reflectedPosition });
+    return this.consistentAlone && !joinPending(this.domainJoinPoint, { reflectedSequence: this.reflectedSequence, reflectedPosition: this.reflectedPosition });
   }
 
   /**
@@ -493,8 +492,11 @@ export class SecondaryGroup {
    * is reflected in its domain (it holds the frontier where it is), and the stop control
    * tries to resume. Idempotent: every error path calls it.
    */
-  stopWith(error: Error, path: string): void {
+  stopWith(error: Error, path: string, volumesTouched = false): void {
     if (this.closed) return;
+    // A failed volume write or fdatasync: the image may lack what was applied (status shows no
+    // consistent-as-of until the resume's re-apply is done; a journal-side stop keeps it).
+    if (volumesTouched) this.volumesSuspect = true;
     this.stopControl.stopWith(error, path);
   }
 
@@ -538,6 +540,7 @@ export class SecondaryGroup {
     // A failed volume write or fdatasync may have dropped applied pages from the page cache:
     // the reflector applies again from the last checkpoint (rewindIfPending, in its own loop).
     this.rewindPending = true;
+    this.volumesSuspect = false; // rewindPending says it now, until the re-apply is done
     const forgotten = oldReceiver.reorderRecords + Math.max(0, oldReceiver.handedOutSequence - this.receiver.arrivedSequence);
     if (forgotten > 0) this.announceReceivedLost(`the group resumed after a stop; ${forgotten} received records past sequence ${this.receiver.arrivedSequence} were not stored and must be sent again`);
     return { kind: "resumed" };
@@ -589,6 +592,8 @@ export class SecondaryGroup {
 
   /** Set by a resume after a stop: what was applied since the last checkpoint is applied again. */
   private rewindPending = false;
+  /** Set when a volume write or fdatasync failed (the stop that came of it), until the resume. */
+  private volumesSuspect = false;
   /** Whether a checkpoint may record what is applied now: not while stopped, nor while a rewind waits. */
   get checkpointable(): boolean {
     return this.stopped === undefined && !this.rewindPending;

@@ -1310,7 +1310,9 @@ export class SecondaryRole implements SecondaryHost {
     secondary?.hostWrites.dropThrough(reflected);
     const lag = secondary?.hostWrites.figures(arrived) ?? noLag;
     const nowWallUs = Math.floor(this.options.clock.wallMs() * 1000);
-    const consistentAsOfUs = secondary === undefined ? undefined : secondaryConsistentAsOfUs({ consistent: secondary.consistent, reflectedWallTimeUs: secondary.reflectedWallTimeUs });
+    // The group's own image (a join into its domain still pending says so in the reason; what a
+    // takeover of this group gives back is consistent as of this time either way).
+    const consistentAsOfUs = secondary === undefined ? undefined : secondaryConsistentAsOfUs({ consistent: secondary.consistentAlone, reflectedWallTimeUs: secondary.reflectedWallTimeUs });
     return {
       group: name, role: "secondary", state: described.state,
       healthy: pairHealthy(described.state) && (secondary === undefined || copyStalledReason(secondary.lifecycle, this.facts(secondary)) === undefined),
@@ -1318,12 +1320,12 @@ export class SecondaryRole implements SecondaryHost {
       mode: "async", transfer: shown.transfer, streams: shown.streams, reflect: shown.reflect,
       acceptedSequence: arrived, sentSequence: arrived, arrivedSequence: arrived, reflectedSequence: reflected,
       lagRecords: lag.records, lagBytes: lag.bytes,
-      // The age of the oldest host write held here unreflected (by the primary's wall time); cut
-      // off from the primary, at least the age of consistent-as-of; and at least how long
-      // reflection has not moved while records wait behind another member (issue 8).
+      // The age of the oldest host write held here unreflected (by the primary's wall time; time
+      // advances waiting behind another member are no lag); cut off from the primary or stopped,
+      // at least the age of the last record reflected (core/pair-view.ts).
       lagSeconds: secondary === undefined ? 0 : secondaryLagSeconds({
         nowWallUs, oldestUnreflectedWallTimeUs: lag.records > 0 ? lag.oldestWallTimeUs : undefined,
-        cutOff: described.state === "disconnected", consistentAsOfUs, heldForMs: arrived > reflected ? heldForMs : 0,
+        cutOff: described.state === "disconnected" || described.state === "stopped", reflectedWallTimeUs: secondary.reflectedWallTimeUs, heldForMs,
       }),
       consistentAsOf: isoOfWallUs(consistentAsOfUs),
       lastContact: secondary?.lastContactIso ?? null,

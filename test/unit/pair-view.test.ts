@@ -8,8 +8,8 @@ import { test } from "node:test";
 import fc from "fast-check";
 import { domainHeldShownAfterMs, timeAdvanceIdleIntervalMs, timeAdvanceIntervalMs } from "../../src/core/limits.ts";
 import {
-  HostWriteLedger, disconnectedReason, domainHeldShown, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryShownState,
-  secondaryConsistentAsOfUs, secondaryLagSeconds,
+  HostWriteLedger, disconnectedReason, domainHeldShown, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryReflectedSequence, primaryShownState,
+  recoveredAcceptedAtMs, secondaryConsistentAsOfUs, secondaryLagSeconds,
 } from "../../src/core/pair-view.ts";
 
 void test("the ledger counts exactly the host writes after what was dropped and through the sequence asked", () => {
@@ -84,15 +84,49 @@ void test("consistent-as-of: the primary says just before its oldest unreflected
   assert.equal(isoOfWallUs(undefined), null);
 });
 
-void test("lag seconds: the oldest host write's age; a cut-off secondary lags at least its consistent-as-of age; held time counts", () => {
+void test("lag seconds: the oldest host write's age; a cut-off or stopped secondary lags at least the age of what it reflected last", () => {
   assert.equal(primaryLagSeconds(5_000, undefined), 0, "idle");
   assert.equal(primaryLagSeconds(5_000, 2_500), 2.5);
   const now = 100_000_000;
-  assert.equal(secondaryLagSeconds({ nowWallUs: now, oldestUnreflectedWallTimeUs: undefined, cutOff: false, consistentAsOfUs: now - 4_000_000, heldForMs: 0 }), 0,
-    "connected and nothing waiting: 0, though an idle pair's consistent-as-of is a heartbeat old");
-  assert.equal(secondaryLagSeconds({ nowWallUs: now, oldestUnreflectedWallTimeUs: now - 1_500_000, cutOff: false, consistentAsOfUs: now - 4_000_000, heldForMs: 0 }), 1.5);
-  assert.equal(secondaryLagSeconds({ nowWallUs: now, oldestUnreflectedWallTimeUs: undefined, cutOff: true, consistentAsOfUs: now - 30_000_000, heldForMs: 0 }), 30, "cut off: at least the age of consistent-as-of");
-  assert.equal(secondaryLagSeconds({ nowWallUs: now, oldestUnreflectedWallTimeUs: now - 1_000_000, cutOff: false, consistentAsOfUs: undefined, heldForMs: 7_000 }), 7);
+  const lag = (over: Partial<Parameters<typeof secondaryLagSeconds>[0]>): number =>
+    secondaryLagSeconds({ nowWallUs: now, oldestUnreflectedWallTimeUs: undefined, cutOff: false, reflectedWallTimeUs: now - 4_000_000, heldForMs: 0, ...over });
+  assert.equal(lag({}), 0, "connected and nothing waiting: 0, though an idle pair's consistent-as-of is a heartbeat old");
+  assert.equal(lag({ oldestUnreflectedWallTimeUs: now - 1_500_000 }), 1.5);
+  assert.equal(lag({ cutOff: true, reflectedWallTimeUs: now - 30_000_000 }), 30, "cut off or stopped: at least the age of consistent-as-of");
+  assert.equal(lag({ cutOff: true, reflectedWallTimeUs: 0 }), 0, "nothing with a wall time reflected yet: no floor known");
+  assert.equal(lag({ cutOff: true, oldestUnreflectedWallTimeUs: now - 40_000_000, reflectedWallTimeUs: now - 30_000_000 }), 40, "the oldest waiting host write when it is older");
+  // A member of a two-group domain, idle: its last time advance waits for the other member's
+  // next one (up to timeAdvanceIdleIntervalMs). No host write waits: 0, however long it waits.
+  assert.equal(lag({ heldForMs: timeAdvanceIdleIntervalMs }), 0, "time advances waiting behind a domain member are no lag");
+  assert.equal(lag({ oldestUnreflectedWallTimeUs: now - 1_000_000, heldForMs: 7_000 }), 1, "a host write waiting behind a member: its own age, not the hold's");
+  assert.equal(lag({ oldestUnreflectedWallTimeUs: 0, heldForMs: 7_000 }), 7, "a host write of unknown wall time (format 1): the hold's duration stands in");
+});
+
+void test("after a restart the primary counts its lag from what it last knew reflected, and recovered writes age by their wall time", () => {
+  const fence = { peerTookOver: true, cutSequence: 27 };
+  assert.equal(primaryReflectedSequence({ reported: 0, savedHint: 50, copyStartSequence: 10, fence: null }), 50, "the saved hint, not 0");
+  assert.equal(primaryReflectedSequence({ reported: 52, savedHint: 50, copyStartSequence: 10, fence: null }), 52, "what the secondary reports wins once it reports in");
+  assert.equal(primaryReflectedSequence({ reported: 0, savedHint: 0, copyStartSequence: 10, fence: null }), 10, "the copy carries everything through its start");
+  assert.equal(primaryReflectedSequence({ reported: 0, savedHint: 20, copyStartSequence: 0, fence }), 27, "a takeover applied everything through its cut");
+  assert.equal(primaryReflectedSequence({ reported: 0, savedHint: 20, copyStartSequence: 0, fence: { peerTookOver: false, cutSequence: null } }), 20, "fenced by the operator: what it knew");
+
+  // The ledger rebuilt from the journal at start: 43 host writes, 40 of them reflected before
+  // the stop (hint 40); the 3 left are exact, and they age by their wall time from the start.
+  const nowMs = 1_000;
+  const nowWallUs = 1_700_000_000_000_000;
+  const ledger = new HostWriteLedger();
+  for (let sequence = 1; sequence <= 43; sequence++) {
+    const wallTimeUs = nowWallUs - (60 - sequence) * 1_000_000;
+    ledger.note(sequence, sequence <= 41 ? 4096 : sequence === 42 ? 4096 : 8192, wallTimeUs, recoveredAcceptedAtMs({ nowMs, nowWallUs, wallTimeUs }));
+  }
+  ledger.dropThrough(primaryReflectedSequence({ reported: 0, savedHint: 40, copyStartSequence: 0, fence: null }));
+  const figures = ledger.figures(43);
+  assert.equal(figures.records, 3);
+  assert.equal(figures.bytes, 4096 + 4096 + 8192);
+  assert.equal(primaryLagSeconds(nowMs, figures.oldestAtMs), 19, "the oldest (sequence 41) was accepted 19 s before the start by the wall clock");
+  assert.equal(primaryLagSeconds(nowMs + 5_000, figures.oldestAtMs), 24, "and ages on the monotonic clock from there");
+  assert.equal(recoveredAcceptedAtMs({ nowMs, nowWallUs, wallTimeUs: nowWallUs + 2_000_000 }), nowMs, "a wall clock stepped back behind the record: age 0, not negative");
+  assert.equal(recoveredAcceptedAtMs({ nowMs, nowWallUs, wallTimeUs: 0 }), undefined, "a format-1 record: age unknown");
 });
 
 void test("the state shown: the record's own states first, then stopped, held, disconnected", () => {

@@ -215,6 +215,16 @@ test("the disk stops and resumes the group: the domain hears of it, reflection i
   assert.deepEqual(step(state(replicatingRecord), { type: "receivedLost", why: "w" }).effects, [{ type: "closeStreams", why: "resend", text: "w" }]);
 });
 
+test("stopped by its disk, the image stays consistent (consistent-as-of stays) unless a volume write or fdatasync failed", () => {
+  // Before: any stop made the image "not consistent", so a secondary stopped by a full journal
+  // disk showed no consistent-as-of (and no lag floor) though its volumes were untouched.
+  const stopped = step(state(replicatingRecord), { type: "stopped", stop: { errno: "ENOSPC", reason: "out of space" } }).state;
+  assert.equal(isConsistent(stopped, { reflectedSequence: 12, rewinding: false }), true, "a journal-side stop: the volumes hold everything through 12");
+  assert.equal(isConsistent(stopped, { reflectedSequence: 12, rewinding: false, volumesSuspect: true }), false, "a volume write or fdatasync failed: they may lack applied records");
+  assert.equal(isConsistent(stopped, { reflectedSequence: 12, rewinding: true }), false, "applying again after the resume");
+  assert.equal(isConsistent(stopped, { reflectedSequence: 8, rewinding: false }), false, "not caught up after the copy");
+});
+
 // ---- checkpoints -------------------------------------------------------------------------------
 
 const position = { writeTimeUs: asWriteTimeUs(500), acceptNumber: asAcceptNumber(44) };
@@ -333,7 +343,8 @@ test("status: catching up, applying again, held by a stopped member, no stream, 
   assert.match(describeSecondary(full, facts({ frontierHolder: "h", journalUsedBytes: 1 << 20 })).reason ?? "", /journal full \(1.0 MiB of 1.0 MiB\): waiting for reflection \(held by group h\)/);
   const stopped = { ...s, stop: { errno: "EIO" as const, reason: "I/O error on x" } };
   assert.deepEqual(describeSecondary(stopped, facts()), { state: "stopped", reason: "I/O error on x" });
-  assert.equal(isConsistent(stopped, facts()), false);
+  assert.equal(isConsistent(stopped, facts()), true, "a stop that touched no volume keeps the image consistent");
+  assert.equal(isConsistent(stopped, { ...facts(), volumesSuspect: true }), false, "one of a volume write or fdatasync does not");
   const taken = state(record({ state: "takeover", takeover: { keptSequence: 40, droppedRecords: 2, at: "T" } }));
   assert.deepEqual(describeSecondary(taken, undefined), { state: "takeover", reason: "taken over at T: kept through sequence 40, dropped 2 records" });
   assert.equal(describeSecondary(state(record({ state: "copying" })), facts()).state, "copying");
