@@ -93,6 +93,18 @@ void test("the secondary's disk fills: it stays up, the group stops on both side
   assert.match(stopped.reason ?? "", new RegExp(`out of space writing ${disk.dir}/b/`), "the reason names the path");
   const onB = await pairInfo(b, "gbig");
   assert.equal(onB.state, "stopped", describePair(onB));
+  // Stopped, it hears of no new writes: lag at least the age of what it reflected last (before:
+  // 0 s, and consistent-as-of gone though a full journal disk leaves the volumes as they were).
+  const journalSide = !/\/volumes?\//.test(stopped.reason ?? "");
+  const lagging = await waitFor("the stopped secondary's lag seconds grow", async () => {
+    const info = await pairInfo(b, "gbig");
+    return info.lagSeconds >= 1 ? info : undefined;
+  }, { timeoutMs: 15_000 });
+  t.diagnostic(`B stopped (${journalSide ? "journal" : "volume"} side): lag ${lagging.lagRecords} records, ${lagging.lagSeconds} s, consistent as of ${String(lagging.consistentAsOf)}`);
+  if (journalSide) {
+    assert.notEqual(lagging.consistentAsOf, null, "a journal-side stop keeps the consistent-as-of time");
+    assert.ok(lagging.lagSeconds >= (Date.now() - Date.parse(lagging.consistentAsOf ?? "")) / 1000 - 1, "and lag is at least its age");
+  }
   const onA = await waitFor("the primary says why", async () => {
     const info = await pairInfo(a, "gbig");
     return /cannot store records/.test(info.reason ?? "") ? info : undefined;
@@ -133,6 +145,56 @@ void test("the secondary's disk fills: it stays up, the group stops on both side
   assert.equal((await pairInfo(a, "gbig")).state, "replicating");
   await assertSameImages(a, b, "big");
   assert.equal(logEvents(b, "group_resumed") >= 1, true, "a log line said it resumed");
+});
+
+void test("a host write refused with ENOSPC on a full primary is no lag: the pair counts exactly the writes its journal took, before and after a restart", { timeout: 180_000 }, async (t) => {
+  if (!requireRoot(t) || !requireTool(t, "mount", "umount")) return;
+  const disk = await smallDisk(40);
+  const a = await startNode({ id: "plag-a", dataDir: join(disk.dir, "a") });
+  const b = await startNode({ id: "plag-b" });
+  await makePair(a, b, "g1", "v1", "64M");
+  // Suspended: nothing is sent or reflected, so the lag is every host write the journal took.
+  await cliOk(["pair", "suspend", "g1"], { node: a.mgmtUrl });
+  const client = await NbdClient.connect(a.nbdPort, "v1");
+  let journaled = 0; // writes answered: in the journal (a flush that fails after one does not take it out)
+  let failure: NbdError | undefined;
+  try {
+    for (let i = 0; i < 64 && failure === undefined; i++) {
+      try {
+        await client.write(i * mib, Buffer.alloc(mib, 1 + i));
+        journaled += 1;
+        await client.flush();
+      } catch (error) {
+        if (!(error instanceof NbdError)) throw error;
+        failure = error;
+      }
+    }
+  } finally {
+    await client.close();
+  }
+  assert.ok(failure !== undefined, "the disk filled");
+  assert.match(failure.message, /errno 28/, "the host gets ENOSPC");
+  const stopped = await pairInfo(a, "g1");
+  t.diagnostic(`${journaled} writes answered, then: ${failure.message}; A: ${describePair(stopped)}, lag ${stopped.lagRecords} records, ${stopped.lagBytes} bytes`);
+  assert.deepEqual([stopped.lagRecords, stopped.lagBytes], [journaled, journaled * mib], "exactly the writes the journal took; the refused one is in neither image");
+
+  await a.stop();
+  await a.restart();
+  const restarted = await pairInfo(a, "g1");
+  t.diagnostic(`restarted on the full disk: ${describePair(restarted)}, lag ${restarted.lagRecords} records, ${restarted.lagBytes} bytes, ${restarted.lagSeconds} s`);
+  assert.deepEqual([restarted.lagRecords, restarted.lagBytes], [journaled, journaled * mib], "rebuilt from the journal: the same");
+  assert.ok(restarted.lagSeconds > 0, "aged by the writes' wall time, not 0");
+
+  await disk.grow(256);
+  await waitFor("g1 resumed", async () => (await groupView(a, "g1")).state === "ok", { timeoutMs: 30_000 });
+  await cliOk(["pair", "resume", "g1"], { node: a.mgmtUrl });
+  await pairWait(a, "g1", "60s");
+  const caughtUp = await waitFor("no lag once caught up", async () => {
+    const info = await pairInfo(a, "g1");
+    return info.lagRecords === 0 ? info : undefined;
+  }, { timeoutMs: 30_000 });
+  assert.equal(caughtUp.lagBytes, 0);
+  await assertSameImages(a, b, "v1");
 });
 
 void test("the primary's disk fills: the group stops (writes fail with ENOSPC, nothing flushed is lost), the node stays up and restarts on the full disk, and after the disk grows the group resumes and the pair catches up", { timeout: 180_000 }, async (t) => {
