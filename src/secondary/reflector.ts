@@ -23,6 +23,7 @@ import { faultInjected } from "../core/faults.ts";
 import type { SecondaryGroup } from "./secondary-group.ts";
 import type { Clock, Timer } from "../node/clock.ts";
 import { isStorageError } from "../node/group-stop.ts";
+import { errorCode } from "../storage/fs.ts";
 
 /** Records applied before the reflector yields to the event loop. */
 const reflectRecordsPerSliceMax = 512;
@@ -487,7 +488,11 @@ export class Reflector {
         try {
           await group.applyNext(next);
         } catch (error) {
-          this.stopOnStorageError(group, error, group.journal.dir, true);
+          // A write the file system refused for want of space leaves what was written before
+          // with its blocks (the image stays consistent as of the last record reflected, the
+          // refused one at most partly written); an I/O error may have lost more.
+          const code = errorCode(error);
+          this.stopOnStorageError(group, error, group.journal.dir, code !== "ENOSPC" && code !== "EDQUOT");
           this.dirty.add(group);
           return;
         }
