@@ -463,11 +463,11 @@ function groupRecordById(metadata: NodeMetadata, id: number): GroupRecord {
 /**
  * Saves in a pair's record what the node knows of its secondary: the acknowledged sequence and
  * the reflected one (the next start counts its lag from it, core/pair-view.ts primaryReflectedSequence).
- * Both only move up, and reflected never passes acknowledged.
+ * Both only move up here.
  */
 function savePairProgress(pair: PairRecord, primary: RegistryPrimary, group: string): void {
   const acked = primary.ackedSequence(group);
   if (acked !== undefined) pair.ackedSequence = Math.max(pair.ackedSequence, acked);
   const reflected = primary.reflectedSequence(group);
-  if (reflected !== undefined) pair.reflectedSequence = Math.min(pair.ackedSequence, Math.max(pair.reflectedSequence ?? 0, reflected));
+  if (reflected !== undefined) pair.reflectedSequence = Math.max(pair.reflectedSequence ?? 0, reflected);
 }

@@ -1098,8 +1098,9 @@ export class PairLink {
       reflect: this.config.reflect,
       acceptedSequence: accepted,
       writeSequence: Math.max(this.writer.lastWriteSequence, record.copyStartSequence),
-      sentSequence: Math.max(this.sender.sentSequence, record.copyStartSequence),
-      arrivedSequence: Math.max(this.arrivedSequence, this.sender.ackedSequence),
+      // What was reflected has arrived and was sent (after a restart the sender knows only node.json's hints).
+      sentSequence: Math.max(this.sender.sentSequence, this.arrivedSequence, this.sender.ackedSequence, reflected),
+      arrivedSequence: Math.max(this.arrivedSequence, this.sender.ackedSequence, reflected),
       reflectedSequence: reflected,
       lagRecords: lag.records,
       lagBytes: lag.bytes,

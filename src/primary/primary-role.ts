@@ -147,7 +147,9 @@ export class PrimaryRole {
       logger: this.options.logger.child({ component: "pair", group: record.name }),
       clock: this.options.clock,
       transport: this.options.transport,
-      persist: (change) => this.options.updateMetadata((m) => applyToPair(m, record.id, change)),
+      // Every save of the pair's record carries what the link knows reflected (a suspend, a fence:
+      // the next start counts its lag from it, even if no checkpoint or stop can save it later).
+      persist: (change) => this.options.updateMetadata((m) => applyToPair(m, record.id, change, this.links.get(record.name)?.reflectedNow())),
       hostWrites,
     });
     this.links.set(record.name, link);
@@ -503,14 +505,17 @@ export function whySecondaryBehind(info: PairInfo): string {
   return info.state === "replicating" ? ` (the secondary ${node} did not acknowledge them in time; ${contact})` : ` (the pair is ${info.state})`;
 }
 
-/** Writes a pair machine's change into the draft of node.json. */
-function applyToPair(metadata: NodeMetadata, groupId: number, change: PrimaryPairChange): void {
+/** Writes a pair machine's change into the draft of node.json, with the reflected sequence the link knows (only up, except where the change lowers acknowledged). */
+function applyToPair(metadata: NodeMetadata, groupId: number, change: PrimaryPairChange, reflectedSequence: number | undefined): void {
   const pair = metadata.groups.find((g) => g.id === groupId)?.pair;
   if (pair === undefined) return; // deleted meanwhile (pair delete): a save the link queued before it ended
 
   Object.assign(pair, change.record);
-  if (change.ackedSequenceAtMost !== undefined) pair.ackedSequence = Math.min(pair.ackedSequence, change.ackedSequenceAtMost);
-  if (pair.reflectedSequence !== undefined) pair.reflectedSequence = Math.min(pair.reflectedSequence, pair.ackedSequence);
+  if (reflectedSequence !== undefined) pair.reflectedSequence = Math.max(pair.reflectedSequence ?? 0, reflectedSequence);
+  if (change.ackedSequenceAtMost !== undefined) {
+    pair.ackedSequence = Math.min(pair.ackedSequence, change.ackedSequenceAtMost);
+    if (pair.reflectedSequence !== undefined) pair.reflectedSequence = Math.min(pair.reflectedSequence, change.ackedSequenceAtMost);
+  }
 }
 
 /** The metadata record of a group that must exist (a live group always has one). */
