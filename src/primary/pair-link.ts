@@ -128,8 +128,10 @@ export class PairLink {
   private copy: CopyProgress | undefined;
   /** The figures of the last initial copy that finished (this process), for status. */
   private lastCopy: { doneBytes: number; totalBytes: number; volumeBytes: number; dataBytes: number } | undefined;
-  /** The highest sequence the secondary reported reflected (this process, or node.json's hint from the last one). */
+  /** The highest sequence the secondary reported reflected to this process. */
   private reflectedSequence = 0;
+  /** What node.json says the node last knew reflected before this start (0 in node.json from before it was kept). */
+  private readonly savedReflectedSequence: number;
   private arrivedSequence = 0;
   /** Host writes accepted and not known to be reflected on the secondary: exact lag (core/pair-view.ts). */
   private readonly hostWrites: HostWriteLedger;
@@ -180,7 +182,7 @@ export class PairLink {
     this.hostWrites = options.hostWrites ?? new HostWriteLedger();
     // After a restart: what the node last knew reflected, not 0 (the ledger was rebuilt from the
     // whole journal; the secondary's next report moves it on).
-    this.reflectedSequence = record.reflectedSequence ?? 0;
+    this.savedReflectedSequence = record.reflectedSequence ?? 0;
     this.hostWrites.dropThrough(this.reflectedNow());
     // A failed pair holds nothing: it hears no records and keeps no journal.
     if (holdsJournal(this.machine)) {
@@ -212,7 +214,7 @@ export class PairLink {
   /** The reflected sequence as this node knows it (saved in node.json as the next start's hint). */
   reflectedNow(): number {
     const record = this.machine.record;
-    return primaryReflectedSequence({ reported: this.reflectedSequence, savedHint: 0, copyStartSequence: record.copyStartSequence, fence: record.state === "fenced" ? record.fence : null });
+    return primaryReflectedSequence({ reported: this.reflectedSequence, savedHint: this.savedReflectedSequence, copyStartSequence: record.copyStartSequence, fence: record.state === "fenced" ? record.fence : null });
   }
 
   private lastSequence(): number {
