@@ -28,6 +28,7 @@ import { faultInjected } from "./faults.ts";
 import { assert, unreachable } from "./assert.ts";
 import type { TmErrorCode } from "./errors.ts";
 import type { LinkDown } from "./pair-view.ts";
+import { replPairSuspendedCloseText } from "../protocol/repl-protocol.ts";
 import { replBatchBytesMax, replNoSpaceRetryMsMax, replNoSpaceRetryMsMin, replReconnectDelayMsMax, replReconnectDelayMsMin } from "./limits.ts";
 
 export type PrimaryPairPhase = "copying" | "replicating" | "suspended" | "failed" | "fenced";
@@ -158,9 +159,12 @@ export interface PrimaryPairState {
   readonly noSpace: NoSpaceState | undefined;
   readonly nextEpisode: number;
   /**
-   * While the pair runs: no stream is up since a stream closed that was not closed on purpose
-   * (since when, the last error; status shows `disconnected`). One log line when the link goes
-   * down and one when it is back, none per reconnect attempt.
+   * No stream is up since a stream closed that was not closed on purpose (since when, the last
+   * error; while the pair runs status shows `disconnected`). One log line when the link goes
+   * down and one when it is back, none per reconnect attempt. It outlives a suspend, a group
+   * stop and a `pair set` (the link starts again, carrying it over): the link is back only
+   * once a stream completes its handshake, and that is logged once (`pair_reconnected`), so a
+   * `pair_disconnected` is never logged twice without a `pair_reconnected` between.
    */
   readonly linkDown: LinkDown | undefined;
 }
@@ -168,6 +172,8 @@ export interface PrimaryPairState {
 /** The state at start: node.json's record, nothing volatile yet. */
 export function initialPrimaryPair(init: {
   readonly group: string; readonly transfer: "push" | "pull"; readonly streams: number; readonly record: PrimaryPairRecord; readonly groupStopped: boolean;
+  /** The link of the pair this one replaces (`pair set`) was down and logged so: it is still. */
+  readonly linkDown?: LinkDown | undefined;
 }): PrimaryPairState {
   assert(init.streams >= 1, "a pair has a stream");
   return {
@@ -175,7 +181,7 @@ export function initialPrimaryPair(init: {
     activity: { kind: "idle" }, groupStopped: init.groupStopped, restartOnGroupResume: false, closing: false, failing: undefined,
     saves: [], nextSaveId: 1,
     streams: Array.from({ length: init.streams }, () => ({ reconnectDelayMs: replReconnectDelayMsMin, reconnectArmed: false, up: false })),
-    noSpace: undefined, nextEpisode: 1, linkDown: undefined,
+    noSpace: undefined, nextEpisode: 1, linkDown: init.linkDown,
   };
 }
 
@@ -295,6 +301,18 @@ export const suspendedReason = "suspended by the operator; writes are kept in th
 /** Streams are open or reconnecting. */
 export function pairRunning(state: PrimaryPairState): boolean {
   return state.activity.kind === "running";
+}
+
+/**
+ * The streams status counts as connected (`link.connectedStreams`,
+ * tidemark_pair_link_streams_connected): those whose handshake completed (the secondary
+ * answered OPEN_GROUP with GROUP_STATE) and that have not closed since. A TCP connection to a
+ * peer that does not answer (stopped, stuck, not a tidemark node) does not count, nor does one
+ * that went silent (it closes after replPeerTimeoutMs). So 0 whenever the state is
+ * `disconnected`, and at least 1 while a stream carries the pair.
+ */
+export function connectedStreams(state: PrimaryPairState): number {
+  return pairRunning(state) ? state.streams.filter((link) => link.up).length : 0;
 }
 
 /** An idle group may send a time advance now (the sender must be connected too). */
@@ -427,7 +445,7 @@ function tryStart(s: PrimaryPairState, lastSequence: number, out: PrimaryPairEff
   return { ...s, activity: { kind: "running" }, restartOnGroupResume: false };
 }
 
-/** Closes every stream and cancels the pair's timers; the pair is idle. */
+/** Closes every stream and cancels the pair's timers; the pair is idle (a link down stays down until a stream is back: see `linkDown`). */
 function stopLinks(s: PrimaryPairState, reason: string, out: PrimaryPairEffect[]): PrimaryPairState {
   for (const [stream, link] of s.streams.entries()) {
     if (link.reconnectArmed) out.push({ type: "cancelTimer", timer: { kind: "reconnect", stream } });
@@ -435,7 +453,7 @@ function stopLinks(s: PrimaryPairState, reason: string, out: PrimaryPairEffect[]
   if (s.noSpace?.retryArmed === true) out.push({ type: "cancelTimer", timer: { kind: "noSpaceRetry" } });
   out.push({ type: "closeStreams", reason });
   return {
-    ...s, activity: { kind: "idle" }, noSpace: undefined, linkDown: undefined,
+    ...s, activity: { kind: "idle" }, noSpace: undefined,
     streams: s.streams.map((link) => (link.reconnectArmed || link.up ? { ...link, reconnectArmed: false, up: false } : link)),
   };
 }
@@ -459,7 +477,7 @@ function onSuspend(s: PrimaryPairState, commandId: number, out: PrimaryPairEffec
     out.push({ type: "refuseOperator", commandId, code: "TM_ERR_STATE", text: `pair of ${s.group} is fenced (${s.record.fence?.reason ?? "fenced"}); run pair unfence ${s.group} first` });
     return s;
   }
-  const stopped = { ...stopLinks(s, "pair suspended", out), restartOnGroupResume: false };
+  const stopped = { ...stopLinks(s, replPairSuspendedCloseText, out), restartOnGroupResume: false };
   return persist(stopped, { record: { state: "suspended", reason: suspendedReason } }, { kind: "suspend", commandId }, out);
 }
 

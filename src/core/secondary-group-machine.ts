@@ -24,7 +24,7 @@ import type { Position } from "./position.ts";
 import type { NamedDomainDeclaration } from "./named-domain.ts";
 import type { TmErrorCode } from "./errors.ts";
 import type { GroupState, NackableType, ReplErrorCode } from "../protocol/repl-protocol.ts";
-import { replPairDeletedCloseText } from "../protocol/repl-protocol.ts";
+import { replPairDeletedCloseText, replPairSuspendedCloseText, replPairSuspendedCloseTextV1 } from "../protocol/repl-protocol.ts";
 import { secondaryCopyStalledMs } from "./limits.ts";
 
 /** The persisted lifecycle of a secondary (metadata's SecondaryRecord has exactly these fields). */
@@ -191,7 +191,8 @@ export type SecondaryGroupEvent =
     readonly checkpointable: boolean;
   }
   // ---- the operator: pair takeover (the shell checks every named group before any begins) ----
-  | { readonly type: "takeover" }
+  /** `pairDelete`: the pair's end (`pair delete`) holds the group the same way; the streams close saying so. */
+  | { readonly type: "takeover"; readonly for?: "pairDelete" | undefined }
   /** The streams are closed and reflection drained: check the cut. */
   | { readonly type: "takeoverDrained"; readonly reflectedSequence: number }
   /** Another group of the same takeover was refused: this one goes on replicating. */
@@ -750,7 +751,9 @@ export function stepSecondaryGroup(state: SecondaryGroupState, event: SecondaryG
       if (refusal !== undefined) return { state, effects: [{ type: "refuseOperator", code: refusal.code, text: refusal.text }] };
       // Stop receiving; the shell lets what was appended become durable and reflects to the last
       // consistent point. The primary is only told to wait: the takeover is not decided yet.
-      return { state: { ...state, takeover: { phase: "draining" } }, effects: [{ type: "closeStreams", why: "hold", text: "a takeover is being decided on the secondary" }] };
+      // The text goes to the primary (CLOSE) and into this node's log line of the streams' end.
+      const text = event.for === "pairDelete" ? pairDeleteHoldText : "a takeover is being decided on the secondary";
+      return { state: { ...state, takeover: { phase: "draining" } }, effects: [{ type: "closeStreams", why: "hold", text }] };
     }
     case "takeoverDrained": {
       assert(state.takeover?.phase === "draining", () => `group ${state.name} was draining for a takeover`);
@@ -847,6 +850,17 @@ export function newSecondaryRecord(request: {
     ...(request.domain === undefined ? {} : { domain: { name: request.domain.name, writeTimePolicy: request.domain.writeTimePolicy, maxClockSkewMs: request.domain.maxClockSkewMs } }),
   };
 }
+
+/**
+ * Whether the primary's CLOSE text (`peerCloseText`) says it suspended the pair: this version's
+ * text, or the one primaries before it sent ("pair suspended").
+ */
+export function primarySuspended(peerCloseText: string | undefined): boolean {
+  return peerCloseText !== undefined && (peerCloseText.startsWith(replPairSuspendedCloseText) || peerCloseText === replPairSuspendedCloseTextV1);
+}
+
+/** Why the streams close when `pair delete` ends a replicating pair on the secondary. */
+export const pairDeleteHoldText = "a pair delete is ending the pair on the secondary";
 
 // ---- what status says --------------------------------------------------------------------
 
@@ -975,6 +989,11 @@ export function describeSecondary(state: SecondaryGroupState, facts: SecondaryFa
     const stalled = copyStalledReason(state, facts);
     if (stalled !== undefined) {
       reason = stalled;
+    } else if (primarySuspended(facts.peerCloseText)) {
+      // The primary closed its streams because the operator suspended the pair there: it does
+      // not reconnect by itself, and the link is not what to fix.
+      const suspended = `suspended on primary ${record.primaryNode}${since} (it closed its streams: ${facts.peerCloseText ?? ""}); nothing arrives until \`tidemark pair resume ${record.primaryGroup}\` runs on that node`;
+      reason = reason === null ? suspended : `${suspended}; ${reason}`;
     } else {
       const said = facts.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${facts.peerCloseText}`;
       const cutOff = `no replication stream from primary ${record.primaryNode}${since} (${said}${facts.lastError === null ? "" : `; last error: ${facts.lastError}`}); the primary reconnects by itself`;

@@ -23,13 +23,13 @@ import type { ExtentMap } from "../core/extent-map.ts";
 import { nonZeroRuns } from "../core/data-runs.ts";
 import { PairSender, timeAdvanceDue, type BatchPlan } from "../core/sender.ts";
 import {
-  fencedReason, holdsJournal, initialPrimaryPair, pairRunning, pushAllowance, stepPrimaryPair, timeAdvanceAllowed,
+  connectedStreams, fencedReason, holdsJournal, initialPrimaryPair, pairRunning, pushAllowance, stepPrimaryPair, timeAdvanceAllowed,
   type PairTimer, type PrimaryPairChange, type PrimaryPairEffect, type PrimaryPairEvent, type PrimaryPairRecord, type PrimaryPairState, type ReopenWhy,
 } from "../core/primary-pair.ts";
 import { asSequence, asVolumeId } from "../core/types.ts";
 import { RecordKind, encodedRecordBytes, recordPayloadBytes, withoutWallTime, type JournalRecord } from "../protocol/journal-record.ts";
 import { replProtocolVersionMax, replProtocolVersionMin, replReopenCloseText, replVersionWallTime, replResizeVersion, type ReplMessage } from "../protocol/repl-protocol.ts";
-import { HostWriteLedger, disconnectedReason, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryReflectedSequence, primaryShownState } from "../core/pair-view.ts";
+import { HostWriteLedger, disconnectedReason, type LinkDown, isoOfWallUs, pairHealthy, primaryConsistentAsOfUs, primaryLagSeconds, primaryReflectedSequence, primaryShownState } from "../core/pair-view.ts";
 import type { GroupJournal } from "../storage/journal.ts";
 import type { VolumeFile } from "../storage/volume-file.ts";
 import { DirectReader } from "../storage/direct-reader.ts";
@@ -138,6 +138,12 @@ export class PairLink {
   /** Wall time of the last message from the secondary (status: lastContact), or null. */
   private lastContactIso: string | null = null;
   reconnects = 0;
+  /**
+   * `pair delete` runs: the secondary ends its side first and closes the streams. Those closes
+   * are not a loss of the link (no pair_disconnected, no last error); the pair's end is logged
+   * instead (pair_deleted). Set by beginEnd(), cleared by endRefused().
+   */
+  private ending = false;
   /** Journal records (encoded) and copy data sent for this pair since the node started (metrics). */
   private sentBytes = 0;
   lastError: string | null = null;
@@ -157,6 +163,8 @@ export class PairLink {
     transport: Transport;
     /** The host writes the group's journal held at start (recovery), for the lag figures. */
     hostWrites?: HostWriteLedger | undefined;
+    /** `pair set`: the replaced link was down (and logged so); the link back is logged once it is. */
+    linkDown?: LinkDown | undefined;
   }) {
     this.clock = options.clock;
     this.transport = options.transport;
@@ -170,7 +178,7 @@ export class PairLink {
     this.persist = options.persist;
     const record = options.record;
     this.machine = initialPrimaryPair({
-      group: options.groupName, transfer: record.transfer, streams: record.streams, groupStopped: options.writer.stopped !== undefined,
+      group: options.groupName, transfer: record.transfer, streams: record.streams, groupStopped: options.writer.stopped !== undefined, linkDown: options.linkDown,
       record: { state: record.state, copyStartSequence: record.copyStartSequence, consistentFromSequence: record.consistentFromSequence, copyDone: record.copyDone, reason: record.reason, fence: record.fence ?? null },
     });
     // A group node.json says is fenced refuses writes from the start, before any host can write.
@@ -248,6 +256,21 @@ export class PairLink {
     const detach = this.detachIngest;
     this.detachIngest = undefined;
     detach?.();
+  }
+
+  /** `pair delete` began: streams the secondary closes now are closed on purpose (see `ending`). */
+  beginEnd(): void {
+    this.ending = true;
+  }
+
+  /** `pair delete` was refused before this side ended: a stream lost from now on is a loss of the link again. */
+  endRefused(): void {
+    this.ending = false;
+  }
+
+  /** The link is down (logged so) while the pair should run, or undefined: carried into the link that replaces this one (`pair set`). */
+  get linkDown(): LinkDown | undefined {
+    return this.machine.linkDown;
   }
 
   /** Resolves once `suspended` is saved; a ControlError if the pair cannot be suspended (failed) or the save failed. */
@@ -446,7 +469,6 @@ export class PairLink {
   private connectStream(stream: Stream): void {
     const socket = this.transport.connect(this.config.remoteReplAddress);
     const logger = this.logger.child({ stream: stream.index });
-    let opened = false;
     this.connectionIds += 1;
     const connectionId = this.connectionIds;
     const connection = new ReplConnection(socket, "primary", logger, {
@@ -467,20 +489,23 @@ export class PairLink {
           // The copy starts over on the next connection (startCopy): its handles close now, not at a GC.
           this.dropCopyReaders();
         }
-        const planned = Object.values(reopenText).some((text) => reason.startsWith(text));
+        // Closed on purpose: reopened at once (end of the copy), or the pair is being deleted
+        // (the secondary ends its side first and closes): neither is a loss of the link.
+        const planned = this.ending || Object.values(reopenText).some((text) => reason.startsWith(text));
         if (pairRunning(this.machine) && !planned) {
           this.lastError = reason;
-          if (opened) this.reconnects += 1;
+          // A reconnect: a stream that carried the pair (its handshake done) is lost and opened
+          // again; a connection attempt that never completed the handshake is a retry, not one.
+          if (this.machine.streams[stream.index]?.up === true) this.reconnects += 1;
         }
         // The machine decides whether and when it reconnects, and whether the link is down.
         this.step({ type: "streamClosed", stream: stream.index, reason, wasReady, planned, atIso: new Date(this.clock.wallMs()).toISOString() });
         this.pump();
       },
-    }, { clock: this.clock });
+    }, { clock: this.clock, remote: this.config.remoteReplAddress });
     stream.connection = connection;
     stream.connectionId = connectionId;
     socket.once("connect", () => {
-      opened = true;
       connection.send({ type: "HELLO", versionMin: replProtocolVersionMin, versionMax: replProtocolVersionMax, primaryNodeId: this.nodeId, streamIndex: stream.index, streamCount: this.config.streams });
     });
   }
@@ -1015,6 +1040,13 @@ export class PairLink {
     return Math.ceil(slowdownDelayMsMax * Math.min(1, (fraction - journalSlowdownFraction) / (1 - journalSlowdownFraction)));
   }
 
+  /** The link-down text while the pair runs and no stream is up, else undefined. */
+  private linkDownText(): string | undefined {
+    const down = this.machine.linkDown;
+    if (down === undefined || !pairRunning(this.machine)) return undefined;
+    return disconnectedReason(`${this.config.remoteNode} at ${this.config.remoteReplAddress}`, down);
+  }
+
   private reason(): string | null {
     const record = this.machine.record;
     const fence = record.fence;
@@ -1033,20 +1065,22 @@ export class PairLink {
     } else if (refusing !== undefined) {
       noSpace = `the secondary cannot store records now (${refusing.text}); they wait here and are sent when it can`;
     }
+    // Held or slowed with the link down too: the link is what lets the journal drain, so the
+    // reason says so (since when, the last error), after what holds the writes.
+    const down = this.linkDownText();
+    const andDown = down === undefined ? "" : `; ${down}`;
     if (this.writer.heldWrites > 0 && this.writer.holdReason === "slowdown") {
-      return `journal ${formatPercent(fraction)} full: ${this.writer.heldWrites} host writes slowed (at most ${slowdownDelayMsMax} ms each) while the secondary catches up${noSpace === undefined ? "" : `; ${noSpace}`}`;
+      return `journal ${formatPercent(fraction)} full: ${this.writer.heldWrites} host writes slowed (at most ${slowdownDelayMsMax} ms each) while the secondary catches up${noSpace === undefined ? "" : `; ${noSpace}`}${andDown}`;
     }
     if (this.writer.heldWrites > 0 && this.writer.holdReason === "apply-behind") {
-      return `${this.writer.heldWrites} host writes held until the volumes catch up with the journal (held, never failed)`;
+      return `${this.writer.heldWrites} host writes held until the volumes catch up with the journal (held, never failed)${andDown}`;
     }
     if (this.writer.heldWrites > 0) {
-      return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more (held, never failed)${noSpace === undefined ? "" : `; ${noSpace}`}`;
+      return `journal full (${formatPercent(fraction)}): ${this.writer.heldWrites} host writes held until the secondary acknowledges more (held, never failed)${noSpace === undefined ? "" : `; ${noSpace}`}${andDown}`;
     }
-    if (noSpace !== undefined) return noSpace;
-    if (fraction >= journalSlowdownFraction) return `journal ${formatPercent(fraction)} full: host writes slowed while the secondary catches up`;
-    const down = this.machine.linkDown;
-    if (down !== undefined && pairRunning(this.machine)) return `${disconnectedReason(`${this.config.remoteNode} at ${this.config.remoteReplAddress}`, down)}`;
-    return null;
+    if (noSpace !== undefined) return `${noSpace}${andDown}`;
+    if (fraction >= journalSlowdownFraction) return `journal ${formatPercent(fraction)} full: host writes slowed while the secondary catches up${andDown}`;
+    return down ?? null;
   }
 
   /** The protocol version the secondary last chose (undefined before a stream reached it since the start). */
@@ -1116,8 +1150,9 @@ export class PairLink {
       heldWrites: this.writer.heldWrites,
       reason: this.reason(),
       link: {
-        connectedStreams: this.streams.filter((s) => s.connection !== undefined && !s.connection.closed).length, reconnects: this.reconnects, lastError: this.lastError, sentBytes: this.sentBytes, receivedBytes: 0,
-        downSince: state === "disconnected" ? (this.machine.linkDown?.sinceIso ?? null) : null,
+        connectedStreams: connectedStreams(this.machine), reconnects: this.reconnects, lastError: this.lastError, sentBytes: this.sentBytes, receivedBytes: 0,
+        // Whenever the link is down while the pair runs: `disconnected`, and also `held` or `copying` with the link down.
+        downSince: pairRunning(this.machine) ? (this.machine.linkDown?.sinceIso ?? null) : null,
       },
       fence: record.state === "fenced" ? record.fence : null,
     };

@@ -4,7 +4,7 @@
 // (core/primary-pair.ts, run by each PairLink), runs the one time-advance ticker for every
 // pair, and answers their status. node.ts wires it: the groups' writers, the volumes and
 // node.json's serialised saves are given to it, never reached for.
-import type { HostWriteLedger } from "../core/pair-view.ts";
+import type { HostWriteLedger, LinkDown } from "../core/pair-view.ts";
 import type { WriteTimePolicy } from "../core/types.ts";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
@@ -132,7 +132,7 @@ export class PrimaryRole {
   }
 
   /** Opens the pair of a recovered writable group (started with the role). */
-  openPair(record: GroupRecord, pair: PairRecord, writer: GroupWriter, hostWrites?: HostWriteLedger): PairLink {
+  openPair(record: GroupRecord, pair: PairRecord, writer: GroupWriter, hostWrites?: HostWriteLedger, linkDown?: LinkDown): PairLink {
     const volumes = pair.volumes.map((mapping) => {
       const volume = this.options.volume(mapping.volumeId);
       assert(volume !== undefined, `pair of ${record.name} maps volume ${mapping.volumeId} that exists`);
@@ -151,6 +151,7 @@ export class PrimaryRole {
       // the next start counts its lag from it, even if no checkpoint or stop can save it later).
       persist: (change) => this.options.updateMetadata((m) => applyToPair(m, record.id, change, this.links.get(record.name)?.reflectedNow())),
       hostWrites,
+      linkDown,
     });
     this.links.set(record.name, link);
     return link;
@@ -379,6 +380,8 @@ export class PrimaryRole {
     // Whatever is to be typed on the secondary names it (--node), never "there".
     const there = `tidemark pair delete ${pair.remoteGroup} --force --node ${pair.remoteUrl}`;
     const copying = info.state === "copying" ? " (its volumes then keep an incomplete copy, consistent with no point in time)" : "";
+    // The secondary ends its side first and closes the streams: not a loss of the link.
+    link.beginEnd();
     try {
       const answer = await this.options.endSecondary(pair.remoteUrl, { pairId: pair.pairId, primaryNode: this.options.nodeId, group: pair.remoteGroup, promote: options.promote });
       secondary = {
@@ -388,6 +391,7 @@ export class PrimaryRole {
     } catch (error) {
       if (!(error instanceof ControlError)) throw error;
       if (!force) {
+        link.endRefused();
         const thisSideOnly = `To end the pair on this node only: ${again} (then, once node ${pair.remoteNode} is back: ${there})`;
         throw new ControlError(error.code, `${error.message}; nothing was deleted. ${thisSideOnly}`);
       }
@@ -443,10 +447,13 @@ export class PrimaryRole {
       saved.remoteUrl = to;
       saved.remoteReplAddress = answer.replAddress;
     });
+    // A link down (logged pair_disconnected) stays down in the new one until a stream is
+    // up there: then pair_reconnected is logged, once.
+    const linkDown = link.linkDown;
     link.end("the secondary moved (pair set)");
     const updated = groupRecordById(this.options.metadata(), record.id);
     assert(updated.pair !== undefined, "the pair is in node.json");
-    const moved = this.openPair(updated, structuredClone(updated.pair), writer);
+    const moved = this.openPair(updated, structuredClone(updated.pair), writer, undefined, linkDown);
     moved.start();
     this.options.logger.info({ event: "pair_secondary_moved", group, pairId: pair.pairId, fromUrl: from.url, toUrl: to, fromRepl: from.repl, toRepl: answer.replAddress }, "pair set: the secondary's new address is saved; the pair reconnects there");
     return moved.status();

@@ -59,6 +59,15 @@ export const replReopenCloseText = "initial copy done; reopening";
  * comes, and the secondary's status says so and what ends its side.
  */
 export const replPairDeletedCloseText = "the pair was deleted on the primary";
+/**
+ * The CLOSE text with which a primary closes its streams when the pair is suspended (`pair
+ * suspend`): the secondary's status says the pair is suspended on the primary rather than that
+ * the link is down. Older primaries said replPairSuspendedCloseTextV1; a secondary reads both,
+ * and an older secondary shows this text as what the primary said.
+ */
+export const replPairSuspendedCloseText = "the pair was suspended on the primary";
+/** What primaries before this version said on suspend (still recognised). */
+export const replPairSuspendedCloseTextV1 = "pair suspended";
 /** The first protocol version whose BATCH records carry the primary's wall time. */
 export const replVersionWallTime = 2;
 /** The first protocol version whose BATCH may carry resize records (journal record kind 5). */

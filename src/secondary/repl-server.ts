@@ -26,7 +26,7 @@ import {
 import { asSequence } from "../core/types.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, replReopenCloseText, type ReplErrorCode, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
-import { mayPull, openRefusal, reflects, type BatchOutcome, type PeerAnswer, type SecondaryGroupEffect, type SecondaryGroupEvent } from "../core/secondary-group-machine.ts";
+import { mayPull, openRefusal, primarySuspended, reflects, type BatchOutcome, type PeerAnswer, type SecondaryGroupEffect, type SecondaryGroupEvent } from "../core/secondary-group-machine.ts";
 import { ReplConnection } from "../transport/repl-connection.ts";
 import { systemClock, type Clock, type Timer } from "../node/clock.ts";
 import { assert } from "../core/assert.ts";
@@ -252,14 +252,23 @@ export class ReplServer implements SecondaryStreams {
         this.fences.delete(connection);
         for (const resolve of fences?.values() ?? []) resolve({ kind: "closed", text: reason });
         for (const open of groups.values()) {
-          open.secondary.streams.delete(connectionId);
-          if (open.secondary.streams.size === 0) {
-            open.secondary.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
-            open.secondary.noStreamSinceMs = this.clock.monotonicMs();
+          const secondary = open.secondary;
+          secondary.streams.delete(connectionId);
+          const reopening = secondary.peerCloseText?.startsWith(replReopenCloseText) === true;
+          // The link's last error (status: link.lastError, and the disconnected reason): why the
+          // stream ended, in the primary's words when it said why (CLOSE), else this side's
+          // (a peer timeout, a socket error). Not for the reopen at the end of the copy.
+          const why = secondary.peerCloseText === undefined ? reason : `the primary closed the stream: ${secondary.peerCloseText}`;
+          if (!reopening) secondary.lastError = why;
+          if (secondary.streams.size === 0) {
+            secondary.noStreamSinceIso = new Date(this.clock.wallMs()).toISOString();
+            secondary.noStreamSinceMs = this.clock.monotonicMs();
             // One line when the last stream of the group goes (pair status: disconnected), none per
             // retry, and none when the primary reopens its streams at once (the end of the copy).
-            if (open.secondary.peerCloseText?.startsWith(replReopenCloseText) === true) continue;
-            this.logger.info({ event: "pair_disconnected", group: open.secondary.name, reason }, "no replication stream from the primary; it reconnects by itself");
+            if (reopening) continue;
+            const suspended = primarySuspended(secondary.peerCloseText);
+            this.logger.info({ event: "pair_disconnected", group: secondary.name, reason: why },
+              suspended ? "no replication stream from the primary: the pair is suspended there" : "no replication stream from the primary; it reconnects by itself");
           }
         }
         for (const open of groups.values()) this.forgetOpen(open);

@@ -15,7 +15,7 @@ import { namedDomainRefusal, type NamedDomainMember } from "../core/named-domain
 import { joinPending, joinPendingText, reflectModeConflict, type JoinPoint } from "../core/consistency-domain.ts";
 import { pairEndWritesWaitMsMax, takeoverAppendsWaitMsMax, takeoverJoinPollMs, takeoverJoinWaitMsMax, takeoverReadBytes } from "../core/limits.ts";
 import {
-  copyStalledReason, decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal, primaryNodeOption,
+  copyStalledReason, decidePrepare, describeSecondary, initialSecondaryState, newSecondaryRecord, openRefusal, primaryNodeOption, primarySuspended,
   type OperatorRefusalCode, type SecondaryFacts, type SecondaryGroupEffect, type SecondaryGroupEvent, type SecondaryRecordChange, type TakeoverOutcome,
 } from "../core/secondary-group-machine.ts";
 import { asAcceptNumber, asWriteTimeUs } from "../core/types.ts";
@@ -988,7 +988,7 @@ export class SecondaryRole implements SecondaryHost {
     }
     // Held: the primary's streams close and it is told to wait (GROUP_BUSY), as for a takeover.
     const held: RunContext = {};
-    await this.run(group, { type: "takeover" }, held);
+    await this.run(group, { type: "takeover", for: "pairDelete" }, held);
     if (held.refusal !== undefined) throw new ControlError(held.refusal.code, held.refusal.text);
     let keep: number;
     try {
@@ -1265,7 +1265,7 @@ export class SecondaryRole implements SecondaryHost {
     if (holder === undefined) why = "no longer live";
     else if (holder.stopped !== undefined) why = `stopped: ${holder.stopped.reason}`;
     else if (holder.streams.size === 0) {
-      const said = holder.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${holder.peerCloseText}`;
+      const said = primarySuspended(holder.peerCloseText) ? "the pair is suspended on its primary" : holder.peerCloseText === undefined ? "the link or the primary is down" : `the primary said: ${holder.peerCloseText}`;
       why = `no replication stream from its primary${holder.noStreamSinceIso === undefined ? " since this node started" : ` since ${holder.noStreamSinceIso}`}: ${said}`;
     } else {
       why = `its records have arrived only up to sequence ${holder.arrivedSequence}, position ${formatPosition(holder.arrivedPosition)}`;

@@ -37,11 +37,16 @@ export class ReplConnection {
     return this.socket.writableLength;
   }
 
-  /** `answerTimeoutMs`: how long requests noted with expectAnswer() may go unanswered before the stream counts as stuck. */
-  constructor(socket: ByteStream, receiver: ReplRole, logger: Logger, handlers: ReplConnectionHandlers, options: { answerTimeoutMs?: number; clock?: Clock } = {}) {
+  /**
+   * `answerTimeoutMs`: how long requests noted with expectAnswer() may go unanswered before the
+   * stream counts as stuck. `remote`: the peer's address for log lines ("host:port"); an
+   * outgoing socket has no remote address before it connects, so the connecting side passes the
+   * address it dials (else the socket's, known for an accepted one).
+   */
+  constructor(socket: ByteStream, receiver: ReplRole, logger: Logger, handlers: ReplConnectionHandlers, options: { answerTimeoutMs?: number; clock?: Clock; remote?: string } = {}) {
     this.clock = options.clock ?? systemClock;
     this.socket = socket;
-    this.remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+    this.remote = options.remote ?? `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
     this.assembler = new ReplFrameAssembler({ receiver });
     this.logger = logger;
     this.handlers = handlers;
@@ -109,14 +114,17 @@ export class ReplConnection {
     if (stuck.kind === "stuck") {
       // The peer still may send PINGs, but the work on this stream does not move: a
       // half-open or black-holed flow, or a stuck peer. What it carried goes elsewhere.
-      this.logger.warn({ event: "repl_stream_stuck", remote: this.remote, waitingMs: Math.round(stuck.waitingMs), unanswered: stuck.outstanding }, "replication stream stuck: no answer; closing");
+      // Debug: a closed stream is retried, and every retry may end this way; what the operator
+      // needs is the pair's state change (pair_disconnected, with this as the reason).
+      this.logger.debug({ event: "repl_stream_stuck", remote: this.remote, waitingMs: Math.round(stuck.waitingMs), unanswered: stuck.outstanding }, "replication stream stuck: no answer; closing");
       this.socket.destroy();
       this.finish(`no answer to ${stuck.outstanding} request(s) for ${Math.round(stuck.waitingMs)} ms`);
       return;
     }
     const verdict = this.liveness.check(nowMs);
     if (verdict.kind === "dead") {
-      this.logger.warn({ event: "repl_peer_timeout", remote: this.remote, silentMs: Math.round(verdict.silentMs), timeoutMs: replPeerTimeoutMs }, "replication peer silent; closing");
+      // Debug, as above: one line per state change of the pair, none per retry (docs/operations.md).
+      this.logger.debug({ event: "repl_peer_timeout", remote: this.remote, silentMs: Math.round(verdict.silentMs), timeoutMs: replPeerTimeoutMs }, "replication peer silent; closing");
       this.socket.destroy();
       this.finish(`peer silent for ${Math.round(verdict.silentMs)} ms`);
       return;

@@ -13,8 +13,9 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { InvariantError } from "../../src/core/assert.ts";
 import { replBatchBytesMax, replNoSpaceRetryMsMin, replReconnectDelayMsMin } from "../../src/core/limits.ts";
+import { replPairSuspendedCloseText } from "../../src/protocol/repl-protocol.ts";
 import {
-  applyPrimaryPairChange, initialPrimaryPair, pairRunning, pushAllowance, stepPrimaryPair, suspendedReason, timeAdvanceAllowed,
+  applyPrimaryPairChange, connectedStreams, initialPrimaryPair, pairRunning, pushAllowance, stepPrimaryPair, suspendedReason, timeAdvanceAllowed,
   type PairTimer, type PrimaryPairEffect, type PrimaryPairEvent, type PrimaryPairRecord, type PrimaryPairState,
 } from "../../src/core/primary-pair.ts";
 
@@ -183,6 +184,50 @@ void test("a lost stream reconnects on a backoff that doubles; the handshake res
   const suspended = run(lost.state, { type: "suspend", commandId: 1 }, { type: "streamClosed", stream: 0, reason: "pair suspended", wasReady: true, planned: false, atIso: "2026-01-01T00:00:00.000Z" });
   assert.deepEqual(kinds(suspended.effects[0] ?? []), ["cancelTimer", "closeStreams", "persist"]);
   assert.deepEqual(last(suspended.effects), []);
+});
+
+void test("one pair_disconnected per loss of the link and one pair_reconnected when it is back, across a suspend, a group stop and a pair set", () => {
+  const at = "2026-01-01T00:00:00.000Z";
+  const handshake = (stream: number, connectionId: number): PrimaryPairEvent => ({ type: "groupState", stream, connectionId, state: "replicating", arrivedSequence: 20, lastSequence: 20 });
+  const logs = (effects: readonly PrimaryPairEffect[][]): string[] => effects.flat().flatMap((e) => (e.type === "log" ? [e.event] : []));
+  const down = run(started(), { type: "streamClosed", stream: 0, reason: "peer silent for 5016 ms", wasReady: true, planned: false, atIso: at },
+    { type: "streamClosed", stream: 1, reason: "peer silent for 5016 ms", wasReady: true, planned: false, atIso: at });
+  assert.deepEqual(logs(down.effects), ["pair_disconnected"]);
+  // Suspended while down, resumed, still down: no second pair_disconnected; then back: pair_reconnected.
+  const suspend = run(down.state, { type: "suspend", commandId: 1 });
+  assert.deepEqual(suspend.effects[0]?.find((e) => e.type === "closeStreams"), { type: "closeStreams", reason: replPairSuspendedCloseText }, "the primary says why it closes: the secondary shows it");
+  const suspended = run(suspend.state, { type: "persisted", saveId: persistOf(last(suspend.effects)).saveId, lastSequence: 20 });
+  assert.ok(!pairRunning(suspended.state));
+  const resume = run(suspended.state, { type: "resume", commandId: 2 });
+  const resumed = run(resume.state, { type: "persisted", saveId: persistOf(last(resume.effects)).saveId, lastSequence: 20 },
+    { type: "streamClosed", stream: 0, reason: "ECONNREFUSED", wasReady: false, planned: false, atIso: "2026-01-01T00:01:00.000Z" });
+  assert.deepEqual(logs(resumed.effects), [], "still down after the resume: not logged again");
+  assert.deepEqual(resumed.state.linkDown, { sinceIso: at, lastError: "ECONNREFUSED" });
+  const back = run(resumed.state, { type: "timerFired", timer: { kind: "reconnect", stream: 0 } }, handshake(0, 7));
+  assert.deepEqual(logs(back.effects), ["pair_reconnected"], "resumed and the link back: said once");
+  // A group stop and resume while down: the same.
+  const stopped = run(down.state, { type: "groupStopped", reason: "ENOSPC" }, { type: "groupResumed", lastSequence: 20 },
+    { type: "streamClosed", stream: 1, reason: "ECONNREFUSED", wasReady: false, planned: false, atIso: at });
+  assert.deepEqual(logs(stopped.effects), []);
+  assert.deepEqual(logs(run(stopped.state, { type: "timerFired", timer: { kind: "reconnect", stream: 1 } }, handshake(1, 8)).effects), ["pair_reconnected"]);
+  // pair set: the new link starts from the old one's link down, and logs the link back.
+  const moved = initialPrimaryPair({ group: "g", transfer: "push", streams: 2, record: replicating, groupStopped: false, linkDown: down.state.linkDown });
+  const movedBack = run(moved, { type: "start", lastSequence: 20 }, handshake(0, 1));
+  assert.deepEqual(logs(movedBack.effects), ["pair_reconnected"]);
+});
+
+void test("connected streams are those whose handshake completed: 0 whenever the link is down, TCP connections that never answered included", () => {
+  const s = started(replicating, { streams: 4 });
+  assert.equal(connectedStreams(s), 0, "opened, no handshake yet");
+  let step = run(s, { type: "groupState", stream: 0, connectionId: 1, state: "replicating", arrivedSequence: 20, lastSequence: 20 },
+    { type: "groupState", stream: 2, connectionId: 2, state: "replicating", arrivedSequence: 20, lastSequence: 20 });
+  assert.equal(connectedStreams(step.state), 2);
+  step = run(step.state, { type: "streamClosed", stream: 0, reason: "peer silent", wasReady: true, planned: false, atIso: "2026-01-01T00:00:00.000Z" },
+    { type: "streamClosed", stream: 2, reason: "peer silent", wasReady: true, planned: false, atIso: "2026-01-01T00:00:00.000Z" });
+  assert.ok(step.state.linkDown !== undefined);
+  assert.equal(connectedStreams(step.state), 0, "disconnected: none counts");
+  const suspended = run(step.state, { type: "suspend", commandId: 1 });
+  assert.equal(connectedStreams(suspended.state), 0);
 });
 
 void test("a secondary out of space: one log line, a backoff, then one probe that shrinks while refused; an ACK past the refusals ends it", () => {

@@ -16,7 +16,7 @@ import {
 } from "../../src/core/secondary-group-machine.ts";
 import { asAcceptNumber, asWriteTimeUs } from "../../src/core/types.ts";
 import { secondaryCopyStalledMs } from "../../src/core/limits.ts";
-import { replPairDeletedCloseText } from "../../src/protocol/repl-protocol.ts";
+import { replPairDeletedCloseText, replPairSuspendedCloseText } from "../../src/protocol/repl-protocol.ts";
 
 const node = "B";
 const volumes = [{ volumeId: 10, name: "v1", sizeBytes: 1 << 20 }, { volumeId: 11, name: "v2", sizeBytes: 2 << 20 }];
@@ -348,6 +348,24 @@ test("status: catching up, applying again, held by a stopped member, no stream, 
   const taken = state(record({ state: "takeover", takeover: { keptSequence: 40, droppedRecords: 2, at: "T" } }));
   assert.deepEqual(describeSecondary(taken, undefined), { state: "takeover", reason: "taken over at T: kept through sequence 40, dropped 2 records" });
   assert.equal(describeSecondary(state(record({ state: "copying" })), facts()).state, "copying");
+});
+
+test("status: a pair the primary suspended says so (this version's CLOSE text and the older one), not that the primary reconnects; the last error is shown", () => {
+  const s = state(replicatingRecord);
+  for (const text of [replPairSuspendedCloseText, "pair suspended"]) {
+    const described = describeSecondary(s, facts({ streams: 0, noStreamSinceIso: "T1", peerCloseText: text }));
+    assert.equal(described.state, "disconnected");
+    assert.match(described.reason ?? "", /^suspended on primary A since T1 .*nothing arrives until `tidemark pair resume \S+` runs on that node/, text);
+    assert.doesNotMatch(described.reason ?? "", /reconnects by itself/);
+  }
+  const silent = describeSecondary(s, facts({ streams: 0, noStreamSinceIso: "T1", lastError: "peer silent for 5016 ms" }));
+  assert.match(silent.reason ?? "", /\(the link or the primary is down; last error: peer silent for 5016 ms\); the primary reconnects by itself/);
+});
+
+test("pair delete holds the group like a takeover, and its streams close saying a pair delete ends it", () => {
+  const held = step(state(replicatingRecord, 2), { type: "takeover", for: "pairDelete" });
+  assert.deepEqual(held.effects, [{ type: "closeStreams", why: "hold", text: "a pair delete is ending the pair on the secondary" }]);
+  assert.equal(openRefusal(held.state, "p1", node)?.code, "GROUP_BUSY");
 });
 
 // ---- properties ------------------------------------------------------------------------------------
