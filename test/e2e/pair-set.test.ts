@@ -2,7 +2,8 @@
 // (stopped, started again on other ports with the same --data); pointed at its new management
 // URL, the pair reconnects to its new replication address and carries on without a new initial
 // copy (one copy_started in the primary's log, the same pair id), data written after the move
-// arrives, and a kill and restart of the primary keeps the new address. A URL of another node (or
+// arrives, the primary logs the link down once and back once (pair_disconnected, pair_reconnected),
+// and a kill and restart of the primary keeps the new address. A URL of another node (or
 // one not holding this pair), a group without a pair and a malformed URL are refused with one line.
 import * as net from "node:net";
 import { test } from "node:test";
@@ -89,6 +90,10 @@ void test("pair set: a moved secondary, same pair, no new copy, replication resu
   assert.equal(after.remoteUrl, moved.mgmtUrl);
   assert.equal(count(a, "copy_started"), 1, "no new initial copy");
   assert.equal(count(moved, "secondary_copy_done"), 0, "no new initial copy on the secondary");
+  // One line when the secondary went away, one when the pair is back at the new address (before
+  // the fix the link that pair set started afresh never said it was back).
+  assert.equal(count(a, "pair_disconnected"), 1, a.logTail(40));
+  assert.equal(count(a, "pair_reconnected"), 1, a.logTail(40));
 
   // The new address is saved: a crash and restart of the primary goes on with it.
   await a.kill();
