@@ -1,6 +1,7 @@
 // Proves the journal limit of a pair (issue: remote copy, "Journal limits"): with the
 // secondary frozen (SIGSTOP) and more data written than the primary's journal holds, host
-// writes are slowed and then held, never failed or dropped; `pair status` says why; the
+// writes are slowed and then held, never failed or dropped; `pair status` says why (the journal
+// full, and the link down too once the peer timeout closed it); the
 // primary's memory stays bounded; and once the secondary is back every write reaches it
 // (`pair wait` returns and the images are equal byte for byte).
 import { test } from "node:test";
@@ -85,6 +86,20 @@ test("a frozen secondary: writes are held, not failed; the backlog drains when i
     assert.equal(failed, undefined, "no write failed while held");
     // Bounded: the backlog is on disk; in memory are at most the send window and the writes in flight.
     assert.ok(rssMaxBytes < 512 * MiB, `primary RSS stayed bounded (${(rssMaxBytes / MiB).toFixed(0)} MiB)`);
+    // The frozen secondary answers nothing: the link goes down (peer timeout) while the writes
+    // are held. `held` wins the state, and the reason says the link is down too, since when and
+    // why (before, only "journal full").
+    let heldAndDown: PairInfo | undefined;
+    const downDeadline = Date.now() + 30_000;
+    while (heldAndDown === undefined && Date.now() < downDeadline) {
+      const status = (await mgmtJson(primary.mgmtUrl, "/v1/pairs/g")) as PairInfo;
+      if (status.link.downSince !== null) heldAndDown = status;
+      else await sleep(200);
+    }
+    assert.ok(heldAndDown !== undefined, "the link to the frozen secondary is seen down");
+    assert.equal(heldAndDown.state, "held");
+    assert.match(heldAndDown.reason ?? "", /^journal full .* held .*; link to jf-b at \S+ down since \S+ \(last error: [^)]+\); retrying$/, heldAndDown.reason ?? "");
+    assert.equal(heldAndDown.link.connectedStreams, 0);
 
     process.kill(secondary.pid, "SIGCONT");
     resumed = true;
