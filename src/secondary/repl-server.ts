@@ -355,7 +355,9 @@ export class ReplServer implements SecondaryStreams {
   private openGroup(connection: ReplConnection, groups: Map<number, OpenGroup>, message: ReplMessageOf<"OPEN_GROUP">, logger: Logger, connectionId: number): void {
     // TAKEN_OVER carries the takeover's cut in arrivedSequence (the primary counts its writes past it).
     const nack = (code: ReplErrorCode, text: string, cutSequence?: number): void => {
-      logger.warn({ event: "repl_open_refused", group: message.secondaryGroup, code, reason: text, primary: connection.remote }, "OPEN_GROUP refused");
+      // GROUP_BUSY (a takeover or a pair delete holds the group) is answered to every retry of
+      // the primary while it lasts: debug, like the other retries; the rest are warnings.
+      logger[code === "GROUP_BUSY" ? "debug" : "warn"]({ event: "repl_open_refused", group: message.secondaryGroup, code, reason: text, primary: connection.remote }, "OPEN_GROUP refused");
       connection.send({ type: "NACK", groupHandle: message.groupHandle, code, refType: "OPEN_GROUP", refId: message.groupHandle, arrivedSequence: asSequence(cutSequence ?? 0), text });
     };
     const secondary = this.host.findSecondary(message.secondaryGroup);
