@@ -144,6 +144,8 @@ export class PairLink {
    * instead (pair_deleted). Set by beginEnd(), cleared by endRefused().
    */
   private ending = false;
+  /** Streams whose reconnect came due while `ending`: connected by endRefused(). */
+  private readonly connectsAfterEnd = new Set<number>();
   /** Journal records (encoded) and copy data sent for this pair since the node started (metrics). */
   private sentBytes = 0;
   lastError: string | null = null;
@@ -266,6 +268,13 @@ export class PairLink {
   /** `pair delete` was refused before this side ended: a stream lost from now on is a loss of the link again. */
   endRefused(): void {
     this.ending = false;
+    const due = [...this.connectsAfterEnd];
+    this.connectsAfterEnd.clear();
+    if (!pairRunning(this.machine)) return;
+    for (const index of due) {
+      const stream = this.streams[index];
+      if (stream !== undefined && stream.connection === undefined) this.connectStream(stream);
+    }
   }
 
   /** The link is down (logged so) while the pair should run, or undefined: carried into the link that replaces this one (`pair set`). */
@@ -337,7 +346,10 @@ export class PairLink {
       case "connectStream": {
         const stream = this.streams[effect.stream];
         assert(stream !== undefined && stream.connection === undefined, "a stream reconnects once its connection is gone");
-        this.connectStream(stream);
+        // pair delete runs: the secondary is ending its side and would refuse (or, once ended,
+        // not know) the group; the reconnect waits until the delete is refused (endRefused).
+        if (this.ending) this.connectsAfterEnd.add(stream.index);
+        else this.connectStream(stream);
         return;
       }
       case "closeStreams":
@@ -571,7 +583,7 @@ export class PairLink {
         this.lastError = `${message.code}: ${message.text}`;
         // TAKEN_OVER as ERROR: a takeover began and closed the streams (it may still be refused);
         // the reconnect's OPEN_GROUP learns how it ended (NACK TAKEN_OVER with the cut, or GROUP_STATE).
-        if (message.code === "STALE_PAIR") this.failPair(`secondary refused the pair: ${message.text}`);
+        if (message.code === "STALE_PAIR" && !this.ending) this.failPair(`secondary refused the pair: ${message.text}`);
         connection.close("peer error");
         return;
       case "FENCE":
@@ -614,6 +626,12 @@ export class PairLink {
         connection.close(`secondary refused data: ${message.text}`);
         return;
       default:
+        if (this.ending) {
+          // pair delete: the secondary ended its side already, and refuses a reconnect that
+          // raced with it (UNKNOWN_GROUP). The pair ends here in a moment; it has not failed.
+          connection.close(`the secondary ended its side of the pair: ${message.code} ${message.text}`);
+          return;
+        }
         this.failPair(`secondary refused ${message.refType}: ${message.code} ${message.text}`);
     }
   }

@@ -389,9 +389,9 @@ export class PrimaryRole {
         ...(answer.deleted ? { readOnly: answer.readOnly } : {}), ...(answer.takenOver === true ? { takenOver: true } : {}),
       };
     } catch (error) {
+      if (!(error instanceof ControlError) || !force) link.endRefused();
       if (!(error instanceof ControlError)) throw error;
       if (!force) {
-        link.endRefused();
         const thisSideOnly = `To end the pair on this node only: ${again} (then, once node ${pair.remoteNode} is back: ${there})`;
         throw new ControlError(error.code, `${error.message}; nothing was deleted. ${thisSideOnly}`);
       }
