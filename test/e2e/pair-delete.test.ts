@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { HostClient } from "../../src/client/host-client.ts";
-import { cli, cliOk, type RunningNode } from "./harness.ts";
+import { cli, cliOk, waitFor, type RunningNode } from "./harness.ts";
 import { makeGroup, pairCreate, pairWait, runDrill, startPairNodes } from "./drill-lib.ts";
 
 const kib = 1024;
@@ -153,11 +153,14 @@ void test("pair delete: both sides end, both images stay; refusals say what to t
   oneLineRefusal(await cli(["pair", "delete", "k"], { node: a.mgmtUrl, timeoutMs: 60_000 }),
     new RegExp(`refused the connection.*nothing was deleted\\. To end the pair on this node only: tidemark pair delete k --force \\(then, once node ${b.id} is back: tidemark pair delete k --force --node ${b.mgmtUrl.replace(/\./g, "\\.")}\\).*TM_ERR_UNREACHABLE`));
   const forced = await cliOk(["pair", "delete", "h", "--force"], { node: a.mgmtUrl, timeoutMs: 60_000 });
-  assert.match(forced.stdout, new RegExp(`^deleted the pair of group h: replication ended, the group stays writable; the secondary's side: left as it is: .*end it on node ${b.id} with: tidemark pair delete h --force --node http://127\\.0\\.0\\.1:\\d+\n$`));
+  assert.match(forced.stdout, new RegExp(`^deleted the pair of group h: replication ended, the group stays writable; the secondary's side: not reached .*: this node tells it once it can \\(every 15 s\\); to end it there now: tidemark pair delete h --force --node http://127\\.0\\.0\\.1:\\d+\n$`));
   assert.deepEqual(await pairGroups(a), ["k"]);
 
-  // The secondary back: its side of h is still there; ended there with --force, kept read-only.
-  // It stops right after saving its decision: the start finishes it (node.json edited to that state).
+  // The secondary back while the primary is down (it cannot tell it yet): its side of h is still
+  // there; ended there with --force, kept read-only. It stops right after saving its decision:
+  // the start finishes it (node.json edited to that state). (The primary's own telling is
+  // test/e2e/pair-delete-unreachable.test.ts.)
+  await a.stop();
   await b.restart();
   assert.deepEqual(await pairGroups(b), ["h", "k"]);
   await b.stop();
@@ -177,4 +180,10 @@ void test("pair delete: both sides end, both images stay; refusals say what to t
   await b.kill();
   await b.restart();
   assert.match(await writeRefused(b, "v2"), /read-only/);
+  // The primary back: the end it owed finds no pair h there and is forgotten; k carries on.
+  await a.restart();
+  await waitFor("the primary forgets the end it owed", () => ((JSON.parse(readFileSync(path.join(a.dataDir, "node.json"), "utf8")) as { pairEndsOwed?: unknown[] }).pairEndsOwed === undefined ? true : undefined), { timeoutMs: 30_000 });
+  assert.match(a.logTail(400), /"event":"pair_end_delivered".*"deletedThere":false/);
+  await pairWait(a, "k");
+  assert.match(await writeRefused(b, "v2"), /read-only/, "still read-only: the late end changed nothing there");
 }));
