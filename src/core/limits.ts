@@ -352,6 +352,12 @@ export const lagHistorySamplesMax = 60;
  * the oldest is dropped with a log line (its secondary then needs `pair delete --force` there).
  */
 export const pairEndsOwedMax = 64;
+/**
+ * How often a primary saves each pair's reflected sequence (the secondary's reports) in
+ * node.json when it moved: after a crash the rebuilt lag overstates by at most what was
+ * acknowledged in this last interval (a clean stop saves it exactly).
+ */
+export const pairReflectedSaveIntervalMs = 2_000;
 export const pairEndRetryMs = 15_000;
 
 // ---- how long the CLI waits for commands the node answers only after waiting itself --------

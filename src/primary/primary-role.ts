@@ -9,7 +9,7 @@ import type { WriteTimePolicy } from "../core/types.ts";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { assert } from "../core/assert.ts";
-import { pairDeleteAckPollMs, pairDeleteAckWaitMsMax, pairEndRetryMs, pairEndsOwedMax, timeAdvanceIntervalMs } from "../core/limits.ts";
+import { pairDeleteAckPollMs, pairDeleteAckWaitMsMax, pairEndRetryMs, pairEndsOwedMax, pairReflectedSaveIntervalMs, timeAdvanceIntervalMs } from "../core/limits.ts";
 import type { PrimaryPairChange } from "../core/primary-pair.ts";
 import { ControlError } from "../core/errors.ts";
 import type { CreatePairRequest, PairEndInfo, PairInfo, PairSecondaryCheckRequest, PairSecondaryEndRequest, PairSecondaryInfo, PairSecondaryRequest } from "../mgmt/control.ts";
@@ -58,6 +58,10 @@ export class PrimaryRole {
   private readonly links = new Map<string, PairLink>();
   private timeAdvanceTimer: Timer | undefined;
   private pairEndTimer: Timer | undefined;
+  private reflectedSaveTimer: Timer | undefined;
+  /** The reflected sequence last saved per group (by this timer); a save runs at most once at a time. */
+  private readonly reflectedSaved = new Map<string, number>();
+  private reflectedSaving = false;
   /** The delivery of owed pair ends running now (one at a time). */
   private delivering: Promise<void> | undefined;
 
@@ -73,7 +77,37 @@ export class PrimaryRole {
       for (const link of this.links.values()) link.maybeTimeAdvance();
     }, Math.max(10, Math.floor(timeAdvanceIntervalMs / 2)));
     this.pairEndTimer = this.options.clock.setInterval(() => void this.deliverOwedEnds(), pairEndRetryMs);
+    this.reflectedSaveTimer = this.options.clock.setInterval(() => void this.saveReflected(), pairReflectedSaveIntervalMs);
     void this.deliverOwedEnds();
+  }
+
+  /**
+   * Saves in node.json the reflected sequence of every pair whose secondary reported more since
+   * the last save (one save for all), so a restart after a crash rebuilds the lag from there
+   * (pairReflectedSaveIntervalMs). A save the disk refuses is tried again on the next tick.
+   */
+  private async saveReflected(): Promise<void> {
+    if (this.reflectedSaving) return;
+    const moved = new Map<string, number>();
+    for (const [group, link] of this.links) {
+      const reflected = link.reflectedNow();
+      if (reflected > (this.reflectedSaved.get(group) ?? 0)) moved.set(group, reflected);
+    }
+    if (moved.size === 0) return;
+    this.reflectedSaving = true;
+    try {
+      await this.options.updateMetadata((m) => {
+        for (const g of m.groups) {
+          const reflected = g.pair === undefined ? undefined : moved.get(g.name);
+          if (g.pair !== undefined && reflected !== undefined) g.pair.reflectedSequence = Math.max(g.pair.reflectedSequence ?? 0, reflected);
+        }
+      });
+      for (const [group, reflected] of moved) this.reflectedSaved.set(group, reflected);
+    } catch (error) {
+      this.options.logger.debug({ event: "pair_reflected_save_failed", err: error instanceof Error ? error.message : String(error) }, "could not save the pairs' reflected sequences; trying again");
+    } finally {
+      this.reflectedSaving = false;
+    }
   }
 
   /**
@@ -128,6 +162,8 @@ export class PrimaryRole {
     this.timeAdvanceTimer = undefined;
     this.options.clock.clear(this.pairEndTimer);
     this.pairEndTimer = undefined;
+    this.options.clock.clear(this.reflectedSaveTimer);
+    this.reflectedSaveTimer = undefined;
     for (const link of this.links.values()) link.stop("node stopping");
   }
 
