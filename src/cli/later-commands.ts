@@ -3,6 +3,7 @@
 // whatever its arguments; they are left out of --help so that nothing offers them before
 // they work.
 import type { Command } from "commander";
+import { withMgmtOptions } from "./command-kit.ts";
 import { UsageError } from "./errors.ts";
 
 /** One line: what is asked for is not in this version, and what is. */
@@ -11,8 +12,8 @@ export function notAvailableYet(what: string): UsageError {
 }
 
 function later(parent: Command, name: string, what: string): Command {
-  return parent
-    .command(name, { hidden: true })
+  // --node and --json as on every management command (given before the subcommand too).
+  return withMgmtOptions(parent.command(name, { hidden: true }))
     .allowUnknownOption(true)
     .allowExcessArguments(true)
     .helpOption(false)
@@ -25,7 +26,7 @@ function later(parent: Command, name: string, what: string): Command {
 export function registerLaterCommands(program: Command): void {
   later(program, "consistency-point", "`tidemark consistency-point`");
   later(program, "recover", "`tidemark recover`");
-  const snapshot = program.command("snapshot", { hidden: true }).helpOption(false).allowUnknownOption(true).allowExcessArguments(true).action(() => {
+  const snapshot = withMgmtOptions(program.command("snapshot", { hidden: true })).helpOption(false).allowUnknownOption(true).allowExcessArguments(true).action(() => {
     throw notAvailableYet("`tidemark snapshot`");
   });
   for (const sub of ["list", "export", "clone", "delete"]) later(snapshot, sub, `\`tidemark snapshot ${sub}\``);

@@ -44,6 +44,10 @@ interface CreateFlags {
   onLinkLoss?: string;
 }
 
+/** What `pair create` offers (and names in a refusal); sync and marker are refused above as not available yet. */
+const availableCopyModes = copyModes.filter((mode) => mode !== "sync");
+const availableReflectModes = reflectModes.filter((mode) => mode !== "marker");
+
 export function registerPairCommands(program: Command, io: CliIo): void {
   const pair = program.command("pair").description("remote copy of a consistency group to another node (pairs)");
 
@@ -74,10 +78,10 @@ export function registerPairCommands(program: Command, io: CliIo): void {
       group,
       to,
       ...(remoteGroup === undefined ? {} : { remoteGroup }),
-      mode: pickOne("--mode", flags.mode, copyModes),
+      mode: pickOne("--mode", flags.mode, availableCopyModes),
       transfer: pickOne("--transfer", flags.transfer, transferModes),
       streams: parseStreams(flags.streams),
-      reflect: pickOne("--reflect", flags.reflect, reflectModes),
+      reflect: pickOne("--reflect", flags.reflect, availableReflectModes),
       ...(flags.force === true ? { force: true } : {}),
       ...(flags.domain === undefined ? {} : { domain: checkName("domain", flags.domain) }),
     };

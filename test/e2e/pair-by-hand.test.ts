@@ -41,11 +41,16 @@ void test("pair create refuses --mode sync and --reflect marker in one line and 
     assert.equal(refused.code, 2, refused.stderr);
     assert.match(oneLine(refused, `${flag} ${value}`), pattern);
   }
-  for (const later of [["consistency-point", "--primary", primary.mgmtUrl, "--secondary", secondary.mgmtUrl], ["snapshot", "list"], ["snapshot", "clone", "s1", "c1"], ["recover", "--secondary", secondary.mgmtUrl, "--to-marker", "3"]]) {
-    const refused = await cli(later, {});
+  for (const later of [["consistency-point", "--primary", primary.mgmtUrl, "--secondary", secondary.mgmtUrl], ["snapshot", "list"], ["snapshot", "clone", "s1", "c1"], ["recover", "--secondary", secondary.mgmtUrl, "--to-marker", "3"], ["snapshot", "list", "--json"]]) {
+    for (const where of [[], ["--node", primary.mgmtUrl]]) {
+      const refused = await cli([...where, ...later], {});
     assert.equal(refused.code, 2, refused.stderr);
-    const named = later[0] === "snapshot" ? `${later[0]} ${later[1] ?? ""}` : later[0] ?? "";
-    assert.ok(oneLine(refused, later.join(" ")).startsWith(`tidemark: \`tidemark ${named}\` is not available yet: `), refused.stderr);
+      const named = later[0] === "snapshot" ? `${later[0]} ${later[1] ?? ""}` : later[0] ?? "";
+      assert.ok(oneLine(refused, later.join(" ")).startsWith(`tidemark: \`tidemark ${named}\` is not available yet: `), refused.stderr);
+    }
+  }
+  for (const [flag, shown] of [["--mode", "use async"], ["--reflect", "use time or seq"]] as const) {
+    assert.match(oneLine(await cli(["pair", "create", "g1", "--to", secondary.mgmtUrl, flag, "bogus"], node), flag), new RegExp(`${flag} "bogus" is not valid; ${shown}$`), "a refusal offers only what works");
   }
   assert.doesNotMatch((await cliOk(["--help"], {})).stdout, /snapshot|recover|consistency-point/, "--help offers none of them");
   // The node refuses them too, for a caller of the API.
