@@ -283,13 +283,18 @@ export class PairLink {
   }
 
   /** Resolves once `suspended` is saved; a ControlError if the pair cannot be suspended (failed) or the save failed. */
-  suspend(): Promise<void> {
-    return this.command((commandId) => ({ type: "suspend", commandId }));
+  async suspend(): Promise<void> {
+    const was = this.machine.record.state;
+    await this.command((commandId) => ({ type: "suspend", commandId }));
+    // One line per state change (a suspend of a suspended pair changes nothing and says nothing).
+    if (was !== "suspended") this.logger.info({ event: "pair_suspended", was }, "pair suspended: host writes go on and wait in the journal until pair resume");
   }
 
   /** Resolves once the pair is saved as running again and its streams open; a ControlError if it is not suspended or the save failed. */
-  resume(): Promise<void> {
-    return this.command((commandId) => ({ type: "resume", commandId }));
+  async resume(): Promise<void> {
+    const was = this.machine.record.state;
+    await this.command((commandId) => ({ type: "resume", commandId }));
+    if (was === "suspended") this.logger.info({ event: "pair_resumed", state: this.machine.record.state }, "pair resumed: what waited in the journal is sent");
   }
 
   /** Resolves once the unfence is saved and the group writable; a ControlError if it is not fenced, its peer took over and `force` is false, or the save failed. */

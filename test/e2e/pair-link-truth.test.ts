@@ -155,6 +155,9 @@ void test("suspend shows on the secondary; a link down across suspend and resume
     assert.equal(events(across, "pair_disconnected", group).length, 1, `${group}: down once\n${a.logTail(30)}`);
     assert.equal(events(across, "pair_reconnected", group).length, 1, `${group}: back once\n${a.logTail(30)}`);
   }
+  // The suspend and the resume are state changes too: one line each, on the primary.
+  assert.equal(events(across, "pair_suspended", "g2").length, 1, a.logTail(30));
+  assert.equal(events(across, "pair_resumed", "g2").length, 1, a.logTail(30));
 
   // ---- pair delete: the pair's end, not a disconnection ---------------------------------
   const deleteFromA = mark(a);
