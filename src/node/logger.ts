@@ -19,5 +19,8 @@ export function createNodeLogger(nodeId: string, level = process.env.TIDEMARK_LO
 
 /** Writes the log line a lifecycle machine asked for (core/log-effect.ts): level, `event` first, its fields, the message. */
 export function writeLogEffect(logger: Logger, effect: Omit<LogEffect, "type">): void {
-  logger[effect.level]({ event: effect.event, ...effect.fields }, effect.message);
+  // A field the logger already carries (a child's `group`) is not written twice in one JSON line.
+  const bound = logger.bindings();
+  const fields = Object.fromEntries(Object.entries(effect.fields).filter(([key, value]) => !(key in bound && bound[key] === value)));
+  logger[effect.level]({ event: effect.event, ...fields }, effect.message);
 }
