@@ -26,7 +26,7 @@ import {
 import { asSequence } from "../core/types.ts";
 import { encodedRecordBytes, type JournalRecord } from "../protocol/journal-record.ts";
 import { chooseReplVersion, replProtocolVersionMax, replProtocolVersionMin, replReopenCloseText, type ReplErrorCode, type ReplMessage, type ReplMessageOf } from "../protocol/repl-protocol.ts";
-import { mayPull, openRefusal, primarySuspended, reflects, type BatchOutcome, type PeerAnswer, type SecondaryGroupEffect, type SecondaryGroupEvent } from "../core/secondary-group-machine.ts";
+import { mayPull, openRefusal, pairDeleteHoldText, primarySuspended, reflects, type BatchOutcome, type PeerAnswer, type SecondaryGroupEffect, type SecondaryGroupEvent } from "../core/secondary-group-machine.ts";
 import { ReplConnection } from "../transport/repl-connection.ts";
 import { systemClock, type Clock, type Timer } from "../node/clock.ts";
 import { assert } from "../core/assert.ts";
@@ -267,8 +267,10 @@ export class ReplServer implements SecondaryStreams {
             // retry, and none when the primary reopens its streams at once (the end of the copy).
             if (reopening) continue;
             const suspended = primarySuspended(secondary.peerCloseText);
-            this.logger.info({ event: "pair_disconnected", group: secondary.name, reason: why },
-              suspended ? "no replication stream from the primary: the pair is suspended there" : "no replication stream from the primary; it reconnects by itself");
+            const deleting = why.includes(pairDeleteHoldText);
+            this.logger.info({ event: deleting ? "pair_streams_closed" : "pair_disconnected", group: secondary.name, reason: why },
+              deleting ? "replication streams closed: the pair is being deleted"
+                : suspended ? "no replication stream from the primary: the pair is suspended there" : "no replication stream from the primary; it reconnects by itself");
           }
         }
         for (const open of groups.values()) this.forgetOpen(open);

@@ -170,7 +170,9 @@ void test("suspend shows on the secondary; a link down across suspend and resume
   assert.equal(events(deletedA, "pair_deleted", "g1").length, 1, "the pair's end is logged");
   const deletedB = linesSince(b, deleteFromB);
   assert.deepEqual(deletedB.filter((line) => line.level >= 40 && line.event !== "pair_deleted").map((line) => line.event), [], "the secondary's retries during the delete are not warnings");
-  for (const line of events(deletedB, "pair_disconnected", "g1")) {
+  // Not a disconnection there either: one line saying the delete closed the streams.
+  assert.deepEqual(events(deletedB, "pair_disconnected", "g1"), [], "no pair_disconnected on the secondary for a delete");
+  for (const line of events(deletedB, "pair_streams_closed", "g1")) {
     assert.match(line.reason ?? "", /pair delete/, "the secondary's line says a pair delete ended the streams");
     assert.doesNotMatch(line.reason ?? "", /takeover/);
   }

@@ -11,7 +11,7 @@ void test("a log effect's field the logger already carries is written once; othe
   const logger = pino({ base: null, timestamp: false }, sink).child({ group: "g2" });
   writeLogEffect(logger, { level: "info", event: "pair_disconnected", fields: { group: "g2", reason: "peer silent" }, message: "down" });
   writeLogEffect(logger, { level: "warn", event: "held", fields: { group: "g1" }, message: "held by" });
-  assert.equal(lines[0]?.match(/"group"/g)?.length, 1, lines[0]);
+  assert.equal(lines[0]?.match(/"group"/g)?.length, 1, lines[0] ?? "");
   assert.deepEqual(JSON.parse(lines[0] ?? "{}"), { level: 30, group: "g2", event: "pair_disconnected", reason: "peer silent", msg: "down" });
   assert.equal(lines[1]?.match(/"group"/g)?.length, 2, "a different value is kept (it says something else)");
 });
