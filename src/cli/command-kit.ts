@@ -121,7 +121,7 @@ export function parseNameList(kind: string, flag: string, text: string): string[
 /** A size flag ("--size 10G") as bytes, within [minBytes, maxBytes]. */
 export function parseSizeFlag(flag: string, text: string, minBytes: number, maxBytes: number): number {
   const parsed = parseSize(text);
-  // Past what a number holds exactly: the same line as any size above the maximum.
+  // Past what a number holds exactly: the same line as every size above the maximum.
   if (!parsed.ok && parsed.tooLarge === true) throw new UsageError(`${flag} ${text} is above the maximum of ${formatBytes(maxBytes)}`);
   if (!parsed.ok) throw new UsageError(parsed.reason.replace(/^size /, `${flag} `));
   if (parsed.bytes < minBytes) throw new UsageError(`${flag} ${text} is below the minimum of ${formatBytes(minBytes)} (${minBytes} bytes)`);

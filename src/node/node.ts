@@ -448,8 +448,11 @@ export class TidemarkNode implements NodeControl, PairControl {
 
   health(): NodeHealth {
     const reasons: string[] = [];
+    const stoppedHere = new Set<string>();
     for (const group of this.listGroups()) {
-      if (group.state === "stopped") reasons.push(`group ${group.name} stopped: ${group.reason ?? ""}`);
+      if (group.state !== "stopped") continue;
+      stoppedHere.add(group.name);
+      reasons.push(`group ${group.name} stopped: ${group.reason ?? ""}`);
     }
     for (const pair of this.listPairs()) {
       if (pair.state === "failed") reasons.push(`pair of group ${pair.group} failed: ${pair.reason ?? ""}`);
@@ -457,7 +460,7 @@ export class TidemarkNode implements NodeControl, PairControl {
       else if (pair.heldWrites > 0) reasons.push(`group ${pair.group}: ${pair.heldWrites} host writes held: ${pair.reason ?? ""}`);
       else if (pair.state === "disconnected") reasons.push(`pair of group ${pair.group} disconnected (${pair.role}): ${pair.reason ?? ""}`);
       // Stopped on the secondary, as the primary knows it (the group's own stop is listed above).
-      else if (pair.state === "stopped" && pair.role === "primary" && !this.listGroups().some((g) => g.name === pair.group && g.state === "stopped")) reasons.push(`pair of group ${pair.group} stopped on the secondary: ${pair.reason ?? ""}`);
+      else if (pair.state === "stopped" && pair.role === "primary" && !stoppedHere.has(pair.group)) reasons.push(`pair of group ${pair.group} stopped on the secondary: ${pair.reason ?? ""}`);
     }
     // Held writes of a group without a pair, and a pair's secondary whose journal is full.
     reasons.push(...this.groups.heldWithoutPairReasons());

@@ -1070,6 +1070,14 @@ export class PairLink {
     return disconnectedReason(`${this.config.remoteNode} at ${this.config.remoteReplAddress}`, down);
   }
 
+  /**
+   * The secondary refuses records because its journal is full (it drains by itself as it
+   * reflects), not because its group stopped on its disk: its refusal says "journal full".
+   */
+  private peerJournalFull(): boolean {
+    return /journal full/.test(this.machine.noSpace?.text ?? "");
+  }
+
   private reason(): string | null {
     const record = this.machine.record;
     const fence = record.fence;
@@ -1084,7 +1092,7 @@ export class PairLink {
     let noSpace: string | undefined;
     const refusing = this.machine.noSpace;
     if (refusing?.code === "NO_SPACE") {
-      noSpace = `the secondary cannot store records now: ${this.config.remoteNode} is out of ${/journal full/.test(refusing.text) ? "journal " : ""}space for ${this.config.remoteGroup} (${refusing.text}); they wait here and are sent once it has room`;
+      noSpace = `the secondary cannot store records now: ${this.config.remoteNode} is out of ${this.peerJournalFull() ? "journal " : ""}space for ${this.config.remoteGroup} (${refusing.text}); they wait here and are sent once it has room`;
     } else if (refusing !== undefined) {
       noSpace = `the secondary cannot store records now (${refusing.text}); they wait here and are sent when it can`;
     }
@@ -1133,7 +1141,7 @@ export class PairLink {
     const state = primaryShownState({
       recordState: record.state, groupStopped: this.writer.stopped !== undefined,
       // Refused for space or an I/O error other than a full journal there (that one drains by itself as it reflects).
-      peerStopped: this.machine.noSpace !== undefined && !/journal full/.test(this.machine.noSpace.text),
+      peerStopped: this.machine.noSpace !== undefined && !this.peerJournalFull(),
       writesHeldForJournal: this.writer.heldWrites > 0 && this.writer.holdReason === "journal-full",
       linkDown: pairRunning(this.machine) ? this.machine.linkDown : undefined,
     });
