@@ -327,8 +327,15 @@ function runModel(named: readonly NamedValue[], outcomes: readonly Outcome[], ch
 
 test("property: over random checks, failures and crashes at any step with restarts, a takeover converts every group it took at its saved cut, or none", () => {
   fc.assert(fc.property(runArbitrary, ({ named, outcomes }) => {
-    const { taking, converted } = runModel(named, outcomes);
+    const { taking, converted, intent } = runModel(named, outcomes);
     if (converted.size === 0) return;
+    // The model restarts the node at most 10 times; with that many failures in a row the intent
+    // may still be on disk: the takeover is not over, the next start goes on with it. What is
+    // converted so far is then part of it, each at its saved cut.
+    if (intent !== undefined) {
+      for (const [name, kept] of converted) assert.equal(intent.groups.find((g) => g.name === name)?.keepThroughSequence, kept, `${name} converted at the intent's cut`);
+      return;
+    }
     assert.deepEqual([...converted.keys()].sort(), [...taking].sort(), "all or nothing");
   }), { numRuns: 1000 });
 });
